@@ -1,0 +1,44 @@
+"""What a rule reports: one :class:`Finding` per problem seen in a run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis of one run.
+
+    Attributes:
+        rule: the rule id, exactly as in RULES.md (``lr_too_high``, …).
+        severity: ``info``, ``warning`` or ``critical``.
+        title: a short headline.
+        message: what was seen, with the numbers that triggered the rule.
+        advice: what to try, drawn from the seeds.
+        step_start, step_end: the optimizer steps the finding concerns (the
+            dashboard shades them); None when it concerns the whole run.
+        evidence: the numbers behind the message, JSON-serialisable.
+        source: where the rule of thumb comes from (seed or paper).
+    """
+
+    rule: str
+    severity: str
+    title: str
+    message: str
+    advice: str
+    step_start: int | None = None
+    step_end: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of DESIGN.md's ``diagnose --json``."""
+        return asdict(self)

@@ -1,0 +1,569 @@
+"""The writer half of the run store: buffer rows, publish immutable Parquet segments.
+
+One :class:`RunWriter` owns one run × one rank × one attempt. Rows are
+buffered in memory as column chunks and published from a background thread
+as Parquet files (written under a temporary name, fsynced, then
+``os.replace``d into place), so a reader never sees half a file and never
+needs a lock. The probe and every importer write through this class.
+
+This module imports only the standard library, numpy and pyarrow: the probe
+imports it inside training processes.
+
+Example:
+    >>> with RunWriter("runs", name="demo") as writer:      # doctest: +SKIP
+    ...     writer.add_scalars(step=1, name="loss", value=2.3)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLES = ("scalars", "confusion", "events")
+
+SCALARS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("rank", pa.int32()),
+        ("attempt", pa.int32()),
+        ("step", pa.int64()),
+        ("epoch", pa.float64()),
+        ("wall_time", pa.float64()),
+        ("split", pa.string()),
+        ("name", pa.string()),
+        ("layer", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+CONFUSION_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("rank", pa.int32()),
+        ("attempt", pa.int32()),
+        ("step", pa.int64()),
+        ("epoch", pa.float64()),
+        ("split", pa.string()),
+        ("true_class", pa.int32()),
+        ("pred_class", pa.int32()),
+        ("count", pa.int64()),
+    ]
+)
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("rank", pa.int32()),
+        ("attempt", pa.int32()),
+        ("step", pa.int64()),
+        ("wall_time", pa.float64()),
+        ("kind", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+SCHEMAS = {"scalars": SCALARS_SCHEMA, "confusion": CONFUSION_SCHEMA, "events": EVENTS_SCHEMA}
+
+# Publishing a segment costs one file create + fsync (~1 ms on a local disk);
+# every 2 s keeps a crash's loss small without flooding the folder.
+DEFAULT_FLUSH_EVERY_S = 2.0
+# A flush is also forced when this many rows wait, bounding memory (~40 MB).
+DEFAULT_MAX_BUFFERED_ROWS = 1_000_000
+# run.json's heartbeat_at is rewritten this often while the writer lives; a
+# reader calls a "running" run crashed once the heartbeat is older than
+# store.reader.DEFAULT_STALE_AFTER_S (several heartbeats).
+DEFAULT_HEARTBEAT_EVERY_S = 5.0
+
+RUN_STATUSES = ("running", "finished", "crashed")
+_RUN_ID_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class StoreError(Exception):
+    """A problem with the store or its input, with a one-line message."""
+
+
+def new_run_id() -> str:
+    """Return a unique, sortable run id: UTC time plus a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def check_run_id(run_id: str) -> str:
+    """Reject run ids that are not safe as one folder name."""
+    if not run_id or not set(run_id) <= _RUN_ID_ALPHABET or run_id in {".", ".."} or run_id.startswith("."):
+        raise StoreError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+    return run_id
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+
+
+def write_run_json(run_dir: Path, meta: Mapping[str, Any]) -> None:
+    data = json.dumps(meta, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+    atomic_write_bytes(Path(run_dir) / "run.json", data.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _as_column(value: Any) -> Any:
+    """A scalar stays a Python scalar; anything else becomes a 1-D numpy array."""
+    if value is None or isinstance(value, (str, bytes, int, float, bool, np.generic)):
+        return value
+    if isinstance(value, tuple):
+        return value  # kept as is: tuples of names are cached by identity (see _StringCodes)
+    return np.asarray(value).reshape(-1)
+
+
+def _length(value: Any) -> int | None:
+    if value is None or isinstance(value, (str, bytes, int, float, bool, np.generic)):
+        return None
+    return len(value)
+
+
+class _StringCodes:
+    """Dictionary-encodes a string column chunk by chunk without per-row Python work.
+
+    Scalar strings cost one dict lookup per chunk. Tuples (the probe passes the
+    same tuple of layer names at every cadence step) are encoded once and the
+    codes reused while the tuple lives: the cache keeps a reference, so its id
+    cannot be recycled.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+        self._tuple_cache: dict[int, tuple[tuple, np.ndarray]] = {}
+
+    def code(self, value: str | None) -> int:
+        if value is None:
+            return -1
+        found = self.index.get(value)
+        if found is None:
+            found = self.index[value] = len(self.values)
+            self.values.append(str(value))
+        return found
+
+    def codes(self, value: Any, length: int) -> np.ndarray:
+        if value is None or isinstance(value, (str, bytes, np.str_)):
+            return np.full(length, self.code(None if value is None else str(value)), dtype=np.int32)
+        if isinstance(value, tuple):
+            cached = self._tuple_cache.get(id(value))
+            if cached is None or cached[0] is not value:
+                cached = (value, np.array([self.code(v) for v in value], dtype=np.int32))
+                self._tuple_cache[id(value)] = cached
+            return cached[1]
+        return np.array([self.code(None if v is None else str(v)) for v in value], dtype=np.int32)
+
+    def array(self, codes: np.ndarray) -> pa.Array:
+        dictionary = pa.array(self.values, type=pa.string())
+        indices = pa.array(codes, type=pa.int32(), mask=codes < 0)
+        return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
+def _numeric(value: Any, length: int, dtype: Any, fill: Any) -> np.ndarray:
+    if value is None:
+        return np.full(length, fill, dtype=dtype)
+    if np.ndim(value) == 0:
+        return np.full(length, value, dtype=dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+@dataclass
+class _ScalarBuffer:
+    """Column chunks waiting to be published; swapped out whole on flush."""
+
+    chunks: list[tuple] = field(default_factory=list)
+    rows: int = 0
+
+
+class RunWriter:
+    """Writes one run (one rank, one attempt) into a store folder.
+
+    Args:
+        store: the store folder; created if missing.
+        name: the human name of the run (may repeat across runs).
+        run_id: reuse an existing id to resume that run (a new attempt), or
+            share one id across distributed ranks; a new unique id otherwise.
+        rank: this process's rank; rank 0 owns ``run.json``.
+        world_size: number of ranks writing this run.
+        project, config, env, task, probe_settings, source: stored in run.json.
+        flush_every_s: publish buffered rows at least this often.
+        heartbeat_every_s: refresh ``heartbeat_at`` this often (rank 0).
+        background: run the flush/heartbeat thread (off for importers that
+            flush explicitly).
+
+    Rows added with ``add_*`` are visible to readers after the next flush.
+    ``close(status)`` flushes, compacts nothing (see ``store.compact``), and
+    records the final status.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        *,
+        name: str | None = None,
+        run_id: str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        project: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        env: Mapping[str, Any] | None = None,
+        task: Mapping[str, Any] | None = None,
+        probe_settings: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
+        flush_every_s: float = DEFAULT_FLUSH_EVERY_S,
+        heartbeat_every_s: float = DEFAULT_HEARTBEAT_EVERY_S,
+        max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        background: bool = True,
+    ) -> None:
+        self.store = Path(store)
+        self.run_id = check_run_id(run_id) if run_id else new_run_id()
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.run_dir = self.store / self.run_id
+        self.flush_every_s = float(flush_every_s)
+        self.heartbeat_every_s = float(heartbeat_every_s)
+        self.max_buffered_rows = int(max_buffered_rows)
+        self.closed = False
+        self.errors: list[str] = []
+
+        for table in TABLES:
+            (self.run_dir / table).mkdir(parents=True, exist_ok=True)
+        self.attempt = self._next_attempt()
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._scalars = _ScalarBuffer()
+        self._confusion: list[dict] = []
+        self._events: list[dict] = []
+        self._last_step = -1
+
+        if self.rank == 0:
+            self._init_run_json(
+                name=name, project=project, config=config, env=env, task=task,
+                probe_settings=probe_settings, source=source,
+            )
+        if self.attempt > 0:
+            self.add_event("resumed", f"attempt {self.attempt} of run {self.run_id} started", step=None)
+
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._loop, name=f"traindoctor-writer-{self.run_id}", daemon=True)
+            self._thread.start()
+
+    # ----------------------------------------------------------------- set-up
+
+    def _next_attempt(self) -> int:
+        """One more than the highest attempt this rank has written (0 for a new run)."""
+        highest = -1
+        prefix = f"{self.rank}-"
+        for table in TABLES:
+            for entry in os.scandir(self.run_dir / table):
+                if entry.name.startswith(prefix) and entry.name.endswith(".parquet"):
+                    try:
+                        highest = max(highest, int(entry.name.split("-")[1]))
+                    except (IndexError, ValueError):
+                        continue
+        meta_path = self.run_dir / "run.json"
+        if meta_path.exists():
+            try:
+                attempts = read_run_json(self.run_dir).get("attempts", {})
+                highest = max(highest, int(attempts.get(str(self.rank), -1)))
+            except (OSError, ValueError):
+                pass
+        # Compacted files hide the attempt in their rows; run.json remembers it.
+        return highest + 1
+
+    def _init_run_json(self, **fields: Any) -> None:
+        meta_path = self.run_dir / "run.json"
+        now = _now()
+        meta: dict[str, Any] = {}
+        if meta_path.exists():
+            try:
+                meta = read_run_json(self.run_dir)
+            except (OSError, ValueError):
+                meta = {}
+        meta.setdefault("run_id", self.run_id)
+        meta.setdefault("created_at", now)
+        for key, value in fields.items():
+            if value is not None or key not in meta:
+                meta[key] = dict(value) if isinstance(value, Mapping) else value
+        if not meta.get("name"):
+            meta["name"] = self.run_id
+        for key in ("config", "env", "task"):
+            if not isinstance(meta.get(key), dict):
+                meta[key] = {}
+        meta["env"] = {**meta["env"], "world_size": self.world_size, "host": socket.gethostname()}
+        meta["status"] = "running"
+        meta["heartbeat_at"] = now
+        attempts = dict(meta.get("attempts", {}))
+        attempts[str(self.rank)] = self.attempt
+        meta["attempts"] = attempts
+        meta.pop("finished_at", None)
+        self._meta = meta
+        write_run_json(self.run_dir, meta)
+
+    def update_meta(self, **fields: Any) -> None:
+        """Merge fields (config, task, env, …) into run.json (rank 0 only)."""
+        if self.rank != 0:
+            return
+        with self._lock:
+            for key, value in fields.items():
+                if isinstance(value, Mapping) and isinstance(self._meta.get(key), Mapping):
+                    self._meta[key] = {**self._meta[key], **value}
+                else:
+                    self._meta[key] = value
+            write_run_json(self.run_dir, self._meta)
+
+    # ------------------------------------------------------------------ adding
+
+    def add_scalars(
+        self,
+        *,
+        step: Any,
+        name: Any,
+        value: Any,
+        split: Any = "train",
+        layer: Any = None,
+        epoch: Any = None,
+        wall_time: Any = None,
+    ) -> None:
+        """Buffer one value or a column chunk of values.
+
+        Every argument is a scalar or a 1-D sequence; scalars broadcast.
+        Pass layer names as a tuple to have their encoding cached.
+        ``wall_time`` defaults to now; ``value`` keeps NaN and ±Inf as they are.
+        """
+        columns = [_as_column(v) for v in (step, epoch, wall_time, split, name, layer, value)]
+        lengths = {n for n in map(_length, columns) if n is not None}
+        if len(lengths) > 1:
+            raise ValueError(f"column chunks differ in length: {sorted(lengths)}")
+        length = lengths.pop() if lengths else 1
+        if length == 0:
+            return
+        if columns[2] is None:
+            columns[2] = _now()
+        with self._lock:
+            self._scalars.chunks.append((length, *columns))
+            self._scalars.rows += length
+            full = self._scalars.rows >= self.max_buffered_rows
+        if full:
+            self._wake.set()
+
+    def add_confusion(self, *, step: int, counts: Any, split: str = "val", epoch: float | None = None) -> None:
+        """Buffer a confusion matrix (``counts[true, pred]``); only non-zero cells are stored."""
+        matrix = np.asarray(counts, dtype=np.int64)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"confusion counts must be a square matrix, got shape {matrix.shape}")
+        true_class, pred_class = np.nonzero(matrix)
+        with self._lock:
+            self._confusion.append(
+                {
+                    "step": np.full(len(true_class), int(step), dtype=np.int64),
+                    "epoch": np.full(len(true_class), np.nan if epoch is None else float(epoch)),
+                    "split": [str(split)] * len(true_class),
+                    "true_class": true_class.astype(np.int32),
+                    "pred_class": pred_class.astype(np.int32),
+                    "count": matrix[true_class, pred_class],
+                }
+            )
+
+    def add_event(self, kind: str, detail: str = "", *, step: int | None = None, wall_time: float | None = None) -> None:
+        """Buffer one event (``nan_loss``, ``config_lint``, ``crash``, …)."""
+        with self._lock:
+            self._events.append(
+                {"step": step, "wall_time": _now() if wall_time is None else float(wall_time),
+                 "kind": str(kind), "detail": str(detail)}
+            )
+
+    # -------------------------------------------------------------- publishing
+
+    def flush(self) -> None:
+        """Publish everything buffered so far (synchronously)."""
+        with self._lock:
+            scalars, self._scalars = self._scalars, _ScalarBuffer()
+            confusion, self._confusion = self._confusion, []
+            events, self._events = self._events, []
+        with self._publish_lock:
+            if scalars.rows:
+                self._publish("scalars", self._scalars_table(scalars))
+            if confusion:
+                self._publish("confusion", self._confusion_table(confusion))
+            if events:
+                self._publish("events", self._events_table(events))
+
+    def _constant_columns(self, length: int) -> list[pa.Array]:
+        return [
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(length, dtype=np.int32)), pa.array([self.run_id])),
+            pa.array(np.full(length, self.rank, dtype=np.int32)),
+            pa.array(np.full(length, self.attempt, dtype=np.int32)),
+        ]
+
+    def _scalars_table(self, buffer: _ScalarBuffer) -> pa.Table:
+        steps, epochs, walls, values = [], [], [], []
+        splits, names, layers = _StringCodes(), _StringCodes(), _StringCodes()
+        split_codes, name_codes, layer_codes = [], [], []
+        for length, step, epoch, wall, split, name, layer, value in buffer.chunks:
+            steps.append(_numeric(step, length, np.int64, -1))
+            epochs.append(_numeric(epoch, length, np.float64, np.nan))
+            walls.append(_numeric(wall, length, np.float64, np.nan))
+            values.append(_numeric(value, length, np.float64, np.nan))
+            split_codes.append(splits.codes(split, length))
+            name_codes.append(names.codes(name, length))
+            layer_codes.append(layers.codes(layer, length))
+        epoch_array = np.concatenate(epochs)
+        arrays = self._constant_columns(buffer.rows) + [
+            pa.array(np.concatenate(steps)),
+            pa.array(epoch_array, mask=np.isnan(epoch_array)),
+            pa.array(np.concatenate(walls)),
+            splits.array(np.concatenate(split_codes)),
+            names.array(np.concatenate(name_codes)),
+            layers.array(np.concatenate(layer_codes)),
+            pa.array(np.concatenate(values)),
+        ]
+        return pa.Table.from_arrays(arrays, names=SCALARS_SCHEMA.names)
+
+    def _confusion_table(self, chunks: list[dict]) -> pa.Table:
+        length = sum(len(c["step"]) for c in chunks)
+        epoch = np.concatenate([c["epoch"] for c in chunks]) if chunks else np.zeros(0)
+        arrays = self._constant_columns(length) + [
+            pa.array(np.concatenate([c["step"] for c in chunks]), type=pa.int64()),
+            pa.array(epoch, mask=np.isnan(epoch)),
+            pa.array([s for c in chunks for s in c["split"]], type=pa.string()),
+            pa.array(np.concatenate([c["true_class"] for c in chunks]), type=pa.int32()),
+            pa.array(np.concatenate([c["pred_class"] for c in chunks]), type=pa.int32()),
+            pa.array(np.concatenate([c["count"] for c in chunks]), type=pa.int64()),
+        ]
+        return pa.Table.from_arrays(arrays, names=CONFUSION_SCHEMA.names)
+
+    def _events_table(self, events: list[dict]) -> pa.Table:
+        arrays = self._constant_columns(len(events)) + [
+            pa.array([e["step"] for e in events], type=pa.int64()),
+            pa.array([e["wall_time"] for e in events], type=pa.float64()),
+            pa.array([e["kind"] for e in events], type=pa.string()),
+            pa.array([e["detail"] for e in events], type=pa.string()),
+        ]
+        return pa.Table.from_arrays(arrays, names=EVENTS_SCHEMA.names)
+
+    def _publish(self, table_name: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        table = table.cast(SCHEMAS[table_name]) if table_name != "scalars" else table
+        final = self.run_dir / table_name / f"{self.rank}-{self.attempt}-{self._seq:08d}.parquet"
+        self._seq += 1
+        tmp = final.with_name(f".tmp-{final.name}")
+        # Dictionary-encoded, zstd: ~2 bytes a value for typical runs.
+        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+
+    # -------------------------------------------------------- background thread
+
+    def _loop(self) -> None:
+        last_flush = last_beat = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(timeout=min(self.flush_every_s, self.heartbeat_every_s, 0.5))
+            self._wake.clear()
+            now = time.monotonic()
+            try:
+                if now - last_flush >= self.flush_every_s or self._scalars.rows >= self.max_buffered_rows:
+                    last_flush = now
+                    self.flush()
+                if now - last_beat >= self.heartbeat_every_s:
+                    last_beat = now
+                    self.heartbeat()
+            except Exception as error:  # the writer never takes the training run down
+                self._record_error(error)
+
+    def _record_error(self, error: BaseException) -> None:
+        message = f"traindoctor: writing run {self.run_id} failed: {type(error).__name__}: {error}"
+        if message not in self.errors:
+            self.errors.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def heartbeat(self) -> None:
+        """Tell readers this run is alive (rank 0 rewrites run.json)."""
+        if self.rank != 0 or self.closed:
+            return
+        with self._lock:
+            self._meta["heartbeat_at"] = _now()
+            write_run_json(self.run_dir, self._meta)
+
+    def close(self, status: str = "finished", *, detail: str | None = None) -> None:
+        """Flush, stop the thread, and record the final status (idempotent)."""
+        if self.closed:
+            return
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        if status == "crashed" and detail:
+            self.add_event("crash", detail)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        try:
+            self.flush()
+        except Exception as error:
+            self._record_error(error)
+        if self.rank == 0:
+            with self._lock:
+                self._meta["status"] = status
+                self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
+                write_run_json(self.run_dir, self._meta)
+        self.closed = True
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close("finished")
+        else:
+            self.close("crashed", detail="".join(traceback.format_exception(exc_type, exc, tb)))
+
+
+def iter_segment_names(names: Iterable[str]) -> list[str]:
+    """Published segment file names among ``names`` (temporary files excluded)."""
+    return sorted(n for n in names if n.endswith(".parquet") and not n.startswith("."))
+
+
+def broadcast_names(names: Sequence[str]) -> tuple[str, ...]:
+    """A tuple of names, so the writer can cache their encoding."""
+    return tuple(names)
