@@ -1,0 +1,237 @@
+"""The ``traindoctor`` command (DESIGN.md, "CLI (contract)").
+
+Exit codes: 0 ok, 1 findings at or above ``--fail-on``, 2 usage or input
+error, reported as one line on stderr. Heavy modules (Streamlit, DuckDB,
+the importers) are imported inside the command that needs them, so
+``traindoctor --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
+IMPORT_KINDS = ("csv", "tensorboard", "lightning", "hf")
+FAIL_ON = ("info", "warning", "critical")
+
+
+class CommandError(Exception):
+    """An input or usage problem, reported as one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise CommandError(f"{message} (see '{self.prog} --help')")
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", metavar="DIR", default=None,
+        help="the store folder (default: $TRAINDOCTOR_STORE, else ./runs)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="traindoctor", description="Diagnose PyTorch training runs.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    ui = commands.add_parser("ui", help="open the dashboard on a store (binds 127.0.0.1)")
+    _store_arg(ui)
+    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind; set it to expose the dashboard on purpose")
+
+    demo = commands.add_parser("demo", help="open the dashboard on the bundled sample runs")
+    demo.add_argument("--port", type=int, default=8501)
+    demo.add_argument("--host", default="127.0.0.1")
+
+    runs = commands.add_parser("runs", help="list the runs in a store")
+    _store_arg(runs)
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    diagnose = commands.add_parser("diagnose", help="diagnose runs against the rules")
+    diagnose.add_argument("runs", nargs="+", metavar="RUN", help="run id or name (the newest run with that name)")
+    _store_arg(diagnose)
+    diagnose.add_argument("--json", action="store_true", help="print the JSON report")
+    diagnose.add_argument("--fail-on", choices=FAIL_ON, default=None,
+                          help="exit 1 when a finding is at or above this severity")
+
+    importer = commands.add_parser("import", help="import runs logged by other tools")
+    importer.add_argument("kind", choices=IMPORT_KINDS)
+    importer.add_argument("path", metavar="PATH")
+    _store_arg(importer)
+    importer.add_argument("--run", metavar="NAME", default=None, help="name for the imported run")
+    importer.add_argument("--num-classes", type=int, default=None, help="number of classes of the task")
+
+    compact = commands.add_parser("compact", help="merge each run's segments into one sorted file")
+    _store_arg(compact)
+
+    export = commands.add_parser("export", help="export runs to one DuckDB database file")
+    export.add_argument("--duckdb", metavar="FILE", required=True)
+    export.add_argument("runs", nargs="*", metavar="RUN", help="runs to export (default: all)")
+    _store_arg(export)
+    export.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    return parser
+
+
+def _open_store(path: str | None):
+    from dashboard.data import open_store
+
+    return open_store(path)
+
+
+def _resolve_all(store, runs: Sequence[str]) -> list[str]:
+    return [store.resolve(run) for run in runs]
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    table = store.runs()
+    if args.json:
+        print(table.to_json(orient="records", default_handler=str))
+        return EXIT_OK
+    if table.empty:
+        print(f"no runs in {store.root}")
+        return EXIT_OK
+    print(format_runs_table(table))
+    return EXIT_OK
+
+
+def format_runs_table(table) -> str:
+    import pandas as pd
+
+    shown = pd.DataFrame({
+        "name": table["name"],
+        "run_id": table["run_id"],
+        "status": table["status"],
+        "steps": table["last_step"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}"),
+        "started": pd.to_datetime(table["created_at"], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M"),
+        "train loss": table["final_train_loss"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
+        "val loss": table["final_val_loss"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
+        "val acc": table["final_val_accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+    })
+    return shown.to_string(index=False)
+
+
+def command_diagnose(args: argparse.Namespace) -> int:
+    from dashboard.data import load_run
+    from dashboard.diagnosis import diagnose
+    from dashboard.diagnosis.finding import SEVERITY_RANK
+    from dashboard.diagnosis.report import json_report, text_report
+
+    store = _open_store(args.store)
+    items = []
+    for run in args.runs:
+        data = load_run(store, run)
+        items.append((data, diagnose(data)))
+    if args.json:
+        print(json.dumps(json_report(items), indent=2, default=str, allow_nan=False))
+    else:
+        print(text_report(items))
+    if args.fail_on:
+        threshold = SEVERITY_RANK[args.fail_on]
+        if any(SEVERITY_RANK[f.severity] >= threshold for _, findings in items for f in findings):
+            return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def command_import(args: argparse.Namespace) -> int:
+    from store.importers import import_source
+
+    store_root = _open_store(args.store).root
+    results = import_source(args.kind, store_root, args.path, run_name=args.run, num_classes=args.num_classes)
+    for result in results:
+        if result.skipped:
+            print(f"already imported: {result.name} ({result.run_id}) from {result.source}")
+        else:
+            print(f"imported {result.name} ({result.run_id}): {result.rows:,} values from {result.source}")
+    return EXIT_OK
+
+
+def command_compact(args: argparse.Namespace) -> int:
+    from store.compact import compact_store
+
+    store = _open_store(args.store)
+    merged = compact_store(store)
+    for run_id, tables in merged.items():
+        count = sum(tables.values())
+        if count:
+            print(f"{run_id}: merged {count} segment files")
+    print(f"compacted {len(merged)} runs in {store.root}")
+    return EXIT_OK
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from store.export import export_duckdb
+
+    store = _open_store(args.store)
+    run_ids = _resolve_all(store, args.runs) if args.runs else None
+    summary = export_duckdb(store, args.duckdb, run_ids, overwrite=args.overwrite)
+    print(f"exported to {args.duckdb}: " + ", ".join(f"{table} {rows:,} rows" for table, rows in summary.items()))
+    return EXIT_OK
+
+
+def command_ui(args: argparse.Namespace, store_path: str | os.PathLike | None = None) -> int:
+    from dashboard.data import default_store_path
+    from dashboard.serve import run_app
+
+    path = Path(store_path or args.store or default_store_path())
+    return run_app(path, host=args.host, port=args.port)
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    store = sample_store_path()
+    if not (store.is_dir() and any(store.iterdir())):
+        raise CommandError(f"the sample runs are missing at {store}: run 'python sample_runs/make_runs.py' in a clone")
+    return command_ui(args, store_path=store)
+
+
+def sample_store_path() -> Path:
+    """The bundled sample store of a source checkout (``sample_runs/store``)."""
+    return Path(__file__).resolve().parents[1] / "sample_runs" / "store"
+
+
+COMMANDS = {
+    "ui": command_ui,
+    "demo": command_demo,
+    "runs": command_runs,
+    "diagnose": command_diagnose,
+    "import": command_import,
+    "compact": command_compact,
+    "export": command_export,
+}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"traindoctor: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``traindoctor`` console command."""
+    from store.segments import StoreError
+
+    warnings.showwarning = _one_line_warning
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (CommandError, StoreError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        print(f"traindoctor: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `traindoctor runs | head`
+        return EXIT_OK
+
+
+def _one_line(error: BaseException) -> Any:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The traindoctor command: output, exit codes and one-line errors (DESIGN.md, CLI contract)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import duckdb
+import pandas as pd
+import pytest
+
+from dashboard.cli import main
+from store.reader import Store
+from store.segments import RunWriter
+
+
+def make_run(store, name, losses, *, val=None, num_classes=None, status="finished"):
+    writer = RunWriter(store, name=name, config={"lr": 0.1}, task={"num_classes": num_classes} if num_classes else None,
+                       background=False)
+    for step, loss in enumerate(losses, start=1):
+        writer.add_scalars(step=step, name="loss", value=loss)
+    for step, value in (val or []):
+        writer.add_scalars(step=step, name="loss", split="val", value=value)
+    writer.close(status)
+    return writer.run_id
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_runs_lists_every_run_with_its_steps(tmp_path, capsys):
+    make_run(tmp_path, "alpha", [2.0, 1.5, 1.0])
+    make_run(tmp_path, "beta", [2.0] * 10)
+    code, out, err = run_cli(capsys, "runs", "--store", tmp_path)
+    assert code == 0, err
+    assert "alpha" in out and "beta" in out
+    assert " 10 " in out or out.rstrip().endswith("10") or "10" in out
+
+
+def test_runs_json_is_parseable(tmp_path, capsys):
+    run_id = make_run(tmp_path, "alpha", [2.0, 1.0])
+    code, out, _ = run_cli(capsys, "runs", "--store", tmp_path, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["run_id"] for r in rows] == [run_id]
+    assert rows[0]["last_step"] == 2
+
+
+def test_empty_store_says_so(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "runs", "--store", tmp_path / "missing")
+    assert code == 0
+    assert "no runs" in out
+
+
+def test_store_defaults_to_environment_variable(tmp_path, capsys, monkeypatch):
+    make_run(tmp_path, "from-env", [1.0])
+    monkeypatch.setenv("TRAINDOCTOR_STORE", str(tmp_path))
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and "from-env" in out
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["diagnose", "nope"], "unknown run 'nope'"),
+        (["export", "--duckdb", "{tmp}/x.duckdb", "nope"], "unknown run 'nope'"),
+        (["import", "csv", "{tmp}/absent.csv"], "absent.csv"),
+        (["frobnicate"], "invalid choice"),
+        (["diagnose"], "required"),
+        (["diagnose", "x", "--fail-on", "panic"], "invalid choice"),
+    ],
+    ids=["unknown-run", "export-unknown-run", "missing-file", "unknown-command", "missing-argument", "bad-fail-on"],
+)
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, argv, fragment):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = run_cli(capsys, *argv, *(["--store", tmp_path] if argv[0] != "frobnicate" else []))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("traindoctor: error:")
+    assert fragment in lines[0]
+
+
+def test_compact_keeps_every_row(tmp_path, capsys):
+    writer = RunWriter(tmp_path, name="pieces", background=False)
+    for chunk in range(5):
+        writer.add_scalars(step=list(range(chunk * 10, chunk * 10 + 10)), name="loss", value=[float(chunk)] * 10)
+        writer.flush()
+    writer.close()
+    before = Store(tmp_path).scalars([writer.run_id]).drop(columns="wall_time")
+    code, out, _ = run_cli(capsys, "compact", "--store", tmp_path)
+    assert code == 0 and "merged 5 segment files" in out
+    after = Store(tmp_path).scalars([writer.run_id]).drop(columns="wall_time")
+    assert len(list((tmp_path / writer.run_id / "scalars").glob("*.parquet"))) == 1
+    keys = ["step", "name", "value"]
+    pd.testing.assert_frame_equal(before.sort_values(keys).reset_index(drop=True),
+                                  after.sort_values(keys).reset_index(drop=True), check_dtype=False)
+
+
+def test_export_writes_a_duckdb_file_of_the_chosen_runs(tmp_path, capsys):
+    keep = make_run(tmp_path, "keep", [3.0, float("nan"), float("inf")])
+    make_run(tmp_path, "other", [1.0])
+    target = tmp_path / "share.duckdb"
+    code, _, err = run_cli(capsys, "export", "--duckdb", target, "keep", "--store", tmp_path)
+    assert code == 0, err
+    con = duckdb.connect(str(target), read_only=True)
+    try:
+        values = con.execute("SELECT value FROM scalars WHERE run_id = ? ORDER BY step", [keep]).fetchall()
+        names = con.execute("SELECT DISTINCT name FROM runs").fetchall()
+    finally:
+        con.close()
+    assert values[0][0] == 3.0 and math.isnan(values[1][0]) and values[2][0] == math.inf
+    assert names == [("keep",)]
+
+
+def test_import_csv_then_diagnose_json(tmp_path, capsys):
+    source = tmp_path / "curve.csv"
+    rows = ["step,split,name,value"] + [f"{s},train,loss,{2.3 * 0.999 ** s}" for s in range(1, 201)]
+    source.write_text("\n".join(rows) + "\n")
+    code, out, err = run_cli(capsys, "import", "csv", source, "--store", tmp_path / "s", "--run", "from-csv")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "diagnose", "from-csv", "--store", tmp_path / "s", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [r["name"] for r in report["runs"]] == ["from-csv"]
+    for finding in report["runs"][0]["findings"]:
+        assert set(finding) >= {"rule", "severity", "title", "message", "advice", "step_start", "step_end", "evidence", "source"}
+
+
+def test_import_csv_without_step_column_leaves_store_unchanged(tmp_path, capsys):
+    source = tmp_path / "bad.csv"
+    source.write_text("split,name,value\ntrain,loss,1.0\n")
+    store = tmp_path / "s"
+    make_run(store, "existing", [1.0])
+    before = sorted(p.name for p in store.iterdir())
+    code, _, err = run_cli(capsys, "import", "csv", source, "--store", store)
+    assert code == 2
+    assert "step" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in store.iterdir()) == before
+
+
+def test_diagnose_fail_on_exits_1_for_a_diverged_run(tmp_path, capsys):
+    losses = [2.3 - 0.01 * s for s in range(100)] + [float("nan")] * 50
+    make_run(tmp_path, "diverged", losses)
+    code, out, _ = run_cli(capsys, "diagnose", "diverged", "--store", tmp_path, "--fail-on", "warning")
+    assert code == 1
+    assert "divergence" in out
