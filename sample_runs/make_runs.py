@@ -1,0 +1,503 @@
+"""Make the bundled sample runs: small models trained on the CPU with the real probe.
+
+Each scenario trains a small model on data that ships with scikit-learn or is
+generated here (nothing is downloaded) and records it with ``probe.Probe``.
+``LABELS`` says what each run was made to show; ``tests/sample_runs`` checks
+that the diagnosis finds exactly that and that healthy runs stay quiet.
+
+    python sample_runs/make_runs.py                 # all runs into sample_runs/store
+    python sample_runs/make_runs.py --only healthy-mlp-adam --store /tmp/s
+
+Deterministic: one torch thread, fixed seeds, so a run made again gets the
+same findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from probe import Probe  # noqa: E402
+from store.compact import compact_store  # noqa: E402
+from store.reader import Store  # noqa: E402
+
+DEFAULT_STORE = Path(__file__).resolve().parent / "store"
+
+
+@dataclass
+class Dataset:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    num_classes: int
+    class_names: list[str] | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    make: Callable[[Path, str], None]
+    expect: set[str] = field(default_factory=set)  # rule ids the run was made to show
+    # Findings that legitimately come with the problem (a diverging run also has
+    # exploding gradients); any other warning is a false alarm.
+    also: set[str] = field(default_factory=set)
+    sweep: bool = False  # part of the lr sweep (Compare page)
+
+
+def _standardise(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    return (train - mean) / std, (val - mean) / std
+
+
+def digits(train_size: int | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8×8 digits: 1,797 images, 10 classes."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x_train, x_val, y_train, y_val = train_test_split(
+        data.data.astype(np.float32), data.target, test_size=0.3, random_state=seed, stratify=data.target)
+    if train_size is not None:
+        x_train, y_train = x_train[:train_size], y_train[:train_size]
+    x_train, x_val = _standardise(x_train, x_val)
+    return Dataset(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train), torch.tensor(x_val, dtype=torch.float32),
+                   torch.tensor(y_val), 10, [str(i) for i in range(10)])
+
+
+def imbalanced(seed: int = 0) -> Dataset:
+    """A 5-class problem where two classes are rare (3 % and 2 % of samples)."""
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+
+    x, y = make_classification(n_samples=4000, n_features=20, n_informative=8, n_redundant=4, n_classes=5,
+                               n_clusters_per_class=2, weights=[0.55, 0.25, 0.15, 0.03, 0.02], class_sep=0.8,
+                               flip_y=0.02, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(x.astype(np.float32), y, test_size=0.3, random_state=seed, stratify=y)
+    x_train, x_val = _standardise(x_train, x_val)
+    names = ["common", "frequent", "regular", "rare", "very rare"]
+    return Dataset(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train), torch.tensor(x_val, dtype=torch.float32),
+                   torch.tensor(y_val), 5, names)
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU, dropout: float = 0.0, norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if index < len(sizes) - 2:
+            if norm:
+                layers.append(nn.LayerNorm(fan_out))
+            layers.append(activation())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def train_classifier(
+    probe: Probe,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    step_scheduler_per_batch: bool = False,
+    forget_train_after_eval: bool = False,
+    corrupt_steps: frozenset[int] = frozenset(),
+    clip: float | None = None,
+    seed: int = 0,
+) -> None:
+    """A plain mini-batch loop with an evaluation every epoch, recorded by ``probe``."""
+    criterion = nn.CrossEntropyLoss()
+    probe.watch(model, optimizer)
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(data.x_train), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            inputs, targets = data.x_train[index], data.y_train[index]
+            step += 1
+            if step in corrupt_steps:  # a batch of broken inputs, as a bad shard would give
+                inputs = inputs * 40.0
+            loss = criterion(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            if scheduler is not None and step_scheduler_per_batch:
+                scheduler.step()
+            probe.step(loss=loss, epoch=epoch)
+        if scheduler is not None and not step_scheduler_per_batch:
+            scheduler.step()
+        model.eval()
+        with torch.no_grad(), probe.evaluate("val") as evaluation:
+            for start in range(0, len(data.x_val), 256):
+                logits = model(data.x_val[start:start + 256])
+                evaluation.update(logits, data.y_val[start:start + 256], loss=criterion(logits, data.y_val[start:start + 256]))
+        if not forget_train_after_eval:
+            model.train()
+
+
+def _probe(store: Path, name: str, config: dict, data: Dataset) -> Probe:
+    return Probe(run=name, store=store, config=config, num_classes=data.num_classes, class_names=data.class_names,
+                 project="sample-runs")
+
+
+def _seed(seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+# ----------------------------------------------------------------- scenarios
+
+
+def healthy_mlp_adam(store: Path, name: str) -> None:
+    _seed()
+    data = digits()
+    model = mlp([64, 128, 64, 10], dropout=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
+    epochs = 30
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    with _probe(store, name, {"model": "mlp-128-64", "optimizer": "AdamW", "lr": 2e-3, "weight_decay": 1e-2,
+                              "epochs": epochs, "schedule": "cosine", "batch_size": 64}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=epochs, scheduler=scheduler)
+
+
+def healthy_mlp_sgd(store: Path, name: str) -> None:
+    _seed(1)
+    data = digits(seed=1)
+    model = mlp([64, 96, 10])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    epochs = 30
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[20, 26], gamma=0.1)
+    with _probe(store, name, {"model": "mlp-96", "optimizer": "SGD", "lr": 0.05, "momentum": 0.9,
+                              "weight_decay": 5e-4, "epochs": epochs, "schedule": "step 20,26", "batch_size": 64}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=epochs, scheduler=scheduler)
+
+
+class SmallConvNet(nn.Module):
+    """A LeNet-sized CNN for the 8×8 digits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(inputs.view(-1, 1, 8, 8)).flatten(1))
+
+
+def healthy_cnn(store: Path, name: str) -> None:
+    _seed(2)
+    data = digits(seed=2)
+    model = SmallConvNet()
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 5e-2}, {"params": no_decay, "weight_decay": 0.0}], lr=2e-3)
+    epochs = 20
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * math.ceil(len(data.x_train) / 64))
+    with _probe(store, name, {"model": "cnn-16-32", "optimizer": "AdamW", "lr": 3e-3, "weight_decay": 5e-2,
+                              "epochs": epochs, "schedule": "onecycle", "batch_size": 64}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=epochs, scheduler=scheduler, step_scheduler_per_batch=True)
+
+
+def lr_too_high(store: Path, name: str) -> None:
+    _seed(3)
+    data = digits(seed=3)
+    model = mlp([64, 128, 10])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.5, momentum=0.9)
+    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 1.5, "momentum": 0.9, "epochs": 25}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=25)
+
+
+def lr_too_low(store: Path, name: str) -> None:
+    _seed(4)
+    data = digits(seed=4)
+    model = mlp([64, 128, 10])
+    optimizer = torch.optim.SGD(model.parameters(), lr=2e-4)
+    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 2e-4, "epochs": 25}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=25)
+
+
+def decayed_too_early(store: Path, name: str) -> None:
+    _seed(5)
+    data = digits(seed=5)
+    model = mlp([64, 128, 10])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.01)
+    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 0.01, "schedule": "step 2 x0.01",
+                              "epochs": 25}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=25, scheduler=scheduler)
+
+
+def overfitting(store: Path, name: str) -> None:
+    _seed(6)
+    data = digits(train_size=150, seed=6)
+    model = mlp([64, 512, 512, 10])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with _probe(store, name, {"model": "mlp-512-512", "optimizer": "Adam", "lr": 1e-3, "train_size": 150,
+                              "epochs": 120}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=120, batch_size=32)
+
+
+def underfitting(store: Path, name: str) -> None:
+    _seed(7)
+    data = digits(seed=7)
+    model = mlp([64, 2, 10])  # a 2-unit bottleneck cannot separate ten digits
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with _probe(store, name, {"model": "mlp-2", "optimizer": "Adam", "lr": 3e-3, "epochs": 40}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=40)
+
+
+def too_few_epochs(store: Path, name: str) -> None:
+    _seed(8)
+    data = digits(seed=8)
+    model = mlp([64, 128, 10])
+    optimizer = torch.optim.SGD(model.parameters(), lr=5e-3, momentum=0.9)
+    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 5e-3, "epochs": 4}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=4)
+
+
+def loss_spikes(store: Path, name: str) -> None:
+    _seed(9)
+    data = digits(seed=9)
+    model = mlp([64, 128, 10])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with _probe(store, name, {"model": "mlp-128", "optimizer": "Adam", "lr": 1e-3, "epochs": 25,
+                              "note": "a few corrupted batches"}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=25, corrupt_steps=frozenset({140, 330, 460}))
+
+
+def divergence(store: Path, name: str) -> None:
+    _seed(10)
+    data = digits(seed=10)
+    model = mlp([64, 256, 256, 10])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    # The lr is raised tenfold mid-run, as a mistaken schedule would: loss goes to inf, then NaN.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 if epoch < 6 else 60.0)
+    with _probe(store, name, {"model": "mlp-256-256", "optimizer": "SGD", "lr": 0.05, "schedule": "x60 at epoch 6",
+                              "epochs": 12}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=12, scheduler=scheduler)
+
+
+def exploding_gradients(store: Path, name: str) -> None:
+    _seed(11)
+    data = digits(seed=11)
+    model = mlp([64] + [64] * 8 + [10], activation=nn.Identity)
+    with torch.no_grad():
+        for module in model:
+            if isinstance(module, nn.Linear):
+                module.weight.mul_(2.2)  # each linear layer amplifies: gradients grow layer by layer
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    with _probe(store, name, {"model": "linear-9x64, init x2.2", "optimizer": "SGD", "lr": 1e-6, "epochs": 10}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=10)
+
+
+def vanishing_gradients(store: Path, name: str) -> None:
+    _seed(12)
+    data = digits(seed=12)
+    model = mlp([64] + [64] * 10 + [10], activation=nn.Sigmoid)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with _probe(store, name, {"model": "sigmoid-10x64", "optimizer": "SGD", "lr": 0.05, "epochs": 15}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=15)
+
+
+def bad_initial_loss(store: Path, name: str) -> None:
+    _seed(13)
+    data = digits(seed=13)
+    model = mlp([64, 128, 10])
+    with torch.no_grad():
+        model[-1].weight.mul_(40.0)  # over-confident logits at step 1: loss far above ln(10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with _probe(store, name, {"model": "mlp-128, head init x40", "optimizer": "Adam", "lr": 1e-3, "epochs": 20}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=20)
+
+
+def forgot_model_train(store: Path, name: str) -> None:
+    _seed(14)
+    data = digits(seed=14)
+    model = mlp([64, 128, 10], dropout=0.3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with _probe(store, name, {"model": "mlp-128 dropout 0.3", "optimizer": "Adam", "lr": 1e-3, "epochs": 15}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=15, forget_train_after_eval=True)
+
+
+def weight_decay_everywhere(store: Path, name: str) -> None:
+    _seed(15)
+    data = digits(seed=15)
+    model = mlp([64, 128, 64, 10], norm=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)  # biases and LayerNorm too
+    epochs = 25
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    with _probe(store, name, {"model": "mlp-128-64 layernorm", "optimizer": "AdamW", "lr": 2e-3, "weight_decay": 0.1,
+                              "epochs": epochs, "schedule": "cosine"}, data) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=epochs, scheduler=scheduler)
+
+
+def imbalanced_classes(store: Path, name: str) -> None:
+    _seed(16)
+    data = imbalanced(seed=16)
+    model = mlp([20, 64, 5])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    epochs = 25
+    with Probe(run=name, store=store, num_classes=5, class_names=data.class_names, project="sample-runs",
+               config={"model": "mlp-64", "optimizer": "Adam", "lr": 1e-3, "epochs": epochs,
+                       "class_weights": "none"}) as probe:
+        train_classifier(probe, model, optimizer, data, epochs=epochs)
+
+
+def lr_sweep(lr: float) -> Callable[[Path, str], None]:
+    def run(store: Path, name: str) -> None:
+        _seed(20)
+        data = digits(seed=20)
+        model = mlp([64, 128, 10])
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": lr, "momentum": 0.9,
+                                  "epochs": 20, "sweep": "lr"}, data) as probe:
+            train_classifier(probe, model, optimizer, data, epochs=20)
+    return run
+
+
+class TinyTransformer(nn.Module):
+    """A 2-layer encoder that classifies which token is most frequent in a sequence."""
+
+    def __init__(self, vocab: int = 16, width: int = 64, length: int = 24) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.randn(length, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=128, dropout=0.0, batch_first=True, norm_first=False)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(self.embed(tokens) + self.position)
+        return self.head(hidden.mean(1))
+
+
+def majority_token_data(seed: int, vocab: int = 16, length: int = 24, samples: int = 3000) -> Dataset:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (samples, length), generator=generator)
+    winners = torch.randint(0, vocab, (samples,), generator=generator)
+    tokens[:, : length // 3] = winners[:, None]  # the winner appears at least a third of the time
+    tokens = tokens[:, torch.randperm(length, generator=generator)]
+    labels = torch.mode(tokens, dim=1).values
+    split = int(samples * 0.8)
+    return Dataset(tokens[:split], labels[:split], tokens[split:], labels[split:], vocab)
+
+
+def transformer(warmup_steps: int) -> Callable[[Path, str], None]:
+    def run(store: Path, name: str) -> None:
+        _seed(30)
+        data = majority_token_data(seed=30)
+        model = TinyTransformer()
+        lr = 3e-3
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        epochs, steps_per_epoch = 8, math.ceil(len(data.x_train) / 64)
+        total = epochs * steps_per_epoch
+
+        def schedule(step: int) -> float:
+            if warmup_steps and step < warmup_steps:
+                return (step + 1) / warmup_steps
+            progress = (step - warmup_steps) / max(1, total - warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        with _probe(store, name, {"model": "transformer-2x64", "optimizer": "Adam", "lr": lr, "warmup_steps": warmup_steps,
+                                  "epochs": epochs, "schedule": "cosine"}, data) as probe:
+            train_classifier(probe, model, optimizer, data, epochs=epochs, scheduler=scheduler, step_scheduler_per_batch=True)
+    return run
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("healthy-mlp-adamw", "MLP on digits, AdamW + cosine: a healthy run", healthy_mlp_adam),
+    Scenario("healthy-mlp-sgd", "MLP on digits, SGD momentum + late step decay: healthy", healthy_mlp_sgd),
+    Scenario("healthy-cnn", "small CNN with BatchNorm, AdamW one-cycle, no decay on norms/biases: healthy", healthy_cnn),
+    Scenario("lr-too-high", "SGD lr 1.5 with momentum: a high, noisy plateau", lr_too_high, {"lr_too_high"}),
+    Scenario("lr-too-low", "SGD lr 2e-4, no momentum: slow, almost linear descent", lr_too_low, {"lr_too_low"}),
+    Scenario("decayed-too-early", "lr cut 100x after 2 epochs: flat loss well above where it was heading",
+             decayed_too_early, {"decayed_too_early"}),
+    Scenario("overfitting", "big MLP on 150 samples: val loss turns up while train loss falls", overfitting,
+             {"overfitting", "best_epoch_not_last"}),
+    Scenario("underfitting", "2-unit bottleneck: train loss plateaus high, train and val close", underfitting, {"underfitting"}),
+    Scenario("too-few-epochs", "4 epochs: train and val loss still falling at the end", too_few_epochs, {"train_longer"}),
+    Scenario("loss-spikes", "three corrupted batches: short spikes that recover", loss_spikes, {"loss_spike"}),
+    Scenario("divergence", "lr raised 60x mid-run: loss goes to NaN", divergence, {"divergence"}),
+    Scenario("exploding-gradients", "deep linear net with amplifying init: gradient norms huge", exploding_gradients,
+             {"exploding_gradients"}),
+    Scenario("vanishing-gradients", "10 sigmoid layers: early layers get almost no gradient", vanishing_gradients,
+             {"vanishing_gradients"}),
+    Scenario("bad-initial-loss", "head initialised 40x too large: first loss far above ln(10)", bad_initial_loss,
+             {"bad_initial_loss"}),
+    Scenario("forgot-model-train", "model.eval() for validation and never model.train() again", forgot_model_train,
+             {"eval_mode_during_training"}),
+    Scenario("weight-decay-everywhere", "AdamW weight decay 0.1 on biases and LayerNorm weights too",
+             weight_decay_everywhere, {"weight_decay_on_norm_and_bias"}),
+    Scenario("imbalanced-classes", "two classes under 3 % of the data: their recall lags", imbalanced_classes,
+             {"underperforming_classes", "class_imbalance"}),
+    Scenario("transformer-no-warmup", "tiny transformer, Adam 3e-3 from step 1: early instability", transformer(0),
+             {"missing_warmup"}),
+    Scenario("transformer-warmup", "the same transformer with 100 warmup steps: stable", transformer(100)),
+] + [
+    Scenario(f"sweep-lr-{lr:g}", f"lr sweep of one MLP: SGD momentum lr {lr:g}", lr_sweep(lr), sweep=True)
+    for lr in (3e-4, 3e-3, 3e-2, 3e-1)
+]
+
+LABELS = {s.name: sorted(s.expect) for s in SCENARIOS}
+ALSO = {s.name: sorted(s.also) for s in SCENARIOS}
+
+
+def make(store: Path, only: list[str] | None = None, *, compact: bool = True, quiet: bool = False) -> list[str]:
+    """Train the scenarios (all, or ``only``) into ``store``; returns their names."""
+    torch.set_num_threads(1)
+    chosen = [s for s in SCENARIOS if not only or s.name in only]
+    unknown = set(only or []) - {s.name for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    store.mkdir(parents=True, exist_ok=True)
+    for scenario in chosen:
+        started = time.perf_counter()
+        scenario.make(store, scenario.name)
+        if not quiet:
+            print(f"{scenario.name:28s} {time.perf_counter() - started:5.1f} s  {scenario.description}")
+    if compact:
+        compact_store(Store(store))
+    return [s.name for s in chosen]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    parser.add_argument("--only", nargs="*", default=None, help="scenario names (default: all)")
+    parser.add_argument("--keep", action="store_true", help="add to the store instead of replacing it")
+    args = parser.parse_args(argv)
+    if args.store.exists() and not args.keep and not args.only:
+        shutil.rmtree(args.store)
+    started = time.perf_counter()
+    make(args.store, args.only)
+    print(f"made {len(args.only or SCENARIOS)} runs in {time.perf_counter() - started:.0f} s into {args.store}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The bundled sample runs show what they were made to show, and the healthy ones stay quiet."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard.data import load_run
+from dashboard.diagnosis import diagnose
+from sample_runs.make_runs import ALSO, DEFAULT_STORE, LABELS, SCENARIOS
+from store.reader import Store
+
+LOUD = {"warning", "critical"}
+
+
+@pytest.fixture(scope="module")
+def committed():
+    store = Store(DEFAULT_STORE)
+    if not store.run_ids():
+        pytest.fail(f"the sample store {DEFAULT_STORE} is missing: run python sample_runs/make_runs.py")
+    return store
+
+
+def loud_rules(store: Store, name: str) -> set[str]:
+    return {f.rule for f in diagnose(load_run(store, name)) if f.severity in LOUD}
+
+
+def test_committed_store_holds_every_scenario_once(committed):
+    names = sorted(committed.runs()["name"])
+    assert names == sorted(s.name for s in SCENARIOS)
+
+
+def test_committed_store_is_compacted_and_small(committed):
+    files = list(DEFAULT_STORE.rglob("*.parquet"))
+    assert all(f.name.startswith("c-") for f in files), "run sample_runs/make_runs.py (it compacts)"
+    assert sum(f.stat().st_size for f in DEFAULT_STORE.rglob("*")) < 8 * 2**20
+
+
+@pytest.mark.parametrize("name", sorted(LABELS), ids=sorted(LABELS))
+def test_sample_run_findings_match_what_it_was_made_to_show(committed, name):
+    fired = loud_rules(committed, name)
+    expected = set(LABELS[name])
+    assert expected <= fired, f"{name}: expected {sorted(expected)}, found {sorted(fired)}"
+    unexpected = fired - expected - set(ALSO[name])
+    assert not unexpected, f"{name}: false alarms {sorted(unexpected)}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["healthy-mlp-adamw", "loss-spikes"])
+def test_script_makes_the_committed_runs(tmp_path, committed, name):
+    """Made again from the script, a run has the committed steps and findings."""
+    from sample_runs.make_runs import make
+
+    make(tmp_path, [name], quiet=True)
+    fresh = Store(tmp_path)
+    fresh_findings = sorted((f.rule, f.severity) for f in diagnose(load_run(fresh, name)))
+    committed_findings = sorted((f.rule, f.severity) for f in diagnose(load_run(committed, name)))
+    assert fresh_findings == committed_findings
+    fresh_loss = fresh.scalars([fresh.resolve(name)], names=["loss"], splits=["train"], global_only=True)
+    committed_loss = committed.scalars([committed.resolve(name)], names=["loss"], splits=["train"], global_only=True)
+    assert list(fresh_loss["step"]) == list(committed_loss["step"])
+    assert fresh_loss["value"].to_numpy() == pytest.approx(committed_loss["value"].to_numpy(), rel=1e-4, nan_ok=True)
