@@ -1,0 +1,331 @@
+"""The probe against what users run today, in one process (issue 8).
+
+The same training loop runs bare and with each way of getting per-layer
+statistics; every variant trains its own copy of the model (same init), and
+their blocks of steps are interleaved in a shuffled order each round, so
+drift in the machine's speed hits all of them alike. Prints, per variant, the
+median step time, the ratio against bare, the added time per step and what
+that is as a multiple of the probe's; plus peak extra memory.
+
+    python benchmarks/compare_loggers.py                 # CPU MLP (+ GPU models when CUDA is there)
+    python benchmarks/compare_loggers.py --rounds 10 --steps 20 --models mlp
+
+Variants:
+  bare              no statistics at all
+  probe             traindoctor's probe at default settings
+  probe-every-step  the probe with per-layer statistics every step (layer_every=1)
+  wandb             wandb.watch(model, log="all", log_freq=1), offline
+  tensorboard       a hand-written SummaryWriter loop: per-layer grad and weight
+                    norms with .item() every step (the usual pattern)
+  lightning         lightning.pytorch.utilities.grad_norm every step, logged with .item()
+
+A peer that cannot be installed or started is reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# ------------------------------------------------------------------- models
+
+
+def cpu_mlp() -> tuple[nn.Module, Callable[[], tuple[torch.Tensor, torch.Tensor]], str]:
+    """A 4-layer MLP whose Adam step takes ≥ 20 ms on one CPU core."""
+    width, batch = 1024, 256
+    model = nn.Sequential(nn.Linear(512, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+    inputs, targets = torch.randn(batch, 512), torch.randint(0, 10, (batch,))
+    return model, lambda: (inputs, targets), "cpu"
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        normed = self.norm1(hidden)
+        hidden = hidden + self.attention(normed, normed, normed, attn_mask=mask, need_weights=False)[0]
+        return hidden + self.mlp(self.norm2(hidden))
+
+
+class GPT(nn.Module):
+    """GPT-2 small's shape (12 layers, width 768, 12 heads, vocab 50257), built in code."""
+
+    def __init__(self, vocab: int = 50257, width: int = 768, layers: int = 12, heads: int = 12, length: int = 1024) -> None:
+        super().__init__()
+        self.embed, self.position = nn.Embedding(vocab, width), nn.Embedding(length, width)
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        mask = torch.triu(torch.full((length, length), float("-inf"), device=tokens.device), 1)
+        hidden = self.embed(tokens) + self.position(torch.arange(length, device=tokens.device))
+        for block in self.blocks:
+            hidden = block(hidden, mask)
+        return self.head(self.norm(hidden)).flatten(0, 1)
+
+
+def gpu_gpt2() -> tuple[nn.Module, Callable, str]:
+    model = GPT().cuda()
+    tokens = torch.randint(0, 50257, (8, 1024), device="cuda")
+    return model, lambda: (tokens, tokens.flatten()), "cuda-bf16"
+
+
+def resnet18_like() -> nn.Module:
+    def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+        def block(i: int, o: int, s: int) -> nn.Module:
+            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
+                                 nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+        return nn.Sequential(block(cin, cout, stride), block(cout, cout, 1))
+
+    return nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                         stage(64, 64, 1), stage(64, 128, 2), stage(128, 256, 2), stage(256, 512, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
+
+
+def gpu_resnet() -> tuple[nn.Module, Callable, str]:
+    model = resnet18_like().cuda().to(memory_format=torch.channels_last)
+    images = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
+    targets = torch.randint(0, 1000, (128,), device="cuda")
+    return model, lambda: (images, targets), "cuda-bf16"
+
+
+MODELS = {"mlp": cpu_mlp, "gpt2-small": gpu_gpt2, "resnet18": gpu_resnet}
+
+
+# ----------------------------------------------------------------- variants
+
+
+@dataclass
+class Variant:
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    after_step: Callable[[torch.Tensor, int], None]
+    close: Callable[[], None]
+    times: list[float] = field(default_factory=list)
+    peak_extra_bytes: int = 0
+    step: int = 0
+
+
+def _no_op(*_: Any) -> None:
+    return None
+
+
+def _probe_variant(store: Path, layer_every: int | None) -> Callable[[nn.Module, torch.optim.Optimizer, str], tuple]:
+    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+        from probe import Probe
+
+        kwargs = {} if layer_every is None else {"layer_every": layer_every}
+        probe = Probe(run=name, store=store, **kwargs)
+        probe.__enter__()
+        probe.watch(model, optimizer)
+        return (lambda loss, step: probe.step(loss=loss)), (lambda: probe.__exit__(None, None, None))
+    return attach
+
+
+def _wandb_variant(directory: Path) -> Callable:
+    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        run = wandb.init(project="traindoctor-bench", name=name, mode="offline", dir=str(directory), reinit=True)
+        wandb.watch(model, log="all", log_freq=1)
+
+        def after(loss: torch.Tensor, step: int) -> None:
+            wandb.log({"loss": loss.item()}, step=step)  # wandb's own examples log the loss like this
+        return after, run.finish
+    return attach
+
+
+def _tensorboard_variant(directory: Path) -> Callable:
+    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(directory / name))
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+        def after(loss: torch.Tensor, step: int) -> None:
+            writer.add_scalar("train/loss", loss.item(), step)
+            total = 0.0
+            for parameter_name, parameter in named:
+                if parameter.grad is None:
+                    continue
+                grad_norm = parameter.grad.norm().item()
+                total += grad_norm ** 2
+                writer.add_scalar(f"grad_norm/{parameter_name}", grad_norm, step)
+                writer.add_scalar(f"weight_norm/{parameter_name}", parameter.norm().item(), step)
+            writer.add_scalar("grad_norm/total", total ** 0.5, step)
+            for index, group in enumerate(optimizer.param_groups):
+                writer.add_scalar(f"lr/group{index}", group["lr"], step)
+        return after, writer.close
+    return attach
+
+
+def _lightning_variant() -> Callable:
+    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+        from lightning.pytorch.utilities import grad_norm
+
+        logged: dict[str, float] = {}
+
+        def after(loss: torch.Tensor, step: int) -> None:
+            # What `self.log_dict(grad_norm(self, norm_type=2))` in on_before_optimizer_step
+            # amounts to: the norms, then one host copy per logged value.
+            norms = grad_norm(model, norm_type=2)
+            logged.update({key: value.item() for key, value in norms.items()})
+            logged["loss"] = loss.item()
+        return after, _no_op
+    return attach
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Callable, device: str) -> torch.Tensor:
+    inputs, targets = batch()
+    optimizer.zero_grad(set_to_none=True)
+    if device.startswith("cuda"):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+    else:
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def benchmark(model_name: str, rounds: int, steps: int, variants: list[str], workdir: Path) -> list[dict]:
+    factories: dict[str, Callable] = {
+        "bare": lambda model, optimizer, name: (_no_op, _no_op),
+        "probe": _probe_variant(workdir / "probe-store", None),
+        "probe-every-step": _probe_variant(workdir / "probe-store", 1),
+        "wandb": _wandb_variant(workdir / "wandb"),
+        "tensorboard": _tensorboard_variant(workdir / "tensorboard"),
+        "lightning": _lightning_variant(),
+    }
+    base_model, batch, device = MODELS[model_name]()
+    state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+    active: list[Variant] = []
+    unavailable: list[dict] = []
+    for name in variants:
+        model, _, _ = MODELS[model_name]() if name != "bare" else (base_model, None, None)
+        model.load_state_dict(state)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        try:
+            after, close = factories[name](model, optimizer, f"{model_name}-{name}")
+        except Exception as error:  # a peer that is not installed or cannot start
+            unavailable.append({"model": model_name, "variant": name, "status": f"unavailable: {type(error).__name__}: {error}"})
+            continue
+        active.append(Variant(name, model, optimizer, after, close))
+
+    for variant in active:  # warm-up: allocator, autotuning, first flushes
+        for _ in range(3):
+            loss = _train_step(variant.model, variant.optimizer, batch, device)
+            variant.step += 1
+            variant.after_step(loss, variant.step)
+    _sync(device)
+
+    for _ in range(rounds):
+        order = list(active)
+        random.shuffle(order)
+        for variant in order:
+            gc.collect()
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+            _sync(device)
+            started = time.perf_counter()
+            for _ in range(steps):
+                loss = _train_step(variant.model, variant.optimizer, batch, device)
+                variant.step += 1
+                variant.after_step(loss, variant.step)
+            _sync(device)
+            variant.times.append((time.perf_counter() - started) / steps)
+            if device.startswith("cuda"):
+                variant.peak_extra_bytes = max(variant.peak_extra_bytes, torch.cuda.max_memory_allocated() - before)
+
+    for variant in active:
+        variant.close()
+    bare = statistics.median(next(v for v in active if v.name == "bare").times)
+    probe_added = None
+    results = []
+    for variant in active:
+        median = statistics.median(variant.times)
+        added = median - bare
+        if variant.name == "probe":
+            probe_added = added
+        results.append({"model": model_name, "variant": variant.name, "median_ms": median * 1e3, "ratio": median / bare,
+                        "added_ms": added * 1e3,
+                        # CUDA's allocator counts per block; on the CPU torch's
+                        # allocations are not attributable per variant in one process.
+                        "peak_extra_mib": variant.peak_extra_bytes / 2**20 if device.startswith("cuda") else None})
+    for row in results:
+        row["x_probe_added"] = (row["added_ms"] / (probe_added * 1e3)) if probe_added and probe_added > 0 else None
+    return results + unavailable
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="probe vs peers, interleaved in one process")
+    parser.add_argument("--models", nargs="*", default=None, help="mlp, gpt2-small, resnet18 (default: mlp, and GPU ones on CUDA)")
+    parser.add_argument("--variants", nargs="*", default=["bare", "probe", "probe-every-step", "wandb", "tensorboard", "lightning"])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=25, help="steps per block")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    random.seed(0)
+    models = args.models or (["mlp", "gpt2-small", "resnet18"] if torch.cuda.is_available() else ["mlp"])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for model_name in models:
+            if model_name != "mlp" and not torch.cuda.is_available():
+                rows.append({"model": model_name, "variant": "*", "status": "skipped: no CUDA device"})
+                continue
+            rows += benchmark(model_name, args.rounds, args.steps, args.variants, Path(workdir))
+    print(f"{'model':11s} {'variant':17s} {'step ms':>8s} {'ratio':>7s} {'added ms':>9s} {'x probe':>8s} {'peak MiB':>9s}")
+    for row in rows:
+        if "status" in row:
+            print(f"{row['model']:11s} {row['variant']:17s} {row['status']}")
+            continue
+        multiple = "" if row["x_probe_added"] is None else f"{row['x_probe_added']:.1f}"
+        peak = "n/a" if row["peak_extra_mib"] is None else f"{row['peak_extra_mib']:.1f}"
+        print(f"{row['model']:11s} {row['variant']:17s} {row['median_ms']:8.2f} {row['ratio']:7.3f} "
+              f"{row['added_ms']:9.3f} {multiple:>8s} {peak:>9s}")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
