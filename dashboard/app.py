@@ -25,13 +25,13 @@ def _home() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="traindoctor", page_icon="🩺", layout="wide")
+    st.set_page_config(page_title="traindoctor", page_icon=":material/monitor_heart:", layout="wide")
     pages = [
         st.Page(_home, title="traindoctor", url_path="home", default=True, visibility="hidden"),
-        st.Page("pages/runs.py", title="Runs", url_path="runs", icon="📋"),
-        st.Page("pages/run.py", title="Run", url_path="run", icon="🩺"),
-        st.Page("pages/classes.py", title="Classes", url_path="classes", icon="🎯"),
-        st.Page("pages/compare.py", title="Compare", url_path="compare", icon="⚖️"),
+        st.Page("pages/runs.py", title="Runs", url_path="runs", icon=":material/table_rows:"),
+        st.Page("pages/run.py", title="Run", url_path="run", icon=":material/monitoring:"),
+        st.Page("pages/classes.py", title="Classes", url_path="classes", icon=":material/category:"),
+        st.Page("pages/compare.py", title="Compare", url_path="compare", icon=":material/compare_arrows:"),
     ]
     st.navigation(pages, position="top").run()
 

@@ -7,6 +7,8 @@ commands never see SQL or DuckDB.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -102,6 +104,15 @@ def run_version(store: Store, run_id: str) -> tuple[int, ...]:
     return tuple(stamps)
 
 
+def diagnosis_engine():
+    """``dashboard.diagnosis.diagnose``, or None while the engine is not installed."""
+    try:
+        from dashboard.diagnosis import diagnose
+    except ImportError:
+        return None
+    return diagnose
+
+
 def diagnose_run(run_data: RunData) -> list:
     """The findings of the diagnosis engine for one run (imported on first use)."""
     from dashboard.diagnosis import diagnose
@@ -172,3 +183,35 @@ def series_names(store: Store, runs: Sequence[str]) -> list[tuple[str, str]]:
     names = store.names(list(runs))
     names = names[~names["name"].isin(PER_LAYER_ONLY)]
     return [(str(split), str(name)) for split, name in zip(names["split"], names["name"])]
+
+
+@dataclass
+class RunView:
+    """What the Run page draws: downsampled curves, step-bucketed heatmaps, events."""
+
+    meta: dict
+    curves: pd.DataFrame
+    lr: pd.DataFrame
+    update_ratio: pd.DataFrame
+    grad_norm_layers: pd.DataFrame
+    events: pd.DataFrame
+
+
+# The Run page's five queries are independent; DuckDB releases the GIL while it
+# scans, so running them side by side cuts a big run's load time (each query
+# also rebuilds the store's views, a fixed cost paid in parallel this way).
+_RUN_VIEW_WORKERS = 5
+
+
+def load_run_view(store: Store, run: str) -> RunView:
+    """The Run page's data for one run, every series bounded in points."""
+    run_id = store.resolve(run)
+    with ThreadPoolExecutor(max_workers=_RUN_VIEW_WORKERS) as pool:
+        curves = pool.submit(curve_points, store, [run_id])
+        lr = pool.submit(lr_points, store, [run_id])
+        update_ratio = pool.submit(layer_heatmap, store, run_id, "update_ratio")
+        grad_norm_layers = pool.submit(layer_heatmap, store, run_id, "grad_norm")
+        events = pool.submit(run_events, store, run_id)
+        return RunView(meta=store.run_meta(run_id), curves=curves.result(), lr=lr.result(),
+                       update_ratio=update_ratio.result(), grad_norm_layers=grad_norm_layers.result(),
+                       events=events.result())

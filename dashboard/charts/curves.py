@@ -17,6 +17,9 @@ BAND_QUANTILES = (0.1, 0.9)
 # (40) averages out batch noise yet keeps an lr drop's knee sharp.
 SMOOTHING_SHARE = 0.02
 MIN_SMOOTHING_WINDOW = 5
+# Sparse series (an evaluation every epoch) are drawn as they are: a band over
+# a handful of points would invent a spread nobody measured.
+MIN_POINTS_TO_SMOOTH = 50
 
 SEVERITY_COLORS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
@@ -102,9 +105,9 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
         series = series.sort_values("step", kind="stable")
         values = series["value"].astype("float64")
         finite = np.isfinite(values)
-        draw_smooth = smooth and len(series) >= 2 * MIN_SMOOTHING_WINDOW
+        draw_smooth = smooth and len(series) >= MIN_POINTS_TO_SMOOTH
         figure.add_trace(go.Scattergl(
-            x=series["step"], y=values.where(finite), mode="lines" if len(series) > 1 else "markers",
+            x=series["step"], y=values.where(finite), mode="lines" if len(series) > MIN_POINTS_TO_SMOOTH else "lines+markers",
             name=f"{label} (raw)" if draw_smooth else label, line={"color": color, "width": 1},
             opacity=0.35 if draw_smooth else 1.0, legendgroup=label,
         ))
@@ -143,11 +146,13 @@ def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str
             (``step``, ``epoch`` or ``wall_time``).
         x: which column is the x axis; ``wall_time`` is drawn as seconds
             since each run's first point so runs started at different times line up.
-        labels: run id → the label in the legend.
+        labels: run id → the label in the legend, in legend order.
     """
     figure = go.Figure()
-    for index, (run_id, series) in enumerate(points.groupby("run_id", sort=False)):
-        series = series.sort_values("step", kind="stable")
+    present = set(points["run_id"])
+    order = [run_id for run_id in labels if run_id in present] + sorted(present - set(labels))
+    for index, run_id in enumerate(order):
+        series = points[points["run_id"] == run_id].sort_values("step", kind="stable")
         x_values = series[x].astype("float64")
         if x == "wall_time":
             x_values = x_values - x_values.min()

@@ -24,8 +24,9 @@ from store.reader import Store, UnknownRunError
 # feel live, and the writer publishes every 2 s anyway.
 LIVE_REFRESH_S = 3.0
 
-STATUS_MARKERS = {"running": "🟢 running", "finished": "✅ finished", "crashed": "🔴 crashed"}
-SEVERITY_MARKERS = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
+# Plain symbols, not emoji: they render with the fonts every Linux box has.
+STATUS_MARKERS = {"running": "● running", "finished": "✔ finished", "crashed": "✖ crashed"}
+SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
 
 RUNS_PAGE = "pages/runs.py"
 RUN_PAGE = "pages/run.py"
@@ -83,14 +84,14 @@ def runs_frame() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _findings(path: str, run_id: str, version: tuple) -> tuple[list[Finding] | None, str | None]:
+    if data.diagnosis_engine() is None:
+        return None, "the diagnosis engine (dashboard.diagnosis.diagnose) is not installed"
     try:
         run_data = data.load_run(_store(path), run_id)
     except UnknownRunError as error:
         return None, str(error)
     try:
         return data.diagnose_run(run_data), None
-    except ImportError:
-        return None, "the diagnosis engine (dashboard.diagnosis.diagnose) is not installed"
     except Exception as error:  # a broken rule must not take the page down
         return None, f"diagnosis failed: {type(error).__name__}: {error}"
 
@@ -104,6 +105,16 @@ def findings(run_id: str) -> tuple[list[Finding], str | None]:
     ordered = sorted(found or [], key=lambda f: (-SEVERITY_RANK[f.severity],
                                                  f.step_start if f.step_start is not None else -1))
     return ordered, problem
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _run_view(path: str, run_id: str, version: tuple) -> data.RunView:
+    return data.load_run_view(_store(path), run_id)
+
+
+def run_view(run_id: str) -> data.RunView:
+    """Everything the Run page draws, re-read when the run's data changes."""
+    return _run_view(store_path(), run_id, data.run_version(store(), run_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -252,10 +263,11 @@ def _option_label(runs: pd.DataFrame, run_id: str) -> str:
 
 # ------------------------------------------------------------------ display
 
-def format_time(timestamp: Any) -> str:
+def format_time(timestamp: Any, *, short: bool = False) -> str:
     if timestamp is None or timestamp != timestamp:
         return ""
-    return datetime.fromtimestamp(float(timestamp), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    moment = datetime.fromtimestamp(float(timestamp), tz=timezone.utc)
+    return moment.strftime("%m-%d %H:%M") if short else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def severity_counts(found: Sequence[Finding]) -> dict[str, int]:
@@ -267,7 +279,13 @@ def finding_heading(finding: Finding) -> str:
     if finding.step_start is not None:
         end = finding.step_end if finding.step_end is not None else finding.step_start
         steps = f" · steps {finding.step_start}–{end}" if end != finding.step_start else f" · step {end}"
-    return f"{SEVERITY_MARKERS[finding.severity]} **{finding.severity}** · {finding.title} (`{finding.rule}`){steps}"
+    return f"{severity_badge(finding.severity)} {finding.title} (`{finding.rule}`){steps}"
+
+
+def severity_badge(severity: str, count: int | None = None) -> str:
+    """Markdown for a coloured severity label, e.g. ``:red[**● critical**]``."""
+    text = severity if count is None else f"{count} {severity}"
+    return f":{SEVERITY_COLORS.get(severity, 'gray')}[**● {text}**]"
 
 
 def show_finding_text(finding: Finding) -> None:

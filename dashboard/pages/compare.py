@@ -92,7 +92,7 @@ def main() -> None:
     if not chosen:
         st.info("Pick runs above (or tick them on the Runs page).")
     else:
-        overlay(chosen, labels)
+        overlay(chosen, {run_id: labels[run_id] for run_id in chosen})
         st.subheader("Hyperparameters that differ")
         configs = dict(zip(runs["run_id"], runs["config"]))
         differing = differing_hyperparameters({labels[r]: configs[r] for r in chosen})

@@ -4,11 +4,13 @@ per-layer heatmaps and the events. A running run refreshes itself."""
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import pandas as pd
 import streamlit as st
 
 from dashboard.charts.curves import curve_figure
+from dashboard.data import RunView
 from dashboard.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
 from dashboard.diagnosis.finding import Finding
 from dashboard.pages import common
@@ -47,10 +49,9 @@ def split_series(points: pd.DataFrame, name: str) -> pd.DataFrame:
     return points[points["name"] == name]
 
 
-def show_evidence_chart(run_id: str, points: pd.DataFrame, lr_points: pd.DataFrame, finding: Finding) -> None:
+def show_evidence_chart(view: RunView, finding: Finding) -> None:
     if finding.rule in SETUP_RULES:
-        related = common.events(run_id)
-        related = related[related["kind"] == finding.rule]
+        related = view.events[view.events["kind"] == finding.rule]
         if not related.empty:
             st.dataframe(related[["step", "kind", "detail"]].head(MAX_EVENT_ROWS), hide_index=True,
                          key=f"evidence_events_{finding.rule}")
@@ -59,7 +60,7 @@ def show_evidence_chart(run_id: str, points: pd.DataFrame, lr_points: pd.DataFra
     key = f"evidence_{finding.rule}_{finding.step_start}_{finding.step_end}"
     if finding.rule in EVIDENCE_HEATMAP and finding.rule not in EVIDENCE_SERIES:
         name = EVIDENCE_HEATMAP[finding.rule]
-        frame = common.heatmap(run_id, name)
+        frame = view.update_ratio if name == "update_ratio" else view.grad_norm_layers
         if not frame.empty:
             builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
             figure = builder(frame, findings=[finding])
@@ -68,22 +69,22 @@ def show_evidence_chart(run_id: str, points: pd.DataFrame, lr_points: pd.DataFra
             st.plotly_chart(figure, key=key)
         return
     name = EVIDENCE_SERIES.get(finding.rule, "loss")
-    series = lr_points if name == "lr" else split_series(points, name)
+    series = split_series(view.curves, name)
     if not series.empty:
         st.plotly_chart(curve_figure(series, title=name, findings=[finding], x_range=x_range), key=key)
     if finding.rule in CLASS_RULES:
-        query = {"run": st.query_params.get("run", run_id)}
+        query = {"run": st.query_params.get("run", view.meta["run_id"])}
         if finding.step_end is not None:
             query["step"] = str(finding.step_end)
-        st.page_link(common.CLASSES_PAGE, label="Per-class view", icon="🎯", query_params=query)
+        st.page_link(common.CLASSES_PAGE, label="Per-class view", icon=":material/category:", query_params=query)
 
 
-def show_header(run_id: str, meta: dict, points: pd.DataFrame) -> None:
+def show_header(meta: dict, points: pd.DataFrame) -> None:
     last_step = int(points["step"].max()) if not points.empty else 0
     columns = st.columns(4)
     columns[0].metric("status", common.STATUS_MARKERS.get(meta["status"], meta["status"]))
     columns[1].metric("last step", f"{last_step:,}")
-    columns[2].metric("started", common.format_time(meta.get("created_at")))
+    columns[2].metric("started (UTC)", common.format_time(meta.get("created_at"), short=True))
     losses = points[(points["name"] == "loss") & (points["split"] == "train")].sort_values("step")
     columns[3].metric("last train loss", f"{losses['value'].iloc[-1]:.4g}" if len(losses) else "–")
     with st.expander("Hyperparameters and environment"):
@@ -92,7 +93,11 @@ def show_header(run_id: str, meta: dict, points: pd.DataFrame) -> None:
         right.json({"task": meta.get("task") or {}, "env": meta.get("env") or {}}, expanded=False)
 
 
-def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame, found: list[Finding]) -> None:
+Redraw = Callable[[list[Finding]], None]
+
+
+def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame) -> list[Redraw]:
+    """Draw the curves; returns one redraw per chart, to shade the findings once they are known."""
     st.subheader("Curves")
     smooth = st.toggle("Smoothed line and spread band", value=True, key="smooth")
     charts = [("loss", split_series(points, "loss"), True), ("accuracy", split_series(points, "accuracy"), False),
@@ -103,34 +108,40 @@ def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame, found: list[Findi
     charts = [chart for chart in charts if not chart[1].empty]
     if not charts:
         st.info("No curves recorded yet.")
-        return
+        return []
+    redraws = []
     for row_start in range(0, len(charts), 2):
         for column, (name, series, log_default) in zip(st.columns(2), charts[row_start:row_start + 2]):
             with column:
                 log_y = st.toggle(f"log scale ({name})", value=log_default and _positive(series), key=f"log_{name}")
-                st.plotly_chart(curve_figure(series, title=name, findings=found, log_y=log_y, smooth=smooth),
-                                key=f"chart_{name}")
+                slot = st.empty()
+                slot.plotly_chart(curve_figure(series, title=name, log_y=log_y, smooth=smooth), key=f"chart_{name}")
+                redraws.append(lambda found, slot=slot, series=series, name=name, log_y=log_y: slot.plotly_chart(
+                    curve_figure(series, title=name, findings=found, log_y=log_y, smooth=smooth),
+                    key=f"chart_{name}_shaded"))
+    return redraws
 
 
-def show_layers(run_id: str, found: list[Finding]) -> None:
-    update_ratio = common.heatmap(run_id, "update_ratio")
-    grad_norm = common.heatmap(run_id, "grad_norm")
-    if update_ratio.empty and grad_norm.empty:
-        return
+def show_layers(view: RunView) -> list[Redraw]:
+    if view.update_ratio.empty and view.grad_norm_layers.empty:
+        return []
     st.subheader("Layers")
+    redraws = []
     tabs = st.tabs(["update / weight ratio", "gradient norm"])
-    with tabs[0]:
-        if update_ratio.empty:
-            st.info("No per-layer update ratios recorded.")
-        else:
-            st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
-                       "Blue layers barely learn; red ones take steps too large for their weights.")
-            st.plotly_chart(update_ratio_heatmap_figure(update_ratio, findings=found), key="heatmap_update_ratio")
-    with tabs[1]:
-        if grad_norm.empty:
-            st.info("No per-layer gradient norms recorded.")
-        else:
-            st.plotly_chart(grad_norm_heatmap_figure(grad_norm, findings=found), key="heatmap_grad_norm")
+    for tab, frame, builder, name in ((tabs[0], view.update_ratio, update_ratio_heatmap_figure, "update_ratio"),
+                                      (tabs[1], view.grad_norm_layers, grad_norm_heatmap_figure, "grad_norm")):
+        with tab:
+            if frame.empty:
+                st.info(f"No per-layer {name} recorded.")
+                continue
+            if name == "update_ratio":
+                st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
+                           "Blue layers barely learn; red ones take steps too large for their weights.")
+            slot = st.empty()
+            slot.plotly_chart(builder(frame), key=f"heatmap_{name}")
+            redraws.append(lambda found, slot=slot, frame=frame, builder=builder, name=name: slot.plotly_chart(
+                builder(frame, findings=found), key=f"heatmap_{name}_marked"))
+    return redraws
 
 
 def describe_event(kind: str, detail: str) -> str:
@@ -143,8 +154,7 @@ def describe_event(kind: str, detail: str) -> str:
     return "" if detail is None else str(detail).splitlines()[0] if kind == "crash" else str(detail)
 
 
-def show_events(run_id: str) -> None:
-    frame = common.events(run_id)
+def show_events(frame: pd.DataFrame) -> None:
     st.subheader("Events")
     if frame.empty:
         st.caption("No events: no AMP skips, no train/eval mode mistakes, no config warnings, no crash.")
@@ -162,21 +172,27 @@ def show_events(run_id: str) -> None:
 
 
 def show_run(run_id: str, was_running: bool) -> None:
-    meta = common.store().run_meta(run_id)
-    if was_running and meta["status"] != "running":
+    view = common.run_view(run_id)
+    if was_running and view.meta["status"] != "running":
         st.rerun(scope="app")  # finished while watched: stop the timer
-    points = common.curves([run_id])
-    lr_points = common.lr([run_id])
-    found, problem = common.findings(run_id)
-    show_header(run_id, meta, points)
+    show_header(view.meta, view.curves)
     st.subheader("Findings")
-    if found:
-        st.caption(" · ".join(f"{common.SEVERITY_MARKERS[s]} {n} {s}" for s, n in common.severity_counts(found).items() if n))
-    common.show_findings_list(found, problem,
-                              chart=lambda finding: show_evidence_chart(run_id, points, lr_points, finding))
-    show_curves(points, lr_points, found)
-    show_layers(run_id, found)
-    show_events(run_id)
+    # The findings come first on the page but are filled in last: diagnosing a
+    # big run reads all of it (seconds the first time, then cached), and the
+    # charts need not wait for it. They are redrawn with the findings shaded.
+    findings_slot = st.container()
+    redraws = show_curves(view.curves, view.lr) + show_layers(view)
+    show_events(view.events)
+    with findings_slot:
+        with st.spinner("Diagnosing…"):
+            found, problem = common.findings(run_id)
+        if found:
+            st.caption(" · ".join(common.severity_badge(s, n)
+                                  for s, n in common.severity_counts(found).items() if n))
+        common.show_findings_list(found, problem, chart=lambda finding: show_evidence_chart(view, finding))
+    if any(f.step_start is not None or f.step_end is not None for f in found):
+        for redraw in redraws:
+            redraw(found)
 
 
 def _positive(series: pd.DataFrame) -> bool:
@@ -196,7 +212,7 @@ def main() -> None:
     st.title(common.run_label(runs, run_id))
     live = status == "running"
     if live:
-        st.caption(f"🟢 Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")
+        st.caption(f"● Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")
     st.fragment(show_run, run_every=common.LIVE_REFRESH_S if live else None)(run_id, live)
 
 

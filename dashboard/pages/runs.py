@@ -66,19 +66,19 @@ def main() -> None:
             "final_train_loss": st.column_config.NumberColumn("train loss", format="%.4g"),
             "final_val_loss": st.column_config.NumberColumn("val loss", format="%.4g"),
             "final_val_accuracy": st.column_config.NumberColumn("val accuracy", format="%.3f"),
-            "critical": st.column_config.NumberColumn("🔴", help="critical findings"),
-            "warning": st.column_config.NumberColumn("🟠", help="warnings"),
-            "info": st.column_config.NumberColumn("🔵", help="notes"),
+            "critical": st.column_config.NumberColumn("critical", help="critical findings"),
+            "warning": st.column_config.NumberColumn("warnings", help="warning findings"),
+            "info": st.column_config.NumberColumn("notes", help="informational findings"),
         },
     )
     selected = [table["run_id"].iloc[i] for i in event.selection.rows] if event else []
     st.caption(f"{len(table)} of {len(runs)} runs. Click a column header to sort; tick rows to open or compare them.")
     if len(selected) == 1:
-        st.page_link(common.RUN_PAGE, label=f"Open {common.run_label(runs, selected[0])}", icon="🩺",
+        st.page_link(common.RUN_PAGE, label=f"Open {common.run_label(runs, selected[0])}", icon=":material/monitoring:",
                      query_params={"run": common.run_reference(runs, selected[0])})
     elif len(selected) > 1:
         references = ",".join(common.run_reference(runs, r) for r in selected)
-        st.page_link(common.COMPARE_PAGE, label=f"Compare {len(selected)} runs", icon="⚖️",
+        st.page_link(common.COMPARE_PAGE, label=f"Compare {len(selected)} runs", icon=":material/compare_arrows:",
                      query_params={"runs": references})
 
 
