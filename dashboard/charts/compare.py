@@ -68,8 +68,8 @@ def parallel_coordinates_figure(table: pd.DataFrame, *, metric: str) -> go.Figur
               "colorbar": {"title": {"text": metric}}},
         dimensions=dimensions,
     ))
-    figure.update_layout(title=f"hyperparameters against {metric}", height=420,
-                         margin={"l": 60, "r": 60, "t": 80, "b": 30})
+    figure.update_layout(title={"text": f"hyperparameters against {metric}", "y": 0.98}, height=460,
+                         margin={"l": 70, "r": 140, "t": 110, "b": 30})
     return figure
 
 

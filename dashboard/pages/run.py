@@ -113,7 +113,8 @@ def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame) -> list[Redraw]:
     for row_start in range(0, len(charts), 2):
         for column, (name, series, log_default) in zip(st.columns(2), charts[row_start:row_start + 2]):
             with column:
-                log_y = st.toggle(f"log scale ({name})", value=log_default and _positive(series), key=f"log_{name}")
+                log_y = st.toggle(f"log scale ({name})", value=log_default and _spans_decades(series),
+                                  key=f"log_{name}")
                 slot = st.empty()
                 slot.plotly_chart(curve_figure(series, title=name, log_y=log_y, smooth=smooth), key=f"chart_{name}")
                 redraws.append(lambda found, slot=slot, series=series, name=name, log_y=log_y: slot.plotly_chart(
@@ -151,7 +152,11 @@ def describe_event(kind: str, detail: str) -> str:
             return f"{parsed.get('rule', '')}: {parsed.get('message', '')}"
         except (TypeError, ValueError):
             return str(detail)
-    return "" if detail is None else str(detail).splitlines()[0] if kind == "crash" else str(detail)
+    if kind == "crash":
+        # The traceback is shown whole above; its last line names the error.
+        lines = [line for line in str(detail or "").splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+    return "" if detail is None else str(detail)
 
 
 def show_events(frame: pd.DataFrame) -> None:
@@ -195,10 +200,17 @@ def show_run(run_id: str, was_running: bool) -> None:
             redraw(found)
 
 
-def _positive(series: pd.DataFrame) -> bool:
+# A log axis helps once a positive series spans this factor (a decade); below
+# that it only squeezes the interesting part.
+LOG_SCALE_MIN_SPAN = 10.0
+
+
+def _spans_decades(series: pd.DataFrame) -> bool:
     values = series["value"]
     finite = values[values.notna() & (values.abs() != float("inf"))]
-    return bool(len(finite)) and bool((finite > 0).all())
+    if finite.empty or (finite <= 0).any():
+        return False
+    return bool(finite.max() / finite.min() >= LOG_SCALE_MIN_SPAN)
 
 
 def main() -> None:
@@ -207,9 +219,10 @@ def main() -> None:
         st.title("Run")
         common.show_empty_store()
         return
+    title = st.empty()
     run_id = common.select_run(runs)
     status = runs.loc[runs["run_id"] == run_id, "status"].iloc[0]
-    st.title(common.run_label(runs, run_id))
+    title.title(common.run_label(runs, run_id))
     live = status == "running"
     if live:
         st.caption(f"● Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")
