@@ -247,3 +247,19 @@ def test_real_diagnosis_shows_divergence_on_the_run_page(app):
     no_exceptions(at)
     labels = [e.label for e in at.expander]
     assert any("divergence" in label and "critical" in label for label in labels), labels
+
+
+@pytest.mark.parametrize(("rows", "label", "page", "query"), [
+    ([0], "Open gamma", "run", "run=gamma"),  # rows are newest first: gamma, beta, alpha
+    ([0, 2], "Compare 2 runs", "compare", "runs=gamma%2Calpha"),
+], ids=["one-opens-run", "several-compare"])
+def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
+    at = app("pages/runs.py")
+    at.session_state["runs_table"] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    no_exceptions(at)
+    links = at.get("page_link")
+    assert len(links) == 1
+    assert links[0].proto.label == label
+    link = links[0].proto
+    assert (link.label, link.page, link.query_string) == (label, page, query)
