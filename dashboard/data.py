@@ -187,20 +187,21 @@ def series_names(store: Store, runs: Sequence[str]) -> list[tuple[str, str]]:
 
 @dataclass
 class RunView:
-    """What the Run page draws: downsampled curves, step-bucketed heatmaps, events."""
+    """What the Run page draws when it opens: downsampled curves, the
+    step-bucketed update-ratio heatmap, events. (The per-layer gradient-norm
+    heatmap is fetched when it is asked for: one query fewer on opening.)"""
 
     meta: dict
     curves: pd.DataFrame
     lr: pd.DataFrame
     update_ratio: pd.DataFrame
-    grad_norm_layers: pd.DataFrame
     events: pd.DataFrame
 
 
-# The Run page's five queries are independent; DuckDB releases the GIL while it
+# The Run page's queries are independent; DuckDB releases the GIL while it
 # scans, so running them side by side cuts a big run's load time (each query
 # also rebuilds the store's views, a fixed cost paid in parallel this way).
-_RUN_VIEW_WORKERS = 5
+_RUN_VIEW_WORKERS = 4
 
 
 def load_run_view(store: Store, run: str) -> RunView:
@@ -210,8 +211,6 @@ def load_run_view(store: Store, run: str) -> RunView:
         curves = pool.submit(curve_points, store, [run_id])
         lr = pool.submit(lr_points, store, [run_id])
         update_ratio = pool.submit(layer_heatmap, store, run_id, "update_ratio")
-        grad_norm_layers = pool.submit(layer_heatmap, store, run_id, "grad_norm")
         events = pool.submit(run_events, store, run_id)
         return RunView(meta=store.run_meta(run_id), curves=curves.result(), lr=lr.result(),
-                       update_ratio=update_ratio.result(), grad_norm_layers=grad_norm_layers.result(),
-                       events=events.result())
+                       update_ratio=update_ratio.result(), events=events.result())

@@ -60,7 +60,7 @@ def show_evidence_chart(view: RunView, finding: Finding) -> None:
     key = f"evidence_{finding.rule}_{finding.step_start}_{finding.step_end}"
     if finding.rule in EVIDENCE_HEATMAP and finding.rule not in EVIDENCE_SERIES:
         name = EVIDENCE_HEATMAP[finding.rule]
-        frame = view.update_ratio if name == "update_ratio" else view.grad_norm_layers
+        frame = layer_frame(view, name)
         if not frame.empty:
             builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
             figure = builder(frame, findings=[finding])
@@ -123,26 +123,29 @@ def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame) -> list[Redraw]:
     return redraws
 
 
+LAYER_VIEWS = {"update / weight ratio": "update_ratio", "gradient norm": "grad_norm"}
+
+
+def layer_frame(view: RunView, name: str) -> pd.DataFrame:
+    return view.update_ratio if name == "update_ratio" else common.heatmap(view.meta["run_id"], name)
+
+
 def show_layers(view: RunView) -> list[Redraw]:
-    if view.update_ratio.empty and view.grad_norm_layers.empty:
-        return []
+    """One per-layer heatmap at a time: each costs a scan of the run's per-layer rows."""
     st.subheader("Layers")
-    redraws = []
-    tabs = st.tabs(["update / weight ratio", "gradient norm"])
-    for tab, frame, builder, name in ((tabs[0], view.update_ratio, update_ratio_heatmap_figure, "update_ratio"),
-                                      (tabs[1], view.grad_norm_layers, grad_norm_heatmap_figure, "grad_norm")):
-        with tab:
-            if frame.empty:
-                st.info(f"No per-layer {name} recorded.")
-                continue
-            if name == "update_ratio":
-                st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
-                           "Blue layers barely learn; red ones take steps too large for their weights.")
-            slot = st.empty()
-            slot.plotly_chart(builder(frame), key=f"heatmap_{name}")
-            redraws.append(lambda found, slot=slot, frame=frame, builder=builder, name=name: slot.plotly_chart(
-                builder(frame, findings=found), key=f"heatmap_{name}_marked"))
-    return redraws
+    choice = st.radio("Per-layer statistic", list(LAYER_VIEWS), horizontal=True, key="layer_view")
+    name = LAYER_VIEWS[choice]
+    frame = layer_frame(view, name)
+    if frame.empty:
+        st.caption(f"No per-layer {name} recorded.")
+        return []
+    builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
+    if name == "update_ratio":
+        st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
+                   "Blue layers barely learn; red ones take steps too large for their weights.")
+    slot = st.empty()
+    slot.plotly_chart(builder(frame), key=f"heatmap_{name}")
+    return [lambda found: slot.plotly_chart(builder(frame, findings=found), key=f"heatmap_{name}_marked")]
 
 
 def describe_event(kind: str, detail: str) -> str:

@@ -107,8 +107,11 @@ def test_run_page_has_curves_heatmaps_toggles_and_events(app):
     no_exceptions(at)
     toggles = {t.key for t in at.toggle}
     assert {"smooth", "log_loss", "log_accuracy", "log_lr", "log_grad_norm"} <= toggles
-    # loss, accuracy, lr, grad_norm curves + update-ratio and grad-norm heatmaps
-    assert len(at.get("plotly_chart")) >= 6
+    # loss, accuracy, lr, grad_norm curves + the update-ratio heatmap
+    assert len(at.get("plotly_chart")) == 5
+    at.radio(key="layer_view").set_value("gradient norm").run()
+    no_exceptions(at)
+    assert '"title":{"text":"gradientnormperlayer"' in at.get("plotly_chart")[-1].proto.spec.replace(" ", "")
     events = table_with(at, "kind")
     assert set(events["kind"]) == {"nan_loss", "config_lint", "crash"}
     assert any("RuntimeError: boom" in c.value for c in at.code)  # the crash traceback, in full
