@@ -302,7 +302,7 @@ def show_finding_evidence(finding: Finding) -> None:
 
 
 def show_findings_list(found: Sequence[Finding], problem: str | None, *,
-                       chart: Callable[[Finding], None] | None = None, key: str = "findings") -> None:
+                       chart: Callable[[Finding, int], None] | None = None) -> None:
     """Each finding as an expander: text, evidence and (if given) a chart focused on its steps."""
     if problem:
         st.warning(f"No diagnosis: {problem}")
@@ -314,5 +314,5 @@ def show_findings_list(found: Sequence[Finding], problem: str | None, *,
         with st.expander(finding_heading(finding), expanded=finding.severity == "critical"):
             show_finding_text(finding)
             if chart is not None:
-                chart(finding)
+                chart(finding, index)
             show_finding_evidence(finding)

@@ -10,8 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.charts.curves import curve_figure
-from dashboard.data import RunView
 from dashboard.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
+from dashboard.data import RunView
 from dashboard.diagnosis.finding import Finding
 from dashboard.pages import common
 
@@ -23,8 +23,7 @@ EVIDENCE_SERIES = {
     "vanishing_gradients": "grad_norm",
     "amp_skipped_steps": "amp_scale",
 }
-EVIDENCE_HEATMAP = {"update_ratio_out_of_band": "update_ratio", "dead_layers": "grad_norm",
-                    "vanishing_gradients": "grad_norm"}
+EVIDENCE_HEATMAP = {"update_ratio_out_of_band": "update_ratio", "dead_layers": "grad_norm"}
 # Rules about the set-up, not a curve: their evidence is the events and the config.
 SETUP_RULES = {"eval_mode_during_training", "train_mode_during_eval", "weight_decay_on_norm_and_bias",
                "adam_hyperparameters"}
@@ -49,16 +48,17 @@ def split_series(points: pd.DataFrame, name: str) -> pd.DataFrame:
     return points[points["name"] == name]
 
 
-def show_evidence_chart(view: RunView, finding: Finding) -> None:
+def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
+    """The chart (or events) behind one finding, zoomed on its steps."""
+    key = f"evidence_{index}"
     if finding.rule in SETUP_RULES:
         related = view.events[view.events["kind"] == finding.rule]
         if not related.empty:
             st.dataframe(related[["step", "kind", "detail"]].head(MAX_EVENT_ROWS), hide_index=True,
-                         key=f"evidence_events_{finding.rule}")
+                         key=key)
         return
     x_range = evidence_range(finding)
-    key = f"evidence_{finding.rule}_{finding.step_start}_{finding.step_end}"
-    if finding.rule in EVIDENCE_HEATMAP and finding.rule not in EVIDENCE_SERIES:
+    if finding.rule in EVIDENCE_HEATMAP:
         name = EVIDENCE_HEATMAP[finding.rule]
         frame = layer_frame(view, name)
         if not frame.empty:
@@ -172,10 +172,11 @@ def show_events(frame: pd.DataFrame) -> None:
         st.code(crash, language="python")
     counts = frame["kind"].value_counts()
     st.caption(" · ".join(f"{kind}: {count}" for kind, count in counts.items()))
-    shown = frame.head(MAX_EVENT_ROWS).assign(
-        detail=[describe_event(k, d) for k, d in zip(frame["kind"].head(MAX_EVENT_ROWS), frame["detail"].head(MAX_EVENT_ROWS))],
-        time=lambda f: f["wall_time"].map(common.format_time),
-    )[["step", "time", "kind", "detail"]]
+    shown = frame.head(MAX_EVENT_ROWS)
+    shown = shown.assign(detail=[describe_event(kind, detail) for kind, detail in zip(shown["kind"], shown["detail"])],
+                         time=shown["wall_time"].map(common.format_time))[["step", "time", "kind", "detail"]]
+    if len(frame) > MAX_EVENT_ROWS:
+        st.caption(f"The first {MAX_EVENT_ROWS} of {len(frame)} events.")
     st.dataframe(shown, hide_index=True, width="stretch", key="events_table")
 
 
@@ -197,7 +198,7 @@ def show_run(run_id: str, was_running: bool) -> None:
         if found:
             st.caption(" · ".join(common.severity_badge(s, n)
                                   for s, n in common.severity_counts(found).items() if n))
-        common.show_findings_list(found, problem, chart=lambda finding: show_evidence_chart(view, finding))
+        common.show_findings_list(found, problem, chart=lambda finding, index: show_evidence_chart(view, finding, index))
     if any(f.step_start is not None or f.step_end is not None for f in found):
         for redraw in redraws:
             redraw(found)
