@@ -27,6 +27,15 @@ def table_with(at, column: str):
     raise AssertionError(f"no table with column {column!r}")
 
 
+def chart(at, key: str) -> str:
+    """The plotly spec (JSON, spaces removed) of the chart drawn with ``key``
+    (or its redraw with the findings shaded)."""
+    for element in at.get("plotly_chart"):
+        if element.proto.id.endswith((f"-{key}", f"-{key}_shaded", f"-{key}_marked")):
+            return element.proto.spec.replace(" ", "")
+    raise AssertionError(f"no chart with key {key!r}")
+
+
 def no_exceptions(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -107,17 +116,38 @@ def test_run_page_has_curves_heatmaps_toggles_and_events(app):
     no_exceptions(at)
     toggles = {t.key for t in at.toggle}
     assert {"smooth", "log_loss", "log_accuracy", "log_lr", "log_grad_norm"} <= toggles
-    # loss, accuracy, lr, grad_norm curves + the update-ratio heatmap
-    assert len(at.get("plotly_chart")) == 5
+    for key in ("chart_loss", "chart_accuracy", "chart_lr", "chart_grad_norm", "heatmap_update_ratio"):
+        assert chart(at, key)
     at.radio(key="layer_view").set_value("gradient norm").run()
     no_exceptions(at)
-    assert '"title":{"text":"gradientnormperlayer"' in at.get("plotly_chart")[-1].proto.spec.replace(" ", "")
+    assert '"title":{"text":"gradientnormperlayer"' in chart(at, "heatmap_grad_norm")
     events = table_with(at, "kind")
     assert set(events["kind"]) == {"nan_loss", "config_lint", "crash"}
     assert any("RuntimeError: boom" in c.value for c in at.code)  # the crash traceback, in full
     lint = events.loc[events["kind"] == "config_lint", "detail"].iloc[0]
     assert lint == "weight_decay_on_norm_and_bias: weight decay on 4 norm/bias tensors"
-    assert "No diagnosis" in texts(at)  # the engine is not installed in this test
+
+
+def broken_rule(run):
+    raise ZeroDivisionError("a rule divided by zero")
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    (None, "No diagnosis: the diagnosis engine (dashboard.diagnosis.diagnose) is not installed"),
+    (broken_rule, "No diagnosis: diagnosis failed: ZeroDivisionError: a rule divided by zero"),
+], ids=["engine-missing", "engine-raises"])
+def test_run_page_without_a_working_engine_still_shows_the_run(app, monkeypatch, engine, message):
+    import dashboard.diagnosis
+    from dashboard import data
+
+    if engine is None:
+        monkeypatch.setattr(data, "diagnosis_engine", lambda: None)
+    else:
+        monkeypatch.setattr(dashboard.diagnosis, "diagnose", engine, raising=False)
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    assert message in [w.value for w in at.warning]
+    assert chart(at, "chart_loss") and chart(at, "heatmap_update_ratio")
 
 
 def test_run_page_selecting_another_run_changes_page_and_link(app, fake_diagnosis, store):
@@ -133,9 +163,9 @@ def test_run_page_log_toggle_switches_axis(app):
     at = app("pages/run.py", run="alpha")
     at.toggle(key="log_loss").set_value(False).run()
     no_exceptions(at)
-    assert '"type":"linear"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")
+    assert '"type":"linear"' in chart(at, "chart_loss")
     at.toggle(key="log_loss").set_value(True).run()
-    assert '"type":"log"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")
+    assert '"type":"log"' in chart(at, "chart_loss")
 
 
 def test_run_page_of_a_running_run_shows_new_steps_after_they_land(app, store, monkeypatch):
@@ -168,7 +198,7 @@ def test_classes_page_matches_hand_computed_baseline(app, store):
     root, ids = store
     at = app("pages/classes.py", run="alpha")
     no_exceptions(at)
-    assert len(at.get("plotly_chart")) == 2  # per-class metrics over time, confusion matrix
+    assert chart(at, "class_metrics_chart") and chart(at, "confusion_chart")
     assert at.query_params["step"] == "200"  # the last evaluation by default
     from store.reader import Store
 
@@ -203,8 +233,8 @@ def test_classes_page_step_from_link_is_used(app):
 def test_compare_page_overlays_chosen_runs_and_lists_differences(app, fake_diagnosis):
     at = app("pages/compare.py", runs="alpha,beta")
     no_exceptions(at)
-    chart = at.get("plotly_chart")[0].proto.spec
-    assert '"name":"alpha"' in chart.replace(" ", "") and '"name":"beta"' in chart.replace(" ", "")
+    overlay = chart(at, "compare_chart")
+    assert '"name":"alpha"' in overlay and '"name":"beta"' in overlay
     differing = table_with(at, "hyperparameter")
     assert list(differing.index) == ["lr"]  # batch_size is 32 in both
     assert [e for e in at.expander if "divergence" in e.label]  # beta's finding, side by side
@@ -224,14 +254,13 @@ def test_compare_page_axes(app, axis):
     at = app("pages/compare.py", runs="alpha,gamma")
     at.radio(key="compare_axis").set_value(axis).run()
     no_exceptions(at)
-    assert len(at.get("plotly_chart")) >= 1
+    assert chart(at, "compare_chart")
 
 
 def test_compare_page_parallel_coordinates_for_many_runs(app):
     at = app("pages/compare.py", runs="alpha")
     no_exceptions(at)
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any('"parcoords"' in s for s in specs)
+    assert '"type":"parcoords"' in chart(at, "parallel_chart")
 
 
 # ------------------------------------------------------------- real diagnosis
@@ -268,3 +297,10 @@ def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
     assert links[0].proto.label == label
     link = links[0].proto
     assert (link.label, link.page, link.query_string) == (label, page, query)
+
+
+def test_curves_are_redrawn_with_the_findings_steps_shaded(app, fake_diagnosis):
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    loss = chart(at, "chart_loss")
+    assert '"type":"rect"' in loss and '"x0":149.5' in loss and '"x1":200.5' in loss
