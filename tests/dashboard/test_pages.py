@@ -304,3 +304,21 @@ def test_curves_are_redrawn_with_the_findings_steps_shaded(app, fake_diagnosis):
     no_exceptions(at)
     loss = chart(at, "chart_loss")
     assert '"type":"rect"' in loss and '"x0":149.5' in loss and '"x1":200.5' in loss
+
+
+@pytest.mark.parametrize("page", ["pages/runs.py", "pages/run.py", "pages/classes.py", "pages/compare.py"],
+                         ids=["runs", "run", "classes", "compare"])
+def test_a_run_that_has_written_nothing_yet_breaks_no_page(tmp_path, monkeypatch, page):
+    from streamlit.testing.v1 import AppTest
+
+    from store.segments import RunWriter
+    from tests.dashboard.conftest import APP, APP_TIMEOUT_S
+
+    writer = RunWriter(tmp_path, name="fresh", background=False)  # run.json only, no segments
+    monkeypatch.setenv("TRAINDOCTOR_STORE", str(tmp_path))
+    try:
+        at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S).run()
+        at.switch_page(page).run()
+        no_exceptions(at)
+    finally:
+        writer.close()
