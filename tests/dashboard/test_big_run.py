@@ -30,7 +30,7 @@ LAYER_EVERY = 10
 PAGE_BUDGET_S = 2.0
 # 100x the steps may cost at most this many times the 2,000-step page: the store
 # downsamples, so the cost grows with the scan, not with the points drawn
-# (measured 2.5-5x on a loaded 2-core box; sending every point would be 30x+).
+# (measured 2.5-5x on a loaded 2-core box; the baseline itself is noisy).
 MAX_SCALING = 12.0
 # Seconds are only comparable with the budget on a machine that is not
 # oversubscribed (load average per core below this); the ratio is checked always.
