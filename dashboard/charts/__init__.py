@@ -1,0 +1,1 @@
+"""Plotly figure builders: pure functions of pandas frames (no Streamlit, no store)."""

@@ -1,0 +1,187 @@
+"""Line charts of global series: raw points, a smoothed line, a spread band,
+and the steps of findings shaded behind them."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+# Seeds 004 ("look at learning curves") ask for the average training loss with
+# its variance: a rolling median is robust to spikes, and the 10–90 % band
+# shows the spread without being stretched by a single outlier.
+BAND_QUANTILES = (0.1, 0.9)
+# The smoothing window, as a share of the points drawn: 2 % of ~2000 points
+# (40) averages out batch noise yet keeps an lr drop's knee sharp.
+SMOOTHING_SHARE = 0.02
+MIN_SMOOTHING_WINDOW = 5
+# Sparse series (an evaluation every epoch) are drawn as they are: a band over
+# a handful of points would invent a spread nobody measured.
+MIN_POINTS_TO_SMOOTH = 50
+
+SEVERITY_COLORS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def smoothing_window(num_points: int) -> int:
+    """Points in the rolling window for a series of ``num_points`` points."""
+    return max(MIN_SMOOTHING_WINDOW, int(round(num_points * SMOOTHING_SHARE)))
+
+
+def smoothed_band(points: pd.DataFrame, window: int | None = None,
+                  quantiles: tuple[float, float] = BAND_QUANTILES) -> pd.DataFrame:
+    """Rolling median and quantile band of one series.
+
+    Args:
+        points: frame with ``step`` and ``value`` (one series, any order).
+        window: points per centred window; :func:`smoothing_window` when None.
+        quantiles: lower and upper quantile of the band.
+
+    Returns:
+        Frame (step, median, low, high) in step order. Non-finite values
+        (NaN, ±Inf) are left out of the statistics, never smoothed into them.
+
+    Example:
+        >>> frame = pd.DataFrame({"step": [1, 2, 3], "value": [1.0, 3.0, 2.0]})
+        >>> smoothed_band(frame, window=3)["median"].tolist()
+        [2.0, 2.0, 2.5]
+    """
+    ordered = points.sort_values("step", kind="stable")
+    values = ordered["value"].astype("float64")
+    values = values.where(np.isfinite(values))
+    size = window or smoothing_window(len(ordered))
+    rolling = values.rolling(size, center=True, min_periods=1)
+    return pd.DataFrame({
+        "step": ordered["step"].to_numpy(),
+        "median": rolling.median().to_numpy(),
+        "low": rolling.quantile(quantiles[0]).to_numpy(),
+        "high": rolling.quantile(quantiles[1]).to_numpy(),
+    })
+
+
+def finding_spans(findings: Iterable) -> list[tuple[float, float, str, str]]:
+    """(x0, x1, severity, rule) of each finding that concerns particular steps."""
+    spans = []
+    for finding in findings:
+        if finding.step_start is None and finding.step_end is None:
+            continue
+        start = finding.step_start if finding.step_start is not None else finding.step_end
+        end = finding.step_end if finding.step_end is not None else finding.step_start
+        # A one-step finding still gets a visible band: half a step either side.
+        spans.append((float(start) - 0.5, float(end) + 0.5, finding.severity, finding.rule))
+    return spans
+
+
+def shade_findings(figure: go.Figure, findings: Iterable) -> go.Figure:
+    """Shade each finding's steps behind the curves, coloured by severity."""
+    for x0, x1, severity, rule in finding_spans(findings):
+        figure.add_vrect(x0=x0, x1=x1, fillcolor=SEVERITY_COLORS.get(severity, "#999999"),
+                         opacity=0.15, line_width=0, layer="below",
+                         annotation_text=rule, annotation_position="top left",
+                         annotation_font_size=10)
+    return figure
+
+
+def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), log_y: bool = False,
+                 smooth: bool = True, x_range: tuple[float, float] | None = None) -> go.Figure:
+    """One chart of a metric: a trace group per split (or per layer for lr).
+
+    Args:
+        points: frame with ``step``, ``value`` and ``split`` (and optionally
+            ``layer``), already downsampled by the store.
+        title: chart title (also the y-axis label).
+        findings: findings whose steps are shaded.
+        log_y: logarithmic y axis.
+        smooth: add the rolling median and its 10–90 % band to each trace.
+        x_range: zoom on these steps (a finding's evidence).
+    """
+    figure = go.Figure()
+    groups = _trace_groups(points)
+    for index, (label, series) in enumerate(groups):
+        color = SERIES_COLORS[index % len(SERIES_COLORS)]
+        series = series.sort_values("step", kind="stable")
+        values = series["value"].astype("float64")
+        finite = np.isfinite(values)
+        draw_smooth = smooth and len(series) >= MIN_POINTS_TO_SMOOTH
+        figure.add_trace(go.Scattergl(
+            x=series["step"], y=values.where(finite), mode="lines" if len(series) > MIN_POINTS_TO_SMOOTH else "lines+markers",
+            name=f"{label} (raw)" if draw_smooth else label, line={"color": color, "width": 1},
+            opacity=0.35 if draw_smooth else 1.0, legendgroup=label,
+        ))
+        if draw_smooth:
+            band = smoothed_band(series)
+            figure.add_trace(go.Scatter(x=band["step"], y=band["high"], mode="lines", line={"width": 0},
+                                        showlegend=False, hoverinfo="skip", legendgroup=label))
+            figure.add_trace(go.Scatter(x=band["step"], y=band["low"], mode="lines", line={"width": 0},
+                                        fill="tonexty", fillcolor=_rgba(color, 0.18),
+                                        name=f"{label} 10–90 %", hoverinfo="skip", legendgroup=label))
+            figure.add_trace(go.Scatter(x=band["step"], y=band["median"], mode="lines",
+                                        line={"color": color, "width": 2}, name=f"{label} (median)",
+                                        legendgroup=label))
+        if (~finite).any():
+            bad = series[~finite.to_numpy()]
+            top = values[finite].max() if finite.any() else 0.0
+            figure.add_trace(go.Scatter(
+                x=bad["step"], y=[top] * len(bad), mode="markers", name=f"{label} NaN/Inf",
+                marker={"symbol": "x", "color": "#d62728", "size": 9}, legendgroup=label,
+                text=[str(v) for v in bad["value"]], hovertemplate="step %{x}: %{text}<extra></extra>",
+            ))
+    shade_findings(figure, findings)
+    figure.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": -0.2}, hovermode="x unified")
+    figure.update_xaxes(title_text="step", range=list(x_range) if x_range else None)
+    figure.update_yaxes(title_text=title, type="log" if log_y else "linear")
+    return figure
+
+
+def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str, str],
+                   log_y: bool = False) -> go.Figure:
+    """Several runs' series of one metric on a shared x axis.
+
+    Args:
+        points: frame with ``run_id``, ``value`` and the column ``x``
+            (``step``, ``epoch`` or ``wall_time``).
+        x: which column is the x axis; ``wall_time`` is drawn as seconds
+            since each run's first point so runs started at different times line up.
+        labels: run id → the label in the legend, in legend order.
+    """
+    figure = go.Figure()
+    present = set(points["run_id"])
+    order = [run_id for run_id in labels if run_id in present] + sorted(present - set(labels))
+    for index, run_id in enumerate(order):
+        series = points[points["run_id"] == run_id].sort_values("step", kind="stable")
+        x_values = series[x].astype("float64")
+        if x == "wall_time":
+            x_values = x_values - x_values.min()
+        figure.add_trace(go.Scattergl(
+            x=x_values, y=series["value"].where(np.isfinite(series["value"])), mode="lines",
+            name=labels.get(run_id, run_id), line={"color": SERIES_COLORS[index % len(SERIES_COLORS)]},
+        ))
+    x_title = {"step": "step", "epoch": "epoch", "wall_time": "seconds since start"}[x]
+    figure.update_layout(title=title, height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": -0.2})
+    figure.update_xaxes(title_text=x_title)
+    figure.update_yaxes(title_text=title, type="log" if log_y else "linear")
+    return figure
+
+
+def _trace_groups(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    if points.empty:
+        return []
+    keys = ["split"]
+    if "layer" in points and points["layer"].notna().any():
+        keys = ["split", "layer"]
+    groups = []
+    for key, frame in points.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        label = " ".join(str(part) for part in key if part is not None and part == part)
+        groups.append((label, frame))
+    return groups
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    red, green, blue = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"

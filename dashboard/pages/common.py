@@ -1,0 +1,318 @@
+"""What every page shares: the store, cached data, query-string sync, findings display.
+
+Caches are keyed on the run's data fingerprint (:func:`dashboard.data.run_version`),
+so a run that is still being written is re-read as soon as a segment lands and a
+finished one never is. Only frames and findings are cached; every query opens and
+closes its own DuckDB connection, so no connection is ever shared by sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data
+from dashboard.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
+from store.reader import Store, UnknownRunError
+
+# A running run's page redraws its data this often (seconds): frequent enough to
+# feel live, and the writer publishes every 2 s anyway.
+LIVE_REFRESH_S = 3.0
+
+# Plain symbols, not emoji: they render with the fonts every Linux box has.
+STATUS_MARKERS = {"running": "● running", "finished": "✔ finished", "crashed": "✖ crashed"}
+SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
+
+RUNS_PAGE = "pages/runs.py"
+RUN_PAGE = "pages/run.py"
+CLASSES_PAGE = "pages/classes.py"
+COMPARE_PAGE = "pages/compare.py"
+
+FIRST_RUN_HELP = """
+This store holds no runs yet. Record one by adding three lines to a training loop:
+
+```python
+from probe import Probe
+
+with Probe(run="my-first-run", store="{store}", config={{"lr": 0.1}}, num_classes=10) as probe:
+    probe.watch(model, optimizer)          # once, before the loop
+    for x, y in loader:
+        ...                                # forward, backward, optimizer.step() as before
+        probe.step(loss=loss)              # once per optimizer step
+```
+
+Then reload this page. To look at the bundled examples instead, run `traindoctor demo`.
+"""
+
+
+# ------------------------------------------------------------------ the store
+
+def store_path() -> str:
+    """The store folder from the server's command line (``-- --store DIR``) or the environment."""
+    return str(data.store_path_from_args(sys.argv[1:]))
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    # A Store holds no connection (each query opens and closes its own), only a
+    # cache of which segment files it has already checked: safe to share.
+    return data.open_store(path)
+
+
+def store() -> Store:
+    return _store(store_path())
+
+
+def show_empty_store() -> None:
+    st.info(f"No runs in `{store_path()}`.")
+    st.markdown(FIRST_RUN_HELP.format(store=store_path()))
+
+
+def runs_frame() -> pd.DataFrame:
+    """The store's runs (newest first), with their data fingerprints."""
+    frame = store().runs(with_stats=False)
+    frame["version"] = [data.run_version(store(), run_id) for run_id in frame["run_id"]]
+    return frame
+
+
+# ------------------------------------------------------------------ cached data
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _findings(path: str, run_id: str, version: tuple) -> tuple[list[Finding] | None, str | None]:
+    if data.diagnosis_engine() is None:
+        return None, "the diagnosis engine (dashboard.diagnosis.diagnose) is not installed"
+    try:
+        run_data = data.load_run(_store(path), run_id)
+    except UnknownRunError as error:
+        return None, str(error)
+    try:
+        return data.diagnose_run(run_data), None
+    except Exception as error:  # a broken rule must not take the page down
+        return None, f"diagnosis failed: {type(error).__name__}: {error}"
+
+
+def findings(run_id: str) -> tuple[list[Finding], str | None]:
+    """Findings of one run, most severe first, and an error line when there are none to show.
+
+    Diagnosis reads the whole run, so it is cached until the run's data changes.
+    """
+    found, problem = _findings(store_path(), run_id, data.run_version(store(), run_id))
+    ordered = sorted(found or [], key=lambda f: (-SEVERITY_RANK[f.severity],
+                                                 f.step_start if f.step_start is not None else -1))
+    return ordered, problem
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _run_view(path: str, run_id: str, version: tuple) -> data.RunView:
+    return data.load_run_view(_store(path), run_id)
+
+
+def run_view(run_id: str) -> data.RunView:
+    """Everything the Run page draws, re-read when the run's data changes."""
+    return _run_view(store_path(), run_id, data.run_version(store(), run_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _curves(path: str, run_ids: tuple[str, ...], names: tuple[str, ...], versions: tuple) -> pd.DataFrame:
+    return data.curve_points(_store(path), run_ids, names)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _lr(path: str, run_ids: tuple[str, ...], versions: tuple) -> pd.DataFrame:
+    return data.lr_points(_store(path), run_ids)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _heatmap(path: str, run_id: str, name: str, version: tuple) -> pd.DataFrame:
+    return data.layer_heatmap(_store(path), run_id, name)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _events(path: str, run_id: str, version: tuple) -> pd.DataFrame:
+    return data.run_events(_store(path), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _confusion(path: str, run_id: str, version: tuple) -> pd.DataFrame:
+    return data.run_confusion(_store(path), run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stats(path: str, versions: tuple) -> pd.DataFrame:
+    return data.run_stats(_store(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _names(path: str, run_ids: tuple[str, ...], versions: tuple) -> list[tuple[str, str]]:
+    return data.series_names(_store(path), run_ids)
+
+
+def series_names(run_ids: Sequence[str]) -> list[tuple[str, str]]:
+    return _names(store_path(), tuple(run_ids), _versions(run_ids))
+
+
+def _versions(run_ids: Sequence[str]) -> tuple:
+    return tuple(data.run_version(store(), run_id) for run_id in run_ids)
+
+
+def curves(run_ids: Sequence[str], names: Sequence[str] = data.CURVE_NAMES) -> pd.DataFrame:
+    return _curves(store_path(), tuple(run_ids), tuple(names), _versions(run_ids))
+
+
+def lr(run_ids: Sequence[str]) -> pd.DataFrame:
+    return _lr(store_path(), tuple(run_ids), _versions(run_ids))
+
+
+def heatmap(run_id: str, name: str) -> pd.DataFrame:
+    return _heatmap(store_path(), run_id, name, data.run_version(store(), run_id))
+
+
+def events(run_id: str) -> pd.DataFrame:
+    return _events(store_path(), run_id, data.run_version(store(), run_id))
+
+
+def confusion(run_id: str) -> pd.DataFrame:
+    return _confusion(store_path(), run_id, data.run_version(store(), run_id))
+
+
+def run_stats() -> pd.DataFrame:
+    """last_step, num_steps and final losses/accuracy of every run (one query for all)."""
+    return _stats(store_path(), _versions(store().run_ids()))
+
+
+# ------------------------------------------------------------------ query string
+
+def run_label(runs: pd.DataFrame, run_id: str) -> str:
+    row = runs.loc[runs["run_id"] == run_id]
+    if row.empty:
+        return run_id
+    name = row["name"].iloc[0]
+    return name if (runs["name"] == name).sum() == 1 else f"{name} ({run_id})"
+
+
+def run_reference(runs: pd.DataFrame, run_id: str) -> str:
+    """What the URL holds for a run: its name when that names it unambiguously, else its id."""
+    row = runs.loc[runs["run_id"] == run_id]
+    if row.empty:
+        return run_id
+    name = str(row["name"].iloc[0])
+    unique = (runs["name"] == name).sum() == 1 and "," not in name
+    return name if unique else run_id
+
+
+def resolve_reference(runs: pd.DataFrame, reference: str) -> str | None:
+    if reference in set(runs["run_id"]):
+        return reference
+    matches = runs.loc[runs["name"] == reference]
+    if matches.empty:
+        return None
+    return matches.sort_values("created_at", ascending=False)["run_id"].iloc[0]
+
+
+def select_run(runs: pd.DataFrame, *, param: str = "run", label: str = "Run",
+               options: Sequence[str] | None = None) -> str:
+    """A run picker kept in sync with ``?run=`` (name or id) both ways."""
+    options = list(options if options is not None else runs["run_id"])
+    key = f"select_{param}"
+    wanted = resolve_reference(runs, st.query_params.get(param, ""))
+    if wanted in options:
+        st.session_state[key] = wanted
+    elif st.session_state.get(key) not in options:
+        st.session_state[key] = options[0]
+
+    def write_back() -> None:
+        st.query_params[param] = run_reference(runs, st.session_state[key])
+
+    chosen = st.selectbox(label, options, key=key, on_change=write_back,
+                          format_func=lambda run_id: _option_label(runs, run_id))
+    st.query_params[param] = run_reference(runs, chosen)
+    return chosen
+
+
+def select_runs(runs: pd.DataFrame, *, param: str = "runs", label: str = "Runs",
+                default: Sequence[str] = ()) -> list[str]:
+    """A multi-run picker kept in sync with ``?runs=a,b``."""
+    options = list(runs["run_id"])
+    key = f"select_{param}"
+    raw = st.query_params.get(param)
+    if raw is not None:
+        wanted = [r for r in (resolve_reference(runs, part) for part in raw.split(",") if part) if r]
+        st.session_state[key] = list(dict.fromkeys(w for w in wanted if w in options))
+    elif key not in st.session_state:
+        st.session_state[key] = [r for r in default if r in options]
+
+    def write_back() -> None:
+        st.query_params[param] = ",".join(run_reference(runs, r) for r in st.session_state[key])
+
+    chosen = st.multiselect(label, options, key=key, on_change=write_back,
+                            format_func=lambda run_id: _option_label(runs, run_id))
+    st.query_params[param] = ",".join(run_reference(runs, r) for r in chosen)
+    return chosen
+
+
+def _option_label(runs: pd.DataFrame, run_id: str) -> str:
+    row = runs.loc[runs["run_id"] == run_id]
+    status = row["status"].iloc[0] if len(row) else ""
+    return f"{run_label(runs, run_id)} · {STATUS_MARKERS.get(status, status)}"
+
+
+# ------------------------------------------------------------------ display
+
+def format_time(timestamp: Any, *, short: bool = False) -> str:
+    if timestamp is None or timestamp != timestamp:
+        return ""
+    moment = datetime.fromtimestamp(float(timestamp), tz=timezone.utc)
+    return moment.strftime("%m-%d %H:%M") if short else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def severity_counts(found: Sequence[Finding]) -> dict[str, int]:
+    return {severity: sum(f.severity == severity for f in found) for severity in SEVERITIES}
+
+
+def finding_heading(finding: Finding) -> str:
+    steps = ""
+    if finding.step_start is not None:
+        end = finding.step_end if finding.step_end is not None else finding.step_start
+        steps = f" · steps {finding.step_start}–{end}" if end != finding.step_start else f" · step {end}"
+    return f"{severity_badge(finding.severity)} {finding.title} (`{finding.rule}`){steps}"
+
+
+def severity_badge(severity: str, count: int | None = None) -> str:
+    """Markdown for a coloured severity label, e.g. ``:red[**● critical**]``."""
+    text = severity if count is None else f"{count} {severity}"
+    return f":{SEVERITY_COLORS.get(severity, 'gray')}[**● {text}**]"
+
+
+def show_finding_text(finding: Finding) -> None:
+    st.markdown(finding.message)
+    if finding.advice:
+        st.markdown(f"**What to try:** {finding.advice}")
+    if finding.source:
+        st.caption(f"Source: {finding.source}")
+
+
+def show_finding_evidence(finding: Finding) -> None:
+    if finding.evidence:
+        st.json(json.loads(json.dumps(finding.evidence, default=str)), expanded=False)
+
+
+def show_findings_list(found: Sequence[Finding], problem: str | None, *,
+                       chart: Callable[[Finding, int], None] | None = None) -> None:
+    """Each finding as an expander: text, evidence and (if given) a chart focused on its steps."""
+    if problem:
+        st.warning(f"No diagnosis: {problem}")
+        return
+    if not found:
+        st.success("No findings: nothing in this run breaks the rules of thumb.")
+        return
+    for index, finding in enumerate(found):
+        with st.expander(finding_heading(finding), expanded=finding.severity == "critical"):
+            show_finding_text(finding)
+            if chart is not None:
+                chart(finding, index)
+            show_finding_evidence(finding)

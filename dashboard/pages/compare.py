@@ -1,0 +1,108 @@
+"""Compare: runs overlaid on shared axes, the hyperparameters that differ,
+their findings side by side, and hyperparameters against a final metric."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.charts.compare import differing_hyperparameters, hyperparameter_table, parallel_coordinates_figure
+from dashboard.charts.curves import compare_figure
+from dashboard.pages import common
+
+X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
+FINAL_METRICS = ("final_val_accuracy", "final_val_loss", "final_train_loss")
+# Parallel coordinates say something only with a handful of runs.
+MIN_RUNS_FOR_PARALLEL = 3
+FINDINGS_COLUMNS_PER_ROW = 4
+
+
+def preferred_metric(options: list[str]) -> str:
+    for choice in ("val loss", "train loss", "val accuracy"):
+        if choice in options:
+            return choice
+    return options[0]
+
+
+def overlay(run_ids: list[str], labels: dict[str, str]) -> None:
+    pairs = common.series_names(run_ids)
+    options = sorted({f"{split} {name}" for split, name in pairs})
+    if not options:
+        st.info("These runs recorded no curves yet.")
+        return
+    left, middle, right = st.columns([2, 2, 1])
+    if st.session_state.get("compare_metric") not in options:
+        st.session_state["compare_metric"] = preferred_metric(options)
+    metric = left.selectbox("Metric", options, key="compare_metric")
+    axis = middle.radio("x axis", list(X_AXES), horizontal=True, key="compare_axis")
+    log_y = right.toggle("log scale", key="compare_log")
+    split, name = metric.split(" ", 1)
+    if name == "lr":
+        points = common.lr(run_ids)
+        points = points[points["layer"] == "group0"]
+    else:
+        points = common.curves(run_ids, [name])
+    points = points[points["split"] == split]
+    x = X_AXES[axis]
+    if x == "epoch" and points["epoch"].isna().all():
+        st.caption("No epochs recorded for this series; showing steps.")
+        x = "step"
+    st.plotly_chart(compare_figure(points, x=x, title=metric, labels=labels, log_y=log_y), key="compare_chart")
+
+
+def side_by_side_findings(run_ids: list[str], labels: dict[str, str]) -> None:
+    st.subheader("Findings")
+    for row_start in range(0, len(run_ids), FINDINGS_COLUMNS_PER_ROW):
+        row = run_ids[row_start:row_start + FINDINGS_COLUMNS_PER_ROW]
+        for column, run_id in zip(st.columns(len(row)), row):
+            with column:
+                st.markdown(f"**{labels[run_id]}**")
+                found, problem = common.findings(run_id)
+                if problem:
+                    st.caption(f"No diagnosis: {problem}")
+                elif not found:
+                    st.caption("No findings.")
+                for finding in found:
+                    with st.expander(common.finding_heading(finding)):
+                        common.show_finding_text(finding)
+
+
+def parallel_view(runs: pd.DataFrame) -> None:
+    stats = common.run_stats()
+    metrics = [m for m in FINAL_METRICS if stats[m].notna().sum() >= MIN_RUNS_FOR_PARALLEL]
+    configs = hyperparameter_table(dict(zip(runs["run_id"], runs["config"])))
+    if not metrics or configs.empty or len(runs) < MIN_RUNS_FOR_PARALLEL:
+        return
+    st.subheader("Hyperparameters against the final metric (all runs)")
+    metric = st.selectbox("Final metric", metrics, key="parallel_metric")
+    table = configs.join(stats.set_index("run_id")[[metric]], how="inner")
+    table = table[table[metric].notna()]
+    if len(table) >= MIN_RUNS_FOR_PARALLEL:
+        st.plotly_chart(parallel_coordinates_figure(table, metric=metric), key="parallel_chart")
+
+
+def main() -> None:
+    st.title("Compare")
+    runs = common.runs_frame()
+    if runs.empty:
+        common.show_empty_store()
+        return
+    chosen = common.select_runs(runs, default=list(runs["run_id"].head(2)))
+    labels = {run_id: common.run_label(runs, run_id) for run_id in runs["run_id"]}
+    if not chosen:
+        st.info("Pick runs above (or tick them on the Runs page).")
+    else:
+        overlay(chosen, {run_id: labels[run_id] for run_id in chosen})
+        st.subheader("Hyperparameters that differ")
+        configs = dict(zip(runs["run_id"], runs["config"]))
+        differing = differing_hyperparameters({labels[r]: configs[r] for r in chosen})
+        if differing.empty:
+            st.caption("The chosen runs share all their hyperparameters." if len(chosen) > 1 else
+                       "Pick a second run to see what differs.")
+        else:
+            st.dataframe(differing.astype(str), key="differing_table")
+        side_by_side_findings(chosen, labels)
+    parallel_view(runs)
+
+
+main()

@@ -1,0 +1,236 @@
+"""Run: the findings first, then the curves with the findings' steps shaded,
+per-layer heatmaps and the events. A running run refreshes itself."""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.charts.curves import curve_figure
+from dashboard.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
+from dashboard.data import RunView
+from dashboard.diagnosis.finding import Finding
+from dashboard.pages import common
+
+# Which chart holds a rule's evidence: the global series it judges, a
+# per-layer heatmap, or the Classes page.
+EVIDENCE_SERIES = {
+    "no_better_than_baseline": "accuracy",
+    "exploding_gradients": "grad_norm",
+    "vanishing_gradients": "grad_norm",
+    "amp_skipped_steps": "amp_scale",
+}
+EVIDENCE_HEATMAP = {"update_ratio_out_of_band": "update_ratio", "dead_layers": "grad_norm"}
+# Rules about the set-up, not a curve: their evidence is the events and the config.
+SETUP_RULES = {"eval_mode_during_training", "train_mode_during_eval", "weight_decay_on_norm_and_bias",
+               "adam_hyperparameters"}
+CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
+# A finding's chart shows this share of its own width on either side (at least
+# a few steps), so the lead-up and the aftermath are visible.
+EVIDENCE_MARGIN_SHARE = 0.25
+MIN_EVIDENCE_MARGIN_STEPS = 5
+MAX_EVENT_ROWS = 500
+
+
+def evidence_range(finding: Finding) -> tuple[float, float] | None:
+    if finding.step_start is None and finding.step_end is None:
+        return None
+    start = finding.step_start if finding.step_start is not None else finding.step_end
+    end = finding.step_end if finding.step_end is not None else finding.step_start
+    margin = max(MIN_EVIDENCE_MARGIN_STEPS, (end - start) * EVIDENCE_MARGIN_SHARE)
+    return start - margin, end + margin
+
+
+def split_series(points: pd.DataFrame, name: str) -> pd.DataFrame:
+    return points[points["name"] == name]
+
+
+def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
+    """The chart (or events) behind one finding, zoomed on its steps."""
+    key = f"evidence_{index}"
+    if finding.rule in SETUP_RULES:
+        related = view.events[view.events["kind"] == finding.rule]
+        if not related.empty:
+            st.dataframe(related[["step", "kind", "detail"]].head(MAX_EVENT_ROWS), hide_index=True,
+                         key=key)
+        return
+    x_range = evidence_range(finding)
+    if finding.rule in EVIDENCE_HEATMAP:
+        name = EVIDENCE_HEATMAP[finding.rule]
+        frame = layer_frame(view, name)
+        if not frame.empty:
+            builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
+            figure = builder(frame, findings=[finding])
+            if x_range:
+                figure.update_xaxes(range=list(x_range))
+            st.plotly_chart(figure, key=key)
+        return
+    name = EVIDENCE_SERIES.get(finding.rule, "loss")
+    series = split_series(view.curves, name)
+    if not series.empty:
+        st.plotly_chart(curve_figure(series, title=name, findings=[finding], x_range=x_range), key=key)
+    if finding.rule in CLASS_RULES:
+        query = {"run": st.query_params.get("run", view.meta["run_id"])}
+        if finding.step_end is not None:
+            query["step"] = str(finding.step_end)
+        st.page_link(common.CLASSES_PAGE, label="Per-class view", icon=":material/category:", query_params=query)
+
+
+def show_header(meta: dict, points: pd.DataFrame) -> None:
+    last_step = int(points["step"].max()) if not points.empty else 0
+    columns = st.columns(4)
+    columns[0].metric("status", common.STATUS_MARKERS.get(meta["status"], meta["status"]))
+    columns[1].metric("last step", f"{last_step:,}")
+    columns[2].metric("started (UTC)", common.format_time(meta.get("created_at"), short=True))
+    losses = points[(points["name"] == "loss") & (points["split"] == "train")].sort_values("step")
+    columns[3].metric("last train loss", f"{losses['value'].iloc[-1]:.4g}" if len(losses) else "–")
+    with st.expander("Hyperparameters and environment"):
+        left, right = st.columns(2)
+        left.json(meta.get("config") or {}, expanded=True)
+        right.json({"task": meta.get("task") or {}, "env": meta.get("env") or {}}, expanded=False)
+
+
+Redraw = Callable[[list[Finding]], None]
+
+
+def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame) -> list[Redraw]:
+    """Draw the curves; returns one redraw per chart, to shade the findings once they are known."""
+    st.subheader("Curves")
+    smooth = st.toggle("Smoothed line and spread band", value=True, key="smooth")
+    charts = [("loss", split_series(points, "loss"), True), ("accuracy", split_series(points, "accuracy"), False),
+              ("lr", lr_points, True), ("grad_norm", split_series(points, "grad_norm"), True)]
+    amp = split_series(points, "amp_scale")
+    if not amp.empty:
+        charts.append(("amp_scale", amp, True))
+    charts = [chart for chart in charts if not chart[1].empty]
+    if not charts:
+        st.info("No curves recorded yet.")
+        return []
+    redraws = []
+    for row_start in range(0, len(charts), 2):
+        for column, (name, series, log_default) in zip(st.columns(2), charts[row_start:row_start + 2]):
+            with column:
+                log_y = st.toggle(f"log scale ({name})", value=log_default and _spans_decades(series),
+                                  key=f"log_{name}")
+                slot = st.empty()
+                slot.plotly_chart(curve_figure(series, title=name, log_y=log_y, smooth=smooth), key=f"chart_{name}")
+                redraws.append(lambda found, slot=slot, series=series, name=name, log_y=log_y: slot.plotly_chart(
+                    curve_figure(series, title=name, findings=found, log_y=log_y, smooth=smooth),
+                    key=f"chart_{name}_shaded"))
+    return redraws
+
+
+LAYER_VIEWS = {"update / weight ratio": "update_ratio", "gradient norm": "grad_norm"}
+
+
+def layer_frame(view: RunView, name: str) -> pd.DataFrame:
+    return view.update_ratio if name == "update_ratio" else common.heatmap(view.meta["run_id"], name)
+
+
+def show_layers(view: RunView) -> list[Redraw]:
+    """One per-layer heatmap at a time: each costs a scan of the run's per-layer rows."""
+    st.subheader("Layers")
+    choice = st.radio("Per-layer statistic", list(LAYER_VIEWS), horizontal=True, key="layer_view")
+    name = LAYER_VIEWS[choice]
+    frame = layer_frame(view, name)
+    if frame.empty:
+        st.caption(f"No per-layer {name} recorded.")
+        return []
+    builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
+    if name == "update_ratio":
+        st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
+                   "Blue layers barely learn; red ones take steps too large for their weights.")
+    slot = st.empty()
+    slot.plotly_chart(builder(frame), key=f"heatmap_{name}")
+    return [lambda found: slot.plotly_chart(builder(frame, findings=found), key=f"heatmap_{name}_marked")]
+
+
+def describe_event(kind: str, detail: str) -> str:
+    if kind == "config_lint":
+        try:
+            parsed = json.loads(detail)
+            return f"{parsed.get('rule', '')}: {parsed.get('message', '')}"
+        except (TypeError, ValueError):
+            return str(detail)
+    if kind == "crash":
+        # The traceback is shown whole above; its last line names the error.
+        lines = [line for line in str(detail or "").splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+    return "" if detail is None else str(detail)
+
+
+def show_events(frame: pd.DataFrame) -> None:
+    st.subheader("Events")
+    if frame.empty:
+        st.caption("No events: no AMP skips, no train/eval mode mistakes, no config warnings, no crash.")
+        return
+    for crash in frame.loc[frame["kind"] == "crash", "detail"]:
+        st.error("The run crashed.")
+        st.code(crash, language="python")
+    counts = frame["kind"].value_counts()
+    st.caption(" · ".join(f"{kind}: {count}" for kind, count in counts.items()))
+    shown = frame.head(MAX_EVENT_ROWS)
+    shown = shown.assign(detail=[describe_event(kind, detail) for kind, detail in zip(shown["kind"], shown["detail"])],
+                         time=shown["wall_time"].map(common.format_time))[["step", "time", "kind", "detail"]]
+    if len(frame) > MAX_EVENT_ROWS:
+        st.caption(f"The first {MAX_EVENT_ROWS} of {len(frame)} events.")
+    st.dataframe(shown, hide_index=True, width="stretch", key="events_table")
+
+
+def show_run(run_id: str, was_running: bool) -> None:
+    view = common.run_view(run_id)
+    if was_running and view.meta["status"] != "running":
+        st.rerun(scope="app")  # finished while watched: stop the timer
+    show_header(view.meta, view.curves)
+    st.subheader("Findings")
+    # The findings come first on the page but are filled in last: diagnosing a
+    # big run reads all of it (seconds the first time, then cached), and the
+    # charts need not wait for it. They are redrawn with the findings shaded.
+    findings_slot = st.container()
+    redraws = show_curves(view.curves, view.lr) + show_layers(view)
+    show_events(view.events)
+    with findings_slot:
+        with st.spinner("Diagnosing…"):
+            found, problem = common.findings(run_id)
+        if found:
+            st.caption(" · ".join(common.severity_badge(s, n)
+                                  for s, n in common.severity_counts(found).items() if n))
+        common.show_findings_list(found, problem, chart=lambda finding, index: show_evidence_chart(view, finding, index))
+    if any(f.step_start is not None or f.step_end is not None for f in found):
+        for redraw in redraws:
+            redraw(found)
+
+
+# A log axis helps once a positive series spans this factor (a decade); below
+# that it only squeezes the interesting part.
+LOG_SCALE_MIN_SPAN = 10.0
+
+
+def _spans_decades(series: pd.DataFrame) -> bool:
+    values = series["value"]
+    finite = values[values.notna() & (values.abs() != float("inf"))]
+    if finite.empty or (finite <= 0).any():
+        return False
+    return bool(finite.max() / finite.min() >= LOG_SCALE_MIN_SPAN)
+
+
+def main() -> None:
+    runs = common.runs_frame()
+    if runs.empty:
+        st.title("Run")
+        common.show_empty_store()
+        return
+    title = st.empty()
+    run_id = common.select_run(runs)
+    status = runs.loc[runs["run_id"] == run_id, "status"].iloc[0]
+    title.title(common.run_label(runs, run_id))
+    live = status == "running"
+    if live:
+        st.caption(f"● Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")
+    st.fragment(show_run, run_every=common.LIVE_REFRESH_S if live else None)(run_id, live)
+
+
+main()

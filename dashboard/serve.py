@@ -1,0 +1,141 @@
+"""Start the dashboard: ``streamlit run dashboard/app.py`` with safe defaults.
+
+``traindoctor ui`` and ``traindoctor demo`` call :func:`run_app`. The server
+binds 127.0.0.1 unless told otherwise, runs headless, sends no usage
+statistics, shows no exception details in the page, keeps CORS and XSRF
+protection on, and accepts WebSocket connections only for an allow-list of
+host names (``server.allowedHosts``: a page served under another name, as in
+a DNS-rebinding attack, cannot talk to it). The store folder travels on the
+command line (``-- --store DIR``), never through the page.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import webbrowser
+from pathlib import Path
+from typing import Sequence
+
+APP_PATH = Path(__file__).resolve().parent / "app.py"
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# How long open_browser waits for the server before giving up (seconds).
+_BROWSER_WAIT_S = 30.0
+
+
+def default_allowed_hosts(host: str) -> list[str]:
+    """Host names a browser may use to reach a server bound to ``host``.
+
+    Loopback binding: only the loopback names. Binding another address (an
+    explicit ``--host``) adds that address and this machine's names and
+    addresses; pass ``allowed_hosts`` for any other name (a proxy, a DNS alias).
+    """
+    allowed = list(LOOPBACK_HOSTS)
+    if host in LOOPBACK_HOSTS:
+        return allowed
+    names = [host] if host not in ("0.0.0.0", "::", "") else []
+    hostname = socket.gethostname()
+    names += [hostname, socket.getfqdn()]
+    try:
+        names += socket.gethostbyname_ex(hostname)[2]
+    except OSError:
+        pass
+    for name in names:
+        if name and name not in allowed:
+            allowed.append(name)
+    return allowed
+
+
+def build_command(store_path: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8501,
+                  allowed_hosts: Sequence[str] | None = None) -> list[str]:
+    """The ``python -m streamlit run`` command line for :func:`run_app`."""
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port must be an integer from 1 to 65535, got {port!r}")
+    if not host:
+        raise ValueError("host must not be empty (use 127.0.0.1 for this machine only)")
+    hosts = list(allowed_hosts) if allowed_hosts else default_allowed_hosts(host)
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.enableCORS", "true",
+        "--server.enableXsrfProtection", "true",
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--browser.gatherUsageStats", "false",
+        "--client.showErrorDetails", "none",
+        "--client.toolbarMode", "viewer",
+    ]
+    for name in hosts:
+        command += ["--server.allowedHosts", name]
+    return command + ["--", "--store", str(Path(store_path).resolve())]
+
+
+def app_environment(store_path: str | os.PathLike) -> dict[str, str]:
+    """The server's environment: the packages importable, the store named."""
+    env = dict(os.environ)
+    paths = [str(_PACKAGE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["TRAINDOCTOR_STORE"] = str(Path(store_path).resolve())
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    return env
+
+
+def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8501,
+            allowed_hosts: Sequence[str] | None = None, open_browser: bool = False) -> int:
+    """Serve the dashboard on ``host:port`` until interrupted; returns the server's exit code.
+
+    Example:
+        >>> run_app("runs")                                  # doctest: +SKIP
+    """
+    command = build_command(store_path, host=host, port=port, allowed_hosts=allowed_hosts)
+    url_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
+    url = f"http://{url_host}:{port}/runs"
+    print(f"traindoctor: dashboard for store {Path(store_path).resolve()} at {url}", flush=True)
+    if open_browser:
+        threading.Thread(target=_open_when_ready, args=(url_host, port, url), daemon=True).start()
+    process = subprocess.Popen(command, env=app_environment(store_path))
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        try:
+            return process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+
+def _open_when_ready(host: str, port: int, url: str) -> None:
+    deadline = time.monotonic() + _BROWSER_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/_stcore/health", timeout=1):
+                webbrowser.open(url)
+                return
+        except OSError:
+            time.sleep(0.3)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dashboard.serve [--store DIR] [--host H] [--port N]`` (the CLI offers the same)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dashboard.serve")
+    parser.add_argument("--store", default=os.environ.get("TRAINDOCTOR_STORE") or "runs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--allowed-host", action="append", dest="allowed_hosts")
+    args = parser.parse_args(argv)
+    return run_app(args.store, host=args.host, port=args.port, allowed_hosts=args.allowed_hosts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

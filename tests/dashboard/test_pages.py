@@ -1,0 +1,324 @@
+"""AppTest tests of every page, on stores built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.charts.classes import confusion_matrix
+from tests.dashboard.factories import make_run, write_steps
+
+pytestmark = pytest.mark.slow  # each AppTest run imports and renders the whole app (seconds on 2 cores)
+
+
+def texts(at) -> str:
+    """Everything written as markdown, captions, alerts and expander labels."""
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "success", "error") for e in at.get(kind)]
+    parts += [e.label for e in at.expander]
+    return "\n".join(str(p) for p in parts)
+
+
+def table_with(at, column: str):
+    """The first table shown with ``column`` (among its columns or as its index name)."""
+    for element in at.dataframe:
+        frame = element.value
+        if column in frame.columns or frame.index.name == column:
+            return frame
+    raise AssertionError(f"no table with column {column!r}")
+
+
+def chart(at, key: str) -> str:
+    """The plotly spec (JSON, spaces removed) of the chart drawn with ``key``
+    (or its redraw with the findings shaded)."""
+    for element in at.get("plotly_chart"):
+        if element.proto.id.endswith((f"-{key}", f"-{key}_shaded", f"-{key}_marked")):
+            return element.proto.spec.replace(" ", "")
+    raise AssertionError(f"no chart with key {key!r}")
+
+
+def no_exceptions(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+# ------------------------------------------------------------------------ Runs
+
+def test_root_opens_the_runs_page(app):
+    at = app()
+    no_exceptions(at)
+    assert [t.value for t in at.title] == ["Runs"]
+
+
+def test_runs_table_lists_runs_with_status_and_findings(app, store, fake_diagnosis):
+    _, ids = store
+    at = app("pages/runs.py")
+    no_exceptions(at)
+    table = at.dataframe[0].value.set_index("name")
+    assert sorted(table.index) == ["alpha", "beta", "gamma"]
+    assert table.loc["beta", "status"] == "✖ crashed"
+    assert table.loc["alpha", "status"] == "✔ finished"
+    assert table.loc["beta", "critical"] == 1 and table.loc["alpha", "critical"] == 0
+    assert table.loc["gamma", "last_step"] == 200
+    assert table.loc["gamma", "lr"] == "0.01" and table.loc["gamma", "batch_size"] == "64"
+    assert table.loc["alpha", "open"] == f"run?run={ids['alpha']}"
+
+
+@pytest.mark.parametrize(("name_filter", "statuses", "expected"), [
+    ("alp", [], ["alpha"]),
+    ("", ["crashed"], ["beta"]),
+    ("a", ["finished"], ["alpha", "gamma"]),
+], ids=["by-name", "by-status", "both"])
+def test_runs_filters_change_the_rows(app, name_filter, statuses, expected):
+    at = app("pages/runs.py")
+    at.text_input(key="runs_filter").set_value(name_filter)
+    at.multiselect(key="runs_status").set_value(statuses)
+    at.run()
+    no_exceptions(at)
+    assert sorted(at.dataframe[0].value["name"]) == expected
+
+
+def test_empty_store_shows_how_to_record_a_run(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.dashboard.conftest import APP, APP_TIMEOUT_S
+
+    monkeypatch.setenv("TRAINDOCTOR_STORE", str(tmp_path / "nothing-here"))
+    for page in ("pages/runs.py", "pages/run.py", "pages/classes.py", "pages/compare.py"):
+        at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S).run()
+        at.switch_page(page).run()
+        no_exceptions(at)
+        shown = texts(at)
+        assert "probe.watch(model, optimizer)" in shown and "probe.step(loss=loss)" in shown, page
+
+
+# ------------------------------------------------------------------------- Run
+
+def test_run_page_shows_findings_first_with_evidence(app, fake_diagnosis):
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    assert at.title[0].value == "beta"
+    finding = [e for e in at.expander if "divergence" in e.label]
+    assert len(finding) == 1 and "critical" in finding[0].label and "steps 150–200" in finding[0].label
+    inside = "\n".join(m.value for m in finding[0].markdown)
+    assert "NaN from step 150" in inside and "Lower the learning rate" in inside
+    assert finding[0].get("plotly_chart"), "the finding's evidence chart is missing"
+    assert finding[0].json[0].value  # the evidence numbers
+
+
+def test_run_page_without_findings_says_so(app, fake_diagnosis):
+    at = app("pages/run.py", run="alpha")
+    no_exceptions(at)
+    assert not [e for e in at.expander if "divergence" in e.label]
+    assert any("No findings" in s.value for s in at.success)
+
+
+def test_run_page_has_curves_heatmaps_toggles_and_events(app):
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    toggles = {t.key for t in at.toggle}
+    assert {"smooth", "log_loss", "log_accuracy", "log_lr", "log_grad_norm"} <= toggles
+    for key in ("chart_loss", "chart_accuracy", "chart_lr", "chart_grad_norm", "heatmap_update_ratio"):
+        assert chart(at, key)
+    at.radio(key="layer_view").set_value("gradient norm").run()
+    no_exceptions(at)
+    assert '"title":{"text":"gradientnormperlayer"' in chart(at, "heatmap_grad_norm")
+    events = table_with(at, "kind")
+    assert set(events["kind"]) == {"nan_loss", "config_lint", "crash"}
+    assert any("RuntimeError: boom" in c.value for c in at.code)  # the crash traceback, in full
+    lint = events.loc[events["kind"] == "config_lint", "detail"].iloc[0]
+    assert lint == "weight_decay_on_norm_and_bias: weight decay on 4 norm/bias tensors"
+
+
+def broken_rule(run):
+    raise ZeroDivisionError("a rule divided by zero")
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    (None, "No diagnosis: the diagnosis engine (dashboard.diagnosis.diagnose) is not installed"),
+    (broken_rule, "No diagnosis: diagnosis failed: ZeroDivisionError: a rule divided by zero"),
+], ids=["engine-missing", "engine-raises"])
+def test_run_page_without_a_working_engine_still_shows_the_run(app, monkeypatch, engine, message):
+    import dashboard.diagnosis
+    from dashboard import data
+
+    if engine is None:
+        monkeypatch.setattr(data, "diagnosis_engine", lambda: None)
+    else:
+        monkeypatch.setattr(dashboard.diagnosis, "diagnose", engine, raising=False)
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    assert message in [w.value for w in at.warning]
+    assert chart(at, "chart_loss") and chart(at, "heatmap_update_ratio")
+
+
+def test_run_page_selecting_another_run_changes_page_and_link(app, fake_diagnosis, store):
+    at = app("pages/run.py", run="beta")
+    at.selectbox(key="select_run").set_value(store[1]["gamma"]).run()
+    no_exceptions(at)
+    assert at.title[0].value == "gamma"
+    assert at.query_params["run"] == "gamma"
+    assert not [e for e in at.expander if "divergence" in e.label]
+
+
+def test_run_page_log_toggle_switches_axis(app):
+    at = app("pages/run.py", run="alpha")
+    at.toggle(key="log_loss").set_value(False).run()
+    no_exceptions(at)
+    assert '"type":"linear"' in chart(at, "chart_loss")
+    at.toggle(key="log_loss").set_value(True).run()
+    assert '"type":"log"' in chart(at, "chart_loss")
+
+
+def test_run_page_of_a_running_run_shows_new_steps_after_they_land(app, store, monkeypatch):
+    root, _ = store
+    writer = make_run(root, "live", steps=100, status="running", seed=5)
+    try:
+        at = app("pages/run.py", run="live")
+        no_exceptions(at)
+        last = {m.label: m.value for m in at.metric}["last step"]
+        assert last == "100"
+        assert "Live: refreshing" in texts(at)
+        write_steps(writer, 101, 151, seed=5)
+        writer.flush()
+        at.run()
+        no_exceptions(at)
+        assert {m.label: m.value for m in at.metric}["last step"] == "150"
+    finally:
+        writer.close()
+
+
+def test_unknown_run_in_link_falls_back_to_a_known_one(app):
+    at = app("pages/run.py", run="no-such-run")
+    no_exceptions(at)
+    assert at.title[0].value in {"alpha", "beta", "gamma"}
+
+
+# --------------------------------------------------------------------- Classes
+
+def test_classes_page_matches_hand_computed_baseline(app, store):
+    root, ids = store
+    at = app("pages/classes.py", run="alpha")
+    no_exceptions(at)
+    assert chart(at, "class_metrics_chart") and chart(at, "confusion_chart")
+    assert at.query_params["step"] == "200"  # the last evaluation by default
+    from store.reader import Store
+
+    counts = Store(root).confusion([ids["alpha"]], step=200)
+    matrix = confusion_matrix(counts)
+    baseline = matrix.sum(axis=1).max() / matrix.sum()
+    accuracy = np.trace(matrix) / matrix.sum()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["majority-class baseline"] == f"{baseline:.3f}"
+    assert metrics["accuracy at this evaluation"] == f"{accuracy:.3f}"
+    worst = table_with(at, "most_confused_with")
+    assert worst["class"].iloc[0] == "class0"  # the factory gives class 0 the fewest correct
+
+
+def test_classes_page_choosing_an_evaluation_changes_matrix_and_link(app):
+    at = app("pages/classes.py", run="alpha")
+    before = {m.label: m.value for m in at.metric}["accuracy at this evaluation"]
+    at.select_slider(key="select_step").set_value(20).run()
+    no_exceptions(at)
+    assert at.query_params["step"] == "20"
+    assert {m.label: m.value for m in at.metric}["accuracy at this evaluation"] != before
+
+
+def test_classes_page_step_from_link_is_used(app):
+    at = app("pages/classes.py", run="alpha", step="45")
+    no_exceptions(at)
+    assert at.select_slider(key="select_step").value == 40  # the evaluation at or before step 45
+
+
+# --------------------------------------------------------------------- Compare
+
+def test_compare_page_overlays_chosen_runs_and_lists_differences(app, fake_diagnosis):
+    at = app("pages/compare.py", runs="alpha,beta")
+    no_exceptions(at)
+    overlay = chart(at, "compare_chart")
+    assert '"name":"alpha"' in overlay and '"name":"beta"' in overlay
+    differing = table_with(at, "hyperparameter")
+    assert list(differing.index) == ["lr"]  # batch_size is 32 in both
+    assert [e for e in at.expander if "divergence" in e.label]  # beta's finding, side by side
+
+
+def test_compare_page_changing_runs_changes_table_and_link(app, store):
+    _, ids = store
+    at = app("pages/compare.py", runs="alpha,beta")
+    at.multiselect(key="select_runs").set_value([ids["alpha"], ids["gamma"]]).run()
+    no_exceptions(at)
+    assert at.query_params["runs"] == "alpha,gamma"
+    assert sorted(table_with(at, "hyperparameter").index) == ["batch_size", "lr"]
+
+
+@pytest.mark.parametrize("axis", ["step", "epoch", "wall time"])
+def test_compare_page_axes(app, axis):
+    at = app("pages/compare.py", runs="alpha,gamma")
+    at.radio(key="compare_axis").set_value(axis).run()
+    no_exceptions(at)
+    assert chart(at, "compare_chart")
+
+
+def test_compare_page_parallel_coordinates_for_many_runs(app):
+    at = app("pages/compare.py", runs="alpha")
+    no_exceptions(at)
+    assert '"type":"parcoords"' in chart(at, "parallel_chart")
+
+
+# ------------------------------------------------------------- real diagnosis
+
+def _diagnosis_engine_missing() -> bool:
+    try:
+        from dashboard.diagnosis import diagnose  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(_diagnosis_engine_missing(), reason="dashboard.diagnosis.diagnose is not on this branch yet")
+def test_real_diagnosis_shows_divergence_on_the_run_page(app):
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    labels = [e.label for e in at.expander]
+    assert any("`divergence`" in label for label in labels), labels
+    alpha = app("pages/run.py", run="alpha")
+    assert not any("`divergence`" in e.label for e in alpha.expander)
+
+
+@pytest.mark.parametrize(("rows", "label", "page", "query"), [
+    ([0], "Open gamma", "run", "run=gamma"),  # rows are newest first: gamma, beta, alpha
+    ([0, 2], "Compare 2 runs", "compare", "runs=gamma%2Calpha"),
+], ids=["one-opens-run", "several-compare"])
+def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
+    at = app("pages/runs.py")
+    at.session_state["runs_table"] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    no_exceptions(at)
+    links = at.get("page_link")
+    assert len(links) == 1
+    assert links[0].proto.label == label
+    link = links[0].proto
+    assert (link.label, link.page, link.query_string) == (label, page, query)
+
+
+def test_curves_are_redrawn_with_the_findings_steps_shaded(app, fake_diagnosis):
+    at = app("pages/run.py", run="beta")
+    no_exceptions(at)
+    loss = chart(at, "chart_loss")
+    assert '"type":"rect"' in loss and '"x0":149.5' in loss and '"x1":200.5' in loss
+
+
+@pytest.mark.parametrize("page", ["pages/runs.py", "pages/run.py", "pages/classes.py", "pages/compare.py"],
+                         ids=["runs", "run", "classes", "compare"])
+def test_a_run_that_has_written_nothing_yet_breaks_no_page(tmp_path, monkeypatch, page):
+    from streamlit.testing.v1 import AppTest
+
+    from store.segments import RunWriter
+    from tests.dashboard.conftest import APP, APP_TIMEOUT_S
+
+    writer = RunWriter(tmp_path, name="fresh", background=False)  # run.json only, no segments
+    monkeypatch.setenv("TRAINDOCTOR_STORE", str(tmp_path))
+    try:
+        at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S).run()
+        at.switch_page(page).run()
+        no_exceptions(at)
+    finally:
+        writer.close()
