@@ -163,17 +163,19 @@ def _imported_sources(store_root: Path) -> dict[tuple[str, str], tuple[str, dict
 
 
 def series_from_columns(
-    columns: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    columns: Mapping[str | MetricKey, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     *,
     epoch_steps: np.ndarray | None = None,
     epoch_values: np.ndarray | None = None,
 ) -> list[Series]:
     """Turn tag → (steps, values, wall_times) into contract series.
 
-    Tags are mapped with :func:`map_metrics`; the epoch tag becomes the epoch
-    column of every series (the last epoch logged at or before each step).
+    Tags are mapped with :func:`map_metrics` (a ``MetricKey`` key is taken as
+    it is); the epoch tag becomes the epoch column of every series (the last
+    epoch logged at or before each step).
     """
-    mapping = map_metrics(columns)
+    mapping: dict[Any, MetricKey] = map_metrics(tag for tag in columns if isinstance(tag, str))
+    mapping.update({key: key for key in columns if isinstance(key, MetricKey)})
     if epoch_steps is None:
         epoch_tags = [tag for tag, key in mapping.items() if key is EPOCH]
         if epoch_tags:

@@ -141,3 +141,12 @@ def map_metrics(tags: Iterable[str]) -> dict[str, MetricKey]:
         taken.add(key)
         mapping[tag] = key
     return mapping
+
+
+def optimizer_from_tags(tags: Iterable[str]) -> str | None:
+    """The optimizer class Lightning's LearningRateMonitor named in its tags (``lr-AdamW`` → ``AdamW``)."""
+    for tag in sorted(tags):
+        match = _LIGHTNING_LR.match(_split_of(tag)[1])
+        if match:
+            return match.group("optimizer")
+    return None
