@@ -52,7 +52,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 def _numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     numbers = pd.to_numeric(frame[column], errors="coerce")
-    text = frame[column].astype(str).str.strip()
+    text = frame[column].astype(object).where(frame[column].notna(), "").astype(str).str.strip()
     bad = numbers.isna() & ~text.str.lower().isin(["", "nan"])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -72,9 +72,9 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     bad_steps = ~np.isfinite(steps) | (steps != np.round(steps))
     if bad_steps.any():
         row = int(np.flatnonzero(bad_steps)[0])
-        raise StoreError(f"column 'step' in {path} needs whole numbers, got {frame['step'].iloc[row]!r} (data row {row + 1})")
+        raise StoreError(f"column 'step' in {path} needs whole numbers, got {str(frame['step'].iloc[row])!r} (data row {row + 1})")
     for column in ("split", "name"):
-        empty = frame[column].astype(str).str.strip() == ""
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
         if empty.any():
             raise StoreError(f"column {column!r} in {path} is empty in data row {int(np.flatnonzero(empty.to_numpy())[0]) + 1}")
 
