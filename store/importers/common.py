@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,10 @@ from store.importers.names import EPOCH, MetricKey, map_metrics
 from store.segments import RunWriter, StoreError, new_run_id, read_run_json
 
 _HASH_CHUNK_BYTES = 1 << 20
+_STAGING_PREFIXES = (".import-", ".replaced-")
+# A staging folder older than this is left by an import that was killed, never
+# one in progress (a 100,000-step log imports in seconds).
+_STALE_STAGING_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -252,12 +257,26 @@ def import_runs(
     if pending and not parsed and len(pending) == len(results):
         raise StoreError(f"no scalar values found in {root}")
 
+    _remove_stale_staging(store_root)
     for index, print_, replaces, run in parsed:
         if num_classes is not None:
             run.task["num_classes"] = int(num_classes)
         run_id = write_run(store_root, run, {**print_, **run.extra_source, "rows": run.rows}, replaces=replaces)
         results[index] = ImportResult(run_id, run.source.name, run.rows, False, print_["path"])
     return [r for r in results if r is not None]
+
+
+def _remove_stale_staging(store_root: Path) -> None:
+    if not store_root.is_dir():
+        return
+    now = time.time()
+    for entry in os.scandir(store_root):
+        if entry.name.startswith(_STAGING_PREFIXES) and entry.is_dir():
+            try:
+                if now - entry.stat().st_mtime > _STALE_STAGING_S:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except OSError:
+                continue
 
 
 def write_run(store_root: Path, run: ParsedRun, source_meta: dict[str, Any], *, replaces: str | None = None) -> str:

@@ -21,6 +21,8 @@ names the ``scalars`` plugin.
 
 from __future__ import annotations
 
+import math
+import re
 import struct
 import warnings
 from collections import defaultdict
@@ -128,7 +130,7 @@ def _frame(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray]:
 def _tensor_scalar(tensor) -> float | None:
     """The value of a 0-d (or one-element) numeric tensor, None otherwise."""
     dims = tensor.tensor_shape.dim
-    if any(d.size != 1 for d in dims):
+    if dims and any(d.size != 1 for d in dims):
         return None
     dtype = tensor.dtype
     content = tensor.tensor_content
@@ -179,10 +181,11 @@ def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tupl
     plugins: dict[str, str] = {}
     dropped = 0
     parse = Event.FromString
+    intact = crc_ok.tolist()  # Python bools: indexing a numpy array per record costs more
     for index, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
         if progress is not None and index % _PROGRESS_EVERY == _PROGRESS_EVERY - 1:
             progress.advance(path, start)
-        if not crc_ok[index]:
+        if not intact[index]:
             if index == 0:
                 raise StoreError(f"{path} is not a TensorBoard event file")
             dropped += 1
@@ -278,13 +281,30 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
 
 
 def _file_order(file: Path) -> tuple:
-    """Event files sort by the creation time in their name (events.out.tfevents.<time>.<host>…)."""
-    parts = file.name.split(".")
+    """Event files in the order they were started.
+
+    The name's creation time (events.out.tfevents.<seconds>.<host>.<pid>.<n>)
+    has one-second resolution, so ties are broken by the wall time of the
+    file's first event (sub-second), then by the name with its numbers
+    compared as numbers (writer 10 after writer 9).
+    """
+    natural = tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", file.name))
+    return (_first_wall_time(file), natural)
+
+
+def _first_wall_time(file: Path) -> float:
     try:
-        created = int(parts[parts.index("tfevents") + 1]) if "tfevents" in parts else 0
-    except (ValueError, IndexError):
-        created = 0
-    return (created, file.name)
+        with open(file, "rb") as handle:
+            header = handle.read(_HEADER_BYTES)
+            if len(header) < _HEADER_BYTES:
+                return math.inf
+            length = struct.unpack("<Q", header[:8])[0]
+            if length > _CRC_BATCH_MAX_BYTES:
+                return math.inf
+            event = _event_class().FromString(handle.read(length))
+    except Exception:  # any unreadable start sorts last; read_scalars reports it properly
+        return math.inf
+    return event.wall_time if event.wall_time else math.inf
 
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:

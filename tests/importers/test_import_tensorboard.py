@@ -134,6 +134,9 @@ def test_every_folder_with_event_files_becomes_a_run(tmp_path, store_root):
 
 def test_a_restart_file_wins_where_steps_overlap(tmp_path, store_root):
     folder = tmp_path / "logs"
+    # Writers number their files per process (…\.9, …\.10): as text the restart would sort first.
+    for _ in range(9):
+        SummaryWriter(str(tmp_path / "other")).close()
     with SummaryWriter(str(folder), filename_suffix=".a") as writer:
         for step in range(1, 11):
             writer.add_scalar("loss", 1.0, step)
@@ -226,3 +229,25 @@ def test_corrupt_length_ends_the_file_with_a_warning(tmp_path):
     with pytest.warns(RuntimeWarning, match=f"corrupt record at byte {offsets[len(offsets) // 2]}"):
         columns = read_scalars(event_file)
     assert 0 < len(columns["train/loss"][0]) < STEPS
+
+
+def test_runs_without_scalars_are_left_out_with_a_warning(tmp_path, store_root):
+    write_log(tmp_path / "logs" / "scalars", steps=3)
+    with SummaryWriter(str(tmp_path / "logs" / "histograms_only")) as writer:
+        writer.add_histogram("weights", np.arange(5.0), 1)
+    with pytest.warns(RuntimeWarning, match="histograms_only: no scalar values, not imported"):
+        results = import_source("tensorboard", store_root, tmp_path / "logs")
+    assert [r.name for r in results] == ["scalars"]
+
+
+def test_leftover_staging_of_a_killed_import_is_removed(tmp_path, store_root):
+    import os
+    import time
+
+    stale = store_root / ".import-deadbeef" / "20260101-000000-abcdef"
+    stale.mkdir(parents=True)
+    old = time.time() - 2 * 3600
+    os.utime(stale.parent, (old, old))
+    write_log(tmp_path / "logs", steps=3)
+    import_source("tensorboard", store_root, tmp_path / "logs")
+    assert not stale.parent.exists()
