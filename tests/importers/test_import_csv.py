@@ -57,6 +57,12 @@ def test_round_trip_of_every_column_keeps_nan_and_inf(tmp_path, store_root):
     assert Store(store_root).run_meta(result.run_id)["task"]["num_classes"] == 10
 
 
+def test_first_non_finite_training_loss_is_a_nan_loss_event(tmp_path, store_root):
+    [result] = import_source("csv", store_root, write_csv(tmp_path / "run.csv", tidy_frame()))
+    events = Store(store_root).events([result.run_id])
+    assert events[["kind", "step"]].values.tolist() == [["nan_loss", 7]]
+
+
 def test_optional_columns_may_be_missing(tmp_path, store_root):
     frame = pd.DataFrame({"step": [1, 2, 3], "split": "train", "name": "loss", "value": [3.0, 2.0, 1.0]})
     [result] = import_source("csv", store_root, write_csv(tmp_path / "run.csv", frame))
@@ -81,8 +87,10 @@ def test_missing_required_column_is_a_one_line_error_and_store_unchanged(tmp_pat
     ("step,split,name,value\n1.5,train,loss,1.0\n", "column 'step' in {path} needs whole numbers, got '1.5' (data row 1)"),
     ("step,split,name,value\n1,,loss,1.0\n", "column 'split' in {path} is empty in data row 1"),
     ("step,split,name,value\n", "{path} has no data rows"),
-    ("", "unreadable CSV {path}: No columns to parse from file"),
-], ids=["text-value", "fractional-step", "empty-split", "header-only", "empty-file"])
+    ("", "unreadable CSV {path}: Empty CSV file"),
+    ("step,split,name,value\n,train,loss,1.0\n", "column 'step' in {path} needs whole numbers, got '' (data row 1)"),
+    ("step,split,name,value\n1,train,loss,1\n2,train,loss,x\n", "column 'value' in {path} has a non-numeric value 'x' (data row 2)"),
+], ids=["text-value", "fractional-step", "empty-split", "header-only", "empty-file", "empty-step", "text-in-row-2"])
 def test_malformed_csv_is_a_one_line_error(tmp_path, store_root, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)

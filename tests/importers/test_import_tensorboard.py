@@ -134,7 +134,7 @@ def test_every_folder_with_event_files_becomes_a_run(tmp_path, store_root):
 
 def test_a_restart_file_wins_where_steps_overlap(tmp_path, store_root):
     folder = tmp_path / "logs"
-    # Writers number their files per process (…\.9, …\.10): as text the restart would sort first.
+    # Writers number their files per process (….9, ….10): as text the restart would sort first.
     for _ in range(9):
         SummaryWriter(str(tmp_path / "other")).close()
     with SummaryWriter(str(folder), filename_suffix=".a") as writer:
