@@ -5,13 +5,15 @@ The reader is our own (about a hundred lines) over the TFRecord framing —
 masked_crc32c(data)`` — with each record decoded by TensorBoard's compiled
 ``Event`` protobuf (``tensorboard.compat.proto``, upb-backed). Why not
 TensorBoard's own loaders: ``EventAccumulator`` keeps a reservoir sample
-(1,000 scalars per tag by default), its record reader checks CRCs in pure
-Python one byte at a time (minutes for a large log), and it raises on a
-truncated tail instead of keeping what came before. Here the CRCs of all
-records are checked at once with numpy (one vectorised table lookup per byte
-position over every record of the same length), a truncated or corrupt tail
-is skipped with a warning, and a corrupt record inside the file is dropped
-with a warning.
+(10,000 scalars and 10 tensors per tag by default; TF2 and
+``new_style`` scalars are tensors), its record reader without TensorFlow
+checks CRCs in pure Python one byte at a time (about 14,000 values/s against
+about 200,000 here, see benchmarks/import_tensorboard.py), and it stops
+quietly at the first bad record, so one corrupt record loses the rest of the
+file. Here the CRCs are checked with numpy, one vectorised table lookup per
+byte position over all records of the same length; a truncated or corrupt
+tail is skipped with a warning, and a corrupt record inside the file is
+dropped with a warning while the records after it are kept.
 
 Scalars come in two forms and both are read: the old ``simple_value`` and
 the tensor form (TF2 ``tf.summary.scalar``, ``SummaryWriter.add_scalar(...,
@@ -36,9 +38,8 @@ from store.segments import StoreError
 
 _HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
 _FOOTER_BYTES = 4   # uint32 masked crc of the data
-# Records longer than this are images, histograms or graphs: their CRC is not
-# checked (cost grows with length) unless they turn out to hold scalars.
-_CRC_BATCH_MAX_BYTES = 4096
+# A first record longer than this is not a file_version event (~30 bytes).
+_FIRST_RECORD_MAX_BYTES = 4096
 # Update the progress bar every this many records (tqdm costs ~1 µs a call).
 _PROGRESS_EVERY = 20_000
 _EVENT_FILE_MARK = "tfevents"
@@ -161,9 +162,6 @@ def _event_class():
 
 def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tuple[list, list, list]]:
     """Every scalar point in one event file: tag → (steps, values, wall_times)."""
-    from google.protobuf.message import DecodeError
-
-    Event = _event_class()
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -173,40 +171,50 @@ def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tupl
         return {}
     starts, lengths = _frame(path, data)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    small = lengths <= _CRC_BATCH_MAX_BYTES
-    crc_ok = np.ones(len(starts), dtype=bool)
-    crc_ok[small] = _data_crc_ok(buffer, starts[small], lengths[small])
+    if not _data_crc_ok(buffer, starts[:1], lengths[:1])[0]:
+        raise StoreError(f"{path} is not a TensorBoard event file")
+    columns, scalar_records, undecodable = _decode(path, data, starts, lengths, progress)
 
-    columns: dict[str, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
+    # Only the records that gave scalars are CRC-checked, after decoding: they
+    # are short, while images and histograms are long and each of its own
+    # length, so checking them would cost more than the whole import.
+    checked = np.array(scalar_records, dtype=np.int64)
+    corrupt = checked[~_data_crc_ok(buffer, starts[checked], lengths[checked])]
+    if len(corrupt):
+        columns = _without_records(columns, set(corrupt.tolist()))
+    if undecodable or len(corrupt):
+        warnings.warn(f"{path}: skipped {undecodable + len(corrupt)} corrupt record(s)", RuntimeWarning, stacklevel=3)
+    return {tag: column[:3] for tag, column in columns.items()}
+
+
+def _decode(path: Path, data: bytes, starts: np.ndarray, lengths: np.ndarray, progress: Progress | None):
+    """Decode every record: tag → (steps, values, wall_times, record indexes), the records
+    that held scalars, and the number that did not decode."""
+    from google.protobuf.message import DecodeError
+
+    parse = _event_class().FromString
+    columns: dict[str, tuple[list, list, list, list]] = defaultdict(lambda: ([], [], [], []))
     plugins: dict[str, str] = {}
-    dropped = 0
-    parse = Event.FromString
-    intact = crc_ok.tolist()  # Python bools: indexing a numpy array per record costs more
+    scalar_records: list[int] = []
+    undecodable = 0
     for index, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
         if progress is not None and index % _PROGRESS_EVERY == _PROGRESS_EVERY - 1:
             progress.advance(path, start)
-        if not intact[index]:
-            if index == 0:
-                raise StoreError(f"{path} is not a TensorBoard event file")
-            dropped += 1
-            continue
         try:
             event = parse(data[start:start + length])
         except DecodeError:
             if index == 0:
                 raise StoreError(f"{path} is not a TensorBoard event file") from None
-            dropped += 1
+            undecodable += 1
             continue
         if index == 0 and not event.file_version.startswith("brain.Event"):
             raise StoreError(f"{path} is not a TensorBoard event file")
         values = event.summary.value
         if not values:
             continue
-        if length > _CRC_BATCH_MAX_BYTES and not _data_crc_ok(buffer, starts[index:index + 1], lengths[index:index + 1])[0]:
-            dropped += 1
-            continue
         step = event.step
         wall_time = event.wall_time
+        found = False
         for value in values:
             kind = value.WhichOneof("value")
             if kind == "simple_value":
@@ -227,11 +235,21 @@ def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tupl
             column[0].append(step)
             column[1].append(number)
             column[2].append(wall_time)
+            column[3].append(index)
+            found = True
+        if found:
+            scalar_records.append(index)
     if progress is not None:
         progress.advance(path, len(data))
-    if dropped:
-        warnings.warn(f"{path}: skipped {dropped} corrupt record(s)", RuntimeWarning, stacklevel=3)
-    return dict(columns)
+    return columns, scalar_records, undecodable
+
+
+def _without_records(columns: dict, corrupt: set[int]) -> dict:
+    kept = {}
+    for tag, (steps, values, walls, records) in columns.items():
+        keep = [i for i, record in enumerate(records) if record not in corrupt]
+        kept[tag] = ([steps[i] for i in keep], [values[i] for i in keep], [walls[i] for i in keep], [records[i] for i in keep])
+    return kept
 
 
 def _merge_files(per_file: list[dict[str, tuple[list, list, list]]]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -299,7 +317,7 @@ def _first_wall_time(file: Path) -> float:
             if len(header) < _HEADER_BYTES:
                 return math.inf
             length = struct.unpack("<Q", header[:8])[0]
-            if length > _CRC_BATCH_MAX_BYTES:
+            if length > _FIRST_RECORD_MAX_BYTES:
                 return math.inf
             event = _event_class().FromString(handle.read(length))
     except Exception:  # any unreadable start sorts last; read_scalars reports it properly

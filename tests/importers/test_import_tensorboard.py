@@ -111,15 +111,17 @@ def test_truncated_tail_is_skipped_with_a_warning(tmp_path, store_root, cut):
     assert len(imported_series(store_root, result.run_id, "train", "loss")) == STEPS
 
 
-def test_corrupt_record_inside_the_file_is_dropped_with_a_warning(tmp_path):
+@pytest.mark.parametrize("offset", [1, len("train/loss") + 1], ids=["in-tag-undecodable", "in-value-decodes-but-crc-fails"])
+def test_corrupt_record_inside_the_file_is_dropped_with_a_warning(tmp_path, offset):
     event_file = write_log(tmp_path / "logs")
     data = bytearray(event_file.read_bytes())
     target = data.find(b"train/loss")
-    data[target + 1] ^= 0xFF  # a flipped bit in one record's payload: its data CRC fails
+    data[target + offset] ^= 0xFF  # one record's payload changed: its data CRC fails
     event_file.write_bytes(bytes(data))
     with pytest.warns(RuntimeWarning, match="skipped 1 corrupt record"):
         columns = read_scalars(event_file)
     assert len(columns["train/loss"][0]) == STEPS - 1
+    assert columns["train/loss"][0][0] == 2  # the first loss record was the corrupt one
     assert len(columns["lr-Adam"][0]) == STEPS
 
 
