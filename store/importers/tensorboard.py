@@ -83,10 +83,13 @@ def _stored_crcs(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def _data_crc_ok(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Whether each record's data matches its stored CRC (grouped by length, vectorised)."""
     ok = np.ones(len(starts), dtype=bool)
-    for length in np.unique(lengths):
-        members = np.flatnonzero(lengths == length)
-        computed = masked_crc32c(buffer, starts[members], int(length))
-        ok[members] = computed == _stored_crcs(buffer, starts[members] + int(length))
+    if not len(starts):
+        return ok
+    order = np.argsort(lengths, kind="stable")
+    for members in np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1):
+        length = int(lengths[members[0]])
+        computed = masked_crc32c(buffer, starts[members], length)
+        ok[members] = computed == _stored_crcs(buffer, starts[members] + length)
     return ok
 
 
