@@ -258,12 +258,41 @@ def import_runs(
         raise StoreError(f"no scalar values found in {root}")
 
     _remove_stale_staging(store_root)
-    for index, print_, replaces, run in parsed:
-        if num_classes is not None:
-            run.task["num_classes"] = int(num_classes)
-        run_id = write_run(store_root, run, {**print_, **run.extra_source, "rows": run.rows}, replaces=replaces)
-        results[index] = ImportResult(run_id, run.source.name, run.rows, False, print_["path"])
+    publication = _Publication()
+    try:
+        for index, print_, replaces, run in parsed:
+            if num_classes is not None:
+                run.task["num_classes"] = int(num_classes)
+            source_meta = {**print_, **run.extra_source, "rows": run.rows}
+            run_id = write_run(store_root, run, source_meta, replaces=replaces, publication=publication)
+            results[index] = ImportResult(run_id, run.source.name, run.rows, False, print_["path"])
+    except OSError as error:
+        publication.rollback()
+        raise StoreError(f"cannot write into store {store_root}: {error.strerror or error}") from None
+    except BaseException:
+        publication.rollback()
+        raise
+    publication.commit()
     return [r for r in results if r is not None]
+
+
+class _Publication:
+    """What one import changed in the store, so a failure part-way can undo all of it."""
+
+    def __init__(self) -> None:
+        self.created: list[Path] = []
+        self.replaced: list[tuple[Path, Path]] = []  # (run folder, the earlier import moved aside)
+
+    def rollback(self) -> None:
+        for folder in self.created:
+            shutil.rmtree(folder, ignore_errors=True)
+        for folder, aside in self.replaced:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(aside, folder)
+
+    def commit(self) -> None:
+        for _, aside in self.replaced:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _remove_stale_staging(store_root: Path) -> None:
@@ -279,16 +308,18 @@ def _remove_stale_staging(store_root: Path) -> None:
                 continue
 
 
-def write_run(store_root: Path, run: ParsedRun, source_meta: dict[str, Any], *, replaces: str | None = None) -> str:
-    """Write ``run`` into the store atomically; with ``replaces``, swap out that run's folder.
+def write_run(
+    store_root: Path, run: ParsedRun, source_meta: dict[str, Any], *, replaces: str | None, publication: _Publication,
+) -> str:
+    """Write ``run`` into the store; with ``replaces``, in place of that earlier import.
 
     The run is built in ``<store>/.import-<token>/<run_id>`` (readers skip
-    dot-folders) and renamed into place, so the store never shows half an
-    import and a failure leaves nothing behind.
+    dot-folders) and renamed into place, so the store never shows half a run.
+    An earlier import it replaces is moved aside (``.replaced-*``) until the
+    whole import succeeds (``publication``).
     """
     run_id = replaces or new_run_id()
     staging = store_root / f".import-{secrets.token_hex(4)}"
-    aside: Path | None = None
     try:
         writer = RunWriter(
             staging, run_id=run_id, name=run.source.name, config=run.config, env=run.env,
@@ -302,28 +333,23 @@ def write_run(store_root: Path, run: ParsedRun, source_meta: dict[str, Any], *, 
             )
         for step, detail in _nan_loss_events(run.series):
             writer.add_event("nan_loss", detail, step=step)
+        # flush() raises on a full disk; close() would only record the error
+        # (the probe's rule: never take training down), and the import must fail.
+        writer.flush()
         writer.close("finished")
         if writer.errors:
-            raise StoreError(writer.errors[0])
+            raise OSError(writer.errors[0])
         final = store_root / run_id
         if replaces is not None and final.exists():
             aside = store_root / f".replaced-{run_id}-{secrets.token_hex(4)}"
             os.replace(final, aside)
-        os.replace(staging / run_id, final)
-    except OSError as error:
-        if aside is not None and not (store_root / run_id).exists():
-            os.replace(aside, store_root / run_id)
-            aside = None
-        raise StoreError(f"cannot write run {run.source.name!r} into {store_root}: {error}") from None
-    except BaseException:
-        if aside is not None and not (store_root / run_id).exists():
-            os.replace(aside, store_root / run_id)
-            aside = None
-        raise
+            publication.replaced.append((final, aside))
+            os.replace(staging / run_id, final)
+        else:
+            os.replace(staging / run_id, final)
+            publication.created.append(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
     return run_id
 
 

@@ -253,3 +253,26 @@ def test_leftover_staging_of_a_killed_import_is_removed(tmp_path, store_root):
     write_log(tmp_path / "logs", steps=3)
     import_source("tensorboard", store_root, tmp_path / "logs")
     assert not stale.parent.exists()
+
+
+def test_a_failed_write_undoes_the_whole_import(tmp_path, store_root, monkeypatch):
+    import store.importers.common as common
+
+    write_log(tmp_path / "logs" / "a", steps=3)
+    write_log(tmp_path / "logs" / "b", steps=3)
+    [first] = import_source("tensorboard", store_root, tmp_path / "logs" / "a")
+    write_log(tmp_path / "logs" / "a", steps=2, first_step=4)  # a changed: this import replaces it
+    before = listing(store_root)
+    before_rows = len(Store(store_root).scalars([first.run_id]))
+
+    class FailingSecondRun(common.RunWriter):
+        def flush(self) -> None:
+            if self.run_id != first.run_id:
+                raise OSError(28, "No space left on device")
+            super().flush()
+
+    monkeypatch.setattr(common, "RunWriter", FailingSecondRun)
+    with pytest.raises(StoreError, match="^cannot write into store .*: No space left on device$"):
+        import_source("tensorboard", store_root, tmp_path / "logs")
+    assert listing(store_root) == before
+    assert len(Store(store_root).scalars([first.run_id])) == before_rows
