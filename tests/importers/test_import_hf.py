@@ -49,9 +49,9 @@ def train(output_dir: Path, *, save_state: bool = False, **arguments) -> "transf
         intermediate_size=32, max_position_embeddings=16, num_labels=NUM_LABELS,
     )
     args = transformers.TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=8, num_train_epochs=2, logging_steps=2,
-        eval_strategy="epoch", save_strategy="epoch", save_only_model=True, report_to=[], use_cpu=True,
-        disable_tqdm=True, **{"learning_rate": 1e-3, **arguments},
+        output_dir=str(output_dir), per_device_train_batch_size=8, eval_strategy="epoch", save_strategy="epoch",
+        save_only_model=True, report_to=[], use_cpu=True, disable_tqdm=True,
+        **{"learning_rate": 1e-3, "num_train_epochs": 2, "logging_steps": 2, **arguments},
     )
     trainer = transformers.Trainer(
         model=transformers.BertForSequenceClassification(config), args=args,
@@ -151,7 +151,9 @@ def test_folder_without_a_state_is_an_error(tmp_path, store_root):
 
 
 def test_too_high_lr_run_is_diagnosed_as_divergence(tmp_path, store_root):
-    train(tmp_path / "out", learning_rate=50.0, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0)
+    # Warmup to a far too high lr: a normal start, then the loss climbs and stays up.
+    train(tmp_path / "out", learning_rate=50.0, optim="sgd", lr_scheduler_type="constant_with_warmup",
+          warmup_steps=10, max_grad_norm=0.0, num_train_epochs=5, logging_steps=1)
     [result] = import_source("hf", store_root, tmp_path / "out", num_classes=NUM_LABELS)
     loss = imported_series(store_root, result.run_id, "train", "loss")
     final = loss["value"].iloc[-1]
