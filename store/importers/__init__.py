@@ -64,7 +64,7 @@ def import_source(
     if num_classes is not None and int(num_classes) < 1:
         raise StoreError(f"--num-classes must be a positive integer, got {num_classes}")
     module = importlib.import_module(KINDS[kind])
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise StoreError(f"unreadable file {path}: no such file or folder")
     sources = module.discover(path, run_name)

@@ -72,7 +72,7 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     if "step" not in frame.columns:
         raise StoreError(f"missing column 'step' in {path}")
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
             numbers = pd.to_numeric(frame[column], errors="coerce")
             bad = numbers.isna() & frame[column].notna()
             if bad.any():

@@ -115,6 +115,21 @@ def test_csv_without_step_column_is_a_one_line_error_and_store_unchanged(tmp_pat
     assert listing(store_root) == before
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("epoch,step,train_loss\n0,0,1.0\n0,1,oops\n", "column 'train_loss' in {path} has a non-numeric value 'oops'"),
+    ("epoch,step,train_loss\n0,0.5,1.0\n", "column 'step' in {path} needs a whole number in every row"),
+    ("epoch,step,train_loss\n0,,1.0\n", "column 'step' in {path} needs a whole number in every row"),
+], ids=["text-metric", "fractional-step", "empty-step"])
+def test_malformed_metrics_csv_is_a_one_line_error(tmp_path, store_root, text, message):
+    version = tmp_path / "logs" / "version_0"
+    version.mkdir(parents=True)
+    (version / "metrics.csv").write_text(text)
+    with pytest.raises(StoreError) as error:
+        import_source("lightning", store_root, version)
+    assert str(error.value) == message.format(path=version / "metrics.csv")
+    assert listing(store_root) == []
+
+
 def test_python_tagged_hparams_are_read_without_running_code(tmp_path, store_root):
     version = train(tmp_path / "logs")
     (version / "hparams.yaml").write_text("lr: 0.01\nloss: !!python/object/apply:os.system ['touch pwned']\n")
