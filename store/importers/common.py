@@ -208,6 +208,13 @@ def series_from_columns(
     return series
 
 
+def last_per_step(steps: np.ndarray, *columns: np.ndarray | None) -> tuple:
+    """Keep the last row of each step (in the given order), for logs that repeat a value at one step."""
+    steps = np.asarray(steps)
+    last = np.sort(len(steps) - 1 - np.unique(steps[::-1], return_index=True)[1])
+    return (steps[last], *(None if c is None else np.asarray(c)[last] for c in columns))
+
+
 def epoch_at(steps: np.ndarray, epoch_steps: np.ndarray, epoch_values: np.ndarray) -> np.ndarray:
     """The epoch logged last at or before each step (NaN before the first one)."""
     order = np.argsort(epoch_steps, kind="stable")

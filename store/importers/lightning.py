@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from store.importers.common import ParsedRun, Progress, RunSource, series_from_columns
+from store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
 from store.importers.names import optimizer_from_tags
 from store.segments import StoreError
 
@@ -85,7 +85,7 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read_hparams(path: Path) -> dict[str, Any]:
+def read_hparams(path: Path) -> dict[str, Any]:
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -126,15 +126,12 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
         present = frame[column].notna().to_numpy()
         if not present.any():
             continue
-        column_steps = steps[present]
-        values = frame[column].to_numpy(dtype=np.float64)[present]
         # Lightning writes some values twice at one step (LearningRateMonitor at
-        # an epoch boundary); keep the last row per step, as the store keeps
-        # the newest value.
-        last = len(column_steps) - 1 - np.unique(column_steps[::-1], return_index=True)[1]
-        columns[column] = (column_steps[last], values[last], None)
+        # an epoch boundary); keep the last row per step, the newest value.
+        column_steps, values = last_per_step(steps[present], frame[column].to_numpy(dtype=np.float64)[present])
+        columns[column] = (column_steps, values, None)
     progress.update(sum(f.stat().st_size for f in source.files))
-    config = _read_hparams(source.files[1]) if len(source.files) > 1 else {}
+    config = read_hparams(source.files[1]) if len(source.files) > 1 else {}
     env: dict[str, Any] = {"logger": "lightning.CSVLogger"}
     optimizer = optimizer_from_tags(columns)
     if optimizer:

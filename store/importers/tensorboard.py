@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from store.importers.common import ParsedRun, Progress, RunSource, series_from_columns
+from store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
+from store.importers.lightning import HPARAMS_FILE, read_hparams
+from store.importers.names import optimizer_from_tags
 from store.segments import StoreError
 
 _HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
@@ -281,7 +283,7 @@ def is_event_file(path: Path) -> bool:
 def discover(path: Path, run_name: str | None) -> list[RunSource]:
     """One run per folder holding event files (named by its path relative to ``path``)."""
     if path.is_file():
-        return [RunSource(name=run_name or path.resolve().parent.name, path=path, files=[path])]
+        return [RunSource(name=run_name or path.resolve().parent.name, path=path, files=[path, *_hparams(path.parent)])]
     if not path.is_dir():
         raise StoreError(f"unreadable file {path}: no such file or folder")
     folders: dict[Path, list[Path]] = defaultdict(list)
@@ -297,8 +299,14 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
             name = run_name or path.resolve().name
         else:
             name = f"{run_name}/{relative}" if run_name else relative
-        sources.append(RunSource(name=name, path=folder, files=sorted(folders[folder], key=_file_order)))
+        files = sorted(folders[folder], key=_file_order) + _hparams(folder)
+        sources.append(RunSource(name=name, path=folder, files=files))
     return sources
+
+
+def _hparams(folder: Path) -> list[Path]:
+    """Lightning's TensorBoardLogger writes hparams.yaml next to its event files."""
+    return [folder / HPARAMS_FILE] if (folder / HPARAMS_FILE).is_file() else []
 
 
 def _file_order(file: Path) -> tuple:
@@ -329,6 +337,24 @@ def _first_wall_time(file: Path) -> float:
 
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
-    per_file = [read_scalars(file, progress) for file in source.files]
-    columns = _merge_files(per_file)
-    return ParsedRun(source=source, series=series_from_columns(columns), env={"logger": "tensorboard"})
+    """One run folder (or file); a folder with Lightning's hparams.yaml is a Lightning run.
+
+    Lightning logs ``step`` as the optimizer steps taken before the logged
+    batch, with TensorBoardLogger as with CSVLogger; its steps get the same
+    +1 and last-value-per-step as in :mod:`store.importers.lightning`, and
+    hparams.yaml becomes the config.
+    """
+    event_files = [f for f in source.files if f.name != HPARAMS_FILE]
+    hparams = [f for f in source.files if f.name == HPARAMS_FILE]
+    columns = _merge_files([read_scalars(file, progress) for file in event_files])
+    env: dict = {"logger": "tensorboard"}
+    config: dict = {}
+    if hparams:
+        # Lightning repeats some values at one step (see store.importers.lightning): last one wins.
+        columns = {tag: last_per_step(steps + 1, values, walls) for tag, (steps, values, walls) in columns.items()}
+        config = read_hparams(hparams[0])
+        env["logger"] = "lightning.TensorBoardLogger"
+    optimizer = optimizer_from_tags(columns)
+    if optimizer:
+        env["optimizer"] = {"type": optimizer}
+    return ParsedRun(source=source, series=series_from_columns(columns), config=config, env=env)

@@ -145,3 +145,31 @@ def test_too_high_lr_run_is_diagnosed_as_divergence(tmp_path, store_root):
     final = loss["value"].iloc[-1]
     assert not np.isfinite(final) or final > 1000 * loss["value"].iloc[0]  # the run really diverged
     assert "divergence" in {finding.rule for finding in findings_of(store_root, result.run_id)}
+
+
+def test_tensorboard_logger_run_gets_the_same_steps_and_config(tmp_path, store_root):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    csv_version = train(tmp_path / "csv", lr=0.01)
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(16 * BATCHES_PER_EPOCH, 8, generator=generator)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    logger = TensorBoardLogger(str(tmp_path / "tb"))
+    L.Trainer(max_epochs=EPOCHS, logger=logger, callbacks=[LearningRateMonitor()], log_every_n_steps=1,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              accelerator="cpu").fit(TinyClassifier(lr=0.01), loader, loader)
+
+    [from_csv] = import_source("lightning", store_root, csv_version)
+    [from_tb] = import_source("tensorboard", store_root, tmp_path / "tb")
+    for split, name, layer in [("train", "loss", None), ("val", "loss", None), ("val", "accuracy", None), ("train", "lr", "group0")]:
+        csv_series = imported_series(store_root, from_csv.run_id, split, name, layer)
+        tb_series = imported_series(store_root, from_tb.run_id, split, name, layer)
+        assert tb_series["step"].tolist() == csv_series["step"].tolist(), (split, name)
+        # TensorBoard stores float32; the CSV keeps the float64 repr.
+        np.testing.assert_allclose(tb_series["value"], csv_series["value"], rtol=1e-6)
+        assert tb_series["epoch"].tolist() == csv_series["epoch"].tolist(), (split, name)
+    meta = Store(store_root).run_meta(from_tb.run_id)
+    assert meta["config"] == {"lr": 0.01, "hidden": 16, "optimizer": "Adam"}
+    assert meta["env"]["optimizer"] == {"type": "Adam"}
