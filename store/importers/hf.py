@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from store.segments import StoreError
 
 STATE_FILE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
+PICKLED_ARGS_FILE = "training_args.bin"
 MODEL_CONFIG_FILE = "config.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # trainer_state.json fields that describe the run's set-up, kept in config.
@@ -156,20 +158,25 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     config = {k: state[k] for k in _STATE_CONFIG_FIELDS if state.get(k) is not None}
     env: dict[str, Any] = {"logger": "transformers.Trainer"}
     task: dict[str, Any] = {}
-    notes = ["training_args.bin not read: it is a pickle"]
+    notes = []
+    if any((folder / PICKLED_ARGS_FILE).is_file() for folder in (state_path.parent, source.path)):
+        notes.append(f"{PICKLED_ARGS_FILE} not read: it is a pickle")
     for file in source.files[1:]:
+        try:
+            loaded = _load_json(file, f"a {file.name}")
+        except StoreError as error:  # a side file never sinks the run's import
+            warnings.warn(f"{error}; imported without it", RuntimeWarning, stacklevel=3)
+            continue
+        if not isinstance(loaded, dict):
+            continue
         if file.name == ARGS_FILE:
-            args = _load_json(file, "a training_args.json")
-            if isinstance(args, dict):
-                config.update(args)
-                optimizer = _optimizer_meta(args)
-                if optimizer:
-                    env["optimizer"] = optimizer
-                notes.append(f"training arguments from {file.name}")
+            config.update(loaded)
+            optimizer = _optimizer_meta(loaded)
+            if optimizer:
+                env["optimizer"] = optimizer
+            notes.append(f"training arguments from {file.name}")
         elif file.name == MODEL_CONFIG_FILE:
-            model_config = _load_json(file, "a model config.json")
-            if isinstance(model_config, dict):
-                env["model"], task = _model_meta(model_config)
+            env["model"], task = _model_meta(loaded)
     progress.update(sum(f.stat().st_size for f in source.files))
     series = series_from_columns(columns, epoch_steps=epoch_steps if len(epoch_steps) else None, epoch_values=epoch_values)
     return ParsedRun(
