@@ -1,19 +1,19 @@
 """Import TensorBoard event files: every scalar point, both value forms.
 
-The reader is our own (about a hundred lines) over the TFRecord framing —
-``uint64 length, uint32 masked_crc32c(length), data, uint32
-masked_crc32c(data)`` — with each record decoded by TensorBoard's compiled
+The reader is our own: :mod:`store.importers.tfrecord` reads the TFRecord
+framing (``uint64 length, uint32 masked_crc32c(length), data, uint32
+masked_crc32c(data)``) and bulk-decodes the common one-``simple_value``
+records with numpy; every other record is decoded by TensorBoard's compiled
 ``Event`` protobuf (``tensorboard.compat.proto``, upb-backed). Why not
 TensorBoard's own loaders: ``EventAccumulator`` keeps a reservoir sample
-(10,000 scalars and 10 tensors per tag by default; TF2 and
-``new_style`` scalars are tensors), its record reader without TensorFlow
-checks CRCs in pure Python one byte at a time (about 14,000 values/s against
-about 200,000 here, see benchmarks/import_tensorboard.py), and it stops
-quietly at the first bad record, so one corrupt record loses the rest of the
-file. Here the CRCs are checked with numpy, one vectorised table lookup per
-byte position over all records of the same length; a truncated or corrupt
-tail is skipped with a warning, and a corrupt record inside the file is
-dropped with a warning while the records after it are kept.
+(10,000 scalars and 10 tensors per tag by default; TF2 and ``new_style``
+scalars are tensors), its record reader without TensorFlow checks CRCs in
+pure Python one byte at a time (about 13,000 values/s against about 120,000
+here on the same busy machine, see benchmarks/import_tensorboard.py), and it
+stops quietly at the first bad record, so one corrupt record loses the rest
+of the file. Here a truncated or corrupt tail is skipped with a warning, and
+a corrupt record inside the file is dropped with a warning while the records
+after it are kept.
 
 Scalars come in two forms and both are read: the old ``simple_value`` and
 the tensor form (TF2 ``tf.summary.scalar``, ``SummaryWriter.add_scalar(...,
@@ -28,7 +28,6 @@ import re
 import struct
 import warnings
 from collections import defaultdict
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +35,9 @@ import numpy as np
 from store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
 from store.importers.lightning import HPARAMS_FILE, read_hparams
 from store.importers.names import optimizer_from_tags
+from store.importers.tfrecord import HEADER_BYTES, data_crc_ok, decode_simple_values, frame_records
 from store.segments import StoreError
 
-_HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
-_FOOTER_BYTES = 4   # uint32 masked crc of the data
 # A first record longer than this is not a file_version event (~30 bytes).
 _FIRST_RECORD_MAX_BYTES = 4096
 # Update the progress bar every this many records (tqdm costs ~1 µs a call).
@@ -48,89 +46,6 @@ _EVENT_FILE_MARK = "tfevents"
 
 # TensorProto dtypes (tensorflow/core/framework/types.proto).
 _DT_FLOAT, _DT_DOUBLE, _DT_INT32, _DT_INT64, _DT_HALF, _DT_BFLOAT16 = 1, 2, 3, 9, 19, 14
-
-
-@lru_cache(maxsize=1)
-def _crc32c_table() -> np.ndarray:
-    """The 256-entry table of CRC-32C (Castagnoli, reflected polynomial 0x82F63B78)."""
-    table = np.zeros(256, dtype=np.uint32)
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table[byte] = crc
-    return table
-
-
-def masked_crc32c(buffer: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """TFRecord's masked CRC-32C of ``buffer[s:s+length]`` for every start ``s`` at once."""
-    table = _crc32c_table()
-    crc = np.full(len(starts), 0xFFFFFFFF, dtype=np.uint32)
-    for offset in range(length):
-        crc = table[(crc ^ buffer[starts + offset]) & 0xFF] ^ (crc >> np.uint32(8))
-    crc ^= np.uint32(0xFFFFFFFF)
-    return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
-
-
-def _stored_crcs(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The little-endian uint32 stored at each offset."""
-    return (
-        buffer[offsets].astype(np.uint32)
-        | (buffer[offsets + 1].astype(np.uint32) << np.uint32(8))
-        | (buffer[offsets + 2].astype(np.uint32) << np.uint32(16))
-        | (buffer[offsets + 3].astype(np.uint32) << np.uint32(24))
-    )
-
-
-def _data_crc_ok(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Whether each record's data matches its stored CRC (grouped by length, vectorised)."""
-    ok = np.ones(len(starts), dtype=bool)
-    if not len(starts):
-        return ok
-    order = np.argsort(lengths, kind="stable")
-    for members in np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1):
-        length = int(lengths[members[0]])
-        computed = masked_crc32c(buffer, starts[members], length)
-        ok[members] = computed == _stored_crcs(buffer, starts[members] + length)
-    return ok
-
-
-def _frame(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Data offsets and lengths of the records whose framing is intact.
-
-    A truncated record or a length whose CRC fails ends the usable part of
-    the file (nothing after a bad length can be located): a warning names
-    the bytes skipped. Raises ``StoreError`` when the very first record is
-    not valid TFRecord framing.
-    """
-    unpack_length = struct.Struct("<Q").unpack_from
-    size = len(data)
-    offsets: list[int] = []
-    lengths: list[int] = []
-    offset = 0
-    while offset + _HEADER_BYTES <= size:
-        length = unpack_length(data, offset)[0]
-        if offset + _HEADER_BYTES + length + _FOOTER_BYTES > size:
-            break
-        offsets.append(offset)
-        lengths.append(length)
-        offset += _HEADER_BYTES + length + _FOOTER_BYTES
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    starts = np.array(offsets, dtype=np.int64)
-    header_ok = masked_crc32c(buffer, starts, 8) == _stored_crcs(buffer, starts + 8)
-    if not header_ok.all():
-        first_bad = int(np.argmin(header_ok))
-        offset = int(starts[first_bad])
-        starts = starts[:first_bad]
-        lengths = lengths[:first_bad]
-    if offset < size:
-        if not len(starts):
-            raise StoreError(f"{path} is not a TensorBoard event file")
-        warnings.warn(
-            f"{path}: truncated or corrupt record at byte {offset}; skipped the last {size - offset} bytes",
-            RuntimeWarning, stacklevel=4,
-        )
-    return starts + _HEADER_BYTES, np.array(lengths, dtype=np.int64)
 
 
 def _tensor_scalar(tensor) -> float | None:
@@ -165,8 +80,8 @@ def _event_class():
     return event_pb2.Event
 
 
-def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tuple[list, list, list]]:
-    """Every scalar point in one event file: tag → (steps, values, wall_times)."""
+def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every scalar point in one event file, in file order: tag → (steps, values, wall_times)."""
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -174,36 +89,78 @@ def read_scalars(path: Path, progress: Progress | None = None) -> dict[str, tupl
     if not data:
         warnings.warn(f"{path}: empty event file, nothing to import", RuntimeWarning, stacklevel=3)
         return {}
-    starts, lengths = _frame(path, data)
+    starts, lengths = frame_records(path, data)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if not _data_crc_ok(buffer, starts[:1], lengths[:1])[0]:
+    if not data_crc_ok(buffer, starts[:1], lengths[:1])[0]:
         raise StoreError(f"{path} is not a TensorBoard event file")
-    columns, scalar_records, undecodable = _decode(path, data, starts, lengths, progress)
+
+    # The common one-simple_value records are decoded in bulk with numpy; the
+    # rest (and always the first, the file_version check) through protobuf.
+    simple = decode_simple_values(data, starts[1:], lengths[1:])
+    simple["index"] += 1
+    tags = _tags(data, simple)
+    readable = np.array([t is not None for t in tags], dtype=bool)  # a tag that is not UTF-8: protobuf judges it
+    others = np.setdiff1d(np.arange(len(starts)), simple["index"][readable], assume_unique=True)
+    points, undecodable = _decode(path, data, starts, lengths, others, progress)
+    points.append(tuple(column[readable] for column in (simple["index"], tags, simple["step"], simple["value"], simple["wall_time"])))
+
+    record = np.concatenate([p[0] for p in points])
+    tag = np.concatenate([p[1] for p in points])
+    step, value, wall_time = (np.concatenate([p[i] for p in points]) for i in (2, 3, 4))
 
     # Only the records that gave scalars are CRC-checked, after decoding: they
     # are short, while images and histograms are long and each of its own
     # length, so checking them would cost more than the whole import.
-    checked = np.array(scalar_records, dtype=np.int64)
-    corrupt = checked[~_data_crc_ok(buffer, starts[checked], lengths[checked])]
-    if len(corrupt):
-        columns = _without_records(columns, set(corrupt.tolist()))
+    checked = np.unique(record)
+    corrupt = checked[~data_crc_ok(buffer, starts[checked], lengths[checked])]
     if undecodable or len(corrupt):
         warnings.warn(f"{path}: skipped {undecodable + len(corrupt)} corrupt record(s)", RuntimeWarning, stacklevel=3)
-    return {tag: column[:3] for tag, column in columns.items()}
+    if progress is not None:
+        progress.advance(path, len(data))
+    return _by_tag(*(column[~np.isin(record, corrupt)] for column in (record, tag, step, value, wall_time)))
 
 
-def _decode(path: Path, data: bytes, starts: np.ndarray, lengths: np.ndarray, progress: Progress | None):
-    """Decode every record: tag → (steps, values, wall_times, record indexes), the records
-    that held scalars, and the number that did not decode."""
+def _by_tag(record: np.ndarray, tag: np.ndarray, step: np.ndarray, value: np.ndarray, wall_time: np.ndarray) -> dict:
+    """Split flat points into tag → (steps, values, wall_times), each in file order."""
+    codes_of: dict[str, int] = {}
+    codes = np.fromiter((codes_of.setdefault(t, len(codes_of)) for t in tag.tolist()), dtype=np.int64, count=len(tag))
+    names = list(codes_of)
+    order = np.lexsort((record, codes))
+    columns = {}
+    for rows in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []:
+        columns[names[codes[rows[0]]]] = (step[rows], value[rows], wall_time[rows])
+    return columns
+
+
+def _tags(data: bytes, simple: dict[str, np.ndarray]) -> np.ndarray:
+    """The tag of each bulk-decoded record (an object array of str; None where not UTF-8)."""
+    names: dict[bytes, str | None] = {}
+    tags = []
+    for start, length in zip(simple["tag_start"].tolist(), simple["tag_length"].tolist()):
+        raw = data[start:start + length]
+        if raw not in names:
+            try:
+                names[raw] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                names[raw] = None
+        tags.append(names[raw])
+    return np.array(tags, dtype=object)
+
+
+def _decode(path: Path, data: bytes, starts: np.ndarray, lengths: np.ndarray, records: np.ndarray,
+            progress: Progress | None) -> tuple[list[tuple[np.ndarray, ...]], int]:
+    """Decode ``records`` with protobuf: their scalar points as (record, tag, step, value,
+    wall_time) arrays, and the number of records that did not decode."""
     from google.protobuf.message import DecodeError
 
     parse = _event_class().FromString
-    columns: dict[str, tuple[list, list, list, list]] = defaultdict(lambda: ([], [], [], []))
+    found: tuple[list, list, list, list, list] = ([], [], [], [], [])
+    record_of, tag_of, step_of, value_of, wall_of = (column.append for column in found)
     plugins: dict[str, str] = {}
-    scalar_records: list[int] = []
     undecodable = 0
-    for index, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
-        if progress is not None and index % _PROGRESS_EVERY == _PROGRESS_EVERY - 1:
+    for count, index in enumerate(records.tolist()):
+        start, length = int(starts[index]), int(lengths[index])
+        if progress is not None and count % _PROGRESS_EVERY == _PROGRESS_EVERY - 1:
             progress.advance(path, start)
         try:
             event = parse(data[start:start + length])
@@ -214,47 +171,35 @@ def _decode(path: Path, data: bytes, starts: np.ndarray, lengths: np.ndarray, pr
             continue
         if index == 0 and not event.file_version.startswith("brain.Event"):
             raise StoreError(f"{path} is not a TensorBoard event file")
-        values = event.summary.value
-        if not values:
-            continue
-        step = event.step
-        wall_time = event.wall_time
-        found = False
-        for value in values:
-            kind = value.WhichOneof("value")
-            if kind == "simple_value":
-                number = value.simple_value
-            elif kind == "tensor":
-                tag = value.tag
-                if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-                    plugins[tag] = value.metadata.plugin_data.plugin_name
-                # TF2 writes the metadata with a tag's first value only.
-                if plugins.get(tag, "scalars") != "scalars":
-                    continue
-                number = _tensor_scalar(value.tensor)
-                if number is None:
-                    continue
-            else:
-                continue
-            column = columns[value.tag]
-            column[0].append(step)
-            column[1].append(number)
-            column[2].append(wall_time)
-            column[3].append(index)
-            found = True
-        if found:
-            scalar_records.append(index)
-    if progress is not None:
-        progress.advance(path, len(data))
-    return columns, scalar_records, undecodable
+        for value in event.summary.value:
+            number = _scalar_of(value, plugins)
+            if number is not None:
+                record_of(index)
+                tag_of(value.tag)
+                step_of(event.step)
+                value_of(number)
+                wall_of(event.wall_time)
+    points = (
+        np.array(found[0], dtype=np.int64), np.array(found[1], dtype=object), np.array(found[2], dtype=np.int64),
+        np.array(found[3], dtype=np.float64), np.array(found[4], dtype=np.float64),
+    )
+    return [points], undecodable
 
 
-def _without_records(columns: dict, corrupt: set[int]) -> dict:
-    kept = {}
-    for tag, (steps, values, walls, records) in columns.items():
-        keep = [i for i, record in enumerate(records) if record not in corrupt]
-        kept[tag] = ([steps[i] for i in keep], [values[i] for i in keep], [walls[i] for i in keep], [records[i] for i in keep])
-    return kept
+def _scalar_of(value, plugins: dict[str, str]) -> float | None:
+    """The number a Summary.Value holds if it is a scalar (either form), else None."""
+    kind = value.WhichOneof("value")
+    if kind == "simple_value":
+        return value.simple_value
+    if kind != "tensor":
+        return None
+    tag = value.tag
+    if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+        plugins[tag] = value.metadata.plugin_data.plugin_name
+    # TF2 writes the metadata with a tag's first value only.
+    if plugins.get(tag, "scalars") != "scalars":
+        return None
+    return _tensor_scalar(value.tensor)
 
 
 def _merge_files(per_file: list[dict[str, tuple[list, list, list]]]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -324,8 +269,8 @@ def _file_order(file: Path) -> tuple:
 def _first_wall_time(file: Path) -> float:
     try:
         with open(file, "rb") as handle:
-            header = handle.read(_HEADER_BYTES)
-            if len(header) < _HEADER_BYTES:
+            header = handle.read(HEADER_BYTES)
+            if len(header) < HEADER_BYTES:
                 return math.inf
             length = struct.unpack("<Q", header[:8])[0]
             if length > _FIRST_RECORD_MAX_BYTES:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from store.importers import import_source
-from store.importers.tensorboard import masked_crc32c, read_scalars
+from store.importers.tensorboard import read_scalars
+from store.importers.tfrecord import decode_simple_values, masked_crc32c
 from store.reader import Store
 from store.segments import StoreError
 from tests.importers.conftest import findings_of, imported_series, listing
@@ -276,3 +277,59 @@ def test_a_failed_write_undoes_the_whole_import(tmp_path, store_root, monkeypatc
         import_source("tensorboard", store_root, tmp_path / "logs")
     assert listing(store_root) == before
     assert len(Store(store_root).scalars([first.run_id])) == before_rows
+
+
+def reference_points(event_file: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Oracle: TensorBoard's own raw record loader, protobuf decoding and tensor_util, point by point."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.util import tensor_util
+
+    points: dict[str, list[tuple[int, float, float]]] = {}
+    plugins: dict[str, str] = {}
+    for record in RawEventFileLoader(str(event_file)).Load():
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name:
+                plugins[value.tag] = value.metadata.plugin_data.plugin_name
+            if value.HasField("simple_value"):
+                number = value.simple_value
+            elif value.HasField("tensor") and plugins.get(value.tag) == "scalars":
+                number = float(tensor_util.make_ndarray(value.tensor))
+            else:
+                continue
+            points.setdefault(value.tag, []).append((event.step, number, event.wall_time))
+    return points
+
+
+def test_bulk_decoder_and_protobuf_agree_on_a_mixed_log(tmp_path):
+    folder = tmp_path / "mixed"
+    with SummaryWriter(str(folder)) as writer:
+        for step in [0, 1, 2, 127, 128, 300, 2**21, 2**40, -5]:
+            writer.add_scalar("loss", 1.0 / (abs(step) + 1), step)
+            writer.add_scalar("ünïcode/ラベル", step * 0.5, step)
+            writer.add_scalar("tensor_form", step * 2.0, step, new_style=True)
+            writer.add_histogram("weights", np.arange(4.0), step)
+        writer.add_scalar("loss", math.nan, 7)
+        writer.add_scalar("loss", math.inf, 8)
+        writer.add_scalar("x" * 300, 3.0, 9)  # a tag long enough for a 2-byte length varint
+    [event_file] = folder.glob("events.out.tfevents.*")
+    writer = EventFileWriter(str(folder))  # one event holding two values (TF1's merged summaries)
+    writer.add_event(event_pb2.Event(step=10, wall_time=5.0, summary=summary_pb2.Summary(value=[
+        summary_pb2.Summary.Value(tag="loss", simple_value=0.25), summary_pb2.Summary.Value(tag="lr", simple_value=0.1)])))
+    writer.close()
+    [merged_file] = set(folder.glob("events.out.tfevents.*")) - {event_file}
+
+    for file in (event_file, merged_file):
+        expected = reference_points(file)
+        got = read_scalars(file)
+        assert sorted(got) == sorted(expected)
+        for tag, columns in got.items():
+            for column, reference in zip(columns, zip(*expected[tag])):
+                np.testing.assert_array_equal(column, np.array(reference), err_msg=tag)  # NaN equals NaN here
+
+    data = event_file.read_bytes()
+    offsets = np.array(record_offsets(data), dtype=np.int64)
+    lengths = np.array([struct.unpack_from("<Q", data, o)[0] for o in offsets], dtype=np.int64)
+    bulk = decode_simple_values(data, offsets + 12, lengths)
+    # Every simple_value record of SummaryWriter took the bulk path (all but file_version, histograms, tensors).
+    assert len(bulk["index"]) == 9 * 2 + 3
