@@ -10,7 +10,8 @@ An import has three phases so that bad input never touches the store:
    problem raises ``StoreError`` before anything is written.
 3. *write*: each run is written by a ``RunWriter`` into a hidden folder of the
    store (``.import-*``, which readers ignore) and renamed into place. A
-   failure removes the hidden folder; the store is as it was.
+   failure part-way (a full disk) removes what this import wrote and puts
+   back any earlier import it was replacing; the store is as it was.
 
 Re-importing a source: the same kind and path with the same contents is
 skipped; changed contents (a log that grew, a file rewritten) replace the
