@@ -1,0 +1,185 @@
+"""Import an HF ``Trainer`` run from its ``trainer_state.json``.
+
+``log_history`` holds one entry per logging or evaluation call: training
+entries (``loss``, ``grad_norm``, ``learning_rate``, ``epoch``, ``step``),
+evaluation entries (``eval_loss``, ``eval_accuracy``, ``eval_*``) and, at the
+end, a summary (``train_runtime``, ``train_loss`` = mean over the run, …).
+HF's ``step`` is ``state.global_step``, already the 1-based count of
+optimizer steps the store uses. Summary values go to split ``user`` so the
+run's mean loss is never mistaken for a point of the loss curve.
+
+Training arguments: ``training_args.bin`` is a pickle and is never read
+(unpickling runs arbitrary code). A ``training_args.json`` next to the state
+or in the output folder (``TrainingArguments.to_json_string()``) is read into
+``config``, along with the state's own fields (batch size, epochs, max steps,
+logging/eval/save cadence). The model's ``config.json``, when present, gives
+the model type, its depth, and for classification heads the classes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from store.importers.common import ParsedRun, Progress, RunSource, series_from_columns
+from store.importers.names import MetricKey
+from store.segments import StoreError
+
+STATE_FILE = "trainer_state.json"
+ARGS_FILE = "training_args.json"
+PICKLED_ARGS_FILE = "training_args.bin"
+MODEL_CONFIG_FILE = "config.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# trainer_state.json fields that describe the run's set-up, kept in config.
+_STATE_CONFIG_FIELDS = (
+    "train_batch_size", "num_train_epochs", "max_steps", "logging_steps", "eval_steps", "save_steps",
+    "best_metric", "best_model_checkpoint", "best_global_step", "trial_name", "trial_params",
+)
+_SUMMARY_MARK = "train_runtime"
+_OPTIMIZER_NAMES = {"adamw_torch": "AdamW", "adamw_torch_fused": "AdamW", "adamw_hf": "AdamW", "adamw": "AdamW",
+                    "adafactor": "Adafactor", "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop"}
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint-<step> folder with the highest step that holds a trainer state."""
+    checkpoints = []
+    for child in folder.iterdir():
+        match = _CHECKPOINT.match(child.name)
+        if match and (child / STATE_FILE).is_file():
+            checkpoints.append((int(match.group(1)), child))
+    return max(checkpoints)[1] if checkpoints else None
+
+
+def _output_dir(state_folder: Path) -> Path:
+    """The Trainer's output folder: the state's own folder, or its parent for a checkpoint."""
+    state_folder = state_folder.resolve()
+    return state_folder.parent if _CHECKPOINT.match(state_folder.name) else state_folder
+
+
+def discover(path: Path, run_name: str | None) -> list[RunSource]:
+    """A trainer_state.json, a checkpoint folder, or an output folder (its own state or newest checkpoint)."""
+    if path.is_file():
+        state = path
+    elif (path / STATE_FILE).is_file():
+        state = path / STATE_FILE
+    else:
+        checkpoint = _newest_checkpoint(path)
+        if checkpoint is None:
+            raise StoreError(f"no {STATE_FILE} in {path} or its checkpoint-* folders")
+        state = checkpoint / STATE_FILE
+    output_dir = _output_dir(state.parent)
+    files = [state]
+    for name in (ARGS_FILE, MODEL_CONFIG_FILE):
+        for folder in dict.fromkeys([state.parent.resolve(), output_dir]):
+            if (folder / name).is_file():
+                files.append(folder / name)
+                break
+    # The source is the training run (its output folder), so importing a newer
+    # checkpoint of the same run replaces the earlier import instead of adding one.
+    return [RunSource(name=run_name or output_dir.name, path=output_dir, files=files)]
+
+
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise StoreError(f"unreadable file {path}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise StoreError(f"{path} is not {what} (invalid JSON: {error})") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _columns(state_path: Path, history: list) -> tuple[dict, np.ndarray, np.ndarray]:
+    columns: dict[Any, tuple[list, list, None]] = {}
+    epoch_steps, epoch_values = [], []
+    for position, entry in enumerate(history):
+        if not isinstance(entry, dict) or not _is_number(entry.get("step")):
+            raise StoreError(f"{state_path} is not a trainer_state.json (log_history entry {position} has no step)")
+        step = int(entry["step"])
+        if _is_number(entry.get("epoch")):
+            epoch_steps.append(step)
+            epoch_values.append(float(entry["epoch"]))
+        summary = _SUMMARY_MARK in entry
+        for key, value in entry.items():
+            if key in ("step", "epoch") or not _is_number(value):
+                continue
+            # The end-of-training summary (runtime, mean train loss) is not a curve point.
+            column = MetricKey("user", key) if summary else key
+            steps, values, _ = columns.setdefault(column, ([], [], None))
+            steps.append(step)
+            values.append(float(value))
+    return columns, np.array(epoch_steps, dtype=np.int64), np.array(epoch_values, dtype=np.float64)
+
+
+def _model_meta(model_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """env.model and task from a model's config.json."""
+    architectures = model_config.get("architectures") or []
+    model: dict[str, Any] = {"type": architectures[0] if architectures else model_config.get("model_type")}
+    layers = next((model_config[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if _is_number(model_config.get(k))), None)
+    if layers is not None:
+        model["num_layers"] = int(layers)
+    model["has_attention"] = any(k in model_config for k in ("num_attention_heads", "n_head", "num_heads"))
+    task: dict[str, Any] = {}
+    labels = model_config.get("id2label")
+    if isinstance(labels, dict) and any(str(a).endswith("ForSequenceClassification") or str(a).endswith("ForImageClassification") for a in architectures):
+        ordered = sorted(labels.items(), key=lambda item: int(item[0]))
+        task = {"num_classes": len(ordered), "class_names": [str(name) for _, name in ordered]}
+    return model, task
+
+
+def _optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:
+    if "learning_rate" not in args:
+        return None
+    optim = str(args.get("optim", "adamw_torch")).lower()
+    group = {"lr": args.get("learning_rate"), "weight_decay": args.get("weight_decay")}
+    if "adam" in optim:
+        group["betas"] = [args.get("adam_beta1"), args.get("adam_beta2")]
+        group["eps"] = args.get("adam_epsilon")
+    return {"type": _OPTIMIZER_NAMES.get(optim, optim), "param_groups": [group]}
+
+
+def parse(source: RunSource, progress: Progress) -> ParsedRun:
+    state_path = source.files[0]
+    state = _load_json(state_path, "a trainer_state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
+        raise StoreError(f"{state_path} is not a trainer_state.json (no log_history)")
+    columns, epoch_steps, epoch_values = _columns(state_path, state["log_history"])
+
+    config = {k: state[k] for k in _STATE_CONFIG_FIELDS if state.get(k) is not None}
+    env: dict[str, Any] = {"logger": "transformers.Trainer"}
+    task: dict[str, Any] = {}
+    notes = []
+    if any((folder / PICKLED_ARGS_FILE).is_file() for folder in (state_path.parent, source.path)):
+        notes.append(f"{PICKLED_ARGS_FILE} not read: it is a pickle")
+    for file in source.files[1:]:
+        try:
+            loaded = _load_json(file, f"a {file.name}")
+        except StoreError as error:  # a side file never sinks the run's import
+            warnings.warn(f"{error}; imported without it", RuntimeWarning, stacklevel=3)
+            continue
+        if not isinstance(loaded, dict):
+            continue
+        if file.name == ARGS_FILE:
+            config.update(loaded)
+            optimizer = _optimizer_meta(loaded)
+            if optimizer:
+                env["optimizer"] = optimizer
+            notes.append(f"training arguments from {file.name}")
+        elif file.name == MODEL_CONFIG_FILE:
+            env["model"], task = _model_meta(loaded)
+    progress.update(sum(f.stat().st_size for f in source.files))
+    series = series_from_columns(columns, epoch_steps=epoch_steps if len(epoch_steps) else None, epoch_values=epoch_values)
+    return ParsedRun(
+        source=source, series=series, config=config, env=env, task=task,
+        extra_source={"state_file": str(state_path.resolve()), "notes": notes},
+    )

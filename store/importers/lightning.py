@@ -1,0 +1,142 @@
+"""Import a Lightning ``CSVLogger`` run: ``metrics.csv`` and ``hparams.yaml``.
+
+``metrics.csv`` is wide and sparse: one row per ``log_metrics`` call, with
+``epoch`` and ``step`` columns and one column per logged name (``train_loss``,
+``train_loss_step``, ``train_loss_epoch``, ``val_loss``, ``val_acc``,
+``lr-Adam`` …), empty where a call did not log that name. Each column becomes
+one series named by :mod:`store.importers.names`.
+
+Lightning logs with ``step`` = the number of optimizer steps taken *before*
+the logged batch (0 for the first batch, and the last step of an epoch for
+its validation). The store's ``step`` counts optimizer steps 1-based, as the
+probe's ``probe.step()`` does, so imported steps are Lightning's plus one:
+the first batch's loss lands on step 1 and an epoch's validation on the step
+that ended the epoch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
+from store.importers.names import optimizer_from_tags
+from store.segments import StoreError
+
+METRICS_FILE = "metrics.csv"
+HPARAMS_FILE = "hparams.yaml"
+_INDEX_COLUMNS = ("step", "epoch")
+
+
+def _run_name(folder: Path) -> str:
+    folder = folder.resolve()
+    # CSVLogger's layout is <save_dir>/<name>/version_<n>: "name/version_<n>" says which run.
+    return f"{folder.parent.name}/{folder.name}" if folder.name.startswith("version_") else folder.name
+
+
+def _source(metrics: Path, name: str) -> RunSource:
+    files = [metrics]
+    if (metrics.parent / HPARAMS_FILE).is_file():
+        files.append(metrics.parent / HPARAMS_FILE)
+    return RunSource(name=name, path=metrics.parent, files=files)
+
+
+def discover(path: Path, run_name: str | None) -> list[RunSource]:
+    """A version folder, its ``metrics.csv``, or a folder holding several version folders."""
+    if path.is_file():
+        return [_source(path, run_name or _run_name(path.parent))]
+    if (path / METRICS_FILE).is_file():
+        return [_source(path / METRICS_FILE, run_name or _run_name(path))]
+    found = sorted(p for p in path.rglob(METRICS_FILE) if p.is_file())
+    if not found:
+        raise StoreError(f"no {METRICS_FILE} under {path}: give a CSVLogger version folder or its metrics.csv")
+    sources = []
+    for metrics in found:
+        relative = metrics.parent.relative_to(path).as_posix()
+        sources.append(_source(metrics, f"{run_name}/{relative}" if run_name else relative))
+    return sources
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except (OSError, UnicodeDecodeError) as error:
+        raise StoreError(f"unreadable file {path}: {error}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StoreError(f"unreadable CSV {path}: {message}") from None
+    if "step" not in frame.columns:
+        raise StoreError(f"missing column 'step' in {path}")
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            bad = numbers.isna() & frame[column].notna()
+            if bad.any():
+                value = frame[column][bad].iloc[0]
+                raise StoreError(f"column {column!r} in {path} has a non-numeric value {value!r}")
+            frame[column] = numbers
+    steps = frame["step"].to_numpy(dtype=np.float64)
+    if np.isnan(steps).any() or (steps != np.round(steps)).any():
+        raise StoreError(f"column 'step' in {path} needs a whole number in every row")
+    return frame
+
+
+def read_hparams(path: Path) -> dict[str, Any]:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """Safe loading; objects Lightning dumped with python tags come back as plain data."""
+
+    def plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", plain)
+    Loader.add_multi_constructor("!", plain)
+    try:
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        warnings.warn(f"{path}: unreadable hyperparameters, run imported without config ({error})", RuntimeWarning, stacklevel=3)
+        return {}
+    if loaded is None:
+        return {}
+    return loaded if isinstance(loaded, dict) else {"hparams": loaded}
+
+
+def parse(source: RunSource, progress: Progress) -> ParsedRun:
+    metrics = source.files[0]
+    frame = _read_metrics(metrics)
+    # Lightning's step is the number of optimizer steps before the logged batch (see the module doc).
+    steps = frame["step"].to_numpy(dtype=np.int64) + 1
+    epoch_steps = epoch_values = None
+    if "epoch" in frame.columns:
+        has_epoch = frame["epoch"].notna().to_numpy()
+        epoch_steps, epoch_values = steps[has_epoch], frame["epoch"].to_numpy(dtype=np.float64)[has_epoch]
+    columns = {}
+    for column in frame.columns:
+        if column in _INDEX_COLUMNS:
+            continue
+        present = frame[column].notna().to_numpy()
+        if not present.any():
+            continue
+        # Lightning writes some values twice at one step (LearningRateMonitor at
+        # an epoch boundary); keep the last row per step, the newest value.
+        column_steps, values = last_per_step(steps[present], frame[column].to_numpy(dtype=np.float64)[present])
+        columns[column] = (column_steps, values, None)
+    progress.update(sum(f.stat().st_size for f in source.files))
+    config = read_hparams(source.files[1]) if len(source.files) > 1 else {}
+    env: dict[str, Any] = {"logger": "lightning.CSVLogger"}
+    optimizer = optimizer_from_tags(columns)
+    if optimizer:
+        env["optimizer"] = {"type": optimizer}
+    return ParsedRun(
+        source=source, config=config, env=env,
+        series=series_from_columns(columns, epoch_steps=epoch_steps, epoch_values=epoch_values),
+    )

@@ -1,0 +1,152 @@
+"""Map other tools' metric names onto the data contract's (split, name, layer).
+
+TensorBoard tags, Lightning ``metrics.csv`` columns and HF Trainer
+``log_history`` keys all pack the split (and sometimes a parameter group or a
+layer) into one string: ``train/loss``, ``val_acc``, ``lr-Adam/pg2``,
+``eval_loss``, ``grad_2.0_norm/fc.weight``. The store keeps dimensions as
+columns, so importers unpack them here. Names the project knows (loss,
+accuracy, lr, grad_norm) get the project's word; anything else stays a user
+metric under its own name, with the split taken from a prefix or suffix when
+there is one and ``user`` otherwise.
+
+Example:
+    >>> map_metric("val_acc")
+    MetricKey(split='val', name='accuracy', layer=None)
+    >>> map_metric("lr-Adam/pg2")
+    MetricKey(split='train', name='lr', layer='group1')
+    >>> map_metric("epoch") is EPOCH
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, NamedTuple
+
+
+class MetricKey(NamedTuple):
+    split: str
+    name: str
+    layer: str | None = None
+
+
+# The epoch counter is a column of every row, not a metric of its own.
+EPOCH = MetricKey("", "epoch")
+
+SPLIT_WORDS = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "eval": "val", "evaluation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
+KNOWN_NAMES = {
+    "loss": "loss",
+    "acc": "accuracy", "accuracy": "accuracy",
+    "lr": "lr", "learning_rate": "lr", "learning-rate": "lr", "learningrate": "lr",
+    "grad_norm": "grad_norm", "gradient_norm": "grad_norm", "grad-norm": "grad_norm",
+    "grad_norm_total": "grad_norm", "total_grad_norm": "grad_norm", "global_grad_norm": "grad_norm",
+    "weight_norm": "weight_norm", "update_ratio": "update_ratio",
+    "amp_scale": "amp_scale", "amp_skipped": "amp_skipped",
+}
+# Names recorded for the optimizer, never for an evaluation split.
+TRAIN_ONLY = {"lr", "grad_norm", "weight_norm", "update_ratio", "amp_scale", "amp_skipped"}
+
+# Lightning's LearningRateMonitor: "lr-Adam", "lr-Adam/pg2" (1-based groups),
+# "lr-SGD-momentum"; a named group is "lr-Adam/<name>".
+_LIGHTNING_LR = re.compile(r"^lr-(?P<optimizer>[A-Za-z0-9_.]+?)(?P<momentum>-momentum)?(?:/(?P<group>[^/]+))?$")
+# lightning.pytorch.utilities.grad_norm: "grad_2.0_norm_total", "grad_2.0_norm/fc.weight".
+_LIGHTNING_GRAD_NORM = re.compile(r"^grad_(?P<p>[0-9.]+|inf)_norm(?:_total|/(?P<layer>.+))$")
+_AGGREGATE_SUFFIXES = ("_step", "_epoch")
+
+
+def _split_of(tag: str) -> tuple[str | None, str]:
+    """The split named by a prefix or suffix of ``tag``, and the rest."""
+    parts = tag.split("/")
+    if len(parts) > 1:
+        if parts[0].lower() in SPLIT_WORDS:
+            return SPLIT_WORDS[parts[0].lower()], "/".join(parts[1:])
+        if parts[-1].lower() in SPLIT_WORDS:  # "Loss/train", the PyTorch tutorial's form
+            return SPLIT_WORDS[parts[-1].lower()], "/".join(parts[:-1])
+    for separator in ("_", "-"):
+        head, found, rest = tag.partition(separator)
+        if found and rest and head.lower() in SPLIT_WORDS:
+            return SPLIT_WORDS[head.lower()], rest
+    return None, tag
+
+
+def _lightning_lr(rest: str) -> MetricKey | None:
+    match = _LIGHTNING_LR.match(rest)
+    if not match:
+        return None
+    group = match.group("group")
+    if group is None:
+        layer = "group0"
+    elif group.startswith("pg") and group[2:].isdigit():
+        layer = f"group{int(group[2:]) - 1}"
+    else:
+        layer = group
+    return MetricKey("train", "momentum" if match.group("momentum") else "lr", layer)
+
+
+def _lightning_grad_norm(rest: str) -> MetricKey | None:
+    match = _LIGHTNING_GRAD_NORM.match(rest)
+    if not match:
+        return None
+    if match.group("p") not in ("2", "2.0"):
+        # Only the 2-norm is the project's grad_norm; keep other norms as they are.
+        return MetricKey("train", rest.split("/")[0] if match.group("layer") else rest, match.group("layer"))
+    return MetricKey("train", "grad_norm", match.group("layer"))
+
+
+def map_metric(tag: str) -> MetricKey:
+    """The (split, name, layer) for one tag, column or key; ``EPOCH`` for the epoch counter."""
+    split, rest = _split_of(tag)
+    lowered = rest.lower()
+    if lowered == "epoch" and split in (None, "train"):
+        return EPOCH
+    special = _lightning_lr(rest) or _lightning_grad_norm(rest)
+    if special is not None:
+        return special
+    if lowered in KNOWN_NAMES:
+        name = KNOWN_NAMES[lowered]
+        # The contract keys lr by parameter group; a single logged lr is group 0's.
+        return MetricKey("train" if split is None or name in TRAIN_ONLY else split, name, "group0" if name == "lr" else None)
+    for suffix in _AGGREGATE_SUFFIXES:
+        base = lowered[: -len(suffix)]
+        if lowered.endswith(suffix) and base in KNOWN_NAMES:
+            # Lightning's on_step/on_epoch pair: for training the per-step value
+            # is the curve and the epoch mean a summary; for evaluation splits
+            # the epoch aggregate is the metric and per-batch values are noise.
+            name = KNOWN_NAMES[base]
+            split = split or "train"
+            curve_suffix = "_step" if split == "train" else "_epoch"
+            return MetricKey(split, name if suffix == curve_suffix else name + suffix)
+    return MetricKey(split or "user", rest)
+
+
+def map_metrics(tags: Iterable[str]) -> dict[str, MetricKey]:
+    """``map_metric`` for many tags at once, keeping the result one-to-one.
+
+    When two tags map to the same key (``loss`` and ``train/loss`` in one
+    log), the first in sorted order gets it and the other keeps its own tag
+    as a user metric name, so no two series are merged.
+    """
+    mapping: dict[str, MetricKey] = {}
+    taken: set[MetricKey] = set()
+    for tag in sorted(set(tags)):
+        key = map_metric(tag)
+        if key is not EPOCH and key in taken:
+            key = MetricKey(key.split, tag, key.layer)
+        if key is EPOCH and EPOCH in taken:
+            key = MetricKey("user", tag)
+        taken.add(key)
+        mapping[tag] = key
+    return mapping
+
+
+def optimizer_from_tags(tags: Iterable[str]) -> str | None:
+    """The optimizer class Lightning's LearningRateMonitor named in its tags (``lr-AdamW`` → ``AdamW``)."""
+    for tag in sorted(tags):
+        match = _LIGHTNING_LR.match(_split_of(tag)[1])
+        if match:
+            return match.group("optimizer")
+    return None

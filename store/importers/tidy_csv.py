@@ -1,0 +1,137 @@
+"""Import a tidy CSV: one value per row, columns step,split,name,value[,epoch,layer,wall_time].
+
+Example file::
+
+    step,split,name,value,layer
+    1,train,loss,2.31,
+    1,train,lr,0.1,group0
+    50,val,accuracy,0.42,
+
+Values ``nan``, ``inf`` and ``-inf`` (and empty cells) are kept as NaN/±Inf.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from store.importers.common import ParsedRun, Progress, RunSource, Series
+from store.importers.names import MetricKey
+from store.segments import StoreError
+
+REQUIRED_COLUMNS = ("step", "split", "name", "value")
+OPTIONAL_COLUMNS = ("epoch", "layer", "wall_time")
+_CONVERSION_ERROR = re.compile(r"CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'")
+
+
+def discover(path: Path, run_name: str | None) -> list[RunSource]:
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder: import csv takes one CSV file")
+    return [RunSource(name=run_name or path.stem, path=path, files=[path])]
+
+
+def _column_types() -> dict:
+    import pyarrow as pa
+
+    numbers = {"step": pa.int64(), "value": pa.float64(), "epoch": pa.float64(), "wall_time": pa.float64()}
+    return {**numbers, "split": pa.string(), "name": pa.string(), "layer": pa.string()}
+
+
+def _read(path: Path):
+    """The file as an Arrow table (pyarrow's multi-threaded CSV reader: ~10x pandas' for text columns)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=_column_types()))
+    except OSError as error:
+        raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
+    except pa.ArrowInvalid as error:
+        message = str(error).strip().splitlines()[0]
+        conversion = _CONVERSION_ERROR.search(message)
+        if conversion:
+            raise StoreError(_conversion_message(path, int(conversion.group(1)), conversion.group(3))) from None
+        raise StoreError(f"unreadable CSV {path}: {message}") from None
+
+
+def _conversion_message(path: Path, column_index: int, value: str) -> str:
+    """Name the column, the value and its data row (read again as text: only on this error path)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        column = next(csv.reader(handle))[column_index].strip()
+    text = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types={column: pa.string()}, include_columns=[column])).column(0).to_pylist()
+    row = text.index(value) + 1 if value in text else None
+    where = f" (data row {row})" if row else ""
+    if column == "step":
+        return f"column 'step' in {path} needs whole numbers, got {value!r}{where}"
+    return f"column {column!r} in {path} has a non-numeric value {value!r}{where}"
+
+
+def _codes(column) -> tuple[np.ndarray, list]:
+    """Dictionary codes (-1 for null) and the distinct values of a string column."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
+def _floats(table, column: str) -> np.ndarray | None:
+    """A float column with nulls (empty cells, "nan") as NaN; None when the file lacks it."""
+    if column not in table.column_names:
+        return None
+    return table.column(column).combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def parse(source: RunSource, progress: Progress) -> ParsedRun:
+    path = source.path
+    table = _read(path)
+    for column in REQUIRED_COLUMNS:
+        if column not in table.column_names:
+            raise StoreError(f"missing column {column!r} in {path}")
+    if table.num_rows == 0:
+        raise StoreError(f"{path} has no data rows")
+    if table.column("step").null_count:
+        row = table.column("step").combine_chunks().is_null().to_numpy(zero_copy_only=False).argmax() + 1
+        raise StoreError(f"column 'step' in {path} needs whole numbers, got '' (data row {row})")
+    steps = table.column("step").combine_chunks().to_numpy(zero_copy_only=False)
+    split_codes, splits = _codes(table.column("split"))
+    name_codes, names = _codes(table.column("name"))
+    for column, codes, values in (("split", split_codes, splits), ("name", name_codes, names)):
+        empty = np.isin(codes, [-1] + [i for i, v in enumerate(values) if not v.strip()])
+        if empty.any():
+            raise StoreError(f"column {column!r} in {path} is empty in data row {int(empty.argmax()) + 1}")
+    if "layer" in table.column_names:
+        layer_codes, layers = _codes(table.column("layer"))
+        blank = [i for i, v in enumerate(layers) if not v.strip()]
+        layer_codes[np.isin(layer_codes, blank)] = -1  # an empty cell is a global value
+    else:
+        layer_codes, layers = np.full(len(steps), -1, dtype=np.int64), []
+    values, epochs, wall_times = (_floats(table, c) for c in ("value", "epoch", "wall_time"))
+
+    # One add_scalars call per (split, name, layer) group, steps sorted within
+    # it: a sort and a split of column arrays, no per-row Python.
+    group = (split_codes * len(names) + name_codes) * (len(layers) + 1) + layer_codes + 1
+    order = np.lexsort((steps, group))
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    series = []
+    for rows in np.split(order, bounds):
+        first = rows[0]
+        layer = layers[layer_codes[first]].strip() if layer_codes[first] >= 0 else None
+        series.append(
+            Series(
+                key=MetricKey(splits[split_codes[first]].strip(), names[name_codes[first]].strip(), layer),
+                step=steps[rows],
+                value=values[rows],
+                epoch=None if epochs is None else epochs[rows],
+                wall_time=None if wall_times is None else wall_times[rows],
+            )
+        )
+    progress.update(path.stat().st_size)
+    return ParsedRun(source=source, series=series)

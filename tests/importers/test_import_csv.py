@@ -1,0 +1,133 @@
+"""`import csv`: a tidy file with step,split,name,value[,epoch,layer,wall_time]."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from store.importers import import_source
+from store.reader import Store
+from store.segments import StoreError
+from tests.importers.conftest import listing
+
+
+def tidy_frame(steps: int = 30) -> pd.DataFrame:
+    """A small run: train loss every step (with NaN and ±Inf), lr for two groups, val accuracy."""
+    rows = []
+    for step in range(1, steps + 1):
+        loss = 2.0 / step
+        if step == 7:
+            loss = math.nan
+        elif step == 8:
+            loss = math.inf
+        elif step == 9:
+            loss = -math.inf
+        rows.append({"step": step, "split": "train", "name": "loss", "value": loss, "epoch": step // 10,
+                     "layer": None, "wall_time": 1000.0 + step})
+        for group in range(2):
+            rows.append({"step": step, "split": "train", "name": "lr", "value": 0.1 / (group + 1),
+                         "epoch": step // 10, "layer": f"group{group}", "wall_time": 1000.0 + step})
+        if step % 10 == 0:
+            rows.append({"step": step, "split": "val", "name": "accuracy", "value": step / 100,
+                         "epoch": step // 10, "layer": None, "wall_time": 1000.5 + step})
+    return pd.DataFrame(rows)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_round_trip_of_every_column_keeps_nan_and_inf(tmp_path, store_root):
+    frame = tidy_frame()
+    [result] = import_source("csv", store_root, write_csv(tmp_path / "my run.csv", frame), num_classes=10)
+    assert (result.name, result.rows, result.skipped) == ("my run", len(frame), False)
+    stored = Store(store_root).scalars([result.run_id])
+    key = ["split", "name", "layer", "step"]
+    expected = frame.assign(layer=frame["layer"].where(frame["layer"].notna(), None)).sort_values(key, na_position="first")
+    stored = stored.sort_values(key, na_position="first")
+    for column in ("step", "split", "name", "epoch", "wall_time"):
+        assert stored[column].tolist() == expected[column].tolist(), column
+    assert stored["layer"].fillna("-").tolist() == expected["layer"].fillna("-").tolist()
+    np.testing.assert_array_equal(stored["value"].to_numpy(), expected["value"].to_numpy())  # NaN == NaN here
+    assert Store(store_root).run_meta(result.run_id)["task"]["num_classes"] == 10
+
+
+def test_first_non_finite_training_loss_is_a_nan_loss_event(tmp_path, store_root):
+    [result] = import_source("csv", store_root, write_csv(tmp_path / "run.csv", tidy_frame()))
+    events = Store(store_root).events([result.run_id])
+    assert events[["kind", "step"]].values.tolist() == [["nan_loss", 7]]
+
+
+def test_optional_columns_may_be_missing(tmp_path, store_root):
+    frame = pd.DataFrame({"step": [1, 2, 3], "split": "train", "name": "loss", "value": [3.0, 2.0, 1.0]})
+    [result] = import_source("csv", store_root, write_csv(tmp_path / "run.csv", frame))
+    stored = Store(store_root).scalars([result.run_id]).sort_values("step")
+    assert stored["value"].tolist() == [3.0, 2.0, 1.0]
+    assert stored["layer"].isna().all() and stored["epoch"].isna().all()
+
+
+@pytest.mark.parametrize("missing", ["step", "split", "name", "value"])
+def test_missing_required_column_is_a_one_line_error_and_store_unchanged(tmp_path, store_root, missing):
+    import_source("csv", store_root, write_csv(tmp_path / "good.csv", tidy_frame(5)))
+    before = listing(store_root)
+    bad = write_csv(tmp_path / "bad.csv", tidy_frame(5).drop(columns=[missing]))
+    with pytest.raises(StoreError) as error:
+        import_source("csv", store_root, bad)
+    assert str(error.value) == f"missing column {missing!r} in {bad}"
+    assert listing(store_root) == before
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("step,split,name,value\n1,train,loss,abc\n", "column 'value' in {path} has a non-numeric value 'abc' (data row 1)"),
+    ("step,split,name,value\n1.5,train,loss,1.0\n", "column 'step' in {path} needs whole numbers, got '1.5' (data row 1)"),
+    ("step,split,name,value\n1,,loss,1.0\n", "column 'split' in {path} is empty in data row 1"),
+    ("step,split,name,value\n", "{path} has no data rows"),
+    ("", "unreadable CSV {path}: Empty CSV file"),
+    ("step,split,name,value\n,train,loss,1.0\n", "column 'step' in {path} needs whole numbers, got '' (data row 1)"),
+    ("step,split,name,value\n1,train,loss,1\n2,train,loss,x\n", "column 'value' in {path} has a non-numeric value 'x' (data row 2)"),
+], ids=["text-value", "fractional-step", "empty-split", "header-only", "empty-file", "empty-step", "text-in-row-2"])
+def test_malformed_csv_is_a_one_line_error(tmp_path, store_root, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(StoreError) as error:
+        import_source("csv", store_root, path)
+    assert str(error.value) == message.format(path=path)
+    assert "\n" not in str(error.value)
+    assert listing(store_root) == []
+
+
+def test_unreadable_path_is_a_one_line_error(tmp_path, store_root):
+    with pytest.raises(StoreError, match="^unreadable file .*missing.csv: no such file"):
+        import_source("csv", store_root, tmp_path / "missing.csv")
+    assert listing(store_root) == []
+
+
+def test_reimport_of_the_same_file_is_skipped(tmp_path, store_root):
+    path = write_csv(tmp_path / "run.csv", tidy_frame())
+    [first] = import_source("csv", store_root, path)
+    [second] = import_source("csv", store_root, path)
+    assert second == type(first)(first.run_id, first.name, first.rows, True, first.source)
+    assert Store(store_root).run_ids() == [first.run_id]
+
+
+def test_changed_file_replaces_the_earlier_import_under_the_same_run_id(tmp_path, store_root):
+    path = write_csv(tmp_path / "run.csv", tidy_frame(30))
+    [first] = import_source("csv", store_root, path)
+    shorter = tidy_frame(10)
+    write_csv(path, shorter)
+    [second] = import_source("csv", store_root, path)
+    assert (second.run_id, second.skipped, second.rows) == (first.run_id, False, len(shorter))
+    store = Store(store_root)
+    assert store.run_ids() == [first.run_id]
+    assert len(store.scalars([first.run_id])) == len(shorter)
+    assert [p for p in listing(store_root) if p.startswith(".")] == []
+
+
+def test_unknown_kind_is_rejected(tmp_path, store_root):
+    with pytest.raises(StoreError, match="unknown import kind 'wandb'"):
+        import_source("wandb", store_root, tmp_path)

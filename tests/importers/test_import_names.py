@@ -1,0 +1,71 @@
+"""Other tools' metric names map onto the data contract's (split, name, layer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from store.importers.names import EPOCH, MetricKey, map_metric, map_metrics, optimizer_from_tags
+
+CASES = [
+    ("train/loss", ("train", "loss", None)),
+    ("loss", ("train", "loss", None)),
+    ("train_loss", ("train", "loss", None)),
+    ("val_loss", ("val", "loss", None)),
+    ("val/loss", ("val", "loss", None)),
+    ("eval/loss", ("val", "loss", None)),
+    ("eval_loss", ("val", "loss", None)),
+    ("Loss/train", ("train", "loss", None)),
+    ("Accuracy/test", ("test", "accuracy", None)),
+    ("lr", ("train", "lr", "group0")),
+    ("learning_rate", ("train", "lr", "group0")),
+    ("train/learning_rate", ("train", "lr", "group0")),
+    ("lr-Adam", ("train", "lr", "group0")),
+    ("lr-SGD/pg1", ("train", "lr", "group0")),
+    ("lr-SGD/pg3", ("train", "lr", "group2")),
+    ("lr-AdamW-momentum", ("train", "momentum", "group0")),
+    ("grad_norm", ("train", "grad_norm", None)),
+    ("train/grad_norm", ("train", "grad_norm", None)),
+    ("grad_2.0_norm_total", ("train", "grad_norm", None)),
+    ("grad_2.0_norm/fc.weight", ("train", "grad_norm", "fc.weight")),
+    ("grad_1.0_norm_total", ("train", "grad_1.0_norm_total", None)),
+    ("accuracy", ("train", "accuracy", None)),
+    ("val_acc", ("val", "accuracy", None)),
+    ("val/accuracy", ("val", "accuracy", None)),
+    ("eval_accuracy", ("val", "accuracy", None)),
+    ("test_acc", ("test", "accuracy", None)),
+    ("train_loss_step", ("train", "loss", None)),
+    ("train_loss_epoch", ("train", "loss_epoch", None)),
+    ("val_loss_epoch", ("val", "loss", None)),
+    ("val_loss_step", ("val", "loss_step", None)),
+    ("eval_runtime", ("val", "runtime", None)),
+    ("perplexity", ("user", "perplexity", None)),
+    ("val/perplexity", ("val", "perplexity", None)),
+    ("time_per_step", ("user", "time_per_step", None)),
+    ("hp_metric", ("user", "hp_metric", None)),
+]
+
+
+@pytest.mark.parametrize(("tag", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_map_metric(tag, expected):
+    assert map_metric(tag) == MetricKey(*expected)
+
+
+@pytest.mark.parametrize("tag", ["epoch", "train/epoch", "Epoch"])
+def test_epoch_tag_is_the_epoch_column(tag):
+    assert map_metric(tag) is EPOCH
+
+
+def test_two_tags_for_one_key_stay_two_series():
+    mapping = map_metrics(["loss", "train/loss", "val_loss"])
+    assert len(set(mapping.values())) == 3
+    assert mapping["loss"] == MetricKey("train", "loss")
+    assert mapping["train/loss"] == MetricKey("train", "train/loss")
+
+
+@pytest.mark.parametrize(("tags", "expected"), [
+    (["lr-AdamW", "train_loss"], "AdamW"),
+    (["lr-SGD/pg1", "lr-SGD/pg2"], "SGD"),
+    (["learning_rate"], None),
+], ids=["single-group", "two-groups", "no-monitor"])
+def test_optimizer_from_lightning_lr_tags(tags, expected):
+    assert optimizer_from_tags(tags) == expected
