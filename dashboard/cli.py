@@ -61,12 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--fail-on", choices=FAIL_ON, default=None,
                           help="exit 1 when a finding is at or above this severity")
 
-    importer = commands.add_parser("import", help="import runs logged by other tools")
+    importer = commands.add_parser(
+        "import", help="import runs logged by other tools",
+        description="Import runs logged by other tools. Importing the same source again is skipped; "
+                    "a changed source replaces its earlier import. csv: a tidy file with columns "
+                    "step,split,name,value and optional epoch,layer,wall_time. tensorboard: a log folder "
+                    "(every folder holding event files becomes a run) or one event file. lightning: a "
+                    "CSVLogger version folder (metrics.csv + hparams.yaml) or its metrics.csv. hf: an HF "
+                    "Trainer output folder, a checkpoint folder or a trainer_state.json.")
     importer.add_argument("kind", choices=IMPORT_KINDS)
     importer.add_argument("path", metavar="PATH")
     _store_arg(importer)
     importer.add_argument("--run", metavar="NAME", default=None, help="name for the imported run")
-    importer.add_argument("--num-classes", type=int, default=None, help="number of classes of the task")
+    importer.add_argument("--num-classes", type=int, default=None,
+                          help="classes of the task: lets the rules compare the first loss with ln N")
+    importer.add_argument("--no-progress", action="store_true",
+                          help="no progress bar (shown by default only when stderr is a terminal)")
 
     compact = commands.add_parser("compact", help="merge each run's segments into one sorted file")
     _store_arg(compact)
@@ -144,7 +154,8 @@ def command_import(args: argparse.Namespace) -> int:
     from store.importers import import_source
 
     store_root = _open_store(args.store).root
-    results = import_source(args.kind, store_root, args.path, run_name=args.run, num_classes=args.num_classes)
+    results = import_source(args.kind, store_root, args.path, run_name=args.run, num_classes=args.num_classes,
+                            progress=False if args.no_progress else None)
     for result in results:
         if result.skipped:
             print(f"already imported: {result.name} ({result.run_id}) from {result.source}")
