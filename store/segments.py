@@ -85,6 +85,15 @@ DEFAULT_MAX_BUFFERED_ROWS = 1_000_000
 DEFAULT_HEARTBEAT_EVERY_S = 5.0
 
 RUN_STATUSES = ("running", "finished", "crashed")
+# Parquet key-value metadata of every scalars file: JSON list of
+# [rank, attempt, first_step] for the attempts whose rows it holds
+# (first_step: the smallest step >= 0, null if none). Readers resolve resumed
+# runs from these footers instead of scanning every row of every query.
+ATTEMPTS_KEY = b"traindoctor.attempts"
+# Metadata of a compacted file: JSON list of the segment file names it
+# replaces. Stored in the merged file itself, so a reader that sees the merged
+# file also knows which pieces to ignore: no window where both count.
+COVERS_KEY = b"traindoctor.covers"
 _RUN_ID_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -295,11 +304,19 @@ class RunWriter:
         prefix = f"{self.rank}-"
         for table in TABLES:
             for entry in os.scandir(self.run_dir / table):
-                if entry.name.startswith(prefix) and entry.name.endswith(".parquet"):
+                if not entry.name.endswith(".parquet") or entry.name.startswith("."):
+                    continue
+                if entry.name.startswith(prefix):
                     try:
                         highest = max(highest, int(entry.name.split("-")[1]))
                     except (IndexError, ValueError):
-                        continue
+                        pass
+                elif table == "scalars":
+                    # A compacted file hides the attempts in its rows; its
+                    # footer lists them (every rank, unlike run.json).
+                    for rank, attempt, _ in read_file_attempts(Path(entry.path)) or []:
+                        if rank == self.rank:
+                            highest = max(highest, attempt)
         meta_path = self.run_dir / "run.json"
         if meta_path.exists():
             try:
@@ -416,11 +433,13 @@ class RunWriter:
 
     def flush(self) -> None:
         """Publish everything buffered so far (synchronously)."""
-        with self._lock:
-            scalars, self._scalars = self._scalars, _ScalarBuffer()
-            confusion, self._confusion = self._confusion, []
-            events, self._events = self._events, []
+        # Swapping under the publish lock keeps segment numbers in the order
+        # the rows were added, whichever thread flushes.
         with self._publish_lock:
+            with self._lock:
+                scalars, self._scalars = self._scalars, _ScalarBuffer()
+                confusion, self._confusion = self._confusion, []
+                events, self._events = self._events, []
             if scalars.rows:
                 self._publish("scalars", self._scalars_table(scalars))
             if confusion:
@@ -448,8 +467,9 @@ class RunWriter:
             name_codes.append(names.codes(name, length))
             layer_codes.append(layers.codes(layer, length))
         epoch_array = np.concatenate(epochs)
+        step_array = np.concatenate(steps)
         arrays = self._constant_columns(buffer.rows) + [
-            pa.array(np.concatenate(steps)),
+            pa.array(step_array),
             pa.array(epoch_array, mask=np.isnan(epoch_array)),
             pa.array(np.concatenate(walls)),
             splits.array(np.concatenate(split_codes)),
@@ -457,7 +477,10 @@ class RunWriter:
             layers.array(np.concatenate(layer_codes)),
             pa.array(np.concatenate(values)),
         ]
-        return pa.Table.from_arrays(arrays, names=SCALARS_SCHEMA.names)
+        recorded = step_array[step_array >= 0]
+        first_step = int(recorded.min()) if len(recorded) else None
+        metadata = {ATTEMPTS_KEY: json.dumps([[self.rank, self.attempt, first_step]]).encode()}
+        return pa.Table.from_arrays(arrays, names=SCALARS_SCHEMA.names).replace_schema_metadata(metadata)
 
     def _confusion_table(self, chunks: list[dict]) -> pa.Table:
         length = sum(len(c["step"]) for c in chunks)
@@ -543,10 +566,13 @@ class RunWriter:
         except Exception as error:
             self._record_error(error)
         if self.rank == 0:
-            with self._lock:
-                self._meta["status"] = status
-                self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
-                write_run_json(self.run_dir, self._meta)
+            try:
+                with self._lock:
+                    self._meta["status"] = status
+                    self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
+                    write_run_json(self.run_dir, self._meta)
+            except Exception as error:  # closing never takes the training script down
+                self._record_error(error)
         self.closed = True
 
     def __enter__(self) -> "RunWriter":
@@ -557,6 +583,16 @@ class RunWriter:
             self.close("finished")
         else:
             self.close("crashed", detail="".join(traceback.format_exception(exc_type, exc, tb)))
+
+
+def read_file_attempts(path: Path) -> list[tuple[int, int, int | None]] | None:
+    """The [rank, attempt, first_step] entries of a scalars file's footer
+    (None when the file has none or cannot be read)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        return [(int(r), int(a), None if f is None else int(f)) for r, a, f in json.loads(metadata[ATTEMPTS_KEY])]
+    except Exception:  # unreadable, foreign or pre-metadata file
+        return None
 
 
 def iter_segment_names(names: Iterable[str]) -> list[str]:
