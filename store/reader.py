@@ -47,6 +47,13 @@ RUN_COLUMNS = [
     "run_id", "name", "project", "status", "created_at", "heartbeat_at", "finished_at",
     "config", "env", "task", "num_classes", "source", "attempts",
 ]
+# SQL types of the runs view; config, env, task, source and attempts are JSON text.
+_RUN_TYPES = {
+    "run_id": "VARCHAR", "name": "VARCHAR", "project": "VARCHAR", "status": "VARCHAR",
+    "created_at": "DOUBLE", "heartbeat_at": "DOUBLE", "finished_at": "DOUBLE",
+    "config": "VARCHAR", "env": "VARCHAR", "task": "VARCHAR", "num_classes": "BIGINT",
+    "source": "VARCHAR", "attempts": "VARCHAR",
+}
 
 
 
@@ -291,7 +298,10 @@ class Store:
             for column in ("config", "env", "task", "source", "attempts"):
                 runs_frame[column] = runs_frame[column].map(lambda v: json.dumps(v, default=str))
             con.register("runs_frame", runs_frame)
-            con.execute("CREATE TEMP VIEW runs AS SELECT * FROM runs_frame")
+            # Fixed types: a column that is None in every run would otherwise
+            # come out typed NULL (and break exports and unions).
+            columns = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in _RUN_TYPES.items())
+            con.execute(f"CREATE TEMP VIEW runs AS SELECT {columns} FROM runs_frame")
             segments = {table: [(r, path, info) for r in run_ids for path, info in self._segments(r, table)]
                         for table in TABLES}
             for table in TABLES:

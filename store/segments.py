@@ -522,8 +522,14 @@ class RunWriter:
     def _loop(self) -> None:
         last_flush = last_beat = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(timeout=min(self.flush_every_s, self.heartbeat_every_s, 0.5))
+            # Sleep until the next deadline (not a fixed tick), so rows are
+            # published within flush_every_s of being added.
+            now = time.monotonic()
+            deadline = min(last_flush + self.flush_every_s, last_beat + self.heartbeat_every_s)
+            self._wake.wait(timeout=max(0.0, deadline - now))
             self._wake.clear()
+            if self._stop.is_set():
+                break  # close() publishes what is left
             now = time.monotonic()
             try:
                 if now - last_flush >= self.flush_every_s or self._scalars.rows >= self.max_buffered_rows:
