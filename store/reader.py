@@ -350,7 +350,10 @@ class Store:
 
     @staticmethod
     def _create_raw_view(con: duckdb.DuckDBPyConnection, table: str, segments: list) -> None:
+        """``<table>_raw``: every row of the files, in the table's columns
+        (NULL where a foreign file lacks one)."""
         raw = f"{table}_raw"
+        present = {column for _, _, info in segments for column in info.columns}
         if segments:
             files = [str(path) for _, path, _ in segments]
             # Reading the schema of every file (union_by_name) costs one open
@@ -358,10 +361,13 @@ class Store:
             mixed = len({info.columns for _, _, info in segments}) > 1
             # register(): a view only this connection sees (create_view would
             # put it in the catalog that all cursors of the database share).
-            con.register(raw, con.read_parquet(files, union_by_name=mixed))
-        else:
-            columns = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in SCHEMAS[table])
-            con.execute(f"CREATE TEMP TABLE {raw} ({columns})")
+            con.register(f"{table}_files", con.read_parquet(files, union_by_name=mixed))
+        columns = ", ".join(
+            f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"'
+            for f in SCHEMAS[table]
+        )
+        source = f"{table}_files" if segments else "(SELECT 1) AS nothing WHERE false"
+        con.execute(f"CREATE TEMP VIEW {raw} AS SELECT {columns} FROM {source}")
 
     @staticmethod
     def _attempt_bounds(con: duckdb.DuckDBPyConnection, segments: list) -> list[tuple[str, int, int, int]]:
@@ -383,8 +389,9 @@ class Store:
         unknown = []
         for run_id, path, info in segments:
             if info.attempts is None:
-                unknown.append(str(path))
-                continue
+                if {"rank", "attempt"} <= set(info.columns):
+                    unknown.append(str(path))
+                continue  # without those columns its rows belong to no attempt: always kept
             for rank, attempt, first in info.attempts:
                 note(run_id, rank, attempt, first)
         if unknown:
@@ -427,8 +434,9 @@ class Store:
         """
         last_error: Exception | None = None
         for _ in range(_MAX_QUERY_RETRIES):
-            con = self.connect(runs)
+            con = None
             try:
+                con = self.connect(runs)
                 return con.execute(sql, params or []).df()
             except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as error:
                 last_error = error
@@ -440,7 +448,8 @@ class Store:
                 # else: compaction removed it after the listing; list again.
                 time.sleep(0.01)
             finally:
-                con.close()
+                if con is not None:
+                    con.close()
         raise StoreError(f"query kept failing while files changed: {last_error}")
 
     # ---------------------------------------------------------------- queries
