@@ -189,7 +189,7 @@ class Store:
                    arg_max(value, step) FILTER (WHERE split = 'val' AND name = 'accuracy' AND layer IS NULL) AS final_val_accuracy
             FROM scalars WHERE layer IS NULL GROUP BY run_id
         """
-        return self.query(sql, runs=run_ids)
+        return self._query(sql, runs=run_ids, tables=("scalars",), with_runs=False)
 
     def resolve(self, run: str) -> str:
         """A run id for ``run``: a run id, or a name (the newest run with it)."""
@@ -289,22 +289,21 @@ class Store:
         In ``scalars``, ``confusion`` and ``events`` a resumed run's newest
         attempt wins for overlapping steps; ``*_raw`` views keep every attempt.
         """
+        return self._connect(runs, TABLES, with_runs=True)
+
+    def _connect(
+        self, runs: Sequence[str] | None, tables: Sequence[str], *, with_runs: bool
+    ) -> duckdb.DuckDBPyConnection:
+        """connect() with only the views a query needs: each view costs a
+        file listing, a registration and, for runs, every run.json."""
         run_ids = self.run_ids() if runs is None else [self._checked_id(r) for r in runs]
         con = self._new_connection()
         try:
-            runs_frame = self.runs(with_stats=False) if runs is None else pd.DataFrame(
-                [self._run_row(r) for r in run_ids], columns=RUN_COLUMNS)
-            runs_frame = runs_frame[runs_frame["run_id"].isin(run_ids)].copy()
-            for column in ("config", "env", "task", "source", "attempts"):
-                runs_frame[column] = runs_frame[column].map(lambda v: json.dumps(v, default=str))
-            con.register("runs_frame", runs_frame)
-            # Fixed types: a column that is None in every run would otherwise
-            # come out typed NULL (and break exports and unions).
-            columns = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in _RUN_TYPES.items())
-            con.execute(f"CREATE TEMP VIEW runs AS SELECT {columns} FROM runs_frame")
+            if with_runs:
+                self._create_runs_view(con, runs, run_ids)
             segments = {table: [(r, path, info) for r in run_ids for path, info in self._segments(r, table)]
-                        for table in TABLES}
-            for table in TABLES:
+                        for table in {"scalars", *tables}}
+            for table in tables:
                 self._create_raw_view(con, table, segments[table])
             bounds = self._attempt_bounds(con, segments["scalars"])
             if bounds:
@@ -312,12 +311,25 @@ class Store:
                     bounds, columns=["run_id", "rank", "attempt", "next_start"]))
                 con.execute("CREATE TEMP TABLE attempt_bounds AS SELECT * FROM attempt_bounds_frame")
                 con.unregister("attempt_bounds_frame")
-            for table in TABLES:
+            for table in tables:
                 self._create_table_view(con, table, resolve_attempts=bool(bounds))
             return con
         except BaseException:
             con.close()
             raise
+
+    def _create_runs_view(self, con: duckdb.DuckDBPyConnection, runs: Sequence[str] | None,
+                          run_ids: list[str]) -> None:
+        runs_frame = self.runs(with_stats=False) if runs is None else pd.DataFrame(
+            [self._run_row(r) for r in run_ids], columns=RUN_COLUMNS)
+        runs_frame = runs_frame[runs_frame["run_id"].isin(run_ids)].copy()
+        for column in ("config", "env", "task", "source", "attempts"):
+            runs_frame[column] = runs_frame[column].map(lambda v: json.dumps(v, default=str))
+        con.register("runs_frame", runs_frame)
+        # Fixed types: a column that is None in every run would otherwise
+        # come out typed NULL (and break exports and unions).
+        columns = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in _RUN_TYPES.items())
+        con.execute(f"CREATE TEMP VIEW runs AS SELECT {columns} FROM runs_frame")
 
     def _new_connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -432,11 +444,22 @@ class Store:
         Retries when a file vanished under the query (compaction) and skips,
         with a warning, a file that turns out to be unreadable.
         """
+        return self._query(sql, params, runs=runs)
+
+    def _query(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict | None = None,
+        *,
+        runs: Sequence[str] | None = None,
+        tables: Sequence[str] = TABLES,
+        with_runs: bool = True,
+    ) -> pd.DataFrame:
         last_error: Exception | None = None
         for _ in range(_MAX_QUERY_RETRIES):
             con = None
             try:
-                con = self.connect(runs)
+                con = self._connect(runs, tables, with_runs=with_runs)
                 return con.execute(sql, params or []).df()
             except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as error:
                 last_error = error
@@ -477,7 +500,7 @@ class Store:
         """
         params = {"names": _list(names), "splits": _list(splits), "layers": _list(layers),
                   "global_only": bool(global_only), "rank": rank}
-        return self.query(sql, params, runs=runs)
+        return self._query(sql, params, runs=runs, tables=("scalars",), with_runs=False)
 
     def series(
         self,
@@ -520,18 +543,27 @@ class Store:
                 FROM selected s JOIN bounds b
                   ON s.run_id = b.run_id AND s.split = b.split AND s.name = b.name
                  AND s.layer IS NOT DISTINCT FROM b.layer
+            ), grouped AS (
+                SELECT run_id, split, name, layer,
+                       arg_min({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS low,
+                       arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS high,
+                       arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, step) AS last
+                FROM bucketed GROUP BY run_id, split, name, layer, bucket
+            ), points AS (
+                SELECT run_id, split, name, layer, unnest([low, high, last]) AS point FROM grouped
             )
-            SELECT run_id, split, name, layer, bucket,
-                   arg_min({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS low,
-                   arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS high,
-                   arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, step) AS last
-            FROM bucketed GROUP BY ALL
+            SELECT DISTINCT ON (run_id, split, name, layer, point.step)
+                   run_id, split, name, layer, point.step AS step, point.epoch AS epoch,
+                   point.wall_time AS wall_time, point.value AS value
+            FROM points
+            ORDER BY run_id, split, name, layer NULLS FIRST, step
         """
         params = {"names": list(names), "splits": _list(splits), "layers": _list(layers),
                   "global_only": bool(global_only), "rank": rank,
                   "max_points": int(max_points), "buckets": buckets}
-        grouped = self.query(sql, params, runs=runs)
-        return _explode_buckets(grouped)
+        points = self._query(sql, params, runs=runs, tables=("scalars",), with_runs=False)
+        points["layer"] = points["layer"].astype(object).where(points["layer"].notna(), None)
+        return points
 
     def heatmap(
         self,
@@ -564,7 +596,7 @@ class Store:
             ORDER BY layer, step
         """
         params = {"name": name, "split": split, "rank": rank, "max_steps": int(max_steps)}
-        return self.query(sql, params, runs=[run])
+        return self._query(sql, params, runs=[run], tables=("scalars",), with_runs=False)
 
     def confusion(self, runs: Sequence[str], *, split: str | None = None, step: int | None = None) -> pd.DataFrame:
         sql = """
@@ -573,7 +605,7 @@ class Store:
             WHERE ($split IS NULL OR split = $split) AND ($step IS NULL OR step = $step)
             GROUP BY ALL ORDER BY run_id, split, step, true_class, pred_class
         """
-        return self.query(sql, {"split": split, "step": step}, runs=runs)
+        return self._query(sql, {"split": split, "step": step}, runs=runs, tables=("confusion",), with_runs=False)
 
     def events(self, runs: Sequence[str], *, kinds: Sequence[str] | None = None) -> pd.DataFrame:
         sql = """
@@ -581,7 +613,7 @@ class Store:
             WHERE ($kinds IS NULL OR list_contains($kinds, kind))
             ORDER BY run_id, wall_time, step
         """
-        return self.query(sql, {"kinds": _list(kinds)}, runs=runs)
+        return self._query(sql, {"kinds": _list(kinds)}, runs=runs, tables=("events",), with_runs=False)
 
     def names(self, runs: Sequence[str]) -> pd.DataFrame:
         """Which (split, name) series exist, with whether they have layers."""
@@ -589,7 +621,7 @@ class Store:
             SELECT split, name, count(DISTINCT layer) AS layers, count(*) AS points
             FROM scalars GROUP BY ALL ORDER BY split, name
         """
-        return self.query(sql, runs=runs)
+        return self._query(sql, runs=runs, tables=("scalars",), with_runs=False)
 
 
 def _list(values: Iterable[str] | None) -> list[str] | None:
@@ -612,24 +644,6 @@ _FILE_IN_ERROR = re.compile(r"""["']([^"'\n]+\.parquet)["']""")
 def _file_in_error(message: str) -> str | None:
     found = _FILE_IN_ERROR.search(message)
     return found.group(1) if found else None
-
-
-def _explode_buckets(grouped: pd.DataFrame) -> pd.DataFrame:
-    """Turn (low, high, last) structs per bucket into distinct points, by step."""
-    columns = ["run_id", "split", "name", "layer", "step", "epoch", "wall_time", "value"]
-    if grouped.empty:
-        return pd.DataFrame(columns=columns)
-    keys = grouped[["run_id", "split", "name", "layer"]]
-    parts = []
-    for column in ("low", "high", "last"):
-        points = pd.DataFrame(list(grouped[column]), index=grouped.index)
-        parts.append(pd.concat([keys, points], axis=1))
-    points = pd.concat(parts, ignore_index=True)
-    points["layer"] = points["layer"].astype(object).where(points["layer"].notna(), None)
-    points = points.drop_duplicates(subset=["run_id", "split", "name", "layer", "step"])
-    points["step"] = points["step"].astype(np.int64)
-    points = points.sort_values(["run_id", "split", "name", "layer", "step"], na_position="first", kind="stable")
-    return points[columns].reset_index(drop=True)
 
 
 def _footer_info(schema: Any, table: str) -> _FileInfo:

@@ -115,3 +115,34 @@ def test_confusion_must_be_square(store_root):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Store(store_root).confusion(["r"]).empty
+
+
+def test_a_caller_refilling_its_buffer_does_not_change_buffered_rows(store_root):
+    buffer = np.array([1.0, 2.0, 3.0])
+    steps = np.array([1, 2, 3])
+    with RunWriter(store_root, run_id="r", background=False) as writer:
+        writer.add_scalars(step=steps, name="loss", value=buffer)
+        buffer[:] = -1.0  # the probe reuses its host buffer for the next flush
+        steps += 3
+        writer.add_scalars(step=steps, name="loss", value=buffer)
+    got = Store(store_root).scalars(["r"])
+    assert list(zip(got["step"], got["value"])) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, -1.0), (5, -1.0), (6, -1.0)]
+
+
+def test_chunks_mixing_scalars_arrays_and_tuples_line_up(store_root):
+    layers = ("a", "b")
+    with RunWriter(store_root, run_id="r", background=False) as writer:
+        writer.add_scalars(step=np.array([1, 2]), name="loss", value=np.array([10.0, 20.0]), epoch=0.5)
+        writer.add_scalars(step=2, name="grad_norm", layer=layers, value=np.array([0.1, 0.2]), wall_time=7.0)
+        writer.add_scalars(step=[3, 4], name=["x", "y"], value=5.0, split="val", epoch=[1, 2], layer=[None, "c"])
+        writer.add_scalars(step=5, name="grad_norm", layer=layers, value=[0.3, 0.4])
+    got = Store(store_root).scalars(["r"]).sort_values(["step", "name", "layer"], na_position="first")
+    rows = [(int(s), sp, n, None if l is None or l != l else l, float(v), None if e != e else float(e))
+            for s, sp, n, l, v, e in got[["step", "split", "name", "layer", "value", "epoch"]].itertuples(index=False)]
+    assert rows == [
+        (1, "train", "loss", None, 10.0, 0.5), (2, "train", "grad_norm", "a", 0.1, None),
+        (2, "train", "grad_norm", "b", 0.2, None), (2, "train", "loss", None, 20.0, 0.5),
+        (3, "val", "x", None, 5.0, 1.0), (4, "val", "y", "c", 5.0, 2.0),
+        (5, "train", "grad_norm", "a", 0.3, None), (5, "train", "grad_norm", "b", 0.4, None),
+    ]
+    assert set(got.loc[got["name"] == "grad_norm", "wall_time"].head(2)) == {7.0}
