@@ -578,20 +578,23 @@ class Store:
 
         Returns a long frame (layer, step, value) where step is each bucket's
         last step and value the bucket's median of finite values (NaN when a
-        bucket holds none): the layers × steps grid of a heatmap.
+        bucket holds none): the layers × steps grid of a heatmap. Buckets are
+        equal step ranges over the run's first..last step, the same for
+        every layer; when that range is at most ``max_steps`` wide, every
+        step is its own bucket.
         """
         sql = """
             WITH selected AS (
                 SELECT layer, step, value FROM scalars
                 WHERE name = $name AND split = $split AND layer IS NOT NULL AND rank = $rank
             ), bounds AS (
-                SELECT min(step) AS lo, max(step) AS hi, count(DISTINCT step) AS n FROM selected
+                SELECT min(step) AS lo, max(step) AS hi FROM selected
             )
             SELECT layer,
                    max(step) AS step,
                    median(value) FILTER (WHERE isfinite(value)) AS value
             FROM selected, bounds
-            GROUP BY layer, CASE WHEN n <= $max_steps THEN step
+            GROUP BY layer, CASE WHEN hi - lo < $max_steps THEN step
                                  ELSE (step - lo) * $max_steps // (hi - lo + 1) END
             ORDER BY layer, step
         """
