@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.reader import Store
-from store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES, StoreError
+from store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES
 
 # Sort keys per table: series read back contiguous (name, layer, step), so a
 # query for one name touches few row groups and compresses well.
@@ -180,6 +180,3 @@ def _remove_leftovers(store: Store, folder: Path, table: str) -> None:
 def compact_store(store: Store, run_ids: list[str] | None = None) -> dict[str, dict[str, int]]:
     """Compact every run (or the given ones); returns files merged per run and table."""
     return {run_id: compact_run(store, run_id) for run_id in (run_ids or store.run_ids())}
-
-
-__all__ = ["compact_run", "compact_store", "StoreError"]

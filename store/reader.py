@@ -1,8 +1,11 @@
 """The reader half of the run store: DuckDB views over the published segments.
 
-Every query lists the segment files afresh, opens an in-memory DuckDB
-connection over them and closes it, so it takes no lock, sees whatever
-training has published so far, and is safe to call from any thread. This is
+Every query lists the segment files afresh, opens its own DuckDB connection
+(a cursor of the Store's in-memory database) with views over them and closes
+it, so it takes no lock, sees whatever training has published so far, and is
+safe to call from any thread. A file's footer is read once (cached by path,
+size and mtime): it says which attempts the file holds and which segments a
+compacted file replaces, so no query scans rows for bookkeeping. This is
 the only module (with ``store.compact``) that speaks SQL; every value is a
 bound parameter and file lists go in through DuckDB's Python API.
 
@@ -26,7 +29,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -54,7 +56,6 @@ _RUN_TYPES = {
     "config": "VARCHAR", "env": "VARCHAR", "task": "VARCHAR", "num_classes": "BIGINT",
     "source": "VARCHAR", "attempts": "VARCHAR",
 }
-
 
 
 class UnknownRunError(StoreError):
