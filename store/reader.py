@@ -44,6 +44,9 @@ DEFAULT_STALE_AFTER_S = 60.0
 # file and deleted the pieces) lists the folder again; compaction finishes in
 # well under this many retries.
 _MAX_QUERY_RETRIES = 8
+# Footer facts of this many file versions are cached before the cache is
+# pruned of deleted files (~200 bytes each).
+_MAX_CHECKED_FILES = 50_000
 
 RUN_COLUMNS = [
     "run_id", "name", "project", "status", "created_at", "heartbeat_at", "finished_at",
@@ -245,6 +248,10 @@ class Store:
                 self._warn(f"skipping {path}: not a traindoctor {table} segment")
         with self._lock:
             self._checked[key] = info
+            if len(self._checked) > _MAX_CHECKED_FILES:
+                # A live run publishes a segment every few seconds and
+                # compaction deletes them: forget files that are gone.
+                self._checked = {k: v for k, v in self._checked.items() if os.path.exists(k.path)}
         return info
 
     def mark_bad(self, path: str, reason: str) -> None:

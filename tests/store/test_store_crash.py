@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_run
 
+import store.reader
+from store.compact import compact_run
 from store.reader import Store
 from store.segments import RunWriter
 
@@ -166,3 +168,15 @@ def test_run_json_heartbeat_decides_running_or_crashed(store_root):
     meta_path.write_text(json.dumps(meta))
     assert Store(store_root, stale_after_s=50).runs()["status"].tolist() == ["crashed"]
     assert Store(store_root, stale_after_s=500).runs()["status"].tolist() == ["running"]
+
+
+def test_the_footer_cache_forgets_deleted_files(store_root, monkeypatch):
+    monkeypatch.setattr(store.reader, "_MAX_CHECKED_FILES", 3)
+    write_run(store_root, "r", steps=range(1, 41), flushes=4)
+    reader = Store(store_root)
+    assert len(reader.scalars(["r"])) == 40
+    compact_run(reader, "r")
+    assert len(reader.scalars(["r"])) == 40
+    write_run(store_root, "s", steps=range(1, 3))
+    assert len(reader.scalars(["s"])) == 2
+    assert all(Path(key.path).exists() for key in reader._checked)
