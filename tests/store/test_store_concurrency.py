@@ -69,15 +69,16 @@ def test_four_writer_processes_and_a_polling_reader(store_root):
     assert polls > 1
 
 
-def _poll_until(store: Store, done: threading.Event, published, errors: list, runs=None) -> int:
+def _poll_until(store: Store, done, published, started, errors: list) -> int:
     """Count rows until ``done``; every count must lie between what was
-    published before and after it, with no key twice. Returns the polls made."""
+    surely published before it and what may have been by its end, with no
+    key twice. Returns the polls made."""
     polls = 0
     while not done.is_set() or polls == 0:
         try:
             before = published()
-            counts = store.query(_COUNT_SQL, runs=runs)
-            after = published()
+            counts = store.query(_COUNT_SQL)
+            after = started()
             total = int(counts["n"].sum())
             assert (counts["n"] == counts["distinct_keys"]).all(), f"duplicates: {counts}"
             assert before <= total <= after, f"saw {total} rows while {before}..{after} were published"
@@ -97,7 +98,7 @@ def test_compaction_while_a_reader_polls_loses_and_duplicates_nothing(store_root
     store = Store(store_root)
     done, errors = threading.Event(), []
     poller = threading.Thread(target=lambda: errors.append(("polls", _poll_until(
-        Store(store_root), done, lambda: total, errors))))
+        Store(store_root), done, lambda: total, lambda: total, errors))))
     poller.start()
     try:
         for _ in range(3):  # compact repeatedly; the later rounds find one file per table
@@ -115,13 +116,14 @@ def test_compaction_while_a_reader_polls_loses_and_duplicates_nothing(store_root
 @pytest.mark.slow
 def test_compaction_of_a_running_run_loses_nothing(store_root):
     writer = RunWriter(store_root, run_id="live", background=False)
-    published = [0]
+    published, started = [0], [0]
     done, errors = threading.Event(), []
 
     def train() -> None:
         for chunk in range(60):
             steps = np.arange(chunk * 10 + 1, chunk * 10 + 11)
             writer.add_scalars(step=steps, name="loss", value=steps * 1.0)
+            started[0] += len(steps)
             writer.flush()
             published[0] += len(steps)
             time.sleep(0.005)
@@ -139,7 +141,7 @@ def test_compaction_of_a_running_run_loses_nothing(store_root):
     compactor = threading.Thread(target=compact_repeatedly)
     trainer.start()
     compactor.start()
-    polls = _poll_until(Store(store_root), _Joined(trainer), lambda: published[0], errors)
+    polls = _poll_until(Store(store_root), _Joined(trainer), lambda: published[0], lambda: started[0], errors)
     trainer.join()
     done.set()
     compactor.join()

@@ -25,14 +25,15 @@ def test_background_thread_publishes_within_flush_every_s(store_root, flush_ever
         writer.add_scalars(step=1, name="loss", value=1.0)
         added = time.monotonic()
         while _visible(store, "r") == 0:
-            assert time.monotonic() - added < flush_every_s + 0.5, "not published in time"
+            # Slack for a loaded CI machine; a missed deadline is a whole period late.
+            assert time.monotonic() - added < flush_every_s + 1.0, "not published in time"
             time.sleep(0.01)
         # Rows added later go out with the next flush, not at once.
         writer.add_scalars(step=2, name="loss", value=2.0)
         assert store.scalars(["r"])["step"].tolist() == [1]
         added = time.monotonic()
         while len(store.scalars(["r"])) < 2:
-            assert time.monotonic() - added < flush_every_s + 0.5, "not published in time"
+            assert time.monotonic() - added < flush_every_s + 1.0, "not published in time"
             time.sleep(0.01)
 
 
@@ -42,8 +43,8 @@ def test_heartbeat_is_refreshed_while_the_writer_lives(store_root):
         time.sleep(0.5)
         later = json.loads((store_root / "r" / "run.json").read_text())["heartbeat_at"]
         assert later > first
-        assert Store(store_root, stale_after_s=0.3).runs()["status"].tolist() == ["running"]
-    assert Store(store_root, stale_after_s=0.3).runs()["status"].tolist() == ["finished"]
+        assert Store(store_root, stale_after_s=5).runs()["status"].tolist() == ["running"]
+    assert Store(store_root, stale_after_s=0.01).runs()["status"].tolist() == ["finished"]
 
 
 def test_a_removed_run_folder_warns_in_the_background_and_close_does_not_raise(store_root):
