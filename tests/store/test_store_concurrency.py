@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import duplicate_rows, write_run
 
-from store.compact import _LOCK_NAME, _merge, compact_run, compact_store
+from store.compact import _LOCK_NAME, _merge, compact_if_fragmented, compact_run, compact_store
 from store.reader import Store
 from store.segments import RunWriter
 
@@ -201,3 +201,11 @@ def test_compact_store_merges_every_run_and_keeps_the_rows(store_root):
                                     "b": {"scalars": 5, "confusion": 0, "events": 0}}
     after = store.scalars(["a", "b"])
     assert after.equals(before)
+
+
+@pytest.mark.parametrize(("flushes", "merged"), [pytest.param(3, 0, id="few-files"), pytest.param(8, 8, id="many")])
+def test_compact_if_fragmented_merges_only_fragmented_tables(store_root, flushes, merged):
+    write_run(store_root, "r", steps=range(1, 81), flushes=flushes)
+    store = Store(store_root)
+    assert compact_if_fragmented(store, "r", min_files=8) == {"scalars": merged, "confusion": 0, "events": 0}
+    assert store.scalars(["r"])["step"].tolist() == list(range(1, 81))
