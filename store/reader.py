@@ -26,7 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import pandas as pd
@@ -463,12 +463,25 @@ class Store:
         tables: Sequence[str] = TABLES,
         with_runs: bool = True,
     ) -> pd.DataFrame:
+        return self._with_connection(
+            lambda con: con.execute(sql, params or []).df(), runs=runs, tables=tables, with_runs=with_runs)
+
+    def _with_connection(
+        self,
+        work: Callable[[duckdb.DuckDBPyConnection], Any],
+        *,
+        runs: Sequence[str] | None,
+        tables: Sequence[str],
+        with_runs: bool,
+    ) -> Any:
+        """``work(con)`` over fresh views, again over a fresh listing when a
+        file vanished (compaction) or turned out unreadable (skipped)."""
         last_error: Exception | None = None
         for _ in range(_MAX_QUERY_RETRIES):
             con = None
             try:
                 con = self._connect(runs, tables, with_runs=with_runs)
-                return con.execute(sql, params or []).df()
+                return work(con)
             except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as error:
                 last_error = error
                 bad = _file_in_error(str(error))
@@ -591,23 +604,28 @@ class Store:
         every layer; when that range is at most ``max_steps`` wide, every
         step is its own bucket.
         """
-        sql = """
-            WITH selected AS (
-                SELECT layer, step, value FROM scalars
-                WHERE name = $name AND split = $split AND layer IS NOT NULL AND rank = $rank
-            ), bounds AS (
-                SELECT min(step) AS lo, max(step) AS hi FROM selected
-            )
+        where = "name = $name AND split = $split AND layer IS NOT NULL AND rank = $rank"
+        # The bounds first, then bound as parameters: a CTE read twice would
+        # be materialised (all the selected rows copied once more).
+        bounds_sql = f"SELECT min(step) AS lo, max(step) AS hi FROM scalars WHERE {where}"
+        sql = f"""
             SELECT layer,
                    max(step) AS step,
                    median(value) FILTER (WHERE isfinite(value)) AS value
-            FROM selected, bounds
-            GROUP BY layer, CASE WHEN hi - lo < $max_steps THEN step
-                                 ELSE (step - lo) * $max_steps // (hi - lo + 1) END
+            FROM scalars WHERE {where}
+            GROUP BY layer, CASE WHEN $hi - $lo < $max_steps THEN step
+                                 ELSE (step - $lo) * $max_steps // ($hi - $lo + 1) END
             ORDER BY layer, step
         """
-        params = {"name": name, "split": split, "rank": rank, "max_steps": int(max_steps)}
-        return self._query(sql, params, runs=[run], tables=("scalars",), with_runs=False)
+        params = {"name": name, "split": split, "rank": rank}
+
+        def grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+            lo, hi = con.execute(bounds_sql, params).fetchall()[0]
+            if lo is None:
+                lo = hi = 0  # no rows: the query below returns an empty frame
+            return con.execute(sql, {**params, "lo": lo, "hi": hi, "max_steps": int(max_steps)}).df()
+
+        return self._with_connection(grid, runs=[run], tables=("scalars",), with_runs=False)
 
     def confusion(self, runs: Sequence[str], *, split: str | None = None, step: int | None = None) -> pd.DataFrame:
         sql = """
