@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store.reader import Store
+from store.reader import Store, _duck_type
 from store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES
 
 # Sort keys per table: series read back contiguous (name, layer, step), so a
@@ -64,10 +64,11 @@ def _compact_table(store: Store, run_id: str, table: str) -> int:
         return 0
     try:
         _remove_leftovers(store, folder, table)
-        files = store.segment_files(run_id, table)
+        segments = store._segments(run_id, table)
+        files = [path for path, _ in segments]
         if len(files) <= 1:
             return 0
-        _merge(files, folder, table)
+        _merge(files, folder, table, present={column for _, info in segments for column in info.columns})
         for piece in files:
             piece.unlink(missing_ok=True)
         return len(files)
@@ -75,27 +76,33 @@ def _compact_table(store: Store, run_id: str, table: str) -> int:
         lock.unlink(missing_ok=True)
 
 
-def _merge(files: list[Path], folder: Path, table: str) -> Path:
-    """Write the sorted union of ``files`` as one published file."""
+def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None = None) -> Path:
+    """Write the sorted union of ``files`` as one published file; columns
+    not in ``present`` (a foreign file's gaps) come out NULL."""
     generation = f"c-{time.time_ns():020d}"
     target = folder / f"{generation}.parquet"
     tmp = folder / f".tmp-{generation}.parquet"
     schema = SCHEMAS[table]
-    columns = ", ".join(f'"{f.name}"' for f in schema)
+    present = {f.name for f in schema} if present is None else present
+    columns = ", ".join(
+        f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
+    )
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET threads TO 2")
         con.execute("SET enable_progress_bar = false")
-        con.read_parquet([str(f) for f in files], union_by_name=True).create_view("pieces")
+        con.read_parquet([str(f) for f in files], union_by_name=True).create_view("raw_pieces")
+        con.execute(f"CREATE VIEW pieces AS SELECT {columns} FROM raw_pieces")
         metadata = {COVERS_KEY: json.dumps([f.name for f in files]).encode()}
         if table == "scalars":
             # Readers resolve resumed runs from this list, not by scanning rows.
             attempts = con.execute(
-                "SELECT rank, attempt, min(step) FILTER (WHERE step >= 0) FROM pieces GROUP BY ALL ORDER BY ALL"
+                "SELECT rank, attempt, min(step) FILTER (WHERE step >= 0) FROM pieces "
+                "WHERE rank IS NOT NULL AND attempt IS NOT NULL GROUP BY ALL ORDER BY ALL"
             ).fetchall()
             metadata[ATTEMPTS_KEY] = json.dumps([[int(r), int(a), None if f is None else int(f)]
                                                  for r, a, f in attempts]).encode()
-        reader = con.sql(f"SELECT {columns} FROM pieces ORDER BY {_ORDER[table]}").to_arrow_reader(_ROW_GROUP_ROWS)
+        reader = con.sql(f"SELECT * FROM pieces ORDER BY {_ORDER[table]}").to_arrow_reader(_ROW_GROUP_ROWS)
         with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
             for batch in reader:
                 writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=_ROW_GROUP_ROWS)

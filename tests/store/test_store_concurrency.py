@@ -8,6 +8,8 @@ import threading
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import duplicate_rows, write_run
 
@@ -209,3 +211,15 @@ def test_compact_if_fragmented_merges_only_fragmented_tables(store_root, flushes
     store = Store(store_root)
     assert compact_if_fragmented(store, "r", min_files=8) == {"scalars": merged, "confusion": 0, "events": 0}
     assert store.scalars(["r"])["step"].tolist() == list(range(1, 81))
+
+
+def test_compaction_keeps_the_rows_of_a_foreign_segment_with_fewer_columns(store_root):
+    write_run(store_root, "r", steps=range(1, 11), flushes=2)
+    pq.write_table(pa.table({"run_id": ["r", "r"], "step": [11, 12], "name": ["loss", "loss"], "value": [0.5, 0.25]}),
+                   store_root / "r" / "scalars" / "imported.parquet")
+    store = Store(store_root)
+    before = store.scalars(["r"], rank=None)
+    assert compact_run(store, "r")["scalars"] == 3
+    after = store.scalars(["r"], rank=None)
+    assert after["step"].tolist() == before["step"].tolist() == list(range(1, 13))
+    assert after["value"].tolist()[-2:] == [0.5, 0.25] and after["rank"].isna().sum() == 2
