@@ -121,12 +121,21 @@ class Store:
     # ------------------------------------------------------------------- runs
 
     def run_ids(self) -> list[str]:
+        """Ids of the run folders (those with a run.json), sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            entry.name for entry in os.scandir(self.root)
-            if entry.is_dir() and not entry.name.startswith(".") and (Path(entry.path) / "run.json").exists()
-        )
+        found = []
+        for entry in os.scandir(self.root):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            folder = Path(entry.path)
+            if (folder / "run.json").exists():
+                found.append(entry.name)
+            elif not any((folder / table).is_dir() for table in TABLES):
+                # A folder with table folders but no run.json yet is a run a
+                # writer is creating (rank 0 writes run.json): not worth a word.
+                self._warn(f"skipping {folder}: not a run folder (no run.json)")
+        return sorted(found)
 
     def run_meta(self, run_id: str) -> dict[str, Any]:
         run_dir = self.root / run_id

@@ -140,7 +140,10 @@ def test_garbage_run_json_and_stray_folders_are_skipped(store_root):
         with store.connect() as con:
             assert con.execute("SELECT count(*) FROM scalars").fetchall() == [(5,)]
             assert con.execute("SELECT run_id FROM runs").fetchall() == [("good",)]
-    assert any("broken" in str(w.message) and "run.json" in str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught]
+    assert any("broken" in m and "run.json" in m for m in messages), messages
+    assert any("not-a-run" in m for m in messages), messages
+    assert not any(".hidden" in m or "loose-file" in m for m in messages), messages
 
 
 def test_corrupt_data_behind_a_valid_footer_is_skipped_inside_the_query(store_root):
@@ -158,6 +161,14 @@ def test_corrupt_data_behind_a_valid_footer_is_skipped_inside_the_query(store_ro
         steps = store.scalars(["good"], names=["loss"])["step"].tolist()
     assert steps[:5] == [1, 2, 3, 4, 5]
     assert set(steps) <= {1, 2, 3, 4, 5, 7, 8, 9}
+
+
+def test_a_run_being_created_is_silently_not_listed_yet(store_root):
+    for table in ("scalars", "confusion", "events"):
+        (store_root / "starting" / table).mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Store(store_root).run_ids() == []
 
 
 def test_run_json_heartbeat_decides_running_or_crashed(store_root):
