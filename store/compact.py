@@ -1,39 +1,54 @@
 """Compaction: merge a run's small segments into one sorted Parquet file.
 
-Readers never see a row twice or miss one: the merged file's list of the
-segments it replaces (``c-<gen>.covers.json``) is published before the merged
-file itself, readers ignore covered segments only once the merged file is
-there, and the pieces are deleted last. A reader that listed the folder
-before the merge and meets a deleted piece lists it again (see
-``Store.query``).
+Readers never see a row twice or miss one: the merged file carries, in its
+own footer, the names of the segments it replaces, so a reader that lists the
+merged file ignores those pieces, and one that listed the folder before the
+merge reads the pieces (or, meeting one already deleted, lists again; see
+``Store.query``). The pieces are deleted only after the merged file is
+published. One compaction per table folder at a time (a lock file): two
+merges of the same pieces would both be published and count every row twice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from store.reader import _COVERS_SUFFIX, Store
-from store.segments import SCHEMAS, TABLES, atomic_write_bytes
+from store.reader import Store, _duck_type
+from store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES
 
-# Sort keys per table: series read back contiguous (name, layer, step) for
-# fast range scans and good compression.
+# Sort keys per table: series read back contiguous (name, layer, step), so a
+# query for one name touches few row groups and compresses well.
 _ORDER = {
     "scalars": "name, layer NULLS FIRST, split, rank, attempt, step",
     "confusion": "split, step, rank, attempt, true_class, pred_class",
     "events": "rank, attempt, wall_time",
 }
+# Row groups of this many rows: small enough that a query for one name skips
+# the others by their min/max statistics, large enough to compress well.
+_ROW_GROUP_ROWS = 128 * 1024
 # Leftover temporary files older than this are from a crashed writer or
 # compaction, never from one in progress.
 _STALE_TMP_S = 3600.0
+_LOCK_NAME = ".compact.lock"
+# compact_if_fragmented merges a table from this many files: below it the
+# per-file cost of a query (~0.3 ms each) is small next to its fixed cost.
+FRAGMENTED_FILES = 64
 
 
 def compact_run(store: Store, run_id: str) -> dict[str, int]:
-    """Merge each table of ``run_id`` into one file; returns files merged per table."""
+    """Merge each table of ``run_id`` into one file; returns files merged per table.
+
+    Safe while the run is still being written (new segments stay as they are)
+    and while readers query it. Skips a table another compaction is merging.
+    """
     merged: dict[str, int] = {}
     for table in TABLES:
         merged[table] = _compact_table(store, run_id, table)
@@ -42,64 +57,149 @@ def compact_run(store: Store, run_id: str) -> dict[str, int]:
 
 def _compact_table(store: Store, run_id: str, table: str) -> int:
     folder = store.root / run_id / table
-    _remove_leftovers(folder)
-    files = store.segment_files(run_id, table)
-    if len(files) <= 1:
+    if not folder.is_dir():
         return 0
+    lock = _acquire_lock(folder)
+    if lock is None:
+        return 0
+    try:
+        _remove_leftovers(store, folder, table)
+        segments = store._segments(run_id, table)
+        files = [path for path, _ in segments]
+        if len(files) <= 1:
+            return 0
+        _merge(files, folder, table, present={column for _, info in segments for column in info.columns})
+        for piece in files:
+            piece.unlink(missing_ok=True)
+        return len(files)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None = None) -> Path:
+    """Write the sorted union of ``files`` as one published file; columns
+    not in ``present`` (a foreign file's gaps) come out NULL."""
     generation = f"c-{time.time_ns():020d}"
     target = folder / f"{generation}.parquet"
     tmp = folder / f".tmp-{generation}.parquet"
-    columns = ", ".join(f'"{f.name}"' for f in SCHEMAS[table])
+    schema = SCHEMAS[table]
+    present = {f.name for f in schema} if present is None else present
+    columns = ", ".join(
+        f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
+    )
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET threads TO 2")
-        relation = con.read_parquet([str(f) for f in files], union_by_name=True)
-        relation.create_view("pieces")
-        # Compacting the pieces of a finished run never changes the rows, only
-        # their order; the path goes in as a bound parameter.
-        con.execute(
-            f"COPY (SELECT {columns} FROM pieces ORDER BY {_ORDER[table]}) TO $path "
-            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)",
-            {"path": str(tmp)},
-        )
+        con.execute("SET enable_progress_bar = false")
+        con.read_parquet([str(f) for f in files], union_by_name=True).create_view("raw_pieces")
+        con.execute(f"CREATE VIEW pieces AS SELECT {columns} FROM raw_pieces")
+        metadata = {COVERS_KEY: json.dumps([f.name for f in files]).encode()}
+        if table == "scalars":
+            # Readers resolve resumed runs from this list, not by scanning rows.
+            attempts = con.execute(
+                "SELECT rank, attempt, min(step) FILTER (WHERE step >= 0) FROM pieces "
+                "WHERE rank IS NOT NULL AND attempt IS NOT NULL GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+            metadata[ATTEMPTS_KEY] = json.dumps([[int(r), int(a), None if f is None else int(f)]
+                                                 for r, a, f in attempts]).encode()
+        reader = con.sql(f"SELECT * FROM pieces ORDER BY {_ORDER[table]}").to_arrow_reader(_ROW_GROUP_ROWS)
+        with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=_ROW_GROUP_ROWS)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         con.close()
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
-    covers = folder / f"{generation}{_COVERS_SUFFIX}"
-    atomic_write_bytes(covers, json.dumps([f.name for f in files]).encode())
     os.replace(tmp, target)
-    for piece in files:
-        piece.unlink(missing_ok=True)
-        piece_covers = piece.with_name(piece.stem + _COVERS_SUFFIX)
-        piece_covers.unlink(missing_ok=True)
-    covers.unlink(missing_ok=True)
-    return len(files)
+    return target
 
 
-def _remove_leftovers(folder: Path) -> None:
-    """Delete temporary files from crashed writers and covered pieces a
-    crashed compaction left behind."""
+def _acquire_lock(folder: Path) -> Path | None:
+    """Create the folder's lock file, or None when a live compaction holds it.
+
+    A lock left by a dead process on this host (or one older than an hour)
+    is taken over.
+    """
+    lock = folder / _LOCK_NAME
+    owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "at": time.time()})
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _lock_is_stale(lock):
+                return None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(owner)
+        return lock
+    return None
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    try:
+        holder = json.loads(lock.read_text())
+        if time.time() - float(holder["at"]) > _STALE_TMP_S:
+            return True
+        if holder["host"] != socket.gethostname():
+            return False
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user
+    except (OSError, ValueError, KeyError, TypeError):
+        # Being written this instant, or garbage: stale only once it is old.
+        try:
+            return time.time() - lock.stat().st_mtime > 60
+        except FileNotFoundError:
+            return True
+    return False
+
+
+def _remove_leftovers(store: Store, folder: Path, table: str) -> None:
+    """Delete temporary files from crashed writers or compactions, and pieces
+    a crashed compaction published a merged file for but did not delete."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return
-    names = {e.name for e in entries}
     now = time.time()
     for entry in entries:
-        if entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > _STALE_TMP_S:
-            Path(entry.path).unlink(missing_ok=True)
-        elif entry.name.endswith(_COVERS_SUFFIX):
-            merged = entry.name[: -len(_COVERS_SUFFIX)] + ".parquet"
-            if merged not in names:
-                continue  # its merge never published: the pieces stay live
+        if entry.name.startswith(".tmp-"):
             try:
-                covered = json.loads(Path(entry.path).read_text())
-            except (OSError, ValueError):
+                if now - entry.stat().st_mtime > _STALE_TMP_S:
+                    Path(entry.path).unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+    names = {entry.name for entry in entries}
+    for entry in entries:
+        if entry.name.startswith("c-") and entry.name.endswith(".parquet"):
+            try:
+                covered = json.loads((pq.read_schema(entry.path).metadata or {}).get(COVERS_KEY, b"[]"))
+            except Exception:  # unreadable: the reader skips it with a warning
                 continue
             for piece in covered:
-                (folder / piece).unlink(missing_ok=True)
-            Path(entry.path).unlink(missing_ok=True)
+                if piece in names and piece != entry.name:
+                    (folder / piece).unlink(missing_ok=True)
+
+
+def compact_if_fragmented(store: Store, run_id: str, *, min_files: int = FRAGMENTED_FILES) -> dict[str, int]:
+    """Compact the tables of ``run_id`` that have at least ``min_files`` files.
+
+    For live runs: a writer publishes a segment every couple of seconds, and
+    every query pays for every file (~0.3 ms of CPU each with DuckDB 1000
+    files cost ~300 ms a query), so a dashboard or a long training job calls
+    this now and then. Safe while the run is being written and read.
+    """
+    merged: dict[str, int] = {}
+    for table in TABLES:
+        fragmented = len(store.segment_files(run_id, table)) >= min_files
+        merged[table] = _compact_table(store, run_id, table) if fragmented else 0
+    return merged
 
 
 def compact_store(store: Store, run_ids: list[str] | None = None) -> dict[str, dict[str, int]]:

@@ -1,8 +1,11 @@
 """The reader half of the run store: DuckDB views over the published segments.
 
-Every query lists the segment files afresh, opens an in-memory DuckDB
-connection over them and closes it, so it takes no lock, sees whatever
-training has published so far, and is safe to call from any thread. This is
+Every query lists the segment files afresh, opens its own DuckDB connection
+(a cursor of the Store's in-memory database) with views over them and closes
+it, so it takes no lock, sees whatever training has published so far, and is
+safe to call from any thread. A file's footer is read once (cached by path,
+size and mtime): it says which attempts the file holds and which segments a
+compacted file replaces, so no query scans rows for bookkeeping. This is
 the only module (with ``store.compact``) that speaks SQL; every value is a
 bound parameter and file lists go in through DuckDB's Python API.
 
@@ -23,14 +26,15 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from store.segments import SCHEMAS, TABLES, StoreError, iter_segment_names, read_run_json
+from store.segments import (
+    ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES, StoreError, iter_segment_names, read_run_json,
+)
 
 # A run whose writer has not refreshed its heartbeat (every 5 s) for this long
 # is reported as crashed: twelve missed beats rules out a slow disk or a long
@@ -40,13 +44,21 @@ DEFAULT_STALE_AFTER_S = 60.0
 # file and deleted the pieces) lists the folder again; compaction finishes in
 # well under this many retries.
 _MAX_QUERY_RETRIES = 8
+# Footer facts of this many file versions are cached before the cache is
+# pruned of deleted files (~200 bytes each).
+_MAX_CHECKED_FILES = 50_000
 
 RUN_COLUMNS = [
     "run_id", "name", "project", "status", "created_at", "heartbeat_at", "finished_at",
     "config", "env", "task", "num_classes", "source", "attempts",
 ]
-
-_COVERS_SUFFIX = ".covers.json"
+# SQL types of the runs view; config, env, task, source and attempts are JSON text.
+_RUN_TYPES = {
+    "run_id": "VARCHAR", "name": "VARCHAR", "project": "VARCHAR", "status": "VARCHAR",
+    "created_at": "DOUBLE", "heartbeat_at": "DOUBLE", "finished_at": "DOUBLE",
+    "config": "VARCHAR", "env": "VARCHAR", "task": "VARCHAR", "num_classes": "BIGINT",
+    "source": "VARCHAR", "attempts": "VARCHAR",
+}
 
 
 class UnknownRunError(StoreError):
@@ -58,6 +70,30 @@ class _FileKey:
     path: str
     size: int
     mtime_ns: int
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    """What a segment's footer says, read once per file version."""
+
+    ok: bool
+    columns: tuple[str, ...] = ()
+    # [rank, attempt, first_step] per attempt in the file (None: not recorded).
+    attempts: tuple[tuple[int, int, int | None], ...] | None = None
+    # Segment names a compacted file replaces.
+    covers: tuple[str, ...] = ()
+
+
+# Columns without which a file is not a segment of that table.
+_REQUIRED_COLUMNS = {
+    "scalars": {"run_id", "step", "name", "value"},
+    "confusion": {"run_id", "step", "true_class", "pred_class", "count"},
+    "events": {"run_id", "kind"},
+}
+
+
+class _VanishedFile(Exception):
+    """A listed segment was removed before it could be checked."""
 
 
 class Store:
@@ -77,16 +113,29 @@ class Store:
         self._checked: dict[_FileKey, bool] = {}
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        # One in-memory DuckDB database per Store; every call gets its own
+        # connection to it (a cursor: ~0.01 ms, against ~15 ms for a new
+        # database), whose temporary views no other connection sees.
+        self._database: duckdb.DuckDBPyConnection | None = None
 
     # ------------------------------------------------------------------- runs
 
     def run_ids(self) -> list[str]:
+        """Ids of the run folders (those with a run.json), sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            entry.name for entry in os.scandir(self.root)
-            if entry.is_dir() and not entry.name.startswith(".") and (Path(entry.path) / "run.json").exists()
-        )
+        found = []
+        for entry in os.scandir(self.root):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            folder = Path(entry.path)
+            if (folder / "run.json").exists():
+                found.append(entry.name)
+            elif not any((folder / table).is_dir() for table in TABLES):
+                # A folder with table folders but no run.json yet is a run a
+                # writer is creating (rank 0 writes run.json): not worth a word.
+                self._warn(f"skipping {folder}: not a run folder (no run.json)")
+        return sorted(found)
 
     def run_meta(self, run_id: str) -> dict[str, Any]:
         run_dir = self.root / run_id
@@ -153,7 +202,7 @@ class Store:
                    arg_max(value, step) FILTER (WHERE split = 'val' AND name = 'accuracy' AND layer IS NULL) AS final_val_accuracy
             FROM scalars WHERE layer IS NULL GROUP BY run_id
         """
-        return self.query(sql, runs=run_ids)
+        return self._query(sql, runs=run_ids, tables=("scalars",), with_runs=False)
 
     def resolve(self, run: str) -> str:
         """A run id for ``run``: a run id, or a name (the newest run with it)."""
@@ -181,11 +230,15 @@ class Store:
             self._warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _file_ok(self, path: Path, table: str) -> bool:
+    def _file_info(self, path: Path, table: str) -> _FileInfo:
+        """The footer facts of one file, checked once per (path, size, mtime).
+
+        Raises _VanishedFile when the file is gone (compaction removed it).
+        """
         try:
             stat = path.stat()
         except FileNotFoundError:
-            return False
+            raise _VanishedFile(str(path)) from None
         key = _FileKey(str(path), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             known = self._checked.get(key)
@@ -193,18 +246,22 @@ class Store:
             return known
         try:
             schema = pq.read_schema(path)
-            missing = {"step"} - set(schema.names)
-            ok = not missing and bool(set(schema.names) & set(SCHEMAS[table].names))
-            if not ok:
-                self._warn(f"skipping {path}: not a traindoctor {table} segment")
         except FileNotFoundError:
-            return False
+            raise _VanishedFile(str(path)) from None
         except Exception as error:  # truncated, garbage, permissions
             self._warn(f"skipping unreadable segment {path}: {type(error).__name__}: {error}")
-            ok = False
+            info = _FileInfo(ok=False)
+        else:
+            info = _footer_info(schema, table)
+            if not info.ok:
+                self._warn(f"skipping {path}: not a traindoctor {table} segment")
         with self._lock:
-            self._checked[key] = ok
-        return ok
+            self._checked[key] = info
+            if len(self._checked) > _MAX_CHECKED_FILES:
+                # A live run publishes a segment every few seconds and
+                # compaction deletes them: forget files that are gone.
+                self._checked = {k: v for k, v in self._checked.items() if os.path.exists(k.path)}
+        return info
 
     def mark_bad(self, path: str, reason: str) -> None:
         """Exclude a file that failed inside a query (its footer was fine)."""
@@ -214,29 +271,29 @@ class Store:
             return
         self._warn(f"skipping unreadable segment {path}: {reason}")
         with self._lock:
-            self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = False
+            self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = _FileInfo(ok=False)
 
     def segment_files(self, run_id: str, table: str) -> list[Path]:
         """The published files of one table of one run, minus those a
         compacted file already covers."""
+        return [path for path, _ in self._segments(run_id, table)]
+
+    def _segments(self, run_id: str, table: str) -> list[tuple[Path, _FileInfo]]:
         folder = self.root / run_id / table
-        try:
-            names = [e.name for e in os.scandir(folder)]
-        except FileNotFoundError:
-            return []
-        covered: set[str] = set()
-        for name in names:
-            if name.endswith(_COVERS_SUFFIX):
-                merged = name[: -len(_COVERS_SUFFIX)] + ".parquet"
-                if merged in names:
-                    try:
-                        covered.update(json.loads((folder / name).read_text()))
-                    except (OSError, ValueError):
-                        continue  # deleted under us, or mid-write: the retry loop sees it settle
-        return [
-            folder / name for name in iter_segment_names(names)
-            if name not in covered and self._file_ok(folder / name, table)
-        ]
+        for _ in range(_MAX_QUERY_RETRIES):
+            try:
+                names = iter_segment_names(e.name for e in os.scandir(folder))
+            except FileNotFoundError:
+                return []
+            try:
+                infos = [(folder / name, self._file_info(folder / name, table)) for name in names]
+            except _VanishedFile:
+                # Compaction replaced pieces since the listing: list again, or
+                # the merged file (published before the pieces went) is missed.
+                continue
+            covered = {piece for _, info in infos for piece in info.covers}
+            return [(path, info) for path, info in infos if info.ok and path.name not in covered]
+        raise StoreError(f"segments of {folder} kept vanishing while listed")
 
     # ------------------------------------------------------------- connection
 
@@ -246,25 +303,62 @@ class Store:
 
         The caller owns the connection: close it (it is a context manager).
         The views are fixed at the file list seen now; call again for fresh data.
+        In ``scalars``, ``confusion`` and ``events`` a resumed run's newest
+        attempt wins for overlapping steps; ``*_raw`` views keep every attempt.
         """
+        return self._connect(runs, TABLES, with_runs=True)
+
+    def _connect(
+        self, runs: Sequence[str] | None, tables: Sequence[str], *, with_runs: bool
+    ) -> duckdb.DuckDBPyConnection:
+        """connect() with only the views a query needs: each view costs a
+        file listing, a registration and, for runs, every run.json."""
         run_ids = self.run_ids() if runs is None else [self._checked_id(r) for r in runs]
-        con = duckdb.connect(":memory:")
+        con = self._new_connection()
         try:
-            con.execute("SET threads TO 2")
-            runs_frame = self.runs(with_stats=False) if runs is None else pd.DataFrame(
-                [self._run_row(r) for r in run_ids], columns=RUN_COLUMNS)
-            runs_frame = runs_frame[runs_frame["run_id"].isin(run_ids)].copy()
-            for column in ("config", "env", "task", "source", "attempts"):
-                runs_frame[column] = runs_frame[column].map(lambda v: json.dumps(v, default=str))
-            con.register("runs_frame", runs_frame)
-            con.execute("CREATE TEMP VIEW runs AS SELECT * FROM runs_frame")
-            for table in TABLES:
-                files = [str(p) for r in run_ids for p in self.segment_files(r, table)]
-                self._create_table_view(con, table, files)
+            if with_runs:
+                self._create_runs_view(con, runs, run_ids)
+            segments = {table: [(r, path, info) for r in run_ids for path, info in self._segments(r, table)]
+                        for table in {"scalars", *tables}}
+            for table in tables:
+                self._create_raw_view(con, table, segments[table])
+            bounds = self._attempt_bounds(con, segments["scalars"])
+            if bounds:
+                con.register("attempt_bounds_frame", pd.DataFrame(
+                    bounds, columns=["run_id", "rank", "attempt", "next_start"]))
+                con.execute("CREATE TEMP TABLE attempt_bounds AS SELECT * FROM attempt_bounds_frame")
+                con.unregister("attempt_bounds_frame")
+            for table in tables:
+                self._create_table_view(con, table, resolve_attempts=bool(bounds))
             return con
         except BaseException:
             con.close()
             raise
+
+    def _create_runs_view(self, con: duckdb.DuckDBPyConnection, runs: Sequence[str] | None,
+                          run_ids: list[str]) -> None:
+        runs_frame = self.runs(with_stats=False) if runs is None else pd.DataFrame(
+            [self._run_row(r) for r in run_ids], columns=RUN_COLUMNS)
+        runs_frame = runs_frame[runs_frame["run_id"].isin(run_ids)].copy()
+        for column in ("config", "env", "task", "source", "attempts"):
+            runs_frame[column] = runs_frame[column].map(lambda v: json.dumps(v, default=str))
+        con.register("runs_frame", runs_frame)
+        # Fixed types: a column that is None in every run would otherwise
+        # come out typed NULL (and break exports and unions).
+        columns = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in _RUN_TYPES.items())
+        con.execute(f"CREATE TEMP VIEW runs AS SELECT {columns} FROM runs_frame")
+
+    def _new_connection(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._database is None:
+                database = duckdb.connect(":memory:")
+                # Dashboards and training share small machines: two threads
+                # answer these queries without starving the training loop.
+                database.execute("SET threads TO 2")
+                self._database = database
+            con = self._database.cursor()
+        con.execute("SET enable_progress_bar = false")
+        return con
 
     def _checked_id(self, run_id: str) -> str:
         if not (self.root / run_id / "run.json").exists():
@@ -284,30 +378,74 @@ class Store:
         }
 
     @staticmethod
-    def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, files: list[str]) -> None:
+    def _create_raw_view(con: duckdb.DuckDBPyConnection, table: str, segments: list) -> None:
+        """``<table>_raw``: every row of the files, in the table's columns
+        (NULL where a foreign file lacks one)."""
         raw = f"{table}_raw"
-        if files:
-            relation = con.read_parquet(files, union_by_name=True)
-            relation.create_view(raw, replace=True)
-        else:
-            columns = ", ".join(f'"{f.name}" {_duck_type(f.type)}' for f in SCHEMAS[table])
-            con.execute(f"CREATE TEMP TABLE {raw} ({columns})")
-        # Newest attempt wins: rows of attempt a are kept only below the first
-        # step of any later attempt of the same run and rank. The bounds come
-        # from the scalars, the table that every attempt writes.
-        if table == "scalars":
-            con.execute(f"""
-                CREATE TEMP TABLE attempt_starts AS
-                SELECT run_id, rank, attempt, min(step) AS first_step
-                FROM {raw} WHERE step >= 0 GROUP BY ALL
-            """)
-            con.execute("""
-                CREATE TEMP TABLE attempt_bounds AS
-                SELECT a.run_id, a.rank, a.attempt, min(b.first_step) AS next_start
-                FROM attempt_starts a JOIN attempt_starts b
-                  ON a.run_id = b.run_id AND a.rank = b.rank AND b.attempt > a.attempt
-                GROUP BY ALL
-            """)
+        present = {column for _, _, info in segments for column in info.columns}
+        if segments:
+            files = [str(path) for _, path, _ in segments]
+            # Reading the schema of every file (union_by_name) costs one open
+            # per file at bind time: only when the files' columns differ.
+            mixed = len({info.columns for _, _, info in segments}) > 1
+            # register(): a view only this connection sees (create_view would
+            # put it in the catalog that all cursors of the database share).
+            con.register(f"{table}_files", con.read_parquet(files, union_by_name=mixed))
+        columns = ", ".join(
+            f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"'
+            for f in SCHEMAS[table]
+        )
+        source = f"{table}_files" if segments else "(SELECT 1) AS nothing WHERE false"
+        con.execute(f"CREATE TEMP VIEW {raw} AS SELECT {columns} FROM {source}")
+
+    @staticmethod
+    def _attempt_bounds(con: duckdb.DuckDBPyConnection, segments: list) -> list[tuple[str, int, int, int]]:
+        """(run_id, rank, attempt, next_start) for every attempt that a later
+        attempt of the same run and rank overrides from step next_start on.
+
+        Rows of attempt a are kept only below the first step of any later
+        attempt. The first steps come from the scalars (the table every
+        attempt writes), read from the files' footers; files without that
+        metadata (foreign ones) are scanned.
+        """
+        first_steps: dict[tuple[str, int, int], int | None] = {}
+
+        def note(run_id: str, rank: int, attempt: int, first: int | None) -> None:
+            key = (run_id, int(rank), int(attempt))
+            known = first_steps.get(key)
+            first_steps[key] = first if known is None else known if first is None else min(known, first)
+
+        unknown = []
+        for run_id, path, info in segments:
+            if info.attempts is None:
+                if {"rank", "attempt"} <= set(info.columns):
+                    unknown.append(str(path))
+                continue  # without those columns its rows belong to no attempt: always kept
+            for rank, attempt, first in info.attempts:
+                note(run_id, rank, attempt, first)
+        if unknown:
+            rows = con.read_parquet(unknown, union_by_name=True).aggregate(
+                "run_id, rank, attempt, min(step) FILTER (WHERE step >= 0)").fetchall()
+            for run_id, rank, attempt, first in rows:
+                if run_id is not None and rank is not None and attempt is not None:
+                    note(run_id, rank, attempt, first)
+        bounds = []
+        for (run_id, rank, attempt) in first_steps:
+            later = [first for (r, k, a), first in first_steps.items()
+                     if r == run_id and k == rank and a > attempt and first is not None]
+            if later:
+                bounds.append((run_id, rank, attempt, min(later)))
+        return bounds
+
+    @staticmethod
+    def _create_table_view(con: duckdb.DuckDBPyConnection, table: str, *, resolve_attempts: bool) -> None:
+        raw = f"{table}_raw"
+        if not resolve_attempts:
+            # No run here was resumed over steps it had recorded: no join, so
+            # filters reach the Parquet scan (row-group pruning by name).
+            columns = ", ".join(f'"{f.name}"' for f in SCHEMAS[table])
+            con.execute(f"CREATE TEMP VIEW {table} AS SELECT {columns} FROM {raw}")
+            return
         columns = ", ".join(f'r."{f.name}"' for f in SCHEMAS[table])
         step_filter = "r.step IS NULL OR b.next_start IS NULL OR r.step < b.next_start"
         con.execute(f"""
@@ -323,11 +461,36 @@ class Store:
         Retries when a file vanished under the query (compaction) and skips,
         with a warning, a file that turns out to be unreadable.
         """
+        return self._query(sql, params, runs=runs)
+
+    def _query(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict | None = None,
+        *,
+        runs: Sequence[str] | None = None,
+        tables: Sequence[str] = TABLES,
+        with_runs: bool = True,
+    ) -> pd.DataFrame:
+        return self._with_connection(
+            lambda con: con.execute(sql, params or []).df(), runs=runs, tables=tables, with_runs=with_runs)
+
+    def _with_connection(
+        self,
+        work: Callable[[duckdb.DuckDBPyConnection], Any],
+        *,
+        runs: Sequence[str] | None,
+        tables: Sequence[str],
+        with_runs: bool,
+    ) -> Any:
+        """``work(con)`` over fresh views, again over a fresh listing when a
+        file vanished (compaction) or turned out unreadable (skipped)."""
         last_error: Exception | None = None
         for _ in range(_MAX_QUERY_RETRIES):
-            con = self.connect(runs)
+            con = None
             try:
-                return con.execute(sql, params or []).df()
+                con = self._connect(runs, tables, with_runs=with_runs)
+                return work(con)
             except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as error:
                 last_error = error
                 bad = _file_in_error(str(error))
@@ -335,9 +498,11 @@ class Store:
                     raise
                 if os.path.exists(bad):
                     self.mark_bad(bad, str(error).splitlines()[0])
+                # else: compaction removed it after the listing; list again.
                 time.sleep(0.01)
             finally:
-                con.close()
+                if con is not None:
+                    con.close()
         raise StoreError(f"query kept failing while files changed: {last_error}")
 
     # ---------------------------------------------------------------- queries
@@ -365,7 +530,7 @@ class Store:
         """
         params = {"names": _list(names), "splits": _list(splits), "layers": _list(layers),
                   "global_only": bool(global_only), "rank": rank}
-        return self.query(sql, params, runs=runs)
+        return self._query(sql, params, runs=runs, tables=("scalars",), with_runs=False)
 
     def series(
         self,
@@ -387,6 +552,9 @@ class Store:
         Steps of different runs need not match.
         """
         buckets = max(1, int(max_points) // 3)
+        # Bounds per series first (a GROUP BY over the selected rows), then a
+        # join of that small table: window functions partitioned by series
+        # cost a sort of every row.
         sql = """
             WITH selected AS (
                 SELECT run_id, split, name, layer, step, epoch, wall_time, value
@@ -396,27 +564,36 @@ class Store:
                   AND ($layers IS NULL OR list_contains($layers, layer))
                   AND (NOT $global_only OR layer IS NULL)
                   AND ($rank IS NULL OR rank = $rank)
-            ), framed AS (
-                SELECT *,
-                       min(step) OVER w AS lo, max(step) OVER w AS hi, count(*) OVER w AS n
-                FROM selected
-                WINDOW w AS (PARTITION BY run_id, split, name, layer)
+            ), bounds AS (
+                SELECT run_id, split, name, layer, min(step) AS lo, max(step) AS hi, count(*) AS n
+                FROM selected GROUP BY ALL
             ), bucketed AS (
-                SELECT *, CASE WHEN n <= $max_points THEN step
-                               ELSE floor((step - lo) * $buckets / (hi - lo + 1)) END AS bucket
-                FROM framed
+                SELECT s.*, CASE WHEN b.n <= $max_points THEN s.step
+                                 ELSE (s.step - b.lo) * $buckets // (b.hi - b.lo + 1) END AS bucket
+                FROM selected s JOIN bounds b
+                  ON s.run_id = b.run_id AND s.split = b.split AND s.name = b.name
+                 AND s.layer IS NOT DISTINCT FROM b.layer
+            ), grouped AS (
+                SELECT run_id, split, name, layer,
+                       arg_min({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS low,
+                       arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS high,
+                       arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, step) AS last
+                FROM bucketed GROUP BY run_id, split, name, layer, bucket
+            ), points AS (
+                SELECT run_id, split, name, layer, unnest([low, high, last]) AS point FROM grouped
             )
-            SELECT run_id, split, name, layer, bucket,
-                   arg_min({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS low,
-                   arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, value) AS high,
-                   arg_max({'step': step, 'epoch': epoch, 'wall_time': wall_time, 'value': value}, step) AS last
-            FROM bucketed GROUP BY ALL
+            SELECT DISTINCT ON (run_id, split, name, layer, point.step)
+                   run_id, split, name, layer, point.step AS step, point.epoch AS epoch,
+                   point.wall_time AS wall_time, point.value AS value
+            FROM points
+            ORDER BY run_id, split, name, layer NULLS FIRST, step
         """
         params = {"names": list(names), "splits": _list(splits), "layers": _list(layers),
                   "global_only": bool(global_only), "rank": rank,
                   "max_points": int(max_points), "buckets": buckets}
-        grouped = self.query(sql, params, runs=runs)
-        return _explode_buckets(grouped)
+        points = self._query(sql, params, runs=runs, tables=("scalars",), with_runs=False)
+        points["layer"] = points["layer"].astype(object).where(points["layer"].notna(), None)
+        return points
 
     def heatmap(
         self,
@@ -431,27 +608,33 @@ class Store:
 
         Returns a long frame (layer, step, value) where step is each bucket's
         last step and value the bucket's median of finite values (NaN when a
-        bucket holds none): the layers × steps grid of a heatmap.
+        bucket holds none): the layers × steps grid of a heatmap. Buckets are
+        equal step ranges over the run's first..last step, the same for
+        every layer; when that range is at most ``max_steps`` wide, every
+        step is its own bucket.
         """
-        sql = """
-            WITH selected AS (
-                SELECT layer, step, value FROM scalars
-                WHERE name = $name AND split = $split AND layer IS NOT NULL AND rank = $rank
-            ), framed AS (
-                SELECT *, min(step) OVER () AS lo, max(step) OVER () AS hi,
-                       count(DISTINCT step) OVER () AS n
-                FROM selected
-            )
+        where = "name = $name AND split = $split AND layer IS NOT NULL AND rank = $rank"
+        # The bounds first, then bound as parameters: a CTE read twice would
+        # be materialised (all the selected rows copied once more).
+        bounds_sql = f"SELECT min(step) AS lo, max(step) AS hi FROM scalars WHERE {where}"
+        sql = f"""
             SELECT layer,
                    max(step) AS step,
                    median(value) FILTER (WHERE isfinite(value)) AS value
-            FROM framed
-            GROUP BY layer, CASE WHEN n <= $max_steps THEN step
-                                 ELSE floor((step - lo) * $max_steps / (hi - lo + 1)) END
+            FROM scalars WHERE {where}
+            GROUP BY layer, CASE WHEN $hi - $lo < $max_steps THEN step
+                                 ELSE (step - $lo) * $max_steps // ($hi - $lo + 1) END
             ORDER BY layer, step
         """
-        params = {"name": name, "split": split, "rank": rank, "max_steps": int(max_steps)}
-        return self.query(sql, params, runs=[run])
+        params = {"name": name, "split": split, "rank": rank}
+
+        def grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+            lo, hi = con.execute(bounds_sql, params).fetchall()[0]
+            if lo is None:
+                lo = hi = 0  # no rows: the query below returns an empty frame
+            return con.execute(sql, {**params, "lo": lo, "hi": hi, "max_steps": int(max_steps)}).df()
+
+        return self._with_connection(grid, runs=[run], tables=("scalars",), with_runs=False)
 
     def confusion(self, runs: Sequence[str], *, split: str | None = None, step: int | None = None) -> pd.DataFrame:
         sql = """
@@ -460,7 +643,7 @@ class Store:
             WHERE ($split IS NULL OR split = $split) AND ($step IS NULL OR step = $step)
             GROUP BY ALL ORDER BY run_id, split, step, true_class, pred_class
         """
-        return self.query(sql, {"split": split, "step": step}, runs=runs)
+        return self._query(sql, {"split": split, "step": step}, runs=runs, tables=("confusion",), with_runs=False)
 
     def events(self, runs: Sequence[str], *, kinds: Sequence[str] | None = None) -> pd.DataFrame:
         sql = """
@@ -468,7 +651,7 @@ class Store:
             WHERE ($kinds IS NULL OR list_contains($kinds, kind))
             ORDER BY run_id, wall_time, step
         """
-        return self.query(sql, {"kinds": _list(kinds)}, runs=runs)
+        return self._query(sql, {"kinds": _list(kinds)}, runs=runs, tables=("events",), with_runs=False)
 
     def names(self, runs: Sequence[str]) -> pd.DataFrame:
         """Which (split, name) series exist, with whether they have layers."""
@@ -476,7 +659,7 @@ class Store:
             SELECT split, name, count(DISTINCT layer) AS layers, count(*) AS points
             FROM scalars GROUP BY ALL ORDER BY split, name
         """
-        return self.query(sql, runs=runs)
+        return self._query(sql, runs=runs, tables=("scalars",), with_runs=False)
 
 
 def _list(values: Iterable[str] | None) -> list[str] | None:
@@ -491,7 +674,9 @@ def _duck_type(arrow_type: Any) -> str:
     }[arrow_type]
 
 
-_FILE_IN_ERROR = re.compile(r"""(?:file|File)\s*['"]?([^'"\s]+\.parquet)""")
+# DuckDB quotes the file it failed on: 'No magic bytes found at end of file
+# "/x/0-0-00000001.parquet"', 'No files found that match the pattern "…"'.
+_FILE_IN_ERROR = re.compile(r"""["']([^"'\n]+\.parquet)["']""")
 
 
 def _file_in_error(message: str) -> str | None:
@@ -499,19 +684,18 @@ def _file_in_error(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _explode_buckets(grouped: pd.DataFrame) -> pd.DataFrame:
-    """Turn (low, high, last) structs per bucket into distinct points, by step."""
-    columns = ["run_id", "split", "name", "layer", "step", "epoch", "wall_time", "value"]
-    if grouped.empty:
-        return pd.DataFrame(columns=columns)
-    keys = grouped[["run_id", "split", "name", "layer"]]
-    parts = []
-    for column in ("low", "high", "last"):
-        points = pd.DataFrame(list(grouped[column]), index=grouped.index)
-        parts.append(pd.concat([keys, points], axis=1))
-    points = pd.concat(parts, ignore_index=True)
-    points["layer"] = points["layer"].astype(object).where(points["layer"].notna(), None)
-    points = points.drop_duplicates(subset=["run_id", "split", "name", "layer", "step"])
-    points["step"] = points["step"].astype(np.int64)
-    points = points.sort_values(["run_id", "split", "name", "layer", "step"], na_position="first", kind="stable")
-    return points[columns].reset_index(drop=True)
+def _footer_info(schema: Any, table: str) -> _FileInfo:
+    columns = tuple(schema.names)
+    if not _REQUIRED_COLUMNS[table] <= set(columns):
+        return _FileInfo(ok=False, columns=columns)
+    metadata = schema.metadata or {}
+    attempts = covers = None
+    try:
+        if ATTEMPTS_KEY in metadata:
+            attempts = tuple((int(r), int(a), None if f is None else int(f))
+                             for r, a, f in json.loads(metadata[ATTEMPTS_KEY]))
+        if COVERS_KEY in metadata:
+            covers = tuple(str(name) for name in json.loads(metadata[COVERS_KEY]))
+    except (ValueError, TypeError):
+        return _FileInfo(ok=False, columns=columns)
+    return _FileInfo(ok=True, columns=columns, attempts=attempts, covers=covers or ())
