@@ -183,7 +183,8 @@ def command_export(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     run_ids = _resolve_all(store, args.runs) if args.runs else None
     summary = export_duckdb(store, args.duckdb, run_ids, overwrite=args.overwrite)
-    print(f"exported to {args.duckdb}: " + ", ".join(f"{table} {rows:,} rows" for table, rows in summary.items()))
+    counts = ", ".join(f"{table} {summary[table]:,} rows" for table in ("runs", "scalars", "confusion", "events"))
+    print(f"exported to {summary.get('path', args.duckdb)}: {counts}")
     return EXIT_OK
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import duplicate_rows, write_run
+from tests.store.conftest import duplicate_rows, write_run
 
 from store.compact import _LOCK_NAME, _merge, compact_if_fragmented, compact_run, compact_store
 from store.reader import Store

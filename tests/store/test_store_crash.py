@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_run
+from tests.store.conftest import write_run
 
 import store.reader
 from store.compact import compact_run

@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_run
+from tests.store.conftest import write_run
 
 from store.export import export_duckdb
 from store.reader import Store, UnknownRunError
