@@ -94,7 +94,8 @@ class Evaluation:
         if logits is not None:
             _check_tensor(logits, "logits")
             _check_tensor(targets, "targets")
-            weight = self._probe._guarded("evaluation", self._update_counts, logits, targets)
+            prepared = self._prepare(logits, targets)
+            weight = self._probe._guarded("evaluation", self._update_counts, *prepared)
         if loss is not None:
             loss_tensor = self._probe._validated_loss(loss, where="ev.update")
             self._probe._guarded("evaluation", self._update_loss, loss_tensor, loss, weight)
@@ -103,7 +104,8 @@ class Evaluation:
             self._probe._check_eval_mode(self.split)
 
     @torch.no_grad()
-    def _update_counts(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(predictions, class-index targets, classes); raises on shapes that do not match."""
         logits = logits.detach()
         targets = targets.detach()
         binary = logits.dim() == 1 or logits.shape[-1] == 1
@@ -118,24 +120,26 @@ class Evaluation:
             classes = logits.shape[-1]
             logits = logits.reshape(-1, classes)
             predictions = logits.argmax(dim=-1)
-            if targets.shape == logits.shape or (targets.dim() > 1 and targets.shape[-1] == classes and targets.is_floating_point()):
+            if targets.is_floating_point() and targets.dim() > 1 and targets.shape[-1] == classes:
                 targets = targets.reshape(-1, classes).argmax(dim=-1)
             targets = targets.reshape(-1).long()
         if targets.shape[0] != predictions.shape[0]:
-            raise ValueError(
-                f"ev.update: {predictions.shape[0]} predictions but {targets.shape[0]} targets"
-            )
+            raise ValueError(f"ev.update: {predictions.shape[0]} predictions but {targets.shape[0]} targets")
+        if self._num_classes is not None and classes > self._num_classes:
+            raise ValueError(f"ev.update: logits have {classes} classes but num_classes={self._num_classes}")
+        return predictions, targets, classes
+
+    @torch.no_grad()
+    def _update_counts(self, predictions: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
         if self._confusion is None:
             if self._num_classes is None:
                 self._num_classes = classes
-            if self._num_classes < classes:
-                raise ValueError(f"ev.update: logits have {classes} classes but num_classes={self._num_classes}")
-            self._num_classes = max(self._num_classes, classes)
             size = self._num_classes
+            device = predictions.device
             # One spare cell at the end collects ignored targets, so no mask-dependent shapes.
-            self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=logits.device)
-            self._correct = torch.zeros((), dtype=torch.int64, device=logits.device)
-            self._count = torch.zeros((), dtype=torch.int64, device=logits.device)
+            self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
+            self._correct = torch.zeros((), dtype=torch.int64, device=device)
+            self._count = torch.zeros((), dtype=torch.int64, device=device)
         size = self._num_classes
         targets = targets.to(predictions.device)
         valid = targets >= 0
