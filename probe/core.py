@@ -791,8 +791,15 @@ class Probe:
         self._terminated = True
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
         self._termination_detail = f"SIGTERM received\n{stack}"
-        if self._entered and not callable(self._sigterm.previous):
-            return True  # __exit__ records the crash while the exception unwinds
+        if callable(self._sigterm.previous):
+            # Someone else (a framework, the user) handles SIGTERM and may shut down
+            # gracefully: publish what we have and keep recording; close() marks the crash.
+            self.flush()
+            self._drain(wait=True)
+            self.writer.flush()
+            return False
+        if self._entered:
+            return True  # __exit__ records the crash while the Terminated exception unwinds
         self.close("crashed", detail=self._termination_detail)
         return False
 
