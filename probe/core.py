@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import time
 import traceback
 import warnings
@@ -221,9 +222,23 @@ class Probe:
         self._row = 0
         self._layer_row = 0
         self._in_training_mode = True
+        self._publish = threading.Event()
+        self._publisher = threading.Thread(target=self._publish_loop, name=f"traindoctor-probe-{self.run_id}", daemon=True)
+        self._publisher.start()
         self._sigterm = SigtermHandler(self._on_sigterm)
         if handle_sigterm:
             self._sigterm.install()
+
+    def _publish_loop(self) -> None:
+        while True:
+            self._publish.wait()
+            self._publish.clear()
+            if self.closed:
+                return
+            try:
+                self.writer.flush()
+            except Exception as error:  # the writer reports it; training goes on
+                self.writer._record_error(error)
 
     # ------------------------------------------------------------------ watch
 
@@ -275,6 +290,8 @@ class Probe:
 
         capacity = self.flush_every_steps
         self._values = torch.full((capacity, 3), float("nan"), dtype=torch.float32, device=device)
+        # 0-d views of every cell, made once: indexing a tensor costs microseconds per call.
+        self._cells = [row.unbind(0) for row in self._values.unbind(0)]
         self._host_steps = np.zeros(capacity, dtype=np.int64)
         self._host_epochs = np.full(capacity, np.nan)
         self._host_walls = np.zeros(capacity)
@@ -440,7 +457,7 @@ class Probe:
                 raise TypeError(f"probe.step: epoch must be a number, got {type(epoch).__name__}")
             self.epoch = float(epoch)
         if self._pending and self._drain(wait=False):
-            self.writer.flush()
+            self._publish.set()
         if self.step_count == 0:
             self._guarded("lint", self._lint_first_step)
 
@@ -462,14 +479,26 @@ class Probe:
             self._host_loss[row] = float(loss)
         elif "loss" not in self._disabled:
             self._host_loss_kind[row] = 1
-            self._guarded("loss", self._values[row, _LOSS].copy_, loss_tensor.detach().reshape(()))
+            try:
+                self._cells[row][_LOSS].copy_(loss_tensor.detach() if loss_tensor.dim() == 0 else loss_tensor.detach().view(()))
+            except Exception as error:
+                self._fail("loss", error)
         if "lr" not in self._disabled:
-            self._guarded("lr", self._record_lrs, row)
-        values = self._values[row]
+            try:
+                self._record_lrs(row)
+            except Exception as error:
+                self._fail("lr", error)
+        cells = self._cells[row]
         if grads:
-            self._guarded("grad_norm", self._record_grad_norm, values)
+            try:
+                self._record_grad_norm(cells[_GRAD_NORM])
+            except Exception as error:
+                self._fail("grad_norm", error)
         if self._scaler is not None and "amp" not in self._disabled:
-            self._guarded("amp", self._record_scale, values)
+            try:
+                self._record_scale(cells[_AMP_SCALE])
+            except Exception as error:
+                self._fail("amp", error)
         if self._cadence:
             self._guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
         if grads:
@@ -501,15 +530,15 @@ class Probe:
             # A tensor lr (capturable optimizers) is read on the host: a sync if it lives on a GPU.
             lrs[index] = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.detach().cpu())
 
-    def _record_grad_norm(self, values: torch.Tensor) -> None:
-        torch.linalg.vector_norm(self._grad_slots, out=values[_GRAD_NORM])
+    def _record_grad_norm(self, cell: torch.Tensor) -> None:
+        torch.linalg.vector_norm(self._grad_slots, out=cell)
         if self._scaler is not None:
-            values[_GRAD_NORM].div_(self._scale_slot)
+            cell.div_(self._scale_slot)
 
-    def _record_scale(self, values: torch.Tensor) -> None:
+    def _record_scale(self, cell: torch.Tensor) -> None:
         if not self._scale_captured and self._scaler._scale is not None:
             self._scale_slot.copy_(self._scaler._scale)
-        values[_AMP_SCALE].copy_(self._scale_slot)
+        cell.copy_(self._scale_slot)
 
     def _close_layer_record(self, step: int, grads: bool) -> None:
         record = self._layer_row
@@ -600,9 +629,9 @@ class Probe:
             if transfer is not None:
                 self._pending.append(transfer)
             if self._drain(wait=False):
-                # Publish now (one Parquet file per table, ~ms), so that killing the
-                # process keeps everything up to the last flush.
-                self.writer.flush()
+                # Publish now, so that killing the process keeps everything up to the
+                # last flush; writing Parquet takes ~10 ms, so a thread does it.
+                self._publish.set()
         except Exception as error:
             self._fail("flush", error)
         self._last_flush = time.monotonic()
@@ -808,6 +837,8 @@ class Probe:
         if self.closed:
             return
         self.closed = True
+        self._publish.set()
+        self._publisher.join(timeout=30)
         for handle in self._handles:
             handle.remove()
         self._handles = []

@@ -39,6 +39,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
                 if mode == "sigterm":
                     os.kill(os.getpid(), signal.SIGTERM)
                 else:
+                    time.sleep(1.0)  # the flush at step 20 is published by a thread within ms
                     print("ready", flush=True)
                     time.sleep(60)
 """)
