@@ -17,7 +17,8 @@ Where each statistic is measured (this is the contract the tests check):
 - ``update_ratio`` (per layer): ‖w_after − w_before‖ / ‖w_before‖ across the
   actual optimizer step (step pre- and post-hooks); exact, or estimated from a
   fixed sample of elements for big models (see ``probe.statistics``).
-- ``lr`` (layer ``group<i>``): each param group's lr when ``probe.step`` is called.
+- ``lr`` (layer ``group<i>``): each param group's lr as the optimizer step used it (read in
+  the step pre-hook; on a skipped step, the lr when ``probe.step`` is called).
 - ``amp_scale``, ``amp_skipped``: the GradScaler's scale used by the step's
   backward, and 1.0 when the scaler skipped the optimizer step (its
   ``optimizer.step`` was never called). A skipped step records loss, lr and
@@ -257,8 +258,12 @@ class Probe:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"probe.watch(): model must be a torch.nn.Module, got {type(model).__name__}")
         inner = optimizer
-        while not isinstance(inner, torch.optim.Optimizer) and hasattr(inner, "optimizer"):
-            inner = inner.optimizer
+        # Wrappers (accelerate's AcceleratedOptimizer, Lightning's LightningOptimizer)
+        # call the wrapped optimizer's step, whose hooks are the ones that fire.
+        for attribute in ("optimizer", "_optimizer", "optimizer", "_optimizer"):
+            wrapped = getattr(inner, attribute, None)
+            if isinstance(wrapped, torch.optim.Optimizer):
+                inner = wrapped
         if not isinstance(inner, torch.optim.Optimizer):
             raise TypeError(f"probe.watch(): optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if scaler is not None and not (hasattr(scaler, "is_enabled") and hasattr(scaler, "scale")):
@@ -296,6 +301,8 @@ class Probe:
         self._host_epochs = np.full(capacity, np.nan)
         self._host_walls = np.zeros(capacity)
         self._host_lrs = np.full((capacity, len(self._group_names)), np.nan)
+        self._step_lrs = np.full(len(self._group_names), np.nan)
+        self._lrs_read = False
         self._host_loss = np.full(capacity, np.nan)
         self._host_loss_kind = np.zeros(capacity, dtype=np.int8)  # 0 none, 1 device, 2 host number
         self._host_grads = np.zeros(capacity, dtype=bool)
@@ -407,6 +414,13 @@ class Probe:
         return hook
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # The lr this step uses: a scheduler stepped before probe.step() would show the next one.
+        if "lr" not in self._disabled:
+            try:
+                self._read_lrs(self._step_lrs)
+                self._lrs_read = True
+            except Exception as error:
+                self._fail("lr", error)
         if self._cadence and "layer_stats" not in self._disabled:
             self._guarded("layer_stats", self._tracker.before_step)
 
@@ -524,7 +538,13 @@ class Probe:
             self.flush()
 
     def _record_lrs(self, row: int) -> None:
-        lrs = self._host_lrs[row]
+        if self._lrs_read:
+            self._host_lrs[row] = self._step_lrs
+        else:  # no optimizer step (skipped by the scaler): the groups' current lr
+            self._read_lrs(self._host_lrs[row])
+        self._lrs_read = False
+
+    def _read_lrs(self, lrs: np.ndarray) -> None:
         for index, group in enumerate(self._optimizer.param_groups):
             lr = group["lr"]
             # A tensor lr (capturable optimizers) is read on the host: a sync if it lives on a GPU.
