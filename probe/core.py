@@ -127,6 +127,8 @@ class Probe:
             ratios up to this model size; sample elements above it.
         update_ratio_sample_size: elements sampled per tensor above it.
         handle_sigterm: record a crash on SIGTERM (main thread only).
+        initial_step: optimizer steps already taken (when resuming from a
+            checkpoint with ``run_id``): the next ``probe.step()`` is this + 1.
 
     Example:
         >>> with Probe(run="mlp", store=tmp, num_classes=10) as probe:  # doctest: +SKIP
@@ -157,6 +159,7 @@ class Probe:
         update_ratio_exact_max_bytes: int = DEFAULT_EXACT_MAX_BYTES,
         update_ratio_sample_size: int = DEFAULT_SAMPLE_SIZE,
         handle_sigterm: bool = True,
+        initial_step: int = 0,
     ) -> None:
         if run is not None:
             _check_name(run, "run")
@@ -179,6 +182,8 @@ class Probe:
         self.flush_every_s = float(flush_every_s)
         if expected_initial_loss is not None and not _is_number(expected_initial_loss):
             raise ValueError(f"expected_initial_loss must be a number, got {expected_initial_loss!r}")
+        if isinstance(initial_step, bool) or not isinstance(initial_step, numbers.Integral) or initial_step < 0:
+            raise ValueError(f"initial_step must be a non-negative integer, got {initial_step!r}")
         self.strict = bool(strict)
         self.num_classes = num_classes
         self._exact_max_bytes = int(update_ratio_exact_max_bytes)
@@ -206,7 +211,8 @@ class Probe:
             flush_every_s=self.flush_every_s,
         )
         self.run_id = self.writer.run_id
-        self.step_count = 0
+        self.step_count = int(initial_step)
+        self._first_step = self.step_count + 1
         self.epoch: float | None = None
         self.closed = False
         self._watched = False
@@ -472,7 +478,7 @@ class Probe:
             self.epoch = float(epoch)
         if self._pending and self._drain(wait=False):
             self._publish.set()
-        if self.step_count == 0:
+        if self.step_count + 1 == self._first_step:
             self._guarded("lint", self._lint_first_step)
 
         self.step_count += 1

@@ -217,3 +217,19 @@ def test_amp_and_adam_lint_at_first_step(tmp_path, dtype, scaler, betas, eps, ex
     assert found == expected
     assert meta["env"]["amp"]["dtype"] == (None if dtype is None else str(dtype).replace("torch.", ""))
     assert meta["env"]["model"]["has_attention"] is True
+
+
+def test_resuming_a_run_continues_its_steps_in_a_new_attempt(tmp_path):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 3)
+    probe.close()
+    resumed = Probe(run_id=probe.run_id, store=tmp_path, initial_step=2, handle_sigterm=False)
+    resumed.watch(model, optimizer)
+    _train_steps(resumed, model, optimizer, 2)
+    resumed.close()
+    meta, scalars, events, _ = read_run(tmp_path)
+    assert meta["status"] == "finished"
+    loss = scalars[(scalars["name"] == "loss")]
+    # The reader lets the newest attempt win where steps overlap (step 3).
+    assert sorted(zip(loss["attempt"], loss["step"])) == [(0, 1), (0, 2), (1, 3), (1, 4)]
+    assert "resumed" in set(events["kind"])
