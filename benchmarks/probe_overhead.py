@@ -163,15 +163,17 @@ def _make_step(workload: Workload, model: nn.Module, optimizer: torch.optim.Opti
     return step
 
 
-def _time_block(step: Callable[[], None], steps: int, device: str) -> list[float]:
-    times = []
+def _time_block(step: Callable[[], None], steps: int, device: str) -> tuple[list[float], list[float]]:
+    """Wall time and process CPU time (all threads: the probe's publisher included) per step."""
+    walls, cpus = [], []
     for _ in range(steps):
         _synchronize(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    return walls, cpus
 
 
 def probe_bytes(probe: Probe) -> int:
@@ -203,13 +205,17 @@ def run(workload: Workload, rounds: int, steps: int, warmup: int) -> dict[str, f
             probed()
         bare_times: list[float] = []
         probed_times: list[float] = []
+        bare_cpu: list[float] = []
+        probed_cpu: list[float] = []
         bare_peak = probed_peak = 0
         for index in range(rounds):
-            order = [(bare, bare_times), (probed, probed_times)]
-            for step, times in (order if index % 2 == 0 else order[::-1]):
+            order = [(bare, bare_times, bare_cpu), (probed, probed_times, probed_cpu)]
+            for step, times, cpu in (order if index % 2 == 0 else order[::-1]):
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                times.extend(_time_block(step, steps, device))
+                walls, cpus = _time_block(step, steps, device)
+                times.extend(walls)
+                cpu.extend(cpus)
                 if device.startswith("cuda"):
                     peak = torch.cuda.max_memory_allocated()
                     if step is bare:
@@ -224,6 +230,8 @@ def run(workload: Workload, rounds: int, steps: int, warmup: int) -> dict[str, f
         "probe_ms": 1e3 * probed_median,
         "median_ratio": probed_median / bare_median,
         "mean_ratio": statistics.fmean(probed_times) / statistics.fmean(bare_times),
+        # On a shared machine wall time includes waiting for a core; CPU time does not.
+        "cpu_median_ratio": statistics.median(probed_cpu) / statistics.median(bare_cpu),
         "probe_held_mib": extra / 2**20,
     }
     if device.startswith("cuda"):
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = f", peak extra {result['peak_extra_mib']:.1f} MiB" if "peak_extra_mib" in result else ""
         print(f"{workload.name} ({params:.1f}M params, {workload.device}): bare {result['bare_ms']:.2f} ms/step, "
               f"probe {result['probe_ms']:.2f} ms/step, median ratio {result['median_ratio']:.4f}, "
-              f"mean ratio {result['mean_ratio']:.4f}, probe holds {result['probe_held_mib']:.1f} MiB{memory}")
+              f"mean ratio {result['mean_ratio']:.4f}, CPU-time median ratio {result['cpu_median_ratio']:.4f}, probe holds {result['probe_held_mib']:.1f} MiB{memory}")
     return 0
 
 

@@ -152,15 +152,15 @@ class Evaluation:
 
     @torch.no_grad()
     def _update_loss(self, loss_tensor: torch.Tensor | None, loss: Any, weight: torch.Tensor | None) -> None:
-        if loss_tensor is None:  # a Python number
-            host_weight = 1.0 if weight is None else None
-            if host_weight is None:
-                loss_tensor = torch.tensor(float(loss), dtype=torch.float64, device=weight.device)
-            else:
-                self._loss_host += float(loss)
-                self._loss_host_weight += 1.0
-                return
-        value = loss_tensor.detach().reshape(()).to(torch.float64)
+        if loss_tensor is None and weight is None:  # a number, no targets: stays on the host
+            self._loss_host += float(loss)
+            self._loss_host_weight += 1.0
+            return
+        if loss_tensor is None:
+            # torch.full is a fill kernel; torch.tensor(number, device=gpu) would copy from pageable memory (a sync).
+            value = torch.full((), float(loss), dtype=torch.float64, device=weight.device)
+        else:
+            value = loss_tensor.detach().reshape(()).to(torch.float64)
         if weight is None:
             weight = torch.ones((), dtype=torch.float64, device=value.device)
         weight = weight.to(value.device, torch.float64)

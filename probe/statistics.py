@@ -73,7 +73,9 @@ class UpdateTracker:
                 index = torch.randperm(param.numel(), generator=generator)[:sample_size]
                 self.indices.append(index.sort().values.to(param.device))
                 self.scales.append(math.sqrt(param.numel() / sample_size))
-        self._scale_tensor: torch.Tensor | None = None
+        device = self.params[0].device if self.params else torch.device("cpu")
+        # Made here, not at the first step: a host-to-device copy from pageable memory syncs.
+        self._scale_tensor = torch.tensor(self.scales, dtype=torch.float32).to(device)
         self._before: list[torch.Tensor] | None = None
         self._before_norms: torch.Tensor | None = None
 
@@ -96,8 +98,6 @@ class UpdateTracker:
             return None
         after = self._kept()
         delta_norms = tensor_norms(torch._foreach_sub(after, self._before))
-        if self._scale_tensor is None:
-            self._scale_tensor = torch.tensor(self.scales, dtype=torch.float32, device=delta_norms.device)
         ratios = delta_norms * self._scale_tensor / self._before_norms
         weight_norms = tensor_norms([p.detach() for p in self.params])
         self._before = self._before_norms = None
