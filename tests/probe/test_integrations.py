@@ -115,3 +115,37 @@ def test_missing_framework_gives_an_actionable_error(module, extra):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert f"pip install 'traindoctor[{extra}]'" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_transformers_callback_sums_causal_lm_loss_shares_under_accumulation(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from probe.integrations.transformers import ProbeCallback
+
+    config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for index in range(16):
+        ids = torch.randint(0, 50, (8,), generator=generator)
+        labels = ids.clone()
+        labels[: index % 4] = -100
+        rows.append({"input_ids": ids, "labels": labels})
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        learning_rate=1e-3, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
+                                   callbacks=[ProbeCallback(run="lm", store=tmp_path / "runs")])
+    shares = []
+    model.register_forward_hook(lambda m, a, out: shares.append(out.loss.item()) if m.training else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    _, scalars, _, _ = read_run(tmp_path / "runs", "lm")
+    # Each micro-batch loss is a share (token sum / tokens in the whole step): the step's loss is their sum,
+    # close to ln(50) ≈ 3.9 for an untrained model; their mean would be half that.
+    assert series(scalars, "loss") == pytest.approx({1: shares[0] + shares[1], 2: shares[2] + shares[3]}, rel=1e-5)
+    assert all(3.0 < value < 4.5 for value in series(scalars, "loss").values())
