@@ -49,7 +49,7 @@ import torch
 from probe import lint
 from probe.evaluation import Evaluation, EvaluationResult
 from probe.runtime import SigtermHandler, Terminated, distributed_context
-from probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker
+from probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, _norm32
 from store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
@@ -396,7 +396,7 @@ class Probe:
 
     def _make_grad_hook(self, index: int, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
         slot = self._slot_views[index]
-        same_device = param.device == self._device
+        direct = param.device == self._device and param.dtype != torch.float64
 
         def hook(tensor: torch.Tensor) -> None:
             if "grad_norm" in self._disabled:
@@ -407,11 +407,10 @@ class Probe:
                     if self._scaler is not None and self._scaler._scale is not None:
                         self._scale_slot.copy_(self._scaler._scale)
                 grad = tensor.grad
-                if same_device and not grad.is_sparse:
+                if direct and not grad.is_sparse:
                     torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
-                else:
-                    slot.copy_(torch.linalg.vector_norm(grad.coalesce().values() if grad.is_sparse else grad,
-                                                        dtype=torch.float32), non_blocking=True)
+                else:  # another device, float64 or sparse
+                    slot.copy_(_norm32(grad), non_blocking=True)
                 self._fired[index] = True
                 self._any_fired = True
             except Exception as error:
@@ -776,7 +775,6 @@ class Probe:
 
     def _write_layers(self, values: np.ndarray, host: dict[str, np.ndarray]) -> None:
         names = self._names
-        count = len(names)
         for record in range(len(host["step"])):
             step, epoch, wall = int(host["step"][record]), host["epoch"][record], host["wall"][record]
             fired = host["fired"][record]
@@ -790,7 +788,6 @@ class Probe:
                                         epoch=epoch, wall_time=wall)
                 self.writer.add_scalars(step=step, name="update_ratio", layer=names, value=values[record, _LAYER_UPDATE],
                                         epoch=epoch, wall_time=wall)
-        del count
 
     def _write_evaluation(self, result: EvaluationResult, totals: np.ndarray | None, confusion: np.ndarray | None) -> None:
         epoch = np.nan if result.epoch is None else result.epoch

@@ -26,9 +26,18 @@ def tensor_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     if not tensors:
         return torch.zeros(0)
     device = tensors[0].device
-    if all(t.device == device and t.layout == torch.strided for t in tensors):
+    if all(t.device == device and t.layout == torch.strided and t.dtype != torch.float64 for t in tensors):
+        # dtype=float32 accumulates fp16/bf16 tensors without overflow.
         return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=torch.float32))
-    return torch.stack([torch.linalg.vector_norm(_dense(t), dtype=torch.float32).to(device) for t in tensors])
+    # float64 cannot be narrowed by vector_norm's dtype=: take the norm, then convert.
+    return torch.stack([_norm32(t).to(device) for t in tensors])
+
+
+def _norm32(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = _dense(tensor)
+    if tensor.dtype == torch.float64:
+        return torch.linalg.vector_norm(tensor).float()
+    return torch.linalg.vector_norm(tensor, dtype=torch.float32)
 
 
 def _dense(tensor: torch.Tensor) -> torch.Tensor:

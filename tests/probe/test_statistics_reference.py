@@ -32,9 +32,9 @@ def _ratio(update: float, weight: float) -> float:
     return update / weight if weight else (math.inf if update else math.nan)
 
 
-def _train(tmp_path, optimizer_name: str, mode: str, layer_every: int = 1):
+def _train(tmp_path, optimizer_name: str, mode: str, layer_every: int = 1, model_dtype=torch.float32):
     micro, dtype, use_scaler, clip = MODES[mode]
-    model = make_model()
+    model = make_model().to(model_dtype)
     optimizer = OPTIMIZERS[optimizer_name]([
         {"params": [p for n, p in model.named_parameters() if n.startswith("0.")]},
         {"params": [p for n, p in model.named_parameters() if not n.startswith("0.")], "lr": 3e-3},
@@ -48,6 +48,7 @@ def _train(tmp_path, optimizer_name: str, mode: str, layer_every: int = 1):
         for step in range(1, STEPS + 1):
             losses = []
             for x, y in batches[(step - 1) * micro: step * micro]:
+                x = x.to(model_dtype)
                 with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                     loss = torch.nn.functional.cross_entropy(model(x), y)
                 losses.append(loss.detach().float())
@@ -106,6 +107,18 @@ def test_recorded_statistics_equal_per_tensor_reference(tmp_path, optimizer_name
         assert events.loc[events["kind"] == "amp_step_skipped", "step"].tolist() == [SKIPPED_STEP]
     else:
         assert "amp_scale" not in set(scalars["name"])
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_float64_model_statistics_equal_reference(tmp_path, optimizer_name):
+    reference, model, _ = _train(tmp_path, optimizer_name, "accumulate_clip", model_dtype=torch.float64)
+    _, scalars, _, _ = read_run(tmp_path)
+    assert series(scalars, "grad_norm") == pytest.approx(
+        {s: math.sqrt(sum(v * v for v in r["grad_norm"].values())) for s, r in reference.items()}, rel=1e-5)
+    for name, _ in model.named_parameters():
+        for statistic in ("grad_norm", "weight_norm", "update_ratio"):
+            expected = {s: r[statistic][name] for s, r in reference.items()}
+            assert series(scalars, statistic, layer=name) == pytest.approx(expected, rel=1e-4, abs=1e-9), (statistic, name)
 
 
 def test_per_layer_statistics_follow_the_cadence(tmp_path):
