@@ -299,6 +299,23 @@ class Probe:
         device = self._device
         count = len(params)
 
+        self._allocate_buffers(device, count)
+        self._tracker = UpdateTracker(params, exact_max_bytes=self._exact_max_bytes, sample_size=self._sample_size)
+
+        for index, param in enumerate(params):
+            if param.requires_grad:
+                self._handles.append(param.register_post_accumulate_grad_hook(self._make_grad_hook(index, param)))
+        self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
+        self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+        self._amp_dtype: torch.dtype | None = None
+        self._autocast_hook = model.register_forward_pre_hook(self._detect_autocast)
+        self._watched = True
+
+        self._guarded("lint", self._record_setup, model, optimizer, names)
+        return self
+
+    def _allocate_buffers(self, device: torch.device, count: int) -> None:
+        """The device buffers the step path writes into, and their host-side companions."""
         capacity = self.flush_every_steps
         self._values = torch.full((capacity, 3), float("nan"), dtype=torch.float32, device=device)
         # 0-d views of every cell, made once: indexing a tensor costs microseconds per call.
@@ -333,19 +350,6 @@ class Probe:
         self._stepped = False
         self._updated = False
         self._cadence = True  # step 1 always records per-layer statistics
-        self._tracker = UpdateTracker(params, exact_max_bytes=self._exact_max_bytes, sample_size=self._sample_size)
-
-        for index, param in enumerate(params):
-            if param.requires_grad:
-                self._handles.append(param.register_post_accumulate_grad_hook(self._make_grad_hook(index, param)))
-        self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
-        self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
-        self._amp_dtype: torch.dtype | None = None
-        self._autocast_hook = model.register_forward_pre_hook(self._detect_autocast)
-        self._watched = True
-
-        self._guarded("lint", self._record_setup, model, optimizer, names)
-        return self
 
     def _record_setup(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
         self._has_attention = lint.has_attention(model)
