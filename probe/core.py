@@ -491,6 +491,13 @@ class Probe:
         self._host_epochs[row] = np.nan if self.epoch is None else self.epoch
         self._host_walls[row] = time.time()
         skipped = self._scaler is not None and not self._stepped
+        if not self._stepped and self._scaler is None and "no_optimizer_step" not in self._warned:
+            self._warned.add("no_optimizer_step")
+            warnings.warn(
+                f"traindoctor probe: probe.step() at step {step} came without an optimizer.step() since the last "
+                "one; call probe.step() once per optimizer step (after it), not per micro-batch",
+                RuntimeWarning, stacklevel=2,
+            )
         self._host_skipped[row] = skipped
         grads = self._any_fired and "grad_norm" not in self._disabled
         self._host_grads[row] = grads

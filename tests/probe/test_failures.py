@@ -151,3 +151,18 @@ def test_evaluation_rejects_mismatched_targets(tmp_path):
                 ev.update(torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
             with pytest.raises(TypeError, match="logits"):
                 ev.update([[0.0, 1.0]], torch.zeros(1, dtype=torch.long))
+
+
+def test_step_per_micro_batch_warns_once(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Probe(run="micro", store=tmp_path) as run_probe:
+        run_probe.watch(model, optimizer)
+        with pytest.warns(RuntimeWarning, match="once per optimizer step") as caught:
+            for index, (x, y) in enumerate(make_batches(4)):
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                if index % 2:
+                    optimizer.step()
+                    optimizer.zero_grad()
+                run_probe.step(loss=1.0)
+    assert len([w for w in caught if "once per optimizer step" in str(w.message)]) == 1
