@@ -202,7 +202,8 @@ def run(workload: Workload, rounds: int, steps: int, warmup: int, noise_floor: b
     probed_optimizer = torch.optim.AdamW(probed_model.parameters(), lr=1e-4, **fused)
     with tempfile.TemporaryDirectory() as store:
         probe = Probe(run=f"overhead-{workload.name}", store=store, num_classes=workload.classes, handle_sigterm=False)
-        probe.watch(probed_model, probed_optimizer)
+        if not noise_floor:
+            probe.watch(probed_model, probed_optimizer)
         bare = _make_step(workload, bare_model, bare_optimizer, None)
         probed = _make_step(workload, probed_model, probed_optimizer, None if noise_floor else probe)
         for _ in range(warmup):
@@ -227,7 +228,7 @@ def run(workload: Workload, rounds: int, steps: int, warmup: int, noise_floor: b
                         bare_peak = max(bare_peak, peak)
                     else:
                         probed_peak = max(probed_peak, peak)
-        extra = probe_bytes(probe)
+        extra = 0 if noise_floor else probe_bytes(probe)
         probe.close()
     bare_median, probed_median = statistics.median(bare_times), statistics.median(probed_times)
     result = {

@@ -430,7 +430,8 @@ class Probe:
                 self._lrs_read = True
             except Exception as error:
                 self._fail("lr", error)
-        if self._cadence and "layer_stats" not in self._disabled:
+        # Once per cadence step: extra optimizer steps before probe.step() are not measured.
+        if self._cadence and not self._updated and "layer_stats" not in self._disabled:
             self._guarded("layer_stats", self._tracker.before_step)
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
