@@ -116,6 +116,7 @@ def test_sigterm_chains_to_a_previous_python_handler(tmp_path):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         with Probe(run="chain", store=tmp_path) as probe:
             probe.watch(model, optimizer)
+            optimizer.step()
             probe.step(loss=1.0)
             os.kill(os.getpid(), signal.SIGTERM)
             deadline = time.monotonic() + 5
