@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from probe.core import Probe
 
 
+# Above this many classes (a language model's vocabulary) no confusion matrix
+# is kept: 1024² int64 counts are 8 MiB, a 50k vocabulary's would be 20 GB.
+MAX_CONFUSION_CLASSES = 1024
+
+
 @dataclass
 class EvaluationResult:
     """Device totals of one evaluation pass, recorded at ``step`` with the next flush."""
@@ -47,6 +52,8 @@ class Evaluation:
       ``[N, 1]`` binary logits (class 1 when > 0).
     - ``targets``: class indices ``[N]`` (negative ones, e.g. -100, are ignored),
       or probabilities/one-hot of the logits' shape (their argmax is used).
+    - Confusion counts are kept for up to ``MAX_CONFUSION_CLASSES`` classes;
+      above that only loss and accuracy.
     - ``loss``: the batch's *mean* loss (tensor or number); weighted by the
       number of counted targets, so the recorded loss is the per-example mean.
     """
@@ -131,20 +138,22 @@ class Evaluation:
 
     @torch.no_grad()
     def _update_counts(self, predictions: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
-        if self._confusion is None:
+        if self._correct is None:
             if self._num_classes is None:
                 self._num_classes = classes
             size = self._num_classes
             device = predictions.device
-            # One spare cell at the end collects ignored targets, so no mask-dependent shapes.
-            self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
             self._correct = torch.zeros((), dtype=torch.int64, device=device)
             self._count = torch.zeros((), dtype=torch.int64, device=device)
+            if size <= MAX_CONFUSION_CLASSES:
+                # One spare cell at the end collects ignored targets, so no mask-dependent shapes.
+                self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
         size = self._num_classes
         targets = targets.to(predictions.device)
         valid = targets >= 0
-        cells = torch.where(valid, targets * size + predictions, size * size)
-        self._confusion.index_add_(0, cells, torch.ones_like(cells))
+        if self._confusion is not None:
+            cells = torch.where(valid, targets * size + predictions, size * size)
+            self._confusion.index_add_(0, cells, torch.ones_like(cells))
         self._correct.add_(((predictions == targets) & valid).sum())
         counted = valid.sum()
         self._count.add_(counted)

@@ -233,3 +233,17 @@ def test_resuming_a_run_continues_its_steps_in_a_new_attempt(tmp_path):
     # The reader lets the newest attempt win where steps overlap (step 3).
     assert sorted(zip(loss["attempt"], loss["step"])) == [(0, 1), (0, 2), (1, 3), (1, 4)]
     assert "resumed" in set(events["kind"])
+
+
+def test_vocabulary_sized_outputs_record_accuracy_without_a_confusion_matrix(tmp_path):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 1)
+    logits = torch.randn(2, 6, 5000)
+    targets = logits.argmax(-1)
+    targets[0, :3] = (targets[0, :3] + 1) % 5000
+    with probe.evaluate("val") as ev:
+        ev.update(logits, targets)
+    probe.close()
+    _, scalars, _, confusion = read_run(tmp_path)
+    assert series(scalars, "accuracy", split="val") == pytest.approx({1: 9 / 12})
+    assert confusion.empty
