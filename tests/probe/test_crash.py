@@ -27,7 +27,9 @@ TRAIN_SCRIPT = textwrap.dedent("""
     store, mode = sys.argv[1], sys.argv[2]
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with Probe(run="victim", store=store, flush_every_steps=10, flush_every_s=3600) as probe:
+
+
+    def train(probe):
         probe.watch(model, optimizer)
         for step in range(1, 1000):
             loss = model(torch.randn(8, 4)).pow(2).mean()
@@ -36,12 +38,18 @@ TRAIN_SCRIPT = textwrap.dedent("""
             optimizer.zero_grad()
             probe.step(loss=loss)
             if step == 25:
-                if mode == "sigterm":
+                if mode.startswith("sigterm"):
                     os.kill(os.getpid(), signal.SIGTERM)
                 else:
                     time.sleep(1.0)  # the flush at step 20 is published by a thread within ms
                     print("ready", flush=True)
                     time.sleep(60)
+
+    if mode == "sigterm_without_with":  # as the Lightning/HF callbacks use it
+        train(Probe(run="victim", store=store, flush_every_steps=10, flush_every_s=3600))
+    else:
+        with Probe(run="victim", store=store, flush_every_steps=10, flush_every_s=3600) as probe:
+            train(probe)
 """)
 
 
@@ -74,8 +82,9 @@ def test_exception_in_with_block_marks_run_crashed_with_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_flushes_marks_crashed_and_ends_the_process(tmp_path):
-    process = _spawn(tmp_path, "sigterm")
+@pytest.mark.parametrize("mode", ["sigterm", "sigterm_without_with"])
+def test_sigterm_flushes_marks_crashed_and_ends_the_process(tmp_path, mode):
+    process = _spawn(tmp_path, mode)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGTERM, stderr
     meta, scalars, events, _ = read_run(tmp_path / "runs")
