@@ -32,11 +32,15 @@ WORKER = textwrap.dedent("""
         for step in range(3):
             x, y = torch.randn(8, 4, generator=generator), torch.randint(0, 2, (8,), generator=generator)
             loss = torch.nn.functional.cross_entropy(model(x), y)
+            local = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+            local.load_state_dict(model.module.state_dict())
+            torch.nn.functional.cross_entropy(local(x), y).backward()
+            print("LOCAL", step + 1, torch.sqrt(sum(p.grad.double().pow(2).sum() for p in local.parameters())).item())
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             probe.step(loss=loss, epoch=0)
-        print(probe.run_id, flush=True)
+        print("RUN", probe.run_id, flush=True)
     dist.destroy_process_group()
 """)
 
@@ -61,7 +65,8 @@ def test_two_ranks_share_a_run_and_record_with_their_rank(tmp_path):
     outputs = [process.communicate(timeout=180) for process in processes]
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr
-    run_ids = {stdout.strip() for stdout, _ in outputs}
+    lines = [[line.split() for line in stdout.splitlines()] for stdout, _ in outputs]
+    run_ids = {fields[1] for rank_lines in lines for fields in rank_lines if fields[0] == "RUN"}
     assert len(run_ids) == 1
     store = Store(tmp_path / "runs")
     assert store.run_ids() == list(run_ids)
@@ -73,3 +78,8 @@ def test_two_ranks_share_a_run_and_record_with_their_rank(tmp_path):
     assert sorted(loss.groupby("rank")["step"].apply(sorted).to_dict().items()) == [(0, [1, 2, 3]), (1, [1, 2, 3])]
     assert loss.groupby("step")["value"].nunique().eq(2).all()  # different data per rank
     assert set(scalars.loc[scalars["name"] == "update_ratio", "rank"]) == {0, 1}
+    # Under DDP each rank records its local gradient norm, taken before the all-reduce.
+    for rank, rank_lines in enumerate(lines):
+        local = {int(f[1]): float(f[2]) for f in rank_lines if f[0] == "LOCAL"}
+        recorded = scalars[(scalars["name"] == "grad_norm") & scalars["layer"].isna() & (scalars["rank"] == rank)]
+        assert dict(zip(recorded["step"], recorded["value"])) == pytest.approx(local, rel=1e-5)
