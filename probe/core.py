@@ -308,7 +308,9 @@ class Probe:
         self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
         self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
         self._amp_dtype: torch.dtype | None = None
-        self._autocast_hook = model.register_forward_pre_hook(self._detect_autocast)
+        # On every submodule, not just the root: Lightning's training_step calls
+        # submodules without model.forward. Removed at the first step.
+        self._autocast_hooks = [m.register_forward_pre_hook(self._detect_autocast) for m in model.modules()]
         self._watched = True
 
         self._guarded("lint", self._record_setup, model, optimizer, names)
@@ -384,8 +386,13 @@ class Probe:
         if torch.is_autocast_enabled(device_type):
             self._amp_dtype = torch.get_autocast_dtype(device_type)
 
+    def _remove_autocast_hooks(self) -> None:
+        for hook in self._autocast_hooks:
+            hook.remove()
+        self._autocast_hooks = []
+
     def _lint_first_step(self) -> None:
-        self._autocast_hook.remove()
+        self._remove_autocast_hooks()
         dtype = self._amp_dtype
         self.writer.update_meta(env={"amp": {
             "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
@@ -878,7 +885,7 @@ class Probe:
             handle.remove()
         self._handles = []
         if self._watched:
-            self._autocast_hook.remove()
+            self._remove_autocast_hooks()
         try:
             transfer = self._snapshot()
             if transfer is not None:

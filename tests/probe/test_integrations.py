@@ -47,7 +47,7 @@ def test_lightning_callback_records_a_real_fit(tmp_path):
     module = Classifier()
     trainer = lightning.Trainer(
         max_steps=4, accumulate_grad_batches=2, limit_val_batches=2, val_check_interval=4, num_sanity_val_steps=1,
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[ProbeCallback(run="lit", store=tmp_path, num_classes=3, layer_every=2)],
     )
     with warnings.catch_warnings():
@@ -55,6 +55,7 @@ def test_lightning_callback_records_a_real_fit(tmp_path):
         trainer.fit(module, train_dataloaders=_loader(make_batches(8)), val_dataloaders=_loader(make_batches(2, seed=5)))
     meta, scalars, events, confusion = read_run(tmp_path, "lit")
     assert meta["status"] == "finished" and meta["config"] == {"lr": 0.05}
+    assert meta["env"]["amp"] == {"dtype": "bfloat16", "scaler": False}  # seen inside training_step
     pairs = [module.micro_losses[i:i + 2] for i in range(0, 8, 2)]
     assert series(scalars, "loss") == pytest.approx({s + 1: sum(p) / 2 for s, p in enumerate(pairs)}, rel=1e-5)
     assert sorted(series(scalars, "grad_norm")) == [1, 2, 3, 4]
