@@ -272,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         result = run(workload, args.rounds, args.steps, args.warmup, noise_floor=args.noise_floor)
         params = sum(p.numel() for p in workload.model.parameters()) / 1e6
-        memory = f", peak extra {result['peak_extra_mib']:.1f} MiB" if "peak_extra_mib" in result else ""
+        memory = f", measured CUDA peak extra {result['peak_extra_mib']:.1f} MiB" if "peak_extra_mib" in result else ""
         label = f"{workload.name} [A/A noise floor]" if args.noise_floor else workload.name
         print(f"{label} ({params:.1f}M params, {workload.device}): bare {result['bare_ms']:.2f} ms/step, "
               f"probe {result['probe_ms']:.2f} ms/step, median ratio {result['median_ratio']:.4f}, "
-              f"mean ratio {result['mean_ratio']:.4f}, p10 ratio {result['p10_ratio']:.4f}, CPU-time median ratio {result['cpu_median_ratio']:.4f}, probe holds {result['probe_held_mib']:.1f} MiB{memory}")
+              f"mean ratio {result['mean_ratio']:.4f}, p10 ratio {result['p10_ratio']:.4f}, CPU-time median ratio {result['cpu_median_ratio']:.4f}, peak extra memory {result['probe_held_mib']:.1f} MiB "
+              f"(probe buffers + weight copy at per-layer steps){memory}")
     return 0
 
 
