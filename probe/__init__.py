@@ -1,0 +1,25 @@
+"""Attach to a PyTorch training loop and record what a run needs to be judged.
+
+``from probe import Probe`` imports torch, numpy and the store's writer only
+when ``Probe`` is first touched; the package itself imports nothing heavy.
+
+Example:
+    >>> from probe import Probe                                  # doctest: +SKIP
+    >>> with Probe(run="mlp", store="runs", num_classes=10) as probe:
+    ...     probe.watch(model, optimizer)
+    ...     ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Probe", "ProbeError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from probe import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'probe' has no attribute {name!r}")

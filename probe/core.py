@@ -1,0 +1,919 @@
+"""The probe: hooks on the model and optimizer, an on-device step buffer, one copy per flush.
+
+Where each statistic is measured (this is the contract the tests check):
+
+- ``loss``: the value passed to ``probe.step(loss=...)`` (split ``train``).
+- ``grad_norm`` (global, every step; per layer every ``layer_every`` steps):
+  measured by a post-accumulate-grad hook on each parameter, i.e. right after
+  each backward pass has accumulated into ``param.grad``. The last backward
+  before the optimizer step wins, so under gradient accumulation it is the
+  norm of the accumulated gradient, and it is always **before any clipping
+  or ``scaler.unscale_`` the user does**. Under a GradScaler it is divided by
+  the scale the backward used, so it is the norm of the *unscaled*
+  gradient. Under DDP it is each rank's local gradient, before the all-reduce.
+  Parameters whose gradient was not computed in a step contribute 0 to the
+  global norm and get no per-layer row.
+- ``weight_norm`` (per layer): ‖w‖ after the optimizer step.
+- ``update_ratio`` (per layer): ‖w_after − w_before‖ / ‖w_before‖ across the
+  actual optimizer step (step pre- and post-hooks); exact, or estimated from a
+  fixed sample of elements for big models (see ``probe.statistics``).
+- ``lr`` (layer ``group<i>``): each param group's lr as the optimizer step used it (read in
+  the step pre-hook; on a skipped step, the lr when ``probe.step`` is called).
+- ``amp_scale``, ``amp_skipped``: the GradScaler's scale used by the step's
+  backward, and 1.0 when the scaler skipped the optimizer step (its
+  ``optimizer.step`` was never called). A skipped step records loss, lr and
+  AMP values and an ``amp_step_skipped`` event, but no gradient or update
+  statistics: its gradients were not finite and no update happened.
+
+Per-step values go into a preallocated device tensor with in-place copies;
+they reach the host in one non-blocking copy per flush (every
+``flush_every_s`` seconds or ``flush_every_steps`` steps, checked in
+``probe.step``). Non-finite losses are found on that host copy and produce
+``nan_loss`` events then.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from probe import lint
+from probe.evaluation import Evaluation, EvaluationResult
+from probe.runtime import SigtermHandler, Terminated, distributed_context
+from probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, _norm32
+from store.segments import RunWriter
+
+DEFAULT_LAYER_EVERY = 50
+DEFAULT_FLUSH_EVERY_S = 2.0
+# Rows of the device step buffer: 3 float32 per step, so 1 KiB per 256 steps.
+DEFAULT_FLUSH_EVERY_STEPS = 256
+
+# Columns of the per-step device buffer.
+_LOSS, _GRAD_NORM, _AMP_SCALE = 0, 1, 2
+# Rows of the per-layer device buffer (one [3, P] block per cadence step).
+_LAYER_GRAD, _LAYER_WEIGHT, _LAYER_UPDATE = 0, 1, 2
+
+
+class ProbeError(Exception):
+    """A misuse of the probe API (raised at the call, with a one-line message)."""
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass
+class _Transfer:
+    """One flush: host copies (maybe still in flight) and the host-side columns that go with them."""
+
+    event: Any  # torch.cuda.Event or None when the copies are already complete
+    values: torch.Tensor | None = None
+    host: dict[str, np.ndarray] = field(default_factory=dict)
+    layer_values: torch.Tensor | None = None
+    layer_host: dict[str, np.ndarray] = field(default_factory=dict)
+    logged: torch.Tensor | None = None
+    logged_rows: list[tuple] = field(default_factory=list)
+    evaluations: list[tuple[EvaluationResult, torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+
+
+class Probe:
+    """Records a training run into a traindoctor store.
+
+    Args:
+        run: the run's human name (may repeat across runs).
+        store: the store folder.
+        config: hyperparameters to keep with the run.
+        num_classes: classes of a classification task (enables confusion
+            counts of the right size and the initial-loss check).
+        class_names: names of the classes, ``num_classes`` of them.
+        project: optional project name.
+        layer_every: per-layer statistics every this many steps (and at step 1).
+        flush_every_s: hand buffered values to the store at least this often.
+        flush_every_steps: ... or every this many steps.
+        strict: raise when a statistic fails instead of turning it off (tests).
+        run_id: an existing run's id to resume it (a new attempt), or a shared
+            id; under torch.distributed rank 0's id is broadcast to all ranks.
+        rank, world_size: default from torch.distributed when initialised.
+        expected_initial_loss: the loss a fresh model should start at, if not ln(C).
+        update_ratio_exact_max_bytes: copy weights whole for exact update
+            ratios up to this model size; sample elements above it.
+        update_ratio_sample_size: elements sampled per tensor above it.
+        handle_sigterm: record a crash on SIGTERM (main thread only).
+        initial_step: optimizer steps already taken (when resuming from a
+            checkpoint with ``run_id``): the next ``probe.step()`` is this + 1.
+
+    Example:
+        >>> with Probe(run="mlp", store=tmp, num_classes=10) as probe:  # doctest: +SKIP
+        ...     probe.watch(model, optimizer)
+        ...     for x, y in loader:
+        ...         loss = criterion(model(x), y)
+        ...         loss.backward(); optimizer.step(); optimizer.zero_grad()
+        ...         probe.step(loss=loss)
+    """
+
+    def __init__(
+        self,
+        run: str | None = None,
+        store: Any = "runs",
+        *,
+        config: Mapping[str, Any] | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        project: str | None = None,
+        layer_every: int = DEFAULT_LAYER_EVERY,
+        flush_every_s: float = DEFAULT_FLUSH_EVERY_S,
+        flush_every_steps: int = DEFAULT_FLUSH_EVERY_STEPS,
+        strict: bool = False,
+        run_id: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        expected_initial_loss: float | None = None,
+        update_ratio_exact_max_bytes: int = DEFAULT_EXACT_MAX_BYTES,
+        update_ratio_sample_size: int = DEFAULT_SAMPLE_SIZE,
+        handle_sigterm: bool = True,
+        initial_step: int = 0,
+    ) -> None:
+        if run is not None:
+            _check_name(run, "run")
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping of hyperparameters, got {type(config).__name__}")
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+                raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+            num_classes = int(num_classes)
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+            if num_classes is None:
+                num_classes = len(class_names)
+            if len(class_names) != num_classes:
+                raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
+        self.layer_every = _check_positive_int(layer_every, "layer_every")
+        self.flush_every_steps = _check_positive_int(flush_every_steps, "flush_every_steps")
+        if not _is_number(flush_every_s) or not flush_every_s > 0:
+            raise ValueError(f"flush_every_s must be a positive number, got {flush_every_s!r}")
+        self.flush_every_s = float(flush_every_s)
+        if expected_initial_loss is not None and not _is_number(expected_initial_loss):
+            raise ValueError(f"expected_initial_loss must be a number, got {expected_initial_loss!r}")
+        if isinstance(initial_step, bool) or not isinstance(initial_step, numbers.Integral) or initial_step < 0:
+            raise ValueError(f"initial_step must be a non-negative integer, got {initial_step!r}")
+        self.strict = bool(strict)
+        self.num_classes = num_classes
+        self._exact_max_bytes = int(update_ratio_exact_max_bytes)
+        self._sample_size = _check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
+
+        auto_rank, auto_world, run_id = distributed_context(run_id)
+        self.rank = auto_rank if rank is None else int(rank)
+        self.world_size = auto_world if world_size is None else int(world_size)
+        task: dict[str, Any] = {"num_classes": num_classes, "class_names": class_names}
+        if expected_initial_loss is not None:
+            task["expected_initial_loss"] = float(expected_initial_loss)
+        elif num_classes:
+            task["expected_initial_loss"] = math.log(num_classes)
+        self.writer = RunWriter(
+            store, name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
+            config=dict(config or {}), task=task,
+            env={"torch": torch.__version__},
+            probe_settings={
+                "layer_every": self.layer_every, "flush_every_s": self.flush_every_s,
+                "flush_every_steps": self.flush_every_steps,
+                "update_ratio_exact_max_bytes": self._exact_max_bytes,
+                "update_ratio_sample_size": self._sample_size,
+            },
+            source={"kind": "probe"},
+            flush_every_s=self.flush_every_s,
+        )
+        self.run_id = self.writer.run_id
+        self.step_count = int(initial_step)
+        self._first_step = self.step_count + 1
+        self.epoch: float | None = None
+        self.closed = False
+        self._watched = False
+        self._disabled: set[str] = set()
+        self._warned: set[str] = set()
+        self._handles: list[Any] = []
+        self._pending: list[_Transfer] = []
+        self._logged: list[tuple] = []
+        self._logged_tensors: list[torch.Tensor] = []
+        self._evaluations: list[EvaluationResult] = []
+        self._terminated = False
+        self._entered = False
+        self._last_flush = time.monotonic()
+        self._row = 0
+        self._layer_row = 0
+        self._in_training_mode = True
+        self._publish = threading.Event()
+        self._publisher = threading.Thread(target=self._publish_loop, name=f"traindoctor-probe-{self.run_id}", daemon=True)
+        self._publisher.start()
+        self._sigterm = SigtermHandler(self._on_sigterm)
+        if handle_sigterm:
+            self._sigterm.install()
+
+    def _publish_loop(self) -> None:
+        while True:
+            self._publish.wait()
+            self._publish.clear()
+            if self.closed:
+                return
+            try:
+                self.writer.flush()
+            except Exception as error:  # the writer reports it; training goes on
+                self.writer._record_error(error)
+
+    # ------------------------------------------------------------------ watch
+
+    def watch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None) -> "Probe":
+        """Attach hooks to ``model``'s parameters and ``optimizer``; lint the set-up.
+
+        Args:
+            model: the module being trained (names come from ``named_parameters()``).
+            optimizer: a ``torch.optim.Optimizer`` (wrappers with ``.optimizer`` are unwrapped).
+            scaler: the ``torch.amp.GradScaler`` in use, if any.
+        """
+        if self.closed:
+            raise ProbeError("probe.watch(): this probe is closed")
+        if self._watched:
+            raise ProbeError("probe.watch() was already called; one probe watches one model and optimizer")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"probe.watch(): model must be a torch.nn.Module, got {type(model).__name__}")
+        inner = optimizer
+        # Wrappers (accelerate's AcceleratedOptimizer, Lightning's LightningOptimizer)
+        # call the wrapped optimizer's step, whose hooks are the ones that fire.
+        for attribute in ("optimizer", "_optimizer", "optimizer", "_optimizer"):
+            wrapped = getattr(inner, attribute, None)
+            if isinstance(wrapped, torch.optim.Optimizer):
+                inner = wrapped
+        if not isinstance(inner, torch.optim.Optimizer):
+            raise TypeError(f"probe.watch(): optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if scaler is not None and not (hasattr(scaler, "is_enabled") and hasattr(scaler, "scale")):
+            raise TypeError(f"probe.watch(): scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
+        optimizer = inner
+        self._model = model
+        self._optimizer = optimizer
+        self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
+
+        names = {id(param): name for name, param in model.named_parameters()}
+        params: list[torch.Tensor] = []
+        param_names: list[str] = []
+        seen: set[int] = set()
+        for group_index, group in enumerate(optimizer.param_groups):
+            for param_index, param in enumerate(group["params"]):
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+                params.append(param)
+                param_names.append(names.get(id(param), f"group{group_index}.param{param_index}"))
+        if not params:
+            raise ProbeError("probe.watch(): the optimizer has no parameters")
+        self._params = params
+        self._names = tuple(param_names)
+        self._group_names = tuple(f"group{i}" for i in range(len(optimizer.param_groups)))
+        self._device = params[0].device
+        device = self._device
+        count = len(params)
+
+        self._allocate_buffers(device, count)
+        self._tracker = UpdateTracker(params, exact_max_bytes=self._exact_max_bytes, sample_size=self._sample_size)
+
+        for index, param in enumerate(params):
+            if param.requires_grad:
+                self._handles.append(param.register_post_accumulate_grad_hook(self._make_grad_hook(index, param)))
+        self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
+        self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
+        self._amp_dtype: torch.dtype | None = None
+        # On every submodule, not just the root: Lightning's training_step calls
+        # submodules without model.forward. Removed at the first step.
+        self._autocast_hooks = [m.register_forward_pre_hook(self._detect_autocast) for m in model.modules()]
+        self._watched = True
+
+        self._guarded("lint", self._record_setup, model, optimizer, names)
+        return self
+
+    def _allocate_buffers(self, device: torch.device, count: int) -> None:
+        """The device buffers the step path writes into, and their host-side companions."""
+        capacity = self.flush_every_steps
+        self._values = torch.full((capacity, 3), float("nan"), dtype=torch.float32, device=device)
+        # 0-d views of every cell, made once: indexing a tensor costs microseconds per call.
+        self._cells = [row.unbind(0) for row in self._values.unbind(0)]
+        self._host_steps = np.zeros(capacity, dtype=np.int64)
+        self._host_epochs = np.full(capacity, np.nan)
+        self._host_walls = np.zeros(capacity)
+        self._host_lrs = np.full((capacity, len(self._group_names)), np.nan)
+        self._step_lrs = np.full(len(self._group_names), np.nan)
+        self._lrs_read = False
+        self._host_loss = np.full(capacity, np.nan)
+        self._host_loss_kind = np.zeros(capacity, dtype=np.int8)  # 0 none, 1 device, 2 host number
+        self._host_grads = np.zeros(capacity, dtype=bool)
+        self._host_skipped = np.zeros(capacity, dtype=bool)
+
+        layer_capacity = capacity // self.layer_every + 2
+        self._layer_values = torch.full((layer_capacity, 3, count), float("nan"), dtype=torch.float32, device=device)
+        self._layer_steps = np.zeros(layer_capacity, dtype=np.int64)
+        self._layer_epochs = np.full(layer_capacity, np.nan)
+        self._layer_walls = np.zeros(layer_capacity)
+        self._layer_fired = np.zeros((layer_capacity, count), dtype=bool)
+        self._layer_updated = np.zeros(layer_capacity, dtype=bool)
+
+        # Gradient norms of the latest backward, one slot per parameter; the
+        # hooks write into these views with out=, so no allocation per hook.
+        self._grad_slots = torch.zeros(count, dtype=torch.float32, device=device)
+        self._slot_views = list(self._grad_slots.unbind(0))
+        self._fired = [False] * count
+        self._any_fired = False
+        self._scale_slot = torch.ones((), dtype=torch.float32, device=device)
+        self._scale_captured = False
+        self._stepped = False
+        self._updated = False
+        self._cadence = True  # step 1 always records per-layer statistics
+
+    def _record_setup(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
+        self._has_attention = lint.has_attention(model)
+        groups = []
+        for group in optimizer.param_groups:
+            summary = {
+                key: (list(group[key]) if isinstance(group.get(key), tuple) else group.get(key))
+                for key in ("lr", "weight_decay", "betas", "eps", "momentum")
+                if key in group
+            }
+            summary = {k: (float(v) if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu" else v)
+                       for k, v in summary.items()}
+            summary["num_tensors"] = len(group["params"])
+            summary["num_params"] = int(sum(p.numel() for p in group["params"]))
+            groups.append(summary)
+        self.writer.update_meta(env={
+            "device": str(self._device),
+            "optimizer": {"type": type(optimizer).__name__, "param_groups": groups},
+            "model": {
+                "type": type(model).__name__,
+                "num_params": int(sum(p.numel() for p in model.parameters())),
+                "has_attention": self._has_attention,
+                "num_layers": sum(1 for m in model.modules() if not list(m.children())),
+            },
+            "amp": {"dtype": None, "scaler": self._scaler is not None},
+        })
+        for finding in lint.check_weight_decay(model, optimizer, names):
+            self.writer.add_event("config_lint", finding.detail(), step=0)
+
+    def _detect_autocast(self, module: torch.nn.Module, args: Any) -> None:
+        device_type = self._device.type
+        if torch.is_autocast_enabled(device_type):
+            self._amp_dtype = torch.get_autocast_dtype(device_type)
+
+    def _remove_autocast_hooks(self) -> None:
+        for hook in self._autocast_hooks:
+            hook.remove()
+        self._autocast_hooks = []
+
+    def _lint_first_step(self) -> None:
+        self._remove_autocast_hooks()
+        dtype = self._amp_dtype
+        self.writer.update_meta(env={"amp": {
+            "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
+            "scaler": self._scaler is not None,
+        }})
+        findings = lint.check_fp16_without_scaler(dtype, self._scaler is not None)
+        findings += lint.check_adam(self._optimizer, has_attention=self._has_attention, amp_dtype=dtype)
+        for finding in findings:
+            self.writer.add_event("config_lint", finding.detail(), step=0)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _make_grad_hook(self, index: int, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
+        slot = self._slot_views[index]
+        direct = param.device == self._device and param.dtype != torch.float64
+
+        def hook(tensor: torch.Tensor) -> None:
+            if "grad_norm" in self._disabled:
+                return
+            try:
+                if not self._scale_captured:
+                    self._scale_captured = True
+                    if self._scaler is not None and self._scaler._scale is not None:
+                        self._scale_slot.copy_(self._scaler._scale)
+                grad = tensor.grad
+                if direct and not grad.is_sparse:
+                    torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
+                else:  # another device, float64 or sparse
+                    slot.copy_(_norm32(grad), non_blocking=True)
+                self._fired[index] = True
+                self._any_fired = True
+            except Exception as error:
+                self._fail("grad_norm", error)
+
+        return hook
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # The lr this step uses: a scheduler stepped before probe.step() would show the next one.
+        if "lr" not in self._disabled:
+            try:
+                self._read_lrs(self._step_lrs)
+                self._lrs_read = True
+            except Exception as error:
+                self._fail("lr", error)
+        # Once per cadence step: extra optimizer steps before probe.step() are not measured.
+        if self._cadence and not self._updated and "layer_stats" not in self._disabled:
+            self._guarded("layer_stats", self._tracker.before_step)
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._stepped = True
+        if self._cadence and "layer_stats" not in self._disabled:
+            self._guarded("layer_stats", self._record_update)
+
+    def _record_update(self) -> None:
+        result = self._tracker.after_step()
+        if result is None:
+            return
+        weight_norms, ratios = result
+        block = self._layer_values[self._layer_row]
+        block[_LAYER_WEIGHT].copy_(weight_norms)
+        block[_LAYER_UPDATE].copy_(ratios)
+        self._updated = True
+
+    # ------------------------------------------------------------------- step
+
+    def _validated_loss(self, loss: Any, *, where: str) -> torch.Tensor | None:
+        """The loss as a tensor, None for a Python number; raises for anything else."""
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"{where}: loss must be a scalar (one element), got a tensor of shape {tuple(loss.shape)}")
+            if loss.is_complex():
+                raise TypeError(f"{where}: loss must be real, got {loss.dtype}")
+            return loss
+        if _is_number(loss):
+            return None
+        raise TypeError(f"{where}: loss must be a scalar tensor or a number, got {type(loss).__name__}")
+
+    def step(self, loss: Any = None, *, epoch: float | None = None) -> None:
+        """Mark one optimizer step (call it once per ``optimizer.step()``, after it).
+
+        Args:
+            loss: the step's training loss: a one-element tensor (no ``.item()``
+                needed; nothing is read back until the next flush) or a number.
+            epoch: the current epoch (kept until changed).
+        """
+        if not self._watched:
+            raise ProbeError("probe.step(): call probe.watch(model, optimizer) first")
+        if self.closed:
+            raise ProbeError("probe.step(): this probe is closed")
+        loss_tensor = None if loss is None else self._validated_loss(loss, where="probe.step")
+        if epoch is not None:
+            if not _is_number(epoch):
+                raise TypeError(f"probe.step: epoch must be a number, got {type(epoch).__name__}")
+            self.epoch = float(epoch)
+        if self._pending and self._drain(wait=False):
+            self._publish.set()
+        if self.step_count + 1 == self._first_step:
+            self._guarded("lint", self._lint_first_step)
+
+        self.step_count += 1
+        step = self.step_count
+        row = self._row
+        self._host_steps[row] = step
+        self._host_epochs[row] = np.nan if self.epoch is None else self.epoch
+        self._host_walls[row] = time.time()
+        skipped = self._scaler is not None and not self._stepped
+        if not self._stepped and self._scaler is None and "no_optimizer_step" not in self._warned:
+            self._warned.add("no_optimizer_step")
+            warnings.warn(
+                f"traindoctor probe: probe.step() at step {step} came without an optimizer.step() since the last "
+                "one; call probe.step() once per optimizer step (after it), not per micro-batch",
+                RuntimeWarning, stacklevel=2,
+            )
+        self._host_skipped[row] = skipped
+        grads = self._any_fired and "grad_norm" not in self._disabled
+        self._host_grads[row] = grads
+
+        if loss is None:
+            self._host_loss_kind[row] = 0
+        elif loss_tensor is None:
+            self._host_loss_kind[row] = 2
+            self._host_loss[row] = float(loss)
+        elif "loss" not in self._disabled:
+            self._host_loss_kind[row] = 1
+            try:
+                self._cells[row][_LOSS].copy_(loss_tensor.detach() if loss_tensor.dim() == 0 else loss_tensor.detach().view(()))
+            except Exception as error:
+                self._fail("loss", error)
+        if "lr" not in self._disabled:
+            try:
+                self._record_lrs(row)
+            except Exception as error:
+                self._fail("lr", error)
+        cells = self._cells[row]
+        if grads:
+            try:
+                self._record_grad_norm(cells[_GRAD_NORM])
+            except Exception as error:
+                self._fail("grad_norm", error)
+        if self._scaler is not None and "amp" not in self._disabled:
+            try:
+                self._record_scale(cells[_AMP_SCALE])
+            except Exception as error:
+                self._fail("amp", error)
+        if self._cadence:
+            self._guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
+        if grads:
+            self._grad_slots.zero_()
+            self._fired = [False] * len(self._fired)
+            self._any_fired = False
+        self._scale_captured = False
+        self._stepped = False
+
+        if self._model.training != self._in_training_mode:
+            self._in_training_mode = self._model.training
+            if not self._in_training_mode:
+                self.writer.add_event("eval_mode_during_training",
+                                      "probe.step() called while model.training is False (model.eval() "
+                                      "still in effect: dropout and batch-norm behave as in evaluation)", step=step)
+        if skipped:
+            self.writer.add_event("amp_step_skipped", "GradScaler skipped the optimizer step (inf/NaN gradients)",
+                                  step=step)
+        self._row = row + 1
+        self._cadence = (step + 1) % self.layer_every == 0
+        if (self._row >= self.flush_every_steps or self._layer_row >= len(self._layer_steps)
+                or time.monotonic() - self._last_flush >= self.flush_every_s):
+            self.flush()
+
+    def _record_lrs(self, row: int) -> None:
+        if self._lrs_read:
+            self._host_lrs[row] = self._step_lrs
+        else:  # no optimizer step (skipped by the scaler): the groups' current lr
+            self._read_lrs(self._host_lrs[row])
+        self._lrs_read = False
+
+    def _read_lrs(self, lrs: np.ndarray) -> None:
+        for index, group in enumerate(self._optimizer.param_groups):
+            lr = group["lr"]
+            # A tensor lr (capturable optimizers) is read on the host: a sync if it lives on a GPU.
+            lrs[index] = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.detach().cpu())
+
+    def _record_grad_norm(self, cell: torch.Tensor) -> None:
+        torch.linalg.vector_norm(self._grad_slots, out=cell)
+        if self._scaler is not None:
+            cell.div_(self._scale_slot)
+
+    def _record_scale(self, cell: torch.Tensor) -> None:
+        if not self._scale_captured and self._scaler._scale is not None:
+            self._scale_slot.copy_(self._scaler._scale)
+        cell.copy_(self._scale_slot)
+
+    def _close_layer_record(self, step: int, grads: bool) -> None:
+        record = self._layer_row
+        if grads and "layer_stats" not in self._disabled:
+            self._layer_values[record, _LAYER_GRAD].copy_(self._grad_slots)
+            if self._scaler is not None:
+                self._layer_values[record, _LAYER_GRAD].div_(self._scale_slot)
+            self._layer_fired[record] = self._fired
+        else:
+            self._layer_fired[record] = False
+        self._layer_updated[record] = self._updated and self._stepped
+        if not self._stepped:
+            self._tracker.discard()
+        self._updated = False
+        self._layer_steps[record] = step
+        self._layer_epochs[record] = np.nan if self.epoch is None else self.epoch
+        self._layer_walls[record] = time.time()
+        self._layer_row = record + 1
+
+    # -------------------------------------------------------- log and evaluate
+
+    def log(self, values: Mapping[str, Any], *, split: str = "train") -> None:
+        """Record user metrics at the current step.
+
+        Args:
+            values: metric name → one-element tensor (read at the next flush) or number.
+            split: ``train``, ``val``, ``test`` or any non-empty name.
+        """
+        if self.closed:
+            raise ProbeError("probe.log(): this probe is closed")
+        _check_name(split, "probe.log: split")
+        if not isinstance(values, Mapping):
+            raise TypeError(f"probe.log: values must be a dict of name -> number, got {type(values).__name__}")
+        checked = []
+        for name, value in values.items():
+            _check_name(name, "probe.log: a metric name")
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise ValueError(f"probe.log: {name!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            elif not _is_number(value):
+                raise TypeError(f"probe.log: {name!r} must be a number or a scalar tensor, got {type(value).__name__}")
+            checked.append((name, value))
+        epoch = np.nan if self.epoch is None else self.epoch
+        wall = time.time()
+        for name, value in checked:
+            if isinstance(value, torch.Tensor):
+                # The clone is one kernel: the user may update the tensor in place later.
+                self._logged_tensors.append(value.detach().reshape(()).clone())
+                self._logged.append((self.step_count, epoch, wall, split, name))
+            else:
+                self.writer.add_scalars(step=self.step_count, name=name, value=float(value), split=split,
+                                        epoch=epoch, wall_time=wall)
+
+    def evaluate(self, split: str = "val") -> Evaluation:
+        """An evaluation pass: ``with probe.evaluate("val") as ev: ev.update(logits, targets, loss=...)``.
+
+        Loss, accuracy and confusion counts are recorded at the current step
+        with this split when the block ends without an exception.
+        """
+        if self.closed:
+            raise ProbeError("probe.evaluate(): this probe is closed")
+        _check_name(split, "probe.evaluate: split")
+        return Evaluation(self, split)
+
+    def _check_eval_mode(self, split: str) -> None:
+        model = getattr(self, "_model", None)
+        if model is not None and model.training:
+            self.writer.add_event("train_mode_during_eval",
+                                  f"evaluation pass {split!r} ran with model.training True (call model.eval(): "
+                                  "dropout and batch-norm statistics change the result)", step=self.step_count)
+
+    def _finish_evaluation(self, result: EvaluationResult) -> None:
+        self._evaluations.append(result)
+        self.flush()
+
+    # ---------------------------------------------------------------- flushing
+
+    def flush(self) -> None:
+        """Start copying buffered values to the host; they reach the store once the copy lands.
+
+        On CUDA the copy is non-blocking and finished on a later ``step``; on
+        the CPU it completes here.
+        """
+        if "flush" in self._disabled:
+            return
+        try:
+            transfer = self._snapshot()
+            if transfer is not None:
+                self._pending.append(transfer)
+            if self._drain(wait=False):
+                # Publish now, so that killing the process keeps everything up to the
+                # last flush; writing Parquet takes ~10 ms, so a thread does it.
+                self._publish.set()
+        except Exception as error:
+            self._fail("flush", error)
+        self._last_flush = time.monotonic()
+
+    def _copy_to_host(self, tensor: torch.Tensor, transfer: _Transfer) -> torch.Tensor:
+        if tensor.device.type == "cpu":
+            return tensor.clone()
+        if tensor.device.type == "cuda" and transfer.event is None:
+            transfer.event = torch.cuda.Event()
+        # non_blocking D2H lands in pinned memory: no synchronisation here.
+        return tensor.to("cpu", non_blocking=True)
+
+    def _snapshot(self) -> _Transfer | None:
+        rows = self._row if self._watched else 0
+        records = self._layer_row if self._watched else 0
+        if not (rows or records or self._logged or self._evaluations):
+            return None
+        transfer = _Transfer(event=None)
+        if rows:
+            transfer.values = self._copy_to_host(self._values[:rows], transfer)
+            transfer.host = {
+                "step": self._host_steps[:rows].copy(), "epoch": self._host_epochs[:rows].copy(),
+                "wall": self._host_walls[:rows].copy(), "lr": self._host_lrs[:rows].copy(),
+                "loss": self._host_loss[:rows].copy(), "loss_kind": self._host_loss_kind[:rows].copy(),
+                "grads": self._host_grads[:rows].copy(), "skipped": self._host_skipped[:rows].copy(),
+            }
+        if records:
+            transfer.layer_values = self._copy_to_host(self._layer_values[:records], transfer)
+            transfer.layer_host = {
+                "step": self._layer_steps[:records].copy(), "epoch": self._layer_epochs[:records].copy(),
+                "wall": self._layer_walls[:records].copy(), "fired": self._layer_fired[:records].copy(),
+                "updated": self._layer_updated[:records].copy(),
+            }
+        if self._logged:
+            transfer.logged = self._copy_to_host(
+                torch.stack([t.to(self._logged_tensors[0].device, torch.float64) for t in self._logged_tensors]), transfer)
+            transfer.logged_rows = self._logged
+            self._logged, self._logged_tensors = [], []
+        for result in self._evaluations:
+            totals = None
+            parts = [t for t in (result.loss_sum, result.loss_weight) if t is not None]
+            parts += [t.to(torch.float64) for t in (result.correct, result.count) if t is not None]
+            if parts:
+                totals = self._copy_to_host(torch.stack([p.to(parts[0].device) for p in parts]), transfer)
+            confusion = None if result.confusion is None else self._copy_to_host(result.confusion, transfer)
+            transfer.evaluations.append((result, totals, confusion))
+        self._evaluations = []
+        if transfer.event is not None:
+            transfer.event.record()  # after every copy above, on the current stream
+        if rows:
+            self._values[:rows].fill_(float("nan"))
+        if records:
+            self._layer_values[:records].fill_(float("nan"))
+        self._row = 0
+        self._layer_row = 0
+        return transfer
+
+    def _drain(self, *, wait: bool) -> bool:
+        """Hand landed transfers to the writer; True if any was."""
+        written = False
+        while self._pending:
+            transfer = self._pending[0]
+            if not transfer.ready():
+                if not wait:
+                    break
+                transfer.wait()
+            self._pending.pop(0)
+            self._guarded("flush", self._write, transfer)
+            written = True
+        return written
+
+    def _write(self, transfer: _Transfer) -> None:
+        if transfer.values is not None:
+            self._write_steps(transfer.values.numpy().astype(np.float64), transfer.host)
+        if transfer.layer_values is not None:
+            self._write_layers(transfer.layer_values.numpy().astype(np.float64), transfer.layer_host)
+        if transfer.logged is not None:
+            values = transfer.logged.numpy()
+            for (step, epoch, wall, split, name), value in zip(transfer.logged_rows, values):
+                self.writer.add_scalars(step=step, name=name, value=float(value), split=split, epoch=epoch,
+                                        wall_time=wall)
+        for result, totals, confusion in transfer.evaluations:
+            self._write_evaluation(result, None if totals is None else totals.numpy(),
+                                   None if confusion is None else confusion.numpy())
+
+    def _write_steps(self, values: np.ndarray, host: dict[str, np.ndarray]) -> None:
+        steps, epochs, walls = host["step"], host["epoch"], host["wall"]
+        add = self.writer.add_scalars
+        loss = np.where(host["loss_kind"] == 1, values[:, _LOSS], host["loss"])
+        has_loss = host["loss_kind"] > 0
+        if has_loss.any():
+            add(step=steps[has_loss], name="loss", value=loss[has_loss], epoch=epochs[has_loss], wall_time=walls[has_loss])
+            self._nan_loss_events(steps[has_loss], loss[has_loss])
+        groups = len(self._group_names)
+        if "lr" not in self._disabled:
+            add(step=np.repeat(steps, groups), name="lr", value=host["lr"].reshape(-1),
+                layer=self._group_names * len(steps), epoch=np.repeat(epochs, groups), wall_time=np.repeat(walls, groups))
+        measured = host["grads"] & ~host["skipped"]
+        if measured.any():
+            add(step=steps[measured], name="grad_norm", value=values[measured, _GRAD_NORM],
+                epoch=epochs[measured], wall_time=walls[measured])
+        if self._scaler is not None:
+            add(step=steps, name="amp_skipped", value=host["skipped"].astype(np.float64), epoch=epochs, wall_time=walls)
+            if "amp" not in self._disabled:
+                add(step=steps, name="amp_scale", value=values[:, _AMP_SCALE], epoch=epochs, wall_time=walls)
+
+    def _nan_loss_events(self, steps: np.ndarray, loss: np.ndarray) -> None:
+        bad = ~np.isfinite(loss)
+        previous = getattr(self, "_last_loss_bad", False)
+        for index in np.flatnonzero(bad):
+            # One event per stretch of consecutive non-finite losses.
+            if (index == 0 and not previous) or (index > 0 and not bad[index - 1]):
+                self.writer.add_event("nan_loss", f"training loss is {loss[index]} at step {int(steps[index])}",
+                                      step=int(steps[index]))
+        self._last_loss_bad = bool(bad[-1]) if len(bad) else previous
+
+    def _write_layers(self, values: np.ndarray, host: dict[str, np.ndarray]) -> None:
+        names = self._names
+        for record in range(len(host["step"])):
+            step, epoch, wall = int(host["step"][record]), host["epoch"][record], host["wall"][record]
+            fired = host["fired"][record]
+            if fired.any():
+                layer = names if fired.all() else tuple(n for n, f in zip(names, fired) if f)
+                self.writer.add_scalars(step=step, name="grad_norm", layer=layer,
+                                        value=values[record, _LAYER_GRAD][fired] if not fired.all() else values[record, _LAYER_GRAD],
+                                        epoch=epoch, wall_time=wall)
+            if host["updated"][record]:
+                self.writer.add_scalars(step=step, name="weight_norm", layer=names, value=values[record, _LAYER_WEIGHT],
+                                        epoch=epoch, wall_time=wall)
+                self.writer.add_scalars(step=step, name="update_ratio", layer=names, value=values[record, _LAYER_UPDATE],
+                                        epoch=epoch, wall_time=wall)
+
+    def _write_evaluation(self, result: EvaluationResult, totals: np.ndarray | None, confusion: np.ndarray | None) -> None:
+        epoch = np.nan if result.epoch is None else result.epoch
+        add = self.writer.add_scalars
+        parts = list(totals) if totals is not None else []
+        loss_sum = loss_weight = 0.0
+        if result.loss_sum is not None:
+            loss_sum, loss_weight = parts.pop(0), parts.pop(0)
+        loss_sum += result.loss_host
+        loss_weight += result.loss_host_weight
+        if loss_weight > 0:
+            add(step=result.step, name="loss", value=loss_sum / loss_weight, split=result.split, epoch=epoch)
+        if result.correct is not None:
+            correct, count = parts.pop(0), parts.pop(0)
+            if count > 0:
+                add(step=result.step, name="accuracy", value=correct / count, split=result.split, epoch=epoch)
+        if confusion is not None:
+            size = int(math.isqrt(len(confusion) - 1))
+            self.writer.add_confusion(step=result.step, counts=confusion[:-1].reshape(size, size), split=result.split,
+                                      epoch=None if result.epoch is None else result.epoch)
+
+    # --------------------------------------------------------------- failures
+
+    def _fail(self, statistic: str, error: BaseException) -> None:
+        if self.strict:
+            raise error
+        self._disabled.add(statistic)
+        if statistic not in self._warned:
+            self._warned.add(statistic)
+            warnings.warn(
+                f"traindoctor probe: recording {statistic!r} failed ({type(error).__name__}: {error}); "
+                "it is turned off for the rest of this run, training goes on",
+                RuntimeWarning, stacklevel=3,
+            )
+
+    def _guarded(self, statistic: str, function: Callable[..., Any], *args: Any) -> Any:
+        if statistic in self._disabled:
+            return None
+        try:
+            return function(*args)
+        except Exception as error:
+            self._fail(statistic, error)
+            return None
+
+    @property
+    def disabled(self) -> frozenset[str]:
+        """Statistics turned off after an error."""
+        return frozenset(self._disabled)
+
+    # ----------------------------------------------------------------- closing
+
+    def _on_sigterm(self, frame: Any) -> bool:
+        self._terminated = True
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        self._termination_detail = f"SIGTERM received\n{stack}"
+        if callable(self._sigterm.previous):
+            # Someone else (a framework, the user) handles SIGTERM and may shut down
+            # gracefully: publish what we have and keep recording; close() marks the crash.
+            self.flush()
+            self._drain(wait=True)
+            self.writer.flush()
+            return False
+        if self._entered:
+            return True  # __exit__ records the crash while the Terminated exception unwinds
+        self.close("crashed", detail=self._termination_detail)
+        return False
+
+    def close(self, status: str | None = None, *, detail: str | None = None) -> None:
+        """Remove the hooks, publish everything buffered, and record the final status (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._publish.set()
+        self._publisher.join(timeout=30)
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self._watched:
+            self._remove_autocast_hooks()
+        try:
+            transfer = self._snapshot()
+            if transfer is not None:
+                self._pending.append(transfer)
+            self._drain(wait=True)
+        except Exception as error:
+            self.writer.errors.append(f"probe flush at close failed: {error}")
+            if self.strict:
+                raise
+        if status is None:
+            status = "crashed" if self._terminated else "finished"
+        if status == "crashed" and detail is None and self._terminated:
+            detail = self._termination_detail
+        self.writer.close(status, detail=detail)
+        self._sigterm.uninstall()
+
+    def __enter__(self) -> "Probe":
+        self._entered = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._entered = False
+        if exc_type is None:
+            self.close()
+            return
+        detail = "".join(traceback.format_exception(exc_type, exc, tb))
+        if isinstance(exc, Terminated):
+            detail = self._termination_detail + detail
+        self.close("crashed", detail=detail)
+        if isinstance(exc, Terminated):
+            self._sigterm.deliver_default()

@@ -1,0 +1,184 @@
+"""Evaluation passes: loss, accuracy and confusion counts accumulated on the device.
+
+``update`` only launches kernels (no ``.item()``, no ``bincount``, whose
+output size depends on the data and so syncs on CUDA); the totals reach the
+host with the probe's next flush.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from probe.core import Probe
+
+
+# Above this many classes (a language model's vocabulary) no confusion matrix
+# is kept: 1024² int64 counts are 8 MiB, a 50k vocabulary's would be 20 GB.
+MAX_CONFUSION_CLASSES = 1024
+
+
+@dataclass
+class EvaluationResult:
+    """Device totals of one evaluation pass, recorded at ``step`` with the next flush."""
+
+    split: str
+    step: int
+    epoch: float | None
+    loss_sum: torch.Tensor | None  # sum of batch-mean losses weighted by batch size
+    loss_weight: torch.Tensor | None
+    loss_host: float  # Python-number losses, already on the host
+    loss_host_weight: float
+    correct: torch.Tensor | None
+    count: torch.Tensor | None
+    confusion: torch.Tensor | None  # [C, C] counts[true, pred]
+
+
+def _check_tensor(value: Any, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"ev.update: {what} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+class Evaluation:
+    """Accumulates one evaluation pass; made by ``probe.evaluate(split)``.
+
+    ``update(logits, targets, loss=None)``:
+
+    - ``logits``: ``[N, C]`` (or ``[..., C]``, flattened) class scores, or ``[N]`` /
+      ``[N, 1]`` binary logits (class 1 when > 0).
+    - ``targets``: class indices ``[N]`` (negative ones, e.g. -100, are ignored),
+      or probabilities/one-hot of the logits' shape (their argmax is used).
+    - Confusion counts are kept for up to ``MAX_CONFUSION_CLASSES`` classes;
+      above that only loss and accuracy.
+    - ``loss``: the batch's *mean* loss (tensor or number); weighted by the
+      number of counted targets, so the recorded loss is the per-example mean.
+    """
+
+    def __init__(self, probe: "Probe", split: str) -> None:
+        self._probe = probe
+        self.split = split
+        self._num_classes = probe.num_classes
+        self._confusion: torch.Tensor | None = None
+        self._correct: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_weight: torch.Tensor | None = None
+        self._loss_host = 0.0
+        self._loss_host_weight = 0.0
+        self._checked_mode = False
+        self._active = False
+
+    def __enter__(self) -> "Evaluation":
+        self._active = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._active = False
+        if exc_type is None:
+            self._probe._finish_evaluation(self.result())
+
+    def result(self) -> EvaluationResult:
+        return EvaluationResult(
+            split=self.split, step=self._probe.step_count, epoch=self._probe.epoch,
+            loss_sum=self._loss_sum, loss_weight=self._loss_weight,
+            loss_host=self._loss_host, loss_host_weight=self._loss_host_weight,
+            correct=self._correct, count=self._count, confusion=self._confusion,
+        )
+
+    def update(self, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None, *, loss: Any = None) -> None:
+        """Add one batch (see the class docstring)."""
+        if not self._active:
+            raise RuntimeError("ev.update() called outside its `with probe.evaluate(...)` block")
+        if (logits is None) != (targets is None):
+            raise ValueError("ev.update: give logits and targets together (or neither, with loss=)")
+        if logits is None and loss is None:
+            raise ValueError("ev.update: nothing to record (give logits and targets, or loss=)")
+        weight = None
+        if logits is not None:
+            _check_tensor(logits, "logits")
+            _check_tensor(targets, "targets")
+            prepared = self._prepare(logits, targets)
+            weight = self._probe._guarded("evaluation", self._update_counts, *prepared)
+        if loss is not None:
+            loss_tensor = self._probe._validated_loss(loss, where="ev.update")
+            self._probe._guarded("evaluation", self._update_loss, loss_tensor, loss, weight)
+        if not self._checked_mode:
+            self._checked_mode = True
+            self._probe._check_eval_mode(self.split)
+
+    @torch.no_grad()
+    def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(predictions, class-index targets, classes); raises on shapes that do not match."""
+        logits = logits.detach()
+        targets = targets.detach()
+        binary = logits.dim() == 1 or logits.shape[-1] == 1
+        if binary:
+            logits = logits.reshape(-1)
+            predictions = (logits > 0).long()
+            classes = 2
+            if targets.is_floating_point():
+                targets = (targets.reshape(-1) > 0.5).long()
+            targets = targets.reshape(-1)
+        else:
+            classes = logits.shape[-1]
+            logits = logits.reshape(-1, classes)
+            predictions = logits.argmax(dim=-1)
+            if targets.is_floating_point() and targets.dim() > 1 and targets.shape[-1] == classes:
+                targets = targets.reshape(-1, classes).argmax(dim=-1)
+            targets = targets.reshape(-1).long()
+        if targets.shape[0] != predictions.shape[0]:
+            raise ValueError(f"ev.update: {predictions.shape[0]} predictions but {targets.shape[0]} targets")
+        if self._num_classes is not None and classes > self._num_classes:
+            raise ValueError(f"ev.update: logits have {classes} classes but num_classes={self._num_classes}")
+        return predictions, targets, classes
+
+    @torch.no_grad()
+    def _update_counts(self, predictions: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
+        if self._correct is None:
+            if self._num_classes is None:
+                self._num_classes = classes
+            size = self._num_classes
+            device = predictions.device
+            self._correct = torch.zeros((), dtype=torch.int64, device=device)
+            self._count = torch.zeros((), dtype=torch.int64, device=device)
+            if size <= MAX_CONFUSION_CLASSES:
+                # One spare cell at the end collects ignored targets, so no mask-dependent shapes.
+                self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
+        size = self._num_classes
+        targets = targets.to(predictions.device)
+        valid = targets >= 0
+        if self._confusion is not None:
+            cells = torch.where(valid, targets * size + predictions, size * size)
+            self._confusion.index_add_(0, cells, torch.ones_like(cells))
+        self._correct.add_(((predictions == targets) & valid).sum())
+        counted = valid.sum()
+        self._count.add_(counted)
+        return counted
+
+    @torch.no_grad()
+    def _update_loss(self, loss_tensor: torch.Tensor | None, loss: Any, weight: torch.Tensor | None) -> None:
+        if loss_tensor is None and weight is None:  # a number, no targets: stays on the host
+            self._loss_host += float(loss)
+            self._loss_host_weight += 1.0
+            return
+        if loss_tensor is None:
+            # torch.full is a fill kernel; torch.tensor(number, device=gpu) would copy from pageable memory (a sync).
+            value = torch.full((), float(loss), dtype=torch.float64, device=weight.device)
+        else:
+            value = loss_tensor.detach().reshape(()).to(torch.float64)
+        if weight is None:
+            weight = torch.ones((), dtype=torch.float64, device=value.device)
+        weight = weight.to(value.device, torch.float64)
+        if self._loss_sum is None:
+            self._loss_sum = torch.zeros((), dtype=torch.float64, device=value.device)
+            self._loss_weight = torch.zeros((), dtype=torch.float64, device=value.device)
+        self._loss_sum.add_(value * weight)
+        self._loss_weight.add_(weight)
+
+    @property
+    def confusion_shape(self) -> tuple[int, int] | None:
+        return None if self._num_classes is None else (self._num_classes, self._num_classes)

@@ -1,0 +1,120 @@
+"""Attach the probe to a Hugging Face ``Trainer`` with one callback.
+
+    trainer = Trainer(model, args, ..., callbacks=[ProbeCallback(run="bert-sst2", store="runs", num_classes=2)])
+
+Recorded: everything ``Probe`` records, with ``step`` = ``state.global_step``.
+The training loss is the one the model's forward returns (``outputs.loss``),
+captured by a forward hook and averaged over the accumulated micro-batches.
+Causal language models given ``num_items_in_batch`` (the Trainer passes it
+under gradient accumulation) return each micro-batch's *share* of the step's
+loss, so their losses are summed instead; ``loss_reduction="mean"|"sum"``
+overrides this guess (``"auto"``). Evaluation metrics
+(``eval_loss``, ``eval_accuracy``, …) are recorded with split ``val`` under
+their names without the ``eval_`` prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+try:
+    from transformers import TrainerCallback
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "probe.integrations.transformers needs transformers: pip install 'traindoctor[transformers]'"
+    ) from error
+
+import torch
+
+from probe.core import Probe
+
+# Trainer bookkeeping in the metrics dict, not model quality.
+_NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
+# Heads whose Hugging Face loss divides a token sum by num_items_in_batch.
+_SHARE_LOSS_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class ProbeCallback(TrainerCallback):
+    """Records a Hugging Face Trainer run into a traindoctor store.
+
+    Args:
+        run: the run's name; defaults to ``args.run_name`` or the model class.
+        store: the store folder.
+        probe: an existing ``Probe`` to use instead of creating one.
+        loss_reduction: how micro-batch losses combine into the step's loss:
+            ``"mean"``, ``"sum"`` or ``"auto"`` (see the module docstring).
+        **probe_kwargs: passed to ``Probe`` (``num_classes``, ``layer_every``, …).
+    """
+
+    def __init__(self, run: str | None = None, store: Any = "runs", *, probe: Probe | None = None,
+                 loss_reduction: str = "auto", **probe_kwargs: Any) -> None:
+        if loss_reduction not in ("auto", "mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'auto', 'mean' or 'sum', got {loss_reduction!r}")
+        self.loss_reduction = loss_reduction
+        self.run = run
+        self.store = store
+        self.probe = probe
+        self.probe_kwargs = probe_kwargs
+        self._owns_probe = probe is None
+        self._losses: list[torch.Tensor] = []
+        self._summed = False
+        self._hook: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        if model is None or optimizer is None:
+            raise ValueError("ProbeCallback: the Trainer passed no model or optimizer to on_train_begin")
+        module = getattr(model, "module", model)
+        if self.probe is None:
+            config = self.probe_kwargs.pop("config", None)
+            if config is None:
+                config = {key: value for key, value in args.to_dict().items()
+                          if isinstance(value, (int, float, str, bool)) or value is None}
+            run = self.run or (args.run_name if args.run_name and args.run_name != args.output_dir else None)
+            self.probe = Probe(run=run or type(module).__name__, store=self.store, config=config, **self.probe_kwargs)
+        # accelerate's AcceleratedOptimizer holds the GradScaler under fp16.
+        self.probe.watch(module, optimizer, scaler=getattr(optimizer, "scaler", None))
+        self._hook = module.register_forward_hook(self._capture_loss, with_kwargs=True)
+
+    def _capture_loss(self, module: torch.nn.Module, args: Any, kwargs: Mapping[str, Any], output: Any) -> None:
+        if not module.training:
+            return
+        loss = None
+        if isinstance(output, Mapping):
+            loss = output.get("loss")
+        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor) and output[0].dim() == 0:
+            loss = output[0]
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self._losses.append(loss.detach().reshape(()).float())
+            if self.loss_reduction == "auto":
+                self._summed = (kwargs.get("num_items_in_batch") is not None
+                                and type(module).__name__.endswith(_SHARE_LOSS_SUFFIXES))
+            else:
+                self._summed = self.loss_reduction == "sum"
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.probe is None or self.probe.closed:
+            return
+        loss = None
+        if self._losses:
+            stacked = torch.stack(self._losses)
+            loss = stacked.sum() if self._summed else stacked.mean()
+        self._losses = []
+        self.probe.step(loss=loss, epoch=state.epoch)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        if self.probe is None or self.probe.closed or not metrics:
+            return
+        values = {}
+        for key, value in metrics.items():
+            name = key[len("eval_"):] if key.startswith("eval_") else key
+            if name not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[name] = value
+        if values:
+            self.probe.log(values, split="val")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.probe is not None and self._owns_probe:
+            self.probe.close()

@@ -1,0 +1,139 @@
+"""Crashes: an exception or SIGTERM marks the run crashed with a traceback; SIGKILL keeps flushed data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from probe import Probe
+from tests.probe.conftest import make_batches, make_model, read_run, series
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TRAIN_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time
+    import torch
+    from probe import Probe
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    store, mode = sys.argv[1], sys.argv[2]
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+    def train(probe):
+        probe.watch(model, optimizer)
+        for step in range(1, 1000):
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            probe.step(loss=loss)
+            if step == 25:
+                if mode.startswith("sigterm"):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                else:
+                    time.sleep(1.0)  # the flush at step 20 is published by a thread within ms
+                    print("ready", flush=True)
+                    time.sleep(60)
+
+    if mode == "sigterm_without_with":  # as the Lightning/HF callbacks use it
+        train(Probe(run="victim", store=store, flush_every_steps=10, flush_every_s=3600))
+    else:
+        with Probe(run="victim", store=store, flush_every_steps=10, flush_every_s=3600) as probe:
+            train(probe)
+""")
+
+
+def _spawn(tmp_path, mode: str) -> subprocess.Popen:
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+
+
+def test_exception_in_with_block_marks_run_crashed_with_traceback(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ZeroDivisionError):
+        with Probe(run="boom", store=tmp_path, flush_every_s=3600) as probe:
+            probe.watch(model, optimizer)
+            for x, y in make_batches(7):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                probe.step(loss=loss)
+            1 / 0
+    meta, scalars, events, _ = read_run(tmp_path)
+    assert meta["status"] == "crashed"
+    crash = events.loc[events["kind"] == "crash", "detail"].tolist()
+    assert len(crash) == 1 and "ZeroDivisionError" in crash[0] and "Traceback" in crash[0]
+    assert sorted(series(scalars, "loss")) == list(range(1, 8))  # buffered steps were flushed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["sigterm", "sigterm_without_with"])
+def test_sigterm_flushes_marks_crashed_and_ends_the_process(tmp_path, mode):
+    process = _spawn(tmp_path, mode)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGTERM, stderr
+    meta, scalars, events, _ = read_run(tmp_path / "runs")
+    assert meta["status"] == "crashed"
+    crash = events.loc[events["kind"] == "crash", "detail"].tolist()
+    assert len(crash) == 1 and "SIGTERM" in crash[0] and "train.py" in crash[0]
+    assert sorted(series(scalars, "loss")) == list(range(1, 26))
+
+
+@pytest.mark.slow
+def test_sigkill_keeps_data_up_to_the_last_flush(tmp_path):
+    process = _spawn(tmp_path, "sigkill")
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    meta, scalars, _, _ = read_run(tmp_path / "runs")
+    assert meta["status"] == "running"  # nobody closed it; readers call it crashed once the heartbeat is stale
+    # flush_every_steps=10: steps 1..20 were flushed, 21..25 were still in the buffer.
+    assert sorted(series(scalars, "loss")) == list(range(1, 21))
+
+
+def test_sigterm_handler_is_restored_on_close(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    probe = Probe(run="handler", store=tmp_path)
+    assert signal.getsignal(signal.SIGTERM) != before
+    probe.close()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_chains_to_a_previous_python_handler(tmp_path):
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        model = make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with Probe(run="chain", store=tmp_path) as probe:
+            probe.watch(model, optimizer)
+            optimizer.step()
+            probe.step(loss=1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    meta, _, events, _ = read_run(tmp_path)
+    assert meta["status"] == "crashed"
+    assert "SIGTERM" in events.loc[events["kind"] == "crash", "detail"].iloc[0]

@@ -1,0 +1,249 @@
+"""Evaluation totals against sklearn, and the events the probe raises."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from probe import Probe
+from tests.probe.conftest import make_batches, make_model, read_run, series
+
+
+def _watched(tmp_path, **kwargs):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, **kwargs)
+    probe.watch(model, optimizer)
+    return probe, model, optimizer
+
+
+def _train_steps(probe, model, optimizer, count, loss_value=None):
+    for x, y in make_batches(count):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        probe.step(loss=loss if loss_value is None else loss_value, epoch=1)
+
+
+BATCH_SHAPES = {
+    "multiclass": lambda g: (torch.randn(10, 4, generator=g), torch.randint(0, 4, (10,), generator=g)),
+    "sequence_ignore_index": lambda g: (
+        torch.randn(2, 5, 4, generator=g),
+        torch.where(torch.rand(2, 5, generator=g) < 0.2, -100, torch.randint(0, 4, (2, 5), generator=g)),
+    ),
+    "one_hot_targets": lambda g: (
+        torch.randn(6, 4, generator=g),
+        torch.nn.functional.one_hot(torch.randint(0, 4, (6,), generator=g), 4).float(),
+    ),
+    "binary": lambda g: (torch.randn(9, generator=g), torch.randint(0, 2, (9,), generator=g).float()),
+}
+
+
+@pytest.mark.parametrize("kind", list(BATCH_SHAPES), ids=list(BATCH_SHAPES))
+def test_evaluation_matches_sklearn(tmp_path, kind):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 2)
+    generator = torch.Generator().manual_seed(3)
+    all_true, all_pred, losses, weights = [], [], [], []
+    model.eval()
+    with probe.evaluate("val") as ev:
+        for _ in range(3):
+            logits, targets = BATCH_SHAPES[kind](generator)
+            loss = torch.rand((), generator=generator)
+            ev.update(logits, targets, loss=loss)
+            if kind == "binary":
+                true, pred = targets.long(), (logits > 0).long()
+            else:
+                true = targets.argmax(-1) if targets.is_floating_point() else targets.reshape(-1)
+                pred = logits.reshape(-1, 4).argmax(-1)
+            keep = true.reshape(-1) >= 0
+            all_true.append(true.reshape(-1)[keep].numpy())
+            all_pred.append(pred.reshape(-1)[keep].numpy())
+            losses.append(loss.item())
+            weights.append(int(keep.sum()))
+    probe.close()
+    true, pred = np.concatenate(all_true), np.concatenate(all_pred)
+    _, scalars, _, confusion = read_run(tmp_path)
+    assert series(scalars, "accuracy", split="val") == pytest.approx({2: accuracy_score(true, pred)})
+    assert series(scalars, "loss", split="val") == pytest.approx({2: np.average(losses, weights=weights)})
+    classes = 2 if kind == "binary" else 4
+    expected = confusion_matrix(true, pred, labels=range(classes))
+    recorded = np.zeros((classes, classes), dtype=int)
+    recorded[confusion["true_class"], confusion["pred_class"]] = confusion["count"]
+    np.testing.assert_array_equal(recorded, expected)
+    assert set(confusion["step"]) == {2} and set(confusion["split"]) == {"val"}
+    assert set(confusion["epoch"]) == {1.0}
+
+
+def test_each_evaluation_is_recorded_at_its_step_with_its_split(tmp_path):
+    probe, model, optimizer = _watched(tmp_path, num_classes=3)
+    for steps in (3, 2):
+        _train_steps(probe, model, optimizer, steps)
+        model.eval()
+        for split in ("val", "val_ema"):
+            with probe.evaluate(split) as ev:
+                x, y = make_batches(1, seed=9)[0]
+                ev.update(model(x), y, loss=0.5)
+        model.train()
+    probe.close()
+    _, scalars, events, _ = read_run(tmp_path)
+    for split in ("val", "val_ema"):
+        assert series(scalars, "loss", split=split) == {3: 0.5, 5: 0.5}
+    assert "train_mode_during_eval" not in set(events["kind"])
+
+
+def test_mode_mistakes_raise_events_once_per_stretch(tmp_path):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 2)
+    model.eval()  # forgot model.train()
+    _train_steps(probe, model, optimizer, 3)
+    model.train()
+    _train_steps(probe, model, optimizer, 1)
+    with probe.evaluate("val") as ev:  # forgot model.eval()
+        ev.update(model(torch.randn(4, 6)), torch.zeros(4, dtype=torch.long))
+        ev.update(model(torch.randn(4, 6)), torch.zeros(4, dtype=torch.long))
+    probe.close()
+    _, _, events, _ = read_run(tmp_path)
+    assert events.loc[events["kind"] == "eval_mode_during_training", "step"].tolist() == [3]
+    assert events.loc[events["kind"] == "train_mode_during_eval", "step"].tolist() == [6]
+
+
+def test_non_finite_loss_gives_one_event_per_stretch_found_at_flush(tmp_path):
+    probe, model, optimizer = _watched(tmp_path, flush_every_steps=4, flush_every_s=3600)
+    values = [1.0, float("nan"), float("nan"), 2.0, float("inf"), 1.0, 1.0]
+    for value in values:
+        _train_steps(probe, model, optimizer, 1, loss_value=torch.tensor(value))
+    probe.close()
+    _, scalars, events, _ = read_run(tmp_path)
+    assert events.loc[events["kind"] == "nan_loss", "step"].tolist() == [2, 5]
+    loss = series(scalars, "loss")
+    assert np.isnan(loss[2]) and np.isinf(loss[5])  # stored as they are
+
+
+def test_log_records_tensors_and_numbers_at_the_current_step(tmp_path):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 2)
+    accumulator = torch.tensor(0.25)
+    probe.log({"grad_noise": accumulator, "throughput": 100})
+    accumulator.add_(1.0)  # changed in place after logging: the logged value must not move
+    probe.log({"bleu": 0.3}, split="test")
+    probe.close()
+    _, scalars, _, _ = read_run(tmp_path)
+    assert series(scalars, "grad_noise") == {2: 0.25}
+    assert series(scalars, "throughput") == {2: 100.0}
+    assert series(scalars, "bleu", split="test") == pytest.approx({2: 0.3})
+
+
+def test_run_json_describes_task_optimizer_and_model(tmp_path):
+    probe, model, optimizer = _watched(tmp_path, num_classes=3, class_names=["a", "b", "c"])
+    _train_steps(probe, model, optimizer, 1)
+    probe.close()
+    meta, _, _, _ = read_run(tmp_path)
+    assert meta["task"]["num_classes"] == 3 and meta["task"]["class_names"] == ["a", "b", "c"]
+    assert meta["task"]["expected_initial_loss"] == pytest.approx(np.log(3))
+    assert meta["env"]["optimizer"]["type"] == "SGD"
+    assert meta["env"]["optimizer"]["param_groups"][0]["num_params"] == sum(p.numel() for p in model.parameters())
+    assert meta["env"]["model"]["has_attention"] is False
+    assert meta["env"]["amp"] == {"dtype": None, "scaler": False}
+    assert meta["probe_settings"]["layer_every"] == 50
+
+
+def _lint(events):
+    return [json.loads(d) for d in events.loc[events["kind"] == "config_lint", "detail"]]
+
+
+def test_weight_decay_on_biases_and_norm_weights_is_linted(tmp_path):
+    model = make_model()
+    decay = [p for n, p in model.named_parameters() if n in ("0.weight", "3.weight")]
+    no_decay = [p for n, p in model.named_parameters() if n not in ("0.weight", "3.weight")]
+    for groups, expected in [
+        ([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], []),
+        ([{"params": list(model.parameters()), "weight_decay": 0.1}], ["0.bias", "1.weight", "1.bias", "3.bias"]),
+    ]:
+        store = tmp_path / str(len(expected))
+        with Probe(run="lint", store=store) as probe:
+            probe.watch(model, torch.optim.AdamW(groups, lr=1e-3))
+        found = [f for f in _lint(read_run(store)[2]) if f["rule"] == "weight_decay_on_norm_and_bias"]
+        assert [f["params"] for f in found] == ([expected] if expected else [])
+
+
+class TinyAttention(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.attention(x, x, x)[0].mean(1))
+
+
+@pytest.mark.parametrize(
+    "dtype, scaler, betas, eps, expected",
+    [
+        (None, False, (0.9, 0.98), 1e-8, set()),
+        (None, False, (0.9, 0.999), 1e-8, {"adam_hyperparameters:beta2"}),
+        (torch.float16, False, (0.9, 0.98), 1e-6, {"amp_skipped_steps:GradScaler"}),
+        (torch.float16, True, (0.9, 0.98), 1e-8, {"adam_hyperparameters:eps"}),
+        (torch.bfloat16, False, (0.9, 0.98), 1e-8, set()),
+    ],
+    ids=["clean", "beta2_on_attention", "fp16_without_scaler", "fp16_tiny_eps", "bf16_fine"],
+)
+def test_amp_and_adam_lint_at_first_step(tmp_path, dtype, scaler, betas, eps, expected):
+    torch.manual_seed(0)
+    model = TinyAttention()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=betas, eps=eps)
+    grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**6) if scaler else None
+    with Probe(run="amp", store=tmp_path) as probe:
+        probe.watch(model, optimizer, scaler=grad_scaler)
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = model(torch.randn(2, 3, 8)).float().pow(2).mean()
+            (grad_scaler.scale(loss) if grad_scaler else loss).backward()
+            if grad_scaler:
+                grad_scaler.step(optimizer)
+                grad_scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad()
+            probe.step(loss=loss)
+    meta, _, events, _ = read_run(tmp_path)
+    keys = {"beta2": "beta2", "eps": "eps", "GradScaler": "GradScaler"}
+    found = {f"{f['rule']}:{key}" for f in _lint(events) for key in keys if key in f["message"]}
+    assert found == expected
+    assert meta["env"]["amp"]["dtype"] == (None if dtype is None else str(dtype).replace("torch.", ""))
+    assert meta["env"]["model"]["has_attention"] is True
+
+
+def test_resuming_a_run_continues_its_steps_in_a_new_attempt(tmp_path):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 3)
+    probe.close()
+    resumed = Probe(run_id=probe.run_id, store=tmp_path, initial_step=2, handle_sigterm=False)
+    resumed.watch(model, optimizer)
+    _train_steps(resumed, model, optimizer, 2)
+    resumed.close()
+    meta, scalars, events, _ = read_run(tmp_path)
+    assert meta["status"] == "finished"
+    loss = scalars[(scalars["name"] == "loss")]
+    # The reader lets the newest attempt win where steps overlap (step 3).
+    assert sorted(zip(loss["attempt"], loss["step"])) == [(0, 1), (0, 2), (1, 3), (1, 4)]
+    assert "resumed" in set(events["kind"])
+
+
+def test_vocabulary_sized_outputs_record_accuracy_without_a_confusion_matrix(tmp_path):
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 1)
+    logits = torch.randn(2, 6, 5000)
+    targets = logits.argmax(-1)
+    targets[0, :3] = (targets[0, :3] + 1) % 5000
+    with probe.evaluate("val") as ev:
+        ev.update(logits, targets)
+    probe.close()
+    _, scalars, _, confusion = read_run(tmp_path)
+    assert series(scalars, "accuracy", split="val") == pytest.approx({1: 9 / 12})
+    assert confusion.empty
