@@ -129,6 +129,8 @@ class Probe:
         handle_sigterm: record a crash on SIGTERM (main thread only).
         initial_step: optimizer steps already taken (when resuming from a
             checkpoint with ``run_id``): the next ``probe.step()`` is this + 1.
+        compact_on_close: merge a finished run's segments into one sorted
+            file at close (rank 0; the compactor is imported only then).
 
     Example:
         >>> with Probe(run="mlp", store=tmp, num_classes=10) as probe:  # doctest: +SKIP
@@ -160,6 +162,7 @@ class Probe:
         update_ratio_sample_size: int = DEFAULT_SAMPLE_SIZE,
         handle_sigterm: bool = True,
         initial_step: int = 0,
+        compact_on_close: bool = True,
     ) -> None:
         if run is not None:
             _check_name(run, "run")
@@ -185,6 +188,7 @@ class Probe:
         if isinstance(initial_step, bool) or not isinstance(initial_step, numbers.Integral) or initial_step < 0:
             raise ValueError(f"initial_step must be a non-negative integer, got {initial_step!r}")
         self.strict = bool(strict)
+        self.compact_on_close = bool(compact_on_close)
         self.num_classes = num_classes
         self._exact_max_bytes = int(update_ratio_exact_max_bytes)
         self._sample_size = _check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
@@ -901,6 +905,26 @@ class Probe:
             detail = self._termination_detail
         self.writer.close(status, detail=detail)
         self._sigterm.uninstall()
+        if status == "finished" and self.rank == 0 and self.compact_on_close:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Merge the finished run's segments into one sorted file (DESIGN.md).
+
+        The compactor (and DuckDB with it) is imported only here, after
+        training, so recording never loads it. A failure leaves the segments
+        as they are, still fully readable, and only warns.
+        """
+        try:
+            from store.compact import compact_run
+            from store.reader import Store
+
+            compact_run(Store(self.writer.store), self.writer.run_id)
+        except Exception as error:
+            if self.strict:
+                raise
+            warnings.warn(f"traindoctor: compacting run {self.writer.run_id} failed "
+                          f"(its segments stay readable): {type(error).__name__}: {error}", RuntimeWarning, stacklevel=3)
 
     def __enter__(self) -> "Probe":
         self._entered = True

@@ -247,3 +247,33 @@ def test_vocabulary_sized_outputs_record_accuracy_without_a_confusion_matrix(tmp
     _, scalars, _, confusion = read_run(tmp_path)
     assert series(scalars, "accuracy", split="val") == pytest.approx({1: 9 / 12})
     assert confusion.empty
+
+
+def test_finished_run_is_compacted_on_close_and_crashed_run_is_not(tmp_path):
+    import torch
+
+    from probe import Probe
+    from store.reader import Store
+
+    def train(name, crash):
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        probe = Probe(run=name, store=tmp_path, flush_every_steps=2, handle_sigterm=False)
+        probe.watch(model, optimizer)
+        for _ in range(7):
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            probe.step(loss=loss)
+            probe.flush()
+            probe.writer.flush()  # one segment per step: something to merge
+        probe.close("crashed" if crash else None)
+        return probe.writer.run_id
+
+    finished, crashed = train("done", crash=False), train("died", crash=True)
+    assert [f.name[:2] for f in (tmp_path / finished / "scalars").glob("*.parquet")] == ["c-"]
+    crashed_files = list((tmp_path / crashed / "scalars").glob("*.parquet"))
+    assert len(crashed_files) > 1 and not any(f.name.startswith("c-") for f in crashed_files)
+    steps = Store(tmp_path).scalars([finished], names=["loss"])["step"].tolist()
+    assert steps == list(range(1, 8))
