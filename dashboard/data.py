@@ -204,9 +204,22 @@ class RunView:
 _RUN_VIEW_WORKERS = 4
 
 
+def tidy_run(store: Store, run_id: str) -> None:
+    """Merge a run's segments once they are many (a long live run publishes one
+    every 2 s, and every query pays ~0.3 ms per file). Safe while training
+    writes and others read; a read-only store is simply left as it is."""
+    from store.compact import compact_if_fragmented
+
+    try:
+        compact_if_fragmented(store, run_id)
+    except OSError:
+        pass
+
+
 def load_run_view(store: Store, run: str) -> RunView:
     """The Run page's data for one run, every series bounded in points."""
     run_id = store.resolve(run)
+    tidy_run(store, run_id)
     with ThreadPoolExecutor(max_workers=_RUN_VIEW_WORKERS) as pool:
         curves = pool.submit(curve_points, store, [run_id])
         lr = pool.submit(lr_points, store, [run_id])
