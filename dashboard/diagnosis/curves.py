@@ -31,8 +31,9 @@ DIVERGED_MIN_POINTS = 5
 DIVERGED_MIN_FRACTION = 0.02
 # Starting level: median of the first 5 finite losses (one noisy batch does not set it).
 START_POINTS = 5
-# Smoothing before the "stays above" test: rolling median of 5 records; the
-# last 3 raw values must be above too (a trailing median lags a recovery).
+# Smoothing before the "stays above" test: centred rolling median of 5
+# records; the last 3 raw values must be above too (a recovery at the very
+# end is not divergence).
 DIVERGED_SMOOTHING = 5
 DIVERGED_TAIL_POINTS = 3
 
@@ -180,7 +181,8 @@ def _start_level(loss: pd.Series) -> float:
 
 
 def _smoothed(values: np.ndarray, window: int) -> np.ndarray:
-    return pd.Series(values).rolling(window, min_periods=1).median().to_numpy()
+    """Centred rolling median (no lag: a stretch above a level starts where the values do)."""
+    return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
 def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
@@ -616,8 +618,8 @@ def best_epoch_not_last(run: RunData) -> list[Finding]:
 def underfitting(run: RunData) -> list[Finding]:
     """Training loss plateaued high, train and validation close, training accuracy far from perfect.
 
-    Symptom: the last quarter of the training loss improves < 3 % on the
-    third and adds < 10 % of the total drop; train accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its
+    Symptom: after falling ≥ 10 %, the last quarter of the training loss
+    improves < 3 % on the third and adds < 10 % of the total drop; train accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its
     start); validation within 10 % of train loss (or 0.05 accuracy).
     Likely cause: too little capacity (or too strong regularisation).
     Try: a bigger model (wider/deeper), less regularisation, better features;
@@ -632,8 +634,11 @@ def underfitting(run: RunData) -> list[Finding]:
     third, fourth = window_median(loss, 0.5, 0.75), window_median(loss, 0.75, 1.0)
     improvement = (third - fourth) / max(abs(third), 1e-12)
     share = (third - fourth) / max(start - fourth, 1e-12)
-    # Flat: < 3 % better, and (unless the loss never fell) < 10 % of the total drop.
-    if improvement >= UNDERFIT_FLAT or (start > fourth and share >= UNDERFIT_FLAT_SHARE):
+    # Flat: < 3 % better and < 10 % of the total drop; a loss that never fell
+    # (≥ 10 % of its start) is not learning at all, which is not capacity.
+    if start <= 0 or start - fourth < MIN_DROP * start:
+        return []
+    if improvement >= UNDERFIT_FLAT or share >= UNDERFIT_FLAT_SHARE:
         return []
     train_accuracy = finite(run.series("accuracy"))
     val_loss, _ = _eval_losses(run)
@@ -644,7 +649,7 @@ def underfitting(run: RunData) -> list[Finding]:
         evidence["train_accuracy"] = accuracy
         if accuracy >= UNDERFIT_TRAIN_ACCURACY:
             return []
-    elif start <= 0 or fourth < UNDERFIT_HIGH_LOSS * start:
+    elif fourth < UNDERFIT_HIGH_LOSS * start:
         return []
     close = None
     if len(val_loss):
