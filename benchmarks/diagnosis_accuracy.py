@@ -1,7 +1,10 @@
 """Precision and recall of every rule on the labelled corpus and the external curves.
 
 Prints one row per rule (labelled runs, found, recall, fired, precision) and
-the number of warning/critical findings on healthy runs (false alarms).
+the number of warning/critical findings on healthy runs (false alarms), over
+the trained corpus (tests/data/corpus), the hand-made setup runs
+(tests/diagnosis/setup_cases.py: what curves cannot show) and the external
+curves (../shared/external, when present).
 
 A labelled problem counts as found when the rule fires with a step range
 overlapping the label's rough range (or anywhere, for whole-run labels). A
@@ -32,6 +35,7 @@ if str(ROOT) not in sys.path:
 from dashboard.diagnosis import RULES, RunData, diagnose  # noqa: E402
 from dashboard.diagnosis.finding import Finding  # noqa: E402
 from tests.diagnosis.external import EXTERNAL, external_cases  # noqa: E402
+from tests.diagnosis.setup_cases import setup_cases  # noqa: E402
 
 DEFAULT_CORPUS = ROOT / "tests" / "data" / "corpus"
 DEFAULT_EXTERNAL = EXTERNAL
@@ -111,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     cases = corpus_cases(args.corpus)
-    corpus_count = len(cases)
+    cases += [Case(c.run, c.expect, c.forbid, c.healthy, "setup", c.allow) for c in setup_cases()]
     if args.external.is_dir():
-        cases += [Case(c.run, c.expect, c.forbid, c.healthy, "external") for c in external_cases(args.external)]
+        cases += [Case(c.run, c.expect, c.forbid, c.healthy, "external", c.allow) for c in external_cases(args.external)]
     table, false_alarms, missed = score(cases)
     healthy = sum(c.healthy for c in cases)
-    print(f"{corpus_count} corpus runs + {len(cases) - corpus_count} external runs, {healthy} healthy "
+    origins = {origin: sum(c.origin == origin for c in cases) for origin in ("corpus", "setup", "external")}
+    print(f"{origins['corpus']} corpus runs + {origins['setup']} hand-made setup runs + {origins['external']} external "
+          f"runs, {healthy} healthy "
           f"(diagnosed in {time.perf_counter() - started:.1f} s including loading)")
     print(format_table(table))
     print(f"false alarms (warning/critical) on healthy runs: {len(false_alarms)}")

@@ -66,6 +66,12 @@ def eval_frame(run: RunData, name: str) -> tuple[pd.Series, pd.Series]:
     return values, epochs
 
 
+def layer_values(run: RunData, name: str) -> pd.DataFrame:
+    """``run.layer_frame(name)`` as float64 (a frame built from mixed sources can hold object values)."""
+    frame = run.layer_frame(name)
+    return frame.apply(pd.to_numeric, errors="coerce").astype("float64") if not frame.empty else frame
+
+
 def train_loss(run: RunData) -> pd.Series:
     return run.series("loss", "train")
 

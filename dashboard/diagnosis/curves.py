@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.diagnosis.classes import last_confusion
-from dashboard.diagnosis.common import describe_epoch, eval_frame, finding, lr_series, train_loss
+from dashboard.diagnosis.common import describe_epoch, eval_frame, finding, layer_values, lr_series, train_loss
 from dashboard.diagnosis.finding import Finding
 from dashboard.diagnosis.robust import (
     binned_medians,
@@ -223,7 +223,7 @@ def _profile(run: RunData) -> tuple[pd.Series, pd.Series] | None:
 
 
 def _median_update_ratio(run: RunData, start_fraction: float = 0.5) -> float | None:
-    frame = run.layer_frame("update_ratio")
+    frame = layer_values(run, "update_ratio")
     if frame.empty:
         return None
     frame = frame.iloc[int(len(frame) * start_fraction):]

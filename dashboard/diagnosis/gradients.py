@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.common import finding, is_norm_or_bias, natural_key, train_loss
+from dashboard.diagnosis.common import finding, is_norm_or_bias, layer_values, natural_key, train_loss
 from dashboard.diagnosis.finding import Finding
 from dashboard.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
 from dashboard.diagnosis.run_data import RunData
@@ -53,7 +53,7 @@ SOURCE_GRADIENTS = "seed 000 (transformer training notes), seed 003 (gradient cl
 
 def _first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
     """Per-record ratio of the first to the last weight layer's gradient norm (model order by name)."""
-    frame = run.layer_frame("grad_norm")
+    frame = layer_values(run, "grad_norm")
     if frame.empty:
         return None
     weights = [name for name in sorted(frame.columns, key=natural_key) if not is_norm_or_bias(name)]
@@ -177,7 +177,7 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     Source: seed 004 "track ratio of weight update / weight magnitude";
     DeepDiagnosis (ICSE'22) band [1e-5, 1e-1].
     """
-    frame = run.layer_frame("update_ratio")
+    frame = layer_values(run, "update_ratio")
     if frame.empty:
         return []
     low, high = [], []
@@ -228,7 +228,7 @@ def dead_layers(run: RunData) -> list[Finding]:
     optimizer params; use LeakyReLU/lower lr for dying ReLUs.
     Source: seed 001 (freezing the base model), seed 000.
     """
-    grads = run.layer_frame("grad_norm")
+    grads = layer_values(run, "grad_norm")
     known_layers = set(run.layers("weight_norm")) | set(run.layers("update_ratio"))
     dead: dict[str, int | None] = {}
     span: list[int] = []

@@ -462,6 +462,14 @@ def healthy_specs() -> list[Spec]:
         Spec("healthy_transformer_warmup", "2-layer transformer on token sequences, AdamW 1e-3, 10% warmup + cosine",
              sequences, transformer(norm_first=True), adamw(1e-3, betas=(0.9, 0.98)), epochs=12, lr_at=warmup_cosine(0.1),
              attention=True, healthy=True),
+        Spec("healthy_digits_sgd_step_decay", "MLP 64-64-10 on digits, SGD momentum 0.9 lr 0.02, lr x0.1 at 70%",
+             digits, width_mlp([64]), sgd(0.02, momentum=0.9), epochs=15, lr_at=step_decay(0.7, 0.1), healthy=True),
+        Spec("healthy_cancer_mlp_rmsprop", "MLP 30-32-2 on breast_cancer, RMSprop 1e-3, two evals per epoch",
+             breast_cancer, width_mlp([32]), lambda model: torch.optim.RMSprop(model.parameters(), lr=1e-3),
+             epochs=12, evals_per_epoch=2, healthy=True),
+        Spec("healthy_classification_tanh_warmup", "tanh MLP 20-128-128-3 on make_classification, AdamW 3e-3, warmup+cosine",
+             classification, width_mlp([128, 128], nn.Tanh), adamw(3e-3), epochs=12,
+             lr_at=warmup_cosine(0.05), healthy=True),
     ]
 
 

@@ -13,6 +13,7 @@ import pytest
 from benchmarks.diagnosis_accuracy import Case, corpus_cases, overlaps
 from dashboard.diagnosis import Finding, diagnose
 from tests.diagnosis.external import EXTERNAL, bigscience_cases, pythia_cases, pythia_run
+from tests.diagnosis.setup_cases import setup_cases
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 LABELS = json.loads((CORPUS / "corpus_labels.json").read_text(encoding="utf-8"))
@@ -53,6 +54,15 @@ def test_labelled_problems_found_at_the_right_steps(name):
 def test_healthy_runs_get_no_warning_or_critical(name):
     _, findings = diagnosed_corpus()[name]
     assert [(f.rule, f.severity, f.message) for f in findings if f.severity != "info"] == []
+
+
+@pytest.mark.parametrize("case", setup_cases(), ids=lambda case: case.run.name)
+def test_setup_cases_found_and_correct_setup_quiet(case):
+    findings = diagnose(case.run, strict=True)
+    assert {rule for rule, expected in case.expect.items()
+            if not any(f.rule == rule and overlaps(f, expected) for f in findings)} == set()
+    if case.healthy:
+        assert [f.rule for f in findings if f.severity != "info"] == []
 
 
 # ------------------------------------------------------------------ external curves

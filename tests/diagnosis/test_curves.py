@@ -287,9 +287,8 @@ def test_no_better_than_baseline(accuracy, severity):
 
 
 def _transformer(lr_values, loss_values, attention=True):
-    n = len(loss_values)
     return make_run(loss=loss_values, frames=[scalar_rows("lr", lr_values, layer="group0")],
-                    env={"model": {"has_attention": attention}, "optimizer": {"type": "Adam"}}) if n else None
+                    env={"model": {"has_attention": attention}, "optimizer": {"type": "Adam"}})
 
 
 def test_missing_warmup_fires_on_an_early_blow_up_without_ramp():

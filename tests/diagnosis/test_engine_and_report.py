@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from dashboard.diagnosis import RULES, Finding, RunData, diagnose
@@ -67,6 +66,9 @@ ODD_RUNS = {
     "all-nan": make_run(loss=[math.nan] * 30, frames=[scalar_rows("grad_norm", [math.nan] * 30)]),
     "inf-everywhere": make_run(loss=[math.inf] * 10, frames=[scalar_rows("update_ratio", [math.inf] * 10, layer="w")]),
     "object-dtype-values": make_run(frames=[scalar_rows("loss", np.array([1.0, 2.0], dtype=object))]),
+    "object-dtype-layer-values": make_run(frames=[
+        scalar_rows(name, np.array([0.1, 0.2, None, 0.3], dtype=object), layer=layer)
+        for name in ("grad_norm", "update_ratio", "weight_norm") for layer in ("0.weight", "2.weight")]),
     "eval-only": make_run(frames=[scalar_rows("accuracy", [0.5], split="val")]),
     "confusion-only": make_run(confusion=confusion_frame(np.array([[1]]))),
     "events-without-steps": make_run(events=[("eval_mode_during_training", "", None), ("amp_step_skipped", "", None)]),
