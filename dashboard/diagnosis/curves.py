@@ -57,6 +57,12 @@ SPIKE_ELEVATED_SIGMAS = 5.0
 SPIKE_MIN_RELATIVE_HEIGHT = 0.20
 SPIKE_MIN_POINTS = 3
 SPIKE_MAX_GAP = 2
+# During a spike the level and scale stay those from before it, for up to
+# 20 windows (1,000 records at most): long enough for PolyPythia's slow
+# recoveries, bounded work on any run.
+SPIKE_HOLD_WINDOWS = 20
+# Expected range of 5 normal draws in sigmas (tables of the studentised range).
+SMALL_SAMPLE_RANGE_TO_SIGMA = 2.33
 # A single bad record counts only when extreme: ≥ 3× the running level
 # (Lightning's spike factor), ≥ 20 sigmas, and a jump of ≥ 25 % of the
 # starting loss (minibatch noise near a zero loss is many sigmas but tiny).
@@ -74,12 +80,15 @@ SPIKE_MAX_REPORTED = 10
 # Curves are judged on a 40-bin median profile (robust to minibatch noise,
 # fixed cost for any length).
 PROFILE_BINS = 40
+# ...with at least 10 records per bin, so the profile's minimum is not one lucky batch.
+PROFILE_MIN_BIN_SIZE = 10
 MIN_CURVE_POINTS = 20
 # lr_too_high needs a real first drop (≥ 10 % of the start), then either
 # climbs back ≥ 30 % of the way from its best to its start and stays there
 # (the last 20 % of the run)...
 MIN_DROP = 0.10
 REBOUND_FRACTION = 0.30
+REBOUND_NOISE_SIGMAS = 3.0
 # ...or stalls high: late level ≥ 30 % of the start (healthy corpus runs end
 # at ≤ 16 %), the last 30 % of the run adding < 25 % of the total drop, with
 # update/weight ratios an order of magnitude above the ~1e-3 rule of thumb
@@ -96,6 +105,8 @@ NOISY_PLATEAU_NOISE = 0.30
 SLOW_TOTAL_DROP = 0.50
 LINEAR_HALVES_RATIO = 0.50
 STILL_FALLING = 0.01
+# Levels are medians of 10 % windows; each drop must exceed 3 standard errors of such a median.
+DROP_SIGMAS = 3.0
 
 # decayed_too_early: lr down to ≤ 10 % of its peak before 50 % of the run,
 # while the loss had fallen ≥ 5 % over the preceding stretch, and afterwards
@@ -219,7 +230,7 @@ def _profile(run: RunData) -> tuple[pd.Series, pd.Series] | None:
     loss = finite(train_loss(run))
     if len(loss) < MIN_CURVE_POINTS:
         return None
-    return loss, binned_medians(loss, PROFILE_BINS)
+    return loss, binned_medians(loss, max(2, min(PROFILE_BINS, len(loss) // PROFILE_MIN_BIN_SIZE)))
 
 
 def _median_update_ratio(run: RunData, start_fraction: float = 0.5) -> float | None:
@@ -279,12 +290,42 @@ def _spike_window(n: int) -> int:
     return int(min(SPIKE_WINDOW_MAX, max(SPIKE_WINDOW_MIN, n // 20)))
 
 
+def _hold_baseline_through_spikes(values: np.ndarray, level: np.ndarray, scale: np.ndarray, sigmas: np.ndarray,
+                                  window: int) -> None:
+    """Judge the records after a spike's first one against the pre-spike level and scale (in place).
+
+    The trailing median and MAD soon absorb a spike's own values, which
+    would end a persistent spike after a couple of records (on short runs
+    whose window is 5 records, at once). Costs one pass over the records
+    that follow each elevated start, at most SPIKE_HOLD_WINDOWS windows each.
+    """
+    elevated = sigmas >= SPIKE_ELEVATED_SIGMAS
+    starts = np.flatnonzero(elevated & ~np.concatenate([[False], elevated[:-1]]))
+    reach = -1
+    for start in starts:
+        if start <= reach or not (np.isfinite(level[start]) and scale[start] > 0):
+            continue
+        base, spread, gap = level[start], scale[start], 0
+        position = start + 1
+        while position < len(values) and gap <= SPIKE_MAX_GAP and position - start <= SPIKE_HOLD_WINDOWS * window:
+            held = (values[position] - base) / spread
+            if held >= SPIKE_ELEVATED_SIGMAS:
+                sigmas[position] = max(sigmas[position], held)
+                gap = 0
+            else:
+                gap += 1
+            position += 1
+        reach = position - 1
+
+
 def loss_spike(run: RunData) -> list[Finding]:
     """A short jump far above the local loss level, robust to noise and to the downward trend.
 
     Symptom: a peak ≥ 10 robust sigmas and ≥ 20 % above the median of the
     preceding losses, with ≥ 3 records ≥ 5 sigmas above it; one finding per
     spike with its step, height and whether (and how fast) it recovered.
+    A single extreme record (≥ 3× the level, ≥ 20 sigmas) is reported as info:
+    one bad batch that did not disturb the following steps.
     Spikes inside a divergence are left to the divergence rule.
     Likely cause: a bad batch, too high an lr or too short a warmup, Adam's
     eps too small, fp16 overflow.
@@ -301,10 +342,17 @@ def loss_spike(run: RunData) -> list[Finding]:
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
     residual = values - level
     scale = trailing_mad_sigma(residual, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY)
+    # Until enough residuals exist, the spread of the previous values themselves is the scale
+    # (a short logbook window like BLOOM's has five records before its spike). With so few
+    # values the MAD is unreliable: take the range-based estimate too (E[range] ≈ 2.33 σ for 5).
+    for position in np.flatnonzero(~np.isfinite(scale) & np.isfinite(level)):
+        previous = values[max(0, position - window):position]
+        scale[position] = max(mad_sigma(previous), float(np.ptp(previous)) / SMALL_SAMPLE_RANGE_TO_SIGMA)
     scale = np.fmax(scale, SPIKE_SCALE_FLOOR * np.abs(level))
     with np.errstate(divide="ignore", invalid="ignore"):
         sigmas = residual / scale
     sigmas = np.where(np.isfinite(sigmas), sigmas, 0.0)
+    _hold_baseline_through_spikes(values, level, scale, sigmas, window)
     onset = divergence_onset(run)
     cutoff = n
     if onset is not None:
@@ -331,25 +379,27 @@ def loss_spike(run: RunData) -> list[Finding]:
         # Inside a divergence: the divergence rule reports it.
         if end >= cutoff or (onset is not None and recovered_at is None):
             continue
-        spikes.append((start, end, peak, base, recovered_at))
+        spikes.append((start, end, peak, base, recovered_at, persistent))
     findings = []
-    for start, end, peak, base, recovered_at in spikes[:SPIKE_MAX_REPORTED]:
+    for start, end, peak, base, recovered_at, persistent in spikes[:SPIKE_MAX_REPORTED]:
         peak_step = int(loss.index[peak])
         recovery = (f"recovered to within {SPIKE_RECOVERED_MARGIN:.0%} of the pre-spike level at step {recovered_at} "
                     f"({recovered_at - peak_step} steps later)" if recovered_at is not None
                     else "did not come back to the pre-spike level")
         findings.append(finding(
-            "loss_spike", "warning", f"Loss spike at step {peak_step}",
+            "loss_spike", "warning" if persistent else "info",
+            f"Loss spike at step {peak_step}" if persistent else f"One-step loss jump at step {peak_step}",
             f"Loss jumped to {values[peak]:.3g} at step {peak_step}, {values[peak] / base:.1f}× the running level "
             f"{base:.3g} ({sigmas[peak]:.0f} robust sigmas; elevated steps {loss.index[start]}–{loss.index[end]}); "
             f"it {recovery}." + (f" {len(spikes)} spikes in all; the first {SPIKE_MAX_REPORTED} are listed."
-                                 if len(spikes) > SPIKE_MAX_REPORTED and peak == spikes[0][2] else ""),
+                                 if len(spikes) > SPIKE_MAX_REPORTED and peak == spikes[0][2] else "")
+            + ("" if persistent else " A single record: most likely one bad batch; it matters if it repeats."),
             "Clip gradients, lengthen the warmup, lower the lr or raise Adam's eps; use bf16/fp32 where fp16 "
             "overflows; check the batch at that step.",
             "seed 000, seed 002 (loss spikes), seed 003", loss.index[start], loss.index[end],
             {"peak_step": peak_step, "peak_loss": values[peak], "running_level": base,
              "height_ratio": values[peak] / base, "sigmas": sigmas[peak], "recovered": recovered_at is not None,
-             "recovered_at_step": recovered_at, "spike_count": len(spikes)}))
+             "recovered_at_step": recovered_at, "spike_count": len(spikes), "persistent": persistent}))
     return findings
 
 
@@ -357,11 +407,11 @@ def lr_too_high(run: RunData) -> list[Finding]:
     """Loss falls fast then stalls on a high plateau with large updates, or climbs back after its best.
 
     Symptom: after a real drop (≥ 10 % of the start), the loss climbs back
-    ≥ 30 % of the way to its start and stays there; or it stalls high (late
+    ≥ 30 % of the way to its start (and 3 noise sigmas) and stays there; or it stalls high (late
     level ≥ 30 % of the start, the last 30 % of the run adding < 25 % of the
     total drop) while the median update/weight ratio is ≥ 1e-2 (10× the
     rule of thumb), or, without update ratios, with step-to-step noise ≥ 30 %
-    of the level.
+    of the level (info only: a hard task that converged looks the same).
     Likely cause: the step size overshoots the valley.
     Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
     Source: seed 004 step 6 rule 2 and the update/weight ratio; seed 003.
@@ -385,7 +435,11 @@ def lr_too_high(run: RunData) -> list[Finding]:
     evidence = {"start_level": start, "best_level": best, "late_level": late, "median_update_ratio": ratio,
                 "rebound_fraction": rebound, "late_noise": noise, "late_share_of_drop": late_share}
     support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
-    if rebound >= REBOUND_FRACTION and best_position < len(profile) - 2:
+    # The profile's minimum is biased low by noise: the climb must exceed 3 sigmas of the bin-to-bin noise.
+    profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
+    evidence["profile_noise"] = profile_noise
+    if (rebound >= REBOUND_FRACTION and best_position < len(profile) - 2
+            and late - best > REBOUND_NOISE_SIGMAS * profile_noise):
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "
@@ -398,8 +452,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
         return []
     why = (f"the median update/weight ratio is {ratio:.1e}, 10× or more above the ~1e-3 rule of thumb"
            if ratio is not None else f"step-to-step noise is {noise:.0%} of the level")
+    # From the loss alone a noisy high plateau may also be a hard task that converged: a hint only.
     return [finding(
-        "lr_too_high", "warning", "Stalled on a high plateau: lr too high",
+        "lr_too_high", "warning" if ratio is not None else "info", "Stalled on a high plateau: lr too high",
         f"The loss stalled at {late:.3g} ({late / start:.0%} of its start {start:.3g}; the last 30% of the run added "
         f"{max(late_share, 0):.0%} of the drop) while {why}.",
         "Lower the lr (×0.3 to ×0.1) or add a decay schedule once the loss stalls.", SOURCE_LR + "; seed 003",
@@ -411,7 +466,8 @@ def lr_too_low(run: RunData) -> list[Finding]:
 
     Symptom: the loss lost < 50 % of its start, the second half fell ≥ 50 %
     as much as the first (no deceleration) and it still falls in the last
-    quarter; update/weight ratios ≤ 1e-4 are reported as support.
+    quarter, each drop beyond 3 standard errors of the minibatch noise;
+    update/weight ratios are reported as support.
     Likely cause: a learning rate far below what the model tolerates.
     Try: raise the lr (×3 to ×10; try 1e-1, 1e-2, 1e-3, 1e-4 and keep the one
     whose loss drops within ~100 iterations).
@@ -421,9 +477,13 @@ def lr_too_low(run: RunData) -> list[Finding]:
     if curve is None or divergence_onset(run) is not None:
         return []
     loss, profile = curve
-    start = window_median(loss, 0.0, 0.05)
+    start = window_median(loss, 0.0, 0.1)
     middle = window_median(loss, 0.45, 0.55)
     end = window_median(loss, 0.9, 1.0)
+    # Standard error of a window median (1.25 σ/√k): the drops must stand out of the minibatch noise.
+    per_window = max(1, len(loss) // 10)
+    noise = mad_sigma(np.diff(loss.to_numpy())) / math.sqrt(2)
+    window_error = 1.25 * noise / math.sqrt(per_window)
     if start <= 0:
         return []
     total_drop = (start - end) / start
@@ -434,7 +494,8 @@ def lr_too_low(run: RunData) -> list[Finding]:
     evidence = {"start_level": start, "middle_level": middle, "end_level": end, "total_drop": total_drop,
                 "halves_ratio": second_half / first_half if first_half > 0 else None,
                 "median_update_ratio": ratio}
-    if not (0 < total_drop < SLOW_TOTAL_DROP and first_half > 0 and second_half >= LINEAR_HALVES_RATIO * first_half
+    if not (0 < total_drop < SLOW_TOTAL_DROP and start - end > DROP_SIGMAS * window_error
+            and second_half > DROP_SIGMAS * window_error and second_half >= LINEAR_HALVES_RATIO * first_half
             and still_falling >= STILL_FALLING):
         return []
     if ratio is not None and ratio >= HIGH_UPDATE_RATIO:
@@ -619,8 +680,10 @@ def underfitting(run: RunData) -> list[Finding]:
     """Training loss plateaued high, train and validation close, training accuracy far from perfect.
 
     Symptom: after falling ≥ 10 %, the last quarter of the training loss
-    improves < 3 % on the third and adds < 10 % of the total drop; train accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its
-    start); validation within 10 % of train loss (or 0.05 accuracy).
+    improves < 3 % on the third and adds < 10 % of the total drop; train
+    accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its start); an
+    evaluation split (required) within 10 % of the train loss (or 0.05
+    accuracy).
     Likely cause: too little capacity (or too strong regularisation).
     Try: a bigger model (wider/deeper), less regularisation, better features;
     then train longer.
@@ -661,7 +724,7 @@ def underfitting(run: RunData) -> list[Finding]:
         evidence["val_accuracy"] = val_acc_late
         close_accuracy = evidence["train_accuracy"] - val_acc_late <= UNDERFIT_GAP_ACCURACY
         close = close_accuracy if close is None else (close or close_accuracy)
-    if close is False:
+    if close is not True:  # without an evaluation split, "train and val close" cannot be judged
         return []
     accuracy_text = f", training accuracy {evidence['train_accuracy']:.2f}" if "train_accuracy" in evidence else ""
     val_text = f", validation loss {evidence['val_loss']:.3g}" if "val_loss" in evidence else ""
