@@ -105,8 +105,10 @@ NOISY_PLATEAU_NOISE = 0.30
 SLOW_TOTAL_DROP = 0.50
 LINEAR_HALVES_RATIO = 0.50
 STILL_FALLING = 0.01
-# Levels are medians of 10 % windows; each drop must exceed 3 standard errors of such a median.
+# Levels are medians of 10 % windows; each drop must exceed 3 standard errors of such a median,
+# and each window needs ≥ 10 records (100 in all) for that error to mean anything.
 DROP_SIGMAS = 3.0
+LR_TOO_LOW_MIN_POINTS = 100
 
 # decayed_too_early: lr down to ≤ 10 % of its peak before 50 % of the run,
 # while the loss had fallen ≥ 5 % over the preceding stretch, and afterwards
@@ -474,7 +476,7 @@ def lr_too_low(run: RunData) -> list[Finding]:
     Source: seed 004 step 6 rule 1 and step 3.
     """
     curve = _profile(run)
-    if curve is None or divergence_onset(run) is not None:
+    if curve is None or len(curve[0]) < LR_TOO_LOW_MIN_POINTS or divergence_onset(run) is not None:
         return []
     loss, profile = curve
     start = window_median(loss, 0.0, 0.1)
