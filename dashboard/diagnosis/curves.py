@@ -136,7 +136,8 @@ BEST_EPOCH_ACCURACY_GAP = 0.02
 BEST_EPOCH_LOSS_RISE = 0.10
 BEST_EPOCH_BIG_ACCURACY = 0.05
 BEST_EPOCH_BIG_LOSS = 1.30
-# Underfitting: training loss flat (< 3 % better in the last quarter),
+# Underfitting: training loss flat (< 3 % better in the last quarter, and
+# that quarter < 10 % of the total drop: a slow steady fall is lr_too_low's),
 # train accuracy < 0.9 ("far from perfect"), val within 10 % of train loss
 # (or 0.05 accuracy).
 UNDERFIT_FLAT = 0.03
@@ -381,6 +382,8 @@ def loss_spike(run: RunData) -> list[Finding]:
         # Inside a divergence: the divergence rule reports it.
         if end >= cutoff or (onset is not None and recovered_at is None):
             continue
+        if len(after):  # the spike ends where the loss is back, whatever noise follows
+            end = min(end, max(peak, peak + after[0]))
         spikes.append((start, end, peak, base, recovered_at, persistent))
     findings = []
     for start, end, peak, base, recovered_at, persistent in spikes[:SPIKE_MAX_REPORTED]:
