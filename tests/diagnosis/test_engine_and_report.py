@@ -28,7 +28,7 @@ def test_every_rules_md_id_has_a_rule_with_a_docstring():
     assert set(RULES) == RULES_MD_IDS
     for rule in RULES.values():
         doc = rule.__doc__ or ""
-        assert "Symptom" in doc and "Try" in doc and "Source" in doc, rule.__name__
+        assert all(part in doc for part in ("Symptom", "Likely cause", "Try", "Source")), rule.__name__
 
 
 def _full_run(n: int, *, resumed: bool = False, seed: int = 0) -> RunData:
@@ -152,3 +152,15 @@ def test_text_report_groups_by_severity_with_steps_and_advice():
     assert "resnet (20260101-abc)" in text and "[divergence] divergence (step 900)" in text
     assert "(whole run)" in text and "advice: a" in text
     assert "r2\n==\n  No findings" in text
+
+
+def test_evidence_is_strict_json_with_numpy_and_non_finite_values():
+    from dashboard.diagnosis.common import finding
+
+    made = finding("divergence", "critical", "t", "m", "a", "s", np.int64(3), np.int64(9),
+                   {"peak": np.float32(1.5), "count": np.int64(4), "ratio": math.inf, "ok": np.bool_(True),
+                    "layers": ("a", "b"), "nested": {"gap": np.float64(0.123456789)}})
+    payload = json.loads(json.dumps(made.to_dict(), allow_nan=False))
+    assert payload["evidence"] == {"peak": 1.5, "count": 4, "ratio": "inf", "ok": True, "layers": ["a", "b"],
+                                   "nested": {"gap": 0.1235}}
+    assert (payload["step_start"], payload["step_end"]) == (3, 9)
