@@ -510,10 +510,11 @@ def problem_specs() -> list[Spec]:
              digits, width_mlp([128]), sgd(3.0, momentum=0.9), epochs=6,
              expect={"divergence": everywhere, "exploding_gradients": everywhere},
              allow=DIVERGED_ALLOW),
+        # The gradient norm's median only grows ~5x here (dead ReLUs follow the blow-up): exploding
+        # gradients are possible (single-step peaks) but not a property of the setup.
         Spec("divergence_rise_adam_lr_growth", "6-layer MLP on digits, Adam lr 0.1 growing x1.02 per step (lr range test left running)",
              digits, width_mlp([64] * 5), adam(0.1), epochs=8, lr_at=lambda step, total: 1.02 ** step,
-             expect={"divergence": everywhere, "exploding_gradients": everywhere},
-             allow=DIVERGED_ALLOW),
+             expect={"divergence": everywhere}, allow=DIVERGED_ALLOW + ["exploding_gradients"]),
         Spec("divergence_rise_sgd_moons", "MLP on moons, SGD momentum 0.99 lr 2 (loss climbs above its start and stays)",
              moons, width_mlp([32, 32]), sgd(2.0, momentum=0.99), epochs=10,
              expect={"divergence": everywhere, "exploding_gradients": everywhere}, allow=DIVERGED_ALLOW),
