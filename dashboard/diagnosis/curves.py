@@ -64,10 +64,11 @@ SPIKE_HOLD_WINDOWS = 20
 # Expected range of 5 normal draws in sigmas (tables of the studentised range).
 SMALL_SAMPLE_RANGE_TO_SIGMA = 2.33
 # A single bad record counts only when extreme: ≥ 3× the running level
-# (Lightning's spike factor), ≥ 20 sigmas, and a jump of ≥ 25 % of the
-# starting loss (minibatch noise near a zero loss is many sigmas but tiny).
+# (Lightning's spike factor), ≥ 10 sigmas, and a jump of ≥ 25 % of the
+# starting loss (minibatch noise near a zero loss is many sigmas but tiny);
+# it is reported as info.
 SPIKE_SINGLE_FACTOR = 3.0
-SPIKE_SINGLE_SIGMAS = 20.0
+SPIKE_SINGLE_SIGMAS = 10.0
 SPIKE_SINGLE_MIN_JUMP = 0.25
 # Any spike must jump by ≥ 1 % of the starting loss: a loss of 1e-6 rising
 # to 1e-4 is many sigmas and 100× but means nothing.
@@ -88,15 +89,17 @@ MIN_CURVE_POINTS = 20
 # (the last 20 % of the run)...
 MIN_DROP = 0.10
 REBOUND_FRACTION = 0.30
-REBOUND_NOISE_SIGMAS = 3.0
-# ...or stalls high: late level ≥ 30 % of the start (healthy corpus runs end
-# at ≤ 16 %), the last 30 % of the run adding < 25 % of the total drop, with
-# update/weight ratios an order of magnitude above the ~1e-3 rule of thumb
-# (seed 004; healthy corpus runs have medians ≤ 8e-3), or without ratios a
-# step-to-step noise ≥ 30 % of the level.
+REBOUND_NOISE_SIGMAS = 5.0
+# ...or thrashes on a high plateau: late level ≥ 30 % of the initial loss
+# (healthy corpus runs, three seeds, end below 25 % of ln C), step-to-step
+# noise ≥ 15 % of the level and median update/weight ratio ≥ 5e-3, 5× the
+# ~1e-3 rule of thumb (seed 004). On the three-seed corpus the runs with a
+# high plateau and no lr problem have ratios ≤ 4.6e-3, the lr-too-high runs
+# 7.7e-3 to 6e-2: the margin is thin, the rule says so in its evidence.
+# Without ratios, noise ≥ 30 % of the level makes it an info hint.
 HIGH_PLATEAU_LEVEL = 0.30
-STALL_SHARE = 0.25
-HIGH_UPDATE_RATIO = 1e-2
+THRASHING_NOISE = 0.15
+HIGH_UPDATE_RATIO = 5e-3
 NOISY_PLATEAU_NOISE = 0.30
 
 # lr_too_low: the loss dropped < 50 % of its start and the second half
@@ -136,11 +139,11 @@ BEST_EPOCH_ACCURACY_GAP = 0.02
 BEST_EPOCH_LOSS_RISE = 0.10
 BEST_EPOCH_BIG_ACCURACY = 0.05
 BEST_EPOCH_BIG_LOSS = 1.30
-# Underfitting: training loss flat (< 3 % better in the last quarter, and
+# Underfitting: training loss flat (< 5 % better in the last quarter, and
 # that quarter < 10 % of the total drop: a slow steady fall is lr_too_low's),
 # train accuracy < 0.9 ("far from perfect"), val within 10 % of train loss
 # (or 0.05 accuracy).
-UNDERFIT_FLAT = 0.03
+UNDERFIT_FLAT = 0.05
 UNDERFIT_FLAT_SHARE = 0.10
 UNDERFIT_TRAIN_ACCURACY = 0.90
 UNDERFIT_GAP_LOSS = 0.10
@@ -328,7 +331,7 @@ def loss_spike(run: RunData) -> list[Finding]:
     Symptom: a peak ≥ 10 robust sigmas and ≥ 20 % above the median of the
     preceding losses, with ≥ 3 records ≥ 5 sigmas above it; one finding per
     spike with its step, height and whether (and how fast) it recovered.
-    A single extreme record (≥ 3× the level, ≥ 20 sigmas) is reported as info:
+    A single extreme record (≥ 3× the level, ≥ 10 sigmas) is reported as info:
     one bad batch that did not disturb the following steps.
     Spikes inside a divergence are left to the divergence rule.
     Likely cause: a bad batch, too high an lr or too short a warmup, Adam's
@@ -409,15 +412,31 @@ def loss_spike(run: RunData) -> list[Finding]:
     return findings
 
 
-def lr_too_high(run: RunData) -> list[Finding]:
-    """Loss falls fast then stalls on a high plateau with large updates, or climbs back after its best.
+def _initial_loss(run: RunData, loss: pd.Series) -> float:
+    """Where training started: the task's expected initial loss or ln(C) when known, else the first records.
 
-    Symptom: after a real drop (≥ 10 % of the start), the loss climbs back
-    ≥ 30 % of the way to its start (and 3 noise sigmas) and stays there; or it stalls high (late
-    level ≥ 30 % of the start, the last 30 % of the run adding < 25 % of the
-    total drop) while the median update/weight ratio is ≥ 1e-2 (10× the
-    rule of thumb), or, without update ratios, with step-to-step noise ≥ 30 %
-    of the level (info only: a hard task that converged looks the same).
+    The median of the first records underestimates it when the loss drops
+    within a handful of steps (a logistic regression with momentum).
+    """
+    expected = run.task.get("expected_initial_loss")
+    classes = run.task.get("num_classes")
+    if expected is not None and float(expected) > 0:
+        return float(expected)
+    if classes is not None and int(classes) >= 2:
+        return math.log(int(classes))
+    return _start_level(loss)
+
+
+def lr_too_high(run: RunData) -> list[Finding]:
+    """Loss climbs back after its best, or thrashes on a high plateau with large updates.
+
+    Symptom: after a real drop (≥ 10 % of the initial loss, ln C when the
+    task says C), the loss climbs back ≥ 30 % of the way to it (and 5 noise
+    sigmas) and stays there; or its late level stays ≥ 30 % of the initial
+    loss with step-to-step noise ≥ 15 % of the level while the median
+    update/weight ratio is ≥ 5e-3 (5× the ~1e-3 rule of thumb); without
+    update ratios, noise ≥ 30 % of the level is reported as info only (a hard
+    task that converged looks the same).
     Likely cause: the step size overshoots the valley.
     Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
     Source: seed 004 step 6 rule 2 and the update/weight ratio; seed 003.
@@ -426,7 +445,7 @@ def lr_too_high(run: RunData) -> list[Finding]:
     if curve is None or divergence_onset(run) is not None:
         return []
     loss, profile = curve
-    start = _start_level(loss)
+    start = _initial_loss(run, loss)
     best_position = int(np.argmin(profile.to_numpy()))
     best = float(profile.iloc[best_position])
     late = window_median(loss, 0.8, 1.0)
@@ -436,12 +455,10 @@ def lr_too_high(run: RunData) -> list[Finding]:
     rebound = (late - best) / (start - best)
     late_values = loss.to_numpy()[int(0.5 * len(loss)):]
     noise = mad_sigma(np.diff(late_values)) / math.sqrt(2) / max(median(late_values), 1e-12)
-    middle, end = window_median(loss, 0.4, 0.7), window_median(loss, 0.7, 1.0)
-    late_share = (middle - end) / max(start - end, 1e-12)
-    evidence = {"start_level": start, "best_level": best, "late_level": late, "median_update_ratio": ratio,
-                "rebound_fraction": rebound, "late_noise": noise, "late_share_of_drop": late_share}
+    evidence = {"initial_loss": start, "best_level": best, "late_level": late, "median_update_ratio": ratio,
+                "rebound_fraction": rebound, "late_noise": noise}
     support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
-    # The profile's minimum is biased low by noise: the climb must exceed 3 sigmas of the bin-to-bin noise.
+    # The minimum of up to 40 noisy bins sits 2-3 sigmas low: the climb must exceed 5 sigmas of the bin noise.
     profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
     evidence["profile_noise"] = profile_noise
     if (rebound >= REBOUND_FRACTION and best_position < len(profile) - 2
@@ -449,20 +466,22 @@ def lr_too_high(run: RunData) -> list[Finding]:
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "
-            f"({rebound:.0%} of the way back to its start {start:.3g}) and stayed there.{support}",
+            f"({rebound:.0%} of the way back to its initial {start:.3g}) and stayed there.{support}",
             "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], loss.index[-1], evidence)]
-    stalled_high = late >= HIGH_PLATEAU_LEVEL * start and late_share < STALL_SHARE
-    large_steps = ratio >= HIGH_UPDATE_RATIO if ratio is not None else noise >= NOISY_PLATEAU_NOISE
-    if not (stalled_high and large_steps):
+    high = late >= HIGH_PLATEAU_LEVEL * start
+    if ratio is not None:
+        thrashing, severity = noise >= THRASHING_NOISE and ratio >= HIGH_UPDATE_RATIO, "warning"
+    else:
+        thrashing, severity = noise >= NOISY_PLATEAU_NOISE, "info"
+    if not (high and thrashing):
         return []
-    why = (f"the median update/weight ratio is {ratio:.1e}, 10× or more above the ~1e-3 rule of thumb"
-           if ratio is not None else f"step-to-step noise is {noise:.0%} of the level")
-    # From the loss alone a noisy high plateau may also be a hard task that converged: a hint only.
+    why = (f"the median update/weight ratio is {ratio:.1e}, above the ~1e-3 rule of thumb"
+           if ratio is not None else "no update ratios were recorded to confirm it")
     return [finding(
-        "lr_too_high", "warning" if ratio is not None else "info", "Stalled on a high plateau: lr too high",
-        f"The loss stalled at {late:.3g} ({late / start:.0%} of its start {start:.3g}; the last 30% of the run added "
-        f"{max(late_share, 0):.0%} of the drop) while {why}.",
+        "lr_too_high", severity, "High, noisy plateau: lr too high",
+        f"The loss stays at {late:.3g} ({late / start:.0%} of its initial {start:.3g}) with step-to-step noise "
+        f"{noise:.0%} of its level, while {why}.",
         "Lower the lr (×0.3 to ×0.1) or add a decay schedule once the loss stalls.", SOURCE_LR + "; seed 003",
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
 
@@ -686,7 +705,7 @@ def underfitting(run: RunData) -> list[Finding]:
     """Training loss plateaued high, train and validation close, training accuracy far from perfect.
 
     Symptom: after falling ≥ 10 %, the last quarter of the training loss
-    improves < 3 % on the third and adds < 10 % of the total drop; train
+    improves < 5 % on the third and adds < 10 % of the total drop; train
     accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its start); an
     evaluation split (required) within 10 % of the train loss (or 0.05
     accuracy).

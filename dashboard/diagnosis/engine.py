@@ -53,6 +53,8 @@ EXPLAINED_BY: dict[str, tuple[str, ...]] = {
     "no_better_than_baseline": ("divergence",),
     "best_epoch_not_last": ("divergence",),
     "underperforming_classes": ("no_better_than_baseline", "divergence"),
+    # "Train longer" is wrong advice when the lr is too high or the model already overfits.
+    "train_longer": ("lr_too_high", "divergence", "overfitting"),
 }
 
 

@@ -125,16 +125,23 @@ def test_lr_too_high_when_the_loss_climbs_back_after_its_best():
     assert rules_fired(found) == ["lr_too_high"] and found[0].evidence["rebound_fraction"] > 0.3
 
 
-def _stalled(ratio: float):
+def _plateau(ratio: float | None, noise: float):
     loss = np.concatenate([np.linspace(1.0, 0.6, 60), np.full(340, 0.6)])
-    loss = loss * (1 + 0.05 * np.random.default_rng(2).standard_normal(400))
-    frames = [scalar_rows("update_ratio", np.full(80, ratio), steps=np.arange(5, 401, 5), layer="fc.weight")]
+    loss = loss * (1 + noise * np.random.default_rng(2).standard_normal(400))
+    frames = [] if ratio is None else [
+        scalar_rows("update_ratio", np.full(80, ratio), steps=np.arange(5, 401, 5), layer="fc.weight")]
     return make_run(loss=loss, frames=frames)
 
 
-@pytest.mark.parametrize(("ratio", "fires"), [(5e-2, True), (1e-3, False)], ids=["ratio-5e-2", "ratio-1e-3"])
-def test_lr_too_high_on_a_stalled_plateau_needs_large_update_ratios(ratio, fires):
-    assert bool(curves.lr_too_high(_stalled(ratio))) is fires
+@pytest.mark.parametrize(
+    ("ratio", "noise", "severity"),
+    [(5e-2, 0.25, "warning"), (1e-3, 0.25, None), (5e-2, 0.05, None), (None, 0.45, "info"), (None, 0.25, None)],
+    ids=["thrashing-large-ratio", "noisy-but-ratio-1e-3", "large-ratio-but-smooth", "no-ratios-very-noisy-is-info",
+         "no-ratios-moderate-noise"],
+)
+def test_lr_too_high_on_a_high_plateau_needs_noise_and_large_update_ratios(ratio, noise, severity):
+    found = curves.lr_too_high(_plateau(ratio, noise))
+    assert (found[0].severity if found else None) == severity
 
 
 def test_lr_too_high_quiet_on_a_healthy_curve_and_on_a_flat_one():
