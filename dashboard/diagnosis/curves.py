@@ -709,7 +709,9 @@ def underfitting(run: RunData) -> list[Finding]:
     accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its start); an
     evaluation split (required) within 10 % of the train loss (or 0.05
     accuracy).
-    Likely cause: too little capacity (or too strong regularisation).
+    Likely cause: too little capacity (or too strong regularisation). The
+    curves cannot tell it from irreducible error (overlapping classes, label
+    noise), so the advice says to check the confusions.
     Try: a bigger model (wider/deeper), less regularisation, better features;
     then train longer.
     Source: seed 004 train/val rule 3.
@@ -757,7 +759,8 @@ def underfitting(run: RunData) -> list[Finding]:
         "underfitting", "warning", "Underfitting: training loss plateaued high",
         f"Training loss flat at {fourth:.3g} (last quarter {improvement:+.1%}){accuracy_text}{val_text}: "
         "train and validation are close and both poor.",
-        "Increase capacity (wider/deeper model, better features) or reduce regularisation; then train longer.",
+        "Increase capacity (wider/deeper model, better features) or reduce regularisation; then train longer. "
+        "If classes overlap or labels are noisy the plateau may be the data's limit: look at the confusions first.",
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
 
 
