@@ -1,0 +1,186 @@
+"""Per-class rules from the stored confusion counts (precision, recall and F1 derived here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dashboard.diagnosis.common import EVAL_SPLITS, finding
+from dashboard.diagnosis.finding import Finding
+from dashboard.diagnosis.run_data import RunData
+
+# A class needs this many evaluation samples before its recall means much.
+MIN_CLASS_SUPPORT = 5
+# "Far below the rest": F1 at least 0.15 below the median F1 of the other
+# classes and below 80 % of it (0.15 is three times the binomial standard
+# error of a recall near 0.8 with 60 samples)...
+UNDERPERFORMING_F1_GAP = 0.15
+UNDERPERFORMING_F1_RELATIVE = 0.8
+# ...the others doing decently (median F1 ≥ 0.5; when the whole model is
+# poor, the curve rules speak, not this one)...
+UNDERPERFORMING_MIN_REFERENCE = 0.5
+# ...and the gap larger than this many binomial standard errors of the
+# class's recall, so small classes are not flagged on noise.
+UNDERPERFORMING_SE = 2.0
+# "Strongly unequal support": largest/smallest class support ≥ 4 (a 80/20
+# split in the binary case; imbalanced-learn's tutorials start there).
+IMBALANCE_RATIO = 4.0
+# A class is "small" when its support is below a third of the largest.
+SMALL_CLASS_FRACTION = 1.0 / 3.0
+# Small classes "doing worst": their mean recall at least 0.1 below the big ones'.
+SMALL_CLASS_RECALL_GAP = 0.1
+
+
+@dataclass
+class ClassMetrics:
+    """Per-class metrics derived from one confusion matrix (rows: true class, columns: predicted)."""
+
+    counts: np.ndarray
+    support: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+
+
+def class_metrics(counts: np.ndarray) -> ClassMetrics:
+    """Precision, recall and F1 per class from confusion counts (0 where undefined, like sklearn's zero_division=0)."""
+    counts = np.asarray(counts, dtype="float64")
+    true_positive = np.diag(counts)
+    support = counts.sum(axis=1)
+    predicted = counts.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, true_positive / predicted, 0.0)
+        recall = np.where(support > 0, true_positive / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return ClassMetrics(counts, support, precision, recall, f1)
+
+
+def last_confusion(run: RunData) -> tuple[np.ndarray, int, str] | None:
+    """The confusion matrix of the last evaluation (val, else test), its step and split."""
+    confusion = run.confusion
+    if confusion is None or confusion.empty:
+        return None
+    for split in EVAL_SPLITS + ("train",):
+        rows = confusion[confusion["split"] == split]
+        if rows.empty:
+            continue
+        step = int(pd.to_numeric(rows["step"]).max())
+        rows = rows[pd.to_numeric(rows["step"]) == step]
+        size = int(max(rows["true_class"].max(), rows["pred_class"].max())) + 1
+        size = max(size, int(run.task.get("num_classes") or 0))
+        matrix = np.zeros((size, size), dtype="float64")
+        np.add.at(matrix, (rows["true_class"].to_numpy(dtype=int), rows["pred_class"].to_numpy(dtype=int)),
+                  rows["count"].to_numpy(dtype="float64"))
+        return matrix, step, split
+    return None
+
+
+def _class_name(run: RunData, index: int) -> str:
+    names = run.task.get("class_names") or []
+    return str(names[index]) if index < len(names) else str(index)
+
+
+def _top_confusion(metrics: ClassMetrics, index: int) -> tuple[int, float] | None:
+    row = metrics.counts[index].copy()
+    row[index] = 0
+    if row.sum() <= 0:
+        return None
+    other = int(np.argmax(row))
+    return other, float(row[other] / max(metrics.support[index], 1))
+
+
+def underperforming_classes(run: RunData) -> list[Finding]:
+    """Classes whose F1 is far below the rest, with what they are confused with.
+
+    Symptom: in the last evaluation, a class's F1 is ≥ 0.15 below (and
+    < 80 % of) the median F1 of the other classes, by more than two binomial
+    standard errors.
+    Likely cause: too few or mislabelled examples, classes that overlap or
+    need features the model lacks.
+    Try: look at the confusions and the misclassified examples; curate or
+    relabel data for those classes; collect more of them.
+    Source: seed 002 (data curation, "plot a confusion matrix").
+    """
+    latest = last_confusion(run)
+    if latest is None:
+        return []
+    matrix, step, split = latest
+    metrics = class_metrics(matrix)
+    present = np.flatnonzero(metrics.support >= MIN_CLASS_SUPPORT)
+    if len(present) < 2:
+        return []
+    flagged = []
+    for index in present:
+        others = [j for j in present if j != index]
+        reference = float(np.median(metrics.f1[others]))
+        recall = metrics.recall[index]
+        standard_error = np.sqrt(max(recall * (1 - recall), 0.25 / metrics.support[index]) / metrics.support[index])
+        gap = reference - metrics.f1[index]
+        if (reference >= UNDERPERFORMING_MIN_REFERENCE and gap >= UNDERPERFORMING_F1_GAP and metrics.f1[index] < UNDERPERFORMING_F1_RELATIVE * reference
+                and gap > UNDERPERFORMING_SE * standard_error):
+            flagged.append((int(index), reference))
+    if not flagged:
+        return []
+    parts, evidence = [], {}
+    for index, reference in flagged:
+        name = _class_name(run, index)
+        confused = _top_confusion(metrics, index)
+        confusion_text = (f", most often predicted as {_class_name(run, confused[0])} ({confused[1]:.0%})"
+                          if confused else "")
+        parts.append(f"class {name}: F1 {metrics.f1[index]:.2f}, recall {metrics.recall[index]:.2f} "
+                     f"(others' median F1 {reference:.2f}, support {int(metrics.support[index])}){confusion_text}")
+        evidence[name] = {"f1": metrics.f1[index], "precision": metrics.precision[index],
+                          "recall": metrics.recall[index], "support": int(metrics.support[index]),
+                          "others_median_f1": reference,
+                          "confused_with": _class_name(run, confused[0]) if confused else None}
+    return [finding(
+        "underperforming_classes", "warning", f"{len(flagged)} class(es) far below the rest",
+        f"In the {split} evaluation at step {step}: " + "; ".join(parts) + ".",
+        "Plot the confusion matrix and inspect the misclassified examples of these classes; curate or relabel "
+        "their data, collect more of them, or add features that separate them from what they are confused with.",
+        "seed 002 (data curation; plot a confusion matrix)", step, step, {"split": split, "classes": evidence})]
+
+
+def class_imbalance(run: RunData) -> list[Finding]:
+    """Strongly unequal class support, with the small classes doing worst.
+
+    Symptom: largest/smallest class support ≥ 4 in the evaluation set and the
+    small classes' mean recall ≥ 0.1 below the large classes'.
+    Likely cause: the model learns the prior; few gradients come from rare classes.
+    Try: oversampling (WeightedRandomSampler), class-weighted loss, focal loss;
+    report per-class metrics or macro-F1 rather than accuracy.
+    Source: seed 002 (handling imbalanced data).
+    """
+    latest = last_confusion(run)
+    if latest is None:
+        return []
+    matrix, step, split = latest
+    metrics = class_metrics(matrix)
+    present = np.flatnonzero(metrics.support > 0)
+    if len(present) < 2:
+        return []
+    support = metrics.support[present]
+    ratio = float(support.max() / support.min())
+    if ratio < IMBALANCE_RATIO:
+        return []
+    small = present[support < SMALL_CLASS_FRACTION * support.max()]
+    large = present[support >= SMALL_CLASS_FRACTION * support.max()]
+    if len(small) == 0 or len(large) == 0:
+        return []
+    small_recall = float(metrics.recall[small].mean())
+    large_recall = float(metrics.recall[large].mean())
+    if large_recall - small_recall < SMALL_CLASS_RECALL_GAP:
+        return []
+    names = [_class_name(run, int(i)) for i in small]
+    return [finding(
+        "class_imbalance", "warning", "Imbalanced classes: the small ones do worst",
+        f"Class support ranges {int(support.min())}–{int(support.max())} ({ratio:.0f}:1) in the {split} set at step "
+        f"{step}; small classes ({', '.join(names)}) have mean recall {small_recall:.2f} vs {large_recall:.2f} "
+        "for the others.",
+        "Oversample the small classes (WeightedRandomSampler), weight the loss by inverse class frequency, or use "
+        "focal loss; judge with macro-F1 or per-class recall rather than accuracy.",
+        "seed 002 (imbalanced data)", step, step,
+        {"support": {_class_name(run, int(i)): int(metrics.support[i]) for i in present}, "ratio": ratio,
+         "small_classes": names, "small_recall": small_recall, "large_recall": large_recall})]

@@ -1,0 +1,273 @@
+"""Rules on gradients and updates: exploding, vanishing, update/weight ratio, dead layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dashboard.diagnosis.common import finding, is_norm_or_bias, layer_values, natural_key, train_loss
+from dashboard.diagnosis.finding import Finding
+from dashboard.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
+from dashboard.diagnosis.run_data import RunData
+
+# "Orders of magnitude" (RULES.md): a global gradient norm 100× its trailing
+# median is two orders; BLOOM-176B's logged spike was 4,000× (0.24 → 960),
+# healthy corpus runs peak at ≤ 12× their running median.
+EXPLODE_PEAK_FACTOR = 100.0
+# ...or 10× (one order) held for this many consecutive records.
+EXPLODE_SUSTAINED_FACTOR = 10.0
+EXPLODE_SUSTAINED_POINTS = 5
+# Growth over the run: the late level 100× the lowest earlier level.
+EXPLODE_GROWTH_FACTOR = 100.0
+# AUTOTRAINER (ICSE'21) calls gradients exploding when the first/last layer
+# gradient-norm ratio exceeds 70.
+FIRST_LAST_EXPLODING_RATIO = 70.0
+# Trailing window for the running median of the gradient norm (records).
+GRAD_WINDOW = 50
+GRAD_MIN_HISTORY = 3
+
+# Vanishing: first-layer gradients two orders of magnitude below the last
+# layer's (AUTOTRAINER uses 1e-3 with an absolute first-layer norm < 1e-4;
+# two orders plus a stalled loss is our stricter pairing).
+FIRST_LAST_VANISHING_RATIO = 1e-2
+# "Learning stalls": the loss's late level is still ≥ 90 % of its early level.
+STALLED_LOSS_FRACTION = 0.9
+
+# Band of ||Δw||/||w|| per step: ~1e-3 is the rule of thumb (004, Karpathy's
+# cs231n notes); DeepDiagnosis (ICSE'22) flags layers outside [1e-5, 1e-1].
+UPDATE_RATIO_LOW = 1e-5
+UPDATE_RATIO_HIGH = 1e-1
+# "For long stretches": at least half of a layer's records, in a stretch of
+# at least this many consecutive records.
+OUT_OF_BAND_FRACTION = 0.5
+OUT_OF_BAND_MIN_POINTS = 5
+
+# A gradient norm at or below this is zero (float32 sums of squares of
+# non-zero gradients are never this small in practice).
+ZERO_GRAD = 1e-30
+# Fewer records than this cannot show "always zero".
+DEAD_MIN_RECORDS = 3
+
+SOURCE_GRADIENTS = "seed 000 (transformer training notes), seed 003 (gradient clipping); AUTOTRAINER (ICSE'21)"
+
+
+def _first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
+    """Per-record ratio of the first to the last weight layer's gradient norm (model order by name)."""
+    frame = layer_values(run, "grad_norm")
+    if frame.empty:
+        return None
+    weights = [name for name in sorted(frame.columns, key=natural_key) if not is_norm_or_bias(name)]
+    if len(weights) < 2:
+        return None
+    first, last = weights[0], weights[-1]
+    pair = frame[[first, last]].dropna()
+    pair = pair[(pair[first] > ZERO_GRAD) & (pair[last] > ZERO_GRAD) & np.isfinite(pair).all(axis=1)]
+    if pair.empty:
+        return None
+    return pair[first] / pair[last], first, last
+
+
+def exploding_gradients(run: RunData) -> list[Finding]:
+    """Gradient norm orders of magnitude above its own history, growing, or much larger in the first layer.
+
+    Symptom: the global gradient norm jumps ≥ 100× its running median (or
+    10× for several records), grows 100× over the run, or the first layer's
+    gradient is ≥ 70× the last layer's.
+    Likely cause: too high a learning rate, a bad batch, poor initialisation,
+    fp16 overflow; often precedes loss spikes and divergence.
+    Try: gradient clipping (max_grad_norm = 1), more warmup, a lower lr,
+    normalisation layers or a smaller init.
+    Source: seeds 000 and 003 ("in case of diverged training, use gradient
+    clipping"); AUTOTRAINER (ICSE'21) first/last ratio > 70.
+    """
+    findings: list[Finding] = []
+    norm = finite(run.series("grad_norm"))
+    norm = norm[norm > 0]
+    if len(norm) > GRAD_MIN_HISTORY:
+        values = norm.to_numpy()
+        baseline = trailing_median(values, GRAD_WINDOW, GRAD_MIN_HISTORY)
+        factor = values / baseline
+        peaks = np.flatnonzero(factor >= EXPLODE_PEAK_FACTOR)
+        sustained = true_runs(factor >= EXPLODE_SUSTAINED_FACTOR, EXPLODE_SUSTAINED_POINTS)
+        episodes = true_runs(factor >= EXPLODE_SUSTAINED_FACTOR, 1, max_gap=2)
+        flagged = [(a, b) for a, b in episodes
+                   if any(a <= p <= b for p in peaks) or any(a <= s and e <= b for s, e in sustained)]
+        for start, end in flagged:
+            top = start + int(np.nanargmax(factor[start:end + 1]))
+            findings.append(finding(
+                "exploding_gradients", "warning", "Gradient norm exploded",
+                f"Global gradient norm reached {values[top]:.3g} at step {norm.index[top]}, "
+                f"{factor[top]:.0f}× its running median of {baseline[top]:.3g} "
+                f"(steps {norm.index[start]}–{norm.index[end]}).",
+                "Clip gradients (max_grad_norm = 1), add or lengthen warmup, lower the lr; check the batch at that step.",
+                SOURCE_GRADIENTS, norm.index[start], norm.index[end],
+                {"peak_step": norm.index[top], "peak_grad_norm": values[top], "running_median": baseline[top],
+                 "factor": factor[top]}))
+        profile = binned_medians(norm, 50)
+        if len(profile) >= 5 and not flagged:
+            late = window_median(norm, 0.8, 1.0)
+            lowest_position = int(np.argmin(profile.to_numpy()[: int(len(profile) * 0.8)]))
+            lowest = float(profile.iloc[lowest_position])
+            if lowest > 0 and late / lowest >= EXPLODE_GROWTH_FACTOR:
+                findings.append(finding(
+                    "exploding_gradients", "warning", "Gradient norm grew by orders of magnitude",
+                    f"The gradient norm grew from about {lowest:.3g} (around step {profile.index[lowest_position]}) "
+                    f"to {late:.3g} in the last 20% of the run ({late / lowest:.0f}×).",
+                    "Lower the lr or add a schedule, clip gradients, check for a rising lr or missing normalisation.",
+                    SOURCE_GRADIENTS, profile.index[lowest_position], norm.index[-1],
+                    {"early_level": lowest, "late_level": late, "factor": late / lowest}))
+    ratio = _first_last_ratio(run)
+    if ratio is not None:
+        series, first, last = ratio
+        level = float(np.median(series))
+        if len(series) >= DEAD_MIN_RECORDS and level >= FIRST_LAST_EXPLODING_RATIO:
+            findings.append(finding(
+                "exploding_gradients", "warning", "First layer's gradients far larger than the last's",
+                f"Median gradient norm of {first} is {level:.0f}× that of {last}.",
+                "Use normalisation layers or a smaller initialisation (e.g. scaled He/Xavier); clip gradients.",
+                SOURCE_GRADIENTS, series.index[0], series.index[-1],
+                {"first_layer": first, "last_layer": last, "median_ratio": level}))
+    return findings
+
+
+def vanishing_gradients(run: RunData) -> list[Finding]:
+    """Early layers get gradients orders of magnitude smaller than late layers, and learning stalls.
+
+    Symptom: median first/last layer gradient-norm ratio ≤ 1e-2 and a loss
+    whose late level is still ≥ 90 % of its early level.
+    Likely cause: saturating activations (sigmoid/tanh) in a deep network,
+    too small an initialisation, no normalisation or skip connections.
+    Try: ReLU/GELU activations, He/Xavier initialisation, normalisation
+    layers, residual connections, a shallower model.
+    Source: seed 000; AUTOTRAINER (ICSE'21) vanishing-gradient check.
+    """
+    ratio = _first_last_ratio(run)
+    if ratio is None:
+        return []
+    series, first, last = ratio
+    if len(series) < DEAD_MIN_RECORDS:
+        return []
+    level = float(np.median(series))
+    loss = finite(train_loss(run))
+    if len(loss) < 4:
+        return []
+    early, late = window_median(loss, 0.0, 0.1), window_median(loss, 0.8, 1.0)
+    stalled = late >= STALLED_LOSS_FRACTION * early
+    if level > FIRST_LAST_VANISHING_RATIO or not stalled:
+        return []
+    return [finding(
+        "vanishing_gradients", "warning", "Vanishing gradients in the early layers",
+        f"Median gradient norm of {first} is {level:.1e} × that of {last}, and the loss only went from "
+        f"{early:.3g} to {late:.3g}.",
+        "Use ReLU/GELU instead of sigmoid/tanh, He/Xavier initialisation, normalisation layers or residual "
+        "connections, or a shallower model.",
+        "seed 000; AUTOTRAINER (ICSE'21) first/last gradient ratio", series.index[0], series.index[-1],
+        {"first_layer": first, "last_layer": last, "median_ratio": level, "early_loss": early, "late_loss": late})]
+
+
+def update_ratio_out_of_band(run: RunData) -> list[Finding]:
+    """Per-layer update/weight ratio far outside ~1e-3 for long stretches.
+
+    Symptom: a weight layer's ||Δw||/||w|| per step (biases and norm weights
+    aside) is below 1e-5 or above 1e-1 for
+    at least half of its records, in a stretch of ≥ 5 consecutive records.
+    Likely cause: lr far too low (below) or too high (above) for that layer;
+    tiny weights (zero-initialised) make the ratio large.
+    Try: scale the lr so that ratios sit near 1e-3; per-layer lr groups.
+    Source: seed 004 "track ratio of weight update / weight magnitude";
+    DeepDiagnosis (ICSE'22) band [1e-5, 1e-1].
+    """
+    frame = layer_values(run, "update_ratio")
+    if frame.empty:
+        return []
+    low, high = [], []
+    stretches: list[tuple[int, int]] = []
+    levels: dict[str, float] = {}
+    # Weight matrices only: the rule of thumb is about weights; a bias's
+    # norm is tiny (often zero-initialised) and its ratio means little.
+    for layer in sorted((c for c in frame.columns if not is_norm_or_bias(c)), key=natural_key):
+        values = frame[layer].to_numpy(dtype="float64")
+        known = np.isfinite(values)
+        if known.sum() < OUT_OF_BAND_MIN_POINTS or np.all(values[known] <= 0):
+            continue  # never updated: dead_layers' business
+        for side, mask in (("low", known & (values < UPDATE_RATIO_LOW)), ("high", known & (values > UPDATE_RATIO_HIGH))):
+            longest = true_runs(mask, OUT_OF_BAND_MIN_POINTS)
+            if mask.sum() >= OUT_OF_BAND_FRACTION * known.sum() and longest:
+                (low if side == "low" else high).append(layer)
+                levels[layer] = float(np.median(values[known]))
+                first, last = longest[0][0], longest[-1][1]
+                stretches.append((int(frame.index[first]), int(frame.index[last])))
+    findings = []
+    for side, layers in (("below", low), ("above", high)):
+        if not layers:
+            continue
+        bound = UPDATE_RATIO_LOW if side == "below" else UPDATE_RATIO_HIGH
+        shown = ", ".join(f"{name} ({levels[name]:.1e})" for name in layers[:6])
+        more = f" and {len(layers) - 6} more" if len(layers) > 6 else ""
+        steps = stretches
+        findings.append(finding(
+            "update_ratio_out_of_band", "warning", f"Update/weight ratio {side} the healthy band",
+            f"{len(layers)} layer(s) have ||Δw||/||w|| {side} {bound:g} for most of the run: {shown}{more}. "
+            "About 1e-3 is healthy.",
+            "Lower the lr (ratios too high) or raise it (too low) until ratios sit near 1e-3; "
+            "give outlier layers their own param group.",
+            "seed 004 (update/weight ratio); DeepDiagnosis (ICSE'22) band [1e-5, 1e-1]",
+            min(s for s, _ in steps), max(e for _, e in steps),
+            {"side": side, "layers": layers, "median_ratio": {name: levels[name] for name in layers}}))
+    return findings
+
+
+def dead_layers(run: RunData) -> list[Finding]:
+    """Parameters whose gradient is always zero or missing.
+
+    Symptom: a layer's recorded gradient norm is zero at every record (or it
+    has weights but no gradient at all), or it becomes zero and stays zero.
+    Likely cause: frozen by mistake (requires_grad=False), unused in
+    forward(), detached graph, dead ReLUs (large negative bias).
+    Try: check requires_grad and that forward() uses the module; list
+    optimizer params; use LeakyReLU/lower lr for dying ReLUs.
+    Source: seed 001 (freezing the base model), seed 000.
+    """
+    grads = layer_values(run, "grad_norm")
+    known_layers = set(run.layers("weight_norm")) | set(run.layers("update_ratio"))
+    dead: dict[str, int | None] = {}
+    span: list[int] = []
+    if not grads.empty:
+        for layer in grads.columns:
+            values = grads[layer].to_numpy(dtype="float64")
+            known = np.isfinite(values)
+            if known.sum() < DEAD_MIN_RECORDS:
+                continue
+            zero = known & (np.abs(values) <= ZERO_GRAD)
+            if zero[known].all():
+                dead[layer] = None
+                span += [int(grads.index[known][0]), int(grads.index[known][-1])]
+                continue
+            # Died during the run: zero from some record to the end, for at least half the records.
+            nonzero_positions = np.flatnonzero(known & ~zero)
+            tail = known[nonzero_positions[-1] + 1:].sum() if len(nonzero_positions) else 0
+            if tail >= max(DEAD_MIN_RECORDS, 0.5 * known.sum()):
+                died = int(grads.index[nonzero_positions[-1] + 1])
+                dead[layer] = died
+                span += [died, int(grads.index[known][-1])]
+    missing = sorted(known_layers - set(grads.columns), key=natural_key) if not grads.empty else []
+    if not dead and not missing:
+        return []
+    names = sorted(dead, key=natural_key)
+    parts = []
+    if names:
+        always = [n for n in names if dead[n] is None]
+        later = [n for n in names if dead[n] is not None]
+        if always:
+            parts.append(f"zero gradient at every record: {', '.join(always[:8])}" + (" …" if len(always) > 8 else ""))
+        if later:
+            parts.append("zero gradient from some step on: " + ", ".join(f"{n} (from step {dead[n]})" for n in later[:8]))
+    if missing:
+        parts.append(f"no gradient recorded at all: {', '.join(missing[:8])}")
+    return [finding(
+        "dead_layers", "warning", f"{len(names) + len(missing)} parameter(s) never learn",
+        "; ".join(parts) + ".",
+        "Check requires_grad (frozen by mistake?), that forward() uses every module, that nothing is detached, "
+        "and for dying ReLUs (large negative biases, too high an lr).",
+        "seed 001 (freezing), seed 000", min(span) if span else None, max(span) if span else None,
+        {"layers": names + missing, "died_at": {n: dead[n] for n in names if dead[n] is not None}})]

@@ -1,0 +1,259 @@
+"""Setup and mixed-precision rules, from what the probe saw (events, env, amp scalars)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.diagnosis.common import events_of, finding, is_norm_or_bias, lint_events
+from dashboard.diagnosis.finding import Finding
+from dashboard.diagnosis.robust import finite
+from dashboard.diagnosis.run_data import RunData
+
+# GradScaler starts at 2**16 and halves on every overflow until gradients
+# fit: a stretch of skipped steps at the very start is calibration, not a
+# problem. We ignore skips before the first step that was not skipped.
+# After that, a healthy fp16 run skips about one step per growth_interval
+# (2,000 steps by default, torch.amp.GradScaler), i.e. 0.05 %.
+SKIPPED_FRACTION_WARNING = 0.01  # 20× the healthy rate
+SKIPPED_MIN_STEPS = 5
+SKIPPED_FRACTION_CRITICAL = 0.10
+# "The loss scale keeps collapsing": after calibration, the scale falls 16×
+# (four halvings, each one a skipped step) within 20 steps. BigScience
+# tr8b-104B fell 32× in 6 steps (1,048,576 → 32,768); a healthy scaler
+# halves about once per growth_interval (2,000 steps).
+SCALE_COLLAPSE_FACTOR = 16.0
+SCALE_COLLAPSE_WINDOW_STEPS = 20
+# Bound the work on pathological runs (a falling scale at every step).
+MAX_COLLAPSE_CANDIDATES = 10_000
+# Below 1 the scaler is shrinking gradients: overflow is not a scaling issue.
+SCALE_FLOOR = 1.0
+
+# Adam hints for transformers trained from scratch: beta2 = 0.98 (seed 001,
+# "Attention is all you need" setup) instead of torch's default 0.999.
+TRANSFORMER_BETA2 = 0.98
+# fp16 with Adam: eps 1e-8 underflows; the seed suggests 1e-7..1e-4 (002).
+FP16_MIN_EPS = 1e-7
+
+AMP_SOURCE = "seed 001 (AMP with GradScaler), seed 002 (fp16 training)"
+
+
+def _skipped_steps(run: RunData) -> pd.Series:
+    """1.0/0.0 per step from the ``amp_skipped`` scalar, else from ``amp_step_skipped`` events."""
+    skipped = finite(run.series("amp_skipped"))
+    if len(skipped):
+        return (skipped >= 0.5).astype("float64")
+    events = events_of(run, "amp_step_skipped")
+    steps = pd.to_numeric(events["step"], errors="coerce").dropna().astype("int64").unique()
+    if len(steps) == 0:
+        return pd.Series(dtype="float64")
+    loss = run.series("loss")
+    total = loss.index if len(loss) else pd.Index(np.arange(1, int(steps.max()) + 1))
+    return pd.Series(np.isin(total, steps).astype("float64"), index=total)
+
+
+def amp_skipped_steps(run: RunData) -> list[Finding]:
+    """GradScaler skipped many optimizer steps, or the loss scale keeps collapsing; fp16 without a scaler.
+
+    Symptom: after the initial calibration, ≥ 1 % of steps skipped (≥ 5
+    steps), or the scale halves ≥ 4 times in a row, or falls below 1; or
+    fp16 autocast with no GradScaler at all.
+    Likely cause: activations/gradients overflowing fp16 (too high an lr,
+    unnormalised inputs, attention logits), or an inf/NaN from the model.
+    Try: bf16 if the hardware has it, lower lr, gradient clipping on
+    unscaled gradients, Adam eps 1e-6..1e-4, check for inf in the data.
+    Source: seed 001 (GradScaler), seed 002 (fp16 training).
+    """
+    findings: list[Finding] = []
+    amp = run.env.get("amp") or {}
+    if amp.get("dtype") in ("float16", "torch.float16") and amp.get("scaler") is False:
+        findings.append(finding(
+            "amp_skipped_steps", "warning", "fp16 autocast without a GradScaler",
+            "The run uses float16 autocast but no GradScaler: small gradients underflow to zero and "
+            "overflows are not skipped.",
+            "Use torch.amp.GradScaler with fp16 (scaler.scale(loss).backward(); scaler.step(opt); scaler.update()), "
+            "or bf16 autocast, which needs no scaler.", AMP_SOURCE))
+    skipped = _skipped_steps(run)
+    if len(skipped):
+        values = skipped.to_numpy()
+        calibrated = np.flatnonzero(values < 0.5)
+        after = values[calibrated[0]:] if len(calibrated) else values[:0]
+        count = int(after.sum())
+        fraction = count / max(len(after), 1)
+        if count >= SKIPPED_MIN_STEPS and fraction >= SKIPPED_FRACTION_WARNING:
+            steps = skipped.index[calibrated[0]:][after >= 0.5]
+            severity = "critical" if fraction >= SKIPPED_FRACTION_CRITICAL else "warning"
+            findings.append(finding(
+                "amp_skipped_steps", severity, "GradScaler skipped many optimizer steps",
+                f"{count} of {len(after)} steps after calibration ({fraction:.1%}) were skipped for inf/NaN "
+                f"gradients, first at step {steps[0]}, last at step {steps[-1]}.",
+                "Find what overflows (lr too high, unnormalised inputs, attention logits); try bf16, a lower lr, "
+                "clipping of unscaled gradients, Adam eps 1e-6..1e-4.",
+                AMP_SOURCE, steps[0], steps[-1], {"skipped": count, "steps": len(after), "fraction": fraction}))
+    scale = finite(run.series("amp_scale"))
+    scale = scale[scale > 0]
+    if len(scale) >= 2:
+        findings += _scale_collapse(scale)
+    return findings
+
+
+def _scale_collapse(scale: pd.Series) -> list[Finding]:
+    """Collapses: the scale falls ≥ 16× within 20 steps, after the calibration stretch; or below 1."""
+    values = scale.to_numpy()
+    steps = scale.index.to_numpy()
+    falling = np.flatnonzero(values[1:] < values[:-1])
+    settled = np.flatnonzero(values[1:] >= values[:-1])
+    # Calibration: the halvings before the scale first holds or grows.
+    calibration_end = settled[0] if len(settled) else len(values)
+    collapses: list[tuple[int, int]] = []
+    for position in falling[falling >= calibration_end][:MAX_COLLAPSE_CANDIDATES]:
+        if collapses and position <= collapses[-1][1]:
+            continue
+        last = int(np.searchsorted(steps, steps[position] + SCALE_COLLAPSE_WINDOW_STEPS, side="right")) - 1
+        lowest = position + int(np.argmin(values[position:last + 1]))
+        if values[lowest] <= values[position] / SCALE_COLLAPSE_FACTOR:
+            collapses.append((int(position), lowest))
+    findings = []
+    if collapses:
+        start, end = collapses[0]
+        findings.append(finding(
+            "amp_skipped_steps", "warning", "Loss scale keeps collapsing",
+            f"The GradScaler scale fell {values[start] / values[end]:.0f}× ({values[start]:.0f} → {values[end]:.0f}) "
+            f"between steps {steps[start]} and {steps[end]}; {len(collapses)} such collapse(s) after calibration.",
+            "Every halving is a skipped step: look for what overflows (lr, data, attention logits); try bf16, "
+            "a lower lr, clipping, Adam eps 1e-6..1e-4.",
+            AMP_SOURCE, steps[start], steps[collapses[-1][1]],
+            {"collapses": len(collapses), "from_scale": values[start], "to_scale": values[end]}))
+    if float(values.min()) < SCALE_FLOOR:
+        where = int(np.argmin(values))
+        findings.append(finding(
+            "amp_skipped_steps", "critical", "Loss scale below 1",
+            f"The GradScaler scale reached {values[where]:.3g} at step {steps[where]}: gradients overflow even unscaled.",
+            "The model produces inf/NaN on its own: check data and lr; fp16 cannot fix this.",
+            AMP_SOURCE, steps[where], steps[where], {"lowest_scale": float(values[where])}))
+    return findings
+
+
+def _mode_rule(run: RunData, kind: str, title: str, message: str, advice: str) -> list[Finding]:
+    events = events_of(run, kind)
+    if events.empty:
+        return []
+    steps = pd.to_numeric(events["step"], errors="coerce").dropna().astype("int64")
+    first = int(steps.min()) if len(steps) else None
+    last = int(steps.max()) if len(steps) else None
+    where = f" (steps {first}–{last})" if first is not None else ""
+    return [finding(kind, "warning", title, f"{message} {len(events)} time(s){where}.", advice,
+                    "seed 001 (model.train()/model.eval()), seed 002", first, last, {"count": len(events)})]
+
+
+def eval_mode_during_training(run: RunData) -> list[Finding]:
+    """``model.training`` was False during training steps.
+
+    Symptom: the probe saw optimizer steps taken while the model was in eval
+    mode. Likely cause: ``model.eval()`` for validation without
+    ``model.train()`` after it. Dropout and batch-norm then behave as at
+    inference; batch-norm statistics stop updating.
+    Try: call ``model.train()`` at the start of every training epoch.
+    Source: seed 001 ("my hunch that I will forget model.train()/eval()").
+    """
+    return _mode_rule(run, "eval_mode_during_training", "Training steps ran in eval mode",
+                      "The model was in eval mode during training steps",
+                      "Call model.train() at the start of each training epoch (after every evaluation).")
+
+
+def train_mode_during_eval(run: RunData) -> list[Finding]:
+    """``model.training`` was True during an evaluation pass.
+
+    Symptom: the probe saw evaluation batches run in train mode.
+    Likely cause: no ``model.eval()`` before validation: dropout stays on and
+    batch-norm uses (and updates) batch statistics, so val metrics are noisy
+    and pessimistic.
+    Try: ``model.eval()`` and ``torch.no_grad()`` around evaluation.
+    Source: seed 001, seed 002 ("don't forget to call model.eval()").
+    """
+    return _mode_rule(run, "train_mode_during_eval", "Evaluation ran in train mode",
+                      "The model was in train mode during evaluation",
+                      "Call model.eval() (and use torch.no_grad()) before evaluating; model.train() afterwards.")
+
+
+def _param_groups(run: RunData) -> list[dict[str, Any]]:
+    optimizer = run.env.get("optimizer") or {}
+    groups = optimizer.get("param_groups") or []
+    return [g for g in groups if isinstance(g, dict)]
+
+
+def weight_decay_on_norm_and_bias(run: RunData) -> list[Finding]:
+    """Weight decay applied to biases and normalisation weights.
+
+    Symptom: the probe's lint names decayed bias/norm parameters, or every
+    param group has weight_decay > 0 while the model has bias/norm
+    parameters (so they must be in a decayed group).
+    Likely cause: ``AdamW(model.parameters(), weight_decay=…)`` with one group.
+    Try: two param groups, weight_decay=0 for biases and norm weights (what
+    the HF Trainer does).
+    Source: seed 001 (HF Trainer: decay for all weights except biases and LayerNorm weights).
+    """
+    lints = lint_events(run, "weight_decay_on_norm_and_bias")
+    if lints:
+        params = sorted({p for lint in lints for p in (lint.get("params") or [])})
+        message = lints[0].get("message") or "Weight decay is applied to bias/normalisation parameters."
+        return [finding("weight_decay_on_norm_and_bias", "warning", "Weight decay on biases and norm weights",
+                        f"{message} ({len(params)} parameter(s): {', '.join(params[:8])}{' …' if len(params) > 8 else ''}).",
+                        "Put biases and normalisation weights in a param group with weight_decay=0.",
+                        "seed 001 (HF Trainer excludes them)", evidence={"params": params})]
+    groups = _param_groups(run)
+    if not groups or not all(float(g.get("weight_decay") or 0.0) > 0 for g in groups):
+        return []
+    layers = set(run.layers("grad_norm")) | set(run.layers("weight_norm")) | set(run.layers("update_ratio"))
+    exempt = sorted(name for name in layers if is_norm_or_bias(name))
+    if not exempt:
+        return []
+    decay = sorted({float(g.get("weight_decay")) for g in groups})
+    return [finding("weight_decay_on_norm_and_bias", "warning", "Weight decay on biases and norm weights",
+                    f"Every param group has weight_decay > 0 ({', '.join(f'{d:g}' for d in decay)}), so the "
+                    f"{len(exempt)} bias/norm parameters ({', '.join(exempt[:6])}{' …' if len(exempt) > 6 else ''}) "
+                    "are decayed too.",
+                    "Put biases and normalisation weights in a param group with weight_decay=0.",
+                    "seed 001 (HF Trainer excludes them)", evidence={"params": exempt, "weight_decay": decay})]
+
+
+def adam_hyperparameters(run: RunData) -> list[Finding]:
+    """Adam settings that clearly contradict the seeds' hints for transformers and fp16.
+
+    Symptom: a transformer (attention layers) trained with Adam beta2 > 0.98
+    (torch default 0.999), or Adam eps < 1e-7 under fp16; or the probe's
+    lint says so.
+    Likely cause: library defaults made for other models.
+    Try: beta2 = 0.98 for transformers from scratch; eps 1e-6..1e-4 with fp16.
+    Source: seed 001 (Adam with beta2 = 0.98), seed 002 (fp16: set eps higher).
+    """
+    findings = [finding("adam_hyperparameters", "info", "Adam hyperparameters", lint.get("message") or "",
+                        "Follow the seed hints: beta2 0.98 for transformers, eps ≥ 1e-7 under fp16.",
+                        "seed 001, seed 002", evidence={"params": lint.get("params") or []})
+                for lint in lint_events(run, "adam_hyperparameters")]
+    if findings:
+        return findings
+    optimizer = run.env.get("optimizer") or {}
+    if "adam" not in str(optimizer.get("type", "")).lower():
+        return []
+    groups = _param_groups(run)
+    betas = [g.get("betas") for g in groups if isinstance(g.get("betas"), (list, tuple)) and len(g.get("betas")) == 2]
+    eps = [float(g["eps"]) for g in groups if g.get("eps") is not None]
+    model = run.env.get("model") or {}
+    amp = run.env.get("amp") or {}
+    if model.get("has_attention") and betas and max(float(b[1]) for b in betas) > TRANSFORMER_BETA2 + 1e-9:
+        beta2 = max(float(b[1]) for b in betas)
+        findings.append(finding(
+            "adam_hyperparameters", "info", "Adam beta2 higher than the transformer recipe",
+            f"A transformer is trained with Adam beta2 = {beta2:g}; the recipe for training from scratch uses 0.98.",
+            "Try beta2 = 0.98 (with warmup), which reacts faster to gradient-scale changes.",
+            "seed 001 (Adam with beta2 = 0.98)", evidence={"beta2": beta2}))
+    if amp.get("dtype") in ("float16", "torch.float16") and eps and min(eps) < FP16_MIN_EPS:
+        findings.append(finding(
+            "adam_hyperparameters", "warning", "Adam eps too small for fp16",
+            f"fp16 training with Adam eps = {min(eps):g}: the denominator underflows and updates blow up.",
+            "Set eps to 1e-6..1e-4 under fp16 (or lower the lr about 10×).",
+            "seed 002 (fp16: set eps to a higher value)", evidence={"eps": min(eps)}))
+    return findings

@@ -1,0 +1,112 @@
+"""Real curves from public projects (../shared/external/) as RunData, with their published labels.
+
+PolyPythia (EleutherAI/pythia, Apache-2.0): per-step training loss of
+143,000-step language-model runs. BigScience (bigscience-workshop/bigscience,
+Apache-2.0): Megatron log lines pasted in the training logbooks, short
+windows with gaps (never one row per step). Labels are the annotations of
+``../shared/external/README.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dashboard.diagnosis.run_data import SCALAR_COLUMNS, RunData
+
+# ``Path(__file__).parents[2]`` is the repository root; CI has ../shared beside
+# the clone, a git worktree under <project>/wt/<name> has it two levels up.
+_ROOT = Path(__file__).resolve().parents[2]
+_CANDIDATES = [_ROOT / ".." / "shared" / "external", _ROOT / ".." / ".." / "shared" / "external"]
+EXTERNAL = next((path for path in _CANDIDATES if path.is_dir()), _CANDIDATES[0])
+BIGSCIENCE_FILE = "bigscience_chronicle_iterations.tsv"
+
+
+@dataclass
+class ExternalCase:
+    run: RunData
+    expect: dict[str, list[int] | None]
+    forbid: list[str] = field(default_factory=list)
+    healthy: bool = False
+    allow: list[str] = field(default_factory=list)
+
+
+def scalar_frame(steps: np.ndarray, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A long scalars frame (train split, global values) from step-aligned columns."""
+    parts = []
+    for name, values in columns.items():
+        parts.append(pd.DataFrame({"step": steps.astype("int64"), "epoch": np.nan, "wall_time": np.nan,
+                                   "split": "train", "name": name, "layer": None,
+                                   "value": np.asarray(values, dtype="float64")}))
+    return pd.concat(parts, ignore_index=True)[SCALAR_COLUMNS]
+
+
+def pythia_run(path: Path) -> RunData:
+    frame = pd.read_csv(path)
+    name = path.name.removesuffix(".csv.gz")
+    return RunData(run_id=f"pythia-{name}", name=f"pythia-{name}",
+                   scalars=scalar_frame(frame["step"].to_numpy(), {"loss": frame["train_lm_loss"].to_numpy()}))
+
+
+# Spike steps read off the data (README table); ranges are "roughly the right steps".
+PYTHIA_LABELS: dict[str, tuple[dict[str, list[int] | None], list[str]]] = {
+    "410m-seed3": ({"loss_spike": [74_990, 75_100]}, ["divergence"]),
+    "410m-seed4": ({"loss_spike": [121_990, 122_100]}, ["divergence"]),
+    "160m-seed4": ({"loss_spike": [1_300, 1_360]}, ["divergence"]),
+    "160m-seed8": ({"loss_spike": [1_180, 1_260]}, ["divergence"]),
+    "410m-seed5": ({}, ["loss_spike", "divergence"]),
+    "70m-seed1": ({}, ["loss_spike", "divergence"]),
+}
+
+
+def bigscience_rows(external: Path = EXTERNAL) -> pd.DataFrame:
+    frame = pd.read_csv(external / BIGSCIENCE_FILE, sep="\t", na_values=["NA"])
+    return frame.sort_values(["file", "iteration", "md_line"])
+
+
+def bigscience_run(rows: pd.DataFrame, name: str) -> RunData:
+    """One logbook window as a run: iteration is the step; later log lines win for repeated iterations."""
+    rows = rows.drop_duplicates("iteration", keep="last").sort_values("iteration")
+    columns = {"loss": rows["lm_loss"].to_numpy(), "grad_norm": rows["grad_norm"].to_numpy(),
+               "lr": rows["learning_rate"].to_numpy()}
+    scale = rows["loss_scale"].to_numpy(dtype="float64")
+    if np.isfinite(scale).any():
+        columns["amp_scale"] = scale
+    scalars = scalar_frame(rows["iteration"].to_numpy(), columns)
+    # Megatron logs grad norm 0.000 when it is not computed: drop those rather than call them dead.
+    scalars = scalars[~((scalars["name"] == "grad_norm") & (scalars["value"] <= 0))]
+    scalars = scalars[~(scalars["name"].isin(["grad_norm", "amp_scale"]) & scalars["value"].isna())]
+    return RunData(run_id=name, name=name, scalars=scalars.reset_index(drop=True))
+
+
+def bigscience_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
+    rows = bigscience_rows(external)
+    by_file = {file: part for file, part in rows.groupby("file")}
+    bloom = by_file["train/tr11-176B-ml/chronicles.md"]
+    bloom = bloom[(bloom["iteration"] >= 31_214) & (bloom["iteration"] <= 31_251)]
+    tr8 = by_file["train/tr8-104B-wide/chronicles.md"]
+    tr8 = tr8[tr8["iteration"] <= 9_027]  # up to the NaN the logbook reports
+    return [
+        ExternalCase(bigscience_run(bloom, "bloom-176b-spike-31214"),
+                     {"loss_spike": [31_214, 31_251], "exploding_gradients": [31_214, 31_251]}, ["divergence"]),
+        ExternalCase(bigscience_run(tr8, "tr8-104b-divergence"), {"divergence": [7_000, 9_027]}),
+        # The logbook's own words for these two: loss-scale collapse (with grad norms of 1e5-1e6 and a
+        # loss jump), and a spike with the scale falling 65536 → 4096 that took ~500 iterations to recover.
+        ExternalCase(bigscience_run(by_file["train/tr8b-104B/chronicles.md"], "tr8b-104b-scale-collapse"),
+                     {"amp_skipped_steps": [17_060, 17_068]}, allow=["exploding_gradients", "loss_spike", "divergence"]),
+        ExternalCase(bigscience_run(by_file["train/tr1-13B-base/chronicles.md"], "tr1-13b-scale-drop"),
+                     {"amp_skipped_steps": [29_040, 29_060]}, ["divergence"], allow=["loss_spike"]),
+    ]
+
+
+def pythia_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
+    """The six PolyPythia runs; the two the paper calls stable count as healthy (no warning allowed)."""
+    return [ExternalCase(pythia_run(external / "pythia" / f"{name}.csv.gz"), expect, forbid, healthy=not expect)
+            for name, (expect, forbid) in PYTHIA_LABELS.items()]
+
+
+def external_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
+    return pythia_cases(external) + bigscience_cases(external)

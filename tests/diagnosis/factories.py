@@ -1,0 +1,52 @@
+"""Small factories that build RunData from plain arrays for the rule tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dashboard.diagnosis.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, SCALAR_COLUMNS, RunData
+
+
+def scalar_rows(name: str, values: Sequence[float], steps: Sequence[int] | None = None, split: str = "train",
+                layer: str | None = None, epochs: Sequence[float] | None = None) -> pd.DataFrame:
+    values = np.asarray(values, dtype="float64")
+    steps = np.arange(1, len(values) + 1) if steps is None else np.asarray(steps)
+    return pd.DataFrame({"step": steps.astype("int64"), "epoch": np.nan if epochs is None else np.asarray(epochs, float),
+                         "wall_time": np.nan, "split": split, "name": name, "layer": layer, "value": values})
+
+
+def make_run(*, loss: Sequence[float] | None = None, steps: Sequence[int] | None = None,
+             frames: Sequence[pd.DataFrame] = (), confusion: pd.DataFrame | None = None,
+             events: Sequence[tuple[str, Any, int | None]] = (), task: dict | None = None, env: dict | None = None,
+             config: dict | None = None, name: str = "run") -> RunData:
+    parts = list(frames)
+    if loss is not None:
+        parts.append(scalar_rows("loss", loss, steps))
+    scalars = pd.concat(parts, ignore_index=True)[SCALAR_COLUMNS] if parts else RunData("x", "x").scalars
+    event_frame = pd.DataFrame(
+        [{"step": step, "wall_time": float(i), "kind": kind,
+          "detail": json.dumps(detail) if isinstance(detail, dict) else str(detail)}
+         for i, (kind, detail, step) in enumerate(events)], columns=EVENT_COLUMNS)
+    return RunData(run_id=name, name=name, scalars=scalars,
+                   confusion=confusion if confusion is not None else RunData("x", "x").confusion,
+                   events=event_frame if len(event_frame) else RunData("x", "x").events,
+                   task=task or {}, env=env or {}, config=config or {})
+
+
+def confusion_frame(matrix: np.ndarray, step: int = 100, split: str = "val") -> pd.DataFrame:
+    matrix = np.asarray(matrix)
+    true_class, pred_class = np.nonzero(matrix)
+    return pd.DataFrame({"step": step, "epoch": np.nan, "split": split, "true_class": true_class,
+                         "pred_class": pred_class, "count": matrix[true_class, pred_class]})[CONFUSION_COLUMNS]
+
+
+def noisy_decay(n: int, start: float = 2.3, end: float = 0.3, noise: float = 0.03, seed: int = 0,
+                rate: float = 5.0) -> np.ndarray:
+    """An exponentially decaying loss with multiplicative noise: a healthy curve."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, n)
+    return (end + (start - end) * np.exp(-rate * x)) * (1 + noise * rng.standard_normal(n))
