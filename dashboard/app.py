@@ -21,17 +21,17 @@ import streamlit as st  # noqa: E402
 
 def _home() -> None:
     """The bare root URL shows the runs table, at its own address."""
-    st.switch_page("pages/runs.py", query_params=st.query_params.to_dict())
+    st.switch_page("views/runs.py", query_params=st.query_params.to_dict())
 
 
 def main() -> None:
     st.set_page_config(page_title="traindoctor", page_icon=":material/monitor_heart:", layout="wide")
     pages = [
         st.Page(_home, title="traindoctor", url_path="home", default=True, visibility="hidden"),
-        st.Page("pages/runs.py", title="Runs", url_path="runs", icon=":material/table_rows:"),
-        st.Page("pages/run.py", title="Run", url_path="run", icon=":material/monitoring:"),
-        st.Page("pages/classes.py", title="Classes", url_path="classes", icon=":material/category:"),
-        st.Page("pages/compare.py", title="Compare", url_path="compare", icon=":material/compare_arrows:"),
+        st.Page("views/runs.py", title="Runs", url_path="runs", icon=":material/table_rows:"),
+        st.Page("views/run.py", title="Run", url_path="run", icon=":material/monitoring:"),
+        st.Page("views/classes.py", title="Classes", url_path="classes", icon=":material/category:"),
+        st.Page("views/compare.py", title="Compare", url_path="compare", icon=":material/compare_arrows:"),
     ]
     st.navigation(pages, position="top").run()
 

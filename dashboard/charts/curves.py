@@ -133,8 +133,21 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
     figure.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.2}, hovermode="x unified")
     figure.update_xaxes(title_text="step", range=list(x_range) if x_range else None)
-    figure.update_yaxes(title_text=title, type="log" if log_y else "linear")
+    figure.update_yaxes(title_text=title, type="log" if log_y else "linear", range=_flat_range(points, log_y))
     return figure
+
+
+def _flat_range(points: pd.DataFrame, log_y: bool) -> list[float] | None:
+    """A y range around a constant series (a fixed lr): plotly pads one by ±1,
+    which draws lr = 1e-3 on the zero line."""
+    values = points["value"].astype("float64") if len(points) else pd.Series(dtype="float64")
+    values = values[np.isfinite(values)]
+    if values.empty or values.max() - values.min() > 1e-9 * max(abs(values.max()), 1e-300):
+        return None
+    level = float(values.iloc[0])
+    if log_y:
+        return [np.log10(level) - 0.5, np.log10(level) + 0.5] if level > 0 else None
+    return [level - 1.0, level + 1.0] if level == 0 else sorted([level * 0.5, level * 1.5])
 
 
 def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str, str],

@@ -194,3 +194,24 @@ def test_parallel_coordinates_log_axis_for_lr_and_categories_for_text():
     assert [d.label for d in dims] == ["lr (log10)", "optimizer", "final_val_accuracy"]  # seed is constant
     np.testing.assert_allclose(dims[0].values, [-4, -3, -1])
     assert list(dims[1].ticktext) == ["adam", "sgd"] and list(dims[1].values) == [0, 1, 0]
+
+
+@pytest.mark.parametrize("value, log_y, expected", [
+    (1e-3, False, [5e-4, 1.5e-3]),
+    (1e-3, True, [-3.5, -2.5]),
+    (0.0, False, [-1.0, 1.0]),
+], ids=["constant-lr", "constant-lr-log", "zero"])
+def test_constant_series_gets_a_range_around_its_value(value, log_y, expected):
+    """Regression: plotly pads a flat series by ±1, drawing lr = 1e-3 on the zero line."""
+    from dashboard.charts.curves import curve_figure
+
+    points = pd.DataFrame({"step": range(1, 51), "value": [value] * 50, "split": "train", "layer": "group0"})
+    figure = curve_figure(points, title="lr", log_y=log_y, smooth=False)
+    assert list(figure.layout.yaxis.range) == pytest.approx(expected)
+
+
+def test_varying_series_keeps_plotly_autorange():
+    from dashboard.charts.curves import curve_figure
+
+    points = pd.DataFrame({"step": range(1, 51), "value": np.linspace(1, 2, 50), "split": "train"})
+    assert curve_figure(points, title="loss").layout.yaxis.range is None

@@ -50,7 +50,7 @@ def test_root_opens_the_runs_page(app):
 
 def test_runs_table_lists_runs_with_status_and_findings(app, store, fake_diagnosis):
     _, ids = store
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     no_exceptions(at)
     table = at.dataframe[0].value.set_index("name")
     assert sorted(table.index) == ["alpha", "beta", "gamma"]
@@ -68,7 +68,7 @@ def test_runs_table_lists_runs_with_status_and_findings(app, store, fake_diagnos
     ("a", ["finished"], ["alpha", "gamma"]),
 ], ids=["by-name", "by-status", "both"])
 def test_runs_filters_change_the_rows(app, name_filter, statuses, expected):
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     at.text_input(key="runs_filter").set_value(name_filter)
     at.multiselect(key="runs_status").set_value(statuses)
     at.run()
@@ -82,7 +82,7 @@ def test_empty_store_shows_how_to_record_a_run(tmp_path, monkeypatch):
     from tests.dashboard.conftest import APP, APP_TIMEOUT_S
 
     monkeypatch.setenv("TRAINDOCTOR_STORE", str(tmp_path / "nothing-here"))
-    for page in ("pages/runs.py", "pages/run.py", "pages/classes.py", "pages/compare.py"):
+    for page in ("views/runs.py", "views/run.py", "views/classes.py", "views/compare.py"):
         at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S).run()
         at.switch_page(page).run()
         no_exceptions(at)
@@ -93,7 +93,7 @@ def test_empty_store_shows_how_to_record_a_run(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------- Run
 
 def test_run_page_shows_findings_first_with_evidence(app, fake_diagnosis):
-    at = app("pages/run.py", run="beta")
+    at = app("views/run.py", run="beta")
     no_exceptions(at)
     assert at.title[0].value == "beta"
     finding = [e for e in at.expander if "divergence" in e.label]
@@ -105,14 +105,14 @@ def test_run_page_shows_findings_first_with_evidence(app, fake_diagnosis):
 
 
 def test_run_page_without_findings_says_so(app, fake_diagnosis):
-    at = app("pages/run.py", run="alpha")
+    at = app("views/run.py", run="alpha")
     no_exceptions(at)
     assert not [e for e in at.expander if "divergence" in e.label]
     assert any("No findings" in s.value for s in at.success)
 
 
 def test_run_page_has_curves_heatmaps_toggles_and_events(app):
-    at = app("pages/run.py", run="beta")
+    at = app("views/run.py", run="beta")
     no_exceptions(at)
     toggles = {t.key for t in at.toggle}
     assert {"smooth", "log_loss", "log_accuracy", "log_lr", "log_grad_norm"} <= toggles
@@ -144,14 +144,14 @@ def test_run_page_without_a_working_engine_still_shows_the_run(app, monkeypatch,
         monkeypatch.setattr(data, "diagnosis_engine", lambda: None)
     else:
         monkeypatch.setattr(dashboard.diagnosis, "diagnose", engine, raising=False)
-    at = app("pages/run.py", run="beta")
+    at = app("views/run.py", run="beta")
     no_exceptions(at)
     assert message in [w.value for w in at.warning]
     assert chart(at, "chart_loss") and chart(at, "heatmap_update_ratio")
 
 
 def test_run_page_selecting_another_run_changes_page_and_link(app, fake_diagnosis, store):
-    at = app("pages/run.py", run="beta")
+    at = app("views/run.py", run="beta")
     at.selectbox(key="select_run").set_value(store[1]["gamma"]).run()
     no_exceptions(at)
     assert at.title[0].value == "gamma"
@@ -160,7 +160,7 @@ def test_run_page_selecting_another_run_changes_page_and_link(app, fake_diagnosi
 
 
 def test_run_page_log_toggle_switches_axis(app):
-    at = app("pages/run.py", run="alpha")
+    at = app("views/run.py", run="alpha")
     at.toggle(key="log_loss").set_value(False).run()
     no_exceptions(at)
     assert '"type":"linear"' in chart(at, "chart_loss")
@@ -172,7 +172,7 @@ def test_run_page_of_a_running_run_shows_new_steps_after_they_land(app, store, m
     root, _ = store
     writer = make_run(root, "live", steps=100, status="running", seed=5)
     try:
-        at = app("pages/run.py", run="live")
+        at = app("views/run.py", run="live")
         no_exceptions(at)
         last = {m.label: m.value for m in at.metric}["last step"]
         assert last == "100"
@@ -187,7 +187,7 @@ def test_run_page_of_a_running_run_shows_new_steps_after_they_land(app, store, m
 
 
 def test_unknown_run_in_link_falls_back_to_a_known_one(app):
-    at = app("pages/run.py", run="no-such-run")
+    at = app("views/run.py", run="no-such-run")
     no_exceptions(at)
     assert at.title[0].value in {"alpha", "beta", "gamma"}
 
@@ -196,7 +196,7 @@ def test_unknown_run_in_link_falls_back_to_a_known_one(app):
 
 def test_classes_page_matches_hand_computed_baseline(app, store):
     root, ids = store
-    at = app("pages/classes.py", run="alpha")
+    at = app("views/classes.py", run="alpha")
     no_exceptions(at)
     assert chart(at, "class_metrics_chart") and chart(at, "confusion_chart")
     assert at.query_params["step"] == "200"  # the last evaluation by default
@@ -214,7 +214,7 @@ def test_classes_page_matches_hand_computed_baseline(app, store):
 
 
 def test_classes_page_choosing_an_evaluation_changes_matrix_and_link(app):
-    at = app("pages/classes.py", run="alpha")
+    at = app("views/classes.py", run="alpha")
     before = {m.label: m.value for m in at.metric}["accuracy at this evaluation"]
     at.select_slider(key="select_step").set_value(20).run()
     no_exceptions(at)
@@ -223,7 +223,7 @@ def test_classes_page_choosing_an_evaluation_changes_matrix_and_link(app):
 
 
 def test_classes_page_step_from_link_is_used(app):
-    at = app("pages/classes.py", run="alpha", step="45")
+    at = app("views/classes.py", run="alpha", step="45")
     no_exceptions(at)
     assert at.select_slider(key="select_step").value == 40  # the evaluation at or before step 45
 
@@ -231,7 +231,7 @@ def test_classes_page_step_from_link_is_used(app):
 # --------------------------------------------------------------------- Compare
 
 def test_compare_page_overlays_chosen_runs_and_lists_differences(app, fake_diagnosis):
-    at = app("pages/compare.py", runs="alpha,beta")
+    at = app("views/compare.py", runs="alpha,beta")
     no_exceptions(at)
     overlay = chart(at, "compare_chart")
     assert '"name":"alpha"' in overlay and '"name":"beta"' in overlay
@@ -242,7 +242,7 @@ def test_compare_page_overlays_chosen_runs_and_lists_differences(app, fake_diagn
 
 def test_compare_page_changing_runs_changes_table_and_link(app, store):
     _, ids = store
-    at = app("pages/compare.py", runs="alpha,beta")
+    at = app("views/compare.py", runs="alpha,beta")
     at.multiselect(key="select_runs").set_value([ids["alpha"], ids["gamma"]]).run()
     no_exceptions(at)
     assert at.query_params["runs"] == "alpha,gamma"
@@ -251,14 +251,14 @@ def test_compare_page_changing_runs_changes_table_and_link(app, store):
 
 @pytest.mark.parametrize("axis", ["step", "epoch", "wall time"])
 def test_compare_page_axes(app, axis):
-    at = app("pages/compare.py", runs="alpha,gamma")
+    at = app("views/compare.py", runs="alpha,gamma")
     at.radio(key="compare_axis").set_value(axis).run()
     no_exceptions(at)
     assert chart(at, "compare_chart")
 
 
 def test_compare_page_parallel_coordinates_for_many_runs(app):
-    at = app("pages/compare.py", runs="alpha")
+    at = app("views/compare.py", runs="alpha")
     no_exceptions(at)
     assert '"type":"parcoords"' in chart(at, "parallel_chart")
 
@@ -275,11 +275,11 @@ def _diagnosis_engine_missing() -> bool:
 
 @pytest.mark.skipif(_diagnosis_engine_missing(), reason="dashboard.diagnosis.diagnose is not on this branch yet")
 def test_real_diagnosis_shows_divergence_on_the_run_page(app):
-    at = app("pages/run.py", run="beta")
+    at = app("views/run.py", run="beta")
     no_exceptions(at)
     labels = [e.label for e in at.expander]
     assert any("`divergence`" in label for label in labels), labels
-    alpha = app("pages/run.py", run="alpha")
+    alpha = app("views/run.py", run="alpha")
     assert not any("`divergence`" in e.label for e in alpha.expander)
 
 
@@ -288,7 +288,7 @@ def test_real_diagnosis_shows_divergence_on_the_run_page(app):
     ([0, 2], "Compare 2 runs", "compare", "runs=gamma%2Calpha"),
 ], ids=["one-opens-run", "several-compare"])
 def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     at.session_state["runs_table"] = {"selection": {"rows": rows, "columns": [], "cells": []}}
     at.run()
     no_exceptions(at)
@@ -300,13 +300,13 @@ def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
 
 
 def test_curves_are_redrawn_with_the_findings_steps_shaded(app, fake_diagnosis):
-    at = app("pages/run.py", run="beta")
+    at = app("views/run.py", run="beta")
     no_exceptions(at)
     loss = chart(at, "chart_loss")
     assert '"type":"rect"' in loss and '"x0":149.5' in loss and '"x1":200.5' in loss
 
 
-@pytest.mark.parametrize("page", ["pages/runs.py", "pages/run.py", "pages/classes.py", "pages/compare.py"],
+@pytest.mark.parametrize("page", ["views/runs.py", "views/run.py", "views/classes.py", "views/compare.py"],
                          ids=["runs", "run", "classes", "compare"])
 def test_a_run_that_has_written_nothing_yet_breaks_no_page(tmp_path, monkeypatch, page):
     from streamlit.testing.v1 import AppTest

@@ -28,10 +28,10 @@ LIVE_REFRESH_S = 3.0
 STATUS_MARKERS = {"running": "● running", "finished": "✔ finished", "crashed": "✖ crashed"}
 SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
 
-RUNS_PAGE = "pages/runs.py"
-RUN_PAGE = "pages/run.py"
-CLASSES_PAGE = "pages/classes.py"
-COMPARE_PAGE = "pages/compare.py"
+RUNS_PAGE = "views/runs.py"
+RUN_PAGE = "views/run.py"
+CLASSES_PAGE = "views/classes.py"
+COMPARE_PAGE = "views/compare.py"
 
 FIRST_RUN_HELP = """
 This store holds no runs yet. Record one by adding three lines to a training loop:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard.charts.compare import differing_hyperparameters, hyperparameter_table, parallel_coordinates_figure
 from dashboard.charts.curves import compare_figure
-from dashboard.pages import common
+from dashboard.views import common
 
 X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
 FINAL_METRICS = ("final_val_accuracy", "final_val_loss", "final_train_loss")

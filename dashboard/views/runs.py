@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.charts.compare import hyperparameter_table
-from dashboard.pages import common
+from dashboard.views import common
 
 # Hyperparameters worth a column when runs have them, most telling first.
 KEY_HYPERPARAMETERS = ("lr", "learning_rate", "batch_size", "optimizer", "weight_decay", "epochs",

@@ -14,7 +14,7 @@ from dashboard.charts.classes import (
     majority_baseline,
     worst_classes,
 )
-from dashboard.pages import common
+from dashboard.views import common
 
 CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
 WORST_CLASSES_SHOWN = 5

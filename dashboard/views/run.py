@@ -13,7 +13,7 @@ from dashboard.charts.curves import curve_figure
 from dashboard.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
 from dashboard.data import RunView
 from dashboard.diagnosis.finding import Finding
-from dashboard.pages import common
+from dashboard.views import common
 
 # Which chart holds a rule's evidence: the global series it judges, a
 # per-layer heatmap, or the Classes page.
