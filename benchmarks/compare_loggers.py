@@ -4,8 +4,16 @@ The same training loop runs bare and with each way of getting per-layer
 statistics; every variant trains its own copy of the model (same init), and
 their blocks of steps are interleaved in a shuffled order each round, so
 drift in the machine's speed hits all of them alike. Prints, per variant, the
-median step time, the ratio against bare, the added time per step and what
-that is as a multiple of the probe's; plus peak extra memory.
+median step time, the median over rounds of its block's time over the bare
+block's of the same round (and that ratio's quartiles: the spread), the added
+time per step and what that is as a multiple of the probe's; plus peak extra
+memory (CUDA only: on the CPU torch's allocations are not attributable per
+variant in one process).
+
+Every peer records what the probe records at its every-step cadence: the
+per-layer gradient norm, the per-layer weight norm, the global gradient norm,
+the lr and the loss (the probe also measures per-layer update ratios, which
+the peers do not, so the comparison leans their way).
 
     python benchmarks/compare_loggers.py                 # CPU MLP (+ GPU models when CUDA is there)
     python benchmarks/compare_loggers.py --rounds 10 --steps 20 --models mlp
@@ -17,7 +25,8 @@ Variants:
   wandb             wandb.watch(model, log="all", log_freq=1), offline
   tensorboard       a hand-written SummaryWriter loop: per-layer grad and weight
                     norms with .item() every step (the usual pattern)
-  lightning         lightning.pytorch.utilities.grad_norm every step, logged with .item()
+  lightning         lightning.pytorch.utilities.grad_norm every step (per-layer and total),
+                    plus per-layer weight norms and lr, logged with .item()
 
 A peer that cannot be installed or started is reported as such.
 """
@@ -192,12 +201,16 @@ def _lightning_variant() -> Callable:
         from lightning.pytorch.utilities import grad_norm
 
         logged: dict[str, float] = {}
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
         def after(loss: torch.Tensor, step: int) -> None:
             # What `self.log_dict(grad_norm(self, norm_type=2))` in on_before_optimizer_step
-            # amounts to: the norms, then one host copy per logged value.
+            # amounts to (per-layer and total grad norms), plus the weight norms and lr
+            # the probe also records, each logged value copied to the host with .item().
             norms = grad_norm(model, norm_type=2)
             logged.update({key: value.item() for key, value in norms.items()})
+            logged.update({f"weight_norm/{n}": p.detach().norm().item() for n, p in named})
+            logged.update({f"lr/group{i}": group["lr"] for i, group in enumerate(optimizer.param_groups)})
             logged["loss"] = loss.item()
         return after, _no_op
     return attach
@@ -272,22 +285,33 @@ def benchmark(model_name: str, rounds: int, steps: int, variants: list[str], wor
 
     for variant in active:
         variant.close()
-    bare = statistics.median(next(v for v in active if v.name == "bare").times)
-    probe_added = None
+    bare_times = next(v for v in active if v.name == "bare").times
+    added_by_name: dict[str, list[float]] = {}
     results = []
     for variant in active:
-        median = statistics.median(variant.times)
-        added = median - bare
-        if variant.name == "probe":
-            probe_added = added
-        results.append({"model": model_name, "variant": variant.name, "median_ms": median * 1e3, "ratio": median / bare,
-                        "added_ms": added * 1e3,
+        # Paired per round: a variant's block against the bare block of the same round,
+        # so slow spells of the shared machine cancel out as far as they can.
+        ratios = [t / b for t, b in zip(variant.times, bare_times)]
+        added = [t - b for t, b in zip(variant.times, bare_times)]
+        added_by_name[variant.name] = added
+        low, high = _quartiles(ratios)
+        results.append({"model": model_name, "variant": variant.name, "median_ms": statistics.median(variant.times) * 1e3,
+                        "ratio": statistics.median(ratios), "ratio_p25": low, "ratio_p75": high,
+                        "added_ms": statistics.median(added) * 1e3,
                         # CUDA's allocator counts per block; on the CPU torch's
                         # allocations are not attributable per variant in one process.
                         "peak_extra_mib": variant.peak_extra_bytes / 2**20 if device.startswith("cuda") else None})
+    probe_added = statistics.median(added_by_name["probe"]) if "probe" in added_by_name else None
     for row in results:
         row["x_probe_added"] = (row["added_ms"] / (probe_added * 1e3)) if probe_added and probe_added > 0 else None
     return results + unavailable
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    quartiles = statistics.quantiles(values, n=4, method="inclusive")
+    return quartiles[0], quartiles[2]
 
 
 def _sync(device: str) -> None:
@@ -315,16 +339,19 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"model": model_name, "variant": "*", "status": "skipped: no CUDA device"})
                 continue
             rows += benchmark(model_name, args.rounds, args.steps, args.variants, Path(workdir))
-    print(f"{'model':11s} {'variant':17s} {'step ms':>8s} {'ratio':>7s} {'added ms':>9s} {'x probe':>8s} {'peak MiB':>9s}")
+    print("ratio: median over rounds of (variant block / bare block of the same round); p25-p75: its spread; "
+          "added: median per-step time over bare; x probe: added / the probe's added (n/a when the probe's is <= 0)")
+    print(f"{'model':11s} {'variant':17s} {'step ms':>8s} {'ratio':>7s} {'p25-p75':>13s} {'added ms':>9s} "
+          f"{'x probe':>8s} {'peak MiB':>9s}")
     for row in rows:
         if "status" in row:
             print(f"{row['model']:11s} {row['variant']:17s} {row['status']}")
             continue
-        multiple = "" if row["x_probe_added"] is None else f"{row['x_probe_added']:.1f}"
+        multiple = "n/a" if row["x_probe_added"] is None else f"{row['x_probe_added']:.1f}"
         peak = "n/a" if row["peak_extra_mib"] is None else f"{row['peak_extra_mib']:.1f}"
-        print(f"{row['model']:11s} {row['variant']:17s} {row['median_ms']:8.2f} {row['ratio']:7.3f} "
+        spread = f"{row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}"
+        print(f"{row['model']:11s} {row['variant']:17s} {row['median_ms']:8.2f} {row['ratio']:7.3f} {spread:>13s} "
               f"{row['added_ms']:9.3f} {multiple:>8s} {peak:>9s}")
-
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
