@@ -1,9 +1,10 @@
 """The probe against what users run today, in one process (issue 8).
 
 The same training loop runs bare and with each way of getting per-layer
-statistics; every variant trains its own copy of the model (same init), and
-their blocks of steps are interleaved in a shuffled order each round, so
-drift in the machine's speed hits all of them alike. Prints, per variant, the
+statistics. All variants train one shared model with one optimizer on one
+batch: each attaches its hooks for a block of steps and takes them off after
+(outside the timed region), and the blocks are interleaved in a shuffled
+order each round, so drift in the machine's speed hits all of them alike. Prints, per variant, the
 median step time, the median over rounds of its block's time over the bare
 block's of the same round (and that ratio's quartiles: the spread), the added
 time per step and what that is as a multiple of the probe's; plus peak extra
@@ -20,6 +21,7 @@ the peers do not, so the comparison leans their way).
 
 Variants:
   bare              no statistics at all
+  bare-again        a second bare copy (an A/A control: how far the ratios drift on this machine)
   probe             traindoctor's probe at default settings
   probe-every-step  the probe with per-layer statistics every step (layer_every=1)
   wandb             wandb.watch(model, log="all", log_freq=1), offline
@@ -38,7 +40,6 @@ import contextlib
 import gc
 import os
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -132,48 +133,72 @@ MODELS = {"mlp": cpu_mlp, "gpt2-small": gpu_gpt2, "resnet18": gpu_resnet}
 
 @dataclass
 class Variant:
+    """A way of recording statistics, attached to the shared model for each of its blocks.
+
+    ``attach(step)`` (untimed) returns the function called after each
+    optimizer step; ``detach()`` (untimed) takes its hooks off again;
+    ``close()`` ends it after the last round.
+    """
+
     name: str
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    after_step: Callable[[torch.Tensor, int], None]
+    attach: Callable[[int], Callable[[torch.Tensor, int], None]]
+    detach: Callable[[], None]
     close: Callable[[], None]
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
     peak_extra_bytes: int = 0
-    step: int = 0
 
 
 def _no_op(*_: Any) -> None:
     return None
 
 
+def _bare(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+    return (lambda step: _no_op), _no_op, _no_op
+
+
 def _probe_variant(store: Path, layer_every: int | None) -> Callable[[nn.Module, torch.optim.Optimizer, str], tuple]:
-    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+    def make(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
         from probe import Probe
 
         kwargs = {} if layer_every is None else {"layer_every": layer_every}
-        probe = Probe(run=name, store=store, **kwargs)
-        probe.__enter__()
-        probe.watch(model, optimizer)
-        return (lambda loss, step: probe.step(loss=loss)), (lambda: probe.__exit__(None, None, None))
-    return attach
+        current: list[Probe] = []
+
+        def attach(step: int) -> Callable:
+            # A probe per block, continuing the step count, so its per-layer steps fall
+            # where one watching the whole run would put them (multiples of layer_every).
+            probe = Probe(run=name, store=store, initial_step=step, handle_sigterm=False, compact_on_close=False,
+                          **kwargs)
+            probe.watch(model, optimizer)
+            current.append(probe)
+            return lambda loss, _: probe.step(loss=loss)
+
+        def detach() -> None:
+            current.pop().close()
+        return attach, detach, _no_op
+    return make
 
 
 def _wandb_variant(directory: Path) -> Callable:
-    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+    def make(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         run = wandb.init(project="traindoctor-bench", name=name, mode="offline", dir=str(directory), reinit=True)
-        wandb.watch(model, log="all", log_freq=1)
 
-        def after(loss: torch.Tensor, step: int) -> None:
-            wandb.log({"loss": loss.item()}, step=step)  # wandb's own examples log the loss like this
-        return after, run.finish
-    return attach
+        def attach(step: int) -> Callable:
+            wandb.watch(model, log="all", log_freq=1)
+
+            def after(loss: torch.Tensor, step: int) -> None:
+                wandb.log({"loss": loss.item()}, step=step)  # wandb's own examples log the loss like this
+            return after
+
+        return attach, (lambda: wandb.unwatch(model)), run.finish
+    return make
 
 
 def _tensorboard_variant(directory: Path) -> Callable:
-    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+    def make(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(directory / name))
@@ -192,12 +217,12 @@ def _tensorboard_variant(directory: Path) -> Callable:
             writer.add_scalar("grad_norm/total", total ** 0.5, step)
             for index, group in enumerate(optimizer.param_groups):
                 writer.add_scalar(f"lr/group{index}", group["lr"], step)
-        return after, writer.close
-    return attach
+        return (lambda step: after), _no_op, writer.close
+    return make
 
 
 def _lightning_variant() -> Callable:
-    def attach(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
+    def make(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
         from lightning.pytorch.utilities import grad_norm
 
         logged: dict[str, float] = {}
@@ -212,8 +237,8 @@ def _lightning_variant() -> Callable:
             logged.update({f"weight_norm/{n}": p.detach().norm().item() for n, p in named})
             logged.update({f"lr/group{i}": group["lr"] for i, group in enumerate(optimizer.param_groups)})
             logged["loss"] = loss.item()
-        return after, _no_op
-    return attach
+        return (lambda step: after), _no_op, _no_op
+    return make
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Callable, device: str) -> torch.Tensor:
@@ -229,63 +254,72 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Calla
     return loss
 
 
-def _rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def benchmark(model_name: str, rounds: int, steps: int, variants: list[str], workdir: Path) -> list[dict]:
     factories: dict[str, Callable] = {
-        "bare": lambda model, optimizer, name: (_no_op, _no_op),
+        "bare": _bare,
+        "bare-again": _bare,
         "probe": _probe_variant(workdir / "probe-store", None),
         "probe-every-step": _probe_variant(workdir / "probe-store", 1),
         "wandb": _wandb_variant(workdir / "wandb"),
         "tensorboard": _tensorboard_variant(workdir / "tensorboard"),
         "lightning": _lightning_variant(),
     }
-    base_model, batch, device = MODELS[model_name]()
-    state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+    # One model, one optimizer, one batch for every variant: each attaches to it for its
+    # block and detaches after. Separate copies of the model differ in speed by a few
+    # per cent on a CPU from where their tensors happen to lie in memory (the A/A row
+    # showed 4 %), which is more than the effect being measured.
+    model, batch, device = MODELS[model_name]()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     active: list[Variant] = []
     unavailable: list[dict] = []
     for name in variants:
-        model, _, _ = MODELS[model_name]() if name != "bare" else (base_model, None, None)
-        model.load_state_dict(state)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         try:
-            after, close = factories[name](model, optimizer, f"{model_name}-{name}")
+            attach, detach, close = factories[name](model, optimizer, f"{model_name}-{name}")
         except Exception as error:  # a peer that is not installed or cannot start
             unavailable.append({"model": model_name, "variant": name, "status": f"unavailable: {type(error).__name__}: {error}"})
             continue
-        active.append(Variant(name, model, optimizer, after, close))
+        active.append(Variant(name, attach, detach, close))
 
+    step = 0
     for variant in active:  # warm-up: allocator, autotuning, first flushes
+        after_step = variant.attach(step)
         for _ in range(3):
-            loss = _train_step(variant.model, variant.optimizer, batch, device)
-            variant.step += 1
-            variant.after_step(loss, variant.step)
+            loss = _train_step(model, optimizer, batch, device)
+            step += 1
+            after_step(loss, step)
+        variant.detach()
     _sync(device)
 
     for _ in range(rounds):
         order = list(active)
         random.shuffle(order)
         for variant in order:
+            after_step = variant.attach(step)
+            # One untimed step after attaching: a fresh probe lints the set-up at its first step.
+            loss = _train_step(model, optimizer, batch, device)
+            step += 1
+            after_step(loss, step)
             gc.collect()
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated()
             _sync(device)
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
-                loss = _train_step(variant.model, variant.optimizer, batch, device)
-                variant.step += 1
-                variant.after_step(loss, variant.step)
+                loss = _train_step(model, optimizer, batch, device)
+                step += 1
+                after_step(loss, step)
             _sync(device)
             variant.times.append((time.perf_counter() - started) / steps)
+            variant.cpu_times.append((time.process_time() - started_cpu) / steps)
             if device.startswith("cuda"):
                 variant.peak_extra_bytes = max(variant.peak_extra_bytes, torch.cuda.max_memory_allocated() - before)
+            variant.detach()
 
     for variant in active:
         variant.close()
-    bare_times = next(v for v in active if v.name == "bare").times
+    bare_variant = next(v for v in active if v.name == "bare")
+    bare_times, bare_cpu = bare_variant.times, bare_variant.cpu_times
     added_by_name: dict[str, list[float]] = {}
     results = []
     for variant in active:
@@ -295,8 +329,9 @@ def benchmark(model_name: str, rounds: int, steps: int, variants: list[str], wor
         added = [t - b for t, b in zip(variant.times, bare_times)]
         added_by_name[variant.name] = added
         low, high = _quartiles(ratios)
+        cpu_ratio = statistics.median([t / b for t, b in zip(variant.cpu_times, bare_cpu)])
         results.append({"model": model_name, "variant": variant.name, "median_ms": statistics.median(variant.times) * 1e3,
-                        "ratio": statistics.median(ratios), "ratio_p25": low, "ratio_p75": high,
+                        "ratio": statistics.median(ratios), "ratio_p25": low, "ratio_p75": high, "cpu_ratio": cpu_ratio,
                         "added_ms": statistics.median(added) * 1e3,
                         # CUDA's allocator counts per block; on the CPU torch's
                         # allocations are not attributable per variant in one process.
@@ -322,9 +357,10 @@ def _sync(device: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="probe vs peers, interleaved in one process")
     parser.add_argument("--models", nargs="*", default=None, help="mlp, gpt2-small, resnet18 (default: mlp, and GPU ones on CUDA)")
-    parser.add_argument("--variants", nargs="*", default=["bare", "probe", "probe-every-step", "wandb", "tensorboard", "lightning"])
+    parser.add_argument("--variants", nargs="*", default=["bare", "bare-again", "probe", "probe-every-step", "wandb", "tensorboard", "lightning"])
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=25, help="steps per block")
+    parser.add_argument("--steps", type=int, default=50,
+                        help="steps per block (50: every probe block holds exactly one of its per-layer steps)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     random.seed(0)
@@ -339,9 +375,11 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"model": model_name, "variant": "*", "status": "skipped: no CUDA device"})
                 continue
             rows += benchmark(model_name, args.rounds, args.steps, args.variants, Path(workdir))
-    print("ratio: median over rounds of (variant block / bare block of the same round); p25-p75: its spread; "
-          "added: median per-step time over bare; x probe: added / the probe's added (n/a when the probe's is <= 0)")
-    print(f"{'model':11s} {'variant':17s} {'step ms':>8s} {'ratio':>7s} {'p25-p75':>13s} {'added ms':>9s} "
+    print("ratio: median over rounds of (variant block / bare block of the same round), wall time; p25-p75: its "
+          "spread; cpu: the same with this process's CPU time (all its threads; not wandb's separate service "
+          "process); added: median per-step wall time over bare; x probe: added / the probe's added (n/a when "
+          "the probe's is <= 0)")
+    print(f"{'model':11s} {'variant':17s} {'step ms':>8s} {'ratio':>7s} {'p25-p75':>13s} {'cpu':>6s} {'added ms':>9s} "
           f"{'x probe':>8s} {'peak MiB':>9s}")
     for row in rows:
         if "status" in row:
@@ -351,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         peak = "n/a" if row["peak_extra_mib"] is None else f"{row['peak_extra_mib']:.1f}"
         spread = f"{row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}"
         print(f"{row['model']:11s} {row['variant']:17s} {row['median_ms']:8.2f} {row['ratio']:7.3f} {spread:>13s} "
+              f"{row['cpu_ratio']:6.3f} "
               f"{row['added_ms']:9.3f} {multiple:>8s} {peak:>9s}")
 
 if __name__ == "__main__":
