@@ -57,6 +57,65 @@ def train(steps: int, layer_every: int, small: bool, store: str) -> None:
             probe.step(loss=loss)
 
 
+def timed_in_code(steps: int, small: bool, store: str) -> dict[str, float]:
+    """Milliseconds per step spent inside the probe's code (its grad hooks, optimizer hooks and
+    probe.step, timed with perf_counter: no profiler), and, for scale, inside a hand-written
+    TensorBoard-style loop recording the same per-layer statistics every step (norms + .item()),
+    on the same model; plus the whole step."""
+    import time
+
+    from probe import core
+
+    spent = [0.0]
+
+    def timing(function):
+        def wrapped(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - started
+        return wrapped
+
+    original_make = core.Probe._make_grad_hook
+    originals = {name: getattr(core.Probe, name) for name in ("step", "_before_optimizer_step", "_after_optimizer_step")}
+    core.Probe._make_grad_hook = lambda self, index, param: timing(original_make(self, index, param))
+    for name, function in originals.items():
+        setattr(core.Probe, name, timing(function))
+    try:
+        started = time.perf_counter()
+        train(steps, 50, small, store)
+        whole = time.perf_counter() - started
+    finally:
+        core.Probe._make_grad_hook = original_make
+        for name, function in originals.items():
+            setattr(core.Probe, name, function)
+    probe_ms = 1e3 * spent[0] / steps
+
+    model, inputs, targets = make_mlp(small)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    named = list(model.named_parameters())
+    logged: dict[str, float] = {}
+    peer = 0.0
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        started = time.perf_counter()
+        logged["loss"] = loss.item()
+        total = 0.0
+        for name, param in named:
+            grad_norm = param.grad.norm().item()
+            total += grad_norm ** 2
+            logged[f"grad_norm/{name}"] = grad_norm
+            logged[f"weight_norm/{name}"] = param.norm().item()
+        logged["grad_norm/total"] = total ** 0.5
+        logged["lr/group0"] = optimizer.param_groups[0]["lr"]
+        peer += time.perf_counter() - started
+    return {"step_ms": 1e3 * whole / steps, "probe_ms": probe_ms, "peer_ms": 1e3 * peer / steps}
+
+
 def _is_probe(filename: str) -> bool:
     return filename.startswith(PROBE_FILES)
 
@@ -117,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         train(args.steps, args.layer_every, args.small, store)
         profiler.disable()
     report(pstats.Stats(profiler), args.steps, args.top)
+    with tempfile.TemporaryDirectory() as store:
+        timed = timed_in_code(args.steps, args.small, store)
+    print(f"\nwithout the profiler, layer_every=50: step {timed['step_ms']:.2f} ms; inside the probe's code "
+          f"{timed['probe_ms']:.3f} ms/step ({100 * timed['probe_ms'] / timed['step_ms']:.2f} %); the same per-layer "
+          f"statistics every step by hand (norms + .item(), no writer) {timed['peer_ms']:.3f} ms/step "
+          f"({timed['peer_ms'] / timed['probe_ms']:.1f}x the probe's)")
     if args.py_spy:
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         command = [spy, "record", "--output", args.py_spy, "--rate", "500", "--", sys.executable, __file__,
