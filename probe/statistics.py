@@ -106,8 +106,12 @@ class UpdateTracker:
         """Return (weight norms after the step, update ratios), or None without a ``before_step``."""
         if self._before is None or self._before_norms is None:
             return None
-        after = self._kept()
-        delta_norms = tensor_norms(torch._foreach_sub(after, self._before))
+        # In place on the copy taken before the step (w_before - w_after: the
+        # same norm): no second copy of the weights, no allocation of Δw.
+        now = [p.detach() if index is None else p.detach().reshape(-1).index_select(0, index)
+               for p, index in zip(self.params, self.indices)]
+        torch._foreach_sub_(self._before, now)
+        delta_norms = tensor_norms(self._before)
         ratios = delta_norms * self._scale_tensor / self._before_norms
         weight_norms = tensor_norms([p.detach() for p in self.params])
         self._before = self._before_norms = None
