@@ -25,3 +25,14 @@ def test_module_imports_nothing_it_should_not(module, forbidden):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
                             env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}, check=True)
     assert result.stdout.strip() == "", f"{module} imported {result.stdout.strip()}"
+
+
+def test_no_pages_folder_beside_the_app():
+    """Regression: with a ``pages/`` folder next to app.py, Streamlit served it as an
+    old-style multipage app (sidebar of every module, no top navigation, no wide
+    layout) instead of the pages ``st.navigation`` declares."""
+    from pathlib import Path
+
+    import dashboard
+
+    assert not (Path(dashboard.__file__).parent / "pages").exists()
