@@ -1,7 +1,8 @@
 """Per-class metrics derived from stored confusion counts, and their charts.
 
 Only counts are stored (``confusion(step, split, true_class, pred_class,
-count)``); precision, recall and F1 are derived here, as torchmetrics does.
+count)``); precision, recall and F1 are derived where shown, by the same
+function the per-class rules use (``dashboard.diagnosis.classes``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+from dashboard.diagnosis.classes import class_metrics as derive_class_metrics
 
 
 def confusion_matrix(confusion: pd.DataFrame, num_classes: int | None = None) -> np.ndarray:
@@ -31,14 +34,8 @@ def class_metrics(matrix: np.ndarray, class_names: Sequence[str] | None = None) 
     A class never predicted has precision 0 (sklearn's ``zero_division=0``);
     a class with no support has recall 0.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    true_positive = np.diag(matrix)
-    predicted = matrix.sum(axis=0)
-    support = matrix.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, true_positive / predicted, 0.0)
-        recall = np.where(support > 0, true_positive / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    metrics = derive_class_metrics(matrix)
+    precision, recall, f1, support = metrics.precision, metrics.recall, metrics.f1, metrics.support
     return pd.DataFrame({
         "class": _names(len(matrix), class_names),
         "class_index": np.arange(len(matrix)),
