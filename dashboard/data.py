@@ -49,14 +49,6 @@ def load_run(store: Store, run: str) -> RunData:
     )
 
 
-def load_runs(store: Store, runs: Sequence[str]) -> list[RunData]:
-    return [load_run(store, run) for run in runs]
-
-
-def runs_table(store: Store) -> pd.DataFrame:
-    return store.runs()
-
-
 # --------------------------------------------------------------------- dashboard
 
 # Every curve sent to the browser holds at most this many points (the store
@@ -104,35 +96,11 @@ def run_version(store: Store, run_id: str) -> tuple[int, ...]:
     return tuple(stamps)
 
 
-def diagnosis_engine():
-    """``dashboard.diagnosis.diagnose``, or None while the engine is not installed."""
-    try:
-        from dashboard.diagnosis import diagnose
-    except ImportError:
-        return None
-    return diagnose
-
-
 def diagnose_run(run_data: RunData) -> list:
     """The findings of the diagnosis engine for one run (imported on first use)."""
     from dashboard.diagnosis import diagnose
 
     return list(diagnose(run_data))
-
-
-def resolve_runs(store: Store, runs: Sequence[str]) -> list[str]:
-    """Run ids for ids or names; unknown ones are dropped (a stale shared link)."""
-    from store.reader import UnknownRunError
-
-    resolved = []
-    for run in runs:
-        try:
-            run_id = store.resolve(run)
-        except UnknownRunError:
-            continue
-        if run_id not in resolved:
-            resolved.append(run_id)
-    return resolved
 
 
 def curve_points(store: Store, runs: Sequence[str], names: Sequence[str] = CURVE_NAMES,

@@ -178,7 +178,3 @@ class Evaluation:
             self._loss_weight = torch.zeros((), dtype=torch.float64, device=value.device)
         self._loss_sum.add_(value * weight)
         self._loss_weight.add_(weight)
-
-    @property
-    def confusion_shape(self) -> tuple[int, int] | None:
-        return None if self._num_classes is None else (self._num_classes, self._num_classes)

@@ -319,7 +319,7 @@ def divergence(store: Path, name: str) -> None:
     data = digits(seed=10)
     model = mlp([64, 256, 256, 10])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    # The lr is raised tenfold mid-run, as a mistaken schedule would: loss goes to inf, then NaN.
+    # The lr is raised 60-fold mid-run, as a mistaken schedule would: loss goes to inf, then NaN.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 if epoch < 6 else 60.0)
     with _probe(store, name, {"model": "mlp-256-256", "optimizer": "SGD", "lr": 0.05, "schedule": "x60 at epoch 6",
                               "epochs": 12}, data) as probe:

@@ -26,7 +26,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -649,8 +649,3 @@ def read_file_attempts(path: Path) -> list[tuple[int, int, int | None]] | None:
 def iter_segment_names(names: Iterable[str]) -> list[str]:
     """Published segment file names among ``names`` (temporary files excluded)."""
     return sorted(n for n in names if n.endswith(".parquet") and not n.startswith("."))
-
-
-def broadcast_names(names: Sequence[str]) -> tuple[str, ...]:
-    """A tuple of names, so the writer can cache their encoding."""
-    return tuple(names)

@@ -84,8 +84,6 @@ def runs_frame() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _findings(path: str, run_id: str, version: tuple) -> tuple[list[Finding] | None, str | None]:
-    if data.diagnosis_engine() is None:
-        return None, "the diagnosis engine (dashboard.diagnosis.diagnose) is not installed"
     try:
         run_data = data.load_run(_store(path), run_id)
     except UnknownRunError as error:

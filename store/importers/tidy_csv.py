@@ -41,7 +41,7 @@ def _column_types() -> dict:
 
 
 def _read(path: Path):
-    """The file as an Arrow table (pyarrow's multi-threaded CSV reader: ~10x pandas' for text columns)."""
+    """The file as an Arrow table (pyarrow's multi-threaded CSV reader)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
