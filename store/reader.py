@@ -110,8 +110,10 @@ class Store:
         self.stale_after_s = float(stale_after_s)
         # Files already checked (footer and schema), keyed by path, size and
         # mtime so a replaced file is checked again.
-        self._checked: dict[_FileKey, bool] = {}
+        self._checked: dict[_FileKey, _FileInfo] = {}
         self._warned: set[str] = set()
+        # Files read through end to end while hunting an unreadable one.
+        self._verified: set[_FileKey] = set()
         self._lock = threading.Lock()
         # One in-memory DuckDB database per Store; every call gets its own
         # connection to it (a cursor: ~0.01 ms, against ~15 ms for a new
@@ -164,25 +166,9 @@ class Store:
         rows = []
         for run_id in self.run_ids():
             try:
-                meta = self.run_meta(run_id)
+                rows.append(self._run_row(run_id))
             except UnknownRunError:
                 continue
-            task = meta.get("task") or {}
-            rows.append({
-                "run_id": run_id,
-                "name": meta.get("name") or run_id,
-                "project": meta.get("project"),
-                "status": meta["status"],
-                "created_at": meta.get("created_at"),
-                "heartbeat_at": meta.get("heartbeat_at"),
-                "finished_at": meta.get("finished_at"),
-                "config": meta.get("config") or {},
-                "env": meta.get("env") or {},
-                "task": task,
-                "num_classes": task.get("num_classes"),
-                "source": meta.get("source"),
-                "attempts": meta.get("attempts") or {},
-            })
         frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
         if with_stats and len(frame):
             stats = self._run_stats(list(frame["run_id"]))
@@ -272,6 +258,32 @@ class Store:
         self._warn(f"skipping unreadable segment {path}: {reason}")
         with self._lock:
             self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = _FileInfo(ok=False)
+
+    def _find_unreadable(self, runs: Sequence[str] | None, tables: Sequence[str]) -> str | None:
+        """The first segment in scope that pyarrow cannot read end to end.
+
+        Only called after a query failed without naming its file; files read
+        cleanly once are not read again.
+        """
+        for run_id in (self.run_ids() if runs is None else runs):
+            for table in tables:
+                for path in self.segment_files(run_id, table):
+                    try:
+                        stat = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    key = _FileKey(str(path), stat.st_size, stat.st_mtime_ns)
+                    if key in self._verified:
+                        continue
+                    try:
+                        pq.read_table(path)
+                    except FileNotFoundError:
+                        continue
+                    except Exception:
+                        return str(path)
+                    with self._lock:
+                        self._verified.add(key)
+        return None
 
     def segment_files(self, run_id: str, table: str) -> list[Path]:
         """The published files of one table of one run, minus those a
@@ -491,13 +503,18 @@ class Store:
             try:
                 con = self._connect(runs, tables, with_runs=with_runs)
                 return work(con)
-            except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as error:
+            except duckdb.Error as error:
                 last_error = error
+                reason = str(error).splitlines()[0]
                 bad = _file_in_error(str(error))
+                if bad is None and not isinstance(error, _QUERY_ERRORS):
+                    # Corrupt pages behind an intact footer fail with a
+                    # message naming no file ("Variable-length int over 10 bytes").
+                    bad = self._find_unreadable(runs, tables)
                 if bad is None:
                     raise
                 if os.path.exists(bad):
-                    self.mark_bad(bad, str(error).splitlines()[0])
+                    self.mark_bad(bad, reason)
                 # else: compaction removed it after the listing; list again.
                 time.sleep(0.01)
             finally:
@@ -677,6 +694,12 @@ def _duck_type(arrow_type: Any) -> str:
 # DuckDB quotes the file it failed on: 'No magic bytes found at end of file
 # "/x/0-0-00000001.parquet"', 'No files found that match the pattern "…"'.
 _FILE_IN_ERROR = re.compile(r"""["']([^"'\n]+\.parquet)["']""")
+
+
+# Mistakes in the SQL itself (a user's query through Store.query): never
+# blamed on a file.
+_QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                 duckdb.ProgrammingError)
 
 
 def _file_in_error(message: str) -> str | None:
