@@ -180,8 +180,8 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     frame = layer_values(run, "update_ratio")
     if frame.empty:
         return []
-    low, high = [], []
-    stretches: list[tuple[int, int]] = []
+    layers_by_side: dict[str, list[str]] = {"below": [], "above": []}
+    stretches: dict[str, list[tuple[int, int]]] = {"below": [], "above": []}
     levels: dict[str, float] = {}
     # Weight matrices only: the rule of thumb is about weights; a bias's
     # norm is tiny (often zero-initialised) and its ratio means little.
@@ -190,21 +190,21 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
         known = np.isfinite(values)
         if known.sum() < OUT_OF_BAND_MIN_POINTS or np.all(values[known] <= 0):
             continue  # never updated: dead_layers' business
-        for side, mask in (("low", known & (values < UPDATE_RATIO_LOW)), ("high", known & (values > UPDATE_RATIO_HIGH))):
+        for side, mask in (("below", known & (values < UPDATE_RATIO_LOW)), ("above", known & (values > UPDATE_RATIO_HIGH))):
             longest = true_runs(mask, OUT_OF_BAND_MIN_POINTS)
             if mask.sum() >= OUT_OF_BAND_FRACTION * known.sum() and longest:
-                (low if side == "low" else high).append(layer)
+                layers_by_side[side].append(layer)
                 levels[layer] = float(np.median(values[known]))
                 first, last = longest[0][0], longest[-1][1]
-                stretches.append((int(frame.index[first]), int(frame.index[last])))
+                stretches[side].append((int(frame.index[first]), int(frame.index[last])))
     findings = []
-    for side, layers in (("below", low), ("above", high)):
+    for side, layers in layers_by_side.items():
         if not layers:
             continue
         bound = UPDATE_RATIO_LOW if side == "below" else UPDATE_RATIO_HIGH
         shown = ", ".join(f"{name} ({levels[name]:.1e})" for name in layers[:6])
         more = f" and {len(layers) - 6} more" if len(layers) > 6 else ""
-        steps = stretches
+        steps = stretches[side]
         findings.append(finding(
             "update_ratio_out_of_band", "warning", f"Update/weight ratio {side} the healthy band",
             f"{len(layers)} layer(s) have ||Δw||/||w|| {side} {bound:g} for most of the run: {shown}{more}. "

@@ -114,3 +114,16 @@ def test_dead_layers_always_zero_and_died_later_and_missing():
 def test_dead_layers_needs_three_records():
     assert gradients.dead_layers(grad_run(None, {"fc.weight": np.zeros(2)})) == []
     assert gradients.dead_layers(grad_run(None, {"fc.weight": np.full(50, 0.1)})) == []
+
+
+def test_update_ratio_sides_report_only_their_own_steps():
+    """Regression: the below and above findings both spanned the stretches of both sides."""
+    low = np.full(40, 1e-7)  # below the band all run
+    high = np.full(40, 1e-3)
+    high[15:] = 0.5  # above it from the 16th record on
+    found = gradients.update_ratio_out_of_band(
+        grad_run(None, {"a.weight": low, "b.weight": high}, name="update_ratio"))
+    by_side = {f.evidence["side"]: f for f in found}
+    steps = list(grad_run(None, {"a.weight": low}, name="update_ratio").layer_frame("update_ratio").index)
+    assert (by_side["below"].step_start, by_side["below"].step_end) == (steps[0], steps[-1])
+    assert (by_side["above"].step_start, by_side["above"].step_end) == (steps[15], steps[-1])
