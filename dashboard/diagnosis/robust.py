@@ -104,24 +104,3 @@ def window_median(series: pd.Series, start_fraction: float, end_fraction: float)
     start = min(int(start_fraction * n), n - 1)
     end = max(start + 1, int(round(end_fraction * n)))
     return float(np.median(series.to_numpy(dtype="float64")[start:end]))
-
-
-def slope_per_fraction(series: pd.Series) -> float:
-    """Least-squares slope of the values against position in [0, 1] (change over the whole span).
-
-    Fit on the (already robust) binned profile, so the result is "how much
-    the level changes from the first to the last point of the span".
-    """
-    series = finite(series)
-    n = len(series)
-    if n < 2:
-        return 0.0
-    x = np.linspace(0.0, 1.0, n)
-    y = series.to_numpy(dtype="float64")
-    return float(np.polyfit(x, y, 1)[0])
-
-
-def step_at(series: pd.Series, position: int) -> int:
-    """The step of a positional index, clamped to the series."""
-    position = max(0, min(position, len(series) - 1))
-    return int(series.index[position])

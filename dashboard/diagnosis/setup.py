@@ -58,7 +58,7 @@ def amp_skipped_steps(run: RunData) -> list[Finding]:
     """GradScaler skipped many optimizer steps, or the loss scale keeps collapsing; fp16 without a scaler.
 
     Symptom: after the initial calibration, ≥ 1 % of steps skipped (≥ 5
-    steps), or the scale halves ≥ 4 times in a row, or falls below 1; or
+    steps), or the scale falls ≥ 16× within 20 steps, or below 1; or
     fp16 autocast with no GradScaler at all.
     Likely cause: activations/gradients overflowing fp16 (too high an lr,
     unnormalised inputs, attention logits), or an inf/NaN from the model.

@@ -356,10 +356,6 @@ def train(spec: Spec, out: Path) -> str:
 # ------------------------------------------------------------- run recipes
 
 
-def constant(step: int, total: int) -> float:
-    return 1.0
-
-
 def warmup_cosine(warmup_fraction: float) -> Callable[[int, int], float]:
     def schedule(step: int, total: int) -> float:
         warmup = max(1, int(total * warmup_fraction))
