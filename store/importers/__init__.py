@@ -3,7 +3,7 @@
 ``import_source(kind, store_root, path)`` reads a tidy CSV, TensorBoard event
 files, a Lightning CSVLogger folder or an HF Trainer ``trainer_state.json``
 and writes one run per source. Each importer module is loaded only when its
-kind is asked for, so ``import store.importers`` costs nothing.
+kind is asked for, so ``import store.importers`` loads no framework.
 
 Example:
     >>> import_source("tensorboard", "runs", "lightning_logs/")   # doctest: +SKIP

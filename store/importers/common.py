@@ -331,7 +331,7 @@ def write_run(
     try:
         writer = RunWriter(
             staging, run_id=run_id, name=run.source.name, config=run.config, env=run.env,
-            task=run.task, source=source_meta, background=False, max_buffered_rows=1 << 62,
+            task=run.task, source=source_meta, background=False,
         )
         for series in run.series:
             writer.add_scalars(
@@ -352,10 +352,9 @@ def write_run(
             aside = store_root / f".replaced-{run_id}-{secrets.token_hex(4)}"
             os.replace(final, aside)
             publication.replaced.append((final, aside))
-            os.replace(staging / run_id, final)
         else:
-            os.replace(staging / run_id, final)
             publication.created.append(final)
+        os.replace(staging / run_id, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return run_id

@@ -221,16 +221,12 @@ def _merge_files(per_file: list[dict[str, tuple[list, list, list]]]) -> dict[str
     return merged
 
 
-def is_event_file(path: Path) -> bool:
-    return path.is_file() and _EVENT_FILE_MARK in path.name
-
-
 def discover(path: Path, run_name: str | None) -> list[RunSource]:
     """One run per folder holding event files (named by its path relative to ``path``)."""
     if path.is_file():
         return [RunSource(name=run_name or path.resolve().parent.name, path=path, files=[path, *_hparams(path.parent)])]
     if not path.is_dir():
-        raise StoreError(f"unreadable file {path}: no such file or folder")
+        raise StoreError(f"unreadable file {path}: not a file or folder")
     folders: dict[Path, list[Path]] = defaultdict(list)
     for file in path.rglob(f"*{_EVENT_FILE_MARK}*"):
         if file.is_file():

@@ -1,8 +1,9 @@
 """A small reader of the TFRecord framing that TensorBoard event files use.
 
 Each record is ``uint64 length, uint32 masked_crc32c(length), data[length],
-uint32 masked_crc32c(data)``. Everything here works on the whole file at
-once with numpy: CRCs are computed for all records of one length together
+uint32 masked_crc32c(data)``. Records are framed one by one; the costly
+parts then work on the whole file at once with numpy: CRCs are computed for
+all records of one length together
 (one table lookup per byte position), and the most common event shape —
 one ``simple_value`` scalar, as ``SummaryWriter.add_scalar`` and TF1's
 ``tf.summary.scalar`` write it — is decoded without protobuf

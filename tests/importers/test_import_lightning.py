@@ -132,10 +132,11 @@ def test_malformed_metrics_csv_is_a_one_line_error(tmp_path, store_root, text, m
 
 def test_python_tagged_hparams_are_read_without_running_code(tmp_path, store_root):
     version = train(tmp_path / "logs")
-    (version / "hparams.yaml").write_text("lr: 0.01\nloss: !!python/object/apply:os.system ['touch pwned']\n")
+    marker = tmp_path / "pwned"
+    (version / "hparams.yaml").write_text(f"lr: 0.01\nloss: !!python/object/apply:os.system ['touch {marker}']\n")
     [result] = import_source("lightning", store_root, version)
-    assert Store(store_root).run_meta(result.run_id)["config"] == {"lr": 0.01, "loss": ["touch pwned"]}
-    assert not Path("pwned").exists()
+    assert Store(store_root).run_meta(result.run_id)["config"] == {"lr": 0.01, "loss": [f"touch {marker}"]}
+    assert not marker.exists()
 
 
 def test_too_high_lr_run_is_diagnosed_as_divergence(tmp_path, store_root):
