@@ -32,16 +32,12 @@ def load_run(store: Store, run: str) -> RunData:
     run_id = store.resolve(run)
     meta = store.run_meta(run_id)
     scalars = store.scalars([run_id], rank=0)[SCALAR_COLUMNS]
-    confusion = store.confusion([run_id])
-    confusion = confusion[confusion["rank"] == 0][CONFUSION_COLUMNS] if len(confusion) else confusion.reindex(columns=CONFUSION_COLUMNS)
-    events = store.events([run_id])
-    events = events[EVENT_COLUMNS].reset_index(drop=True)
     return RunData(
         run_id=run_id,
         name=meta.get("name") or run_id,
         scalars=scalars.reset_index(drop=True),
-        confusion=confusion.reset_index(drop=True),
-        events=events,
+        confusion=run_confusion(store, run_id),
+        events=run_events(store, run_id),
         config=meta.get("config") or {},
         task=meta.get("task") or {},
         env=meta.get("env") or {},
@@ -122,7 +118,7 @@ def layer_heatmap(store: Store, run_id: str, name: str, max_steps: int = MAX_HEA
 
 
 def run_events(store: Store, run_id: str) -> pd.DataFrame:
-    return store.events([run_id])[["step", "wall_time", "kind", "detail"]]
+    return store.events([run_id])[EVENT_COLUMNS].reset_index(drop=True)
 
 
 def run_confusion(store: Store, run_id: str) -> pd.DataFrame:

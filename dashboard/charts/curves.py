@@ -66,10 +66,9 @@ def finding_spans(findings: Iterable) -> list[tuple[float, float, str, str]]:
     """(x0, x1, severity, rule) of each finding that concerns particular steps."""
     spans = []
     for finding in findings:
-        if finding.step_start is None and finding.step_end is None:
+        if finding.step_range is None:
             continue
-        start = finding.step_start if finding.step_start is not None else finding.step_end
-        end = finding.step_end if finding.step_end is not None else finding.step_start
+        start, end = finding.step_range
         # A one-step finding still gets a visible band: half a step either side.
         spans.append((float(start) - 0.5, float(end) + 0.5, finding.severity, finding.rule))
     return spans

@@ -82,8 +82,8 @@ def _heatmap(grid: pd.DataFrame, *, colorscale: str, zmid, zmin, zmax, colorbar_
 
 def _mark_findings(figure: go.Figure, findings, rules: set[str]) -> None:
     for finding in findings:
-        if finding.rule in rules and finding.step_start is not None:
-            end = finding.step_end if finding.step_end is not None else finding.step_start
-            figure.add_vrect(x0=finding.step_start, x1=end, line={"color": "black", "width": 1, "dash": "dot"},
+        if finding.rule in rules and finding.step_range is not None:
+            start, end = finding.step_range
+            figure.add_vrect(x0=start, x1=end, line={"color": "black", "width": 1, "dash": "dot"},
                              fillcolor="rgba(0,0,0,0)", annotation_text=finding.rule,
                              annotation_position="top left", annotation_font_size=10)

@@ -39,6 +39,16 @@ class Finding:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
 
+    @property
+    def step_range(self) -> tuple[int, int] | None:
+        """(first, last) step the finding concerns; one given bound stands for
+        both; None when it concerns the whole run."""
+        if self.step_start is None and self.step_end is None:
+            return None
+        start = self.step_start if self.step_start is not None else self.step_end
+        end = self.step_end if self.step_end is not None else self.step_start
+        return start, end
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of DESIGN.md's ``diagnose --json``."""
         return asdict(self)

@@ -19,13 +19,12 @@ def worst_severity(findings: Iterable[Finding]) -> str | None:
 
 
 def _steps(finding: Finding) -> str:
-    if finding.step_start is None and finding.step_end is None:
+    if finding.step_range is None:
         return "whole run"
-    if finding.step_end is None or finding.step_start == finding.step_end:
-        return f"step {finding.step_start if finding.step_start is not None else finding.step_end}"
     if finding.step_start is None:
         return f"up to step {finding.step_end}"
-    return f"steps {finding.step_start}–{finding.step_end}"
+    start, end = finding.step_range
+    return f"step {start}" if start == end else f"steps {start}–{end}"
 
 
 def _wrap(label: str, text: str) -> list[str]:

@@ -16,7 +16,6 @@ from dashboard.charts.classes import (
 )
 from dashboard.views import common
 
-CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
 WORST_CLASSES_SHOWN = 5
 
 
@@ -60,7 +59,7 @@ def main() -> None:
                 "`ev.update(logits, targets)` records one per evaluation.")
         return
     found, _ = common.findings(run_id)
-    for finding in (f for f in found if f.rule in CLASS_RULES):
+    for finding in (f for f in found if f.rule in common.CLASS_RULES):
         with st.expander(common.finding_heading(finding), expanded=True):
             common.show_finding_text(finding)
             common.show_finding_evidence(finding)

@@ -17,9 +17,11 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from dashboard.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
+from dashboard.diagnosis.finding import SEVERITIES, Finding
 from store.reader import Store, UnknownRunError
 
+# Findings read off confusion counts: the Classes page shows their evidence.
+CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
 # A running run's page redraws its data this often (seconds): frequent enough to
 # feel live, and the writer publishes every 2 s anyway.
 LIVE_REFRESH_S = 3.0
@@ -100,9 +102,7 @@ def findings(run_id: str) -> tuple[list[Finding], str | None]:
     Diagnosis reads the whole run, so it is cached until the run's data changes.
     """
     found, problem = _findings(store_path(), run_id, data.run_version(store(), run_id))
-    ordered = sorted(found or [], key=lambda f: (-SEVERITY_RANK[f.severity],
-                                                 f.step_start if f.step_start is not None else -1))
-    return ordered, problem
+    return found or [], problem  # diagnose() returns them sorted
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -274,9 +274,9 @@ def severity_counts(found: Sequence[Finding]) -> dict[str, int]:
 
 def finding_heading(finding: Finding) -> str:
     steps = ""
-    if finding.step_start is not None:
-        end = finding.step_end if finding.step_end is not None else finding.step_start
-        steps = f" · steps {finding.step_start}–{end}" if end != finding.step_start else f" · step {end}"
+    if finding.step_range is not None:
+        start, end = finding.step_range
+        steps = f" · steps {start}–{end}" if end != start else f" · step {end}"
     return f"{severity_badge(finding.severity)} {finding.title} (`{finding.rule}`){steps}"
 
 

@@ -27,7 +27,8 @@ EVIDENCE_HEATMAP = {"update_ratio_out_of_band": "update_ratio", "dead_layers": "
 # Rules about the set-up, not a curve: their evidence is the events and the config.
 SETUP_RULES = {"eval_mode_during_training", "train_mode_during_eval", "weight_decay_on_norm_and_bias",
                "adam_hyperparameters"}
-CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
+# Which figure draws each per-layer statistic.
+HEATMAP_FIGURES = {"update_ratio": update_ratio_heatmap_figure, "grad_norm": grad_norm_heatmap_figure}
 # A finding's chart shows this share of its own width on either side (at least
 # a few steps), so the lead-up and the aftermath are visible.
 EVIDENCE_MARGIN_SHARE = 0.25
@@ -36,10 +37,9 @@ MAX_EVENT_ROWS = 500
 
 
 def evidence_range(finding: Finding) -> tuple[float, float] | None:
-    if finding.step_start is None and finding.step_end is None:
+    if finding.step_range is None:
         return None
-    start = finding.step_start if finding.step_start is not None else finding.step_end
-    end = finding.step_end if finding.step_end is not None else finding.step_start
+    start, end = finding.step_range
     margin = max(MIN_EVIDENCE_MARGIN_STEPS, (end - start) * EVIDENCE_MARGIN_SHARE)
     return start - margin, end + margin
 
@@ -62,8 +62,7 @@ def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
         name = EVIDENCE_HEATMAP[finding.rule]
         frame = layer_frame(view, name)
         if not frame.empty:
-            builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
-            figure = builder(frame, findings=[finding])
+            figure = HEATMAP_FIGURES[name](frame, findings=[finding])
             if x_range:
                 figure.update_xaxes(range=list(x_range))
             st.plotly_chart(figure, key=key)
@@ -72,7 +71,7 @@ def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
     series = split_series(view.curves, name)
     if not series.empty:
         st.plotly_chart(curve_figure(series, title=name, findings=[finding], x_range=x_range), key=key)
-    if finding.rule in CLASS_RULES:
+    if finding.rule in common.CLASS_RULES:
         query = {"run": st.query_params.get("run", view.meta["run_id"])}
         if finding.step_end is not None:
             query["step"] = str(finding.step_end)
@@ -139,7 +138,7 @@ def show_layers(view: RunView) -> list[Redraw]:
     if frame.empty:
         st.caption(f"No per-layer {name} recorded.")
         return []
-    builder = update_ratio_heatmap_figure if name == "update_ratio" else grad_norm_heatmap_figure
+    builder = HEATMAP_FIGURES[name]
     if name == "update_ratio":
         st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
                    "Blue layers barely learn; red ones take steps too large for their weights.")

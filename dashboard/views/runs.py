@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 import streamlit as st
 
@@ -87,11 +89,9 @@ def main() -> None:
     pending = set(zip(shown["run_id"], shown["version"])) - diagnosed
     if pending:
         slot.dataframe(runs_overview(shown, None), hide_index=True, width="stretch", column_config=COLUMN_CONFIG)
-        with st.spinner(f"Diagnosing {len(pending)} runs…"):
-            counts = findings_counts(list(shown["run_id"]))
-        diagnosed.update(pending)
-    else:
+    with st.spinner(f"Diagnosing {len(pending)} runs…") if pending else contextlib.nullcontext():
         counts = findings_counts(list(shown["run_id"]))
+    diagnosed.update(pending)
     table = runs_overview(shown, counts)
     event = slot.dataframe(
         table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",

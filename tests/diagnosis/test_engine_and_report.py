@@ -164,3 +164,11 @@ def test_evidence_is_strict_json_with_numpy_and_non_finite_values():
     assert payload["evidence"] == {"peak": 1.5, "count": 4, "ratio": "inf", "ok": True, "layers": ["a", "b"],
                                    "nested": {"gap": 0.1235}}
     assert (payload["step_start"], payload["step_end"]) == (3, 9)
+
+
+@pytest.mark.parametrize(("start", "end", "expected"), [
+    (None, None, None), (5, None, (5, 5)), (None, 9, (9, 9)), (5, 9, (5, 9)), (7, 7, (7, 7)),
+], ids=["whole-run", "start-only", "end-only", "range", "one-step"])
+def test_finding_step_range(start, end, expected):
+    finding = Finding("loss_spike", "warning", "t", "m", "a", step_start=start, step_end=end)
+    assert finding.step_range == expected
