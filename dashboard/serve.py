@@ -11,6 +11,7 @@ command line (``-- --store DIR``), never through the page.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import time
 import urllib.request
 import webbrowser
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 APP_PATH = Path(__file__).resolve().parent / "app.py"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -113,15 +114,49 @@ def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 
             return process.wait()
 
 
-def _open_when_ready(host: str, port: int, url: str) -> None:
-    deadline = time.monotonic() + _BROWSER_WAIT_S
+def wait_until_healthy(host: str, port: int, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
+    """Poll Streamlit's health endpoint until it answers; False on timeout or
+    when ``process`` (the server) has exited."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(f"http://{host}:{port}/_stcore/health", timeout=1):
-                webbrowser.open(url)
-                return
+                return True
         except OSError:
             time.sleep(0.3)
+    return False
+
+
+def _open_when_ready(host: str, port: int, url: str) -> None:
+    if wait_until_healthy(host, port, _BROWSER_WAIT_S):
+        webbrowser.open(url)
+
+
+@contextlib.contextmanager
+def serving(store_path: str | os.PathLike, *, timeout_s: float = 60.0) -> Iterator[str]:
+    """The real dashboard in a subprocess on a free loopback port, for scripts
+    and tests; yields its base URL once it answers, stops it on exit."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    command = [sys.executable, "-m", "dashboard.serve", "--store", str(store_path), "--port", str(port)]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not wait_until_healthy("127.0.0.1", port, timeout_s, process):
+            raise RuntimeError(f"the dashboard did not answer on port {port} within {timeout_s:.0f} s "
+                               f"(exit code {process.poll()})")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

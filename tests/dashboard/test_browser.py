@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from dashboard.serve import serving
 from tests.dashboard.factories import make_run, write_steps
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVER_START_TIMEOUT_S = 60.0
 PAGE_TIMEOUT_MS = 60_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,26 +34,6 @@ def _require_browser():
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"server did not answer on port {port} within {SERVER_START_TIMEOUT_S:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("browser") / "runs"
@@ -65,22 +42,11 @@ def server(tmp_path_factory):
              status="crashed", events=(("nan_loss", "loss is nan", 150),), seed=2)
     make_run(store, "gamma", config={"lr": 0.01, "batch_size": 64, "optimizer": "adam"}, seed=3)
     live = make_run(store, "live", status="running", seed=4)  # stays open: the test writes more
-    port = _free_port()
-    command = [sys.executable, "-c",
-               "import sys; from dashboard.serve import run_app; sys.exit(run_app(sys.argv[1], port=int(sys.argv[2])))",
-               str(store), str(port)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(port, process)
-        yield f"http://127.0.0.1:{port}", live
+        with serving(store) as url:
+            yield url, live
     finally:
         live.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 PAGES = [
