@@ -192,6 +192,50 @@ def _seed(seed: int = 0) -> None:
     np.random.seed(seed)
 
 
+def digits_mlp(
+    store: Path,
+    name: str,
+    *,
+    seed: int,
+    sizes: list[int],
+    optimizer: type[torch.optim.Optimizer],
+    lr: float,
+    epochs: int,
+    momentum: float = 0.0,
+    label: str | None = None,
+    activation: type[nn.Module] = nn.ReLU,
+    dropout: float = 0.0,
+    train_size: int | None = None,
+    schedule: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+    prepare: Callable[[nn.Module], None] | None = None,
+    notes: dict | None = None,
+    **train: object,
+) -> None:
+    """The common recipe: an MLP on the digits with one optimizer, recorded by the probe.
+
+    The run's config is derived from the arguments; ``notes`` adds what they
+    do not say (a schedule, clipping). ``prepare`` edits the fresh model's
+    weights (a bad initialisation).
+    """
+    _seed(seed)
+    data = digits(train_size=train_size, seed=seed)
+    model = mlp(sizes, activation=activation, dropout=dropout)
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(model)
+    extra = {"momentum": momentum} if momentum else {}
+    step_optimizer = optimizer(model.parameters(), lr=lr, **extra)
+    config = {"model": label or "mlp-" + "-".join(map(str, sizes[1:-1])), "optimizer": optimizer.__name__, "lr": lr,
+              "epochs": epochs, **extra, **(notes or {})}
+    if train_size is not None:
+        config["train_size"] = train_size
+    if "batch_size" in train:
+        config["batch_size"] = train["batch_size"]
+    scheduler = schedule(step_optimizer) if schedule is not None else None
+    with _probe(store, name, config, data) as probe:
+        train_classifier(probe, model, step_optimizer, data, epochs=epochs, scheduler=scheduler, **train)
+
+
 # ----------------------------------------------------------------- scenarios
 
 
@@ -247,42 +291,22 @@ def healthy_cnn(store: Path, name: str) -> None:
 
 
 def lr_too_high(store: Path, name: str) -> None:
-    _seed(3)
-    data = digits(seed=3)
-    model = mlp([64, 128, 10])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
-    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 0.3, "momentum": 0.9, "epochs": 25}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=25)
+    digits_mlp(store, name, seed=3, sizes=[64, 128, 10], optimizer=torch.optim.SGD, lr=0.3, momentum=0.9, epochs=25)
 
 
 def lr_too_low(store: Path, name: str) -> None:
-    _seed(4)
-    data = digits(seed=4)
-    model = mlp([64, 128, 10])
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 1e-3, "epochs": 25}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=25)
+    digits_mlp(store, name, seed=4, sizes=[64, 128, 10], optimizer=torch.optim.SGD, lr=1e-3, epochs=25)
 
 
 def decayed_too_early(store: Path, name: str) -> None:
-    _seed(5)
-    data = digits(seed=5)
-    model = mlp([64, 128, 10])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.01)
-    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 0.01, "schedule": "step 2 x0.01",
-                              "epochs": 25}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=25, scheduler=scheduler)
+    digits_mlp(store, name, seed=5, sizes=[64, 128, 10], optimizer=torch.optim.SGD, lr=0.01, momentum=0.9, epochs=25,
+               schedule=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.01),
+               notes={"schedule": "step 2 x0.01"})
 
 
 def overfitting(store: Path, name: str) -> None:
-    _seed(6)
-    data = digits(train_size=150, seed=6)
-    model = mlp([64, 512, 512, 10])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with _probe(store, name, {"model": "mlp-512-512", "optimizer": "Adam", "lr": 1e-3, "train_size": 150,
-                              "epochs": 120}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=120, batch_size=32)
+    digits_mlp(store, name, seed=6, sizes=[64, 512, 512, 10], optimizer=torch.optim.Adam, lr=1e-3, epochs=120,
+               train_size=150, batch_size=32)
 
 
 def underfitting(store: Path, name: str) -> None:
@@ -295,77 +319,46 @@ def underfitting(store: Path, name: str) -> None:
 
 
 def too_few_epochs(store: Path, name: str) -> None:
-    _seed(8)
-    data = digits(seed=8)
-    model = mlp([64, 128, 10])
-    optimizer = torch.optim.SGD(model.parameters(), lr=5e-3, momentum=0.9)
-    with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": 5e-3, "epochs": 4}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=4)
+    digits_mlp(store, name, seed=8, sizes=[64, 128, 10], optimizer=torch.optim.SGD, lr=5e-3, momentum=0.9, epochs=4)
 
 
 def loss_spikes(store: Path, name: str) -> None:
-    _seed(9)
-    data = digits(seed=9)
-    model = mlp([64, 128, 10])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     corrupt = frozenset(s for start in (140, 330, 460) for s in range(start, start + 4))
-    with _probe(store, name, {"model": "mlp-128", "optimizer": "Adam", "lr": 1e-3, "epochs": 25,
-                              "note": "three corrupt shards of 4 batches"}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=25, corrupt_steps=corrupt)
+    digits_mlp(store, name, seed=9, sizes=[64, 128, 10], optimizer=torch.optim.Adam, lr=1e-3, epochs=25,
+               corrupt_steps=corrupt, notes={"note": "three corrupt shards of 4 batches"})
 
 
 def divergence(store: Path, name: str) -> None:
-    _seed(10)
-    data = digits(seed=10)
-    model = mlp([64, 256, 256, 10])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     # The lr is raised 60-fold mid-run, as a mistaken schedule would: loss goes to inf, then NaN.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 if epoch < 6 else 60.0)
-    with _probe(store, name, {"model": "mlp-256-256", "optimizer": "SGD", "lr": 0.05, "schedule": "x60 at epoch 6",
-                              "epochs": 12}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=12, scheduler=scheduler)
+    digits_mlp(store, name, seed=10, sizes=[64, 256, 256, 10], optimizer=torch.optim.SGD, lr=0.05, momentum=0.9, epochs=12,
+               schedule=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 if epoch < 6 else 60.0),
+               notes={"schedule": "x60 at epoch 6"})
 
 
 def exploding_gradients(store: Path, name: str) -> None:
-    _seed(11)
-    data = digits(seed=11)
-    model = mlp([64, 128, 64, 10])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     # Two stretches of unnormalised batches: the gradient norm (measured before
     # clipping) jumps a thousandfold; clipping at 1 keeps the run alive.
     garbage = frozenset(s for start in (150, 380) for s in range(start, start + 6))
-    with _probe(store, name, {"model": "mlp-128-64", "optimizer": "SGD", "lr": 0.05, "momentum": 0.9, "clip": 1.0,
-                              "epochs": 25, "note": "two stretches of unnormalised inputs"}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=25, garbage_steps=garbage, clip=1.0)
+    digits_mlp(store, name, seed=11, sizes=[64, 128, 64, 10], optimizer=torch.optim.SGD, lr=0.05, momentum=0.9, epochs=25,
+               garbage_steps=garbage, clip=1.0, notes={"clip": 1.0, "note": "two stretches of unnormalised inputs"})
 
 
 def vanishing_gradients(store: Path, name: str) -> None:
-    _seed(12)
-    data = digits(seed=12)
-    model = mlp([64] + [64] * 10 + [10], activation=nn.Sigmoid)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with _probe(store, name, {"model": "sigmoid-10x64", "optimizer": "SGD", "lr": 0.05, "epochs": 15}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=15)
+    digits_mlp(store, name, seed=12, sizes=[64] + [64] * 10 + [10], activation=nn.Sigmoid, label="sigmoid-10x64",
+               optimizer=torch.optim.SGD, lr=0.05, epochs=15)
 
 
 def bad_initial_loss(store: Path, name: str) -> None:
-    _seed(13)
-    data = digits(seed=13)
-    model = mlp([64, 128, 10])
-    with torch.no_grad():
-        model[-1].weight.mul_(40.0)  # over-confident logits at step 1: loss far above ln(10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with _probe(store, name, {"model": "mlp-128, head init x40", "optimizer": "Adam", "lr": 1e-3, "epochs": 20}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=20)
+    def over_confident_head(model: nn.Module) -> None:
+        model[-1].weight.mul_(40.0)  # logits at step 1 so large the loss is far above ln(10)
+
+    digits_mlp(store, name, seed=13, sizes=[64, 128, 10], optimizer=torch.optim.Adam, lr=1e-3, epochs=20,
+               prepare=over_confident_head, label="mlp-128, head init x40")
 
 
 def forgot_model_train(store: Path, name: str) -> None:
-    _seed(14)
-    data = digits(seed=14)
-    model = mlp([64, 128, 10], dropout=0.3)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with _probe(store, name, {"model": "mlp-128 dropout 0.3", "optimizer": "Adam", "lr": 1e-3, "epochs": 15}, data) as probe:
-        train_classifier(probe, model, optimizer, data, epochs=15, forget_train_after_eval=True)
+    digits_mlp(store, name, seed=14, sizes=[64, 128, 10], dropout=0.3, label="mlp-128 dropout 0.3",
+               optimizer=torch.optim.Adam, lr=1e-3, epochs=15, forget_train_after_eval=True)
 
 
 def weight_decay_everywhere(store: Path, name: str) -> None:
@@ -398,13 +391,8 @@ SWEEP_ALSO = {3e-4: {"underperforming_classes"}, 3e-3: set(), 3e-2: set(), 3e-1:
 
 def lr_sweep(lr: float) -> Callable[[Path, str], None]:
     def run(store: Path, name: str) -> None:
-        _seed(20)
-        data = digits(seed=20)
-        model = mlp([64, 128, 10])
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-        with _probe(store, name, {"model": "mlp-128", "optimizer": "SGD", "lr": lr, "momentum": 0.9,
-                                  "epochs": 20, "sweep": "lr"}, data) as probe:
-            train_classifier(probe, model, optimizer, data, epochs=20)
+        digits_mlp(store, name, seed=20, sizes=[64, 128, 10], optimizer=torch.optim.SGD, lr=lr, momentum=0.9, epochs=20,
+                   notes={"sweep": "lr"})
     return run
 
 
