@@ -26,33 +26,19 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboard.diagnosis import RULES, RunData, diagnose  # noqa: E402
+from dashboard.diagnosis import RULES, diagnose  # noqa: E402
 from dashboard.diagnosis.finding import Finding  # noqa: E402
-from tests.diagnosis.external import EXTERNAL, external_cases  # noqa: E402
+from tests.diagnosis.external import EXTERNAL, Case, external_cases  # noqa: E402
 from tests.diagnosis.setup_cases import setup_cases  # noqa: E402
 
 DEFAULT_CORPUS = ROOT / "tests" / "data" / "corpus"
 DEFAULT_EXTERNAL = EXTERNAL
-LABELS_FILE = "corpus_labels.json"
-
-
-@dataclass
-class Case:
-    """One labelled run: what must be found (rule → rough [first, last] step or None) and what must not."""
-
-    run: RunData
-    expect: dict[str, list[int] | None]
-    forbid: list[str] = field(default_factory=list)
-    healthy: bool = False
-    origin: str = "corpus"
-    allow: list[str] = field(default_factory=list)
 
 
 def overlaps(found: Finding, expected: list[int] | None) -> bool:
@@ -65,11 +51,12 @@ def overlaps(found: Finding, expected: list[int] | None) -> bool:
 
 def corpus_cases(corpus: Path) -> list[Case]:
     from dashboard.data import load_run, open_store
+    from tests.diagnosis.make_corpus import LABELS_FILE  # trains with torch: loaded only when needed
 
     labels = json.loads((corpus / LABELS_FILE).read_text(encoding="utf-8"))
     store = open_store(corpus)
     return [Case(load_run(store, name), label["expect"], label["forbid"], label["healthy"],
-                 allow=label.get("allow", [])) for name, label in sorted(labels.items())]
+                 allow=label.get("allow", []), origin="corpus") for name, label in sorted(labels.items())]
 
 
 def score(cases: list[Case]) -> tuple[dict[str, dict[str, int]], list[str], list[str]]:
@@ -124,9 +111,7 @@ def score_retrained(seed: int) -> int:
         store = Path(folder)
         for spec in specs:
             make_corpus.train(spec, store)
-        labels = {s.name: {"expect": s.expect, "forbid": s.forbid, "allow": s.allow, "healthy": s.healthy}
-                  for s in specs}
-        (store / LABELS_FILE).write_text(json.dumps(labels), encoding="utf-8")
+        make_corpus.write_labels(specs, store)
         table, false_alarms, missed = score(corpus_cases(store))
     print(f"{len(specs)} corpus recipes retrained with seed {seed}")
     print(format_table(table))
@@ -147,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         return score_retrained(args.retrain_seed)
     started = time.perf_counter()
     cases = corpus_cases(args.corpus)
-    cases += [Case(c.run, c.expect, c.forbid, c.healthy, "setup", c.allow) for c in setup_cases()]
+    cases += setup_cases()
     if args.external.is_dir():
-        cases += [Case(c.run, c.expect, c.forbid, c.healthy, "external", c.allow) for c in external_cases(args.external)]
+        cases += external_cases(args.external)
     table, false_alarms, missed = score(cases)
     healthy = sum(c.healthy for c in cases)
     origins = {origin: sum(c.origin == origin for c in cases) for origin in ("corpus", "setup", "external")}

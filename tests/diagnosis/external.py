@@ -26,12 +26,15 @@ BIGSCIENCE_FILE = "bigscience_chronicle_iterations.tsv"
 
 
 @dataclass
-class ExternalCase:
+class Case:
+    """One labelled run: what must be found (rule → rough [first, last] step or None) and what must not."""
+
     run: RunData
     expect: dict[str, list[int] | None]
     forbid: list[str] = field(default_factory=list)
     healthy: bool = False
     allow: list[str] = field(default_factory=list)
+    origin: str = "external"
 
 
 def scalar_frame(steps: np.ndarray, columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -82,7 +85,7 @@ def bigscience_run(rows: pd.DataFrame, name: str) -> RunData:
     return RunData(run_id=name, name=name, scalars=scalars.reset_index(drop=True))
 
 
-def bigscience_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
+def bigscience_cases(external: Path = EXTERNAL) -> list[Case]:
     rows = bigscience_rows(external)
     by_file = {file: part for file, part in rows.groupby("file")}
     bloom = by_file["train/tr11-176B-ml/chronicles.md"]
@@ -90,23 +93,23 @@ def bigscience_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
     tr8 = by_file["train/tr8-104B-wide/chronicles.md"]
     tr8 = tr8[tr8["iteration"] <= 9_027]  # up to the NaN the logbook reports
     return [
-        ExternalCase(bigscience_run(bloom, "bloom-176b-spike-31214"),
+        Case(bigscience_run(bloom, "bloom-176b-spike-31214"),
                      {"loss_spike": [31_214, 31_251], "exploding_gradients": [31_214, 31_251]}, ["divergence"]),
-        ExternalCase(bigscience_run(tr8, "tr8-104b-divergence"), {"divergence": [7_000, 9_027]}),
+        Case(bigscience_run(tr8, "tr8-104b-divergence"), {"divergence": [7_000, 9_027]}),
         # The logbook's own words for these two: loss-scale collapse (with grad norms of 1e5-1e6 and a
         # loss jump), and a spike with the scale falling 65536 → 4096 that took ~500 iterations to recover.
-        ExternalCase(bigscience_run(by_file["train/tr8b-104B/chronicles.md"], "tr8b-104b-scale-collapse"),
+        Case(bigscience_run(by_file["train/tr8b-104B/chronicles.md"], "tr8b-104b-scale-collapse"),
                      {"amp_skipped_steps": [17_060, 17_068]}, allow=["exploding_gradients", "loss_spike", "divergence"]),
-        ExternalCase(bigscience_run(by_file["train/tr1-13B-base/chronicles.md"], "tr1-13b-scale-drop"),
+        Case(bigscience_run(by_file["train/tr1-13B-base/chronicles.md"], "tr1-13b-scale-drop"),
                      {"amp_skipped_steps": [29_040, 29_060]}, ["divergence"], allow=["loss_spike"]),
     ]
 
 
-def pythia_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
+def pythia_cases(external: Path = EXTERNAL) -> list[Case]:
     """The six PolyPythia runs; the two the paper calls stable count as healthy (no warning allowed)."""
-    return [ExternalCase(pythia_run(external / "pythia" / f"{name}.csv.gz"), expect, forbid, healthy=not expect)
+    return [Case(pythia_run(external / "pythia" / f"{name}.csv.gz"), expect, forbid, healthy=not expect)
             for name, (expect, forbid) in PYTHIA_LABELS.items()]
 
 
-def external_cases(external: Path = EXTERNAL) -> list[ExternalCase]:
+def external_cases(external: Path = EXTERNAL) -> list[Case]:
     return pythia_cases(external) + bigscience_cases(external)

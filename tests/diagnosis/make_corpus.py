@@ -664,11 +664,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.out / spec.name, ignore_errors=True)
         train(spec, args.out)
         print(f"trained {spec.name}")
+    write_labels(all_specs(), args.out)
+    return 0
+
+
+def write_labels(specs: list, folder: Path) -> None:
+    """The labels of ``specs`` as ``folder/corpus_labels.json`` (read by the tests and the benchmark)."""
     labels = {spec.name: {"description": spec.description, "healthy": spec.healthy,
                           "expect": spec.expect, "forbid": spec.forbid, "allow": spec.allow}
-              for spec in all_specs()}
-    (args.out / LABELS_FILE).write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return 0
+              for spec in specs}
+    (folder / LABELS_FILE).write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

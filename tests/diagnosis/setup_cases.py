@@ -9,7 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tests.diagnosis.external import ExternalCase
+import functools
+
+from tests.diagnosis.external import Case
+
+SetupCase = functools.partial(Case, origin="setup")
 from tests.diagnosis.factories import make_run, noisy_decay, scalar_rows
 
 ADAMW_ONE_GROUP = {"type": "AdamW", "param_groups": [{"lr": 1e-3, "weight_decay": 0.01, "betas": [0.9, 0.999],
@@ -27,7 +31,7 @@ def _base(n: int = 400, **kwargs):
     return make_run(loss=noisy_decay(n, seed=3), frames=frames, **kwargs)
 
 
-def setup_cases() -> list[ExternalCase]:
+def setup_cases() -> list[Case]:
     lint = {"rule": "weight_decay_on_norm_and_bias", "message": "weight decay 0.01 on 2 bias/norm tensors",
             "params": ["fc1.bias", "norm.weight"]}
     skipped = np.zeros(400)
@@ -37,27 +41,27 @@ def setup_cases() -> list[ExternalCase]:
     amp.scalars = pd.concat([amp.scalars, scalar_rows("amp_skipped", skipped)], ignore_index=True)
     amp.name = amp.run_id = "amp-skipping-2%"
     return [
-        ExternalCase(_base(name="forgot-model-train", env={"optimizer": ADAMW_TWO_GROUPS},
+        SetupCase(_base(name="forgot-model-train", env={"optimizer": ADAMW_TWO_GROUPS},
                            events=[("eval_mode_during_training", "", s) for s in range(101, 201)]),
                      {"eval_mode_during_training": [101, 200]}),
-        ExternalCase(_base(name="forgot-model-eval", env={"optimizer": ADAMW_TWO_GROUPS},
+        SetupCase(_base(name="forgot-model-eval", env={"optimizer": ADAMW_TWO_GROUPS},
                            events=[("train_mode_during_eval", "", s) for s in (100, 200, 300, 400)]),
                      {"train_mode_during_eval": [100, 400]}),
-        ExternalCase(_base(name="decay-lint", env={"optimizer": ADAMW_TWO_GROUPS},
+        SetupCase(_base(name="decay-lint", env={"optimizer": ADAMW_TWO_GROUPS},
                            events=[("config_lint", lint, None)]), {"weight_decay_on_norm_and_bias": None}),
-        ExternalCase(_base(name="decay-one-group", env={"optimizer": ADAMW_ONE_GROUP}),
+        SetupCase(_base(name="decay-one-group", env={"optimizer": ADAMW_ONE_GROUP}),
                      {"weight_decay_on_norm_and_bias": None}),
-        ExternalCase(_base(name="transformer-adam-defaults",
+        SetupCase(_base(name="transformer-adam-defaults",
                            env={"optimizer": ADAMW_ONE_GROUP, "model": {"has_attention": True}}),
                      {"adam_hyperparameters": None, "weight_decay_on_norm_and_bias": None}),
-        ExternalCase(_base(name="fp16-eps-1e-8", env={"optimizer": {**ADAMW_TWO_GROUPS, "param_groups": [
+        SetupCase(_base(name="fp16-eps-1e-8", env={"optimizer": {**ADAMW_TWO_GROUPS, "param_groups": [
             {**g, "eps": 1e-8} for g in ADAMW_TWO_GROUPS["param_groups"]]}, "amp": {"dtype": "float16", "scaler": True}}),
                      {"adam_hyperparameters": None}),
-        ExternalCase(_base(name="fp16-without-scaler", env={"optimizer": ADAMW_TWO_GROUPS,
+        SetupCase(_base(name="fp16-without-scaler", env={"optimizer": ADAMW_TWO_GROUPS,
                                                              "amp": {"dtype": "float16", "scaler": False}}),
                      {"amp_skipped_steps": None}),
-        ExternalCase(amp, {"amp_skipped_steps": [201, 230]}),
-        ExternalCase(_base(name="setup-done-right", env={"optimizer": ADAMW_TWO_GROUPS,
+        SetupCase(amp, {"amp_skipped_steps": [201, 230]}),
+        SetupCase(_base(name="setup-done-right", env={"optimizer": ADAMW_TWO_GROUPS,
                                                           "model": {"has_attention": True},
                                                           "amp": {"dtype": "bfloat16", "scaler": False}}),
                      {}, healthy=True),
