@@ -95,10 +95,6 @@ def _open_store(path: str | None):
     return open_store(path)
 
 
-def _resolve_all(store, runs: Sequence[str]) -> list[str]:
-    return [store.resolve(run) for run in runs]
-
-
 def command_runs(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     table = store.runs()
@@ -181,8 +177,7 @@ def command_export(args: argparse.Namespace) -> int:
     from store.export import export_duckdb
 
     store = _open_store(args.store)
-    run_ids = _resolve_all(store, args.runs) if args.runs else None
-    summary = export_duckdb(store, args.duckdb, run_ids, overwrite=args.overwrite)
+    summary = export_duckdb(store, args.duckdb, args.runs or None, overwrite=args.overwrite)
     counts = ", ".join(f"{table} {summary[table]:,} rows" for table in ("runs", "scalars", "confusion", "events"))
     print(f"exported to {summary.get('path', args.duckdb)}: {counts}")
     return EXIT_OK
