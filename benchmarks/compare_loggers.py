@@ -159,7 +159,7 @@ def _bare(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tupl
 
 def _probe_variant(store: Path, layer_every: int | None) -> Callable[[nn.Module, torch.optim.Optimizer, str], tuple]:
     def make(model: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> tuple:
-        from probe import Probe
+        from traindoctor.probe import Probe
 
         kwargs = {} if layer_every is None else {"layer_every": layer_every}
         current: list[Probe] = []

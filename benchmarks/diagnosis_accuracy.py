@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboard.diagnosis import RULES, diagnose  # noqa: E402
-from dashboard.diagnosis.finding import Finding  # noqa: E402
+from traindoctor.diagnosis import RULES, diagnose  # noqa: E402
+from traindoctor.diagnosis.finding import Finding  # noqa: E402
 from tests.diagnosis.external import EXTERNAL, Case, external_cases  # noqa: E402
 from tests.diagnosis.setup_cases import setup_cases  # noqa: E402
 
@@ -50,7 +50,8 @@ def overlaps(found: Finding, expected: list[int] | None) -> bool:
 
 
 def corpus_cases(corpus: Path) -> list[Case]:
-    from dashboard.data import load_run, open_store
+    from traindoctor.store.reader import open_store
+    from traindoctor.store.run_data import load_run
     from tests.diagnosis.make_corpus import LABELS_FILE  # trains with torch: loaded only when needed
 
     labels = json.loads((corpus / LABELS_FILE).read_text(encoding="utf-8"))

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store.importers import import_source  # noqa: E402
-from store.reader import Store  # noqa: E402
+from traindoctor.store.importers import import_source  # noqa: E402
+from traindoctor.store.reader import Store  # noqa: E402
 
 # train/loss, lr-Adam, grad_norm (tensor form) and epoch every step, val/loss every 1,000 steps.
 # The epoch tag becomes the epoch column of the other rows, not rows of its own.

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from probe import Probe  # noqa: E402
+from traindoctor.probe import Probe  # noqa: E402
 
 
 @dataclass

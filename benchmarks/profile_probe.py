@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from probe import Probe  # noqa: E402
+from traindoctor.probe import Probe  # noqa: E402
 
 PROBE_FILES = (str(ROOT / "probe"), str(ROOT / "store" / "segments.py"))
 
@@ -64,7 +64,7 @@ def timed_in_code(steps: int, small: bool, store: str) -> dict[str, float]:
     on the same model; plus the whole step."""
     import time
 
-    from probe import core
+    from traindoctor.probe import core
 
     spent = [0.0]
 

@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from store.compact import compact_run  # noqa: E402
-from store.reader import Store  # noqa: E402
-from store.segments import RunWriter  # noqa: E402
+from traindoctor.store.compact import compact_run  # noqa: E402
+from traindoctor.store.reader import Store  # noqa: E402
+from traindoctor.store.segments import RunWriter  # noqa: E402
 
 # Targets of issue 2 (values/s, seconds).
 INGEST_TARGET = 1_000_000

@@ -1,5 +1,5 @@
-"""traindoctor's dashboard, CLI and diagnosis engine.
+"""The dashboard: the Streamlit app (``app/``), its data door and its server.
 
-Kept empty on purpose: importing ``dashboard.diagnosis`` or ``dashboard.cli``
-must not pull in Streamlit or plotly.
+``data`` is the pages' only door to the store and ``serve`` starts the
+server; neither imports streamlit or plotly, which only ``app/`` does.
 """

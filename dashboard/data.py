@@ -1,7 +1,8 @@
-"""The dashboard's and the CLI's only door to the store.
+"""The dashboard pages' only door to the store.
 
-Everything here returns plain pandas frames or ``RunData``; pages and
-commands never see SQL or DuckDB.
+Everything here returns plain pandas frames or ``RunData``; pages never
+see SQL or DuckDB. (The CLI reads runs through ``traindoctor.store`` directly:
+it must not load this module's page helpers.)
 """
 
 from __future__ import annotations
@@ -14,38 +15,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from dashboard.diagnosis.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, SCALAR_COLUMNS, RunData
-from store.reader import Store
+from traindoctor.store.reader import Store, default_store_path, open_store
+from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, RunData, load_run
 
-
-def default_store_path() -> Path:
-    """``$TRAINDOCTOR_STORE``, else ``./runs`` (DESIGN.md)."""
-    return Path(os.environ.get("TRAINDOCTOR_STORE") or "runs")
-
-
-def open_store(path: str | os.PathLike | None = None) -> Store:
-    return Store(path if path is not None else default_store_path())
-
-
-def load_run(store: Store, run: str) -> RunData:
-    """Everything the rules need about one run (``run`` is an id or a name)."""
-    run_id = store.resolve(run)
-    meta = store.run_meta(run_id)
-    scalars = store.scalars([run_id], rank=0)[SCALAR_COLUMNS]
-    return RunData(
-        run_id=run_id,
-        name=meta.get("name") or run_id,
-        scalars=scalars.reset_index(drop=True),
-        confusion=run_confusion(store, run_id),
-        events=run_events(store, run_id),
-        config=meta.get("config") or {},
-        task=meta.get("task") or {},
-        env=meta.get("env") or {},
-        status=meta.get("status", "finished"),
-    )
-
-
-# --------------------------------------------------------------------- dashboard
 
 # Every curve sent to the browser holds at most this many points (the store
 # downsamples, keeping each bucket's min, max and last point): ~2000 points
@@ -94,7 +66,7 @@ def run_version(store: Store, run_id: str) -> tuple[int, ...]:
 
 def diagnose_run(run_data: RunData) -> list:
     """The findings of the diagnosis engine for one run (imported on first use)."""
-    from dashboard.diagnosis import diagnose
+    from traindoctor.diagnosis import diagnose
 
     return list(diagnose(run_data))
 
@@ -172,7 +144,7 @@ def tidy_run(store: Store, run_id: str) -> None:
     """Merge a run's segments once they are many (a long live run publishes one
     every 2 s, and every query pays ~0.3 ms per file). Safe while training
     writes and others read; a read-only store is simply left as it is."""
-    from store.compact import compact_if_fragmented
+    from traindoctor.store.compact import compact_if_fragmented
 
     try:
         compact_if_fragmented(store, run_id)

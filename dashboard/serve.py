@@ -1,4 +1,4 @@
-"""Start the dashboard: ``streamlit run dashboard/app.py`` with safe defaults.
+"""Start the dashboard: ``streamlit run dashboard/app/main.py`` with safe defaults.
 
 ``traindoctor ui`` and ``traindoctor demo`` call :func:`run_app`. The server
 binds 127.0.0.1 unless told otherwise, runs headless, sends no usage
@@ -23,8 +23,7 @@ import webbrowser
 from pathlib import Path
 from typing import Iterator, Sequence
 
-APP_PATH = Path(__file__).resolve().parent / "app.py"
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+APP_PATH = Path(__file__).resolve().parent / "app" / "main.py"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # How long open_browser waits for the server before giving up (seconds).
 _BROWSER_WAIT_S = 30.0
@@ -80,10 +79,12 @@ def build_command(store_path: str | os.PathLike, *, host: str = "127.0.0.1", por
 
 
 def app_environment(store_path: str | os.PathLike) -> dict[str, str]:
-    """The server's environment: the packages importable, the store named."""
+    """The server's environment: the store named, no usage statistics.
+
+    The server runs in this interpreter (``sys.executable``), where
+    ``traindoctor`` is installed: no ``PYTHONPATH`` is needed.
+    """
     env = dict(os.environ)
-    paths = [str(_PACKAGE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["TRAINDOCTOR_STORE"] = str(Path(store_path).resolve())
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     return env
@@ -141,10 +142,8 @@ def serving(store_path: str | os.PathLike, *, timeout_s: float = 60.0) -> Iterat
     with socket.socket() as probe_socket:
         probe_socket.bind(("127.0.0.1", 0))
         port = probe_socket.getsockname()[1]
-    command = [sys.executable, "-m", "dashboard.serve", "--store", str(store_path), "--port", str(port)]
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "traindoctor.dashboard.serve", "--store", str(store_path), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not wait_until_healthy("127.0.0.1", port, timeout_s, process):
             raise RuntimeError(f"the dashboard did not answer on port {port} within {timeout_s:.0f} s "
@@ -160,10 +159,10 @@ def serving(store_path: str | os.PathLike, *, timeout_s: float = 60.0) -> Iterat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dashboard.serve [--store DIR] [--host H] [--port N]`` (the CLI offers the same)."""
+    """``python -m traindoctor.dashboard.serve [--store DIR] [--host H] [--port N]`` (the CLI offers the same)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dashboard.serve")
+    parser = argparse.ArgumentParser(prog="python -m traindoctor.dashboard.serve")
     parser.add_argument("--store", default=os.environ.get("TRAINDOCTOR_STORE") or "runs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8501)

@@ -19,7 +19,7 @@ __all__ = ["Probe", "ProbeError"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from probe import core
+        from traindoctor.probe import core
 
         return getattr(core, name)
     raise AttributeError(f"module 'probe' has no attribute {name!r}")

@@ -46,11 +46,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from probe import lint
-from probe.evaluation import Evaluation, EvaluationResult
-from probe.runtime import SigtermHandler, Terminated, distributed_context
-from probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, _norm32
-from store.segments import RunWriter
+from traindoctor.probe import lint
+from traindoctor.probe.evaluation import Evaluation, EvaluationResult
+from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
+from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, _norm32
+from traindoctor.store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
 DEFAULT_FLUSH_EVERY_S = 2.0
@@ -916,8 +916,8 @@ class Probe:
         as they are, still fully readable, and only warns.
         """
         try:
-            from store.compact import compact_run
-            from store.reader import Store
+            from traindoctor.store.compact import compact_run
+            from traindoctor.store.reader import Store
 
             compact_run(Store(self.writer.store), self.writer.run_id)
         except Exception as error:

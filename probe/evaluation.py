@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from probe.core import Probe
+    from traindoctor.probe.core import Probe
 
 
 # Above this many classes (a language model's vocabulary) no confusion matrix

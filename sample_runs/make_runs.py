@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from probe import Probe  # noqa: E402
-from store.compact import compact_store  # noqa: E402
-from store.reader import Store  # noqa: E402
+from traindoctor.probe import Probe  # noqa: E402
+from traindoctor.store.compact import compact_store  # noqa: E402
+from traindoctor.store.reader import Store  # noqa: E402
 
 DEFAULT_STORE = Path(__file__).resolve().parent / "store"
 

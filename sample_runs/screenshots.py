@@ -28,7 +28,7 @@ PAGES = {
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    from dashboard.serve import serving
+    from traindoctor.dashboard.serve import serving
 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     with serving(STORE) as url, sync_playwright() as playwright:

@@ -13,11 +13,11 @@ __all__ = ["Store", "RunWriter", "StoreError", "UnknownRunError"]
 
 def __getattr__(name: str) -> Any:
     if name in ("Store", "UnknownRunError"):
-        from store import reader
+        from traindoctor.store import reader
 
         return getattr(reader, name)
     if name in ("RunWriter", "StoreError"):
-        from store import segments
+        from traindoctor.store import segments
 
         return getattr(segments, name)
     raise AttributeError(f"module 'store' has no attribute {name!r}")

@@ -21,8 +21,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store.reader import Store, _duck_type
-from store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES
+from traindoctor.store.reader import Store, _duck_type
+from traindoctor.store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES
 
 # Sort keys per table: series read back contiguous (name, layer, step), so a
 # query for one name touches few row groups and compresses well.

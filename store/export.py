@@ -24,8 +24,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from store.reader import Store
-from store.segments import TABLES, StoreError
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import TABLES, StoreError
 
 EXPORT_TABLES = ("runs", *TABLES)
 # Rows per Arrow batch streamed from the store into the file: bounds memory

@@ -32,7 +32,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from store.segments import (
+from traindoctor.store.segments import (
     ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES, StoreError, iter_segment_names, read_run_json,
 )
 
@@ -59,6 +59,16 @@ _RUN_TYPES = {
     "config": "VARCHAR", "env": "VARCHAR", "task": "VARCHAR", "num_classes": "BIGINT",
     "source": "VARCHAR", "attempts": "VARCHAR",
 }
+
+
+def default_store_path() -> Path:
+    """``$TRAINDOCTOR_STORE``, else ``./runs`` (DESIGN.md, "CLI (contract)")."""
+    return Path(os.environ.get("TRAINDOCTOR_STORE") or "runs")
+
+
+def open_store(path: str | os.PathLike | None = None) -> "Store":
+    """A :class:`Store` on ``path``, else on :func:`default_store_path`."""
+    return Store(path if path is not None else default_store_path())
 
 
 class UnknownRunError(StoreError):

@@ -1,27 +1,91 @@
-"""DESIGN.md's layering: each package imported alone must not pull in what it may not use."""
+"""The layering contract (DESIGN.md, "Layout"), read as a table.
 
+Each row is a statement run in a fresh interpreter and the top-level modules
+it must never pull in (and, where the statement exists to load one, the one it
+must). The data flows probe → store → diagnosis → dashboard/CLI, and each
+stage imports only the stages before it: the probe never pays for the
+dashboard, the store never for torch, the rules never for DuckDB.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-FORBIDDEN = {
-    "probe": ["streamlit", "plotly", "duckdb"],
-    "store": ["torch", "streamlit", "plotly"],
-    "store.segments": ["torch", "streamlit", "plotly", "duckdb"],
-    "store.reader": ["torch", "streamlit", "plotly"],
-    "dashboard.diagnosis": ["torch", "streamlit", "duckdb", "plotly"],
-    "dashboard.cli": ["torch", "streamlit", "plotly", "duckdb"],
-    "dashboard.data": ["torch", "streamlit", "plotly"],
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_STORE = REPO / "sample_runs" / "store"
+UI = ("streamlit", "plotly")
+FRAMEWORKS = ("torch", "lightning", "transformers", "tensorflow")
+
+# statement → (modules it must never import, modules it must import)
+LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "import traindoctor": (FRAMEWORKS + UI + ("duckdb", "pandas", "pyarrow", "numpy"), ()),
+    "import traindoctor.probe": (FRAMEWORKS + UI + ("duckdb", "pyarrow", "numpy"), ()),
+    "from traindoctor import Probe": (UI + ("duckdb", "pandas", "lightning", "transformers"), ("torch",)),
+    "import traindoctor.probe.integrations": (FRAMEWORKS, ()),
+    "import traindoctor.store": (FRAMEWORKS + UI + ("duckdb",), ()),
+    "import traindoctor.store.segments": (FRAMEWORKS + UI + ("duckdb",), ()),
+    "import traindoctor.store.format": (FRAMEWORKS + UI + ("duckdb",), ()),
+    "import traindoctor.store.reader": (FRAMEWORKS + UI, ("duckdb",)),
+    "import traindoctor.store.importers": (FRAMEWORKS + UI + ("duckdb", "pandas", "tensorboard"), ()),
+    "import traindoctor.diagnosis, traindoctor.diagnosis.report": (FRAMEWORKS + UI + ("duckdb",), ("pandas",)),
+    "from traindoctor import diagnose, RunData": (FRAMEWORKS + UI + ("duckdb",), ()),
+    "import traindoctor.cli": (FRAMEWORKS + UI + ("duckdb", "pandas"), ()),
+    # The whole `diagnose` command, on a real run: store and rules, no app.
+    "from traindoctor.cli import main; main(['diagnose', '--store', %r, 'healthy-mlp-sgd'])"
+    % str(SAMPLE_STORE): (FRAMEWORKS + UI, ("duckdb",)),
+    "import traindoctor.dashboard": (FRAMEWORKS + UI + ("duckdb",), ()),
+    "import traindoctor.dashboard.data": (FRAMEWORKS + UI, ()),
+    "import traindoctor.dashboard.serve": (FRAMEWORKS + UI + ("duckdb",), ()),
+    # Charts draw what they are given: no store, no Streamlit.
+    "import traindoctor.dashboard.app.charts.curves, traindoctor.dashboard.app.charts.layers, "
+    "traindoctor.dashboard.app.charts.classes, traindoctor.dashboard.app.charts.compare":
+        (FRAMEWORKS + ("streamlit", "duckdb", "traindoctor.store.reader"), ("plotly",)),
 }
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN), ids=sorted(FORBIDDEN))
-def test_import_does_not_pull_in_forbidden_modules(package):
-    code = (
-        "import importlib, sys, json; importlib.import_module(%r); "
-        "print(json.dumps([m for m in %r if m in sys.modules]))" % (package, FORBIDDEN[package])
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", f"importing {package} pulled in {result.stdout.strip()}"
+def _loaded(statement: str, names: tuple[str, ...]) -> set[str]:
+    code = f"import sys, json\n{statement}\nprint(json.dumps([m for m in {list(names)!r} if m in sys.modules]))"
+    # Run from an empty folder, as a user would: nothing of the checkout on sys.path.
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=REPO / "tests" / "data")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("statement", list(LAYERS), ids=[s.split(";")[0][:60] for s in LAYERS])
+def test_layering(statement):
+    forbidden, required = LAYERS[statement]
+    loaded = _loaded(statement, forbidden + required)
+    assert loaded & set(forbidden) == set(), f"{statement!r} pulled in {sorted(loaded & set(forbidden))}"
+    assert set(required) <= loaded, f"{statement!r} did not load {sorted(set(required) - loaded)}"
+
+
+SOURCE_FOLDERS = ("traindoctor", "probe", "store", "diagnosis", "dashboard")
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_every_import_of_our_code_goes_through_the_traindoctor_namespace():
+    """The folders exist only in the checkout: `import store` would work in the
+    tests and fail in a user's environment (or import the user's own `store`)."""
+    wrong = []
+    for folder in SOURCE_FOLDERS:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            wrong += [f"{path.relative_to(REPO)}: import {name}" for name in _imports(path)
+                      if name.split(".")[0] in SOURCE_FOLDERS[1:]]
+    assert wrong == []

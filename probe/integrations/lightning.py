@@ -26,8 +26,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 import torch
 
-from probe.core import Probe
-from probe.evaluation import Evaluation
+from traindoctor.probe.core import Probe
+from traindoctor.probe.evaluation import Evaluation
 
 
 class ProbeCallback(pl.Callback):

@@ -26,7 +26,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 import torch
 
-from probe.core import Probe
+from traindoctor.probe.core import Probe
 
 # Trainer bookkeeping in the metrics dict, not model quality.
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}

@@ -16,17 +16,17 @@ import importlib
 import os
 from pathlib import Path
 
-from store.importers.common import ImportResult, import_runs
-from store.segments import StoreError
+from traindoctor.store.importers.common import ImportResult, import_runs
+from traindoctor.store.segments import StoreError
 
 __all__ = ["KINDS", "ImportResult", "import_source"]
 
 # kind → module implementing discover(path, run_name) and parse(source, progress)
 KINDS = {
-    "csv": "store.importers.tidy_csv",
-    "tensorboard": "store.importers.tensorboard",
-    "lightning": "store.importers.lightning",
-    "hf": "store.importers.hf",
+    "csv": "traindoctor.store.importers.tidy_csv",
+    "tensorboard": "traindoctor.store.importers.tensorboard",
+    "lightning": "traindoctor.store.importers.lightning",
+    "hf": "traindoctor.store.importers.hf",
 }
 
 

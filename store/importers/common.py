@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from store.importers.names import EPOCH, MetricKey, map_metrics
-from store.segments import RunWriter, StoreError, new_run_id, read_run_json
+from traindoctor.store.importers.names import EPOCH, MetricKey, map_metrics
+from traindoctor.store.segments import RunWriter, StoreError, new_run_id, read_run_json
 
 _HASH_CHUNK_BYTES = 1 << 20
 _STAGING_PREFIXES = (".import-", ".replaced-")

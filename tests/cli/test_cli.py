@@ -9,9 +9,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from dashboard.cli import main
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.cli import main
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 
 def make_run(store, name, losses, *, val=None, num_classes=None, status="finished"):

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboard.diagnosis.finding import Finding
+from traindoctor.dashboard import serve
+from traindoctor.diagnosis.finding import Finding
 from tests.dashboard.factories import make_run
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+APP = str(serve.APP_PATH)
 # AppTest runs the script in this process; the first run imports plotly and
 # pandas-heavy modules, which on a loaded 2-core box can take several seconds.
 APP_TIMEOUT_S = 60
@@ -35,9 +36,9 @@ def nan_divergence(run) -> list[Finding]:
 
 @pytest.fixture()
 def fake_diagnosis(monkeypatch):
-    import dashboard.diagnosis
+    import traindoctor.diagnosis
 
-    monkeypatch.setattr(dashboard.diagnosis, "diagnose", nan_divergence, raising=False)
+    monkeypatch.setattr(traindoctor.diagnosis, "diagnose", nan_divergence, raising=False)
     return nan_divergence
 
 

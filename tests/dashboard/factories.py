@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store.segments import RunWriter
+from traindoctor.store.segments import RunWriter
 
 LAYERS = ("conv1.weight", "conv1.bias", "fc.weight", "fc.bias")
 

@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from dashboard import data
-from dashboard.charts.curves import curve_figure
-from dashboard.charts.layers import update_ratio_heatmap_figure
-from store.compact import compact_run
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.dashboard import data
+from traindoctor.dashboard.app.charts.curves import curve_figure
+from traindoctor.dashboard.app.charts.layers import update_ratio_heatmap_figure
+from traindoctor.store.compact import compact_run
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.serve import serving
+from traindoctor.dashboard.serve import serving
 from tests.dashboard.factories import make_run, write_steps
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,17 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.charts.classes import (
+from traindoctor.dashboard.app.charts.classes import (
     class_metrics,
     class_metrics_over_evaluations,
     confusion_matrix,
     majority_baseline,
     worst_classes,
 )
-from dashboard.charts.compare import differing_hyperparameters, flatten_config, parallel_coordinates_figure
-from dashboard.charts.curves import compare_figure, curve_figure, finding_spans, smoothed_band
-from dashboard.charts.layers import UPDATE_RATIO_TARGET_LOG10, layer_grid, update_ratio_heatmap_figure
-from dashboard.diagnosis.finding import Finding
+from traindoctor.dashboard.app.charts.compare import differing_hyperparameters, flatten_config, parallel_coordinates_figure
+from traindoctor.dashboard.app.charts.curves import compare_figure, curve_figure, finding_spans, smoothed_band
+from traindoctor.dashboard.app.charts.layers import UPDATE_RATIO_TARGET_LOG10, layer_grid, update_ratio_heatmap_figure
+from traindoctor.diagnosis.finding import Finding
 
 
 def finding(rule="loss_spike", severity="warning", start=10, end=20):
@@ -203,7 +203,7 @@ def test_parallel_coordinates_log_axis_for_lr_and_categories_for_text():
 ], ids=["constant-lr", "constant-lr-log", "zero"])
 def test_constant_series_gets_a_range_around_its_value(value, log_y, expected):
     """Regression: plotly pads a flat series by ±1, drawing lr = 1e-3 on the zero line."""
-    from dashboard.charts.curves import curve_figure
+    from traindoctor.dashboard.app.charts.curves import curve_figure
 
     points = pd.DataFrame({"step": range(1, 51), "value": [value] * 50, "split": "train", "layer": "group0"})
     figure = curve_figure(points, title="lr", log_y=log_y, smooth=False)
@@ -211,7 +211,7 @@ def test_constant_series_gets_a_range_around_its_value(value, log_y, expected):
 
 
 def test_varying_series_keeps_plotly_autorange():
-    from dashboard.charts.curves import curve_figure
+    from traindoctor.dashboard.app.charts.curves import curve_figure
 
     points = pd.DataFrame({"step": range(1, 51), "value": np.linspace(1, 2, 50), "split": "train"})
     assert curve_figure(points, title="loss").layout.yaxis.range is None

@@ -1,9 +1,9 @@
 
 
 def test_opening_a_fragmented_run_merges_its_segments_without_losing_rows(tmp_path):
-    from dashboard.data import load_run_view, open_store
-    from store.compact import FRAGMENTED_FILES
-    from store.segments import RunWriter
+    from traindoctor.dashboard.data import load_run_view, open_store
+    from traindoctor.store.compact import FRAGMENTED_FILES
+    from traindoctor.store.segments import RunWriter
 
     writer = RunWriter(tmp_path, name="live", background=False)
     for step in range(1, FRAGMENTED_FILES + 11):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard.charts.classes import confusion_matrix
+from traindoctor.dashboard.app.charts.classes import confusion_matrix
 from tests.dashboard.factories import make_run, write_steps
 
 pytestmark = pytest.mark.slow  # each AppTest run imports and renders the whole app (seconds on 2 cores)
@@ -133,9 +133,9 @@ def broken_rule(run):
 
 
 def test_run_page_with_a_broken_rule_still_shows_the_run(app, monkeypatch):
-    import dashboard.diagnosis
+    import traindoctor.diagnosis
 
-    monkeypatch.setattr(dashboard.diagnosis, "diagnose", broken_rule)
+    monkeypatch.setattr(traindoctor.diagnosis, "diagnose", broken_rule)
     at = app("views/run.py", run="beta")
     no_exceptions(at)
     assert "No diagnosis: diagnosis failed: ZeroDivisionError: a rule divided by zero" in [w.value for w in at.warning]
@@ -192,7 +192,7 @@ def test_classes_page_matches_hand_computed_baseline(app, store):
     no_exceptions(at)
     assert chart(at, "class_metrics_chart") and chart(at, "confusion_chart")
     assert at.query_params["step"] == "200"  # the last evaluation by default
-    from store.reader import Store
+    from traindoctor.store.reader import Store
 
     counts = Store(root).confusion([ids["alpha"]], step=200)
     matrix = confusion_matrix(counts)
@@ -294,7 +294,7 @@ def test_curves_are_redrawn_with_the_findings_steps_shaded(app, fake_diagnosis):
 def test_a_run_that_has_written_nothing_yet_breaks_no_page(tmp_path, monkeypatch, page):
     from streamlit.testing.v1 import AppTest
 
-    from store.segments import RunWriter
+    from traindoctor.store.segments import RunWriter
     from tests.dashboard.conftest import APP, APP_TIMEOUT_S
 
     writer = RunWriter(tmp_path, name="fresh", background=False)  # run.json only, no segments
@@ -305,3 +305,12 @@ def test_a_run_that_has_written_nothing_yet_breaks_no_page(tmp_path, monkeypatch
         no_exceptions(at)
     finally:
         writer.close()
+
+
+def test_no_pages_folder_beside_the_app():
+    """Regression: with a ``pages/`` folder next to the app's main script, Streamlit
+    served it as an old-style multipage app (sidebar of every module, no top
+    navigation, no wide layout) instead of the pages ``st.navigation`` declares."""
+    from traindoctor.dashboard import serve
+
+    assert not (serve.APP_PATH.parent / "pages").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.run_data import SCALAR_COLUMNS, RunData
+from traindoctor.store.run_data import SCALAR_COLUMNS, RunData
 
 # ``Path(__file__).parents[2]`` is the repository root; CI has ../shared beside
 # the clone, a git worktree under <project>/wt/<name> has it two levels up.

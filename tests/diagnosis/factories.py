@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, SCALAR_COLUMNS, RunData
+from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, SCALAR_COLUMNS, RunData
 
 
 def scalar_rows(name: str, values: Sequence[float], steps: Sequence[int] | None = None, split: str = "train",

@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from store.compact import compact_run  # noqa: E402
-from store.reader import Store  # noqa: E402
-from store.segments import RunWriter  # noqa: E402
+from traindoctor.store.compact import compact_run  # noqa: E402
+from traindoctor.store.reader import Store  # noqa: E402
+from traindoctor.store.segments import RunWriter  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "corpus"
 LABELS_FILE = "corpus_labels.json"

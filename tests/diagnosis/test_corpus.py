@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.diagnosis_accuracy import Case, corpus_cases, overlaps
-from dashboard.diagnosis import Finding, diagnose
+from traindoctor.diagnosis import Finding, diagnose
 from tests.diagnosis.external import EXTERNAL, bigscience_cases, pythia_cases, pythia_run
 from tests.diagnosis.setup_cases import setup_cases
 
@@ -147,7 +147,8 @@ def test_bigscience_loss_scale_collapses(name):
 @pytest.mark.parametrize("name", ["loss_spike_glitch_classification", "dead_layers_unused_branch"])
 def test_regenerated_runs_still_get_their_labels(tmp_path, name):
     torch = pytest.importorskip("torch")
-    from dashboard.data import load_run, open_store
+    from traindoctor.store.reader import open_store
+    from traindoctor.store.run_data import load_run
     from tests.diagnosis import make_corpus
 
     torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dashboard.diagnosis import curves
+from traindoctor.diagnosis import curves
 from tests.diagnosis.factories import confusion_frame, make_run, noisy_decay, scalar_rows
 
 

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from dashboard.diagnosis import RULES, Finding, RunData, diagnose
-from dashboard.diagnosis.engine import drop_explained, sort_findings
-from dashboard.diagnosis.report import json_report, text_report, worst_severity
+from traindoctor.diagnosis import RULES, Finding, RunData, diagnose
+from traindoctor.diagnosis.engine import drop_explained, sort_findings
+from traindoctor.diagnosis.report import json_report, text_report, worst_severity
 from tests.diagnosis.factories import confusion_frame, make_run, noisy_decay, scalar_rows
 
 RULES_MD_IDS = {
@@ -115,13 +115,6 @@ def test_more_specific_causes_explain_underfitting_away():
     assert [f.rule for f in drop_explained(info_only)] == ["underfitting", "divergence"]
 
 
-def test_diagnosis_package_imports_no_torch_streamlit_or_duckdb():
-    code = ("import sys, dashboard.diagnosis, dashboard.diagnosis.report; "
-            "print(sorted(m for m in ('torch', 'streamlit', 'duckdb', 'plotly') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
-
-
 # ------------------------------------------------------------------ reports
 
 
@@ -155,7 +148,7 @@ def test_text_report_groups_by_severity_with_steps_and_advice():
 
 
 def test_evidence_is_strict_json_with_numpy_and_non_finite_values():
-    from dashboard.diagnosis.common import finding
+    from traindoctor.diagnosis.common import finding
 
     made = finding("divergence", "critical", "t", "m", "a", "s", np.int64(3), np.int64(9),
                    {"peak": np.float32(1.5), "count": np.int64(4), "ratio": math.inf, "ok": np.bool_(True),

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.diagnosis import gradients
+from traindoctor.diagnosis import gradients
 from tests.diagnosis.factories import make_run, scalar_rows
 
 LAYER_STEPS = np.arange(5, 501, 5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard.diagnosis import diagnose
+from traindoctor.diagnosis import diagnose
 from tests.diagnosis.factories import make_run
 
 NOISE_MODELS = {

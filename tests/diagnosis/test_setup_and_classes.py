@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from dashboard.diagnosis import classes, setup
+from traindoctor.diagnosis import classes, setup
 from tests.diagnosis.factories import confusion_frame, make_run, scalar_rows
 
 # ------------------------------------------------------------------ modes and lint

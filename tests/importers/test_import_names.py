@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.importers.names import EPOCH, MetricKey, map_metric, map_metrics, optimizer_from_tags
+from traindoctor.store.importers.names import EPOCH, MetricKey, map_metric, map_metrics, optimizer_from_tags
 
 CASES = [
     ("train/loss", ("train", "loss", None)),

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.importers import import_source
-from store.importers.tensorboard import read_scalars
-from store.importers.tfrecord import decode_simple_values, masked_crc32c
-from store.reader import Store
-from store.segments import StoreError
+from traindoctor.store.importers import import_source
+from traindoctor.store.importers.tensorboard import read_scalars
+from traindoctor.store.importers.tfrecord import decode_simple_values, masked_crc32c
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import StoreError
 from tests.importers.conftest import findings_of, imported_series, listing
 
 torch = pytest.importorskip("torch")
@@ -257,7 +257,7 @@ def test_leftover_staging_of_a_killed_import_is_removed(tmp_path, store_root):
 
 
 def test_a_failed_write_undoes_the_whole_import(tmp_path, store_root, monkeypatch):
-    import store.importers.common as common
+    import traindoctor.store.importers.common as common
 
     write_log(tmp_path / "logs" / "a", steps=3)
     write_log(tmp_path / "logs" / "b", steps=3)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from store.reader import Store
+from traindoctor.store.reader import Store
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe import Probe
-from probe.core import Probe as CoreProbe
-from probe.statistics import UpdateTracker
+from traindoctor.probe import Probe
+from traindoctor.probe.core import Probe as CoreProbe
+from traindoctor.probe.statistics import UpdateTracker
 
 
 def _tensors_model(layers: int, size: int) -> torch.nn.Module:

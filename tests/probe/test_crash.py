@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from probe import Probe
+from traindoctor.probe import Probe
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     import torch
-    from probe import Probe
+    from traindoctor.probe import Probe
     torch.set_num_threads(1)
     torch.manual_seed(0)
     store, mode = sys.argv[1], sys.argv[2]
@@ -56,7 +56,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
 def _spawn(tmp_path, mode: str) -> subprocess.Popen:
     script = tmp_path / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs"), mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
 

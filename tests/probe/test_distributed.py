@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from store.reader import Store
+from traindoctor.store.reader import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ WORKER = textwrap.dedent("""
     import os, sys
     import torch
     import torch.distributed as dist
-    from probe import Probe
+    from traindoctor.probe import Probe
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -58,7 +58,7 @@ def test_two_ranks_share_a_run_and_record_with_their_rank(tmp_path):
     port = _free_port()
     processes = []
     for rank in range(2):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2"}
         processes.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / "runs")], env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from probe import Probe
+from traindoctor.probe import Probe
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 
@@ -252,8 +252,8 @@ def test_vocabulary_sized_outputs_record_accuracy_without_a_confusion_matrix(tmp
 def test_finished_run_is_compacted_on_close_and_crashed_run_is_not(tmp_path):
     import torch
 
-    from probe import Probe
-    from store.reader import Store
+    from traindoctor.probe import Probe
+    from traindoctor.store.reader import Store
 
     def train(name, crash):
         model = torch.nn.Linear(4, 2)

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-import probe.statistics
-from probe import Probe, ProbeError
+import traindoctor.probe.statistics
+from traindoctor.probe import Probe, ProbeError
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 
@@ -28,15 +28,15 @@ def _broken(*args, **kwargs):
 @pytest.mark.parametrize(
     "target, statistic, lost, kept",
     [
-        (("probe.statistics", "tensor_norms"), "layer_stats", {"weight_norm", "update_ratio"}, {"loss", "grad_norm", "lr"}),
-        (("probe.core.Probe", "_record_grad_norm"), "grad_norm", set(), {"loss", "lr", "weight_norm"}),
-        (("probe.core.Probe", "_record_lrs"), "lr", {"lr"}, {"loss", "grad_norm", "update_ratio"}),
+        (("traindoctor.probe.statistics", "tensor_norms"), "layer_stats", {"weight_norm", "update_ratio"}, {"loss", "grad_norm", "lr"}),
+        (("traindoctor.probe.core.Probe", "_record_grad_norm"), "grad_norm", set(), {"loss", "lr", "weight_norm"}),
+        (("traindoctor.probe.core.Probe", "_record_lrs"), "lr", {"lr"}, {"loss", "grad_norm", "update_ratio"}),
     ],
     ids=["update_tracker", "global_grad_norm", "lr"],
 )
 def test_failing_statistic_is_disabled_with_one_warning(tmp_path, monkeypatch, target, statistic, lost, kept):
     module, attribute = target
-    owner = {"probe.statistics": probe.statistics, "probe.core.Probe": Probe}[module]
+    owner = {"traindoctor.probe.statistics": traindoctor.probe.statistics, "traindoctor.probe.core.Probe": Probe}[module]
     monkeypatch.setattr(owner, attribute, _broken)
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -21,7 +21,7 @@ def _loader(batches):
 @pytest.mark.slow
 def test_lightning_callback_records_a_real_fit(tmp_path):
     lightning = pytest.importorskip("lightning.pytorch")
-    from probe.integrations.lightning import ProbeCallback
+    from traindoctor.probe.integrations.lightning import ProbeCallback
 
     class Classifier(lightning.LightningModule):
         def __init__(self):
@@ -70,7 +70,7 @@ def test_lightning_callback_records_a_real_fit(tmp_path):
 @pytest.mark.slow
 def test_transformers_callback_records_a_real_trainer_run(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from probe.integrations.transformers import ProbeCallback
+    from traindoctor.probe.integrations.transformers import ProbeCallback
 
     config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=16, num_labels=3)
@@ -105,8 +105,8 @@ def test_transformers_callback_records_a_real_trainer_run(tmp_path):
     assert series(scalars, "lr", layer="group0") == pytest.approx(logged_lr)
 
 
-@pytest.mark.parametrize("module, extra", [("probe.integrations.lightning", "lightning"),
-                                           ("probe.integrations.transformers", "transformers")],
+@pytest.mark.parametrize("module, extra", [("traindoctor.probe.integrations.lightning", "lightning"),
+                                           ("traindoctor.probe.integrations.transformers", "transformers")],
                          ids=["lightning", "transformers"])
 def test_missing_framework_gives_an_actionable_error(module, extra):
     code = (
@@ -121,7 +121,7 @@ def test_missing_framework_gives_an_actionable_error(module, extra):
 @pytest.mark.slow
 def test_transformers_callback_sums_causal_lm_loss_shares_under_accumulation(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from probe.integrations.transformers import ProbeCallback
+    from traindoctor.probe.integrations.transformers import ProbeCallback
 
     config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16,
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

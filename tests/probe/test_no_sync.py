@@ -12,7 +12,7 @@ import contextlib
 import pytest
 import torch
 
-from probe import Probe
+from traindoctor.probe import Probe
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 READERS = ["item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__", "__repr__"]

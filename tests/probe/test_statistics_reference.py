@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from probe import Probe
+from traindoctor.probe import Probe
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 OPTIMIZERS = {

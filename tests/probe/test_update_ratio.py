@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.statistics import UpdateTracker
+from traindoctor.probe.statistics import UpdateTracker
 
 
 def _exact_ratios(before, params):

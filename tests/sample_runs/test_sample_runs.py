@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.data import load_run
-from dashboard.diagnosis import diagnose
+from traindoctor.store.run_data import load_run
+from traindoctor.diagnosis import diagnose
 from sample_runs.make_runs import ALSO, DEFAULT_STORE, LABELS, SCENARIOS
-from store.reader import Store
+from traindoctor.store.reader import Store
 
 LOUD = {"warning", "critical"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 
 def write_run(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store.compact import compact_run
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.store.compact import compact_run
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 
 def _attempt(root, steps, value, *, rank=0, run_id="resumed", event_step=None, confusion_step=None):

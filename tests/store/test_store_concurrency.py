@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from tests.store.conftest import duplicate_rows, write_run
 
-from store.compact import _LOCK_NAME, _merge, compact_if_fragmented, compact_run, compact_store
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.store.compact import _LOCK_NAME, _merge, compact_if_fragmented, compact_run, compact_store
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 WRITERS = 4
 CHUNKS = 30

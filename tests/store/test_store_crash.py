@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from tests.store.conftest import write_run
 
-import store.reader
-from store.compact import compact_run
-from store.reader import Store
-from store.segments import RunWriter
+import traindoctor.store.reader
+from traindoctor.store.compact import compact_run
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 _CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from store.segments import RunWriter
+    from traindoctor.store.segments import RunWriter
     writer = RunWriter(sys.argv[1], run_id="victim", flush_every_s=0.05, heartbeat_every_s=0.05)
     step = 0
     while True:
@@ -46,7 +46,7 @@ _CHILD = textwrap.dedent("""
 def test_sigkill_keeps_published_rows_and_shows_crashed(tmp_path):
     root = tmp_path / "runs"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(root)], cwd=REPO, stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                             text=True)
     try:
         published = 0
         while published < 200:
@@ -197,7 +197,7 @@ def test_run_json_heartbeat_decides_running_or_crashed(store_root):
 
 
 def test_the_footer_cache_forgets_deleted_files(store_root, monkeypatch):
-    monkeypatch.setattr(store.reader, "_MAX_CHECKED_FILES", 3)
+    monkeypatch.setattr(traindoctor.store.reader, "_MAX_CHECKED_FILES", 3)
     write_run(store_root, "r", steps=range(1, 41), flushes=4)
     reader = Store(store_root)
     assert len(reader.scalars(["r"])) == 40

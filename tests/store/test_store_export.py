@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from tests.store.conftest import write_run
 
-from store.export import export_duckdb
-from store.reader import Store, UnknownRunError
-from store.segments import RunWriter, StoreError
+from traindoctor.store.export import export_duckdb
+from traindoctor.store.reader import Store, UnknownRunError
+from traindoctor.store.segments import RunWriter, StoreError
 
 
 def _table(path, sql):

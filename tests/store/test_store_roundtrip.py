@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 ODD_NAMES = [
     pytest.param("ünïcödé/λ-损失", id="unicode"),

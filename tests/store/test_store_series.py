@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from store.reader import Store
-from store.segments import RunWriter
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
 
 
 def _bucket_oracle(steps: np.ndarray, values: np.ndarray, max_points: int) -> set[int]:

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from store.reader import Store
-from store.segments import RunWriter, StoreError, check_run_id
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter, StoreError, check_run_id
 
 
 def _visible(store: Store, run_id: str) -> int:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.charts.compare import differing_hyperparameters, hyperparameter_table, parallel_coordinates_figure
-from dashboard.charts.curves import compare_figure
-from dashboard.views import common
+from traindoctor.dashboard.app.charts.compare import differing_hyperparameters, hyperparameter_table, parallel_coordinates_figure
+from traindoctor.dashboard.app.charts.curves import compare_figure
+from traindoctor.dashboard.app.views import common
 
 X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
 FINAL_METRICS = ("final_val_accuracy", "final_val_loss", "final_train_loss")

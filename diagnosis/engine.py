@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from dashboard.diagnosis import classes, curves, gradients, setup
-from dashboard.diagnosis.finding import SEVERITY_RANK, Finding
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.diagnosis import classes, curves, gradients, setup
+from traindoctor.diagnosis.finding import SEVERITY_RANK, Finding
+from traindoctor.store.run_data import RunData
 
 logger = logging.getLogger(__name__)
 

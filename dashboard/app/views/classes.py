@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.charts.classes import (
+from traindoctor.dashboard.app.charts.classes import (
     class_metrics,
     class_metrics_figure,
     class_metrics_over_evaluations,
@@ -14,7 +14,7 @@ from dashboard.charts.classes import (
     majority_baseline,
     worst_classes,
 )
-from dashboard.views import common
+from traindoctor.dashboard.app.views import common
 
 WORST_CLASSES_SHOWN = 5
 

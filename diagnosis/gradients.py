@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.common import finding, is_norm_or_bias, layer_values, natural_key, train_loss
-from dashboard.diagnosis.finding import Finding
-from dashboard.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.diagnosis.common import finding, is_norm_or_bias, layer_values, natural_key, train_loss
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
+from traindoctor.store.run_data import RunData
 
 # "Orders of magnitude" (RULES.md): a global gradient norm 100× its trailing
 # median is two orders; BLOOM-176B's logged spike was 4,000× (0.24 → 960),

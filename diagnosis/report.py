@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Iterable
 
-from dashboard.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
+from traindoctor.store.run_data import RunData
 
 WIDTH = 100
 _HEADINGS = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}

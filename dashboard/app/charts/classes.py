@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.diagnosis.classes import class_metrics as derive_class_metrics
+from traindoctor.diagnosis.classes import class_metrics as derive_class_metrics
 
 
 def confusion_matrix(confusion: pd.DataFrame, num_classes: int | None = None) -> np.ndarray:

@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import streamlit as st
 
-from dashboard import data
-from dashboard.diagnosis.finding import SEVERITIES, Finding
-from store.reader import Store, UnknownRunError
+from traindoctor.dashboard import data
+from traindoctor.diagnosis.finding import SEVERITIES, Finding
+from traindoctor.store.reader import Store, UnknownRunError
 
 # Findings read off confusion counts: the Classes page shows their evidence.
 CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
@@ -39,7 +39,7 @@ FIRST_RUN_HELP = """
 This store holds no runs yet. Record one by adding three lines to a training loop:
 
 ```python
-from probe import Probe
+from traindoctor.probe import Probe
 
 with Probe(run="my-first-run", store="{store}", config={{"lr": 0.1}}, num_classes=10) as probe:
     probe.watch(model, optimizer)          # once, before the loop

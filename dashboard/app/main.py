@@ -1,4 +1,4 @@
-"""The traindoctor dashboard: ``streamlit run dashboard/app.py -- --store DIR``
+"""The traindoctor dashboard: ``streamlit run dashboard/app/main.py -- --store DIR``
 (``traindoctor ui`` does this for you, see ``dashboard/serve.py``).
 
 Pages live at ``/runs``, ``/run?run=NAME``, ``/classes?run=NAME&step=N`` and
@@ -7,16 +7,7 @@ Pages live at ``/runs``, ``/run?run=NAME``, ``/classes?run=NAME&step=N`` and
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `streamlit run dashboard/app.py` puts dashboard/ itself on sys.path, not the
-# folder holding the packages; serve.py sets PYTHONPATH, this covers a bare run.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import streamlit as st  # noqa: E402
+import streamlit as st
 
 
 def _home() -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.common import EVAL_SPLITS, finding
-from dashboard.diagnosis.finding import Finding
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.diagnosis.common import EVAL_SPLITS, finding
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.store.run_data import RunData
 
 # A class needs this many evaluation samples before its recall means much.
 MIN_CLASS_SUPPORT = 5

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_store(path: str | None):
-    from dashboard.data import open_store
+    from traindoctor.store.reader import open_store
 
     return open_store(path)
 
@@ -125,10 +125,10 @@ def format_runs_table(table) -> str:
 
 
 def command_diagnose(args: argparse.Namespace) -> int:
-    from dashboard.data import load_run
-    from dashboard.diagnosis import diagnose
-    from dashboard.diagnosis.finding import SEVERITY_RANK
-    from dashboard.diagnosis.report import json_report, text_report
+    from traindoctor.store.run_data import load_run
+    from traindoctor.diagnosis import diagnose
+    from traindoctor.diagnosis.finding import SEVERITY_RANK
+    from traindoctor.diagnosis.report import json_report, text_report
 
     store = _open_store(args.store)
     items = []
@@ -147,7 +147,7 @@ def command_diagnose(args: argparse.Namespace) -> int:
 
 
 def command_import(args: argparse.Namespace) -> int:
-    from store.importers import import_source
+    from traindoctor.store.importers import import_source
 
     store_root = _open_store(args.store).root
     results = import_source(args.kind, store_root, args.path, run_name=args.run, num_classes=args.num_classes,
@@ -161,7 +161,7 @@ def command_import(args: argparse.Namespace) -> int:
 
 
 def command_compact(args: argparse.Namespace) -> int:
-    from store.compact import compact_store
+    from traindoctor.store.compact import compact_store
 
     store = _open_store(args.store)
     merged = compact_store(store)
@@ -174,7 +174,7 @@ def command_compact(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from store.export import export_duckdb
+    from traindoctor.store.export import export_duckdb
 
     store = _open_store(args.store)
     summary = export_duckdb(store, args.duckdb, args.runs or None, overwrite=args.overwrite)
@@ -184,8 +184,8 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_ui(args: argparse.Namespace, store_path: str | os.PathLike | None = None) -> int:
-    from dashboard.data import default_store_path
-    from dashboard.serve import run_app
+    from traindoctor.store.reader import default_store_path
+    from traindoctor.dashboard.serve import run_app
 
     path = Path(store_path or args.store or default_store_path())
     return run_app(path, host=args.host, port=args.port)
@@ -220,7 +220,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``traindoctor`` console command."""
-    from store.segments import StoreError
+    from traindoctor.store.segments import StoreError
 
     warnings.showwarning = _one_line_warning
     try:

@@ -1,11 +1,21 @@
-"""The input of every rule: one run's data as plain pandas frames."""
+"""The input of every rule: one run's data as plain pandas frames, and its loading.
+
+:class:`RunData` is what the rules in ``traindoctor.diagnosis`` take; it is
+pure pandas, so the diagnosis imports it without DuckDB. :func:`load_run`
+builds one from a :class:`~traindoctor.store.reader.Store` (the only place a
+run is read for diagnosis: the CLI, the dashboard and the public
+``traindoctor.diagnose`` all call it).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from traindoctor.store.reader import Store
 
 SCALAR_COLUMNS = ["step", "epoch", "wall_time", "split", "name", "layer", "value"]
 CONFUSION_COLUMNS = ["step", "epoch", "split", "true_class", "pred_class", "count"]
@@ -76,3 +86,32 @@ class RunData:
         if selected.empty:
             return pd.DataFrame()
         return selected.pivot_table(index="step", columns="layer", values="value", aggfunc="last", dropna=False).sort_index()
+
+
+def load_run(store: "Store", run: str) -> RunData:
+    """Everything the rules need about one run: rank 0, newest attempt per step.
+
+    Args:
+        store: the store to read.
+        run: a run_id or a name (the newest run with that name).
+
+    Raises:
+        UnknownRunError: no run has that id or name.
+    """
+    run_id = store.resolve(run)
+    meta = store.run_meta(run_id)
+    scalars = store.scalars([run_id], rank=0)[SCALAR_COLUMNS]
+    confusion = store.confusion([run_id])
+    events = store.events([run_id])
+    return RunData(
+        run_id=run_id,
+        name=meta.get("name") or run_id,
+        scalars=scalars.reset_index(drop=True),
+        # Rank 0 evaluates; other ranks' counts would double-count the eval split.
+        confusion=confusion[confusion["rank"] == 0][CONFUSION_COLUMNS].reset_index(drop=True),
+        events=events[EVENT_COLUMNS].reset_index(drop=True),
+        config=meta.get("config") or {},
+        task=meta.get("task") or {},
+        env=meta.get("env") or {},
+        status=meta.get("status", "finished"),
+    )

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.common import events_of, finding, is_norm_or_bias, lint_events
-from dashboard.diagnosis.finding import Finding
-from dashboard.diagnosis.robust import finite
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.diagnosis.common import events_of, finding, is_norm_or_bias, lint_events
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.robust import finite
+from traindoctor.store.run_data import RunData
 
 # GradScaler starts at 2**16 and halves on every overflow until gradients
 # fit: a stretch of skipped steps at the very start is calibration, not a

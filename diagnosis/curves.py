@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.classes import last_confusion
-from dashboard.diagnosis.common import describe_epoch, eval_frame, finding, layer_values, lr_series, train_loss
-from dashboard.diagnosis.finding import Finding
-from dashboard.diagnosis.robust import (
+from traindoctor.diagnosis.classes import last_confusion
+from traindoctor.diagnosis.common import describe_epoch, eval_frame, finding, layer_values, lr_series, train_loss
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.robust import (
     binned_medians,
     finite,
     mad_sigma,
@@ -20,7 +20,7 @@ from dashboard.diagnosis.robust import (
     true_runs,
     window_median,
 )
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.store.run_data import RunData
 
 # ---------------------------------------------------------------- divergence
 # "Rises above its starting level and stays there": the smoothed loss stays

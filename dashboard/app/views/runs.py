@@ -7,8 +7,8 @@ import contextlib
 import pandas as pd
 import streamlit as st
 
-from dashboard.charts.compare import hyperparameter_table
-from dashboard.views import common
+from traindoctor.dashboard.app.charts.compare import hyperparameter_table
+from traindoctor.dashboard.app.views import common
 
 # Hyperparameters worth a column when runs have them, most telling first.
 KEY_HYPERPARAMETERS = ("lr", "learning_rate", "batch_size", "optimizer", "weight_decay", "epochs",

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboard.diagnosis.finding import Finding
-from dashboard.diagnosis.run_data import RunData
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.store.run_data import RunData
 
 EVAL_SPLITS = ("val", "test")
 

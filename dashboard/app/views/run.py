@@ -9,11 +9,11 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from dashboard.charts.curves import curve_figure
-from dashboard.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
-from dashboard.data import RunView
-from dashboard.diagnosis.finding import Finding
-from dashboard.views import common
+from traindoctor.dashboard.app.charts.curves import curve_figure
+from traindoctor.dashboard.app.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
+from traindoctor.dashboard.data import RunView
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.dashboard.app.views import common
 
 # Which chart holds a rule's evidence: the global series it judges, a
 # per-layer heatmap, or the Classes page.

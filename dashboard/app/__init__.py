@@ -1,0 +1,5 @@
+"""The Streamlit app: pages (``views/``) and plotly figures (``charts/``).
+
+The only part of traindoctor that imports streamlit or plotly. Started by
+:mod:`traindoctor.dashboard.serve` as ``streamlit run dashboard/app/main.py``.
+"""
