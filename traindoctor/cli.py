@@ -1,4 +1,4 @@
-"""The ``traindoctor`` command (DESIGN.md, "CLI (contract)").
+"""The ``traindoctor`` command (docs/design.md, "CLI").
 
 Exit codes: 0 ok, 1 findings at or above ``--fail-on``, 2 usage or input
 error, reported as one line on stderr. Heavy modules (Streamlit, DuckDB,
