@@ -249,7 +249,7 @@ class Probe:
             try:
                 self.writer.flush()
             except Exception as error:  # the writer reports it; training goes on
-                self.writer._record_error(error)
+                self.writer.record_error(error)
 
     # ------------------------------------------------------------------ watch
 

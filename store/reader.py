@@ -7,7 +7,9 @@ safe to call from any thread. A file's footer is read once (cached by path,
 size and mtime): it says which attempts the file holds and which segments a
 compacted file replaces, so no query scans rows for bookkeeping. This is
 the only module (with ``store.compact``) that speaks SQL; every value is a
-bound parameter and file lists go in through DuckDB's Python API.
+bound parameter and file lists go in through DuckDB's Python API. What the
+files hold (tables, columns, footer keys) is stated in
+:mod:`traindoctor.store.format`; the views have exactly those columns.
 
 Example:
     >>> store = Store("runs")                                  # doctest: +SKIP
@@ -32,8 +34,10 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from traindoctor.store.segments import (
-    ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES, StoreError, iter_segment_names, read_run_json,
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import (
+    COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, column_names, decode_attempts, decode_covers,
+    read_run_json, segment_names,
 )
 
 # A run whose writer has not refreshed its heartbeat (every 5 s) for this long
@@ -52,6 +56,8 @@ RUN_COLUMNS = [
     "run_id", "name", "project", "status", "created_at", "heartbeat_at", "finished_at",
     "config", "env", "task", "num_classes", "source", "attempts",
 ]
+# SQL types of the contract's logical column types.
+_SQL_TYPES = {STRING: "VARCHAR", INT32: "INTEGER", INT64: "BIGINT", FLOAT64: "DOUBLE"}
 # SQL types of the runs view; config, env, task, source and attempts are JSON text.
 _RUN_TYPES = {
     "run_id": "VARCHAR", "name": "VARCHAR", "project": "VARCHAR", "status": "VARCHAR",
@@ -83,14 +89,20 @@ class _FileKey:
 
 
 @dataclass(frozen=True)
-class _FileInfo:
-    """What a segment's footer says, read once per file version."""
+class SegmentInfo:
+    """What a segment's footer says, read once per file version.
+
+    Attributes:
+        ok: the file is a readable segment of its table (else it is skipped).
+        columns: its column names (a foreign file may lack some).
+        attempts: (rank, attempt, first_step) per attempt in the file; None
+            when the footer does not say (a foreign file).
+        covers: segment names a compacted file replaces.
+    """
 
     ok: bool
     columns: tuple[str, ...] = ()
-    # [rank, attempt, first_step] per attempt in the file (None: not recorded).
     attempts: tuple[tuple[int, int, int | None], ...] | None = None
-    # Segment names a compacted file replaces.
     covers: tuple[str, ...] = ()
 
 
@@ -120,7 +132,7 @@ class Store:
         self.stale_after_s = float(stale_after_s)
         # Files already checked (footer and schema), keyed by path, size and
         # mtime so a replaced file is checked again.
-        self._checked: dict[_FileKey, _FileInfo] = {}
+        self._checked: dict[_FileKey, SegmentInfo] = {}
         self._warned: set[str] = set()
         # Files read through end to end while hunting an unreadable one.
         self._verified: set[_FileKey] = set()
@@ -141,7 +153,7 @@ class Store:
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
             folder = Path(entry.path)
-            if (folder / "run.json").exists():
+            if (folder / RUN_JSON).exists():
                 found.append(entry.name)
             elif not any((folder / table).is_dir() for table in TABLES):
                 # A folder with table folders but no run.json yet is a run a
@@ -226,7 +238,7 @@ class Store:
             self._warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _file_info(self, path: Path, table: str) -> _FileInfo:
+    def _file_info(self, path: Path, table: str) -> SegmentInfo:
         """The footer facts of one file, checked once per (path, size, mtime).
 
         Raises _VanishedFile when the file is gone (compaction removed it).
@@ -246,7 +258,7 @@ class Store:
             raise _VanishedFile(str(path)) from None
         except Exception as error:  # truncated, garbage, permissions
             self._warn(f"skipping unreadable segment {path}: {type(error).__name__}: {error}")
-            info = _FileInfo(ok=False)
+            info = SegmentInfo(ok=False)
         else:
             info = _footer_info(schema, table)
             if not info.ok:
@@ -267,7 +279,7 @@ class Store:
             return
         self._warn(f"skipping unreadable segment {path}: {reason}")
         with self._lock:
-            self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = _FileInfo(ok=False)
+            self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = SegmentInfo(ok=False)
 
     def _find_unreadable(self, runs: Sequence[str] | None, tables: Sequence[str]) -> str | None:
         """The first segment in scope that pyarrow cannot read end to end.
@@ -298,13 +310,15 @@ class Store:
     def segment_files(self, run_id: str, table: str) -> list[Path]:
         """The published files of one table of one run, minus those a
         compacted file already covers."""
-        return [path for path, _ in self._segments(run_id, table)]
+        return [path for path, _ in self.segments(run_id, table)]
 
-    def _segments(self, run_id: str, table: str) -> list[tuple[Path, _FileInfo]]:
+    def segments(self, run_id: str, table: str) -> list[tuple[Path, SegmentInfo]]:
+        """The published files of one table of one run with their footer
+        facts, minus those a compacted file already covers."""
         folder = self.root / run_id / table
         for _ in range(_MAX_QUERY_RETRIES):
             try:
-                names = iter_segment_names(e.name for e in os.scandir(folder))
+                names = segment_names(e.name for e in os.scandir(folder))
             except FileNotFoundError:
                 return []
             try:
@@ -340,7 +354,7 @@ class Store:
         try:
             if with_runs:
                 self._create_runs_view(con, runs, run_ids)
-            segments = {table: [(r, path, info) for r in run_ids for path, info in self._segments(r, table)]
+            segments = {table: [(r, path, info) for r in run_ids for path, info in self.segments(r, table)]
                         for table in {"scalars", *tables}}
             for table in tables:
                 self._create_raw_view(con, table, segments[table])
@@ -383,7 +397,7 @@ class Store:
         return con
 
     def _checked_id(self, run_id: str) -> str:
-        if not (self.root / run_id / "run.json").exists():
+        if not (self.root / run_id / RUN_JSON).exists():
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}")
         return run_id
 
@@ -413,10 +427,7 @@ class Store:
             # register(): a view only this connection sees (create_view would
             # put it in the catalog that all cursors of the database share).
             con.register(f"{table}_files", con.read_parquet(files, union_by_name=mixed))
-        columns = ", ".join(
-            f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"'
-            for f in SCHEMAS[table]
-        )
+        columns = table_select_list(table, present)
         source = f"{table}_files" if segments else "(SELECT 1) AS nothing WHERE false"
         con.execute(f"CREATE TEMP VIEW {raw} AS SELECT {columns} FROM {source}")
 
@@ -465,10 +476,10 @@ class Store:
         if not resolve_attempts:
             # No run here was resumed over steps it had recorded: no join, so
             # filters reach the Parquet scan (row-group pruning by name).
-            columns = ", ".join(f'"{f.name}"' for f in SCHEMAS[table])
+            columns = ", ".join(f'"{name}"' for name in column_names(table))
             con.execute(f"CREATE TEMP VIEW {table} AS SELECT {columns} FROM {raw}")
             return
-        columns = ", ".join(f'r."{f.name}"' for f in SCHEMAS[table])
+        columns = ", ".join(f'r."{name}"' for name in column_names(table))
         step_filter = "r.step IS NULL OR b.next_start IS NULL OR r.step < b.next_start"
         con.execute(f"""
             CREATE TEMP VIEW {table} AS
@@ -693,12 +704,15 @@ def _list(values: Iterable[str] | None) -> list[str] | None:
     return None if values is None else [str(v) for v in values]
 
 
-def _duck_type(arrow_type: Any) -> str:
-    import pyarrow as pa
-
-    return {
-        pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float64(): "DOUBLE",
-    }[arrow_type]
+def table_select_list(table: str, present: set[str]) -> str:
+    """The SELECT list of ``table``'s columns in file order, for files that
+    hold only the columns in ``present``: a missing one (a foreign file's gap)
+    comes out as a NULL of its contract type, so every view and every
+    compacted file has the same columns."""
+    return ", ".join(
+        f'"{column.name}"' if column.name in present else f'CAST(NULL AS {_SQL_TYPES[column.type]}) AS "{column.name}"'
+        for column in COLUMNS[table]
+    )
 
 
 # DuckDB quotes the file it failed on: 'No magic bytes found at end of file
@@ -717,18 +731,14 @@ def _file_in_error(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _footer_info(schema: Any, table: str) -> _FileInfo:
+def _footer_info(schema: Any, table: str) -> SegmentInfo:
     columns = tuple(schema.names)
     if not _REQUIRED_COLUMNS[table] <= set(columns):
-        return _FileInfo(ok=False, columns=columns)
+        return SegmentInfo(ok=False, columns=columns)
     metadata = schema.metadata or {}
-    attempts = covers = None
     try:
-        if ATTEMPTS_KEY in metadata:
-            attempts = tuple((int(r), int(a), None if f is None else int(f))
-                             for r, a, f in json.loads(metadata[ATTEMPTS_KEY]))
-        if COVERS_KEY in metadata:
-            covers = tuple(str(name) for name in json.loads(metadata[COVERS_KEY]))
+        attempts = decode_attempts(metadata)
+        covers = decode_covers(metadata)
     except (ValueError, TypeError):
-        return _FileInfo(ok=False, columns=columns)
-    return _FileInfo(ok=True, columns=columns, attempts=attempts, covers=covers or ())
+        return SegmentInfo(ok=False, columns=columns)
+    return SegmentInfo(ok=True, columns=columns, attempts=attempts, covers=covers)

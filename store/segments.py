@@ -6,8 +6,10 @@ as Parquet files (written under a temporary name, fsynced, then
 ``os.replace``d into place), so a reader never sees half a file and never
 needs a lock. The probe and every importer write through this class.
 
-This module imports only the standard library, numpy and pyarrow: the probe
-imports it inside training processes.
+What the files hold (tables, columns, names, footers, run.json) is stated
+in :mod:`traindoctor.store.format`; this module is how they get written.
+It imports only the standard library, numpy and pyarrow: the probe imports
+it inside training processes.
 
 Example:
     >>> with RunWriter("runs", name="demo") as writer:      # doctest: +SKIP
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import threading
 import time
@@ -26,54 +27,32 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TABLES = ("scalars", "confusion", "events")
+from traindoctor.store.errors import StoreError  # noqa: F401  (re-exported: the CLI imports it from here)
+from traindoctor.store.format import (
+    ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, STRING, TABLES, TEMPORARY_PREFIX,
+    check_run_id, decode_attempts, encode_attempts, new_run_id, read_run_json, segment_name, segment_names,
+    segment_rank_attempt,
+)
 
-SCALARS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("rank", pa.int32()),
-        ("attempt", pa.int32()),
-        ("step", pa.int64()),
-        ("epoch", pa.float64()),
-        ("wall_time", pa.float64()),
-        ("split", pa.string()),
-        ("name", pa.string()),
-        ("layer", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
-CONFUSION_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("rank", pa.int32()),
-        ("attempt", pa.int32()),
-        ("step", pa.int64()),
-        ("epoch", pa.float64()),
-        ("split", pa.string()),
-        ("true_class", pa.int32()),
-        ("pred_class", pa.int32()),
-        ("count", pa.int64()),
-    ]
-)
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("rank", pa.int32()),
-        ("attempt", pa.int32()),
-        ("step", pa.int64()),
-        ("wall_time", pa.float64()),
-        ("kind", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
+# Logical types of the contract (traindoctor.store.format) as Arrow types.
+_ARROW_TYPES = {STRING: pa.string(), INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64()}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of ``table``'s files, built from the contract's columns."""
+    return pa.schema([(column.name, _ARROW_TYPES[column.type]) for column in COLUMNS[table]])
+
+
+SCHEMAS = {table: arrow_schema(table) for table in TABLES}
+# Dictionary pages only for the string columns that repeat: trying them on
+# floats (unique per row) costs more than the compression itself.
 _DICTIONARY_COLUMNS = ["run_id", "split", "name", "layer", "kind"]
-SCHEMAS = {"scalars": SCALARS_SCHEMA, "confusion": CONFUSION_SCHEMA, "events": EVENTS_SCHEMA}
 
 # Publishing a segment costs one file create + fsync (~1 ms on a local disk);
 # every 2 s keeps a crash's loss small without flooding the folder.
@@ -85,38 +64,10 @@ DEFAULT_MAX_BUFFERED_ROWS = 1_000_000
 # store.reader.DEFAULT_STALE_AFTER_S (several heartbeats).
 DEFAULT_HEARTBEAT_EVERY_S = 5.0
 
-RUN_STATUSES = ("running", "finished", "crashed")
-# Parquet key-value metadata of every scalars file: JSON list of
-# [rank, attempt, first_step] for the attempts whose rows it holds
-# (first_step: the smallest step >= 0, null if none). Readers resolve resumed
-# runs from these footers instead of scanning every row of every query.
-ATTEMPTS_KEY = b"traindoctor.attempts"
-# Metadata of a compacted file: JSON list of the segment file names it
-# replaces. Stored in the merged file itself, so a reader that sees the merged
-# file also knows which pieces to ignore: no window where both count.
-COVERS_KEY = b"traindoctor.covers"
-_RUN_ID_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-class StoreError(Exception):
-    """A problem with the store or its input, with a one-line message."""
-
-
-def new_run_id() -> str:
-    """Return a unique, sortable run id: UTC time plus a random suffix."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def check_run_id(run_id: str) -> str:
-    """Reject run ids that are not safe as one folder name."""
-    if not run_id or not set(run_id) <= _RUN_ID_ALPHABET or run_id in {".", ".."} or run_id.startswith("."):
-        raise StoreError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
-    return run_id
-
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    tmp = path.with_name(f"{TEMPORARY_PREFIX}{path.name}-{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -124,13 +75,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
-
-
 def write_run_json(run_dir: Path, meta: Mapping[str, Any]) -> None:
+    """Replace the run's run.json atomically (values JSON cannot hold become their repr)."""
     data = json.dumps(meta, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
-    atomic_write_bytes(Path(run_dir) / "run.json", data.encode("utf-8"))
+    atomic_write_bytes(Path(run_dir) / RUN_JSON, data.encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:
@@ -330,23 +278,20 @@ class RunWriter:
     def _next_attempt(self) -> int:
         """One more than the highest attempt this rank has written (0 for a new run)."""
         highest = -1
-        prefix = f"{self.rank}-"
         for table in TABLES:
-            for entry in os.scandir(self.run_dir / table):
-                if not entry.name.endswith(".parquet") or entry.name.startswith("."):
-                    continue
-                if entry.name.startswith(prefix):
-                    try:
-                        highest = max(highest, int(entry.name.split("-")[1]))
-                    except (IndexError, ValueError):
-                        pass
+            folder = self.run_dir / table
+            for name in segment_names(entry.name for entry in os.scandir(folder)):
+                named = segment_rank_attempt(name)
+                if named is not None:
+                    if named[0] == self.rank:
+                        highest = max(highest, named[1])
                 elif table == "scalars":
                     # A compacted file hides the attempts in its rows; its
                     # footer lists them (every rank, unlike run.json).
-                    for rank, attempt, _ in read_file_attempts(Path(entry.path)) or []:
+                    for rank, attempt, _ in read_file_attempts(folder / name) or []:
                         if rank == self.rank:
                             highest = max(highest, attempt)
-        meta_path = self.run_dir / "run.json"
+        meta_path = self.run_dir / RUN_JSON
         if meta_path.exists():
             try:
                 attempts = read_run_json(self.run_dir).get("attempts", {})
@@ -357,7 +302,7 @@ class RunWriter:
         return highest + 1
 
     def _init_run_json(self, **fields: Any) -> None:
-        meta_path = self.run_dir / "run.json"
+        meta_path = self.run_dir / RUN_JSON
         now = _now()
         meta: dict[str, Any] = {}
         if meta_path.exists():
@@ -521,8 +466,8 @@ class RunWriter:
         ]
         recorded = step_array[step_array >= 0]
         first_step = int(recorded.min()) if len(recorded) else None
-        metadata = {ATTEMPTS_KEY: json.dumps([[self.rank, self.attempt, first_step]]).encode()}
-        return pa.Table.from_arrays(arrays, names=SCALARS_SCHEMA.names).replace_schema_metadata(metadata)
+        metadata = {ATTEMPTS_KEY: encode_attempts([(self.rank, self.attempt, first_step)])}
+        return pa.Table.from_arrays(arrays, names=SCHEMAS["scalars"].names).replace_schema_metadata(metadata)
 
     def _confusion_table(self, chunks: list[dict]) -> pa.Table:
         length = sum(len(c["step"]) for c in chunks)
@@ -535,7 +480,7 @@ class RunWriter:
             pa.array(np.concatenate([c["pred_class"] for c in chunks]), type=pa.int32()),
             pa.array(np.concatenate([c["count"] for c in chunks]), type=pa.int64()),
         ]
-        return pa.Table.from_arrays(arrays, names=CONFUSION_SCHEMA.names)
+        return pa.Table.from_arrays(arrays, names=SCHEMAS["confusion"].names)
 
     def _events_table(self, events: list[dict]) -> pa.Table:
         arrays = self._constant_columns(len(events)) + [
@@ -544,18 +489,16 @@ class RunWriter:
             pa.array([e["kind"] for e in events], type=pa.string()),
             pa.array([e["detail"] for e in events], type=pa.string()),
         ]
-        return pa.Table.from_arrays(arrays, names=EVENTS_SCHEMA.names)
+        return pa.Table.from_arrays(arrays, names=SCHEMAS["events"].names)
 
     def _publish(self, table_name: str, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
         table = table.cast(SCHEMAS[table_name]) if table_name != "scalars" else table
-        final = self.run_dir / table_name / f"{self.rank}-{self.attempt}-{self._seq:08d}.parquet"
+        final = self.run_dir / table_name / segment_name(self.rank, self.attempt, self._seq)
         self._seq += 1
-        tmp = final.with_name(f".tmp-{final.name}")
+        tmp = final.with_name(TEMPORARY_PREFIX + final.name)
         # Dictionary-encoded, zstd: ~2 bytes a value for typical runs.
-        # Dictionary pages only for the string columns: trying them on
-        # floats (unique per row) costs more than the compression itself.
         pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20,
                        use_dictionary=_DICTIONARY_COLUMNS)
         with open(tmp, "rb+") as handle:
@@ -584,9 +527,14 @@ class RunWriter:
                     last_beat = now
                     self.heartbeat()
             except Exception as error:  # the writer never takes the training run down
-                self._record_error(error)
+                self.record_error(error)
 
-    def _record_error(self, error: BaseException) -> None:
+    def record_error(self, error: BaseException) -> None:
+        """Keep and warn about (once per message) an error the writer swallowed.
+
+        The background thread, ``close`` and the probe's publisher thread
+        report here instead of raising: writing never takes training down.
+        """
         message = f"traindoctor: writing run {self.run_id} failed: {type(error).__name__}: {error}"
         if message not in self.errors:
             self.errors.append(message)
@@ -615,7 +563,7 @@ class RunWriter:
         try:
             self.flush()
         except Exception as error:
-            self._record_error(error)
+            self.record_error(error)
         if self.rank == 0:
             try:
                 with self._lock:
@@ -623,7 +571,7 @@ class RunWriter:
                     self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
                     write_run_json(self.run_dir, self._meta)
             except Exception as error:  # closing never takes the training script down
-                self._record_error(error)
+                self.record_error(error)
         self.closed = True
 
     def __enter__(self) -> "RunWriter":
@@ -640,12 +588,7 @@ def read_file_attempts(path: Path) -> list[tuple[int, int, int | None]] | None:
     """The [rank, attempt, first_step] entries of a scalars file's footer
     (None when the file has none or cannot be read)."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
-        return [(int(r), int(a), None if f is None else int(f)) for r, a, f in json.loads(metadata[ATTEMPTS_KEY])]
-    except Exception:  # unreadable, foreign or pre-metadata file
+        attempts = decode_attempts(pq.read_schema(path).metadata or {})
+    except Exception:  # unreadable or foreign file
         return None
-
-
-def iter_segment_names(names: Iterable[str]) -> list[str]:
-    """Published segment file names among ``names`` (temporary files excluded)."""
-    return sorted(n for n in names if n.endswith(".parquet") and not n.startswith("."))
+    return None if attempts is None else list(attempts)

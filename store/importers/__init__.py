@@ -16,8 +16,8 @@ import importlib
 import os
 from pathlib import Path
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ImportResult, import_runs
-from traindoctor.store.segments import StoreError
 
 __all__ = ["KINDS", "ImportResult", "import_source"]
 

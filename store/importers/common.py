@@ -34,8 +34,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import new_run_id, read_run_json
 from traindoctor.store.importers.names import EPOCH, MetricKey, map_metrics
-from traindoctor.store.segments import RunWriter, StoreError, new_run_id, read_run_json
+from traindoctor.store.segments import RunWriter
 
 _HASH_CHUNK_BYTES = 1 << 20
 _STAGING_PREFIXES = (".import-", ".replaced-")

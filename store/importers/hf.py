@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, series_from_columns
 from traindoctor.store.importers.names import MetricKey
-from traindoctor.store.segments import StoreError
 
 STATE_FILE = "trainer_state.json"
 ARGS_FILE = "training_args.json"

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
 from traindoctor.store.importers.names import optimizer_from_tags
-from traindoctor.store.segments import StoreError
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
 from traindoctor.store.importers.lightning import HPARAMS_FILE, read_hparams
 from traindoctor.store.importers.names import optimizer_from_tags
 from traindoctor.store.importers.tfrecord import HEADER_BYTES, data_crc_ok, decode_simple_values, frame_records
-from traindoctor.store.segments import StoreError
 
 # A first record longer than this is not a file_version event (~30 bytes).
 _FIRST_RECORD_MAX_BYTES = 4096

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traindoctor.store.segments import StoreError
+from traindoctor.store.errors import StoreError
 
 HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
 FOOTER_BYTES = 4   # uint32 masked crc of the data

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, Series
 from traindoctor.store.importers.names import MetricKey
-from traindoctor.store.segments import StoreError
 
 REQUIRED_COLUMNS = ("step", "split", "name", "value")
 OPTIONAL_COLUMNS = ("epoch", "layer", "wall_time")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers import import_source
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import StoreError
 from tests.importers.conftest import findings_of, imported_series, listing
 
 torch = pytest.importorskip("torch")

@@ -10,8 +10,10 @@ import warnings
 import numpy as np
 import pytest
 
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import check_run_id
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import RunWriter, StoreError, check_run_id
+from traindoctor.store.segments import RunWriter
 
 
 def _visible(store: Store, run_id: str) -> int:
