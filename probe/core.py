@@ -48,8 +48,10 @@ import torch
 
 from traindoctor.probe import lint
 from traindoctor.probe.evaluation import Evaluation, EvaluationResult
+from traindoctor.probe.guard import StatisticGuard, check_name, check_positive_int, is_number, validated_loss
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
-from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, _norm32
+from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
+from traindoctor.store.format import lr_layer
 from traindoctor.store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
@@ -65,22 +67,6 @@ _LAYER_GRAD, _LAYER_WEIGHT, _LAYER_UPDATE = 0, 1, 2
 
 class ProbeError(Exception):
     """A misuse of the probe API (raised at the call, with a one-line message)."""
-
-
-def _check_name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _check_positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -165,7 +151,7 @@ class Probe:
         compact_on_close: bool = True,
     ) -> None:
         if run is not None:
-            _check_name(run, "run")
+            check_name(run, "run")
         if config is not None and not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping of hyperparameters, got {type(config).__name__}")
         if num_classes is not None:
@@ -178,20 +164,21 @@ class Probe:
                 num_classes = len(class_names)
             if len(class_names) != num_classes:
                 raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
-        self.layer_every = _check_positive_int(layer_every, "layer_every")
-        self.flush_every_steps = _check_positive_int(flush_every_steps, "flush_every_steps")
-        if not _is_number(flush_every_s) or not flush_every_s > 0:
+        self.layer_every = check_positive_int(layer_every, "layer_every")
+        self.flush_every_steps = check_positive_int(flush_every_steps, "flush_every_steps")
+        if not is_number(flush_every_s) or not flush_every_s > 0:
             raise ValueError(f"flush_every_s must be a positive number, got {flush_every_s!r}")
         self.flush_every_s = float(flush_every_s)
-        if expected_initial_loss is not None and not _is_number(expected_initial_loss):
+        if expected_initial_loss is not None and not is_number(expected_initial_loss):
             raise ValueError(f"expected_initial_loss must be a number, got {expected_initial_loss!r}")
         if isinstance(initial_step, bool) or not isinstance(initial_step, numbers.Integral) or initial_step < 0:
             raise ValueError(f"initial_step must be a non-negative integer, got {initial_step!r}")
         self.strict = bool(strict)
+        self._guard = StatisticGuard(strict=self.strict)
         self.compact_on_close = bool(compact_on_close)
         self.num_classes = num_classes
         self._exact_max_bytes = int(update_ratio_exact_max_bytes)
-        self._sample_size = _check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
+        self._sample_size = check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
 
         auto_rank, auto_world, run_id = distributed_context(run_id)
         self.rank = auto_rank if rank is None else int(rank)
@@ -220,8 +207,9 @@ class Probe:
         self.epoch: float | None = None
         self.closed = False
         self._watched = False
-        self._disabled: set[str] = set()
-        self._warned: set[str] = set()
+        # The guard's own set, read directly by the step path (a call per check costs more).
+        self._disabled = self._guard.disabled
+        self._warned: set[str] = set()  # one-time usage warnings (failing statistics warn through the guard)
         self._handles: list[Any] = []
         self._pending: list[_Transfer] = []
         self._logged: list[tuple] = []
@@ -298,7 +286,7 @@ class Probe:
             raise ProbeError("probe.watch(): the optimizer has no parameters")
         self._params = params
         self._names = tuple(param_names)
-        self._group_names = tuple(f"group{i}" for i in range(len(optimizer.param_groups)))
+        self._group_names = tuple(lr_layer(i) for i in range(len(optimizer.param_groups)))
         self._device = params[0].device
         device = self._device
         count = len(params)
@@ -317,7 +305,7 @@ class Probe:
         self._autocast_hooks = [m.register_forward_pre_hook(self._detect_autocast) for m in model.modules()]
         self._watched = True
 
-        self._guarded("lint", self._record_setup, model, optimizer, names)
+        self._guard.guarded("lint", self._record_setup, model, optimizer, names)
         return self
 
     def _allocate_buffers(self, device: torch.device, count: int) -> None:
@@ -425,11 +413,11 @@ class Probe:
                 if direct and not grad.is_sparse:
                     torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
                 else:  # another device, float64 or sparse
-                    slot.copy_(_norm32(grad), non_blocking=True)
+                    slot.copy_(norm32(grad), non_blocking=True)
                 self._fired[index] = True
                 self._any_fired = True
             except Exception as error:
-                self._fail("grad_norm", error)
+                self._guard.fail("grad_norm", error)
 
         return hook
 
@@ -440,15 +428,15 @@ class Probe:
                 self._read_lrs(self._step_lrs)
                 self._lrs_read = True
             except Exception as error:
-                self._fail("lr", error)
+                self._guard.fail("lr", error)
         # Once per cadence step: extra optimizer steps before probe.step() are not measured.
         if self._cadence and not self._updated and "layer_stats" not in self._disabled:
-            self._guarded("layer_stats", self._tracker.before_step)
+            self._guard.guarded("layer_stats", self._tracker.before_step)
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._stepped = True
         if self._cadence and "layer_stats" not in self._disabled:
-            self._guarded("layer_stats", self._record_update)
+            self._guard.guarded("layer_stats", self._record_update)
 
     def _record_update(self) -> None:
         result = self._tracker.after_step()
@@ -462,18 +450,6 @@ class Probe:
 
     # ------------------------------------------------------------------- step
 
-    def _validated_loss(self, loss: Any, *, where: str) -> torch.Tensor | None:
-        """The loss as a tensor, None for a Python number; raises for anything else."""
-        if isinstance(loss, torch.Tensor):
-            if loss.numel() != 1:
-                raise ValueError(f"{where}: loss must be a scalar (one element), got a tensor of shape {tuple(loss.shape)}")
-            if loss.is_complex():
-                raise TypeError(f"{where}: loss must be real, got {loss.dtype}")
-            return loss
-        if _is_number(loss):
-            return None
-        raise TypeError(f"{where}: loss must be a scalar tensor or a number, got {type(loss).__name__}")
-
     def step(self, loss: Any = None, *, epoch: float | None = None) -> None:
         """Mark one optimizer step (call it once per ``optimizer.step()``, after it).
 
@@ -486,15 +462,15 @@ class Probe:
             raise ProbeError("probe.step(): call probe.watch(model, optimizer) first")
         if self.closed:
             raise ProbeError("probe.step(): this probe is closed")
-        loss_tensor = None if loss is None else self._validated_loss(loss, where="probe.step")
+        loss_tensor = None if loss is None else validated_loss(loss, where="probe.step")
         if epoch is not None:
-            if not _is_number(epoch):
+            if not is_number(epoch):
                 raise TypeError(f"probe.step: epoch must be a number, got {type(epoch).__name__}")
             self.epoch = float(epoch)
         if self._pending and self._drain(wait=False):
             self._publish.set()
         if self.step_count + 1 == self._first_step:
-            self._guarded("lint", self._lint_first_step)
+            self._guard.guarded("lint", self._lint_first_step)
 
         self.step_count += 1
         step = self.step_count
@@ -524,25 +500,25 @@ class Probe:
             try:
                 self._cells[row][_LOSS].copy_(loss_tensor.detach() if loss_tensor.dim() == 0 else loss_tensor.detach().view(()))
             except Exception as error:
-                self._fail("loss", error)
+                self._guard.fail("loss", error)
         if "lr" not in self._disabled:
             try:
                 self._record_lrs(row)
             except Exception as error:
-                self._fail("lr", error)
+                self._guard.fail("lr", error)
         cells = self._cells[row]
         if grads:
             try:
                 self._record_grad_norm(cells[_GRAD_NORM])
             except Exception as error:
-                self._fail("grad_norm", error)
+                self._guard.fail("grad_norm", error)
         if self._scaler is not None and "amp" not in self._disabled:
             try:
                 self._record_scale(cells[_AMP_SCALE])
             except Exception as error:
-                self._fail("amp", error)
+                self._guard.fail("amp", error)
         if self._cadence:
-            self._guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
+            self._guard.guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
         if grads:
             self._grad_slots.zero_()
             self._fired = [False] * len(self._fired)
@@ -617,16 +593,16 @@ class Probe:
         """
         if self.closed:
             raise ProbeError("probe.log(): this probe is closed")
-        _check_name(split, "probe.log: split")
+        check_name(split, "probe.log: split")
         if not isinstance(values, Mapping):
             raise TypeError(f"probe.log: values must be a dict of name -> number, got {type(values).__name__}")
         checked = []
         for name, value in values.items():
-            _check_name(name, "probe.log: a metric name")
+            check_name(name, "probe.log: a metric name")
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
                     raise ValueError(f"probe.log: {name!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-            elif not _is_number(value):
+            elif not is_number(value):
                 raise TypeError(f"probe.log: {name!r} must be a number or a scalar tensor, got {type(value).__name__}")
             checked.append((name, value))
         epoch = np.nan if self.epoch is None else self.epoch
@@ -648,8 +624,10 @@ class Probe:
         """
         if self.closed:
             raise ProbeError("probe.evaluate(): this probe is closed")
-        _check_name(split, "probe.evaluate: split")
-        return Evaluation(self, split)
+        check_name(split, "probe.evaluate: split")
+        return Evaluation(split, num_classes=self.num_classes, guard=self._guard,
+                          position=lambda: (self.step_count, self.epoch),
+                          on_first_update=self._check_eval_mode, on_finish=self._finish_evaluation)
 
     def _check_eval_mode(self, split: str) -> None:
         model = getattr(self, "_model", None)
@@ -681,7 +659,7 @@ class Probe:
                 # last flush; writing Parquet takes ~10 ms, so a thread does it.
                 self._publish.set()
         except Exception as error:
-            self._fail("flush", error)
+            self._guard.fail("flush", error)
         self._last_flush = time.monotonic()
 
     def _copy_to_host(self, tensor: torch.Tensor, transfer: _Transfer) -> torch.Tensor:
@@ -747,7 +725,7 @@ class Probe:
                     break
                 transfer.wait()
             self._pending.pop(0)
-            self._guarded("flush", self._write, transfer)
+            self._guard.guarded("flush", self._write, transfer)
             written = True
         return written
 
@@ -833,27 +811,6 @@ class Probe:
                                       epoch=None if result.epoch is None else result.epoch)
 
     # --------------------------------------------------------------- failures
-
-    def _fail(self, statistic: str, error: BaseException) -> None:
-        if self.strict:
-            raise error
-        self._disabled.add(statistic)
-        if statistic not in self._warned:
-            self._warned.add(statistic)
-            warnings.warn(
-                f"traindoctor probe: recording {statistic!r} failed ({type(error).__name__}: {error}); "
-                "it is turned off for the rest of this run, training goes on",
-                RuntimeWarning, stacklevel=3,
-            )
-
-    def _guarded(self, statistic: str, function: Callable[..., Any], *args: Any) -> Any:
-        if statistic in self._disabled:
-            return None
-        try:
-            return function(*args)
-        except Exception as error:
-            self._fail(statistic, error)
-            return None
 
     @property
     def disabled(self) -> frozenset[str]:
