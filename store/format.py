@@ -26,14 +26,17 @@ into names. :data:`COLUMNS` lists each table's columns in file order with
 their types (:data:`TYPES`) and meaning. ``run_id``, ``rank`` and ``attempt``
 (:data:`IDENTITY_COLUMNS`) say who wrote a row.
 
-**Units.** ``step`` counts optimizer steps (not micro-batches, not epochs).
+**Units.** ``step`` counts optimizer steps (not micro-batches, not epochs);
+the probe records what happens before the first optimizer step (set-up
+checks, an evaluation of the untrained model) at step 0.
 ``wall_time`` in the tables and ``created_at``, ``heartbeat_at`` and
 ``finished_at`` in run.json are Unix seconds (``time.time()``, UTC). ``epoch``
 is a float: fractional epochs are allowed. ``value`` keeps NaN and ±Inf as
 they are; readers use ``isfinite()`` where an aggregate must ignore them.
 
 **Vocabulary.** ``split`` is one of :data:`SPLITS` or a user split
-(``val_ema``, …). ``name`` is one of :data:`METRICS` or any user metric.
+(``val_ema``, …; importers file a metric whose split the source does not
+say under ``user``). ``name`` is one of :data:`METRICS` or any user metric.
 ``layer`` is the ``named_parameters()`` name for per-layer values,
 ``group<i>`` for ``lr`` (:func:`lr_layer`) and null for global values.
 ``kind`` in events is one of :data:`EVENT_KINDS`.
@@ -43,7 +46,7 @@ attempt number. For steps two attempts both recorded, the newest attempt wins.
 
 **Footers.** Parquet key-value metadata (:data:`FOOTER_KEYS`) lets readers do
 their bookkeeping without scanning rows. Every scalars file lists the
-attempts whose rows it holds (:data:`ATTEMPTS_KEY`); a compacted file also
+attempts whose rows it holds (:data:`ATTEMPTS_KEY`). Every compacted file
 lists the segment names it replaces (:data:`COVERS_KEY`), in the merged file
 itself, so a reader that sees the merged file ignores those pieces: no moment
 where both count. :func:`footer_keys` says which file carries which key.
