@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
         from traindoctor.probe import core
 
         return getattr(core, name)
-    raise AttributeError(f"module 'probe' has no attribute {name!r}")
+    raise AttributeError(f"module 'traindoctor.probe' has no attribute {name!r}")

@@ -26,4 +26,4 @@ def __getattr__(name: str) -> Any:
         from traindoctor.store.errors import StoreError
 
         return StoreError
-    raise AttributeError(f"module 'store' has no attribute {name!r}")
+    raise AttributeError(f"module 'traindoctor.store' has no attribute {name!r}")

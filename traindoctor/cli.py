@@ -220,7 +220,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``traindoctor`` console command."""
-    from traindoctor.store.segments import StoreError
+    from traindoctor.store.errors import StoreError
 
     warnings.showwarning = _one_line_warning
     try:

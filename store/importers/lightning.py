@@ -4,7 +4,7 @@
 ``epoch`` and ``step`` columns and one column per logged name (``train_loss``,
 ``train_loss_step``, ``train_loss_epoch``, ``val_loss``, ``val_acc``,
 ``lr-Adam`` …), empty where a call did not log that name. Each column becomes
-one series named by :mod:`store.importers.names`.
+one series named by :mod:`traindoctor.store.importers.names`.
 
 Lightning logs with ``step`` = the number of optimizer steps taken *before*
 the logged batch (0 for the first batch, and the last step of an epoch for

@@ -1,6 +1,6 @@
 """Import TensorBoard event files: every scalar point, both value forms.
 
-The reader is our own: :mod:`store.importers.tfrecord` reads the TFRecord
+The reader is our own: :mod:`traindoctor.store.importers.tfrecord` reads the TFRecord
 framing (``uint64 length, uint32 masked_crc32c(length), data, uint32
 masked_crc32c(data)``) and bulk-decodes the common one-``simple_value``
 records with numpy; every other record is decoded by TensorBoard's compiled
@@ -282,7 +282,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
 
     Lightning logs ``step`` as the optimizer steps taken before the logged
     batch, with TensorBoardLogger as with CSVLogger; its steps get the same
-    +1 and last-value-per-step as in :mod:`store.importers.lightning`, and
+    +1 and last-value-per-step as in :mod:`traindoctor.store.importers.lightning`, and
     hparams.yaml becomes the config.
     """
     event_files = [f for f in source.files if f.name != HPARAMS_FILE]

@@ -8,7 +8,7 @@ all records of one length together
 one ``simple_value`` scalar, as ``SummaryWriter.add_scalar`` and TF1's
 ``tf.summary.scalar`` write it — is decoded without protobuf
 (:func:`decode_simple_values`). Other records go to the protobuf decoder in
-:mod:`store.importers.tensorboard`.
+:mod:`traindoctor.store.importers.tensorboard`.
 """
 
 from __future__ import annotations
