@@ -33,7 +33,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traindoctor.store.errors import StoreError
 from traindoctor.store.format import (
     ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, STRING, TABLES, TEMPORARY_PREFIX,
     check_run_id, decode_attempts, encode_attempts, new_run_id, read_run_json, segment_name, segment_names,
