@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from traindoctor.store.errors import StoreError
-from traindoctor.store.importers.common import ImportResult, import_runs
+from traindoctor.store.importers.common import ImportResult, import_runs, reading_input
 
 __all__ = ["KINDS", "ImportResult", "import_source"]
 
@@ -57,7 +57,8 @@ def import_source(
         (same kind, path and contents) was imported before.
 
     Raises:
-        StoreError: with a one-line reason; the store is then unchanged.
+        StoreError: with a one-line reason (``ImportInputError`` for input the
+            import rules refuse); the store is then unchanged.
     """
     if kind not in KINDS:
         raise StoreError(f"unknown import kind {kind!r}: use one of {', '.join(KINDS)}")
@@ -67,5 +68,6 @@ def import_source(
     path = Path(path).expanduser()
     if not path.exists():
         raise StoreError(f"unreadable file {path}: no such file or folder")
-    sources = module.discover(path, run_name)
+    with reading_input(path):
+        sources = module.discover(path, run_name)
     return import_runs(kind, store_root, sources, module.parse, root=path, num_classes=num_classes, progress=progress)
