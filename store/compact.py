@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traindoctor.store.format import (
-    ATTEMPTS_KEY, COMPACTED_PREFIX, COVERS_KEY, TABLES, TEMPORARY_PREFIX, compacted_name, decode_covers,
-    encode_attempts, encode_covers,
+    ATTEMPTS_KEY, COVERS_KEY, TABLES, TEMPORARY_PREFIX, compacted_name, encode_attempts, encode_covers,
+    temporary_name,
 )
-from traindoctor.store.reader import Store, table_select_list
+from traindoctor.store.reader import Store, duckdb_path, table_select_list
 from traindoctor.store.segments import SCHEMAS
 
 # Sort keys per table: series read back contiguous (name, layer, step), so a
@@ -67,7 +67,7 @@ def _compact_table(store: Store, run_id: str, table: str) -> int:
     if lock is None:
         return 0
     try:
-        _remove_leftovers(store, folder, table)
+        _remove_leftovers(store, run_id, table)
         segments = store.segments(run_id, table)
         files = [path for path, _ in segments]
         if len(files) <= 1:
@@ -84,14 +84,14 @@ def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None
     """Write the sorted union of ``files`` as one published file; columns
     not in ``present`` (a foreign file's gaps) come out NULL."""
     target = folder / compacted_name(time.time_ns())
-    tmp = folder / (TEMPORARY_PREFIX + target.name)
+    tmp = folder / temporary_name(target.name)
     schema = SCHEMAS[table]
     columns = table_select_list(table, set(schema.names) if present is None else present)
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET threads TO 2")
         con.execute("SET enable_progress_bar = false")
-        con.read_parquet([str(f) for f in files], union_by_name=True).create_view("raw_pieces")
+        con.read_parquet([duckdb_path(f) for f in files], union_by_name=True).create_view("raw_pieces")
         con.execute(f"CREATE VIEW pieces AS SELECT {columns} FROM raw_pieces")
         metadata = {COVERS_KEY: encode_covers(f.name for f in files)}
         if table == "scalars":
@@ -159,9 +159,14 @@ def _lock_is_stale(lock: Path) -> bool:
     return False
 
 
-def _remove_leftovers(store: Store, folder: Path, table: str) -> None:
+def _remove_leftovers(store: Store, run_id: str, table: str) -> None:
     """Delete temporary files from crashed writers or compactions, and pieces
-    a crashed compaction published a merged file for but did not delete."""
+    a crashed compaction published a merged file for but did not delete.
+
+    Only a merged file the reader accepts (the store's types, this run's
+    rows) decides what is deleted: a stray file's footer never does.
+    """
+    folder = store.root / run_id / table
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
@@ -175,15 +180,10 @@ def _remove_leftovers(store: Store, folder: Path, table: str) -> None:
             except FileNotFoundError:
                 pass
     names = {entry.name for entry in entries}
-    for entry in entries:
-        if entry.name.startswith(COMPACTED_PREFIX) and entry.name.endswith(".parquet"):
-            try:
-                covered = decode_covers(pq.read_schema(entry.path).metadata or {})
-            except Exception:  # unreadable: the reader skips it with a warning
-                continue
-            for piece in covered:
-                if piece in names and piece != entry.name:
-                    (folder / piece).unlink(missing_ok=True)
+    for path, info in store.segments(run_id, table):
+        for piece in info.covers:
+            if piece in names and piece != path.name:
+                (folder / piece).unlink(missing_ok=True)
 
 
 def compact_if_fragmented(store: Store, run_id: str, *, min_files: int = FRAGMENTED_FILES) -> dict[str, int]:

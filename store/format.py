@@ -2,11 +2,12 @@
 
 A store is a folder of runs. One run is one folder::
 
-    <store>/<run_id>/run.json                                   metadata (below), rewritten atomically
-    <store>/<run_id>/scalars/<rank>-<attempt>-<seq>.parquet     one segment per writer flush
-    <store>/<run_id>/confusion/<rank>-<attempt>-<seq>.parquet
-    <store>/<run_id>/events/<rank>-<attempt>-<seq>.parquet
-    <store>/<run_id>/<table>/c-<generation>.parquet             a compacted file (see Footers)
+    <store>/<run_id>/run.json                                           metadata (below), rewritten atomically
+    <store>/<run_id>/scalars/<rank>-<attempt>-<seq>-<writer>.parquet    one segment per writer flush
+    <store>/<run_id>/confusion/<rank>-<attempt>-<seq>-<writer>.parquet
+    <store>/<run_id>/events/<rank>-<attempt>-<seq>-<writer>.parquet
+    <store>/<run_id>/<table>/c-<generation>.parquet                     a compacted file (see Footers)
+    <store>/<run_id>/.writers/<rank>-<writer>.json                      a live writer's heartbeat file
 
 **Run ids.** ``run_id`` is the folder name: UTC time plus a random suffix
 (:func:`new_run_id`), made only of letters, digits, ``.``, ``_`` and ``-``
@@ -14,12 +15,25 @@ A store is a folder of runs. One run is one folder::
 Folders whose names start with ``.`` are never runs (importers build runs in
 ``.import-*`` folders and rename them into place).
 
-**Segments.** Each writer (one run × one rank × one attempt) owns its files.
-It publishes immutable Parquet segments: written under a temporary name
-(``.tmp-…``), fsynced, then renamed into place, so a reader never sees half a
-file and needs no lock. ``seq`` is zero-padded to eight digits, so names sort
-in publishing order. Any published ``*.parquet`` file not starting with ``.``
-is a segment of its table (:func:`segment_names`).
+**Segments.** Each writer (one process's writer of one run × one rank × one
+attempt) owns its files. It publishes immutable Parquet segments: written
+under a temporary name (``.tmp-`` and the final name), fsynced, then renamed
+into place, so a reader never sees half a file and needs no lock. ``seq`` is
+zero-padded to eight digits, so one writer's names sort in publishing order.
+``writer`` is a random token each writer draws (:func:`new_writer_token`):
+two processes that write the same rank of a run at once (ranks that share a
+run id before ``init_process_group``, a restarted job beside a live one)
+never overwrite each other's files. Names written before tokens existed
+(``<rank>-<attempt>-<seq>.parquet``) still parse. Any published ``*.parquet``
+file not starting with ``.`` is a segment of its table (:func:`segment_names`);
+a reader uses it only if its columns have the declared types and its
+``run_id`` is the folder's (anything else is skipped with a warning).
+
+**Live writers.** While it lives, each writer keeps a heartbeat file in
+``.writers/`` (:func:`writer_file_name`): JSON with its rank, attempt, token,
+pid, host and how long its heartbeat may lag, touched at every heartbeat
+and flush, removed on close. A writer that finds another live writer of its
+own rank there warns, naming it, and records a ``concurrent_writer`` event.
 
 **Tables.** Long data: one row per value, dimensions as columns, never packed
 into names. :data:`COLUMNS` lists each table's columns in file order with
@@ -43,6 +57,19 @@ say under ``user``). ``name`` is one of :data:`METRICS` or any user metric.
 
 **Resumed runs.** A writer that finds earlier files of its rank takes the next
 attempt number. For steps two attempts both recorded, the newest attempt wins.
+Two writers that start at once may both take the same attempt: both keep
+their rows (their names differ by the writer token).
+
+**Failed flushes.** A writer that cannot publish (disk full, read-only,
+permission denied) keeps the unpublished rows, up to a budget, and retries.
+Rows it finally drops are recorded once the store is writable again: a
+``rows_dropped`` event per lost segment and, from rank 0, the ``rows_dropped``
+list of run.json.
+
+**Text.** Strings are valid Unicode without NUL: a name the Parquet writer
+cannot encode (a lone surrogate, as ``os.fsdecode`` makes from a non-UTF-8
+file name) or a NUL is stored with U+FFFD in its place (:func:`clean_text`),
+and run.json is read back the same way (:func:`read_run_json`).
 
 **Footers.** Parquet key-value metadata (:data:`FOOTER_KEYS`) lets readers do
 their bookkeeping without scanning rows. Every scalars file lists the
@@ -158,6 +185,10 @@ EVENT_KINDS: dict[str, str] = {
     "config_lint": "a set-up problem the probe found when watching the model and optimizer",
     "crash": "the run ended with an exception or a signal; detail holds the traceback",
     "resumed": "a new attempt of the run started",
+    "rows_dropped": "rows the writer could not publish and dropped (the store was unwritable for longer than its "
+                    "unpublished-row budget lasts); detail says how many, of which table, steps and why",
+    "concurrent_writer": "another live writer was recording the same rank of this run; detail names it "
+                         "(both keep their rows)",
 }
 _LR_LAYER_PREFIX = "group"
 
@@ -174,12 +205,45 @@ SEGMENT_SUFFIX = ".parquet"
 # Files being written; never read, removed by compaction once stale.
 TEMPORARY_PREFIX = ".tmp-"
 COMPACTED_PREFIX = "c-"
-_SEGMENT_NAME = re.compile(r"^(?P<rank>\d+)-(?P<attempt>\d+)-(?P<sequence>\d+)\.parquet$")
+# Heartbeat files of the writers alive in a run folder (hidden: never a run or a table).
+WRITERS_FOLDER = ".writers"
+_WRITER_TOKEN = re.compile(r"^[0-9a-f]{8,32}$")
+_SEGMENT_NAME = re.compile(
+    r"^(?P<rank>\d+)-(?P<attempt>\d+)-(?P<sequence>\d+)(?:-(?P<writer>[0-9a-f]{8,32}))?\.parquet$")
+_WRITER_FILE = re.compile(r"^(?P<rank>\d+)-(?P<writer>[0-9a-f]{8,32})\.json$")
 
 
-def segment_name(rank: int, attempt: int, sequence: int) -> str:
-    """A writer's segment file name: ``segment_name(0, 1, 7) == "0-1-00000007.parquet"``."""
-    return f"{rank}-{attempt}-{sequence:08d}{SEGMENT_SUFFIX}"
+def new_writer_token() -> str:
+    """A random token that names one writer's files: 16 hex digits (64 bits)."""
+    return secrets.token_hex(8)
+
+
+def segment_name(rank: int, attempt: int, sequence: int, writer: str) -> str:
+    """A writer's segment file name.
+
+    Example:
+        >>> segment_name(0, 1, 7, "5f1c0a93d2e84b76")
+        '0-1-00000007-5f1c0a93d2e84b76.parquet'
+    """
+    if not _WRITER_TOKEN.match(writer):
+        raise ValueError(f"a writer token is 8 to 32 lowercase hex digits, got {writer!r}")
+    return f"{rank}-{attempt}-{sequence:08d}-{writer}{SEGMENT_SUFFIX}"
+
+
+def temporary_name(name: str) -> str:
+    """The name a file is written under before it is renamed to ``name``."""
+    return f"{TEMPORARY_PREFIX}{name}"
+
+
+def writer_file_name(rank: int, writer: str) -> str:
+    """The heartbeat file of a live writer in :data:`WRITERS_FOLDER`: ``"0-5f1c0a93d2e84b76.json"``."""
+    return f"{rank}-{writer}.json"
+
+
+def writer_file_rank(name: str) -> tuple[int, str] | None:
+    """(rank, writer token) from a heartbeat file's name; None for any other name."""
+    match = _WRITER_FILE.match(name)
+    return None if match is None else (int(match["rank"]), match["writer"])
 
 
 def compacted_name(generation: int) -> str:
@@ -188,9 +252,17 @@ def compacted_name(generation: int) -> str:
 
 
 def segment_rank_attempt(name: str) -> tuple[int, int] | None:
-    """(rank, attempt) from a writer's segment name; None for any other name."""
+    """(rank, attempt) from a writer's segment name (with or without the
+    writer token); None for any other name."""
     match = _SEGMENT_NAME.match(name)
     return None if match is None else (int(match["rank"]), int(match["attempt"]))
+
+
+def segment_writer(name: str) -> str | None:
+    """The writer token of a writer's segment name; None for any other name
+    (and for names written before tokens existed)."""
+    match = _SEGMENT_NAME.match(name)
+    return None if match is None else match["writer"]
 
 
 def segment_names(names: Iterable[str]) -> list[str]:
@@ -220,6 +292,38 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+# ------------------------------------------------------------------- text
+
+# What Parquet's UTF-8 cannot hold (lone surrogates: a Python str has no
+# other surrogates) and NUL, which C tools read as the end of a string.
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+REPLACEMENT = "\ufffd"
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate and NUL replaced by U+FFFD.
+
+    Example:
+        >>> clean_text("acc_\\udcff")
+        'acc_\ufffd'
+    """
+    if text.isascii() and "\x00" not in text:
+        return text  # the common case: one C-level scan
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value (dicts, lists, strings, numbers) with :func:`clean_text`
+    applied to every string, keys included."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(key) if isinstance(key, str) else key: clean_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [clean_json(item) for item in value]
+    return value
+
+
 # --------------------------------------------------------------- run.json
 
 RUN_STATUSES = ("running", "finished", "crashed")
@@ -237,17 +341,25 @@ RUN_JSON_KEYS: dict[str, str] = {
     "probe_settings": "the probe's cadence and sampling settings",
     "source": "what wrote the run: {'kind': 'probe'} or the importer and its input's fingerprint",
     "attempts": "rank (a string) → the newest attempt that rank started",
+    "rows_dropped": "rank 0's writer's dropped rows, one entry per lost segment: rank, attempt, table, rows, "
+                    "first_step, last_step, reason, at (Unix seconds); absent when nothing was dropped",
 }
 
 
 def read_run_json(run_dir: str | Path) -> dict[str, Any]:
-    """The metadata of the run in ``run_dir``.
+    """The metadata of the run in ``run_dir``, its strings cleaned (:func:`clean_text`).
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no later
+    step (DuckDB, pandas' Arrow strings, a terminal) can encode.
 
     Raises:
         FileNotFoundError: no run.json there.
-        ValueError: run.json is not JSON.
+        ValueError: run.json is not JSON, or not a JSON object.
     """
-    return json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8"))
+    meta = clean_json(json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8")))
+    if not isinstance(meta, dict):
+        raise ValueError(f"{RUN_JSON} holds a {type(meta).__name__}, not an object")
+    return meta
 
 
 # ---------------------------------------------------------------- footers

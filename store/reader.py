@@ -32,12 +32,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.format import (
-    COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, column_names, decode_attempts, decode_covers,
-    read_run_json, segment_names,
+    COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, check_run_id, column_names, decode_attempts,
+    decode_covers, read_run_json, segment_names,
 )
 
 # A run whose writer has not refreshed its heartbeat (every 5 s) for this long
@@ -154,7 +155,12 @@ class Store:
                 continue
             folder = Path(entry.path)
             if (folder / RUN_JSON).exists():
-                found.append(entry.name)
+                try:
+                    found.append(check_run_id(entry.name))
+                except StoreError:
+                    # A name no writer makes (e.g. bytes that are not UTF-8,
+                    # which no later step can encode): never a run.
+                    self._warn(f"skipping {ascii(str(folder))}: not a run id")
             elif not any((folder / table).is_dir() for table in TABLES):
                 # A folder with table folders but no run.json yet is a run a
                 # writer is creating (rank 0 writes run.json): not worth a word.
@@ -162,9 +168,11 @@ class Store:
         return sorted(found)
 
     def run_meta(self, run_id: str) -> dict[str, Any]:
+        """The run's run.json, its known keys checked (a value of the wrong
+        type reads as absent), with ``status`` as readers should show it."""
         run_dir = self.root / run_id
         try:
-            meta = read_run_json(run_dir)
+            meta = _checked_meta(read_run_json(run_dir))
         except FileNotFoundError:
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}") from None
         except (OSError, ValueError) as error:
@@ -175,10 +183,10 @@ class Store:
         return meta
 
     def _effective_status(self, meta: dict[str, Any]) -> str:
-        status = meta.get("status", "running")
+        status = meta.get("status") or "running"
         if status == "running":
             heartbeat = meta.get("heartbeat_at") or meta.get("created_at") or 0
-            if time.time() - float(heartbeat) > self.stale_after_s:
+            if time.time() - heartbeat > self.stale_after_s:
                 return "crashed"
         return status
 
@@ -220,11 +228,11 @@ class Store:
         matches = []
         for run_id in ids:
             try:
-                meta = read_run_json(self.root / run_id)
+                meta = _checked_meta(read_run_json(self.root / run_id))
             except (OSError, ValueError):
                 continue
             if meta.get("name") == run:
-                matches.append((float(meta.get("created_at") or 0), run_id))
+                matches.append((meta.get("created_at") or 0.0, run_id))
         if not matches:
             raise UnknownRunError(f"unknown run {run!r} in store {self.root}")
         return max(matches)[1]
@@ -241,6 +249,11 @@ class Store:
     def _file_info(self, path: Path, table: str) -> SegmentInfo:
         """The footer facts of one file, checked once per (path, size, mtime).
 
+        A file joins queries only if its columns have the contract's types
+        and its rows the run id of its folder: a stray file (another tool's,
+        or copied from another run) is skipped with one warning naming it,
+        never blamed on the good files it would fail the query with.
+
         Raises _VanishedFile when the file is gone (compaction removed it).
         """
         try:
@@ -253,16 +266,29 @@ class Store:
         if known is not None:
             return known
         try:
-            schema = pq.read_schema(path)
+            metadata = pq.read_metadata(path)
+            schema = metadata.schema.to_arrow_schema()
         except FileNotFoundError:
             raise _VanishedFile(str(path)) from None
         except Exception as error:  # truncated, garbage, permissions
             self._warn(f"skipping unreadable segment {path}: {type(error).__name__}: {error}")
             info = SegmentInfo(ok=False)
         else:
-            info = _footer_info(schema, table)
-            if not info.ok:
-                self._warn(f"skipping {path}: not a traindoctor {table} segment")
+            problem = schema_problem(schema, table)
+            info = _footer_info(schema, table) if problem is None else SegmentInfo(ok=False)
+            if problem is None and not info.ok:
+                problem = "its footer metadata is not the store's"
+            if problem is None:
+                try:
+                    problem = _run_id_problem(path, metadata, path.parent.parent.name)
+                except FileNotFoundError:
+                    raise _VanishedFile(str(path)) from None
+                except Exception as error:
+                    problem = f"its run_id column cannot be read ({type(error).__name__}: {error})"
+                if problem is not None:
+                    info = SegmentInfo(ok=False, columns=info.columns)
+            if problem is not None:
+                self._warn(f"skipping {path}: not a traindoctor {table} segment: {problem}")
         with self._lock:
             self._checked[key] = info
             if len(self._checked) > _MAX_CHECKED_FILES:
@@ -280,6 +306,23 @@ class Store:
         self._warn(f"skipping unreadable segment {path}: {reason}")
         with self._lock:
             self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = SegmentInfo(ok=False)
+
+    def _reads_cleanly(self, path: str) -> bool:
+        """Whether pyarrow reads ``path`` end to end (False when it is gone)."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        key = _FileKey(path, stat.st_size, stat.st_mtime_ns)
+        if key in self._verified:
+            return True
+        try:
+            pq.read_table(path)
+        except Exception:
+            return False
+        with self._lock:
+            self._verified.add(key)
+        return True
 
     def _find_unreadable(self, runs: Sequence[str] | None, tables: Sequence[str]) -> str | None:
         """The first segment in scope that pyarrow cannot read end to end.
@@ -404,12 +447,15 @@ class Store:
     def _run_row(self, run_id: str) -> dict[str, Any]:
         meta = self.run_meta(run_id)
         task = meta.get("task") or {}
+        num_classes = task.get("num_classes")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or abs(num_classes) >= 2**63:
+            num_classes = None  # the runs view's column is BIGINT
         return {
             "run_id": run_id, "name": meta.get("name") or run_id, "project": meta.get("project"),
             "status": meta["status"], "created_at": meta.get("created_at"),
             "heartbeat_at": meta.get("heartbeat_at"), "finished_at": meta.get("finished_at"),
             "config": meta.get("config") or {}, "env": meta.get("env") or {}, "task": task,
-            "num_classes": task.get("num_classes"), "source": meta.get("source"),
+            "num_classes": num_classes, "source": meta.get("source"),
             "attempts": meta.get("attempts") or {},
         }
 
@@ -420,7 +466,7 @@ class Store:
         raw = f"{table}_raw"
         present = {column for _, _, info in segments for column in info.columns}
         if segments:
-            files = [str(path) for _, path, _ in segments]
+            files = [duckdb_path(path) for _, path, _ in segments]
             # Reading the schema of every file (union_by_name) costs one open
             # per file at bind time: only when the files' columns differ.
             mixed = len({info.columns for _, _, info in segments}) > 1
@@ -452,7 +498,7 @@ class Store:
         for run_id, path, info in segments:
             if info.attempts is None:
                 if {"rank", "attempt"} <= set(info.columns):
-                    unknown.append(str(path))
+                    unknown.append(duckdb_path(path))
                 continue  # without those columns its rows belong to no attempt: always kept
             for rank, attempt, first in info.attempts:
                 note(run_id, rank, attempt, first)
@@ -528,6 +574,10 @@ class Store:
                 last_error = error
                 reason = str(error).splitlines()[0]
                 bad = _file_in_error(str(error))
+                if bad is not None and self._reads_cleanly(bad):
+                    # DuckDB names the file it was reading when another
+                    # file's rows failed it: never skip a good file for that.
+                    bad = None
                 if bad is None and not isinstance(error, _QUERY_ERRORS):
                     # Corrupt pages behind an intact footer fail with a
                     # message naming no file ("Variable-length int over 10 bytes").
@@ -718,6 +768,25 @@ def table_select_list(table: str, present: set[str]) -> str:
 # DuckDB quotes the file it failed on: 'No magic bytes found at end of file
 # "/x/0-0-00000001.parquet"', 'No files found that match the pattern "…"'.
 _FILE_IN_ERROR = re.compile(r"""["']([^"'\n]+\.parquet)["']""")
+# DuckDB expands *, ? and [...] in every path it is given, even in a list of
+# files: a store at runs-[1] would read runs-1's files. Each such character
+# goes in as a one-character class.
+_GLOB_CHARACTERS = re.compile(r"([*?\[])")
+_ESCAPED_GLOB_CHARACTER = re.compile(r"\[([*?\[])\]")
+
+
+def duckdb_path(path: str | os.PathLike) -> str:
+    """``path`` as DuckDB's file readers take it: glob characters escaped.
+
+    Example:
+        >>> duckdb_path("/runs-[1]/a*.parquet")
+        '/runs-[[]1]/a[*].parquet'
+    """
+    return _GLOB_CHARACTERS.sub(r"[\1]", str(path))
+
+
+def _unescaped_path(text: str) -> str:
+    return _ESCAPED_GLOB_CHARACTER.sub(r"\1", text)
 
 
 # Mistakes in the SQL itself (a user's query through Store.query): never
@@ -728,7 +797,86 @@ _QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogE
 
 def _file_in_error(message: str) -> str | None:
     found = _FILE_IN_ERROR.search(message)
-    return found.group(1) if found else None
+    return _unescaped_path(found.group(1)) if found else None
+
+
+def _arrow_type_is(arrow_type: pa.DataType, logical: str) -> bool:
+    """Whether a column of ``arrow_type`` holds the contract's ``logical`` type."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type  # the writer dictionary-encodes strings
+    if logical == STRING:
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    # Exact widths: DuckDB unifies a file list by the first file's types, so
+    # an int64 rank beside int32 ones is a cast that can fail mid-query.
+    return arrow_type == getattr(pa, logical)()
+
+
+def schema_problem(schema: pa.Schema, table: str) -> str | None:
+    """Why a file with ``schema`` cannot join ``table``'s queries; None when it can.
+
+    Its columns must include the table's required ones, each column it has
+    of the contract's must have the contract's type, and no name may repeat.
+    Columns the contract does not know are ignored; missing optional ones
+    read as NULL.
+    """
+    names = schema.names
+    if len(set(names)) != len(names):
+        return "a column name repeats"
+    missing = _REQUIRED_COLUMNS[table] - set(names)
+    if missing:
+        return f"no {', '.join(sorted(missing))} column"
+    for column in COLUMNS[table]:
+        if column.name in names:
+            arrow_type = schema.field(column.name).type
+            if not _arrow_type_is(arrow_type, column.type):
+                return f"column {column.name} is {arrow_type}, not {column.type}"
+    return None
+
+
+def _run_id_problem(path: Path, metadata: Any, run_id: str) -> str | None:
+    """Why the rows of ``path`` are not all of run ``run_id``; None when they are.
+
+    Read from the row groups' min/max statistics (every file the store
+    writes has them); a file without them has its run_id column scanned.
+    """
+    if metadata.num_rows == 0:
+        return None
+    position = [metadata.schema.column(i).path for i in range(metadata.num_columns)].index("run_id")
+    found: set[str] = set()
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(position).statistics
+        if statistics is None or not statistics.has_min_max or statistics.null_count != 0:
+            found = set(pq.read_table(path, columns=["run_id"]).column(0).unique().to_pylist())
+            break
+        found |= {statistics.min, statistics.max}
+    if found == {run_id}:
+        return None
+    others = sorted(repr(value) for value in found - {run_id})
+    return f"it holds rows of run {', '.join(others[:3])}, not of its folder's run {run_id!r}"
+
+
+_META_NUMBERS = ("created_at", "heartbeat_at", "finished_at")
+_META_TEXTS = ("name", "project", "status")
+_META_OBJECTS = ("config", "env", "task", "source", "attempts")
+
+
+def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with each known key of the wrong type dropped: a hand-edited
+    or foreign run.json shows as a run with less metadata, never fails a listing."""
+    checked = dict(meta)
+    for key in _META_NUMBERS:
+        value = checked.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            checked.pop(key, None)
+        else:
+            checked[key] = float(value)
+    for key in _META_TEXTS:
+        if not isinstance(checked.get(key), str):
+            checked.pop(key, None)
+    for key in _META_OBJECTS:
+        if not isinstance(checked.get(key), dict):
+            checked.pop(key, None)
+    return checked
 
 
 def _footer_info(schema: Any, table: str) -> SegmentInfo:

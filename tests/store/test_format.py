@@ -94,13 +94,35 @@ def test_sample_runs_run_json_follows_the_contract():
 
 def test_segment_names_and_attempt_footers_say_who_wrote_the_rows(tmp_path):
     write_every_table(tmp_path, attempts=2)
+    writers = set()
     for path in files_of(tmp_path, "scalars"):
         rank, attempt = contract.segment_rank_attempt(path.name)
         rows = pq.read_table(path)
         assert set(rows["rank"].to_pylist()) == {rank} and set(rows["attempt"].to_pylist()) == {attempt}
         # The footer's first_step is the smallest step >= 0 of the file's rows.
         assert contract.decode_attempts(pq.read_schema(path).metadata) == ((rank, attempt, 1),)
-        assert path.name == contract.segment_name(rank, attempt, 0)  # each writer numbers its own segments
+        writer = contract.segment_writer(path.name)
+        # Each writer numbers its own segments and signs them with its token.
+        assert path.name == contract.segment_name(rank, attempt, 0, writer)
+        writers.add(writer)
+    assert len(writers) == 2  # one token per writer
+
+
+@pytest.mark.parametrize(
+    "name, parsed",
+    [
+        ("0-1-00000007-5f1c0a93d2e84b76.parquet", (0, 1, "5f1c0a93d2e84b76")),
+        ("3-0-00000000.parquet", (3, 0, None)),  # written before writer tokens
+        ("c-01795348061910987853.parquet", (None, None)),
+        (".tmp-0-1-00000007-5f1c0a93d2e84b76.parquet", (None, None)),
+        ("0-1-00000007-NOTHEX.parquet", (None, None)),
+    ],
+    ids=["with-token", "before-tokens", "compacted", "temporary", "bad-token"],
+)
+def test_segment_names_parse_with_and_without_the_writer_token(name, parsed):
+    rank_attempt = contract.segment_rank_attempt(name)
+    assert (rank_attempt, contract.segment_writer(name)) == (
+        (None, None) if parsed[0] is None else (parsed[:2], parsed[2]))
 
 
 def test_compacted_file_footer_lists_the_pieces_and_every_attempt(tmp_path):
