@@ -13,17 +13,123 @@ passes) both import this module; neither imports the other's internals.
 from __future__ import annotations
 
 import numbers
+import re
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
+# Characters a name may not hold: control characters (C0, DEL, C1: a NUL breaks
+# C readers, an ESC rewrites the terminal that prints the name) and lone
+# surrogates (``os.fsdecode`` makes them from non-UTF-8 bytes; the Parquet
+# writer cannot encode them and would drop the whole flush).
+_UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# How deep a config may nest before it is refused: deeper is a bug (or a cycle).
+MAX_CONFIG_DEPTH = 64
+
 
 def check_name(value: Any, what: str) -> str:
-    """``value`` when it is a non-empty string (a run, split or metric name)."""
+    """``value`` when it is a non-empty string that every layer can store and show.
+
+    A run, project, split, class or metric name must be a ``str`` with a
+    non-blank character and no control character or lone surrogate; anything
+    else raises ``ValueError`` naming ``what``, before a row is buffered.
+    """
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    unsafe = _UNSAFE_CHARACTERS.search(value)
+    if unsafe is not None:
+        raise ValueError(f"{what} must not hold control characters or lone surrogates, got {value!r} "
+                         f"(character {unsafe.group()!r} at {unsafe.start()})")
     return value
+
+
+def escaped_name(value: str) -> str:
+    """``value`` with each control character or lone surrogate written as its escape (``\\x1b``, ``\\udcff``).
+
+    For names the user did not choose in a call (``named_parameters()`` names,
+    config keys): recorded readably instead of refused.
+    """
+    if _UNSAFE_CHARACTERS.search(value) is None:
+        return value
+    return _UNSAFE_CHARACTERS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), value)
+
+
+def checked_config(config: Mapping[Any, Any], what: str = "config") -> dict[str, Any]:
+    """A copy of ``config`` that run.json can hold, made before anything is written.
+
+    The rule: keys must be strings, ints, floats, bools or None (as in JSON;
+    the others become their JSON text: ``1`` → ``"1"``, ``True`` → ``"true"``);
+    strings are kept, with control characters and lone surrogates escaped;
+    mappings, lists, tuples and sets are copied recursively (sets sorted by
+    their text); bools, ints, floats and None are kept; numpy scalars and
+    one-element CPU tensors become Python numbers; anything else becomes its
+    ``repr``. A key of another type, two keys that become the same text, a
+    cycle, or nesting deeper than ``MAX_CONFIG_DEPTH`` raises ``TypeError`` or
+    ``ValueError`` naming where.
+
+    Example:
+        >>> checked_config({"lr": 0.1, 3: (1, 2), "fn": print})
+        {'lr': 0.1, '3': [1, 2], 'fn': '<built-in function print>'}
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{what} must be a mapping of hyperparameters, got {type(config).__name__}")
+    return _config_mapping(config, what, 0, set())
+
+
+def _config_key(key: Any, where: str) -> str:
+    if isinstance(key, str):
+        return escaped_name(key)
+    if key is None or isinstance(key, bool):
+        return {None: "null", True: "true", False: "false"}[key]
+    if isinstance(key, numbers.Integral):
+        return str(int(key))
+    if isinstance(key, numbers.Real):
+        return repr(float(key))
+    raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; config keys must be strings "
+                    "(or ints, floats, bools, None)")
+
+
+def _config_mapping(config: Mapping[Any, Any], where: str, depth: int, open_ids: set[int]) -> dict[str, Any]:
+    if id(config) in open_ids:
+        raise ValueError(f"{where} contains itself (a cycle); pass a config without cycles")
+    open_ids.add(id(config))
+    result: dict[str, Any] = {}
+    for key, value in config.items():
+        text = _config_key(key, where)
+        if text in result:
+            raise ValueError(f"{where}: keys {key!r} and another both become {text!r}; rename one")
+        result[text] = _config_value(value, f"{where}[{text!r}]", depth + 1, open_ids)
+    open_ids.discard(id(config))
+    return result
+
+
+def _config_value(value: Any, where: str, depth: int, open_ids: set[int]) -> Any:
+    if depth > MAX_CONFIG_DEPTH:
+        raise ValueError(f"{where}: config nests deeper than {MAX_CONFIG_DEPTH} levels")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return escaped_name(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, Mapping):
+        return _config_mapping(value, where, depth, open_ids)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if id(value) in open_ids:
+            raise ValueError(f"{where} contains itself (a cycle); pass a config without cycles")
+        open_ids.add(id(value))
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        result = [_config_value(item, f"{where}[{index}]", depth + 1, open_ids) for index, item in enumerate(items)]
+        open_ids.discard(id(value))
+        return result
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu" and not value.is_complex():
+        return value.item()
+    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
+        return _config_value(value.tolist(), where, depth, open_ids)  # numpy scalars and arrays
+    return escaped_name(repr(value))
 
 
 def check_positive_int(value: Any, what: str) -> int:
@@ -73,16 +179,25 @@ class StatisticGuard:
         self.disabled: set[str] = set()
         self._warned: set[str] = set()
 
-    def fail(self, statistic: str, error: BaseException) -> None:
-        """Record that ``statistic`` failed: turn it off and warn once (raise when strict)."""
+    def fail(self, statistic: str, error: BaseException, *, also: tuple[str, ...] = ()) -> None:
+        """Record that ``statistic`` failed: turn it off and warn once (raise when strict).
+
+        Args:
+            statistic: what failed.
+            error: the exception.
+            also: statistics that cannot be right without it, turned off with it
+                (named in the same warning).
+        """
         if self.strict:
             raise error
         self.disabled.add(statistic)
+        self.disabled.update(also)
         if statistic not in self._warned:
             self._warned.add(statistic)
+            with_it = f" (and with it {', '.join(repr(name) for name in also)})" if also else ""
             warnings.warn(
                 f"traindoctor probe: recording {statistic!r} failed ({type(error).__name__}: {error}); "
-                "it is turned off for the rest of this run, training goes on",
+                f"it is turned off{with_it} for the rest of this run, training goes on",
                 RuntimeWarning, stacklevel=3,
             )
 
