@@ -363,10 +363,13 @@ class Probe:
     def _params_changed(self) -> bool:
         """True when the optimizer's parameter set may have changed since it was last read.
 
-        O(groups + frozen parameters), no tensor read: the number of groups, each
-        group's list object and length, and whether a parameter without a hook
-        now requires a gradient. A list edited in place at the same length is
-        found by ``_audit_params`` at the next flush instead.
+        Called twice a step (the step's first gradient hook, the optimizer
+        step pre-hook) and reads no tensor value: the number of groups, each
+        group's list object and length (about 1 us), and, only when the
+        optimizer holds parameters without a hook, whether one of them now
+        requires a gradient (a flag read, about 0.2 us per such tensor). A
+        list edited in place at the same length is found by
+        ``_audit_params`` at the next flush instead.
         """
         groups = self._optimizer.param_groups
         signature = self._group_signature
@@ -513,7 +516,7 @@ class Probe:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            warnings.warn(message, RuntimeWarning, stacklevel=5)  # the caller of probe.step()
 
     # ---------------------------------------------------------------- buffers
 

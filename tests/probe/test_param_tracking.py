@@ -53,6 +53,12 @@ def _replace_head(model, optimizer):
     optimizer.add_param_group({"params": list(model[3].parameters()), "lr": NEW_LR})
 
 
+def _replace_head_and_group_list(model, optimizer):
+    torch.manual_seed(7)
+    model[3] = torch.nn.Linear(16, 3)
+    optimizer.param_groups[0]["params"] = list(model.parameters())  # a new list: the old head leaves
+
+
 def _extend_group_list(model, optimizer):
     _unfreeze(_first_layer(model))
     optimizer.param_groups[0]["params"].extend(_first_layer(model))
@@ -86,6 +92,7 @@ CASES = {
         lambda m, o: o.add_param_group({"params": _first_layer(m), "lr": NEW_LR}), True),
     "replace_head": (_all_params_optimizer, _replace_head, None, True),
     "extend_group_list": (_frozen_first_layer_outside, _extend_group_list, None, False),
+    "replace_head_and_group_list": (_all_params_optimizer, _replace_head_and_group_list, None, False),
 }
 
 
