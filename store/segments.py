@@ -788,8 +788,8 @@ class RunWriter:
             with self._lock:
                 self._meta["rows_dropped"] = [*self._meta.get("rows_dropped", []), *records]
                 try:
-                    write_run_json(self.run_dir, self._meta)
-                except OSError as error:  # the events say it; the next heartbeat rewrites run.json
+                    self._write_meta()
+                except StoreError as error:  # the events say it; the next heartbeat rewrites run.json
                     self.record_error(error)
 
     def _constant_columns(self, length: int) -> list[pa.Array]:
@@ -929,7 +929,20 @@ class RunWriter:
             return
         with self._lock:
             self._meta["heartbeat_at"] = _now()
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        """Rewrite run.json from ``_meta`` (the caller holds ``_lock``).
+
+        Raises:
+            StoreError: it cannot be written; the message is the same for
+                every try of one outage (the temporary name is not in it),
+                so it is warned about once.
+        """
+        try:
             write_run_json(self.run_dir, self._meta)
+        except OSError as error:
+            raise StoreError(f"{RUN_JSON} cannot be written ({_failure_reason(error)})") from error
 
     def close(self, status: str = "finished", *, detail: str | None = None) -> None:
         """Flush, stop the thread, and record the final status (idempotent).
@@ -954,7 +967,7 @@ class RunWriter:
                 with self._lock:
                     self._meta["status"] = status
                     self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
-                    write_run_json(self.run_dir, self._meta)
+                    self._write_meta()
             except Exception as error:  # closing never takes the training script down
                 self.record_error(error)
         _remove_quietly(self._writer_file())

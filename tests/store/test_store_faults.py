@@ -510,3 +510,33 @@ def test_the_first_flush_imports_nothing_so_it_lands_on_the_flush_clock(tmp_path
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------- fault matrix
+
+def _faults_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("faults_benchmark", REPO / "benchmarks" / "faults.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_reduced_fault_matrix_loses_nothing_unrecorded(tmp_path):
+    """benchmarks/faults.py, smaller: kills, a 1 s outage of each kind, a small
+    budget, two same-rank writers, four writers beside a compacting reader.
+
+    Structure only (no gap, no row twice, every loss recorded): how late a
+    killed writer's last flush may be is the benchmark's to measure, so the
+    kills get a slack no loaded machine exceeds.
+    """
+    faults = _faults_benchmark()
+    results = faults.run_matrix(tmp_path, kills=3, outage_s=1.0, writers=4, flush_every_s=0.2, budget_rows=200,
+                                slack_s=60.0, report=lambda result: None)
+    table = "\n".join([faults.HEADER, *map(faults.format_row, results)])
+    assert all(result.ok for result in results), table
+    budget = next(result for result in results if "budget" in result.case)
+    assert budget.lost == budget.recorded, table

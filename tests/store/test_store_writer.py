@@ -63,7 +63,7 @@ def test_a_removed_run_folder_warns_in_the_background_and_close_does_not_raise(s
         writer.add_scalars(step=2, name="loss", value=2.0)
         writer.close()  # must not raise
     assert writer.errors and writer.closed
-    messages = [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught if str(w.message).startswith("traindoctor")]
     assert all("writing run r failed" in m or "run r: 2 scalars rows of steps 1-2" in m for m in messages), messages
     assert sum(record["rows"] for record in writer.dropped) == 2  # the loss is counted, not silent
 
