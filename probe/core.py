@@ -1094,14 +1094,22 @@ class Probe:
         if callable(self._sigterm.previous):
             # Someone else (a framework, the user) handles SIGTERM and may shut down
             # gracefully: publish what we have and keep recording; close() marks the crash.
-            self.flush()
-            self._drain(wait=True)
-            self.writer.flush()
+            # Guarded: an error raised in a signal handler would surface anywhere in
+            # the training loop, and the previous handler would never run.
+            self.guard.guarded("flush", self._publish_now)
             return False
         if self._entered:
             return True  # __exit__ records the crash while the Terminated exception unwinds
-        self.close("crashed", detail=self._termination_detail)
+        try:
+            self.close("crashed", detail=self._termination_detail)
+        except Exception as error:  # the process must still end as SIGTERM asks
+            self.guard.fail("close", error)
         return False
+
+    def _publish_now(self) -> None:
+        self.flush()
+        self._drain(wait=True)
+        self.writer.flush()
 
     def close(self, status: str | None = None, *, detail: str | None = None) -> None:
         """Remove the hooks, publish everything buffered, and record the final status (idempotent)."""

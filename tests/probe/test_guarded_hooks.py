@@ -7,6 +7,12 @@ raises the error instead.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import types
 import warnings
 
@@ -172,3 +178,54 @@ def test_transformers_hook_and_callbacks_survive_what_they_cannot_read(tmp_path)
     _, scalars, _, _ = read_run(tmp_path)
     assert sorted(series(scalars, "grad_norm")) == list(range(1, STEPS + 1))
     assert series(scalars, "accuracy", split="val") == {STEPS: 0.5}
+
+
+def test_a_failing_publish_in_the_sigterm_handler_still_chains_to_the_previous_handler(tmp_path, monkeypatch):
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        model = make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        probe = Probe(run="term", store=tmp_path)
+        probe.watch(model, optimizer)
+        monkeypatch.setattr(probe.writer, "flush", _broken)
+        with pytest.warns(RuntimeWarning, match="'flush' failed"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs between bytecodes of the main thread
+                if received:
+                    break
+                time.sleep(0.01)
+        assert received == [signal.SIGTERM]
+        monkeypatch.undo()
+        probe.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert read_run(tmp_path)[0]["status"] == "crashed"
+
+
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    from traindoctor.probe import Probe
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="victim", store=sys.argv[1])
+    probe.watch(model, optimizer)
+    def broken(*args, **kwargs):
+        raise OSError("disk gone")
+    probe.writer.close = broken
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(10**7):
+        pass
+    print("still running after SIGTERM", flush=True)
+""")
+
+
+def test_a_failing_close_in_the_sigterm_handler_still_ends_the_process(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SIGTERM_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert result.returncode == -signal.SIGTERM, result.stdout + result.stderr
+    assert "still running" not in result.stdout
+    assert "'close' failed" in result.stderr
