@@ -778,12 +778,11 @@ class Probe:
         if self._model.training != self._in_training_mode:
             self._in_training_mode = self._model.training
             if not self._in_training_mode:
-                self.writer.add_event("eval_mode_during_training",
-                                      "probe.step() called while model.training is False (model.eval() "
-                                      "still in effect: dropout and batch-norm behave as in evaluation)", step=step)
+                self._add_event("eval_mode_during_training",
+                                "probe.step() called while model.training is False (model.eval() "
+                                "still in effect: dropout and batch-norm behave as in evaluation)", step)
         if skipped:
-            self.writer.add_event("amp_step_skipped", "GradScaler skipped the optimizer step (inf/NaN gradients)",
-                                  step=step)
+            self._add_event("amp_step_skipped", "GradScaler skipped the optimizer step (inf/NaN gradients)", step)
         self._row = row + 1
         self._cadence = (step + 1) % self.layer_every == 0
         if (self._row >= self.flush_every_steps or self._layer_row >= len(self._layer_steps)
@@ -792,6 +791,10 @@ class Probe:
             # O(parameters) once per flush, not per step.
             if "param_tracking" not in self._disabled:
                 self.guard.guarded("param_tracking", self._audit_params)
+
+    def _add_event(self, kind: str, detail: str, step: int) -> None:
+        """An event from the step path, guarded: the store refusing it must not stop training."""
+        self.guard.guarded("events", lambda: self.writer.add_event(kind, detail, step=step))
 
     def _record_lrs(self, row: int) -> None:
         if self._lrs_read:
@@ -1014,7 +1017,8 @@ class Probe:
         has_loss = host["loss_kind"] > 0
         if has_loss.any():
             add(step=steps[has_loss], name="loss", value=loss[has_loss], epoch=epochs[has_loss], wall_time=walls[has_loss])
-            self._nan_loss_events(steps[has_loss], loss[has_loss])
+            # Apart from "flush": events the store refuses must not take the flush's values with them.
+            self.guard.guarded("events", self._nan_loss_events, steps[has_loss], loss[has_loss])
         # Per row, not by what is disabled now: a statistic turned off later keeps its earlier values.
         with_lr = host["lr_recorded"]
         if with_lr.any():
