@@ -26,6 +26,10 @@ import torch
 _UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # How deep a config may nest before it is refused: deeper is a bug (or a cycle).
 MAX_CONFIG_DEPTH = 64
+# A config value JSON cannot hold is kept as its repr, cut to this many
+# characters: the repr of a module or a dataset can run to megabytes, and
+# every listing of the store reads run.json again.
+MAX_CONFIG_REPR = 1000
 
 
 def check_name(value: Any, what: str) -> str:
@@ -63,8 +67,9 @@ def checked_config(config: Mapping[Any, Any], what: str = "config") -> dict[str,
     strings are kept, with control characters and lone surrogates escaped;
     mappings, lists, tuples and sets are copied recursively (sets sorted by
     their text); bools, ints, floats and None are kept; numpy scalars and
-    one-element CPU tensors become Python numbers; anything else becomes its
-    ``repr``. A key of another type, two keys that become the same text, a
+    arrays and one-element real tensors become Python numbers and lists;
+    anything else becomes its ``repr``, cut to ``MAX_CONFIG_REPR``
+    characters. A key of another type, two keys that become the same text, a
     cycle, or nesting deeper than ``MAX_CONFIG_DEPTH`` raises ``TypeError`` or
     ``ValueError`` naming where.
 
@@ -125,11 +130,14 @@ def _config_value(value: Any, where: str, depth: int, open_ids: set[int]) -> Any
         result = [_config_value(item, f"{where}[{index}]", depth + 1, open_ids) for index, item in enumerate(items)]
         open_ids.discard(id(value))
         return result
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu" and not value.is_complex():
-        return value.item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return value.item()  # once, at Probe(): a read from a GPU is fine here
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
         return _config_value(value.tolist(), where, depth, open_ids)  # numpy scalars and arrays
-    return escaped_name(repr(value))
+    text = repr(value)
+    if len(text) > MAX_CONFIG_REPR:
+        text = text[:MAX_CONFIG_REPR] + f"… ({len(text)} characters)"
+    return escaped_name(text)
 
 
 def check_positive_int(value: Any, what: str) -> int:

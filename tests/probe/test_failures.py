@@ -133,7 +133,8 @@ def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
     cyclic["self"] = cyclic
     config = {"lr": np.float32(0.5), "steps": np.int64(3), "betas": (0.9, 0.99), "tags": {"b", "a"},
               2: "two", None: "none", "weights": np.array([1, 2]), "scale": torch.tensor(2.0),
-              "loss": print, "path": "data/\udcff", "nested": {"deep": [{"x": float("nan")}]}}
+              "loss": print, "path": "data/\udcff", "nested": {"deep": [{"x": float("nan")}]},
+              "model": torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)])}
     with Probe(run="config", store=tmp_path, config=config) as run_probe:
         pass
     with pytest.raises(ValueError, match="cycle"):
@@ -142,6 +143,8 @@ def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
     meta, _, _, _ = read_run(tmp_path, run_probe.run_id)
     stored = dict(meta["config"])
     assert math.isnan(stored.pop("nested")["deep"][0]["x"])  # NaN is kept as NaN
+    model = stored.pop("model")  # a repr cut short: a module's can run to megabytes
+    assert model.startswith("Sequential(") and model.endswith("characters)") and len(model) < 1100
     assert stored == {"lr": 0.5, "steps": 3, "betas": [0.9, 0.99], "tags": ["a", "b"], "2": "two", "null": "none",
                       "weights": [1, 2], "scale": 2.0, "loss": "<built-in function print>", "path": "data/\\udcff"}
 
