@@ -12,6 +12,7 @@ passes) both import this module; neither imports the other's internals.
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 import warnings
@@ -30,6 +31,8 @@ MAX_CONFIG_DEPTH = 64
 # characters: the repr of a module or a dataset can run to megabytes, and
 # every listing of the store reads run.json again.
 MAX_CONFIG_REPR = 1000
+_INT64_LIMIT = 2**63
+_FLOAT_LIMIT = 2**1024  # the first integer a float64 cannot hold
 
 
 def check_name(value: Any, what: str) -> str:
@@ -65,7 +68,7 @@ def checked_config(config: Mapping[Any, Any], what: str = "config") -> dict[str,
     The rule: keys must be strings, ints, floats, bools or None (as in JSON;
     the others become their JSON text: ``1`` → ``"1"``, ``True`` → ``"true"``);
     strings are kept, with control characters and lone surrogates escaped;
-    mappings, lists, tuples and sets are copied recursively (sets sorted by
+    integers beyond int64 become floats (±inf past float64); mappings, lists, tuples and sets are copied recursively (sets sorted by
     their text); bools, ints, floats and None are kept; numpy scalars and
     arrays and one-element real tensors become Python numbers and lists;
     anything else becomes its ``repr``, cut to ``MAX_CONFIG_REPR``
@@ -117,7 +120,10 @@ def _config_value(value: Any, where: str, depth: int, open_ids: set[int]) -> Any
     if isinstance(value, str):
         return escaped_name(value)
     if isinstance(value, numbers.Integral):
-        return int(value)
+        if -_INT64_LIMIT <= value < _INT64_LIMIT:
+            return int(value)
+        # Past int64 (and past 4,300 digits JSON cannot even write): a float, ±inf at the far end.
+        return float(value) if abs(value) < _FLOAT_LIMIT else (math.inf if value > 0 else -math.inf)
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, Mapping):

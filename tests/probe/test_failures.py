@@ -134,7 +134,8 @@ def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
     config = {"lr": np.float32(0.5), "steps": np.int64(3), "betas": (0.9, 0.99), "tags": {"b", "a"},
               2: "two", None: "none", "weights": np.array([1, 2]), "scale": torch.tensor(2.0),
               "loss": print, "path": "data/\udcff", "nested": {"deep": [{"x": float("nan")}]},
-              "model": torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)])}
+              "model": torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)]),
+              "huge": 10**5000, "big": -10**20}
     with Probe(run="config", store=tmp_path, config=config) as run_probe:
         pass
     with pytest.raises(ValueError, match="cycle"):
@@ -146,7 +147,8 @@ def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
     model = stored.pop("model")  # a repr cut short: a module's can run to megabytes
     assert model.startswith("Sequential(") and model.endswith("characters)") and len(model) < 1100
     assert stored == {"lr": 0.5, "steps": 3, "betas": [0.9, 0.99], "tags": ["a", "b"], "2": "two", "null": "none",
-                      "weights": [1, 2], "scale": 2.0, "loss": "<built-in function print>", "path": "data/\\udcff"}
+                      "weights": [1, 2], "scale": 2.0, "loss": "<built-in function print>", "path": "data/\\udcff",
+                      "huge": math.inf, "big": -1e20}
 
 
 BAD_CALLS = [
