@@ -50,3 +50,38 @@ def make_run(store: Path, name: str, *, steps: int = 200, config: dict | None = 
         return writer
     writer.close(status=status, detail="Traceback (most recent call last):\nRuntimeError: boom" if status == "crashed" else None)
     return writer.run_id
+
+
+# A URL nothing answers: if the page ever made the browser fetch it, the request log shows it.
+BEACON = "http://127.0.0.1:9/beacon"
+
+
+def hostile(field: str) -> str:
+    """A name that tries Markdown (an image beacon, bold) and HTML (an image with a script) on the page."""
+    return f"![{field}]({BEACON}?{field}) **bold {field}** <img src={BEACON}?{field}-html onerror=alert(1)>"
+
+
+# What must never reach a Markdown renderer outside a backslash escape: each part of hostile().
+HOSTILE_FRAGMENTS = ("![", "](", "**bold", "<img", "://")
+
+
+def make_hostile_run(store: Path) -> str:
+    """A finished run whose every user-controlled text is :func:`hostile`: its name, a config key
+    and value, a layer, a class, a split, a metric, an event kind and detail."""
+    with RunWriter(store, name=hostile("name"), config={hostile("key"): hostile("value"), "lr": 0.1},
+                   task={"num_classes": 2, "class_names": [hostile("class"), "plain"]}, background=False) as writer:
+        steps = np.arange(1, 61)
+        loss = 1.0 / steps
+        writer.add_scalars(step=steps, name="loss", value=loss, epoch=steps // 20)
+        writer.add_scalars(step=steps, name="lr", value=0.1, layer="group0")
+        writer.add_scalars(step=steps, name=hostile("metric"), value=loss, split=hostile("split"))
+        for step in range(5, 61, 5):
+            layers = (hostile("layer"), "fc.bias")
+            writer.add_scalars(step=step, name="update_ratio", value=[1e-3, 2e-3], layer=layers)
+            writer.add_scalars(step=step, name="grad_norm", value=[0.5, 0.2], layer=layers)
+        for split in ("val", hostile("split")):
+            writer.add_scalars(step=60, name="loss", value=0.5, split=split)
+            writer.add_confusion(step=30, counts=[[5, 1], [2, 4]], split=split)
+            writer.add_confusion(step=60, counts=[[6, 0], [1, 5]], split=split)
+        writer.add_event(hostile("event"), hostile("detail"), step=5)
+        return writer.run_id

@@ -15,7 +15,13 @@ from traindoctor.dashboard.app.charts.classes import (
 )
 from traindoctor.dashboard.app.charts.compare import differing_hyperparameters, flatten_config, parallel_coordinates_figure
 from traindoctor.dashboard.app.charts.curves import compare_figure, curve_figure, finding_spans, smoothed_band
-from traindoctor.dashboard.app.charts.layers import UPDATE_RATIO_TARGET_LOG10, layer_grid, update_ratio_heatmap_figure
+from traindoctor.dashboard.app.charts.classes import class_metrics_figure, confusion_matrix_figure
+from traindoctor.dashboard.app.charts.layers import (
+    UPDATE_RATIO_TARGET_LOG10,
+    grad_norm_heatmap_figure,
+    layer_grid,
+    update_ratio_heatmap_figure,
+)
 from traindoctor.diagnosis.finding import Finding
 
 
@@ -215,3 +221,50 @@ def test_varying_series_keeps_plotly_autorange():
 
     points = pd.DataFrame({"step": range(1, 51), "value": np.linspace(1, 2, 50), "split": "train"})
     assert curve_figure(points, title="loss").layout.yaxis.range is None
+
+
+# ---------------------------------------------------------------- names from the run
+
+# Plotly renders <a href>, <b>, <br>, <img>-like tags and entities in titles, legends, axis and
+# tick labels and hover text; every name below comes from a run.
+HOSTILE = "<a href='http://127.0.0.1:9/x'>link</a> <img src=x> &amp;"
+ESCAPED = "&lt;a href='http://127.0.0.1:9/x'&gt;link&lt;/a&gt; &lt;img src=x&gt; &amp;amp;"
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def _hostile_figures():
+    steps = np.arange(1, 61)
+    layers = pd.DataFrame({"layer": [HOSTILE] * 60, "step": steps, "value": 1e-3})
+    shaded = [finding(rule=HOSTILE, start=5, end=9)]
+    rows = pd.DataFrame({"split": "val", "step": [10, 10], "true_class": [0, 1], "pred_class": [0, 1], "count": [3, 4]})
+    return {
+        "curve-split-layer-title": curve_figure(
+            pd.DataFrame({"step": steps, "value": 1.0, "split": HOSTILE, "layer": HOSTILE}), title=HOSTILE,
+            findings=shaded),
+        "compare-labels-title": compare_figure(
+            pd.DataFrame({"run_id": "a", "step": steps, "epoch": 0, "wall_time": steps, "value": 1.0}),
+            x="step", title=HOSTILE, labels={"a": HOSTILE}),
+        "update-ratio-layers": update_ratio_heatmap_figure(layers, findings=[finding(rule=HOSTILE, start=5, end=9)]),
+        "grad-norm-layers": grad_norm_heatmap_figure(layers),
+        "class-lines": class_metrics_figure(class_metrics_over_evaluations(rows, 2, [HOSTILE, "b"])),
+        "confusion-axes": confusion_matrix_figure(np.eye(2), [HOSTILE, "b"]),
+        "parallel-keys-values": parallel_coordinates_figure(
+            pd.DataFrame({HOSTILE: [HOSTILE, "b", "c"], "final_val_loss": [1.0, 2.0, 3.0]}), metric="final_val_loss"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile_figures()))
+def test_names_from_the_run_reach_plotly_escaped(name):
+    figure = _hostile_figures()[name]
+    strings = _strings(figure.to_plotly_json())
+    assert not [s for s in strings if "<a " in s or "<img" in s], name
+    assert any(ESCAPED in s for s in strings), name

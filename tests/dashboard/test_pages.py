@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
 from traindoctor.dashboard.app.charts.classes import confusion_matrix
-from tests.dashboard.factories import make_run, write_steps
+from traindoctor.dashboard.app.text import WORD_JOINER, inline_code, plain
+from traindoctor.diagnosis.finding import Finding
+from tests.dashboard.factories import HOSTILE_FRAGMENTS, hostile, make_hostile_run, make_run, write_steps
 
 pytestmark = pytest.mark.slow  # each AppTest run imports and renders the whole app (seconds on 2 cores)
 
 
+def shown(markdown: str) -> str:
+    """What the browser shows for Markdown that :func:`plain` escaped: the escapes and word joiners gone."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(WORD_JOINER, "")
+
+
 def texts(at) -> str:
-    """Everything written as markdown, captions, alerts and expander labels."""
+    """Everything written as markdown, captions, alerts and expander labels, as the reader sees it."""
     parts = [e.value for kind in ("markdown", "caption", "info", "warning", "success", "error") for e in at.get(kind)]
     parts += [e.label for e in at.expander]
-    return "\n".join(str(p) for p in parts)
+    return shown("\n".join(str(p) for p in parts))
 
 
 def table_with(at, column: str):
@@ -138,7 +148,7 @@ def test_run_page_with_a_broken_rule_still_shows_the_run(app, monkeypatch):
     monkeypatch.setattr(traindoctor.diagnosis, "diagnose", broken_rule)
     at = app("views/run.py", run="beta")
     no_exceptions(at)
-    assert "No diagnosis: diagnosis failed: ZeroDivisionError: a rule divided by zero" in [w.value for w in at.warning]
+    assert "No diagnosis: diagnosis failed: ZeroDivisionError: a rule divided by zero" in [shown(w.value) for w in at.warning]
     assert chart(at, "chart_loss") and chart(at, "heatmap_update_ratio")
 
 
@@ -314,3 +324,104 @@ def test_no_pages_folder_beside_the_app():
     from traindoctor.dashboard import serve
 
     assert not (serve.APP_PATH.parent / "pages").exists()
+
+
+# ------------------------------------------------------------- names from the run
+
+def markdown_values(at) -> list[str]:
+    """Every value Streamlit renders as Markdown: titles, text and alerts, and the labels of
+    expanders, metrics (their values too), radio options, page links, tabs and widgets."""
+    values = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning",
+                                   "error", "success") for e in at.get(kind)]
+    values += [e.label for e in at.expander] + [t.label for t in at.tabs]
+    values += [v for m in at.metric for v in (m.label, m.value)]
+    values += [option for radio in at.radio for option in [radio.label, *radio.options]]
+    values += [link.proto.label for link in at.get("page_link")]
+    values += [w.label for kind in ("selectbox", "multiselect", "toggle", "select_slider", "text_input")
+               for w in at.get(kind)]
+    return [str(v) for v in values]
+
+
+def unescaped(markdown: str) -> str:
+    """Markdown without its backslash-escaped characters: what is left can still be markup."""
+    return re.sub(r"\\[!-/:-@\[-`{-~]", "", markdown)
+
+
+def chart_texts(at) -> list[str]:
+    """Every string in every plotly figure on the page."""
+    def strings(value):
+        if isinstance(value, str):
+            return [value]
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+        return [s for item in items for s in strings(item)]
+
+    return [s for element in at.get("plotly_chart") for s in strings(json.loads(element.proto.spec))]
+
+
+def hostile_findings(run) -> list[Finding]:
+    """Findings that quote the run's names, as rules do (a layer in the title, a class in the message)."""
+    return [
+        Finding(rule=hostile("rule"), severity="warning", title=hostile("title"), message=hostile("message"),
+                advice=hostile("advice"), step_start=5, step_end=9, source=hostile("source")),
+        Finding(rule="underperforming_classes", severity="warning", title="1 class(es) far below the rest",
+                message=f"In the val evaluation at step 60: {hostile('class')} has recall 0.50.",
+                advice="Inspect it.", step_start=60, step_end=60),
+    ]
+
+
+@pytest.fixture()
+def hostile_app(tmp_path, monkeypatch):
+    """The app on a store whose newest run has a hostile name, layer, class, split, metric,
+    config key and value and event; two plain runs beside it (Compare's parallel view needs three)."""
+    from streamlit.testing.v1 import AppTest
+
+    import traindoctor.diagnosis
+    from tests.dashboard.conftest import APP, APP_TIMEOUT_S
+
+    root = tmp_path / "runs"
+    make_run(root, "alpha", seed=1)
+    make_run(root, "beta", config={"lr": 1.0, "batch_size": 32}, seed=2)
+    run_id = make_hostile_run(root)
+    monkeypatch.setenv("TRAINDOCTOR_STORE", str(root))
+    monkeypatch.setattr(traindoctor.diagnosis, "diagnose", hostile_findings, raising=False)
+
+    def open_page(page: str, session: dict | None = None, **query: str):
+        at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT_S).run()
+        at.switch_page(page)
+        for key, value in query.items():
+            at.query_params[key] = value.format(run_id=run_id)
+        for key, value in (session or {}).items():
+            at.session_state[key] = value
+        return at.run()
+
+    return open_page
+
+
+# What each page must show, escaped, besides showing no hostile text unescaped anywhere.
+HOSTILE_PAGES = {
+    "runs": ("views/runs.py", {"runs_table": {"selection": {"rows": [0], "columns": [], "cells": []}}}, {},
+             [f"Open {plain(hostile('name'))}"]),
+    "run": ("views/run.py", None, {"run": "{run_id}"},
+            [plain(hostile("name")), plain(hostile("message")), f"**What to try:** {plain(hostile('advice'))}",
+             f"Source: {plain(hostile('source'))}", f"{plain(hostile('event'))}: 1",
+             f"{plain(hostile('title'))} ({inline_code(hostile('rule'))})"]),
+    "classes": ("views/classes.py", None, {"run": "{run_id}"},
+                [plain(hostile("split")), plain(hostile_findings(None)[1].message)]),
+    "compare": ("views/compare.py", None, {"runs": "{run_id},alpha"},
+                [f"**{plain(hostile('name'))}**", plain(hostile("message"))]),
+}
+
+
+@pytest.mark.parametrize("page", list(HOSTILE_PAGES))
+def test_markdown_in_names_is_shown_as_text_on_every_page(hostile_app, page):
+    """Regression (#18, item 7): a run named ``![x](http://host/beacon)`` was rendered as Markdown in
+    the Run page title, Compare's labels and the Runs page link, so every viewer's browser fetched
+    the URL. Names of layers, classes, splits, metrics, config keys and events went the same way."""
+    path, session, query, expected = HOSTILE_PAGES[page]
+    at = hostile_app(path, session, **query)
+    no_exceptions(at)
+    values = markdown_values(at)
+    assert [v for v in values if any(fragment in unescaped(v) for fragment in HOSTILE_FRAGMENTS)] == []
+    for text in expected:
+        assert any(text in v for v in values), (text, values)
+    assert [s for s in chart_texts(at) if "<img" in s or "<a " in s] == []

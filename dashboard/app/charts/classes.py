@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.dashboard.app.text import plotly_text
 from traindoctor.diagnosis.classes import class_metrics as derive_class_metrics
 
 
@@ -93,7 +94,7 @@ def class_metrics_figure(metrics: pd.DataFrame, *, metric: str = "f1", selected_
     figure = go.Figure()
     for name, rows in metrics.groupby("class", sort=False):
         rows = rows.sort_values("step")
-        figure.add_trace(go.Scatter(x=rows["step"], y=rows[metric], mode="lines+markers", name=str(name)))
+        figure.add_trace(go.Scatter(x=rows["step"], y=rows[metric], mode="lines+markers", name=plotly_text(name)))
     if selected_step is not None:
         figure.add_vline(x=selected_step, line={"dash": "dot", "color": "black"})
     figure.update_layout(title=f"per-class {metric} over evaluations", height=360,
@@ -107,7 +108,7 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str] | Non
                             normalize: bool = True) -> go.Figure:
     """Heatmap of ``matrix[true, pred]``; with ``normalize``, each row sums to 1 (recall on the diagonal)."""
     matrix = np.asarray(matrix, dtype=np.float64)
-    names = _names(len(matrix), class_names)
+    names = [plotly_text(name) for name in _names(len(matrix), class_names)]
     shown = matrix
     if normalize:
         totals = matrix.sum(axis=1, keepdims=True)

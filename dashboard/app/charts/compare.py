@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.dashboard.app.text import plotly_text
+
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts become dotted keys; lists and other values become hashable text."""
@@ -62,18 +64,20 @@ def parallel_coordinates_figure(table: pd.DataFrame, *, metric: str) -> go.Figur
             continue
         dimensions.append(_dimension(column, values))
     metric_values = pd.to_numeric(table[metric], errors="coerce")
-    dimensions.append({"label": metric, "values": metric_values.to_numpy(dtype=float)})
+    dimensions.append({"label": plotly_text(metric), "values": metric_values.to_numpy(dtype=float)})
     figure = go.Figure(go.Parcoords(
         line={"color": metric_values.to_numpy(dtype=float), "colorscale": "Viridis", "showscale": True,
-              "colorbar": {"title": {"text": metric}}},
+              "colorbar": {"title": {"text": plotly_text(metric)}}},
         dimensions=dimensions,
     ))
-    figure.update_layout(title={"text": f"hyperparameters against {metric}", "y": 0.98}, height=460,
+    figure.update_layout(title={"text": f"hyperparameters against {plotly_text(metric)}", "y": 0.98}, height=460,
                          margin={"l": 70, "r": 140, "t": 110, "b": 30})
     return figure
 
 
 def _dimension(column: str, values: pd.Series) -> dict[str, Any]:
+    """One parcoords axis; its label and tick texts (config keys and values) escaped for plotly."""
+    column = plotly_text(column)
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all() and not values.map(lambda v: isinstance(v, bool)).any():
         spread = numeric[numeric > 0]
@@ -87,7 +91,8 @@ def _dimension(column: str, values: pd.Series) -> dict[str, Any]:
     labels = values.map(lambda v: "" if v is None or v != v else str(v))
     categories = sorted(labels.unique())
     codes = labels.map({c: i for i, c in enumerate(categories)}).to_numpy(dtype=float)
-    return {"label": column, "values": codes, "tickvals": list(range(len(categories))), "ticktext": categories}
+    return {"label": column, "values": codes, "tickvals": list(range(len(categories))),
+            "ticktext": [plotly_text(category) for category in categories]}
 
 
 def _comparable(value: Any) -> Any:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.dashboard.app.text import plotly_text
+
 # Seeds 004 ("look at learning curves") ask for the average training loss with
 # its variance: a rolling median is robust to spikes, and the 10–90 % band
 # shows the spread without being stretched by a single outlier.
@@ -79,7 +81,7 @@ def shade_findings(figure: go.Figure, findings: Iterable) -> go.Figure:
     for x0, x1, severity, rule in finding_spans(findings):
         figure.add_vrect(x0=x0, x1=x1, fillcolor=SEVERITY_COLORS.get(severity, "#999999"),
                          opacity=0.15, line_width=0, layer="below",
-                         annotation_text=rule, annotation_position="top left",
+                         annotation_text=plotly_text(rule), annotation_position="top left",
                          annotation_font_size=10)
     return figure
 
@@ -129,6 +131,7 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
                 text=[str(v) for v in bad["value"]], hovertemplate="step %{x}: %{text}<extra></extra>",
             ))
     shade_findings(figure, findings)
+    title = plotly_text(title)
     figure.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.2}, hovermode="x unified")
     figure.update_xaxes(title_text="step", range=list(x_range) if x_range else None)
@@ -170,9 +173,10 @@ def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str
             x_values = x_values - x_values.min()
         figure.add_trace(go.Scattergl(
             x=x_values, y=series["value"].where(np.isfinite(series["value"])), mode="lines",
-            name=labels.get(run_id, run_id), line={"color": SERIES_COLORS[index % len(SERIES_COLORS)]},
+            name=plotly_text(labels.get(run_id, run_id)), line={"color": SERIES_COLORS[index % len(SERIES_COLORS)]},
         ))
     x_title = {"step": "step", "epoch": "epoch", "wall_time": "seconds since start"}[x]
+    title = plotly_text(title)
     figure.update_layout(title=title, height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.2})
     figure.update_xaxes(title_text=x_title)
@@ -181,6 +185,7 @@ def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str
 
 
 def _trace_groups(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(legend label, rows) per split, or per split and layer; labels escaped for plotly."""
     if points.empty:
         return []
     keys = ["split"]
@@ -190,7 +195,7 @@ def _trace_groups(points: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for key, frame in points.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         label = " ".join(str(part) for part in key if part is not None and part == part)
-        groups.append((label, frame))
+        groups.append((plotly_text(label), frame))
     return groups
 
 

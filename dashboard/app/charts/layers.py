@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.dashboard.app.text import plotly_text
+
 from traindoctor.diagnosis.engine import RECORDS
 
 # Seed 004 (Karpathy's "ratio of weight update / weight magnitude"): a healthy
@@ -71,7 +73,8 @@ def _heatmap(grid: pd.DataFrame, *, colorscale: str, zmid, zmin, zmax, colorbar_
     figure = go.Figure()
     if not grid.empty:
         figure.add_trace(go.Heatmap(
-            z=grid.to_numpy(), x=grid.columns.to_numpy(), y=list(grid.index), colorscale=colorscale,
+            z=grid.to_numpy(), x=grid.columns.to_numpy(), y=[plotly_text(layer) for layer in grid.index],
+            colorscale=colorscale,
             zmid=zmid, zmin=zmin, zmax=zmax, colorbar={"title": {"text": colorbar_title}},
             hovertemplate=f"%{{y}}<br>step %{{x}}<br>log10 {hover_name} %{{z:.2f}}<extra></extra>",
         ))
@@ -92,5 +95,5 @@ def _mark_findings(figure: go.Figure, findings, rules: set[str]) -> None:
         if finding.rule in rules and finding.step_range is not None:
             start, end = finding.step_range
             figure.add_vrect(x0=start, x1=end, line={"color": "black", "width": 1, "dash": "dot"},
-                             fillcolor="rgba(0,0,0,0)", annotation_text=finding.rule,
+                             fillcolor="rgba(0,0,0,0)", annotation_text=plotly_text(finding.rule),
                              annotation_position="top left", annotation_font_size=10)

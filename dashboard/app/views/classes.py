@@ -14,6 +14,7 @@ from traindoctor.dashboard.app.charts.classes import (
     majority_baseline,
     worst_classes,
 )
+from traindoctor.dashboard.app.text import plain
 from traindoctor.dashboard.app.views import common
 
 WORST_CLASSES_SHOWN = 5
@@ -65,7 +66,8 @@ def main() -> None:
             common.show_finding_evidence(finding)
 
     splits = sorted(counts["split"].unique())
-    split = st.radio("Split", splits, horizontal=True, key="select_split") if len(splits) > 1 else splits[0]
+    split = (st.radio("Split", splits, horizontal=True, key="select_split", format_func=plain)
+             if len(splits) > 1 else splits[0])
     counts = counts[counts["split"] == split]
     steps = sorted(int(s) for s in counts["step"].unique())
     step = select_step(steps)

@@ -1,5 +1,9 @@
 """What every page shares: the store, cached data, query-string sync, findings display.
 
+Every user-controlled string reaches a Markdown-rendering element through
+:func:`~traindoctor.dashboard.app.text.plain` (see ``text.py``); options of
+selectboxes and multiselects, dataframes and ``st.json`` show text as it is.
+
 Caches are keyed on the run's data fingerprint (:func:`dashboard.data.run_version`),
 so a run that is still being written is re-read as soon as a segment lands and a
 finished one never is. Only frames and findings are cached; every query opens and
@@ -17,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from traindoctor.dashboard import data
+from traindoctor.dashboard.app.text import inline_code, plain
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
 from traindoctor.store.reader import Store, UnknownRunError
@@ -42,7 +47,7 @@ This store holds no runs yet. Record one by adding three lines to a training loo
 ```python
 from traindoctor.probe import Probe
 
-with Probe(run="my-first-run", store="{store}", config={{"lr": 0.1}}, num_classes=10) as probe:
+with Probe(run="my-first-run", store={store}, config={{"lr": 0.1}}, num_classes=10) as probe:
     probe.watch(model, optimizer)          # once, before the loop
     for x, y in loader:
         ...                                # forward, backward, optimizer.step() as before
@@ -72,8 +77,9 @@ def store() -> Store:
 
 
 def show_empty_store() -> None:
-    st.info(f"No runs in `{store_path()}`.")
-    st.markdown(FIRST_RUN_HELP.format(store=store_path()))
+    st.info(f"No runs in {inline_code(store_path())}.")
+    # A Python literal keeps any character of the path inside the code block.
+    st.markdown(FIRST_RUN_HELP.format(store=repr(store_path())))
 
 
 def runs_frame() -> pd.DataFrame:
@@ -278,21 +284,22 @@ def finding_heading(finding: Finding) -> str:
     if finding.step_range is not None:
         start, end = finding.step_range
         steps = f" · steps {start}–{end}" if end != start else f" · step {end}"
-    return f"{severity_badge(finding.severity)} {finding.title} (`{finding.rule}`){steps}"
+    return f"{severity_badge(finding.severity)} {plain(finding.title)} ({inline_code(finding.rule)}){steps}"
 
 
 def severity_badge(severity: str, count: int | None = None) -> str:
     """Markdown for a coloured severity label, e.g. ``:red[**● critical**]``."""
-    text = severity if count is None else f"{count} {severity}"
+    text = plain(severity if count is None else f"{count} {severity}")
     return f":{SEVERITY_COLORS.get(severity, 'gray')}[**● {text}**]"
 
 
 def show_finding_text(finding: Finding) -> None:
-    st.markdown(finding.message)
+    # Rules quote layer, class and split names in their text: all of it is shown as text.
+    st.markdown(plain(finding.message))
     if finding.advice:
-        st.markdown(f"**What to try:** {finding.advice}")
+        st.markdown(f"**What to try:** {plain(finding.advice)}")
     if finding.source:
-        st.caption(f"Source: {finding.source}")
+        st.caption(f"Source: {plain(finding.source)}")
 
 
 def show_finding_evidence(finding: Finding) -> None:
@@ -304,7 +311,7 @@ def show_findings_list(found: Sequence[Finding], problem: str | None, *,
                        chart: Callable[[Finding, int], None] | None = None) -> None:
     """Each finding as an expander: text, evidence and (if given) a chart focused on its steps."""
     if problem:
-        st.warning(f"No diagnosis: {problem}")
+        st.warning(f"No diagnosis: {plain(problem)}")
         return
     if not found:
         st.success("No findings: nothing in this run breaks the rules of thumb.")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from traindoctor.dashboard.app.charts.compare import differing_hyperparameters, hyperparameter_table, parallel_coordinates_figure
 from traindoctor.dashboard.app.charts.curves import compare_figure
+from traindoctor.dashboard.app.text import plain
 from traindoctor.dashboard.app.views import common
 
 X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
@@ -17,26 +18,34 @@ MIN_RUNS_FOR_PARALLEL = 3
 FINDINGS_COLUMNS_PER_ROW = 4
 
 
-def preferred_metric(options: list[str]) -> str:
-    for choice in ("val loss", "train loss", "val accuracy"):
+PREFERRED_METRICS = (("val", "loss"), ("train", "loss"), ("val", "accuracy"))
+
+
+def preferred_metric(options: list[tuple[str, str]]) -> tuple[str, str]:
+    for choice in PREFERRED_METRICS:
         if choice in options:
             return choice
     return options[0]
 
 
+def metric_label(metric: tuple[str, str]) -> str:
+    split, name = metric
+    return f"{split} {name}"
+
+
 def overlay(run_ids: list[str], labels: dict[str, str]) -> None:
-    pairs = common.series_names(run_ids)
-    options = sorted({f"{split} {name}" for split, name in pairs})
+    # (split, name) pairs, not "split name" text: a user's split or metric name may hold spaces.
+    options = sorted(set(common.series_names(run_ids)))
     if not options:
         st.info("These runs recorded no curves yet.")
         return
     left, middle, right = st.columns([2, 2, 1])
     if st.session_state.get("compare_metric") not in options:
         st.session_state["compare_metric"] = preferred_metric(options)
-    metric = left.selectbox("Metric", options, key="compare_metric")
+    metric = left.selectbox("Metric", options, key="compare_metric", format_func=metric_label)
     axis = middle.radio("x axis", list(X_AXES), horizontal=True, key="compare_axis")
     log_y = right.toggle("log scale", key="compare_log")
-    split, name = metric.split(" ", 1)
+    split, name = metric
     if name == "lr":
         points = common.lr(run_ids)
         points = points[points["layer"] == "group0"]
@@ -47,7 +56,8 @@ def overlay(run_ids: list[str], labels: dict[str, str]) -> None:
     if x == "epoch" and points["epoch"].isna().all():
         st.caption("No epochs recorded for this series; showing steps.")
         x = "step"
-    st.plotly_chart(compare_figure(points, x=x, title=metric, labels=labels, log_y=log_y), key="compare_chart")
+    st.plotly_chart(compare_figure(points, x=x, title=metric_label(metric), labels=labels, log_y=log_y),
+                    key="compare_chart")
 
 
 def side_by_side_findings(run_ids: list[str], labels: dict[str, str]) -> None:
@@ -56,10 +66,10 @@ def side_by_side_findings(run_ids: list[str], labels: dict[str, str]) -> None:
         row = run_ids[row_start:row_start + FINDINGS_COLUMNS_PER_ROW]
         for column, run_id in zip(st.columns(len(row)), row):
             with column:
-                st.markdown(f"**{labels[run_id]}**")
+                st.markdown(f"**{plain(labels[run_id])}**")
                 found, problem = common.findings(run_id)
                 if problem:
-                    st.caption(f"No diagnosis: {problem}")
+                    st.caption(f"No diagnosis: {plain(problem)}")
                 elif not found:
                     st.caption("No findings.")
                 for finding in found:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from traindoctor.dashboard.app.charts.curves import curve_figure
 from traindoctor.dashboard.app.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
+from traindoctor.dashboard.app.text import plain
 from traindoctor.dashboard.data import RunView
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
@@ -75,7 +76,7 @@ def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
 def show_header(meta: dict, points: pd.DataFrame) -> None:
     last_step = int(points["step"].max()) if not points.empty else 0
     columns = st.columns(4)
-    columns[0].metric("status", common.STATUS_MARKERS.get(meta["status"], meta["status"]))
+    columns[0].metric("status", plain(common.STATUS_MARKERS.get(meta["status"], meta["status"])))
     columns[1].metric("last step", f"{last_step:,}")
     columns[2].metric("started (UTC)", common.format_time(meta.get("created_at"), short=True))
     losses = points[(points["name"] == "loss") & (points["split"] == "train")].sort_values("step")
@@ -164,7 +165,7 @@ def show_events(frame: pd.DataFrame) -> None:
         st.error("The run crashed.")
         st.code(crash, language="python")
     counts = frame["kind"].value_counts()
-    st.caption(" · ".join(f"{kind}: {count}" for kind, count in counts.items()))
+    st.caption(" · ".join(f"{plain(kind)}: {count}" for kind, count in counts.items()))
     shown = frame.head(MAX_EVENT_ROWS)
     shown = shown.assign(detail=[describe_event(kind, detail) for kind, detail in zip(shown["kind"], shown["detail"])],
                          time=shown["wall_time"].map(common.format_time))[["step", "time", "kind", "detail"]]
@@ -219,7 +220,7 @@ def main() -> None:
     title = st.empty()
     run_id = common.select_run(runs)
     status = runs.loc[runs["run_id"] == run_id, "status"].iloc[0]
-    title.title(common.run_label(runs, run_id))
+    title.title(plain(common.run_label(runs, run_id)))
     live = status == "running"
     if live:
         st.caption(f"● Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")

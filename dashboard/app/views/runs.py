@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 
 import pandas as pd
 import streamlit as st
 
 from traindoctor.dashboard.app.charts.compare import hyperparameter_table
+from traindoctor.dashboard.app.text import plain
 from traindoctor.dashboard.app.views import common
 
 # Hyperparameters worth a column when runs have them, most telling first.
@@ -61,7 +63,7 @@ def runs_overview(runs: pd.DataFrame, counts: pd.DataFrame | None) -> pd.DataFra
     table = table.join(counts, on="run_id")
     table["status"] = table["status"].map(lambda s: common.STATUS_MARKERS.get(s, s))
     table["started"] = pd.to_datetime(table["created_at"], unit="s", utc=True)
-    table["open"] = "run?run=" + table["run_id"]
+    table["open"] = "run?run=" + table["run_id"].map(urllib.parse.quote)
     ordered = (["open", "name", "status", "last_step", "started"] + columns
                + ["final_train_loss", "final_val_loss", "final_val_accuracy", "critical", "warning", "info", "run_id"])
     return table[ordered]
@@ -101,8 +103,8 @@ def main() -> None:
     selected = [table["run_id"].iloc[i] for i in event.selection.rows] if event else []
     st.caption(f"{len(table)} of {len(runs)} runs. Click a column header to sort; tick rows to open or compare them.")
     if len(selected) == 1:
-        st.page_link(common.RUN_PAGE, label=f"Open {common.run_label(runs, selected[0])}", icon=":material/monitoring:",
-                     query_params={"run": common.run_reference(runs, selected[0])})
+        st.page_link(common.RUN_PAGE, label=f"Open {plain(common.run_label(runs, selected[0]))}",
+                     icon=":material/monitoring:", query_params={"run": common.run_reference(runs, selected[0])})
     elif len(selected) > 1:
         references = ",".join(common.run_reference(runs, r) for r in selected)
         st.page_link(common.COMPARE_PAGE, label=f"Compare {len(selected)} runs", icon=":material/compare_arrows:",
