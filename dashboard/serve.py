@@ -1,12 +1,18 @@
-"""Start the dashboard: ``streamlit run dashboard/app/main.py`` with safe defaults.
+"""Start the dashboard: ``streamlit run dashboard/app/server.py`` with safe defaults.
 
 ``traindoctor ui`` and ``traindoctor demo`` call :func:`run_app`. The server
-binds 127.0.0.1 unless told otherwise, runs headless, sends no usage
-statistics, shows no exception details in the page, keeps CORS and XSRF
-protection on, and accepts WebSocket connections only for an allow-list of
+binds 127.0.0.1 unless told otherwise, runs headless, shows no exception
+details in the page, keeps CORS and XSRF protection on, leaves Streamlit's
+agent API off, and accepts WebSocket connections only for an allow-list of
 host names (``server.allowedHosts``: a page served under another name, as in
-a DNS-rebinding attack, cannot talk to it). The store folder travels on the
-command line (``-- --store DIR``), never through the page.
+a DNS-rebinding attack, cannot talk to it). ``app/server.py`` adds what no
+option can say (``app/security.py``): no framing by other sites, a content
+security policy that keeps the page's requests on its own origin, and
+WebSockets only from the server's own origin (scheme, host and port).
+Nothing reaches outside the machine: no usage statistics, no welcome banner
+(for which Streamlit asks the internet for this machine's public IP address).
+The store folder travels on the command line (``-- --store DIR``), never
+through the page.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import webbrowser
 from pathlib import Path
 from typing import Iterator, Sequence
 
+# The Streamlit script (its pages), and the server that serves it (what `streamlit run` is given).
 APP_PATH = Path(__file__).resolve().parent / "app" / "main.py"
+SERVER_PATH = APP_PATH.with_name("server.py")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # How long open_browser waits for the server before giving up (seconds).
 _BROWSER_WAIT_S = 30.0
@@ -62,15 +70,17 @@ def build_command(store_path: str | os.PathLike, *, host: str = "127.0.0.1", por
         raise ValueError("host must not be empty (use 127.0.0.1 for this machine only)")
     hosts = list(allowed_hosts) if allowed_hosts else default_allowed_hosts(host)
     command = [
-        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        sys.executable, "-m", "streamlit", "run", str(SERVER_PATH),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
         "--server.enableCORS", "true",
         "--server.enableXsrfProtection", "true",
+        "--server.enableAgentApi", "false",
         "--server.fileWatcherType", "none",
         "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false",
+        "--logger.hideWelcomeMessage", "true",
         "--client.showErrorDetails", "none",
         "--client.toolbarMode", "viewer",
     ]

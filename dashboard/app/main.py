@@ -1,5 +1,6 @@
-"""The traindoctor dashboard: ``streamlit run dashboard/app/main.py -- --store DIR``
-(``traindoctor ui`` does this for you, see ``dashboard/serve.py``).
+"""The traindoctor dashboard's pages. ``traindoctor ui`` serves them through
+``server.py`` (see ``dashboard/serve.py``); ``streamlit run dashboard/app/main.py
+-- --store DIR`` serves them too, without ``security.py``'s protections.
 
 Pages live at ``/runs``, ``/run?run=NAME``, ``/classes?run=NAME&step=N`` and
 ``/compare?runs=A,B``, so every view can be shared as a link.
@@ -16,7 +17,10 @@ def _home() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="traindoctor", page_icon=":material/monitor_heart:", layout="wide")
+    # An emoji favicon is drawn by the page itself (a data: URL); a ":material/…:"
+    # one is fetched from fonts.gstatic.com on every page load. The pages'
+    # material icons come with Streamlit's own font.
+    st.set_page_config(page_title="traindoctor", page_icon="🩺", layout="wide")
     pages = [
         st.Page(_home, title="traindoctor", url_path="home", default=True, visibility="hidden"),
         st.Page("views/runs.py", title="Runs", url_path="runs", icon=":material/table_rows:"),

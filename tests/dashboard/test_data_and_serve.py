@@ -82,11 +82,13 @@ def option(command: list[str], name: str) -> list[str]:
 
 def test_command_is_safe_by_default(tmp_path):
     command = serve.build_command(tmp_path / "runs")
-    assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(serve.APP_PATH)]
+    assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(serve.SERVER_PATH)]
     expected = {
         "--server.address": ["127.0.0.1"], "--server.headless": ["true"], "--server.enableCORS": ["true"],
         "--server.enableXsrfProtection": ["true"], "--browser.gatherUsageStats": ["false"],
         "--client.showErrorDetails": ["none"], "--server.port": ["8501"],
+        # The agent API drives the app over HTTP; the welcome banner looks up this machine's public IP.
+        "--server.enableAgentApi": ["false"], "--logger.hideWelcomeMessage": ["true"],
     }
     for name, values in expected.items():
         assert option(command, name) == values, name
@@ -115,3 +117,23 @@ def test_app_environment_names_the_store_and_turns_off_usage_statistics(tmp_path
     assert env["PYTHONPATH"] == "/elsewhere"  # the installed package is found without it
     assert env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] == "false"
     assert env["TRAINDOCTOR_STORE"] == str(tmp_path.resolve())
+
+
+def test_streamlit_serves_the_server_module_as_an_asgi_app():
+    """``streamlit run server.py`` must find ``app`` (st.App with our middleware) by reading the
+    file; if Streamlit's discovery changed, it would run server.py as a page script instead and
+    serve a blank app without the security middleware. The browser tests check the headers live."""
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    found = discover_asgi_app(serve.SERVER_PATH)
+    assert (found.is_asgi_app, found.import_string) == (True, "server:app")
+
+
+def test_every_option_the_command_sets_exists_in_this_streamlit():
+    """A renamed or removed option would make `streamlit run` refuse to start."""
+    from streamlit import config
+
+    command = serve.build_command("runs", host="0.0.0.0")
+    options = [part[2:] for part in command if part.startswith("--") and "." in part]
+    assert "server.enableAgentApi" in options and "logger.hideWelcomeMessage" in options
+    assert [option for option in options if option not in config._config_options_template] == []
