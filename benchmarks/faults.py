@@ -368,11 +368,11 @@ def run_matrix(root: Path, *, kills: int, outage_s: float, writers: int, flush_e
 
 def format_row(result: Result) -> str:
     recorded = "-" if result.recorded is None else f"{result.recorded:,}"
-    return (f"{result.case:<50} {result.expected:>9,} {result.kept:>9,} {result.lost:>7,} {recorded:>9} "
+    return (f"{result.case:<56} {result.expected:>9,} {result.kept:>9,} {result.lost:>7,} {recorded:>9} "
             f"{result.allowed:>8,}  {'ok' if result.ok else 'FAIL':<4}  {result.note}")
 
 
-HEADER = (f"{'case':<50} {'expected':>9} {'kept':>9} {'lost':>7} {'recorded':>9} {'allowed':>8}  "
+HEADER = (f"{'case':<56} {'expected':>9} {'kept':>9} {'lost':>7} {'recorded':>9} {'allowed':>8}  "
           f"{'':<4}  note")
 
 
