@@ -1,4 +1,4 @@
-"""The diagnosis as text for a terminal and as DESIGN.md's ``diagnose --json`` object (pure)."""
+"""The diagnosis as text for a terminal and as the ``diagnose --json`` object of docs/design.md (pure)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from traindoctor.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
 from traindoctor.store.run_data import RunData
 
 WIDTH = 100
+# Events that say the record itself is incomplete or mixed (store/format.py's
+# EVENT_KINDS): a reader must know before trusting any finding on the run.
+RECORDING_EVENTS = ("rows_dropped", "concurrent_writer")
 _HEADINGS = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
 
@@ -31,9 +34,26 @@ def _wrap(label: str, text: str) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=f"      {label}", subsequent_indent=" " * (6 + len(label))) or []
 
 
+def recording_problems(run: RunData) -> list[dict[str, Any]]:
+    """What the store recorded as lost or mixed in this run: ``rows_dropped`` and
+    ``concurrent_writer`` events, each ``{"kind", "step", "detail"}`` in step order."""
+    events = run.events
+    if events.empty:
+        return []
+    selected = events[events["kind"].isin(RECORDING_EVENTS)]
+    return [{"kind": str(kind), "step": None if step is None or step != step else int(step), "detail": str(detail)}
+            for kind, step, detail in zip(selected["kind"], selected["step"], selected["detail"])]
+
+
 def _run_section(run: RunData, findings: list[Finding]) -> list[str]:
     header = f"{run.name} ({run.run_id})" if run.name != run.run_id else run.run_id
     lines = [header, "=" * min(len(header), WIDTH)]
+    problems = recording_problems(run)
+    if problems:
+        lines.append(f"  RECORDING: {len(problems)} problem(s) with this run's record; findings may miss what was lost")
+        for problem in problems:
+            where = f" (step {problem['step']})" if problem["step"] is not None else ""
+            lines += _wrap(f"[{problem['kind']}]{where} ", problem["detail"])
     if not findings:
         lines.append("  No findings: nothing in this run breaks the rules of thumb.")
         return lines
@@ -70,6 +90,8 @@ def text_report(items: list[tuple[RunData, list[Finding]]]) -> str:
 
 
 def json_report(items: list[tuple[RunData, list[Finding]]]) -> dict[str, Any]:
-    """DESIGN.md's ``diagnose --json`` object: ``{"runs": [{"run_id", "name", "findings": [...]}]}``."""
-    return {"runs": [{"run_id": run.run_id, "name": run.name, "findings": [f.to_dict() for f in findings]}
+    """docs/design.md's ``diagnose --json`` object:
+    ``{"runs": [{"run_id", "name", "findings": [...], "recording_problems": [...]}]}``."""
+    return {"runs": [{"run_id": run.run_id, "name": run.name, "findings": [f.to_dict() for f in findings],
+                      "recording_problems": recording_problems(run)}
                      for run, findings in items]}

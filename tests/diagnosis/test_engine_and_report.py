@@ -111,6 +111,28 @@ def test_json_report_has_the_design_shape_and_is_serialisable():
                           "source"}
     assert first["rule"] == "divergence" and first["step_start"] == 61
     assert report["runs"][1]["findings"] == []
+    assert report["runs"][1]["recording_problems"] == []
+
+
+def test_dropped_rows_and_a_second_writer_are_reported_before_any_finding(tmp_path, capsys):
+    """Regression (#18 item 3): rows the writer had to drop were in the run's events, but
+    `diagnose` said nothing, so a gap in the record read as a healthy stretch."""
+    from traindoctor.cli import main
+    from traindoctor.store.segments import RunWriter
+
+    writer = RunWriter(tmp_path, name="gappy", background=False)
+    for step in range(1, 41):
+        writer.add_scalars(step=step, name="loss", value=2.0 / step)
+    writer.add_event("rows_dropped", "120 scalars rows of steps 11-20 dropped: the store was read-only", step=11)
+    writer.add_event("concurrent_writer", "writer b was recording rank 0 beside writer a", step=30)
+    writer.close()
+    assert main(["diagnose", "gappy", "--store", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "RECORDING: 2 problem(s)" in text
+    assert text.index("[rows_dropped] (step 11) 120 scalars rows") < text.index("[concurrent_writer] (step 30)")
+    assert main(["diagnose", "gappy", "--store", str(tmp_path), "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["runs"][0]["recording_problems"]
+    assert [(p["kind"], p["step"]) for p in problems] == [("rows_dropped", 11), ("concurrent_writer", 30)]
 
 
 def test_text_report_groups_by_severity_with_steps_and_advice():
