@@ -21,11 +21,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.format import (
-    ATTEMPTS_KEY, COVERS_KEY, TABLES, TEMPORARY_PREFIX, compacted_name, encode_attempts, encode_covers,
-    temporary_name,
+    ATTEMPTS_KEY, COVERS_KEY, SERIES_KEY, TABLES, TEMPORARY_PREFIX, compacted_name, encode_attempts, encode_covers,
+    encode_series, temporary_name,
 )
-from traindoctor.store.reader import Store, duckdb_path, table_select_list
+from traindoctor.store.reader import SERIES_SQL, Store, duckdb_path, table_select_list
 from traindoctor.store.segments import SCHEMAS
 
 # Sort keys per table: series read back contiguous (name, layer, step), so a
@@ -56,7 +57,17 @@ def compact_run(store: Store, run_id: str) -> dict[str, int]:
     merged: dict[str, int] = {}
     for table in TABLES:
         merged[table] = _compact_table(store, run_id, table)
+    if any(merged.values()):
+        _refresh_summary(store, run_id)
     return merged
+
+
+def _refresh_summary(store: Store, run_id: str) -> None:
+    """Rewrite the run's catalog summary for its new file names (from the merged footers)."""
+    try:
+        store.catalog.refresh(run_id)
+    except (OSError, StoreError):
+        pass  # the next reader rebuilds it
 
 
 def _compact_table(store: Store, run_id: str, table: str) -> int:
@@ -101,6 +112,7 @@ def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None
                 "WHERE rank IS NOT NULL AND attempt IS NOT NULL GROUP BY ALL ORDER BY ALL"
             ).fetchall()
             metadata[ATTEMPTS_KEY] = encode_attempts(attempts)
+            metadata[SERIES_KEY] = encode_series(con.execute(SERIES_SQL.format(source="pieces")).fetchall())
         reader = con.sql(f"SELECT * FROM pieces ORDER BY {_ORDER[table]}").to_arrow_reader(_ROW_GROUP_ROWS)
         with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
             for batch in reader:
@@ -198,6 +210,8 @@ def compact_if_fragmented(store: Store, run_id: str, *, min_files: int = FRAGMEN
     for table in TABLES:
         fragmented = len(store.segment_files(run_id, table)) >= min_files
         merged[table] = _compact_table(store, run_id, table) if fragmented else 0
+    if any(merged.values()):
+        _refresh_summary(store, run_id)
     return merged
 
 

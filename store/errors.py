@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class StoreError(Exception):
     """A problem with the store or its input, with a one-line message."""
+
+
+class UnknownRunError(StoreError):
+    """No run with that id or name."""

@@ -81,6 +81,26 @@ where both count. :func:`footer_keys` says which file carries which key.
 **run.json.** UTF-8 JSON with the keys of :data:`RUN_JSON_KEYS`; ``status`` is
 one of :data:`RUN_STATUSES`. Rank 0 owns the file and rewrites it atomically.
 
+**Summaries (the run catalog).** ``<store>/<run_id>/summary.json``
+(:data:`SUMMARY_JSON`) is a small JSON object with the keys of
+:data:`SUMMARY_KEYS`: what a listing of thousands of runs shows (status, steps,
+wall time, last and best value of every global series per split, flattened
+hyperparameters) without opening a segment. Rank 0's writer writes it at
+close, compaction rewrites it, and a reader that finds it missing, corrupt or
+out of date rebuilds it (``store.catalog``), atomically, and keeps it when the
+store can be written. It is a cache of the run's files, never the truth: it
+records what it was computed from (``segments``: the file names of each table,
+unique by construction since files are immutable and named with a random
+writer token or a time; ``checked``: a stat stamp of run.json and the table
+folders) and a reader that sees a different listing recomputes it. Segment
+footers carry per-series aggregates (:data:`SERIES_KEY`), so a running run's
+summary is refreshed from its newest segments' footers only.
+
+**Findings cache.** ``<store>/<run_id>/.findings.json`` (:data:`FINDINGS_JSON`)
+holds a run's findings with the run's content ``fingerprint`` and the
+diagnosis ``engine`` version they were computed for (the keys of
+:data:`FINDINGS_KEYS`); either changing makes it stale.
+
 This module imports only the standard library: the probe, the importers, the
 reader and the compactor all import it, and none of them pays for another.
 """
@@ -93,7 +113,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from traindoctor.store.errors import StoreError
 
@@ -189,6 +209,13 @@ EVENT_KINDS: dict[str, str] = {
                     "unpublished-row budget lasts); detail says how many, of which table, steps and why",
     "concurrent_writer": "another live writer was recording the same rank of this run; detail names it "
                          "(both keep their rows)",
+    "live_finding": "a live check of the probe found a problem while the run trained; detail is the finding as "
+                    "JSON (Finding.to_dict()); step and wall_time say when it was first raised",
+    "stop_requested": "a live finding met Probe(stop_on=...) and probe.should_stop became true; detail is JSON: "
+                      "stop_on and the finding",
+    "training_stopped": "training was stopped because of a live finding (Lightning's trainer.should_stop, the HF "
+                        "Trainer's control.should_training_stop, or TrainingStopped raised by probe.step); detail "
+                        "is JSON: by whom, stop_on and the finding",
 }
 _LR_LAYER_PREFIX = "group"
 
@@ -327,6 +354,12 @@ def clean_json(value: Any) -> Any:
 # --------------------------------------------------------------- run.json
 
 RUN_STATUSES = ("running", "finished", "crashed")
+# run.json's task.kind: what the loss measures, which sets its scale. A
+# classifier's cross-entropy starts at ln C and can reach 0; a language
+# model's token cross-entropy starts at ln V (from scratch) and never nears 0;
+# a regression loss has the units of its targets. "unknown" (or no kind) means
+# no rule may judge a loss level.
+TASK_KINDS = ("classification", "language_modelling", "regression", "unknown")
 RUN_JSON_KEYS: dict[str, str] = {
     "run_id": "the run's id (the folder name)",
     "name": "the human name; may repeat across runs (defaults to the run_id)",
@@ -337,7 +370,8 @@ RUN_JSON_KEYS: dict[str, str] = {
     "finished_at": "Unix seconds when rank 0 closed the run; absent while it runs",
     "config": "hyperparameters as the user gave them",
     "env": "torch version, device, world_size, host, optimizer, model, amp",
-    "task": "num_classes, class_names, expected_initial_loss",
+    "task": "kind (one of TASK_KINDS; absent: inferred from num_classes, else unknown), num_classes and "
+            "class_names (classification), vocab_size (language modelling), expected_initial_loss",
     "probe_settings": "the probe's cadence and sampling settings",
     "source": "what wrote the run: {'kind': 'probe'} or the importer and its input's fingerprint",
     "attempts": "rank (a string) → the newest attempt that rank started",
@@ -370,7 +404,22 @@ def read_run_json(run_dir: str | Path) -> dict[str, Any]:
 ATTEMPTS_KEY = b"traindoctor.attempts"
 # JSON list of the segment file names a compacted file replaces.
 COVERS_KEY = b"traindoctor.covers"
-FOOTER_KEYS = (ATTEMPTS_KEY, COVERS_KEY)
+# JSON list of SERIES_FIELDS lists: one per (rank, attempt, split, name) of
+# the file's global rows (layer null). The run catalog sums these instead of
+# scanning rows.
+SERIES_KEY = b"traindoctor.series"
+FOOTER_KEYS = (ATTEMPTS_KEY, COVERS_KEY, SERIES_KEY)
+# Keys files written by older versions lack (readers fall back to scanning rows).
+OPTIONAL_FOOTER_KEYS = frozenset({SERIES_KEY})
+SERIES_FIELDS = (
+    "rank", "attempt", "split", "name",
+    "count",                    # distinct steps
+    "first_step", "last_step",
+    "last_value",               # the value at last_step (NaN and ±Inf kept)
+    "min", "min_step",          # the smallest finite value and its step; null when none is finite
+    "max", "max_step",          # the largest finite value and its step; null when none is finite
+    "first_wall_time", "last_wall_time",  # finite wall_time bounds, Unix seconds; null when none
+)
 
 # (rank, attempt, first_step) of one attempt in a file.
 AttemptEntry = tuple[int, int, int | None]
@@ -379,9 +428,10 @@ AttemptEntry = tuple[int, int, int | None]
 def footer_keys(table: str, *, compacted: bool) -> frozenset[bytes]:
     """The footer keys a file of ``table`` carries (besides pyarrow's own).
 
-    Attempts are listed in the scalars, the table every attempt writes.
+    Attempts and series aggregates are listed in the scalars, the table
+    every attempt writes.
     """
-    keys = {ATTEMPTS_KEY} if table == "scalars" else set()
+    keys = {ATTEMPTS_KEY, SERIES_KEY} if table == "scalars" else set()
     return frozenset((keys | {COVERS_KEY}) if compacted else keys)
 
 
@@ -417,3 +467,79 @@ def decode_covers(metadata: Mapping[bytes, bytes]) -> tuple[str, ...]:
     if COVERS_KEY not in metadata:
         return ()
     return tuple(str(name) for name in json.loads(metadata[COVERS_KEY]))
+
+
+def encode_series(entries: Iterable[Sequence[Any]]) -> bytes:
+    """The :data:`SERIES_KEY` value for entries in :data:`SERIES_FIELDS` order
+    (NaN and ±Inf last values are kept as JSON's NaN/Infinity tokens)."""
+    return json.dumps([list(entry) for entry in entries], allow_nan=True).encode()
+
+
+def decode_series(metadata: Mapping[bytes, bytes]) -> list[tuple[Any, ...]] | None:
+    """The series entries of a scalars file's footer; None when it has none
+    (a file written before footers carried them, or a foreign file).
+
+    Raises:
+        ValueError, TypeError: the value is not a list of SERIES_FIELDS lists.
+    """
+    if SERIES_KEY not in metadata:
+        return None
+    entries = json.loads(metadata[SERIES_KEY])
+    if not isinstance(entries, list) or any(not isinstance(e, list) or len(e) != len(SERIES_FIELDS) for e in entries):
+        raise ValueError("series footer entries are not lists of SERIES_FIELDS")
+    return [tuple(entry) for entry in entries]
+
+
+# ---------------------------------------------------------------- summary
+
+SUMMARY_JSON = "summary.json"
+# Bumped when the summary's keys or their meaning change: a summary of
+# another format is rebuilt on read.
+SUMMARY_FORMAT = 1
+SUMMARY_KEYS: dict[str, str] = {
+    "summary_format": "SUMMARY_FORMAT of the writer of this file",
+    "traindoctor_version": "the version of traindoctor that wrote it",
+    "run_id": "the run's id", "name": "as in run.json (the run_id when absent)", "project": "as in run.json",
+    "status": "run.json's status as written (a reader shows a running run whose heartbeat stopped as crashed)",
+    "created_at": "Unix seconds", "heartbeat_at": "Unix seconds", "finished_at": "Unix seconds",
+    "num_classes": "task.num_classes", "config": "run.json's config", "env": "run.json's env",
+    "task": "run.json's task", "source": "run.json's source", "attempts": "run.json's attempts",
+    "hyperparameters": "config flattened: nested keys joined with '.', lists as JSON text",
+    "last_step": "the last step of any global series of rank 0; null when none",
+    "num_steps": "distinct steps of the training loss",
+    "first_wall_time": "the first recorded wall_time of rank 0's global rows, Unix seconds",
+    "last_wall_time": "the last one", "wall_time_s": "last_wall_time - first_wall_time, seconds",
+    "metrics": "split -> name -> {last, last_step, best, best_step, count} of rank 0's global series; "
+               "best is the smallest finite value, the largest for metrics where higher is better (metric_goal)",
+    "series": "the per-(attempt, split, name) aggregates metrics come from (SERIES_FIELDS without rank)",
+    "attempt_starts": "attempt -> rank 0's first step of that attempt (from the scalars footers)",
+    "covered": "scalars pieces still present that a compacted file replaces (not counted)",
+    "segments": "table -> the sorted file names the summary was computed from",
+    "fingerprint": "sha256 of the segment names of every table and of the run.json fields the diagnosis reads "
+                   "(config, task, env, source): the key of the findings cache",
+    "checked": "[run.json mtime_ns, size, scalars/ confusion/ events/ mtime_ns] when the summary was computed; "
+               "null when that was too recent to trust (a file timestamp has a coarse clock)",
+    "findings": "{engine, fingerprint, counts: severity -> number, rules} of the cached findings, when diagnosed",
+}
+FINDINGS_JSON = ".findings.json"
+FINDINGS_KEYS: dict[str, str] = {
+    "engine": "the diagnosis engine version the findings come from",
+    "fingerprint": "the run's summary fingerprint they were computed for",
+    "findings": "Finding.to_dict() of each finding, in the engine's order",
+    "recording_problems": "rows_dropped and concurrent_writer events of the run (kind, step, detail)",
+    "name": "the run's name when diagnosed",
+}
+# Metrics where a larger value is better; every other metric is better smaller.
+_HIGHER_IS_BETTER = re.compile(r"(acc|accuracy|f1|precision|recall|auc|auroc|bleu|rouge|map|iou|dice|score|top\d+)$")
+
+
+def metric_goal(name: str) -> str:
+    """``"max"`` for metrics where higher is better (accuracy, F1, AUC, BLEU,
+    ...), ``"min"`` for the rest (losses, errors, perplexity).
+
+    Example:
+        >>> metric_goal("accuracy"), metric_goal("loss"), metric_goal("val_top5")
+        ('max', 'min', 'max')
+    """
+    last_word = re.split(r"[^a-z0-9]+", name.lower())[-1]
+    return "max" if _HIGHER_IS_BETTER.search(last_word) else "min"

@@ -35,16 +35,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traindoctor.store.errors import StoreError
+from traindoctor.store.catalog import (  # noqa: F401 (default_store_path: its old home)
+    DEFAULT_STALE_AFTER_S, Catalog, default_store_path, effective_status, read_meta,
+)
+from traindoctor.store.errors import StoreError, UnknownRunError
 from traindoctor.store.format import (
-    COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, check_run_id, column_names, decode_attempts,
-    decode_covers, read_run_json, segment_names,
+    COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, column_names, decode_attempts, decode_covers,
+    segment_names,
 )
 
-# A run whose writer has not refreshed its heartbeat (every 5 s) for this long
-# is reported as crashed: twelve missed beats rules out a slow disk or a long
-# checkpoint save.
-DEFAULT_STALE_AFTER_S = 60.0
 # A query that meets a file removed under it (compaction published a merged
 # file and deleted the pieces) lists the folder again; compaction finishes in
 # well under this many retries.
@@ -68,18 +67,56 @@ _RUN_TYPES = {
 }
 
 
-def default_store_path() -> Path:
-    """``$TRAINDOCTOR_STORE``, else ``./runs`` (DESIGN.md, "CLI (contract)")."""
-    return Path(os.environ.get("TRAINDOCTOR_STORE") or "runs")
+# The SERIES_FIELDS aggregates (store.format) of the global rows of a scalars
+# source, per (rank, attempt, split, name): compaction writes them into the
+# merged file's footer, and the run catalog computes them over the resolved
+# view when footers cannot be summed (a resumed run's overlapping attempts).
+SERIES_SQL = """
+    SELECT rank, attempt, split, name,
+           count(DISTINCT step), min(step), max(step),
+           arg_max(value, step),
+           min(value) FILTER (WHERE isfinite(value)), arg_min(step, value) FILTER (WHERE isfinite(value)),
+           max(value) FILTER (WHERE isfinite(value)), arg_max(step, value) FILTER (WHERE isfinite(value)),
+           min(wall_time) FILTER (WHERE isfinite(wall_time)), max(wall_time) FILTER (WHERE isfinite(wall_time))
+    FROM {source}
+    WHERE layer IS NULL AND rank IS NOT NULL AND attempt IS NOT NULL AND split IS NOT NULL AND name IS NOT NULL
+      AND step IS NOT NULL
+    GROUP BY ALL ORDER BY ALL
+"""
+
+
+STAT_COLUMNS = ["last_step", "num_steps", "final_train_loss", "final_val_loss", "final_val_accuracy"]
+
+
+def _last(summary: dict[str, Any], split: str, name: str) -> float:
+    value = ((summary.get("metrics") or {}).get(split) or {}).get(name, {}).get("last")
+    return float("nan") if value is None else float(value)
+
+
+def runs_frame(summaries: Sequence[dict[str, Any]], *, with_stats: bool = True) -> pd.DataFrame:
+    """The runs table (RUN_COLUMNS, plus STAT_COLUMNS with ``with_stats``) of
+    catalog summaries, newest first."""
+    rows = []
+    for summary in summaries:
+        row = {column: summary.get(column) for column in RUN_COLUMNS}
+        for column in ("config", "env", "task", "attempts"):
+            row[column] = row[column] or {}
+        if with_stats:
+            row.update(last_step=summary.get("last_step"), num_steps=summary.get("num_steps"),
+                       final_train_loss=_last(summary, "train", "loss"), final_val_loss=_last(summary, "val", "loss"),
+                       final_val_accuracy=_last(summary, "val", "accuracy"))
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS + (STAT_COLUMNS if with_stats else []))
+    for column in ("created_at", "heartbeat_at", "finished_at"):
+        frame[column] = frame[column].astype("float64")
+    if with_stats:
+        frame["last_step"] = frame["last_step"].astype("Float64").astype("float64")
+    return frame.sort_values("created_at", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def open_store(path: str | os.PathLike | None = None) -> "Store":
     """A :class:`Store` on ``path``, else on :func:`default_store_path`."""
     return Store(path if path is not None else default_store_path())
-
-
-class UnknownRunError(StoreError):
-    """No run with that id or name."""
 
 
 @dataclass(frozen=True)
@@ -142,100 +179,42 @@ class Store:
         # connection to it (a cursor: ~0.01 ms, against ~15 ms for a new
         # database), whose temporary views no other connection sees.
         self._database: duckdb.DuckDBPyConnection | None = None
+        self.catalog = Catalog(self.root, stale_after_s=self.stale_after_s, store=self)
 
     # ------------------------------------------------------------------- runs
 
     def run_ids(self) -> list[str]:
         """Ids of the run folders (those with a run.json), sorted."""
-        if not self.root.is_dir():
-            return []
-        found = []
-        for entry in os.scandir(self.root):
-            if not entry.is_dir() or entry.name.startswith("."):
-                continue
-            folder = Path(entry.path)
-            if (folder / RUN_JSON).exists():
-                try:
-                    found.append(check_run_id(entry.name))
-                except StoreError:
-                    # A name no writer makes (e.g. bytes that are not UTF-8,
-                    # which no later step can encode): never a run.
-                    self._warn(f"skipping {ascii(str(folder))}: not a run id")
-            elif not any((folder / table).is_dir() for table in TABLES):
-                # A folder with table folders but no run.json yet is a run a
-                # writer is creating (rank 0 writes run.json): not worth a word.
-                self._warn(f"skipping {folder}: not a run folder (no run.json)")
-        return sorted(found)
+        return self.catalog.run_ids()
 
     def run_meta(self, run_id: str) -> dict[str, Any]:
         """The run's run.json, its known keys checked (a value of the wrong
         type reads as absent), with ``status`` as readers should show it."""
         run_dir = self.root / run_id
         try:
-            meta = _checked_meta(read_run_json(run_dir))
+            meta = read_meta(run_dir)
         except FileNotFoundError:
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}") from None
         except (OSError, ValueError) as error:
             self._warn(f"skipping run folder {run_dir}: unreadable run.json ({error})")
             raise UnknownRunError(f"run {run_id!r} has an unreadable run.json") from None
         meta["run_id"] = run_id
-        meta["status"] = self._effective_status(meta)
+        meta["status"] = effective_status(meta, self.stale_after_s)
         return meta
 
-    def _effective_status(self, meta: dict[str, Any]) -> str:
-        status = meta.get("status") or "running"
-        if status == "running":
-            heartbeat = meta.get("heartbeat_at") or meta.get("created_at") or 0
-            if time.time() - heartbeat > self.stale_after_s:
-                return "crashed"
-        return status
+    def summaries(self, run_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The run catalog: one summary per run (``store.catalog``), read without opening a segment."""
+        return self.catalog.summaries(run_ids)
 
     def runs(self, *, with_stats: bool = True) -> pd.DataFrame:
-        """One row per run: metadata from run.json plus, with ``with_stats``,
-        last_step, num_steps and final train/val loss and accuracy."""
-        rows = []
-        for run_id in self.run_ids():
-            try:
-                rows.append(self._run_row(run_id))
-            except UnknownRunError:
-                continue
-        frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
-        if with_stats and len(frame):
-            stats = self._run_stats(list(frame["run_id"]))
-            frame = frame.merge(stats, on="run_id", how="left")
-        elif with_stats:
-            for column in ("last_step", "num_steps", "final_train_loss", "final_val_loss", "final_val_accuracy"):
-                frame[column] = pd.Series(dtype="float64")
-        return frame.sort_values("created_at", ascending=False, kind="stable").reset_index(drop=True)
-
-    def _run_stats(self, run_ids: list[str]) -> pd.DataFrame:
-        sql = """
-            SELECT run_id,
-                   max(step) AS last_step,
-                   count(DISTINCT step) FILTER (WHERE split = 'train' AND name = 'loss') AS num_steps,
-                   arg_max(value, step) FILTER (WHERE split = 'train' AND name = 'loss' AND layer IS NULL) AS final_train_loss,
-                   arg_max(value, step) FILTER (WHERE split = 'val' AND name = 'loss' AND layer IS NULL) AS final_val_loss,
-                   arg_max(value, step) FILTER (WHERE split = 'val' AND name = 'accuracy' AND layer IS NULL) AS final_val_accuracy
-            FROM scalars WHERE layer IS NULL GROUP BY run_id
-        """
-        return self._query(sql, runs=run_ids, tables=("scalars",), with_runs=False)
+        """One row per run, newest first, from the run catalog: metadata from
+        run.json plus, with ``with_stats``, last_step, num_steps and final
+        train/val loss and accuracy."""
+        return runs_frame(self.catalog.summaries(), with_stats=with_stats)
 
     def resolve(self, run: str) -> str:
         """A run id for ``run``: a run id, or a name (the newest run with it)."""
-        ids = self.run_ids()
-        if run in ids:
-            return run
-        matches = []
-        for run_id in ids:
-            try:
-                meta = _checked_meta(read_run_json(self.root / run_id))
-            except (OSError, ValueError):
-                continue
-            if meta.get("name") == run:
-                matches.append((meta.get("created_at") or 0.0, run_id))
-        if not matches:
-            raise UnknownRunError(f"unknown run {run!r} in store {self.root}")
-        return max(matches)[1]
+        return self.catalog.resolve(run)
 
     # ------------------------------------------------------------------ files
 
@@ -416,12 +395,11 @@ class Store:
 
     def _create_runs_view(self, con: duckdb.DuckDBPyConnection, runs: Sequence[str] | None,
                           run_ids: list[str]) -> None:
-        runs_frame = self.runs(with_stats=False) if runs is None else pd.DataFrame(
-            [self._run_row(r) for r in run_ids], columns=RUN_COLUMNS)
-        runs_frame = runs_frame[runs_frame["run_id"].isin(run_ids)].copy()
+        frame = runs_frame(self.catalog.summaries(None if runs is None else run_ids), with_stats=False)
+        frame = frame[frame["run_id"].isin(run_ids)].copy()
         for column in ("config", "env", "task", "source", "attempts"):
-            runs_frame[column] = runs_frame[column].map(lambda v: json.dumps(v, default=str))
-        con.register("runs_frame", runs_frame)
+            frame[column] = frame[column].map(lambda v: json.dumps(v, default=str))
+        con.register("runs_frame", frame)
         # Fixed types: a column that is None in every run would otherwise
         # come out typed NULL (and break exports and unions).
         columns = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in _RUN_TYPES.items())
@@ -443,21 +421,6 @@ class Store:
         if not (self.root / run_id / RUN_JSON).exists():
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}")
         return run_id
-
-    def _run_row(self, run_id: str) -> dict[str, Any]:
-        meta = self.run_meta(run_id)
-        task = meta.get("task") or {}
-        num_classes = task.get("num_classes")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or abs(num_classes) >= 2**63:
-            num_classes = None  # the runs view's column is BIGINT
-        return {
-            "run_id": run_id, "name": meta.get("name") or run_id, "project": meta.get("project"),
-            "status": meta["status"], "created_at": meta.get("created_at"),
-            "heartbeat_at": meta.get("heartbeat_at"), "finished_at": meta.get("finished_at"),
-            "config": meta.get("config") or {}, "env": meta.get("env") or {}, "task": task,
-            "num_classes": num_classes, "source": meta.get("source"),
-            "attempts": meta.get("attempts") or {},
-        }
 
     @staticmethod
     def _create_raw_view(con: duckdb.DuckDBPyConnection, table: str, segments: list) -> None:
@@ -541,6 +504,13 @@ class Store:
         with a warning, a file that turns out to be unreadable.
         """
         return self._query(sql, params, runs=runs)
+
+    def fetch(self, sql: str, params: Sequence[Any] | dict | None = None, *, runs: Sequence[str] | None = None,
+              tables: Sequence[str] = TABLES) -> list[tuple]:
+        """Like :meth:`query` (without the ``runs`` view), as plain Python rows:
+        NULL stays None and integers stay integers."""
+        return self._with_connection(lambda con: con.execute(sql, params or []).fetchall(),
+                                     runs=runs, tables=tables, with_runs=False)
 
     def _query(
         self,
@@ -853,30 +823,6 @@ def _run_id_problem(path: Path, metadata: Any, run_id: str) -> str | None:
         return None
     others = sorted(repr(value) for value in found - {run_id})
     return f"it holds rows of run {', '.join(others[:3])}, not of its folder's run {run_id!r}"
-
-
-_META_NUMBERS = ("created_at", "heartbeat_at", "finished_at")
-_META_TEXTS = ("name", "project", "status")
-_META_OBJECTS = ("config", "env", "task", "source", "attempts")
-
-
-def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` with each known key of the wrong type dropped: a hand-edited
-    or foreign run.json shows as a run with less metadata, never fails a listing."""
-    checked = dict(meta)
-    for key in _META_NUMBERS:
-        value = checked.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            checked.pop(key, None)
-        else:
-            checked[key] = float(value)
-    for key in _META_TEXTS:
-        if not isinstance(checked.get(key), str):
-            checked.pop(key, None)
-    for key in _META_OBJECTS:
-        if not isinstance(checked.get(key), dict):
-            checked.pop(key, None)
-    return checked
 
 
 def _footer_info(schema: Any, table: str) -> SegmentInfo:

@@ -36,8 +36,9 @@ import pyarrow.parquet as pq
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.format import (
-    ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, STRING, TABLES, TEMPORARY_PREFIX,
-    WRITERS_FOLDER, check_run_id, clean_json, clean_text, decode_attempts, encode_attempts, new_run_id,
+    ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, SERIES_KEY, STRING, TABLES,
+    TEMPORARY_PREFIX, WRITERS_FOLDER, check_run_id, clean_json, clean_text, decode_attempts, encode_attempts,
+    encode_series, new_run_id,
     new_writer_token, read_run_json, segment_name, segment_names, segment_rank_attempt, temporary_name,
     writer_file_name, writer_file_rank,
 )
@@ -246,6 +247,55 @@ def _fill_sequences(scalar: np.ndarray, is_sequence: np.ndarray, sequences: list
     out = scalar[chunk_of_row]
     out[is_sequence[chunk_of_row]] = values
     return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def series_entries(rank: int, attempt: int, splits: tuple[_StringCodes, np.ndarray],
+                   names: tuple[_StringCodes, np.ndarray], layer_codes: np.ndarray, steps: np.ndarray,
+                   walls: np.ndarray, values: np.ndarray) -> list[list]:
+    """The :data:`~traindoctor.store.format.SERIES_KEY` entries of one segment's
+    global rows (layer null), one per (split, name).
+
+    One stable argsort of the rows' (split, name) codes, then a few numpy
+    reductions per series: a flush holds a handful of series, so this costs
+    little next to encoding the file.
+    """
+    is_global = (layer_codes < 0) & (splits[1] >= 0) & (names[1] >= 0)
+    if not is_global.any():
+        return []
+    split_codes, name_codes = splits[1][is_global], names[1][is_global]
+    steps, walls, values = steps[is_global], walls[is_global], values[is_global]
+    key = split_codes.astype(np.int64) * (len(names[0].values) + 1) + name_codes
+    order = np.argsort(key, kind="stable")  # keeps each series' rows in the order they were added
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    entries = []
+    for start, end in zip(starts, ends):
+        rows = order[start:end]
+        series_steps, series_values, series_walls = steps[rows], values[rows], walls[rows]
+        if len(series_steps) > 1 and (np.diff(series_steps) < 0).any():
+            by_step = np.argsort(series_steps, kind="stable")
+            series_steps, series_values, series_walls = series_steps[by_step], series_values[by_step], series_walls[by_step]
+        finite = np.isfinite(series_values)
+        low = high = None
+        if finite.any():
+            candidates = np.where(finite, series_values, np.inf)
+            low = int(np.argmin(candidates))
+            high = int(np.argmax(np.where(finite, series_values, -np.inf)))
+        wall = series_walls[np.isfinite(series_walls)]
+        entries.append([
+            rank, attempt, splits[0].values[split_codes[rows[0]]], names[0].values[name_codes[rows[0]]],
+            int(1 + np.count_nonzero(np.diff(series_steps))),
+            int(series_steps[0]), int(series_steps[-1]), float(series_values[-1]),
+            None if low is None else float(series_values[low]), None if low is None else int(series_steps[low]),
+            None if high is None else float(series_values[high]), None if high is None else int(series_steps[high]),
+            _finite_or_none(wall.min()) if len(wall) else None, _finite_or_none(wall.max()) if len(wall) else None,
+        ])
+    return entries
 
 
 @dataclass
@@ -809,26 +859,31 @@ class RunWriter:
         def numeric(position: int, dtype: Any, fill: Any) -> np.ndarray:
             return _numeric_column([chunk[position] for chunk in chunks], chunk_of_row, dtype, fill)
 
-        def strings(position: int) -> pa.Array:
+        def strings(position: int) -> tuple[_StringCodes, np.ndarray]:
             codes = _StringCodes()
-            array = codes.array(codes.column([chunk[position] for chunk in chunks], chunk_of_row))
+            column = codes.column([chunk[position] for chunk in chunks], chunk_of_row)
             self._warn_cleaned(codes.cleaned)
-            return array
+            return codes, column
 
         step_array = numeric(1, np.int64, -1)
         epoch_array = numeric(2, np.float64, np.nan)
+        wall_array = numeric(3, np.float64, np.nan)
+        value_array = numeric(7, np.float64, np.nan)
+        splits, names, layers = strings(4), strings(5), strings(6)
         arrays = self._constant_columns(buffer.rows) + [
             pa.array(step_array),
             pa.array(epoch_array, mask=np.isnan(epoch_array)),
-            pa.array(numeric(3, np.float64, np.nan)),
-            strings(4),
-            strings(5),
-            strings(6),
-            pa.array(numeric(7, np.float64, np.nan)),
+            pa.array(wall_array),
+            splits[0].array(splits[1]),
+            names[0].array(names[1]),
+            layers[0].array(layers[1]),
+            pa.array(value_array),
         ]
         recorded = step_array[step_array >= 0]
         first_step = int(recorded.min()) if len(recorded) else None
-        metadata = {ATTEMPTS_KEY: encode_attempts([(self.rank, self.attempt, first_step)])}
+        series = series_entries(self.rank, self.attempt, splits, names, layers[1], step_array, wall_array, value_array)
+        metadata = {ATTEMPTS_KEY: encode_attempts([(self.rank, self.attempt, first_step)]),
+                    SERIES_KEY: encode_series(series)}
         return pa.Table.from_arrays(arrays, names=SCHEMAS["scalars"].names).replace_schema_metadata(metadata)
 
     def _confusion_table(self, chunks: list[dict]) -> pa.Table:
@@ -972,6 +1027,19 @@ class RunWriter:
                 self.record_error(error)
         _remove_quietly(self._writer_file())
         self.closed = True
+        if self.rank == 0:
+            self._summarise()
+
+    def _summarise(self) -> None:
+        """Write the run's catalog summary (``store.catalog``) from its files'
+        footers: a few small reads, no DuckDB. A summary the footers cannot
+        give exactly is left to the first reader."""
+        from traindoctor.store.catalog import summarise_closed_run
+
+        try:
+            summarise_closed_run(self.run_dir)
+        except Exception as error:  # a reader rebuilds a missing summary; closing never fails for it
+            self.record_error(error)
 
     def _final_flush(self) -> None:
         deadline = time.monotonic() + self.close_timeout_s
