@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from traindoctor.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
-from traindoctor.store.run_data import RunData
+
+if TYPE_CHECKING:  # at run time this module needs no pandas: cached diagnoses print without it
+    from traindoctor.diagnosis.cache import Diagnosis
+    from traindoctor.store.run_data import RunData
+
+    Reported = Union[RunData, Diagnosis]
 
 WIDTH = 100
 # Events that say the record itself is incomplete or mixed (store/format.py's
@@ -34,9 +39,15 @@ def _wrap(label: str, text: str) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=f"      {label}", subsequent_indent=" " * (6 + len(label))) or []
 
 
-def recording_problems(run: RunData) -> list[dict[str, Any]]:
+def recording_problems(run: "Reported") -> list[dict[str, Any]]:
     """What the store recorded as lost or mixed in this run: ``rows_dropped`` and
-    ``concurrent_writer`` events, each ``{"kind", "step", "detail"}`` in step order."""
+    ``concurrent_writer`` events, each ``{"kind", "step", "detail"}`` in step order.
+
+    A cached :class:`~traindoctor.diagnosis.cache.Diagnosis` carries them already.
+    """
+    kept = getattr(run, "recording_problems", None)
+    if kept is not None:
+        return list(kept)
     events = run.events
     if events.empty:
         return []
@@ -45,7 +56,7 @@ def recording_problems(run: RunData) -> list[dict[str, Any]]:
             for kind, step, detail in zip(selected["kind"], selected["step"], selected["detail"])]
 
 
-def _run_section(run: RunData, findings: list[Finding]) -> list[str]:
+def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     header = f"{run.name} ({run.run_id})" if run.name != run.run_id else run.run_id
     lines = [header, "=" * min(len(header), WIDTH)]
     problems = recording_problems(run)
@@ -75,7 +86,7 @@ def _run_section(run: RunData, findings: list[Finding]) -> list[str]:
     return lines
 
 
-def text_report(items: list[tuple[RunData, list[Finding]]]) -> str:
+def text_report(items: list[tuple["Reported", list[Finding]]]) -> str:
     """A readable report: one section per run, findings grouped by severity (critical first).
 
     Example:
@@ -89,7 +100,7 @@ def text_report(items: list[tuple[RunData, list[Finding]]]) -> str:
     return "\n\n".join(sections)
 
 
-def json_report(items: list[tuple[RunData, list[Finding]]]) -> dict[str, Any]:
+def json_report(items: list[tuple["Reported", list[Finding]]]) -> dict[str, Any]:
     """docs/design.md's ``diagnose --json`` object:
     ``{"runs": [{"run_id", "name", "findings": [...], "recording_problems": [...]}]}``."""
     return {"runs": [{"run_id": run.run_id, "name": run.name, "findings": [f.to_dict() for f in findings],

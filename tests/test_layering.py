@@ -33,11 +33,18 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "import traindoctor.store.format": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.store.reader": (FRAMEWORKS + UI, ("duckdb",)),
     "import traindoctor.store.importers": (FRAMEWORKS + UI + ("duckdb", "pandas", "tensorboard"), ()),
-    "import traindoctor.diagnosis, traindoctor.diagnosis.report": (FRAMEWORKS + UI + ("duckdb",), ("pandas",)),
+    # The package, the reports and the findings cache load no rule (and no pandas):
+    # a diagnosis answered from the cache prints without them.
+    "import traindoctor.diagnosis, traindoctor.diagnosis.report, traindoctor.diagnosis.cache":
+        (FRAMEWORKS + UI + ("duckdb", "pandas", "pyarrow", "numpy", "traindoctor.diagnosis.engine"), ()),
+    "from traindoctor.diagnosis import diagnose": (FRAMEWORKS + UI + ("duckdb",), ("pandas",)),
+    # The catalog and its query language: standard library only.
+    "import traindoctor.store.catalog, traindoctor.store.listing, traindoctor.numbers":
+        (FRAMEWORKS + UI + ("duckdb", "pandas", "pyarrow", "numpy"), ()),
     "from traindoctor import diagnose, RunData": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.cli": (FRAMEWORKS + UI + ("duckdb", "pandas"), ()),
     # The whole `diagnose` command, on a real run: store and rules, no app.
-    "from traindoctor.cli import main; main(['diagnose', '--store', %r, 'healthy-mlp-sgd'])"
+    "from traindoctor.cli import main; main(['diagnose', '--no-cache', '--store', %r, 'healthy-mlp-sgd'])"
     % str(SAMPLE_STORE): (FRAMEWORKS + UI, ("duckdb",)),
     "import traindoctor.dashboard": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.dashboard.data": (FRAMEWORKS + UI, ()),

@@ -59,8 +59,31 @@ def _store_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+RUNS_HELP = """\
+Filters (--filter, repeatable; every filter must hold):
+  KEY=VALUE  KEY!=VALUE  KEY<VALUE  KEY<=VALUE  KEY>VALUE  KEY>=VALUE  KEY~TEXT (contains, any case)
+  has:critical  has:warning  has:info    a cached finding at that severity or above
+  has:RULE                               a cached finding of that rule (has:loss_spike)
+Keys: name, run_id, status, project, steps, num_steps, started, finished, wall_time_s;
+  a metric's last value as SPLIT.NAME (val.loss, train.loss, val.accuracy), its best as
+  best.SPLIT.NAME; any hyperparameter by its config key (lr, batch_size, optimizer.betas; also
+  config.KEY); critical, warning, info (cached findings per severity) and diagnosed.
+A VALUE that reads as a number compares as a number (lr<1e-3); text compares exactly with = and
+!=. A run without the KEY never matches. Findings come from the cache: 'traindoctor diagnose
+--all' diagnoses the rest.
+Sort (--sort KEY, or --sort=-KEY for descending; default newest first): any key above.
+Examples:
+  traindoctor runs --filter status=running
+  traindoctor runs --filter 'lr<1e-3' --filter has:critical --sort val.loss --limit 10
+  traindoctor runs --sort=-val.accuracy --limit 5
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from traindoctor import __version__
+
     parser = _Parser(prog="traindoctor", description="Diagnose PyTorch training runs.")
+    parser.add_argument("--version", action="version", version=f"traindoctor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     ui = commands.add_parser("ui", help="open the dashboard on a store (binds 127.0.0.1)")
@@ -72,16 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8501)
     demo.add_argument("--host", default="127.0.0.1")
 
-    runs = commands.add_parser("runs", help="list the runs in a store")
+    runs = commands.add_parser(
+        "runs", help="list, filter and sort the runs in a store (from the run catalog)",
+        description="List the runs in a store from its run catalog (one small summary per run; "
+                    "no segment is opened).", epilog=RUNS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _store_arg(runs)
+    runs.add_argument("--filter", dest="filters", action="append", default=[], metavar="EXPR",
+                      help="keep runs matching EXPR (see below); repeat to require several")
+    runs.add_argument("--sort", metavar="KEY", default=None, help="sort by KEY; --sort=-KEY for descending (default: newest first)")
+    runs.add_argument("--limit", metavar="N", type=int, default=None, help="show at most N runs")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    diagnose = commands.add_parser("diagnose", help="diagnose runs against the rules")
-    diagnose.add_argument("runs", nargs="+", metavar="RUN", help="run id or name (the newest run with that name)")
+    diagnose = commands.add_parser(
+        "diagnose", help="diagnose runs against the rules",
+        description="Diagnose runs against the rules. Findings are cached per run content and diagnosis "
+                    "engine version: a run diagnosed before answers from the cache.")
+    diagnose.add_argument("runs", nargs="*", metavar="RUN", help="run id or name (the newest run with that name)")
     _store_arg(diagnose)
+    diagnose.add_argument("--all", action="store_true", help="every run in the store")
+    diagnose.add_argument("--latest", type=int, metavar="N", default=None, help="the N newest runs")
     diagnose.add_argument("--json", action="store_true", help="print the JSON report")
     diagnose.add_argument("--fail-on", choices=FAIL_ON, default=None,
                           help="exit 1 when a finding is at or above this severity")
+    diagnose.add_argument("--no-cache", action="store_true", help="diagnose again, ignoring (and refreshing) the cache")
 
     importer = commands.add_parser(
         "import", help="import runs logged by other tools",
@@ -117,46 +153,154 @@ def _open_store(path: str | None):
     return open_store(path)
 
 
+def _catalog(path: str | None):
+    """The store's run catalog: reads summaries without pandas or DuckDB."""
+    from traindoctor.store.catalog import Catalog, default_store_path
+
+    return Catalog(path if path is not None else default_store_path())
+
+
 def command_runs(args: argparse.Namespace) -> int:
-    store = _open_store(args.store)
-    table = store.runs()
+    from traindoctor.diagnosis.cache import cached_findings_summary, engine_version
+    from traindoctor.store.listing import parse_filter, query, sort_key
+
+    if args.limit is not None and args.limit < 0:
+        raise CommandError("--limit must be 0 or more")
+    catalog = _catalog(args.store)
+    summaries = catalog.summaries()
+    engine = engine_version()
+    selection = query(summaries, filters=args.filters, sort=args.sort, limit=args.limit,
+                      findings=lambda summary: cached_findings_summary(summary, engine))
     if args.json:
-        print(table.to_json(orient="records", default_handler=str))
+        by_id = {summary["run_id"]: summary for summary in summaries}
+        print(json.dumps([runs_json_row(by_id[row["run_id"]], row) for row in selection.rows],
+                         default=str, allow_nan=False))
         return EXIT_OK
-    if table.empty:
-        say(f"no runs in {store.root}")
+    if not summaries:
+        say(f"no runs in {catalog.root}")
         return EXIT_OK
-    say(format_runs_table(table))
+    by_id = {summary["run_id"]: summary for summary in summaries}
+    # Columns for what the user sorted and filtered by, when the table lacks them.
+    extra = [sort_key(args.sort)[0]] if args.sort else []
+    extra += [parse_filter(text).key for text in args.filters]
+    say(format_runs_table(selection.rows, [by_id[row["run_id"]] for row in selection.rows], extra=extra))
+    shown = len(selection.rows)
+    footer = (f"{shown} of {selection.matched} matching runs" if shown < selection.matched
+              else f"{shown} run{'' if shown == 1 else 's'}")
+    if selection.matched < selection.total:
+        footer += f" ({selection.total} in the store)"
+    if selection.undiagnosed:
+        footer += f"; {selection.undiagnosed} not diagnosed yet (traindoctor diagnose --all)"
+    say(footer)
     return EXIT_OK
 
 
-def format_runs_table(table) -> str:
-    import pandas as pd
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))) else value
 
-    shown = pd.DataFrame({
-        "name": table["name"],
-        "run_id": table["run_id"],
-        "status": table["status"],
-        "steps": table["last_step"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}"),
-        "started": pd.to_datetime(table["created_at"], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M"),
-        "train loss": table["final_train_loss"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
-        "val loss": table["final_val_loss"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
-        "val acc": table["final_val_accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
-    })
-    return shown.to_string(index=False)
+
+def runs_json_row(summary: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """One run of ``runs --json`` (docs/design.md): the runs view's columns, the
+    stats, the flattened hyperparameters, last and best metrics and the cached
+    findings counts (null when undiagnosed). Strict JSON: no NaN."""
+    metrics = summary.get("metrics") or {}
+
+    def last(split: str, name: str) -> Any:
+        return _finite_or_none(((metrics.get(split) or {}).get(name) or {}).get("last"))
+
+    row = {key: summary.get(key) for key in ("run_id", "name", "project", "status", "created_at", "heartbeat_at",
+                                             "finished_at", "config", "env", "task", "num_classes", "source",
+                                             "attempts", "last_step", "num_steps")}
+    row.update(final_train_loss=last("train", "loss"), final_val_loss=last("val", "loss"),
+               final_val_accuracy=last("val", "accuracy"), wall_time_s=summary.get("wall_time_s"),
+               hyperparameters={k: _finite_or_none(v) for k, v in (summary.get("hyperparameters") or {}).items()},
+               metrics={split: {name: {k: _finite_or_none(v) for k, v in values.items()}
+                                for name, values in names.items()} for split, names in metrics.items()},
+               findings={s: fields[s] for s in ("critical", "warning", "info")} if fields.get("diagnosed") else None)
+    return row
+
+
+# Columns of the runs table after the hyperparameters: (header, field).
+_METRIC_COLUMNS = (("train loss", "train.loss"), ("val loss", "val.loss"), ("val acc", "val.accuracy"))
+
+
+def format_runs_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], *,
+                      extra: Sequence[str] = ()) -> str:
+    """The runs as an aligned text table: identity, status, steps, start time,
+    key hyperparameters, last metrics and cached findings; numbers to three
+    significant digits (an lr reads 6.8e-02)."""
+    import time
+
+    from traindoctor.numbers import significant
+    from traindoctor.store.listing import key_hyperparameters
+
+    hyperparameters = key_hyperparameters(summary.get("hyperparameters") or {} for summary in summaries)
+    columns: list[tuple[str, str]] = [("name", "name"), ("run_id", "run_id"), ("status", "status"),
+                                      ("steps", "steps"), ("started", "started")]
+    columns += [(key, key) for key in hyperparameters]
+    columns += list(_METRIC_COLUMNS)
+    shown = {field for _, field in columns}
+    for key in extra:
+        if key and key not in shown and key not in ("has",) and any(key in row for row in rows):
+            columns.append((key, key))
+            shown.add(key)
+
+    def cell(row: dict[str, Any], field: str) -> str:
+        value = row.get(field)
+        if field == "started":
+            return "" if value is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(value))
+        if field == "steps" and isinstance(value, int):
+            return f"{value:,}"
+        return significant(value)
+
+    def findings(row: dict[str, Any]) -> str:
+        if not row.get("diagnosed"):
+            return "-"
+        return " ".join(f"{row[s]}{s[0].upper()}" for s in ("critical", "warning", "info") if row[s]) or "ok"
+
+    header = [title for title, _ in columns] + ["findings"]
+    body = [[cell(row, field) for _, field in columns] + [findings(row)] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    numeric = [i for i, (_, field) in enumerate(columns) if field not in ("name", "run_id", "status", "started")]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(value.rjust(widths[i]) if i in numeric else value.ljust(widths[i])
+                         for i, value in enumerate(values)).rstrip()
+
+    return "\n".join(line(values) for values in [header, *body])
+
+
+def _runs_to_diagnose(args: argparse.Namespace, catalog) -> list[str]:
+    """Run ids for ``diagnose``'s RUN arguments, --all or --latest N (in that order, without repeats)."""
+    if not (args.runs or args.all or args.latest is not None):
+        raise CommandError("the following arguments are required: RUN (or --all, or --latest N)")
+    if args.latest is not None and args.latest < 1:
+        raise CommandError("--latest must be 1 or more")
+    chosen = [catalog.resolve(run) for run in args.runs]
+    if args.all or args.latest is not None:
+        newest_first = sorted(catalog.summaries(), key=lambda s: (s.get("created_at") or 0.0, s["run_id"]), reverse=True)
+        chosen += [s["run_id"] for s in (newest_first if args.all else newest_first[:args.latest])]
+    return list(dict.fromkeys(chosen))
 
 
 def command_diagnose(args: argparse.Namespace) -> int:
-    from traindoctor.store.run_data import load_run
-    from traindoctor.diagnosis import diagnose
+    from traindoctor.diagnosis.cache import cached_diagnosis, diagnose_cached, engine_version
     from traindoctor.diagnosis.finding import SEVERITY_RANK
     from traindoctor.diagnosis.report import json_report, text_report
 
-    store = _open_store(args.store)
+    catalog = _catalog(args.store)
+    run_ids = _runs_to_diagnose(args, catalog)
+    engine = engine_version()
+    # One Store (and DuckDB) for every run that misses the cache, made on the first miss.
+    store = None
     items = []
-    for run in args.runs:
-        data = load_run(store, run)
-        items.append((data, diagnose(data)))
+    for run_id in run_ids:
+        summary = catalog.summary(run_id)
+        diagnosis = None if args.no_cache else cached_diagnosis(catalog, summary, engine)
+        if diagnosis is None:
+            store = store or _open_store(str(catalog.root))
+            diagnosis = diagnose_cached(catalog, summary, store=store, use_cache=False, engine=engine)
+        items.append((diagnosis, diagnosis.findings))
     if args.json:
         print(json.dumps(json_report(items), indent=2, default=str, allow_nan=False))
     else:
@@ -171,7 +315,7 @@ def command_diagnose(args: argparse.Namespace) -> int:
 def command_import(args: argparse.Namespace) -> int:
     from traindoctor.store.importers import import_source
 
-    store_root = _open_store(args.store).root
+    store_root = _catalog(args.store).root
     results = import_source(args.kind, store_root, args.path, run_name=args.run, num_classes=args.num_classes,
                             progress=False if args.no_progress else None)
     for result in results:

@@ -1,0 +1,312 @@
+"""Filter, sort and page the run catalog: the one query language of ``traindoctor runs`` and the Runs page.
+
+Each run is a flat record of fields (:func:`run_fields`) built from its
+catalog summary, so a filter never opens a segment:
+
+- ``run_id``, ``name``, ``project``, ``status``, ``steps`` (the last step),
+  ``num_steps`` (training-loss steps), ``started`` and ``finished`` (Unix
+  seconds), ``wall_time_s``;
+- ``<split>.<metric>``: the last value of a global series (``val.loss``,
+  ``train.loss``, ``val.accuracy``), ``best.<split>.<metric>`` its best value
+  (smallest, largest for accuracy-like metrics);
+- every hyperparameter by its flattened config key (``lr``,
+  ``optimizer.betas``), also as ``config.<key>`` when a run field has the
+  same name;
+- ``critical``, ``warning``, ``info``: cached findings per severity (absent
+  until the run is diagnosed), and ``diagnosed``.
+
+Filter grammar (:func:`parse_filter`; several filters must all hold)::
+
+    FILTER := KEY OP VALUE | "has:" WORD
+    OP     := "=" | "!=" | "<" | "<=" | ">" | ">=" | "~"
+
+- A VALUE that reads as a number (``1e-3``, ``64``) compares numerically
+  with fields holding numbers or numeric text; otherwise ``=`` and ``!=``
+  compare text exactly, ``<``/``>`` in text order, and ``~`` matches
+  anywhere in the text, ignoring case (``name~resnet``). ``true``/``false``
+  match booleans. Quotes around VALUE are dropped.
+- A run without the KEY never matches (``!=`` included).
+- ``has:critical``, ``has:warning``, ``has:info``: at least one cached
+  finding at that severity or above; ``has:RULE`` (``has:loss_spike``): a
+  cached finding of that rule. Undiagnosed runs never match.
+
+User text is parsed into (key, operator, value) and compared in Python:
+never evaluated, never put into SQL. Standard library only.
+
+Example:
+    >>> runs = [{"run_id": "a", "name": "a", "status": "finished", "hyperparameters": {"lr": 0.1}},
+    ...         {"run_id": "b", "name": "b", "status": "running", "hyperparameters": {"lr": 1e-4}}]
+    >>> [r["run_id"] for r in select(runs, filters=["lr<1e-3"])]
+    ['b']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from traindoctor.store.errors import StoreError
+
+SEVERITIES = ("info", "warning", "critical")  # as traindoctor.diagnosis.finding (which this layer does not import)
+OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
+# Run fields every run has (in the order a table shows them), and aliases.
+RUN_FIELDS = ("name", "run_id", "status", "steps", "num_steps", "started", "finished", "wall_time_s", "project")
+ALIASES = {"last_step": "steps", "created_at": "started", "finished_at": "finished", "id": "run_id"}
+# Hyperparameters worth a column when runs have them, most telling first.
+KEY_HYPERPARAMETERS = ("lr", "learning_rate", "batch_size", "optimizer", "weight_decay", "epochs",
+                       "model", "warmup_steps", "scheduler", "seed")
+DEFAULT_SORT = "-started"
+
+_FILTER = re.compile(r"^\s*(?P<key>[^\s=!<>~]+?)\s*(?P<op>!=|<=|>=|=|<|>|~)\s*(?P<value>.*?)\s*$")
+_HAS = re.compile(r"^\s*has:(?P<word>[A-Za-z0-9_.\-]+)\s*$")
+
+
+class FilterError(StoreError):
+    """A filter or sort key that cannot be read, with a one-line reason."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One parsed filter: ``key op value``, or ``has:word`` (key ``has``)."""
+
+    key: str
+    op: str
+    value: Any
+    text: str
+
+
+def parse_filter(text: str) -> Filter:
+    """A :class:`Filter` from user text.
+
+    Raises:
+        FilterError: not ``KEY OP VALUE`` or ``has:WORD``.
+
+    Example:
+        >>> parse_filter("lr<1e-3")
+        Filter(key='lr', op='<', value=0.001, text='lr<1e-3')
+        >>> parse_filter("has:critical").op
+        'has'
+    """
+    has = _HAS.match(text)
+    if has:
+        return Filter("has", "has", has["word"], text)
+    match = _FILTER.match(text)
+    if not match or not match["key"]:
+        raise FilterError(f"cannot read filter {text!r}: use KEY=VALUE, KEY<VALUE, KEY~TEXT, ... or has:critical")
+    return Filter(ALIASES.get(match["key"], match["key"]), match["op"], _typed(_unquoted(match["value"])), text)
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _typed(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    number = _number(value)
+    return value if number is None else number
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a number or numeric text (not a bool); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def run_fields(summary: dict[str, Any], findings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's flat record (module doc) from its catalog summary and its
+    current findings entry (``{"counts", "rules"}``; None when undiagnosed)."""
+    fields: dict[str, Any] = {}
+    for key, value in (summary.get("hyperparameters") or {}).items():
+        fields[key] = value
+        fields[f"config.{key}"] = value
+    for split, names in (summary.get("metrics") or {}).items():
+        for name, values in names.items():
+            fields[f"{split}.{name}"] = values.get("last")
+            fields[f"best.{split}.{name}"] = values.get("best")
+    fields.update({
+        "run_id": summary.get("run_id"), "name": summary.get("name"), "project": summary.get("project"),
+        "status": summary.get("status"), "steps": summary.get("last_step"), "num_steps": summary.get("num_steps"),
+        "started": summary.get("created_at"), "finished": summary.get("finished_at"),
+        "wall_time_s": summary.get("wall_time_s"), "diagnosed": findings is not None,
+    })
+    if findings is not None:
+        counts = findings.get("counts") or {}
+        for severity in SEVERITIES:
+            fields[severity] = int(counts.get(severity) or 0)
+    return fields
+
+
+def matches(fields: dict[str, Any], condition: Filter, rules: Iterable[str] = ()) -> bool:
+    """Whether a run's fields (and its cached finding rules) satisfy one filter."""
+    if condition.op == "has":
+        if not fields.get("diagnosed"):
+            return False
+        word = condition.value
+        if word in SEVERITIES:
+            at_or_above = SEVERITIES[SEVERITIES.index(word):]
+            return any(fields.get(severity, 0) > 0 for severity in at_or_above)
+        return word in set(rules)
+    if condition.key not in fields or fields[condition.key] is None:
+        return False
+    actual, wanted, op = fields[condition.key], condition.value, condition.op
+    if op == "~":
+        return str(wanted).lower() in _text(actual).lower()
+    if isinstance(wanted, bool):
+        if op not in ("=", "!="):
+            return False
+        equal = actual is wanted or _text(actual).lower() == _text(wanted)
+        return equal == (op == "=")
+    number, wanted_number = _number(actual), _number(wanted)
+    if wanted_number is not None:
+        if number is None:
+            return False
+        return _compare(number, op, wanted_number)
+    return _compare(_text(actual), op, str(wanted))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _compare(actual: Any, op: str, wanted: Any) -> bool:
+    if op == "=":
+        return actual == wanted
+    if op == "!=":
+        return actual != wanted
+    if op == "<":
+        return actual < wanted
+    if op == "<=":
+        return actual <= wanted
+    if op == ">":
+        return actual > wanted
+    return actual >= wanted
+
+
+def sort_key(key: str) -> tuple[str, bool]:
+    """(field, descending) from ``KEY`` or ``-KEY``."""
+    key = key.strip()
+    descending = key.startswith("-")
+    key = key.lstrip("-+").strip()
+    if not key:
+        raise FilterError("empty sort key: use --sort KEY, or --sort -KEY for descending")
+    return ALIASES.get(key, key), descending
+
+
+def _ordering(rows: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
+    """Rows ordered by one field: numbers before text, missing values last in both directions."""
+    present = [row for row in rows if row.get(key) is not None]
+    missing = [row for row in rows if row.get(key) is None]
+
+    def order(row: dict[str, Any]) -> tuple:
+        number = _number(row[key])
+        return (0, number, "") if number is not None else (1, 0.0, _text(row[key]).lower())
+
+    numbers = sorted((row for row in present if _number(row[key]) is not None), key=order, reverse=descending)
+    texts = sorted((row for row in present if _number(row[key]) is None), key=order, reverse=descending)
+    return numbers + texts + missing
+
+
+@dataclass
+class Selection:
+    """The runs a query selected, in order, as flat records, and how many matched before the limit."""
+
+    rows: list[dict[str, Any]]
+    matched: int
+    total: int
+    undiagnosed: int
+
+
+def select(
+    summaries: Sequence[dict[str, Any]],
+    *,
+    filters: Sequence[str | Filter] = (),
+    sort: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    findings: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+) -> list[dict[str, Any]]:
+    """The summaries' flat records that pass every filter, sorted, one page of them.
+
+    Args:
+        summaries: catalog summaries.
+        filters: filter texts or parsed filters, all of which must hold.
+        sort: ``KEY`` (ascending) or ``-KEY``; default newest first.
+        limit, offset: the page.
+        findings: the current findings entry of a summary (None when
+            undiagnosed); default: none is.
+
+    Raises:
+        FilterError: a filter cannot be read, or names a field no run has.
+    """
+    return query(summaries, filters=filters, sort=sort, limit=limit, offset=offset, findings=findings).rows
+
+
+def query(
+    summaries: Sequence[dict[str, Any]],
+    *,
+    filters: Sequence[str | Filter] = (),
+    sort: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    findings: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+) -> Selection:
+    """:func:`select`, with the counts a page footer shows."""
+    conditions = [item if isinstance(item, Filter) else parse_filter(item) for item in filters]
+    records = []
+    undiagnosed = 0
+    for summary in summaries:
+        found = findings(summary) if findings is not None else None
+        undiagnosed += found is None
+        fields = run_fields(summary, found)
+        records.append((fields, (found or {}).get("rules") or ()))
+    if records:
+        known = set().union(*(fields for fields, _ in records))
+        for condition in conditions:
+            if condition.op != "has" and condition.key not in known:
+                raise FilterError(f"no run has a field {condition.key!r} (filter {condition.text!r}); "
+                                  f"fields include {', '.join(sorted(_suggestions(condition.key, known)))}")
+    rows = [fields for fields, rules in records if all(matches(fields, c, rules) for c in conditions)]
+    key, descending = sort_key(sort or DEFAULT_SORT)
+    if rows and not any(key in row for row in rows):
+        raise FilterError(f"no run has a field {key!r} to sort by")
+    rows = _ordering(rows, key, descending)
+    matched = len(rows)
+    page = rows[offset:] if limit is None else rows[offset:offset + max(0, int(limit))]
+    return Selection(rows=page, matched=matched, total=len(records), undiagnosed=undiagnosed)
+
+
+def _suggestions(key: str, known: set[str]) -> list[str]:
+    close = [name for name in known if key.lower() in name.lower() or name.lower() in key.lower()]
+    return (close or [name for name in RUN_FIELDS if name in known])[:8]
+
+
+def key_hyperparameters(hyperparameters: Iterable[dict[str, Any]], limit: int = 4) -> list[str]:
+    """Hyperparameter columns worth showing for runs with these (flattened)
+    hyperparameters: known important keys first, then keys whose values differ.
+
+    Example:
+        >>> key_hyperparameters([{"lr": 0.1, "seed": 1, "depth": 2}, {"lr": 0.2, "seed": 1, "depth": 3}])
+        ['lr', 'seed', 'depth']
+    """
+    values: dict[str, set[str]] = {}
+    for run in hyperparameters:
+        for key, value in run.items():
+            values.setdefault(key, set()).add(_text(value))
+    chosen = [key for key in KEY_HYPERPARAMETERS if key in values]
+    varying = [key for key in sorted(values) if key not in chosen and len(values[key]) > 1]
+    return (chosen + varying)[:limit]

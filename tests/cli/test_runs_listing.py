@@ -1,0 +1,159 @@
+"""``traindoctor runs --filter/--sort/--limit`` (read from the run catalog only) and the CLI's cold start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from traindoctor.cli import main
+from traindoctor.diagnosis.cache import Diagnosis, keep
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.store.catalog import Catalog
+from traindoctor.store.segments import RunWriter
+
+# name -> (lr, status, val loss, severity of a cached finding or None, diagnosed)
+RUNS = {
+    "adam-small": (1e-4, "finished", 0.40, None, True),
+    "adam-large": (0.06796311435460393, "finished", 0.90, "critical", True),
+    "sgd-mid": (1e-2, "crashed", 0.55, "warning", True),
+    "sgd-live": (3e-4, "running", 0.70, None, False),
+}
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Four runs with different lr, status, val loss and cached findings; ``sgd-live`` is still writing."""
+    writers = []
+    for index, (name, (lr, status, val_loss, severity, diagnosed)) in enumerate(RUNS.items()):
+        writer = RunWriter(tmp_path, run_id=f"2026010{index}-000000-{index:06x}", name=name,
+                           config={"lr": lr, "optimizer": name.split("-")[0]}, background=False)
+        writer.add_scalars(step=np.arange(1, 11 + index), name="loss", value=np.linspace(2, 1, 10 + index))
+        writer.add_scalars(step=10 + index, name="loss", split="val", value=val_loss)
+        writer.flush()
+        if status != "running":
+            writer.close(status)
+        else:
+            writers.append(writer)
+        if diagnosed:
+            catalog = Catalog(tmp_path)
+            summary = catalog.summary(writer.run_id)
+            findings = [] if severity is None else [
+                Finding(rule="loss_spike", severity=severity, title="t", message="m", advice="a")]
+            keep(catalog, Diagnosis(run_id=writer.run_id, name=name, findings=findings,
+                                    fingerprint=summary["fingerprint"]))
+    yield tmp_path
+    for writer in writers:
+        writer.close()
+
+
+def listed(capsys, store, *args) -> list[str]:
+    """Names ``runs --json`` prints for these arguments, in order."""
+    assert main(["runs", "--store", str(store), "--json", *args]) == 0
+    return [row["name"] for row in json.loads(capsys.readouterr().out)]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--filter", "status=running"], ["sgd-live"]),
+        (["--filter", "lr<1e-3"], ["sgd-live", "adam-small"]),
+        (["--filter", "lr>=1e-2", "--sort", "lr"], ["sgd-mid", "adam-large"]),
+        (["--filter", "name~ADAM", "--sort", "name"], ["adam-large", "adam-small"]),
+        (["--filter", "optimizer=sgd", "--filter", "status!=running"], ["sgd-mid"]),
+        (["--filter", "has:critical"], ["adam-large"]),
+        (["--filter", "has:warning", "--sort", "name"], ["adam-large", "sgd-mid"]),
+        (["--filter", "has:loss_spike", "--sort", "name"], ["adam-large", "sgd-mid"]),
+        (["--filter", "diagnosed=false"], ["sgd-live"]),
+        (["--filter", "val.loss<0.6", "--sort", "val.loss"], ["adam-small", "sgd-mid"]),
+        (["--sort", "lr"], ["adam-small", "sgd-live", "sgd-mid", "adam-large"]),
+        (["--sort=-lr", "--limit", "2"], ["adam-large", "sgd-mid"]),
+        (["--sort", "steps", "--limit", "1"], ["adam-small"]),
+        ([], ["sgd-live", "sgd-mid", "adam-large", "adam-small"]),  # newest first
+        (["--filter", "lr<0", "--limit", "3"], []),
+    ],
+    ids=["status", "lr-below", "lr-at-least-sorted", "name-contains-any-case", "two-filters-and",
+         "has-critical", "has-warning-or-worse", "has-rule", "undiagnosed", "metric", "sort-ascending",
+         "sort-descending-limit", "sort-steps", "default-newest-first", "nothing-matches"],
+)
+def test_filter_sort_and_limit(capsys, store, args, expected):
+    assert listed(capsys, store, *args) == expected
+
+
+def test_the_table_shows_numbers_to_significant_digits_and_cached_findings(capsys, store):
+    assert main(["runs", "--store", str(store), "--filter", "name=adam-large"]) == 0
+    out = capsys.readouterr().out
+    assert "6.8e-02" in out and "0.0679" not in out
+    assert "1C" in out  # one critical finding, from the cache
+    assert "1 run (4 in the store)" in out
+
+
+def test_the_table_says_which_runs_are_not_diagnosed(capsys, store):
+    assert main(["runs", "--store", str(store)]) == 0
+    assert "1 not diagnosed yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [(["--filter", "lr"], "cannot read filter"), (["--filter", "lrr<1"], "no run has a field 'lrr'"),
+     (["--sort", "nothing"], "no run has a field 'nothing'"), (["--limit", "-1"], "--limit")],
+    ids=["no-operator", "unknown-key", "unknown-sort-key", "negative-limit"],
+)
+def test_bad_queries_are_one_line_errors(capsys, store, args, fragment):
+    assert main(["runs", "--store", str(store), *args]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_documents_the_filter_grammar(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["runs", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for fragment in ("KEY=VALUE", "KEY<VALUE", "has:critical", "lr<1e-3", "--sort=-KEY"):
+        assert fragment in out
+
+
+def test_version(capsys):
+    from traindoctor import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"traindoctor {__version__}"
+
+
+def test_diagnose_all_and_latest_use_the_cache(capsys, store):
+    assert main(["diagnose", "--store", str(store), "--latest", "2", "--json"]) == 0
+    names = [run["name"] for run in json.loads(capsys.readouterr().out)["runs"]]
+    assert names == ["sgd-live", "sgd-mid"]
+    assert main(["diagnose", "--store", str(store), "--all", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["runs"]) == len(RUNS)
+
+
+HEAVY = ("pandas", "duckdb", "pyarrow", "numpy", "traindoctor.diagnosis.engine")
+
+
+def loaded_by(argv: list[str]) -> set[str]:
+    code = ("import sys, json\nfrom traindoctor.cli import main\n"
+            f"code = main({argv!r})\n"
+            f"print(json.dumps([code, [m for m in {list(HEAVY)!r} if m in sys.modules]]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    code, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert code == 0
+    return set(modules)
+
+
+def test_listing_and_a_cached_diagnosis_load_no_pandas_duckdb_or_rules(tmp_path):
+    """Cold start: what these commands answer from the catalog and the cache needs none of them."""
+    writer = RunWriter(tmp_path, name="short", config={"lr": 0.1}, background=False)
+    writer.add_scalars(step=np.arange(1, 101), name="loss", value=np.linspace(2, 1, 100))
+    writer.close()
+    assert main(["diagnose", "--store", str(tmp_path), "short"]) == 0  # computed and cached here
+    assert loaded_by(["runs", "--store", str(tmp_path)]) == set()
+    assert loaded_by(["diagnose", "--store", str(tmp_path), "short"]) == set()
+    assert loaded_by(["runs", "--store", str(tmp_path), "--filter", "lr>0.01"]) == set()
