@@ -1,0 +1,119 @@
+"""Cold start of the ``traindoctor`` command: CPU time of the short commands a user types.
+
+Each command runs in a fresh process (the installed ``traindoctor`` script,
+so interpreter start-up counts, as it does for a user) and is measured with
+``os.wait4``: user + system CPU seconds and peak RSS of that process alone.
+CPU time, not wall time, because a shared machine's load inflates wall time;
+each figure is the median of ``--repeats`` runs.
+
+- ``traindoctor --version``;
+- ``traindoctor runs`` on the demo store (``sample_runs/store``), its summaries already written;
+- ``traindoctor import csv`` of a 2,000-step log (train loss and lr every
+  step, val loss and accuracy every 100 steps: 4,040 values) into an empty
+  store, then ``traindoctor diagnose`` of it (a cache miss), and
+  ``diagnose`` again (answered from the findings cache).
+
+With ``--peer "CMD {log}"`` the same log is also given to a peer tool (a
+log linter installed in its own environment), for comparison. Target
+(issue 13): import + diagnose of a short log in at most 0.5 s of CPU.
+
+Usage: python benchmarks/cli_start.py [--repeats N] [--peer "CMD {log}"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from child_usage import Usage, measure  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_STORE = REPO / "sample_runs" / "store"
+TARGET_IMPORT_AND_DIAGNOSE_S = 0.5
+LOG_STEPS = 2000
+
+
+def write_log(path: Path, steps: int = LOG_STEPS) -> int:
+    """A tidy CSV training log: a decaying noisy loss and a constant lr every step, val every 100."""
+    rng = random.Random(0)
+    rows = ["step,split,name,value"]
+    for step in range(1, steps + 1):
+        rows.append(f"{step},train,loss,{2.3 * math.exp(-step / 500) + 0.1 + 0.05 * rng.random():.6f}")
+        rows.append(f"{step},train,lr,0.1")
+        if step % 100 == 0:
+            rows.append(f"{step},val,loss,{2.3 * math.exp(-step / 500) + 0.2:.6f}")
+            rows.append(f"{step},val,accuracy,{1 - math.exp(-step / 500):.6f}")
+    path.write_text("\n".join(rows) + "\n")
+    return len(rows) - 1
+
+
+def traindoctor_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m traindoctor``."""
+    script = Path(sys.executable).with_name("traindoctor")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "traindoctor"]
+
+
+def checked(usage: Usage, what: str) -> Usage:
+    if usage.returncode != 0:
+        raise SystemExit(f"{what} failed ({usage.returncode}): {usage.stderr.strip()[-500:]}")
+    return usage
+
+
+def median_usage(samples: list[Usage]) -> tuple[float, float, float]:
+    return (statistics.median(u.cpu_s for u in samples), statistics.median(u.wall_s for u in samples),
+            max(u.max_rss_mb for u in samples))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peer", default=None, help='a peer command on the same log, "{log}" marking its path')
+    args = parser.parse_args()
+    command = traindoctor_command()
+    results: dict[str, list[Usage]] = {}
+    with tempfile.TemporaryDirectory(prefix="cli-start-") as folder:
+        folder = Path(folder)
+        log = folder / "log.csv"
+        values = write_log(log)
+        checked(measure([*command, "runs", "--store", str(DEMO_STORE)]), "runs (warm-up: summaries)")
+        for repeat in range(args.repeats):
+            store = folder / f"store-{repeat}"
+            results.setdefault("--version", []).append(checked(measure([*command, "--version"]), "--version"))
+            results.setdefault("runs (demo store)", []).append(
+                checked(measure([*command, "runs", "--store", str(DEMO_STORE)]), "runs"))
+            results.setdefault("import csv", []).append(checked(measure(
+                [*command, "import", "csv", str(log), "--store", str(store), "--run", "short", "--no-progress"]),
+                "import"))
+            results.setdefault("diagnose (first: computed)", []).append(
+                checked(measure([*command, "diagnose", "short", "--store", str(store)]), "diagnose"))
+            results.setdefault("diagnose (again: cached)", []).append(
+                checked(measure([*command, "diagnose", "short", "--store", str(store)]), "diagnose again"))
+            if args.peer:
+                results.setdefault(f"peer: {args.peer}", []).append(
+                    measure([part.replace("{log}", str(log)) for part in shlex.split(args.peer)]))
+            shutil.rmtree(store, ignore_errors=True)
+
+    print(f"CPU seconds per command (median of {args.repeats}; log: {LOG_STEPS:,} steps, {values:,} values)")
+    print(f"{'command':34} {'CPU s':>7} {'wall s':>7} {'peak MB':>8}")
+    medians = {}
+    for name, samples in results.items():
+        cpu, wall, rss = medians[name] = median_usage(samples)
+        print(f"{name:34} {cpu:7.3f} {wall:7.3f} {rss:8.0f}")
+    total = medians["import csv"][0] + medians["diagnose (first: computed)"][0]
+    print(f"{'import + diagnose':34} {total:7.3f}   target <= {TARGET_IMPORT_AND_DIAGNOSE_S} s CPU: "
+          f"{'met' if total <= TARGET_IMPORT_AND_DIAGNOSE_S else 'not met'}")
+    if not args.peer:
+        print("no peer log linter given (--peer 'CMD {log}' compares one on the same log)")
+
+
+if __name__ == "__main__":
+    main()
