@@ -22,6 +22,7 @@ and no stale rows survive.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import shutil
@@ -57,11 +58,27 @@ class ImportResult:
 
 @dataclass
 class RunSource:
-    """One run to import: its name, the path that identifies it, the files it reads."""
+    """One run to import: its name, the path that identifies it, the files it reads.
+
+    A run that is not files on this machine (an MLflow run behind a tracking
+    server or in a database shared by many runs) is identified by ``identity``
+    (a string) and ``digest`` (what its contents were when listed, so that an
+    unchanged run is skipped); ``handle`` is whatever the importer's ``parse``
+    needs to read it, and ``size`` the amount of work for the progress bar.
+    """
 
     name: str
     path: Path
     files: list[Path]
+    identity: str | None = None
+    digest: str | None = None
+    handle: Any = None
+    size: int = 0
+
+    @property
+    def where(self) -> str:
+        """The source as a user would name it in a message."""
+        return self.identity or str(self.path)
 
 
 @dataclass
@@ -128,6 +145,9 @@ class Progress:
 
 def fingerprint(kind: str, source: RunSource) -> dict[str, Any]:
     """Identify a source by kind, resolved path and contents (size and SHA-256 of its files)."""
+    if source.digest is not None:
+        return {"kind": kind, "path": source.identity or str(source.path), "files": [], "size": source.size,
+                "sha256": source.digest}
     digest = hashlib.sha256()
     size = 0
     for file in source.files:
@@ -227,15 +247,108 @@ def epoch_at(steps: np.ndarray, epoch_steps: np.ndarray, epoch_values: np.ndarra
     return epochs
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def is_number(value: Any) -> bool:
+    """A JSON or Python number (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def as_step(value: Any, where: str) -> int:
+    """A logged step as the store's int64 step, or a one-line error for what cannot be one.
+
+    Floats are accepted when they are whole (JSON writers print ``100.0``);
+    a fractional, negative-overflowing or non-finite step is refused rather
+    than rounded, since a silently moved point misplaces a finding.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise StoreError(f"{where}: step {value!r} is not a number")
+    if isinstance(value, (float, np.floating)) and (not math.isfinite(value) or value != int(value)):
+        raise StoreError(f"{where}: step {value!r} is not a whole number")
+    if not -_INT64_MAX <= value <= _INT64_MAX:
+        raise StoreError(f"{where}: step {value!r} does not fit in 64 bits")
+    return int(value)
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key, value) pairs of a nested mapping, nested keys joined with ``/``.
+
+    ``{"train": {"loss": 1.0}}`` gives ``("train/loss", 1.0)``: the split is a
+    prefix the shared name table already reads.
+    """
+    for key, value in record.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            yield from flatten(value, name)
+        else:
+            yield name, value
+
+
+class Columns:
+    """Points gathered one at a time, by tag: what record-by-record readers (JSONL,
+    terminal logs, W&B histories, MLflow) hand to :func:`series_from_columns`."""
+
+    def __init__(self) -> None:
+        self._points: dict[Any, tuple[list[int], list[float], list[float]]] = {}
+
+    def add(self, tag: Any, step: int, value: float, wall_time: float = math.nan) -> None:
+        steps, values, walls = self.lists(tag)
+        steps.append(step)
+        values.append(value)
+        walls.append(wall_time)
+
+    def lists(self, tag: Any) -> tuple[list[int], list[float], list[float]]:
+        """The (steps, values, wall times) lists of ``tag``, for a reader that appends to them itself
+        (a method call per value is a third of the cost of the fastest readers)."""
+        points = self._points.get(tag)
+        if points is None:
+            points = self._points[tag] = ([], [], [])
+        return points
+
+    def __len__(self) -> int:
+        return sum(len(points[0]) for points in self._points.values())
+
+    def __contains__(self, tag: Any) -> bool:
+        return tag in self._points
+
+    def arrays(self) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """tag → (steps int64, values float64, wall times in Unix seconds or None when none was logged)."""
+        arrays = {}
+        for tag, (steps, values, walls) in self._points.items():
+            if not steps:
+                continue
+            wall = np.array(walls, dtype=np.float64)
+            arrays[tag] = (np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64),
+                           None if np.isnan(wall).all() else wall)
+        return arrays
+
+
+def logging_every(series: Sequence[Series]) -> int | None:
+    """The logging cadence: the commonest step gap of the training loss (else of the
+    longest global training series), or None with fewer than two points."""
+    candidates = [s for s in series if s.key.split == "train" and s.key.layer is None and len(s.step) > 1]
+    if not candidates:
+        return None
+    losses = [s for s in candidates if s.key.name == "loss"]
+    chosen = losses[0] if losses else max(candidates, key=lambda s: len(s.step))
+    gaps = np.diff(np.unique(chosen.step))
+    if not len(gaps):
+        return None
+    values, counts = np.unique(gaps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def import_runs(
     kind: str,
     store_root: str | os.PathLike,
     sources: Sequence[RunSource],
     parse: Callable[[RunSource, Progress], ParsedRun],
     *,
-    root: Path,
+    root: Path | str,
     num_classes: int | None = None,
     progress: bool | None = None,
+    progress_unit: str = "B",
 ) -> list[ImportResult]:
     """Skip known sources, parse the rest (all before writing any), then write them."""
     store_root = Path(store_root)
@@ -255,11 +368,11 @@ def import_runs(
 
     parsed: list[tuple[int, dict[str, Any], str | None, ParsedRun]] = []
     total = sum(print_["size"] for _, _, print_, _ in pending)
-    with Progress(progress, total, f"import {kind}") as bar:
+    with Progress(progress, total, f"import {kind}", unit=progress_unit) as bar:
         for index, source, print_, replaces in pending:
             run = parse(source, bar)
             if run.rows == 0:
-                warnings.warn(f"{source.path}: no scalar values, not imported", RuntimeWarning, stacklevel=3)
+                warnings.warn(f"{source.where}: no scalar values, not imported", RuntimeWarning, stacklevel=3)
                 continue
             parsed.append((index, print_, replaces, run))
     if pending and not parsed and len(pending) == len(results):
@@ -272,6 +385,9 @@ def import_runs(
             if num_classes is not None:
                 run.task["num_classes"] = int(num_classes)
             source_meta = {**print_, **run.extra_source, "rows": run.rows}
+            every = logging_every(run.series)
+            if every is not None:
+                source_meta.setdefault("logging_every", every)
             run_id = write_run(store_root, run, source_meta, replaces=replaces, publication=publication)
             results[index] = ImportResult(run_id, run.source.name, run.rows, False, print_["path"])
     except OSError as error:

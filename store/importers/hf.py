@@ -121,7 +121,7 @@ def _columns(state_path: Path, history: list) -> tuple[dict, np.ndarray, np.ndar
     return columns, np.array(epoch_steps, dtype=np.int64), np.array(epoch_values, dtype=np.float64)
 
 
-def _model_meta(model_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def model_meta(model_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """env.model and task from a model's config.json."""
     architectures = model_config.get("architectures") or []
     model: dict[str, Any] = {"type": architectures[0] if architectures else model_config.get("model_type")}
@@ -137,7 +137,7 @@ def _model_meta(model_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return model, task
 
 
-def _optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:
+def optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:
     if "learning_rate" not in args:
         return None
     optim = str(args.get("optim", "adamw_torch")).lower()
@@ -171,12 +171,12 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
             continue
         if file.name == ARGS_FILE:
             config.update(loaded)
-            optimizer = _optimizer_meta(loaded)
+            optimizer = optimizer_meta(loaded)
             if optimizer:
                 env["optimizer"] = optimizer
             notes.append(f"training arguments from {file.name}")
         elif file.name == MODEL_CONFIG_FILE:
-            env["model"], task = _model_meta(loaded)
+            env["model"], task = model_meta(loaded)
     progress.update(sum(f.stat().st_size for f in source.files))
     series = series_from_columns(columns, epoch_steps=epoch_steps if len(epoch_steps) else None, epoch_values=epoch_values)
     return ParsedRun(
