@@ -2,7 +2,7 @@
 
 ``import_source(kind, store_root, path)`` reads a tidy CSV, TensorBoard event
 files, a Lightning CSVLogger folder, an HF Trainer ``trainer_state.json``,
-a JSONL file or a terminal log, and writes one run per source. Each importer module is loaded
+local W&B run folders, a JSONL file or a terminal log, and writes one run per source. Each importer module is loaded
 only when its kind is asked for, so ``import store.importers`` loads no
 framework.
 
@@ -29,6 +29,7 @@ KINDS = {
     "tensorboard": "traindoctor.store.importers.tensorboard",
     "lightning": "traindoctor.store.importers.lightning",
     "hf": "traindoctor.store.importers.hf",
+    "wandb": "traindoctor.store.importers.wandb",
     "jsonl": "traindoctor.store.importers.jsonl",
     "log": "traindoctor.store.importers.terminal_log",
 }
