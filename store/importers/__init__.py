@@ -2,7 +2,8 @@
 
 ``import_source(kind, store_root, path)`` reads a tidy CSV, TensorBoard event
 files, a Lightning CSVLogger folder, an HF Trainer ``trainer_state.json``,
-local W&B run folders, a JSONL file or a terminal log, and writes one run per source. Each importer module is loaded
+local W&B run folders, MLflow runs (through a tracking URI), a JSONL file or
+a terminal log, and writes one run per source. Each importer module is loaded
 only when its kind is asked for, so ``import store.importers`` loads no
 framework.
 
@@ -30,11 +31,13 @@ KINDS = {
     "lightning": "traindoctor.store.importers.lightning",
     "hf": "traindoctor.store.importers.hf",
     "wandb": "traindoctor.store.importers.wandb",
+    "mlflow": "traindoctor.store.importers.mlflow",
     "jsonl": "traindoctor.store.importers.jsonl",
     "log": "traindoctor.store.importers.terminal_log",
 }
 # Options only some kinds take (passed to their discover()).
 KIND_OPTIONS = {
+    "mlflow": ("experiment", "run_id"),
     "log": ("pattern", "log_every"),
 }
 
