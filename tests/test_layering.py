@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "import traindoctor.store.segments": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.store.format": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.store.reader": (FRAMEWORKS + UI, ("duckdb",)),
-    "import traindoctor.store.importers": (FRAMEWORKS + UI + ("duckdb", "pandas", "tensorboard"), ()),
+    "import traindoctor.store.importers": (FRAMEWORKS + UI + ("duckdb", "pandas", "tensorboard", "wandb", "mlflow"), ()),
     "import traindoctor.diagnosis, traindoctor.diagnosis.report": (FRAMEWORKS + UI + ("duckdb",), ("pandas",)),
     "from traindoctor import diagnose, RunData": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.cli": (FRAMEWORKS + UI + ("duckdb", "pandas"), ()),
