@@ -137,18 +137,31 @@ def _number(text: str) -> float:
 
 def _key(raw: str, unit: str | None) -> str:
     """A printed key as a metric tag: words joined by '_' ("grad norm" → grad_norm), a unit kept as a suffix."""
-    key = "_".join(raw.split())
+    key = "_".join(raw.split()) if " " in raw else raw
     if unit:
         key += "_" + re.sub(r"\W+", "_", unit).strip("_")
     return key
 
 
 def _pairs(text: str) -> list[tuple[str, float]]:
-    return [(_key(m.group("key"), m.group("unit")), _number(m.group("value"))) for m in _PAIR.finditer(text)]
+    return [(_key(key, unit), float(value)) for key, unit, value in _PAIR.findall(text)]
 
 
 def _dict_pairs(text: str) -> list[tuple[str, float]]:
     return [(m.group("key"), _number(m.group("value"))) for m in _DICT_ENTRY.finditer(text)]
+
+
+_METRIC, _IGNORED = object(), object()
+
+
+def _role(key: str) -> Any:
+    """A printed key is a step key (its lower-case spelling), the epoch, ignored, or a metric."""
+    lowered = key.lower()
+    if lowered in _STEP_WORDS or lowered == "epoch":
+        return lowered
+    if lowered in _NOT_METRICS or _SOURCE_LOCATION.search(lowered):
+        return _IGNORED
+    return _METRIC
 
 
 class _Reader:
@@ -161,6 +174,7 @@ class _Reader:
         self.epoch: float | None = None
         self.config: dict[str, Any] = {}
         self._in_arguments = False
+        self._roles: dict[str, Any] = {}  # key → what it is (see _role), worked out once per key
 
     def read(self, number: int, line: str) -> list[LogRecord]:
         if self._set_up(line):
@@ -168,13 +182,15 @@ class _Reader:
         records = []
         # A log written through a terminal keeps tqdm's carriage-return updates on one line.
         for part in line.split("\r"):
-            record = self._segment(number, _ANSI.sub("", part))
+            record = self._segment(number, _ANSI.sub("", part) if "\x1b" in part else part)
             if record is not None:
                 records.append(record)
         return records
 
     def _set_up(self, line: str) -> bool:
         """Read HF Trainer's banner and printed TrainingArguments into the config; True for such a line."""
+        if not self._in_arguments and " = " not in line and "Arguments(" not in line:
+            return False  # the common case, decided without a regular expression
         text = _ANSI.sub("", line).rstrip()
         if self._in_arguments:
             if text.strip() == ")":
@@ -218,13 +234,13 @@ class _Reader:
         else:
             pairs = []
         record = LogRecord(line=number, pairs=pairs)
-        dict_start = _DICT_START.search(text)
+        dict_start = _DICT_START.search(text) if "{" in text else None
         if dict_start:
             entries = _dict_pairs(text[dict_start.start():])
             record.pairs += entries
             record.summary = any(key == _HF_SUMMARY_MARK for key, _ in entries)
             text = text[:dict_start.start()]
-        mm = _MM_EPOCH.search(text)
+        mm = _MM_EPOCH.search(text) if "Epoch" in text else None
         if mm:
             mode = (mm.group("mode") or "train").lower()
             record.epoch = float(mm.group("epoch"))
@@ -233,7 +249,7 @@ class _Reader:
             else:
                 record.split = _EVAL_MODES.get(mode, mode)
             text = text[:mm.start()] + " | " + text[mm.end():]
-        mm_iter = _MM_ITER.search(text)
+        mm_iter = _MM_ITER.search(text) if "Iter" in text else None
         if mm_iter:
             mode = (mm_iter.group("mode") or "train").lower()
             if mode == "train":
@@ -241,7 +257,7 @@ class _Reader:
             else:
                 record.split = _EVAL_MODES.get(mode, mode)
             text = text[:mm_iter.start()] + " | " + text[mm_iter.end():]
-        validation = _MEGATRON_VALIDATION.search(text)
+        validation = _MEGATRON_VALIDATION.search(text) if "validation loss at" in text else None
         if validation:
             record.step = int(validation.group("step"))
             record.split = "val"
@@ -256,14 +272,17 @@ class _Reader:
         """Move step and epoch keys out of the pairs; None when no metric is left."""
         metrics = []
         step_keys: dict[str, float] = {}
+        roles = self._roles
         for key, value in record.pairs:
-            lowered = key.lower()
-            if lowered in _STEP_WORDS:
-                step_keys.setdefault(lowered, value)
-            elif lowered == "epoch":
-                record.epoch = value
-            elif lowered not in _NOT_METRICS and not _SOURCE_LOCATION.search(lowered):
+            role = roles.get(key)
+            if role is None:
+                role = roles[key] = _role(key)
+            if role is _METRIC:
                 metrics.append((key, value))
+            elif role == "epoch":
+                record.epoch = value
+            elif role is not _IGNORED:
+                step_keys.setdefault(role, value)
         if record.step is None:
             for key in STEP_KEYS:
                 if key in step_keys:
