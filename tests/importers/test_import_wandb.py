@@ -42,6 +42,9 @@ def offline_run(folder: Path, log: Callable, config: dict | None = None) -> Path
                                              disable_code=True))
     log(run)
     run.finish()
+    # finish() can return before wandb-core has flushed the run's .wandb file; stopping the
+    # service waits for it (the next run starts a new one, about 0.5 s).
+    wandb.teardown()
     [run_folder] = (folder / "wandb").glob("offline-run-*")
     return run_folder
 
