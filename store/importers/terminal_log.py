@@ -35,7 +35,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,6 @@ class LogRecord:
     split: str | None = None  # a split the line's shape names (Megatron's validation line)
     bar_step: int | None = None  # the count of the tqdm bar on or before it
     summary: bool = False
-    keys: set[str] = field(default_factory=set)
 
 
 def discover(path: Path, run_name: str | None, pattern: str | None = None, log_every: int | None = None) -> list[RunSource]:
@@ -131,10 +130,6 @@ def _literal(text: str) -> Any:
         return text
 
 
-def _number(text: str) -> float:
-    return float(text)  # float() reads nan, inf and Infinity in any case
-
-
 def _key(raw: str, unit: str | None) -> str:
     """A printed key as a metric tag: words joined by '_' ("grad norm" → grad_norm), a unit kept as a suffix."""
     key = "_".join(raw.split()) if " " in raw else raw
@@ -148,7 +143,8 @@ def _pairs(text: str) -> list[tuple[str, float]]:
 
 
 def _dict_pairs(text: str) -> list[tuple[str, float]]:
-    return [(m.group("key"), _number(m.group("value"))) for m in _DICT_ENTRY.finditer(text)]
+    # float() reads nan, inf and Infinity in any case.
+    return [(m.group("key"), float(m.group("value"))) for m in _DICT_ENTRY.finditer(text)]
 
 
 _METRIC, _IGNORED = object(), object()
@@ -310,7 +306,7 @@ def _pattern_records(path: Path, lines: list[str], pattern: re.Pattern) -> list[
             if name in ("step", "epoch"):
                 continue
             try:
-                pairs.append((name, _number(value)))
+                pairs.append((name, float(value)))
             except ValueError:
                 raise StoreError(f"{path} line {number}: group {name!r} matched {value!r}, not a number") from None
         if not pairs:
@@ -318,11 +314,11 @@ def _pattern_records(path: Path, lines: list[str], pattern: re.Pattern) -> list[
         record = LogRecord(line=number, pairs=pairs)
         if "step" in groups:
             try:
-                record.step = as_step(_number(groups["step"]), f"{path} line {number}")
+                record.step = as_step(float(groups["step"]), f"{path} line {number}")
             except ValueError:
                 raise StoreError(f"{path} line {number}: group 'step' matched {groups['step']!r}, not a number") from None
         if "epoch" in groups:
-            record.epoch = _number(groups["epoch"])
+            record.epoch = float(groups["epoch"])
         records.append(record)
     return records
 
@@ -367,9 +363,10 @@ def _assign_steps(records: list[LogRecord], log_every: int) -> str:
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     path = source.path
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as error:
         raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
+    text = data.decode("utf-8", errors="replace")
     options = source.handle or {}
     lines = text.split("\n")
     config: dict[str, Any] = {}
@@ -381,9 +378,9 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
         records = []
         position = 0
         for number, line in enumerate(lines, start=1):
-            position += len(line) + 1
+            position += len(line) + 1  # characters: the bar's bytes, near enough
             if number % _PROGRESS_EVERY == 0:
-                progress.advance(path, min(position, len(text)))
+                progress.advance(path, min(position, len(data)))
             records += reader.read(number, line)
     log_every = options.get("log_every")
     notes = []
@@ -395,7 +392,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     if config:
         notes.append("config from the printed HF Trainer banner and TrainingArguments")
     steps = _assign_steps(records, int(log_every))
-    progress.advance(path, len(text))
+    progress.advance(path, len(data))
 
     columns = Columns()
     epochs = Columns()

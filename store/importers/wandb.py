@@ -43,7 +43,6 @@ import math
 import struct
 import warnings
 import zlib
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,11 +75,11 @@ _PROGRESS_EVERY = 20_000
 
 # A norm derived from a histogram is kept only when the bins bound it within
 # this factor (upper bound / lower bound). The gradient rules compare norms at
-# factors of 10 to 100 (diagnosis/gradients.py), so a value known to 1.5× cannot
-# turn a healthy layer into a finding; wandb.watch's 64 bins of a Gaussian-like
-# gradient bound it within about 1.1×, a few outliers stretching the range to
-# 1.3×.
-NORM_BOUND_FACTOR = 1.5
+# factors of 10 or more (diagnosis/gradients.py). Measured on 64-bin histograms
+# as wandb.watch makes them: 1.06-1.12x for Gaussian values, 1.26x with three
+# 10-sigma outliers, 1.54x with 20-sigma ones, 1.39x for a Student-t(3) tail;
+# the midpoint estimate stayed within 1.3 % of the true norm in all of them.
+NORM_BOUND_FACTOR = 2.0
 
 _STEP_KEY = "_step"
 # The parts wandb-core splits a media object into, as the last nested key.
