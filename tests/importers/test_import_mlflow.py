@@ -163,6 +163,15 @@ def test_same_run_is_skipped_and_a_grown_run_replaces_its_import(tracking, store
     assert points(store_root, grown.run_id, "train", "loss")[-1] == (11, 0.1)
 
 
+@pytest.mark.parametrize("tracking", ["sqlite"], indirect=True)
+def test_without_a_tracking_uri_mlflows_default_applies(tracking, store_root, monkeypatch):
+    _, uri = tracking
+    log_run(writer(uri, monkeypatch), "exp", "from-env", 3)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    [result] = import_source("mlflow", store_root, None)
+    assert result.name == "from-env" and result.rows == 6
+
+
 @pytest.mark.parametrize("given, message", [
     ("{tmp}/absent", "no MLflow tracking store at .*absent"),
     ("sqlite:///{tmp}/absent.db", "no MLflow tracking store at sqlite"),
