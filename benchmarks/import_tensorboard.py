@@ -1,7 +1,7 @@
 """Benchmark: import a 100,000-step TensorBoard log.
 
 Writes the log with torch's SummaryWriter (timed on its own), imports it with
-``store.importers.import_source("tensorboard", ...)`` and prints values/s.
+``traindoctor.store.importers.import_source("tensorboard", ...)`` and prints values/s.
 Ratios are against baselines measured in this process, because the machine's
 speed varies: the time SummaryWriter took to write the same log, and
 TensorBoard's own reader (``EventFileLoader``, pure-Python CRC checks) on

@@ -79,7 +79,7 @@ def timed_in_code(steps: int, small: bool, store: str) -> dict[str, float]:
 
     original_make = core.Probe._make_grad_hook
     originals = {name: getattr(core.Probe, name) for name in ("step", "_before_optimizer_step", "_after_optimizer_step")}
-    core.Probe._make_grad_hook = lambda self, index, param: timing(original_make(self, index, param))
+    core.Probe._make_grad_hook = lambda self, *args: timing(original_make(self, *args))
     for name, function in originals.items():
         setattr(core.Probe, name, timing(function))
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,9 +91,47 @@ def app_environment(store_path: str | os.PathLike) -> dict[str, str]:
     return env
 
 
+class _Stopped(Exception):
+    """A SIGTERM or SIGHUP reached ``run_app``: stop the server, then exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    """Linux: the server gets SIGTERM when ``traindoctor ui`` dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """Terminate ``process`` (SIGTERM, then SIGKILL after ``timeout_s``); its exit code."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8501,
             allowed_hosts: Sequence[str] | None = None, open_browser: bool = False) -> int:
     """Serve the dashboard on ``host:port`` until interrupted; returns the server's exit code.
+
+    The server is a child process that never outlives this one: Ctrl-C,
+    SIGTERM and SIGHUP stop it before ``run_app`` returns (128 + the signal
+    number, the shell's convention), and on Linux it is also told to stop
+    when this process dies by SIGKILL.
 
     Example:
         >>> run_app("runs")                                  # doctest: +SKIP
@@ -101,18 +140,24 @@ def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 
     url_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
     url = f"http://{url_host}:{port}/runs"
     print(f"traindoctor: dashboard for store {Path(store_path).resolve()} at {url}", flush=True)
-    if open_browser:
-        threading.Thread(target=_open_when_ready, args=(url_host, port, url), daemon=True).start()
-    process = subprocess.Popen(command, env=app_environment(store_path))
+    forwarded = (signal.SIGTERM, signal.SIGHUP)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in forwarded} if in_main_thread else {}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
+        process = subprocess.Popen(command, env=app_environment(store_path),
+                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         try:
-            return process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            if open_browser:
+                threading.Thread(target=_open_when_ready, args=(url_host, port, url), daemon=True).start()
             return process.wait()
+        except KeyboardInterrupt:
+            return stop_process(process)
+        except _Stopped as stopped:
+            stop_process(process)
+            return 128 + stopped.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def wait_until_healthy(host: str, port: int, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
@@ -150,12 +195,7 @@ def serving(store_path: str | os.PathLike, *, timeout_s: float = 60.0) -> Iterat
                                f"(exit code {process.poll()})")
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=15)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,8 @@ import pandas as pd
 
 from traindoctor.diagnosis.common import EVAL_SPLITS, finding
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.memo import per_run
+from traindoctor.diagnosis.records import Evidence, rule
 from traindoctor.store.run_data import RunData
 
 # A class needs this many evaluation samples before its recall means much.
@@ -57,6 +59,7 @@ def class_metrics(counts: np.ndarray) -> ClassMetrics:
     return ClassMetrics(counts, support, precision, recall, f1)
 
 
+@per_run
 def last_confusion(run: RunData) -> tuple[np.ndarray, int, str] | None:
     """The confusion matrix of the last evaluation (val, else test), its step and split."""
     confusion = run.confusion
@@ -91,6 +94,12 @@ def _top_confusion(metrics: ClassMetrics, index: int) -> tuple[int, float] | Non
     return other, float(row[other] / max(metrics.support[index], 1))
 
 
+@rule(severities=("warning",), inputs=("confusion",), metadata=("task.num_classes", "task.class_names"),
+      evidence=Evidence.series("loss"), classes_page=True,
+      # A model no better than the class prior does poorly on most classes: that is the finding.
+      explained_by=("no_better_than_baseline", "divergence"),
+      thresholds=("MIN_CLASS_SUPPORT", "UNDERPERFORMING_F1_GAP", "UNDERPERFORMING_F1_RELATIVE",
+                  "UNDERPERFORMING_MIN_REFERENCE", "UNDERPERFORMING_SE"))
 def underperforming_classes(run: RunData) -> list[Finding]:
     """Classes whose F1 is far below the rest, with what they are confused with.
 
@@ -143,6 +152,9 @@ def underperforming_classes(run: RunData) -> list[Finding]:
         "seed 002 (data curation; plot a confusion matrix)", step, step, {"split": split, "classes": evidence})]
 
 
+@rule(severities=("warning",), inputs=("confusion",), metadata=("task.num_classes", "task.class_names"),
+      evidence=Evidence.series("loss"), classes_page=True,
+      thresholds=("IMBALANCE_RATIO", "SMALL_CLASS_FRACTION", "SMALL_CLASS_RECALL_GAP"))
 def class_imbalance(run: RunData) -> list[Finding]:
     """Strongly unequal class support, with the small classes doing worst.
 

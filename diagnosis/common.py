@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.memo import per_run
+from traindoctor.diagnosis.robust import finite
 from traindoctor.store.run_data import RunData
 
 EVAL_SPLITS = ("val", "test")
@@ -52,6 +54,7 @@ def eval_split(run: RunData, name: str) -> str | None:
     return None
 
 
+@per_run
 def eval_frame(run: RunData, name: str) -> tuple[pd.Series, pd.Series]:
     """An eval metric indexed by step, and the epoch of each eval (NaN where unknown)."""
     split = eval_split(run, name)
@@ -66,16 +69,29 @@ def eval_frame(run: RunData, name: str) -> tuple[pd.Series, pd.Series]:
     return values, epochs
 
 
+@per_run
 def layer_values(run: RunData, name: str) -> pd.DataFrame:
-    """``run.layer_frame(name)`` as float64 (a frame built from mixed sources can hold object values)."""
+    """``run.layer_frame(name)`` as float64 (a frame built from mixed sources can hold object values).
+
+    A pivot of every per-layer row of ``name``: the costliest read of a big run.
+    """
     frame = run.layer_frame(name)
     return frame.apply(pd.to_numeric, errors="coerce").astype("float64") if not frame.empty else frame
 
 
+@per_run
 def train_loss(run: RunData) -> pd.Series:
+    """The training loss by step, NaN and ±Inf kept (a scan of every scalar row)."""
     return run.series("loss", "train")
 
 
+@per_run
+def finite_train_loss(run: RunData) -> pd.Series:
+    """The finite values of the training loss by step: what most curve rules judge."""
+    return finite(train_loss(run))
+
+
+@per_run
 def lr_series(run: RunData) -> pd.Series:
     """The lr of param group 0 (or the global lr) by step; empty when not recorded."""
     series = run.series("lr", "train", layer="group0")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from traindoctor.diagnosis.common import finding, is_norm_or_bias, layer_values, natural_key, train_loss
+from traindoctor.diagnosis.common import finding, finite_train_loss, is_norm_or_bias, layer_values, natural_key
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.memo import per_run
+from traindoctor.diagnosis.records import Evidence, rule
 from traindoctor.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
 from traindoctor.store.run_data import RunData
 
@@ -51,7 +53,8 @@ DEAD_MIN_RECORDS = 3
 SOURCE_GRADIENTS = "seed 000 (transformer training notes), seed 003 (gradient clipping); AUTOTRAINER (ICSE'21)"
 
 
-def _first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
+@per_run
+def first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
     """Per-record ratio of the first to the last weight layer's gradient norm (model order by name)."""
     frame = layer_values(run, "grad_norm")
     if frame.empty:
@@ -67,6 +70,10 @@ def _first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
     return pair[first] / pair[last], first, last
 
 
+@rule(severities=("warning",), inputs=("grad_norm",), evidence=Evidence.series("grad_norm"), heatmaps=("grad_norm",),
+      thresholds=("GRAD_WINDOW", "GRAD_MIN_HISTORY", "EXPLODE_PEAK_FACTOR", "EXPLODE_SUSTAINED_FACTOR",
+                  "EXPLODE_SUSTAINED_POINTS", "EXPLODE_GROWTH_FACTOR", "FIRST_LAST_EXPLODING_RATIO", "ZERO_GRAD",
+                  "DEAD_MIN_RECORDS"))
 def exploding_gradients(run: RunData) -> list[Finding]:
     """Gradient norm orders of magnitude above its own history, growing, or much larger in the first layer.
 
@@ -116,7 +123,7 @@ def exploding_gradients(run: RunData) -> list[Finding]:
                     "Lower the lr or add a schedule, clip gradients, check for a rising lr or missing normalisation.",
                     SOURCE_GRADIENTS, profile.index[lowest_position], norm.index[-1],
                     {"early_level": lowest, "late_level": late, "factor": late / lowest}))
-    ratio = _first_last_ratio(run)
+    ratio = first_last_ratio(run)
     if ratio is not None:
         series, first, last = ratio
         level = float(np.median(series))
@@ -130,6 +137,9 @@ def exploding_gradients(run: RunData) -> list[Finding]:
     return findings
 
 
+@rule(severities=("warning",), inputs=("grad_norm", "loss"), evidence=Evidence.series("grad_norm"),
+      heatmaps=("grad_norm",),
+      thresholds=("FIRST_LAST_VANISHING_RATIO", "STALLED_LOSS_FRACTION", "ZERO_GRAD", "DEAD_MIN_RECORDS"))
 def vanishing_gradients(run: RunData) -> list[Finding]:
     """Early layers get gradients orders of magnitude smaller than late layers, and learning stalls.
 
@@ -141,14 +151,14 @@ def vanishing_gradients(run: RunData) -> list[Finding]:
     layers, residual connections, a shallower model.
     Source: seed 000; AUTOTRAINER (ICSE'21) vanishing-gradient check.
     """
-    ratio = _first_last_ratio(run)
+    ratio = first_last_ratio(run)
     if ratio is None:
         return []
     series, first, last = ratio
     if len(series) < DEAD_MIN_RECORDS:
         return []
     level = float(np.median(series))
-    loss = finite(train_loss(run))
+    loss = finite_train_loss(run)
     if len(loss) < 4:
         return []
     early, late = window_median(loss, 0.0, 0.1), window_median(loss, 0.8, 1.0)
@@ -165,6 +175,9 @@ def vanishing_gradients(run: RunData) -> list[Finding]:
         {"first_layer": first, "last_layer": last, "median_ratio": level, "early_loss": early, "late_loss": late})]
 
 
+@rule(severities=("warning",), inputs=("update_ratio",), evidence=Evidence.heatmap("update_ratio"),
+      heatmaps=("update_ratio",),
+      thresholds=("UPDATE_RATIO_LOW", "UPDATE_RATIO_HIGH", "OUT_OF_BAND_FRACTION", "OUT_OF_BAND_MIN_POINTS"))
 def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     """Per-layer update/weight ratio far outside ~1e-3 for long stretches.
 
@@ -217,6 +230,8 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     return findings
 
 
+@rule(severities=("warning",), inputs=("grad_norm", "weight_norm", "update_ratio"),
+      evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm",), thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS"))
 def dead_layers(run: RunData) -> list[Finding]:
     """Parameters whose gradient is always zero or missing.
 

@@ -59,7 +59,7 @@ def text_report(items: list[tuple[RunData, list[Finding]]]) -> str:
     """A readable report: one section per run, findings grouped by severity (critical first).
 
     Example:
-        >>> from dashboard.diagnosis import RunData
+        >>> from traindoctor.diagnosis import RunData
         >>> print(text_report([(RunData(run_id="r1", name="r1"), [])]))
         r1
         ==

@@ -9,6 +9,7 @@ import pandas as pd
 
 from traindoctor.diagnosis.common import events_of, finding, is_norm_or_bias, lint_events
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.records import Evidence, rule
 from traindoctor.diagnosis.robust import finite
 from traindoctor.store.run_data import RunData
 
@@ -54,6 +55,10 @@ def _skipped_steps(run: RunData) -> pd.Series:
     return pd.Series(np.isin(total, steps).astype("float64"), index=total)
 
 
+@rule(severities=("warning", "critical"), inputs=("amp_skipped", "amp_scale", "loss", "events"),
+      metadata=("env.amp",), evidence=Evidence.series("amp_scale"),
+      thresholds=("SKIPPED_FRACTION_WARNING", "SKIPPED_MIN_STEPS", "SKIPPED_FRACTION_CRITICAL", "SCALE_COLLAPSE_FACTOR",
+                  "SCALE_COLLAPSE_WINDOW_STEPS", "MAX_COLLAPSE_CANDIDATES", "SCALE_FLOOR"))
 def amp_skipped_steps(run: RunData) -> list[Finding]:
     """GradScaler skipped many optimizer steps, or the loss scale keeps collapsing; fp16 without a scaler.
 
@@ -148,6 +153,7 @@ def _mode_rule(run: RunData, kind: str, title: str, message: str, advice: str) -
                     "seed 001 (model.train()/model.eval()), seed 002", first, last, {"count": len(events)})]
 
 
+@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events())
 def eval_mode_during_training(run: RunData) -> list[Finding]:
     """``model.training`` was False during training steps.
 
@@ -163,6 +169,7 @@ def eval_mode_during_training(run: RunData) -> list[Finding]:
                       "Call model.train() at the start of each training epoch (after every evaluation).")
 
 
+@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events())
 def train_mode_during_eval(run: RunData) -> list[Finding]:
     """``model.training`` was True during an evaluation pass.
 
@@ -184,6 +191,8 @@ def _param_groups(run: RunData) -> list[dict[str, Any]]:
     return [g for g in groups if isinstance(g, dict)]
 
 
+@rule(severities=("warning",), inputs=("events", "grad_norm", "weight_norm", "update_ratio"),
+      metadata=("env.optimizer",), evidence=Evidence.events())
 def weight_decay_on_norm_and_bias(run: RunData) -> list[Finding]:
     """Weight decay applied to biases and normalisation weights.
 
@@ -219,6 +228,8 @@ def weight_decay_on_norm_and_bias(run: RunData) -> list[Finding]:
                     "seed 001 (HF Trainer excludes them)", evidence={"params": exempt, "weight_decay": decay})]
 
 
+@rule(severities=("info", "warning"), inputs=("events",), metadata=("env.optimizer", "env.model", "env.amp"),
+      evidence=Evidence.events(), thresholds=("TRANSFORMER_BETA2", "FP16_MIN_EPS"))
 def adam_hyperparameters(run: RunData) -> list[Finding]:
     """Adam settings that clearly contradict the seeds' hints for transformers and fp16.
 

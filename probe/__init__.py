@@ -1,10 +1,11 @@
 """Attach to a PyTorch training loop and record what a run needs to be judged.
 
-``from probe import Probe`` imports torch, numpy and the store's writer only
-when ``Probe`` is first touched; the package itself imports nothing heavy.
+``from traindoctor.probe import Probe`` imports torch, numpy and the store's
+writer only when ``Probe`` is first touched; the package itself imports
+nothing heavy.
 
 Example:
-    >>> from probe import Probe                                  # doctest: +SKIP
+    >>> from traindoctor.probe import Probe                      # doctest: +SKIP
     >>> with Probe(run="mlp", store="runs", num_classes=10) as probe:
     ...     probe.watch(model, optimizer)
     ...     ...
@@ -22,4 +23,4 @@ def __getattr__(name: str) -> Any:
         from traindoctor.probe import core
 
         return getattr(core, name)
-    raise AttributeError(f"module 'probe' has no attribute {name!r}")
+    raise AttributeError(f"module 'traindoctor.probe' has no attribute {name!r}")

@@ -12,13 +12,22 @@ Where each statistic is measured (this is the contract the tests check):
   the scale the backward used, so it is the norm of the *unscaled*
   gradient. Under DDP it is each rank's local gradient, before the all-reduce.
   Parameters whose gradient was not computed in a step contribute 0 to the
-  global norm and get no per-layer row.
+  global norm and get no per-layer row. The parameters are the optimizer's,
+  as they are at each step: a parameter unfrozen after ``watch()``
+  (``requires_grad_(True)``), one added with ``optimizer.add_param_group`` or
+  put into a group's list is hooked when the probe sees the change, at the
+  next backward or optimizer step, and counted from that step on (if its
+  first gradient was accumulated before its hook existed, it is read in the
+  optimizer step pre-hook: after any clipping the user did in between). A
+  parameter of the model that gets a gradient but is not in the optimizer is
+  not counted; the probe warns once, naming it.
 - ``weight_norm`` (per layer): ‖w‖ after the optimizer step.
 - ``update_ratio`` (per layer): ‖w_after − w_before‖ / ‖w_before‖ across the
   actual optimizer step (step pre- and post-hooks); exact, or estimated from a
   fixed sample of elements for big models (see ``probe.statistics``).
 - ``lr`` (layer ``group<i>``): each param group's lr as the optimizer step used it (read in
-  the step pre-hook; on a skipped step, the lr when ``probe.step`` is called).
+  the step pre-hook; on a skipped step, the lr when ``probe.step`` is called). A
+  group added later gets the next ``group<i>`` from the step it is seen at.
 - ``amp_scale``, ``amp_skipped``: the GradScaler's scale used by the step's
   backward, and 1.0 when the scaler skipped the optimizer step (its
   ``optimizer.step`` was never called). A skipped step records loss, lr and
@@ -29,13 +38,21 @@ Per-step values go into a preallocated device tensor with in-place copies;
 they reach the host in one non-blocking copy per flush (every
 ``flush_every_s`` seconds or ``flush_every_steps`` steps, checked in
 ``probe.step``). Non-finite losses are found on that host copy and produce
-``nan_loss`` events then.
+``nan_loss`` events then. Values already buffered are written under the
+names (layers, lr groups) they were measured with, whatever changes later.
+
+Every hook and callback the probe installs (gradient hooks, optimizer step
+pre- and post-hooks, the autocast-detecting forward pre-hooks, the
+integrations' callbacks) runs under the probe's ``StatisticGuard``: an error
+turns that statistic off with one warning and training goes on
+(``strict=True`` raises it instead).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import operator
 import threading
 import time
 import traceback
@@ -48,8 +65,12 @@ import torch
 
 from traindoctor.probe import lint
 from traindoctor.probe.evaluation import Evaluation, EvaluationResult
+from traindoctor.probe.guard import (
+    StatisticGuard, check_name, check_positive_int, checked_config, escaped_name, is_number, validated_loss,
+)
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
-from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, _norm32
+from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
+from traindoctor.store.format import lr_layer
 from traindoctor.store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
@@ -61,26 +82,13 @@ DEFAULT_FLUSH_EVERY_STEPS = 256
 _LOSS, _GRAD_NORM, _AMP_SCALE = 0, 1, 2
 # Rows of the per-layer device buffer (one [3, P] block per cadence step).
 _LAYER_GRAD, _LAYER_WEIGHT, _LAYER_UPDATE = 0, 1, 2
+# How many parameter names a warning lists before "and N more".
+_LISTED_NAMES = 5
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
 class ProbeError(Exception):
     """A misuse of the probe API (raised at the call, with a one-line message)."""
-
-
-def _check_name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _check_positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -88,6 +96,9 @@ class _Transfer:
     """One flush: host copies (maybe still in flight) and the host-side columns that go with them."""
 
     event: Any  # torch.cuda.Event or None when the copies are already complete
+    # The layer and lr-group names the buffered values were measured under.
+    layer_names: tuple[str, ...] = ()
+    group_names: tuple[str, ...] = ()
     values: torch.Tensor | None = None
     host: dict[str, np.ndarray] = field(default_factory=dict)
     layer_values: torch.Tensor | None = None
@@ -165,33 +176,38 @@ class Probe:
         compact_on_close: bool = True,
     ) -> None:
         if run is not None:
-            _check_name(run, "run")
-        if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"config must be a mapping of hyperparameters, got {type(config).__name__}")
+            check_name(run, "run")
+        if project is not None:
+            check_name(project, "project")
+        # Checked and converted here, before the run folder exists: an
+        # unserialisable config must not leave a half-made run behind.
+        config = {} if config is None else checked_config(config)
         if num_classes is not None:
             if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
                 raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
             num_classes = int(num_classes)
         if class_names is not None:
-            class_names = [str(name) for name in class_names]
+            class_names = [check_name(str(name), f"class_names[{index}]") for index, name in enumerate(class_names)]
             if num_classes is None:
                 num_classes = len(class_names)
             if len(class_names) != num_classes:
                 raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
-        self.layer_every = _check_positive_int(layer_every, "layer_every")
-        self.flush_every_steps = _check_positive_int(flush_every_steps, "flush_every_steps")
-        if not _is_number(flush_every_s) or not flush_every_s > 0:
+        self.layer_every = check_positive_int(layer_every, "layer_every")
+        self.flush_every_steps = check_positive_int(flush_every_steps, "flush_every_steps")
+        if not is_number(flush_every_s) or not flush_every_s > 0:
             raise ValueError(f"flush_every_s must be a positive number, got {flush_every_s!r}")
         self.flush_every_s = float(flush_every_s)
-        if expected_initial_loss is not None and not _is_number(expected_initial_loss):
+        if expected_initial_loss is not None and not is_number(expected_initial_loss):
             raise ValueError(f"expected_initial_loss must be a number, got {expected_initial_loss!r}")
         if isinstance(initial_step, bool) or not isinstance(initial_step, numbers.Integral) or initial_step < 0:
             raise ValueError(f"initial_step must be a non-negative integer, got {initial_step!r}")
         self.strict = bool(strict)
+        # Public so that the integrations' callbacks run under the same guard.
+        self.guard = StatisticGuard(strict=self.strict)
         self.compact_on_close = bool(compact_on_close)
         self.num_classes = num_classes
         self._exact_max_bytes = int(update_ratio_exact_max_bytes)
-        self._sample_size = _check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
+        self._sample_size = check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
 
         auto_rank, auto_world, run_id = distributed_context(run_id)
         self.rank = auto_rank if rank is None else int(rank)
@@ -203,7 +219,7 @@ class Probe:
             task["expected_initial_loss"] = math.log(num_classes)
         self.writer = RunWriter(
             store, name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
-            config=dict(config or {}), task=task,
+            config=config, task=task,
             env={"torch": torch.__version__},
             probe_settings={
                 "layer_every": self.layer_every, "flush_every_s": self.flush_every_s,
@@ -220,13 +236,28 @@ class Probe:
         self.epoch: float | None = None
         self.closed = False
         self._watched = False
-        self._disabled: set[str] = set()
-        self._warned: set[str] = set()
+        # The guard's own set, read directly by the step path (a call per check costs more).
+        self._disabled = self.guard.disabled
+        self._warned: set[str] = set()  # one-time usage warnings (failing statistics warn through the guard)
         self._handles: list[Any] = []
         self._pending: list[_Transfer] = []
         self._logged: list[tuple] = []
         self._logged_tensors: list[torch.Tensor] = []
         self._evaluations: list[EvaluationResult] = []
+        # The parameters being tracked (set by watch()), in recording order, and
+        # how the step path finds them.
+        self._params: list[torch.Tensor] = []
+        self._param_ids: list[int] = []
+        self._names: tuple[str, ...] = ()
+        self._group_names: tuple[str, ...] = ()
+        # id(param) -> (param, hook handle, [slot index or None, slot view, direct]); the
+        # hook reads the list, so re-indexing after a change needs no new hook. The
+        # param is held so that its id cannot be reused while the entry lives.
+        self._hooked: dict[int, tuple[torch.Tensor, Any, list]] = {}
+        self._frozen: list[torch.Tensor] = []  # tracked, but no hook yet: requires_grad was False
+        self._fresh: list[torch.Tensor] = []  # hooked since the last optimizer step, perhaps after their backward
+        self._group_signature: tuple[tuple[int, int], ...] = ()
+        self._summary_stale = False
         self._terminated = False
         self._entered = False
         self._last_flush = time.monotonic()
@@ -249,7 +280,10 @@ class Probe:
             try:
                 self.writer.flush()
             except Exception as error:  # the writer reports it; training goes on
-                self.writer._record_error(error)
+                try:
+                    self.writer.record_error(error)
+                except Exception:  # a thread that dies would publish nothing more until close
+                    pass
 
     # ------------------------------------------------------------------ watch
 
@@ -283,32 +317,13 @@ class Probe:
         self._optimizer = optimizer
         self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
 
-        names = {id(param): name for name, param in model.named_parameters()}
-        params: list[torch.Tensor] = []
-        param_names: list[str] = []
-        seen: set[int] = set()
-        for group_index, group in enumerate(optimizer.param_groups):
-            for param_index, param in enumerate(group["params"]):
-                if id(param) in seen:
-                    continue
-                seen.add(id(param))
-                params.append(param)
-                param_names.append(names.get(id(param), f"group{group_index}.param{param_index}"))
+        params = self._optimizer_params()
         if not params:
             raise ProbeError("probe.watch(): the optimizer has no parameters")
-        self._params = params
-        self._names = tuple(param_names)
-        self._group_names = tuple(f"group{i}" for i in range(len(optimizer.param_groups)))
         self._device = params[0].device
-        device = self._device
-        count = len(params)
+        self._allocate_step_buffers(device=self._device)
+        self._use_params(params, in_backward=False, initial=True)
 
-        self._allocate_buffers(device, count)
-        self._tracker = UpdateTracker(params, exact_max_bytes=self._exact_max_bytes, sample_size=self._sample_size)
-
-        for index, param in enumerate(params):
-            if param.requires_grad:
-                self._handles.append(param.register_post_accumulate_grad_hook(self._make_grad_hook(index, param)))
         self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
         self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
         self._amp_dtype: torch.dtype | None = None
@@ -317,11 +332,196 @@ class Probe:
         self._autocast_hooks = [m.register_forward_pre_hook(self._detect_autocast) for m in model.modules()]
         self._watched = True
 
-        self._guarded("lint", self._record_setup, model, optimizer, names)
+        self.guard.guarded("lint", self._record_setup, model, optimizer)
         return self
 
-    def _allocate_buffers(self, device: torch.device, count: int) -> None:
-        """The device buffers the step path writes into, and their host-side companions."""
+    # ------------------------------------------------------- parameter tracking
+
+    def _optimizer_params(self) -> list[torch.Tensor]:
+        """The optimizer's parameters now, each once, in param-group order."""
+        params: list[torch.Tensor] = []
+        seen: set[int] = set()
+        for group in self._optimizer.param_groups:
+            for param in group["params"]:
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    params.append(param)
+        return params
+
+    def _parameter_names(self, params: Sequence[torch.Tensor]) -> tuple[str, ...]:
+        """``named_parameters()`` names (escaped if they hold control characters), else ``group<g>.param<i>``."""
+        names = {id(param): escaped_name(name) for name, param in self._model.named_parameters()}
+        positions = {}
+        for group_index, group in enumerate(self._optimizer.param_groups):
+            for param_index, param in enumerate(group["params"]):
+                positions.setdefault(id(param), f"group{group_index}.param{param_index}")
+        return tuple(names.get(id(param)) or positions[id(param)] for param in params)
+
+    def _signature(self) -> tuple[tuple[int, int], ...]:
+        return tuple((id(group["params"]), len(group["params"])) for group in self._optimizer.param_groups)
+
+    def _params_changed(self) -> bool:
+        """True when the optimizer's parameter set may have changed since it was last read.
+
+        Called twice a step (the step's first gradient hook, the optimizer
+        step pre-hook) and reads no tensor value: the number of groups, each
+        group's list object and length (about 1 us), and, only when the
+        optimizer holds parameters without a hook, whether one of them now
+        requires a gradient (a flag read, about 0.2 us per such tensor). A
+        list edited in place at the same length is found by
+        ``_audit_params`` at the next flush instead.
+        """
+        groups = self._optimizer.param_groups
+        signature = self._group_signature
+        if len(groups) != len(signature):
+            return True
+        for group, (list_id, length) in zip(groups, signature):
+            params = group["params"]
+            if id(params) != list_id or len(params) != length:
+                return True
+        return bool(self._frozen) and any(map(_REQUIRES_GRAD, self._frozen))
+
+    def _track_params(self, *, in_backward: bool) -> None:
+        """Follow a change of the optimizer's parameters (guarded: a failure turns the gradient statistics off)."""
+        if "param_tracking" in self._disabled:
+            return
+        try:
+            if self._params_changed():
+                self._use_params(self._optimizer_params(), in_backward=in_backward)
+        except Exception as error:
+            # Without tracking, the norms could silently leave parameters out.
+            self.guard.fail("param_tracking", error, also=("grad_norm", "layer_stats"))
+
+    def _use_params(self, params: list[torch.Tensor], *, in_backward: bool, initial: bool = False) -> None:
+        """Make ``params`` (the optimizer's, in order) the tracked set; hook those that need it.
+
+        Values buffered so far go to the host first, with the names they were
+        measured under; gradient norms this step has already measured move to
+        their parameters' new slots. Runs at ``watch()`` (``initial``) and when
+        the set changes (rare: it allocates and may sync, unlike a step).
+        """
+        param_ids = [id(param) for param in params]
+        groups = len(self._optimizer.param_groups)
+        if param_ids != self._param_ids or groups != len(self._group_names):
+            measured = None if initial else (self._param_ids, self._grad_slots, self._fired)
+            if not initial:
+                self._set_aside()
+                self._summary_stale = True
+            self._params, self._param_ids = params, param_ids
+            self._names = self._parameter_names(params)
+            if groups != len(self._group_names):
+                self._group_names = tuple(lr_layer(index) for index in range(groups))
+                self._allocate_lr_buffers()
+            self._allocate_layer_buffers(len(params))
+            if measured is not None and any(measured[2]):
+                self._carry_slots(*measured)
+            # A layer record half made by an earlier optimizer step of this step
+            # was in the old buffer: it is dropped, not written under new names.
+            self._updated = False
+            self._tracker = UpdateTracker(params, exact_max_bytes=self._exact_max_bytes, sample_size=self._sample_size)
+            for key, (_, handle, ref) in list(self._hooked.items()):
+                index = self._slot_index.get(key)
+                if index is not None:
+                    ref[0], ref[1] = index, self._slot_views[index]
+                    continue
+                ref[0] = None  # no longer in the optimizer: its hook does nothing
+                if not in_backward:  # (during a backward the hook may be running: removed at a later change)
+                    handle.remove()
+                    del self._hooked[key]
+        self._group_signature = self._signature()
+        self._hook_params(initial=initial)
+
+    def _carry_slots(self, old_ids: list[int], old_slots: torch.Tensor, old_fired: list[bool]) -> None:
+        """Move this step's gradient norms measured before a change to their parameters' new slots."""
+        count = len(old_ids)
+        if self._param_ids[:count] == old_ids:  # parameters were only added (add_param_group): one copy
+            self._grad_slots[:count].copy_(old_slots)
+            self._fired[:count] = old_fired
+            return
+        old_views = old_slots.unbind(0)
+        previous = {key: index for index, key in enumerate(old_ids)}
+        for index, key in enumerate(self._param_ids):
+            old = previous.get(key)
+            if old is not None and old_fired[old]:
+                self._slot_views[index].copy_(old_views[old])
+                self._fired[index] = True
+
+    def _hook_params(self, *, initial: bool) -> None:
+        """Register a gradient hook on each tracked parameter that requires a gradient and has none yet."""
+        frozen = []
+        for index, param in enumerate(self._params):
+            if id(param) in self._hooked:
+                continue
+            if not param.requires_grad:
+                frozen.append(param)
+                continue
+            direct = param.device == self._device and param.dtype != torch.float64
+            ref = [index, self._slot_views[index], direct]
+            handle = param.register_post_accumulate_grad_hook(self._make_grad_hook(ref))
+            self._hooked[id(param)] = (param, handle, ref)
+            if not initial:
+                self._fresh.append(param)
+        self._frozen = frozen
+
+    def _measure_fresh(self) -> None:
+        """Read the gradients of parameters hooked after their backward had run (in the step pre-hook)."""
+        fresh, self._fresh = self._fresh, []
+        for param in fresh:
+            entry = self._hooked.get(id(param))
+            index = None if entry is None else entry[2][0]
+            if index is None or self._fired[index] or param.grad is None:
+                continue
+            if not self._scale_captured:
+                self._capture_scale()
+            slot = self._slot_views[index]
+            slot.copy_(norm32(param.grad), non_blocking=True)
+            if self._scaler is not None:
+                # scaler.step() unscaled the gradients before this hook; the slots hold scaled norms.
+                slot.mul_(self._scale_slot)
+            self._fired[index] = True
+            self._any_fired = True
+
+    def _audit_params(self) -> None:
+        """At a flush: the full comparison ``_params_changed`` leaves out, and gradients outside the optimizer.
+
+        O(parameters), once per flush. A group's list edited in place is
+        tracked from now on, with a warning naming what earlier steps left
+        out; a model parameter with a gradient that is not in the optimizer
+        cannot be tracked (nothing updates it) and is named in a warning once.
+        """
+        params = self._optimizer_params()
+        if [id(param) for param in params] != self._param_ids:
+            known = set(self._param_ids)
+            self._use_params(params, in_backward=False)
+            added = [name for param, name in zip(self._params, self._names) if id(param) not in known]
+            if added:
+                self._warn_once("params_replaced_in_place",
+                                f"traindoctor probe: {_listed(added)} entered the optimizer by an in-place change of a "
+                                f"param group's list; they are counted in grad_norm from step {self.step_count + 1}, "
+                                "earlier steps leave them out (use optimizer.add_param_group to have them counted "
+                                "at once)")
+        if "params_outside_optimizer" not in self._warned:
+            tracked = set(self._param_ids)
+            outside = [escaped_name(name) for name, param in self._model.named_parameters()
+                       if param.grad is not None and id(param) not in tracked]
+            if outside:
+                self._warn_once("params_outside_optimizer",
+                                f"traindoctor probe: {_listed(outside)} of the model get gradients but are not in the "
+                                "optimizer: grad_norm and the per-layer statistics leave them out (add them with "
+                                "optimizer.add_param_group if they should train)")
+        if self._summary_stale:
+            self._summary_stale = False
+            self.guard.guarded("lint", self._record_optimizer_summary)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=5)  # the caller of probe.step()
+
+    # ---------------------------------------------------------------- buffers
+
+    def _allocate_step_buffers(self, device: torch.device) -> None:
+        """The per-step device buffer and its host-side companions (sized by flush_every_steps)."""
         capacity = self.flush_every_steps
         self._values = torch.full((capacity, 3), float("nan"), dtype=torch.float32, device=device)
         # 0-d views of every cell, made once: indexing a tensor costs microseconds per call.
@@ -329,15 +529,30 @@ class Probe:
         self._host_steps = np.zeros(capacity, dtype=np.int64)
         self._host_epochs = np.full(capacity, np.nan)
         self._host_walls = np.zeros(capacity)
-        self._host_lrs = np.full((capacity, len(self._group_names)), np.nan)
-        self._step_lrs = np.full(len(self._group_names), np.nan)
-        self._lrs_read = False
+        self._host_lr_recorded = np.zeros(capacity, dtype=bool)
         self._host_loss = np.full(capacity, np.nan)
         self._host_loss_kind = np.zeros(capacity, dtype=np.int8)  # 0 none, 1 device, 2 host number
         self._host_grads = np.zeros(capacity, dtype=bool)
+        self._host_amp_recorded = np.zeros(capacity, dtype=bool)
         self._host_skipped = np.zeros(capacity, dtype=bool)
+        self._scale_slot = torch.ones((), dtype=torch.float32, device=device)
+        self._scale_captured = False
+        self._lrs_read = False
+        self._any_fired = False
+        self._stepped = False
+        self._updated = False
+        self._cadence = True  # step 1 always records per-layer statistics
 
-        layer_capacity = capacity // self.layer_every + 2
+    def _allocate_lr_buffers(self) -> None:
+        """Host lr columns, one per param group (reallocated, empty, when the groups change)."""
+        self._host_lrs = np.full((self.flush_every_steps, len(self._group_names)), np.nan)
+        self._step_lrs = np.full(len(self._group_names), np.nan)
+        self._lrs_read = False  # read again into the new width
+
+    def _allocate_layer_buffers(self, count: int) -> None:
+        """Per-layer device buffer and gradient slots for ``count`` parameters (empty)."""
+        device = self._device
+        layer_capacity = self.flush_every_steps // self.layer_every + 2
         self._layer_values = torch.full((layer_capacity, 3, count), float("nan"), dtype=torch.float32, device=device)
         self._layer_steps = np.zeros(layer_capacity, dtype=np.int64)
         self._layer_epochs = np.full(layer_capacity, np.nan)
@@ -349,18 +564,29 @@ class Probe:
         # hooks write into these views with out=, so no allocation per hook.
         self._grad_slots = torch.zeros(count, dtype=torch.float32, device=device)
         self._slot_views = list(self._grad_slots.unbind(0))
+        self._slot_index = {key: index for index, key in enumerate(self._param_ids)}
         self._fired = [False] * count
-        self._any_fired = False
-        self._scale_slot = torch.ones((), dtype=torch.float32, device=device)
-        self._scale_captured = False
-        self._stepped = False
-        self._updated = False
-        self._cadence = True  # step 1 always records per-layer statistics
 
-    def _record_setup(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
+    def _record_setup(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self._has_attention = lint.has_attention(model)
+        self.writer.update_meta(env={
+            "device": str(self._device),
+            "optimizer": self._optimizer_summary(),
+            "model": {
+                "type": type(model).__name__,
+                "num_params": int(sum(p.numel() for p in model.parameters())),
+                "has_attention": self._has_attention,
+                "num_layers": sum(1 for m in model.modules() if not list(m.children())),
+            },
+            "amp": {"dtype": None, "scaler": self._scaler is not None},
+        })
+        names = {id(param): escaped_name(name) for name, param in model.named_parameters()}
+        for finding in lint.check_weight_decay(model, optimizer, names):
+            self.writer.add_event("config_lint", finding.detail(), step=0)
+
+    def _optimizer_summary(self) -> dict[str, Any]:
         groups = []
-        for group in optimizer.param_groups:
+        for group in self._optimizer.param_groups:
             summary = {
                 key: (list(group[key]) if isinstance(group.get(key), tuple) else group.get(key))
                 for key in ("lr", "weight_decay", "betas", "eps", "momentum")
@@ -371,24 +597,22 @@ class Probe:
             summary["num_tensors"] = len(group["params"])
             summary["num_params"] = int(sum(p.numel() for p in group["params"]))
             groups.append(summary)
-        self.writer.update_meta(env={
-            "device": str(self._device),
-            "optimizer": {"type": type(optimizer).__name__, "param_groups": groups},
-            "model": {
-                "type": type(model).__name__,
-                "num_params": int(sum(p.numel() for p in model.parameters())),
-                "has_attention": self._has_attention,
-                "num_layers": sum(1 for m in model.modules() if not list(m.children())),
-            },
-            "amp": {"dtype": None, "scaler": self._scaler is not None},
-        })
-        for finding in lint.check_weight_decay(model, optimizer, names):
-            self.writer.add_event("config_lint", finding.detail(), step=0)
+        return {"type": type(self._optimizer).__name__, "param_groups": groups}
+
+    def _record_optimizer_summary(self) -> None:
+        self.writer.update_meta(env={"optimizer": self._optimizer_summary()})
 
     def _detect_autocast(self, module: torch.nn.Module, args: Any) -> None:
-        device_type = self._device.type
-        if torch.is_autocast_enabled(device_type):
-            self._amp_dtype = torch.get_autocast_dtype(device_type)
+        # In the user's forward: an error here (a device type autocast does not
+        # know, such as "meta") must not reach it.
+        if "lint" in self._disabled:
+            return
+        try:
+            device_type = self._device.type
+            if torch.is_autocast_enabled(device_type):
+                self._amp_dtype = torch.get_autocast_dtype(device_type)
+        except Exception as error:
+            self.guard.fail("lint", error)
 
     def _remove_autocast_hooks(self) -> None:
         for hook in self._autocast_hooks:
@@ -396,7 +620,6 @@ class Probe:
         self._autocast_hooks = []
 
     def _lint_first_step(self) -> None:
-        self._remove_autocast_hooks()
         dtype = self._amp_dtype
         self.writer.update_meta(env={"amp": {
             "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
@@ -409,46 +632,55 @@ class Probe:
 
     # ------------------------------------------------------------------ hooks
 
-    def _make_grad_hook(self, index: int, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
-        slot = self._slot_views[index]
-        direct = param.device == self._device and param.dtype != torch.float64
+    def _make_grad_hook(self, ref: list) -> Callable[[torch.Tensor], None]:
+        """A post-accumulate-grad hook writing the norm into slot ``ref[0]`` (``ref`` is updated on a re-index)."""
 
         def hook(tensor: torch.Tensor) -> None:
             if "grad_norm" in self._disabled:
                 return
             try:
-                if not self._scale_captured:
-                    self._scale_captured = True
-                    if self._scaler is not None and self._scaler._scale is not None:
-                        self._scale_slot.copy_(self._scaler._scale)
+                if not self._scale_captured:  # the step's first backward reaches its first parameter
+                    self._capture_scale()
+                    self._track_params(in_backward=True)
+                index, slot, direct = ref
+                if index is None:  # no longer in the optimizer
+                    return
                 grad = tensor.grad
                 if direct and not grad.is_sparse:
                     torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
                 else:  # another device, float64 or sparse
-                    slot.copy_(_norm32(grad), non_blocking=True)
+                    slot.copy_(norm32(grad), non_blocking=True)
                 self._fired[index] = True
                 self._any_fired = True
             except Exception as error:
-                self._fail("grad_norm", error)
+                self.guard.fail("grad_norm", error)
 
         return hook
 
+    def _capture_scale(self) -> None:
+        self._scale_captured = True
+        if self._scaler is not None and self._scaler._scale is not None:
+            self._scale_slot.copy_(self._scaler._scale)
+
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._track_params(in_backward=False)
+        if self._fresh:
+            self.guard.guarded("grad_norm", self._measure_fresh)
         # The lr this step uses: a scheduler stepped before probe.step() would show the next one.
         if "lr" not in self._disabled:
             try:
                 self._read_lrs(self._step_lrs)
                 self._lrs_read = True
             except Exception as error:
-                self._fail("lr", error)
+                self.guard.fail("lr", error)
         # Once per cadence step: extra optimizer steps before probe.step() are not measured.
         if self._cadence and not self._updated and "layer_stats" not in self._disabled:
-            self._guarded("layer_stats", self._tracker.before_step)
+            self.guard.guarded("layer_stats", self._tracker.before_step)
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._stepped = True
         if self._cadence and "layer_stats" not in self._disabled:
-            self._guarded("layer_stats", self._record_update)
+            self.guard.guarded("layer_stats", self._record_update)
 
     def _record_update(self) -> None:
         result = self._tracker.after_step()
@@ -462,18 +694,6 @@ class Probe:
 
     # ------------------------------------------------------------------- step
 
-    def _validated_loss(self, loss: Any, *, where: str) -> torch.Tensor | None:
-        """The loss as a tensor, None for a Python number; raises for anything else."""
-        if isinstance(loss, torch.Tensor):
-            if loss.numel() != 1:
-                raise ValueError(f"{where}: loss must be a scalar (one element), got a tensor of shape {tuple(loss.shape)}")
-            if loss.is_complex():
-                raise TypeError(f"{where}: loss must be real, got {loss.dtype}")
-            return loss
-        if _is_number(loss):
-            return None
-        raise TypeError(f"{where}: loss must be a scalar tensor or a number, got {type(loss).__name__}")
-
     def step(self, loss: Any = None, *, epoch: float | None = None) -> None:
         """Mark one optimizer step (call it once per ``optimizer.step()``, after it).
 
@@ -486,15 +706,16 @@ class Probe:
             raise ProbeError("probe.step(): call probe.watch(model, optimizer) first")
         if self.closed:
             raise ProbeError("probe.step(): this probe is closed")
-        loss_tensor = None if loss is None else self._validated_loss(loss, where="probe.step")
+        loss_tensor = None if loss is None else validated_loss(loss, where="probe.step")
         if epoch is not None:
-            if not _is_number(epoch):
+            if not is_number(epoch):
                 raise TypeError(f"probe.step: epoch must be a number, got {type(epoch).__name__}")
             self.epoch = float(epoch)
         if self._pending and self._drain(wait=False):
             self._publish.set()
         if self.step_count + 1 == self._first_step:
-            self._guarded("lint", self._lint_first_step)
+            self._remove_autocast_hooks()  # whether or not the lint below can run
+            self.guard.guarded("lint", self._lint_first_step)
 
         self.step_count += 1
         step = self.step_count
@@ -507,7 +728,8 @@ class Probe:
             self._warned.add("no_optimizer_step")
             warnings.warn(
                 f"traindoctor probe: probe.step() at step {step} came without an optimizer.step() since the last "
-                "one; call probe.step() once per optimizer step (after it), not per micro-batch",
+                "one; call probe.step() once per optimizer step (after it), not per micro-batch (an optimizer "
+                "made after watch() is not seen: watch the one that steps)",
                 RuntimeWarning, stacklevel=2,
             )
         self._host_skipped[row] = skipped
@@ -524,25 +746,28 @@ class Probe:
             try:
                 self._cells[row][_LOSS].copy_(loss_tensor.detach() if loss_tensor.dim() == 0 else loss_tensor.detach().view(()))
             except Exception as error:
-                self._fail("loss", error)
+                self.guard.fail("loss", error)
+        self._host_lr_recorded[row] = False
         if "lr" not in self._disabled:
             try:
                 self._record_lrs(row)
             except Exception as error:
-                self._fail("lr", error)
+                self.guard.fail("lr", error)
         cells = self._cells[row]
         if grads:
             try:
                 self._record_grad_norm(cells[_GRAD_NORM])
             except Exception as error:
-                self._fail("grad_norm", error)
+                self.guard.fail("grad_norm", error)
+        self._host_amp_recorded[row] = False
         if self._scaler is not None and "amp" not in self._disabled:
             try:
                 self._record_scale(cells[_AMP_SCALE])
+                self._host_amp_recorded[row] = True
             except Exception as error:
-                self._fail("amp", error)
+                self.guard.fail("amp", error)
         if self._cadence:
-            self._guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
+            self.guard.guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
         if grads:
             self._grad_slots.zero_()
             self._fired = [False] * len(self._fired)
@@ -553,17 +778,23 @@ class Probe:
         if self._model.training != self._in_training_mode:
             self._in_training_mode = self._model.training
             if not self._in_training_mode:
-                self.writer.add_event("eval_mode_during_training",
-                                      "probe.step() called while model.training is False (model.eval() "
-                                      "still in effect: dropout and batch-norm behave as in evaluation)", step=step)
+                self._add_event("eval_mode_during_training",
+                                "probe.step() called while model.training is False (model.eval() "
+                                "still in effect: dropout and batch-norm behave as in evaluation)", step)
         if skipped:
-            self.writer.add_event("amp_step_skipped", "GradScaler skipped the optimizer step (inf/NaN gradients)",
-                                  step=step)
+            self._add_event("amp_step_skipped", "GradScaler skipped the optimizer step (inf/NaN gradients)", step)
         self._row = row + 1
         self._cadence = (step + 1) % self.layer_every == 0
         if (self._row >= self.flush_every_steps or self._layer_row >= len(self._layer_steps)
                 or time.monotonic() - self._last_flush >= self.flush_every_s):
             self.flush()
+            # O(parameters) once per flush, not per step.
+            if "param_tracking" not in self._disabled:
+                self.guard.guarded("param_tracking", self._audit_params)
+
+    def _add_event(self, kind: str, detail: str, step: int) -> None:
+        """An event from the step path, guarded: the store refusing it must not stop training."""
+        self.guard.guarded("events", lambda: self.writer.add_event(kind, detail, step=step))
 
     def _record_lrs(self, row: int) -> None:
         if self._lrs_read:
@@ -571,9 +802,11 @@ class Probe:
         else:  # no optimizer step (skipped by the scaler): the groups' current lr
             self._read_lrs(self._host_lrs[row])
         self._lrs_read = False
+        self._host_lr_recorded[row] = True
 
     def _read_lrs(self, lrs: np.ndarray) -> None:
-        for index, group in enumerate(self._optimizer.param_groups):
+        # The groups the probe knows: one added since is read once it is tracked.
+        for index, group in zip(range(len(lrs)), self._optimizer.param_groups):
             lr = group["lr"]
             # A tensor lr (capturable optimizers) is read on the host: a sync if it lives on a GPU.
             lrs[index] = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.detach().cpu())
@@ -617,16 +850,16 @@ class Probe:
         """
         if self.closed:
             raise ProbeError("probe.log(): this probe is closed")
-        _check_name(split, "probe.log: split")
+        check_name(split, "probe.log: split")
         if not isinstance(values, Mapping):
             raise TypeError(f"probe.log: values must be a dict of name -> number, got {type(values).__name__}")
         checked = []
         for name, value in values.items():
-            _check_name(name, "probe.log: a metric name")
+            check_name(name, "probe.log: a metric name")
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
                     raise ValueError(f"probe.log: {name!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-            elif not _is_number(value):
+            elif not is_number(value):
                 raise TypeError(f"probe.log: {name!r} must be a number or a scalar tensor, got {type(value).__name__}")
             checked.append((name, value))
         epoch = np.nan if self.epoch is None else self.epoch
@@ -648,8 +881,11 @@ class Probe:
         """
         if self.closed:
             raise ProbeError("probe.evaluate(): this probe is closed")
-        _check_name(split, "probe.evaluate: split")
-        return Evaluation(self, split)
+        check_name(split, "probe.evaluate: split")
+        return Evaluation(split, num_classes=self.num_classes, guard=self.guard,
+                          position=lambda: (self.step_count, self.epoch),
+                          on_first_update=lambda name: self.guard.guarded("lint", self._check_eval_mode, name),
+                          on_finish=self._finish_evaluation)
 
     def _check_eval_mode(self, split: str) -> None:
         model = getattr(self, "_model", None)
@@ -681,7 +917,7 @@ class Probe:
                 # last flush; writing Parquet takes ~10 ms, so a thread does it.
                 self._publish.set()
         except Exception as error:
-            self._fail("flush", error)
+            self.guard.fail("flush", error)
         self._last_flush = time.monotonic()
 
     def _copy_to_host(self, tensor: torch.Tensor, transfer: _Transfer) -> torch.Tensor:
@@ -697,14 +933,16 @@ class Probe:
         records = self._layer_row if self._watched else 0
         if not (rows or records or self._logged or self._evaluations):
             return None
-        transfer = _Transfer(event=None)
+        transfer = _Transfer(event=None, layer_names=self._names, group_names=self._group_names)
         if rows:
             transfer.values = self._copy_to_host(self._values[:rows], transfer)
             transfer.host = {
                 "step": self._host_steps[:rows].copy(), "epoch": self._host_epochs[:rows].copy(),
                 "wall": self._host_walls[:rows].copy(), "lr": self._host_lrs[:rows].copy(),
+                "lr_recorded": self._host_lr_recorded[:rows].copy(),
                 "loss": self._host_loss[:rows].copy(), "loss_kind": self._host_loss_kind[:rows].copy(),
                 "grads": self._host_grads[:rows].copy(), "skipped": self._host_skipped[:rows].copy(),
+                "amp_recorded": self._host_amp_recorded[:rows].copy(),
             }
         if records:
             transfer.layer_values = self._copy_to_host(self._layer_values[:records], transfer)
@@ -737,6 +975,12 @@ class Probe:
         self._layer_row = 0
         return transfer
 
+    def _set_aside(self) -> None:
+        """Start the host copy of everything buffered, to be written at the next drain (no publish)."""
+        transfer = self._snapshot()
+        if transfer is not None:
+            self._pending.append(transfer)
+
     def _drain(self, *, wait: bool) -> bool:
         """Hand landed transfers to the writer; True if any was."""
         written = False
@@ -747,15 +991,16 @@ class Probe:
                     break
                 transfer.wait()
             self._pending.pop(0)
-            self._guarded("flush", self._write, transfer)
+            self.guard.guarded("flush", self._write, transfer)
             written = True
         return written
 
     def _write(self, transfer: _Transfer) -> None:
         if transfer.values is not None:
-            self._write_steps(transfer.values.numpy().astype(np.float64), transfer.host)
+            self._write_steps(transfer.values.numpy().astype(np.float64), transfer.host, transfer.group_names)
         if transfer.layer_values is not None:
-            self._write_layers(transfer.layer_values.numpy().astype(np.float64), transfer.layer_host)
+            self._write_layers(transfer.layer_values.numpy().astype(np.float64), transfer.layer_host,
+                               transfer.layer_names)
         if transfer.logged is not None:
             values = transfer.logged.numpy()
             for (step, epoch, wall, split, name), value in zip(transfer.logged_rows, values):
@@ -765,26 +1010,32 @@ class Probe:
             self._write_evaluation(result, None if totals is None else totals.numpy(),
                                    None if confusion is None else confusion.numpy())
 
-    def _write_steps(self, values: np.ndarray, host: dict[str, np.ndarray]) -> None:
+    def _write_steps(self, values: np.ndarray, host: dict[str, np.ndarray], group_names: tuple[str, ...]) -> None:
         steps, epochs, walls = host["step"], host["epoch"], host["wall"]
         add = self.writer.add_scalars
         loss = np.where(host["loss_kind"] == 1, values[:, _LOSS], host["loss"])
         has_loss = host["loss_kind"] > 0
         if has_loss.any():
             add(step=steps[has_loss], name="loss", value=loss[has_loss], epoch=epochs[has_loss], wall_time=walls[has_loss])
-            self._nan_loss_events(steps[has_loss], loss[has_loss])
-        groups = len(self._group_names)
-        if "lr" not in self._disabled:
-            add(step=np.repeat(steps, groups), name="lr", value=host["lr"].reshape(-1),
-                layer=self._group_names * len(steps), epoch=np.repeat(epochs, groups), wall_time=np.repeat(walls, groups))
+            # Apart from "flush": events the store refuses must not take the flush's values with them.
+            self.guard.guarded("events", self._nan_loss_events, steps[has_loss], loss[has_loss])
+        # Per row, not by what is disabled now: a statistic turned off later keeps its earlier values.
+        with_lr = host["lr_recorded"]
+        if with_lr.any():
+            groups, count = len(group_names), int(with_lr.sum())
+            add(step=np.repeat(steps[with_lr], groups), name="lr", value=host["lr"][with_lr].reshape(-1),
+                layer=group_names * count, epoch=np.repeat(epochs[with_lr], groups),
+                wall_time=np.repeat(walls[with_lr], groups))
         measured = host["grads"] & ~host["skipped"]
         if measured.any():
             add(step=steps[measured], name="grad_norm", value=values[measured, _GRAD_NORM],
                 epoch=epochs[measured], wall_time=walls[measured])
         if self._scaler is not None:
             add(step=steps, name="amp_skipped", value=host["skipped"].astype(np.float64), epoch=epochs, wall_time=walls)
-            if "amp" not in self._disabled:
-                add(step=steps, name="amp_scale", value=values[:, _AMP_SCALE], epoch=epochs, wall_time=walls)
+            with_scale = host["amp_recorded"]
+            if with_scale.any():
+                add(step=steps[with_scale], name="amp_scale", value=values[with_scale, _AMP_SCALE],
+                    epoch=epochs[with_scale], wall_time=walls[with_scale])
 
     def _nan_loss_events(self, steps: np.ndarray, loss: np.ndarray) -> None:
         bad = ~np.isfinite(loss)
@@ -796,8 +1047,7 @@ class Probe:
                                       step=int(steps[index]))
         self._last_loss_bad = bool(bad[-1]) if len(bad) else previous
 
-    def _write_layers(self, values: np.ndarray, host: dict[str, np.ndarray]) -> None:
-        names = self._names
+    def _write_layers(self, values: np.ndarray, host: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
         for record in range(len(host["step"])):
             step, epoch, wall = int(host["step"][record]), host["epoch"][record], host["wall"][record]
             fired = host["fired"][record]
@@ -834,27 +1084,6 @@ class Probe:
 
     # --------------------------------------------------------------- failures
 
-    def _fail(self, statistic: str, error: BaseException) -> None:
-        if self.strict:
-            raise error
-        self._disabled.add(statistic)
-        if statistic not in self._warned:
-            self._warned.add(statistic)
-            warnings.warn(
-                f"traindoctor probe: recording {statistic!r} failed ({type(error).__name__}: {error}); "
-                "it is turned off for the rest of this run, training goes on",
-                RuntimeWarning, stacklevel=3,
-            )
-
-    def _guarded(self, statistic: str, function: Callable[..., Any], *args: Any) -> Any:
-        if statistic in self._disabled:
-            return None
-        try:
-            return function(*args)
-        except Exception as error:
-            self._fail(statistic, error)
-            return None
-
     @property
     def disabled(self) -> frozenset[str]:
         """Statistics turned off after an error."""
@@ -869,14 +1098,22 @@ class Probe:
         if callable(self._sigterm.previous):
             # Someone else (a framework, the user) handles SIGTERM and may shut down
             # gracefully: publish what we have and keep recording; close() marks the crash.
-            self.flush()
-            self._drain(wait=True)
-            self.writer.flush()
+            # Guarded: an error raised in a signal handler would surface anywhere in
+            # the training loop, and the previous handler would never run.
+            self.guard.guarded("flush", self._publish_now)
             return False
         if self._entered:
             return True  # __exit__ records the crash while the Terminated exception unwinds
-        self.close("crashed", detail=self._termination_detail)
+        try:
+            self.close("crashed", detail=self._termination_detail)
+        except Exception as error:  # the process must still end as SIGTERM asks
+            self.guard.fail("close", error)
         return False
+
+    def _publish_now(self) -> None:
+        self.flush()
+        self._drain(wait=True)
+        self.writer.flush()
 
     def close(self, status: str | None = None, *, detail: str | None = None) -> None:
         """Remove the hooks, publish everything buffered, and record the final status (idempotent)."""
@@ -889,6 +1126,9 @@ class Probe:
             handle.remove()
         self._handles = []
         if self._watched:
+            for _, handle, _ in self._hooked.values():
+                handle.remove()
+            self._hooked = {}
             self._remove_autocast_hooks()
         try:
             transfer = self._snapshot()
@@ -941,3 +1181,10 @@ class Probe:
         self.close("crashed", detail=detail)
         if isinstance(exc, Terminated):
             self._sigterm.deliver_default()
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``names`` for a message: the first few, then "and N more"."""
+    shown = ", ".join(repr(name) for name in names[:_LISTED_NAMES])
+    more = len(names) - _LISTED_NAMES
+    return ("parameter " if len(names) == 1 else "parameters ") + shown + (f" and {more} more" if more > 0 else "")

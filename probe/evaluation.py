@@ -3,18 +3,20 @@
 ``update`` only launches kernels (no ``.item()``, no ``bincount``, whose
 output size depends on the data and so syncs on CUDA); the totals reach the
 host with the probe's next flush.
+
+This module does not know the ``Probe``: the probe hands each pass what it
+needs (its guard and three callables), so the two modules import only
+``probe.guard`` in common and never each other's internals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
 
-if TYPE_CHECKING:
-    from traindoctor.probe.core import Probe
-
+from traindoctor.probe.guard import StatisticGuard, validated_loss
 
 # Above this many classes (a language model's vocabulary) no confusion matrix
 # is kept: 1024² int64 counts are 8 MiB, a 50k vocabulary's would be 20 GB.
@@ -46,6 +48,15 @@ def _check_tensor(value: Any, what: str) -> torch.Tensor:
 class Evaluation:
     """Accumulates one evaluation pass; made by ``probe.evaluate(split)``.
 
+    Args:
+        split: the split the pass records under (``val``, ``test``, …).
+        num_classes: the task's classes; None takes them from the first logits.
+        guard: turns ``evaluation`` off when accumulating fails.
+        position: returns (step, epoch) to record the pass at, read when it ends.
+        on_first_update: called with ``split`` at the first ``update``
+            (the probe checks the model is in eval mode).
+        on_finish: receives the pass's result when the block ends without an exception.
+
     ``update(logits, targets, loss=None)``:
 
     - ``logits``: ``[N, C]`` (or ``[..., C]``, flattened) class scores, or ``[N]`` /
@@ -58,10 +69,22 @@ class Evaluation:
       number of counted targets, so the recorded loss is the per-example mean.
     """
 
-    def __init__(self, probe: "Probe", split: str) -> None:
-        self._probe = probe
+    def __init__(
+        self,
+        split: str,
+        *,
+        num_classes: int | None,
+        guard: StatisticGuard,
+        position: Callable[[], tuple[int, float | None]],
+        on_first_update: Callable[[str], None],
+        on_finish: Callable[[EvaluationResult], None],
+    ) -> None:
         self.split = split
-        self._num_classes = probe.num_classes
+        self._num_classes = num_classes
+        self._guard = guard
+        self._position = position
+        self._on_first_update = on_first_update
+        self._on_finish = on_finish
         self._confusion: torch.Tensor | None = None
         self._correct: torch.Tensor | None = None
         self._count: torch.Tensor | None = None
@@ -79,11 +102,13 @@ class Evaluation:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._active = False
         if exc_type is None:
-            self._probe._finish_evaluation(self.result())
+            self._on_finish(self.result())
 
     def result(self) -> EvaluationResult:
+        """The pass's device totals so far, at the probe's current step and epoch."""
+        step, epoch = self._position()
         return EvaluationResult(
-            split=self.split, step=self._probe.step_count, epoch=self._probe.epoch,
+            split=self.split, step=step, epoch=epoch,
             loss_sum=self._loss_sum, loss_weight=self._loss_weight,
             loss_host=self._loss_host, loss_host_weight=self._loss_host_weight,
             correct=self._correct, count=self._count, confusion=self._confusion,
@@ -102,13 +127,13 @@ class Evaluation:
             _check_tensor(logits, "logits")
             _check_tensor(targets, "targets")
             prepared = self._prepare(logits, targets)
-            weight = self._probe._guarded("evaluation", self._update_counts, *prepared)
+            weight = self._guard.guarded("evaluation", self._update_counts, *prepared)
         if loss is not None:
-            loss_tensor = self._probe._validated_loss(loss, where="ev.update")
-            self._probe._guarded("evaluation", self._update_loss, loss_tensor, loss, weight)
+            loss_tensor = validated_loss(loss, where="ev.update")
+            self._guard.guarded("evaluation", self._update_loss, loss_tensor, loss, weight)
         if not self._checked_mode:
             self._checked_mode = True
-            self._probe._check_eval_mode(self.split)
+            self._on_first_update(self.split)
 
     @torch.no_grad()
     def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -6,7 +6,7 @@ import signal
 import threading
 from typing import Any, Callable
 
-from traindoctor.store.segments import new_run_id
+from traindoctor.store.format import new_run_id
 
 
 def distributed_context(run_id: str | None) -> tuple[int, int, str | None]:

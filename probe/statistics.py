@@ -31,10 +31,11 @@ def tensor_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         # dtype=float32 accumulates fp16/bf16 tensors without overflow.
         return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=torch.float32))
     # float64 cannot be narrowed by vector_norm's dtype=: take the norm, then convert.
-    return torch.stack([_norm32(t).to(device) for t in tensors])
+    return torch.stack([norm32(t).to(device) for t in tensors])
 
 
-def _norm32(tensor: torch.Tensor) -> torch.Tensor:
+def norm32(tensor: torch.Tensor) -> torch.Tensor:
+    """L2 norm of one tensor (dense, sparse or float64) as a 0-d float32 tensor on its device."""
     tensor = _dense(tensor)
     if tensor.dtype == torch.float64:
         return torch.linalg.vector_norm(tensor).float()

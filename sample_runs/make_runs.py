@@ -1,7 +1,7 @@
 """Make the bundled sample runs: small models trained on the CPU with the real probe.
 
 Each scenario trains a small model on data that ships with scikit-learn or is
-generated here (nothing is downloaded) and records it with ``probe.Probe``.
+generated here (nothing is downloaded) and records it with ``traindoctor.Probe``.
 ``LABELS`` says what each run was made to show; ``tests/sample_runs`` checks
 that the diagnosis finds exactly that and that healthy runs stay quiet.
 

@@ -1,7 +1,9 @@
 """The run store: Parquet segments on disk, DuckDB for queries.
 
-``store.segments`` (the writer) needs only numpy and pyarrow, so the probe can
-import it without DuckDB; ``Store`` (the reader) is loaded on first use.
+``store.format`` states the on-disk format (tables, columns, names, footer
+keys, units) and imports only the standard library. ``store.segments`` (the
+writer) needs only numpy and pyarrow, so the probe can import it without
+DuckDB; ``Store`` (the reader) is loaded on first use.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ def __getattr__(name: str) -> Any:
         from traindoctor.store import reader
 
         return getattr(reader, name)
-    if name in ("RunWriter", "StoreError"):
-        from traindoctor.store import segments
+    if name == "RunWriter":
+        from traindoctor.store.segments import RunWriter
 
-        return getattr(segments, name)
-    raise AttributeError(f"module 'store' has no attribute {name!r}")
+        return RunWriter
+    if name == "StoreError":
+        from traindoctor.store.errors import StoreError
+
+        return StoreError
+    raise AttributeError(f"module 'traindoctor.store' has no attribute {name!r}")

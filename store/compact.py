@@ -21,8 +21,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traindoctor.store.reader import Store, _duck_type
-from traindoctor.store.segments import ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES
+from traindoctor.store.format import (
+    ATTEMPTS_KEY, COVERS_KEY, TABLES, TEMPORARY_PREFIX, compacted_name, encode_attempts, encode_covers,
+    temporary_name,
+)
+from traindoctor.store.reader import Store, duckdb_path, table_select_list
+from traindoctor.store.segments import SCHEMAS
 
 # Sort keys per table: series read back contiguous (name, layer, step), so a
 # query for one name touches few row groups and compresses well.
@@ -63,8 +67,8 @@ def _compact_table(store: Store, run_id: str, table: str) -> int:
     if lock is None:
         return 0
     try:
-        _remove_leftovers(store, folder, table)
-        segments = store._segments(run_id, table)
+        _remove_leftovers(store, run_id, table)
+        segments = store.segments(run_id, table)
         files = [path for path, _ in segments]
         if len(files) <= 1:
             return 0
@@ -79,29 +83,24 @@ def _compact_table(store: Store, run_id: str, table: str) -> int:
 def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None = None) -> Path:
     """Write the sorted union of ``files`` as one published file; columns
     not in ``present`` (a foreign file's gaps) come out NULL."""
-    generation = f"c-{time.time_ns():020d}"
-    target = folder / f"{generation}.parquet"
-    tmp = folder / f".tmp-{generation}.parquet"
+    target = folder / compacted_name(time.time_ns())
+    tmp = folder / temporary_name(target.name)
     schema = SCHEMAS[table]
-    present = {f.name for f in schema} if present is None else present
-    columns = ", ".join(
-        f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema
-    )
+    columns = table_select_list(table, set(schema.names) if present is None else present)
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET threads TO 2")
         con.execute("SET enable_progress_bar = false")
-        con.read_parquet([str(f) for f in files], union_by_name=True).create_view("raw_pieces")
+        con.read_parquet([duckdb_path(f) for f in files], union_by_name=True).create_view("raw_pieces")
         con.execute(f"CREATE VIEW pieces AS SELECT {columns} FROM raw_pieces")
-        metadata = {COVERS_KEY: json.dumps([f.name for f in files]).encode()}
+        metadata = {COVERS_KEY: encode_covers(f.name for f in files)}
         if table == "scalars":
             # Readers resolve resumed runs from this list, not by scanning rows.
             attempts = con.execute(
                 "SELECT rank, attempt, min(step) FILTER (WHERE step >= 0) FROM pieces "
                 "WHERE rank IS NOT NULL AND attempt IS NOT NULL GROUP BY ALL ORDER BY ALL"
             ).fetchall()
-            metadata[ATTEMPTS_KEY] = json.dumps([[int(r), int(a), None if f is None else int(f)]
-                                                 for r, a, f in attempts]).encode()
+            metadata[ATTEMPTS_KEY] = encode_attempts(attempts)
         reader = con.sql(f"SELECT * FROM pieces ORDER BY {_ORDER[table]}").to_arrow_reader(_ROW_GROUP_ROWS)
         with pq.ParquetWriter(tmp, schema.with_metadata(metadata), compression="zstd") as writer:
             for batch in reader:
@@ -160,31 +159,31 @@ def _lock_is_stale(lock: Path) -> bool:
     return False
 
 
-def _remove_leftovers(store: Store, folder: Path, table: str) -> None:
+def _remove_leftovers(store: Store, run_id: str, table: str) -> None:
     """Delete temporary files from crashed writers or compactions, and pieces
-    a crashed compaction published a merged file for but did not delete."""
+    a crashed compaction published a merged file for but did not delete.
+
+    Only a merged file the reader accepts (the store's types, this run's
+    rows) decides what is deleted: a stray file's footer never does.
+    """
+    folder = store.root / run_id / table
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return
     now = time.time()
     for entry in entries:
-        if entry.name.startswith(".tmp-"):
+        if entry.name.startswith(TEMPORARY_PREFIX):
             try:
                 if now - entry.stat().st_mtime > _STALE_TMP_S:
                     Path(entry.path).unlink(missing_ok=True)
             except FileNotFoundError:
                 pass
     names = {entry.name for entry in entries}
-    for entry in entries:
-        if entry.name.startswith("c-") and entry.name.endswith(".parquet"):
-            try:
-                covered = json.loads((pq.read_schema(entry.path).metadata or {}).get(COVERS_KEY, b"[]"))
-            except Exception:  # unreadable: the reader skips it with a warning
-                continue
-            for piece in covered:
-                if piece in names and piece != entry.name:
-                    (folder / piece).unlink(missing_ok=True)
+    for path, info in store.segments(run_id, table):
+        for piece in info.covers:
+            if piece in names and piece != path.name:
+                (folder / piece).unlink(missing_ok=True)
 
 
 def compact_if_fragmented(store: Store, run_id: str, *, min_files: int = FRAGMENTED_FILES) -> dict[str, int]:

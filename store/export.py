@@ -24,8 +24,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import TABLES
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import TABLES, StoreError
 
 EXPORT_TABLES = ("runs", *TABLES)
 # Rows per Arrow batch streamed from the store into the file: bounds memory

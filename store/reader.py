@@ -7,7 +7,9 @@ safe to call from any thread. A file's footer is read once (cached by path,
 size and mtime): it says which attempts the file holds and which segments a
 compacted file replaces, so no query scans rows for bookkeeping. This is
 the only module (with ``store.compact``) that speaks SQL; every value is a
-bound parameter and file lists go in through DuckDB's Python API.
+bound parameter and file lists go in through DuckDB's Python API. What the
+files hold (tables, columns, footer keys) is stated in
+:mod:`traindoctor.store.format`; the views have exactly those columns.
 
 Example:
     >>> store = Store("runs")                                  # doctest: +SKIP
@@ -30,10 +32,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traindoctor.store.segments import (
-    ATTEMPTS_KEY, COVERS_KEY, SCHEMAS, TABLES, StoreError, iter_segment_names, read_run_json,
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import (
+    COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, check_run_id, column_names, decode_attempts,
+    decode_covers, read_run_json, segment_names,
 )
 
 # A run whose writer has not refreshed its heartbeat (every 5 s) for this long
@@ -52,6 +57,8 @@ RUN_COLUMNS = [
     "run_id", "name", "project", "status", "created_at", "heartbeat_at", "finished_at",
     "config", "env", "task", "num_classes", "source", "attempts",
 ]
+# SQL types of the contract's logical column types.
+_SQL_TYPES = {STRING: "VARCHAR", INT32: "INTEGER", INT64: "BIGINT", FLOAT64: "DOUBLE"}
 # SQL types of the runs view; config, env, task, source and attempts are JSON text.
 _RUN_TYPES = {
     "run_id": "VARCHAR", "name": "VARCHAR", "project": "VARCHAR", "status": "VARCHAR",
@@ -83,14 +90,20 @@ class _FileKey:
 
 
 @dataclass(frozen=True)
-class _FileInfo:
-    """What a segment's footer says, read once per file version."""
+class SegmentInfo:
+    """What a segment's footer says, read once per file version.
+
+    Attributes:
+        ok: the file is a readable segment of its table (else it is skipped).
+        columns: its column names (a foreign file may lack some).
+        attempts: (rank, attempt, first_step) per attempt in the file; None
+            when the footer does not say (a foreign file).
+        covers: segment names a compacted file replaces.
+    """
 
     ok: bool
     columns: tuple[str, ...] = ()
-    # [rank, attempt, first_step] per attempt in the file (None: not recorded).
     attempts: tuple[tuple[int, int, int | None], ...] | None = None
-    # Segment names a compacted file replaces.
     covers: tuple[str, ...] = ()
 
 
@@ -120,7 +133,7 @@ class Store:
         self.stale_after_s = float(stale_after_s)
         # Files already checked (footer and schema), keyed by path, size and
         # mtime so a replaced file is checked again.
-        self._checked: dict[_FileKey, _FileInfo] = {}
+        self._checked: dict[_FileKey, SegmentInfo] = {}
         self._warned: set[str] = set()
         # Files read through end to end while hunting an unreadable one.
         self._verified: set[_FileKey] = set()
@@ -141,8 +154,13 @@ class Store:
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
             folder = Path(entry.path)
-            if (folder / "run.json").exists():
-                found.append(entry.name)
+            if (folder / RUN_JSON).exists():
+                try:
+                    found.append(check_run_id(entry.name))
+                except StoreError:
+                    # A name no writer makes (e.g. bytes that are not UTF-8,
+                    # which no later step can encode): never a run.
+                    self._warn(f"skipping {ascii(str(folder))}: not a run id")
             elif not any((folder / table).is_dir() for table in TABLES):
                 # A folder with table folders but no run.json yet is a run a
                 # writer is creating (rank 0 writes run.json): not worth a word.
@@ -150,9 +168,11 @@ class Store:
         return sorted(found)
 
     def run_meta(self, run_id: str) -> dict[str, Any]:
+        """The run's run.json, its known keys checked (a value of the wrong
+        type reads as absent), with ``status`` as readers should show it."""
         run_dir = self.root / run_id
         try:
-            meta = read_run_json(run_dir)
+            meta = _checked_meta(read_run_json(run_dir))
         except FileNotFoundError:
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}") from None
         except (OSError, ValueError) as error:
@@ -163,10 +183,10 @@ class Store:
         return meta
 
     def _effective_status(self, meta: dict[str, Any]) -> str:
-        status = meta.get("status", "running")
+        status = meta.get("status") or "running"
         if status == "running":
             heartbeat = meta.get("heartbeat_at") or meta.get("created_at") or 0
-            if time.time() - float(heartbeat) > self.stale_after_s:
+            if time.time() - heartbeat > self.stale_after_s:
                 return "crashed"
         return status
 
@@ -208,11 +228,11 @@ class Store:
         matches = []
         for run_id in ids:
             try:
-                meta = read_run_json(self.root / run_id)
+                meta = _checked_meta(read_run_json(self.root / run_id))
             except (OSError, ValueError):
                 continue
             if meta.get("name") == run:
-                matches.append((float(meta.get("created_at") or 0), run_id))
+                matches.append((meta.get("created_at") or 0.0, run_id))
         if not matches:
             raise UnknownRunError(f"unknown run {run!r} in store {self.root}")
         return max(matches)[1]
@@ -226,8 +246,13 @@ class Store:
             self._warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _file_info(self, path: Path, table: str) -> _FileInfo:
+    def _file_info(self, path: Path, table: str) -> SegmentInfo:
         """The footer facts of one file, checked once per (path, size, mtime).
+
+        A file joins queries only if its columns have the contract's types
+        and its rows the run id of its folder: a stray file (another tool's,
+        or copied from another run) is skipped with one warning naming it,
+        never blamed on the good files it would fail the query with.
 
         Raises _VanishedFile when the file is gone (compaction removed it).
         """
@@ -241,16 +266,29 @@ class Store:
         if known is not None:
             return known
         try:
-            schema = pq.read_schema(path)
+            metadata = pq.read_metadata(path)
+            schema = metadata.schema.to_arrow_schema()
         except FileNotFoundError:
             raise _VanishedFile(str(path)) from None
         except Exception as error:  # truncated, garbage, permissions
             self._warn(f"skipping unreadable segment {path}: {type(error).__name__}: {error}")
-            info = _FileInfo(ok=False)
+            info = SegmentInfo(ok=False)
         else:
-            info = _footer_info(schema, table)
-            if not info.ok:
-                self._warn(f"skipping {path}: not a traindoctor {table} segment")
+            problem = schema_problem(schema, table)
+            info = _footer_info(schema, table) if problem is None else SegmentInfo(ok=False)
+            if problem is None and not info.ok:
+                problem = "its footer metadata is not the store's"
+            if problem is None:
+                try:
+                    problem = _run_id_problem(path, metadata, path.parent.parent.name)
+                except FileNotFoundError:
+                    raise _VanishedFile(str(path)) from None
+                except Exception as error:
+                    problem = f"its run_id column cannot be read ({type(error).__name__}: {error})"
+                if problem is not None:
+                    info = SegmentInfo(ok=False, columns=info.columns)
+            if problem is not None:
+                self._warn(f"skipping {path}: not a traindoctor {table} segment: {problem}")
         with self._lock:
             self._checked[key] = info
             if len(self._checked) > _MAX_CHECKED_FILES:
@@ -267,7 +305,24 @@ class Store:
             return
         self._warn(f"skipping unreadable segment {path}: {reason}")
         with self._lock:
-            self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = _FileInfo(ok=False)
+            self._checked[_FileKey(path, stat.st_size, stat.st_mtime_ns)] = SegmentInfo(ok=False)
+
+    def _reads_cleanly(self, path: str) -> bool:
+        """Whether pyarrow reads ``path`` end to end (False when it is gone)."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        key = _FileKey(path, stat.st_size, stat.st_mtime_ns)
+        if key in self._verified:
+            return True
+        try:
+            pq.read_table(path)
+        except Exception:
+            return False
+        with self._lock:
+            self._verified.add(key)
+        return True
 
     def _find_unreadable(self, runs: Sequence[str] | None, tables: Sequence[str]) -> str | None:
         """The first segment in scope that pyarrow cannot read end to end.
@@ -298,13 +353,15 @@ class Store:
     def segment_files(self, run_id: str, table: str) -> list[Path]:
         """The published files of one table of one run, minus those a
         compacted file already covers."""
-        return [path for path, _ in self._segments(run_id, table)]
+        return [path for path, _ in self.segments(run_id, table)]
 
-    def _segments(self, run_id: str, table: str) -> list[tuple[Path, _FileInfo]]:
+    def segments(self, run_id: str, table: str) -> list[tuple[Path, SegmentInfo]]:
+        """The published files of one table of one run with their footer
+        facts, minus those a compacted file already covers."""
         folder = self.root / run_id / table
         for _ in range(_MAX_QUERY_RETRIES):
             try:
-                names = iter_segment_names(e.name for e in os.scandir(folder))
+                names = segment_names(e.name for e in os.scandir(folder))
             except FileNotFoundError:
                 return []
             try:
@@ -340,7 +397,7 @@ class Store:
         try:
             if with_runs:
                 self._create_runs_view(con, runs, run_ids)
-            segments = {table: [(r, path, info) for r in run_ids for path, info in self._segments(r, table)]
+            segments = {table: [(r, path, info) for r in run_ids for path, info in self.segments(r, table)]
                         for table in {"scalars", *tables}}
             for table in tables:
                 self._create_raw_view(con, table, segments[table])
@@ -383,19 +440,22 @@ class Store:
         return con
 
     def _checked_id(self, run_id: str) -> str:
-        if not (self.root / run_id / "run.json").exists():
+        if not (self.root / run_id / RUN_JSON).exists():
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}")
         return run_id
 
     def _run_row(self, run_id: str) -> dict[str, Any]:
         meta = self.run_meta(run_id)
         task = meta.get("task") or {}
+        num_classes = task.get("num_classes")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or abs(num_classes) >= 2**63:
+            num_classes = None  # the runs view's column is BIGINT
         return {
             "run_id": run_id, "name": meta.get("name") or run_id, "project": meta.get("project"),
             "status": meta["status"], "created_at": meta.get("created_at"),
             "heartbeat_at": meta.get("heartbeat_at"), "finished_at": meta.get("finished_at"),
             "config": meta.get("config") or {}, "env": meta.get("env") or {}, "task": task,
-            "num_classes": task.get("num_classes"), "source": meta.get("source"),
+            "num_classes": num_classes, "source": meta.get("source"),
             "attempts": meta.get("attempts") or {},
         }
 
@@ -406,17 +466,14 @@ class Store:
         raw = f"{table}_raw"
         present = {column for _, _, info in segments for column in info.columns}
         if segments:
-            files = [str(path) for _, path, _ in segments]
+            files = [duckdb_path(path) for _, path, _ in segments]
             # Reading the schema of every file (union_by_name) costs one open
             # per file at bind time: only when the files' columns differ.
             mixed = len({info.columns for _, _, info in segments}) > 1
             # register(): a view only this connection sees (create_view would
             # put it in the catalog that all cursors of the database share).
             con.register(f"{table}_files", con.read_parquet(files, union_by_name=mixed))
-        columns = ", ".join(
-            f'"{f.name}"' if f.name in present else f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"'
-            for f in SCHEMAS[table]
-        )
+        columns = table_select_list(table, present)
         source = f"{table}_files" if segments else "(SELECT 1) AS nothing WHERE false"
         con.execute(f"CREATE TEMP VIEW {raw} AS SELECT {columns} FROM {source}")
 
@@ -441,7 +498,7 @@ class Store:
         for run_id, path, info in segments:
             if info.attempts is None:
                 if {"rank", "attempt"} <= set(info.columns):
-                    unknown.append(str(path))
+                    unknown.append(duckdb_path(path))
                 continue  # without those columns its rows belong to no attempt: always kept
             for rank, attempt, first in info.attempts:
                 note(run_id, rank, attempt, first)
@@ -465,10 +522,10 @@ class Store:
         if not resolve_attempts:
             # No run here was resumed over steps it had recorded: no join, so
             # filters reach the Parquet scan (row-group pruning by name).
-            columns = ", ".join(f'"{f.name}"' for f in SCHEMAS[table])
+            columns = ", ".join(f'"{name}"' for name in column_names(table))
             con.execute(f"CREATE TEMP VIEW {table} AS SELECT {columns} FROM {raw}")
             return
-        columns = ", ".join(f'r."{f.name}"' for f in SCHEMAS[table])
+        columns = ", ".join(f'r."{name}"' for name in column_names(table))
         step_filter = "r.step IS NULL OR b.next_start IS NULL OR r.step < b.next_start"
         con.execute(f"""
             CREATE TEMP VIEW {table} AS
@@ -517,6 +574,10 @@ class Store:
                 last_error = error
                 reason = str(error).splitlines()[0]
                 bad = _file_in_error(str(error))
+                if bad is not None and self._reads_cleanly(bad):
+                    # DuckDB names the file it was reading when another
+                    # file's rows failed it: never skip a good file for that.
+                    bad = None
                 if bad is None and not isinstance(error, _QUERY_ERRORS):
                     # Corrupt pages behind an intact footer fail with a
                     # message naming no file ("Variable-length int over 10 bytes").
@@ -693,17 +754,39 @@ def _list(values: Iterable[str] | None) -> list[str] | None:
     return None if values is None else [str(v) for v in values]
 
 
-def _duck_type(arrow_type: Any) -> str:
-    import pyarrow as pa
-
-    return {
-        pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float64(): "DOUBLE",
-    }[arrow_type]
+def table_select_list(table: str, present: set[str]) -> str:
+    """The SELECT list of ``table``'s columns in file order, for files that
+    hold only the columns in ``present``: a missing one (a foreign file's gap)
+    comes out as a NULL of its contract type, so every view and every
+    compacted file has the same columns."""
+    return ", ".join(
+        f'"{column.name}"' if column.name in present else f'CAST(NULL AS {_SQL_TYPES[column.type]}) AS "{column.name}"'
+        for column in COLUMNS[table]
+    )
 
 
 # DuckDB quotes the file it failed on: 'No magic bytes found at end of file
 # "/x/0-0-00000001.parquet"', 'No files found that match the pattern "…"'.
 _FILE_IN_ERROR = re.compile(r"""["']([^"'\n]+\.parquet)["']""")
+# DuckDB expands *, ? and [...] in every path it is given, even in a list of
+# files: a store at runs-[1] would read runs-1's files. Each such character
+# goes in as a one-character class.
+_GLOB_CHARACTERS = re.compile(r"([*?\[])")
+_ESCAPED_GLOB_CHARACTER = re.compile(r"\[([*?\[])\]")
+
+
+def duckdb_path(path: str | os.PathLike) -> str:
+    """``path`` as DuckDB's file readers take it: glob characters escaped.
+
+    Example:
+        >>> duckdb_path("/runs-[1]/a*.parquet")
+        '/runs-[[]1]/a[*].parquet'
+    """
+    return _GLOB_CHARACTERS.sub(r"[\1]", str(path))
+
+
+def _unescaped_path(text: str) -> str:
+    return _ESCAPED_GLOB_CHARACTER.sub(r"\1", text)
 
 
 # Mistakes in the SQL itself (a user's query through Store.query): never
@@ -714,21 +797,96 @@ _QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogE
 
 def _file_in_error(message: str) -> str | None:
     found = _FILE_IN_ERROR.search(message)
-    return found.group(1) if found else None
+    return _unescaped_path(found.group(1)) if found else None
 
 
-def _footer_info(schema: Any, table: str) -> _FileInfo:
+def _arrow_type_is(arrow_type: pa.DataType, logical: str) -> bool:
+    """Whether a column of ``arrow_type`` holds the contract's ``logical`` type."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type  # the writer dictionary-encodes strings
+    if logical == STRING:
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    # Exact widths: DuckDB unifies a file list by the first file's types, so
+    # an int64 rank beside int32 ones is a cast that can fail mid-query.
+    return arrow_type == getattr(pa, logical)()
+
+
+def schema_problem(schema: pa.Schema, table: str) -> str | None:
+    """Why a file with ``schema`` cannot join ``table``'s queries; None when it can.
+
+    Its columns must include the table's required ones, each column it has
+    of the contract's must have the contract's type, and no name may repeat.
+    Columns the contract does not know are ignored; missing optional ones
+    read as NULL.
+    """
+    names = schema.names
+    if len(set(names)) != len(names):
+        return "a column name repeats"
+    missing = _REQUIRED_COLUMNS[table] - set(names)
+    if missing:
+        return f"no {', '.join(sorted(missing))} column"
+    for column in COLUMNS[table]:
+        if column.name in names:
+            arrow_type = schema.field(column.name).type
+            if not _arrow_type_is(arrow_type, column.type):
+                return f"column {column.name} is {arrow_type}, not {column.type}"
+    return None
+
+
+def _run_id_problem(path: Path, metadata: Any, run_id: str) -> str | None:
+    """Why the rows of ``path`` are not all of run ``run_id``; None when they are.
+
+    Read from the row groups' min/max statistics (every file the store
+    writes has them); a file without them has its run_id column scanned.
+    """
+    if metadata.num_rows == 0:
+        return None
+    position = [metadata.schema.column(i).path for i in range(metadata.num_columns)].index("run_id")
+    found: set[str] = set()
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(position).statistics
+        if statistics is None or not statistics.has_min_max or statistics.null_count != 0:
+            found = set(pq.read_table(path, columns=["run_id"]).column(0).unique().to_pylist())
+            break
+        found |= {statistics.min, statistics.max}
+    if found == {run_id}:
+        return None
+    others = sorted(repr(value) for value in found - {run_id})
+    return f"it holds rows of run {', '.join(others[:3])}, not of its folder's run {run_id!r}"
+
+
+_META_NUMBERS = ("created_at", "heartbeat_at", "finished_at")
+_META_TEXTS = ("name", "project", "status")
+_META_OBJECTS = ("config", "env", "task", "source", "attempts")
+
+
+def _checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with each known key of the wrong type dropped: a hand-edited
+    or foreign run.json shows as a run with less metadata, never fails a listing."""
+    checked = dict(meta)
+    for key in _META_NUMBERS:
+        value = checked.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            checked.pop(key, None)
+        else:
+            checked[key] = float(value)
+    for key in _META_TEXTS:
+        if not isinstance(checked.get(key), str):
+            checked.pop(key, None)
+    for key in _META_OBJECTS:
+        if not isinstance(checked.get(key), dict):
+            checked.pop(key, None)
+    return checked
+
+
+def _footer_info(schema: Any, table: str) -> SegmentInfo:
     columns = tuple(schema.names)
     if not _REQUIRED_COLUMNS[table] <= set(columns):
-        return _FileInfo(ok=False, columns=columns)
+        return SegmentInfo(ok=False, columns=columns)
     metadata = schema.metadata or {}
-    attempts = covers = None
     try:
-        if ATTEMPTS_KEY in metadata:
-            attempts = tuple((int(r), int(a), None if f is None else int(f))
-                             for r, a, f in json.loads(metadata[ATTEMPTS_KEY]))
-        if COVERS_KEY in metadata:
-            covers = tuple(str(name) for name in json.loads(metadata[COVERS_KEY]))
+        attempts = decode_attempts(metadata)
+        covers = decode_covers(metadata)
     except (ValueError, TypeError):
-        return _FileInfo(ok=False, columns=columns)
-    return _FileInfo(ok=True, columns=columns, attempts=attempts, covers=covers or ())
+        return SegmentInfo(ok=False, columns=columns)
+    return SegmentInfo(ok=True, columns=columns, attempts=attempts, covers=covers)

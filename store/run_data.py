@@ -14,12 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from traindoctor.store.format import IDENTITY_COLUMNS, column_names
+
 if TYPE_CHECKING:
     from traindoctor.store.reader import Store
 
-SCALAR_COLUMNS = ["step", "epoch", "wall_time", "split", "name", "layer", "value"]
-CONFUSION_COLUMNS = ["step", "epoch", "split", "true_class", "pred_class", "count"]
-EVENT_COLUMNS = ["step", "wall_time", "kind", "detail"]
+
+def _data_columns(table: str) -> list[str]:
+    """The columns of ``table`` a rule sees: all but who wrote the row (a
+    list, so that ``frame[columns]`` selects them)."""
+    return [name for name in column_names(table) if name not in IDENTITY_COLUMNS]
+
+
+SCALAR_COLUMNS = _data_columns("scalars")  # step, epoch, wall_time, split, name, layer, value
+CONFUSION_COLUMNS = _data_columns("confusion")  # step, epoch, split, true_class, pred_class, count
+EVENT_COLUMNS = _data_columns("events")  # step, wall_time, kind, detail
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

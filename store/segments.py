@@ -6,8 +6,10 @@ as Parquet files (written under a temporary name, fsynced, then
 ``os.replace``d into place), so a reader never sees half a file and never
 needs a lock. The probe and every importer write through this class.
 
-This module imports only the standard library, numpy and pyarrow: the probe
-imports it inside training processes.
+What the files hold (tables, columns, names, footers, run.json) is stated
+in :mod:`traindoctor.store.format`; this module is how they get written.
+It imports only the standard library, numpy and pyarrow: the probe imports
+it inside training processes.
 
 Example:
     >>> with RunWriter("runs", name="demo") as writer:      # doctest: +SKIP
@@ -26,54 +28,33 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TABLES = ("scalars", "confusion", "events")
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import (
+    ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, STRING, TABLES, TEMPORARY_PREFIX,
+    WRITERS_FOLDER, check_run_id, clean_json, clean_text, decode_attempts, encode_attempts, new_run_id,
+    new_writer_token, read_run_json, segment_name, segment_names, segment_rank_attempt, temporary_name,
+    writer_file_name, writer_file_rank,
+)
 
-SCALARS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("rank", pa.int32()),
-        ("attempt", pa.int32()),
-        ("step", pa.int64()),
-        ("epoch", pa.float64()),
-        ("wall_time", pa.float64()),
-        ("split", pa.string()),
-        ("name", pa.string()),
-        ("layer", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
-CONFUSION_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("rank", pa.int32()),
-        ("attempt", pa.int32()),
-        ("step", pa.int64()),
-        ("epoch", pa.float64()),
-        ("split", pa.string()),
-        ("true_class", pa.int32()),
-        ("pred_class", pa.int32()),
-        ("count", pa.int64()),
-    ]
-)
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("rank", pa.int32()),
-        ("attempt", pa.int32()),
-        ("step", pa.int64()),
-        ("wall_time", pa.float64()),
-        ("kind", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
+# Logical types of the contract (traindoctor.store.format) as Arrow types.
+_ARROW_TYPES = {STRING: pa.string(), INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64()}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of ``table``'s files, built from the contract's columns."""
+    return pa.schema([(column.name, _ARROW_TYPES[column.type]) for column in COLUMNS[table]])
+
+
+SCHEMAS = {table: arrow_schema(table) for table in TABLES}
+# Dictionary pages only for the string columns that repeat: trying them on
+# floats (unique per row) costs more than the compression itself.
 _DICTIONARY_COLUMNS = ["run_id", "split", "name", "layer", "kind"]
-SCHEMAS = {"scalars": SCALARS_SCHEMA, "confusion": CONFUSION_SCHEMA, "events": EVENTS_SCHEMA}
 
 # Publishing a segment costs one file create + fsync (~1 ms on a local disk);
 # every 2 s keeps a crash's loss small without flooding the folder.
@@ -84,53 +65,68 @@ DEFAULT_MAX_BUFFERED_ROWS = 1_000_000
 # reader calls a "running" run crashed once the heartbeat is older than
 # store.reader.DEFAULT_STALE_AFTER_S (several heartbeats).
 DEFAULT_HEARTBEAT_EVERY_S = 5.0
-
-RUN_STATUSES = ("running", "finished", "crashed")
-# Parquet key-value metadata of every scalars file: JSON list of
-# [rank, attempt, first_step] for the attempts whose rows it holds
-# (first_step: the smallest step >= 0, null if none). Readers resolve resumed
-# runs from these footers instead of scanning every row of every query.
-ATTEMPTS_KEY = b"traindoctor.attempts"
-# Metadata of a compacted file: JSON list of the segment file names it
-# replaces. Stored in the merged file itself, so a reader that sees the merged
-# file also knows which pieces to ignore: no window where both count.
-COVERS_KEY = b"traindoctor.covers"
-_RUN_ID_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-class StoreError(Exception):
-    """A problem with the store or its input, with a one-line message."""
-
-
-def new_run_id() -> str:
-    """Return a unique, sortable run id: UTC time plus a random suffix."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def check_run_id(run_id: str) -> str:
-    """Reject run ids that are not safe as one folder name."""
-    if not run_id or not set(run_id) <= _RUN_ID_ALPHABET or run_id in {".", ".."} or run_id.startswith("."):
-        raise StoreError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
-    return run_id
+# Rows kept while the store cannot be written (disk full, read-only, a
+# permission or mount problem), retried at every flush: ~80 MB of Arrow
+# columns, minutes of a typical probe run (a few hundred rows a second).
+# Beyond it the oldest rows are dropped and recorded (rows_dropped).
+DEFAULT_MAX_UNPUBLISHED_ROWS = 2_000_000
+# close() retries a failing store this long before it drops what is left:
+# long enough for a brief outage (an NFS hiccup, a log rotation freeing
+# space), short enough not to hold a finished job for long.
+DEFAULT_CLOSE_TIMEOUT_S = 10.0
+# The background thread's retries after failed flushes back off from
+# flush_every_s, doubling up to this: a broken store costs one failing open
+# a minute at most, and a store that comes back is written within the minute.
+_MAX_RETRY_DELAY_S = 60.0
+# Another writer's heartbeat file is live while younger than this (or, from
+# its own settings, three of its heartbeats), the reader's stale_after_s.
+_LIVE_WRITER_S = 60.0
+# Heartbeat files older than this are from dead writers: removed when seen.
+_DEAD_WRITER_S = 3600.0
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+
+    The temporary name is random: two processes (even with equal pids, in
+    two containers) never write the same temporary file.
+    """
+    tmp = path.with_name(f"{temporary_name(path.name)}-{os.getpid()}-{secrets.token_hex(6)}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the store is broken; the file is hidden (.tmp-) and removed by compaction later
+
+
+def run_json_text(meta: Mapping[str, Any]) -> str:
+    """run.json's text for ``meta``: values JSON cannot hold become their
+    repr, text is cleaned (:func:`~traindoctor.store.format.clean_text`).
+
+    Raises:
+        TypeError: a key JSON cannot hold (a tuple), keys that cannot be
+            sorted (1 and "a" in one dict), or a value that contains itself.
+    """
+    try:
+        return json.dumps(clean_json(dict(meta)), indent=2, sort_keys=True, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise TypeError(f"cannot be stored in {RUN_JSON}: {error}") from None
 
 
 def write_run_json(run_dir: Path, meta: Mapping[str, Any]) -> None:
-    data = json.dumps(meta, indent=2, sort_keys=True, default=_json_default, allow_nan=True)
-    atomic_write_bytes(Path(run_dir) / "run.json", data.encode("utf-8"))
+    """Replace the run's run.json atomically (values JSON cannot hold become their repr)."""
+    atomic_write_bytes(Path(run_dir) / RUN_JSON, run_json_text(meta).encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:
@@ -164,15 +160,27 @@ class _StringCodes:
     def __init__(self) -> None:
         self.values: list[str] = []
         self.index: dict[str, int] = {}
+        self._by_text: dict[str, int] = {}
         self._tuple_cache: dict[int, tuple[tuple, np.ndarray]] = {}
+        # (given, stored) for each name that could not be stored as given.
+        self.cleaned: list[tuple[str, str]] = []
 
     def code(self, value: str | None) -> int:
         if value is None:
             return -1
         found = self.index.get(value)
         if found is None:
-            found = self.index[value] = len(self.values)
-            self.values.append(str(value))
+            # Once per distinct string per flush: a name pyarrow cannot
+            # encode (a lone surrogate) would fail the whole segment.
+            text = str(value)
+            stored = clean_text(text)
+            if stored != text:
+                self.cleaned.append((text, stored))
+            found = self._by_text.get(stored)
+            if found is None:
+                found = self._by_text[stored] = len(self.values)
+                self.values.append(stored)
+            self.index[value] = found
         return found
 
     def codes(self, value: Any, length: int) -> np.ndarray:
@@ -248,6 +256,46 @@ class _ScalarBuffer:
     rows: int = 0
 
 
+@dataclass
+class _Unpublished:
+    """A built segment that has not been published yet."""
+
+    table_name: str
+    table: pa.Table
+
+
+@dataclass
+class _Outage:
+    """The store has refused every publish since ``since`` (Unix seconds)."""
+
+    since: float
+    since_monotonic: float
+    reason: str
+    failures: int = 0
+
+
+def _failure_reason(error: BaseException) -> str:
+    """A short reason that is the same for every file of one outage
+    ("No space left on device"), so it is warned about once."""
+    if isinstance(error, OSError) and error.errno:
+        return os.strerror(error.errno)
+    return type(error).__name__
+
+
+def _warm_up() -> None:
+    """Pay pyarrow's one-time costs now, so that no flush pays them.
+
+    pyarrow imports pandas on its first array (0.6 s, seconds on a loaded
+    machine) and loads its Parquet writer and codec on the first file; a
+    no-op once paid in this process.
+    """
+    try:
+        table = pa.table({"value": pa.array(np.zeros(1)), "name": pa.array(["loss"]).dictionary_encode()})
+        pq.write_table(table, pa.BufferOutputStream(), compression="zstd")
+    except Exception:  # the real flush will report whatever this hit
+        pass
+
+
 class RunWriter:
     """Writes one run (one rank, one attempt) into a store folder.
 
@@ -260,13 +308,27 @@ class RunWriter:
         world_size: number of ranks writing this run.
         project, config, env, task, probe_settings, source: stored in run.json.
         flush_every_s: publish buffered rows at least this often.
-        heartbeat_every_s: refresh ``heartbeat_at`` this often (rank 0).
+        heartbeat_every_s: refresh ``heartbeat_at`` (rank 0) and this
+            writer's heartbeat file this often.
+        max_buffered_rows: flush at once when this many rows wait.
+        max_unpublished_rows: rows kept while the store cannot be written;
+            beyond it the oldest are dropped and recorded.
+        close_timeout_s: how long ``close`` retries a store that cannot be
+            written before it drops what is left.
         background: run the flush/heartbeat thread (off for importers that
             flush explicitly).
 
     Rows added with ``add_*`` are visible to readers after the next flush.
-    ``close(status)`` flushes, compacts nothing (see ``store.compact``), and
-    records the final status.
+    A flush that fails (disk full, read-only, permission denied) keeps its
+    rows and the next flush retries them; rows finally dropped are recorded
+    in the run (``rows_dropped``) once it can be written again, and listed
+    in ``dropped``. ``close(status)`` flushes, compacts nothing (see
+    ``store.compact``), and records the final status.
+
+    Raises:
+        TypeError: config, env, task, probe_settings or source cannot be
+            stored in run.json (a tuple key, keys that do not sort); raised
+            before anything is written.
     """
 
     def __init__(
@@ -286,6 +348,8 @@ class RunWriter:
         flush_every_s: float = DEFAULT_FLUSH_EVERY_S,
         heartbeat_every_s: float = DEFAULT_HEARTBEAT_EVERY_S,
         max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
+        max_unpublished_rows: int = DEFAULT_MAX_UNPUBLISHED_ROWS,
+        close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
         background: bool = True,
     ) -> None:
         self.store = Path(store)
@@ -296,8 +360,21 @@ class RunWriter:
         self.flush_every_s = float(flush_every_s)
         self.heartbeat_every_s = float(heartbeat_every_s)
         self.max_buffered_rows = int(max_buffered_rows)
+        self.max_unpublished_rows = int(max_unpublished_rows)
+        self.close_timeout_s = float(close_timeout_s)
         self.closed = False
         self.errors: list[str] = []
+        # Rows dropped for good, one entry per lost segment (see format's rows_dropped).
+        self.dropped: list[dict[str, Any]] = []
+        # Names every file of this writer carries: another process writing
+        # the same rank (and maybe attempt) never overwrites them.
+        self.token = new_writer_token()
+        self._host = socket.gethostname()
+        meta_fields = {"name": name, "project": project, "config": config, "env": env, "task": task,
+                       "probe_settings": probe_settings, "source": source}
+        for key, value in meta_fields.items():
+            if value is not None:
+                _check_storable(key, value)  # before any folder exists
 
         for table in TABLES:
             (self.run_dir / table).mkdir(parents=True, exist_ok=True)
@@ -308,16 +385,23 @@ class RunWriter:
         self._scalars = _ScalarBuffer()
         self._confusion: list[dict] = []
         self._events: list[dict] = []
-        self._last_step = -1
+        self._queue: list[_Unpublished] = []
+        self._outage: _Outage | None = None
+        self._unrecorded: list[dict[str, Any]] = []
+        self._cleaned_names: set[str] = set()
+        self._other_writers: set[str] = set()
 
         if self.rank == 0:
-            self._init_run_json(
-                name=name, project=project, config=config, env=env, task=task,
-                probe_settings=probe_settings, source=source,
-            )
+            self._init_run_json(**meta_fields)
         if self.attempt > 0:
             self.add_event("resumed", f"attempt {self.attempt} of run {self.run_id} started", step=None)
+        self._register()
 
+        if background:
+            # Here, not in the first flush: paid there, it made the first
+            # segment later than flush_every_s (seconds on a loaded machine).
+            _warm_up()
+        self._started = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -330,34 +414,31 @@ class RunWriter:
     def _next_attempt(self) -> int:
         """One more than the highest attempt this rank has written (0 for a new run)."""
         highest = -1
-        prefix = f"{self.rank}-"
         for table in TABLES:
-            for entry in os.scandir(self.run_dir / table):
-                if not entry.name.endswith(".parquet") or entry.name.startswith("."):
-                    continue
-                if entry.name.startswith(prefix):
-                    try:
-                        highest = max(highest, int(entry.name.split("-")[1]))
-                    except (IndexError, ValueError):
-                        pass
+            folder = self.run_dir / table
+            for name in segment_names(entry.name for entry in os.scandir(folder)):
+                named = segment_rank_attempt(name)
+                if named is not None:
+                    if named[0] == self.rank:
+                        highest = max(highest, named[1])
                 elif table == "scalars":
                     # A compacted file hides the attempts in its rows; its
                     # footer lists them (every rank, unlike run.json).
-                    for rank, attempt, _ in read_file_attempts(Path(entry.path)) or []:
+                    for rank, attempt, _ in read_file_attempts(folder / name) or []:
                         if rank == self.rank:
                             highest = max(highest, attempt)
-        meta_path = self.run_dir / "run.json"
+        meta_path = self.run_dir / RUN_JSON
         if meta_path.exists():
             try:
                 attempts = read_run_json(self.run_dir).get("attempts", {})
                 highest = max(highest, int(attempts.get(str(self.rank), -1)))
-            except (OSError, ValueError):
+            except (OSError, ValueError, TypeError, AttributeError):
                 pass
         # Compacted files hide the attempt in their rows; run.json remembers it.
         return highest + 1
 
     def _init_run_json(self, **fields: Any) -> None:
-        meta_path = self.run_dir / "run.json"
+        meta_path = self.run_dir / RUN_JSON
         now = _now()
         meta: dict[str, Any] = {}
         if meta_path.exists():
@@ -375,7 +456,7 @@ class RunWriter:
         for key in ("config", "env", "task"):
             if not isinstance(meta.get(key), dict):
                 meta[key] = {}
-        meta["env"] = {**meta["env"], "world_size": self.world_size, "host": socket.gethostname()}
+        meta["env"] = {**meta["env"], "world_size": self.world_size, "host": self._host}
         meta["status"] = "running"
         meta["heartbeat_at"] = now
         attempts = dict(meta.get("attempts", {}))
@@ -397,6 +478,88 @@ class RunWriter:
                     self._meta[key] = value
             write_run_json(self.run_dir, self._meta)
 
+    # ------------------------------------------------------------ live writers
+
+    def _writer_file(self) -> Path:
+        return self.run_dir / WRITERS_FOLDER / writer_file_name(self.rank, self.token)
+
+    def _register(self) -> None:
+        """Name the other live writers of this rank, then announce this one.
+
+        Best effort: a store this writer cannot even announce itself in
+        fails at the first flush, which says so.
+        """
+        self._check_other_writers()
+        info = {
+            "rank": self.rank, "attempt": self.attempt, "writer": self.token, "pid": os.getpid(),
+            "host": self._host, "started_at": _now(),
+            # Readers of this file judge it by this writer's own heartbeat.
+            "stale_after_s": max(_LIVE_WRITER_S, 3 * self.heartbeat_every_s),
+        }
+        try:
+            self._writer_file().parent.mkdir(exist_ok=True)
+            atomic_write_bytes(self._writer_file(), json.dumps(info).encode())
+        except OSError:
+            pass
+
+    def _touch_writer_file(self) -> None:
+        try:
+            os.utime(self._writer_file())
+        except FileNotFoundError:
+            self._register()  # removed under us (an old tool cleaning hidden files): announce again
+        except OSError:
+            pass
+
+    def _check_other_writers(self) -> None:
+        """Warn about (once each) and record every other live writer of this rank."""
+        folder = self.run_dir / WRITERS_FOLDER
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        now = _now()
+        for entry in entries:
+            named = writer_file_rank(entry.name)
+            if named is None or named[1] == self.token:
+                continue
+            try:
+                age = now - entry.stat().st_mtime
+                info = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+                if not isinstance(info, dict):
+                    continue
+                alive = self._writer_alive(info, age)
+            except (OSError, ValueError, TypeError):
+                continue  # being written this instant, or garbage
+            if not alive:
+                if age > _DEAD_WRITER_S or info.get("host") == self._host:
+                    _remove_quietly(Path(entry.path))  # a killed writer's
+                continue
+            if named[0] != self.rank or named[1] in self._other_writers:
+                continue
+            self._other_writers.add(named[1])
+            other = (f"writer {named[1]} (pid {info.get('pid')} on {info.get('host')}, "
+                     f"attempt {info.get('attempt')})")
+            this = f"writer {self.token} (pid {os.getpid()} on {self._host}, attempt {self.attempt})"
+            warnings.warn(
+                f"traindoctor: run {self.run_id}: {other} is also recording rank {self.rank}, beside {this}. "
+                "Both keep their rows, so steps may appear twice: give each process its own rank "
+                "(call init_process_group before creating the probe), or stop the older job.",
+                RuntimeWarning, stacklevel=3)
+            self.add_event("concurrent_writer", f"{other} was recording rank {self.rank} beside {this}")
+
+    def _writer_alive(self, info: dict[str, Any], age: float) -> bool:
+        if age > float(info.get("stale_after_s", _LIVE_WRITER_S)):
+            return False
+        if info.get("host") != self._host:
+            return True  # a fresh heartbeat is all another host shows
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, KeyError):
+            return True
+        return True
+
     # ------------------------------------------------------------------ adding
 
     def add_scalars(
@@ -415,9 +578,12 @@ class RunWriter:
         Every argument is a scalar or a 1-D sequence; scalars broadcast.
         Pass layer names as a tuple to have their encoding cached.
         ``wall_time`` defaults to now; ``value`` keeps NaN and ±Inf as they are.
+        A name Parquet cannot store (a lone surrogate) or a NUL is stored
+        with U+FFFD in its place, with one warning per name.
         """
         # One pass, no helper calls: the probe calls this a few times per
-        # flush per statistic, importers once per column chunk.
+        # flush per statistic, importers once per column chunk. Names are
+        # checked when they are encoded: once per distinct string per flush.
         columns = [step, epoch, wall_time, split, name, layer, value]
         length = None
         for index, column in enumerate(columns):
@@ -449,12 +615,13 @@ class RunWriter:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"confusion counts must be a square matrix, got shape {matrix.shape}")
         true_class, pred_class = np.nonzero(matrix)
+        split = self._stored_name(str(split))
         with self._lock:
             self._confusion.append(
                 {
                     "step": np.full(len(true_class), int(step), dtype=np.int64),
                     "epoch": np.full(len(true_class), np.nan if epoch is None else float(epoch)),
-                    "split": [str(split)] * len(true_class),
+                    "split": [split] * len(true_class),
                     "true_class": true_class.astype(np.int32),
                     "pred_class": pred_class.astype(np.int32),
                     "count": matrix[true_class, pred_class],
@@ -463,29 +630,167 @@ class RunWriter:
 
     def add_event(self, kind: str, detail: str = "", *, step: int | None = None, wall_time: float | None = None) -> None:
         """Buffer one event (``nan_loss``, ``config_lint``, ``crash``, …)."""
+        kind = self._stored_name(str(kind))
+        detail = clean_text(str(detail))  # a traceback may quote a file name that is not UTF-8
         with self._lock:
             self._events.append(
                 {"step": step, "wall_time": _now() if wall_time is None else float(wall_time),
-                 "kind": str(kind), "detail": str(detail)}
+                 "kind": kind, "detail": detail}
             )
+
+    def _stored_name(self, name: str) -> str:
+        stored = clean_text(name)
+        if stored != name:
+            self._warn_cleaned([(name, stored)])
+        return stored
+
+    def _warn_cleaned(self, pairs: list[tuple[str, str]]) -> None:
+        for given, stored in pairs:
+            if given in self._cleaned_names:
+                continue
+            self._cleaned_names.add(given)
+            warnings.warn(f"traindoctor: run {self.run_id}: the name {given!r} cannot be stored as it is "
+                          f"(a lone surrogate or NUL); it is stored as {stored!r}", RuntimeWarning, stacklevel=4)
 
     # -------------------------------------------------------------- publishing
 
     def flush(self) -> None:
-        """Publish everything buffered so far (synchronously)."""
-        # Swapping under the publish lock keeps segment numbers in the order
-        # the rows were added, whichever thread flushes.
+        """Publish everything buffered so far, and anything an earlier flush
+        could not publish (synchronously).
+
+        Raises:
+            StoreError: the store cannot be written now (disk full,
+                read-only, permission denied). The rows stay queued, up to
+                ``max_unpublished_rows`` (the oldest beyond it are dropped
+                and recorded), and the next flush retries them.
+        """
+        # Building and publishing under the publish lock keeps segment
+        # numbers in the order the rows were added, whichever thread flushes.
         with self._publish_lock:
+            self._queue_buffered()
+            self._publish_queued()
+            if self._unrecorded:
+                self._record_drops()
+                self._queue_buffered()
+                self._publish_queued()
+        self._touch_writer_file()
+
+    def _queue_buffered(self) -> None:
+        """Build the buffered rows into tables at the end of the queue."""
+        with self._lock:
+            scalars, self._scalars = self._scalars, _ScalarBuffer()
+            confusion, self._confusion = self._confusion, []
+            events, self._events = self._events, []
+        for table_name, rows, build, buffered in (
+            ("scalars", scalars.rows, self._scalars_table, scalars),
+            ("confusion", sum(len(c["step"]) for c in confusion), self._confusion_table, confusion),
+            ("events", len(events), self._events_table, events),
+        ):
+            if not rows:
+                continue
+            try:
+                table = build(buffered)
+            except Exception as error:  # rows that cannot be a table at all: no retry can help
+                self._record_drop(table_name, rows, None, f"{type(error).__name__}: {error}")
+                self.record_error(error)
+                continue
+            if table.num_rows:
+                self._queue.append(_Unpublished(table_name, table))
+
+    def _publish_queued(self) -> None:
+        """Publish the queue in order; stop at the first failure of the store."""
+        while self._queue:
+            item = self._queue[0]
+            try:
+                self._publish(item.table_name, item.table)
+            except OSError as error:
+                self._publish_failed(error)
+            except Exception as error:  # this segment, not the store: retrying would block the queue for good
+                self._queue.pop(0)
+                self._record_drop(item.table_name, item.table.num_rows, item.table,
+                                  f"{type(error).__name__}: {error}")
+                self.record_error(error)
+                continue
+            self._queue.pop(0)
+        if self._outage is not None:
+            self._recovered()
+
+    def _publish_failed(self, error: OSError) -> None:
+        reason = _failure_reason(error)
+        if self._outage is None:
+            self._outage = _Outage(since=_now(), since_monotonic=time.monotonic(), reason=reason)
+        self._outage.failures += 1
+        queued = sum(item.table.num_rows for item in self._queue)
+        waited = time.monotonic() - self._outage.since_monotonic
+        dropped = []
+        while queued > self.max_unpublished_rows and self._queue:
+            item = self._queue.pop(0)
+            queued -= item.table.num_rows
+            dropped.append(self._record_drop(
+                item.table_name, item.table.num_rows, item.table,
+                f"{reason}: the store could not be written for {waited:.1f} s and "
+                f"{self.max_unpublished_rows:,} unpublished rows were kept", warn=False))
+        self._warn_dropped(dropped)
+        raise StoreError(f"the store cannot be written ({reason}); unpublished rows are kept "
+                         f"(up to {self.max_unpublished_rows:,}) and retried") from error
+
+    def _recovered(self) -> None:
+        outage, self._outage = self._outage, None
+        seconds = time.monotonic() - outage.since_monotonic
+        lost = sum(record["rows"] for record in self.dropped if record["at"] >= outage.since)
+        result = (f"{lost:,} rows were dropped (recorded as rows_dropped events)" if lost
+                  else "no rows were lost")
+        warnings.warn(f"traindoctor: run {self.run_id}: the store can be written again after {seconds:.1f} s "
+                      f"({outage.reason}); {result}", RuntimeWarning, stacklevel=4)
+
+    def _record_drop(self, table_name: str, rows: int, table: pa.Table | None, reason: str, *,
+                     warn: bool = True) -> dict[str, Any]:
+        """Note rows lost for good; they are written down once the store can be written."""
+        first = last = None
+        if table is not None:
+            steps = table.column("step").drop_null().to_numpy()
+            steps = steps[steps >= 0]
+            if len(steps):
+                first, last = int(steps.min()), int(steps.max())
+        record = {"rank": self.rank, "attempt": self.attempt, "table": table_name, "rows": int(rows),
+                  "first_step": first, "last_step": last, "reason": reason, "at": _now()}
+        self.dropped.append(record)
+        self._unrecorded.append(record)
+        if warn:
+            self._warn_dropped([record])
+        return record
+
+    def _warn_dropped(self, records: list[dict[str, Any]]) -> None:
+        """One warning for rows dropped at once (several segments, maybe several tables)."""
+        if not records:
+            return
+        if len(records) == 1:
+            what = _drop_detail(records[0])
+        else:
+            tables: dict[str, list[dict[str, Any]]] = {}
+            for record in records:
+                tables.setdefault(record["table"], []).append(record)
+            parts = []
+            for table_name, group in tables.items():
+                steps = [step for record in group for step in (record["first_step"], record["last_step"])
+                         if step is not None]
+                span = f" of steps {min(steps)}-{max(steps)}" if steps else ""
+                parts.append(f"{sum(record['rows'] for record in group):,} {table_name} rows{span}")
+            what = f"{', '.join(parts)} (rank {self.rank}) were dropped: {records[-1]['reason']}"
+        warnings.warn(f"traindoctor: run {self.run_id}: {what}", RuntimeWarning, stacklevel=5)
+
+    def _record_drops(self) -> None:
+        """Write the drops down: an event each and (rank 0) run.json's rows_dropped."""
+        records, self._unrecorded = self._unrecorded, []
+        for record in records:
+            self.add_event("rows_dropped", _drop_detail(record), step=record["first_step"])
+        if self.rank == 0:
             with self._lock:
-                scalars, self._scalars = self._scalars, _ScalarBuffer()
-                confusion, self._confusion = self._confusion, []
-                events, self._events = self._events, []
-            if scalars.rows:
-                self._publish("scalars", self._scalars_table(scalars))
-            if confusion:
-                self._publish("confusion", self._confusion_table(confusion))
-            if events:
-                self._publish("events", self._events_table(events))
+                self._meta["rows_dropped"] = [*self._meta.get("rows_dropped", []), *records]
+                try:
+                    self._write_meta()
+                except StoreError as error:  # the events say it; the next heartbeat rewrites run.json
+                    self.record_error(error)
 
     def _constant_columns(self, length: int) -> list[pa.Array]:
         return [
@@ -506,7 +811,9 @@ class RunWriter:
 
         def strings(position: int) -> pa.Array:
             codes = _StringCodes()
-            return codes.array(codes.column([chunk[position] for chunk in chunks], chunk_of_row))
+            array = codes.array(codes.column([chunk[position] for chunk in chunks], chunk_of_row))
+            self._warn_cleaned(codes.cleaned)
+            return array
 
         step_array = numeric(1, np.int64, -1)
         epoch_array = numeric(2, np.float64, np.nan)
@@ -521,8 +828,8 @@ class RunWriter:
         ]
         recorded = step_array[step_array >= 0]
         first_step = int(recorded.min()) if len(recorded) else None
-        metadata = {ATTEMPTS_KEY: json.dumps([[self.rank, self.attempt, first_step]]).encode()}
-        return pa.Table.from_arrays(arrays, names=SCALARS_SCHEMA.names).replace_schema_metadata(metadata)
+        metadata = {ATTEMPTS_KEY: encode_attempts([(self.rank, self.attempt, first_step)])}
+        return pa.Table.from_arrays(arrays, names=SCHEMAS["scalars"].names).replace_schema_metadata(metadata)
 
     def _confusion_table(self, chunks: list[dict]) -> pa.Table:
         length = sum(len(c["step"]) for c in chunks)
@@ -535,7 +842,7 @@ class RunWriter:
             pa.array(np.concatenate([c["pred_class"] for c in chunks]), type=pa.int32()),
             pa.array(np.concatenate([c["count"] for c in chunks]), type=pa.int64()),
         ]
-        return pa.Table.from_arrays(arrays, names=CONFUSION_SCHEMA.names)
+        return pa.Table.from_arrays(arrays, names=SCHEMAS["confusion"].names).cast(SCHEMAS["confusion"])
 
     def _events_table(self, events: list[dict]) -> pa.Table:
         arrays = self._constant_columns(len(events)) + [
@@ -544,64 +851,106 @@ class RunWriter:
             pa.array([e["kind"] for e in events], type=pa.string()),
             pa.array([e["detail"] for e in events], type=pa.string()),
         ]
-        return pa.Table.from_arrays(arrays, names=EVENTS_SCHEMA.names)
+        return pa.Table.from_arrays(arrays, names=SCHEMAS["events"].names).cast(SCHEMAS["events"])
 
     def _publish(self, table_name: str, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        table = table.cast(SCHEMAS[table_name]) if table_name != "scalars" else table
-        final = self.run_dir / table_name / f"{self.rank}-{self.attempt}-{self._seq:08d}.parquet"
+        """Write one segment under a temporary name, fsync it, rename it into place."""
+        name = segment_name(self.rank, self.attempt, self._seq, self.token)
+        final = self.run_dir / table_name / name
+        tmp = final.with_name(temporary_name(name))
+        try:
+            # Dictionary-encoded, zstd: ~2 bytes a value for typical runs.
+            pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20,
+                           use_dictionary=_DICTIONARY_COLUMNS)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            _remove_quietly(tmp)  # a full disk keeps what it wrote of it otherwise
+            raise
+        # Numbered only once published: a retried segment keeps its number.
         self._seq += 1
-        tmp = final.with_name(f".tmp-{final.name}")
-        # Dictionary-encoded, zstd: ~2 bytes a value for typical runs.
-        # Dictionary pages only for the string columns: trying them on
-        # floats (unique per row) costs more than the compression itself.
-        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20,
-                       use_dictionary=_DICTIONARY_COLUMNS)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
 
     # -------------------------------------------------------- background thread
 
     def _loop(self) -> None:
-        last_flush = last_beat = time.monotonic()
+        # Both clocks start when the writer was made: the first segment is
+        # due flush_every_s after that, like every later one.
+        next_flush = self._started + self.flush_every_s
+        last_beat = self._started
         while not self._stop.is_set():
             # Sleep until the next deadline (not a fixed tick), so rows are
             # published within flush_every_s of being added.
             now = time.monotonic()
-            deadline = min(last_flush + self.flush_every_s, last_beat + self.heartbeat_every_s)
+            deadline = min(next_flush, last_beat + self.heartbeat_every_s)
             self._wake.wait(timeout=max(0.0, deadline - now))
             self._wake.clear()
             if self._stop.is_set():
                 break  # close() publishes what is left
             now = time.monotonic()
-            try:
-                if now - last_flush >= self.flush_every_s or self._scalars.rows >= self.max_buffered_rows:
-                    last_flush = now
+            if now >= next_flush or self._scalars.rows >= self.max_buffered_rows:
+                try:
                     self.flush()
-                if now - last_beat >= self.heartbeat_every_s:
-                    last_beat = now
+                    next_flush = now + self.flush_every_s
+                except Exception as error:  # the writer never takes the training run down
+                    self.record_error(error)
+                    next_flush = now + self._retry_delay()
+            if now - last_beat >= self.heartbeat_every_s:
+                last_beat = now
+                try:
                     self.heartbeat()
-            except Exception as error:  # the writer never takes the training run down
-                self._record_error(error)
+                except Exception as error:
+                    self.record_error(error)
 
-    def _record_error(self, error: BaseException) -> None:
+    def _retry_delay(self) -> float:
+        """Seconds to the next try after a failed flush: flush_every_s,
+        doubling with each failure of one outage, at most a minute."""
+        failures = self._outage.failures if self._outage is not None else 1
+        return min(self.flush_every_s * 2 ** min(failures - 1, 16), max(_MAX_RETRY_DELAY_S, self.flush_every_s))
+
+    def record_error(self, error: BaseException) -> None:
+        """Keep and warn about (once per message) an error the writer swallowed.
+
+        The background thread, ``close`` and the probe's publisher thread
+        report here instead of raising: writing never takes training down.
+        """
         message = f"traindoctor: writing run {self.run_id} failed: {type(error).__name__}: {error}"
         if message not in self.errors:
             self.errors.append(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def heartbeat(self) -> None:
-        """Tell readers this run is alive (rank 0 rewrites run.json)."""
-        if self.rank != 0 or self.closed:
+        """Tell readers and other writers this writer is alive (rank 0 also rewrites run.json)."""
+        if self.closed:
+            return
+        self._touch_writer_file()
+        self._check_other_writers()
+        if self.rank != 0:
             return
         with self._lock:
             self._meta["heartbeat_at"] = _now()
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        """Rewrite run.json from ``_meta`` (the caller holds ``_lock``).
+
+        Raises:
+            StoreError: it cannot be written; the message is the same for
+                every try of one outage (the temporary name is not in it),
+                so it is warned about once.
+        """
+        try:
             write_run_json(self.run_dir, self._meta)
+        except OSError as error:
+            raise StoreError(f"{RUN_JSON} cannot be written ({_failure_reason(error)})") from error
 
     def close(self, status: str = "finished", *, detail: str | None = None) -> None:
-        """Flush, stop the thread, and record the final status (idempotent)."""
+        """Flush, stop the thread, and record the final status (idempotent).
+
+        A store that cannot be written is retried for ``close_timeout_s``;
+        what is still unpublished then is dropped, with a warning, and listed
+        in ``dropped`` (and run.json, if that can still be written).
+        """
         if self.closed:
             return
         if status not in RUN_STATUSES:
@@ -612,19 +961,47 @@ class RunWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        try:
-            self.flush()
-        except Exception as error:
-            self._record_error(error)
+        self._final_flush()
         if self.rank == 0:
             try:
                 with self._lock:
                     self._meta["status"] = status
                     self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
-                    write_run_json(self.run_dir, self._meta)
+                    self._write_meta()
             except Exception as error:  # closing never takes the training script down
-                self._record_error(error)
+                self.record_error(error)
+        _remove_quietly(self._writer_file())
         self.closed = True
+
+    def _final_flush(self) -> None:
+        deadline = time.monotonic() + self.close_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                self.flush()
+                return
+            except StoreError as error:
+                # A run folder removed on purpose never comes back: no wait.
+                if not self.run_dir.is_dir() or time.monotonic() + delay > deadline:
+                    self.record_error(error)
+                    self._drop_queue("the store could not be written when the run closed")
+                    return
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+            except Exception as error:
+                self.record_error(error)
+                return
+
+    def _drop_queue(self, reason: str) -> None:
+        with self._publish_lock:
+            self._queue_buffered()
+            queue, self._queue = self._queue, []
+            self._warn_dropped([self._record_drop(item.table_name, item.table.num_rows, item.table, reason, warn=False)
+                                for item in queue])
+            if self.rank == 0:
+                # Written with the final status, if run.json can still be written.
+                self._meta["rows_dropped"] = [*self._meta.get("rows_dropped", []), *self._unrecorded]
+            self._unrecorded = []
 
     def __enter__(self) -> "RunWriter":
         return self
@@ -636,16 +1013,26 @@ class RunWriter:
             self.close("crashed", detail="".join(traceback.format_exception(exc_type, exc, tb)))
 
 
+def _check_storable(key: str, value: Any) -> None:
+    try:
+        run_json_text({key: value})
+    except TypeError as error:
+        raise TypeError(f"{key} {error}") from None
+
+
+def _drop_detail(record: Mapping[str, Any]) -> str:
+    """The sentence a rows_dropped event holds."""
+    first, last = record["first_step"], record["last_step"]
+    steps = "" if first is None else f" of step {first}" if first == last else f" of steps {first}-{last}"
+    return (f"{record['rows']:,} {record['table']} rows{steps} (rank {record['rank']}, attempt {record['attempt']}) "
+            f"were dropped: {record['reason']}")
+
+
 def read_file_attempts(path: Path) -> list[tuple[int, int, int | None]] | None:
     """The [rank, attempt, first_step] entries of a scalars file's footer
     (None when the file has none or cannot be read)."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
-        return [(int(r), int(a), None if f is None else int(f)) for r, a, f in json.loads(metadata[ATTEMPTS_KEY])]
-    except Exception:  # unreadable, foreign or pre-metadata file
+        attempts = decode_attempts(pq.read_schema(path).metadata or {})
+    except Exception:  # unreadable or foreign file
         return None
-
-
-def iter_segment_names(names: Iterable[str]) -> list[str]:
-    """Published segment file names among ``names`` (temporary files excluded)."""
-    return sorted(n for n in names if n.endswith(".parquet") and not n.startswith("."))
+    return None if attempts is None else list(attempts)

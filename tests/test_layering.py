@@ -1,4 +1,4 @@
-"""The layering contract (DESIGN.md, "Layout"), read as a table.
+"""The layering contract (docs/design.md, "Layout"), read as a table.
 
 Each row is a statement run in a fresh interpreter and the top-level modules
 it must never pull in (and, where the statement exists to load one, the one it

@@ -1,4 +1,4 @@
-"""The ``traindoctor`` command (DESIGN.md, "CLI (contract)").
+"""The ``traindoctor`` command (docs/design.md, "CLI").
 
 Exit codes: 0 ok, 1 findings at or above ``--fail-on``, 2 usage or input
 error, reported as one line on stderr. Heavy modules (Streamlit, DuckDB,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,27 @@ from typing import Any, Sequence
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 IMPORT_KINDS = ("csv", "tensorboard", "lightning", "hf", "wandb", "mlflow", "jsonl", "log")
 FAIL_ON = ("info", "warning", "critical")
+
+
+# C0 and C1 control characters (ESC, BEL, the CSI introducer, …) but not the
+# newline and tab that lay out a report: a run, layer or metric name holding
+# "\x1b[2J" or an OSC 52 clipboard write must print as text, not act.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as an escape (``\\x1b``).
+
+    Example:
+        >>> terminal_text("run\\x1b[2J")
+        'run\\\\x1b[2J'
+    """
+    return _CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def say(text: str = "", *, file=None) -> None:
+    """Print one block of human-readable output, control characters escaped."""
+    print(terminal_text(str(text)), file=file or sys.stdout)
 
 
 class CommandError(Exception):
@@ -115,9 +137,9 @@ def command_runs(args: argparse.Namespace) -> int:
         print(table.to_json(orient="records", default_handler=str))
         return EXIT_OK
     if table.empty:
-        print(f"no runs in {store.root}")
+        say(f"no runs in {store.root}")
         return EXIT_OK
-    print(format_runs_table(table))
+    say(format_runs_table(table))
     return EXIT_OK
 
 
@@ -151,7 +173,7 @@ def command_diagnose(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_report(items), indent=2, default=str, allow_nan=False))
     else:
-        print(text_report(items))
+        say(text_report(items))
     if args.fail_on:
         threshold = SEVERITY_RANK[args.fail_on]
         if any(SEVERITY_RANK[f.severity] >= threshold for _, findings in items for f in findings):
@@ -170,9 +192,9 @@ def command_import(args: argparse.Namespace) -> int:
                             run_id=args.run_id, pattern=args.pattern, log_every=args.log_every)
     for result in results:
         if result.skipped:
-            print(f"already imported: {result.name} ({result.run_id}) from {result.source}")
+            say(f"already imported: {result.name} ({result.run_id}) from {result.source}")
         else:
-            print(f"imported {result.name} ({result.run_id}): {result.rows:,} values from {result.source}")
+            say(f"imported {result.name} ({result.run_id}): {result.rows:,} values from {result.source}")
     return EXIT_OK
 
 
@@ -184,8 +206,8 @@ def command_compact(args: argparse.Namespace) -> int:
     for run_id, tables in merged.items():
         count = sum(tables.values())
         if count:
-            print(f"{run_id}: merged {count} segment files")
-    print(f"compacted {len(merged)} runs in {store.root}")
+            say(f"{run_id}: merged {count} segment files")
+    say(f"compacted {len(merged)} runs in {store.root}")
     return EXIT_OK
 
 
@@ -195,7 +217,7 @@ def command_export(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     summary = export_duckdb(store, args.duckdb, args.runs or None, overwrite=args.overwrite)
     counts = ", ".join(f"{table} {summary[table]:,} rows" for table in ("runs", "scalars", "confusion", "events"))
-    print(f"exported to {summary.get('path', args.duckdb)}: {counts}")
+    say(f"exported to {summary.get('path', args.duckdb)}: {counts}")
     return EXIT_OK
 
 
@@ -231,19 +253,19 @@ COMMANDS = {
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"traindoctor: warning: {message}", file=sys.stderr)
+    say(f"traindoctor: warning: {_one_line(message)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``traindoctor`` console command."""
-    from traindoctor.store.segments import StoreError
+    from traindoctor.store.errors import StoreError
 
     warnings.showwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (CommandError, StoreError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:
-        print(f"traindoctor: error: {_one_line(error)}", file=sys.stderr)
+        say(f"traindoctor: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,10 @@ Recorded: everything ``Probe`` records, with ``step`` = Lightning's
 accumulated micro-batches. For validation loss, accuracy and confusion
 counts, let ``validation_step`` return ``{"loss": loss, "logits": logits,
 "targets": y}`` (returning just the loss records the loss only).
+
+Every callback that runs during fitting does its work under the probe's
+guard: an error (an output it cannot read, targets that do not match the
+logits) turns that statistic off with one warning, and the fit goes on.
 """
 
 from __future__ import annotations
@@ -66,26 +70,38 @@ class ProbeCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self.probe is None or self.probe.closed:
+            return
+        guard = self.probe.guard
+        guard.guarded("loss", self._collect_loss, outputs)
+        if trainer.global_step != self._last_global_step:
+            self._last_global_step = trainer.global_step
+            step_loss = guard.guarded("loss", self._step_loss)
+            self._losses = []
+            guard.guarded("step", lambda: self.probe.step(loss=step_loss, epoch=trainer.current_epoch))
+
+    def _collect_loss(self, outputs: Any) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             # Lightning divides the loss by accumulate_grad_batches, so the sum
             # over the accumulated micro-batches is their mean loss.
             self._losses.append(loss.detach())
-        if trainer.global_step != self._last_global_step:
-            self._last_global_step = trainer.global_step
-            step_loss = torch.stack(self._losses).sum() if self._losses else None
-            self._losses = []
-            self.probe.step(loss=step_loss, epoch=trainer.current_epoch)
+
+    def _step_loss(self) -> torch.Tensor | None:
+        return torch.stack(self._losses).sum() if self._losses else None
 
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.sanity_checking or self.probe is None or self.probe.closed:
             return
-        self._evaluation = self.probe.evaluate("val").__enter__()
+        self._evaluation = self.probe.guard.guarded("evaluation", lambda: self.probe.evaluate("val").__enter__())
 
     def on_validation_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._evaluation is None:
             return
+        self.probe.guard.guarded("evaluation", self._update_evaluation, outputs, batch)
+
+    def _update_evaluation(self, outputs: Any, batch: Any) -> None:
         if isinstance(outputs, Mapping):
             logits, targets, loss = outputs.get("logits"), outputs.get("targets"), outputs.get("loss")
             if logits is not None and targets is None and isinstance(batch, (tuple, list)) and len(batch) > 1:
@@ -100,7 +116,7 @@ class ProbeCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._evaluation is not None:
             evaluation, self._evaluation = self._evaluation, None
-            evaluation.__exit__(None, None, None)
+            self.probe.guard.guarded("evaluation", evaluation.__exit__, None, None, None)
 
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.probe is not None and self._owns_probe:

@@ -10,11 +10,17 @@ under gradient accumulation) return each micro-batch's *share* of the step's
 loss, so their losses are summed instead; ``loss_reduction="mean"|"sum"``
 overrides this guess (``"auto"``). Evaluation metrics
 (``eval_loss``, ``eval_accuracy``, …) are recorded with split ``val`` under
-their names without the ``eval_`` prefix.
+their names without the ``eval_`` prefix; a name the store cannot hold
+(control characters, lone surrogates) is skipped with one warning naming it.
+
+The loss-capturing forward hook and every callback that runs during training
+do their work under the probe's guard: an error turns that statistic off with
+one warning, and training goes on.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 try:
@@ -27,6 +33,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 import torch
 
 from traindoctor.probe.core import Probe
+from traindoctor.probe.guard import check_name
 
 # Trainer bookkeeping in the metrics dict, not model quality.
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
@@ -59,6 +66,7 @@ class ProbeCallback(TrainerCallback):
         self._losses: list[torch.Tensor] = []
         self._summed = False
         self._hook: Any = None
+        self._skipped_names: set[str] = set()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
         if model is None or optimizer is None:
@@ -76,8 +84,11 @@ class ProbeCallback(TrainerCallback):
         self._hook = module.register_forward_hook(self._capture_loss, with_kwargs=True)
 
     def _capture_loss(self, module: torch.nn.Module, args: Any, kwargs: Mapping[str, Any], output: Any) -> None:
-        if not module.training:
-            return
+        # A forward hook in the user's model: its errors must not reach the forward.
+        if module.training and self.probe is not None and not self.probe.closed:
+            self.probe.guard.guarded("loss", self._keep_loss, module, kwargs, output)
+
+    def _keep_loss(self, module: torch.nn.Module, kwargs: Mapping[str, Any], output: Any) -> None:
         loss = None
         if isinstance(output, Mapping):
             loss = output.get("loss")
@@ -94,23 +105,39 @@ class ProbeCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.probe is None or self.probe.closed:
             return
-        loss = None
-        if self._losses:
-            stacked = torch.stack(self._losses)
-            loss = stacked.sum() if self._summed else stacked.mean()
+        loss = self.probe.guard.guarded("loss", self._step_loss)
         self._losses = []
-        self.probe.step(loss=loss, epoch=state.epoch)
+        self.probe.guard.guarded("step", lambda: self.probe.step(loss=loss, epoch=state.epoch))
+
+    def _step_loss(self) -> torch.Tensor | None:
+        if not self._losses:
+            return None
+        stacked = torch.stack(self._losses)
+        return stacked.sum() if self._summed else stacked.mean()
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         if self.probe is None or self.probe.closed or not metrics:
             return
         values = {}
         for key, value in metrics.items():
-            name = key[len("eval_"):] if key.startswith("eval_") else key
+            name = key[len("eval_"):] if isinstance(key, str) and key.startswith("eval_") else key
             if name not in _NOT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                values[name] = value
+                if self._storable(name):
+                    values[name] = value
         if values:
-            self.probe.log(values, split="val")
+            self.probe.guard.guarded("metrics", lambda: self.probe.log(values, split="val"))
+
+    def _storable(self, name: Any) -> bool:
+        """True for a name the store can hold; warns once per name it skips (probe.log would raise)."""
+        try:
+            check_name(name, "a metric name")
+        except ValueError as error:
+            if repr(name) not in self._skipped_names:
+                self._skipped_names.add(repr(name))
+                warnings.warn(f"traindoctor probe: evaluation metric {name!r} is not recorded: {error}",
+                              RuntimeWarning, stacklevel=3)
+            return False
+        return True
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._hook is not None:

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from traindoctor.store.importers.common import ImportResult, import_runs
-from traindoctor.store.segments import StoreError
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import ImportResult, import_runs, reading_input
 
 __all__ = ["KINDS", "KIND_OPTIONS", "ImportResult", "import_source"]
 
@@ -74,7 +74,8 @@ def import_source(
         (same kind, path and contents) was imported before.
 
     Raises:
-        StoreError: with a one-line reason; the store is then unchanged.
+        StoreError: with a one-line reason (``ImportInputError`` for input the
+            import rules refuse); the store is then unchanged.
     """
     if kind not in KINDS:
         raise StoreError(f"unknown import kind {kind!r}: use one of {', '.join(KINDS)}")
@@ -88,13 +89,15 @@ def import_source(
     if getattr(module, "PATH_IS_URI", False):
         # A tracking URI (or None for the tool's default): the importer checks it.
         root: Path | str = "" if path is None else os.fspath(path)
-        sources = module.discover(path, run_name, **options)
+        with reading_input(root or f"the default {kind} tracking URI"):
+            sources = module.discover(path, run_name, **options)
     else:
         if path is None:
             raise StoreError(f"import {kind} needs a PATH")
         root = Path(path).expanduser()
         if not root.exists():
             raise StoreError(f"unreadable file {root}: no such file or folder")
-        sources = module.discover(root, run_name, **options)
+        with reading_input(root):
+            sources = module.discover(root, run_name, **options)
     return import_runs(kind, store_root, sources, module.parse, root=root, num_classes=num_classes, progress=progress,
                        progress_unit=getattr(module, "PROGRESS_UNIT", "B"))

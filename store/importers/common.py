@@ -1,13 +1,16 @@
-"""What every importer shares: parsed runs, source fingerprints, safe writing.
+"""What every importer shares: parsed runs, the import rules, source fingerprints, safe writing.
 
 An import has three phases so that bad input never touches the store:
 
 1. *discover*: the importer lists the runs in the input (``RunSource``), each
    with the files it reads; each gets a fingerprint (kind, resolved path,
-   sizes and a SHA-256 of the contents).
+   sizes and a SHA-256 of the contents; for a run that is no files here, such
+   as an MLflow run, its identity and a digest of what it holds).
 2. *parse*: sources whose fingerprint is already in the store are skipped;
-   the rest are read and validated fully in memory (``ParsedRun``). Any
-   problem raises ``StoreError`` before anything is written.
+   the rest are read and validated fully in memory (``ParsedRun``), and the
+   import rules below are applied to what each importer read. Any problem
+   raises ``StoreError`` (``ImportInputError`` for bad input) with a one-line
+   reason before anything is written.
 3. *write*: each run is written by a ``RunWriter`` into a hidden folder of the
    store (``.import-*``, which readers ignore) and renamed into place. A
    failure part-way (a full disk) removes what this import wrote and puts
@@ -17,32 +20,98 @@ Re-importing a source: the same kind and path with the same contents is
 skipped; changed contents (a log that grew, a file rewritten) replace the
 earlier import under the same run_id, so links and comparisons keep working
 and no stale rows survive.
+
+The import rules, the same for every importer (:func:`apply_rules` and the
+helpers importers call while reading):
+
+- **All or nothing.** A file that cannot be read, or holds what the store
+  cannot represent, stops the import with a one-line error naming the file;
+  side files (hyperparameters, a model's config.json) included. Any
+  ``ValueError``, ``TypeError``, ``OverflowError`` or ``RecursionError``
+  raised while reading untrusted input becomes such an error
+  (:func:`reading_input`); while writing, the same errors are bugs and keep
+  their traceback.
+- **Steps** are whole numbers the store's int64 column holds
+  (:func:`checked_steps`): a float step that is a whole number (``2.0``) is
+  that number; a fraction, NaN, ±Inf, a step beyond int64 (also after an
+  importer's offset, such as Lightning's +1) or text is an error, never
+  truncated or wrapped.
+- **Values** are float64. A number is kept as it is, NaN and ±Inf included
+  (a number beyond float64's range reads as ±Inf, as every float parser
+  does). Text is read as a number (``"1.5"``, ``"nan"``, ``"-inf"``); text
+  that is not one is an error. In typed logs (JSON), an entry that is not a
+  number at all (true/false, a list, an object) is not a scalar: it is left
+  out and the count is reported in one warning per run; ``null`` means
+  nothing was logged (:func:`number_of`).
+- **One value per (step, split, name, layer).** Where a source repeats a
+  step, the last value in the source's order wins, as the store's newest
+  attempt wins a step. Repeats of the same value go quietly; replaced values
+  that differed are counted in one warning per run.
+- **Names** (run, split, metric, layer, config text) are valid UTF-8: a name
+  made from a file system path has its undecodable bytes replaced by U+FFFD
+  (:func:`valid_text`), while the recorded source path keeps them as
+  ``\\xNN`` escapes (:func:`path_text`), so two such folders stay two sources.
+- **Configs** (config, env, task) become plain JSON data, bounded: at most
+  :data:`MAX_CONFIG_VALUES` values, :data:`MAX_CONFIG_DEPTH` levels and
+  :data:`MAX_CONFIG_BYTES` as JSON (:func:`plain_data`); YAML is read with
+  at most :data:`MAX_YAML_ALIASES` aliases (:func:`load_yaml`).
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import math
 import os
+import re
 import secrets
 import shutil
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import new_run_id, read_run_json
 from traindoctor.store.importers.names import EPOCH, MetricKey, map_metrics
-from traindoctor.store.segments import RunWriter, StoreError, new_run_id, read_run_json
+from traindoctor.store.segments import RunWriter
 
 _HASH_CHUNK_BYTES = 1 << 20
 _STAGING_PREFIXES = (".import-", ".replaced-")
 # A staging folder older than this is left by an import that was killed, never
 # one in progress (a 100,000-step log imports in seconds).
 _STALE_STAGING_S = 3600.0
+
+# The store's step column is int64.
+STEP_MIN, STEP_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+# A run's config, env and task live in run.json, which every listing of the
+# store reads again. A real HF training_args.json is ~150 values and ~8 KB and
+# a large Hydra config a few thousand values; the bounds leave ~100x that,
+# while the 236-byte YAML alias bomb of issue #18 expanded to 146 MB.
+MAX_CONFIG_VALUES = 50_000
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_BYTES = 1 << 20
+# yaml.dump writes an alias for an object met twice, so a real file may hold
+# a few; thousands only serve to multiply the file.
+MAX_YAML_ALIASES = 1_000
+# What reading hostile bytes raises in the standard library, numpy, pandas and
+# pyarrow (json's JSONDecodeError, UnicodeError, pandas' ParserError and
+# pyarrow's ArrowInvalid are ValueErrors). Caught around reading only.
+PARSE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError)
+# Longest quote of an input value or error text in a one-line message.
+_QUOTE_CHARS = 60
+_REASON_CHARS = 200
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class ImportInputError(StoreError):
+    """Input an import cannot take, with a one-line reason naming the file; the store is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +134,9 @@ class RunSource:
     (a string) and ``digest`` (what its contents were when listed, so that an
     unchanged run is skipped); ``handle`` is whatever the importer's ``parse``
     needs to read it, and ``size`` the amount of work for the progress bar.
+
+    The name is made valid text here (it often comes from a folder name), so
+    every importer's runs get names that any listing can print.
     """
 
     name: str
@@ -76,9 +148,12 @@ class RunSource:
     size: int = 0
 
     @property
-    def where(self) -> str:
-        """The source as a user would name it in a message."""
-        return self.identity or str(self.path)
+    def where(self) -> str | Path:
+        """The source as a user would name it in a message: its identity, else its path."""
+        return self.identity if self.identity is not None else self.path
+
+    def __post_init__(self) -> None:
+        self.name = valid_text(self.name)
 
 
 @dataclass
@@ -94,7 +169,11 @@ class Series:
 
 @dataclass
 class ParsedRun:
-    """A run read and validated in memory, not yet written."""
+    """A run read and validated in memory, not yet written.
+
+    ``left_out`` names the entries a typed log held that are not numbers
+    (``'eval_report' at step 8``); the import reports their count.
+    """
 
     source: RunSource
     series: list[Series] = field(default_factory=list)
@@ -102,6 +181,7 @@ class ParsedRun:
     env: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] = field(default_factory=dict)
     extra_source: dict[str, Any] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -143,10 +223,251 @@ class Progress:
         self.close()
 
 
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, so that it encodes as UTF-8.
+
+    Python decodes a file name's undecodable bytes to lone surrogates
+    (``os.fsdecode``, surrogateescape), one per byte, and JSON may spell one
+    (``"\\udcff"``); neither can be written to Parquet or printed.
+
+    Example:
+        >>> valid_text(os.fsdecode(b"run-\\xff"))
+        'run-\\ufffd'
+    """
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A path as UTF-8 text that still tells paths apart: undecodable bytes as ``\\xNN``.
+
+    Example:
+        >>> path_text(os.fsdecode(b"/logs/run-\\xff"))
+        '/logs/run-\\\\xff'
+    """
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file system name decodes to
+        return valid_text(os.fspath(path))
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)`` cut short for a one-line message."""
+    text = valid_text(repr(value))
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 1] + "…"
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line, cut short."""
+    text = " ".join(valid_text(str(error)).split()) or type(error).__name__
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+@contextmanager
+def reading_input(where: Any) -> Iterator[None]:
+    """Turn a failure to parse untrusted input into a one-line ``ImportInputError`` naming ``where``.
+
+    Wrap reading only, never writing: there the same exceptions are bugs or
+    disk faults and must keep their traceback. The original exception stays
+    the error's ``__cause__`` for callers of the Python API.
+    """
+    try:
+        yield
+    except RecursionError:
+        # Raised by json (or yaml) on input nested thousands deep; its
+        # traceback is thousands of frames, so it is not chained.
+        raise ImportInputError(f"cannot read {where}: nested too deeply") from None
+    except PARSE_ERRORS as error:
+        raise ImportInputError(f"cannot read {where}: {type(error).__name__}: {one_line(error)}") from error
+
+
+def whole_step(value: Any, where: Any, *, offset: int = 0) -> int:
+    """One step as the store keeps it (``value + offset``), or ``ImportInputError``.
+
+    Example:
+        >>> whole_step(2.0, "log")
+        2
+        >>> whole_step(2.5, "log")
+        Traceback (most recent call last):
+        ...
+        traindoctor.store.importers.common.ImportInputError: log: step 2.5 is not a whole number
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        reason = "is not a number"
+    elif isinstance(value, float) and not value.is_integer():  # NaN and ±Inf too
+        reason = "is not a whole number"
+    else:
+        step = int(value)
+        if STEP_MIN <= step + offset <= STEP_MAX:
+            return step + offset
+        reason = "is beyond the store's steps (int64)"
+        if STEP_MIN <= step <= STEP_MAX:
+            reason += f" once {offset:+d} is added"
+    raise ImportInputError(f"{where}: step {quoted(value)} {reason}")
+
+
+def checked_steps(steps: Any, where: Any, *, offset: int = 0) -> np.ndarray:
+    """Steps as int64 (``steps + offset``), each checked by :func:`whole_step`; vectorised."""
+    raw = np.asarray(steps)
+    if raw.ndim != 1:
+        raw = raw.reshape(-1)
+    kind = raw.dtype.kind
+    if kind == "i":
+        bad = raw > STEP_MAX - offset if offset > 0 else raw < STEP_MIN - offset
+    elif kind == "u":
+        bad = raw > np.uint64(STEP_MAX - max(offset, 0))
+    elif kind == "f":
+        # Floats below 2**63 are at most 2**63 - 1024: + offset stays in int64.
+        bad = ~((raw == np.floor(raw)) & (raw >= -(2.0**63)) & (raw < 2.0**63))
+    else:  # objects (Python numbers, text), booleans, strings: one at a time
+        return np.array([whole_step(value, where, offset=offset) for value in raw.tolist()], dtype=np.int64)
+    if bad.any():
+        whole_step(raw[int(bad.argmax())], where, offset=offset)  # raises with the reason
+    return raw.astype(np.int64) + np.int64(offset)
+
+
+def number_of(value: Any, where: Any) -> float | None:
+    """One value of a typed (JSON) log as float64; None for an entry that is not a scalar.
+
+    A number is itself (beyond float64's range, ±Inf); text must read as a
+    number (``"1.5"``, ``"NaN"``) or it is an ``ImportInputError``; true/false,
+    lists, objects and null are not scalars. See the module doc.
+
+    Example:
+        >>> number_of("1.5", "log"), number_of(3, "log"), number_of([1, 2], "log")
+        (1.5, 3.0, None)
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ImportInputError(f"{where}: value {quoted(value)} is not a number") from None
+    return None
+
+
+def plain_data(value: Any, where: Any) -> Any:
+    """``value`` as plain JSON data within the config bounds, or ``ImportInputError``.
+
+    Mapping keys become text (two keys that become the same text are an
+    error), tuples and sets lists, dates ISO text, text valid UTF-8
+    (:func:`valid_text`); other objects their ``repr``, as the run writer
+    stores them. Shared or self-referencing objects (YAML aliases) count
+    once per place they appear, so nothing expands past the bounds.
+    """
+    remaining = MAX_CONFIG_VALUES
+
+    def plain(item: Any, depth: int) -> Any:
+        nonlocal remaining
+        remaining -= 1
+        if remaining < 0:
+            raise ImportInputError(
+                f"{where}: more than {MAX_CONFIG_VALUES:,} values (aliases that multiply?); "
+                "a run's config must stay small, every listing of the store reads it")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ImportInputError(f"{where}: nested deeper than {MAX_CONFIG_DEPTH} levels")
+        if isinstance(item, np.generic):
+            item = item.item()
+        if item is None or isinstance(item, (bool, int, float)):
+            return item
+        if isinstance(item, str):
+            return valid_text(item)
+        if isinstance(item, Mapping):
+            result: dict[str, Any] = {}
+            for key, member in item.items():
+                text = valid_text(key) if isinstance(key, str) else plain(key, depth + 1)
+                text = text if isinstance(text, str) else json.dumps(text, allow_nan=True)
+                if text in result:
+                    raise ImportInputError(f"{where}: key {quoted(text)} appears twice once keys are text")
+                result[text] = plain(member, depth + 1)
+            return result
+        if isinstance(item, (set, frozenset)):
+            return sorted((plain(member, depth + 1) for member in item), key=repr)
+        if isinstance(item, (list, tuple)):
+            return [plain(member, depth + 1) for member in item]
+        if isinstance(item, (datetime.date, datetime.time)):
+            return item.isoformat()
+        return valid_text(repr(item))
+
+    return plain(value, 0)
+
+
+def load_json(path: Path, what: str) -> Any:
+    """A JSON file's data, or ``ImportInputError`` saying ``path`` is not ``what``."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ImportInputError(f"{path} is not {what} (not UTF-8 text)") from None
+    except RecursionError:
+        raise ImportInputError(f"{path} is not {what} (nested too deeply)") from None
+    except ValueError as error:
+        raise ImportInputError(f"{path} is not {what} (invalid JSON: {one_line(error)})") from None
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file's data as bounded plain data (:func:`plain_data`), or ``ImportInputError``.
+
+    Loaded safely: objects dumped with python tags (as Lightning writes some
+    hyperparameters) come back as plain data and are never constructed, and
+    more than :data:`MAX_YAML_ALIASES` aliases are refused.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self.aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"more than {MAX_YAML_ALIASES} aliases", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    def plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", plain)
+    Loader.add_multi_constructor("!", plain)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ImportInputError(f"{path} is not YAML (not UTF-8 text)") from None
+    with reading_input(path):
+        try:
+            loaded = yaml.load(text, Loader=Loader)
+        except yaml.YAMLError as error:
+            raise ImportInputError(f"{path} is not YAML ({one_line(error)})") from None
+    return plain_data(loaded, path)
+
+
 def fingerprint(kind: str, source: RunSource) -> dict[str, Any]:
     """Identify a source by kind, resolved path and contents (size and SHA-256 of its files)."""
     if source.digest is not None:
-        return {"kind": kind, "path": source.identity or str(source.path), "files": [], "size": source.size,
+        return {"kind": kind, "path": path_text(source.where), "files": [], "size": source.size,
                 "sha256": source.digest}
     digest = hashlib.sha256()
     size = 0
@@ -163,8 +484,8 @@ def fingerprint(kind: str, source: RunSource) -> dict[str, Any]:
         digest.update(b"\0")
     return {
         "kind": kind,
-        "path": str(source.path.resolve()),
-        "files": [str(f.resolve()) for f in source.files],
+        "path": path_text(source.path.resolve()),
+        "files": [path_text(f.resolve()) for f in source.files],
         "size": size,
         "sha256": digest.hexdigest(),
     }
@@ -189,7 +510,7 @@ def _imported_sources(store_root: Path) -> dict[tuple[str, str], tuple[str, dict
 
 
 def series_from_columns(
-    columns: Mapping[str | MetricKey, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    columns: Mapping[str | MetricKey, tuple[Any, Any, Any]],
     *,
     epoch_steps: np.ndarray | None = None,
     epoch_values: np.ndarray | None = None,
@@ -198,7 +519,8 @@ def series_from_columns(
 
     Tags are mapped with :func:`map_metrics` (a ``MetricKey`` key is taken as
     it is); the epoch tag becomes the epoch column of every series (the last
-    epoch logged at or before each step).
+    epoch logged at or before each step). Steps and values are taken as
+    given: :func:`apply_rules` checks, sorts and de-duplicates them.
     """
     mapping: dict[Any, MetricKey] = map_metrics(tag for tag in columns if isinstance(tag, str))
     mapping.update({key: key for key in columns if isinstance(key, MetricKey)})
@@ -211,64 +533,26 @@ def series_from_columns(
         key = mapping[tag]
         if key is EPOCH or len(steps) == 0:
             continue
-        order = np.argsort(steps, kind="stable")
-        steps = np.asarray(steps, dtype=np.int64)[order]
+        steps = np.asarray(steps)
         epochs = None
         if epoch_steps is not None and len(epoch_steps):
             epochs = epoch_at(steps, epoch_steps, epoch_values)
-        series.append(
-            Series(
-                key=key,
-                step=steps,
-                value=np.asarray(values, dtype=np.float64)[order],
-                epoch=epochs,
-                wall_time=None if wall_times is None else np.asarray(wall_times, dtype=np.float64)[order],
-            )
-        )
-    series.sort(key=lambda s: (s.key.name, s.key.layer or "", s.key.split))
+        series.append(Series(
+            key=key, step=steps, value=np.asarray(values), epoch=epochs,
+            wall_time=None if wall_times is None else np.asarray(wall_times, dtype=np.float64),
+        ))
     return series
-
-
-def last_per_step(steps: np.ndarray, *columns: np.ndarray | None) -> tuple:
-    """Keep the last row of each step (in the given order), for logs that repeat a value at one step."""
-    steps = np.asarray(steps)
-    last = np.sort(len(steps) - 1 - np.unique(steps[::-1], return_index=True)[1])
-    return (steps[last], *(None if c is None else np.asarray(c)[last] for c in columns))
 
 
 def epoch_at(steps: np.ndarray, epoch_steps: np.ndarray, epoch_values: np.ndarray) -> np.ndarray:
     """The epoch logged last at or before each step (NaN before the first one)."""
     order = np.argsort(epoch_steps, kind="stable")
-    known_steps = np.asarray(epoch_steps, dtype=np.int64)[order]
+    known_steps = np.asarray(epoch_steps)[order]
     known_values = np.asarray(epoch_values, dtype=np.float64)[order]
     position = np.searchsorted(known_steps, steps, side="right") - 1
     epochs = known_values[np.clip(position, 0, None)]
     epochs[position < 0] = np.nan
     return epochs
-
-
-_INT64_MAX = np.iinfo(np.int64).max
-
-
-def is_number(value: Any) -> bool:
-    """A JSON or Python number (bools are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def as_step(value: Any, where: str) -> int:
-    """A logged step as the store's int64 step, or a one-line error for what cannot be one.
-
-    Floats are accepted when they are whole (JSON writers print ``100.0``);
-    a fractional, negative-overflowing or non-finite step is refused rather
-    than rounded, since a silently moved point misplaces a finding.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise StoreError(f"{where}: step {value!r} is not a number")
-    if isinstance(value, (float, np.floating)) and (not math.isfinite(value) or value != int(value)):
-        raise StoreError(f"{where}: step {value!r} is not a whole number")
-    if not -_INT64_MAX <= value <= _INT64_MAX:
-        raise StoreError(f"{where}: step {value!r} does not fit in 64 bits")
-    return int(value)
 
 
 def flatten(record: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -339,6 +623,84 @@ def logging_every(series: Sequence[Series]) -> int | None:
     return int(values[np.argmax(counts)])
 
 
+def apply_rules(run: ParsedRun) -> ParsedRun:
+    """Apply the import rules (module doc) to what an importer parsed; warns once per rule broken quietly.
+
+    Series with one key are merged in the importer's order; steps are checked
+    and sorted (stably); the last value of a repeated step wins; names become
+    valid text; config, env, task and the importer's source notes become
+    bounded plain data.
+    """
+    where = run.source.where
+    merged: dict[MetricKey, list[Series]] = {}
+    for item in run.series:
+        key = MetricKey(valid_text(item.key.split), valid_text(item.key.name),
+                        None if item.key.layer is None else valid_text(item.key.layer))
+        merged.setdefault(key, []).append(item)
+    series: list[Series] = []
+    replaced, first_replaced = 0, None
+    for key, parts in merged.items():
+        item, differing = _one_value_per_step(key, parts, where)
+        if differing:
+            replaced += differing[0]
+            first_replaced = first_replaced or f"{key.name} at step {differing[1]}"
+        if len(item.step):
+            series.append(item)
+    series.sort(key=lambda s: (s.key.name, s.key.layer or "", s.key.split))
+    if replaced:
+        warnings.warn(f"{where}: {replaced:,} value(s) at a repeated step were replaced by a later one "
+                      f"(the last value of a step wins), first: {first_replaced}", RuntimeWarning, stacklevel=3)
+    if run.left_out:
+        more = f" and {len(run.left_out) - 1:,} more" if len(run.left_out) > 1 else ""
+        warnings.warn(f"{where}: left out {len(run.left_out):,} entries that are not numbers: "
+                      f"{run.left_out[0]}{more}", RuntimeWarning, stacklevel=3)
+    meta = plain_data({"config": run.config, "env": run.env, "task": run.task, "source": run.extra_source},
+                      f"{where}: config")
+    size = len(json.dumps(meta, allow_nan=True))
+    if size > MAX_CONFIG_BYTES:
+        raise ImportInputError(f"{where}: the config takes {size:,} bytes as JSON, more than the "
+                               f"{MAX_CONFIG_BYTES:,} a run may hold (every listing of the store reads it)")
+    run.series = series
+    run.config, run.env, run.task, run.extra_source = meta["config"], meta["env"], meta["task"], meta["source"]
+    return run
+
+
+def _one_value_per_step(key: MetricKey, parts: list[Series], where: Any) -> tuple[Series, tuple[int, int] | None]:
+    """One series sorted by step with the last value of each step; (replaced values that differed, first step)."""
+    steps = checked_steps(np.concatenate([p.step for p in parts]) if len(parts) > 1 else parts[0].step, where)
+    values = np.concatenate([np.asarray(p.value, dtype=np.float64).reshape(-1) for p in parts])
+    if len(values) != len(steps):
+        raise ImportInputError(f"{where}: {key.name} has {len(steps)} steps but {len(values)} values")
+
+    def column(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        if all(a is None for a in arrays):
+            return None
+        return np.concatenate([np.full(len(p.step), np.nan) if a is None else np.asarray(a, dtype=np.float64)
+                               for p, a in zip(parts, arrays)])
+
+    epochs, wall_times = column("epoch"), column("wall_time")
+    order = np.argsort(steps, kind="stable")
+    steps = steps[order]
+    last = np.ones(len(steps), dtype=bool)
+    last[:-1] = steps[1:] != steps[:-1]
+    differing = None
+    if not last.all():
+        values_sorted = values[order]
+        ends = np.flatnonzero(last)
+        kept = values_sorted[ends[np.searchsorted(ends, np.arange(len(steps)))]]
+        same = (values_sorted == kept) | (np.isnan(values_sorted) & np.isnan(kept))
+        changed = ~last & ~same
+        if changed.any():
+            differing = (int(changed.sum()), int(steps[changed.argmax()]))
+    keep = order[last]
+    return Series(
+        key=key, step=steps[last], value=values[keep],
+        epoch=None if epochs is None else epochs[keep],
+        wall_time=None if wall_times is None else wall_times[keep],
+    ), differing
+
+
 def import_runs(
     kind: str,
     store_root: str | os.PathLike,
@@ -370,7 +732,8 @@ def import_runs(
     total = sum(print_["size"] for _, _, print_, _ in pending)
     with Progress(progress, total, f"import {kind}", unit=progress_unit) as bar:
         for index, source, print_, replaces in pending:
-            run = parse(source, bar)
+            with reading_input(source.where):
+                run = apply_rules(parse(source, bar))
             if run.rows == 0:
                 warnings.warn(f"{source.where}: no scalar values, not imported", RuntimeWarning, stacklevel=3)
                 continue

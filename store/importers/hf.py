@@ -14,21 +14,30 @@ or in the output folder (``TrainingArguments.to_json_string()``) is read into
 ``config``, along with the state's own fields (batch size, epochs, max steps,
 logging/eval/save cadence). The model's ``config.json``, when present, gives
 the model type, its depth, and for classification heads the classes.
+
+Steps, values and repeated steps follow the import rules of
+:mod:`traindoctor.store.importers.common`: a step must be a whole number
+(``NaN``, ``1e30`` or ``2.5`` stop the import), a value given as text must
+read as a number, and entries that are not numbers at all (lists, objects,
+true/false) are left out and counted. Every file read, side files included,
+must be what it claims: an ``id2label`` whose keys are not the class indices
+``0..n-1`` or a layer count that is not a whole number stops the import.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, series_from_columns
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import (
+    ImportInputError, ParsedRun, Progress, RunSource, load_json, number_of, path_text, quoted, series_from_columns,
+    whole_step,
+)
 from traindoctor.store.importers.names import MetricKey
-from traindoctor.store.segments import StoreError
 
 STATE_FILE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
@@ -84,56 +93,86 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     return [RunSource(name=run_name or output_dir.name, path=output_dir, files=files)]
 
 
-def _load_json(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise StoreError(f"unreadable file {path}: {getattr(error, 'strerror', None) or error}") from None
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise StoreError(f"{path} is not {what} (invalid JSON: {error})") from None
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _columns(state_path: Path, history: list) -> tuple[dict, np.ndarray, np.ndarray]:
+def _columns(state_path: Path, history: list) -> tuple[dict, np.ndarray, np.ndarray, list[str]]:
+    """Metric → (steps, values, None), the epoch column, and the entries left out as not numbers."""
     columns: dict[Any, tuple[list, list, None]] = {}
-    epoch_steps, epoch_values = [], []
+    epoch_steps, epoch_values, left_out = [], [], []
     for position, entry in enumerate(history):
         if not isinstance(entry, dict) or not _is_number(entry.get("step")):
             raise StoreError(f"{state_path} is not a trainer_state.json (log_history entry {position} has no step)")
-        step = int(entry["step"])
-        if _is_number(entry.get("epoch")):
+        where = f"{state_path} (log_history entry {position})"
+        step = whole_step(entry["step"], where)
+        epoch = number_of(entry.get("epoch"), where)
+        if epoch is not None:
             epoch_steps.append(step)
-            epoch_values.append(float(entry["epoch"]))
+            epoch_values.append(epoch)
         summary = _SUMMARY_MARK in entry
         for key, value in entry.items():
-            if key in ("step", "epoch") or not _is_number(value):
+            if key in ("step", "epoch") or value is None:  # null: nothing logged
+                continue
+            number = number_of(value, f"{where}, {quoted(key)}")
+            if number is None:
+                left_out.append(f"{quoted(key)} at step {step}")
                 continue
             # The end-of-training summary (runtime, mean train loss) is not a curve point.
             column = MetricKey("user", key) if summary else key
             steps, values, _ = columns.setdefault(column, ([], [], None))
             steps.append(step)
-            values.append(float(value))
-    return columns, np.array(epoch_steps, dtype=np.int64), np.array(epoch_values, dtype=np.float64)
+            values.append(number)
+    return columns, np.array(epoch_steps, dtype=np.int64), np.array(epoch_values, dtype=np.float64), left_out
 
 
-def model_meta(model_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """env.model and task from a model's config.json."""
+def _layer_count(model_config: dict[str, Any], path: Any) -> int | None:
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = model_config.get(key)
+        if _is_number(value):
+            if isinstance(value, float) and not value.is_integer() or not 0 <= value < 2**31:
+                raise ImportInputError(f"{path}: {key} {quoted(value)} is not a layer count")
+            return int(value)
+    return None
+
+
+def _classes(labels: dict[Any, Any], path: Any) -> dict[str, Any]:
+    """task.num_classes and class_names from id2label, whose keys must be "0" … "n-1".
+
+    Whole-number keys count as their text (an id2label logged as an MLflow
+    param and read back as a Python literal has ``int`` keys).
+    """
+    as_text = {str(key) if isinstance(key, int) and not isinstance(key, bool) else key: name
+               for key, name in labels.items()}
+    if len(as_text) != len(labels):
+        raise ImportInputError(f"{path}: id2label holds a class index twice (as a number and as text)")
+    labels = as_text
+    indices = [str(index) for index in range(len(labels))]
+    if set(labels) != set(indices):
+        odd = next(key for key in labels if key not in indices)
+        raise ImportInputError(f"{path}: id2label key {quoted(odd)} is not a class index 0..{len(labels) - 1}")
+    return {"num_classes": len(labels), "class_names": [str(labels[index]) for index in indices]}
+
+
+def model_meta(model_config: dict[str, Any], path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """env.model and task from a model's config.json (or a config that holds one: W&B's, MLflow's params).
+
+    ``path`` names the input in an ``ImportInputError`` for a config the store
+    cannot take (an ``id2label`` whose keys are not ``0..n-1``, a layer count
+    that is not a whole number).
+    """
     architectures = model_config.get("architectures") or []
+    if not isinstance(architectures, list):
+        raise ImportInputError(f"{path}: architectures is not a list")
     model: dict[str, Any] = {"type": architectures[0] if architectures else model_config.get("model_type")}
-    layers = next((model_config[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if _is_number(model_config.get(k))), None)
+    layers = _layer_count(model_config, path)
     if layers is not None:
-        model["num_layers"] = int(layers)
+        model["num_layers"] = layers
     model["has_attention"] = any(k in model_config for k in ("num_attention_heads", "n_head", "num_heads"))
     task: dict[str, Any] = {}
     labels = model_config.get("id2label")
     if isinstance(labels, dict) and any(str(a).endswith("ForSequenceClassification") or str(a).endswith("ForImageClassification") for a in architectures):
-        ordered = sorted(labels.items(), key=lambda item: int(item[0]))
-        task = {"num_classes": len(ordered), "class_names": [str(name) for _, name in ordered]}
+        task = _classes(labels, path)
     return model, task
 
 
@@ -150,10 +189,10 @@ def optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     state_path = source.files[0]
-    state = _load_json(state_path, "a trainer_state.json")
+    state = load_json(state_path, "a trainer_state.json")
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise StoreError(f"{state_path} is not a trainer_state.json (no log_history)")
-    columns, epoch_steps, epoch_values = _columns(state_path, state["log_history"])
+    columns, epoch_steps, epoch_values, left_out = _columns(state_path, state["log_history"])
 
     config = {k: state[k] for k in _STATE_CONFIG_FIELDS if state.get(k) is not None}
     env: dict[str, Any] = {"logger": "transformers.Trainer"}
@@ -162,24 +201,25 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     if any((folder / PICKLED_ARGS_FILE).is_file() for folder in (state_path.parent, source.path)):
         notes.append(f"{PICKLED_ARGS_FILE} not read: it is a pickle")
     for file in source.files[1:]:
+        # A side file is input like the state: one that is not what it claims
+        # stops the import, and the message says how to import without it.
         try:
-            loaded = _load_json(file, f"a {file.name}")
-        except StoreError as error:  # a side file never sinks the run's import
-            warnings.warn(f"{error}; imported without it", RuntimeWarning, stacklevel=3)
-            continue
-        if not isinstance(loaded, dict):
-            continue
-        if file.name == ARGS_FILE:
-            config.update(loaded)
-            optimizer = optimizer_meta(loaded)
-            if optimizer:
-                env["optimizer"] = optimizer
-            notes.append(f"training arguments from {file.name}")
-        elif file.name == MODEL_CONFIG_FILE:
-            env["model"], task = model_meta(loaded)
+            loaded = load_json(file, f"a {file.name}")
+            if not isinstance(loaded, dict):
+                raise ImportInputError(f"{file} is not a {file.name} (not a JSON object)")
+            if file.name == ARGS_FILE:
+                config.update(loaded)
+                optimizer = optimizer_meta(loaded)
+                if optimizer:
+                    env["optimizer"] = optimizer
+                notes.append(f"training arguments from {file.name}")
+            elif file.name == MODEL_CONFIG_FILE:
+                env["model"], task = model_meta(loaded, file)
+        except ImportInputError as error:
+            raise ImportInputError(f"{error}; move {file.name} aside to import without it") from None
     progress.update(sum(f.stat().st_size for f in source.files))
     series = series_from_columns(columns, epoch_steps=epoch_steps if len(epoch_steps) else None, epoch_values=epoch_values)
     return ParsedRun(
-        source=source, series=series, config=config, env=env, task=task,
-        extra_source={"state_file": str(state_path.resolve()), "notes": notes},
+        source=source, series=series, config=config, env=env, task=task, left_out=left_out,
+        extra_source={"state_file": path_text(state_path.resolve()), "notes": notes},
     )

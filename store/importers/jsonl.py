@@ -5,14 +5,21 @@ keys it holds (``num_updates``, ``global_step``, ``step``, ``iteration``,
 ``iter`` …; see :data:`names.STEP_KEYS`), its epoch the ``epoch`` key, its
 wall time ``wall_time``/``timestamp`` (Unix seconds); every other number,
 nested objects included (``{"train": {"loss": 1.2}}`` is ``train/loss``), is
-a metric named through :mod:`store.importers.names`. Strings, lists and
-booleans are not metrics and are left out.
+a metric named through :mod:`store.importers.names`.
+
+Values, steps and repeated steps follow the import rules of
+:mod:`traindoctor.store.importers.common`: a value written as text must read
+as a number (``"1.5"``, ``"NaN"``; other text stops the import), lists and
+true/false are left out and counted in one warning, ``null`` is nothing
+logged; a step must be a whole number within int64; a step logged twice
+keeps its last value.
 
 Steps: a record without a step key belongs to the step of the record before
 it (an evaluation record written after the training record of its step),
 or to the first step when it comes before any; when no record holds a step,
-records are numbered 1, 2, 3 … and the run's ``source.steps`` says so. ``NaN`` and ``Infinity`` (Python's ``json.dumps``
-writes them) are kept as they are.
+records are numbered 1, 2, 3 … and the run's ``source.steps`` says so.
+``NaN`` and ``Infinity`` (Python's ``json.dumps`` writes them) are kept as
+they are.
 
 Example file::
 
@@ -29,11 +36,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import (
-    Columns, ParsedRun, Progress, RunSource, as_step, flatten, is_number, series_from_columns,
+    Columns, ImportInputError, ParsedRun, Progress, RunSource, flatten, number_of, one_line, quoted,
+    series_from_columns, whole_step,
 )
 from traindoctor.store.importers.names import STEP_KEYS, WALL_TIME_KEYS
-from traindoctor.store.segments import StoreError
 
 # Update the progress bar every this many lines (tqdm costs ~1 µs a call).
 _PROGRESS_EVERY = 20_000
@@ -50,33 +58,54 @@ def read_lines(path: Path) -> list[bytes]:
     try:
         return path.read_bytes().splitlines(keepends=True)
     except OSError as error:
-        raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
+        raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
 
 
 def record_step(record: dict[str, Any], where: str) -> int | None:
-    """The step a flat record names (the first step key present), or None."""
+    """The step a flat record names (the first step key present), or None (:func:`common.whole_step`)."""
     for key in STEP_KEYS:
         if key in record and record[key] is not None:
-            return as_step(record[key], where)
+            return whole_step(record[key], where)
     return None
 
 
-def add_record(columns: Columns, record: dict[str, Any], step: int) -> None:
-    """Every number of a flat record except its step and wall time, at ``step``."""
+def add_record(columns: Columns, record: dict[str, Any], step: int, where: str, left_out: list[str]) -> None:
+    """Every value of a flat record except its step and wall time, at ``step`` (:func:`common.number_of`).
+
+    Entries that are not numbers (lists, true/false) go to ``left_out``.
+    """
     wall_time = math.nan
     for key in WALL_TIME_KEYS:
-        if is_number(record.get(key)):
-            wall_time = float(record[key])
-            break
+        value = record.get(key)
+        if value is not None:
+            try:
+                number = number_of(value, where)
+            except ImportInputError:  # a date as text ("2024-05-01T10:00:00"): no Unix time, and no metric
+                number = None
+            if number is not None:
+                wall_time = number
+                break
     for key, value in record.items():
-        if is_number(value) and key not in STEP_KEYS and key not in WALL_TIME_KEYS:
+        if key in STEP_KEYS or key in WALL_TIME_KEYS:
+            continue
+        kind = type(value)
+        if kind is float or (kind is int and -(2**63) <= value < 2**63):  # the common case, without a call
             columns.add(key, step, float(value), wall_time)
+            continue
+        if value is None:  # null: nothing logged
+            continue
+        number = number_of(value, f"{where}, {quoted(key)}")
+        if number is None:
+            left_out.append(f"{quoted(key)} at step {step}")
+        else:
+            columns.add(key, step, number, wall_time)
 
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     path = source.path
     columns = Columns()
-    waiting: list[dict[str, Any]] = []  # records seen before the first step
+    left_out: list[str] = []
+    waiting: list[tuple[dict[str, Any], str]] = []  # records seen before the first step, and where
     last_step: int | None = None
     position = 0
     lines = read_lines(path)
@@ -87,32 +116,35 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
         text = raw.strip()
         if not text:
             continue
+        where = f"{path} line {number}"
         try:
             record = json.loads(text)
-        except ValueError as error:
+        except RecursionError:
+            raise ImportInputError(f"{where} is not JSON (nested too deeply)") from None
+        except ValueError as error:  # UnicodeDecodeError too
             if number == len(lines) and not raw.endswith(b"\n"):
                 # The last line of a log still being written: everything before it is whole.
                 warnings.warn(f"{path}: last line is incomplete, skipped", RuntimeWarning, stacklevel=3)
                 break
-            raise StoreError(f"{path} line {number} is not JSON ({error})") from None
+            raise ImportInputError(f"{where} is not JSON ({one_line(error)})") from None
         if not isinstance(record, dict):
-            raise StoreError(f"{path} line {number} is not a JSON object")
+            raise ImportInputError(f"{where} is not a JSON object")
         flat = dict(flatten(record))
-        step = record_step(flat, f"{path} line {number}")
+        step = record_step(flat, where)
         if step is None and last_step is None:
-            waiting.append(flat)
+            waiting.append((flat, where))
             continue
         step = last_step if step is None else step
-        for early in waiting:  # records before the first step belong to it
-            add_record(columns, early, step)
+        for early, early_where in waiting:  # records before the first step belong to it
+            add_record(columns, early, step, early_where, left_out)
         waiting = []
         last_step = step
-        add_record(columns, flat, step)
+        add_record(columns, flat, step, where, left_out)
     numbered = last_step is None and bool(waiting)
-    for index, flat in enumerate(waiting, start=1):
-        add_record(columns, flat, index)
+    for index, (flat, early_where) in enumerate(waiting, start=1):
+        add_record(columns, flat, index, early_where, left_out)
     progress.advance(path, position)
     return ParsedRun(
-        source=source, series=series_from_columns(columns.arrays()), env={"logger": "jsonl"},
+        source=source, series=series_from_columns(columns.arrays()), env={"logger": "jsonl"}, left_out=left_out,
         extra_source={"steps": "record numbers: no record holds a step" if numbered else "logged"},
     )

@@ -4,28 +4,32 @@
 ``epoch`` and ``step`` columns and one column per logged name (``train_loss``,
 ``train_loss_step``, ``train_loss_epoch``, ``val_loss``, ``val_acc``,
 ``lr-Adam`` …), empty where a call did not log that name. Each column becomes
-one series named by :mod:`store.importers.names`.
+one series named by :mod:`traindoctor.store.importers.names`.
 
 Lightning logs with ``step`` = the number of optimizer steps taken *before*
 the logged batch (0 for the first batch, and the last step of an epoch for
 its validation). The store's ``step`` counts optimizer steps 1-based, as the
 probe's ``probe.step()`` does, so imported steps are Lightning's plus one:
 the first batch's loss lands on step 1 and an epoch's validation on the step
-that ended the epoch.
+that ended the epoch. Lightning writes some values twice at one step
+(LearningRateMonitor at an epoch boundary): the last one wins, as for every
+importer (:mod:`traindoctor.store.importers.common`).
 """
 
 from __future__ import annotations
 
-import warnings
+import csv
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import (
+    ImportInputError, ParsedRun, Progress, RunSource, checked_steps, load_yaml, quoted, series_from_columns,
+)
 from traindoctor.store.importers.names import optimizer_from_tags
-from traindoctor.store.segments import StoreError
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
@@ -71,40 +75,26 @@ def _read_metrics(path: Path) -> pd.DataFrame:
         raise StoreError(f"unreadable CSV {path}: {message}") from None
     if "step" not in frame.columns:
         raise StoreError(f"missing column 'step' in {path}")
+    # pandas renames a repeated column ("train_loss.1"); the header says what the file holds.
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ImportInputError(f"column {repeated[0]!r} appears more than once in {path}")
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]):
             numbers = pd.to_numeric(frame[column], errors="coerce")
             bad = numbers.isna() & frame[column].notna()
             if bad.any():
                 value = frame[column][bad].iloc[0]
-                raise StoreError(f"column {column!r} in {path} has a non-numeric value {value!r}")
+                raise StoreError(f"column {column!r} in {path} has a non-numeric value {quoted(value)}")
             frame[column] = numbers
-    steps = frame["step"].to_numpy(dtype=np.float64)
-    if np.isnan(steps).any() or (steps != np.round(steps)).any():
-        raise StoreError(f"column 'step' in {path} needs a whole number in every row")
     return frame
 
 
 def read_hparams(path: Path) -> dict[str, Any]:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """Safe loading; objects Lightning dumped with python tags come back as plain data."""
-
-    def plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            return loader.construct_mapping(node, deep=True)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node, deep=True)
-        return loader.construct_scalar(node)
-
-    Loader.add_multi_constructor("tag:yaml.org,2002:python/", plain)
-    Loader.add_multi_constructor("!", plain)
-    try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        warnings.warn(f"{path}: unreadable hyperparameters, run imported without config ({error})", RuntimeWarning, stacklevel=3)
-        return {}
+    """hparams.yaml as a config (bounded and never running code: :func:`load_yaml`)."""
+    loaded = load_yaml(path)
     if loaded is None:
         return {}
     return loaded if isinstance(loaded, dict) else {"hparams": loaded}
@@ -114,7 +104,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     metrics = source.files[0]
     frame = _read_metrics(metrics)
     # Lightning's step is the number of optimizer steps before the logged batch (see the module doc).
-    steps = frame["step"].to_numpy(dtype=np.int64) + 1
+    steps = checked_steps(frame["step"].to_numpy(), f"column 'step' in {metrics}", offset=1)
     epoch_steps = epoch_values = None
     if "epoch" in frame.columns:
         has_epoch = frame["epoch"].notna().to_numpy()
@@ -126,10 +116,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
         present = frame[column].notna().to_numpy()
         if not present.any():
             continue
-        # Lightning writes some values twice at one step (LearningRateMonitor at
-        # an epoch boundary); keep the last row per step, the newest value.
-        column_steps, values = last_per_step(steps[present], frame[column].to_numpy(dtype=np.float64)[present])
-        columns[column] = (column_steps, values, None)
+        columns[column] = (steps[present], frame[column].to_numpy(dtype=np.float64)[present], None)
     progress.update(sum(f.stat().st_size for f in source.files))
     config = read_hparams(source.files[1]) if len(source.files) > 1 else {}
     env: dict[str, Any] = {"logger": "lightning.CSVLogger"}

@@ -14,7 +14,10 @@ keeps them as text: ``"0.001"``, ``"True"`` and ``"[0.9, 0.999]"`` come back
 as the numbers, booleans and lists they were); tags in ``source.tags`` and
 the git commit (``mlflow.source.git.commit``) in ``env``. An HF Trainer's
 MLflowCallback logs the model config and TrainingArguments as params, which
-give the task and optimizer as in :mod:`store.importers.hf`.
+give the task and optimizer as in :mod:`store.importers.hf`. A metric
+logged more than once at one step keeps the value logged last (MLflow keeps
+them all), and a model config whose ``id2label`` is not ``0..n-1`` stops the
+import: the import rules of :mod:`traindoctor.store.importers.common`.
 
 Speed: on a SQL store, ``get_metric_history`` builds an ORM object per point
 (about 22,000 points/s); there the points are read with one query of the
@@ -42,9 +45,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import Columns, ParsedRun, Progress, RunSource, series_from_columns
 from traindoctor.store.importers.hf import model_meta, optimizer_meta
-from traindoctor.store.segments import StoreError
 
 # The kind's PATH is a tracking URI, checked here rather than as a local path.
 PATH_IS_URI = True
@@ -261,7 +264,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
         env["git_commit"] = tags[_GIT_COMMIT_TAG]
     task: dict[str, Any] = {}
     if isinstance(config.get("architectures"), list):  # HF Trainer's MLflowCallback logs the model config
-        env["model"], task = model_meta(config)
+        env["model"], task = model_meta(config, f"{source.where} (params)")
     if "optim" in config and "learning_rate" in config:  # ... and its TrainingArguments
         env["optimizer"] = optimizer_meta(config)
     experiment = run.info.experiment_id

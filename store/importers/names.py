@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, NamedTuple
 
+from traindoctor.store.format import OPTIMIZER_METRICS, lr_layer
+
 
 class MetricKey(NamedTuple):
     split: str
@@ -54,7 +56,7 @@ KNOWN_NAMES = {
     "amp_scale": "amp_scale", "amp_skipped": "amp_skipped",
 }
 # Names recorded for the optimizer, never for an evaluation split.
-TRAIN_ONLY = {"lr", "grad_norm", "weight_norm", "update_ratio", "amp_scale", "amp_skipped"}
+TRAIN_ONLY = set(OPTIMIZER_METRICS)
 
 # Lightning's LearningRateMonitor: "lr-Adam", "lr-Adam/pg2" (1-based groups),
 # "lr-SGD-momentum"; a named group is "lr-Adam/<name>".
@@ -97,9 +99,9 @@ def _lightning_lr(rest: str) -> MetricKey | None:
         return None
     group = match.group("group")
     if group is None:
-        layer = "group0"
+        layer = lr_layer(0)
     elif group.startswith("pg") and group[2:].isdigit():
-        layer = f"group{int(group[2:]) - 1}"
+        layer = lr_layer(int(group[2:]) - 1)
     else:
         layer = group
     return MetricKey("train", "momentum" if match.group("momentum") else "lr", layer)
@@ -127,7 +129,7 @@ def map_metric(tag: str) -> MetricKey:
     if lowered in KNOWN_NAMES:
         name = KNOWN_NAMES[lowered]
         # The contract keys lr by parameter group; a single logged lr is group 0's.
-        return MetricKey("train" if split is None or name in TRAIN_ONLY else split, name, "group0" if name == "lr" else None)
+        return MetricKey("train" if split is None or name in TRAIN_ONLY else split, name, lr_layer(0) if name == "lr" else None)
     for suffix in _AGGREGATE_SUFFIXES:
         base = lowered[: -len(suffix)]
         if lowered.endswith(suffix) and base in KNOWN_NAMES:

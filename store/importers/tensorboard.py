@@ -1,6 +1,6 @@
 """Import TensorBoard event files: every scalar point, both value forms.
 
-The reader is our own: :mod:`store.importers.tfrecord` reads the TFRecord
+The reader is our own: :mod:`traindoctor.store.importers.tfrecord` reads the TFRecord
 framing (``uint64 length, uint32 masked_crc32c(length), data, uint32
 masked_crc32c(data)``) and bulk-decodes the common one-``simple_value``
 records with numpy; every other record is decoded by TensorBoard's compiled
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, last_per_step, series_from_columns
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, checked_steps, series_from_columns
 from traindoctor.store.importers.lightning import HPARAMS_FILE, read_hparams
 from traindoctor.store.importers.names import optimizer_from_tags
 from traindoctor.store.importers.tfrecord import HEADER_BYTES, data_crc_ok, decode_simple_values, frame_records
-from traindoctor.store.segments import StoreError
 
 # A first record longer than this is not a file_version event (~30 bytes).
 _FIRST_RECORD_MAX_BYTES = 4096
@@ -282,8 +282,9 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
 
     Lightning logs ``step`` as the optimizer steps taken before the logged
     batch, with TensorBoardLogger as with CSVLogger; its steps get the same
-    +1 and last-value-per-step as in :mod:`store.importers.lightning`, and
-    hparams.yaml becomes the config.
+    +1 as in :mod:`traindoctor.store.importers.lightning`, and hparams.yaml
+    becomes the config. A step repeated within the merged files keeps its
+    last value, as for every importer.
     """
     event_files = [f for f in source.files if f.name != HPARAMS_FILE]
     hparams = [f for f in source.files if f.name == HPARAMS_FILE]
@@ -291,8 +292,8 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     env: dict = {"logger": "tensorboard"}
     config: dict = {}
     if hparams:
-        # Lightning repeats some values at one step (see store.importers.lightning): last one wins.
-        columns = {tag: last_per_step(steps + 1, values, walls) for tag, (steps, values, walls) in columns.items()}
+        columns = {tag: (checked_steps(steps, source.path, offset=1), values, walls)
+                   for tag, (steps, values, walls) in columns.items()}
         config = read_hparams(hparams[0])
         env["logger"] = "lightning.TensorBoardLogger"
     optimizer = optimizer_from_tags(columns)

@@ -28,6 +28,9 @@ when the paste has one, else records are numbered and multiplied by the
 logging cadence (``log_every``, or ``logging_steps=N`` where the log prints
 its TrainingArguments); ``source.steps`` in run.json says which was used.
 Lines with no number in a known shape (tracebacks, banners) are skipped.
+Steps must be whole numbers within int64, and a step printed more than once
+keeps its last value (litgpt prints both micro-batches of an optimizer step):
+the import rules of :mod:`traindoctor.store.importers.common`.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from traindoctor.store.importers.common import Columns, ParsedRun, Progress, RunSource, as_step, series_from_columns
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import (
+    Columns, ImportInputError, ParsedRun, Progress, RunSource, quoted, series_from_columns, whole_step,
+)
 from traindoctor.store.importers.names import STEP_KEYS, MetricKey, map_metric
-from traindoctor.store.segments import StoreError
 
 # Update the progress bar every this many lines (tqdm costs ~1 µs a call).
 _PROGRESS_EVERY = 20_000
@@ -282,7 +287,7 @@ class _Reader:
         if record.step is None:
             for key in STEP_KEYS:
                 if key in step_keys:
-                    record.step = as_step(step_keys[key], f"{self.path} line {record.line}")
+                    record.step = whole_step(step_keys[key], f"{self.path} line {record.line}")
                     break
         if record.epoch is not None:
             self.epoch = record.epoch
@@ -308,15 +313,17 @@ def _pattern_records(path: Path, lines: list[str], pattern: re.Pattern) -> list[
             try:
                 pairs.append((name, float(value)))
             except ValueError:
-                raise StoreError(f"{path} line {number}: group {name!r} matched {value!r}, not a number") from None
+                raise ImportInputError(f"{path} line {number}: group {name!r} matched {quoted(value)}, not a number") from None
         if not pairs:
             continue
         record = LogRecord(line=number, pairs=pairs)
         if "step" in groups:
             try:
-                record.step = as_step(float(groups["step"]), f"{path} line {number}")
+                step = int(groups["step"]) if groups["step"].strip().isdigit() else float(groups["step"])
             except ValueError:
-                raise StoreError(f"{path} line {number}: group 'step' matched {groups['step']!r}, not a number") from None
+                raise ImportInputError(f"{path} line {number}: group 'step' matched {quoted(groups['step'])}, "
+                                       "not a number") from None
+            record.step = whole_step(step, f"{path} line {number}")
         if "epoch" in groups:
             record.epoch = float(groups["epoch"])
         records.append(record)
@@ -365,7 +372,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
+        raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
     text = data.decode("utf-8", errors="replace")
     options = source.handle or {}
     lines = text.split("\n")

@@ -8,7 +8,7 @@ all records of one length together
 one ``simple_value`` scalar, as ``SummaryWriter.add_scalar`` and TF1's
 ``tf.summary.scalar`` write it — is decoded without protobuf
 (:func:`decode_simple_values`). Other records go to the protobuf decoder in
-:mod:`store.importers.tensorboard`.
+:mod:`traindoctor.store.importers.tensorboard`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traindoctor.store.segments import StoreError
+from traindoctor.store.errors import StoreError
 
 HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
 FOOTER_BYTES = 4   # uint32 masked crc of the data

@@ -8,6 +8,8 @@ Example file::
     50,val,accuracy,0.42,
 
 Values ``nan``, ``inf`` and ``-inf`` (and empty cells) are kept as NaN/±Inf.
+Steps are whole numbers; a repeated (step, split, name, layer) keeps its last
+row (the import rules of :mod:`traindoctor.store.importers.common`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, Series
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import ImportInputError, ParsedRun, Progress, RunSource, Series, quoted
 from traindoctor.store.importers.names import MetricKey
-from traindoctor.store.segments import StoreError
 
 REQUIRED_COLUMNS = ("step", "split", "name", "value")
 OPTIONAL_COLUMNS = ("epoch", "layer", "wall_time")
@@ -41,12 +43,17 @@ def _column_types() -> dict:
 
 
 def _read(path: Path):
-    """The file as an Arrow table (pyarrow's multi-threaded CSV reader)."""
+    """The file as an Arrow table (pyarrow's multi-threaded CSV reader).
+
+    The file is opened by Python and handed over: pyarrow takes a path as
+    UTF-8 and cannot open a name that is not.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     try:
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=_column_types()))
+        with open(path, "rb") as handle:
+            table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=_column_types()))
     except OSError as error:
         raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
     except pa.ArrowInvalid as error:
@@ -55,6 +62,10 @@ def _read(path: Path):
         if conversion:
             raise StoreError(_conversion_message(path, int(conversion.group(1)), conversion.group(3))) from None
         raise StoreError(f"unreadable CSV {path}: {message}") from None
+    repeated = sorted({name for name in table.column_names if table.column_names.count(name) > 1})
+    if repeated:
+        raise ImportInputError(f"column {repeated[0]!r} appears more than once in {path}")
+    return table
 
 
 def _conversion_message(path: Path, column_index: int, value: str) -> str:
@@ -64,13 +75,14 @@ def _conversion_message(path: Path, column_index: int, value: str) -> str:
 
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         column = next(csv.reader(handle))[column_index].strip()
-    text = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={column: pa.string()}, include_columns=[column])).column(0).to_pylist()
+    with open(path, "rb") as handle:
+        text = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(
+            column_types={column: pa.string()}, include_columns=[column])).column(0).to_pylist()
     row = text.index(value) + 1 if value in text else None
     where = f" (data row {row})" if row else ""
     if column == "step":
-        return f"column 'step' in {path} needs whole numbers, got {value!r}{where}"
-    return f"column {column!r} in {path} has a non-numeric value {value!r}{where}"
+        return f"column 'step' in {path} needs whole numbers, got {quoted(value)}{where}"
+    return f"column {column!r} in {path} has a non-numeric value {quoted(value)}{where}"
 
 
 def _codes(column) -> tuple[np.ndarray, list]:

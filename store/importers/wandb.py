@@ -34,6 +34,15 @@ Mapping (names through :mod:`store.importers.names`):
   it gives the task and model as in :mod:`store.importers.hf`;
 - summary values that are not in the history (``run.summary["best"] = …``)
   go to split ``user`` at the last step, as HF's end-of-training values do.
+
+Steps, values and repeated steps follow the import rules of
+:mod:`traindoctor.store.importers.common`: a step (the step metric's value,
+after Lightning's +1) must be a whole number within int64; a history value
+logged as text must read as a number, and true/false or lists are left out
+and counted in one warning; a step logged twice (Lightning's
+LearningRateMonitor at an epoch boundary) keeps its last value.
+``files/config.yaml`` and ``files/wandb-summary.json`` must be what they
+claim, as side files of every importer: a broken one stops the import.
 """
 
 from __future__ import annotations
@@ -48,12 +57,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import (
-    Columns, ParsedRun, Progress, RunSource, flatten, is_number, last_per_step, series_from_columns,
+    Columns, ImportInputError, ParsedRun, Progress, RunSource, flatten, load_json, load_yaml, number_of, quoted,
+    series_from_columns, whole_step,
 )
 from traindoctor.store.importers.hf import model_meta, optimizer_meta
 from traindoctor.store.importers.names import STEP_KEYS, MetricKey, map_histogram
-from traindoctor.store.segments import StoreError
 
 LOG_SUFFIX = ".wandb"
 CONFIG_FILE = "config.yaml"
@@ -136,9 +146,9 @@ def read_records(path: Path, progress: Progress | None = None) -> Iterator[bytes
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
+        raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
     if len(data) < _FILE_HEADER.size or _FILE_HEADER.unpack_from(data) != (_FILE_IDENT, _FILE_MAGIC, _FILE_VERSION):
-        raise StoreError(f"{path} is not a W&B transaction log")
+        raise ImportInputError(f"{path} is not a W&B transaction log")
     position = _FILE_HEADER.size
     pending: list[bytes] | None = None
     corrupt = 0
@@ -238,10 +248,21 @@ def _name(key: str | tuple[str, ...]) -> str:
     return key if isinstance(key, str) else "/".join(key)
 
 
-class _History:
-    """The rows of a run's history turned into columns, as records arrive."""
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    return kind is float or kind is int
 
-    def __init__(self) -> None:
+
+class _History:
+    """The rows of a run's history turned into columns, as records arrive.
+
+    ``where`` (the log) names the input in an error; ``left_out`` collects
+    the entries that are not numbers (:func:`common.number_of`).
+    """
+
+    def __init__(self, where: Any) -> None:
+        self.where = where
+        self.left_out: list[str] = []
         self.columns = Columns()
         self.histograms = Columns()
         self.skipped: dict[str, int] = {}
@@ -258,7 +279,8 @@ class _History:
         self.seen.update(keys)
         step = self._step(row, history)
         wall_time = row.get(_WALL_TIME_KEY)
-        wall_time = float(wall_time) if is_number(wall_time) else math.nan
+        if type(wall_time) is not float:
+            wall_time = float(wall_time) if type(wall_time) is int and abs(wall_time) < 2**63 else math.nan
         objects: dict[str, dict[str, Any]] = {}
         roles = self._roles
         for key, value in zip(keys, values):
@@ -268,10 +290,10 @@ class _History:
             if role is _SKIP:
                 continue
             kind = type(value)
-            if kind is float or kind is int:
+            if kind is float:
                 if isinstance(role, list):  # (steps, values, wall times) of a metric
                     role[0].append(step)
-                    role[1].append(float(value))
+                    role[1].append(value)
                     role[2].append(wall_time)
             elif isinstance(role, tuple):
                 objects.setdefault(role[0], {})[role[1]] = value
@@ -281,10 +303,23 @@ class _History:
                     objects[name] = value
                     continue
                 for inner_name, inner in flatten(value, name):
-                    if is_number(inner):
-                        self.columns.add(inner_name, step, float(inner), wall_time)
+                    self._value(inner_name, self.columns.lists(inner_name), inner, step, wall_time)
+            elif isinstance(role, list) and value is not None:  # null: nothing logged
+                self._value(_name(key), role, value, step, wall_time)
         for name, value in objects.items():
             self._object(name, value, step, wall_time)
+
+    def _value(self, name: str, lists: Any, value: Any, step: int, wall_time: float) -> None:
+        """A value that is not a float: an int, text that must read as a number, or an entry left out."""
+        if value is None:
+            return
+        number = number_of(value, f"{self.where} ({quoted(name)} at step {step})")
+        if number is None:
+            self.left_out.append(f"{quoted(name)} at step {step}")
+            return
+        lists[0].append(step)
+        lists[1].append(number)
+        lists[2].append(wall_time)
 
     def _role(self, key: str | tuple[str, ...]) -> Any:
         """What a key's values are, worked out once per key: ``_SKIP``, the
@@ -302,14 +337,16 @@ class _History:
         self._roles.clear()  # the step metric is no longer a metric
 
     def _step(self, row: dict[Any, Any], history) -> int:
+        """The row's step: the step metric's value (whole, :func:`common.whole_step`), else W&B's own."""
         if self.step_metric is not None:
             value = row.get(self.step_metric)
-            if is_number(value) and float(value) == int(value):
-                self.last_step = int(value) + (1 if self.step_metric == _LIGHTNING_STEP else 0)
+            if value is not None:
+                self.last_step = whole_step(value, f"{self.where} ({quoted(self.step_metric)})",
+                                            offset=1 if self.step_metric == _LIGHTNING_STEP else 0)
             if self.last_step is not None:
                 return self.last_step
         step = row.get(_STEP_KEY)
-        return int(step) if is_number(step) else int(history.step.num)
+        return whole_step(step if step is not None else history.step.num, f"{self.where} ({_STEP_KEY!r})")
 
     def _object(self, name: str, value: dict[str, Any], step: int, wall_time: float) -> None:
         kind = value.get("_type")
@@ -354,27 +391,22 @@ def _nest(flat: dict[Any, str]) -> dict[str, Any]:
 
 
 def _read_config_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        warnings.warn(f"{path}: unreadable config, imported without it ({error})", RuntimeWarning, stacklevel=4)
+    """files/config.yaml (bounded YAML, :func:`common.load_yaml`) as the run's config."""
+    loaded = load_yaml(path)
+    if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        return {}
+        raise ImportInputError(f"{path} is not a W&B config.yaml (not a mapping)")
     # config.yaml wraps each value: {lr: {value: 0.1, desc: null}}.
     return {key: item.get("value") if isinstance(item, dict) and "value" in item else item
             for key, item in loaded.items() if key != "_wandb"}
 
 
 def _read_summary_json(path: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        warnings.warn(f"{path}: unreadable summary, imported without it ({error})", RuntimeWarning, stacklevel=4)
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+    loaded = load_json(path, f"a {SUMMARY_FILE}")
+    if not isinstance(loaded, dict):
+        raise ImportInputError(f"{path} is not a {SUMMARY_FILE} (not a JSON object)")
+    return loaded
 
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
@@ -382,7 +414,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     from google.protobuf.message import DecodeError
 
     log = source.files[0]
-    history = _History()
+    history = _History(log)
     config_updates: dict[Any, str] = {}
     summary_updates: dict[Any, str] = {}
     run_meta: dict[str, Any] = {}
@@ -417,35 +449,40 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     config.pop("_wandb", None)
     summary = _nest({key: value for key, value in summary_updates.items() if key not in history.seen})
     for extra in source.files[1:]:
-        if extra.name == CONFIG_FILE:
-            config.update(_read_config_yaml(extra))  # the final config, as W&B uploaded it
-        elif extra.name == SUMMARY_FILE:
-            summary.update(_read_summary_json(extra))
+        # A side file is input like the log: one that is not what it claims
+        # stops the import, and the message says how to import without it.
+        try:
+            if extra.name == CONFIG_FILE:
+                config.update(_read_config_yaml(extra))  # the final config, as W&B uploaded it
+            elif extra.name == SUMMARY_FILE:
+                summary.update(_read_summary_json(extra))
+        except ImportInputError as error:
+            raise ImportInputError(f"{error}; move {extra.name} aside to import without it") from None
 
+    # A step logged twice (Lightning's LearningRateMonitor) keeps its last value: common.apply_rules.
     columns: dict[Any, tuple] = dict(history.columns.arrays())
-    if history.step_metric == _LIGHTNING_STEP:
-        # Lightning logs some values twice at one step (see store.importers.lightning): last one wins.
-        columns = {tag: last_per_step(*points) for tag, points in columns.items()}
     for tag, points in history.histograms.arrays().items():
         columns[map_histogram(tag)] = points
     last_step = max((int(points[0].max()) for points in columns.values() if len(points[0])), default=None)
     logged = {_name(key) for key in history.seen}
     if last_step is not None:
         for key, value in flatten(summary):
-            if is_number(value) and not key.startswith("_") and key not in logged and key not in STEP_KEYS:
-                columns[MetricKey("user", key)] = (np.array([last_step]), np.array([float(value)]), None)
+            # The summary is the run's final state, not a log: only its numbers are values.
+            if _is_number(value) and not key.startswith("_") and key not in logged and key not in STEP_KEYS:
+                number = number_of(value, f"{log} (summary {quoted(key)})")
+                columns[MetricKey("user", key)] = (np.array([last_step]), np.array([number]), None)
 
     env: dict[str, Any] = {"logger": "wandb"}
     task: dict[str, Any] = {}
     if isinstance(config.get("architectures"), list):  # HF Trainer's WandbCallback logs the model config
-        env["model"], task = model_meta(config)
+        env["model"], task = model_meta(config, f"{log} (config)")
     if "optim" in config and "learning_rate" in config:  # ... and its TrainingArguments
         env["optimizer"] = optimizer_meta(config)
     notes = [f"per-layer norms from W&B histograms: {len(history.histograms)} values "
              f"(bin midpoints, within {NORM_BOUND_FACTOR}x)"] if len(history.histograms) else []
     notes += [f"skipped {count} {what}" for what, count in sorted(history.skipped.items())]
     return ParsedRun(
-        source=source, series=series_from_columns(columns), config=config, env=env, task=task,
+        source=source, series=series_from_columns(columns), config=config, env=env, task=task, left_out=history.left_out,
         extra_source={"wandb": {k: v for k, v in run_meta.items() if v}, "step_metric": history.step_metric or _STEP_KEY,
                       "notes": notes},
     )

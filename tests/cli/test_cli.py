@@ -1,4 +1,4 @@
-"""The traindoctor command: output, exit codes and one-line errors (DESIGN.md, CLI contract)."""
+"""The traindoctor command: output, exit codes and one-line errors (docs/design.md, "CLI")."""
 
 from __future__ import annotations
 

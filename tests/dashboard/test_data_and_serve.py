@@ -1,4 +1,4 @@
-"""traindoctor.dashboard.data's dashboard helpers and dashboard.serve's command line."""
+"""traindoctor.dashboard.data's dashboard helpers and traindoctor.dashboard.serve's command line."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each run trains a small model (seconds) on an sklearn bundled dataset or on
 synthetic data made here, and records what the probe would record, per the
-data contract (DESIGN.md, COMMON data contract): train loss and batch
+store schema (docs/design.md, "Store layout and schema"): train loss and batch
 accuracy, lr per param group and global gradient norm every step; per-layer
 grad_norm, weight_norm and update_ratio every ``LAYER_EVERY`` steps; val loss,
 val accuracy and confusion counts at every evaluation. The probe is written

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from traindoctor.diagnosis import curves
+from traindoctor.diagnosis.generalisation import (
+    best_epoch_not_last,
+    no_better_than_baseline,
+    overfitting,
+    train_longer,
+    underfitting,
+)
+from traindoctor.diagnosis.learning_rate import decayed_too_early, lr_too_high, lr_too_low, missing_warmup
+from traindoctor.diagnosis.loss import bad_initial_loss, divergence, loss_spike
 from tests.diagnosis.factories import confusion_frame, make_run, noisy_decay, scalar_rows
 
 
@@ -20,19 +28,19 @@ def rules_fired(findings) -> list[str]:
 
 def test_divergence_trailing_nan_is_critical_from_the_first_nan():
     loss = list(noisy_decay(100)) + [math.nan] * 20
-    found = curves.divergence(make_run(loss=loss))
+    found = divergence(make_run(loss=loss))
     assert [(f.severity, f.step_start, f.step_end) for f in found] == [("critical", 101, 120)]
 
 
 def test_divergence_trailing_inf_counts_as_non_finite():
     loss = list(noisy_decay(50)) + [math.inf, math.nan]
-    assert curves.divergence(make_run(loss=loss))[0].evidence["kind"] == "non_finite"
+    assert divergence(make_run(loss=loss))[0].evidence["kind"] == "non_finite"
 
 
 def test_divergence_nan_in_the_middle_that_recovers_is_only_info():
     loss = noisy_decay(200)
     loss[100] = math.nan
-    found = curves.divergence(make_run(loss=loss))
+    found = divergence(make_run(loss=loss))
     assert [(f.severity, f.step_start) for f in found] == [("info", 101)]
 
 
@@ -43,19 +51,19 @@ def test_divergence_nan_in_the_middle_that_recovers_is_only_info():
 )
 def test_divergence_rise_threshold_is_ten_percent_above_the_start(tail_level, fires):
     loss = [1.0] * 20 + [0.5] * 40 + [tail_level] * 40
-    assert bool(curves.divergence(make_run(loss=loss))) is fires
+    assert bool(divergence(make_run(loss=loss))) is fires
 
 
 def test_divergence_needs_five_records_above_the_start():
     short = [1.0] * 20 + [0.5] * 71 + [3.0] * 4
     long = [1.0] * 20 + [0.5] * 70 + [3.0] * 5
-    assert curves.divergence(make_run(loss=short)) == []
-    assert curves.divergence(make_run(loss=long))[0].step_start == 91
+    assert divergence(make_run(loss=short)) == []
+    assert divergence(make_run(loss=long))[0].step_start == 91
 
 
 def test_divergence_ignores_a_spike_that_recovers_by_the_last_records():
     loss = [2.2] * 6 + [5.0, 3.5, 3.2, 2.8] + [2.21, 2.22, 2.2]
-    assert curves.divergence(make_run(loss=loss)) == []
+    assert divergence(make_run(loss=loss)) == []
 
 
 # ------------------------------------------------------------------ loss spikes
@@ -64,7 +72,7 @@ def test_divergence_ignores_a_spike_that_recovers_by_the_last_records():
 def test_loss_spike_found_at_its_step_on_a_noisy_downward_curve():
     loss = noisy_decay(600, noise=0.05)
     loss[300:303] *= 3.0
-    found = curves.loss_spike(make_run(loss=loss))
+    found = loss_spike(make_run(loss=loss))
     assert len(found) == 1
     assert found[0].evidence["peak_step"] in (301, 302, 303)
     assert found[0].step_start <= 301 <= found[0].step_end
@@ -72,7 +80,7 @@ def test_loss_spike_found_at_its_step_on_a_noisy_downward_curve():
 
 
 def test_loss_spike_quiet_on_the_same_noise_without_a_spike():
-    assert curves.loss_spike(make_run(loss=noisy_decay(600, noise=0.05))) == []
+    assert loss_spike(make_run(loss=noisy_decay(600, noise=0.05))) == []
 
 
 @pytest.mark.parametrize(
@@ -83,7 +91,7 @@ def test_loss_spike_quiet_on_the_same_noise_without_a_spike():
 def test_loss_spike_minimum_relative_height(height, fires):
     loss = np.full(200, 1.0)
     loss[100:103] = height
-    assert bool(curves.loss_spike(make_run(loss=loss))) is fires
+    assert bool(loss_spike(make_run(loss=loss))) is fires
 
 
 @pytest.mark.parametrize(
@@ -94,26 +102,26 @@ def test_loss_spike_minimum_relative_height(height, fires):
 def test_loss_spike_single_record_only_when_extreme(factor, fires):
     loss = np.full(200, 1.0) * (1 + 0.01 * np.random.default_rng(1).standard_normal(200))
     loss[120] = factor
-    assert bool(curves.loss_spike(make_run(loss=loss))) is fires
+    assert bool(loss_spike(make_run(loss=loss))) is fires
 
 
 def test_loss_spike_survives_nan_in_the_middle():
     loss = noisy_decay(400, noise=0.02)
     loss[50] = math.nan
     loss[200:204] *= 4
-    found = curves.loss_spike(make_run(loss=loss))
+    found = loss_spike(make_run(loss=loss))
     assert [f.evidence["peak_step"] for f in found] and 200 <= found[0].evidence["peak_step"] <= 205
 
 
 def test_loss_spike_inside_a_divergence_is_left_to_divergence():
     loss = list(noisy_decay(200, noise=0.01)) + list(np.geomspace(1, 1e6, 20)) + [math.nan] * 5
-    assert curves.loss_spike(make_run(loss=loss)) == []
+    assert loss_spike(make_run(loss=loss)) == []
 
 
 def test_loss_spike_ignores_jumps_below_one_percent_of_the_start():
     loss = np.concatenate([[1.0] * 10, np.full(190, 1e-6)])
     loss[150:153] = 1e-4
-    assert curves.loss_spike(make_run(loss=loss)) == []
+    assert loss_spike(make_run(loss=loss)) == []
 
 
 # ------------------------------------------------------------------ learning rate
@@ -121,7 +129,7 @@ def test_loss_spike_ignores_jumps_below_one_percent_of_the_start():
 
 def test_lr_too_high_when_the_loss_climbs_back_after_its_best():
     loss = np.concatenate([np.linspace(2.3, 0.5, 100), np.linspace(0.5, 1.6, 50), np.full(250, 1.6)])
-    found = curves.lr_too_high(make_run(loss=loss))
+    found = lr_too_high(make_run(loss=loss))
     assert rules_fired(found) == ["lr_too_high"] and found[0].evidence["rebound_fraction"] > 0.3
 
 
@@ -140,17 +148,17 @@ def _plateau(ratio: float | None, noise: float):
          "no-ratios-moderate-noise"],
 )
 def test_lr_too_high_on_a_high_plateau_needs_noise_and_large_update_ratios(ratio, noise, severity):
-    found = curves.lr_too_high(_plateau(ratio, noise))
+    found = lr_too_high(_plateau(ratio, noise))
     assert (found[0].severity if found else None) == severity
 
 
 def test_lr_too_high_quiet_on_a_healthy_curve_and_on_a_flat_one():
-    assert curves.lr_too_high(make_run(loss=noisy_decay(500))) == []
-    assert curves.lr_too_high(make_run(loss=np.full(500, 2.3))) == []
+    assert lr_too_high(make_run(loss=noisy_decay(500))) == []
+    assert lr_too_high(make_run(loss=np.full(500, 2.3))) == []
 
 
 def test_lr_too_low_on_a_slow_linear_fall():
-    found = curves.lr_too_low(make_run(loss=np.linspace(2.3, 1.9, 500)))
+    found = lr_too_low(make_run(loss=np.linspace(2.3, 1.9, 500)))
     assert rules_fired(found) == ["lr_too_low"]
 
 
@@ -160,7 +168,7 @@ def test_lr_too_low_on_a_slow_linear_fall():
     ids=["converging", "fast-linear-drop", "flat"],
 )
 def test_lr_too_low_quiet(loss):
-    assert curves.lr_too_low(make_run(loss=loss)) == []
+    assert lr_too_low(make_run(loss=loss)) == []
 
 
 def _decay_run(drop_fraction: float) -> object:
@@ -172,13 +180,13 @@ def _decay_run(drop_fraction: float) -> object:
 
 
 def test_decayed_too_early_fires_at_the_drop():
-    found = curves.decayed_too_early(_decay_run(0.1))
+    found = decayed_too_early(_decay_run(0.1))
     assert found and found[0].step_start == 51
 
 
 def test_decayed_too_early_quiet_for_a_late_drop_or_without_lr():
-    assert curves.decayed_too_early(_decay_run(0.6)) == []
-    assert curves.decayed_too_early(make_run(loss=np.linspace(2, 1, 100))) == []
+    assert decayed_too_early(_decay_run(0.6)) == []
+    assert decayed_too_early(make_run(loss=np.linspace(2, 1, 100))) == []
 
 
 # ------------------------------------------------------------------ train / val
@@ -193,7 +201,7 @@ def _train_val(val: list[float], train_end: float = 0.05, accuracy: list[float] 
 
 
 def test_overfitting_reports_the_best_epoch():
-    found = curves.overfitting(_train_val([1.0, 0.6, 0.5, 0.55, 0.7, 0.8, 0.9, 1.0]))
+    found = overfitting(_train_val([1.0, 0.6, 0.5, 0.55, 0.7, 0.8, 0.9, 1.0]))
     assert rules_fired(found) == ["overfitting"] and found[0].evidence["best_epoch"] == 2
 
 
@@ -204,11 +212,11 @@ def test_overfitting_reports_the_best_epoch():
     ids=["val-still-falling", "train-loss-rising-too", "rise-under-10%"],
 )
 def test_overfitting_quiet(val, train_end):
-    assert curves.overfitting(_train_val(val, train_end)) == []
+    assert overfitting(_train_val(val, train_end)) == []
 
 
 def test_overfitting_single_eval_is_quiet():
-    assert curves.overfitting(_train_val([1.0])) == []
+    assert overfitting(_train_val([1.0])) == []
 
 
 def test_best_epoch_not_last_on_accuracy_with_binomial_margin():
@@ -216,7 +224,7 @@ def test_best_epoch_not_last_on_accuracy_with_binomial_margin():
     val = [1.0, 0.6, 0.4, 0.4, 0.5, 0.6, 0.7, 0.7, 0.7, 0.7]
     run = _train_val(val, accuracy=accuracy)
     run.confusion = confusion_frame(np.diag([250, 250]), step=200)
-    found = curves.best_epoch_not_last(run)
+    found = best_epoch_not_last(run)
     assert found and found[0].evidence["metric"] == "accuracy" and found[0].severity == "warning"
 
 
@@ -224,14 +232,14 @@ def test_best_epoch_not_last_quiet_when_the_dip_is_within_noise():
     accuracy = [0.6, 0.8, 0.9, 0.9, 0.89, 0.89, 0.89, 0.89, 0.89, 0.89]
     run = _train_val([1.0, 0.6, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4], accuracy=accuracy)
     run.confusion = confusion_frame(np.diag([250, 250]), step=200)
-    assert curves.best_epoch_not_last(run) == []
+    assert best_epoch_not_last(run) == []
 
 
 def test_best_epoch_not_last_quiet_when_val_loss_still_falls():
     accuracy = [0.6, 0.8, 0.96, 0.96, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
     run = _train_val([1.0, 0.8, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.28, 0.25], accuracy=accuracy)
     run.confusion = confusion_frame(np.diag([27, 27]), step=200)
-    assert curves.best_epoch_not_last(run) == []
+    assert best_epoch_not_last(run) == []
 
 
 def _underfit(train_accuracy: float, val_loss: float = 0.7):
@@ -247,11 +255,11 @@ def _underfit(train_accuracy: float, val_loss: float = 0.7):
     ids=["flat-poor-close", "train-accuracy-high", "val-far-from-train"],
 )
 def test_underfitting(train_accuracy, val_loss, fires):
-    assert bool(curves.underfitting(_underfit(train_accuracy, val_loss))) is fires
+    assert bool(underfitting(_underfit(train_accuracy, val_loss))) is fires
 
 
 def test_train_longer_when_both_still_improve():
-    found = curves.train_longer(_train_val([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], train_end=0.3))
+    found = train_longer(_train_val([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], train_end=0.3))
     assert [(f.rule, f.severity) for f in found] == [("train_longer", "info")]
 
 
@@ -259,7 +267,7 @@ def test_train_longer_quiet_when_converged():
     val = [1.0, 0.3, 0.2, 0.19, 0.188, 0.187]
     loss = np.concatenate([np.linspace(2.0, 0.2, 40), np.full(160, 0.2) - np.linspace(0, 0.001, 160)])
     frames = [scalar_rows("loss", val, steps=np.linspace(33, 200, 6).astype(int), split="val")]
-    assert curves.train_longer(make_run(loss=loss, frames=frames)) == []
+    assert train_longer(make_run(loss=loss, frames=frames)) == []
 
 
 # ------------------------------------------------------------------ initial loss, baseline, warmup
@@ -272,13 +280,13 @@ def test_train_longer_quiet_when_converged():
 )
 def test_bad_initial_loss_threshold(first, fires):
     run = make_run(loss=[first, 1.0, 0.5], task={"num_classes": 10})
-    assert bool(curves.bad_initial_loss(run)) is fires
+    assert bool(bad_initial_loss(run)) is fires
 
 
 def test_bad_initial_loss_uses_the_expected_value_and_needs_a_task():
-    assert curves.bad_initial_loss(make_run(loss=[5.0, 1.0], task={"expected_initial_loss": 5.2})) == []
-    assert curves.bad_initial_loss(make_run(loss=[5.0, 1.0])) == []
-    assert curves.bad_initial_loss(make_run(loss=[math.nan, 5.0], task={"num_classes": 2}))[0].evidence["first_loss"] == 5.0
+    assert bad_initial_loss(make_run(loss=[5.0, 1.0], task={"expected_initial_loss": 5.2})) == []
+    assert bad_initial_loss(make_run(loss=[5.0, 1.0])) == []
+    assert bad_initial_loss(make_run(loss=[math.nan, 5.0], task={"num_classes": 2}))[0].evidence["first_loss"] == 5.0
 
 
 @pytest.mark.parametrize(
@@ -289,7 +297,7 @@ def test_bad_initial_loss_uses_the_expected_value_and_needs_a_task():
 def test_no_better_than_baseline(accuracy, severity):
     frames = [scalar_rows("accuracy", [0.7, accuracy, accuracy, accuracy], steps=[1, 2, 3, 4], split="val")]
     run = make_run(loss=[1, 1, 1, 1], frames=frames, confusion=confusion_frame(np.array([[300, 0], [100, 0]]), step=4))
-    found = curves.no_better_than_baseline(run)
+    found = no_better_than_baseline(run)
     assert (found[0].severity if found else None) == severity
 
 
@@ -300,15 +308,15 @@ def _transformer(lr_values, loss_values, attention=True):
 
 def test_missing_warmup_fires_on_an_early_blow_up_without_ramp():
     loss = np.concatenate([[1.38, 1.6, 3.0, 2.0, 1.5], np.linspace(1.4, 0.8, 195)])
-    found = curves.missing_warmup(_transformer(np.full(200, 1e-2), loss))
+    found = missing_warmup(_transformer(np.full(200, 1e-2), loss))
     assert rules_fired(found) == ["missing_warmup"] and found[0].step_start == 1
 
 
 def test_missing_warmup_quiet_with_a_ramp_or_without_attention_and_small_adam_lr():
     loss = np.concatenate([[1.38, 1.6, 3.0, 2.0, 1.5], np.linspace(1.4, 0.8, 195)])
     ramp = np.minimum(np.arange(1, 201) / 20, 1.0) * 1e-2
-    assert curves.missing_warmup(_transformer(ramp, loss)) == []
-    assert curves.missing_warmup(_transformer(np.full(200, 1e-4), loss, attention=False)) == []
+    assert missing_warmup(_transformer(ramp, loss)) == []
+    assert missing_warmup(_transformer(np.full(200, 1e-4), loss, attention=False)) == []
 
 
 # ------------------------------------------------------------------ odd inputs
@@ -328,9 +336,8 @@ ODD_LOSSES = {
 @pytest.mark.parametrize("loss", list(ODD_LOSSES.values()), ids=list(ODD_LOSSES))
 @pytest.mark.parametrize(
     "rule",
-    [curves.lr_too_high, curves.lr_too_low, curves.decayed_too_early, curves.loss_spike, curves.overfitting,
-     curves.best_epoch_not_last, curves.underfitting, curves.train_longer, curves.no_better_than_baseline,
-     curves.missing_warmup],
+    [lr_too_high, lr_too_low, decayed_too_early, loss_spike, overfitting, best_epoch_not_last, underfitting,
+     train_longer, no_better_than_baseline, missing_warmup],
     ids=lambda rule: rule.__name__,
 )
 def test_curve_rules_stay_quiet_on_odd_series(rule, loss):

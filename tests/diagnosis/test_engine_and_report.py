@@ -13,7 +13,7 @@ import pytest
 from traindoctor.diagnosis import RULES, Finding, RunData, diagnose
 from traindoctor.diagnosis.engine import drop_explained, sort_findings
 from traindoctor.diagnosis.report import json_report, text_report, worst_severity
-from tests.diagnosis.factories import confusion_frame, make_run, noisy_decay, scalar_rows
+from tests.diagnosis.factories import confusion_frame, full_run, make_run, noisy_decay, scalar_rows
 
 RULES_MD_IDS = {
     "lr_too_high", "lr_too_low", "decayed_too_early", "divergence", "loss_spike", "overfitting",
@@ -31,33 +31,10 @@ def test_every_rules_md_id_has_a_rule_with_a_docstring():
         assert all(part in doc for part in ("Symptom", "Likely cause", "Try", "Source")), rule.__name__
 
 
-def _full_run(n: int, *, resumed: bool = False, seed: int = 0) -> RunData:
-    """A run with every input a rule can read, built from arrays with odd bits sprinkled in."""
-    rng = np.random.default_rng(seed)
-    loss = noisy_decay(n, seed=seed)
-    loss[n // 3] = math.nan
-    frames = [scalar_rows("loss", loss), scalar_rows("accuracy", np.clip(1 - loss / 3, 0, 1)),
-              scalar_rows("grad_norm", np.abs(rng.normal(1, 0.2, n))), scalar_rows("lr", np.full(n, 1e-3), layer="group0"),
-              scalar_rows("amp_scale", np.full(n, 65536.0)), scalar_rows("amp_skipped", np.zeros(n))]
-    layer_steps = np.arange(5, n + 1, 5)
-    for layer in ("0.weight", "0.bias", "2.weight"):
-        for name, value in (("grad_norm", 0.1), ("weight_norm", 3.0), ("update_ratio", 1e-3)):
-            frames.append(scalar_rows(name, np.full(len(layer_steps), value), steps=layer_steps, layer=layer))
-    eval_steps = np.linspace(n // 5, n, 5).astype(int)
-    frames += [scalar_rows("loss", np.linspace(1.0, 0.5, 5), steps=eval_steps, split="val"),
-               scalar_rows("accuracy", np.linspace(0.6, 0.9, 5), steps=eval_steps, split="val")]
-    if resumed:  # steps repeat after a resume; RunData.series keeps the last
-        frames.append(scalar_rows("loss", noisy_decay(n // 4, seed=seed + 1), steps=np.arange(n // 2, n // 2 + n // 4)))
-    return make_run(frames=frames, confusion=confusion_frame(np.array([[40, 5], [6, 49]]), step=n),
-                    events=[("resumed", "attempt 1", None), ("config_lint", "not json", None)],
-                    task={"num_classes": 2}, env={"optimizer": {"type": "Adam", "param_groups": [{"lr": 1e-3}]},
-                                                  "model": {"has_attention": False}})
-
-
 @pytest.mark.parametrize("n", [1, 2, 7, 50, 3000], ids=lambda n: f"{n}-steps")
 @pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
 def test_every_rule_runs_on_runs_of_any_length(n, resumed):
-    diagnose(_full_run(n, resumed=resumed), strict=True)
+    diagnose(full_run(n, resumed=resumed), strict=True)
 
 
 ODD_RUNS = {

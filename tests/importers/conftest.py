@@ -28,14 +28,8 @@ def imported_series(store_root: Path, run_id: str, split: str, name: str, layer:
 
 
 def findings_of(store_root: Path, run_id: str) -> list:
-    """Findings of the diagnosis engine for one run; skips while the engine is not merged yet."""
-    try:
-        from traindoctor.diagnosis import diagnose
-    except ImportError:
-        pytest.skip("dashboard.diagnosis.diagnose is not on this branch (written in parallel); "
-                    "the lead re-runs this test after merging")
-    if not callable(diagnose):  # a module named diagnose holding the function
-        diagnose = diagnose.diagnose
+    """Findings of the diagnosis engine for one run."""
+    from traindoctor.diagnosis import diagnose
     from traindoctor.store.run_data import load_run
 
     return list(diagnose(load_run(Store(store_root), run_id)))

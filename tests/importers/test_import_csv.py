@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers import import_source
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import StoreError
 from tests.importers.conftest import listing
 
 

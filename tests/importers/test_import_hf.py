@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers import import_source
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import StoreError
 from tests.importers.conftest import findings_of, imported_series, listing
 
 torch = pytest.importorskip("torch")
@@ -161,12 +161,15 @@ def test_too_high_lr_run_is_diagnosed_as_divergence(tmp_path, store_root):
     assert "divergence" in {finding.rule for finding in findings_of(store_root, result.run_id)}
 
 
-def test_a_broken_side_file_is_skipped_with_a_warning(tmp_path, store_root):
+def test_a_broken_side_file_stops_the_import_and_says_how_to_go_without_it(tmp_path, store_root):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "trainer_state.json").write_text('{"log_history": [{"loss": 2.0, "step": 1, "epoch": 0.5}]}')
     (tmp_path / "out" / "config.json").write_text("{not json")
-    with pytest.warns(RuntimeWarning, match="config.json is not a config.json .*; imported without it"):
-        [result] = import_source("hf", store_root, tmp_path / "out")
+    with pytest.raises(StoreError, match="config.json is not a config.json .*; move config.json aside to import without it$"):
+        import_source("hf", store_root, tmp_path / "out")
+    assert listing(store_root) == []
+    (tmp_path / "out" / "config.json").rename(tmp_path / "config.json.broken")
+    [result] = import_source("hf", store_root, tmp_path / "out")
     assert result.rows == 1
     meta = Store(store_root).run_meta(result.run_id)
     assert "model" not in meta["env"] and meta["source"]["notes"] == []

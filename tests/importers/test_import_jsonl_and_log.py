@@ -51,10 +51,13 @@ def test_jsonl_reads_every_point_with_its_step_epoch_and_wall_time(tmp_path, sto
     for step in range(1, 41):
         loss = {7: NAN, 8: math.inf, 9: -math.inf}.get(step, 2.0 / step)
         records.append({"global_step": step, "loss": loss, "learning_rate": 0.1, "epoch": step / 20,
-                        "wall_time": 1000.0 + step, "note": "text is not a metric", "flag": True})
+                        "wall_time": 1000.0 + step, "tokens": str(512 * step), "flag": True, "tags": ["a"]})
         if step % 10 == 0:
             records.append({"eval": {"loss": 1.0 / step, "accuracy": step / 100}})  # no step: the one before
-    [result] = import_source("jsonl", store_root, write_jsonl(tmp_path / "metrics.jsonl", records))
+    # The import rules (store/importers/common.py): text is read as a number; lists and true/false are
+    # no metrics, left out and counted in one warning.
+    with pytest.warns(RuntimeWarning, match="left out 80 entries that are not numbers: 'flag' at step 1 and 79 more"):
+        [result] = import_source("jsonl", store_root, write_jsonl(tmp_path / "metrics.jsonl", records))
     loss = imported_series(store_root, result.run_id, "train", "loss")
     expected = [r["loss"] for r in records if "loss" in r]
     assert loss["step"].tolist() == list(range(1, 41))
@@ -64,7 +67,8 @@ def test_jsonl_reads_every_point_with_its_step_epoch_and_wall_time(tmp_path, sto
     assert points(store_root, result.run_id, "val", "loss") == [(s, 1.0 / s) for s in (10, 20, 30, 40)]
     assert points(store_root, result.run_id, "val", "accuracy") == [(s, s / 100) for s in (10, 20, 30, 40)]
     assert points(store_root, result.run_id, "train", "lr", "group0") == [(s, 0.1) for s in range(1, 41)]
-    assert result.rows == 40 * 2 + 4 * 2
+    assert points(store_root, result.run_id, "user", "tokens") == [(s, 512.0 * s) for s in range(1, 41)]
+    assert result.rows == 40 * 3 + 4 * 2
     assert Store(store_root).run_meta(result.run_id)["source"]["logging_every"] == 1
 
 
@@ -85,10 +89,13 @@ def test_jsonl_without_steps_numbers_the_records_and_says_so(tmp_path, store_roo
     ('{"step": 1, "loss": 2.0}\n[1, 2]\n{"step": 2, "loss": 1.0}\n', "line 2 is not a JSON object"),
     ('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": \n{"step": 3, "loss": 1.0}\n', "line 2 is not JSON"),
     ('{"step": 1.5, "loss": 2.0}\n', "step 1.5 is not a whole number"),
-    ('{"step": 1e30, "loss": 2.0}\n', "step 1e[+]30 does not fit in 64 bits"),
-    ('{"step": 99999999999999999999, "loss": 2.0}\n', "does not fit in 64 bits"),
+    ('{"step": 1e30, "loss": 2.0}\n', r"step 1e\+30 is beyond the store's steps \(int64\)"),
+    ('{"step": 99999999999999999999, "loss": 2.0}\n', r"step 99999999999999999999 is beyond the store's steps"),
     ('{"step": "one", "loss": 2.0}\n', "step 'one' is not a number"),
-], ids=["not-an-object", "broken-line", "fractional-step", "huge-float-step", "int64-overflow", "text-step"])
+    ('{"step": NaN, "loss": 2.0}\n', "step nan is not a whole number"),
+    ('{"step": 1, "loss": 2.0, "note": "warm-up"}\n', "line 1, 'note': value 'warm-up' is not a number"),
+], ids=["not-an-object", "broken-line", "fractional-step", "huge-float-step", "int64-overflow", "text-step",
+        "nan-step", "text-value-not-a-number"])
 def test_jsonl_that_cannot_be_represented_is_a_one_line_error_and_the_store_is_unchanged(tmp_path, store_root, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(line)
@@ -173,8 +180,10 @@ PASTED_LOGS = [
         id="mmcv-epoch-iter"),
     pytest.param(
         "litgpt_iter_step.txt", "https://github.com/Lightning-AI/litgpt/issues/689", "logged",
-        # "iter N step M": M counts optimizer steps; both micro-batches of a step are kept.
-        {("train", "loss", None): [(38, 10.8259), (39, 10.8259), (39, 10.8259), (40, 10.8259), (40, 10.8259), (41, 10.8259)]},
+        # "iter N step M": M counts optimizer steps. Two lines print steps 39 and 40: the last one of
+        # each is kept (the import rule of store/importers/common.py: the last value of a step wins).
+        {("train", "loss", None): [(38, 10.8259), (39, 10.8259), (40, 10.8259), (41, 10.8259)],
+         ("user", "iter_time", None): [(38, 197.87), (39, 198.00), (40, 197.59), (41, 215.43)]},
         id="litgpt-iter-and-step"),
     pytest.param(
         "key_colon_value_epoch.txt", "https://github.com/vpetren/gradnorm_tf/issues/17",

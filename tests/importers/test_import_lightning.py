@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers import import_source
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import StoreError
 from tests.importers.conftest import findings_of, imported_series, listing
 
 torch = pytest.importorskip("torch")
@@ -117,8 +117,8 @@ def test_csv_without_step_column_is_a_one_line_error_and_store_unchanged(tmp_pat
 
 @pytest.mark.parametrize(("text", "message"), [
     ("epoch,step,train_loss\n0,0,1.0\n0,1,oops\n", "column 'train_loss' in {path} has a non-numeric value 'oops'"),
-    ("epoch,step,train_loss\n0,0.5,1.0\n", "column 'step' in {path} needs a whole number in every row"),
-    ("epoch,step,train_loss\n0,,1.0\n", "column 'step' in {path} needs a whole number in every row"),
+    ("epoch,step,train_loss\n0,0.5,1.0\n", "column 'step' in {path}: step 0.5 is not a whole number"),
+    ("epoch,step,train_loss\n0,,1.0\n", "column 'step' in {path}: step nan is not a whole number"),
 ], ids=["text-metric", "fractional-step", "empty-step"])
 def test_malformed_metrics_csv_is_a_one_line_error(tmp_path, store_root, text, message):
     version = tmp_path / "logs" / "version_0"

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.importers import import_source
 from traindoctor.store.importers.tensorboard import read_scalars
 from traindoctor.store.importers.tfrecord import decode_simple_values, masked_crc32c
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import StoreError
 from tests.importers.conftest import findings_of, imported_series, listing
 
 torch = pytest.importorskip("torch")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from traindoctor.probe import Probe
+from traindoctor.store.reader import Store
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +42,8 @@ TRAIN_SCRIPT = textwrap.dedent("""
                 if mode.startswith("sigterm"):
                     os.kill(os.getpid(), signal.SIGTERM)
                 else:
-                    time.sleep(1.0)  # the flush at step 20 is published by a thread within ms
-                    print("ready", flush=True)
-                    time.sleep(60)
+                    print("ready", flush=True)  # the test waits until steps 1..20 are visible
+                    time.sleep(600)
 
     if mode == "sigterm_without_with":  # as the Lightning/HF callbacks use it
         train(Probe(run="victim", store=store, flush_every_steps=10, flush_every_s=3600))
@@ -94,11 +94,29 @@ def test_sigterm_flushes_marks_crashed_and_ends_the_process(tmp_path, mode):
     assert sorted(series(scalars, "loss")) == list(range(1, 26))
 
 
+def _wait_for_published_steps(store_dir: Path, count: int, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Wait (polling, not a fixed sleep) until ``count`` training losses are published.
+
+    The probe hands each flush to a publishing thread; on a loaded machine
+    that thread can take seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        if (store_dir / "runs").is_dir() and Store(store_dir / "runs").run_ids():
+            _, scalars, _, _ = read_run(store_dir / "runs")
+            if len(series(scalars, "loss")) >= count:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} steps were not published within {timeout_s} s")
+
+
 @pytest.mark.slow
 def test_sigkill_keeps_data_up_to_the_last_flush(tmp_path):
     process = _spawn(tmp_path, "sigkill")
     try:
         assert process.stdout.readline().strip() == "ready"
+        _wait_for_published_steps(tmp_path, 20, process)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:
@@ -128,7 +146,7 @@ def test_sigterm_chains_to_a_previous_python_handler(tmp_path):
             optimizer.step()
             probe.step(loss=1.0)
             os.kill(os.getpid(), signal.SIGTERM)
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 60  # a condition with a generous deadline, not a sleep
             while not received and time.monotonic() < deadline:
                 time.sleep(0.01)
         assert received == [signal.SIGTERM]

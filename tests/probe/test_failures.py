@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,16 +98,57 @@ BAD_CONSTRUCTOR_ARGS = [
     ({"num_classes": 1}, ValueError, "num_classes"),
     ({"num_classes": 3, "class_names": ["a", "b"]}, ValueError, "class_names"),
     ({"config": [1, 2]}, TypeError, "config"),
+    ({"config": {("a", "b"): 1}}, TypeError, r"key \('a', 'b'\) is a tuple"),
+    ({"config": {"optimizer": {"betas": {frozenset([1]): 0.9}}}}, TypeError, r"config\['optimizer'\]\['betas'\]"),
+    ({"config": {1: "a", "1": "b"}}, ValueError, "both become '1'"),
+    ({"run": "r\x00"}, ValueError, "control characters"),
+    ({"run": "\ud800"}, ValueError, "lone surrogates"),
+    ({"project": "\x1b[2J"}, ValueError, "project"),
+    ({"class_names": ["cat", "d\udcffg"]}, ValueError, r"class_names\[1\]"),
 ]
+BAD_CONSTRUCTOR_IDS = ["run", "layer_every", "flush_every_steps", "flush_every_s", "num_classes", "class_names",
+                       "config_not_a_mapping", "config_tuple_key", "config_nested_frozenset_key",
+                       "config_keys_that_collide", "run_nul", "run_lone_surrogate", "project_escape",
+                       "class_name_lone_surrogate"]
 
 
-@pytest.mark.parametrize("kwargs, error, message", BAD_CONSTRUCTOR_ARGS,
-                         ids=[next(iter(k)) + ("_names" if "class_names" in k else "") for k, _, _ in BAD_CONSTRUCTOR_ARGS])
+@pytest.mark.parametrize("kwargs, error, message", BAD_CONSTRUCTOR_ARGS, ids=BAD_CONSTRUCTOR_IDS)
 def test_bad_constructor_arguments_fail_before_any_folder_is_made(tmp_path, kwargs, error, message):
     store = tmp_path / "runs"
     with pytest.raises(error, match=message):
         Probe(store=store, **{"run": "x", **kwargs})
     assert not store.exists()
+
+
+def test_config_with_an_unserialisable_key_leaves_no_run_folder(tmp_path):
+    store = tmp_path / "runs"
+    store.mkdir()
+    with pytest.raises(TypeError, match="config keys must be strings"):
+        Probe(run="x", store=store, config={"model": {object(): 1}})
+    assert list(store.iterdir()) == []
+
+
+def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    config = {"lr": np.float32(0.5), "steps": np.int64(3), "betas": (0.9, 0.99), "tags": {"b", "a"},
+              2: "two", None: "none", "weights": np.array([1, 2]), "scale": torch.tensor(2.0),
+              "loss": print, "path": "data/\udcff", "nested": {"deep": [{"x": float("nan")}]},
+              "model": torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)]),
+              "huge": 10**5000, "big": -10**20}
+    with Probe(run="config", store=tmp_path, config=config) as run_probe:
+        pass
+    with pytest.raises(ValueError, match="cycle"):
+        Probe(run="cyclic", store=tmp_path / "other", config=cyclic)
+    assert not (tmp_path / "other").exists()
+    meta, _, _, _ = read_run(tmp_path, run_probe.run_id)
+    stored = dict(meta["config"])
+    assert math.isnan(stored.pop("nested")["deep"][0]["x"])  # NaN is kept as NaN
+    model = stored.pop("model")  # a repr cut short: a module's can run to megabytes
+    assert model.startswith("Sequential(") and model.endswith("characters)") and len(model) < 1100
+    assert stored == {"lr": 0.5, "steps": 3, "betas": [0.9, 0.99], "tags": ["a", "b"], "2": "two", "null": "none",
+                      "weights": [1, 2], "scale": 2.0, "loss": "<built-in function print>", "path": "data/\\udcff",
+                      "huge": math.inf, "big": -1e20}
 
 
 BAD_CALLS = [
@@ -118,6 +161,11 @@ BAD_CALLS = [
     ("log_string_value", lambda p: p.log({"a": "high"}), TypeError, "number"),
     ("log_vector", lambda p: p.log({"a": torch.ones(2)}), ValueError, "scalar"),
     ("log_not_a_dict", lambda p: p.log(1.0), TypeError, "dict"),
+    ("log_empty_name", lambda p: p.log({"": 1.0}), ValueError, "non-empty"),
+    ("log_lone_surrogate_name", lambda p: p.log({"ok": 1.0, "acc_\ud800": 0.5}), ValueError, "lone surrogates"),
+    ("log_nul_name", lambda p: p.log({"a\x00b": 0.5}), ValueError, "control characters"),
+    ("log_terminal_escape_name", lambda p: p.log({"\x1b[2Jacc": 0.5}), ValueError, "control characters"),
+    ("log_split_with_surrogate", lambda p: p.log({"a": 1.0}, split="val\udcff"), ValueError, "split"),
     ("watch_twice", lambda p: p.watch(torch.nn.Linear(2, 2), torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1)),
      ProbeError, "already"),
 ]
@@ -136,6 +184,7 @@ def test_bad_call_arguments_fail_at_the_call_and_leave_the_run_intact(tmp_path, 
     meta, scalars, _, _ = read_run(tmp_path)
     assert meta["status"] == "finished"
     assert sorted(series(scalars, "loss")) == [1, 2, 3]
+    assert set(scalars["name"]) <= {"loss", "lr", "grad_norm", "weight_norm", "update_ratio"}  # nothing half-logged
 
 
 def test_step_before_watch_is_a_clear_error(tmp_path):
@@ -166,3 +215,16 @@ def test_step_per_micro_batch_warns_once(tmp_path):
                     optimizer.zero_grad()
                 run_probe.step(loss=1.0)
     assert len([w for w in caught if "once per optimizer step" in str(w.message)]) == 1
+
+
+def test_module_names_the_store_cannot_hold_are_recorded_escaped_not_lost(tmp_path):
+    model = torch.nn.Sequential()
+    model.add_module("enc\udcff\x1b", torch.nn.Linear(6, 3))  # torch accepts any name without a dot
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Probe(run="names", store=tmp_path, layer_every=1, strict=True) as run_probe:
+        run_probe.watch(model, optimizer)
+        _loop(run_probe, model, optimizer, make_batches(3))
+    meta, scalars, _, _ = read_run(tmp_path)
+    assert meta["status"] == "finished"
+    assert sorted(series(scalars, "loss")) == [1, 2, 3]
+    assert sorted(series(scalars, "grad_norm", layer="enc\\udcff\\x1b.weight")) == [1, 2, 3]

@@ -104,6 +104,29 @@ def test_steps_between_flushes_read_nothing_on_the_host(tmp_path, monkeypatch):
     assert set(series(scalars, "accuracy", split="val")) == {2, 12}
 
 
+def test_steps_with_frozen_parameters_read_nothing_on_the_host(tmp_path, monkeypatch):
+    # The probe checks each step whether a frozen parameter was unfrozen: by flags, never by a tensor's value.
+    model = make_model()
+    for param in model[0].parameters():
+        param.requires_grad_(False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = make_batches(8)
+    probe = Probe(run="frozen", store=tmp_path, layer_every=3, flush_every_steps=10_000, flush_every_s=3600,
+                  strict=True, handle_sigterm=False)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, batches[:2])
+    probe.flush()
+    with host_reads_forbidden(monkeypatch):
+        for x, y in batches[2:]:
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            probe.step(loss=1.0)
+    probe.close()
+    _, scalars, _, _ = read_run(tmp_path)
+    assert sorted(series(scalars, "grad_norm")) == list(range(1, 9))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_loop_passes_sync_debug_mode_error(tmp_path):
     device = "cuda"

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from tests.store.conftest import write_run
 
+from traindoctor.store.errors import StoreError
 from traindoctor.store.export import export_duckdb
 from traindoctor.store.reader import Store, UnknownRunError
-from traindoctor.store.segments import RunWriter, StoreError
+from traindoctor.store.segments import RunWriter
 
 
 def _table(path, sql):

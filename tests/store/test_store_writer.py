@@ -10,41 +10,48 @@ import warnings
 import numpy as np
 import pytest
 
+from traindoctor.store.errors import StoreError
+from traindoctor.store.format import check_run_id
 from traindoctor.store.reader import Store
-from traindoctor.store.segments import RunWriter, StoreError, check_run_id
+from traindoctor.store.segments import RunWriter
 
 
 def _visible(store: Store, run_id: str) -> int:
     return len(store.segment_files(run_id, "scalars"))
 
 
+# Waits are for conditions, with deadlines far beyond any flush period: a
+# loaded CI machine (load average 12-16) can hold a thread back for seconds.
+# Whether a flush is on time is measured by benchmarks/faults.py, not here.
+DEADLINE_S = 60.0
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {DEADLINE_S} s"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("flush_every_s", [0.3, 1.0])
-def test_background_thread_publishes_within_flush_every_s(store_root, flush_every_s):
+def test_background_thread_publishes_without_an_explicit_flush(store_root, flush_every_s):
     store = Store(store_root)
     with RunWriter(store_root, run_id="r", flush_every_s=flush_every_s, heartbeat_every_s=60) as writer:
         writer.add_scalars(step=1, name="loss", value=1.0)
-        added = time.monotonic()
-        while _visible(store, "r") == 0:
-            # Slack for a loaded CI machine; a missed deadline is a whole period late.
-            assert time.monotonic() - added < flush_every_s + 1.0, "not published in time"
-            time.sleep(0.01)
-        # Rows added later go out with the next flush, not at once.
+        _wait_until(lambda: _visible(store, "r") > 0, "the first row was not published")
         writer.add_scalars(step=2, name="loss", value=2.0)
-        assert store.scalars(["r"])["step"].tolist() == [1]
-        added = time.monotonic()
-        while len(store.scalars(["r"])) < 2:
-            assert time.monotonic() - added < flush_every_s + 1.0, "not published in time"
-            time.sleep(0.01)
+        _wait_until(lambda: len(store.scalars(["r"])) == 2, "a later row was not published")
 
 
 def test_heartbeat_is_refreshed_while_the_writer_lives(store_root):
+    def heartbeat() -> float:
+        return json.loads((store_root / "r" / "run.json").read_text())["heartbeat_at"]
+
     with RunWriter(store_root, run_id="r", heartbeat_every_s=0.1, flush_every_s=10):
-        first = json.loads((store_root / "r" / "run.json").read_text())["heartbeat_at"]
-        time.sleep(0.5)
-        later = json.loads((store_root / "r" / "run.json").read_text())["heartbeat_at"]
-        assert later > first
-        assert Store(store_root, stale_after_s=5).runs()["status"].tolist() == ["running"]
-    assert Store(store_root, stale_after_s=0.01).runs()["status"].tolist() == ["finished"]
+        first = heartbeat()
+        _wait_until(lambda: heartbeat() > first, "the heartbeat was not refreshed")
+        assert Store(store_root, stale_after_s=3600).runs()["status"].tolist() == ["running"]
+    assert Store(store_root, stale_after_s=0).runs()["status"].tolist() == ["finished"]
 
 
 def test_a_removed_run_folder_warns_in_the_background_and_close_does_not_raise(store_root):
@@ -52,13 +59,13 @@ def test_a_removed_run_folder_warns_in_the_background_and_close_does_not_raise(s
     with pytest.warns(RuntimeWarning, match="writing run r failed") as caught:
         shutil.rmtree(store_root / "r")
         writer.add_scalars(step=1, name="loss", value=1.0)
-        deadline = time.monotonic() + 5
-        while not writer.errors and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_until(lambda: writer.errors, "the background thread reported nothing")
         writer.add_scalars(step=2, name="loss", value=2.0)
         writer.close()  # must not raise
     assert writer.errors and writer.closed
-    assert all("writing run r failed" in str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught if str(w.message).startswith("traindoctor")]
+    assert all("writing run r failed" in m or "run r: 2 scalars rows of steps 1-2" in m for m in messages), messages
+    assert sum(record["rows"] for record in writer.dropped) == 2  # the loss is counted, not silent
 
 
 def test_exception_in_the_with_block_marks_the_run_crashed_with_the_traceback(store_root):
@@ -77,10 +84,7 @@ def test_max_buffered_rows_forces_a_flush(store_root):
     store = Store(store_root)
     with RunWriter(store_root, run_id="r", flush_every_s=3600, max_buffered_rows=100) as writer:
         writer.add_scalars(step=np.arange(1, 151), name="loss", value=np.ones(150))
-        deadline = time.monotonic() + 5
-        while _visible(store, "r") == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_until(lambda: _visible(store, "r") > 0, "a full buffer was not published")
     assert len(store.scalars(["r"])) == 150
 
 

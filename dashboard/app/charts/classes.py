@@ -2,7 +2,7 @@
 
 Only counts are stored (``confusion(step, split, true_class, pred_class,
 count)``); precision, recall and F1 are derived where shown, by the same
-function the per-class rules use (``dashboard.diagnosis.classes``).
+function the per-class rules use (``traindoctor.diagnosis.classes``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.diagnosis.engine import RECORDS
+
 # Seed 004 (Karpathy's "ratio of weight update / weight magnitude"): a healthy
 # ratio is around 1e-3; far below, the layer barely learns; far above, the lr
 # is too high for it. The colour scale is centred on log10(1e-3) = -3.
@@ -49,7 +51,7 @@ def update_ratio_heatmap_figure(frame: pd.DataFrame, *, findings=()) -> go.Figur
         "ticktext": [f"1e{low:.0f}", f"1e{UPDATE_RATIO_TARGET_LOG10 - band:.0f}", "1e-3 target",
                      f"1e{UPDATE_RATIO_TARGET_LOG10 + band:.0f}", f"1e{high:.0f}"],
     })
-    _mark_findings(figure, findings, rules={"update_ratio_out_of_band", "lr_too_high", "lr_too_low"})
+    _mark_findings(figure, findings, rules=outlined_rules("update_ratio"))
     figure.update_layout(title="update / weight ratio per layer (white ≈ 1e-3)")
     return figure
 
@@ -59,7 +61,7 @@ def grad_norm_heatmap_figure(frame: pd.DataFrame, *, findings=()) -> go.Figure:
     grid = layer_grid(frame)
     figure = _heatmap(grid, colorscale="Viridis", zmid=None, zmin=None, zmax=None,
                       colorbar_title="log10 norm", hover_name="grad norm")
-    _mark_findings(figure, findings, rules={"exploding_gradients", "vanishing_gradients", "dead_layers"})
+    _mark_findings(figure, findings, rules=outlined_rules("grad_norm"))
     figure.update_layout(title="gradient norm per layer")
     return figure
 
@@ -78,6 +80,11 @@ def _heatmap(grid: pd.DataFrame, *, colorscale: str, zmid, zmin, zmax, colorbar_
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(autorange="reversed")
     return figure
+
+
+def outlined_rules(name: str) -> set[str]:
+    """The rules whose findings the heatmap of per-layer ``name`` outlines (their records' ``heatmaps``)."""
+    return {rule_id for rule_id, record in RECORDS.items() if name in record.heatmaps}
 
 
 def _mark_findings(figure: go.Figure, findings, rules: set[str]) -> None:

@@ -17,11 +17,12 @@ import pandas as pd
 import streamlit as st
 
 from traindoctor.dashboard import data
+from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
 from traindoctor.store.reader import Store, UnknownRunError
 
-# Findings read off confusion counts: the Classes page shows their evidence.
-CLASS_RULES = {"underperforming_classes", "class_imbalance", "no_better_than_baseline"}
+# Findings read off confusion counts (their records say so): the Classes page shows their evidence.
+CLASS_RULES = frozenset(rule_id for rule_id, record in RECORDS.items() if record.classes_page)
 # A running run's page redraws its data this often (seconds): frequent enough to
 # feel live, and the writer publishes every 2 s anyway.
 LIVE_REFRESH_S = 3.0

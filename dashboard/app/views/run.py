@@ -12,21 +12,14 @@ import streamlit as st
 from traindoctor.dashboard.app.charts.curves import curve_figure
 from traindoctor.dashboard.app.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
 from traindoctor.dashboard.data import RunView
+from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.records import Evidence
 from traindoctor.dashboard.app.views import common
 
-# Which chart holds a rule's evidence: the global series it judges, a
-# per-layer heatmap, or the Classes page.
-EVIDENCE_SERIES = {
-    "no_better_than_baseline": "accuracy",
-    "exploding_gradients": "grad_norm",
-    "vanishing_gradients": "grad_norm",
-    "amp_skipped_steps": "amp_scale",
-}
-EVIDENCE_HEATMAP = {"update_ratio_out_of_band": "update_ratio", "dead_layers": "grad_norm"}
-# Rules about the set-up, not a curve: their evidence is the events and the config.
-SETUP_RULES = {"eval_mode_during_training", "train_mode_during_eval", "weight_decay_on_norm_and_bias",
-               "adam_hyperparameters"}
+# Which chart holds a finding's evidence comes from its rule's record; a
+# finding of a rule without one (a user's own rule) is shown on the loss.
+DEFAULT_EVIDENCE = Evidence.series("loss")
 # Which figure draws each per-layer statistic.
 HEATMAP_FIGURES = {"update_ratio": update_ratio_heatmap_figure, "grad_norm": grad_norm_heatmap_figure}
 # A finding's chart shows this share of its own width on either side (at least
@@ -51,26 +44,27 @@ def split_series(points: pd.DataFrame, name: str) -> pd.DataFrame:
 def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
     """The chart (or events) behind one finding, zoomed on its steps."""
     key = f"evidence_{index}"
-    if finding.rule in SETUP_RULES:
+    record = RECORDS.get(finding.rule)
+    evidence = record.evidence if record is not None else DEFAULT_EVIDENCE
+    if evidence.chart == "events":
+        # Set-up rules judge what the probe saw, not a curve: their evidence is the events.
         related = view.events[view.events["kind"] == finding.rule]
         if not related.empty:
             st.dataframe(related[["step", "kind", "detail"]].head(MAX_EVENT_ROWS), hide_index=True,
                          key=key)
         return
     x_range = evidence_range(finding)
-    if finding.rule in EVIDENCE_HEATMAP:
-        name = EVIDENCE_HEATMAP[finding.rule]
-        frame = layer_frame(view, name)
+    if evidence.chart == "heatmap":
+        frame = layer_frame(view, evidence.name)
         if not frame.empty:
-            figure = HEATMAP_FIGURES[name](frame, findings=[finding])
+            figure = HEATMAP_FIGURES[evidence.name](frame, findings=[finding])
             if x_range:
                 figure.update_xaxes(range=list(x_range))
             st.plotly_chart(figure, key=key)
         return
-    name = EVIDENCE_SERIES.get(finding.rule, "loss")
-    series = split_series(view.curves, name)
+    series = split_series(view.curves, evidence.name)
     if not series.empty:
-        st.plotly_chart(curve_figure(series, title=name, findings=[finding], x_range=x_range), key=key)
+        st.plotly_chart(curve_figure(series, title=evidence.name, findings=[finding], x_range=x_range), key=key)
     if finding.rule in common.CLASS_RULES:
         query = {"run": st.query_params.get("run", view.meta["run_id"])}
         if finding.step_end is not None:

@@ -1,0 +1,354 @@
+"""Rules on training against evaluation: overfitting, underfitting, when to stop, the zero-rule baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from traindoctor.diagnosis.classes import last_confusion
+from traindoctor.diagnosis.common import describe_epoch, eval_frame, finding, finite_train_loss
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.learning_rate import MIN_CURVE_POINTS, MIN_DROP, loss_profile
+from traindoctor.diagnosis.loss import divergence_onset, start_level
+from traindoctor.diagnosis.memo import per_run
+from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.diagnosis.robust import finite, mad_sigma, median, window_median
+from traindoctor.store.run_data import RunData
+
+SOURCE_TRAIN_VAL = "seed 004 (train/val accuracy rules)"
+
+# A trend over the evaluations (a best, then worse or flat) needs at least 4 of them.
+MIN_EVALS = 4
+
+
+@per_run
+def eval_losses(run: RunData) -> tuple[pd.Series, pd.Series]:
+    """The finite evaluation losses (val, else test) by step, and the epoch of each."""
+    values, epochs = eval_frame(run, "loss")
+    keep = np.isfinite(values.to_numpy())
+    return values[keep], epochs[keep] if len(epochs) else epochs
+
+
+def _train_level_at(loss: pd.Series, step: int, window: int) -> float:
+    position = int(np.searchsorted(loss.index.to_numpy(), step, side="right"))
+    return median(loss.to_numpy()[max(0, position - window):position])
+
+
+# Overfitting: validation loss's late level ≥ 10 % above its best, ≥ 3 evals
+# after the best, while the training loss kept falling (late ≤ level at best).
+OVERFIT_RISE = 0.10
+OVERFIT_MIN_EVALS_AFTER = 3
+OVERFIT_NOISE_SIGMAS = 3.0
+
+
+@rule(severities=("warning",), inputs=("loss",), evidence=Evidence.series("loss"),
+      thresholds=("MIN_EVALS", "OVERFIT_RISE", "OVERFIT_MIN_EVALS_AFTER", "OVERFIT_NOISE_SIGMAS"))
+def overfitting(run: RunData) -> list[Finding]:
+    """Validation loss turns worse while the training loss keeps improving.
+
+    Symptom: the median of the last evals is ≥ 10 % (and 3 noise sigmas)
+    above the best validation loss, ≥ 3 evals after it, while the training
+    loss at the end is no higher than at the best eval.
+    Likely cause: too much capacity or too many epochs for the data.
+    Try: more data or augmentation, weight decay/dropout, a smaller model,
+    fewer epochs (retrain to the best epoch).
+    Source: seed 004 train/val rule 2; seed 002.
+    """
+    values, epochs = eval_losses(run)
+    loss = finite_train_loss(run)
+    if len(values) < MIN_EVALS or len(loss) < MIN_EVALS:
+        return []
+    v = values.to_numpy()
+    best_position = int(np.argmin(v))
+    after = len(v) - best_position - 1
+    if after < OVERFIT_MIN_EVALS_AFTER:
+        return []
+    late = float(np.median(v[-max(2, len(v) // 5):]))
+    best = float(v[best_position])
+    noise = mad_sigma(np.diff(v)) / math.sqrt(2)
+    best_step = int(values.index[best_position])
+    window = max(3, len(loss) // 20)
+    train_at_best = _train_level_at(loss, best_step, window)
+    train_end = median(loss.to_numpy()[-window:])
+    rise = (late - best) / max(abs(best), 1e-12)
+    evidence = {"best_val_loss": best, "best_step": best_step, "late_val_loss": late, "rise": rise,
+                "train_loss_at_best": train_at_best, "train_loss_end": train_end}
+    if len(epochs) and np.isfinite(epochs.iloc[best_position]):
+        evidence["best_epoch"] = int(epochs.iloc[best_position])
+    if rise < OVERFIT_RISE or late - best < OVERFIT_NOISE_SIGMAS * noise or train_end > train_at_best:
+        return []
+    return [finding(
+        "overfitting", "warning", "Overfitting: validation loss rising",
+        f"Validation loss was best ({best:.3g}) at {describe_epoch(epochs, best_step)} and rose to {late:.3g} "
+        f"(+{rise:.0%}) while the training loss kept falling ({train_at_best:.3g} → {train_end:.3g}).",
+        "Regularise (weight decay, dropout, augmentation), get more data, use a smaller model, or train for fewer "
+        "epochs (about as many as to the best epoch).",
+        SOURCE_TRAIN_VAL + " rule 2; seed 002", best_step, values.index[-1], evidence)]
+
+
+# best_epoch_not_last: on evals smoothed by a centred median of 3, the best
+# val score is in the first 80 % of evals, and the end is worse by > 2
+# binomial standard errors (accuracy; 0.02 without counts) or > 10 % and 3
+# noise sigmas (loss). Warning (not info) past 5 accuracy points or +30 % loss.
+EVAL_SMOOTHING = 3
+BEST_EPOCH_POSITION = 0.80
+BEST_EPOCH_SE = 2.0
+BEST_EPOCH_ACCURACY_GAP = 0.02
+BEST_EPOCH_LOSS_RISE = 0.10
+BEST_EPOCH_BIG_ACCURACY = 0.05
+BEST_EPOCH_BIG_LOSS = 1.30
+
+
+def _smooth_evals(values: pd.Series) -> np.ndarray:
+    """Centred rolling median of 3 evals: one lucky or unlucky eval on a small val set is not the trend."""
+    return values.rolling(EVAL_SMOOTHING, center=True, min_periods=1).median().to_numpy()
+
+
+@rule(severities=("info", "warning"), inputs=("accuracy", "loss", "confusion"), metadata=("task.num_classes",),
+      evidence=Evidence.series("loss"), explained_by=("divergence",),
+      thresholds=("MIN_EVALS", "EVAL_SMOOTHING", "BEST_EPOCH_POSITION", "BEST_EPOCH_SE", "BEST_EPOCH_ACCURACY_GAP",
+                  "BEST_EPOCH_LOSS_RISE", "OVERFIT_NOISE_SIGMAS", "BEST_EPOCH_BIG_ACCURACY", "BEST_EPOCH_BIG_LOSS"))
+def best_epoch_not_last(run: RunData) -> list[Finding]:
+    """The best validation score came well before the end of training.
+
+    Symptom: on evals smoothed over 3, the best val accuracy is in the first
+    80 % of evals and the end is worse by more than two binomial standard
+    errors (and the val loss, when recorded, is worse too); or the best val
+    loss is, and the end is ≥ 10 % (and 3 noise sigmas) worse.
+    Likely cause: too many epochs or too high a final lr; an early-stopped
+    "best" checkpoint hides it and is a noisy pick on the val set.
+    Try: retrain with as many epochs as to the best one (or a lower lr) so the
+    last checkpoint is the best, rather than keeping the early-stopped one.
+    Source: seed 002 ("don't use early stopping / save best model").
+    """
+    accuracy, epochs = eval_frame(run, "accuracy")
+    accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
+    losses, loss_epochs = eval_losses(run)
+    candidates = []
+    if len(accuracy) >= MIN_EVALS:
+        smooth = _smooth_evals(accuracy)
+        best_position = int(np.argmax(smooth))
+        latest = last_confusion(run)
+        count = latest[0].sum() if latest is not None else 0
+        best, last = float(smooth[best_position]), float(smooth[-1])
+        margin = (BEST_EPOCH_SE * math.sqrt(max(best * (1 - best), 1e-4) / count) if count else BEST_EPOCH_ACCURACY_GAP)
+        # A val loss still falling to the end says the accuracy dip is noise on a small val set.
+        loss_agrees = True
+        if len(losses) >= MIN_EVALS:
+            smooth_loss = pd.Series(_smooth_evals(losses), index=losses.index)
+            at_best = smooth_loss.get(int(accuracy.index[best_position]))
+            loss_agrees = at_best is None or not np.isfinite(at_best) or smooth_loss.iloc[-1] > at_best
+        if best - last > margin and best_position < BEST_EPOCH_POSITION * (len(smooth) - 1) and loss_agrees:
+            candidates.append(("accuracy", accuracy, best_position, best, last, best - last > BEST_EPOCH_BIG_ACCURACY))
+    if not candidates and len(losses) >= MIN_EVALS:
+        smooth = _smooth_evals(losses)
+        best_position = int(np.argmin(smooth))
+        best, last = float(smooth[best_position]), float(smooth[-1])
+        noise = mad_sigma(np.diff(losses.to_numpy())) / math.sqrt(2)
+        if (last > best * (1 + BEST_EPOCH_LOSS_RISE) and last - best > OVERFIT_NOISE_SIGMAS * noise
+                and best_position < BEST_EPOCH_POSITION * (len(smooth) - 1)):
+            candidates.append(("loss", losses, best_position, best, last, last > BEST_EPOCH_BIG_LOSS * best))
+            epochs = loss_epochs
+    if not candidates:
+        return []
+    metric, values, best_position, best, last, big = candidates[0]
+    best_step = int(values.index[best_position])
+    evidence = {"metric": metric, "best": best, "last": last, "best_step": best_step, "evals": len(values)}
+    if len(epochs) and np.isfinite(epochs.get(best_step, np.nan)):
+        evidence["best_epoch"] = int(epochs.get(best_step))
+    return [finding(
+        "best_epoch_not_last", "warning" if big else "info", "Best validation score well before the end",
+        f"The best validation {metric} ({best:.3g}, smoothed over {EVAL_SMOOTHING} evals) was at "
+        f"{describe_epoch(epochs, best_step)}, eval {best_position + 1} of {len(values)}; at the end it is {last:.3g}.",
+        "Retrain with about that many epochs (or a lower lr) so that the last checkpoint is the best, rather than "
+        "keeping an early-stopped 'best' checkpoint.",
+        "seed 002 (don't use early stopping / save best model)", best_step, values.index[-1], evidence)]
+
+
+# Underfitting: training loss flat (< 5 % better in the last quarter, and
+# that quarter < 10 % of the total drop: a slow steady fall is lr_too_low's),
+# train accuracy < 0.9 ("far from perfect"), val within 10 % of train loss
+# (or 0.05 accuracy).
+UNDERFIT_FLAT = 0.05
+UNDERFIT_FLAT_SHARE = 0.10
+UNDERFIT_TRAIN_ACCURACY = 0.90
+UNDERFIT_GAP_LOSS = 0.10
+UNDERFIT_GAP_ACCURACY = 0.05
+# High plateau without accuracy: late loss ≥ 30 % of the start.
+UNDERFIT_HIGH_LOSS = 0.30
+
+
+@rule(severities=("warning",), inputs=("loss", "accuracy"), evidence=Evidence.series("loss"),
+      # "More capacity" is wrong advice when a more specific cause explains the plateau.
+      explained_by=("divergence", "vanishing_gradients", "dead_layers", "no_better_than_baseline",
+                    "decayed_too_early", "lr_too_high", "lr_too_low", "missing_warmup"),
+      thresholds=("MIN_CURVE_POINTS", "MIN_DROP", "MIN_EVALS", "UNDERFIT_FLAT", "UNDERFIT_FLAT_SHARE",
+                  "UNDERFIT_TRAIN_ACCURACY", "UNDERFIT_HIGH_LOSS", "UNDERFIT_GAP_LOSS", "UNDERFIT_GAP_ACCURACY"))
+def underfitting(run: RunData) -> list[Finding]:
+    """Training loss plateaued high, train and validation close, training accuracy far from perfect.
+
+    Symptom: after falling ≥ 10 %, the last quarter of the training loss
+    improves < 5 % on the third and adds < 10 % of the total drop; train
+    accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its start); an
+    evaluation split (required) within 10 % of the train loss (or 0.05
+    accuracy).
+    Likely cause: too little capacity (or too strong regularisation). The
+    curves cannot tell it from irreducible error (overlapping classes, label
+    noise), so the advice says to check the confusions.
+    Try: a bigger model (wider/deeper), less regularisation, better features;
+    then train longer.
+    Source: seed 004 train/val rule 3.
+    """
+    curve = loss_profile(run)
+    if curve is None or divergence_onset(run) is not None:
+        return []
+    loss, _ = curve
+    start = start_level(run)
+    third, fourth = window_median(loss, 0.5, 0.75), window_median(loss, 0.75, 1.0)
+    improvement = (third - fourth) / max(abs(third), 1e-12)
+    share = (third - fourth) / max(start - fourth, 1e-12)
+    # A loss that never fell (by 10 % of its start) is not learning at all,
+    # which is not a lack of capacity.
+    if start <= 0 or start - fourth < MIN_DROP * start:
+        return []
+    # Flat: < 5 % better over the last quarter and < 10 % of the total drop.
+    if improvement >= UNDERFIT_FLAT or share >= UNDERFIT_FLAT_SHARE:
+        return []
+    train_accuracy = finite(run.series("accuracy"))
+    val_loss, _ = eval_losses(run)
+    val_accuracy, _ = eval_frame(run, "accuracy")
+    evidence = {"train_loss": fourth, "last_quarter_improvement": improvement}
+    if len(train_accuracy) >= MIN_EVALS:
+        accuracy = window_median(train_accuracy, 0.75, 1.0)
+        evidence["train_accuracy"] = accuracy
+        if accuracy >= UNDERFIT_TRAIN_ACCURACY:
+            return []
+    elif fourth < UNDERFIT_HIGH_LOSS * start:
+        return []
+    close = None
+    if len(val_loss):
+        val_late = float(np.median(val_loss.to_numpy()[-max(1, len(val_loss) // 5):]))
+        evidence["val_loss"] = val_late
+        close = abs(val_late - fourth) <= UNDERFIT_GAP_LOSS * max(fourth, 1e-12) or val_late < fourth
+    if len(val_accuracy) and "train_accuracy" in evidence:
+        val_acc_late = float(np.median(val_accuracy.to_numpy()[-max(1, len(val_accuracy) // 5):]))
+        evidence["val_accuracy"] = val_acc_late
+        close_accuracy = evidence["train_accuracy"] - val_acc_late <= UNDERFIT_GAP_ACCURACY
+        close = close_accuracy if close is None else (close or close_accuracy)
+    if close is not True:  # without an evaluation split, "train and val close" cannot be judged
+        return []
+    accuracy_text = f", training accuracy {evidence['train_accuracy']:.2f}" if "train_accuracy" in evidence else ""
+    val_text = f", validation loss {evidence['val_loss']:.3g}" if "val_loss" in evidence else ""
+    return [finding(
+        "underfitting", "warning", "Underfitting: training loss plateaued high",
+        f"Training loss flat at {fourth:.3g} (last quarter {improvement:+.1%}){accuracy_text}{val_text}: "
+        "train and validation are close and both poor.",
+        "Increase capacity (wider/deeper model, better features) or reduce regularisation; then train longer. "
+        "If classes overlap or labels are noisy the plateau may be the data's limit: look at the confusions first.",
+        SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
+
+
+# train_longer: over the last third of evals the val loss still improves
+# ≥ 2 % and the best eval is among the last two; train loss fell ≥ 3 % in
+# its last quarter.
+TRAIN_LONGER_VAL_IMPROVEMENT = 0.02
+TRAIN_LONGER_TRAIN_IMPROVEMENT = 0.03
+# ...and these last stretches still bring a real share of the total
+# improvement: ≥ 10 % of the val gain in the last third of evals, ≥ 15 % of
+# the train drop in the last quarter (a converged run got nearly all of it
+# early: healthy corpus runs, two seeds each, ≤ 7 % and ≤ 10 %; stopped-early
+# runs ≥ 10.7 % and ≥ 18 %).
+TRAIN_LONGER_VAL_SHARE = 0.10
+TRAIN_LONGER_TRAIN_SHARE = 0.15
+
+
+@rule(severities=("info",), inputs=("loss",), evidence=Evidence.series("loss"),
+      # "Train longer" is wrong advice when the lr is too high or the model already overfits.
+      explained_by=("lr_too_high", "divergence", "overfitting"),
+      thresholds=("MIN_CURVE_POINTS", "TRAIN_LONGER_VAL_IMPROVEMENT", "TRAIN_LONGER_TRAIN_IMPROVEMENT",
+                  "TRAIN_LONGER_VAL_SHARE", "TRAIN_LONGER_TRAIN_SHARE"))
+def train_longer(run: RunData) -> list[Finding]:
+    """Training and validation still improving at the last epoch.
+
+    Symptom: validation loss improved ≥ 2 % over the last third of the evals
+    with the best among the last two, and the training loss fell ≥ 3 % in its
+    last quarter; these late stretches brought ≥ 10 % (val) and ≥ 15 %
+    (train) of the total improvement (not converged).
+    Likely cause: training stopped before convergence.
+    Try: train for more epochs (without decaying the lr early).
+    Source: seed 004 train/val rule 1; seed 002 ("make sure training loss converged").
+    """
+    values, epochs = eval_losses(run)
+    loss = finite_train_loss(run)
+    if len(values) < 3 or len(loss) < MIN_CURVE_POINTS or divergence_onset(run) is not None:
+        return []
+    v = values.to_numpy()
+    third = max(2, len(v) // 3)
+    earlier = float(v[-third])
+    val_gain = (earlier - v[-1]) / max(abs(earlier), 1e-12)
+    val_share = (earlier - v[-1]) / max(v[0] - v[-1], 1e-12)
+    best_recent = int(np.argmin(v)) >= len(v) - 2
+    start = start_level(run)
+    train_third, train_fourth = window_median(loss, 0.5, 0.75), window_median(loss, 0.75, 1.0)
+    train_gain = (train_third - train_fourth) / max(abs(train_third), 1e-12)
+    train_share = (train_third - train_fourth) / max(start - train_fourth, 1e-12)
+    evidence = {"val_improvement_last_third": val_gain, "val_share_last_third": val_share,
+                "train_improvement_last_quarter": train_gain, "train_share_last_quarter": train_share,
+                "last_val_loss": float(v[-1])}
+    if (val_gain < TRAIN_LONGER_VAL_IMPROVEMENT or val_share < TRAIN_LONGER_VAL_SHARE or not best_recent
+            or train_gain < TRAIN_LONGER_TRAIN_IMPROVEMENT or train_share < TRAIN_LONGER_TRAIN_SHARE):
+        return []
+    return [finding(
+        "train_longer", "info", "Still improving at the end: train longer",
+        f"Validation loss improved {val_gain:.0%} over the last third of the evals and is best at the end "
+        f"({v[-1]:.3g}); training loss fell {train_gain:.0%} in the last quarter.",
+        "Train for more epochs (keep the lr schedule proportional), until training loss converges.",
+        SOURCE_TRAIN_VAL + " rule 1; seed 002", values.index[-third], values.index[-1], evidence)]
+
+
+# no_better_than_baseline: final accuracy not above the majority-class
+# rate by more than 2 binomial standard errors (and at least 1 point).
+BASELINE_SE = 2.0
+BASELINE_MIN_MARGIN = 0.01
+
+
+@rule(severities=("warning", "critical"), inputs=("accuracy", "confusion"), metadata=("task.num_classes",),
+      evidence=Evidence.series("accuracy"), classes_page=True, explained_by=("divergence",),
+      thresholds=("BASELINE_SE", "BASELINE_MIN_MARGIN"))
+def no_better_than_baseline(run: RunData) -> list[Finding]:
+    """Accuracy not clearly above the majority-class (zero-rule) baseline.
+
+    Symptom: the final evaluation accuracy (median of the last evals) is not
+    above the majority-class rate of the evaluation set by more than two
+    binomial standard errors (at least one point).
+    Likely cause: nothing learned beyond the class prior: labels unrelated to
+    inputs, a bug in the data pipeline, collapsed model, heavy imbalance.
+    Try: overfit a small batch first; check inputs/labels alignment; compare
+    with a simple model; handle imbalance.
+    Source: seed 002 ("compare accuracy to a zero-rule baseline").
+    """
+    accuracy, _ = eval_frame(run, "accuracy")
+    accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
+    latest = last_confusion(run)
+    if accuracy.empty or latest is None:
+        return []
+    matrix, step, split = latest
+    total = matrix.sum()
+    if total <= 0:
+        return []
+    baseline = float(matrix.sum(axis=1).max() / total)
+    final = float(np.median(accuracy.to_numpy()[-min(3, len(accuracy)):]))
+    margin = max(BASELINE_MIN_MARGIN, BASELINE_SE * math.sqrt(baseline * (1 - baseline) / total))
+    if final > baseline + margin:
+        return []
+    return [finding(
+        "no_better_than_baseline", "critical" if final <= baseline else "warning",
+        "No better than predicting the majority class",
+        f"Final {split} accuracy {final:.3f} vs the zero-rule baseline {baseline:.3f} (majority class share of "
+        f"{int(total)} samples); a clear gain needs > {baseline + margin:.3f}.",
+        "Check that inputs and labels line up, overfit one small batch to prove the model can learn, "
+        "compare with a simple model; for imbalanced data judge per-class metrics.",
+        "seed 002 (zero-rule baseline)", accuracy.index[0], accuracy.index[-1],
+        {"accuracy": final, "baseline": baseline, "margin": margin, "samples": int(total)})]

@@ -1,0 +1,370 @@
+"""Rules on the learning rate, read off the loss curve, the lr and the update/weight ratios.
+
+lr too high, too low, decayed too early, no warmup. Also the binned loss
+profile these rules (and ``underfitting``) judge, computed once per
+``diagnose()`` call (:func:`~traindoctor.diagnosis.memo.per_run`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from traindoctor.diagnosis.common import finding, finite_train_loss, layer_values, lr_series
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.loss import (
+    DIVERGED_SMOOTHING,
+    SPIKE_MAX_REPORTED,
+    divergence_onset,
+    loss_spikes,
+    start_level,
+)
+from traindoctor.diagnosis.memo import per_run
+from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.diagnosis.robust import binned_medians, finite, mad_sigma, median, window_median
+from traindoctor.store.run_data import RunData
+
+SOURCE_LR = "seed 004 (step 6: look at learning curves)"
+
+# Curves are judged on a 40-bin median profile (robust to minibatch noise,
+# fixed cost for any length).
+PROFILE_BINS = 40
+# ...with at least 10 records per bin, so the profile's minimum is not one lucky batch.
+PROFILE_MIN_BIN_SIZE = 10
+# A curve needs two profile bins of 10 records (20 in all) before a rule judges its shape.
+MIN_CURVE_POINTS = 20
+
+
+@per_run
+def loss_profile(run: RunData) -> tuple[pd.Series, pd.Series] | None:
+    """The finite training loss and its binned-median profile; None below MIN_CURVE_POINTS records."""
+    loss = finite_train_loss(run)
+    if len(loss) < MIN_CURVE_POINTS:
+        return None
+    return loss, binned_medians(loss, max(2, min(PROFILE_BINS, len(loss) // PROFILE_MIN_BIN_SIZE)))
+
+
+@per_run
+def median_update_ratio(run: RunData) -> float | None:
+    """Median positive update/weight ratio over all layers in the second half of the run; None without ratios."""
+    frame = layer_values(run, "update_ratio")
+    if frame.empty:
+        return None
+    frame = frame.iloc[int(len(frame) * 0.5):]
+    values = frame.to_numpy(dtype="float64")
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.median(values)) if values.size else None
+
+
+def _initial_loss(run: RunData) -> float:
+    """Where training started: the task's expected initial loss or ln(C) when known, else the first records.
+
+    The median of the first records underestimates it when the loss drops
+    within a handful of steps (a logistic regression with momentum).
+    """
+    expected = run.task.get("expected_initial_loss")
+    classes = run.task.get("num_classes")
+    if expected is not None and float(expected) > 0:
+        return float(expected)
+    if classes is not None and int(classes) >= 2:
+        return math.log(int(classes))
+    return start_level(run)
+
+
+# lr_too_high needs a real first drop (≥ 10 % of the start), then either
+# climbs back ≥ 30 % of the way from its best to its start and stays there
+# (the last 20 % of the run)...
+MIN_DROP = 0.10
+REBOUND_FRACTION = 0.30
+REBOUND_NOISE_SIGMAS = 5.0
+# ...or thrashes on a high plateau: late level ≥ 30 % of the initial loss
+# (healthy corpus runs, three seeds, end below 25 % of ln C), step-to-step
+# noise ≥ 15 % of the level and median update/weight ratio ≥ 5e-3, 5× the
+# ~1e-3 rule of thumb (seed 004). On the three-seed corpus the runs with a
+# high plateau and no lr problem have ratios ≤ 4.6e-3, the lr-too-high runs
+# 7.7e-3 to 6e-2: the margin is thin, the rule says so in its evidence.
+# Without ratios, noise ≥ 30 % of the level makes it an info hint.
+HIGH_PLATEAU_LEVEL = 0.30
+THRASHING_NOISE = 0.15
+HIGH_UPDATE_RATIO = 5e-3
+NOISY_PLATEAU_NOISE = 0.30
+
+
+@rule(severities=("info", "warning"), inputs=("loss", "update_ratio"),
+      metadata=("task.expected_initial_loss", "task.num_classes"), evidence=Evidence.series("loss"),
+      heatmaps=("update_ratio",),
+      thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
+                  "REBOUND_NOISE_SIGMAS", "HIGH_PLATEAU_LEVEL", "THRASHING_NOISE", "HIGH_UPDATE_RATIO",
+                  "NOISY_PLATEAU_NOISE"))
+def lr_too_high(run: RunData) -> list[Finding]:
+    """Loss climbs back after its best, or thrashes on a high plateau with large updates.
+
+    Symptom: after a real drop (≥ 10 % of the initial loss, ln C when the
+    task says C), the loss climbs back ≥ 30 % of the way to it (and 5 noise
+    sigmas) and stays there; or its late level stays ≥ 30 % of the initial
+    loss with step-to-step noise ≥ 15 % of the level while the median
+    update/weight ratio is ≥ 5e-3 (5× the ~1e-3 rule of thumb); without
+    update ratios, noise ≥ 30 % of the level is reported as info only (a hard
+    task that converged looks the same).
+    Likely cause: the step size overshoots the valley.
+    Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
+    Source: seed 004 step 6 rule 2 and the update/weight ratio; seed 003.
+    """
+    curve = loss_profile(run)
+    if curve is None or divergence_onset(run) is not None:
+        return []
+    loss, profile = curve
+    start = _initial_loss(run)
+    best_position = int(np.argmin(profile.to_numpy()))
+    best = float(profile.iloc[best_position])
+    late = window_median(loss, 0.8, 1.0)
+    if start <= 0 or start - best < MIN_DROP * start:
+        return []
+    ratio = median_update_ratio(run)
+    rebound = (late - best) / (start - best)
+    late_values = loss.to_numpy()[int(0.5 * len(loss)):]
+    noise = mad_sigma(np.diff(late_values)) / math.sqrt(2) / max(median(late_values), 1e-12)
+    evidence = {"initial_loss": start, "best_level": best, "late_level": late, "median_update_ratio": ratio,
+                "rebound_fraction": rebound, "late_noise": noise}
+    support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
+    # The minimum of up to 40 noisy bins sits 2-3 sigmas low: the climb must exceed 5 sigmas of the bin noise.
+    profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
+    evidence["profile_noise"] = profile_noise
+    if (rebound >= REBOUND_FRACTION and best_position < len(profile) - 2
+            and late - best > REBOUND_NOISE_SIGMAS * profile_noise):
+        return [finding(
+            "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
+            f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "
+            f"({rebound:.0%} of the way back to its initial {start:.3g}) and stayed there.{support}",
+            "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
+            profile.index[best_position], loss.index[-1], evidence)]
+    high = late >= HIGH_PLATEAU_LEVEL * start
+    if ratio is not None:
+        thrashing, severity = noise >= THRASHING_NOISE and ratio >= HIGH_UPDATE_RATIO, "warning"
+    else:
+        thrashing, severity = noise >= NOISY_PLATEAU_NOISE, "info"
+    if not (high and thrashing):
+        return []
+    why = (f"the median update/weight ratio is {ratio:.1e}, above the ~1e-3 rule of thumb"
+           if ratio is not None else "no update ratios were recorded to confirm it")
+    return [finding(
+        "lr_too_high", severity, "High, noisy plateau: lr too high",
+        f"The loss stays at {late:.3g} ({late / start:.0%} of its initial {start:.3g}) with step-to-step noise "
+        f"{noise:.0%} of its level, while {why}.",
+        "Lower the lr (×0.3 to ×0.1) or add a decay schedule once the loss stalls.", SOURCE_LR + "; seed 003",
+        loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
+
+
+# lr_too_low: the loss dropped < 50 % of its start and the second half
+# dropped ≥ 50 % as much as the first (almost linear, no deceleration), and
+# still falls in the last quarter.
+SLOW_TOTAL_DROP = 0.50
+LINEAR_HALVES_RATIO = 0.50
+STILL_FALLING = 0.01
+# Levels are medians of 10 % windows; each drop must exceed 3 standard errors of such a median,
+# and each window needs ≥ 10 records (100 in all) for that error to mean anything.
+DROP_SIGMAS = 3.0
+LR_TOO_LOW_MIN_POINTS = 100
+
+
+@rule(severities=("warning",), inputs=("loss", "update_ratio"), evidence=Evidence.series("loss"),
+      heatmaps=("update_ratio",),
+      thresholds=("LR_TOO_LOW_MIN_POINTS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO", "STILL_FALLING", "DROP_SIGMAS",
+                  "HIGH_UPDATE_RATIO"))
+def lr_too_low(run: RunData) -> list[Finding]:
+    """Loss falls slowly and almost linearly, far from a plateau at the end.
+
+    Symptom: the loss lost < 50 % of its start, the second half fell ≥ 50 %
+    as much as the first (no deceleration) and it still falls in the last
+    quarter, each drop beyond 3 standard errors of the minibatch noise;
+    update/weight ratios are reported as support.
+    Likely cause: a learning rate far below what the model tolerates.
+    Try: raise the lr (×3 to ×10; try 1e-1, 1e-2, 1e-3, 1e-4 and keep the one
+    whose loss drops within ~100 iterations).
+    Source: seed 004 step 6 rule 1 and step 3.
+    """
+    curve = loss_profile(run)
+    if curve is None or len(curve[0]) < LR_TOO_LOW_MIN_POINTS or divergence_onset(run) is not None:
+        return []
+    loss, profile = curve
+    start = window_median(loss, 0.0, 0.1)
+    middle = window_median(loss, 0.45, 0.55)
+    end = window_median(loss, 0.9, 1.0)
+    # Standard error of a window median (1.25 σ/√k): the drops must stand out of the minibatch noise.
+    per_window = max(1, len(loss) // 10)
+    noise = mad_sigma(np.diff(loss.to_numpy())) / math.sqrt(2)
+    window_error = 1.25 * noise / math.sqrt(per_window)
+    if start <= 0:
+        return []
+    total_drop = (start - end) / start
+    first_half, second_half = start - middle, middle - end
+    third, fourth = window_median(loss, 0.5, 0.75), window_median(loss, 0.75, 1.0)
+    still_falling = (third - fourth) / max(abs(third), 1e-12)
+    ratio = median_update_ratio(run)
+    evidence = {"start_level": start, "middle_level": middle, "end_level": end, "total_drop": total_drop,
+                "halves_ratio": second_half / first_half if first_half > 0 else None,
+                "median_update_ratio": ratio}
+    if not (0 < total_drop < SLOW_TOTAL_DROP and start - end > DROP_SIGMAS * window_error
+            and second_half > DROP_SIGMAS * window_error and second_half >= LINEAR_HALVES_RATIO * first_half
+            and still_falling >= STILL_FALLING):
+        return []
+    if ratio is not None and ratio >= HIGH_UPDATE_RATIO:
+        return []
+    support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
+    return [finding(
+        "lr_too_low", "warning", "Loss falls slowly and linearly: lr too low",
+        f"The loss went {start:.3g} → {middle:.3g} → {end:.3g} ({total_drop:.0%} in all), as fast in the second half "
+        f"as in the first, and is still falling.{support}",
+        "Raise the lr (×3 to ×10); pick the lr that makes the loss drop clearly within ~100 iterations.",
+        SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], evidence)]
+
+
+# decayed_too_early: lr down to ≤ 10 % of its peak before 50 % of the run,
+# while the loss had fallen ≥ 5 % over the preceding stretch, and afterwards
+# the loss improves < 5 % more.
+DECAY_FACTOR = 0.10
+DECAY_EARLY_FRACTION = 0.50
+DECAY_HEADING_DOWN = 0.05
+DECAY_FLAT_AFTER = 0.05
+
+
+@rule(severities=("warning",), inputs=("loss", "lr"), evidence=Evidence.series("loss"),
+      thresholds=("MIN_CURVE_POINTS", "DECAY_FACTOR", "DECAY_EARLY_FRACTION", "DECAY_HEADING_DOWN",
+                  "DECAY_FLAT_AFTER"))
+def decayed_too_early(run: RunData) -> list[Finding]:
+    """An lr drop is followed at once by a flat loss well above where the run was heading.
+
+    Symptom: the lr falls to ≤ 10 % of its peak before half of the run, while
+    the loss was still falling (≥ 5 % over the preceding stretch), and the
+    loss improves < 5 % afterwards.
+    Likely cause: a step/plateau schedule or decay that kicks in too early.
+    Try: decay later (at the start of a plateau), as late as possible;
+    a constant lr first (seed 004 "don't tune the schedule first").
+    Source: seed 004 step 6 rule 3; seed 002 (ReduceLROnPlateau "as late as possible").
+    """
+    lr = finite(lr_series(run))
+    curve = loss_profile(run)
+    if curve is None or len(lr) < 3:
+        return []
+    loss, _ = curve
+    values = lr.to_numpy()
+    peak = np.maximum.accumulate(values)
+    decayed = np.flatnonzero((values <= DECAY_FACTOR * peak) & (peak > 0))
+    if len(decayed) == 0:
+        return []
+    decay_step = int(lr.index[decayed[0]])
+    steps = loss.index.to_numpy()
+    position = int(np.searchsorted(steps, decay_step))
+    if position >= DECAY_EARLY_FRACTION * len(loss) or position < 6:
+        return []
+    values_loss = loss.to_numpy()
+    width = max(3, position // 4)
+    earlier = median(values_loss[position - 2 * width:position - width])
+    at_decay = median(values_loss[position - width:position])
+    after_width = max(3, (len(loss) - position) // 10)
+    just_after = median(values_loss[position:position + after_width])
+    final = window_median(loss, 0.85, 1.0)
+    heading = (earlier - at_decay) / max(abs(earlier), 1e-12)
+    after = (just_after - final) / max(abs(just_after), 1e-12)
+    evidence = {"decay_step": decay_step, "lr_before": float(peak[decayed[0]]), "lr_after": float(values[decayed[0]]),
+                "loss_trend_before": heading, "improvement_after": after, "loss_after_decay": just_after,
+                "final_loss": final}
+    if heading < DECAY_HEADING_DOWN or after >= DECAY_FLAT_AFTER:
+        return []
+    return [finding(
+        "decayed_too_early", "warning", f"lr decayed too early (step {decay_step})",
+        f"The lr fell to {values[decayed[0]] / peak[decayed[0]]:.1%} of its peak at step {decay_step} "
+        f"({position / len(loss):.0%} into the run) while the loss was still falling ({heading:.0%} over the "
+        f"preceding stretch); afterwards it improved only {after:.1%} ({just_after:.3g} → {final:.3g}).",
+        "Decay later, at the start of a plateau (or as late as possible); keep the lr constant until the loss stalls.",
+        "seed 004 step 6 rule 3; seed 002 (ReduceLROnPlateau as late as possible)", decay_step, loss.index[-1],
+        evidence)]
+
+
+# missing_warmup: lr at step 1 already ≥ 50 % of its peak (no ramp); Adam
+# lr ≥ 1e-3 counts as "large" for a non-attention model (the seeds' recipe
+# starts transformers at 5e-5). Early instability, within the first 20 % of
+# the run: for attention models a loss ≥ 30 % above its start (ln C at init,
+# so any rise is the model getting worse) or a gradient norm ≥ 5× its first
+# value; without attention the bar is higher (small MLPs on noisy minibatches
+# wobble by 20 %): the smoothed loss ≥ 50 % above its start, or a loss spike.
+WARMUP_START_FRACTION = 0.50
+LARGE_ADAM_LR = 1e-3
+EARLY_FRACTION = 0.20
+EARLY_LOSS_RISE_ATTENTION = 0.30
+EARLY_GRAD_GROWTH = 5.0
+EARLY_LOSS_RISE = 0.50
+
+
+@rule(severities=("warning",), inputs=("loss", "lr", "grad_norm"), metadata=("env.model", "env.optimizer"),
+      evidence=Evidence.series("loss"),
+      thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
+                  "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "DIVERGED_SMOOTHING"))
+def missing_warmup(run: RunData) -> list[Finding]:
+    """A transformer (or Adam with a large lr) started at full lr, with early instability.
+
+    Symptom: the model has attention layers (or Adam with lr ≥ 1e-3), the lr
+    at the first step is already ≥ 50 % of its peak, and in the first 20 % of
+    the run the loss climbs above its start, or a loss spike
+    appears, or (attention) the gradient norm grows ≥ 5× its first value;
+    the loss bar is 30 % with attention, 50 % (smoothed) without.
+    Likely cause: Adam's second-moment estimates are poor in the first steps;
+    large early updates destabilise attention/post-LN blocks.
+    Try: linear warmup (e.g. 1-10 % of steps) then cosine/linear decay;
+    start small (e.g. 5e-5), OneCycleLR.
+    Source: seed 000, seed 001 (linear warmup), seed 003 ("warmup is essential").
+    """
+    lr = finite(lr_series(run))
+    loss = finite_train_loss(run)
+    if len(lr) < 2 or len(loss) < MIN_CURVE_POINTS:
+        return []
+    model = run.env.get("model") or {}
+    optimizer = run.env.get("optimizer") or {}
+    adam_like = "adam" in str(optimizer.get("type", "")).lower()
+    peak_lr = float(lr.max())
+    if not (model.get("has_attention") or (adam_like and peak_lr >= LARGE_ADAM_LR)):
+        return []
+    if peak_lr <= 0 or float(lr.iloc[0]) < WARMUP_START_FRACTION * peak_lr:
+        return []
+    early_end = max(MIN_CURVE_POINTS // 2, int(EARLY_FRACTION * len(loss)))
+    early = loss.iloc[:early_end]
+    start = start_level(run)
+    attention = bool(model.get("has_attention"))
+    if attention:
+        # Raw values: the first-steps blow-up of a transformer lasts one to three steps.
+        first = float(loss.iloc[0])
+        rise = float(early.max() / first - 1) if first > 0 else 0.0
+        rise_needed = EARLY_LOSS_RISE_ATTENTION
+    else:
+        smooth = pd.Series(early.to_numpy()).rolling(DIVERGED_SMOOTHING).median().to_numpy()
+        rise = float(np.nanmax(smooth) / start - 1) if start > 0 and np.isfinite(smooth).any() else 0.0
+        rise_needed = EARLY_LOSS_RISE
+    # The spikes loss_spike reports (the first SPIKE_MAX_REPORTED) that start in the early stretch.
+    spikes = [spike for spike in loss_spikes(run)[:SPIKE_MAX_REPORTED] if spike.start_step <= early.index[-1]]
+    growth = None
+    grad = finite(run.series("grad_norm"))
+    if attention and len(grad) >= 3:
+        early_grad = grad[grad.index <= early.index[-1]]
+        first_grad = float(grad.iloc[0])
+        if len(early_grad) and first_grad > 0:
+            growth = float(early_grad.max() / first_grad)
+    signs = []
+    if rise >= rise_needed:
+        signs.append(f"the loss climbed {rise:.0%} above its start")
+    if spikes:
+        signs.append(f"{len(spikes)} loss spike(s)")
+    if growth is not None and growth >= EARLY_GRAD_GROWTH:
+        signs.append(f"the gradient norm grew {growth:.0f}×")
+    if not signs:
+        return []
+    what = "attention layers" if model.get("has_attention") else f"Adam with lr {peak_lr:g}"
+    return [finding(
+        "missing_warmup", "warning", "No lr warmup, unstable start",
+        f"A model with {what} started at {float(lr.iloc[0]) / peak_lr:.0%} of its peak lr ({float(lr.iloc[0]):g}), and "
+        f"in the first {len(early)} steps {', '.join(signs)}.",
+        "Add a linear warmup over the first 1-10 % of steps (then cosine or linear decay), or OneCycleLR.",
+        "seed 000, seed 001 (warmup), seed 003 (warmup is essential)", loss.index[0], early.index[-1],
+        {"start_lr": float(lr.iloc[0]), "peak_lr": peak_lr, "early_loss_rise": rise, "early_spikes": len(spikes),
+         "early_grad_growth": growth})]

@@ -1,0 +1,238 @@
+"""The probe follows the optimizer's parameters as they change during training (issue 18, item 5).
+
+Oracle: the global grad norm over every parameter holding a gradient when the
+optimizer steps, computed beside the probe with plain per-tensor norms.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from traindoctor.probe import Probe
+from tests.probe.conftest import make_batches, make_model, read_run, series
+
+STEPS = 8
+CHANGE_AT = 4  # the change happens during this step
+NEW_LR = 0.02
+
+
+def _first_layer(model):
+    return list(model[0].parameters())
+
+
+def _freeze(params):
+    for param in params:
+        param.requires_grad_(False)
+
+
+def _unfreeze(params):
+    for param in params:
+        param.requires_grad_(True)
+
+
+def _all_params_optimizer(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def _optimizer_without_first_layer(model):
+    return torch.optim.SGD([p for n, p in model.named_parameters() if not n.startswith("0.")], lr=0.1)
+
+
+def _add_first_layer(model, optimizer):
+    _unfreeze(_first_layer(model))
+    optimizer.add_param_group({"params": _first_layer(model), "lr": NEW_LR})
+
+
+def _replace_head(model, optimizer):
+    torch.manual_seed(7)
+    model[3] = torch.nn.Linear(16, 3)
+    optimizer.add_param_group({"params": list(model[3].parameters()), "lr": NEW_LR})
+
+
+def _replace_head_and_group_list(model, optimizer):
+    torch.manual_seed(7)
+    model[3] = torch.nn.Linear(16, 3)
+    optimizer.param_groups[0]["params"] = list(model.parameters())  # a new list: the old head leaves
+
+
+def _extend_group_list(model, optimizer):
+    _unfreeze(_first_layer(model))
+    optimizer.param_groups[0]["params"].extend(_first_layer(model))
+
+
+def _frozen_first_layer_all_params(model):
+    _freeze(_first_layer(model))
+    return _all_params_optimizer(model)
+
+
+def _frozen_head_all_params(model):
+    _freeze(model[3].parameters())
+    return _all_params_optimizer(model)
+
+
+def _frozen_first_layer_outside(model):
+    _freeze(_first_layer(model))
+    return _optimizer_without_first_layer(model)
+
+
+# case: (set up the model and return its optimizer, change at the top of the step, change between its
+# backward and optimizer.step, whether a param group is added). The top of the step is where unfreezing
+# schedules and new heads happen; after the backward, the gradients exist before any hook could.
+CASES = {
+    "unfreeze_first_layer": (_frozen_first_layer_all_params, lambda m, o: _unfreeze(_first_layer(m)), None, False),
+    # The head's gradient is accumulated first in the backward, before any other hook runs.
+    "unfreeze_head": (_frozen_head_all_params, lambda m, o: _unfreeze(m[3].parameters()), None, False),
+    "add_param_group": (_frozen_first_layer_outside, _add_first_layer, None, True),
+    "add_param_group_after_backward": (
+        _frozen_first_layer_outside, lambda m, o: _unfreeze(_first_layer(m)),
+        lambda m, o: o.add_param_group({"params": _first_layer(m), "lr": NEW_LR}), True),
+    "replace_head": (_all_params_optimizer, _replace_head, None, True),
+    "extend_group_list": (_frozen_first_layer_outside, _extend_group_list, None, False),
+    "replace_head_and_group_list": (_all_params_optimizer, _replace_head_and_group_list, None, False),
+}
+
+
+def _true_grad_norm(model, optimizer, scale: float) -> float:
+    params = {id(p): p for p in model.parameters()}
+    params.update({id(p): p for group in optimizer.param_groups for p in group["params"]})
+    total = sum(p.grad.double().norm().item() ** 2 for p in params.values() if p.grad is not None)
+    return math.sqrt(total) / scale
+
+
+def _train(tmp_path, case: str, *, scaler: bool = False):
+    setup, before_forward, after_backward, _ = CASES[case]
+    model = make_model()
+    optimizer = setup(model)
+    grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8) if scaler else None
+    truth: dict[int, float] = {}
+    first_layer_truth: dict[int, float] = {}
+    head_truth: dict[int, float] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Nothing is flushed before the end: every value crosses the change in the buffers.
+        with Probe(run=case, store=tmp_path, layer_every=1, flush_every_steps=1000, flush_every_s=3600,
+                   strict=True) as probe:
+            probe.watch(model, optimizer, scaler=grad_scaler)
+            for step, (x, y) in enumerate(make_batches(STEPS), start=1):
+                if step == CHANGE_AT and before_forward:
+                    before_forward(model, optimizer)
+                with torch.autocast("cpu", dtype=torch.float16, enabled=scaler):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                (grad_scaler.scale(loss) if scaler else loss).backward()
+                if step == CHANGE_AT and after_backward:
+                    after_backward(model, optimizer)
+                scale = grad_scaler.get_scale() if scaler else 1.0
+                truth[step] = _true_grad_norm(model, optimizer, scale)
+                if model[0].weight.grad is not None:
+                    first_layer_truth[step] = model[0].weight.grad.double().norm().item() / scale
+                head = model[3].weight.grad
+                head_truth[step] = None if head is None else head.double().norm().item() / scale
+                if scaler:
+                    grad_scaler.step(optimizer)
+                    grad_scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad()
+                probe.step(loss=loss)
+    ours = [str(w.message) for w in caught if "traindoctor" in str(w.message)]
+    return read_run(tmp_path), truth, first_layer_truth, head_truth, ours
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_grad_norm_counts_parameters_that_start_getting_gradients_after_watch(tmp_path, case):
+    (meta, scalars, _, _), truth, first_layer_truth, head_truth, ours = _train(tmp_path, case)
+    assert meta["status"] == "finished"
+    assert ours == []  # every change here is one the probe can follow
+    assert series(scalars, "grad_norm") == pytest.approx(truth, rel=1e-5)
+    assert series(scalars, "grad_norm", layer="0.weight") == pytest.approx(first_layer_truth, rel=1e-5)
+    # Per-layer values keep the name they were measured under: "3.weight" is the new head after a replacement.
+    assert series(scalars, "grad_norm", layer="3.weight") == pytest.approx(
+        {step: value for step, value in head_truth.items() if value is not None}, rel=1e-5)
+
+
+@pytest.mark.parametrize("case", sorted(name for name, (*_, new_group) in CASES.items() if new_group))
+def test_lr_is_kept_for_buffered_steps_and_a_new_group_gets_its_own_series(tmp_path, case):
+    (_, scalars, _, _), _, _, _, ours = _train(tmp_path, case)
+    assert ours == []
+    assert series(scalars, "lr", layer="group0") == pytest.approx({step: 0.1 for step in range(1, STEPS + 1)})
+    assert series(scalars, "lr", layer="group1") == pytest.approx({step: NEW_LR for step in range(CHANGE_AT, STEPS + 1)})
+    # Per-layer statistics cover the new parameters from the step they were added.
+    steps = set(scalars.loc[(scalars["name"] == "update_ratio"), "step"])
+    assert steps == set(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("case", ["add_param_group", "add_param_group_after_backward", "unfreeze_head"])
+def test_grad_norm_under_a_grad_scaler_counts_new_parameters_unscaled(tmp_path, case):
+    (_, scalars, _, _), truth, _, _, ours = _train(tmp_path, case, scaler=True)
+    recorded = series(scalars, "grad_norm")
+    skipped = {step for step, value in series(scalars, "amp_skipped").items() if value}
+    assert ours == []
+    assert recorded == pytest.approx({step: value for step, value in truth.items() if step not in skipped}, rel=1e-3)
+
+
+def test_a_parameter_swapped_into_a_group_list_in_place_is_tracked_from_the_next_flush_with_a_warning(tmp_path):
+    model = make_model()
+    optimizer = _all_params_optimizer(model)
+    truth = {}
+    with pytest.warns(RuntimeWarning, match=r"'3.weight', '3.bias' entered the optimizer by an in-place change") as caught:
+        with Probe(run="swap", store=tmp_path, flush_every_steps=1, strict=True) as probe:
+            probe.watch(model, optimizer)
+            for step, (x, y) in enumerate(make_batches(STEPS), start=1):
+                if step == CHANGE_AT:
+                    old_weight, old_bias = model[3].weight, model[3].bias
+                    model[3] = torch.nn.Linear(16, 3)
+                    params = optimizer.param_groups[0]["params"]
+                    # Same list, same length: only the flush-time comparison sees it.
+                    params[[p is old_weight for p in params].index(True)] = model[3].weight
+                    params[[p is old_bias for p in params].index(True)] = model[3].bias
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                truth[step] = _true_grad_norm(model, optimizer, 1.0)
+                optimizer.step()
+                optimizer.zero_grad()
+                probe.step(loss=1.0)
+    assert len([w for w in caught if "in-place change" in str(w.message)]) == 1
+    _, scalars, _, _ = read_run(tmp_path)
+    recorded = series(scalars, "grad_norm")
+    after = {step: value for step, value in truth.items() if step > CHANGE_AT}
+    assert {step: recorded[step] for step in after} == pytest.approx(after, rel=1e-5)
+
+
+def test_gradients_outside_the_optimizer_are_named_in_one_warning(tmp_path):
+    model = make_model()
+    optimizer = _all_params_optimizer(model)
+    with pytest.warns(RuntimeWarning, match=r"'3.weight', '3.bias' of the model get gradients but are not in the "
+                                            r"optimizer") as caught:
+        with Probe(run="outside", store=tmp_path, flush_every_steps=2) as probe:
+            probe.watch(model, optimizer)
+            for step, (x, y) in enumerate(make_batches(STEPS), start=1):
+                if step == CHANGE_AT:
+                    model[3] = torch.nn.Linear(16, 3)  # replaced, but the optimizer is not told
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=False)
+                probe.step(loss=1.0)
+    assert len([w for w in caught if "not in the optimizer" in str(w.message)]) == 1
+
+
+def test_lr_turned_off_later_keeps_the_values_of_steps_already_buffered(tmp_path, monkeypatch):
+    model = make_model()
+    optimizer = _all_params_optimizer(model)
+    original = Probe._read_lrs
+    with pytest.warns(RuntimeWarning, match="'lr' failed"):
+        with Probe(run="lr", store=tmp_path, flush_every_steps=1000, flush_every_s=3600) as probe:
+            probe.watch(model, optimizer)
+            for step, (x, y) in enumerate(make_batches(STEPS), start=1):
+                if step == CHANGE_AT:
+                    monkeypatch.setattr(Probe, "_read_lrs", lambda self, lrs: 1 / 0)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                probe.step(loss=1.0)
+    monkeypatch.setattr(Probe, "_read_lrs", original)
+    _, scalars, _, _ = read_run(tmp_path)
+    assert sorted(series(scalars, "lr", layer="group0")) == list(range(1, CHANGE_AT))
+    assert sorted(series(scalars, "loss")) == list(range(1, STEPS + 1))
