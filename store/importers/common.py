@@ -729,17 +729,21 @@ def import_runs(
         results.append(None)
 
     parsed: list[tuple[int, dict[str, Any], str | None, ParsedRun]] = []
+    empty: list[RunSource] = []
     total = sum(print_["size"] for _, _, print_, _ in pending)
     with Progress(progress, total, f"import {kind}", unit=progress_unit) as bar:
         for index, source, print_, replaces in pending:
             with reading_input(source.where):
                 run = apply_rules(parse(source, bar))
             if run.rows == 0:
-                warnings.warn(f"{source.where}: no scalar values, not imported", RuntimeWarning, stacklevel=3)
+                empty.append(source)
                 continue
             parsed.append((index, print_, replaces, run))
     if pending and not parsed and len(pending) == len(results):
+        # The error says it once; a warning per source would only repeat it.
         raise StoreError(f"no scalar values found in {root}")
+    for source in empty:
+        warnings.warn(f"{source.where}: no scalar values, not imported", RuntimeWarning, stacklevel=3)
 
     _remove_stale_staging(store_root)
     publication = _Publication()
