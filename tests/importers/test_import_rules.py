@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +96,49 @@ def deep_json(levels: int) -> str:
     return "[" * levels + "]" * levels
 
 
+def text_file(path: Path, text: str) -> Path:
+    """A JSONL file or a terminal log."""
+    path.write_text(text)
+    return path
+
+
+def wandb_history(step: int, **values: str) -> bytes:
+    """One serialized W&B history record: ``_step`` and each key with its value as JSON text."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    items = [pb.HistoryItem(key="_step", value_json=str(step))]
+    items += [pb.HistoryItem(key=key, value_json=value) for key, value in values.items()]
+    return pb.Record(history=pb.HistoryRecord(item=items)).SerializeToString()
+
+
+def wandb_run(folder: Path, log: bytes | list[bytes], **side_files: str) -> Path:
+    """``folder/wandb/offline-run-x`` with ``run-x.wandb``: raw bytes, or records framed as W&B frames them
+    (a 7-byte header, then one FULL chunk per record: CRC-32 seeded with its type, length, type), and
+    ``files/<name>`` side files."""
+    pytest.importorskip("wandb")
+    run = folder / "wandb" / "offline-run-x"
+    run.mkdir(parents=True)
+    if isinstance(log, list):
+        framed = bytearray(struct.pack("<4sHB", b":W&B", 0xBEE1, 0))
+        for record in log:  # small records: none reaches the end of a 32 KiB block
+            framed += struct.pack("<IHB", zlib.crc32(record, zlib.crc32(b"\x01")), len(record), 1) + record
+        log = bytes(framed)
+    (run / "run-x.wandb").write_bytes(log)
+    if side_files:
+        (run / "files").mkdir()
+        for name, text in side_files.items():
+            (run / "files" / name).write_text(text)
+    return folder
+
+
+def mlflow_uri(uri: str) -> str:
+    pytest.importorskip("mlflow")
+    return uri
+
+
+JSONL_LOSS = '{"step": 1, "loss": 2.0}\n'
+
+
 # kind, factory(tmp_path) -> input path, fragment of the one-line error.
 BAD_INPUTS: list = [
     pytest.param("csv", lambda t: tidy_csv(t / "x.csv", "step,split,name,value,value\n1,train,loss,1,2\n"),
@@ -159,6 +204,39 @@ BAD_INPUTS: list = [
                  "more than 50,000 values", id="tensorboard-hparams-alias-bomb"),
     pytest.param("tensorboard", lambda t: tensorboard_run(t / "tb", [("loss", STEP_MAX, 1.0)], "lr: 0.1\n"),
                  "once +1 is added", id="tensorboard-lightning-step-wraps-after-plus-one"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", JSONL_LOSS + '{"step": 2, "loss": \n' + JSONL_LOSS),
+                 "x.jsonl line 2 is not JSON (Expecting value", id="jsonl-line-not-json"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", '{"step": 1, "x": ' + deep_json(100_000) + "}\n"),
+                 "x.jsonl line 1 is not JSON (nested too deeply)", id="jsonl-nested-100k-deep"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", JSONL_LOSS + '{"step": 2, "loss": "warm-up"}\n'),
+                 "x.jsonl line 2, 'loss': value 'warm-up' is not a number", id="jsonl-value-text-not-a-number"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", '{"step": 2.5, "loss": 1.0}\n'),
+                 "x.jsonl line 1: step 2.5 is not a whole number", id="jsonl-step-fraction"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", f'{{"iter": {2**63}, "loss": 1.0}}\n'),
+                 "step 9223372036854775808 is beyond the store's steps (int64)", id="jsonl-step-beyond-int64"),
+    pytest.param("log", lambda t: text_file(t / "x.log", "Traceback (most recent call last):\n"
+                                                         "RuntimeError: CUDA error: out of memory\n"),
+                 "no scalar values found in", id="log-no-metric-lines"),
+    pytest.param("log", lambda t: text_file(t / "x.log", f"step {2**64}: loss 1.0\n"),
+                 "x.log line 1: step 1.8446744073709552e+19 is beyond the store's steps (int64)",
+                 id="log-step-beyond-int64"),
+    # A .wandb file cut after some records loses its torn tail with a warning (a live or killed run);
+    # one cut inside its header holds nothing to import.
+    pytest.param("wandb", lambda t: wandb_run(t / "w", b":W&B\xe1"),
+                 "run-x.wandb is not a W&B transaction log", id="wandb-log-cut-inside-its-header"),
+    pytest.param("wandb", lambda t: wandb_run(t / "w", [wandb_history(0, loss="1.0")], **{"config.yaml": BOMB_YAML}),
+                 "more than 50,000 values (aliases that multiply?)", id="wandb-config-yaml-alias-bomb"),
+    pytest.param("wandb", lambda t: wandb_run(t / "w", [wandb_history(0, loss="1.0")],
+                                              **{"wandb-summary.json": '{"loss": '}),
+                 "is not a wandb-summary.json (invalid JSON:", id="wandb-summary-not-json"),
+    pytest.param("wandb", lambda t: wandb_run(t / "w", [wandb_history(0, loss='"abc"')]),
+                 "('loss' at step 0): value 'abc' is not a number", id="wandb-value-text-not-a-number"),
+    pytest.param("mlflow", lambda t: mlflow_uri(f"sqlite:///{t}/absent.db"),
+                 "no MLflow tracking store at sqlite:///", id="mlflow-sqlite-uri-does-not-exist"),
+    pytest.param("mlflow", lambda t: mlflow_uri(f"file://{t}/absent-mlruns"),
+                 "no MLflow tracking store at file://", id="mlflow-file-uri-does-not-exist"),
+    pytest.param("mlflow", lambda t: mlflow_uri(str(t / "mlruns")),
+                 "mlruns: no such folder or database file", id="mlflow-local-store-does-not-exist"),
 ]
 
 
