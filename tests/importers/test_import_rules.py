@@ -267,11 +267,34 @@ def write_repeated_step(kind: str, tmp_path: Path, values: list[float]) -> tuple
     if kind == "lightning":  # Lightning's steps are 0-based: store step = step + 1
         rows = ["0,9.0"] + [f"2,{v}" for v in values] + ["4,8.0"]
         return lightning_run(tmp_path / "v", "step,train_loss\n" + "\n".join(rows) + "\n"), "train", "loss", 3
-    points = [("train/loss", 1, 9.0), *(("train/loss", 3, v) for v in values), ("train/loss", 5, 8.0)]
+    steps_and_values = [(1, 9.0), *((3, v) for v in values), (5, 8.0)]
+    if kind == "jsonl":
+        lines = "".join(json.dumps({"step": step, "loss": value}) + "\n" for step, value in steps_and_values)
+        return text_file(tmp_path / "x.jsonl", lines), "train", "loss", 3
+    if kind == "log":
+        lines = "".join(f"iter {step}: loss {value}\n" for step, value in steps_and_values)
+        return text_file(tmp_path / "x.log", lines), "train", "loss", 3
+    if kind == "wandb":
+        records = [wandb_history(step, loss=repr(value)) for step, value in steps_and_values]
+        return wandb_run(tmp_path / "w", records), "train", "loss", 3
+    if kind == "mlflow":  # MLflow keeps every value of a step; its order is the order of their timestamps
+        pytest.importorskip("mlflow")
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        run_id = client.create_run(client.create_experiment("e")).info.run_id
+        client.log_batch(run_id, metrics=[Metric("loss", value, 1000 + index, step)
+                                          for index, (step, value) in enumerate(steps_and_values)])
+        return tmp_path / "mlflow.db", "train", "loss", 3
+    points = [("train/loss", step, value) for step, value in steps_and_values]
     return tensorboard_run(tmp_path / "tb", points), "train", "loss", 3
 
 
-@pytest.mark.parametrize("kind", ["csv", "hf", "lightning", "tensorboard"])
+REPEATED_STEP_KINDS = ["csv", "hf", "lightning", "tensorboard", "jsonl", "log", "wandb", "mlflow"]
+
+
+@pytest.mark.parametrize("kind", REPEATED_STEP_KINDS)
 def test_a_repeated_step_keeps_its_last_value_in_every_importer(tmp_path, kind):
     path, split, name, step = write_repeated_step(kind, tmp_path, [1.25, 2.5, 0.75])
     with pytest.warns(RuntimeWarning, match=r"2 value\(s\) at a repeated step were replaced .*first: loss at step 3"):
@@ -282,7 +305,7 @@ def test_a_repeated_step_keeps_its_last_value_in_every_importer(tmp_path, kind):
     assert result.rows == 3
 
 
-@pytest.mark.parametrize("kind", ["csv", "hf", "lightning", "tensorboard"])
+@pytest.mark.parametrize("kind", REPEATED_STEP_KINDS)
 def test_a_repeated_step_with_the_same_value_is_kept_once_and_quietly(tmp_path, kind):
     path, split, name, step = write_repeated_step(kind, tmp_path, [0.5, 0.5])
     with warnings.catch_warnings():
