@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "import traindoctor.store.segments": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.store.format": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.store.reader": (FRAMEWORKS + UI, ("duckdb",)),
-    "import traindoctor.store.importers": (FRAMEWORKS + UI + ("duckdb", "pandas", "tensorboard"), ()),
+    "import traindoctor.store.importers": (FRAMEWORKS + UI + ("duckdb", "pandas", "tensorboard", "wandb", "mlflow"), ()),
     # The package, the reports and the findings cache load no rule (and no pandas):
     # a diagnosis answered from the cache prints without them.
     "import traindoctor.diagnosis, traindoctor.diagnosis.report, traindoctor.diagnosis.cache":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
-IMPORT_KINDS = ("csv", "tensorboard", "lightning", "hf")
+IMPORT_KINDS = ("csv", "tensorboard", "lightning", "hf", "wandb", "mlflow", "jsonl", "log")
 FAIL_ON = ("info", "warning", "critical")
 
 
@@ -126,9 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "step,split,name,value and optional epoch,layer,wall_time. tensorboard: a log folder "
                     "(every folder holding event files becomes a run) or one event file. lightning: a "
                     "CSVLogger version folder (metrics.csv + hparams.yaml) or its metrics.csv. hf: an HF "
-                    "Trainer output folder, a checkpoint folder or a trainer_state.json.")
+                    "Trainer output folder, a checkpoint folder or a trainer_state.json. wandb: a local W&B run "
+                    "folder (run-*/ or offline-run-*/), its .wandb file, or a wandb/ folder of runs. mlflow: a "
+                    "tracking URI or a local mlruns/ folder or SQLite file (default: MLflow's own default). "
+                    "jsonl: one JSON object per line. log: a terminal log (HF Trainer dicts, nanoGPT, "
+                    "Megatron-LM, fairseq, MMEngine, key=value and key: value lines).")
     importer.add_argument("kind", choices=IMPORT_KINDS)
-    importer.add_argument("path", metavar="PATH")
+    importer.add_argument("path", metavar="PATH", nargs="?", default=None,
+                          help="what to import (for mlflow: TRACKING_URI, optional)")
     _store_arg(importer)
     importer.add_argument("--run", metavar="NAME", default=None, help="name for the imported run")
     importer.add_argument("--num-classes", type=int, default=None,
@@ -138,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "and their findings cached, so 'traindoctor diagnose' answers at once)")
     importer.add_argument("--no-progress", action="store_true",
                           help="no progress bar (shown by default only when stderr is a terminal)")
+    importer.add_argument("--experiment", metavar="NAME", default=None, help="mlflow: only this experiment's runs")
+    importer.add_argument("--run-id", metavar="ID", default=None, help="mlflow: only this run")
+    importer.add_argument("--pattern", metavar="REGEX", default=None,
+                          help="log: a regular expression with named groups: step (optional), epoch (optional) "
+                               "and metrics, e.g. 'it (?P<step>\\d+) loss (?P<loss>\\S+)'")
+    importer.add_argument("--log-every", metavar="N", type=int, default=None,
+                          help="log: optimizer steps between records, for logs that print no step "
+                               "(HF Trainer's logging_steps; read from the log when it prints it)")
 
     compact = commands.add_parser("compact", help="merge each run's segments into one sorted file")
     _store_arg(compact)
@@ -318,9 +331,12 @@ def command_diagnose(args: argparse.Namespace) -> int:
 def command_import(args: argparse.Namespace) -> int:
     from traindoctor.store.importers import import_source
 
+    if args.path is None and args.kind != "mlflow":
+        raise CommandError(f"import {args.kind} needs a PATH (see 'traindoctor import --help')")
     catalog = _catalog(args.store)
     results = import_source(args.kind, catalog.root, args.path, run_name=args.run, num_classes=args.num_classes,
-                            progress=False if args.no_progress else None)
+                            progress=False if args.no_progress else None, experiment=args.experiment,
+                            run_id=args.run_id, pattern=args.pattern, log_every=args.log_every)
     imported = [result.run_id for result in results if not result.skipped]
     verdicts = {} if args.no_diagnose else _diagnose_imported(catalog, imported)
     for result in results:

@@ -126,7 +126,7 @@ def _columns(state_path: Path, history: list) -> tuple[dict, np.ndarray, np.ndar
     return columns, np.array(epoch_steps, dtype=np.int64), np.array(epoch_values, dtype=np.float64), left_out
 
 
-def _layer_count(model_config: dict[str, Any], path: Path) -> int | None:
+def _layer_count(model_config: dict[str, Any], path: Any) -> int | None:
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         value = model_config.get(key)
         if _is_number(value):
@@ -136,8 +136,17 @@ def _layer_count(model_config: dict[str, Any], path: Path) -> int | None:
     return None
 
 
-def _classes(labels: dict[str, Any], path: Path) -> dict[str, Any]:
-    """task.num_classes and class_names from id2label, whose keys must be "0" … "n-1"."""
+def _classes(labels: dict[Any, Any], path: Any) -> dict[str, Any]:
+    """task.num_classes and class_names from id2label, whose keys must be "0" … "n-1".
+
+    Whole-number keys count as their text (an id2label logged as an MLflow
+    param and read back as a Python literal has ``int`` keys).
+    """
+    as_text = {str(key) if isinstance(key, int) and not isinstance(key, bool) else key: name
+               for key, name in labels.items()}
+    if len(as_text) != len(labels):
+        raise ImportInputError(f"{path}: id2label holds a class index twice (as a number and as text)")
+    labels = as_text
     indices = [str(index) for index in range(len(labels))]
     if set(labels) != set(indices):
         odd = next(key for key in labels if key not in indices)
@@ -145,8 +154,13 @@ def _classes(labels: dict[str, Any], path: Path) -> dict[str, Any]:
     return {"num_classes": len(labels), "class_names": [str(labels[index]) for index in indices]}
 
 
-def _model_meta(model_config: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """env.model and task from a model's config.json."""
+def model_meta(model_config: dict[str, Any], path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """env.model and task from a model's config.json (or a config that holds one: W&B's, MLflow's params).
+
+    ``path`` names the input in an ``ImportInputError`` for a config the store
+    cannot take (an ``id2label`` whose keys are not ``0..n-1``, a layer count
+    that is not a whole number).
+    """
     architectures = model_config.get("architectures") or []
     if not isinstance(architectures, list):
         raise ImportInputError(f"{path}: architectures is not a list")
@@ -162,7 +176,7 @@ def _model_meta(model_config: dict[str, Any], path: Path) -> tuple[dict[str, Any
     return model, task
 
 
-def _optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:
+def optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:
     if "learning_rate" not in args:
         return None
     optim = str(args.get("optim", "adamw_torch")).lower()
@@ -195,12 +209,12 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
                 raise ImportInputError(f"{file} is not a {file.name} (not a JSON object)")
             if file.name == ARGS_FILE:
                 config.update(loaded)
-                optimizer = _optimizer_meta(loaded)
+                optimizer = optimizer_meta(loaded)
                 if optimizer:
                     env["optimizer"] = optimizer
                 notes.append(f"training arguments from {file.name}")
             elif file.name == MODEL_CONFIG_FILE:
-                env["model"], task = _model_meta(loaded, file)
+                env["model"], task = model_meta(loaded, file)
         except ImportInputError as error:
             raise ImportInputError(f"{error}; move {file.name} aside to import without it") from None
     progress.update(sum(f.stat().st_size for f in source.files))

@@ -42,10 +42,16 @@ SPLIT_WORDS = {
 }
 KNOWN_NAMES = {
     "loss": "loss",
+    # Megatron-LM prints and writes to TensorBoard its language-model loss as "lm loss".
+    "lm loss": "loss", "lm_loss": "loss",
     "acc": "accuracy", "accuracy": "accuracy",
     "lr": "lr", "learning_rate": "lr", "learning-rate": "lr", "learningrate": "lr",
     "grad_norm": "grad_norm", "gradient_norm": "grad_norm", "grad-norm": "grad_norm",
     "grad_norm_total": "grad_norm", "total_grad_norm": "grad_norm", "global_grad_norm": "grad_norm",
+    "grad norm": "grad_norm", "gnorm": "grad_norm",  # Megatron-LM, fairseq
+    "learning rate": "lr",  # Megatron-LM
+    # fairseq and Megatron-LM log the dynamic fp16 loss scale: GradScaler's scale.
+    "loss_scale": "amp_scale", "loss scale": "amp_scale", "loss-scale": "amp_scale",
     "weight_norm": "weight_norm", "update_ratio": "update_ratio",
     "amp_scale": "amp_scale", "amp_skipped": "amp_skipped",
 }
@@ -58,6 +64,18 @@ _LIGHTNING_LR = re.compile(r"^lr-(?P<optimizer>[A-Za-z0-9_.]+?)(?P<momentum>-mom
 # lightning.pytorch.utilities.grad_norm: "grad_2.0_norm_total", "grad_2.0_norm/fc.weight".
 _LIGHTNING_GRAD_NORM = re.compile(r"^grad_(?P<p>[0-9.]+|inf)_norm(?:_total|/(?P<layer>.+))$")
 _AGGREGATE_SUFFIXES = ("_step", "_epoch")
+
+# Keys that count optimizer steps in record-by-record logs (JSONL, terminal
+# logs, W&B histories), most specific first: fairseq's num_updates counts
+# optimizer updates where its "epoch 001: 450 / 1891" counts batches, and
+# litgpt prints "iter 76 step 38" (micro-batches, then optimizer steps).
+STEP_KEYS = ("num_updates", "global_step", "train/global_step", "trainer/global_step", "step", "iteration", "iter",
+             "it")
+# Keys holding the wall-clock time of a record, in Unix seconds.
+WALL_TIME_KEYS = ("wall_time", "_timestamp", "timestamp")
+# W&B's wandb.watch() logs histograms of each parameter's gradient and value
+# under these prefixes; a norm derived from one is the project's statistic.
+HISTOGRAM_NORMS = {"gradients": "grad_norm", "parameters": "weight_norm"}
 
 
 def _split_of(tag: str) -> tuple[str | None, str]:
@@ -123,6 +141,15 @@ def map_metric(tag: str) -> MetricKey:
             curve_suffix = "_step" if split == "train" else "_epoch"
             return MetricKey(split, name if suffix == curve_suffix else name + suffix)
     return MetricKey(split or "user", rest)
+
+
+def map_histogram(tag: str) -> MetricKey | None:
+    """The per-layer norm a W&B histogram tag stands for (``gradients/fc.weight`` →
+    grad_norm of ``fc.weight``), or None for any other histogram."""
+    prefix, _, layer = tag.partition("/")
+    if prefix in HISTOGRAM_NORMS and layer:
+        return MetricKey("train", HISTOGRAM_NORMS[prefix], layer)
+    return None
 
 
 def map_metrics(tags: Iterable[str]) -> dict[str, MetricKey]:

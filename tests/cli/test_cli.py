@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -71,8 +72,14 @@ def test_store_defaults_to_environment_variable(tmp_path, capsys, monkeypatch):
         (["frobnicate"], "invalid choice"),
         (["diagnose"], "required"),
         (["diagnose", "x", "--fail-on", "panic"], "invalid choice"),
+        (["import", "log"], "import log needs a PATH"),
+        (["import", "jsonl", "{tmp}/absent.jsonl"], "absent.jsonl"),
+        (["import", "csv", "{tmp}/x.csv", "--pattern", "x"], "--pattern does not apply to import csv"),
+        (["import", "mlflow", "{tmp}/no-mlruns"], "no MLflow tracking store"),
+        (["import", "log", "{tmp}", "--pattern", "(?P<step>"], "is a folder"),
     ],
-    ids=["unknown-run", "export-unknown-run", "missing-file", "unknown-command", "missing-argument", "bad-fail-on"],
+    ids=["unknown-run", "export-unknown-run", "missing-file", "unknown-command", "missing-argument", "bad-fail-on",
+         "log-without-path", "missing-jsonl", "option-of-another-kind", "missing-mlruns", "log-folder"],
 )
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys, argv, fragment):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -148,3 +155,18 @@ def test_diagnose_fail_on_exits_1_for_a_diverged_run(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "diagnose", "diverged", "--store", tmp_path, "--fail-on", "warning")
     assert code == 1
     assert "divergence" in out
+
+
+def test_a_pasted_log_is_diagnosed_in_two_commands(tmp_path, capsys):
+    """The README's example: a nanoGPT log pasted into karpathy/nanoGPT#215 (its loss turns NaN at iter 3010)."""
+    paste = Path(__file__).parents[1] / "importers" / "pasted_logs" / "nanogpt_loss_nan.txt"
+    code, out, err = run_cli(capsys, "import", "log", paste, "--store", tmp_path / "s", "--run", "paste")
+    assert code == 0, err
+    assert out.startswith("imported paste")
+    code, out, err = run_cli(capsys, "diagnose", "paste", "--store", tmp_path / "s", "--json", "--fail-on", "critical")
+    assert code == 1, err
+    [run] = json.loads(out)["runs"]
+    divergence = [f for f in run["findings"] if f["rule"] == "divergence"]
+    assert divergence and divergence[0]["severity"] == "critical" and divergence[0]["step_start"] == 3010
+    code, out, _ = run_cli(capsys, "import", "log", paste, "--store", tmp_path / "s")
+    assert code == 0 and out.startswith("already imported")

@@ -129,5 +129,5 @@ def test_changed_file_replaces_the_earlier_import_under_the_same_run_id(tmp_path
 
 
 def test_unknown_kind_is_rejected(tmp_path, store_root):
-    with pytest.raises(StoreError, match="unknown import kind 'wandb'"):
-        import_source("wandb", store_root, tmp_path)
+    with pytest.raises(StoreError, match="unknown import kind 'aim'"):
+        import_source("aim", store_root, tmp_path)

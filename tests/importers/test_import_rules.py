@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +96,49 @@ def deep_json(levels: int) -> str:
     return "[" * levels + "]" * levels
 
 
+def text_file(path: Path, text: str) -> Path:
+    """A JSONL file or a terminal log."""
+    path.write_text(text)
+    return path
+
+
+def wandb_history(step: int, **values: str) -> bytes:
+    """One serialized W&B history record: ``_step`` and each key with its value as JSON text."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    items = [pb.HistoryItem(key="_step", value_json=str(step))]
+    items += [pb.HistoryItem(key=key, value_json=value) for key, value in values.items()]
+    return pb.Record(history=pb.HistoryRecord(item=items)).SerializeToString()
+
+
+def wandb_run(folder: Path, log: bytes | list[bytes], **side_files: str) -> Path:
+    """``folder/wandb/offline-run-x`` with ``run-x.wandb``: raw bytes, or records framed as W&B frames them
+    (a 7-byte header, then one FULL chunk per record: CRC-32 seeded with its type, length, type), and
+    ``files/<name>`` side files."""
+    pytest.importorskip("wandb")
+    run = folder / "wandb" / "offline-run-x"
+    run.mkdir(parents=True)
+    if isinstance(log, list):
+        framed = bytearray(struct.pack("<4sHB", b":W&B", 0xBEE1, 0))
+        for record in log:  # small records: none reaches the end of a 32 KiB block
+            framed += struct.pack("<IHB", zlib.crc32(record, zlib.crc32(b"\x01")), len(record), 1) + record
+        log = bytes(framed)
+    (run / "run-x.wandb").write_bytes(log)
+    if side_files:
+        (run / "files").mkdir()
+        for name, text in side_files.items():
+            (run / "files" / name).write_text(text)
+    return folder
+
+
+def mlflow_uri(uri: str) -> str:
+    pytest.importorskip("mlflow")
+    return uri
+
+
+JSONL_LOSS = '{"step": 1, "loss": 2.0}\n'
+
+
 # kind, factory(tmp_path) -> input path, fragment of the one-line error.
 BAD_INPUTS: list = [
     pytest.param("csv", lambda t: tidy_csv(t / "x.csv", "step,split,name,value,value\n1,train,loss,1,2\n"),
@@ -112,8 +157,6 @@ BAD_INPUTS: list = [
                  "is beyond the store's steps (int64)", id="hf-step-beyond-int64"),
     pytest.param("hf", lambda t: hf_run(t / "out", [{"step": 2.5, "loss": 1.0}]),
                  "step 2.5 is not a whole number", id="hf-step-fraction"),
-    pytest.param("hf", lambda t: hf_run(t / "out", [{"step": 1, "loss": "abc"}]),
-                 "(log_history entry 0), 'loss': value 'abc' is not a number", id="hf-value-text-not-a-number"),
     pytest.param("hf", lambda t: hf_run(t / "out", '{"log_history": [{"step": 1, "loss": 1' + "0" * 5000 + "}]}"),
                  "is not a trainer_state.json (invalid JSON:", id="hf-value-5000-digits"),
     pytest.param("hf", lambda t: hf_run(t / "out", '{"log_history": [], "x": ' + deep_json(100_000) + "}"),
@@ -159,6 +202,35 @@ BAD_INPUTS: list = [
                  "more than 50,000 values", id="tensorboard-hparams-alias-bomb"),
     pytest.param("tensorboard", lambda t: tensorboard_run(t / "tb", [("loss", STEP_MAX, 1.0)], "lr: 0.1\n"),
                  "once +1 is added", id="tensorboard-lightning-step-wraps-after-plus-one"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", JSONL_LOSS + '{"step": 2, "loss": \n' + JSONL_LOSS),
+                 "x.jsonl line 2 is not JSON (Expecting value", id="jsonl-line-not-json"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", '{"step": 1, "x": ' + deep_json(100_000) + "}\n"),
+                 "x.jsonl line 1 is not JSON (nested too deeply)", id="jsonl-nested-100k-deep"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", '{"step": 2.5, "loss": 1.0}\n'),
+                 "x.jsonl line 1: step 2.5 is not a whole number", id="jsonl-step-fraction"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", f'{{"iter": {2**63}, "loss": 1.0}}\n'),
+                 "step 9223372036854775808 is beyond the store's steps (int64)", id="jsonl-step-beyond-int64"),
+    pytest.param("log", lambda t: text_file(t / "x.log", "Traceback (most recent call last):\n"
+                                                         "RuntimeError: CUDA error: out of memory\n"),
+                 "no scalar values found in", id="log-no-metric-lines"),
+    pytest.param("log", lambda t: text_file(t / "x.log", f"step {2**64}: loss 1.0\n"),
+                 "x.log line 1: step 1.8446744073709552e+19 is beyond the store's steps (int64)",
+                 id="log-step-beyond-int64"),
+    # A .wandb file cut after some records loses its torn tail with a warning (a live or killed run);
+    # one cut inside its header holds nothing to import.
+    pytest.param("wandb", lambda t: wandb_run(t / "w", b":W&B\xe1"),
+                 "run-x.wandb is not a W&B transaction log", id="wandb-log-cut-inside-its-header"),
+    pytest.param("wandb", lambda t: wandb_run(t / "w", [wandb_history(0, loss="1.0")], **{"config.yaml": BOMB_YAML}),
+                 "more than 50,000 values (aliases that multiply?)", id="wandb-config-yaml-alias-bomb"),
+    pytest.param("wandb", lambda t: wandb_run(t / "w", [wandb_history(0, loss="1.0")],
+                                              **{"wandb-summary.json": '{"loss": '}),
+                 "is not a wandb-summary.json (invalid JSON:", id="wandb-summary-not-json"),
+    pytest.param("mlflow", lambda t: mlflow_uri(f"sqlite:///{t}/absent.db"),
+                 "no MLflow tracking store at sqlite:///", id="mlflow-sqlite-uri-does-not-exist"),
+    pytest.param("mlflow", lambda t: mlflow_uri(f"file://{t}/absent-mlruns"),
+                 "no MLflow tracking store at file://", id="mlflow-file-uri-does-not-exist"),
+    pytest.param("mlflow", lambda t: mlflow_uri(str(t / "mlruns")),
+                 "mlruns: no such folder or database file", id="mlflow-local-store-does-not-exist"),
 ]
 
 
@@ -189,11 +261,34 @@ def write_repeated_step(kind: str, tmp_path: Path, values: list[float]) -> tuple
     if kind == "lightning":  # Lightning's steps are 0-based: store step = step + 1
         rows = ["0,9.0"] + [f"2,{v}" for v in values] + ["4,8.0"]
         return lightning_run(tmp_path / "v", "step,train_loss\n" + "\n".join(rows) + "\n"), "train", "loss", 3
-    points = [("train/loss", 1, 9.0), *(("train/loss", 3, v) for v in values), ("train/loss", 5, 8.0)]
+    steps_and_values = [(1, 9.0), *((3, v) for v in values), (5, 8.0)]
+    if kind == "jsonl":
+        lines = "".join(json.dumps({"step": step, "loss": value}) + "\n" for step, value in steps_and_values)
+        return text_file(tmp_path / "x.jsonl", lines), "train", "loss", 3
+    if kind == "log":
+        lines = "".join(f"iter {step}: loss {value}\n" for step, value in steps_and_values)
+        return text_file(tmp_path / "x.log", lines), "train", "loss", 3
+    if kind == "wandb":
+        records = [wandb_history(step, loss=repr(value)) for step, value in steps_and_values]
+        return wandb_run(tmp_path / "w", records), "train", "loss", 3
+    if kind == "mlflow":  # MLflow keeps every value of a step; its order is the order of their timestamps
+        pytest.importorskip("mlflow")
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        run_id = client.create_run(client.create_experiment("e")).info.run_id
+        client.log_batch(run_id, metrics=[Metric("loss", value, 1000 + index, step)
+                                          for index, (step, value) in enumerate(steps_and_values)])
+        return tmp_path / "mlflow.db", "train", "loss", 3
+    points = [("train/loss", step, value) for step, value in steps_and_values]
     return tensorboard_run(tmp_path / "tb", points), "train", "loss", 3
 
 
-@pytest.mark.parametrize("kind", ["csv", "hf", "lightning", "tensorboard"])
+REPEATED_STEP_KINDS = ["csv", "hf", "lightning", "tensorboard", "jsonl", "log", "wandb", "mlflow"]
+
+
+@pytest.mark.parametrize("kind", REPEATED_STEP_KINDS)
 def test_a_repeated_step_keeps_its_last_value_in_every_importer(tmp_path, kind):
     path, split, name, step = write_repeated_step(kind, tmp_path, [1.25, 2.5, 0.75])
     with pytest.warns(RuntimeWarning, match=r"2 value\(s\) at a repeated step were replaced .*first: loss at step 3"):
@@ -204,13 +299,35 @@ def test_a_repeated_step_keeps_its_last_value_in_every_importer(tmp_path, kind):
     assert result.rows == 3
 
 
-@pytest.mark.parametrize("kind", ["csv", "hf", "lightning", "tensorboard"])
+@pytest.mark.parametrize("kind", REPEATED_STEP_KINDS)
 def test_a_repeated_step_with_the_same_value_is_kept_once_and_quietly(tmp_path, kind):
     path, split, name, step = write_repeated_step(kind, tmp_path, [0.5, 0.5])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         [result] = import_source(kind, tmp_path / "store", path)
     assert imported_series(tmp_path / "store", result.run_id, split, name)["value"].tolist() == [9.0, 0.5, 8.0]
+
+
+@pytest.mark.parametrize("kind, make", [
+    pytest.param("hf", lambda t: hf_run(t / "out", [{"step": 1, "loss": 2.0, "mode": "abc"},
+                                                      {"step": 2, "loss": 1.0, "mode": "abc"}]), id="hf"),
+    pytest.param("jsonl", lambda t: text_file(t / "x.jsonl", '{"step": 1, "loss": 2.0, "mode": "abc"}\n'
+                                                             '{"step": 2, "loss": 1.0, "mode": "abc"}\n'), id="jsonl"),
+    pytest.param("wandb", lambda t: wandb_run(t / "w", [wandb_history(1, loss="2.0", mode='"abc"'),
+                                                       wandb_history(2, loss="1.0", mode='"abc"')]), id="wandb"),
+])
+def test_text_entries_of_a_typed_log_are_left_out_and_named_in_one_warning(tmp_path, capsys, kind, make):
+    """A typed (JSON) log's text fields are not metrics: left out with one warning naming
+    them (#18 item 6: never dropped without a word), the numbers beside them kept."""
+    source = make(tmp_path)
+    store = tmp_path / "store"
+    assert main(["import", kind, str(source), "--store", str(store), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("traindoctor: warning:") == 1 and "left out 2 entries that are not numbers: 'mode'" in err, err
+    [run_id] = [row["run_id"] for row in Store(store).runs().to_dict("records")]
+    loss = Store(store).scalars([run_id], names=["loss"])
+    assert sorted(zip(loss["step"], loss["value"])) == [(1, 2.0), (2, 1.0)]
+    assert "mode" not in set(Store(store).scalars([run_id])["name"])
 
 
 def test_hf_whole_float_steps_are_kept_and_text_values_read_as_numbers(tmp_path):

@@ -1,0 +1,424 @@
+"""Import a terminal log: what a training script printed, as pasted into a bug report.
+
+Each line is read for ``key value`` pairs in the shapes training code prints:
+
+- HF Trainer's printed dicts: ``{'loss': 2.1, 'grad_norm': nan, 'learning_rate': 5e-05, 'epoch': 0.1}``
+  (JSON objects too, numbers as strings included, as fairseq's
+  ``--log-format json`` writes them);
+- nanoGPT: ``iter 2920: loss 3.9883, time 1099.34ms, mfu 15.34%`` and its
+  evaluation line ``step 3000: train loss 4.0390, val loss 4.0427``;
+- Megatron-LM: ``iteration 122/ 250000 | ... | learning rate: 9.150E-06 |
+  lm loss: 2.504220E+00 | loss scale: 1.0 | grad norm: 0.231 |`` and
+  ``validation loss at iteration 1000 | lm loss value: ... |``;
+- fairseq: ``| epoch 001:  450 / 1891 loss=11.521, ..., num_updates=445, lr=8.9e-05, gnorm=1.543``;
+- MMCV/MMEngine: ``Epoch(train) [1][200/735]  lr: 1.9870e-04  ...  loss: 2.7522  grad_norm: 3.0608``;
+- any ``key=value`` and ``key: value`` lines, and tqdm postfixes (``| 943/3280 [18:48<46:37, avr_loss=nan]``);
+
+or, with ``pattern``, a regular expression whose named groups are ``step``,
+optionally ``epoch``, and the metrics (``--pattern 'it (?P<step>\\d+) loss (?P<loss>\\S+)'``).
+Keys go through the shared name table (``lm loss`` is the loss, ``gnorm``
+the gradient norm, ``val loss`` the validation loss).
+
+Steps: a line's step is the first step key it holds (``num_updates`` before
+``step`` before ``iteration``/``iter``, see :data:`names.STEP_KEYS`); MMCV's
+``Epoch [e][i/n]`` is step ``(e - 1) * n + i``. A line of evaluation metrics
+without a step belongs to the step before it. HF Trainer prints no step:
+there the count of an unlabelled tqdm bar on or before the line is the step
+when the paste has one, else records are numbered and multiplied by the
+logging cadence (``log_every``, or ``logging_steps=N`` where the log prints
+its TrainingArguments); ``source.steps`` in run.json says which was used.
+Lines with no number in a known shape (tracebacks, banners) are skipped.
+Steps must be whole numbers within int64, and a step printed more than once
+keeps its last value (litgpt prints both micro-batches of an optimizer step):
+the import rules of :mod:`traindoctor.store.importers.common`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from traindoctor.store.errors import StoreError
+from traindoctor.store.importers.common import (
+    Columns, ImportInputError, ParsedRun, Progress, RunSource, quoted, series_from_columns, whole_step,
+)
+from traindoctor.store.importers.names import STEP_KEYS, MetricKey, map_metric
+
+# Update the progress bar every this many lines (tqdm costs ~1 µs a call).
+_PROGRESS_EVERY = 20_000
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|Infinity)"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# key (up to six words, each starting with a letter), an optional "(unit)",
+# then ":", "=" or a space, then a number, perhaps with a unit ("1099.34ms",
+# "15.34%"), not followed by more of a word.
+_PAIR = re.compile(
+    rf"(?<![\w.\-/])(?P<key>[A-Za-z][\w./\-]*(?: [A-Za-z][\w./\-]*){{0,5}})(?:\s*\((?P<unit>[^()]{{1,20}})\))?"
+    rf"\s*(?:[:=]\s*|\s+)(?P<value>{_NUMBER})(?:%|[A-Za-z]{{1,3}}(?:/[A-Za-z]{{1,3}})?)?(?![\w.])"
+)
+# One entry of a printed dict: 'key': 1.5, "key": "1.5", 'key': np.float64(1.5), 'key': tensor(1.5).
+_DICT_ENTRY = re.compile(
+    rf"(?P<quote>['\"])(?P<key>[^'\"]+)(?P=quote)\s*:\s*(?:[A-Za-z_][\w.]*\(\s*)?(?P<vq>['\"]?)(?P<value>{_NUMBER})(?P=vq)"
+    r"\s*(?:,\s*(?:device|dtype)=[^)]*)?\)?\s*(?=[,}])"
+)
+_DICT_START = re.compile(r"\{\s*['\"][^'\"]+['\"]\s*:")
+# tqdm: "label: 29%|█▋   | 943/3280 [18:48<46:37,  1.20s/it, avr_loss=nan]"
+_TQDM = re.compile(r"(?P<label>[^|\r\n]*?)\s*(?P<percent>\d{1,3})%\|[^|]*\|\s*(?P<count>\d+)/(?P<total>\d+)\s*"
+                   r"(?:\[(?P<meta>[^\]]*)\])?")
+_TQDM_STEP_LABEL = re.compile(r"^(?:|steps?|iters?|iterations?|train(?:ing)?)$", re.IGNORECASE)
+# MMCV/MMEngine: "Epoch [1][100/62598]", "Epoch(train) [1][200/735]", "Iter(train) [  200/80000]", "Epoch(val) [1][5/5]".
+_MM_EPOCH = re.compile(r"\bEpoch(?:\((?P<mode>\w+)\))?\s*\[\s*(?P<epoch>\d+)\s*\]\s*\[\s*(?P<inner>\d+)\s*/\s*(?P<total>\d+)\s*\]")
+_MM_ITER = re.compile(r"\bIter(?:\((?P<mode>\w+)\))?\s*\[\s*(?P<step>\d+)\s*/\s*(?P<total>\d+)\s*\]")
+# Megatron-LM's evaluation line: " validation loss at iteration 1000 | lm loss value: 2.3E+00 | lm loss PPL: 10.4 |"
+_MEGATRON_VALIDATION = re.compile(r"\bvalidation loss at (?:iteration\s+)?(?P<step>\d+)")
+# HF TrainingArguments as printed: "logging_steps=500,"
+_LOGGING_STEPS = re.compile(r"\blogging_steps\s*[=:]\s*(\d+)")
+# HF Trainer's start-of-training banner ("  Num Epochs = 3", "  Total optimization steps = 240")
+# and its TrainingArguments(...) block, one "name=value," a line: the run's set-up, kept as config.
+_HF_BANNER = re.compile(r"^\s+(?P<key>[A-Z][A-Za-z ,.()&/-]*?)\s+=\s+(?P<value>[\d,]+(?:\.\d+)?)\s*$")
+_ARGUMENTS_START = re.compile(r"\b\w*TrainingArguments\($")
+_ARGUMENT = re.compile(r"^\s*(?P<key>\w+)=(?P<value>.*?),?\s*$")
+_EVAL_MODES = {"val": "val", "valid": "val", "validation": "val", "eval": "val", "test": "test"}
+_STEP_WORDS = {key.lower() for key in STEP_KEYS}
+# Numbers printed as "key: value" that are no metric: an ETA ("eta: 6 days,
+# 15:22:46" reads as 6) and Lightning's logger version.
+_NOT_METRICS = {"eta", "v_num"}
+# A logger's source location ("train_util.py:779") is no metric either.
+_SOURCE_LOCATION = re.compile(r"\.(?:py|pyx|c|cc|cpp|h|cu|rs|go|js|ts)$")
+# HF Trainer's end-of-training dict (train_runtime, train_loss = the run's mean loss): not a curve point.
+_HF_SUMMARY_MARK = "train_runtime"
+
+
+@dataclass
+class LogRecord:
+    """The numbers one line holds, before steps are settled."""
+
+    line: int
+    pairs: list[tuple[str, float]]
+    step: int | None = None
+    epoch: float | None = None
+    split: str | None = None  # a split the line's shape names (Megatron's validation line)
+    bar_step: int | None = None  # the count of the tqdm bar on or before it
+    summary: bool = False
+
+
+def discover(path: Path, run_name: str | None, pattern: str | None = None, log_every: int | None = None) -> list[RunSource]:
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder: import log takes one log file")
+    if pattern is not None:
+        _compile(pattern)
+    if log_every is not None and int(log_every) < 1:
+        raise StoreError(f"--log-every must be a positive integer, got {log_every}")
+    return [RunSource(name=run_name or path.stem, path=path, files=[path], handle={"pattern": pattern, "log_every": log_every})]
+
+
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise StoreError(f"--pattern is not a valid regular expression: {error}") from None
+    metrics = [name for name in compiled.groupindex if name not in ("step", "epoch")]
+    if not metrics:
+        raise StoreError("--pattern needs a named group for at least one metric, e.g. (?P<loss>\\S+)")
+    return compiled
+
+
+def _literal(text: str) -> Any:
+    """A printed setting as the value it was (numbers, True, None, lists), else the text."""
+    try:
+        return ast.literal_eval(text)  # literals only, never code
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def _key(raw: str, unit: str | None) -> str:
+    """A printed key as a metric tag: words joined by '_' ("grad norm" → grad_norm), a unit kept as a suffix."""
+    key = "_".join(raw.split()) if " " in raw else raw
+    if unit:
+        key += "_" + re.sub(r"\W+", "_", unit).strip("_")
+    return key
+
+
+def _pairs(text: str) -> list[tuple[str, float]]:
+    return [(_key(key, unit), float(value)) for key, unit, value in _PAIR.findall(text)]
+
+
+def _dict_pairs(text: str) -> list[tuple[str, float]]:
+    # float() reads nan, inf and Infinity in any case.
+    return [(m.group("key"), float(m.group("value"))) for m in _DICT_ENTRY.finditer(text)]
+
+
+_METRIC, _IGNORED = object(), object()
+
+
+def _role(key: str) -> Any:
+    """A printed key is a step key (its lower-case spelling), the epoch, ignored, or a metric."""
+    lowered = key.lower()
+    if lowered in _STEP_WORDS or lowered == "epoch":
+        return lowered
+    if lowered in _NOT_METRICS or _SOURCE_LOCATION.search(lowered):
+        return _IGNORED
+    return _METRIC
+
+
+class _Reader:
+    """Reads lines into LogRecords, carrying the state that spans lines (tqdm bar, last epoch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bar_step: int | None = None
+        self._bar_total = 0
+        self.epoch: float | None = None
+        self.config: dict[str, Any] = {}
+        self._in_arguments = False
+        self._roles: dict[str, Any] = {}  # key → what it is (see _role), worked out once per key
+
+    def read(self, number: int, line: str) -> list[LogRecord]:
+        if self._set_up(line):
+            return []
+        records = []
+        # A log written through a terminal keeps tqdm's carriage-return updates on one line.
+        for part in line.split("\r"):
+            record = self._segment(number, _ANSI.sub("", part) if "\x1b" in part else part)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _set_up(self, line: str) -> bool:
+        """Read HF Trainer's banner and printed TrainingArguments into the config; True for such a line."""
+        if not self._in_arguments and " = " not in line and "Arguments(" not in line:
+            return False  # the common case, decided without a regular expression
+        text = _ANSI.sub("", line).rstrip()
+        if self._in_arguments:
+            if text.strip() == ")":
+                self._in_arguments = False
+                return True
+            argument = _ARGUMENT.match(text)
+            if argument:
+                self.config[argument.group("key")] = _literal(argument.group("value"))
+                return True
+            self._in_arguments = False
+        if _ARGUMENTS_START.search(text):
+            self._in_arguments = True
+            return True
+        banner = _HF_BANNER.match(text)
+        if banner:
+            key = "_".join(re.sub(r"\(.*?\)", "", banner.group("key")).lower().split())
+            self.config[key] = _literal(banner.group("value").replace(",", ""))
+            return True
+        return False
+
+    def _tqdm(self, text: str) -> tuple[str, list[tuple[str, float]]]:
+        """Take tqdm bars out of ``text``: note their step, return the rest and the bars' postfix pairs."""
+        postfix: list[tuple[str, float]] = []
+        for match in _TQDM.finditer(text):
+            label = match.group("label").strip().rstrip(":").strip()
+            count, total = int(match.group("count")), int(match.group("total"))
+            if _TQDM_STEP_LABEL.match(label) and total >= self._bar_total:
+                # The training bar counts optimizer steps; an evaluation bar (fewer batches) does not.
+                self._bar_total = total
+                self.bar_step = count
+            epoch = re.match(r"(?i)epoch\s+(\d+)", label)
+            if epoch:
+                self.epoch = float(epoch.group(1))
+            meta = match.group("meta") or ""
+            postfix += [(k, v) for k, v in _pairs(meta) if "=" in meta]
+        return _TQDM.sub(" | ", text), postfix
+
+    def _segment(self, number: int, text: str) -> LogRecord | None:
+        if "%|" in text:
+            text, pairs = self._tqdm(text)
+        else:
+            pairs = []
+        record = LogRecord(line=number, pairs=pairs)
+        dict_start = _DICT_START.search(text) if "{" in text else None
+        if dict_start:
+            entries = _dict_pairs(text[dict_start.start():])
+            record.pairs += entries
+            record.summary = any(key == _HF_SUMMARY_MARK for key, _ in entries)
+            text = text[:dict_start.start()]
+        mm = _MM_EPOCH.search(text) if "Epoch" in text else None
+        if mm:
+            mode = (mm.group("mode") or "train").lower()
+            record.epoch = float(mm.group("epoch"))
+            if mode == "train":
+                record.step = (int(mm.group("epoch")) - 1) * int(mm.group("total")) + int(mm.group("inner"))
+            else:
+                record.split = _EVAL_MODES.get(mode, mode)
+            text = text[:mm.start()] + " | " + text[mm.end():]
+        mm_iter = _MM_ITER.search(text) if "Iter" in text else None
+        if mm_iter:
+            mode = (mm_iter.group("mode") or "train").lower()
+            if mode == "train":
+                record.step = int(mm_iter.group("step"))
+            else:
+                record.split = _EVAL_MODES.get(mode, mode)
+            text = text[:mm_iter.start()] + " | " + text[mm_iter.end():]
+        validation = _MEGATRON_VALIDATION.search(text) if "validation loss at" in text else None
+        if validation:
+            record.step = int(validation.group("step"))
+            record.split = "val"
+            text = text[validation.end():]
+            # "lm loss value: 2.3E+00" is the validation lm loss; its PPL stays a metric of its own.
+            record.pairs += [(key[: -len("_value")] if key.endswith("_value") else key, value) for key, value in _pairs(text)]
+        else:
+            record.pairs += _pairs(text)
+        return self._settle(record)
+
+    def _settle(self, record: LogRecord) -> LogRecord | None:
+        """Move step and epoch keys out of the pairs; None when no metric is left."""
+        metrics = []
+        step_keys: dict[str, float] = {}
+        roles = self._roles
+        for key, value in record.pairs:
+            role = roles.get(key)
+            if role is None:
+                role = roles[key] = _role(key)
+            if role is _METRIC:
+                metrics.append((key, value))
+            elif role == "epoch":
+                record.epoch = value
+            elif role is not _IGNORED:
+                step_keys.setdefault(role, value)
+        if record.step is None:
+            for key in STEP_KEYS:
+                if key in step_keys:
+                    record.step = whole_step(step_keys[key], f"{self.path} line {record.line}")
+                    break
+        if record.epoch is not None:
+            self.epoch = record.epoch
+        if not metrics:
+            return None
+        record.pairs = metrics
+        record.epoch = self.epoch if record.epoch is None else record.epoch
+        record.bar_step = self.bar_step
+        return record
+
+
+def _pattern_records(path: Path, lines: list[str], pattern: re.Pattern) -> list[LogRecord]:
+    records = []
+    for number, line in enumerate(lines, start=1):
+        match = pattern.search(line)
+        if not match:
+            continue
+        groups = {name: value for name, value in match.groupdict().items() if value is not None}
+        pairs = []
+        for name, value in groups.items():
+            if name in ("step", "epoch"):
+                continue
+            try:
+                pairs.append((name, float(value)))
+            except ValueError:
+                raise ImportInputError(f"{path} line {number}: group {name!r} matched {quoted(value)}, not a number") from None
+        if not pairs:
+            continue
+        record = LogRecord(line=number, pairs=pairs)
+        if "step" in groups:
+            try:
+                step = int(groups["step"]) if groups["step"].strip().isdigit() else float(groups["step"])
+            except ValueError:
+                raise ImportInputError(f"{path} line {number}: group 'step' matched {quoted(groups['step'])}, "
+                                       "not a number") from None
+            record.step = whole_step(step, f"{path} line {number}")
+        if "epoch" in groups:
+            record.epoch = float(groups["epoch"])
+        records.append(record)
+    return records
+
+
+def _is_evaluation(record: LogRecord) -> bool:
+    """All of a record's metrics belong to an evaluation split (HF's eval dict, a val line)."""
+    if record.split in ("val", "test"):
+        return True
+    return all(map_metric(key).split in ("val", "test") for key, _ in record.pairs)
+
+
+def _assign_steps(records: list[LogRecord], log_every: int) -> str:
+    """Give every record a step (see the module doc); returns how steps were found, for run.json."""
+    logged = any(r.step is not None for r in records)
+    from_bar = not logged and any(r.bar_step is not None for r in records)
+    counter = 0
+    last: int | None = None
+    for record in records:
+        if record.step is not None:
+            last = record.step
+            continue
+        if logged:
+            # A line without a step between lines with one: the step before it (the first, at the start).
+            record.step = last if last is not None else next(r.step for r in records if r.step is not None)
+            continue
+        if from_bar and record.bar_step is not None:
+            record.step = last = record.bar_step
+            continue
+        if not (_is_evaluation(record) or record.summary) or last is None:
+            counter += 1
+            last = counter * log_every
+        record.step = last
+    if logged:
+        return "logged"
+    if from_bar:
+        return "tqdm bar count"
+    if log_every == 1:
+        return "record numbers: the log prints no step"
+    return f"record number × {log_every} (logging cadence)"
+
+
+def parse(source: RunSource, progress: Progress) -> ParsedRun:
+    path = source.path
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
+    text = data.decode("utf-8", errors="replace")
+    options = source.handle or {}
+    lines = text.split("\n")
+    config: dict[str, Any] = {}
+    if options.get("pattern") is not None:
+        records = _pattern_records(path, lines, _compile(options["pattern"]))
+    else:
+        reader = _Reader(path)
+        config = reader.config
+        records = []
+        position = 0
+        for number, line in enumerate(lines, start=1):
+            position += len(line) + 1  # characters: the bar's bytes, near enough
+            if number % _PROGRESS_EVERY == 0:
+                progress.advance(path, min(position, len(data)))
+            records += reader.read(number, line)
+    log_every = options.get("log_every")
+    notes = []
+    if log_every is None:
+        printed = _LOGGING_STEPS.search(text)
+        log_every = int(printed.group(1)) if printed else 1
+        if printed:
+            notes.append(f"logging cadence {log_every} from the printed logging_steps")
+    if config:
+        notes.append("config from the printed HF Trainer banner and TrainingArguments")
+    steps = _assign_steps(records, int(log_every))
+    progress.advance(path, len(data))
+
+    columns = Columns()
+    epochs = Columns()
+    for record in records:
+        for key, value in record.pairs:
+            if record.summary:
+                tag: str | MetricKey = MetricKey("user", key)
+            elif record.split and map_metric(key).split not in ("val", "test"):
+                tag = f"{record.split}/{key}"
+            else:
+                tag = key
+            columns.add(tag, record.step, value)
+        if record.epoch is not None and not math.isnan(record.epoch):
+            epochs.add("epoch", record.step, record.epoch)
+    epoch_columns = epochs.arrays().get("epoch")
+    series = series_from_columns(
+        columns.arrays(),
+        epoch_steps=None if epoch_columns is None else epoch_columns[0],
+        epoch_values=None if epoch_columns is None else epoch_columns[1],
+    )
+    return ParsedRun(source=source, series=series, config=config, env={"logger": "terminal log"},
+                     extra_source={"steps": steps, "notes": notes, "pattern": options.get("pattern")})
