@@ -35,8 +35,9 @@ def collect_records(modules: tuple[ModuleType, ...]) -> dict[str, RuleRecord]:
                 raise ValueError(f"two rules are called {record.id!r}")
             records[record.id] = record
     unknown = {cause for record in records.values() for cause in record.explained_by} - set(records)
+    unknown |= {cause for record in records.values() if record.live for cause in record.live.quiet_after} - set(records)
     if unknown:
-        raise ValueError(f"explained_by names rules that do not exist: {sorted(unknown)}")
+        raise ValueError(f"explained_by or live quiet_after name rules that do not exist: {sorted(unknown)}")
     return records
 
 

@@ -22,7 +22,7 @@ from traindoctor.diagnosis.loss import (
     start_level,
 )
 from traindoctor.diagnosis.memo import per_run
-from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import binned_medians, finite, mad_sigma, median, window_median
 from traindoctor.store.run_data import RunData
 
@@ -92,12 +92,18 @@ HIGH_UPDATE_RATIO = 5e-3
 NOISY_PLATEAU_NOISE = 0.30
 
 
+def rebound_settled(finding: Finding) -> bool:
+    """For a rebound below the initial loss (a high plateau is judged at the end; above the start: divergence)."""
+    return finding.evidence.get("kind") == "rebound" and finding.evidence.get("rebound_fraction", 1.0) < 1.0
+
+
 @rule(severities=("info", "warning"), inputs=("loss", "update_ratio"),
       metadata=("task.expected_initial_loss", "task.num_classes"), evidence=Evidence.series("loss"),
       heatmaps=("update_ratio",),
       thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
                   "REBOUND_NOISE_SIGMAS", "HIGH_PLATEAU_LEVEL", "THRASHING_NOISE", "HIGH_UPDATE_RATIO",
-                  "NOISY_PLATEAU_NOISE"))
+                  "NOISY_PLATEAU_NOISE"),
+      live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
 
@@ -126,14 +132,15 @@ def lr_too_high(run: RunData) -> list[Finding]:
     rebound = (late - best) / (start - best)
     late_values = loss.to_numpy()[int(0.5 * len(loss)):]
     noise = mad_sigma(np.diff(late_values)) / math.sqrt(2) / max(median(late_values), 1e-12)
-    evidence = {"initial_loss": start, "best_level": best, "late_level": late, "median_update_ratio": ratio,
-                "rebound_fraction": rebound, "late_noise": noise}
+    evidence = {"kind": "plateau", "initial_loss": start, "best_level": best, "late_level": late,
+                "median_update_ratio": ratio, "rebound_fraction": rebound, "late_noise": noise}
     support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
     # The minimum of up to 40 noisy bins sits 2-3 sigmas low: the climb must exceed 5 sigmas of the bin noise.
     profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
     evidence["profile_noise"] = profile_noise
     if (rebound >= REBOUND_FRACTION and best_position < len(profile) - 2
             and late - best > REBOUND_NOISE_SIGMAS * profile_noise):
+        evidence["kind"] = "rebound"
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "

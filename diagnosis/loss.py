@@ -17,7 +17,7 @@ import pandas as pd
 from traindoctor.diagnosis.common import finding, finite_train_loss, train_loss
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
-from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import mad_sigma, median, trailing_mad_sigma, trailing_median, true_runs
 from traindoctor.store.run_data import RunData
 
@@ -80,9 +80,27 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
                                                   "steps_above": stretch}
 
 
+# Live, non-finite values are reported once there are 3 of them: a single
+# NaN batch (a GradScaler skips it, the next step is finite) is not a divergence.
+LIVE_NON_FINITE_RECORDS = 3
+# Live, a rise above the starting level is reported once it has lasted 100
+# records: a long loss spike also climbs above the start and comes back
+# (corpus: an lr bump kept the smoothed loss above its start for 93 records,
+# then the run recovered), and only the end of the run tells them apart.
+LIVE_RISE_RECORDS = 100
+
+
+def divergence_settled(finding: Finding) -> bool:
+    """Once 3 records were non-finite, or the loss has stayed above its start for 100 records."""
+    if finding.evidence.get("kind") == "non_finite":
+        return finding.evidence.get("non_finite_steps", 0) >= LIVE_NON_FINITE_RECORDS
+    return finding.evidence.get("steps_above", 0) >= LIVE_RISE_RECORDS
+
+
 @rule(severities=("info", "critical"), inputs=("loss",), evidence=Evidence.series("loss"),
       thresholds=("START_POINTS", "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION",
-                  "DIVERGED_SMOOTHING", "DIVERGED_TAIL_POINTS"))
+                  "DIVERGED_SMOOTHING", "DIVERGED_TAIL_POINTS", "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS"),
+      live=Live(settled=divergence_settled))
 def divergence(run: RunData) -> list[Finding]:
     """The loss became NaN/Inf, or rose above its starting level and stayed there.
 
@@ -124,7 +142,9 @@ def divergence(run: RunData) -> list[Finding]:
 
 
 # Running level: median of the previous SPIKE_WINDOW losses (clamped to the
-# run's length); noise scale: robust sigma of the residuals over 4 windows.
+# run's length: a twentieth of it; a run still being written is judged with
+# the longest window, as its length is not known yet); noise scale: robust
+# sigma of the residuals over 4 windows.
 SPIKE_WINDOW_MAX = 50
 SPIKE_WINDOW_MIN = 5
 SPIKE_MIN_HISTORY = 5
@@ -187,7 +207,9 @@ class Spike:
     persistent: bool
 
 
-def _spike_window(n: int) -> int:
+def _spike_window(n: int, running: bool = False) -> int:
+    if running:
+        return SPIKE_WINDOW_MAX
     return int(min(SPIKE_WINDOW_MAX, max(SPIKE_WINDOW_MIN, n // 20)))
 
 
@@ -227,7 +249,7 @@ def loss_spikes(run: RunData) -> list[Spike]:
     if n <= SPIKE_MIN_HISTORY:
         return []
     values = loss.to_numpy()
-    window = _spike_window(n)
+    window = _spike_window(n, running=run.status == "running")
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
     residual = values - level
     scale = trailing_mad_sigma(residual, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY)
@@ -275,7 +297,13 @@ def loss_spikes(run: RunData) -> list[Spike]:
     return spikes
 
 
+def spike_settled(finding: Finding) -> bool:
+    """Once the spike has recovered (until then it may be the start of a divergence)."""
+    return bool(finding.evidence.get("recovered"))
+
+
 @rule(severities=("info", "warning"), inputs=("loss",), evidence=Evidence.series("loss"),
+      live=Live(settled=spike_settled, quiet_after=("divergence",)),
       thresholds=("START_POINTS", "SPIKE_WINDOW_MAX", "SPIKE_WINDOW_MIN", "SPIKE_MIN_HISTORY", "SPIKE_SCALE_WINDOWS",
                   "SPIKE_SCALE_FLOOR", "SPIKE_PEAK_SIGMAS", "SPIKE_ELEVATED_SIGMAS", "SPIKE_MIN_RELATIVE_HEIGHT",
                   "SPIKE_MIN_POINTS", "SPIKE_MAX_GAP", "SPIKE_HOLD_WINDOWS", "SMALL_SAMPLE_RANGE_TO_SIGMA",
