@@ -285,7 +285,8 @@ class HistoryWindow:
             self._series[key] = _Series(self._records)
         return self._series[key]
 
-    def add_event(self, kind: str, detail: str = "", *, step: int | None = None, wall_time: float | None = None) -> None:
+    def add_event(self, kind: str, detail: str = "", *, step: int | None = None,
+                  wall_time: float | None = None) -> None:
         """Keep one event (its kind's last ``events``)."""
         queue = self._events.setdefault(str(kind), deque(maxlen=self._event_window))
         queue.append((step, float("nan") if wall_time is None else float(wall_time), str(kind), str(detail)))
@@ -426,7 +427,8 @@ class LiveDiagnosis:
         """Values as the run records them (see :meth:`HistoryWindow.add_scalars`)."""
         self.window.add_scalars(**columns)
 
-    def add_event(self, kind: str, detail: str = "", *, step: int | None = None, wall_time: float | None = None) -> None:
+    def add_event(self, kind: str, detail: str = "", *, step: int | None = None,
+                  wall_time: float | None = None) -> None:
         """An event as the run records it."""
         self.window.add_event(kind, detail, step=step, wall_time=wall_time)
 

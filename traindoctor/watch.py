@@ -72,7 +72,9 @@ def status_line(state: RunState) -> str:
 def finding_line(state: RunState, finding: Any, source: str, raised_step: int | None) -> str:
     """``[critical] run: divergence at steps 129–240 (live, raised at step 140): title. message``."""
     span = finding.step_range
-    where = "" if span is None else (f" at step {span[0]}" if span[0] == span[1] else f" at steps {span[0]}–{span[1]}")
+    where = ""
+    if span is not None:
+        where = f" at step {span[0]}" if span[0] == span[1] else f" at steps {span[0]}–{span[1]}"
     raised = f", raised at step {raised_step}" if raised_step is not None else ""
     label = state.name if state.name == state.run_id else f"{state.name} ({state.run_id})"
     return f"[{finding.severity}] {label}: {finding.rule}{where} ({source}{raised}): {finding.title}. {finding.message}"
@@ -186,7 +188,8 @@ class Watcher:
             finding = finding_from_detail(row["detail"])
             if finding is not None:
                 step = None if row["step"] is None or row["step"] != row["step"] else int(row["step"])
-                wall = None if row["wall_time"] is None or not math.isfinite(row["wall_time"]) else float(row["wall_time"])
+                wall = row["wall_time"]
+                wall = float(wall) if wall is not None and math.isfinite(wall) else None
                 self._report(state, finding, "live", step, wall)
         ended = status in ENDED
         # While a run trains, only the live rules: the others judge a whole run (where it ends) and would guess.

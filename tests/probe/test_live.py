@@ -188,7 +188,8 @@ def test_the_probe_module_imports_no_rules_until_a_probe_with_live_checks_is_mad
 
     code = ("import sys, tempfile\nfrom traindoctor import Probe\n"
             "assert 'traindoctor.diagnosis.live' not in sys.modules and 'pandas' not in sys.modules\n"
-            "Probe(run='x', store=tempfile.mkdtemp(), live=False, handle_sigterm=False, compact_on_close=False).close()\n"
+            "Probe(run='x', store=tempfile.mkdtemp(), live=False, handle_sigterm=False,\n"
+            "      compact_on_close=False).close()\n"
             "assert 'traindoctor.diagnosis.live' not in sys.modules\n"
             "Probe(run='y', store=tempfile.mkdtemp(), handle_sigterm=False, compact_on_close=False).close()\n"
             "assert 'traindoctor.diagnosis.live' in sys.modules\n")
