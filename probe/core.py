@@ -71,7 +71,7 @@ from traindoctor.probe.guard import (
 )
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
 from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
-from traindoctor.store.format import lr_layer
+from traindoctor.store.format import TASK_KINDS, lr_layer
 from traindoctor.store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
@@ -129,28 +129,24 @@ class _Transfer:
             self.event.synchronize()
 
 
-@dataclass
-class _Transfer:
-    """One flush: host copies (maybe still in flight) and the host-side columns that go with them."""
+def _task_kind(task: str | None, num_classes: int | None, vocab_size: int | None) -> str:
+    """run.json's task.kind from ``Probe(task=..., num_classes=..., vocab_size=...)``.
 
-    event: Any  # torch.cuda.Event or None when the copies are already complete
-    # The layer and lr-group names the buffered values were measured under.
-    layer_names: tuple[str, ...] = ()
-    group_names: tuple[str, ...] = ()
-    values: torch.Tensor | None = None
-    host: dict[str, np.ndarray] = field(default_factory=dict)
-    layer_values: torch.Tensor | None = None
-    layer_host: dict[str, np.ndarray] = field(default_factory=dict)
-    logged: torch.Tensor | None = None
-    logged_rows: list[tuple] = field(default_factory=list)
-    evaluations: list[tuple[EvaluationResult, torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)
-
-    def ready(self) -> bool:
-        return self.event is None or self.event.query()
-
-    def wait(self) -> None:
-        if self.event is not None:
-            self.event.synchronize()
+    Raises:
+        ValueError: an unknown kind, a bad vocab_size, or arguments of another kind.
+    """
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral)
+                                   or vocab_size < 2):
+        raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+    kind = task if task is not None else (
+        "classification" if num_classes else "language_modelling" if vocab_size else "unknown")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"task must be one of {TASK_KINDS}, got {task!r}")
+    if num_classes is not None and kind != "classification":
+        raise ValueError(f"num_classes is for classification, not task={kind!r} (a language model's: vocab_size)")
+    if vocab_size is not None and kind != "language_modelling":
+        raise ValueError(f"vocab_size is for task='language_modelling', not {kind!r}")
+    return kind
 
 
 class Probe:
@@ -163,6 +159,13 @@ class Probe:
         num_classes: classes of a classification task (enables confusion
             counts of the right size and the initial-loss check).
         class_names: names of the classes, ``num_classes`` of them.
+        task: what the loss measures (``TASK_KINDS``: ``"classification"``,
+            ``"language_modelling"``, ``"regression"``, ``"unknown"``); the
+            rules that judge a loss level need it. Default: classification
+            when ``num_classes`` is given, language modelling when
+            ``vocab_size`` is, else unknown.
+        vocab_size: the vocabulary of a language model (its initial loss is
+            at most about ln V).
         project: optional project name.
         layer_every: per-layer statistics every this many steps (and at step 1).
         flush_every_s: hand buffered values to the store at least this often.
@@ -215,6 +218,8 @@ class Probe:
         config: Mapping[str, Any] | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        task: str | None = None,
+        vocab_size: int | None = None,
         project: str | None = None,
         layer_every: int = DEFAULT_LAYER_EVERY,
         flush_every_s: float = DEFAULT_FLUSH_EVERY_S,
@@ -252,6 +257,7 @@ class Probe:
                 num_classes = len(class_names)
             if len(class_names) != num_classes:
                 raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
+        kind = _task_kind(task, num_classes, vocab_size)
         self.layer_every = check_positive_int(layer_every, "layer_every")
         self.flush_every_steps = check_positive_int(flush_every_steps, "flush_every_steps")
         if not is_number(flush_every_s) or not flush_every_s > 0:
@@ -272,14 +278,16 @@ class Probe:
         auto_rank, auto_world, run_id = distributed_context(run_id)
         self.rank = auto_rank if rank is None else int(rank)
         self.world_size = auto_world if world_size is None else int(world_size)
-        task: dict[str, Any] = {"num_classes": num_classes, "class_names": class_names}
+        task_meta: dict[str, Any] = {"kind": kind, "num_classes": num_classes, "class_names": class_names}
+        if vocab_size is not None:
+            task_meta["vocab_size"] = int(vocab_size)
         if expected_initial_loss is not None:
-            task["expected_initial_loss"] = float(expected_initial_loss)
+            task_meta["expected_initial_loss"] = float(expected_initial_loss)
         elif num_classes:
-            task["expected_initial_loss"] = math.log(num_classes)
+            task_meta["expected_initial_loss"] = math.log(num_classes)
         self.writer = RunWriter(
             store, name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
-            config=config, task=task,
+            config=config, task=task_meta,
             env={"torch": torch.__version__},
             probe_settings={
                 "layer_every": self.layer_every, "flush_every_s": self.flush_every_s,
@@ -342,7 +350,7 @@ class Probe:
             # The rules and pandas load here, not at import: `from traindoctor import Probe` stays light.
             from traindoctor.diagnosis.live import LiveDiagnosis
 
-            self._live = LiveDiagnosis(run_id=self.run_id, name=run or self.run_id, task=task)
+            self._live = LiveDiagnosis(run_id=self.run_id, name=run or self.run_id, task=task_meta)
 
     def _publish_loop(self) -> None:
         while True:
