@@ -139,6 +139,9 @@ class RuleRecord:
             (the evidence heatmap among them).
         explained_by: rules whose warning or critical finding makes this
             rule's finding redundant: it is dropped (a more specific cause).
+        explains: rules whose findings are consequences of this rule's
+            warning or critical finding: they are kept, listed under it
+            (``Finding.explains``), causes first.
         thresholds: the names of the module constants that set its
             thresholds; the catalogue prints their values and comments.
         live: how it runs during training (:class:`Live`); None when it is
@@ -156,6 +159,7 @@ class RuleRecord:
     explained_by: tuple[str, ...]
     thresholds: tuple[str, ...]
     live: Live | None = None
+    explains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.severities) - set(SEVERITIES)
@@ -216,7 +220,7 @@ def docstring_sections(function: Callable) -> dict[str, str]:
 def rule(*, severities: tuple[str, ...], inputs: tuple[str, ...], evidence: Evidence,
          metadata: tuple[str, ...] = (), classes_page: bool = False, heatmaps: tuple[str, ...] = (),
          explained_by: tuple[str, ...] = (), thresholds: tuple[str, ...] = (),
-         live: Live | None = None) -> Callable[[RuleFunction], RuleFunction]:
+         live: Live | None = None, explains: tuple[str, ...] = ()) -> Callable[[RuleFunction], RuleFunction]:
     """Declare a rule: attach its :class:`RuleRecord` to the function (which is returned unchanged).
 
     The rule id is the function's name. The engine collects every decorated
@@ -238,7 +242,7 @@ def rule(*, severities: tuple[str, ...], inputs: tuple[str, ...], evidence: Evid
         function.record = RuleRecord(  # type: ignore[attr-defined]
             id=function.__name__, function=function, severities=tuple(severities), inputs=tuple(inputs),
             metadata=tuple(metadata), evidence=evidence, classes_page=classes_page, heatmaps=tuple(heatmaps),
-            explained_by=tuple(explained_by), thresholds=tuple(thresholds), live=live)
+            explained_by=tuple(explained_by), thresholds=tuple(thresholds), live=live, explains=tuple(explains))
         return function
 
     return declare
