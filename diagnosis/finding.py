@@ -45,6 +45,8 @@ class Finding:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        # Read back from JSON (the findings cache) the rules come as a list: one finding, one value.
+        object.__setattr__(self, "explains", tuple(self.explains))
 
     @property
     def step_range(self) -> tuple[int, int] | None:

@@ -373,3 +373,9 @@ def test_at_most_three_info_findings_per_rule_with_a_count_of_the_rest():
     assert len(info) == MAX_INFO_PER_RULE and [f.step_start for f in info] == [10, 20, 30]
     assert info[-1].evidence["not_listed"] == 4 and "4 more" in info[-1].message
     assert len(kept) == MAX_INFO_PER_RULE + 1
+
+
+def test_a_finding_read_back_from_json_equals_the_one_written():
+    """Regression: the findings cache rebuilds findings with Finding(**to_dict()); ``explains`` came back a list."""
+    cause = causes_first([_finding("lr_too_high", "warning", 431), _finding("loss_spike", "warning", 250)])[0]
+    assert Finding(**cause.to_dict()) == cause
