@@ -185,7 +185,8 @@ def command_runs(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         raise CommandError("--limit must be 0 or more")
     catalog = _catalog(args.store)
-    summaries = catalog.summaries()
+    # The table needs the listing fields (one index file); --json prints whole summaries.
+    summaries = catalog.summaries() if args.json else catalog.listing()
     engine = engine_version()
     selection = query(summaries, filters=args.filters, sort=args.sort, limit=args.limit,
                       findings=lambda summary: cached_findings_summary(summary, engine))

@@ -68,7 +68,7 @@ def test_runs_table_lists_runs_with_status_and_findings(app, store, fake_diagnos
     assert table.loc["alpha", "status"] == "✔ finished"
     assert table.loc["beta", "critical"] == 1 and table.loc["alpha", "critical"] == 0
     assert table.loc["gamma", "last_step"] == 200
-    assert table.loc["gamma", "lr"] == "0.01" and table.loc["gamma", "batch_size"] == "64"
+    assert table.loc["gamma", "lr"] == "1e-02" and table.loc["gamma", "batch_size"] == "64"  # significant digits
     assert table.loc["alpha", "open"] == f"run?run={ids['alpha']}"
 
 
