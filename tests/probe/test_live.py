@@ -182,6 +182,7 @@ def test_a_failing_live_check_turns_live_diagnosis_off_with_one_warning(tmp_path
     assert int(scalars["step"].max()) == 40  # the values are all written
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and the rules: seconds on a busy 2-core machine
 def test_the_probe_module_imports_no_rules_until_a_probe_with_live_checks_is_made():
     import subprocess
     import sys
