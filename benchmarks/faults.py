@@ -266,6 +266,12 @@ _SAME_RANK_WRITER = textwrap.dedent("""
             writer.add_scalars(step=chunk, name="loss", value=np.full(len(chunk), tag))
             time.sleep(0.05)
         wait_for(named)  # the other writer registers; this one's next heartbeat names it
+        if named():
+            (root / f".named-{tag:g}").touch()
+        # Both stay live until each has named the other: the older writer names a
+        # newcomer at its next heartbeat, which a loaded machine may delay past the
+        # newcomer's last step.
+        wait_for(lambda: len(list(root.glob(".named-*"))) == 2)
         writer.close()
     print(named())
 """)

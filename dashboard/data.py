@@ -8,6 +8,7 @@ it must not load this module's page helpers.)
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,3 +164,206 @@ def load_run_view(store: Store, run: str) -> RunView:
         events = pool.submit(run_events, store, run_id)
         return RunView(meta=store.run_meta(run_id), curves=curves.result(), lr=lr.result(),
                        update_ratio=update_ratio.result(), events=events.result())
+
+
+# ------------------------------------------------------------------ the Runs page
+
+# Rows the Runs page shows at once: a screenful. Filtering, sorting and paging
+# happen here, over the run catalog, so a store of 10,000 runs sends the
+# browser 50 rows.
+RUNS_PAGE_SIZE = 50
+# Findings columns of the Runs page, most severe first.
+SEVERITY_COLUMNS = ("critical", "warning", "info")
+# Metrics the Runs page shows (header, catalog field).
+RUNS_METRICS = (("train loss", "train.loss"), ("val loss", "val.loss"), ("val accuracy", "val.accuracy"))
+MAX_HYPERPARAMETER_COLUMNS = 6
+
+
+@dataclass
+class RunsPage:
+    """One page of the Runs page's table, filtered and sorted over the whole store.
+
+    Attributes:
+        rows: one row per run of the page: run_id, name, status, steps,
+            started (Unix seconds), the hyperparameter and metric columns as
+            text to three significant digits, and the findings counts
+            (None until the run is diagnosed).
+        hyperparameters: the hyperparameter columns shown.
+        fields: every field a filter or sort can name (run fields, metrics, hyperparameters).
+        matched: runs that pass the filters; total: runs in the store.
+        undiagnosed: ids of matched runs without current findings, this page's first.
+        fingerprints: run id -> content fingerprint, for the undiagnosed runs.
+        references: run id -> what a link names a page row by: its name when
+            no other run has it (and it holds no comma), else its id.
+    """
+
+    rows: pd.DataFrame
+    hyperparameters: list[str]
+    fields: list[str]
+    matched: int
+    total: int
+    undiagnosed: list[str]
+    fingerprints: dict[str, str]
+    references: dict[str, str]
+
+
+def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[str] = (), sort: str | None = None,
+              offset: int = 0, limit: int = RUNS_PAGE_SIZE) -> RunsPage:
+    """The Runs page's data: one page of runs from the run catalog (no segment is opened).
+
+    ``filters`` and ``sort`` use ``store.listing``'s grammar (``lr<1e-3``,
+    ``name~resnet``, ``has:critical``, ``-val.loss``); ``statuses`` keeps runs
+    with any of these statuses.
+
+    Raises:
+        FilterError: a filter or sort key cannot be read or names no field.
+    """
+    from traindoctor.diagnosis.cache import cached_findings_summary, engine_version
+    from traindoctor.numbers import significant
+    from traindoctor.store.listing import key_hyperparameters, query, run_fields
+
+    summaries = store.catalog.listing()
+    if statuses:
+        summaries = [summary for summary in summaries if summary.get("status") in set(statuses)]
+    engine = engine_version()
+    current = {summary["run_id"]: cached_findings_summary(summary, engine) for summary in summaries}
+    selection = query(summaries, filters=filters, sort=sort, findings=lambda s: current[s["run_id"]])
+    page = selection.rows[offset:offset + limit]
+    by_id = {summary["run_id"]: summary for summary in summaries}
+    hyperparameters = key_hyperparameters((by_id[row["run_id"]].get("hyperparameters") or {} for row in page),
+                                          limit=MAX_HYPERPARAMETER_COLUMNS)
+    table = pd.DataFrame({
+        "run_id": [row["run_id"] for row in page],
+        "name": [row["name"] for row in page],
+        "status": [row["status"] for row in page],
+        "steps": pd.array([row["steps"] for row in page], dtype="Int64"),
+        "started": pd.array([row["started"] for row in page], dtype="Float64"),
+        **{key: [significant(row.get(key)) for row in page] for key in hyperparameters},
+        **{field: [significant(row.get(field)) for row in page] for _, field in RUNS_METRICS},
+        **{severity: pd.array([row.get(severity) for row in page], dtype="Int64") for severity in SEVERITY_COLUMNS},
+    })
+    matched_ids = [row["run_id"] for row in selection.rows]
+    on_page = {row["run_id"] for row in page}
+    undiagnosed = [run_id for run_id in matched_ids if current[run_id] is None]
+    undiagnosed.sort(key=lambda run_id: run_id not in on_page)  # stable: visible rows first, then in table order
+    # The fields filters and sorts can name, from the newest runs (enough to offer; a filter may name any).
+    fields = sorted(set().union(*(run_fields(summary) for summary in summaries[-500:]))) if summaries else []
+    names = Counter(summary.get("name") for summary in summaries)
+    references = {row["run_id"]: row["name"] if names[row["name"]] == 1 and "," not in str(row["name"])
+                  else row["run_id"] for row in page}
+    return RunsPage(rows=table, hyperparameters=hyperparameters, fields=fields, matched=selection.matched,
+                    total=selection.total, undiagnosed=undiagnosed,
+                    fingerprints={run_id: by_id[run_id].get("fingerprint") for run_id in undiagnosed},
+                    references=references)
+
+
+def run_findings(store: Store, run_id: str) -> tuple[list, str | None]:
+    """One run's findings from the findings cache, diagnosed and kept when it
+    has none for the run's current content; and an error line when there are
+    none to show."""
+    from traindoctor.diagnosis.cache import diagnose_cached
+    from traindoctor.store.errors import UnknownRunError
+
+    try:
+        summary = store.catalog.summary(run_id)
+        return list(diagnose_cached(store.catalog, summary, store=store).findings), None
+    except UnknownRunError as error:
+        return [], str(error)
+    except Exception as error:  # a broken rule must not take the page down
+        return [], f"diagnosis failed: {type(error).__name__}: {error}"
+
+
+def diagnose_first(store: Store, run_ids: Sequence[str], budget_s: float) -> list[str]:
+    """Diagnose ``run_ids`` in order (each kept in the findings cache) until
+    ``budget_s`` seconds have passed; returns the ids left undone.
+
+    The Runs page calls it for its visible rows after drawing the table, so a
+    small store shows every finding in the first answer and a big one hands
+    the rest to :class:`BackgroundDiagnosis`.
+    """
+    import time
+
+    deadline = time.monotonic() + budget_s
+    left = list(run_ids)
+    while left and time.monotonic() < deadline:
+        run_findings(store, left.pop(0))
+    return left
+
+
+class BackgroundDiagnosis:
+    """Diagnoses runs on one background thread, writing each into the findings cache.
+
+    The Runs page shows what the cache holds at once and hands the rest
+    here, visible rows first (:meth:`want`); its table refreshes as results
+    land. One thread: diagnosing is CPU-bound and the machine also serves
+    pages (and often trains). A run the engine fails on is remembered as
+    failed and not retried until its content changes.
+
+    A context manager: ``close`` stops the thread after the run in progress.
+    """
+
+    def __init__(self, store: Store) -> None:
+        import threading
+
+        self.store = store
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._queue: list[str] = []
+        self._failed: dict[str, str] = {}  # run_id -> fingerprint it failed on
+        self.done = 0
+        self._thread = threading.Thread(target=self._loop, name="traindoctor-background-diagnosis", daemon=True)
+        self._thread.start()
+
+    def want(self, run_ids: Sequence[str], fingerprints: dict[str, str] | None = None) -> None:
+        """Put ``run_ids`` at the front of the queue, in this order (the rest keep
+        theirs), but for runs whose diagnosis failed on the content they still
+        have (``fingerprints``: run id -> current fingerprint)."""
+        fingerprints = fingerprints or {}
+        with self._lock:
+            wanted = [run_id for run_id in dict.fromkeys(run_ids)
+                      if run_id not in self._failed or self._failed[run_id] != fingerprints.get(run_id)]
+            chosen = set(wanted)
+            self._queue = wanted + [run_id for run_id in self._queue if run_id not in chosen]
+        if wanted:
+            self._wake.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _next(self) -> str | None:
+        with self._lock:
+            return self._queue.pop(0) if self._queue else None
+
+    def _loop(self) -> None:
+        from traindoctor.diagnosis.cache import diagnose_cached, engine_version
+
+        engine = engine_version()
+        while not self._stop.is_set():
+            run_id = self._next()
+            if run_id is None:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            summary = None
+            try:
+                summary = self.store.catalog.summary(run_id)
+                if self._failed.get(run_id) == summary.get("fingerprint"):
+                    continue
+                diagnose_cached(self.store.catalog, summary, store=self.store, engine=engine)
+                with self._lock:
+                    self.done += 1
+            except Exception:  # a broken rule or a run removed meanwhile: the Run page says why
+                self._failed[run_id] = None if summary is None else summary.get("fingerprint")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> "BackgroundDiagnosis":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,7 +1,7 @@
 """The rule catalogue (``docs/rules.md``), written from the rules' records.
 
 Every rule with its severities, inputs, evidence chart, the rules that
-explain it away, its thresholds (the named constants with their values and
+explain it away, whether it also runs live during training, its thresholds (the named constants with their values and
 the comments that say where each number comes from) and its source. A test
 compares the committed file with this module's output, so it never goes
 stale. Regenerate it with::
@@ -142,6 +142,7 @@ def _rule_section(record: RuleRecord, constants: dict[str, Constant]) -> list[st
     if record.classes_page:
         evidence += "; listed on the Classes page"
     explained = ", ".join(f"`{cause}`" for cause in record.explained_by) or "–"
+    explains = ", ".join(f"`{consequence}`" for consequence in record.explains) or "–"
     inputs = ", ".join(f"`{name}`" for name in record.inputs + record.metadata)
     lines = [f"### `{record.id}`", "", record.summary, "",
              f"- **Symptom:** {sections['Symptom']}",
@@ -151,6 +152,8 @@ def _rule_section(record: RuleRecord, constants: dict[str, Constant]) -> list[st
              f"- **Inputs:** {inputs}",
              f"- **Evidence:** {evidence}",
              f"- **Explained away by:** {explained}",
+             f"- **Explains (listed under it):** {explains}",
+             f"- **Live:** {record.live.describe() if record.live else 'no: judged after the fact, on the whole run'}",
              f"- **Source:** {record.source}",
              ""]
     if record.thresholds:
@@ -166,13 +169,20 @@ def catalogue_markdown(records: dict[str, RuleRecord] = RECORDS,
              "Generated from the rules' records (`@rule` beside each function in `diagnosis/`) by",
              f"`{COMMAND}`; do not edit it by hand.",
              "A rule is *explained away* when a more specific cause is found as a warning or critical finding:",
-             "its own finding is then dropped.", "",
-             "| rule | severities | inputs | evidence | explained away by |", "| --- | --- | --- | --- | --- |"]
+             "its own finding is then dropped.",
+             "A rule that *explains* others is a cause: when it is found as a warning or critical finding, their",
+             "findings are kept and listed under it, causes first. The reports list at most three info findings",
+             "of a rule and count the rest.",
+             "A *live* rule also runs in the probe during training, at each flush, on a bounded window of the",
+             "recent history; its warning and critical findings are written to the run as they appear",
+             "(`live_finding` events) and can stop training (`Probe(stop_on=...)`).", "",
+             "| rule | severities | inputs | evidence | explained away by | live |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for record in records.values():
         inputs = ", ".join(record.inputs)
         explained = ", ".join(record.explained_by) or "–"
         lines.append(f"| [`{record.id}`](#{record.id}) | {', '.join(record.severities)} | {inputs} "
-                     f"| {record.evidence.describe()} | {explained} |")
+                     f"| {record.evidence.describe()} | {explained} | {'yes' if record.live else '–'} |")
     lines.append("")
     for module in modules:
         members = [record for record in records.values() if record.function.__module__ == module.__name__]

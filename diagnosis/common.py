@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,13 @@ import pandas as pd
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.robust import finite
+from traindoctor.store.format import TASK_KINDS
 from traindoctor.store.run_data import RunData
 
+# The evaluation splits, in the order a rule prefers them. A named eval set
+# is a split of its own, "val_<name>" or "test_<name>" (HF Trainer's
+# eval_<name>_loss, Lightning's val/<name>/loss, probe.evaluate("val_ema")),
+# and is judged on its own.
 EVAL_SPLITS = ("val", "test")
 
 
@@ -46,18 +52,42 @@ def finding(rule: str, severity: str, title: str, message: str, advice: str, sou
     )
 
 
-def eval_split(run: RunData, name: str) -> str | None:
-    """The first evaluation split (val, then test) that has ``name``."""
-    for split in EVAL_SPLITS:
-        if run.has(name, split):
-            return split
-    return None
+def is_eval_split(split: str) -> bool:
+    """``val``, ``test`` or a named eval set of either (``val_<name>``, ``test_<name>``)."""
+    return split in EVAL_SPLITS or any(split.startswith(f"{base}_") and len(split) > len(base) + 1
+                                       for base in EVAL_SPLITS)
 
 
 @per_run
-def eval_frame(run: RunData, name: str) -> tuple[pd.Series, pd.Series]:
-    """An eval metric indexed by step, and the epoch of each eval (NaN where unknown)."""
-    split = eval_split(run, name)
+def eval_splits(run: RunData, name: str) -> tuple[str, ...]:
+    """The evaluation splits a rule judges ``name`` on, each on its own.
+
+    The main one (``val``, else ``test``: when both exist, ``test`` is the
+    same question asked again), then every named eval set in name order
+    (``val_<name>`` sets first; ``test_<name>`` sets too when no ``val_``
+    set exists).
+    """
+    splits = run.scalars["split"].dropna().unique()
+    present = {split for split in splits if is_eval_split(str(split)) and run.has(name, str(split))}
+    main = [split for split in EVAL_SPLITS if split in present][:1]
+    named = {base: sorted(split for split in present if split.startswith(f"{base}_") and is_eval_split(split))
+             for base in EVAL_SPLITS}
+    return tuple(main + (named["val"] or named["test"]))
+
+
+def eval_split(run: RunData, name: str) -> str | None:
+    """The main evaluation split (val, then test) that has ``name``, else the first named eval set."""
+    splits = eval_splits(run, name)
+    return splits[0] if splits else None
+
+
+@per_run
+def eval_frame(run: RunData, name: str, split: str | None = None) -> tuple[pd.Series, pd.Series]:
+    """An eval metric indexed by step, and the epoch of each eval (NaN where unknown).
+
+    ``split``: one of :func:`eval_splits`; None for the main one (:func:`eval_split`).
+    """
+    split = eval_split(run, name) if split is None else split
     if split is None:
         return pd.Series(dtype="float64"), pd.Series(dtype="float64")
     frame = run.scalars
@@ -85,10 +115,120 @@ def train_loss(run: RunData) -> pd.Series:
     return run.series("loss", "train")
 
 
+def non_finite_steps(series: pd.Series) -> np.ndarray:
+    """The steps of a step-indexed series whose value is NaN or ±Inf."""
+    return series.index.to_numpy()[~np.isfinite(series.to_numpy(dtype="float64"))]
+
+
+# HF Trainer logs the mean loss of each logging window rounded to 4 decimals;
+# with its default logging_nan_inf_filter a NaN/Inf step loss is replaced by
+# the window's running mean, so a window of NaN steps logs exactly 0.0 and a
+# mixed one a copy of the mean. Two logged values within this distance are
+# one value printed twice.
+LOGGED_ROUNDING = 5e-5
+
+
+@per_run
+def masked_train_losses(run: RunData) -> np.ndarray:
+    """Steps whose logged training loss hides a NaN: HF Trainer's masked NaN.
+
+    A finite train loss counts as masked when a NaN/Inf gradient norm or
+    evaluation loss was recorded in its logging window (after the previous
+    train-loss record, up to its own step) and the value is exactly 0.0, or
+    a copy (to HF's 4 decimals) of the previous record or of the mean of the
+    earlier records. Without a non-finite neighbour no value is suspected.
+    """
+    raw = run.series("loss", "train")
+    if raw.empty:
+        return np.array([], dtype="int64")
+    suspects = [non_finite_steps(run.series("grad_norm", "train"))]
+    suspects += [non_finite_steps(eval_frame(run, "loss", split)[0]) for split in eval_splits(run, "loss")]
+    flagged = np.unique(np.concatenate(suspects)) if suspects else np.array([])
+    if not len(flagged):
+        return np.array([], dtype="int64")
+    steps, values = raw.index.to_numpy(), raw.to_numpy(dtype="float64")
+    finite_values = np.where(np.isfinite(values), values, np.nan)
+    previous = np.concatenate([[np.nan], finite_values[:-1]])
+    counts = np.cumsum(np.isfinite(finite_values))
+    sums = np.cumsum(np.nan_to_num(finite_values))
+    earlier_mean = np.concatenate([[np.nan], (sums / np.maximum(counts, 1))[:-1]])
+    earlier_mean[np.concatenate([[0], counts[:-1]]) == 0] = np.nan
+    window_start = np.concatenate([[-np.inf], steps[:-1]])
+    # Any flagged step in (previous record's step, this record's step].
+    in_window = np.searchsorted(flagged, steps, side="right") > np.searchsorted(flagged, window_start, side="right")
+    copy = ((np.abs(values - previous) <= LOGGED_ROUNDING) | (np.abs(values - earlier_mean) <= LOGGED_ROUNDING))
+    masked = np.isfinite(values) & in_window & ((values == 0.0) | copy)
+    return steps[masked]
+
+
 @per_run
 def finite_train_loss(run: RunData) -> pd.Series:
     """The finite values of the training loss by step: what most curve rules judge."""
     return finite(train_loss(run))
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a run's loss measures, which sets its scale (run.json's task).
+
+    Attributes:
+        kind: one of ``TASK_KINDS``: recorded, else classification when the
+            run names its classes, language modelling when it names a
+            vocabulary, else unknown.
+        size: C classes (classification) or V tokens (language modelling); None when not known.
+        expected_initial_loss: the user's expected first loss (the probe
+            records ln C for a classifier); None when not given.
+    """
+
+    kind: str
+    size: int | None
+    expected_initial_loss: float | None
+
+    @property
+    def uniform_loss(self) -> float | None:
+        """ln C or ln V: the cross-entropy of uniform predictions, where a fresh model starts."""
+        return math.log(self.size) if self.size is not None and self.size >= 2 else None
+
+
+def _positive_int(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number >= 2 and number == value else None
+
+
+def task_of(run: RunData) -> Task:
+    """The run's :class:`Task`, read from ``run.task`` (odd values read as absent)."""
+    task = run.task if isinstance(run.task, dict) else {}
+    classes, vocab = _positive_int(task.get("num_classes")), _positive_int(task.get("vocab_size"))
+    kind = task.get("kind")
+    if kind not in TASK_KINDS:
+        kind = "classification" if classes else "language_modelling" if vocab else "unknown"
+    size = classes if kind == "classification" else vocab if kind == "language_modelling" else None
+    expected = task.get("expected_initial_loss")
+    try:
+        expected = float(expected) if expected is not None else None
+    except (TypeError, ValueError):
+        expected = None
+    if expected is not None and not (math.isfinite(expected) and expected > 0):
+        expected = None
+    return Task(kind, size, expected)
+
+
+def loss_reference(run: RunData) -> tuple[float, str] | None:
+    """The loss level a fresh model starts at, against which a loss level can be called high or poor.
+
+    The user's expected initial loss, else ln C for a classifier. None for
+    language models (a fine-tuned one starts far below ln V), regression and
+    unknown tasks: no rule judges their loss level.
+    """
+    task = task_of(run)
+    if task.expected_initial_loss is not None:
+        return task.expected_initial_loss, "the expected initial loss"
+    if task.kind == "classification" and task.uniform_loss is not None:
+        return task.uniform_loss, f"ln({task.size})"
+    return None
 
 
 @per_run

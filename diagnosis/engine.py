@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from types import ModuleType
 
 from traindoctor.diagnosis import classes, generalisation, gradients, learning_rate, loss, setup
@@ -35,8 +36,10 @@ def collect_records(modules: tuple[ModuleType, ...]) -> dict[str, RuleRecord]:
                 raise ValueError(f"two rules are called {record.id!r}")
             records[record.id] = record
     unknown = {cause for record in records.values() for cause in record.explained_by} - set(records)
+    unknown |= {cause for record in records.values() if record.live for cause in record.live.quiet_after} - set(records)
+    unknown |= {consequence for record in records.values() for consequence in record.explains} - set(records)
     if unknown:
-        raise ValueError(f"explained_by names rules that do not exist: {sorted(unknown)}")
+        raise ValueError(f"explained_by, explains or live quiet_after name rules that do not exist: {sorted(unknown)}")
     return records
 
 
@@ -67,10 +70,81 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
                                            f.step_start if f.step_start is not None else -1, f.rule))
 
 
-def diagnose(run: RunData, *, strict: bool = False, rules: dict[str, RuleFunction] | None = None) -> list[Finding]:
-    """All findings for one run, sorted by severity (critical first) then step.
+# A consequence is kept but folded under the finding that explains it: a
+# too-high lr explains the loss spikes and the early best epoch it causes.
+# Key: the explaining rule; value: the rules it explains (warning or
+# critical findings of the key only). Each rule's record says which.
+EXPLAINS: dict[str, tuple[str, ...]] = {rule_id: record.explains for rule_id, record in RECORDS.items()
+                                        if record.explains}
+# At most 3 info findings per rule are listed (the last says how many more
+# there were): one hint repeated for every small spike is noise.
+MAX_INFO_PER_RULE = 3
 
-    Findings explained by a more specific cause are dropped (EXPLAINED_BY).
+
+def cap_info(findings: list[Finding]) -> list[Finding]:
+    """Keep the first MAX_INFO_PER_RULE info findings of each rule (in the given order); the last kept one
+    counts the rest in its message and in ``evidence["not_listed"]``."""
+    info_counts: dict[str, int] = {}
+    for f in findings:
+        if f.severity == "info":
+            info_counts[f.rule] = info_counts.get(f.rule, 0) + 1
+    kept: list[Finding] = []
+    seen: dict[str, int] = {}
+    for f in findings:
+        if f.severity != "info":
+            kept.append(f)
+            continue
+        seen[f.rule] = seen.get(f.rule, 0) + 1
+        if seen[f.rule] > MAX_INFO_PER_RULE:
+            continue
+        rest = info_counts[f.rule] - MAX_INFO_PER_RULE
+        if seen[f.rule] == MAX_INFO_PER_RULE and rest > 0:
+            f = replace(f, message=f"{f.message} {rest} more info finding(s) of this rule are not listed.",
+                        evidence={**f.evidence, "not_listed": rest})
+        kept.append(f)
+    return kept
+
+
+def causes_first(findings: list[Finding]) -> list[Finding]:
+    """Each finding a cause explains (EXPLAINS) moved right after that cause, and the two linked.
+
+    A cause is a warning or critical finding whose record ``explains`` the
+    other's rule; a consequence is folded under the first such cause in the
+    given order (never under one of its own consequences). The rest keep
+    their order.
+    """
+    causes = [f for f in findings if f.severity in ("warning", "critical") and f.rule in EXPLAINS]
+    cause_of: dict[int, Finding] = {}
+    for f in findings:
+        cause = next((c for c in causes if c is not f and f.rule in EXPLAINS[c.rule]
+                      and cause_of.get(id(c)) is not f), None)
+        if cause is not None:
+            cause_of[id(f)] = cause
+    consequences: dict[int, list[Finding]] = {}
+    for f in findings:
+        if id(f) in cause_of:
+            consequences.setdefault(id(cause_of[id(f)]), []).append(f)
+    ordered: list[Finding] = []
+
+    def emit(f: Finding, cause: Finding | None) -> None:
+        under = consequences.get(id(f), [])
+        ordered.append(replace(f, explains=tuple(dict.fromkeys(g.rule for g in under)),
+                               explained_by=None if cause is None else cause.rule))
+        for g in under:
+            emit(g, f)
+
+    for f in findings:
+        if id(f) not in cause_of:
+            emit(f, None)
+    return ordered
+
+
+def diagnose(run: RunData, *, strict: bool = False, rules: dict[str, RuleFunction] | None = None) -> list[Finding]:
+    """All findings for one run, causes first: sorted by severity (critical first) then step,
+    with each consequence folded right after the finding that explains it (EXPLAINS).
+
+    Findings explained by a more specific cause are dropped (EXPLAINED_BY);
+    at most MAX_INFO_PER_RULE info findings per rule are listed.
     The rules share one per-run memo (:class:`~traindoctor.diagnosis.memo.MemoisedRun`):
     what several of them derive from the run (the divergence onset, the
     spikes, the loss profile, …) is computed once for this call.
@@ -92,4 +166,4 @@ def diagnose(run: RunData, *, strict: bool = False, rules: dict[str, RuleFunctio
             if strict:
                 raise
             logger.warning("rule %s failed on run %s; skipped", rule_id, run.run_id, exc_info=True)
-    return sort_findings(drop_explained(findings))
+    return causes_first(cap_info(sort_findings(drop_explained(findings))))

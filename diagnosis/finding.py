@@ -23,6 +23,11 @@ class Finding:
             dashboard shades them); None when it concerns the whole run.
         evidence: the numbers behind the message, JSON-serialisable.
         source: where the rule of thumb comes from (seed or paper).
+        explains: the rules of the findings of this diagnosis that this
+            finding explains (its record's ``explains``): they follow it,
+            folded under it. Empty for a finding that explains nothing.
+        explained_by: the rule of the finding this one is a consequence of
+            and is folded under; None for a cause or a finding on its own.
     """
 
     rule: str
@@ -34,10 +39,14 @@ class Finding:
     step_end: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    explains: tuple[str, ...] = ()
+    explained_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        # Read back from JSON (the findings cache) the rules come as a list: one finding, one value.
+        object.__setattr__(self, "explains", tuple(self.explains))
 
     @property
     def step_range(self) -> tuple[int, int] | None:
@@ -51,4 +60,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of DESIGN.md's ``diagnose --json``."""
-        return asdict(self)
+        data = asdict(self)
+        data["explains"] = list(self.explains)
+        return data

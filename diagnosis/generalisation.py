@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 
 from traindoctor.diagnosis.classes import last_confusion
-from traindoctor.diagnosis.common import describe_epoch, eval_frame, finding, finite_train_loss
+from traindoctor.diagnosis.common import (
+    describe_epoch,
+    eval_frame,
+    eval_splits,
+    finding,
+    finite_train_loss,
+    loss_reference,
+    task_of,
+)
 from traindoctor.diagnosis.finding import Finding
-from traindoctor.diagnosis.learning_rate import MIN_CURVE_POINTS, MIN_DROP, loss_profile
+from traindoctor.diagnosis.learning_rate import MIN_CURVE_POINTS, MIN_DROP, loss_profile, lr_schedule
 from traindoctor.diagnosis.loss import divergence_onset, start_level
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, rule
@@ -24,11 +32,20 @@ MIN_EVALS = 4
 
 
 @per_run
-def eval_losses(run: RunData) -> tuple[pd.Series, pd.Series]:
-    """The finite evaluation losses (val, else test) by step, and the epoch of each."""
-    values, epochs = eval_frame(run, "loss")
+def eval_losses(run: RunData, split: str | None = None) -> tuple[pd.Series, pd.Series]:
+    """The finite losses of one evaluation split by step, and the epoch of each.
+
+    ``split``: one of ``eval_splits(run, "loss")``; None for the main one (val, else test).
+    """
+    values, epochs = eval_frame(run, "loss", split)
     keep = np.isfinite(values.to_numpy())
     return values[keep], epochs[keep] if len(epochs) else epochs
+
+
+def split_words(split: str) -> str:
+    """How a message names an evaluation split: ``Validation``, ``Test``, ``Validation set val_g0``."""
+    word = "Test" if split == "test" or split.startswith("test_") else "Validation"
+    return word if split in ("val", "test") else f"{word} set {split}"
 
 
 def _train_level_at(loss: pd.Series, step: int, window: int) -> float:
@@ -50,21 +67,34 @@ def overfitting(run: RunData) -> list[Finding]:
 
     Symptom: the median of the last evals is ≥ 10 % (and 3 noise sigmas)
     above the best validation loss, ≥ 3 evals after it, while the training
-    loss at the end is no higher than at the best eval.
+    loss at the end is no higher than at the best eval. Each evaluation
+    split (``val``, and each named eval set ``val_<name>``) is judged on its own.
     Likely cause: too much capacity or too many epochs for the data.
     Try: more data or augmentation, weight decay/dropout, a smaller model,
     fewer epochs (retrain to the best epoch).
     Source: seed 004 train/val rule 2; seed 002.
     """
-    values, epochs = eval_losses(run)
     loss = finite_train_loss(run)
-    if len(values) < MIN_EVALS or len(loss) < MIN_EVALS:
+    if len(loss) < MIN_EVALS:
         return []
+    findings = []
+    for split in eval_splits(run, "loss"):
+        values, epochs = eval_losses(run, split)
+        found = _overfitting_on(split, values, epochs, loss)
+        if found is not None:
+            findings.append(found)
+    return findings
+
+
+def _overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.Series) -> Finding | None:
+    """:func:`overfitting` on one evaluation split's losses."""
+    if len(values) < MIN_EVALS:
+        return None
     v = values.to_numpy()
     best_position = int(np.argmin(v))
     after = len(v) - best_position - 1
     if after < OVERFIT_MIN_EVALS_AFTER:
-        return []
+        return None
     late = float(np.median(v[-max(2, len(v) // 5):]))
     best = float(v[best_position])
     noise = mad_sigma(np.diff(v)) / math.sqrt(2)
@@ -73,19 +103,20 @@ def overfitting(run: RunData) -> list[Finding]:
     train_at_best = _train_level_at(loss, best_step, window)
     train_end = median(loss.to_numpy()[-window:])
     rise = (late - best) / max(abs(best), 1e-12)
-    evidence = {"best_val_loss": best, "best_step": best_step, "late_val_loss": late, "rise": rise,
+    evidence = {"split": split, "best_val_loss": best, "best_step": best_step, "late_val_loss": late, "rise": rise,
                 "train_loss_at_best": train_at_best, "train_loss_end": train_end}
     if len(epochs) and np.isfinite(epochs.iloc[best_position]):
         evidence["best_epoch"] = int(epochs.iloc[best_position])
     if rise < OVERFIT_RISE or late - best < OVERFIT_NOISE_SIGMAS * noise or train_end > train_at_best:
-        return []
-    return [finding(
-        "overfitting", "warning", "Overfitting: validation loss rising",
-        f"Validation loss was best ({best:.3g}) at {describe_epoch(epochs, best_step)} and rose to {late:.3g} "
+        return None
+    words = split_words(split)
+    return finding(
+        "overfitting", "warning", f"Overfitting: {words[0].lower()}{words[1:]} loss rising",
+        f"{words} loss was best ({best:.3g}) at {describe_epoch(epochs, best_step)} and rose to {late:.3g} "
         f"(+{rise:.0%}) while the training loss kept falling ({train_at_best:.3g} → {train_end:.3g}).",
         "Regularise (weight decay, dropout, augmentation), get more data, use a smaller model, or train for fewer "
         "epochs (about as many as to the best epoch).",
-        SOURCE_TRAIN_VAL + " rule 2; seed 002", best_step, values.index[-1], evidence)]
+        SOURCE_TRAIN_VAL + " rule 2; seed 002", best_step, values.index[-1], evidence)
 
 
 # best_epoch_not_last: on evals smoothed by a centred median of 3, the best
@@ -116,22 +147,29 @@ def best_epoch_not_last(run: RunData) -> list[Finding]:
     Symptom: on evals smoothed over 3, the best val accuracy is in the first
     80 % of evals and the end is worse by more than two binomial standard
     errors (and the val loss, when recorded, is worse too); or the best val
-    loss is, and the end is ≥ 10 % (and 3 noise sigmas) worse.
+    loss is, and the end is ≥ 10 % (and 3 noise sigmas) worse. Each
+    evaluation split (``val``, each named eval set) is judged on its own.
     Likely cause: too many epochs or too high a final lr; an early-stopped
     "best" checkpoint hides it and is a noisy pick on the val set.
     Try: retrain with as many epochs as to the best one (or a lower lr) so the
     last checkpoint is the best, rather than keeping the early-stopped one.
     Source: seed 002 ("don't use early stopping / save best model").
     """
-    accuracy, epochs = eval_frame(run, "accuracy")
+    splits = dict.fromkeys(eval_splits(run, "accuracy") + eval_splits(run, "loss"))
+    return [found for found in (_best_epoch_on(run, split) for split in splits) if found is not None]
+
+
+def _best_epoch_on(run: RunData, split: str) -> Finding | None:
+    """:func:`best_epoch_not_last` on one evaluation split."""
+    accuracy, epochs = eval_frame(run, "accuracy", split)
     accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
-    losses, loss_epochs = eval_losses(run)
+    losses, loss_epochs = eval_losses(run, split)
     candidates = []
     if len(accuracy) >= MIN_EVALS:
         smooth = _smooth_evals(accuracy)
         best_position = int(np.argmax(smooth))
         latest = last_confusion(run)
-        count = latest[0].sum() if latest is not None else 0
+        count = latest[0].sum() if latest is not None and latest[2] == split else 0
         best, last = float(smooth[best_position]), float(smooth[-1])
         margin = (BEST_EPOCH_SE * math.sqrt(max(best * (1 - best), 1e-4) / count) if count else BEST_EPOCH_ACCURACY_GAP)
         # A val loss still falling to the end says the accuracy dip is noise on a small val set.
@@ -152,19 +190,21 @@ def best_epoch_not_last(run: RunData) -> list[Finding]:
             candidates.append(("loss", losses, best_position, best, last, last > BEST_EPOCH_BIG_LOSS * best))
             epochs = loss_epochs
     if not candidates:
-        return []
+        return None
     metric, values, best_position, best, last, big = candidates[0]
     best_step = int(values.index[best_position])
-    evidence = {"metric": metric, "best": best, "last": last, "best_step": best_step, "evals": len(values)}
+    evidence = {"split": split, "metric": metric, "best": best, "last": last, "best_step": best_step,
+                "evals": len(values)}
     if len(epochs) and np.isfinite(epochs.get(best_step, np.nan)):
         evidence["best_epoch"] = int(epochs.get(best_step))
-    return [finding(
-        "best_epoch_not_last", "warning" if big else "info", "Best validation score well before the end",
-        f"The best validation {metric} ({best:.3g}, smoothed over {EVAL_SMOOTHING} evals) was at "
+    words = split_words(split)
+    return finding(
+        "best_epoch_not_last", "warning" if big else "info", f"Best {words[0].lower()}{words[1:]} score well before the end",
+        f"The best {words[0].lower()}{words[1:]} {metric} ({best:.3g}, smoothed over {EVAL_SMOOTHING} evals) was at "
         f"{describe_epoch(epochs, best_step)}, eval {best_position + 1} of {len(values)}; at the end it is {last:.3g}.",
         "Retrain with about that many epochs (or a lower lr) so that the last checkpoint is the best, rather than "
         "keeping an early-stopped 'best' checkpoint.",
-        "seed 002 (don't use early stopping / save best model)", best_step, values.index[-1], evidence)]
+        "seed 002 (don't use early stopping / save best model)", best_step, values.index[-1], evidence)
 
 
 # Underfitting: training loss flat (< 5 % better in the last quarter, and
@@ -176,24 +216,33 @@ UNDERFIT_FLAT_SHARE = 0.10
 UNDERFIT_TRAIN_ACCURACY = 0.90
 UNDERFIT_GAP_LOSS = 0.10
 UNDERFIT_GAP_ACCURACY = 0.05
-# High plateau without accuracy: late loss ≥ 30 % of the start.
+# High plateau without accuracy: late loss ≥ 30 % of ln C (a classifier
+# that has learned nothing sits at ln C; healthy corpus runs end below 25 %).
 UNDERFIT_HIGH_LOSS = 0.30
 
 
-@rule(severities=("warning",), inputs=("loss", "accuracy"), evidence=Evidence.series("loss"),
+@rule(severities=("warning",), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
+      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
+      evidence=Evidence.series("loss"),
       # "More capacity" is wrong advice when a more specific cause explains the plateau.
       explained_by=("divergence", "vanishing_gradients", "dead_layers", "no_better_than_baseline",
                     "decayed_too_early", "lr_too_high", "lr_too_low", "missing_warmup"),
       thresholds=("MIN_CURVE_POINTS", "MIN_DROP", "MIN_EVALS", "UNDERFIT_FLAT", "UNDERFIT_FLAT_SHARE",
-                  "UNDERFIT_TRAIN_ACCURACY", "UNDERFIT_HIGH_LOSS", "UNDERFIT_GAP_LOSS", "UNDERFIT_GAP_ACCURACY"))
+                  "UNDERFIT_TRAIN_ACCURACY", "UNDERFIT_HIGH_LOSS", "UNDERFIT_GAP_LOSS", "UNDERFIT_GAP_ACCURACY",
+                  "SCHEDULE_DECAY_FRACTION"))
 def underfitting(run: RunData) -> list[Finding]:
     """Training loss plateaued high, train and validation close, training accuracy far from perfect.
 
-    Symptom: after falling ≥ 10 %, the last quarter of the training loss
-    improves < 5 % on the third and adds < 10 % of the total drop; train
-    accuracy < 0.9 (or, without accuracy, the loss ≥ 30 % of its start); an
+    Symptom: a classifier's training loss, after falling ≥ 10 %, improves
+    < 5 % in the last quarter of the stretch where the lr is still ≥ 90 % of
+    its peak (a decaying schedule's flat tail is the lr running out, not the
+    model), that quarter adding < 10 % of the total drop, and < 5 % more
+    once the lr decays (a plateau the decay lowers was the lr's); train accuracy
+    < 0.9 (or, without accuracy, the final loss ≥ 30 % of ln C); an
     evaluation split (required) within 10 % of the train loss (or 0.05
-    accuracy).
+    accuracy). Only classification is judged: a language model's token
+    cross-entropy never nears 0, a regression loss has its targets' units,
+    and a run whose task is unknown has no scale to call a level poor.
     Likely cause: too little capacity (or too strong regularisation). The
     curves cannot tell it from irreducible error (overlapping classes, label
     noise), so the advice says to check the confusions.
@@ -201,12 +250,21 @@ def underfitting(run: RunData) -> list[Finding]:
     then train longer.
     Source: seed 004 train/val rule 3.
     """
+    if task_of(run).kind != "classification":
+        return []
     curve = loss_profile(run)
     if curve is None or divergence_onset(run) is not None:
         return []
     loss, _ = curve
+    schedule = lr_schedule(run)
+    judged = loss
+    if schedule is not None and schedule.decay_step is not None:
+        judged = loss[loss.index < schedule.decay_step]
+        if len(judged) < MIN_CURVE_POINTS:
+            return []
     start = start_level(run)
-    third, fourth = window_median(loss, 0.5, 0.75), window_median(loss, 0.75, 1.0)
+    third, fourth = window_median(judged, 0.5, 0.75), window_median(judged, 0.75, 1.0)
+    final = window_median(loss, 0.75, 1.0)
     improvement = (third - fourth) / max(abs(third), 1e-12)
     share = (third - fourth) / max(start - fourth, 1e-12)
     # A loss that never fell (by 10 % of its start) is not learning at all,
@@ -216,22 +274,32 @@ def underfitting(run: RunData) -> list[Finding]:
     # Flat: < 5 % better over the last quarter and < 10 % of the total drop.
     if improvement >= UNDERFIT_FLAT or share >= UNDERFIT_FLAT_SHARE:
         return []
+    # Once the lr decays the loss must not improve by 5 % either: a plateau that the decay
+    # lowers was set by the lr (a warm-up-stable-decay's stable phase), not by the model.
+    annealed_gain = (fourth - final) / max(abs(fourth), 1e-12)
+    if annealed_gain >= UNDERFIT_FLAT:
+        return []
     train_accuracy = finite(run.series("accuracy"))
     val_loss, _ = eval_losses(run)
     val_accuracy, _ = eval_frame(run, "accuracy")
-    evidence = {"train_loss": fourth, "last_quarter_improvement": improvement}
+    evidence = {"train_loss": final, "last_quarter_improvement": improvement}
+    if schedule is not None and schedule.decay_step is not None:
+        evidence["judged_before_decay_step"] = schedule.decay_step
+    reference = loss_reference(run)
     if len(train_accuracy) >= MIN_EVALS:
         accuracy = window_median(train_accuracy, 0.75, 1.0)
         evidence["train_accuracy"] = accuracy
         if accuracy >= UNDERFIT_TRAIN_ACCURACY:
             return []
-    elif fourth < UNDERFIT_HIGH_LOSS * start:
+    elif reference is None or final < UNDERFIT_HIGH_LOSS * reference[0]:
         return []
+    else:
+        evidence["reference_loss"] = reference[0]
     close = None
     if len(val_loss):
         val_late = float(np.median(val_loss.to_numpy()[-max(1, len(val_loss) // 5):]))
         evidence["val_loss"] = val_late
-        close = abs(val_late - fourth) <= UNDERFIT_GAP_LOSS * max(fourth, 1e-12) or val_late < fourth
+        close = abs(val_late - final) <= UNDERFIT_GAP_LOSS * max(final, 1e-12) or val_late < final
     if len(val_accuracy) and "train_accuracy" in evidence:
         val_acc_late = float(np.median(val_accuracy.to_numpy()[-max(1, len(val_accuracy) // 5):]))
         evidence["val_accuracy"] = val_acc_late
@@ -239,12 +307,18 @@ def underfitting(run: RunData) -> list[Finding]:
         close = close_accuracy if close is None else (close or close_accuracy)
     if close is not True:  # without an evaluation split, "train and val close" cannot be judged
         return []
-    accuracy_text = f", training accuracy {evidence['train_accuracy']:.2f}" if "train_accuracy" in evidence else ""
+    if "train_accuracy" in evidence:
+        level = f", training accuracy {evidence['train_accuracy']:.2f}"
+        verdict = "train and validation are close and training accuracy is far from perfect"
+    else:
+        level = f" ({final / reference[0]:.0%} of {reference[1]}, the loss of uniform predictions)"
+        verdict = "train and validation are close and both far above what a classifier that fits reaches"
     val_text = f", validation loss {evidence['val_loss']:.3g}" if "val_loss" in evidence else ""
+    when = (f" before the lr decay at step {schedule.decay_step}"
+            if schedule is not None and schedule.decay_step is not None else " in the last quarter")
     return [finding(
         "underfitting", "warning", "Underfitting: training loss plateaued high",
-        f"Training loss flat at {fourth:.3g} (last quarter {improvement:+.1%}){accuracy_text}{val_text}: "
-        "train and validation are close and both poor.",
+        f"Training loss flat at {final:.3g}{level} (it improved {improvement:+.1%}{when}){val_text}: {verdict}.",
         "Increase capacity (wider/deeper model, better features) or reduce regularisation; then train longer. "
         "If classes overlap or labels are noisy the plateau may be the data's limit: look at the confusions first.",
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
@@ -264,18 +338,20 @@ TRAIN_LONGER_VAL_SHARE = 0.10
 TRAIN_LONGER_TRAIN_SHARE = 0.15
 
 
-@rule(severities=("info",), inputs=("loss",), evidence=Evidence.series("loss"),
+@rule(severities=("info",), inputs=("loss", "lr", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
       # "Train longer" is wrong advice when the lr is too high or the model already overfits.
       explained_by=("lr_too_high", "divergence", "overfitting"),
       thresholds=("MIN_CURVE_POINTS", "TRAIN_LONGER_VAL_IMPROVEMENT", "TRAIN_LONGER_TRAIN_IMPROVEMENT",
-                  "TRAIN_LONGER_VAL_SHARE", "TRAIN_LONGER_TRAIN_SHARE"))
+                  "TRAIN_LONGER_VAL_SHARE", "TRAIN_LONGER_TRAIN_SHARE", "ANNEALED_FRACTION"))
 def train_longer(run: RunData) -> list[Finding]:
     """Training and validation still improving at the last epoch.
 
     Symptom: validation loss improved ≥ 2 % over the last third of the evals
     with the best among the last two, and the training loss fell ≥ 3 % in its
     last quarter; these late stretches brought ≥ 10 % (val) and ≥ 15 %
-    (train) of the total improvement (not converged).
+    (train) of the total improvement (not converged). A run whose lr ended
+    at ≤ 10 % of its peak (cosine to zero, a cool-down, warm-up-stable-decay)
+    is not judged: its tail improves because the lr anneals, as planned.
     Likely cause: training stopped before convergence.
     Try: train for more epochs (without decaying the lr early).
     Source: seed 004 train/val rule 1; seed 002 ("make sure training loss converged").
@@ -283,6 +359,9 @@ def train_longer(run: RunData) -> list[Finding]:
     values, epochs = eval_losses(run)
     loss = finite_train_loss(run)
     if len(values) < 3 or len(loss) < MIN_CURVE_POINTS or divergence_onset(run) is not None:
+        return []
+    schedule = lr_schedule(run)
+    if schedule is not None and schedule.annealed:
         return []
     v = values.to_numpy()
     third = max(2, len(v) // 3)

@@ -8,7 +8,7 @@ import pandas as pd
 from traindoctor.diagnosis.common import finding, finite_train_loss, is_norm_or_bias, layer_values, natural_key
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
-from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
 from traindoctor.store.run_data import RunData
 
@@ -71,7 +71,7 @@ def first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
 
 
 @rule(severities=("warning",), inputs=("grad_norm",), evidence=Evidence.series("grad_norm"), heatmaps=("grad_norm",),
-      thresholds=("GRAD_WINDOW", "GRAD_MIN_HISTORY", "EXPLODE_PEAK_FACTOR", "EXPLODE_SUSTAINED_FACTOR",
+      live=Live(), thresholds=("GRAD_WINDOW", "GRAD_MIN_HISTORY", "EXPLODE_PEAK_FACTOR", "EXPLODE_SUSTAINED_FACTOR",
                   "EXPLODE_SUSTAINED_POINTS", "EXPLODE_GROWTH_FACTOR", "FIRST_LAST_EXPLODING_RATIO", "ZERO_GRAD",
                   "DEAD_MIN_RECORDS"))
 def exploding_gradients(run: RunData) -> list[Finding]:
@@ -138,7 +138,7 @@ def exploding_gradients(run: RunData) -> list[Finding]:
 
 
 @rule(severities=("warning",), inputs=("grad_norm", "loss"), evidence=Evidence.series("grad_norm"),
-      heatmaps=("grad_norm",),
+      heatmaps=("grad_norm",), live=Live(),
       thresholds=("FIRST_LAST_VANISHING_RATIO", "STALLED_LOSS_FRACTION", "ZERO_GRAD", "DEAD_MIN_RECORDS"))
 def vanishing_gradients(run: RunData) -> list[Finding]:
     """Early layers get gradients orders of magnitude smaller than late layers, and learning stalls.
@@ -175,9 +175,23 @@ def vanishing_gradients(run: RunData) -> list[Finding]:
         {"first_layer": first, "last_layer": last, "median_ratio": level, "early_loss": early, "late_loss": late})]
 
 
+# Live, layers above the band are reported once each has 20 records: the
+# first few updates of a fresh model are often large (small or
+# zero-initialised weights), and half of 5 records says little about the run.
+# Below the band is left to the whole run: at the end of an annealed
+# schedule (cosine to zero) every recent update is tiny, as it should be.
+LIVE_BAND_RECORDS = 20
+
+
+def band_settled(finding: Finding) -> bool:
+    """Above the band only, once each layer named has 20 records (below it, an annealed schedule's end is normal)."""
+    return finding.evidence.get("side") == "above" and finding.evidence.get("records", 0) >= LIVE_BAND_RECORDS
+
+
 @rule(severities=("warning",), inputs=("update_ratio",), evidence=Evidence.heatmap("update_ratio"),
-      heatmaps=("update_ratio",),
-      thresholds=("UPDATE_RATIO_LOW", "UPDATE_RATIO_HIGH", "OUT_OF_BAND_FRACTION", "OUT_OF_BAND_MIN_POINTS"))
+      heatmaps=("update_ratio",), live=Live(settled=band_settled),
+      thresholds=("UPDATE_RATIO_LOW", "UPDATE_RATIO_HIGH", "OUT_OF_BAND_FRACTION", "OUT_OF_BAND_MIN_POINTS",
+                  "LIVE_BAND_RECORDS"))
 def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     """Per-layer update/weight ratio far outside ~1e-3 for long stretches.
 
@@ -196,6 +210,7 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     layers_by_side: dict[str, list[str]] = {"below": [], "above": []}
     stretches: dict[str, list[tuple[int, int]]] = {"below": [], "above": []}
     levels: dict[str, float] = {}
+    records: dict[str, int] = {}
     # Weight matrices only: the rule of thumb is about weights; a bias's
     # norm is tiny (often zero-initialised) and its ratio means little.
     for layer in sorted((c for c in frame.columns if not is_norm_or_bias(c)), key=natural_key):
@@ -208,6 +223,7 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
             if mask.sum() >= OUT_OF_BAND_FRACTION * known.sum() and longest:
                 layers_by_side[side].append(layer)
                 levels[layer] = float(np.median(values[known]))
+                records[layer] = int(known.sum())
                 first, last = longest[0][0], longest[-1][1]
                 stretches[side].append((int(frame.index[first]), int(frame.index[last])))
     findings = []
@@ -226,7 +242,8 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
             "give outlier layers their own param group.",
             "seed 004 (update/weight ratio); DeepDiagnosis (ICSE'22) band [1e-5, 1e-1]",
             min(s for s, _ in steps), max(e for _, e in steps),
-            {"side": side, "layers": layers, "median_ratio": {name: levels[name] for name in layers}}))
+            {"side": side, "layers": layers, "median_ratio": {name: levels[name] for name in layers},
+             "records": min(records[name] for name in layers)}))
     return findings
 
 

@@ -8,22 +8,24 @@ profile these rules (and ``underfitting``) judge, computed once per
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from traindoctor.diagnosis.common import finding, finite_train_loss, layer_values, lr_series
+from traindoctor.diagnosis.common import finding, finite_train_loss, layer_values, loss_reference, lr_series
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.loss import (
     DIVERGED_SMOOTHING,
     SPIKE_MAX_REPORTED,
+    cadence,
     divergence_onset,
     loss_spikes,
     start_level,
 )
 from traindoctor.diagnosis.memo import per_run
-from traindoctor.diagnosis.records import Evidence, rule
-from traindoctor.diagnosis.robust import binned_medians, finite, mad_sigma, median, window_median
+from traindoctor.diagnosis.records import Evidence, Live, rule
+from traindoctor.diagnosis.robust import binned_medians, finite, mad_sigma, median, true_runs, window_median
 from traindoctor.store.run_data import RunData
 
 SOURCE_LR = "seed 004 (step 6: look at learning curves)"
@@ -58,19 +60,65 @@ def median_update_ratio(run: RunData) -> float | None:
     return float(np.median(values)) if values.size else None
 
 
+# An lr schedule's tail. Its decay has begun where the lr drops below 90 %
+# of its peak and stays there to the end: a fifth into a cosine, the start
+# of a warm-up-stable-decay's or a cool-down's decay, a step decay. From
+# there the loss falls (or stops falling) because the lr shrinks...
+SCHEDULE_DECAY_FRACTION = 0.9
+# ...and a run that ends at ≤ 10 % of its peak lr was annealed (cosine to
+# zero, linear decay, WSD, one-cycle): its last stretch improves because the
+# lr shrinks and flattens because the lr is gone. Neither says that the run
+# stopped too soon or that the model is too small.
+ANNEALED_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The shape of a run's lr schedule (param group 0), as far as the rules need it.
+
+    Attributes:
+        peak_lr, peak_step: the largest lr and its first step.
+        decay_step: the first step from which the lr stays below
+            SCHEDULE_DECAY_FRACTION of its peak to the end; None when it does not.
+        final_fraction: the last lr over the peak.
+    """
+
+    peak_lr: float
+    peak_step: int
+    decay_step: int | None
+    final_fraction: float
+
+    @property
+    def annealed(self) -> bool:
+        """The run ended with the lr at ≤ ANNEALED_FRACTION of its peak."""
+        return self.final_fraction <= ANNEALED_FRACTION
+
+
+@per_run
+def lr_schedule(run: RunData) -> Schedule | None:
+    """The run's :class:`Schedule`; None without 3 finite, positive lr records."""
+    lr = finite(lr_series(run))
+    values = lr.to_numpy(dtype="float64")
+    if len(values) < 3 or not values.max() > 0:
+        return None
+    peak_position = int(np.argmax(values))
+    peak = float(values[peak_position])
+    high = np.flatnonzero(values >= SCHEDULE_DECAY_FRACTION * peak)
+    decay_position = int(high[-1]) + 1
+    decay_step = int(lr.index[decay_position]) if decay_position < len(values) else None
+    return Schedule(peak_lr=peak, peak_step=int(lr.index[peak_position]), decay_step=decay_step,
+                    final_fraction=float(values[-1]) / peak)
+
+
 def _initial_loss(run: RunData) -> float:
     """Where training started: the task's expected initial loss or ln(C) when known, else the first records.
 
     The median of the first records underestimates it when the loss drops
-    within a handful of steps (a logistic regression with momentum).
+    within a handful of steps (a logistic regression with momentum), and is
+    wherever logging started when it started late.
     """
-    expected = run.task.get("expected_initial_loss")
-    classes = run.task.get("num_classes")
-    if expected is not None and float(expected) > 0:
-        return float(expected)
-    if classes is not None and int(classes) >= 2:
-        return math.log(int(classes))
-    return start_level(run)
+    reference = loss_reference(run)
+    return reference[0] if reference is not None else start_level(run)
 
 
 # lr_too_high needs a real first drop (≥ 10 % of the start), then either
@@ -79,6 +127,11 @@ def _initial_loss(run: RunData) -> float:
 MIN_DROP = 0.10
 REBOUND_FRACTION = 0.30
 REBOUND_NOISE_SIGMAS = 5.0
+# ...or does so anywhere, for ≥ 3 consecutive profile bins (≥ 7.5 % of the
+# run at 40 bins): a rebound while the lr warms up to a peak that is too
+# high, which a new epoch or the decay later pulls back down. A loss spike
+# lasts a few steps (PolyPythia's: < 100 of 143,000) and moves no bin median.
+REBOUND_MIN_BINS = 3
 # ...or thrashes on a high plateau: late level ≥ 30 % of the initial loss
 # (healthy corpus runs, three seeds, end below 25 % of ln C), step-to-step
 # noise ≥ 15 % of the level and median update/weight ratio ≥ 5e-3, 5× the
@@ -92,18 +145,49 @@ HIGH_UPDATE_RATIO = 5e-3
 NOISY_PLATEAU_NOISE = 0.30
 
 
-@rule(severities=("info", "warning"), inputs=("loss", "update_ratio"),
-      metadata=("task.expected_initial_loss", "task.num_classes"), evidence=Evidence.series("loss"),
-      heatmaps=("update_ratio",),
+def rebound_settled(finding: Finding) -> bool:
+    """For a rebound below the initial loss (a high plateau is judged at the end; above the start: divergence)."""
+    return finding.evidence.get("kind") == "rebound" and finding.evidence.get("rebound_fraction", 1.0) < 1.0
+
+
+def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: list) -> tuple[int, int, int] | None:
+    """The first stretch of ≥ REBOUND_MIN_BINS profile bins climbed back ≥ REBOUND_FRACTION of the way
+    from the best level so far to ``start`` (and REBOUND_NOISE_SIGMAS × ``noise``), after a real drop:
+    (position of that best, first bin, last bin), or None.
+
+    A stretch that a loss spike starts (between the bin before it and its
+    first bin) is that spike's slow recovery, which ``loss_spike`` reports.
+    """
+    values, centres = profile.to_numpy(), profile.index.to_numpy()
+    best_so_far = np.minimum.accumulate(values)
+    dropped = start - best_so_far >= MIN_DROP * start
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = (values - best_so_far) / (start - best_so_far)
+    climbed = dropped & (fraction >= REBOUND_FRACTION) & (values - best_so_far > REBOUND_NOISE_SIGMAS * noise)
+    for first, last in true_runs(climbed, REBOUND_MIN_BINS):
+        before = centres[first - 1] if first > 0 else -math.inf
+        if any(before <= spike.start_step <= centres[first] for spike in spikes):
+            continue
+        return int(np.argmin(values[:first])), first, last
+    return None
+
+
+@rule(severities=("info", "warning"), inputs=("loss", "update_ratio", "lr", "grad_norm", "amp_skipped"),
+      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
+      evidence=Evidence.series("loss"), heatmaps=("update_ratio",), explains=("loss_spike", "best_epoch_not_last"),
       thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
-                  "REBOUND_NOISE_SIGMAS", "HIGH_PLATEAU_LEVEL", "THRASHING_NOISE", "HIGH_UPDATE_RATIO",
-                  "NOISY_PLATEAU_NOISE"))
+                  "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "THRASHING_NOISE",
+                  "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE"),
+      live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
 
     Symptom: after a real drop (≥ 10 % of the initial loss, ln C when the
     task says C), the loss climbs back ≥ 30 % of the way to it (and 5 noise
-    sigmas) and stays there; or its late level stays ≥ 30 % of the initial
+    sigmas) and stays there to the end, or does so for ≥ 3 profile bins
+    anywhere (during the warm-up, say, before a new epoch or the decay
+    pulls it back down); or, for a task whose loss scale is known (ln C or
+    the expected initial loss), its late level stays ≥ 30 % of the initial
     loss with step-to-step noise ≥ 15 % of the level while the median
     update/weight ratio is ≥ 5e-3 (5× the ~1e-3 rule of thumb); without
     update ratios, noise ≥ 30 % of the level is reported as info only (a hard
@@ -126,20 +210,38 @@ def lr_too_high(run: RunData) -> list[Finding]:
     rebound = (late - best) / (start - best)
     late_values = loss.to_numpy()[int(0.5 * len(loss)):]
     noise = mad_sigma(np.diff(late_values)) / math.sqrt(2) / max(median(late_values), 1e-12)
-    evidence = {"initial_loss": start, "best_level": best, "late_level": late, "median_update_ratio": ratio,
-                "rebound_fraction": rebound, "late_noise": noise}
+    evidence = {"kind": "plateau", "initial_loss": start, "best_level": best, "late_level": late,
+                "median_update_ratio": ratio, "rebound_fraction": rebound, "late_noise": noise}
     support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
     # The minimum of up to 40 noisy bins sits 2-3 sigmas low: the climb must exceed 5 sigmas of the bin noise.
     profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
     evidence["profile_noise"] = profile_noise
     if (rebound >= REBOUND_FRACTION and best_position < len(profile) - 2
             and late - best > REBOUND_NOISE_SIGMAS * profile_noise):
+        evidence["kind"] = "rebound"
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "
             f"({rebound:.0%} of the way back to its initial {start:.3g}) and stayed there.{support}",
             "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], loss.index[-1], evidence)]
+    stretch = _rebound_stretch(profile, start, profile_noise, loss_spikes(run))
+    if stretch is not None:
+        best_position, first, last = stretch
+        best, climbed = float(profile.iloc[best_position]), float(profile.iloc[first:last + 1].max())
+        evidence.update(kind="rebound", best_level=best, rebound_level=climbed,
+                        rebound_fraction=(climbed - best) / (start - best), rebound_steps=[int(profile.index[first]),
+                                                                                           int(profile.index[last])])
+        return [finding(
+            "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
+            f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {climbed:.3g} "
+            f"({evidence['rebound_fraction']:.0%} of the way back to its initial {start:.3g}) between steps "
+            f"{profile.index[first]} and {profile.index[last]}{_lr_phase(run, int(profile.index[first]))}, before "
+            f"coming down again.{support}",
+            "Lower the peak lr (×0.3 to ×0.1), or warm up for longer; clip gradients.", SOURCE_LR + "; seed 003",
+            profile.index[best_position], profile.index[last], evidence)]
+    if loss_reference(run) is None:  # a high plateau needs the loss scale: ln C or the expected initial loss
+        return []
     high = late >= HIGH_PLATEAU_LEVEL * start
     if ratio is not None:
         thrashing, severity = noise >= THRASHING_NOISE and ratio >= HIGH_UPDATE_RATIO, "warning"
@@ -157,6 +259,16 @@ def lr_too_high(run: RunData) -> list[Finding]:
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
 
 
+def _lr_phase(run: RunData, step: int) -> str:
+    """`` while the lr was still warming up`` when ``step`` comes before the lr's peak, else ``""``."""
+    lr = finite(lr_series(run))
+    if len(lr) < 2 or float(lr.max()) <= 0:
+        return ""
+    peak_step = int(lr.index[int(np.argmax(lr.to_numpy()))])
+    rising = float(lr.iloc[0]) < WARMUP_START_FRACTION * float(lr.max())
+    return " while the lr was still warming up" if rising and step <= peak_step else ""
+
+
 # lr_too_low: the loss dropped < 50 % of its start and the second half
 # dropped ≥ 50 % as much as the first (almost linear, no deceleration), and
 # still falls in the last quarter.
@@ -169,7 +281,8 @@ DROP_SIGMAS = 3.0
 LR_TOO_LOW_MIN_POINTS = 100
 
 
-@rule(severities=("warning",), inputs=("loss", "update_ratio"), evidence=Evidence.series("loss"),
+@rule(severities=("warning",), inputs=("loss", "update_ratio", "grad_norm", "amp_skipped"),
+      evidence=Evidence.series("loss"),
       heatmaps=("update_ratio",),
       thresholds=("LR_TOO_LOW_MIN_POINTS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO", "STILL_FALLING", "DROP_SIGMAS",
                   "HIGH_UPDATE_RATIO"))
@@ -298,10 +411,12 @@ EARLY_GRAD_GROWTH = 5.0
 EARLY_LOSS_RISE = 0.50
 
 
-@rule(severities=("warning",), inputs=("loss", "lr", "grad_norm"), metadata=("env.model", "env.optimizer"),
+@rule(severities=("warning",), inputs=("loss", "lr", "grad_norm", "amp_skipped"),
+      metadata=("env.logger", "env.model", "env.optimizer"),
       evidence=Evidence.series("loss"),
       thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
-                  "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "DIVERGED_SMOOTHING"))
+                  "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "DIVERGED_SMOOTHING",
+                  "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION"))
 def missing_warmup(run: RunData) -> list[Finding]:
     """A transformer (or Adam with a large lr) started at full lr, with early instability.
 
@@ -309,7 +424,9 @@ def missing_warmup(run: RunData) -> list[Finding]:
     at the first step is already ≥ 50 % of its peak, and in the first 20 % of
     the run the loss climbs above its start, or a loss spike
     appears, or (attention) the gradient norm grows ≥ 5× its first value;
-    the loss bar is 30 % with attention, 50 % (smoothed) without.
+    the loss bar is 30 % with attention, 50 % (smoothed) without. The lr must
+    be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run): a
+    log that starts after the warm-up shows only the peak.
     Likely cause: Adam's second-moment estimates are poor in the first steps;
     large early updates destabilise attention/post-LN blocks.
     Try: linear warmup (e.g. 1-10 % of steps) then cosine/linear decay;
@@ -327,6 +444,9 @@ def missing_warmup(run: RunData) -> list[Finding]:
     if not (model.get("has_attention") or (adam_like and peak_lr >= LARGE_ADAM_LR)):
         return []
     if peak_lr <= 0 or float(lr.iloc[0]) < WARMUP_START_FRACTION * peak_lr:
+        return []
+    logged = cadence(run, "loss")
+    if logged is None or lr.index[0] > logged.early_bound():
         return []
     early_end = max(MIN_CURVE_POINTS // 2, int(EARLY_FRACTION * len(loss)))
     early = loss.iloc[:early_end]

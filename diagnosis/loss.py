@@ -14,11 +14,28 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from traindoctor.diagnosis.common import finding, finite_train_loss, train_loss
+from traindoctor.diagnosis.common import (
+    eval_frame,
+    eval_splits,
+    finding,
+    finite_train_loss,
+    loss_reference,
+    masked_train_losses,
+    non_finite_steps,
+    task_of,
+    train_loss,
+)
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
-from traindoctor.diagnosis.records import Evidence, rule
-from traindoctor.diagnosis.robust import mad_sigma, median, trailing_mad_sigma, trailing_median, true_runs
+from traindoctor.diagnosis.records import Evidence, Live, rule
+from traindoctor.diagnosis.robust import (
+    mad_sigma,
+    median,
+    trailing_mad_sigma,
+    trailing_median,
+    trailing_quantile_at,
+    true_runs,
+)
 from traindoctor.store.run_data import RunData
 
 # Starting level: median of the first 5 finite losses (one noisy batch does not set it).
@@ -49,19 +66,127 @@ def _smoothed(values: np.ndarray, window: int) -> np.ndarray:
     return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
+# A NaN or ±Inf anywhere (the training loss, the global gradient norm, an
+# evaluation loss) starts a divergence, which lasts to the end unless the
+# run recovers: after the last non-finite record the training loss stays
+# finite for ≥ 10 records and ≥ 5 % of its records. A GradScaler's skipped
+# step or one bad batch is followed by hundreds of finite steps; a run whose
+# weights or activations have gone unstable keeps producing NaNs every few
+# records (the field case: gaps of 1 to 5 records over 20). The same stretch
+# separates one episode of non-finite values from the next: the onset is the
+# first record of the last episode.
+RECOVERED_MIN_RECORDS = 10
+RECOVERED_MIN_FRACTION = 0.05
+# Steps listed by number in a message or in evidence; the rest are counted.
+LISTED_STEPS = 5
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """A run's non-finite records that count toward divergence, and those that do not.
+
+    Attributes:
+        steps: sorted steps with a counted non-finite record (any series).
+        by_series: what went non-finite (``train loss``, ``grad_norm``,
+            ``<split> loss``) → its counted steps.
+        masked: steps whose finite-looking train loss hides a NaN (HF Trainer's filter).
+        skipped: steps of a lone non-finite gradient norm followed by a
+            finite loss, or flagged by a GradScaler (``amp_skipped``): the
+            update was skipped (an applied NaN update makes every later loss
+            NaN), so it is not a divergence.
+        train_steps: the training loss's steps, and ``train_finite`` whether each value is finite.
+    """
+
+    steps: np.ndarray
+    by_series: dict[str, np.ndarray]
+    masked: np.ndarray
+    skipped: np.ndarray
+    train_steps: np.ndarray
+    train_finite: np.ndarray
+
+    def finite_records_between(self, after: float, before: float) -> int:
+        """Finite training-loss records strictly between two steps."""
+        low = np.searchsorted(self.train_steps, after, side="right")
+        high = np.searchsorted(self.train_steps, before, side="left")
+        return int(self.train_finite[low:high].sum()) if high > low else 0
+
+    def recovery_stretch(self) -> int:
+        """Finite training-loss records a recovery needs (RECOVERED_MIN_RECORDS, RECOVERED_MIN_FRACTION)."""
+        return int(max(RECOVERED_MIN_RECORDS, math.ceil(RECOVERED_MIN_FRACTION * len(self.train_steps))))
+
+
+def _skipped_gradient_steps(run: RunData, grad: pd.Series, loss: pd.Series) -> np.ndarray:
+    """Non-finite gradient norms that mark a skipped update, not a broken run (see :class:`NonFinite`)."""
+    values = grad.to_numpy(dtype="float64")
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return np.array([], dtype="int64")
+    steps = grad.index.to_numpy()
+    amp = run.series("amp_skipped", "train")
+    by_scaler = np.isin(steps, amp.index.to_numpy()[amp.to_numpy(dtype="float64") > 0])
+    lone = bad & ~np.concatenate([[False], bad[:-1]]) & ~np.concatenate([bad[1:], [False]])
+    loss_steps, loss_values = loss.index.to_numpy(), loss.to_numpy(dtype="float64")
+    following = np.searchsorted(loss_steps, steps, side="right")
+    followed_by_finite = np.zeros(len(steps), dtype=bool)
+    has_next = following < len(loss_steps)
+    followed_by_finite[has_next] = np.isfinite(loss_values[following[has_next]])
+    same_step = np.isin(steps, loss_steps[~np.isfinite(loss_values)])
+    return steps[bad & (by_scaler | (lone & followed_by_finite & ~same_step))]
+
+
+@per_run
+def non_finite(run: RunData) -> NonFinite:
+    """The run's non-finite records: training loss (masked NaNs included), global gradient norm, evaluation losses."""
+    loss = train_loss(run)
+    masked = masked_train_losses(run)
+    if len(masked):
+        loss = loss.copy()
+        loss.loc[masked] = np.nan
+    grad = run.series("grad_norm", "train")
+    skipped = _skipped_gradient_steps(run, grad, loss)
+    by_series = {"train loss": non_finite_steps(loss)}
+    by_series["grad_norm"] = np.setdiff1d(non_finite_steps(grad), skipped)
+    for split in eval_splits(run, "loss"):
+        by_series[f"{split} loss"] = non_finite_steps(eval_frame(run, "loss", split)[0])
+    by_series = {label: steps for label, steps in by_series.items() if len(steps)}
+    steps = np.unique(np.concatenate(list(by_series.values()))) if by_series else np.array([], dtype="int64")
+    return NonFinite(steps=steps.astype("int64"), by_series=by_series, masked=masked,
+                     skipped=skipped, train_steps=loss.index.to_numpy(),
+                     train_finite=np.isfinite(loss.to_numpy(dtype="float64")))
+
+
+def _last_episode_start(records: NonFinite) -> int:
+    """Position in ``records.steps`` of the first record of the last episode (episodes end in a recovery stretch)."""
+    stretch = records.recovery_stretch()
+    for position in range(len(records.steps) - 1, 0, -1):
+        if records.finite_records_between(records.steps[position - 1], records.steps[position]) >= stretch:
+            return position
+    return 0
+
+
+def _steps_text(steps: np.ndarray) -> str:
+    shown = ", ".join(str(int(step)) for step in steps[:LISTED_STEPS])
+    return shown + (f" and {len(steps) - LISTED_STEPS} more" if len(steps) > LISTED_STEPS else "")
+
+
 @per_run
 def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
-    """Step where the run diverged for good (non-finite tail or a rise that stays), with the kind and numbers."""
-    raw = train_loss(run)
-    if raw.empty:
-        return None
-    values = raw.to_numpy()
-    bad = ~np.isfinite(values)
-    if bad[-1]:
-        good_positions = np.flatnonzero(~bad)
-        first_bad = good_positions[-1] + 1 if len(good_positions) else 0
-        return int(raw.index[first_bad]), "non_finite", {"non_finite_steps": int(bad[first_bad:].sum()),
-                                                         "first_non_finite_step": int(raw.index[first_bad])}
+    """Step where the run diverged for good (non-finite values it did not recover from, or a rise that stays),
+    with the kind and numbers."""
+    records = non_finite(run)
+    if len(records.steps):
+        last = int(records.steps[-1])
+        after = records.finite_records_between(last, math.inf)
+        if after < records.recovery_stretch():
+            first = int(records.steps[_last_episode_start(records)])
+            series = {label: int(((steps >= first) & (steps <= last)).sum())
+                      for label, steps in records.by_series.items() if ((steps >= first) & (steps <= last)).any()}
+            return first, "non_finite", {
+                "non_finite_steps": int(((records.steps >= first) & (records.steps <= last)).sum()),
+                "first_non_finite_step": first, "last_non_finite_step": last, "non_finite_records": series,
+                "finite_records_after": after, "recovery_needs": records.recovery_stretch(),
+                "masked_steps": [int(step) for step in records.masked[:LISTED_STEPS]],
+                "skipped_steps": [int(step) for step in records.skipped[:LISTED_STEPS]]}
     loss = finite_train_loss(run)
     if len(loss) < START_POINTS + DIVERGED_MIN_POINTS:
         return None
@@ -80,51 +205,106 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
                                                   "steps_above": stretch}
 
 
-@rule(severities=("info", "critical"), inputs=("loss",), evidence=Evidence.series("loss"),
-      thresholds=("START_POINTS", "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION",
-                  "DIVERGED_SMOOTHING", "DIVERGED_TAIL_POINTS"))
-def divergence(run: RunData) -> list[Finding]:
-    """The loss became NaN/Inf, or rose above its starting level and stayed there.
+# Live, non-finite values are reported once there are 3 of them: a single
+# NaN batch (a GradScaler skips it, the next step is finite) is not a divergence.
+LIVE_NON_FINITE_RECORDS = 3
+# Live, a rise above the starting level is reported once it has lasted 100
+# records: a long loss spike also climbs above the start and comes back
+# (corpus: an lr bump kept the smoothed loss above its start for 93 records,
+# then the run recovered), and only the end of the run tells them apart.
+LIVE_RISE_RECORDS = 100
 
-    Symptom: non-finite losses to the end of the run (critical); or the
+
+def divergence_settled(finding: Finding) -> bool:
+    """Once 3 records were non-finite, or the loss has stayed above its start for 100 records."""
+    if finding.evidence.get("kind") == "non_finite":
+        return finding.evidence.get("non_finite_steps", 0) >= LIVE_NON_FINITE_RECORDS
+    return finding.evidence.get("steps_above", 0) >= LIVE_RISE_RECORDS
+
+
+@rule(severities=("info", "critical"), inputs=("loss", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
+      thresholds=("RECOVERED_MIN_RECORDS", "RECOVERED_MIN_FRACTION", "LISTED_STEPS", "START_POINTS",
+                  "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
+                  "DIVERGED_TAIL_POINTS", "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS"),
+      live=Live(settled=divergence_settled))
+def divergence(run: RunData) -> list[Finding]:
+    """A NaN/Inf in the loss, the gradient norm or an evaluation loss, or a loss that rose above its start and stayed.
+
+    Symptom: a non-finite training loss, global gradient norm or evaluation
+    loss from which the run did not recover (critical, from the first such
+    record of the last episode); recovering needs ≥ 10 finite training-loss
+    records and ≥ 5 % of them after the last one. A train loss of exactly 0.0
+    or a copy of the earlier mean beside a NaN gradient norm or eval loss is
+    HF Trainer's masked NaN and counts as one; a lone NaN gradient norm
+    followed by a finite loss is a skipped update and does not. Or the
     smoothed loss ≥ 10 % above its starting level from some step to the end
-    (critical). Isolated non-finite losses that recover are reported as info.
-    Likely cause: lr too high, no warmup, fp16 overflow, bad data.
+    (critical). Non-finite values the run recovered from are info.
+    Likely cause: lr too high, no warmup, fp16 overflow (weights or
+    activations kept in fp16), bad data.
     Try: lower lr, warmup, gradient clipping (max_grad_norm = 1), Adam eps
-    1e-6..1e-4 under fp16, revert to a checkpoint before the divergence.
-    Source: seeds 000 and 003 ("diverged training": clipping, warmup), seed 002 (fp16).
+    1e-6..1e-4 under fp16, fp32 master weights (bf16 or AMP with a
+    GradScaler rather than a model cast to fp16), revert to a checkpoint
+    before the divergence.
+    Source: seeds 000 and 003 ("diverged training": clipping, warmup), seed 002 (fp16);
+    transformers' TrainingArguments.logging_nan_inf_filter.
     """
-    findings = []
-    raw = train_loss(run)
     onset = divergence_onset(run)
-    advice = ("Lower the lr, add warmup, clip gradients (max_grad_norm = 1); under fp16 raise Adam eps to 1e-6..1e-4; "
-              "restart from a checkpoint before the divergence.")
+    records = non_finite(run)
+    advice = ("Lower the lr, add warmup, clip gradients (max_grad_norm = 1); under fp16 raise Adam eps to 1e-6..1e-4 "
+              "and keep the weights in fp32 (AMP with a GradScaler, or bf16); restart from a checkpoint before the "
+              "divergence.")
     source = "seed 000, seed 003 (diverged training), seed 002 (fp16)"
+    ends = [int(records.train_steps[-1])] if len(records.train_steps) else []
+    ends += [int(records.steps[-1])] if len(records.steps) else []
     if onset is not None:
         step, kind, evidence = onset
         if kind == "non_finite":
-            message = (f"The loss became non-finite at step {step} and stayed so to the end "
-                       f"({evidence['non_finite_steps']} steps).")
+            message = _non_finite_message(records, step, evidence)
         else:
             message = (f"From step {step} the loss stayed above its starting level {evidence['start_level']:.3g} to the "
                        f"end (median {evidence['diverged_level']:.3g} over {evidence['steps_above']} records).")
-        findings.append(finding("divergence", "critical", "Training diverged", message, advice, source,
-                                step, int(raw.index[-1]), {"kind": kind, **evidence}))
-        return findings
-    if len(raw):
-        bad = ~np.isfinite(raw.to_numpy())
-        if bad.any():
-            steps = raw.index[bad]
-            findings.append(finding(
-                "divergence", "info", "Non-finite losses (recovered)",
-                f"{int(bad.sum())} step(s) had a NaN/Inf loss (first {steps[0]}, last {steps[-1]}); training recovered.",
-                "Usually a skipped fp16 step or a bad batch; if it repeats, clip gradients or lower the lr.",
-                source, steps[0], steps[-1], {"non_finite_steps": int(bad.sum())}))
-    return findings
+        return [finding("divergence", "critical", "Training diverged", message, advice, source,
+                        step, max(ends + [step]), {"kind": kind, **evidence})]
+    if not len(records.steps):
+        return []
+    what = "; ".join(f"{label} at {len(steps)} step(s)" for label, steps in records.by_series.items())
+    return [finding(
+        "divergence", "info", "Non-finite values (recovered)",
+        f"NaN/Inf values at {len(records.steps)} step(s) (first {records.steps[0]}, last {records.steps[-1]}: "
+        f"{what}); the training loss then stayed finite for "
+        f"{records.finite_records_between(records.steps[-1], math.inf)} records: training recovered.",
+        "Usually a skipped fp16 step or a bad batch; if it repeats, clip gradients or lower the lr.",
+        source, records.steps[0], records.steps[-1],
+        {"kind": "non_finite_recovered", "non_finite_steps": len(records.steps),
+         "non_finite_records": {label: len(steps) for label, steps in records.by_series.items()}})]
+
+
+def _non_finite_message(records: NonFinite, step: int, evidence: dict) -> str:
+    """What went non-finite from ``step`` on, why it is not a recovery, and what hid or excused some of it."""
+    parts = []
+    for label, steps in records.by_series.items():
+        steps = steps[steps >= step]
+        if len(steps):
+            parts.append(f"{label} at step {_steps_text(steps)}")
+    message = (f"From step {step} the run produced NaN/Inf values and did not recover: {'; '.join(parts)}. "
+               f"After the last one (step {evidence['last_non_finite_step']}) the training loss has "
+               f"{evidence['finite_records_after']} finite record(s); a recovery needs {evidence['recovery_needs']}.")
+    masked = records.masked[records.masked >= step]
+    if len(masked):
+        message += (f" The train loss at step {_steps_text(masked)} is HF Trainer's masked NaN: with "
+                    "logging_nan_inf_filter (on by default) a NaN/Inf loss is logged as 0.0 or as the running mean; "
+                    "set logging_nan_inf_filter=False to see it.")
+    skipped = records.skipped[records.skipped < step]
+    if len(skipped):
+        message += (f" The NaN/Inf gradient norm at step {_steps_text(skipped)} was followed by a finite loss: a "
+                    "skipped update, not counted.")
+    return message
 
 
 # Running level: median of the previous SPIKE_WINDOW losses (clamped to the
-# run's length); noise scale: robust sigma of the residuals over 4 windows.
+# run's length: a twentieth of it; a run still being written is judged with
+# the longest window, as its length is not known yet); noise scale: robust
+# sigma of the residuals over 4 windows.
 SPIKE_WINDOW_MAX = 50
 SPIKE_WINDOW_MIN = 5
 SPIKE_MIN_HISTORY = 5
@@ -132,6 +312,24 @@ SPIKE_SCALE_WINDOWS = 4
 # The noise scale never drops below 1 % of the level, so a constant loss
 # with one tiny wobble is not a spike.
 SPIKE_SCALE_FLOOR = 0.01
+# Per-batch losses are heavy-tailed: on a converged classifier most batches
+# score near 0 and any batch holding a misclassified sample jumps 10-100×,
+# sometimes a few in a row. So the noise scale is also read off the upper
+# tail: the 99th percentile of the trailing residuals over its Gaussian
+# value (2.326 σ). A run's ordinary hard batches are then not many sigmas;
+# for Gaussian noise both estimates agree. (The 95th percentile misses hard
+# batches rarer than 1 in 20: a simulated converged classifier, 3,000 steps,
+# batches of 8 to 64, kept 29 false spikes in 36 runs; the 99th, 2.)
+SPIKE_TAIL_QUANTILE = 0.99
+SPIKE_TAIL_Z = 2.326
+# A single record must also last: the median of the 5 records after it stays
+# ≥ 1 robust sigma above the pre-spike level (a damaged model takes steps to
+# recover: the corpus' glitch batch lifts its noisy level by 1.4 sigmas for
+# ~10 steps). A one-batch jump among ordinary batches leaves that median
+# where it was: the median of 5 Gaussian draws passes 1 sigma 3 % of the
+# time. A spike of ≥ SPIKE_MIN_POINTS elevated records lasts by definition.
+SPIKE_AFTER_POINTS = 5
+SPIKE_LASTING_SIGMAS = 1.0
 # A spike: a peak ≥ 10 robust sigmas and ≥ 20 % above the running level,
 # with ≥ 3 records ≥ 5 sigmas above it (gaps of ≤ 2 allowed): a real spike
 # damages the model for a few steps, a noisy batch does not. Lightning's
@@ -187,7 +385,9 @@ class Spike:
     persistent: bool
 
 
-def _spike_window(n: int) -> int:
+def _spike_window(n: int, running: bool = False) -> int:
+    if running:
+        return SPIKE_WINDOW_MAX
     return int(min(SPIKE_WINDOW_MAX, max(SPIKE_WINDOW_MIN, n // 20)))
 
 
@@ -227,7 +427,7 @@ def loss_spikes(run: RunData) -> list[Spike]:
     if n <= SPIKE_MIN_HISTORY:
         return []
     values = loss.to_numpy()
-    window = _spike_window(n)
+    window = _spike_window(n, running=run.status == "running")
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
     residual = values - level
     scale = trailing_mad_sigma(residual, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY)
@@ -238,6 +438,15 @@ def loss_spikes(run: RunData) -> list[Spike]:
         previous = values[max(0, position - window):position]
         scale[position] = max(mad_sigma(previous), float(np.ptp(previous)) / SMALL_SAMPLE_RANGE_TO_SIGMA)
     scale = np.fmax(scale, SPIKE_SCALE_FLOOR * np.abs(level))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigmas = residual / scale
+    # The tail estimate only ever widens the scale, so it is needed only where the robust sigma
+    # already calls a record elevated (a rolling quantile over every record costs more than the rest).
+    candidates = np.flatnonzero(np.isfinite(sigmas) & (sigmas >= SPIKE_ELEVATED_SIGMAS))
+    tail = trailing_quantile_at(residual, candidates, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY,
+                                SPIKE_TAIL_QUANTILE)
+    robust_scale = scale.copy()
+    scale[candidates] = np.fmax(scale[candidates], tail / SPIKE_TAIL_Z)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigmas = residual / scale
     sigmas = np.where(np.isfinite(sigmas), sigmas, 0.0)
@@ -262,6 +471,10 @@ def loss_spikes(run: RunData) -> list[Spike]:
         extreme = values[peak] >= SPIKE_SINGLE_FACTOR * base and jump >= SPIKE_SINGLE_MIN_JUMP * start_loss
         if not (persistent or extreme):
             continue
+        following = values[start + 1:start + 1 + SPIKE_AFTER_POINTS]
+        if not persistent and not (len(following) and
+                                   np.median(following) - base >= SPIKE_LASTING_SIGMAS * robust_scale[start]):
+            continue  # no lasting effect: one hard batch among ordinary ones
         after = np.flatnonzero(values[peak + 1:] <= base * (1 + SPIKE_RECOVERED_MARGIN))
         recovered_at = int(loss.index[peak + 1 + after[0]]) if len(after) else None
         # Inside a divergence: the divergence rule reports it.
@@ -275,9 +488,16 @@ def loss_spikes(run: RunData) -> list[Spike]:
     return spikes
 
 
-@rule(severities=("info", "warning"), inputs=("loss",), evidence=Evidence.series("loss"),
+def spike_settled(finding: Finding) -> bool:
+    """Once the spike has recovered (until then it may be the start of a divergence)."""
+    return bool(finding.evidence.get("recovered"))
+
+
+@rule(severities=("info", "warning"), inputs=("loss", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
+      live=Live(settled=spike_settled, quiet_after=("divergence",)),
       thresholds=("START_POINTS", "SPIKE_WINDOW_MAX", "SPIKE_WINDOW_MIN", "SPIKE_MIN_HISTORY", "SPIKE_SCALE_WINDOWS",
-                  "SPIKE_SCALE_FLOOR", "SPIKE_PEAK_SIGMAS", "SPIKE_ELEVATED_SIGMAS", "SPIKE_MIN_RELATIVE_HEIGHT",
+                  "SPIKE_SCALE_FLOOR", "SPIKE_TAIL_QUANTILE", "SPIKE_TAIL_Z", "SPIKE_AFTER_POINTS",
+                  "SPIKE_LASTING_SIGMAS", "SPIKE_PEAK_SIGMAS", "SPIKE_ELEVATED_SIGMAS", "SPIKE_MIN_RELATIVE_HEIGHT",
                   "SPIKE_MIN_POINTS", "SPIKE_MAX_GAP", "SPIKE_HOLD_WINDOWS", "SMALL_SAMPLE_RANGE_TO_SIGMA",
                   "SPIKE_SINGLE_FACTOR", "SPIKE_SINGLE_MIN_JUMP", "SPIKE_MIN_JUMP", "SPIKE_RECOVERED_MARGIN",
                   "SPIKE_MAX_REPORTED"))
@@ -287,8 +507,12 @@ def loss_spike(run: RunData) -> list[Finding]:
     Symptom: a peak ≥ 10 robust sigmas and ≥ 20 % above the median of the
     preceding losses, with ≥ 3 records ≥ 5 sigmas above it; one finding per
     spike with its step, height and whether (and how fast) it recovered.
-    A single extreme record (≥ 3× the level, ≥ 10 sigmas) is reported as info:
-    one bad batch that did not disturb the following steps.
+    A single extreme record (≥ 3× the level, ≥ 10 sigmas) is reported as info
+    when it lasts: the median of the 5 records after it stays ≥ 1 robust
+    sigma above the level (a one-batch jump among ordinary batches does not).
+    The noise scale is the larger of the robust sigma and the 99th percentile
+    of the recent residuals over 2.326: per-batch losses are heavy-tailed,
+    and a converged classifier's hard batches are not spikes.
     Spikes inside a divergence are left to the divergence rule.
     Likely cause: a bad batch, too high an lr or too short a warmup, Adam's
     eps too small, fp16 overflow.
@@ -326,15 +550,106 @@ def loss_spike(run: RunData) -> list[Finding]:
 # Default PyTorch init lands within ±30 % of ln C in every healthy corpus run
 # (the largest: +26 %, healthy_cancer_logistic).
 INITIAL_LOSS_TOLERANCE = 0.50
+# Where logging starts. A record at step ≤ 1 shows the initial loss (the
+# probe and HF Trainer count optimizer steps from 1, Lightning and
+# TensorBoard from 0)...
+INITIAL_STEP = 1
+# ...a first record a little later (≤ 10 steps and ≤ 1 % of the run) shows
+# only whether the start was too high: training lowers the loss from the
+# first step, so a low value there may be progress...
+EARLY_STEPS_MAX = 10
+EARLY_STEPS_FRACTION = 0.01
+# ...and a later one, or an epoch mean (it averages the first epoch's fall),
+# says nothing about the initial loss.
 
 
-@rule(severities=("warning",), inputs=("loss",), metadata=("task.expected_initial_loss", "task.num_classes"),
-      evidence=Evidence.series("loss"), thresholds=("INITIAL_LOSS_TOLERANCE",))
+@dataclass(frozen=True)
+class Cadence:
+    """How a training series was logged: where it starts and what one record stands for.
+
+    Attributes:
+        first_step, last_step: its first and last records (optimizer steps).
+        every: steps between records: run.json's ``source.logging_every``
+            when the importer recorded it, else the commonest gap.
+        per_epoch: one record per epoch, each an epoch mean (Lightning's
+            ``on_epoch``, Keras, HF's ``logging_strategy="epoch"``): every
+            record has an epoch of its own, at a whole epoch.
+        window_means: each record is the mean over the steps since the
+            previous one (HF Trainer's logged loss, epoch means), not the
+            value of one step.
+    """
+
+    first_step: int
+    last_step: int
+    every: int | None
+    per_epoch: bool
+    window_means: bool
+
+    def early_bound(self) -> float:
+        """The last step that still counts as the first optimizer steps (INITIAL_STEP, EARLY_STEPS_*)."""
+        return max(INITIAL_STEP, min(EARLY_STEPS_MAX, EARLY_STEPS_FRACTION * self.last_step))
+
+
+def _logging_every(run: RunData, steps: np.ndarray) -> int | None:
+    declared = run.source.get("logging_every") if isinstance(run.source, dict) else None
+    if isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared >= 1:
+        return int(declared)
+    gaps = np.diff(steps)
+    if not len(gaps):
+        return None
+    values, counts = np.unique(gaps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+@per_run
+def cadence(run: RunData, name: str = "loss") -> Cadence | None:
+    """How the training series ``name`` was logged; None when it has no record."""
+    frame = run.scalars
+    rows = frame[(frame["name"] == name) & (frame["split"] == "train") & frame["layer"].isna()]
+    if rows.empty:
+        return None
+    rows = rows.drop_duplicates("step", keep="last").sort_values("step")
+    steps = rows["step"].to_numpy(dtype="int64")
+    epochs = pd.to_numeric(rows["epoch"], errors="coerce").to_numpy(dtype="float64")
+    per_epoch = bool(len(steps) >= 2 and np.isfinite(epochs).all() and len(np.unique(np.floor(epochs))) == len(epochs)
+                     and np.allclose(epochs, np.round(epochs)) and np.all(np.diff(steps) > 1))
+    by_trainer = run.env.get("logger") == "transformers.Trainer"
+    return Cadence(first_step=int(steps[0]), last_step=int(steps[-1]), every=_logging_every(run, steps),
+                   per_epoch=per_epoch, window_means=per_epoch or by_trainer)
+
+
+def first_steps_record(run: RunData, series: pd.Series, name: str = "loss") -> str | None:
+    """What the first record of a training series shows of the start of training.
+
+    ``"initial"`` (a step value at step ≤ INITIAL_STEP: the start itself),
+    ``"early"`` (within the first EARLY_STEPS_MAX steps and EARLY_STEPS_FRACTION
+    of the run, or a mean over such a window: the start was at least this
+    high), or None (logging started later, or an epoch mean).
+    """
+    logged = cadence(run, name)
+    if logged is None or series.empty or logged.per_epoch:
+        return None
+    step = int(series.index[0])
+    if step <= INITIAL_STEP:
+        return "initial"
+    return "early" if step <= logged.early_bound() else None
+
+
+@rule(severities=("warning",), inputs=("loss",),
+      metadata=("env.logger", "task.expected_initial_loss", "task.kind",
+                "task.num_classes", "task.vocab_size"),
+      evidence=Evidence.series("loss"),
+      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION"))
 def bad_initial_loss(run: RunData) -> list[Finding]:
     """The first loss is far from ln(C) for C-class cross-entropy (or from the user's expected value).
 
     Symptom: |first loss / expected − 1| > 0.5, expected = task
-    ``expected_initial_loss`` or ln(num_classes).
+    ``expected_initial_loss`` or ln(num_classes), judged only on a record
+    of the first optimizer steps: at step ≤ 1 both ways; within the first
+    10 steps and 1 % of the run (or a mean over them) only a start too high.
+    A language model is held to ln(vocab_size) from above only (a
+    pre-trained one starts far below); a run logged from later on, in epoch
+    means, or without a task that sets the loss scale is not judged.
     Likely cause: a last layer initialised too large or biased, inputs not
     normalised, a wrong loss (e.g. softmax applied twice, wrong reduction) or
     labels that do not match the outputs.
@@ -342,23 +657,31 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     encoding; the first loss should be about −log(1/C).
     Source: seed 004 step 1 ("check initial loss").
     """
-    expected = run.task.get("expected_initial_loss")
-    classes = run.task.get("num_classes")
-    if expected is None and classes is not None and int(classes) >= 2:
-        expected = math.log(int(classes))
     loss = finite_train_loss(run)
-    if expected is None or float(expected) <= 0 or loss.empty:
+    if loss.empty:
         return []
-    expected = float(expected)
-    first = float(loss.iloc[0])
+    reference = loss_reference(run)
+    only_too_high = False
+    if reference is None:
+        task = task_of(run)
+        if task.kind != "language_modelling" or task.uniform_loss is None:
+            return []
+        reference, only_too_high = (task.uniform_loss, f"ln({task.size})"), True
+    shows = first_steps_record(run, loss)
+    if shows is None:
+        return []
+    only_too_high = only_too_high or shows == "early"
+    expected, basis = reference
+    first, step = float(loss.iloc[0]), int(loss.index[0])
     deviation = first / expected - 1
-    if abs(deviation) <= INITIAL_LOSS_TOLERANCE:
+    if abs(deviation) <= INITIAL_LOSS_TOLERANCE or (only_too_high and deviation < 0):
         return []
-    basis = "the expected value" if run.task.get("expected_initial_loss") is not None else f"ln({classes})"
+    where = (f"at step {step}" if shows == "initial"
+             else f"at step {step}, where logging starts (training has only lowered it since step 1)")
     return [finding(
         "bad_initial_loss", "warning", "Initial loss far from the expected value",
-        f"The first loss is {first:.3g} at step {loss.index[0]}; {basis} is {expected:.3g} ({deviation:+.0%}).",
+        f"The first loss is {first:.3g} {where}; {basis} is {expected:.3g} ({deviation:+.0%}).",
         "Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
         "check the loss function and the label encoding.",
-        "seed 004 step 1 (check the initial loss)", loss.index[0], loss.index[0],
-        {"first_loss": first, "expected": expected, "relative_deviation": deviation})]
+        "seed 004 step 1 (check the initial loss)", step, step,
+        {"first_loss": first, "expected": expected, "relative_deviation": deviation, "first_record": shows})]

@@ -44,6 +44,21 @@ class MemoisedRun(RunData):
         """
         return cls(**{item.name: getattr(run, item.name) for item in fields(RunData)})
 
+    def seed(self, function: Callable[..., Any], args: tuple[Any, ...], result: Any) -> None:
+        """Hand a :func:`per_run` function a result computed elsewhere, as if it had computed it.
+
+        For a caller that holds an intermediate result already in the shape
+        the function would build (the live history window holds the loss and
+        the per-layer statistics as arrays): the rules skip the pandas work.
+        ``result`` must equal ``function(self, *args)`` (a test compares them).
+
+        Raises:
+            TypeError: ``function`` is not marked :func:`per_run`.
+        """
+        if not is_per_run(function):
+            raise TypeError(f"{getattr(function, '__name__', function)!r} is not a per_run function")
+        self.memo[(function, tuple(args))] = result
+
 
 def per_run(function: Callable[..., Result]) -> Callable[..., Result]:
     """Mark ``function(run, *args)`` as a shared intermediate result, computed once per memoised run.

@@ -75,6 +75,50 @@ class Evidence:
         return f"the `{self.name}` {'curve' if self.chart == 'series' else 'per-layer heatmap'}"
 
 
+def _always(finding: Finding) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Live:
+    """How a rule runs during training, at each probe flush (``traindoctor.diagnosis.live``).
+
+    A live rule needs only what has been recorded so far: it is run on a
+    bounded window of the run's recent history, and its warning and
+    critical findings are reported as they appear. Rules that judge the run
+    as a whole (where it ends, how it generalises) are not live: before the
+    end they would only guess.
+
+    Attributes:
+        settled: whether a finding found on the history so far is ready to
+            be reported, or could still turn out otherwise with more steps
+            (a loss spike is reported once it has recovered: until then it
+            may be the start of a divergence). Its docstring's first line
+            is what the catalogue says; None reports every finding at once.
+        quiet_after: rules after whose live finding this rule's findings
+            from that finding's first step on are not reported (the spikes
+            of a diverged run are its symptoms: offline, the loss-spike rule
+            leaves spikes inside a divergence to the divergence rule).
+    """
+
+    settled: Callable[[Finding], bool] | None = None
+    quiet_after: tuple[str, ...] = ()
+
+    def reports(self, finding: Finding) -> bool:
+        """Whether a live check reports ``finding`` now (its severity aside)."""
+        return (self.settled or _always)(finding)
+
+    def describe(self) -> str:
+        """A short phrase for the catalogue."""
+        text = "at each probe flush, on the recent history"
+        if self.settled is not None:
+            condition = (inspect.getdoc(self.settled) or "").splitlines()[0].rstrip(".")
+            text += f"; reported {condition[0].lower()}{condition[1:]}"
+        if self.quiet_after:
+            text += f"; not reported once {' or '.join(f'`{name}`' for name in self.quiet_after)} has been"
+        return text
+
+
 @dataclass(frozen=True)
 class RuleRecord:
     """One rule and everything the engine, the dashboard and the catalogue need to know about it.
@@ -95,8 +139,13 @@ class RuleRecord:
             (the evidence heatmap among them).
         explained_by: rules whose warning or critical finding makes this
             rule's finding redundant: it is dropped (a more specific cause).
+        explains: rules whose findings are consequences of this rule's
+            warning or critical finding: they are kept, listed under it
+            (``Finding.explains``), causes first.
         thresholds: the names of the module constants that set its
             thresholds; the catalogue prints their values and comments.
+        live: how it runs during training (:class:`Live`); None when it is
+            judged only after the fact, on the whole run.
     """
 
     id: str
@@ -109,6 +158,8 @@ class RuleRecord:
     heatmaps: tuple[str, ...]
     explained_by: tuple[str, ...]
     thresholds: tuple[str, ...]
+    live: Live | None = None
+    explains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.severities) - set(SEVERITIES)
@@ -168,8 +219,8 @@ def docstring_sections(function: Callable) -> dict[str, str]:
 
 def rule(*, severities: tuple[str, ...], inputs: tuple[str, ...], evidence: Evidence,
          metadata: tuple[str, ...] = (), classes_page: bool = False, heatmaps: tuple[str, ...] = (),
-         explained_by: tuple[str, ...] = (),
-         thresholds: tuple[str, ...] = ()) -> Callable[[RuleFunction], RuleFunction]:
+         explained_by: tuple[str, ...] = (), thresholds: tuple[str, ...] = (),
+         live: Live | None = None, explains: tuple[str, ...] = ()) -> Callable[[RuleFunction], RuleFunction]:
     """Declare a rule: attach its :class:`RuleRecord` to the function (which is returned unchanged).
 
     The rule id is the function's name. The engine collects every decorated
@@ -191,7 +242,7 @@ def rule(*, severities: tuple[str, ...], inputs: tuple[str, ...], evidence: Evid
         function.record = RuleRecord(  # type: ignore[attr-defined]
             id=function.__name__, function=function, severities=tuple(severities), inputs=tuple(inputs),
             metadata=tuple(metadata), evidence=evidence, classes_page=classes_page, heatmaps=tuple(heatmaps),
-            explained_by=tuple(explained_by), thresholds=tuple(thresholds))
+            explained_by=tuple(explained_by), thresholds=tuple(thresholds), live=live, explains=tuple(explains))
         return function
 
     return declare

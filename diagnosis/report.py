@@ -35,8 +35,40 @@ def _steps(finding: Finding) -> str:
     return f"step {start}" if start == end else f"steps {start}–{end}"
 
 
-def _wrap(label: str, text: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=f"      {label}", subsequent_indent=" " * (6 + len(label))) or []
+def _wrap(label: str, text: str, indent: int = 6) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=" " * indent + label,
+                         subsequent_indent=" " * (indent + len(label))) or []
+
+
+def _finding_lines(finding: Finding, depth: int = 0) -> list[str]:
+    """One finding: its headline, message, advice and source, indented ``depth`` levels under its cause."""
+    pad = 4 * depth
+    if finding.explained_by is None:
+        head = f"    [{finding.rule}] {finding.title} ({_steps(finding)})"
+    else:
+        head = (f"{' ' * (4 + pad)}↳ {finding.severity}: [{finding.rule}] {finding.title} ({_steps(finding)}), "
+                f"explained by {finding.explained_by}")
+    lines = [head]
+    lines += _wrap("", finding.message, 6 + pad)
+    lines += _wrap("advice: ", finding.advice, 6 + pad)
+    if finding.source:
+        lines += _wrap("source: ", finding.source, 6 + pad)
+    return lines
+
+
+def _folded(findings: list[Finding]) -> list[tuple[Finding, list[tuple[Finding, int]]]]:
+    """The causes and findings on their own, each with the consequences folded under it (with their depth)."""
+    groups: list[tuple[Finding, list[tuple[Finding, int]]]] = []
+    depth_of: dict[str, int] = {}
+    for finding in findings:  # diagnose() puts each consequence right after its cause
+        if finding.explained_by is None or not groups:
+            groups.append((finding, []))
+            depth_of = {finding.rule: 0}
+            continue
+        depth = depth_of.get(finding.explained_by, 0) + 1
+        depth_of.setdefault(finding.rule, depth)
+        groups[-1][1].append((finding, depth))
+    return groups
 
 
 def recording_problems(run: "Reported") -> list[dict[str, Any]]:
@@ -71,23 +103,23 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     counts = ", ".join(f"{sum(f.severity == s for f in findings)} {s}" for s in reversed(SEVERITIES)
                        if any(f.severity == s for f in findings))
     lines.append(f"  {len(findings)} finding(s): {counts}")
+    groups = _folded(findings)
     for severity in reversed(SEVERITIES):
-        group = [f for f in findings if f.severity == severity]
+        group = [(cause, under) for cause, under in groups if cause.severity == severity]
         if not group:
             continue
         lines.append("")
         lines.append(f"  {_HEADINGS[severity]}")
-        for finding in group:
-            lines.append(f"    [{finding.rule}] {finding.title} ({_steps(finding)})")
-            lines += _wrap("", finding.message)
-            lines += _wrap("advice: ", finding.advice)
-            if finding.source:
-                lines += _wrap("source: ", finding.source)
+        for cause, under in group:
+            lines += _finding_lines(cause)
+            for consequence, depth in under:
+                lines += _finding_lines(consequence, depth)
     return lines
 
 
 def text_report(items: list[tuple["Reported", list[Finding]]]) -> str:
-    """A readable report: one section per run, findings grouped by severity (critical first).
+    """A readable report: one section per run, findings grouped by severity (critical first), causes
+    first: a finding another explains is printed under it (``↳``), whatever its own severity.
 
     Example:
         >>> from traindoctor.diagnosis import RunData

@@ -9,7 +9,7 @@ import pandas as pd
 
 from traindoctor.diagnosis.common import events_of, finding, is_norm_or_bias, lint_events
 from traindoctor.diagnosis.finding import Finding
-from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import finite
 from traindoctor.store.run_data import RunData
 
@@ -56,7 +56,7 @@ def _skipped_steps(run: RunData) -> pd.Series:
 
 
 @rule(severities=("warning", "critical"), inputs=("amp_skipped", "amp_scale", "loss", "events"),
-      metadata=("env.amp",), evidence=Evidence.series("amp_scale"),
+      metadata=("env.amp",), evidence=Evidence.series("amp_scale"), live=Live(),
       thresholds=("SKIPPED_FRACTION_WARNING", "SKIPPED_MIN_STEPS", "SKIPPED_FRACTION_CRITICAL", "SCALE_COLLAPSE_FACTOR",
                   "SCALE_COLLAPSE_WINDOW_STEPS", "MAX_COLLAPSE_CANDIDATES", "SCALE_FLOOR"))
 def amp_skipped_steps(run: RunData) -> list[Finding]:
@@ -153,7 +153,7 @@ def _mode_rule(run: RunData, kind: str, title: str, message: str, advice: str) -
                     "seed 001 (model.train()/model.eval()), seed 002", first, last, {"count": len(events)})]
 
 
-@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events())
+@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events(), live=Live())
 def eval_mode_during_training(run: RunData) -> list[Finding]:
     """``model.training`` was False during training steps.
 
@@ -169,7 +169,7 @@ def eval_mode_during_training(run: RunData) -> list[Finding]:
                       "Call model.train() at the start of each training epoch (after every evaluation).")
 
 
-@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events())
+@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events(), live=Live())
 def train_mode_during_eval(run: RunData) -> list[Finding]:
     """``model.training`` was True during an evaluation pass.
 

@@ -50,6 +50,7 @@ turns that statistic off with one warning and training goes on
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import operator
@@ -70,7 +71,7 @@ from traindoctor.probe.guard import (
 )
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
 from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
-from traindoctor.store.format import lr_layer
+from traindoctor.store.format import TASK_KINDS, lr_layer
 from traindoctor.store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
@@ -89,6 +90,19 @@ _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 class ProbeError(Exception):
     """A misuse of the probe API (raised at the call, with a one-line message)."""
+
+
+class TrainingStopped(ProbeError):
+    """Raised by ``probe.step()`` when a live finding met ``stop_on`` and ``raise_on_stop=True``.
+
+    Attributes:
+        finding: the live finding that stopped training
+            (a :class:`~traindoctor.diagnosis.finding.Finding`).
+    """
+
+    def __init__(self, message: str, finding: Any) -> None:
+        super().__init__(message)
+        self.finding = finding
 
 
 @dataclass
@@ -115,6 +129,26 @@ class _Transfer:
             self.event.synchronize()
 
 
+def _task_kind(task: str | None, num_classes: int | None, vocab_size: int | None) -> str:
+    """run.json's task.kind from ``Probe(task=..., num_classes=..., vocab_size=...)``.
+
+    Raises:
+        ValueError: an unknown kind, a bad vocab_size, or arguments of another kind.
+    """
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, numbers.Integral)
+                                   or vocab_size < 2):
+        raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+    kind = task if task is not None else (
+        "classification" if num_classes else "language_modelling" if vocab_size else "unknown")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"task must be one of {TASK_KINDS}, got {task!r}")
+    if num_classes is not None and kind != "classification":
+        raise ValueError(f"num_classes is for classification, not task={kind!r} (a language model's: vocab_size)")
+    if vocab_size is not None and kind != "language_modelling":
+        raise ValueError(f"vocab_size is for task='language_modelling', not {kind!r}")
+    return kind
+
+
 class Probe:
     """Records a training run into a traindoctor store.
 
@@ -125,6 +159,13 @@ class Probe:
         num_classes: classes of a classification task (enables confusion
             counts of the right size and the initial-loss check).
         class_names: names of the classes, ``num_classes`` of them.
+        task: what the loss measures (``TASK_KINDS``: ``"classification"``,
+            ``"language_modelling"``, ``"regression"``, ``"unknown"``); the
+            rules that judge a loss level need it. Default: classification
+            when ``num_classes`` is given, language modelling when
+            ``vocab_size`` is, else unknown.
+        vocab_size: the vocabulary of a language model (its initial loss is
+            at most about ln V).
         project: optional project name.
         layer_every: per-layer statistics every this many steps (and at step 1).
         flush_every_s: hand buffered values to the store at least this often.
@@ -142,6 +183,23 @@ class Probe:
             checkpoint with ``run_id``): the next ``probe.step()`` is this + 1.
         compact_on_close: merge a finished run's segments into one sorted
             file at close (rank 0; the compactor is imported only then).
+        live: run the live rules at each flush (``traindoctor.diagnosis.live``:
+            divergence, loss spikes, exploding and vanishing gradients, AMP
+            skipped steps, an lr rebound, train/eval mode mistakes, update
+            ratios out of band) on a bounded window of recent values already
+            on the host; each new warning or critical finding is recorded as
+            a ``live_finding`` event. Loads pandas and the rules at
+            construction; ``False`` records only.
+        on_finding: called with each new live finding (a ``Finding``), on the
+            training thread at the flush that raised it: keep it quick. An
+            error in it is warned about once and never reaches training.
+        stop_on: ``"critical"`` or ``"warning"``: a live finding at or above
+            it makes ``probe.should_stop`` true (and is recorded as a
+            ``stop_requested`` event); None never asks to stop.
+        raise_on_stop: with ``stop_on``, ``probe.step()`` raises
+            :class:`TrainingStopped` naming the finding once ``should_stop``
+            is true; leaving the ``with`` block that way records the run as
+            ``finished`` with a ``training_stopped`` event.
 
     Example:
         >>> with Probe(run="mlp", store=tmp, num_classes=10) as probe:  # doctest: +SKIP
@@ -160,6 +218,8 @@ class Probe:
         config: Mapping[str, Any] | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        task: str | None = None,
+        vocab_size: int | None = None,
         project: str | None = None,
         layer_every: int = DEFAULT_LAYER_EVERY,
         flush_every_s: float = DEFAULT_FLUSH_EVERY_S,
@@ -174,9 +234,14 @@ class Probe:
         handle_sigterm: bool = True,
         initial_step: int = 0,
         compact_on_close: bool = True,
+        live: bool = True,
+        on_finding: Callable[[Any], Any] | None = None,
+        stop_on: str | None = None,
+        raise_on_stop: bool = False,
     ) -> None:
         if run is not None:
             check_name(run, "run")
+        _check_live_options(live, on_finding, stop_on, raise_on_stop)
         if project is not None:
             check_name(project, "project")
         # Checked and converted here, before the run folder exists: an
@@ -192,6 +257,7 @@ class Probe:
                 num_classes = len(class_names)
             if len(class_names) != num_classes:
                 raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
+        kind = _task_kind(task, num_classes, vocab_size)
         self.layer_every = check_positive_int(layer_every, "layer_every")
         self.flush_every_steps = check_positive_int(flush_every_steps, "flush_every_steps")
         if not is_number(flush_every_s) or not flush_every_s > 0:
@@ -212,14 +278,16 @@ class Probe:
         auto_rank, auto_world, run_id = distributed_context(run_id)
         self.rank = auto_rank if rank is None else int(rank)
         self.world_size = auto_world if world_size is None else int(world_size)
-        task: dict[str, Any] = {"num_classes": num_classes, "class_names": class_names}
+        task_meta: dict[str, Any] = {"kind": kind, "num_classes": num_classes, "class_names": class_names}
+        if vocab_size is not None:
+            task_meta["vocab_size"] = int(vocab_size)
         if expected_initial_loss is not None:
-            task["expected_initial_loss"] = float(expected_initial_loss)
+            task_meta["expected_initial_loss"] = float(expected_initial_loss)
         elif num_classes:
-            task["expected_initial_loss"] = math.log(num_classes)
+            task_meta["expected_initial_loss"] = math.log(num_classes)
         self.writer = RunWriter(
             store, name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
-            config=config, task=task,
+            config=config, task=task_meta,
             env={"torch": torch.__version__},
             probe_settings={
                 "layer_every": self.layer_every, "flush_every_s": self.flush_every_s,
@@ -270,6 +338,19 @@ class Probe:
         self._sigterm = SigtermHandler(self._on_sigterm)
         if handle_sigterm:
             self._sigterm.install()
+        self._on_finding = on_finding
+        self._stop_on = stop_on
+        self._raise_on_stop = bool(raise_on_stop)
+        self._stop_finding: Any = None  # the first live finding at or above stop_on
+        self._stop_recorded = False
+        self._stop_raised = False
+        self.live_findings: list[Any] = []  # every live finding raised, in order (bounded by the live checks)
+        self._live = None
+        if live:
+            # The rules and pandas load here, not at import: `from traindoctor import Probe` stays light.
+            from traindoctor.diagnosis.live import LiveDiagnosis
+
+            self._live = LiveDiagnosis(run_id=self.run_id, name=run or self.run_id, task=task_meta)
 
     def _publish_loop(self) -> None:
         while True:
@@ -621,10 +702,10 @@ class Probe:
 
     def _lint_first_step(self) -> None:
         dtype = self._amp_dtype
-        self.writer.update_meta(env={"amp": {
-            "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
-            "scaler": self._scaler is not None,
-        }})
+        amp = {"dtype": None if dtype is None else str(dtype).replace("torch.", ""), "scaler": self._scaler is not None}
+        self.writer.update_meta(env={"amp": amp})
+        if self._live is not None:
+            self._live.env["amp"] = amp  # the AMP rule's fp16-without-a-scaler check
         findings = lint.check_fp16_without_scaler(dtype, self._scaler is not None)
         findings += lint.check_adam(self._optimizer, has_attention=self._has_attention, amp_dtype=dtype)
         for finding in findings:
@@ -791,11 +872,19 @@ class Probe:
             # O(parameters) once per flush, not per step.
             if "param_tracking" not in self._disabled:
                 self.guard.guarded("param_tracking", self._audit_params)
+        if self._stop_finding is not None and self._raise_on_stop and not self._stop_raised:
+            self._stop_raised = True
+            self.record_stop("raise_on_stop")
+            raise TrainingStopped(self._stop_message(), self._stop_finding)
 
     def _add_event(self, kind: str, detail: str, step: int) -> None:
         """An event from the step path, guarded: the store refusing it must not stop training."""
         self.guard.guarded("events", lambda: self.writer.add_event(kind, detail, step=step))
+        self._live_event(kind, detail, step)
 
+    def _live_event(self, kind: str, detail: str, step: int) -> None:
+        if self._live is not None and "live" not in self._disabled:
+            self.guard.guarded("live", lambda: self._live.add_event(kind, detail, step=step))
     def _record_lrs(self, row: int) -> None:
         if self._lrs_read:
             self._host_lrs[row] = self._step_lrs
@@ -890,9 +979,10 @@ class Probe:
     def _check_eval_mode(self, split: str) -> None:
         model = getattr(self, "_model", None)
         if model is not None and model.training:
-            self.writer.add_event("train_mode_during_eval",
-                                  f"evaluation pass {split!r} ran with model.training True (call model.eval(): "
-                                  "dropout and batch-norm statistics change the result)", step=self.step_count)
+            detail = (f"evaluation pass {split!r} ran with model.training True (call model.eval(): "
+                      "dropout and batch-norm statistics change the result)")
+            self.writer.add_event("train_mode_during_eval", detail, step=self.step_count)
+            self._live_event("train_mode_during_eval", detail, self.step_count)
 
     def _finish_evaluation(self, result: EvaluationResult) -> None:
         self._evaluations.append(result)
@@ -993,6 +1083,8 @@ class Probe:
             self._pending.pop(0)
             self.guard.guarded("flush", self._write, transfer)
             written = True
+        if written and self._live is not None:
+            self._live_check()
         return written
 
     def _write(self, transfer: _Transfer) -> None:
@@ -1010,9 +1102,18 @@ class Probe:
             self._write_evaluation(result, None if totals is None else totals.numpy(),
                                    None if confusion is None else confusion.numpy())
 
+    def _add_scalars(self, **columns: Any) -> None:
+        """Buffer values in the writer and hand the same host numbers to the live checks."""
+        self.writer.add_scalars(**columns)
+        if self._live is not None and "live" not in self._disabled:
+            try:
+                self._live.add_scalars(**columns)
+            except Exception as error:  # apart from "flush": the values are written whatever the checks do
+                self.guard.fail("live", error)
+
     def _write_steps(self, values: np.ndarray, host: dict[str, np.ndarray], group_names: tuple[str, ...]) -> None:
         steps, epochs, walls = host["step"], host["epoch"], host["wall"]
-        add = self.writer.add_scalars
+        add = self._add_scalars
         loss = np.where(host["loss_kind"] == 1, values[:, _LOSS], host["loss"])
         has_loss = host["loss_kind"] > 0
         if has_loss.any():
@@ -1053,18 +1154,18 @@ class Probe:
             fired = host["fired"][record]
             if fired.any():
                 layer = names if fired.all() else tuple(n for n, f in zip(names, fired) if f)
-                self.writer.add_scalars(step=step, name="grad_norm", layer=layer,
+                self._add_scalars(step=step, name="grad_norm", layer=layer,
                                         value=values[record, _LAYER_GRAD][fired] if not fired.all() else values[record, _LAYER_GRAD],
                                         epoch=epoch, wall_time=wall)
             if host["updated"][record]:
-                self.writer.add_scalars(step=step, name="weight_norm", layer=names, value=values[record, _LAYER_WEIGHT],
+                self._add_scalars(step=step, name="weight_norm", layer=names, value=values[record, _LAYER_WEIGHT],
                                         epoch=epoch, wall_time=wall)
-                self.writer.add_scalars(step=step, name="update_ratio", layer=names, value=values[record, _LAYER_UPDATE],
+                self._add_scalars(step=step, name="update_ratio", layer=names, value=values[record, _LAYER_UPDATE],
                                         epoch=epoch, wall_time=wall)
 
     def _write_evaluation(self, result: EvaluationResult, totals: np.ndarray | None, confusion: np.ndarray | None) -> None:
         epoch = np.nan if result.epoch is None else result.epoch
-        add = self.writer.add_scalars
+        add = self._add_scalars
         parts = list(totals) if totals is not None else []
         loss_sum = loss_weight = 0.0
         if result.loss_sum is not None:
@@ -1081,6 +1182,73 @@ class Probe:
             size = int(math.isqrt(len(confusion) - 1))
             self.writer.add_confusion(step=result.step, counts=confusion[:-1].reshape(size, size), split=result.split,
                                       epoch=None if result.epoch is None else result.epoch)
+
+    # ------------------------------------------------------------ live checks
+
+    def _live_check(self) -> None:
+        """Run the live rules on what this flush wrote (host numbers: no device read) and raise what is new."""
+        if "live" in self._disabled:
+            return
+        try:
+            found = self._live.check()
+        except Exception as error:
+            self.guard.fail("live", error)
+            return
+        for finding in found:
+            self._raise_finding(finding)
+
+    def _raise_finding(self, finding: Any) -> None:
+        from traindoctor.diagnosis.finding import SEVERITY_RANK  # loaded with the live rules
+
+        self.live_findings.append(finding)
+        step = self.step_count
+        self.guard.guarded("events", lambda: self.writer.add_event(
+            "live_finding", json.dumps(finding.to_dict(), default=str), step=step))
+        if (self._stop_on is not None and self._stop_finding is None
+                and SEVERITY_RANK[finding.severity] >= SEVERITY_RANK[self._stop_on]):
+            self._stop_finding = finding
+            self.guard.guarded("events", lambda: self.writer.add_event(
+                "stop_requested", json.dumps({"stop_on": self._stop_on, "finding": finding.to_dict()}, default=str),
+                step=step))
+        if self._on_finding is not None:
+            try:
+                self._on_finding(finding)
+            except Exception as error:  # the user's callback: warned about, never allowed to stop training
+                self._warn_once("on_finding", f"traindoctor probe: on_finding raised {type(error).__name__}: {error} "
+                                f"(for the live finding {finding.rule}); training goes on, later findings are still "
+                                "passed to it (this warning is shown once)")
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a live finding met ``stop_on``: check it in the loop and stop training."""
+        return self._stop_finding is not None
+
+    @property
+    def stop_finding(self) -> Any:
+        """The live finding that met ``stop_on`` (a ``Finding``), None while ``should_stop`` is false."""
+        return self._stop_finding
+
+    def record_stop(self, by: str) -> None:
+        """Record, once, that training was stopped because of :attr:`stop_finding` (a ``training_stopped`` event).
+
+        The Lightning and HF callbacks call it when they stop their trainer;
+        ``raise_on_stop`` when it raises. Nothing is recorded while
+        ``should_stop`` is false.
+
+        Args:
+            by: who stopped training (``"lightning"``, ``"transformers"``, ``"raise_on_stop"``, …).
+        """
+        if self._stop_finding is None or self._stop_recorded or self.closed:
+            return
+        self._stop_recorded = True
+        self._add_event("training_stopped", json.dumps(
+            {"by": by, "stop_on": self._stop_on, "finding": self._stop_finding.to_dict()}, default=str),
+            self.step_count)
+
+    def _stop_message(self) -> str:
+        finding = self._stop_finding
+        return (f"traindoctor: training stopped at step {self.step_count}: the live {finding.severity} finding "
+                f"{finding.rule} ({finding.title}) met stop_on={self._stop_on!r}. {finding.message}")
 
     # --------------------------------------------------------------- failures
 
@@ -1175,12 +1343,27 @@ class Probe:
         if exc_type is None:
             self.close()
             return
+        if isinstance(exc, TrainingStopped) and exc.finding is self._stop_finding:
+            self.close("finished")  # stopped on purpose, as asked: the training_stopped event says why
+            return
         detail = "".join(traceback.format_exception(exc_type, exc, tb))
         if isinstance(exc, Terminated):
             detail = self._termination_detail + detail
         self.close("crashed", detail=detail)
         if isinstance(exc, Terminated):
             self._sigterm.deliver_default()
+
+
+def _check_live_options(live: Any, on_finding: Any, stop_on: Any, raise_on_stop: Any) -> None:
+    """``Probe``'s live-diagnosis arguments, checked before anything is written."""
+    if stop_on not in (None, "warning", "critical"):
+        raise ValueError(f"stop_on must be 'critical', 'warning' or None, got {stop_on!r}")
+    if on_finding is not None and not callable(on_finding):
+        raise TypeError(f"on_finding must be callable, got {type(on_finding).__name__}")
+    if raise_on_stop and stop_on is None:
+        raise ValueError("raise_on_stop=True needs stop_on ('critical' or 'warning')")
+    if not live and (on_finding is not None or stop_on is not None):
+        raise ValueError("on_finding and stop_on need the live checks: leave live=True")
 
 
 def _listed(names: Sequence[str]) -> str:

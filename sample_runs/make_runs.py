@@ -146,7 +146,8 @@ def train_classifier(
     clip: float | None = None,
     seed: int = 0,
 ) -> None:
-    """A plain mini-batch loop with an evaluation every epoch, recorded by ``probe``."""
+    """A plain mini-batch loop with an evaluation every epoch, recorded by ``probe``; it ends early once
+    ``probe.should_stop`` (never, unless the probe was made with ``stop_on``)."""
     criterion = nn.CrossEntropyLoss()
     probe.watch(model, optimizer)
     generator = torch.Generator().manual_seed(seed)
@@ -171,6 +172,8 @@ def train_classifier(
             if scheduler is not None and step_scheduler_per_batch:
                 scheduler.step()
             probe.step(loss=loss, epoch=epoch)
+            if probe.should_stop:  # a live finding met Probe(stop_on=...): a doomed run ends here
+                return
         if scheduler is not None and not step_scheduler_per_batch:
             scheduler.step()
         model.eval()

@@ -96,6 +96,12 @@ folders) and a reader that sees a different listing recomputes it. Segment
 footers carry per-series aggregates (:data:`SERIES_KEY`), so a running run's
 summary is refreshed from its newest segments' footers only.
 
+**Catalog index.** ``<store>/.catalog.json`` (:data:`INDEX_JSON`) keeps, for
+every run, the summary fields a table of runs needs with the stamp and
+summary.json stat they were read under: one file parse lists 10,000 runs. A
+cache of the summaries, rewritten by any reader that found an entry stale;
+deleting it costs one slower listing.
+
 **Findings cache.** ``<store>/<run_id>/.findings.json`` (:data:`FINDINGS_JSON`)
 holds a run's findings with the run's content ``fingerprint`` and the
 diagnosis ``engine`` version they were computed for (the keys of
@@ -521,6 +527,7 @@ SUMMARY_KEYS: dict[str, str] = {
                "null when that was too recent to trust (a file timestamp has a coarse clock)",
     "findings": "{engine, fingerprint, counts: severity -> number, rules} of the cached findings, when diagnosed",
 }
+INDEX_JSON = ".catalog.json"
 FINDINGS_JSON = ".findings.json"
 FINDINGS_KEYS: dict[str, str] = {
     "engine": "the diagnosis engine version the findings come from",

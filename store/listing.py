@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from traindoctor.store.errors import StoreError
 
@@ -125,28 +125,78 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def run_fields(summary: dict[str, Any], findings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A run's flat record (module doc) from its catalog summary and its
-    current findings entry (``{"counts", "rules"}``; None when undiagnosed)."""
-    fields: dict[str, Any] = {}
-    for key, value in (summary.get("hyperparameters") or {}).items():
-        fields[key] = value
-        fields[f"config.{key}"] = value
-    for split, names in (summary.get("metrics") or {}).items():
-        for name, values in names.items():
-            fields[f"{split}.{name}"] = values.get("last")
-            fields[f"best.{split}.{name}"] = values.get("best")
-    fields.update({
-        "run_id": summary.get("run_id"), "name": summary.get("name"), "project": summary.get("project"),
-        "status": summary.get("status"), "steps": summary.get("last_step"), "num_steps": summary.get("num_steps"),
-        "started": summary.get("created_at"), "finished": summary.get("finished_at"),
-        "wall_time_s": summary.get("wall_time_s"), "diagnosed": findings is not None,
-    })
-    if findings is not None:
-        counts = findings.get("counts") or {}
-        for severity in SEVERITIES:
-            fields[severity] = int(counts.get(severity) or 0)
-    return fields
+# Run fields and the summary value each comes from.
+_RUN_FIELDS: dict[str, str] = {
+    "run_id": "run_id", "name": "name", "project": "project", "status": "status", "steps": "last_step",
+    "num_steps": "num_steps", "started": "created_at", "finished": "finished_at", "wall_time_s": "wall_time_s",
+}
+
+
+class RunFields(Mapping[str, Any]):
+    """A run's flat record (module doc), computed field by field on access.
+
+    A query over 10,000 runs reads a handful of fields of each: building
+    every field of every run (metrics, hyperparameters twice) would cost more
+    than the query.
+    """
+
+    __slots__ = ("summary", "findings")
+
+    def __init__(self, summary: dict[str, Any], findings: dict[str, Any] | None = None) -> None:
+        self.summary = summary
+        self.findings = findings
+
+    def __getitem__(self, key: str) -> Any:
+        summary = self.summary
+        source = _RUN_FIELDS.get(key)
+        if source is not None:
+            return summary.get(source)
+        if key == "diagnosed":
+            return self.findings is not None
+        if key in SEVERITIES:
+            if self.findings is None:
+                raise KeyError(key)
+            return int((self.findings.get("counts") or {}).get(key) or 0)
+        hyperparameters = summary.get("hyperparameters") or {}
+        if key in hyperparameters:
+            return hyperparameters[key]
+        if key.startswith("config.") and key[7:] in hyperparameters:
+            return hyperparameters[key[7:]]
+        best = key.startswith("best.")
+        split, _, name = (key[5:] if best else key).partition(".")
+        values = ((summary.get("metrics") or {}).get(split) or {}).get(name)
+        if values is None:
+            raise KeyError(key)
+        return values.get("best" if best else "last")
+
+    def __iter__(self):
+        yield from _RUN_FIELDS
+        yield "diagnosed"
+        if self.findings is not None:
+            yield from SEVERITIES
+        for split, names in (self.summary.get("metrics") or {}).items():
+            for name in names:
+                yield f"{split}.{name}"
+                yield f"best.{split}.{name}"
+        for key in self.summary.get("hyperparameters") or {}:
+            yield key
+            yield f"config.{key}"
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+
+def run_fields(summary: dict[str, Any], findings: dict[str, Any] | None = None) -> RunFields:
+    """A run's flat record (module doc) from its catalog summary (or listing row)
+    and its current findings entry (``{"counts", "rules"}``; None when undiagnosed)."""
+    return RunFields(summary, findings)
 
 
 def matches(fields: dict[str, Any], condition: Filter, rules: Iterable[str] = ()) -> bool:
@@ -159,9 +209,10 @@ def matches(fields: dict[str, Any], condition: Filter, rules: Iterable[str] = ()
             at_or_above = SEVERITIES[SEVERITIES.index(word):]
             return any(fields.get(severity, 0) > 0 for severity in at_or_above)
         return word in set(rules)
-    if condition.key not in fields or fields[condition.key] is None:
+    actual = fields.get(condition.key)
+    if actual is None:
         return False
-    actual, wanted, op = fields[condition.key], condition.value, condition.op
+    wanted, op = condition.value, condition.op
     if op == "~":
         return str(wanted).lower() in _text(actual).lower()
     if isinstance(wanted, bool):
@@ -207,25 +258,29 @@ def sort_key(key: str) -> tuple[str, bool]:
     return ALIASES.get(key, key), descending
 
 
-def _ordering(rows: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
+def _ordering(rows: list[Mapping[str, Any]], key: str, descending: bool) -> list[Mapping[str, Any]]:
     """Rows ordered by one field: numbers before text, missing values last in both directions."""
-    present = [row for row in rows if row.get(key) is not None]
-    missing = [row for row in rows if row.get(key) is None]
-
-    def order(row: dict[str, Any]) -> tuple:
-        number = _number(row[key])
-        return (0, number, "") if number is not None else (1, 0.0, _text(row[key]).lower())
-
-    numbers = sorted((row for row in present if _number(row[key]) is not None), key=order, reverse=descending)
-    texts = sorted((row for row in present if _number(row[key]) is None), key=order, reverse=descending)
-    return numbers + texts + missing
+    numbers, texts, missing = [], [], []
+    for row in rows:
+        value = row.get(key)
+        if value is None:
+            missing.append(row)
+            continue
+        number = _number(value)
+        if number is not None and number == number:
+            numbers.append((number, row))
+        else:
+            texts.append((_text(value).lower(), row))
+    numbers.sort(key=lambda pair: pair[0], reverse=descending)
+    texts.sort(key=lambda pair: pair[0], reverse=descending)
+    return [row for _, row in numbers] + [row for _, row in texts] + missing
 
 
 @dataclass
 class Selection:
     """The runs a query selected, in order, as flat records, and how many matched before the limit."""
 
-    rows: list[dict[str, Any]]
+    rows: list[Mapping[str, Any]]
     matched: int
     total: int
     undiagnosed: int
@@ -239,7 +294,7 @@ def select(
     limit: int | None = None,
     offset: int = 0,
     findings: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """The summaries' flat records that pass every filter, sorted, one page of them.
 
     Args:
@@ -275,9 +330,9 @@ def query(
         fields = run_fields(summary, found)
         records.append((fields, (found or {}).get("rules") or ()))
     if records:
-        known = set().union(*(fields for fields, _ in records))
         for condition in conditions:
-            if condition.op != "has" and condition.key not in known:
+            if condition.op != "has" and not any(condition.key in fields for fields, _ in records):
+                known = set().union(*(fields for fields, _ in records[-100:]))
                 raise FilterError(f"no run has a field {condition.key!r} (filter {condition.text!r}); "
                                   f"fields include {', '.join(sorted(_suggestions(condition.key, known)))}")
     rows = [fields for fields, rules in records if all(matches(fields, c, rules) for c in conditions)]

@@ -179,7 +179,9 @@ class Store:
         # connection to it (a cursor: ~0.01 ms, against ~15 ms for a new
         # database), whose temporary views no other connection sees.
         self._database: duckdb.DuckDBPyConnection | None = None
-        self.catalog = Catalog(self.root, stale_after_s=self.stale_after_s, store=self)
+        # A Store lives long (the dashboard keeps one per store): its catalog
+        # remembers summaries between listings.
+        self.catalog = Catalog(self.root, stale_after_s=self.stale_after_s, store=self, remember=True)
 
     # ------------------------------------------------------------------- runs
 

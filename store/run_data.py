@@ -47,10 +47,14 @@ class RunData:
         confusion: (step, epoch, split, true_class, pred_class, count).
         events: (step, wall_time, kind, detail).
         config: hyperparameters as the user gave them.
-        task: ``num_classes``, ``class_names``, ``expected_initial_loss``.
+        task: ``kind`` (one of ``TASK_KINDS``), ``num_classes``,
+            ``class_names``, ``vocab_size``, ``expected_initial_loss``.
         env: what the probe saw: ``optimizer`` (type, param_groups), ``model``
             (type, num_params, has_attention), ``amp``, torch version, device.
         status: running, finished or crashed.
+        source: what wrote the run (run.json's ``source``): ``{"kind": "probe"}``
+            or an importer's kind and fingerprint, with ``logging_every`` (the
+            commonest step gap of the training loss) where the importer knew it.
     """
 
     run_id: str
@@ -62,6 +66,7 @@ class RunData:
     task: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     status: str = "finished"
+    source: dict[str, Any] = field(default_factory=dict)
 
     def series(self, name: str, split: str = "train", layer: str | None = None) -> pd.Series:
         """Values of one global (or one layer's) series indexed by step, in step order.
@@ -123,4 +128,5 @@ def load_run(store: "Store", run: str) -> RunData:
         task=meta.get("task") or {},
         env=meta.get("env") or {},
         status=meta.get("status", "finished"),
+        source=meta.get("source") or {},
     )

@@ -152,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="log: optimizer steps between records, for logs that print no step "
                                "(HF Trainer's logging_steps; read from the log when it prints it)")
 
+    watch = commands.add_parser(
+        "watch", help="follow running runs: a live table, each new finding once, diagnose's exit codes",
+        description="Follow running runs (all running runs when no RUN is named): a table of step, loss and "
+                    "last finding per run, and each new finding printed once as it appears: the probe's live "
+                    "findings, and the live rules run on what the store holds so far; when a run ends, its "
+                    "whole diagnosis. Exits when the runs end, or at once when a finding meets --fail-on.")
+    watch.add_argument("runs", nargs="*", metavar="RUN", help="run id or name (default: every running run)")
+    _store_arg(watch)
+    watch.add_argument("--fail-on", choices=("warning", "critical"), default=None,
+                       help="exit 1 as soon as a finding is at or above this severity")
+    watch.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between polls (default 2)")
+    watch.add_argument("--notify-command", metavar="CMD", default=None,
+                       help="run CMD (split like a shell would, run without one) for each new finding, "
+                            "with the finding as JSON on its stdin")
+
     compact = commands.add_parser("compact", help="merge each run's segments into one sorted file")
     _store_arg(compact)
 
@@ -183,7 +198,8 @@ def command_runs(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         raise CommandError("--limit must be 0 or more")
     catalog = _catalog(args.store)
-    summaries = catalog.summaries()
+    # The table needs the listing fields (one index file); --json prints whole summaries.
+    summaries = catalog.summaries() if args.json else catalog.listing()
     engine = engine_version()
     selection = query(summaries, filters=args.filters, sort=args.sort, limit=args.limit,
                       findings=lambda summary: cached_findings_summary(summary, engine))
@@ -373,6 +389,15 @@ def _diagnose_imported(catalog, run_ids: list[str]) -> dict[str, str]:
     return verdicts
 
 
+def command_watch(args: argparse.Namespace) -> int:
+    from traindoctor.watch import watch
+
+    if not args.interval > 0:
+        raise CommandError(f"--interval must be a positive number of seconds, got {args.interval}")
+    return watch(_open_store(args.store), args.runs, fail_on=args.fail_on, interval_s=args.interval,
+                 notify_command=args.notify_command)
+
+
 def command_compact(args: argparse.Namespace) -> int:
     from traindoctor.store.compact import compact_store
 
@@ -422,6 +447,7 @@ COMMANDS = {
     "runs": command_runs,
     "diagnose": command_diagnose,
     "import": command_import,
+    "watch": command_watch,
     "compact": command_compact,
     "export": command_export,
 }

@@ -47,9 +47,10 @@ def significant(value: Any, digits: int = DIGITS) -> str:
         return str(int(value)) if magnitude < 10 ** max(digits, 6) else _exponent(value, digits)
     if SMALL <= magnitude < 10 ** digits:
         text = f"{value:.{digits}g}"
-        while magnitude < 1 and float(text) in (-1.0, 1.0) and digits < 15:
-            digits += 1
-            text = f"{value:.{digits}g}"
+        if magnitude < 1 and text.lstrip("-") == "1":  # 0.9999 must not read as 1
+            while text.lstrip("-") == "1" and digits < 15:
+                digits += 1
+                text = f"{value:.{digits}g}"
         return text
     return _exponent(value, digits)
 

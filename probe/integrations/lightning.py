@@ -11,6 +11,11 @@ counts, let ``validation_step`` return ``{"loss": loss, "logits": logits,
 Every callback that runs during fitting does its work under the probe's
 guard: an error (an output it cannot read, targets that do not match the
 logits) turns that statistic off with one warning, and the fit goes on.
+
+With ``stop_on="critical"`` (or ``"warning"``), a live finding at or above it
+sets ``trainer.should_stop``: the fit ends after the current step, the run
+is recorded as ``finished``, and a ``training_stopped`` event names the
+finding.
 """
 
 from __future__ import annotations
@@ -41,10 +46,13 @@ class ProbeCallback(pl.Callback):
         run: the run's name; defaults to the LightningModule's class name.
         store: the store folder.
         probe: an existing ``Probe`` to use instead of creating one.
-        **probe_kwargs: passed to ``Probe`` (``config``, ``num_classes``, ``layer_every``, …).
+        **probe_kwargs: passed to ``Probe`` (``config``, ``num_classes``, ``layer_every``,
+            ``stop_on``, ``on_finding``, …; not ``raise_on_stop``: the callback stops the trainer itself).
     """
 
     def __init__(self, run: str | None = None, store: Any = "runs", *, probe: Probe | None = None, **probe_kwargs: Any) -> None:
+        if probe_kwargs.get("raise_on_stop"):
+            raise ValueError("ProbeCallback stops the trainer itself (trainer.should_stop): leave raise_on_stop out")
         super().__init__()
         self.run = run
         self.store = store
@@ -79,6 +87,9 @@ class ProbeCallback(pl.Callback):
             step_loss = guard.guarded("loss", self._step_loss)
             self._losses = []
             guard.guarded("step", lambda: self.probe.step(loss=step_loss, epoch=trainer.current_epoch))
+            if self.probe.should_stop and not trainer.should_stop:
+                trainer.should_stop = True  # the fit loop ends after this step
+                guard.guarded("events", self.probe.record_stop, "lightning")
 
     def _collect_loss(self, outputs: Any) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs

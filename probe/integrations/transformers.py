@@ -16,6 +16,10 @@ their names without the ``eval_`` prefix; a name the store cannot hold
 The loss-capturing forward hook and every callback that runs during training
 do their work under the probe's guard: an error turns that statistic off with
 one warning, and training goes on.
+
+With ``stop_on="critical"`` (or ``"warning"``), a live finding at or above it
+sets ``control.should_training_stop``: the Trainer stops after the current
+step, and a ``training_stopped`` event names the finding.
 """
 
 from __future__ import annotations
@@ -50,13 +54,17 @@ class ProbeCallback(TrainerCallback):
         probe: an existing ``Probe`` to use instead of creating one.
         loss_reduction: how micro-batch losses combine into the step's loss:
             ``"mean"``, ``"sum"`` or ``"auto"`` (see the module docstring).
-        **probe_kwargs: passed to ``Probe`` (``num_classes``, ``layer_every``, …).
+        **probe_kwargs: passed to ``Probe`` (``num_classes``, ``layer_every``, ``stop_on``,
+            ``on_finding``, …; not ``raise_on_stop``: the callback stops the Trainer itself).
     """
 
     def __init__(self, run: str | None = None, store: Any = "runs", *, probe: Probe | None = None,
                  loss_reduction: str = "auto", **probe_kwargs: Any) -> None:
         if loss_reduction not in ("auto", "mean", "sum"):
             raise ValueError(f"loss_reduction must be 'auto', 'mean' or 'sum', got {loss_reduction!r}")
+        if probe_kwargs.get("raise_on_stop"):
+            raise ValueError("ProbeCallback stops the Trainer itself (control.should_training_stop): "
+                             "leave raise_on_stop out")
         self.loss_reduction = loss_reduction
         self.run = run
         self.store = store
@@ -108,6 +116,9 @@ class ProbeCallback(TrainerCallback):
         loss = self.probe.guard.guarded("loss", self._step_loss)
         self._losses = []
         self.probe.guard.guarded("step", lambda: self.probe.step(loss=loss, epoch=state.epoch))
+        if self.probe.should_stop and not control.should_training_stop:
+            control.should_training_stop = True  # the Trainer stops after this step
+            self.probe.guard.guarded("events", self.probe.record_stop, "transformers")
 
     def _step_loss(self) -> torch.Tensor | None:
         if not self._losses:

@@ -68,7 +68,7 @@ def test_runs_table_lists_runs_with_status_and_findings(app, store, fake_diagnos
     assert table.loc["alpha", "status"] == "✔ finished"
     assert table.loc["beta", "critical"] == 1 and table.loc["alpha", "critical"] == 0
     assert table.loc["gamma", "last_step"] == 200
-    assert table.loc["gamma", "lr"] == "0.01" and table.loc["gamma", "batch_size"] == "64"
+    assert table.loc["gamma", "lr"] == "1e-02" and table.loc["gamma", "batch_size"] == "64"  # significant digits
     assert table.loc["alpha", "open"] == f"run?run={ids['alpha']}"
 
 
@@ -184,6 +184,25 @@ def test_run_page_of_a_running_run_shows_new_steps_after_they_land(app, store, m
         at.run()
         no_exceptions(at)
         assert {m.label: m.value for m in at.metric}["last step"] == "150"
+    finally:
+        writer.close()
+
+
+def test_run_page_marks_live_findings_with_when_they_were_first_raised(app, store, fake_diagnosis):
+    root, _ = store
+    detail = json.dumps(Finding(rule="divergence", severity="critical", title="Training diverged", message="NaN.",
+                                advice="Lower the lr.", step_start=31, step_end=40).to_dict())
+    writer = make_run(root, "doomed", steps=60, status="running", events=(("live_finding", detail, 40),))
+    try:
+        at = app("views/run.py", run="doomed")
+        no_exceptions(at)
+        marks = [m.value for m in at.markdown if "first raised at" in m.value]
+        assert len(marks) == 1 and "critical" in marks[0] and "Training diverged" in marks[0]
+        assert "first raised at step 40, " in shown(marks[0]) and "UTC" in shown(marks[0])
+        assert any("Raised live while the run trains" in m.value for m in at.markdown)
+        events = table_with(at, "kind")
+        assert events.loc[events["kind"] == "live_finding", "detail"].tolist() == [
+            "divergence (critical): Training diverged"]
     finally:
         writer.close()
 

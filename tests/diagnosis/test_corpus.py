@@ -105,13 +105,17 @@ def test_pythia_warmup_spikes_recover_quickly():
 
 @needs_external
 @pytest.mark.slow
-def test_a_143000_step_run_is_diagnosed_in_under_five_seconds():
+def test_a_143000_step_run_is_diagnosed_in_under_one_second():
     run = pythia_run(EXTERNAL / "pythia" / "410m-seed3.csv.gz")
     assert len(run.series("loss")) == 143_000
-    started = time.perf_counter()
-    diagnose(run, strict=True)
-    # The brief's bound is 5 s; measured ~1.5 s on a loaded 2-core box.
-    assert time.perf_counter() - started < 5.0
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        diagnose(run, strict=True)
+        times.append(time.perf_counter() - started)
+    # Issue #12's bound; measured 0.3-0.4 s on a loaded 2-core box. The best of three: a pause
+    # of a busy machine is not the diagnosis' cost.
+    assert min(times) < 1.0, times
 
 
 @needs_external

@@ -108,7 +108,7 @@ def test_json_report_has_the_design_shape_and_is_serialisable():
     assert [(r["run_id"], r["name"]) for r in report["runs"]] == [("r1", "r1"), ("r2", "two")]
     first = report["runs"][0]["findings"][0]
     assert set(first) == {"rule", "severity", "title", "message", "advice", "step_start", "step_end", "evidence",
-                          "source"}
+                          "source", "explains", "explained_by"}
     assert first["rule"] == "divergence" and first["step_start"] == 61
     assert report["runs"][1]["findings"] == []
     assert report["runs"][1]["recording_problems"] == []

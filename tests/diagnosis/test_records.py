@@ -66,11 +66,32 @@ def recording(run: RunData, seen: set[str]) -> RecordingRun:
 
 
 def _underfit_run() -> RunData:
-    """A flat, poor plateau with train and val close: underfitting reads the train accuracy."""
+    """A classifier's flat, poor plateau with train and val close: underfitting reads the train accuracy."""
     loss = np.concatenate([np.linspace(1.1, 0.7, 50), np.full(250, 0.7)])
     return make_run(loss=loss, frames=[scalar_rows("accuracy", np.full(300, 0.6)),
                                        scalar_rows("loss", [0.9, 0.75, 0.7, 0.7], steps=[75, 150, 225, 300],
-                                                   split="val")])
+                                                   split="val")], task={"num_classes": 3})
+
+
+def _non_finite_run() -> RunData:
+    """A transformer classifier with a lone NaN gradient norm (a skipped step), then NaN gradient norms
+    and a NaN eval loss to the end: every rule that asks whether the run diverged reads them."""
+    grad = np.ones(200)
+    grad[50] = np.nan
+    grad[150:] = np.nan
+    return make_run(loss=noisy_decay(200), frames=[
+        scalar_rows("grad_norm", grad), scalar_rows("amp_skipped", np.zeros(200)),
+        scalar_rows("lr", np.full(200, 1e-3), layer="group0"),
+        scalar_rows("loss", [1.0, 0.9, 0.85, np.nan], steps=[50, 100, 150, 200], split="val")],
+        task={"num_classes": 10}, env={"model": {"has_attention": True}})
+
+
+def _warmup_rebound_run() -> RunData:
+    """The loss climbs back while the lr warms up to too high a peak, then falls again as it decays."""
+    loss = np.concatenate([np.linspace(2.3, 1.0, 100), np.linspace(1.0, 1.8, 50), np.full(50, 1.8),
+                           np.linspace(1.8, 0.4, 200)])
+    lr = np.concatenate([np.linspace(1e-4, 1e-2, 200), np.linspace(1e-2, 1e-3, 200)])
+    return make_run(loss=loss, frames=[scalar_rows("lr", lr, layer="group0")], task={"num_classes": 10})
 
 
 def _skipped_by_events_run() -> RunData:
@@ -86,6 +107,7 @@ def _named_classes_run() -> RunData:
 
 
 RUNS = {"full": full_run(300), "full-resumed": full_run(3000, resumed=True), "underfit": _underfit_run(),
+        "non-finite": _non_finite_run(), "warmup-rebound": _warmup_rebound_run(),
         "skipped-by-events": _skipped_by_events_run(), "named-classes": _named_classes_run(),
         **{case.run.name: case.run for case in setup_cases()}}
 

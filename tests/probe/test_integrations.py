@@ -150,3 +150,88 @@ def test_transformers_callback_sums_causal_lm_loss_shares_under_accumulation(tmp
     # close to ln(50) ≈ 3.9 for an untrained model; their mean would be half that.
     assert series(scalars, "loss") == pytest.approx({1: shares[0] + shares[1], 2: shares[2] + shares[3]}, rel=1e-5)
     assert all(3.0 < value < 4.5 for value in series(scalars, "loss").values())
+
+
+def _stop_events(events) -> list[dict]:
+    import json
+
+    return [json.loads(detail) for detail in events.loc[events["kind"] == "training_stopped", "detail"]]
+
+
+@pytest.mark.slow
+def test_lightning_callback_stops_the_fit_on_a_critical_live_finding(tmp_path):
+    lightning = pytest.importorskip("lightning.pytorch")
+    from traindoctor.probe.integrations.lightning import ProbeCallback
+
+    class Diverging(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_model()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            return loss * float("nan") if self.global_step >= 5 else loss  # from step 6 on: NaN
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    callback = ProbeCallback(run="lit-stop", store=tmp_path, num_classes=3, stop_on="critical", flush_every_steps=1,
+                             flush_every_s=3600)
+    trainer = lightning.Trainer(max_steps=40, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Diverging(), train_dataloaders=_loader(make_batches(40)))
+    meta, _, events, _ = read_run(tmp_path, "lit-stop")
+    # Three NaN losses (steps 6-8) settle the divergence at the flush of step 8; the fit ends after that step.
+    assert trainer.global_step == 8
+    assert meta["status"] == "finished"
+    stopped = _stop_events(events)
+    assert [(entry["by"], entry["finding"]["rule"]) for entry in stopped] == [("lightning", "divergence")]
+
+
+@pytest.mark.slow
+def test_transformers_callback_stops_training_on_a_critical_live_finding(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from traindoctor.probe.integrations.transformers import ProbeCallback
+
+    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+
+    class BreakWeights(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 5:  # from step 6 on, every loss is NaN
+                with torch.no_grad():
+                    model.classifier.weight.fill_(float("nan"))
+
+    generator = torch.Generator().manual_seed(0)
+    rows = [{"input_ids": torch.randint(0, 40, (8,), generator=generator), "labels": int(i % 3)} for i in range(64)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=40, per_device_train_batch_size=4, learning_rate=1e-3,
+        report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+    )
+    probe_callback = ProbeCallback(run="hf-stop", store=tmp_path / "runs", num_classes=3, stop_on="critical",
+                                   flush_every_steps=1, flush_every_s=3600)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
+                                   callbacks=[BreakWeights(), probe_callback])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    meta, _, events, _ = read_run(tmp_path / "runs", "hf-stop")
+    assert trainer.state.global_step == 8
+    assert meta["status"] == "finished"
+    assert [(entry["by"], entry["finding"]["rule"]) for entry in _stop_events(events)] == [
+        ("transformers", "divergence")]
+
+
+@pytest.mark.parametrize("module", ["lightning", "transformers"])
+def test_the_callbacks_refuse_raise_on_stop(module):
+    pytest.importorskip("lightning.pytorch" if module == "lightning" else "transformers")
+    from importlib import import_module
+
+    callback = import_module(f"traindoctor.probe.integrations.{module}").ProbeCallback
+    with pytest.raises(ValueError, match="leave raise_on_stop out"):
+        callback(run="x", stop_on="critical", raise_on_stop=True)

@@ -23,9 +23,16 @@ class HostRead(AssertionError):
 
 
 @contextlib.contextmanager
-def host_reads_forbidden(monkeypatch):
+def host_reads_forbidden(monkeypatch, allowed: dict | None = None):
+    """Every host read of a tensor's value raises, except while ``allowed["depth"]`` is positive."""
+    allowed = allowed if allowed is not None else {"depth": 0}
+
     def forbid(name):
+        original = getattr(torch.Tensor, name)
+
         def raiser(self, *args, **kwargs):
+            if allowed["depth"]:
+                return original(self, *args, **kwargs)
             raise HostRead(f"Tensor.{name} called during a training step")
         return raiser
 
@@ -36,7 +43,8 @@ def host_reads_forbidden(monkeypatch):
 
         def to(self, *args, **kwargs):
             target = args[0] if args else kwargs.get("device")
-            if isinstance(target, (str, torch.device)) and torch.device(target).type == "cpu" and self.device.type != "cpu":
+            if (not allowed["depth"] and isinstance(target, (str, torch.device))
+                    and torch.device(target).type == "cpu" and self.device.type != "cpu"):
                 raise HostRead("Tensor.to('cpu') called during a training step")
             return original_to(self, *args, **kwargs)
 
@@ -125,6 +133,45 @@ def test_steps_with_frozen_parameters_read_nothing_on_the_host(tmp_path, monkeyp
     probe.close()
     _, scalars, _, _ = read_run(tmp_path)
     assert sorted(series(scalars, "grad_norm")) == list(range(1, 9))
+
+
+def test_flushes_with_live_checks_read_nothing_but_the_flush_copy(tmp_path, monkeypatch):
+    """Flushes (each with a live check) inside the patched window: values are read on the host only where
+    the probe writes a landed copy (``Probe._write``, the one read per flush there already was); the live
+    checks judge those host numbers and read no tensor."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = make_batches(40)
+    probe = Probe(run="live-nosync", store=tmp_path, num_classes=3, layer_every=3, flush_every_steps=4,
+                  flush_every_s=3600, strict=True, handle_sigterm=False)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, batches[:2])
+    probe.flush()
+    allowed = {"depth": 0}
+    write = Probe._write
+
+    def landed_copy_only(self, transfer):
+        allowed["depth"] += 1
+        try:
+            return write(self, transfer)
+        finally:
+            allowed["depth"] -= 1
+
+    monkeypatch.setattr(Probe, "_write", landed_copy_only)
+    with host_reads_forbidden(monkeypatch, allowed):
+        for index, (x, y) in enumerate(batches[2:]):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            # From the 21st step on the loss is NaN (a tensor op, no read): a divergence the live checks raise.
+            probe.step(loss=loss if index < 20 else loss * float("nan"))
+            probe.log({"loss_copy": loss.detach()})
+    probe.close()
+    assert [(f.rule, f.severity) for f in probe.live_findings] == [("divergence", "critical")]
+    _, scalars, events, _ = read_run(tmp_path)
+    assert sorted(series(scalars, "loss")) == list(range(1, 41))
+    assert (events["kind"] == "live_finding").sum() == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -57,7 +57,10 @@ def test_heartbeat_is_refreshed_while_the_writer_lives(store_root):
 def test_a_removed_run_folder_warns_in_the_background_and_close_does_not_raise(store_root):
     writer = RunWriter(store_root, run_id="r", flush_every_s=0.05, heartbeat_every_s=0.05)
     with pytest.warns(RuntimeWarning, match="writing run r failed") as caught:
-        shutil.rmtree(store_root / "r")
+        # Renamed away first: the writer's heartbeat may write into the folder while
+        # rmtree empties it ("Directory not empty"); a rename is one atomic step.
+        (store_root / "r").rename(store_root / "r-gone")
+        shutil.rmtree(store_root / "r-gone")
         writer.add_scalars(step=1, name="loss", value=1.0)
         _wait_until(lambda: writer.errors, "the background thread reported nothing")
         writer.add_scalars(step=2, name="loss", value=2.0)

@@ -24,7 +24,7 @@ from traindoctor.dashboard import data
 from traindoctor.dashboard.app.text import inline_code, plain
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
-from traindoctor.store.reader import Store, UnknownRunError
+from traindoctor.store.reader import Store
 
 # Findings read off confusion counts (their records say so): the Classes page shows their evidence.
 CLASS_RULES = frozenset(rule_id for rule_id, record in RECORDS.items() if record.classes_page)
@@ -93,20 +93,16 @@ def runs_frame() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _findings(path: str, run_id: str, version: tuple) -> tuple[list[Finding] | None, str | None]:
-    try:
-        run_data = data.load_run(_store(path), run_id)
-    except UnknownRunError as error:
-        return None, str(error)
-    try:
-        return data.diagnose_run(run_data), None
-    except Exception as error:  # a broken rule must not take the page down
-        return None, f"diagnosis failed: {type(error).__name__}: {error}"
+    found, problem = data.run_findings(_store(path), run_id)
+    return (None if problem else found), problem
 
 
 def findings(run_id: str) -> tuple[list[Finding], str | None]:
     """Findings of one run, most severe first, and an error line when there are none to show.
 
-    Diagnosis reads the whole run, so it is cached until the run's data changes.
+    Diagnosis reads the whole run, so it is kept in the store's findings cache
+    (``traindoctor diagnose`` shares it) and in this server's memory until the
+    run's data changes.
     """
     found, problem = _findings(store_path(), run_id, data.run_version(store(), run_id))
     return found or [], problem  # diagnose() returns them sorted

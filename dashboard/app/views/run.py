@@ -11,10 +11,11 @@ import streamlit as st
 
 from traindoctor.dashboard.app.charts.curves import curve_figure
 from traindoctor.dashboard.app.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
-from traindoctor.dashboard.app.text import plain
+from traindoctor.dashboard.app.text import inline_code, plain
 from traindoctor.dashboard.data import RunView
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.live import finding_from_detail
 from traindoctor.diagnosis.records import Evidence
 from traindoctor.dashboard.app.views import common
 
@@ -149,11 +150,28 @@ def describe_event(kind: str, detail: str) -> str:
             return f"{parsed.get('rule', '')}: {parsed.get('message', '')}"
         except (TypeError, ValueError):
             return str(detail)
+    if kind == "live_finding":
+        finding = finding_from_detail(detail)
+        return str(detail) if finding is None else f"{finding.rule} ({finding.severity}): {finding.title}"
     if kind == "crash":
         # The traceback is shown whole above; its last line names the error.
         lines = [line for line in str(detail or "").splitlines() if line.strip()]
         return lines[-1] if lines else ""
     return "" if detail is None else str(detail)
+
+
+def show_live_findings(events: pd.DataFrame, running: bool) -> None:
+    """The findings the probe's live checks raised while the run trained, each with when it was first raised."""
+    raised = events[events["kind"] == "live_finding"]
+    if raised.empty:
+        return
+    st.markdown("**● Raised live while the run trains**" if running else "**Raised live during training**")
+    for step, wall, detail in zip(raised["step"], raised["wall_time"], raised["detail"]):
+        finding = finding_from_detail(detail)
+        if finding is not None:
+            when = "" if step is None or step != step else f"step {int(step):,}, "
+            st.markdown(f"{common.severity_badge(finding.severity)} {plain(finding.title)} "
+                        f"({inline_code(finding.rule)}): first raised at {plain(when + common.format_time(wall))}")
 
 
 def show_events(frame: pd.DataFrame) -> None:
@@ -180,6 +198,7 @@ def show_run(run_id: str, was_running: bool) -> None:
         st.rerun(scope="app")  # finished while watched: stop the timer
     show_header(view.meta, view.curves)
     st.subheader("Findings")
+    show_live_findings(view.events, view.meta["status"] == "running")
     # The findings come first on the page but are filled in last: diagnosing a
     # big run reads all of it (seconds the first time, then cached), and the
     # charts need not wait for it. They are redrawn with the findings shaded.

@@ -1,114 +1,163 @@
-"""Runs: every run in the store, filterable and sortable; pick one to open or several to compare."""
+"""Runs: every run in the store, filtered, sorted and paged on the server; pick one to open or several to compare.
+
+The table comes from the run catalog (one summary per run), one page at a
+time, so a store of 10,000 runs answers as fast as one of ten. Findings
+come from the findings cache: the visible rows without findings are
+diagnosed right after the table is drawn, the rest on a background thread,
+and the table refreshes itself while that runs.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import math
+import shlex
 import urllib.parse
 
 import pandas as pd
 import streamlit as st
 
-from traindoctor.dashboard.app.charts.compare import hyperparameter_table
+from traindoctor.dashboard import data
 from traindoctor.dashboard.app.text import plain
 from traindoctor.dashboard.app.views import common
+from traindoctor.store.listing import FilterError
 
-# Hyperparameters worth a column when runs have them, most telling first.
-KEY_HYPERPARAMETERS = ("lr", "learning_rate", "batch_size", "optimizer", "weight_decay", "epochs",
-                       "model", "warmup_steps", "scheduler", "seed")
-MAX_HYPERPARAMETER_COLUMNS = 6
-
-
-def key_hyperparameters(configs: pd.DataFrame) -> list[str]:
-    """Known important keys first, then keys whose values differ between runs."""
-    chosen = [key for key in KEY_HYPERPARAMETERS if key in configs.columns]
-    varying = [c for c in configs.columns if c not in chosen and configs[c].astype(str).nunique() > 1]
-    return (chosen + varying)[:MAX_HYPERPARAMETER_COLUMNS]
-
-
-SEVERITY_COLUMNS = ("critical", "warning", "info")
+# Seconds of diagnosis the page does itself, for its visible rows, after
+# drawing the table: a small store shows every finding at once, a big one
+# hands the rest to the background thread.
+VISIBLE_DIAGNOSIS_BUDGET_S = 2.0
+# While runs wait for a diagnosis, the table refreshes this often (seconds).
+PENDING_REFRESH_S = 2.0
+FINDINGS_FILTERS = {
+    "any": [],
+    "has critical": ["has:critical"],
+    "has warnings or worse": ["has:warning"],
+    "no findings": ["diagnosed=true", "critical=0", "warning=0", "info=0"],
+    "not diagnosed yet": ["diagnosed=false"],
+}
+SORT_FIELDS = ("started", "name", "status", "steps", "val.loss", "val.accuracy", "train.loss", "critical", "warning")
 # Streamlit's column_config objects are plain dicts: safe to build at import.
 COLUMN_CONFIG = {
     "open": st.column_config.LinkColumn("open", display_text="open ▸", width="small"),
     "last_step": st.column_config.NumberColumn("steps", format="%d"),
     "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
-    "final_train_loss": st.column_config.NumberColumn("train loss", format="%.4g"),
-    "final_val_loss": st.column_config.NumberColumn("val loss", format="%.4g"),
-    "final_val_accuracy": st.column_config.NumberColumn("val accuracy", format="%.3f"),
-    "critical": st.column_config.NumberColumn("critical", help="critical findings"),
-    "warning": st.column_config.NumberColumn("warnings", help="warning findings"),
-    "info": st.column_config.NumberColumn("notes", help="informational findings"),
+    "final_train_loss": st.column_config.TextColumn("train loss"),
+    "final_val_loss": st.column_config.TextColumn("val loss"),
+    "final_val_accuracy": st.column_config.TextColumn("val accuracy"),
+    "critical": st.column_config.NumberColumn("critical", help="critical findings (empty: not diagnosed yet)"),
+    "warning": st.column_config.NumberColumn("warnings", help="warning findings (empty: not diagnosed yet)"),
+    "info": st.column_config.NumberColumn("notes", help="informational findings (empty: not diagnosed yet)"),
 }
+# The page's columns for data.runs_page's metric fields.
+METRIC_COLUMNS = {"train.loss": "final_train_loss", "val.loss": "final_val_loss", "val.accuracy": "final_val_accuracy"}
 
 
-def findings_counts(run_ids: list[str]) -> pd.DataFrame:
-    """Findings per severity of each run (empty cells where there is no diagnosis)."""
-    rows = []
-    for run_id in run_ids:
-        found, problem = common.findings(run_id)
-        rows.append({s: None for s in SEVERITY_COLUMNS} if problem else common.severity_counts(found))
-    return pd.DataFrame(rows, index=run_ids, columns=list(SEVERITY_COLUMNS))
+def runs_table(page: data.RunsPage) -> pd.DataFrame:
+    """The table's rows for one page: link, identity, status, steps, start, key hyperparameters, metrics, findings."""
+    rows = page.rows.rename(columns={"steps": "last_step", **METRIC_COLUMNS})
+    table = pd.DataFrame({
+        "open": "run?run=" + rows["run_id"].map(urllib.parse.quote),
+        "name": rows["name"],
+        "status": rows["status"].map(lambda s: common.STATUS_MARKERS.get(s, s)),
+        "last_step": rows["last_step"],
+        "started": pd.to_datetime(rows["started"].astype("float64"), unit="s", utc=True),
+    })
+    for column in [*page.hyperparameters, *METRIC_COLUMNS.values(), *data.SEVERITY_COLUMNS, "run_id"]:
+        table[column] = rows[column]
+    return table
 
 
-def runs_overview(runs: pd.DataFrame, counts: pd.DataFrame | None) -> pd.DataFrame:
-    """The table's rows: identity, status, steps, key hyperparameters, final metrics, findings."""
-    stats = common.run_stats()
-    table = runs[["run_id", "name", "status", "created_at"]].merge(stats, on="run_id", how="left")
-    configs = hyperparameter_table(dict(zip(runs["run_id"], runs["config"])))
-    columns = key_hyperparameters(configs)
-    hyperparameters = configs.reindex(index=list(runs["run_id"]), columns=columns)
-    hyperparameters = hyperparameters.map(lambda v: "" if v is None or v != v else str(v))
-    table = table.join(hyperparameters, on="run_id")
-    if counts is None:
-        counts = pd.DataFrame(index=list(runs["run_id"]), columns=list(SEVERITY_COLUMNS), dtype="float64")
-    table = table.join(counts, on="run_id")
-    table["status"] = table["status"].map(lambda s: common.STATUS_MARKERS.get(s, s))
-    table["started"] = pd.to_datetime(table["created_at"], unit="s", utc=True)
-    table["open"] = "run?run=" + table["run_id"].map(urllib.parse.quote)
-    ordered = (["open", "name", "status", "last_step", "started"] + columns
-               + ["final_train_loss", "final_val_loss", "final_val_accuracy", "critical", "warning", "info", "run_id"])
-    return table[ordered]
+def query_filters() -> tuple[list[str], list[str]]:
+    """Filters and statuses from the page's controls; a query that cannot be split is reported and ignored."""
+    filters = []
+    name = st.session_state.get("runs_filter") or ""
+    if name.strip():
+        filters.append(f"name~{name.strip()}")
+    filters += FINDINGS_FILTERS[st.session_state.get("runs_findings") or "any"]
+    query = st.session_state.get("runs_query") or ""
+    try:
+        filters += shlex.split(query)
+    except ValueError as error:
+        st.warning(f"Cannot read the query: {plain(str(error))}")
+    return filters, list(st.session_state.get("runs_status") or [])
+
+
+@st.cache_resource(show_spinner=False)
+def _background(path: str) -> data.BackgroundDiagnosis:
+    # One thread per store for every session: each run is diagnosed once, into the cache.
+    return data.BackgroundDiagnosis(common._store(path))
+
+
+def show_table(refreshing: bool) -> None:
+    """The filtered, sorted page of runs; ``refreshing``: this fragment reruns
+    itself every PENDING_REFRESH_S seconds (while diagnoses are pending)."""
+    filters, statuses = query_filters()
+    sort = st.session_state.get("runs_sort") or "started"
+    if st.session_state.get("runs_descending", True):
+        sort = f"-{sort}"
+    number = int(st.session_state.get("runs_page") or 1)
+    try:
+        page = data.runs_page(common.store(), filters=filters, statuses=statuses, sort=sort,
+                              offset=(number - 1) * data.RUNS_PAGE_SIZE)
+    except FilterError as error:
+        st.warning(plain(str(error)))
+        page = data.runs_page(common.store(), statuses=statuses, sort=sort)
+    slot = st.empty()
+    visible = [run_id for run_id in page.undiagnosed if run_id in set(page.rows["run_id"])]
+    if visible:
+        # The table first, findings as they come: the visible rows within a budget, the rest in the background.
+        slot.dataframe(runs_table(page), hide_index=True, width="stretch", column_config=COLUMN_CONFIG)
+        left = data.diagnose_first(common.store(), visible, VISIBLE_DIAGNOSIS_BUDGET_S)
+        if len(left) < len(visible):
+            page = data.runs_page(common.store(), filters=filters, statuses=statuses, sort=sort,
+                                  offset=(number - 1) * data.RUNS_PAGE_SIZE)
+    background = _background(common.store_path())
+    if page.undiagnosed:
+        background.want(page.undiagnosed, page.fingerprints)
+    table = runs_table(page)
+    event = slot.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                           key="runs_table", column_config=COLUMN_CONFIG)
+    diagnosed = page.matched - len(page.undiagnosed)
+    if page.undiagnosed:
+        st.progress(diagnosed / max(page.matched, 1),
+                    text=f"Diagnosing in the background: {diagnosed:,} of {page.matched:,} runs have findings")
+    pages = max(1, math.ceil(page.matched / data.RUNS_PAGE_SIZE))
+    first = (number - 1) * data.RUNS_PAGE_SIZE
+    st.caption(f"{first + 1 if len(table) else 0:,}–{first + len(table):,} of {page.matched:,} matching runs "
+               f"({page.total:,} in the store), page {number} of {pages}. Tick rows to open or compare them.")
+    selected = [table["run_id"].iloc[i] for i in event.selection.rows] if event else []
+    if len(selected) == 1:
+        reference = page.references[selected[0]]
+        name = page.rows.set_index("run_id").loc[selected[0], "name"]
+        label = reference if reference != selected[0] else f"{name} ({reference})"
+        st.page_link(common.RUN_PAGE, label=f"Open {plain(label)}", icon=":material/monitoring:",
+                     query_params={"run": reference})
+    elif len(selected) > 1:
+        st.page_link(common.COMPARE_PAGE, label=f"Compare {len(selected)} runs", icon=":material/compare_arrows:",
+                     query_params={"runs": ",".join(page.references[run_id] for run_id in selected)})
+    if bool(background.pending()) != refreshing:
+        st.rerun()  # start refreshing as work is queued, stop once it is done
 
 
 def main() -> None:
     st.title("Runs")
-    runs = common.runs_frame()
-    if runs.empty:
+    if not common.store().catalog.has_runs():
         common.show_empty_store()
         return
-    left, right = st.columns([2, 1])
-    text = left.text_input("Filter by name", key="runs_filter", placeholder="part of a run name")
-    statuses = right.multiselect("Status", ["running", "finished", "crashed"], key="runs_status")
-    shown = runs
-    if text:
-        shown = shown[shown["name"].str.contains(text, case=False, regex=False)]
-    if statuses:
-        shown = shown[shown["status"].isin(statuses)]
-    shown = shown.reset_index(drop=True)
-    slot = st.empty()
-    # Diagnosing a run reads all of it: the first time this session meets a run
-    # (or new data of it), show the table at once and add the counts after.
-    diagnosed = st.session_state.setdefault("diagnosed_versions", set())
-    pending = set(zip(shown["run_id"], shown["version"])) - diagnosed
-    if pending:
-        slot.dataframe(runs_overview(shown, None), hide_index=True, width="stretch", column_config=COLUMN_CONFIG)
-    with st.spinner(f"Diagnosing {len(pending)} runs…") if pending else contextlib.nullcontext():
-        counts = findings_counts(list(shown["run_id"]))
-    diagnosed.update(pending)
-    table = runs_overview(shown, counts)
-    event = slot.dataframe(
-        table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
-        column_config=COLUMN_CONFIG,
-    )
-
-    selected = [table["run_id"].iloc[i] for i in event.selection.rows] if event else []
-    st.caption(f"{len(table)} of {len(runs)} runs. Click a column header to sort; tick rows to open or compare them.")
-    if len(selected) == 1:
-        st.page_link(common.RUN_PAGE, label=f"Open {plain(common.run_label(runs, selected[0]))}",
-                     icon=":material/monitoring:", query_params={"run": common.run_reference(runs, selected[0])})
-    elif len(selected) > 1:
-        references = ",".join(common.run_reference(runs, r) for r in selected)
-        st.page_link(common.COMPARE_PAGE, label=f"Compare {len(selected)} runs", icon=":material/compare_arrows:",
-                     query_params={"runs": references})
+    left, middle, right = st.columns([2, 1, 1])
+    left.text_input("Filter by name", key="runs_filter", placeholder="part of a run name")
+    middle.multiselect("Status", ["running", "finished", "crashed"], key="runs_status")
+    right.selectbox("Findings", list(FINDINGS_FILTERS), key="runs_findings")
+    query, sort, order, number = st.columns([3, 1, 1, 1])
+    query.text_input("Query", key="runs_query", placeholder="lr<1e-3 batch_size>=64 has:loss_spike",
+                     help="Filters of `traindoctor runs --filter`, separated by spaces: KEY=VALUE, KEY<VALUE, "
+                          "KEY~TEXT, has:critical, has:RULE; keys are run fields, metrics (val.loss) and "
+                          "hyperparameters (lr).")
+    sort.selectbox("Sort by", SORT_FIELDS, key="runs_sort", accept_new_options=True,
+                   help="any field a query can name, hyperparameters included")
+    order.toggle("Descending", value=True, key="runs_descending")
+    number.number_input("Page", min_value=1, value=1, step=1, key="runs_page")
+    refreshing = bool(_background(common.store_path()).pending())
+    st.fragment(show_table, run_every=PENDING_REFRESH_S if refreshing else None)(refreshing)
 
 
 main()

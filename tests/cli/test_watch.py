@@ -1,0 +1,225 @@
+"""traindoctor watch: a run another process is writing, new findings once, exit codes, notify commands."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from traindoctor.cli import main
+from traindoctor.diagnosis.finding import Finding
+from traindoctor.store.reader import Store
+from traindoctor.store.segments import RunWriter
+from traindoctor.watch import watch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _live_finding(rule="divergence", severity="critical", message="The loss became NaN.") -> str:
+    return json.dumps(Finding(rule=rule, severity=severity, title="Training diverged", message=message,
+                              advice="Lower the lr.", step_start=31, step_end=40,
+                              evidence={"kind": "non_finite", "non_finite_steps": 10}).to_dict())
+
+
+def make_run(store: Path, name: str, *, steps: int = 60, nan_from: int | None = None, status: str = "finished",
+             live: list[tuple[int, str]] = ()) -> str:
+    """A run written by a RunWriter: a falling loss (NaN from ``nan_from``), live_finding events, a status."""
+    writer = RunWriter(store, name=name, task={"num_classes": 3}, background=False)
+    loss = 1.1 * np.exp(-np.arange(steps) / 30) + 0.05
+    if nan_from is not None:
+        loss[nan_from - 1:] = np.nan
+    writer.add_scalars(step=np.arange(1, steps + 1), name="loss", value=loss)
+    for step, detail in live:
+        writer.add_event("live_finding", detail, step=step)
+    if status == "running":
+        writer.flush()
+        return writer.run_id
+    writer.close(status)
+    return writer.run_id
+
+
+def test_a_finished_run_prints_its_findings_once_and_exits_with_diagnose_codes(tmp_path, capsys):
+    make_run(tmp_path, "nan", nan_from=31, live=[(40, _live_finding())])
+    code, out, err = run_cli(capsys, "watch", "--store", tmp_path, "nan", "--fail-on", "critical", "--interval", "0.01")
+    assert code == 1, err
+    lines = out.splitlines()
+    # The live finding and the diagnosis' divergence are one problem: printed once, from the live event.
+    assert [line for line in lines if "divergence" in line and line.startswith("[critical]")] == [
+        next(line for line in lines if line.startswith("[critical]"))]
+    assert "(live, raised at step 40)" in out
+    assert "finished  step 60" in out
+    code, out, _ = run_cli(capsys, "watch", "--store", tmp_path, "nan", "--interval", "0.01")
+    assert code == 0  # no --fail-on: 0, as diagnose
+
+
+def test_no_running_runs_says_so(tmp_path, capsys):
+    make_run(tmp_path, "done")
+    code, out, _ = run_cli(capsys, "watch", "--store", tmp_path)
+    assert code == 0 and "no running runs" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--notify-command", "'unbalanced"], "cannot be split"),
+    (["--notify-command", ""], "is empty"),
+    (["--interval", "0"], "--interval must be a positive"),
+    (["no-such-run"], "unknown run"),
+], ids=["unbalanced-quotes", "empty-command", "zero-interval", "unknown-run"])
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
+    make_run(tmp_path, "done")
+    code, out, err = run_cli(capsys, "watch", "--store", tmp_path, *([] if argv[0] == "no-such-run" else ["done"]),
+                             *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def _notify_script(tmp_path: Path, exit_code: int = 0) -> tuple[str, Path]:
+    received = tmp_path / "received.jsonl"
+    script = tmp_path / "notify.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        data = sys.stdin.read()
+        with open({str(received)!r}, "a", encoding="utf-8") as out:
+            out.write(data.replace("\\n", " ") + "\\n")
+        sys.stderr.write("pager said no\\n")
+        sys.exit({exit_code})
+    """), encoding="utf-8")
+    return shlex.join([sys.executable, str(script)]), received
+
+
+def test_notify_command_receives_each_new_finding_as_json_on_stdin(tmp_path, capsys):
+    run_id = make_run(tmp_path / "store", "nan", nan_from=31, live=[(40, _live_finding())])
+    command, received = _notify_script(tmp_path)
+    code, out, err = run_cli(capsys, "watch", "--store", tmp_path / "store", "nan", "--notify-command", command,
+                             "--interval", "0.01")
+    assert code == 0 and err == ""
+    payloads = [json.loads(line) for line in received.read_text(encoding="utf-8").splitlines()]
+    printed = [line for line in out.splitlines() if line.startswith(("[warning]", "[critical]"))]
+    assert len(payloads) == len(printed) >= 1
+    first = payloads[0]
+    assert (first["run_id"], first["name"], first["source"], first["raised_step"]) == (run_id, "nan", "live", 40)
+    assert first["finding"]["rule"] == "divergence" and first["finding"]["severity"] == "critical"
+
+
+def test_a_failing_notify_command_warns_once_and_watching_goes_on(tmp_path, capsys):
+    make_run(tmp_path / "store", "nan", nan_from=31, live=[(40, _live_finding()),
+                                                           (45, _live_finding("loss_spike", "warning"))])
+    command, received = _notify_script(tmp_path, exit_code=3)
+    code, out, err = run_cli(capsys, "watch", "--store", tmp_path / "store", "nan", "--notify-command", command,
+                             "--interval", "0.01")
+    assert code == 0
+    assert len(received.read_text(encoding="utf-8").splitlines()) >= 2  # called for every finding all the same
+    assert err.count("--notify-command failed") == 1 and "exit status 3: pager said no" in err
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+def test_text_from_the_run_is_escaped_and_the_table_redrawn_only_on_a_terminal(tmp_path, terminal):
+    writer = RunWriter(tmp_path, name="odd", task={"num_classes": 3}, background=False)
+    writer.add_scalars(step=np.arange(1, 61), name="loss", value=np.linspace(1.1, 0.2, 60))
+    writer.add_event("live_finding", _live_finding(message="name \x1b[2J\x1b]52;c;aGk=\x07 here"), step=40)
+    writer.flush()
+    out = io.StringIO()
+    # Two polls: the run is running at the first; it finishes while watch waits for the second.
+    code = watch(Store(tmp_path), ["odd"], out=out, err=io.StringIO(), terminal=terminal, interval_s=0.01,
+                 sleep=lambda seconds: writer.close("finished"))
+    text = out.getvalue()
+    assert code == 0 and "name \\x1b[2J\\x1b]52;c;aGk=\\x07 here" in text
+    ours = text.replace("\x1b[J", "")
+    for up in range(1, 4):
+        ours = ours.replace(f"\x1b[{up}F", "")
+    assert "\x1b" not in ours and "\x07" not in ours
+    assert ("\x1b[J" in text) is terminal
+
+
+# ------------------------------------------------------ a run another process writes
+
+WRITER = """
+import os, sys, time
+import torch
+from traindoctor import Probe
+
+store, stop_file, flush_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+torch.manual_seed(0)
+torch.set_num_threads(1)
+model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+with Probe(run="writer", store=store, num_classes=3, flush_every_s=flush_s, flush_every_steps=100_000,
+           handle_sigterm=False) as probe:
+    probe.watch(model, optimizer)
+    step = 0
+    started = time.time()
+    while not os.path.exists(stop_file) and time.time() - started < 120:
+        step += 1
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        if step == 150:  # the run breaks: every later loss is NaN
+            with torch.no_grad():
+                model[0].weight.fill_(float("nan"))
+        probe.step(loss=loss)
+        time.sleep(0.01)
+"""
+
+
+def _wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_watch_shows_the_finding_of_a_run_another_process_writes_and_exits_1_on_fail_on(tmp_path):
+    store, stop_file = tmp_path / "store", tmp_path / "stop"
+    flush_s, interval_s = 0.5, 0.5
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))}
+    (tmp_path / "writer.py").write_text(WRITER, encoding="utf-8")
+    writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(store), str(stop_file), str(flush_s)],
+                              env=environment, stderr=subprocess.PIPE)
+    watcher = None
+    try:
+        _wait_for(lambda: store.is_dir() and Store(store).run_ids(), 120, "the writer's run")
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "traindoctor", "watch", "--store", str(store), "--fail-on", "critical",
+             "--interval", str(interval_s)], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        lines: list[tuple[float, str]] = []
+        reader = threading.Thread(target=lambda: lines.extend((time.time(), line) for line in watcher.stdout),
+                                  daemon=True)
+        reader.start()
+        code = watcher.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        stop_file.touch()
+        writer.wait(timeout=120)
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+    assert code == 1, watcher.stderr.read()
+    shown = [(at, line) for at, line in lines if line.startswith("[critical]") and " divergence " in line]
+    assert shown and "(live, raised at step" in shown[0][1], lines
+    # The divergence is settled once the third NaN loss (step 153) is recorded; the probe raises it at its next
+    # flush (within flush_s), and the next poll shows it (within interval_s). What comes on top is reading the
+    # run and running the rules in the watcher (a second or so on a busy 2-core machine).
+    scalars = Store(store).scalars(Store(store).run_ids(), names=["loss"])
+    settled_at = float(scalars.loc[scalars["step"] == 153, "wall_time"].iloc[0])
+    lag = shown[0][0] - settled_at
+    print(f"watch showed the divergence {lag:.2f} s after its third NaN loss (flush {flush_s} s + poll {interval_s} s)")
+    assert 0 < lag <= flush_s + interval_s + 3.0
+    assert any("running  step" in line for _, line in lines)
