@@ -28,9 +28,11 @@ reads as corrupt and is rebuilt. A read-only store just computes them.
 
 This module imports only the standard library when summaries are fresh:
 ``traindoctor runs`` on a store of 10,000 finished runs loads neither pandas
-nor DuckDB nor pyarrow. Footers are read with pyarrow, and the exact
-fallback queries with :class:`~traindoctor.store.reader.Store`, both imported
-when first needed.
+nor DuckDB nor pyarrow. Footers are read with pyarrow, imported when first
+needed. The exact fallback is a query of the reader
+(:meth:`~traindoctor.store.reader.Store.series_aggregates`), which imports
+this module: a catalog is handed a Store, or a function that opens one
+(``open_store``), and never imports the reader itself.
 
 Example:
     >>> catalog = Catalog("runs")                                 # doctest: +SKIP
@@ -48,7 +50,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from traindoctor.store.errors import StoreError, UnknownRunError
 from traindoctor.store.format import (
@@ -56,9 +58,6 @@ from traindoctor.store.format import (
     check_run_id,
     clean_json, decode_attempts, decode_covers, decode_series, metric_goal, segment_names,
 )
-
-if TYPE_CHECKING:
-    from traindoctor.store.reader import Store
 
 # A run whose writer has not refreshed its heartbeat (every 5 s) for this long
 # is reported as crashed: twelve missed beats rules out a slow disk or a long
@@ -75,8 +74,6 @@ MAX_HYPERPARAMETERS = 256
 MAX_HYPERPARAMETER_TEXT = 200
 # Missing summaries named in one warning (the rest are counted).
 _NAMED_IN_WARNING = 10
-# The exact recomputation retries when files changed under its query.
-_EXACT_RETRIES = 4
 
 # Positions in a SERIES_FIELDS entry.
 _FIELD = {name: index for index, name in enumerate(SERIES_FIELDS)}
@@ -353,7 +350,10 @@ class Catalog:
         root: the store folder.
         stale_after_s: a running run whose heartbeat is older reads as crashed.
         store: the :class:`~traindoctor.store.reader.Store` to run the exact
-            fallback query with (one is made on first need otherwise).
+            fallback query with.
+        open_store: else, a function of the store folder that opens one, on
+            first need. With neither, a run whose footers cannot give its
+            summary is listed without steps or metrics, with a warning.
         write: keep the summaries it computes (False: compute only, as for a
             read-only store).
         remember: keep the summaries read in memory, each with its run's stamp
@@ -364,12 +364,14 @@ class Catalog:
     """
 
     def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
-                 store: "Store | None" = None, write: bool = True, remember: bool = False) -> None:
+                 store: Any = None, open_store: Callable[[Path], Any] | None = None, write: bool = True,
+                 remember: bool = False) -> None:
         self.root = Path(root)
         self.stale_after_s = float(stale_after_s)
         self.write = write
         self.remember = remember
         self._store = store
+        self._open_store = open_store
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         # run_id -> (stamp, summary.json (mtime_ns, size), summary), when remember.
@@ -483,8 +485,7 @@ class Catalog:
                 return run
         except StoreError:
             pass
-        matches = [((summary.get("created_at") or 0.0), summary["run_id"])
-                   for summary in self.summaries() if summary.get("name") == run]
+        matches = [((row.get("created_at") or 0.0), row["run_id"]) for row in self.listing() if row.get("name") == run]
         if not matches:
             raise UnknownRunError(f"unknown run {run!r} in store {self.root}")
         return max(matches)[1]
@@ -592,7 +593,7 @@ class Catalog:
             raise UnknownRunError(f"run {run_id!r} has an unreadable {RUN_JSON}") from None
         listing = list_segments(run_dir)
         stats = self._stats(run_id, run_dir, previous, listing["scalars"], exact=exact)
-        if stats is None:
+        if stats is None:  # only a query could say, and none was allowed or possible: not kept
             return build_summary(run_id, meta, None, listing, key)
         summary = build_summary(run_id, meta, stats, listing, key)
         if previous is not None:
@@ -643,7 +644,7 @@ class Catalog:
             return None
         starts = dict(previous.get("attempt_starts") or {})
         for footer in footers.values():
-            _note_starts(starts, footer.attempts)
+            note_attempt_starts(starts, footer.attempts)
         kept = [footer for name, footer in footers.items() if name not in newly_covered]
         old = [[0, *item] for item in previous["series"]]
         merged = _merge_entries([*old, *(entry for footer in kept for entry in footer.series)])
@@ -671,33 +672,19 @@ class Catalog:
             return None
         starts: dict[str, int | None] = {}
         for footer in kept.values():
-            _note_starts(starts, footer.attempts)
+            note_attempt_starts(starts, footer.attempts)
         return {"series": [merged[key] for key in sorted(merged, key=str)], "attempt_starts": starts,
                 "covered": sorted(covered & set(names)), "scalars": sorted(kept)}
 
-    def _exact(self, run_id: str) -> dict[str, Any]:
-        """The aggregates of rank 0's resolved rows, by one DuckDB query over
-        exactly the files listed before and after it."""
-        from traindoctor.store.reader import SERIES_SQL, Store
-
-        store = self._store
-        if store is None:
-            store = self._store = Store(self.root, stale_after_s=self.stale_after_s)
-        sql = SERIES_SQL.format(source="(SELECT * FROM scalars WHERE rank = 0)")
-        for _ in range(_EXACT_RETRIES):
-            before = store.segments(run_id, "scalars")
-            rows = store.fetch(sql, runs=[run_id], tables=("scalars",))
-            after = store.segments(run_id, "scalars")
-            if [path for path, _ in before] == [path for path, _ in after]:
-                break
-        starts: dict[str, int | None] = {}
-        for _, info in after:
-            _note_starts(starts, info.attempts or ())
-        series = [list(row[1:]) for row in rows]
-        all_names = set(list_segments(store.root / run_id)["scalars"])
-        covered = {piece for _, info in after for piece in info.covers} & all_names
-        return {"series": series, "attempt_starts": starts, "covered": sorted(covered),
-                "scalars": sorted(path.name for path, _ in after)}
+    def _exact(self, run_id: str) -> dict[str, Any] | None:
+        """The aggregates of rank 0's resolved rows, by the reader's query; None without a Store."""
+        if self._store is None and self._open_store is not None:
+            self._store = self._open_store(self.root)
+        if self._store is None:
+            self._warn(f"run {run_id}: its summary needs a query (its files' footers cannot give it) and this "
+                       f"catalog has no Store; listed without steps or metrics")
+            return None
+        return self._store.series_aggregates(run_id)
 
     def _warn(self, message: str) -> None:
         with self._lock:
@@ -713,7 +700,7 @@ def _resolvable(stats: dict[str, Any] | None) -> bool:
     return stats is not None and _resolved_metrics(stats["series"], stats["attempt_starts"]) is not None
 
 
-def _note_starts(starts: dict[str, int | None], attempts: Iterable[tuple[int, int, int | None]]) -> None:
+def note_attempt_starts(starts: dict[str, int | None], attempts: Iterable[tuple[int, int, int | None]]) -> None:
     """Fold rank 0's (rank, attempt, first_step) footer entries into attempt -> first step."""
     for rank, attempt, first in attempts:
         if rank != 0:
@@ -729,7 +716,7 @@ def build_summary(run_id: str, meta: dict[str, Any], stats: dict[str, Any] | Non
     ``stats`` None (footers could not say and the exact query was not
     allowed) gives a summary without step or metric fields.
     """
-    from traindoctor import __version__
+    import traindoctor  # its version; the package's __init__ imports nothing at import time
 
     task = meta.get("task") or {}
     num_classes = task.get("num_classes")
@@ -740,7 +727,7 @@ def build_summary(run_id: str, meta: dict[str, Any], stats: dict[str, Any] | Non
     if stats:
         segments["scalars"] = stats["scalars"]
     summary: dict[str, Any] = {
-        "summary_format": SUMMARY_FORMAT, "traindoctor_version": __version__,
+        "summary_format": SUMMARY_FORMAT, "traindoctor_version": traindoctor.__version__,
         "run_id": run_id, "name": meta.get("name") or run_id, "project": meta.get("project"),
         "status": meta.get("status") or "running",
         "created_at": meta.get("created_at"), "heartbeat_at": meta.get("heartbeat_at"),

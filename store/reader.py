@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traindoctor.store.catalog import (  # noqa: F401 (default_store_path: its old home)
-    DEFAULT_STALE_AFTER_S, Catalog, default_store_path, effective_status, read_meta,
+    DEFAULT_STALE_AFTER_S, Catalog, default_store_path, effective_status, list_segments, note_attempt_starts,
+    read_meta,
 )
 from traindoctor.store.errors import StoreError, UnknownRunError
 from traindoctor.store.format import (
@@ -213,6 +214,27 @@ class Store:
         run.json plus, with ``with_stats``, last_step, num_steps and final
         train/val loss and accuracy."""
         return runs_frame(self.catalog.summaries(), with_stats=with_stats)
+
+    def series_aggregates(self, run_id: str) -> dict[str, Any]:
+        """The run catalog's series aggregates (``store.format.SERIES_FIELDS``
+        without the rank) of rank 0's rows as the views resolve them, by one
+        query over exactly the files listed before and after it; with the
+        attempts' first steps and the files they cover, as
+        :class:`~traindoctor.store.catalog.Catalog` keeps them."""
+        sql = SERIES_SQL.format(source="(SELECT * FROM scalars WHERE rank = 0)")
+        for _ in range(_MAX_QUERY_RETRIES):
+            before = self.segments(run_id, "scalars")
+            rows = self.fetch(sql, runs=[run_id], tables=("scalars",))
+            after = self.segments(run_id, "scalars")
+            if [path for path, _ in before] == [path for path, _ in after]:
+                break
+        starts: dict[str, int | None] = {}
+        for _, info in after:
+            note_attempt_starts(starts, info.attempts or ())
+        present = set(list_segments(self.root / run_id)["scalars"])
+        covered = {piece for _, info in after for piece in info.covers} & present
+        return {"series": [list(row[1:]) for row in rows], "attempt_starts": starts, "covered": sorted(covered),
+                "scalars": sorted(path.name for path, _ in after)}
 
     def resolve(self, run: str) -> str:
         """A run id for ``run``: a run id, or a name (the newest run with it)."""

@@ -188,7 +188,9 @@ def _catalog(path: str | None):
     """The store's run catalog: reads summaries without pandas or DuckDB."""
     from traindoctor.store.catalog import Catalog, default_store_path
 
-    return Catalog(path if path is not None else default_store_path())
+    # A Store (and DuckDB) only for a run whose summary needs a query: a run of
+    # an older version, or a resumed one.
+    return Catalog(path if path is not None else default_store_path(), open_store=_open_store)
 
 
 def command_runs(args: argparse.Namespace) -> int:
@@ -310,7 +312,7 @@ def _runs_to_diagnose(args: argparse.Namespace, catalog) -> list[str]:
         raise CommandError("--latest must be 1 or more")
     chosen = [catalog.resolve(run) for run in args.runs]
     if args.all or args.latest is not None:
-        newest_first = sorted(catalog.summaries(), key=lambda s: (s.get("created_at") or 0.0, s["run_id"]), reverse=True)
+        newest_first = sorted(catalog.listing(), key=lambda s: (s.get("created_at") or 0.0, s["run_id"]), reverse=True)
         chosen += [s["run_id"] for s in (newest_first if args.all else newest_first[:args.latest])]
     return list(dict.fromkeys(chosen))
 
