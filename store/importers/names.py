@@ -152,17 +152,62 @@ def map_histogram(tag: str) -> MetricKey | None:
     return None
 
 
+# A named eval set is a split of its own, val_<set> (test_<set>): HF
+# Trainer logs eval_<set>_<metric> for each set of an eval_dataset dict,
+# Lightning val/<set>/<metric>. A prefix is a set only when the set's loss is
+# logged too (HF always logs it), so eval_top5_accuracy stays a metric.
+_EVAL_SET_SEPARATORS = ("_", "/")
+
+
+def _named_eval_sets(tags: set[str]) -> dict[str, tuple[str, str, str]]:
+    """Tag → (split word as written, separator, set) for the tags of named eval sets."""
+    sets: dict[tuple[str, str], set[str]] = {}
+    for tag in tags:
+        for separator in _EVAL_SET_SEPARATORS:
+            head, found, rest = tag.partition(separator)
+            if not (found and SPLIT_WORDS.get(head.lower()) in ("val", "test")):
+                continue
+            for loss in ("loss", "loss_epoch"):
+                suffix = separator + loss
+                if rest.lower().endswith(suffix) and len(rest) > len(suffix):
+                    sets.setdefault((head, separator), set()).add(rest[: -len(suffix)])
+    found_sets: dict[str, tuple[str, str, str]] = {}
+    for tag in tags:
+        for (head, separator), names in sets.items():
+            prefix = head + separator
+            # The longest set name that prefixes the tag ("g0_a" before "g0").
+            for name in sorted(names, key=len, reverse=True):
+                if tag.startswith(prefix + name + separator) and len(tag) > len(prefix + name + separator):
+                    found_sets[tag] = (head, separator, name)
+                    break
+    return found_sets
+
+
+def _eval_set_key(tag: str, head: str, separator: str, name: str) -> MetricKey:
+    """``eval_g0_loss`` → (val_g0, loss): the metric mapped as the main eval split's, the split named for the set."""
+    metric = tag[len(head + separator + name + separator):]
+    key = map_metric(head + separator + metric)
+    return MetricKey(f"{key.split}_{name}", key.name, key.layer)
+
+
 def map_metrics(tags: Iterable[str]) -> dict[str, MetricKey]:
     """``map_metric`` for many tags at once, keeping the result one-to-one.
 
     When two tags map to the same key (``loss`` and ``train/loss`` in one
     log), the first in sorted order gets it and the other keeps its own tag
-    as a user metric name, so no two series are merged.
+    as a user metric name, so no two series are merged. Tags of a named eval
+    set (``eval_<set>_loss``, ``val/<set>/loss``) go to split ``val_<set>``.
+
+    Example:
+        >>> map_metrics(["eval_g0_loss", "eval_g0_runtime", "eval_top5_accuracy"])["eval_g0_loss"]
+        MetricKey(split='val_g0', name='loss', layer=None)
     """
     mapping: dict[str, MetricKey] = {}
     taken: set[MetricKey] = set()
-    for tag in sorted(set(tags)):
-        key = map_metric(tag)
+    unique = set(tags)
+    named_sets = _named_eval_sets(unique)
+    for tag in sorted(unique):
+        key = _eval_set_key(tag, *named_sets[tag]) if tag in named_sets else map_metric(tag)
         if key is not EPOCH and key in taken:
             key = MetricKey(key.split, tag, key.layer)
         if key is EPOCH and EPOCH in taken:

@@ -69,3 +69,29 @@ def test_two_tags_for_one_key_stay_two_series():
 ], ids=["single-group", "two-groups", "no-monitor"])
 def test_optimizer_from_lightning_lr_tags(tags, expected):
     assert optimizer_from_tags(tags) == expected
+
+
+NAMED_EVAL_SETS = {
+    "hf-eval-dataset-dict": (["loss", "eval_g0_loss", "eval_g0_runtime", "eval_ood_set_loss", "eval_ood_set_accuracy"],
+                             {"eval_g0_loss": ("val_g0", "loss", None), "eval_g0_runtime": ("val_g0", "runtime", None),
+                              "eval_ood_set_loss": ("val_ood_set", "loss", None),
+                              "eval_ood_set_accuracy": ("val_ood_set", "accuracy", None)}),
+    "lightning-val-slash-set": (["val/clean/loss", "val/clean/acc", "val/noisy/loss_epoch", "val/noisy/acc_epoch"],
+                                {"val/clean/loss": ("val_clean", "loss", None),
+                                 "val/clean/acc": ("val_clean", "accuracy", None),
+                                 "val/noisy/loss_epoch": ("val_noisy", "loss", None),
+                                 "val/noisy/acc_epoch": ("val_noisy", "accuracy", None)}),
+    "test-sets-and-a-longer-name-first": (["test_a_loss", "test_a_b_loss", "test_a_b_acc"],
+                                          {"test_a_loss": ("test_a", "loss", None),
+                                           "test_a_b_acc": ("test_a_b", "accuracy", None)}),
+    "a-metric-without-its-sets-loss-stays-a-metric": (["eval_loss", "eval_top5_accuracy", "val/metrics/f1"],
+                                                      {"eval_loss": ("val", "loss", None),
+                                                       "eval_top5_accuracy": ("val", "top5_accuracy", None),
+                                                       "val/metrics/f1": ("val", "metrics/f1", None)}),
+}
+
+
+@pytest.mark.parametrize(("tags", "expected"), list(NAMED_EVAL_SETS.values()), ids=list(NAMED_EVAL_SETS))
+def test_a_named_eval_set_is_a_split_of_its_own(tags, expected):
+    mapping = map_metrics(tags)
+    assert {tag: tuple(mapping[tag]) for tag in expected} == expected
