@@ -15,12 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Probe", "ProbeError"]
+__all__ = ["Probe", "ProbeError", "TrainingStopped"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from traindoctor.probe import core
-
+        try:
+            from traindoctor.probe import core
+        except ModuleNotFoundError as error:
+            if error.name != "torch":
+                raise
+            # Where runs are only looked at, traindoctor installs without torch.
+            raise ModuleNotFoundError(
+                "traindoctor.probe needs PyTorch: pip install 'traindoctor[torch]'", name="torch") from error
         return getattr(core, name)
     raise AttributeError(f"module 'traindoctor.probe' has no attribute {name!r}")

@@ -96,3 +96,12 @@ def test_every_import_of_our_code_goes_through_the_traindoctor_namespace():
             wrong += [f"{path.relative_to(REPO)}: import {name}" for name in _imports(path)
                       if name.split(".")[0] in SOURCE_FOLDERS[1:]]
     assert wrong == []
+
+
+def test_the_probe_without_torch_says_which_extra_to_install():
+    """The dashboard and CLI install without torch; touching the probe there must say how to get it."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    from traindoctor import Probe\nexcept ModuleNotFoundError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=REPO / "tests" / "data")
+    assert "pip install 'traindoctor[torch]'" in result.stdout, result.stderr

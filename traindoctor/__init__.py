@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Probe": "traindoctor.probe",
     "ProbeError": "traindoctor.probe",
+    "TrainingStopped": "traindoctor.probe",
     "Store": "traindoctor.store",
     "RunWriter": "traindoctor.store",
     "StoreError": "traindoctor.store",
