@@ -68,3 +68,16 @@ def measure(argv: Sequence[str], *, timeout_s: float = 600.0) -> Usage:
         report = json.loads(result.read_text())
         return Usage(report["cpu_s"], wall, report["max_rss_kb"] / 1024, report["returncode"],
                      out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+def traindoctor_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m traindoctor``."""
+    script = Path(sys.executable).with_name("traindoctor")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "traindoctor"]
+
+
+def checked(usage: Usage, what: str) -> Usage:
+    """``usage``, or exit with the command's last stderr when it failed."""
+    if usage.returncode != 0:
+        raise SystemExit(f"{what} failed ({usage.returncode}): {usage.stderr.strip()[-800:]}")
+    return usage

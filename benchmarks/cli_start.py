@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from child_usage import Usage, measure  # noqa: E402
+from child_usage import Usage, checked, measure, traindoctor_command  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_STORE = REPO / "sample_runs" / "store"
@@ -55,18 +55,6 @@ def write_log(path: Path, steps: int = LOG_STEPS) -> int:
             rows.append(f"{step},val,accuracy,{1 - math.exp(-step / 500):.6f}")
     path.write_text("\n".join(rows) + "\n")
     return len(rows) - 1
-
-
-def traindoctor_command() -> list[str]:
-    """The installed console script next to this interpreter, else ``python -m traindoctor``."""
-    script = Path(sys.executable).with_name("traindoctor")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "traindoctor"]
-
-
-def checked(usage: Usage, what: str) -> Usage:
-    if usage.returncode != 0:
-        raise SystemExit(f"{what} failed ({usage.returncode}): {usage.stderr.strip()[-500:]}")
-    return usage
 
 
 def median_usage(samples: list[Usage]) -> tuple[float, float, float]:

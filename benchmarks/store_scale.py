@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from child_usage import Usage, measure  # noqa: E402
+from child_usage import Usage, checked, measure, traindoctor_command  # noqa: E402
 
 from traindoctor.diagnosis.cache import diagnose_cached  # noqa: E402
 from traindoctor.store.catalog import Catalog, read_findings, write_findings  # noqa: E402
@@ -146,17 +146,6 @@ def build_store(root: Path, runs: int, steps: int) -> float:
         (folder / SUMMARY_JSON).write_text(json.dumps(fresh))
     shutil.rmtree(templates_root)
     return sum(path.stat().st_size for path in root.rglob("*") if path.is_file()) / 1e6
-
-
-def traindoctor_command() -> list[str]:
-    script = Path(sys.executable).with_name("traindoctor")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "traindoctor"]
-
-
-def checked(usage: Usage, what: str) -> Usage:
-    if usage.returncode != 0:
-        raise SystemExit(f"{what} failed ({usage.returncode}): {usage.stderr.strip()[-800:]}")
-    return usage
 
 
 def measure_store(root: Path, repeats: int) -> dict[str, tuple[float, float, float]]:
