@@ -152,8 +152,15 @@ def sigkill_case(root: Path, rng: random.Random, flush_every_s: float, index: in
 
 # ------------------------------------------------------------------- outages
 
-class _Outage:
-    """Makes one run's store unwritable, the way a real store fails."""
+class Outage:
+    """Makes one run's store unwritable, the way a real store fails.
+
+    Used as a context manager (it swaps the writer's Parquet module for
+    :attr:`proxy`), or by tests that install :attr:`proxy` themselves.
+    Running as root, chmod blocks nothing, so read-only, permission and
+    disk-full failures are injected into the Parquet write (a disk-full one
+    after writing part of the file, as a full disk does).
+    """
 
     def __init__(self, kind: str, run_dir: Path) -> None:
         self.kind, self.run_dir, self.active = kind, run_dir, False
@@ -170,10 +177,10 @@ class _Outage:
                 raise OSError(_INJECTED[kind], os.strerror(_INJECTED[kind]))
             return real(table, where, **kwargs)
 
-        self._proxy = SimpleNamespace(write_table=write_table, read_schema=pq.read_schema)
+        self.proxy = SimpleNamespace(write_table=write_table, read_schema=pq.read_schema)
 
-    def __enter__(self) -> "_Outage":
-        segments.pq = self._proxy
+    def __enter__(self) -> "Outage":
+        segments.pq = self.proxy
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -205,7 +212,7 @@ def outage_case(root: Path, kind: str, outage_s: float, flush_every_s: float,
         warnings.simplefilter("always")
         writer = RunWriter(root, run_id=run_id, flush_every_s=flush_every_s, heartbeat_every_s=flush_every_s,
                            **budget)
-        with _Outage(kind, writer.run_dir) as outage:
+        with Outage(kind, writer.run_dir) as outage:
             # (until, then): the outage lasts outage_s and at least one
             # publish attempt (a loaded machine can hold the writer back).
             schedule = [(lambda elapsed: elapsed >= 2 * flush_every_s, outage.start),

@@ -8,7 +8,6 @@ flush that paid pyarrow's start-up cost.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ import textwrap
 import time
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import duckdb
 import numpy as np
@@ -211,45 +209,11 @@ def test_only_a_live_writer_of_the_same_rank_is_named(store_root, host, pid, age
 
 # ------------------------------------------------------------ failed flushes (3)
 
-class Outage:
-    """Makes one run's store unwritable, in one of the ways a real one fails.
-
-    Running as root, chmod blocks nothing, so read-only, permission and
-    disk-full failures are injected into the Parquet write (a disk-full one
-    after writing half the file, as a full disk does).
-    """
-
-    ERRORS = {"disk-full": errno.ENOSPC, "read-only": errno.EROFS, "permission-denied": errno.EACCES}
-
-    def __init__(self, kind: str, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.kind, self.run_dir, self.active, self.attempts = kind, run_dir, False, 0
-        real = pq.write_table
-
-        def write_table(table, where, **kwargs):
-            if self.active:
-                self.attempts += 1
-            if self.active and kind in self.ERRORS:
-                if kind == "disk-full":
-                    Path(where).write_bytes(b"PAR1" + b"\0" * 100)
-                raise OSError(self.ERRORS[kind], os.strerror(self.ERRORS[kind]))
-            return real(table, where, **kwargs)
-
-        monkeypatch.setattr(traindoctor.store.segments, "pq",
-                            SimpleNamespace(write_table=write_table, read_schema=pq.read_schema))
-
-    def start(self) -> None:
-        self.active = True
-        if self.kind == "file-in-place-of-folder":
-            folder = self.run_dir / "scalars"
-            folder.rename(folder.with_name("scalars.away"))
-            folder.write_text("not a folder")
-
-    def end(self) -> None:
-        self.active = False
-        if self.kind == "file-in-place-of-folder":
-            folder = self.run_dir / "scalars"
-            folder.unlink()
-            folder.with_name("scalars.away").rename(folder)
+def Outage(kind: str, run_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: N802 (stands for the class)
+    """benchmarks/faults.py's outage of one run's store, installed for this test only."""
+    outage = _faults_benchmark().Outage(kind, run_dir)
+    monkeypatch.setattr(traindoctor.store.segments, "pq", outage.proxy)
+    return outage
 
 
 OUTAGES = ["file-in-place-of-folder", "disk-full", "read-only", "permission-denied"]
