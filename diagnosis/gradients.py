@@ -175,17 +175,22 @@ def vanishing_gradients(run: RunData) -> list[Finding]:
         {"first_layer": first, "last_layer": last, "median_ratio": level, "early_loss": early, "late_loss": late})]
 
 
-# Live, layers above the band are reported once each has 20 records: the
-# first few updates of a fresh model are often large (small or
-# zero-initialised weights), and half of 5 records says little about the run.
-# Below the band is left to the whole run: at the end of an annealed
-# schedule (cosine to zero) every recent update is tiny, as it should be.
+# Above the band for 20 consecutive records is a finding however the rest of
+# the run goes (a run that diverges afterwards ends with tiny ratios on
+# blown-up weights): the first few updates of a fresh model are often large
+# (small or zero-initialised weights), 20 in a row are not. Live, only such
+# a stretch is reported: "most of the run" is not known until the run ends,
+# and what a live check reports, the diagnosis of the finished run must
+# confirm. Below the band is left to the whole run: at the end of an
+# annealed schedule (cosine to zero) every recent update is tiny, as it
+# should be.
 LIVE_BAND_RECORDS = 20
 
 
 def band_settled(finding: Finding) -> bool:
-    """Above the band only, once each layer named has 20 records (below it, an annealed schedule's end is normal)."""
-    return finding.evidence.get("side") == "above" and finding.evidence.get("records", 0) >= LIVE_BAND_RECORDS
+    """Above the band only, for ≥ 20 consecutive records of a layer (below it, an annealed schedule's end is normal)."""
+    return (finding.evidence.get("side") == "above"
+            and finding.evidence.get("longest_stretch", 0) >= LIVE_BAND_RECORDS)
 
 
 @rule(severities=("warning",), inputs=("update_ratio",), evidence=Evidence.heatmap("update_ratio"),
@@ -197,7 +202,8 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
 
     Symptom: a weight layer's ||Δw||/||w|| per step (biases and norm weights
     aside) is below 1e-5 or above 1e-1 for
-    at least half of its records, in a stretch of ≥ 5 consecutive records.
+    at least half of its records, in a stretch of ≥ 5 consecutive records;
+    or above 1e-1 for ≥ 20 consecutive records.
     Likely cause: lr far too low (below) or too high (above) for that layer;
     tiny weights (zero-initialised) make the ratio large.
     Try: scale the lr so that ratios sit near 1e-3; per-layer lr groups.
@@ -211,6 +217,7 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     stretches: dict[str, list[tuple[int, int]]] = {"below": [], "above": []}
     levels: dict[str, float] = {}
     records: dict[str, int] = {}
+    longest_stretch: dict[str, int] = {}
     # Weight matrices only: the rule of thumb is about weights; a bias's
     # norm is tiny (often zero-initialised) and its ratio means little.
     for layer in sorted((c for c in frame.columns if not is_norm_or_bias(c)), key=natural_key):
@@ -220,10 +227,13 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
             continue  # never updated: dead_layers' business
         for side, mask in (("below", known & (values < UPDATE_RATIO_LOW)), ("above", known & (values > UPDATE_RATIO_HIGH))):
             longest = true_runs(mask, OUT_OF_BAND_MIN_POINTS)
-            if mask.sum() >= OUT_OF_BAND_FRACTION * known.sum() and longest:
+            stretch = max((last - first + 1 for first, last in longest), default=0)
+            sustained = side == "above" and stretch >= LIVE_BAND_RECORDS
+            if (mask.sum() >= OUT_OF_BAND_FRACTION * known.sum() and longest) or sustained:
                 layers_by_side[side].append(layer)
                 levels[layer] = float(np.median(values[known]))
                 records[layer] = int(known.sum())
+                longest_stretch[layer] = stretch
                 first, last = longest[0][0], longest[-1][1]
                 stretches[side].append((int(frame.index[first]), int(frame.index[last])))
     findings = []
@@ -236,19 +246,22 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
         steps = stretches[side]
         findings.append(finding(
             "update_ratio_out_of_band", "warning", f"Update/weight ratio {side} the healthy band",
-            f"{len(layers)} layer(s) have ||Δw||/||w|| {side} {bound:g} for most of the run: {shown}{more}. "
-            "About 1e-3 is healthy.",
+            f"{len(layers)} layer(s) have ||Δw||/||w|| {side} {bound:g} for most of the run or for at least "
+            f"{min(longest_stretch[name] for name in layers)} records in a row: {shown}{more}. About 1e-3 is healthy.",
             "Lower the lr (ratios too high) or raise it (too low) until ratios sit near 1e-3; "
             "give outlier layers their own param group.",
             "seed 004 (update/weight ratio); DeepDiagnosis (ICSE'22) band [1e-5, 1e-1]",
             min(s for s, _ in steps), max(e for _, e in steps),
             {"side": side, "layers": layers, "median_ratio": {name: levels[name] for name in layers},
-             "records": min(records[name] for name in layers)}))
+             "records": min(records[name] for name in layers),
+             "longest_stretch": min(longest_stretch[name] for name in layers)}))
     return findings
 
 
 @rule(severities=("warning",), inputs=("grad_norm", "weight_norm", "update_ratio"),
-      evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm",), thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS"))
+      evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm",), thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS"),
+      # Layers that stopped learning leave accuracy at the zero-rule baseline and their update ratios below the band.
+      explains=("no_better_than_baseline", "update_ratio_out_of_band"))
 def dead_layers(run: RunData) -> list[Finding]:
     """Parameters whose gradient is always zero or missing.
 
