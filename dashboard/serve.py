@@ -213,11 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m traindoctor.dashboard.serve")
-    parser.add_argument("--store", default=os.environ.get("TRAINDOCTOR_STORE") or "runs")
+    parser.add_argument("--store", default=None, help="the store folder (default: the CLI's, store/catalog.py's default_store_path)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--allowed-host", action="append", dest="allowed_hosts")
     args = parser.parse_args(argv)
+    if args.store is None:
+        from traindoctor.store.catalog import default_store_path
+
+        args.store = default_store_path()
     return run_app(args.store, host=args.host, port=args.port, allowed_hosts=args.allowed_hosts)
 
 

@@ -92,6 +92,9 @@ class Diagnosis:
             events (``{"kind", "step", "detail"}``).
         fingerprint: the run content they were computed for.
         cached: read from the cache rather than computed now.
+        status: ``running``, ``finished`` or ``crashed`` as a reader shows it
+            (the summary's; a running run whose heartbeat stopped is crashed),
+            None when unknown. Not cached: it is read afresh each time.
     """
 
     run_id: str
@@ -100,6 +103,7 @@ class Diagnosis:
     recording_problems: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: str = ""
     cached: bool = False
+    status: str | None = None
 
 
 def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
@@ -132,7 +136,7 @@ def cached_diagnosis(catalog: Catalog, summary: dict[str, Any], engine: str | No
         return None  # written by something else: diagnosed again
     return Diagnosis(run_id=summary["run_id"], name=summary.get("name") or summary["run_id"], findings=findings,
                      recording_problems=list(kept.get("recording_problems") or []),
-                     fingerprint=summary["fingerprint"], cached=True)
+                     fingerprint=summary["fingerprint"], cached=True, status=summary.get("status"))
 
 
 def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store | None" = None,
@@ -169,7 +173,8 @@ def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store 
     # Through JSON once, so a fresh diagnosis reads exactly as a cached one will.
     findings_json = json.loads(json.dumps([f.to_dict() for f in diagnose(run)], default=str, allow_nan=True))
     diagnosis = Diagnosis(run_id=run.run_id, name=run.name, findings=[Finding(**item) for item in findings_json],
-                          recording_problems=recording_problems(run), fingerprint=summary["fingerprint"])
+                          recording_problems=recording_problems(run), fingerprint=summary["fingerprint"],
+                          status=summary.get("status"))
     keep(catalog, diagnosis, engine)
     return diagnosis
 

@@ -6,6 +6,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from traindoctor.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
+from traindoctor.diagnosis.verdict import Verdict, verdict
 
 if TYPE_CHECKING:  # at run time this module needs no pandas: cached diagnoses print without it
     from traindoctor.diagnosis.cache import Diagnosis
@@ -88,9 +89,41 @@ def recording_problems(run: "Reported") -> list[dict[str, Any]]:
             for kind, step, detail in zip(selected["kind"], selected["step"], selected["detail"])]
 
 
+# What a status other than finished means for the findings below it.
+_STATUS_LINES = {
+    "crashed": "  CRASHED: the run stopped without finishing (an exception, a signal, or a heartbeat that stopped); "
+               "the findings cover what was recorded",
+    "running": "  RUNNING: the run is still training; the findings cover the run so far",
+}
+
+
+def verdict_headline(found: Verdict | None, findings: list[Finding], status: str | None = None) -> str:
+    """The verdict in one line: the most likely cause's sentence, or why there is none."""
+    if found is not None:
+        return f"{found.severity.upper()}: {found.sentence}"
+    if status == "crashed":
+        return "CRASHED: no rule names a cause in what was recorded."
+    hints = sum(f.severity == "info" for f in findings)
+    return "no problem found" + (f" ({hints} hint(s) below)." if hints else ".")
+
+
+def _verdict_lines(found: Verdict | None) -> list[str]:
+    if found is None:
+        return []
+    lines = _wrap("evidence: ", found.evidence, 2) + _wrap("try first: ", found.try_first, 2)
+    if found.explains:
+        lines += _wrap("explains: ", ", ".join(found.explains), 2)
+    return lines
+
+
 def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     header = f"{run.name} ({run.run_id})" if run.name != run.run_id else run.run_id
-    lines = [header, "=" * min(len(header), WIDTH)]
+    found = verdict(findings)
+    header = f"{header}: {verdict_headline(found, findings, getattr(run, 'status', None))}"
+    lines = [header, "=" * min(len(header), WIDTH), *_verdict_lines(found)]
+    status = getattr(run, "status", None)
+    if status in _STATUS_LINES:
+        lines += textwrap.wrap(_STATUS_LINES[status], WIDTH, subsequent_indent="    ")
     problems = recording_problems(run)
     if problems:
         lines.append(f"  RECORDING: {len(problems)} problem(s) with this run's record; findings may miss what was lost")
@@ -105,7 +138,9 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     lines.append(f"  {len(findings)} finding(s): {counts}")
     groups = _folded(findings)
     for severity in reversed(SEVERITIES):
-        group = [(cause, under) for cause, under in groups if cause.severity == severity]
+        # A group heads under its worst member: a warning cause of a critical symptom is critical trouble.
+        group = [(cause, under) for cause, under in groups
+                 if worst_severity([cause, *(f for f, _ in under)]) == severity]
         if not group:
             continue
         lines.append("")
@@ -118,23 +153,32 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
 
 
 def text_report(items: list[tuple["Reported", list[Finding]]]) -> str:
-    """A readable report: one section per run, findings grouped by severity (critical first), causes
-    first: a finding another explains is printed under it (``↳``), whatever its own severity.
+    """A readable report: one section per run, its first line the verdict (``verdict.verdict``: the
+    most likely cause, then its evidence and the one thing to try first), then the findings grouped
+    by severity (critical first), causes first: a finding another explains is printed under it
+    (``↳``), whatever its own severity, and the group heads under its worst member.
 
     Example:
         >>> from traindoctor.diagnosis import RunData
         >>> print(text_report([(RunData(run_id="r1", name="r1"), [])]))
-        r1
-        ==
+        r1: no problem found.
+        =====================
           No findings: nothing in this run breaks the rules of thumb.
     """
     sections = ["\n".join(_run_section(run, findings)) for run, findings in items]
     return "\n\n".join(sections)
 
 
+def _verdict_dict(findings: list[Finding]) -> dict[str, Any] | None:
+    found = verdict(findings)
+    return None if found is None else found.to_dict()
+
+
 def json_report(items: list[tuple["Reported", list[Finding]]]) -> dict[str, Any]:
-    """docs/design.md's ``diagnose --json`` object:
-    ``{"runs": [{"run_id", "name", "findings": [...], "recording_problems": [...]}]}``."""
-    return {"runs": [{"run_id": run.run_id, "name": run.name, "findings": [f.to_dict() for f in findings],
+    """docs/design.md's ``diagnose --json`` object (``verdict``: :meth:`Verdict.to_dict`, null when none):
+    ``{"runs": [{"run_id", "name", "status", "findings": [...], "recording_problems": [...]}]}``;
+    ``status`` is ``running``, ``finished``, ``crashed`` or null when unknown."""
+    return {"runs": [{"run_id": run.run_id, "name": run.name, "verdict": _verdict_dict(findings), "status": getattr(run, "status", None),
+                      "findings": [f.to_dict() for f in findings],
                       "recording_problems": recording_problems(run)}
                      for run, findings in items]}

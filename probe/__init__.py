@@ -6,7 +6,7 @@ nothing heavy.
 
 Example:
     >>> from traindoctor.probe import Probe                      # doctest: +SKIP
-    >>> with Probe(run="mlp", store="runs", num_classes=10) as probe:
+    >>> with Probe(run="mlp", store="traindoctor_runs", num_classes=10) as probe:
     ...     probe.watch(model, optimizer)
     ...     ...
 """

@@ -71,7 +71,7 @@ from traindoctor.probe.guard import (
 )
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
 from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
-from traindoctor.store.format import TASK_KINDS, lr_layer
+from traindoctor.store.format import DEFAULT_STORE, TASK_KINDS, lr_layer
 from traindoctor.store.segments import RunWriter
 
 DEFAULT_LAYER_EVERY = 50
@@ -154,7 +154,7 @@ class Probe:
 
     Args:
         run: the run's human name (may repeat across runs).
-        store: the store folder.
+        store: the store folder (default ``./traindoctor_runs``, a name no other tool uses).
         config: hyperparameters to keep with the run.
         num_classes: classes of a classification task (enables confusion
             counts of the right size and the initial-loss check).
@@ -213,7 +213,7 @@ class Probe:
     def __init__(
         self,
         run: str | None = None,
-        store: Any = "runs",
+        store: Any = DEFAULT_STORE,
         *,
         config: Mapping[str, Any] | None = None,
         num_classes: int | None = None,

@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from traindoctor.store.errors import StoreError, UnknownRunError
 from traindoctor.store.format import (
-    FINDINGS_JSON, INDEX_JSON, RUN_JSON, SERIES_FIELDS, SUMMARY_FORMAT, SUMMARY_JSON, TABLES, TEMPORARY_PREFIX,
+    DEFAULT_STORE, FINDINGS_JSON, INDEX_JSON, OLD_DEFAULT_STORE, RUN_JSON, SERIES_FIELDS, SUMMARY_FORMAT, SUMMARY_JSON, TABLES, TEMPORARY_PREFIX,
     check_run_id,
     clean_json, decode_attempts, decode_covers, decode_series, metric_goal, segment_names,
 )
@@ -83,8 +83,54 @@ _ENTRY = {name: index for index, name in enumerate(_ENTRY_FIELDS)}
 
 
 def default_store_path() -> Path:
-    """``$TRAINDOCTOR_STORE``, else ``./runs`` (docs/design.md, "CLI")."""
-    return Path(os.environ.get("TRAINDOCTOR_STORE") or "runs")
+    """The store to read when none is named (docs/design.md, "CLI").
+
+    ``$TRAINDOCTOR_STORE``, else ``./traindoctor_runs``
+    (``store.format.DEFAULT_STORE``); but when that folder does not exist and
+    the old default ``./runs`` holds a traindoctor store (:func:`holds_runs`),
+    ``./runs``. A ``./runs`` holding only TensorBoard event files is never
+    taken for ours.
+    """
+    named = os.environ.get("TRAINDOCTOR_STORE")
+    if named:
+        return Path(named)
+    if not os.path.exists(DEFAULT_STORE) and holds_runs(OLD_DEFAULT_STORE):
+        return Path(OLD_DEFAULT_STORE)
+    return Path(DEFAULT_STORE)
+
+
+def did_you_mean(run: str, rows: Iterable[dict[str, Any]]) -> str:
+    """``"; did you mean 'a' or 'b'?"``: up to three run names (else run ids) close
+    to ``run`` by :func:`difflib.get_close_matches` (ratio ≥ 0.6); ``""`` when none is."""
+    import difflib
+
+    rows = list(rows)
+    for candidates in ({str(row.get("name")) for row in rows if row.get("name")}, {row["run_id"] for row in rows}):
+        close = difflib.get_close_matches(run, sorted(candidates), n=3, cutoff=0.6)
+        if close:
+            quoted = [repr(name) for name in close]
+            return "; did you mean " + (quoted[0] if len(quoted) == 1 else
+                                        ", ".join(quoted[:-1]) + " or " + quoted[-1]) + "?"
+    return ""
+
+
+def holds_runs(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a traindoctor store with at least one run: a sub-folder
+    named like a run id holding a run.json (stops at the first; no warning for
+    other folders, such as TensorBoard's ``Nov30_02-36-37_host``)."""
+    try:
+        entries = os.scandir(root)
+    except OSError:
+        return False
+    with entries:
+        for entry in entries:
+            try:
+                if (entry.is_dir() and not entry.name.startswith(".") and check_run_id(entry.name)
+                        and os.path.isfile(os.path.join(entry.path, RUN_JSON))):
+                    return True
+            except (OSError, StoreError):
+                continue
+    return False
 
 
 # ------------------------------------------------------------------ stamps
@@ -485,9 +531,10 @@ class Catalog:
                 return run
         except StoreError:
             pass
-        matches = [((row.get("created_at") or 0.0), row["run_id"]) for row in self.listing() if row.get("name") == run]
+        rows = self.listing()
+        matches = [((row.get("created_at") or 0.0), row["run_id"]) for row in rows if row.get("name") == run]
         if not matches:
-            raise UnknownRunError(f"unknown run {run!r} in store {self.root}")
+            raise UnknownRunError(f"unknown run {run!r} in store {self.root}{did_you_mean(run, rows)}")
         return max(matches)[1]
 
     def run_ids(self) -> list[str]:

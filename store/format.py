@@ -233,6 +233,13 @@ def lr_layer(group_index: int) -> str:
 
 # ----------------------------------------------------------------- layout
 
+# The store folder when none is given, relative to the working directory: a
+# name no other tool uses by default. The old default, ./runs, is also
+# PyTorch's SummaryWriter default, so TensorBoard event files and our runs
+# mixed there; readers still fall back to it (store/catalog.py's
+# default_store_path).
+DEFAULT_STORE = "traindoctor_runs"
+OLD_DEFAULT_STORE = "runs"
 RUN_JSON = "run.json"
 SEGMENT_SUFFIX = ".parquet"
 # Files being written; never read, removed by compaction once stale.

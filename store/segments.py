@@ -12,7 +12,7 @@ It imports only the standard library, numpy and pyarrow: the probe imports
 it inside training processes.
 
 Example:
-    >>> with RunWriter("runs", name="demo") as writer:      # doctest: +SKIP
+    >>> with RunWriter("traindoctor_runs", name="demo") as writer:      # doctest: +SKIP
     ...     writer.add_scalars(step=1, name="loss", value=2.3)
 """
 
@@ -35,12 +35,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traindoctor.store.errors import StoreError
+from traindoctor.store.fs import (
+    DEFAULT_MAX_SPOOL_BYTES, ObjectStore, Spool, parse_store, store_unavailable,
+)
 from traindoctor.store.format import (
     ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, SERIES_KEY, STRING, TABLES,
     TEMPORARY_PREFIX, WRITERS_FOLDER, check_run_id, clean_json, clean_text, decode_attempts, encode_attempts,
     encode_series, new_run_id,
-    new_writer_token, read_run_json, segment_name, segment_names, segment_rank_attempt, temporary_name,
-    writer_file_name, writer_file_rank,
+    new_writer_token, read_run_json, segment_name, segment_names, segment_rank_attempt, segment_writer,
+    temporary_name, writer_file_name, writer_file_rank,
 )
 
 # Logical types of the contract (traindoctor.store.format) as Arrow types.
@@ -350,7 +353,11 @@ class RunWriter:
     """Writes one run (one rank, one attempt) into a store folder.
 
     Args:
-        store: the store folder; created if missing.
+        store: the store folder (created if missing), or an object-store URL
+            (``s3://bucket/prefix``, ``gs://``, ``az://``; ``store.fs``): each
+            segment is then one create-only PUT, run.json is rank 0's object,
+            each writer's heartbeat its own object, and uploads that fail wait
+            in a local spool (``max_spool_bytes``) and are retried.
         name: the human name of the run (may repeat across runs).
         run_id: reuse an existing id to resume that run (a new attempt), or
             share one id across distributed ranks; a new unique id otherwise.
@@ -367,6 +374,9 @@ class RunWriter:
             written before it drops what is left.
         background: run the flush/heartbeat thread (off for importers that
             flush explicitly).
+        max_spool_bytes: on an object store, bytes of segments kept on local
+            disk while uploads fail; beyond it the oldest are dropped and
+            recorded.
 
     Rows added with ``add_*`` are visible to readers after the next flush.
     A flush that fails (disk full, read-only, permission denied) keeps its
@@ -379,6 +389,8 @@ class RunWriter:
         TypeError: config, env, task, probe_settings or source cannot be
             stored in run.json (a tuple key, keys that do not sort); raised
             before anything is written.
+        StoreError: an object store that cannot be reached, or whose extra
+            is not installed (one line).
     """
 
     def __init__(
@@ -401,12 +413,20 @@ class RunWriter:
         max_unpublished_rows: int = DEFAULT_MAX_UNPUBLISHED_ROWS,
         close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
         background: bool = True,
+        max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES,
     ) -> None:
-        self.store = Path(store)
+        self.location = parse_store(store)
         self.run_id = check_run_id(run_id) if run_id else new_run_id()
         self.rank = int(rank)
         self.world_size = int(world_size)
-        self.run_dir = self.store / self.run_id
+        # On an object store: its client, and no local folder (run_dir None).
+        self._objects: ObjectStore | None = None
+        if self.location.remote:
+            self.store: Any = self.location.url
+            self.run_dir: Any = None
+        else:
+            self.store = Path(self.location.path)
+            self.run_dir = self.store / self.run_id
         self.flush_every_s = float(flush_every_s)
         self.heartbeat_every_s = float(heartbeat_every_s)
         self.max_buffered_rows = int(max_buffered_rows)
@@ -426,8 +446,22 @@ class RunWriter:
             if value is not None:
                 _check_storable(key, value)  # before any folder exists
 
-        for table in TABLES:
-            (self.run_dir / table).mkdir(parents=True, exist_ok=True)
+        self._listing: dict[str, Any] = {}
+        if self.location.remote:
+            self._objects = ObjectStore(self.location)
+            try:
+                self._listing = self._objects.list(self.run_id)
+            except Exception as error:  # unreachable, no such bucket, denied: a set-up mistake, said at once
+                raise store_unavailable(self.location, error) from None
+        else:
+            for table in TABLES:
+                (self.run_dir / table).mkdir(parents=True, exist_ok=True)
+        self._spool = Spool(self.location, self.token, max_bytes=max_spool_bytes) if self.location.remote else None
+        # Upload failures of one outage (object stores): back-off and one warning.
+        self._upload_failures = 0
+        self._upload_retry_at = 0.0
+        self._warned_spool = False
+        self._last_put = time.monotonic()
         self.attempt = self._next_attempt()
         self._seq = 0
         self._lock = threading.Lock()
@@ -463,6 +497,8 @@ class RunWriter:
 
     def _next_attempt(self) -> int:
         """One more than the highest attempt this rank has written (0 for a new run)."""
+        if self._objects is not None:
+            return self._next_remote_attempt()
         highest = -1
         for table in TABLES:
             folder = self.run_dir / table
@@ -487,11 +523,61 @@ class RunWriter:
         # Compacted files hide the attempt in their rows; run.json remembers it.
         return highest + 1
 
+    def _next_remote_attempt(self) -> int:
+        """_next_attempt from the run prefix's one LIST (made at start), the
+        footers of compacted scalars objects (range reads) and run.json."""
+        highest = -1
+        for key in self._listing:
+            parts = key.split("/")
+            if len(parts) != 3 or parts[1] not in TABLES or not segment_names([parts[2]]):
+                continue
+            named = segment_rank_attempt(parts[2])
+            if named is not None:
+                if named[0] == self.rank:
+                    highest = max(highest, named[1])
+            elif parts[1] == "scalars":
+                try:
+                    with self._objects.open_input(key) as handle:
+                        attempts = decode_attempts(pq.read_schema(handle).metadata or {}) or ()
+                except Exception:
+                    attempts = ()
+                highest = max([highest, *(attempt for rank, attempt, _ in attempts if rank == self.rank)])
+        meta = self._remote_meta()
+        try:
+            highest = max(highest, int((meta or {}).get("attempts", {}).get(str(self.rank), -1)))
+        except (ValueError, TypeError, AttributeError):
+            pass
+        return highest + 1
+
+    def _remote_meta(self) -> dict[str, Any] | None:
+        """The bucket's run.json of this run, when the start-up LIST showed one."""
+        if f"{self.run_id}/{RUN_JSON}" not in self._listing:
+            return None
+        try:
+            meta = clean_json(json.loads(self._objects.get(f"{self.run_id}/{RUN_JSON}")))
+        except Exception:
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def _save_meta(self, meta: Mapping[str, Any]) -> None:
+        """Replace run.json: atomically on a local disk, by one PUT of rank 0's object on an object store."""
+        if self._objects is None:
+            write_run_json(self.run_dir, meta)
+            return
+        text = run_json_text(meta).encode("utf-8")
+        try:
+            self._objects.put(f"{self.run_id}/{RUN_JSON}", text)
+        except Exception as error:
+            raise OSError(f"{type(error).__name__}: {error}") from error
+        self._last_put = time.monotonic()
+
     def _init_run_json(self, **fields: Any) -> None:
-        meta_path = self.run_dir / RUN_JSON
+        meta_path = None if self._objects is not None else self.run_dir / RUN_JSON
         now = _now()
         meta: dict[str, Any] = {}
-        if meta_path.exists():
+        if meta_path is None:
+            meta = self._remote_meta() or {}
+        elif meta_path.exists():
             try:
                 meta = read_run_json(self.run_dir)
             except (OSError, ValueError):
@@ -514,7 +600,12 @@ class RunWriter:
         meta["attempts"] = attempts
         meta.pop("finished_at", None)
         self._meta = meta
-        write_run_json(self.run_dir, meta)
+        try:
+            self._save_meta(meta)
+        except OSError as error:
+            if self._objects is None:
+                raise
+            raise store_unavailable(self.location, error) from None
 
     def update_meta(self, **fields: Any) -> None:
         """Merge fields (config, task, env, …) into run.json (rank 0 only)."""
@@ -526,12 +617,23 @@ class RunWriter:
                     self._meta[key] = {**self._meta[key], **value}
                 else:
                     self._meta[key] = value
-            write_run_json(self.run_dir, self._meta)
+            self._save_meta(self._meta)
 
     # ------------------------------------------------------------ live writers
 
     def _writer_file(self) -> Path:
         return self.run_dir / WRITERS_FOLDER / writer_file_name(self.rank, self.token)
+
+    def _writer_key(self) -> str:
+        return f"{self.run_id}/{WRITERS_FOLDER}/{writer_file_name(self.rank, self.token)}"
+
+    def _writer_info(self) -> bytes:
+        return json.dumps({
+            "rank": self.rank, "attempt": self.attempt, "writer": self.token, "pid": os.getpid(),
+            "host": self._host, "started_at": _now(),
+            # Readers of this file judge it by this writer's own heartbeat.
+            "stale_after_s": max(_LIVE_WRITER_S, 3 * self.heartbeat_every_s),
+        }).encode()
 
     def _register(self) -> None:
         """Name the other live writers of this rank, then announce this one.
@@ -539,6 +641,10 @@ class RunWriter:
         Best effort: a store this writer cannot even announce itself in
         fails at the first flush, which says so.
         """
+        if self._objects is not None:
+            self._check_other_remote_writers()
+            self._put_writer_object()
+            return
         self._check_other_writers()
         info = {
             "rank": self.rank, "attempt": self.attempt, "writer": self.token, "pid": os.getpid(),
@@ -552,7 +658,59 @@ class RunWriter:
         except OSError:
             pass
 
+    def _put_writer_object(self) -> None:
+        """PUT this writer's heartbeat object: its LastModified (the store's
+        clock) says the writer lives. Only when nothing else was put for a
+        heartbeat interval: a segment is as good a sign of life."""
+        try:
+            self._objects.put(self._writer_key(), self._writer_info())
+            self._last_put = time.monotonic()
+        except Exception:
+            pass  # the store is down: the spool says so once
+
+    def _check_other_remote_writers(self) -> None:
+        """Name every other live writer of this rank, from the start-up LIST:
+        a writer is live while an object it put (its heartbeat or a segment,
+        named with its token) is younger than the live window, by the
+        store's LastModified."""
+        newest: dict[str, float] = {}
+        ranks: dict[str, int] = {}
+        for key, info in self._listing.items():
+            name = key.rsplit("/", 1)[-1]
+            named = writer_file_rank(name)
+            if named is not None:
+                rank, token = named
+            else:
+                token = segment_writer(name)
+                ranked = segment_rank_attempt(name)
+                if token is None or ranked is None:
+                    continue
+                rank = ranked[0]
+            if token != self.token:
+                ranks[token] = rank
+                newest[token] = max(newest.get(token, 0.0), info.modified)
+        if not newest:
+            return
+        # The store's clock now: the newest object listed is at most a LIST's latency old.
+        now = max(_now(), max(newest.values()))
+        for token, modified in newest.items():
+            if ranks[token] != self.rank or token in self._other_writers or now - modified > _LIVE_WRITER_S:
+                continue
+            self._other_writers.add(token)
+            other = f"writer {token}"
+            this = f"writer {self.token} (pid {os.getpid()} on {self._host}, attempt {self.attempt})"
+            warnings.warn(
+                f"traindoctor: run {self.run_id}: {other} is also recording rank {self.rank}, beside {this}. "
+                "Both keep their rows, so steps may appear twice: give each process its own rank "
+                "(call init_process_group before creating the probe), or stop the older job.",
+                RuntimeWarning, stacklevel=4)
+            self.add_event("concurrent_writer", f"{other} was recording rank {self.rank} beside {this}")
+
     def _touch_writer_file(self) -> None:
+        if self._objects is not None:
+            if time.monotonic() - self._last_put >= self.heartbeat_every_s:
+                self._put_writer_object()
+            return
         try:
             os.utime(self._writer_file())
         except FileNotFoundError:
@@ -562,6 +720,8 @@ class RunWriter:
 
     def _check_other_writers(self) -> None:
         """Warn about (once each) and record every other live writer of this rank."""
+        if self._objects is not None:
+            return  # named from the start-up LIST (_check_other_remote_writers): no LIST per heartbeat
         folder = self.run_dir / WRITERS_FOLDER
         try:
             entries = list(os.scandir(folder))
@@ -910,6 +1070,9 @@ class RunWriter:
 
     def _publish(self, table_name: str, table: pa.Table) -> None:
         """Write one segment under a temporary name, fsync it, rename it into place."""
+        if self._objects is not None:
+            self._upload(table_name, table)
+            return
         name = segment_name(self.rank, self.attempt, self._seq, self.token)
         final = self.run_dir / table_name / name
         tmp = final.with_name(temporary_name(name))
@@ -925,6 +1088,85 @@ class RunWriter:
             raise
         # Numbered only once published: a retried segment keeps its number.
         self._seq += 1
+
+    def _upload(self, table_name: str, table: pa.Table) -> None:
+        """Publish one segment to an object store: one create-only PUT of the
+        whole file (no temporary name, no rename: a reader never sees an
+        object before its PUT completes). One that fails goes to the spool.
+
+        Raises:
+            OSError: the spool's local disk refuses it too (the rows stay
+                queued in memory, as for a local store).
+        """
+        name = segment_name(self.rank, self.attempt, self._seq, self.token)
+        key = f"{self.run_id}/{table_name}/{name}"
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd", row_group_size=1 << 20, use_dictionary=_DICTIONARY_COLUMNS)
+        data = sink.getvalue().to_pybytes()
+        if time.monotonic() >= self._upload_retry_at:
+            try:
+                # False: this name exists already (an earlier PUT whose answer was lost): published.
+                self._objects.put_new(key, data)
+                self._last_put = time.monotonic()
+                self._seq += 1
+                self._uploads_recovered()
+                return
+            except Exception as error:  # down, refused, throttled: the spool keeps it
+                self._upload_failed(error)
+        self._spool_segment(key, data, table_name, table.num_rows)
+        # Numbered once kept: a spooled segment keeps its name, so its upload stays create-only.
+        self._seq += 1
+
+    def _upload_failed(self, error: BaseException) -> None:
+        self._upload_failures += 1
+        delay = min(self.flush_every_s * 2 ** min(self._upload_failures - 1, 16),
+                    max(_MAX_RETRY_DELAY_S, self.flush_every_s))
+        self._upload_retry_at = time.monotonic() + delay
+        if not self._warned_spool:
+            self._warned_spool = True
+            reason = " ".join((str(error) or type(error).__name__).split())[:300]
+            warnings.warn(f"traindoctor: run {self.run_id}: uploads to {self.location.url} fail ({reason}); "
+                          f"segments are kept in {self._spool.folder} and retried", RuntimeWarning, stacklevel=5)
+
+    def _uploads_recovered(self) -> None:
+        self._upload_failures = 0
+        self._upload_retry_at = 0.0
+
+    def _spool_segment(self, key: str, data: bytes, table_name: str, rows: int) -> None:
+        """Keep a segment in the spool, dropping (and recording) the oldest beyond its budget."""
+        self._spool.add(key, data)
+        kept = self._spool.keys()
+        sizes = {old: (self._spool.folder / old).stat().st_size for old in kept}
+        while sum(sizes.values()) > self._spool.max_bytes and len(sizes) > 1:
+            oldest = next(iter(sizes))
+            path = self._spool.folder / oldest
+            try:
+                lost = pq.read_metadata(path).num_rows
+            except Exception:
+                lost = 0
+            path.unlink(missing_ok=True)
+            del sizes[oldest]
+            self._record_drop(oldest.split("/")[1], lost, None,
+                              f"{self.location.url} could not be written and the spool "
+                              f"({self._spool.max_bytes:,} bytes) was full")
+
+    def drain_spool(self, deadline: float | None = None) -> int:
+        """Upload what the spool holds, oldest first; returns segments left
+        (0 on a local store). Waits out the back-off unless ``deadline`` is given."""
+        if self._spool is None or not self._spool.keys():
+            return 0
+        if deadline is None and time.monotonic() < self._upload_retry_at:
+            return len(self._spool.keys())
+        try:
+            left = self._spool.drain(self._objects, deadline)
+        except Exception as error:
+            self._upload_failed(error)
+            return len(self._spool.keys())
+        self._last_put = time.monotonic()
+        self._uploads_recovered()
+        if not left:
+            self._spool.remove_if_empty()
+        return left
 
     # -------------------------------------------------------- background thread
 
@@ -950,6 +1192,10 @@ class RunWriter:
                 except Exception as error:  # the writer never takes the training run down
                     self.record_error(error)
                     next_flush = now + self._retry_delay()
+                try:
+                    self.drain_spool()
+                except Exception as error:
+                    self.record_error(error)
             if now - last_beat >= self.heartbeat_every_s:
                 last_beat = now
                 try:
@@ -982,6 +1228,8 @@ class RunWriter:
         self._check_other_writers()
         if self.rank != 0:
             return
+        if self._objects is not None:
+            return  # readers take liveness from the objects' LastModified: no run.json PUT every beat
         with self._lock:
             self._meta["heartbeat_at"] = _now()
             self._write_meta()
@@ -995,7 +1243,7 @@ class RunWriter:
                 so it is warned about once.
         """
         try:
-            write_run_json(self.run_dir, self._meta)
+            self._save_meta(self._meta)
         except OSError as error:
             raise StoreError(f"{RUN_JSON} cannot be written ({_failure_reason(error)})") from error
 
@@ -1017,6 +1265,7 @@ class RunWriter:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._final_flush()
+        self._final_drain()
         if self.rank == 0:
             try:
                 with self._lock:
@@ -1025,10 +1274,38 @@ class RunWriter:
                     self._write_meta()
             except Exception as error:  # closing never takes the training script down
                 self.record_error(error)
-        _remove_quietly(self._writer_file())
+        if self._objects is None:
+            _remove_quietly(self._writer_file())
+        else:
+            try:
+                self._objects.delete([self._writer_key()])
+            except Exception:
+                pass  # a stale heartbeat object reads as a dead writer after a minute
         self.closed = True
-        if self.rank == 0:
+        if self.rank == 0 and self._objects is None:
+            # On an object store the first reader (or the compaction at close) summarises the run.
             self._summarise()
+
+    def _final_drain(self) -> None:
+        """Upload the spool at close, for up to close_timeout_s; what is left
+        stays on this machine's disk for the next traindoctor process that
+        opens this store (one warning)."""
+        if self._spool is None or not self._spool.keys():
+            return
+        deadline = time.monotonic() + self.close_timeout_s
+        delay = 0.1
+        while True:
+            left = self.drain_spool(deadline=deadline)
+            if not left:
+                return
+            if time.monotonic() + delay > deadline:
+                warnings.warn(f"traindoctor: run {self.run_id}: {left} segment(s) could not be uploaded to "
+                              f"{self.location.url} before closing; they are kept in {self._spool.folder} and "
+                              f"uploaded by the next traindoctor process on this machine that opens this store",
+                              RuntimeWarning, stacklevel=4)
+                return
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     def _summarise(self) -> None:
         """Write the run's catalog summary (``store.catalog``) from its files'
@@ -1050,7 +1327,7 @@ class RunWriter:
                 return
             except StoreError as error:
                 # A run folder removed on purpose never comes back: no wait.
-                if not self.run_dir.is_dir() or time.monotonic() + delay > deadline:
+                if (self.run_dir is not None and not self.run_dir.is_dir()) or time.monotonic() + delay > deadline:
                     self.record_error(error)
                     self._drop_queue("the store could not be written when the run closed")
                     return

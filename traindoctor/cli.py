@@ -55,8 +55,20 @@ class _Parser(argparse.ArgumentParser):
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", metavar="DIR", default=None,
-        help="the store folder (default: $TRAINDOCTOR_STORE, else ./runs)",
+        help="the store folder (default: $TRAINDOCTOR_STORE, else ./traindoctor_runs; an older ./runs store "
+             "is still read while ./traindoctor_runs does not exist)",
     )
+
+
+def port_number(text: str) -> int:
+    """``--port``: a TCP port from 1 to 65535 (argparse reports the ValueError as one line)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: give a number from 1 to 65535") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: give a number from 1 to 65535")
+    return port
 
 
 RUNS_HELP = """\
@@ -88,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="open the dashboard on a store (binds 127.0.0.1)")
     _store_arg(ui)
-    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--port", type=port_number, default=8501, help="TCP port, 1-65535 (default 8501)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind; set it to expose the dashboard on purpose")
 
     demo = commands.add_parser("demo", help="open the dashboard on the bundled sample runs")
-    demo.add_argument("--port", type=int, default=8501)
+    demo.add_argument("--port", type=port_number, default=8501, help="TCP port, 1-65535 (default 8501)")
     demo.add_argument("--host", default="127.0.0.1")
 
     runs = commands.add_parser(
@@ -138,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--run", metavar="NAME", default=None, help="name for the imported run")
     importer.add_argument("--num-classes", type=int, default=None,
                           help="classes of the task: lets the rules compare the first loss with ln N")
+    importer.add_argument("--task", metavar="KIND[:N]", default=None,
+                          help="what the loss measures: classification[:C], lm[:V] (language modelling over V "
+                               "tokens), regression or unknown; overrides what the source says (an HF config.json, "
+                               "a Lightning hparams.yaml). Without a task, no rule judges the loss level")
     importer.add_argument("--no-diagnose", action="store_true",
                           help="leave the imported runs undiagnosed (by default they are diagnosed in this process "
                                "and their findings cached, so 'traindoctor diagnose' answers at once)")
@@ -184,13 +200,32 @@ def _open_store(path: str | None):
     return open_store(path)
 
 
-def _catalog(path: str | None):
+def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Path:
+    """The store folder ``--store`` names, else the default one.
+
+    Raises:
+        CommandError: ``must_exist`` and there is no such folder ("store not
+            found", exit 2: distinct from a store with no runs, and from an
+            unknown run in a store that exists).
+    """
+    from traindoctor.store.catalog import default_store_path
+
+    root = Path(path) if path is not None else default_store_path()
+    if must_exist and not root.is_dir():
+        why = "not a folder" if root.exists() else "no such folder"
+        hint = ("pass --store DIR or set $TRAINDOCTOR_STORE" if path is None and not os.environ.get("TRAINDOCTOR_STORE")
+                else "check the path")
+        raise CommandError(f"store not found: {root} ({why}; {hint})")
+    return root
+
+
+def _catalog(path: str | None, *, must_exist: bool = True):
     """The store's run catalog: reads summaries without pandas or DuckDB."""
-    from traindoctor.store.catalog import Catalog, default_store_path
+    from traindoctor.store.catalog import Catalog
 
     # A Store (and DuckDB) only for a run whose summary needs a query: a run of
     # an older version, or a resumed one.
-    return Catalog(path if path is not None else default_store_path(), open_store=_open_store)
+    return Catalog(store_root(path, must_exist=must_exist), open_store=_open_store)
 
 
 def command_runs(args: argparse.Namespace) -> int:
@@ -324,6 +359,12 @@ def command_diagnose(args: argparse.Namespace) -> int:
 
     catalog = _catalog(args.store)
     run_ids = _runs_to_diagnose(args, catalog)
+    if not run_ids:  # --all or --latest N on a store without runs
+        if args.json:
+            print(json.dumps(json_report([])))
+        else:
+            say(f"no runs in {catalog.root}")
+        return EXIT_OK
     engine = engine_version()
     # One Store (and DuckDB) for every run that misses the cache, made on the first miss.
     store = None
@@ -341,7 +382,9 @@ def command_diagnose(args: argparse.Namespace) -> int:
         say(text_report(items))
     if args.fail_on:
         threshold = SEVERITY_RANK[args.fail_on]
-        if any(SEVERITY_RANK[f.severity] >= threshold for _, findings in items for f in findings):
+        # A crashed run counts as a critical finding: its findings cover only what was recorded.
+        if any(SEVERITY_RANK[f.severity] >= threshold for _, findings in items for f in findings) or (
+                threshold <= SEVERITY_RANK["critical"] and any(d.status == "crashed" for d, _ in items)):
             return EXIT_FINDINGS
     return EXIT_OK
 
@@ -351,9 +394,9 @@ def command_import(args: argparse.Namespace) -> int:
 
     if args.path is None and args.kind != "mlflow":
         raise CommandError(f"import {args.kind} needs a PATH (see 'traindoctor import --help')")
-    catalog = _catalog(args.store)
+    catalog = _catalog(args.store, must_exist=False)  # an import makes the store
     results = import_source(args.kind, catalog.root, args.path, run_name=args.run, num_classes=args.num_classes,
-                            progress=False if args.no_progress else None, experiment=args.experiment,
+                            task=args.task, progress=False if args.no_progress else None, experiment=args.experiment,
                             run_id=args.run_id, pattern=args.pattern, log_every=args.log_every)
     imported = [result.run_id for result in results if not result.skipped]
     verdicts = {} if args.no_diagnose else _diagnose_imported(catalog, imported)
@@ -396,14 +439,14 @@ def command_watch(args: argparse.Namespace) -> int:
 
     if not args.interval > 0:
         raise CommandError(f"--interval must be a positive number of seconds, got {args.interval}")
-    return watch(_open_store(args.store), args.runs, fail_on=args.fail_on, interval_s=args.interval,
+    return watch(_open_store(store_root(args.store)), args.runs, fail_on=args.fail_on, interval_s=args.interval,
                  notify_command=args.notify_command)
 
 
 def command_compact(args: argparse.Namespace) -> int:
     from traindoctor.store.compact import compact_store
 
-    store = _open_store(args.store)
+    store = _open_store(store_root(args.store))
     merged = compact_store(store)
     for run_id, tables in merged.items():
         count = sum(tables.values())
@@ -416,7 +459,7 @@ def command_compact(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     from traindoctor.store.export import export_duckdb
 
-    store = _open_store(args.store)
+    store = _open_store(store_root(args.store))
     summary = export_duckdb(store, args.duckdb, args.runs or None, overwrite=args.overwrite)
     counts = ", ".join(f"{table} {summary[table]:,} rows" for table in ("runs", "scalars", "confusion", "events"))
     say(f"exported to {summary.get('path', args.duckdb)}: {counts}")
@@ -424,11 +467,41 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_ui(args: argparse.Namespace, store_path: str | os.PathLike | None = None) -> int:
-    from traindoctor.store.reader import default_store_path
+    path = store_root(store_path or args.store)
+    # Before any URL is printed: a URL for a port another server holds would open that server.
+    check_port_free(args.host, args.port)
     from traindoctor.dashboard.serve import run_app
 
-    path = Path(store_path or args.store or default_store_path())
     return run_app(path, host=args.host, port=args.port)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let it go, as the server is about to.
+
+    ``SO_REUSEADDR`` as Tornado sets it, so a port left in TIME_WAIT by a
+    stopped server is not taken for busy; on Linux a listening socket on the
+    port still makes the bind fail.
+
+    Raises:
+        CommandError: the port is in use, or ``host`` cannot be bound.
+    """
+    import errno
+    import socket
+
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise CommandError(f"cannot listen on host {host!r}: {error}") from None
+    with socket.socket(family, kind, protocol) as probe_socket:
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe_socket.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise CommandError(f"port {port} is already in use on {host} (another server?): "
+                                   "choose another with --port N") from None
+            raise CommandError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def command_demo(args: argparse.Namespace) -> int:

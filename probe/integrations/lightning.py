@@ -1,6 +1,6 @@
 """Attach the probe to a Lightning ``Trainer`` with one callback.
 
-    trainer = lightning.Trainer(callbacks=[ProbeCallback(run="resnet", store="runs", num_classes=10)])
+    trainer = lightning.Trainer(callbacks=[ProbeCallback(run="resnet", store="traindoctor_runs", num_classes=10)])
 
 Recorded: everything ``Probe`` records, with ``step`` = Lightning's
 ``global_step`` (optimizer steps) and the training loss averaged over the
@@ -36,6 +36,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 import torch
 
 from traindoctor.probe.core import Probe
+from traindoctor.store.format import DEFAULT_STORE
 from traindoctor.probe.evaluation import Evaluation
 
 
@@ -44,13 +45,13 @@ class ProbeCallback(pl.Callback):
 
     Args:
         run: the run's name; defaults to the LightningModule's class name.
-        store: the store folder.
+        store: the store folder (default ``./traindoctor_runs``, a name no other tool uses).
         probe: an existing ``Probe`` to use instead of creating one.
         **probe_kwargs: passed to ``Probe`` (``config``, ``num_classes``, ``layer_every``,
             ``stop_on``, ``on_finding``, …; not ``raise_on_stop``: the callback stops the trainer itself).
     """
 
-    def __init__(self, run: str | None = None, store: Any = "runs", *, probe: Probe | None = None, **probe_kwargs: Any) -> None:
+    def __init__(self, run: str | None = None, store: Any = DEFAULT_STORE, *, probe: Probe | None = None, **probe_kwargs: Any) -> None:
         if probe_kwargs.get("raise_on_stop"):
             raise ValueError("ProbeCallback stops the trainer itself (trainer.should_stop): leave raise_on_stop out")
         super().__init__()

@@ -1,6 +1,6 @@
 """Attach the probe to a Hugging Face ``Trainer`` with one callback.
 
-    trainer = Trainer(model, args, ..., callbacks=[ProbeCallback(run="bert-sst2", store="runs", num_classes=2)])
+    trainer = Trainer(model, args, ..., callbacks=[ProbeCallback(run="bert-sst2", store="traindoctor_runs", num_classes=2)])
 
 Recorded: everything ``Probe`` records, with ``step`` = ``state.global_step``.
 The training loss is the one the model's forward returns (``outputs.loss``),
@@ -37,6 +37,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 import torch
 
 from traindoctor.probe.core import Probe
+from traindoctor.store.format import DEFAULT_STORE
 from traindoctor.probe.guard import check_name
 
 # Trainer bookkeeping in the metrics dict, not model quality.
@@ -50,7 +51,7 @@ class ProbeCallback(TrainerCallback):
 
     Args:
         run: the run's name; defaults to ``args.run_name`` or the model class.
-        store: the store folder.
+        store: the store folder (default ``./traindoctor_runs``, a name no other tool uses).
         probe: an existing ``Probe`` to use instead of creating one.
         loss_reduction: how micro-batch losses combine into the step's loss:
             ``"mean"``, ``"sum"`` or ``"auto"`` (see the module docstring).
@@ -58,7 +59,7 @@ class ProbeCallback(TrainerCallback):
             ``on_finding``, …; not ``raise_on_stop``: the callback stops the Trainer itself).
     """
 
-    def __init__(self, run: str | None = None, store: Any = "runs", *, probe: Probe | None = None,
+    def __init__(self, run: str | None = None, store: Any = DEFAULT_STORE, *, probe: Probe | None = None,
                  loss_reduction: str = "auto", **probe_kwargs: Any) -> None:
         if loss_reduction not in ("auto", "mean", "sum"):
             raise ValueError(f"loss_reduction must be 'auto', 'mean' or 'sum', got {loss_reduction!r}")

@@ -51,7 +51,8 @@ def test_runs_json_is_parseable(tmp_path, capsys):
 
 
 def test_empty_store_says_so(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "runs", "--store", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    code, out, _ = run_cli(capsys, "runs", "--store", tmp_path / "empty")
     assert code == 0
     assert "no runs" in out
 
