@@ -49,6 +49,7 @@ def import_source(
     *,
     run_name: str | None = None,
     num_classes: int | None = None,
+    task: str | None = None,
     progress: bool | None = None,
     **options: Any,
 ) -> list[ImportResult]:
@@ -62,7 +63,14 @@ def import_source(
         run_name: the run's name (a prefix when a folder holds several runs);
             by default a name derived from the path.
         num_classes: sets ``task.num_classes`` (lets the rules check the
-            initial loss against ln(C) and accuracy against chance).
+            initial loss against ln(C) and accuracy against chance); the
+            same as ``task="classification:C"``.
+        task: what the loss measures, as ``--task`` takes it:
+            ``classification[:C]``, ``lm[:V]``, ``regression`` or ``unknown``
+            (:func:`traindoctor.store.importers.task.parse_task_option`). It
+            overrides what the source states (an HF ``config.json``, a
+            Lightning ``hparams.yaml``); without either, a run's task is
+            what its source states, else unknown.
         progress: a progress bar on stderr; ``None`` shows one only when
             stderr is a terminal.
         options: what only some kinds take (``KIND_OPTIONS``): ``experiment``
@@ -81,6 +89,14 @@ def import_source(
         raise StoreError(f"unknown import kind {kind!r}: use one of {', '.join(KINDS)}")
     if num_classes is not None and int(num_classes) < 1:
         raise StoreError(f"--num-classes must be a positive integer, got {num_classes}")
+    given = None
+    if task is not None:
+        from traindoctor.store.importers.task import parse_task_option
+
+        given = parse_task_option(task)
+        if num_classes is not None and (given["kind"] != "classification"
+                                        or given.get("num_classes", num_classes) != num_classes):
+            raise StoreError(f"--num-classes {num_classes} contradicts --task {task}")
     options = {name: value for name, value in options.items() if value is not None}
     for name in options:
         if name not in KIND_OPTIONS.get(kind, ()):
@@ -99,5 +115,5 @@ def import_source(
             raise StoreError(f"unreadable file {root}: no such file or folder")
         with reading_input(root):
             sources = module.discover(root, run_name, **options)
-    return import_runs(kind, store_root, sources, module.parse, root=root, num_classes=num_classes, progress=progress,
+    return import_runs(kind, store_root, sources, module.parse, root=root, num_classes=num_classes, task=given, progress=progress,
                        progress_unit=getattr(module, "PROGRESS_UNIT", "B"))

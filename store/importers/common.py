@@ -715,10 +715,21 @@ def import_runs(
     *,
     root: Path | str,
     num_classes: int | None = None,
+    task: dict[str, Any] | None = None,
     progress: bool | None = None,
     progress_unit: str = "B",
 ) -> list[ImportResult]:
-    """Skip known sources, parse the rest (all before writing any), then write them."""
+    """Skip known sources, parse the rest (all before writing any), then write them.
+
+    ``task`` (``--task``, already parsed) and ``num_classes`` go on top of
+    the task each source states (:func:`traindoctor.store.importers.task.merge_task`).
+    """
+    from traindoctor.store.importers.task import merge_task
+
+    given = dict(task or {})
+    if num_classes is not None:
+        given.setdefault("kind", "classification")
+        given["num_classes"] = int(num_classes)
     store_root = Path(store_root)
     known = _imported_sources(store_root)
     results: list[ImportResult | None] = []
@@ -755,8 +766,7 @@ def import_runs(
     publication = _Publication()
     try:
         for index, print_, replaces, run in parsed:
-            if num_classes is not None:
-                run.task["num_classes"] = int(num_classes)
+            run.task = merge_task(run.task, given)
             source_meta = {**print_, **run.extra_source, "rows": run.rows}
             every = logging_every(run.series)
             if every is not None:

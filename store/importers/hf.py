@@ -13,7 +13,8 @@ Training arguments: ``training_args.bin`` is a pickle and is never read
 or in the output folder (``TrainingArguments.to_json_string()``) is read into
 ``config``, along with the state's own fields (batch size, epochs, max steps,
 logging/eval/save cadence). The model's ``config.json``, when present, gives
-the model type, its depth, and for classification heads the classes.
+the model type, its depth, and the task: a language model's vocabulary, a
+classifier's classes (:mod:`traindoctor.store.importers.task`).
 
 Steps, values and repeated steps follow the import rules of
 :mod:`traindoctor.store.importers.common`: a step must be a whole number
@@ -38,6 +39,7 @@ from traindoctor.store.importers.common import (
     whole_step,
 )
 from traindoctor.store.importers.names import MetricKey
+from traindoctor.store.importers.task import task_from_model_config
 
 STATE_FILE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
@@ -157,6 +159,11 @@ def _classes(labels: dict[Any, Any], path: Any) -> dict[str, Any]:
 def model_meta(model_config: dict[str, Any], path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """env.model and task from a model's config.json (or a config that holds one: W&B's, MLflow's params).
 
+    The task's kind comes from the head (:func:`traindoctor.store.importers.task.task_from_model_config`):
+    a ``*ForCausalLM`` gives ``language_modelling`` with ``vocab_size``, a
+    ``*ForSequenceClassification`` with ``id2label`` gives ``classification``
+    with its classes, ``problem_type: regression`` gives ``regression``.
+
     ``path`` names the input in an ``ImportInputError`` for a config the store
     cannot take (an ``id2label`` whose keys are not ``0..n-1``, a layer count
     that is not a whole number).
@@ -169,11 +176,12 @@ def model_meta(model_config: dict[str, Any], path: Any) -> tuple[dict[str, Any],
     if layers is not None:
         model["num_layers"] = layers
     model["has_attention"] = any(k in model_config for k in ("num_attention_heads", "n_head", "num_heads"))
-    task: dict[str, Any] = {}
+    classes: dict[str, Any] = {}
     labels = model_config.get("id2label")
-    if isinstance(labels, dict) and any(str(a).endswith("ForSequenceClassification") or str(a).endswith("ForImageClassification") for a in architectures):
-        task = _classes(labels, path)
-    return model, task
+    if isinstance(labels, dict) and any(str(a).endswith(("ForSequenceClassification", "ForImageClassification"))
+                                        for a in architectures):
+        classes = _classes(labels, path)
+    return model, task_from_model_config(model_config, classes)
 
 
 def optimizer_meta(args: dict[str, Any]) -> dict[str, Any] | None:

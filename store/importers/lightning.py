@@ -14,6 +14,10 @@ the first batch's loss lands on step 1 and an epoch's validation on the step
 that ended the epoch. Lightning writes some values twice at one step
 (LearningRateMonitor at an epoch boundary): the last one wins, as for every
 importer (:mod:`traindoctor.store.importers.common`).
+
+``hparams.yaml`` is the run's config, and where it names ``num_classes`` (or
+``num_labels``) or ``vocab_size`` it sets the run's task
+(:func:`traindoctor.store.importers.task.task_from_hparams`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from traindoctor.store.importers.common import (
     ImportInputError, ParsedRun, Progress, RunSource, checked_steps, load_yaml, quoted, series_from_columns,
 )
 from traindoctor.store.importers.names import optimizer_from_tags
+from traindoctor.store.importers.task import task_from_hparams
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
@@ -124,6 +129,6 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     if optimizer:
         env["optimizer"] = {"type": optimizer}
     return ParsedRun(
-        source=source, config=config, env=env,
+        source=source, config=config, env=env, task=task_from_hparams(config),
         series=series_from_columns(columns, epoch_steps=epoch_steps, epoch_values=epoch_values),
     )

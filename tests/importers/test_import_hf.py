@@ -87,7 +87,7 @@ def test_newest_checkpoint_of_an_output_dir_is_imported(tmp_path, store_root):
     assert val_accuracy["value"].tolist() == [e["eval_accuracy"] for e in evaluation]
 
     meta = Store(store_root).run_meta(result.run_id)
-    assert meta["task"] == {"num_classes": NUM_LABELS, "class_names": ["LABEL_0", "LABEL_1", "LABEL_2"]}
+    assert meta["task"] == {"kind": "classification", "num_classes": NUM_LABELS, "class_names": ["LABEL_0", "LABEL_1", "LABEL_2"]}
     assert meta["env"]["model"] == {"type": "BertForSequenceClassification", "num_layers": 1, "has_attention": True}
     assert meta["config"]["train_batch_size"] == 8 and meta["config"]["max_steps"] == 16
     assert meta["source"]["state_file"].endswith("checkpoint-16/trainer_state.json")

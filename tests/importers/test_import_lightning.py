@@ -89,7 +89,7 @@ def test_metrics_csv_becomes_contract_series(tmp_path, store_root):
     meta = Store(store_root).run_meta(result.run_id)
     assert meta["config"] == {"lr": 0.01, "hidden": 16, "optimizer": "Adam"}
     assert meta["env"]["optimizer"] == {"type": "Adam"}
-    assert meta["task"] == {"num_classes": 4}
+    assert meta["task"] == {"kind": "classification", "num_classes": 4}
 
 
 @pytest.mark.parametrize("given", ["version", "metrics", "save_dir"])

@@ -103,7 +103,7 @@ def test_every_point_params_and_tags_of_a_run(tracking, store_root, monkeypatch)
     meta = Store(store_root).run_meta(result.run_id)
     assert meta["config"]["learning_rate"] == 0.001 and meta["config"]["fp16"] is True
     assert meta["config"]["run_label"] == "baseline"
-    assert meta["task"] == {"num_classes": 3, "class_names": ["neg", "pos", "neutral"]}
+    assert meta["task"] == {"kind": "classification", "num_classes": 3, "class_names": ["neg", "pos", "neutral"]}
     assert meta["env"]["git_commit"] == "abc123" and meta["env"]["optimizer"]["type"] == "AdamW"
     assert meta["source"]["tags"]["team"] == "nlp"
     assert meta["source"]["mlflow"]["run_id"] == run_id

@@ -104,7 +104,7 @@ def test_every_point_of_an_hf_style_run_with_its_step_metric_config_and_task(tmp
     assert result.rows == 30 * 3 + 3 + 1  # train/global_step is the step, train/epoch the epoch column
     meta = Store(store_root).run_meta(result.run_id)
     assert meta["config"]["id2label"] == {"0": "neg", "1": "pos"} and meta["config"]["optim"] == "adamw_torch"
-    assert meta["task"] == {"num_classes": 2, "class_names": ["neg", "pos"]}
+    assert meta["task"] == {"kind": "classification", "num_classes": 2, "class_names": ["neg", "pos"]}
     assert meta["env"]["optimizer"]["type"] == "AdamW"
     assert meta["source"]["step_metric"] == "train/global_step"
     assert meta["source"]["wandb"]["project"] == "traindoctor-test"
