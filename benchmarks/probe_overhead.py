@@ -192,8 +192,10 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
 
-def run(workload: Workload, rounds: int, steps: int, warmup: int, noise_floor: bool = False) -> dict[str, float]:
-    """Bare vs probed; with ``noise_floor`` the "probed" copy trains bare too (an A/A run)."""
+def run(workload: Workload, rounds: int, steps: int, warmup: int, noise_floor: bool = False,
+        live: bool = True) -> dict[str, float]:
+    """Bare vs probed; with ``noise_floor`` the "probed" copy trains bare too (an A/A run); ``live``: the
+    probe's live checks at each flush (on by default, as for users)."""
     device = workload.device
     bare_model = workload.model
     probed_model = copy.deepcopy(bare_model)
@@ -201,7 +203,8 @@ def run(workload: Workload, rounds: int, steps: int, warmup: int, noise_floor: b
     bare_optimizer = torch.optim.AdamW(bare_model.parameters(), lr=1e-4, **fused)
     probed_optimizer = torch.optim.AdamW(probed_model.parameters(), lr=1e-4, **fused)
     with tempfile.TemporaryDirectory() as store:
-        probe = Probe(run=f"overhead-{workload.name}", store=store, num_classes=workload.classes, handle_sigterm=False)
+        probe = Probe(run=f"overhead-{workload.name}", store=store, num_classes=workload.classes, handle_sigterm=False,
+                      live=live)
         if not noise_floor:
             probe.watch(probed_model, probed_optimizer)
         bare = _make_step(workload, bare_model, bare_optimizer, None)
@@ -256,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny models, to check the script runs")
     parser.add_argument("--noise-floor", action="store_true",
                         help="A/A run: both copies train bare, to show how far ratios drift on this machine")
+    parser.add_argument("--live", choices=["on", "off", "both"], default="on",
+                        help="the probe's live checks at each flush: on (the default for users), off, or both in "
+                             "turn (the mean ratio includes the flushes, so their difference is the live checks' cost)")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     models = args.models or (["mlp", "gpt2", "resnet18"] if cuda else ["mlp"])
@@ -269,15 +275,20 @@ def main(argv: list[str] | None = None) -> int:
         workload = {"mlp": lambda: cpu_mlp(args.smoke),
                     "gpt2": lambda: gpt2_small(device, args.smoke),
                     "resnet18": lambda: resnet18_cnn(device, args.smoke)}[name]()
-        torch.manual_seed(0)
-        result = run(workload, args.rounds, args.steps, args.warmup, noise_floor=args.noise_floor)
-        params = sum(p.numel() for p in workload.model.parameters()) / 1e6
-        memory = f", measured CUDA peak extra {result['peak_extra_mib']:.1f} MiB" if "peak_extra_mib" in result else ""
-        label = f"{workload.name} [A/A noise floor]" if args.noise_floor else workload.name
-        print(f"{label} ({params:.1f}M params, {workload.device}): bare {result['bare_ms']:.2f} ms/step, "
-              f"probe {result['probe_ms']:.2f} ms/step, median ratio {result['median_ratio']:.4f}, "
-              f"mean ratio {result['mean_ratio']:.4f}, p10 ratio {result['p10_ratio']:.4f}, CPU-time median ratio {result['cpu_median_ratio']:.4f}, peak extra memory {result['probe_held_mib']:.1f} MiB "
-              f"(probe buffers + weight copy at per-layer steps){memory}")
+        for live in {"on": [True], "off": [False], "both": [False, True]}[args.live]:
+            torch.manual_seed(0)
+            result = run(workload, args.rounds, args.steps, args.warmup, noise_floor=args.noise_floor, live=live)
+            params = sum(p.numel() for p in workload.model.parameters()) / 1e6
+            memory = (f", measured CUDA peak extra {result['peak_extra_mib']:.1f} MiB"
+                      if "peak_extra_mib" in result else "")
+            label = (f"{workload.name} [A/A noise floor]" if args.noise_floor
+                     else f"{workload.name} [live checks {'on' if live else 'off'}]")
+            print(f"{label} ({params:.1f}M params, {workload.device}): bare {result['bare_ms']:.2f} ms/step, "
+                  f"probe {result['probe_ms']:.2f} ms/step, median ratio {result['median_ratio']:.4f}, "
+                  f"mean ratio {result['mean_ratio']:.4f}, p10 ratio {result['p10_ratio']:.4f}, "
+                  f"CPU-time median ratio {result['cpu_median_ratio']:.4f}, "
+                  f"peak extra memory {result['probe_held_mib']:.1f} MiB "
+                  f"(probe buffers + weight copy at per-layer steps){memory}")
     return 0
 
 
