@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from traindoctor.diagnosis.common import events_of, finding, is_norm_or_bias, lint_events
+from traindoctor.diagnosis.common import events_of, finding, is_eval_split, is_norm_or_bias, lint_events
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import finite
@@ -141,48 +141,130 @@ def _scale_collapse(scale: pd.Series) -> list[Finding]:
     return findings
 
 
-def _mode_rule(run: RunData, kind: str, title: str, message: str, advice: str) -> list[Finding]:
+# Step ranges a mode-mistake finding spells out; the rest are counted.
+LISTED_RANGES = 8
+MODE_SOURCE = "seed 001 (model.train()/model.eval()), seed 002"
+
+
+def _event_steps(run: RunData, kind: str) -> np.ndarray:
     events = events_of(run, kind)
-    if events.empty:
+    return np.unique(pd.to_numeric(events["step"], errors="coerce").dropna().astype("int64").to_numpy())
+
+
+def _ranges(steps: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive integers as ``[(first, last), …]``: ``[3, 4, 5, 9]`` → ``[(3, 5), (9, 9)]``."""
+    if len(steps) == 0:
         return []
-    steps = pd.to_numeric(events["step"], errors="coerce").dropna().astype("int64")
-    first = int(steps.min()) if len(steps) else None
-    last = int(steps.max()) if len(steps) else None
-    where = f" (steps {first}–{last})" if first is not None else ""
-    return [finding(kind, "warning", title, f"{message} {len(events)} time(s){where}.", advice,
-                    "seed 001 (model.train()/model.eval()), seed 002", first, last, {"count": len(events)})]
+    breaks = np.flatnonzero(np.diff(steps) > 1)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(steps) - 1]])
+    return [(int(steps[a]), int(steps[b])) for a, b in zip(starts, ends)]
 
 
-@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events(), live=Live())
+def _spelled(ranges: list[tuple[int, int]]) -> str:
+    """``steps 44–430, 500–512`` (at most LISTED_RANGES, then how many more)."""
+    parts = [f"{a}" if a == b else f"{a}–{b}" for a, b in ranges[:LISTED_RANGES]]
+    more = f" and {len(ranges) - LISTED_RANGES} more ranges" if len(ranges) > LISTED_RANGES else ""
+    return ("step " if len(ranges) == 1 and ranges[0][0] == ranges[0][1] else "steps ") + ", ".join(parts) + more
+
+
+def eval_mode_ranges(run: RunData) -> list[tuple[int, int]]:
+    """The optimizer-step ranges ``[(first, last), …]`` (inclusive) trained in eval mode.
+
+    The probe writes ``eval_mode_during_training`` at the first step of a
+    stretch and ``train_mode_restored`` at the first step back in train mode;
+    a stretch that never ended lasts to the last training step recorded.
+    A run of older events (one per step, or no end recorded) reads the same
+    way: a stretch ends where the next one starts, if sooner.
+    """
+    starts = _event_steps(run, "eval_mode_during_training")
+    if len(starts) == 0:
+        return []
+    restored = _event_steps(run, "train_mode_restored")
+    loss = run.series("loss")
+    last_step = max(int(starts.max()), int(loss.index.max()) if len(loss) else 0)
+    ends = []
+    for index, start in enumerate(starts):
+        after = restored[restored > start]
+        end = int(after[0]) - 1 if len(after) else last_step
+        if index + 1 < len(starts) and not len(after):
+            end = min(end, int(starts[index + 1]) - 1)
+        ends.append(max(end, int(start)))
+    merged: list[tuple[int, int]] = []
+    for start, end in zip(starts.tolist(), ends):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+@rule(severities=("warning",), inputs=("events", "loss"), evidence=Evidence.events(), live=Live(),
+      thresholds=("LISTED_RANGES",))
 def eval_mode_during_training(run: RunData) -> list[Finding]:
     """``model.training`` was False during training steps.
 
     Symptom: the probe saw optimizer steps taken while the model was in eval
-    mode. Likely cause: ``model.eval()`` for validation without
-    ``model.train()`` after it. Dropout and batch-norm then behave as at
-    inference; batch-norm statistics stop updating.
+    mode; every stretch is reported with its first and last step. Likely cause: ``model.eval()`` for
+    validation without ``model.train()`` after it. Dropout and batch-norm
+    then behave as at inference; batch-norm statistics stop updating.
     Try: call ``model.train()`` at the start of every training epoch.
     Source: seed 001 ("my hunch that I will forget model.train()/eval()").
     """
-    return _mode_rule(run, "eval_mode_during_training", "Training steps ran in eval mode",
-                      "The model was in eval mode during training steps",
-                      "Call model.train() at the start of each training epoch (after every evaluation).")
+    ranges = eval_mode_ranges(run)
+    if not ranges:
+        return []
+    steps = sum(end - start + 1 for start, end in ranges)
+    stretches = f" in {len(ranges)} stretches" if len(ranges) > 1 else ""
+    return [finding("eval_mode_during_training", "warning", "Training steps ran in eval mode",
+                    f"{steps} training step{'' if steps == 1 else 's'} ran in eval mode{stretches}: "
+                    f"{_spelled(ranges)}.",
+                    "Call model.train() at the start of each training epoch (after every evaluation).",
+                    MODE_SOURCE, ranges[0][0], ranges[-1][1],
+                    {"steps": steps, "ranges": [list(r) for r in ranges], "count": len(ranges)})]
 
 
-@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events(), live=Live())
+@rule(severities=("warning",), inputs=("events",), evidence=Evidence.events(), live=Live(),
+      thresholds=("LISTED_RANGES",))
 def train_mode_during_eval(run: RunData) -> list[Finding]:
     """``model.training`` was True during an evaluation pass.
 
-    Symptom: the probe saw evaluation batches run in train mode.
-    Likely cause: no ``model.eval()`` before validation: dropout stays on and
-    batch-norm uses (and updates) batch statistics, so val metrics are noisy
-    and pessimistic.
+    Symptom: the probe saw evaluation batches run in train mode (one event
+    per pass); consecutive evaluation passes in train mode are reported as
+    one step range. Likely cause: no ``model.eval()`` before validation:
+    dropout stays on and batch-norm uses (and updates) batch statistics, so
+    val metrics are noisy and pessimistic.
     Try: ``model.eval()`` and ``torch.no_grad()`` around evaluation.
     Source: seed 001, seed 002 ("don't forget to call model.eval()").
     """
-    return _mode_rule(run, "train_mode_during_eval", "Evaluation ran in train mode",
-                      "The model was in train mode during evaluation",
-                      "Call model.eval() (and use torch.no_grad()) before evaluating; model.train() afterwards.")
+    affected = _event_steps(run, "train_mode_during_eval")
+    if len(affected) == 0:
+        return []
+    evaluated = np.unique(np.concatenate([affected, _evaluation_steps(run)]))
+    # Positions among all evaluation passes: passes in a row make one range.
+    positions = np.searchsorted(evaluated, affected)
+    ranges = [(int(evaluated[a]), int(evaluated[b])) for a, b in _ranges(positions)]
+    passes = len(affected)
+    if passes < len(evaluated):
+        which = f"{passes} of {len(evaluated)} evaluation passes"
+    else:
+        which = f"All {passes} evaluation passes" if passes > 1 else "The evaluation pass"
+    return [finding("train_mode_during_eval", "warning", "Evaluation ran in train mode",
+                    f"{which} ran in train mode: {_spelled(ranges)}.",
+                    "Call model.eval() (and use torch.no_grad()) before evaluating; model.train() afterwards.",
+                    MODE_SOURCE, ranges[0][0], ranges[-1][1],
+                    {"passes": passes, "evaluations": len(evaluated), "ranges": [list(r) for r in ranges],
+                     "count": passes})]
+
+
+def _evaluation_steps(run: RunData) -> np.ndarray:
+    """The steps of the run's evaluation records (loss or accuracy of any eval split)."""
+    scalars = run.scalars
+    if scalars is None or scalars.empty or "split" not in scalars:
+        return np.array([], dtype="int64")
+    splits = [split for split in scalars["split"].dropna().unique() if is_eval_split(str(split))]
+    rows = scalars[scalars["split"].isin(splits) & scalars["name"].isin(("loss", "accuracy"))]
+    return np.unique(pd.to_numeric(rows["step"], errors="coerce").dropna().astype("int64").to_numpy())
 
 
 def _param_groups(run: RunData) -> list[dict[str, Any]]:

@@ -862,6 +862,9 @@ class Probe:
                 self._add_event("eval_mode_during_training",
                                 "probe.step() called while model.training is False (model.eval() "
                                 "still in effect: dropout and batch-norm behave as in evaluation)", step)
+            else:  # the end of a stretch in eval mode (it starts True): the rule reports its steps
+                self._add_event("train_mode_restored",
+                                f"model.training is True again: steps in eval mode ended at step {step - 1}", step)
         if skipped:
             self._add_event("amp_step_skipped", "GradScaler skipped the optimizer step (inf/NaN gradients)", step)
         self._row = row + 1

@@ -206,7 +206,10 @@ METRIC_NAMES = tuple(METRICS)
 EVENT_KINDS: dict[str, str] = {
     "nan_loss": "the training loss became NaN or ±Inf (once per stretch of non-finite losses)",
     "amp_step_skipped": "the GradScaler skipped the optimizer step (inf/NaN gradients)",
-    "eval_mode_during_training": "probe.step() ran while model.training was False",
+    "eval_mode_during_training": "probe.step() ran while model.training was False (at the first step of each "
+                                 "stretch in eval mode)",
+    "train_mode_restored": "probe.step() ran with model.training True again after a stretch of "
+                           "eval_mode_during_training: the stretch ended at the step before",
     "train_mode_during_eval": "an evaluation pass ran while model.training was True",
     "config_lint": "a set-up problem the probe found when watching the model and optimizer",
     "crash": "the run ended with an exception or a signal; detail holds the traceback",

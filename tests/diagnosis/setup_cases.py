@@ -42,7 +42,7 @@ def setup_cases() -> list[Case]:
     amp.name = amp.run_id = "amp-skipping-2%"
     return [
         SetupCase(_base(name="forgot-model-train", env={"optimizer": ADAMW_TWO_GROUPS},
-                           events=[("eval_mode_during_training", "", s) for s in range(101, 201)]),
+                           events=[("eval_mode_during_training", "", 101), ("train_mode_restored", "", 201)]),
                      {"eval_mode_during_training": [101, 200]}),
         SetupCase(_base(name="forgot-model-eval", env={"optimizer": ADAMW_TWO_GROUPS},
                            events=[("train_mode_during_eval", "", s) for s in (100, 200, 300, 400)]),

@@ -13,10 +13,10 @@ from tests.diagnosis.factories import confusion_frame, make_run, scalar_rows
 
 
 @pytest.mark.parametrize("kind", ["eval_mode_during_training", "train_mode_during_eval"])
-def test_mode_events_become_findings_with_counts_and_steps(kind):
+def test_mode_events_become_findings_with_steps(kind):
     run = make_run(loss=[1, 1, 1], events=[(kind, "", 12), (kind, "", 40), ("resumed", "", None)])
     found = getattr(setup, kind)(run)
-    assert [(f.rule, f.step_start, f.step_end, f.evidence["count"]) for f in found] == [(kind, 12, 40, 2)]
+    assert [(f.rule, f.step_start, f.step_end) for f in found] == [(kind, 12, 40)]
 
 
 def test_mode_rules_quiet_without_events():

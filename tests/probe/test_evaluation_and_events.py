@@ -110,6 +110,7 @@ def test_mode_mistakes_raise_events_once_per_stretch(tmp_path):
     probe.close()
     _, _, events, _ = read_run(tmp_path)
     assert events.loc[events["kind"] == "eval_mode_during_training", "step"].tolist() == [3]
+    assert events.loc[events["kind"] == "train_mode_restored", "step"].tolist() == [6]
     assert events.loc[events["kind"] == "train_mode_during_eval", "step"].tolist() == [6]
 
 
