@@ -286,10 +286,35 @@ def test_healthy_sample_runs_raise_nothing_live(samples, name):
     assert [(f.rule, f.severity, f.step_start) for _, f in replay(load_run(samples, name), every_steps=20)] == []
 
 
-@pytest.mark.slow
-def test_healthy_corpus_runs_raise_nothing_live():
+def _flush_every(run: RunData) -> int:
+    """A flush every 20 steps, or every 2 % of a longer run (at most ~50 checks a run: the test's cost stays bounded)."""
+    loss = run.series("loss")
+    return max(20, int(loss.index.max()) // 50) if len(loss) else 20
+
+
+@pytest.fixture(scope="module")
+def corpus_replays() -> dict[str, tuple[dict, list[Finding], list[Finding]]]:
+    """Each corpus run: its label, what live checks raised replaying it, what the finished run's diagnosis says."""
     labels = json.loads((CORPUS / "corpus_labels.json").read_text(encoding="utf-8"))
     store = Store(CORPUS)
-    raised = {name: [(f.rule, f.severity, f.step_start) for _, f in replay(load_run(store, name), every_steps=20)]
-              for name, label in sorted(labels.items()) if label["healthy"]}
+    replays = {}
+    for name, label in sorted(labels.items()):
+        run = load_run(store, name)
+        replays[name] = (label, [f for _, f in replay(run, every_steps=_flush_every(run))], diagnose(run))
+    return replays
+
+
+@pytest.mark.slow
+def test_healthy_corpus_runs_raise_nothing_live(corpus_replays):
+    raised = {name: [(f.rule, f.severity, f.step_start) for f in live]
+              for name, (label, live, _) in corpus_replays.items() if label["healthy"]}
     assert len(raised) >= 6 and {name: found for name, found in raised.items() if found} == {}
+
+
+@pytest.mark.slow
+def test_every_live_finding_on_the_corpus_is_confirmed_by_the_finished_run(corpus_replays):
+    """What a live check raises, on any corpus run (healthy or not), the diagnosis of the whole run confirms."""
+    unconfirmed_by_run = {name: [(f.rule, f.severity, f.step_start) for f in unconfirmed(live, offline)]
+                          for name, (_, live, offline) in corpus_replays.items()}
+    assert sum(len(live) for _, live, _ in corpus_replays.values()) >= 10  # the corpus does raise things live
+    assert {name: found for name, found in unconfirmed_by_run.items() if found} == {}
