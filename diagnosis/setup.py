@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -267,6 +268,25 @@ def _evaluation_steps(run: RunData) -> np.ndarray:
     return np.unique(pd.to_numeric(rows["step"], errors="coerce").dropna().astype("int64").to_numpy())
 
 
+_PARAM_GROUP = re.compile(r"^param group (\d+): (.*)$", re.DOTALL)
+
+
+def _merged_lint_messages(lints: list[dict[str, Any]]) -> str:
+    """The lints' messages, each hint once with the param groups it concerns:
+    ``param groups 0, 1: Adam beta2=0.999 on an attention model; param group 1: …``."""
+    groups: dict[str, list[str]] = {}
+    for lint in lints:
+        message = str(lint.get("message") or "")
+        match = _PARAM_GROUP.match(message)
+        hint, group = (match.group(2), match.group(1)) if match else (message, None)
+        groups.setdefault(hint, [])
+        if group is not None and group not in groups[hint]:
+            groups[hint].append(group)
+    parts = [hint if not numbers else f"param group{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}: {hint}"
+             for hint, numbers in groups.items()]
+    return "; ".join(parts)
+
+
 def _param_groups(run: RunData) -> list[dict[str, Any]]:
     optimizer = run.env.get("optimizer") or {}
     groups = optimizer.get("param_groups") or []
@@ -322,12 +342,13 @@ def adam_hyperparameters(run: RunData) -> list[Finding]:
     Try: beta2 = 0.98 for transformers from scratch; eps 1e-6..1e-4 with fp16.
     Source: seed 001 (Adam with beta2 = 0.98), seed 002 (fp16: set eps higher).
     """
-    findings = [finding("adam_hyperparameters", "info", "Adam hyperparameters", lint.get("message") or "",
+    lints = lint_events(run, "adam_hyperparameters")
+    if lints:  # the probe lints each param group: one finding for the run
+        return [finding("adam_hyperparameters", "info", "Adam hyperparameters", _merged_lint_messages(lints),
                         "Follow the seed hints: beta2 0.98 for transformers, eps ≥ 1e-7 under fp16.",
-                        "seed 001, seed 002", evidence={"params": lint.get("params") or []})
-                for lint in lint_events(run, "adam_hyperparameters")]
-    if findings:
-        return findings
+                        "seed 001, seed 002",
+                        evidence={"params": sorted({p for lint in lints for p in (lint.get("params") or [])})})]
+    findings: list[Finding] = []
     optimizer = run.env.get("optimizer") or {}
     if "adam" not in str(optimizer.get("type", "")).lower():
         return []

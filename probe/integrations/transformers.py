@@ -3,6 +3,8 @@
     trainer = Trainer(model, args, ..., callbacks=[ProbeCallback(run="bert-sst2", store="traindoctor_runs", num_classes=2)])
 
 Recorded: everything ``Probe`` records, with ``step`` = ``state.global_step``.
+The run's config is the TrainingArguments changed from their defaults plus a
+few always kept (:func:`training_hyperparameters`), not all ~110 of them.
 The training loss is the one the model's forward returns (``outputs.loss``),
 captured by a forward hook and averaged over the accumulated micro-batches.
 Causal language models given ``num_items_in_batch`` (the Trainer passes it
@@ -24,6 +26,7 @@ step, and a ``training_stopped`` event names the finding.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Mapping
 
@@ -40,10 +43,56 @@ from traindoctor.probe.core import Probe
 from traindoctor.store.format import DEFAULT_STORE
 from traindoctor.probe.guard import check_name
 
+# TrainingArguments kept in the run's config even at their defaults: what a
+# reader compares runs by (the rest, ~110 fields, only when changed).
+ALWAYS_KEPT = ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "lr_scheduler_type",
+               "warmup_ratio", "warmup_steps", "weight_decay", "seed", "gradient_accumulation_steps")
+# Where the run's files go and who it reports to: not hyperparameters, and
+# different for every run (they would fill the Runs page's columns).
+_NOT_HYPERPARAMETERS = ("output_dir", "logging_dir", "run_name", "overwrite_output_dir", "resume_from_checkpoint",
+                        "report_to", "hub_token", "hub_model_id", "hub_strategy", "hub_private_repo",
+                        "push_to_hub_token", "push_to_hub_model_id", "push_to_hub_organization")
 # Trainer bookkeeping in the metrics dict, not model quality.
 _NOT_METRICS = {"runtime", "samples_per_second", "steps_per_second", "epoch", "model_preparation_time"}
 # Heads whose Hugging Face loss divides a token sum by num_items_in_batch.
 _SHARE_LOSS_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def training_hyperparameters(args: Any) -> dict[str, Any]:
+    """The TrainingArguments worth keeping as a run's config: those set to
+    something other than their declared default, plus :data:`ALWAYS_KEPT`.
+
+    Defaults are the dataclass fields' own (an enum as its value, as
+    ``to_dict()`` writes it). No second TrainingArguments is made to compare
+    with: its ``__post_init__`` resets accelerate's state under a running
+    Trainer. A field declared None that ``__post_init__`` resolved to False
+    (``disable_tqdm``, ``gradient_checkpointing``) counts as unchanged. Only
+    numbers, text, booleans and None are kept; paths, run names and Hub
+    settings never are.
+
+    Example:
+        >>> training_hyperparameters(TrainingArguments("out", learning_rate=3e-5))  # doctest: +SKIP
+        {'learning_rate': 3e-05, 'per_device_train_batch_size': 8, 'num_train_epochs': 3.0, 'max_steps': -1, ...}
+    """
+    defaults: dict[str, Any] = {}
+    for field in dataclasses.fields(args):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            continue
+        defaults[field.name] = getattr(default, "value", default)
+
+    def changed(key: str, value: Any) -> bool:
+        if key not in defaults:
+            return True
+        default = defaults[key]
+        return value != default and not (default is None and value is False)
+
+    return {key: value for key, value in args.to_dict().items()
+            if (isinstance(value, (int, float, str, bool)) or value is None) and key not in _NOT_HYPERPARAMETERS
+            and (key in ALWAYS_KEPT or changed(key, value))}
 
 
 class ProbeCallback(TrainerCallback):
@@ -84,8 +133,7 @@ class ProbeCallback(TrainerCallback):
         if self.probe is None:
             config = self.probe_kwargs.pop("config", None)
             if config is None:
-                config = {key: value for key, value in args.to_dict().items()
-                          if isinstance(value, (int, float, str, bool)) or value is None}
+                config = training_hyperparameters(args)
             run = self.run or (args.run_name if args.run_name and args.run_name != args.output_dir else None)
             self.probe = Probe(run=run or type(module).__name__, store=self.store, config=config, **self.probe_kwargs)
         # accelerate's AcceleratedOptimizer holds the GradScaler under fp16.

@@ -87,3 +87,14 @@ def test_train_mode_during_eval_groups_consecutive_passes(affected, expected_ran
     assert found.evidence["passes"] == len(affected)
     assert expected_text in found.message
     assert (found.step_start, found.step_end) == (expected_ranges[0][0], expected_ranges[-1][1])
+
+
+def test_adam_hyperparameters_is_one_finding_for_every_param_group():
+    lints = [("config_lint", {"rule": "adam_hyperparameters", "params": [],
+                              "message": f"param group {group}: Adam beta2=0.999 on an attention model"}, None)
+             for group in range(3)]
+    lints.append(("config_lint", {"rule": "adam_hyperparameters", "params": [],
+                                  "message": "param group 1: Adam eps=1e-08 under fp16"}, None))
+    (found,) = setup.adam_hyperparameters(make_run(loss=[1.0], events=lints))
+    assert found.message == ("param groups 0, 1, 2: Adam beta2=0.999 on an attention model; "
+                             "param group 1: Adam eps=1e-08 under fp16")

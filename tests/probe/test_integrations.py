@@ -94,6 +94,10 @@ def test_transformers_callback_records_a_real_trainer_run(tmp_path):
     meta, scalars, _, _ = read_run(tmp_path / "runs", "hf")
     assert meta["status"] == "finished"
     assert meta["env"]["model"]["has_attention"] is True
+    # The arguments set above and the always-kept few, not all ~110 TrainingArguments (#17).
+    assert {"max_steps": 4, "gradient_accumulation_steps": 2, "learning_rate": 1e-3, "eval_steps": 2}.items() \
+        <= meta["config"].items()
+    assert "adam_beta2" not in meta["config"] and "output_dir" not in meta["config"] and len(meta["config"]) < 25
     assert sorted(series(scalars, "loss")) == [1, 2, 3, 4]
     assert sorted(series(scalars, "grad_norm")) == [1, 2, 3, 4]
     assert sorted(series(scalars, "loss", split="val")) == [2, 4]
