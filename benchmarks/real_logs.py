@@ -1,0 +1,102 @@
+"""Precision, recall and false alarms of the diagnosis on real public training logs (tests/data/real_logs, #12).
+
+Each run is imported with ``traindoctor import`` and diagnosed with ``traindoctor diagnose --json``, as a user
+would; its label is what the run's own authors concluded (``provenance.json``). Prints one row per run and then:
+
+- recall: faulty runs where a rule the authors' conclusion implies fired at warning or critical, over faulty runs
+  (with a 95 % Wilson interval);
+- precision: warning/critical findings whose rule the run's label expects, over all warning/critical findings
+  (a finding on a faulty run that the label does not name counts against it, as one on a healthy run does);
+- false alarms: healthy runs with at least one warning/critical finding, and those findings per 100 healthy runs.
+
+The figures are in-sample for no rule: nothing here was tuned on these files. They are few (about 30 runs), so
+the intervals are wide.
+
+Usage::
+
+    python benchmarks/real_logs.py [--root tests/data/real_logs] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.diagnosis.real_logs import REAL_LOGS, real_logs, run_case, score  # noqa: E402
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion; (0, 1) when there is nothing to count."""
+    if total == 0:
+        return 0.0, 1.0
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=REAL_LOGS, help="folder of run folders with provenance.json")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+
+    cases = real_logs(args.root)
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, case in enumerate(cases):
+            findings = run_case(case, Path(tmp) / str(index))
+            rows.append((case, score(case, findings)))
+    elapsed = time.perf_counter() - started
+
+    faulty = [(c, s) for c, s in rows if not c.healthy]
+    healthy = [(c, s) for c, s in rows if c.healthy]
+    detected = sum(bool(s.detected) for _, s in faulty)
+    alarms = sum(len(s.alarms) for _, s in rows)
+    confirmed = sum(len(s.confirmed) for _, s in rows)
+    alarmed_healthy = sum(bool(s.alarms) for _, s in healthy)
+    healthy_alarms = sum(len(s.alarms) for _, s in healthy)
+    figures = {
+        "runs": len(rows), "faulty": len(faulty), "healthy": len(healthy),
+        "recall": detected / len(faulty) if faulty else None, "recall_interval": wilson(detected, len(faulty)),
+        "precision": confirmed / alarms if alarms else None, "precision_interval": wilson(confirmed, alarms),
+        "healthy_runs_with_alarm": alarmed_healthy,
+        "false_alarms_per_100_healthy": 100 * healthy_alarms / len(healthy) if healthy else None,
+        "seconds": round(elapsed, 1),
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    width = max(len(c.name) for c, _ in rows)
+    print(f"{'run':<{width}}  label    verdict   warning/critical findings")
+    for case, result in rows:
+        label = "healthy" if case.healthy else "faulty"
+        verdict = ("ok" if result.passed else "MISSED" if result.detected is False else "ALARM")
+        found = ", ".join(f"{rule} ({severity})" for rule, severity in result.alarms) or "-"
+        print(f"{case.name:<{width}}  {label:<7}  {verdict:<8}  {found}")
+    low, high = figures["recall_interval"]
+    print(f"\nrecall     {detected}/{len(faulty)} faulty runs found = {figures['recall']:.2f} (95 % CI {low:.2f}-{high:.2f})")
+    if alarms:
+        low, high = figures["precision_interval"]
+        print(f"precision  {confirmed}/{alarms} warning/critical findings name a labelled fault = "
+              f"{figures['precision']:.2f} (95 % CI {low:.2f}-{high:.2f})")
+    else:
+        print("precision  no warning/critical findings")
+    print(f"false alarms  {alarmed_healthy}/{len(healthy)} healthy runs with a warning/critical finding; "
+          f"{figures['false_alarms_per_100_healthy']:.0f} such findings per 100 healthy runs")
+    print(f"({len(rows)} runs imported and diagnosed in {elapsed:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
