@@ -12,6 +12,9 @@ Each line is read for ``key value`` pairs in the shapes training code prints:
   ``validation loss at iteration 1000 | lm loss value: ... |``;
 - fairseq: ``| epoch 001:  450 / 1891 loss=11.521, ..., num_updates=445, lr=8.9e-05, gnorm=1.543``;
 - MMCV/MMEngine: ``Epoch(train) [1][200/735]  lr: 1.9870e-04  ...  loss: 2.7522  grad_norm: 3.0608``;
+- HF Trainer's ``log_metrics`` blocks (``***** eval metrics *****`` then ``  eval_loss = nan`` lines): one
+  record, the train block a summary of the run (not a curve point), an eval or test block an evaluation at the
+  last step;
 - any ``key=value`` and ``key: value`` lines, and tqdm postfixes (``| 943/3280 [18:48<46:37, avr_loss=nan]``);
 
 or, with ``pattern``, a regular expression whose named groups are ``step``,
@@ -91,6 +94,11 @@ _NOT_METRICS = {"eta", "v_num"}
 _SOURCE_LOCATION = re.compile(r"\.(?:py|pyx|c|cc|cpp|h|cu|rs|go|js|ts)$")
 # HF Trainer's end-of-training dict (train_runtime, train_loss = the run's mean loss): not a curve point.
 _HF_SUMMARY_MARK = "train_runtime"
+# HF Trainer's log_metrics() block: "***** train metrics *****", then one "  key = value" line per metric.
+# The block is one record: the run's summary for train (train_loss is the mean over the run), an
+# evaluation at the last step for eval/test.
+_METRICS_HEADER = re.compile(r"^\s*\*{3,}\s*(?P<split>\w+) metrics\s*\*{3,}\s*$")
+_METRICS_ENTRY = re.compile(r"^\s+(?P<key>\w+)\s+=\s+(?P<value>\S+)\s*$")
 
 
 @dataclass
@@ -176,17 +184,50 @@ class _Reader:
         self.config: dict[str, Any] = {}
         self._in_arguments = False
         self._roles: dict[str, Any] = {}  # key → what it is (see _role), worked out once per key
+        self._block: LogRecord | None = None  # an open HF log_metrics() block
 
     def read(self, number: int, line: str) -> list[LogRecord]:
-        if self._set_up(line):
-            return []
         records = []
+        if self._block is not None:
+            entry = _METRICS_ENTRY.match(line)
+            if entry:
+                self._block_entry(entry.group("key"), entry.group("value"))
+                return []
+            records += self.finish()
+        if "metrics" in line and "***" in line:
+            header = _METRICS_HEADER.match(_ANSI.sub("", line))
+            if header:
+                # train metrics are the run's summary (means, totals); eval/test metrics an evaluation.
+                self._block = LogRecord(line=number, pairs=[], summary=header.group("split").lower() == "train")
+                return records
+        if self._set_up(line):
+            return records
         # A log written through a terminal keeps tqdm's carriage-return updates on one line.
         for part in line.split("\r"):
             record = self._segment(number, _ANSI.sub("", part) if "\x1b" in part else part)
             if record is not None:
                 records.append(record)
         return records
+
+    def _block_entry(self, key: str, value: str) -> None:
+        try:
+            number = float(value)  # nan and inf included; "2:05:47.06" (a runtime) is no number
+        except ValueError:
+            return
+        assert self._block is not None
+        self._block.pairs.append((key, number))
+
+    def finish(self) -> list[LogRecord]:
+        """The record of a log_metrics() block still open (at a line that is not one of its entries, or the end)."""
+        block, self._block = self._block, None
+        if block is None:
+            return []
+        summary = block.summary
+        settled = self._settle(block)
+        if settled is None:
+            return []
+        settled.summary = summary
+        return [settled]
 
     def _set_up(self, line: str) -> bool:
         """Read HF Trainer's banner and printed TrainingArguments into the config; True for such a line."""
@@ -389,6 +430,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
             if number % _PROGRESS_EVERY == 0:
                 progress.advance(path, min(position, len(data)))
             records += reader.read(number, line)
+        records += reader.finish()
     log_every = options.get("log_every")
     notes = []
     if log_every is None:
