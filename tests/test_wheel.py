@@ -8,7 +8,8 @@ environment), installed without dependencies into a fresh venv, and given the
 test environment's packages through a ``.pth`` line. Python does not process
 ``.pth`` files inside a directory added that way, so the checkout's editable
 install does not leak in: the run below uses the wheel's copy, and the tests
-check that it does.
+check that it does. The wheel also carries the sample runs, so ``traindoctor
+demo`` works from it outside a clone.
 """
 
 from __future__ import annotations
@@ -170,3 +171,54 @@ def test_a_user_folder_records_and_diagnoses_with_the_installed_wheel(venv, tmp_
                                  cwd=user, env=env))
         assert [run["name"] for run in report["runs"]] == [RUN_NAME]
         assert isinstance(report["runs"][0]["findings"], list)
+
+
+SAMPLE_STORE = REPO / "sample_runs" / "store"
+
+
+def test_the_wheel_carries_the_sample_runs_without_their_caches(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    runs = sorted(SAMPLE_STORE.glob("*/run.json"))
+    assert len(runs) >= 20
+    expected = {f"traindoctor/sample_store/{path.relative_to(SAMPLE_STORE).as_posix()}"
+                for path in [*runs, *SAMPLE_STORE.glob("*/*/*.parquet")]}
+    assert expected - names == set()
+    packaged = {name.rsplit("/", 1)[-1] for name in names if name.startswith("traindoctor/sample_store/")}
+    assert not packaged & {"summary.json", ".findings.json", ".catalog.json"}  # caches, rebuilt on first read
+    assert all(name.endswith((".parquet", "run.json")) for name in packaged)
+
+
+def test_demo_serves_the_sample_runs_from_the_installed_wheel(venv, tmp_path):
+    """`pip install traindoctor` + `traindoctor demo`, outside a clone: the page answers over HTTP and the
+    store it serves (a copy of the installed sample runs, removed when it stops) lists them."""
+    import re
+    import socket
+    import urllib.request
+
+    from traindoctor.dashboard.serve import stop_process, wait_until_healthy
+
+    user = tmp_path / "somewhere-else"
+    user.mkdir()
+    env = _user_env(venv)
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    process = subprocess.Popen([str(venv / "bin" / "traindoctor"), "demo", "--port", str(port)], cwd=user, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until_healthy("127.0.0.1", port, 120, process), process.stderr.read() if process.poll() else ""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/runs", timeout=30) as response:
+            assert response.status == 200
+            assert "<title>" in response.read().decode()
+        first_line = process.stdout.readline()
+        served = Path(re.search(r"dashboard for store (.+) at http", first_line).group(1))
+        assert not served.resolve().is_relative_to(REPO), served
+        listing = json.loads(_run([str(venv / "bin" / "traindoctor"), "runs", "--store", str(served), "--json"],
+                                  cwd=user, env=env))
+        assert len(listing) == len(list(SAMPLE_STORE.glob("*/run.json")))
+    finally:
+        code = stop_process(process, timeout_s=30)
+    assert code in (0, 128 + 15, -15), process.stderr.read()[-2000:]
+    assert not served.exists(), "the demo's copy of the sample runs outlived it"
+    assert list(user.iterdir()) == []

@@ -505,15 +505,31 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def command_demo(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
     store = sample_store_path()
     if not (store.is_dir() and any(store.iterdir())):
-        raise CommandError(f"the sample runs are missing at {store}: run 'python sample_runs/make_runs.py' in a clone")
-    return command_ui(args, store_path=store)
+        raise CommandError(f"the sample runs are missing at {store}: reinstall traindoctor, or in a clone run "
+                           "'python sample_runs/make_runs.py'")
+    if store.name == "store":  # a source checkout's sample_runs/store: its caches are ignored by git
+        return command_ui(args, store_path=str(store))
+    # The installed copy: its folder may be read-only and must stay as pip
+    # wrote it (the dashboard writes summaries and findings caches), so the
+    # demo serves a copy (1.2 MB), removed when it stops.
+    with tempfile.TemporaryDirectory(prefix="traindoctor-demo-") as folder:
+        copy = Path(folder) / "sample_runs"
+        shutil.copytree(store, copy)
+        return command_ui(args, store_path=str(copy))
 
 
 def sample_store_path() -> Path:
-    """The bundled sample store of a source checkout (``sample_runs/store``)."""
-    return Path(__file__).resolve().parents[1] / "sample_runs" / "store"
+    """The sample runs ``traindoctor demo`` serves: a source checkout's
+    ``sample_runs/store``, else the copy installed with the package
+    (``traindoctor/sample_store``, pyproject.toml's package data)."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "sample_runs" / "store"
+    return checkout if checkout.is_dir() else package / "sample_store"
 
 
 COMMANDS = {
