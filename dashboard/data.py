@@ -31,19 +31,24 @@ MAX_HEATMAP_STEPS = 400
 CURVE_NAMES = ("loss", "accuracy", "grad_norm", "amp_scale")
 
 
-def store_path_from_args(argv: Sequence[str]) -> Path:
-    """The store folder given as ``--store DIR`` after ``--`` on the
-    ``streamlit run`` command line, else :func:`default_store_path`.
+def store_path_from_args(argv: Sequence[str]) -> Path | str:
+    """The store folder (or object-store URL, kept as text) given as
+    ``--store DIR`` after ``--`` on the ``streamlit run`` command line, else
+    :func:`default_store_path`.
 
     The folder comes from whoever started the server, never from the page.
     """
     args = list(argv)
     for index, arg in enumerate(args):
         if arg == "--store" and index + 1 < len(args):
-            return Path(args[index + 1])
+            return _location(args[index + 1])
         if arg.startswith("--store="):
-            return Path(arg.split("=", 1)[1])
+            return _location(arg.split("=", 1)[1])
     return default_store_path()
+
+
+def _location(text: str) -> Path | str:
+    return text if "://" in text else Path(text)
 
 
 def run_version(store: Store, run_id: str) -> tuple[int, ...]:
@@ -53,7 +58,10 @@ def run_version(store: Store, run_id: str) -> tuple[int, ...]:
     updates the folder's mtime, and run.json is rewritten atomically, so the
     mtimes of run.json and the three table folders change with every flush.
     Costs four ``stat`` calls: cheap enough to key a cache on at every rerun.
+    On an object store the run's mirror is synced first (one LIST, at most
+    once a second).
     """
+    store.sync([run_id])
     run_dir = store.root / run_id
     stamps = []
     for path in (run_dir / "run.json", run_dir / "scalars", run_dir / "confusion", run_dir / "events"):

@@ -407,12 +407,16 @@ class Catalog:
             dashboard) lists again with one more ``stat`` per run instead of
             a file read and a JSON parse. Off for one-shot commands, which
             would pay the extra ``stat`` for nothing.
+        sync: called with the run ids about to be read (None: all) before
+            each read; an object store's mirror brings ``root`` up to date
+            there (``store.fs.Mirror.sync``).
     """
 
     def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
                  store: Any = None, open_store: Callable[[Path], Any] | None = None, write: bool = True,
-                 remember: bool = False) -> None:
+                 remember: bool = False, sync: Callable[[Sequence[str] | None], None] | None = None) -> None:
         self.root = Path(root)
+        self._sync = sync
         self.stale_after_s = float(stale_after_s)
         self.write = write
         self.remember = remember
@@ -432,6 +436,8 @@ class Catalog:
         a reader shows it (a running run whose heartbeat stopped is crashed).
         Runs whose run.json cannot be read are skipped with a warning.
         """
+        if self._sync is not None:
+            self._sync(run_ids)
         now = time.time()
         missing: list[str] = []
         found = []
@@ -457,6 +463,8 @@ class Catalog:
         index rewritten. One file parse instead of one per run: listing
         10,000 runs costs their stat calls and about 6 MB of JSON.
         """
+        if self._sync is not None:
+            self._sync(run_ids)
         now = time.time()
         index = _read_index(self.root)
         changed = False
@@ -503,7 +511,9 @@ class Catalog:
         return rows
 
     def _warn_missing(self, missing: list[str]) -> None:
-        if missing:
+        # An object store's writers leave summaries to readers (no DuckDB, no
+        # other ranks' footers in a training process): not worth a warning.
+        if missing and self._sync is None:
             named = ", ".join(missing[:_NAMED_IN_WARNING])
             more = f" and {len(missing) - _NAMED_IN_WARNING} more" if len(missing) > _NAMED_IN_WARNING else ""
             self._warn(f"{len(missing)} closed run(s) in {self.root} had no {SUMMARY_JSON} (written by an older "
@@ -539,6 +549,8 @@ class Catalog:
 
     def run_ids(self) -> list[str]:
         """Ids of the run folders (those with a run.json), sorted."""
+        if self._sync is not None:
+            self._sync(None)
         return [run_id for run_id, _, _ in self._folders(None)]
 
     def has_runs(self) -> bool:
