@@ -30,6 +30,8 @@ import webbrowser
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from traindoctor.store.fs import display_location
+
 # The Streamlit script (its pages), and the server that serves it (what `streamlit run` is given).
 APP_PATH = Path(__file__).resolve().parent / "app" / "main.py"
 SERVER_PATH = APP_PATH.with_name("server.py")
@@ -86,7 +88,7 @@ def build_command(store_path: str | os.PathLike, *, host: str = "127.0.0.1", por
     ]
     for name in hosts:
         command += ["--server.allowedHosts", name]
-    return command + ["--", "--store", str(Path(store_path).resolve())]
+    return command + ["--", "--store", display_location(store_path)]
 
 
 def app_environment(store_path: str | os.PathLike) -> dict[str, str]:
@@ -96,7 +98,7 @@ def app_environment(store_path: str | os.PathLike) -> dict[str, str]:
     ``traindoctor`` is installed: no ``PYTHONPATH`` is needed.
     """
     env = dict(os.environ)
-    env["TRAINDOCTOR_STORE"] = str(Path(store_path).resolve())
+    env["TRAINDOCTOR_STORE"] = display_location(store_path)
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     return env
 
@@ -149,7 +151,7 @@ def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 
     command = build_command(store_path, host=host, port=port, allowed_hosts=allowed_hosts)
     url_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host
     url = f"http://{url_host}:{port}/runs"
-    print(f"traindoctor: dashboard for store {Path(store_path).resolve()} at {url}", flush=True)
+    print(f"traindoctor: dashboard for store {display_location(store_path)} at {url}", flush=True)
     forwarded = (signal.SIGTERM, signal.SIGHUP)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, _raise_stopped) for signum in forwarded} if in_main_thread else {}

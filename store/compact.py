@@ -7,6 +7,11 @@ merge reads the pieces (or, meeting one already deleted, lists again; see
 ``Store.query``). The pieces are deleted only after the merged file is
 published. One compaction per table folder at a time (a lock file): two
 merges of the same pieces would both be published and count every row twice.
+
+On an object store (a ``Store`` on a URL) the run is merged in the store's
+mirror, the merged object is uploaded first (one create-only PUT), and the
+pieces are deleted from the bucket last; the lock is an object created
+create-only (``.compact.lock`` in the table's prefix).
 """
 
 from __future__ import annotations
@@ -66,11 +71,15 @@ def _refresh_summary(store: Store, run_id: str) -> None:
     """Rewrite the run's catalog summary for its new file names (from the merged footers)."""
     try:
         store.catalog.refresh(run_id)
+        if store.mirror is not None:
+            store.mirror.sync([run_id])  # uploads the new summary
     except (OSError, StoreError):
         pass  # the next reader rebuilds it
 
 
 def _compact_table(store: Store, run_id: str, table: str) -> int:
+    if store.mirror is not None:
+        return _compact_remote_table(store, run_id, table)
     folder = store.root / run_id / table
     if not folder.is_dir():
         return 0
@@ -89,6 +98,36 @@ def _compact_table(store: Store, run_id: str, table: str) -> int:
         return len(files)
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _compact_remote_table(store: Store, run_id: str, table: str) -> int:
+    """_compact_table on an object store: merged object first, pieces deleted last."""
+    objects = store.mirror.objects
+    lock_key = f"{run_id}/{table}/{_LOCK_NAME}"
+    owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "at": time.time()}).encode()
+    if not objects.put_new(lock_key, owner):
+        listed = objects.list(run_id).get(lock_key)
+        # A lock older than an hour (by the store's clock) is a dead compaction's.
+        if listed is None or time.time() - listed.modified < _STALE_TMP_S:
+            return 0
+        objects.delete([lock_key])
+        if not objects.put_new(lock_key, owner):
+            return 0
+    try:
+        store.mirror.sync([run_id])
+        folder = store.root / run_id / table
+        segments = store.segments(run_id, table)
+        files = [path for path, _ in segments]
+        if len(files) <= 1:
+            return 0
+        merged = _merge(files, folder, table, present={column for _, info in segments for column in info.columns})
+        objects.put_new(f"{run_id}/{table}/{merged.name}", merged.read_bytes())
+        objects.delete([f"{run_id}/{table}/{piece.name}" for piece in files])
+        for piece in files:
+            piece.unlink(missing_ok=True)
+        return len(files)
+    finally:
+        objects.delete([lock_key])
 
 
 def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None = None) -> Path:

@@ -40,6 +40,7 @@ from traindoctor.store.catalog import (  # noqa: F401 (default_store_path: its o
     read_meta,
 )
 from traindoctor.store.errors import StoreError, UnknownRunError
+from traindoctor.store.fs import MIN_SYNC_INTERVAL_S, Mirror, parse_store
 from traindoctor.store.format import (
     COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, column_names, decode_attempts, decode_covers,
     segment_names,
@@ -116,7 +117,10 @@ def runs_frame(summaries: Sequence[dict[str, Any]], *, with_stats: bool = True) 
 
 
 def open_store(path: str | os.PathLike | None = None) -> "Store":
-    """A :class:`Store` on ``path``, else on :func:`default_store_path`."""
+    """A :class:`Store` on ``path`` (a folder or an object-store URL), else on
+    ``$TRAINDOCTOR_STORE`` when that is a URL, else on :func:`default_store_path`."""
+    if path is None and "://" in os.environ.get("TRAINDOCTOR_STORE", ""):
+        path = os.environ["TRAINDOCTOR_STORE"]
     return Store(path if path is not None else default_store_path())
 
 
@@ -161,13 +165,24 @@ class Store:
     """A folder of runs, read through DuckDB.
 
     Args:
-        root: the store folder (it need not exist yet: it then holds no runs).
+        root: the store folder (it need not exist yet: it then holds no runs),
+            or an object-store URL (``s3://bucket/prefix``, ``gs://``,
+            ``az://``): the store then reads a local mirror of the bucket
+            (``store.fs.Mirror``, a read cache of its immutable segments)
+            brought up to date before each read, at most once a second per
+            run; ``root`` is the mirror's folder and ``location`` the URL.
         stale_after_s: seconds without a heartbeat after which a running run
             is reported as crashed.
+
+    Raises:
+        StoreError: an object store that cannot be reached, or whose extra is
+            not installed (one line).
     """
 
     def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
-        self.root = Path(root)
+        self.location = parse_store(root)
+        self.mirror: Mirror | None = Mirror(self.location) if self.location.remote else None
+        self.root = self.mirror.root if self.mirror is not None else Path(root)
         self.stale_after_s = float(stale_after_s)
         # Files already checked (footer and schema), keyed by path, size and
         # mtime so a replaced file is checked again.
@@ -182,7 +197,18 @@ class Store:
         self._database: duckdb.DuckDBPyConnection | None = None
         # A Store lives long (the dashboard keeps one per store): its catalog
         # remembers summaries between listings.
-        self.catalog = Catalog(self.root, stale_after_s=self.stale_after_s, store=self, remember=True)
+        self.catalog = Catalog(self.root, stale_after_s=self.stale_after_s, store=self, remember=True,
+                               sync=None if self.mirror is None else self.sync)
+
+    def sync(self, run_ids: Sequence[str] | None = None) -> None:
+        """Bring an object store's mirror up to date (all runs, or these), at
+        most once per ``MIN_SYNC_INTERVAL_S`` each; a no-op on a local store.
+
+        Raises:
+            StoreError: the bucket cannot be reached (one line).
+        """
+        if self.mirror is not None:
+            self.mirror.sync(run_ids, max_age_s=MIN_SYNC_INTERVAL_S)
 
     # ------------------------------------------------------------------- runs
 
@@ -193,6 +219,7 @@ class Store:
     def run_meta(self, run_id: str) -> dict[str, Any]:
         """The run's run.json, its known keys checked (a value of the wrong
         type reads as absent), with ``status`` as readers should show it."""
+        self.sync([run_id])
         run_dir = self.root / run_id
         try:
             meta = read_meta(run_dir)
@@ -395,6 +422,8 @@ class Store:
     ) -> duckdb.DuckDBPyConnection:
         """connect() with only the views a query needs: each view costs a
         file listing, a registration and, for runs, every run.json."""
+        if runs is not None:
+            self.sync(runs)
         run_ids = self.run_ids() if runs is None else [self._checked_id(r) for r in runs]
         con = self._new_connection()
         try:

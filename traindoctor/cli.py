@@ -210,6 +210,8 @@ def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Pa
     """
     from traindoctor.store.catalog import default_store_path
 
+    if _remote_store(path) is not None:
+        return _remote_store(path)  # an object-store URL: Store(url) reads it through its mirror
     root = Path(path) if path is not None else default_store_path()
     if must_exist and not root.is_dir():
         why = "not a folder" if root.exists() else "no such folder"
@@ -219,9 +221,27 @@ def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Pa
     return root
 
 
+def _remote_store(path: str | None) -> str | None:
+    """The object-store URL ``--store`` (else $TRAINDOCTOR_STORE) names; None for a folder."""
+    text = path if path is not None else os.environ.get("TRAINDOCTOR_STORE")
+    if not text or "://" not in text:
+        return None
+    from traindoctor.store.fs import is_remote
+
+    return text if is_remote(text) else None
+
+
 def _catalog(path: str | None, *, must_exist: bool = True):
     """The store's run catalog: reads summaries without pandas or DuckDB."""
     from traindoctor.store.catalog import Catalog
+
+    remote = _remote_store(path)
+    if remote is not None:
+        # An object store is read through its local mirror (store.fs): the
+        # Store's catalog brings it up to date before each read.
+        store = _open_store(remote)
+        store.sync()
+        return store.catalog
 
     # A Store (and DuckDB) only for a run whose summary needs a query: a run of
     # an older version, or a resumed one.
@@ -399,6 +419,11 @@ def command_import(args: argparse.Namespace) -> int:
                             task=args.task, progress=False if args.no_progress else None, experiment=args.experiment,
                             run_id=args.run_id, pattern=args.pattern, log_every=args.log_every)
     imported = [result.run_id for result in results if not result.skipped]
+    if _remote_store(args.store) is not None:
+        # Built in the mirror; uploaded before anything reads the bucket again.
+        mirror = _open_store(_remote_store(args.store)).mirror
+        for run_id in imported:
+            mirror.push_run(run_id)
     verdicts = {} if args.no_diagnose else _diagnose_imported(catalog, imported)
     for result in results:
         if result.skipped:
@@ -467,7 +492,10 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_ui(args: argparse.Namespace, store_path: str | os.PathLike | None = None) -> int:
-    path = store_root(store_path or args.store)
+    remote = None if store_path is not None else _remote_store(args.store)
+    if remote is not None:
+        _open_store(remote).sync()  # an unreachable bucket fails here, in one line, not in the page
+    path = remote or store_root(store_path or args.store)
     # Before any URL is printed: a URL for a port another server holds would open that server.
     check_port_free(args.host, args.port)
     from traindoctor.dashboard.serve import run_app
