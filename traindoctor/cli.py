@@ -218,7 +218,20 @@ def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Pa
         hint = ("pass --store DIR or set $TRAINDOCTOR_STORE" if path is None and not os.environ.get("TRAINDOCTOR_STORE")
                 else "check the path")
         raise CommandError(f"store not found: {root} ({why}; {hint})")
+    if path is None:
+        _mention_the_old_default(root)
     return root
+
+
+def _mention_the_old_default(root: Path) -> None:
+    """Warn (one line) when the default store is the new one and the old default ``./runs`` holds runs too:
+    runs recorded before the default changed would otherwise seem gone."""
+    from traindoctor.store.catalog import holds_runs
+    from traindoctor.store.format import DEFAULT_STORE, OLD_DEFAULT_STORE
+
+    if str(root) == DEFAULT_STORE and holds_runs(OLD_DEFAULT_STORE):
+        warnings.warn(f"./{OLD_DEFAULT_STORE} also holds traindoctor runs (the default store before "
+                      f"./{DEFAULT_STORE}): pass --store {OLD_DEFAULT_STORE} to see them", stacklevel=2)
 
 
 def _remote_store(path: str | None) -> str | None:

@@ -209,3 +209,15 @@ def test_the_probe_records_into_traindoctor_runs_by_default(tmp_path, monkeypatc
         optimizer.step()
         probe.step(loss=loss)
     assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_STORE]
+
+
+def test_runs_left_in_the_old_default_store_are_mentioned(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRAINDOCTOR_STORE", raising=False)
+    make_run(tmp_path / OLD_DEFAULT_STORE, "from-before")
+    make_run(tmp_path / DEFAULT_STORE, "new")
+    code, out, err = run_cli(capsys, "runs")
+    assert code == 0 and "new" in out and "from-before" not in out
+    assert "pass --store runs to see them" in err
+    code, _, err = run_cli(capsys, "runs", "--store", DEFAULT_STORE)
+    assert code == 0 and err == ""
