@@ -192,6 +192,20 @@ def keep(catalog: Catalog, diagnosis: Diagnosis, engine: str | None = None) -> b
     if kept:
         attach_findings(run_dir, diagnosis.fingerprint, {
             "engine": engine, "fingerprint": diagnosis.fingerprint, "counts": severity_counts(diagnosis.findings),
-            "rules": sorted({f.rule for f in diagnosis.findings}),
+            "rules": sorted({f.rule for f in diagnosis.findings}), "top": top_finding(diagnosis.findings),
         })
+
+
+def top_finding(findings: list[Finding]) -> dict[str, Any] | None:
+    """``{"rule", "severity", "title"}`` of the verdict's finding (``verdict.verdict``), else of the
+    first finding; None without findings. A listing shows it beside the counts; ``severity`` is
+    the verdict's (the worst of the cause and its consequences)."""
+    from traindoctor.diagnosis.verdict import verdict
+
+    if not findings:
+        return None
+    found = verdict(findings)
+    head = findings[found.index] if found is not None else findings[0]
+    return {"rule": head.rule, "severity": found.severity if found is not None else head.severity,
+            "title": head.title}
     return kept

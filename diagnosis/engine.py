@@ -1,4 +1,4 @@
-"""Run every rule on a run and collect the findings, sorted by severity then step."""
+"""Run every rule on a run and collect the findings, causes first: ranked by cause, then severity, then step."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from traindoctor.diagnosis import classes, generalisation, gradients, learning_r
 from traindoctor.diagnosis.finding import SEVERITY_RANK, Finding
 from traindoctor.diagnosis.memo import MemoisedRun
 from traindoctor.diagnosis.records import RuleFunction, RuleRecord, record_of
+from traindoctor.diagnosis.verdict import ranked_groups
 from traindoctor.store.run_data import RunData
 
 logger = logging.getLogger(__name__)
@@ -106,18 +107,32 @@ def cap_info(findings: list[Finding]) -> list[Finding]:
 
 
 def causes_first(findings: list[Finding]) -> list[Finding]:
-    """Each finding a cause explains (EXPLAINS) moved right after that cause, and the two linked.
+    """Each finding a cause explains (EXPLAINS) moved right after that cause, and the two linked;
+    the groups so formed ranked most likely cause first (``verdict.ranked_groups``).
 
     A cause is a warning or critical finding whose record ``explains`` the
     other's rule; a consequence is folded under the first such cause in the
-    given order (never under one of its own consequences). The rest keep
-    their order.
+    given order (never under one of its own consequences, however far down).
+    A group (a finding no other explains, with its consequences) ranks by the
+    worst severity among its members, then a cause before a finding on its
+    own, then the given order: a symptom judged critical (accuracy no better
+    than the majority class) no longer comes before the warning that
+    explains it (the lr too high).
     """
     causes = [f for f in findings if f.severity in ("warning", "critical") and f.rule in EXPLAINS]
     cause_of: dict[int, Finding] = {}
+
+    def above(f: Finding) -> set[int]:
+        """The findings ``f`` is folded under, up to its group's head."""
+        seen: set[int] = set()
+        while id(f) in cause_of and id(f) not in seen:
+            seen.add(id(f))
+            f = cause_of[id(f)]
+        return seen | {id(f)}
+
     for f in findings:
         cause = next((c for c in causes if c is not f and f.rule in EXPLAINS[c.rule]
-                      and cause_of.get(id(c)) is not f), None)
+                      and id(f) not in above(c)), None)
         if cause is not None:
             cause_of[id(f)] = cause
     consequences: dict[int, list[Finding]] = {}
@@ -136,12 +151,14 @@ def causes_first(findings: list[Finding]) -> list[Finding]:
     for f in findings:
         if id(f) not in cause_of:
             emit(f, None)
-    return ordered
+    return [ordered[i] for positions in ranked_groups(ordered) for i in positions]
 
 
 def diagnose(run: RunData, *, strict: bool = False, rules: dict[str, RuleFunction] | None = None) -> list[Finding]:
     """All findings for one run, causes first: sorted by severity (critical first) then step,
-    with each consequence folded right after the finding that explains it (EXPLAINS).
+    with each consequence folded right after the finding that explains it (EXPLAINS), and
+    the groups so formed ranked by their worst member (:func:`causes_first`): the first
+    finding is the verdict's (``traindoctor.diagnosis.verdict``).
 
     Findings explained by a more specific cause are dropped (EXPLAINED_BY);
     at most MAX_INFO_PER_RULE info findings per rule are listed.

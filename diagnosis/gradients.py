@@ -139,7 +139,9 @@ def exploding_gradients(run: RunData) -> list[Finding]:
 
 @rule(severities=("warning",), inputs=("grad_norm", "loss"), evidence=Evidence.series("grad_norm"),
       heatmaps=("grad_norm",), live=Live(),
-      thresholds=("FIRST_LAST_VANISHING_RATIO", "STALLED_LOSS_FRACTION", "ZERO_GRAD", "DEAD_MIN_RECORDS"))
+      thresholds=("FIRST_LAST_VANISHING_RATIO", "STALLED_LOSS_FRACTION", "ZERO_GRAD", "DEAD_MIN_RECORDS"),
+      # Early layers that get no gradient do not learn: accuracy stays at the baseline, their updates tiny.
+      explains=("no_better_than_baseline", "update_ratio_out_of_band"))
 def vanishing_gradients(run: RunData) -> list[Finding]:
     """Early layers get gradients orders of magnitude smaller than late layers, and learning stalls.
 

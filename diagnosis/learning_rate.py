@@ -60,6 +60,48 @@ def median_update_ratio(run: RunData) -> float | None:
     return float(np.median(values)) if values.size else None
 
 
+# Seed 004's rule of thumb: a healthy update/weight ratio is about 1e-3. A
+# ratio quoted in support of "lr too high" must be above it, one quoted for
+# "lr too low" below it: evidence never contradicts its finding's claim.
+UPDATE_RATIO_RULE_OF_THUMB = 1e-3
+# Below this a layer's weights no longer move (DeepDiagnosis' lower band,
+# ICSE'22): the ratios of layers a too-high lr killed (dead ReLUs) say
+# nothing about the step size it took while they learned.
+STILL_MOVING_RATIO = 1e-5
+
+
+@per_run
+def moving_update_ratio(run: RunData) -> float | None:
+    """Median update/weight ratio over the whole run of the records whose weights
+    still moved (ratio ≥ STILL_MOVING_RATIO); None without such records."""
+    frame = layer_values(run, "update_ratio")
+    if frame.empty:
+        return None
+    values = frame.to_numpy(dtype="float64")
+    values = values[np.isfinite(values) & (values >= STILL_MOVING_RATIO)]
+    return float(np.median(values)) if values.size else None
+
+
+def high_update_ratio_support(run: RunData) -> tuple[str, dict]:
+    """The update/weight ratio quoted for "lr too high": the median of the
+    second half when it is above UPDATE_RATIO_RULE_OF_THUMB, else the median
+    while the weights still moved when that one is; else nothing (a run
+    whose layers a too-high lr killed ends with tiny ratios that would
+    contradict the claim).
+
+    Returns:
+        (a sentence for the message or "", the evidence entries behind it).
+    """
+    late = median_update_ratio(run)
+    if late is not None and late > UPDATE_RATIO_RULE_OF_THUMB:
+        return f" Median update/weight ratio {late:.1e} (rule of thumb ~1e-3).", {"median_update_ratio": late}
+    moving = moving_update_ratio(run)
+    if moving is not None and moving > UPDATE_RATIO_RULE_OF_THUMB:
+        return (f" Median update/weight ratio {moving:.1e} while the weights still moved (rule of thumb ~1e-3).",
+                {"moving_update_ratio": moving})
+    return "", {}
+
+
 # An lr schedule's tail. Its decay has begun where the lr drops below 90 %
 # of its peak and stays there to the end: a fifth into a cosine, the start
 # of a warm-up-stable-decay's or a cool-down's decay, a step decay. From
@@ -174,10 +216,14 @@ def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: lis
 
 @rule(severities=("info", "warning"), inputs=("loss", "update_ratio", "lr", "grad_norm", "amp_skipped"),
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
-      evidence=Evidence.series("loss"), heatmaps=("update_ratio",), explains=("loss_spike", "best_epoch_not_last"),
+      evidence=Evidence.series("loss"), heatmaps=("update_ratio",),
+      # Its consequences: the spikes and the early best epoch of the overshoot, accuracy stuck at the
+      # majority class, ReLUs killed by a huge step (dead layers) and the update ratios out of band.
+      explains=("loss_spike", "best_epoch_not_last", "no_better_than_baseline", "dead_layers",
+                "update_ratio_out_of_band"),
       thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
                   "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "THRASHING_NOISE",
-                  "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE"),
+                  "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
@@ -211,8 +257,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
     late_values = loss.to_numpy()[int(0.5 * len(loss)):]
     noise = mad_sigma(np.diff(late_values)) / math.sqrt(2) / max(median(late_values), 1e-12)
     evidence = {"kind": "plateau", "initial_loss": start, "best_level": best, "late_level": late,
-                "median_update_ratio": ratio, "rebound_fraction": rebound, "late_noise": noise}
-    support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
+                "rebound_fraction": rebound, "late_noise": noise}
+    support, supporting = high_update_ratio_support(run)
+    evidence.update(supporting)
     # The minimum of up to 40 noisy bins sits 2-3 sigmas low: the climb must exceed 5 sigmas of the bin noise.
     profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
     evidence["profile_noise"] = profile_noise
@@ -249,6 +296,7 @@ def lr_too_high(run: RunData) -> list[Finding]:
         thrashing, severity = noise >= NOISY_PLATEAU_NOISE, "info"
     if not (high and thrashing):
         return []
+    evidence["median_update_ratio"] = ratio  # ≥ HIGH_UPDATE_RATIO when quoted: it decided the finding
     why = (f"the median update/weight ratio is {ratio:.1e}, above the ~1e-3 rule of thumb"
            if ratio is not None else "no update ratios were recorded to confirm it")
     return [finding(
@@ -284,8 +332,10 @@ LR_TOO_LOW_MIN_POINTS = 100
 @rule(severities=("warning",), inputs=("loss", "update_ratio", "grad_norm", "amp_skipped"),
       evidence=Evidence.series("loss"),
       heatmaps=("update_ratio",),
+      # Updates far too small are its symptom, and so is accuracy stuck near the baseline.
+      explains=("no_better_than_baseline", "update_ratio_out_of_band"),
       thresholds=("LR_TOO_LOW_MIN_POINTS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO", "STILL_FALLING", "DROP_SIGMAS",
-                  "HIGH_UPDATE_RATIO"))
+                  "HIGH_UPDATE_RATIO", "UPDATE_RATIO_RULE_OF_THUMB"))
 def lr_too_low(run: RunData) -> list[Finding]:
     """Loss falls slowly and almost linearly, far from a plateau at the end.
 
@@ -317,15 +367,18 @@ def lr_too_low(run: RunData) -> list[Finding]:
     still_falling = (third - fourth) / max(abs(third), 1e-12)
     ratio = median_update_ratio(run)
     evidence = {"start_level": start, "middle_level": middle, "end_level": end, "total_drop": total_drop,
-                "halves_ratio": second_half / first_half if first_half > 0 else None,
-                "median_update_ratio": ratio}
+                "halves_ratio": second_half / first_half if first_half > 0 else None}
     if not (0 < total_drop < SLOW_TOTAL_DROP and start - end > DROP_SIGMAS * window_error
             and second_half > DROP_SIGMAS * window_error and second_half >= LINEAR_HALVES_RATIO * first_half
             and still_falling >= STILL_FALLING):
         return []
     if ratio is not None and ratio >= HIGH_UPDATE_RATIO:
         return []
-    support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)." if ratio is not None else ""
+    # Quoted only below the rule of thumb, where it supports "too low".
+    support = ""
+    if ratio is not None and ratio < UPDATE_RATIO_RULE_OF_THUMB:
+        support = f" Median update/weight ratio {ratio:.1e} (rule of thumb ~1e-3)."
+        evidence["median_update_ratio"] = ratio
     return [finding(
         "lr_too_low", "warning", "Loss falls slowly and linearly: lr too low",
         f"The loss went {start:.3g} → {middle:.3g} → {end:.3g} ({total_drop:.0%} in all), as fast in the second half "

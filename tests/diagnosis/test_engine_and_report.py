@@ -143,7 +143,7 @@ def test_text_report_groups_by_severity_with_steps_and_advice():
     assert text.index("CRITICAL") < text.index("WARNING") < text.index("INFO")
     assert "resnet (20260101-abc)" in text and "[divergence] divergence (step 900)" in text
     assert "(whole run)" in text and "advice: a" in text
-    assert "r2\n==\n  No findings" in text
+    assert "r2: no problem found.\n" in text and "  No findings" in text
 
 
 def test_evidence_is_strict_json_with_numpy_and_non_finite_values():

@@ -15,7 +15,8 @@ import pytest
 
 from traindoctor.diagnosis import diagnose
 from traindoctor.diagnosis.common import task_of
-from traindoctor.diagnosis.engine import MAX_INFO_PER_RULE, cap_info, causes_first
+from traindoctor.diagnosis.engine import MAX_INFO_PER_RULE, cap_info, causes_first, sort_findings
+from traindoctor.diagnosis.verdict import verdict
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.generalisation import best_epoch_not_last, overfitting, train_longer, underfitting
 from traindoctor.diagnosis.learning_rate import decayed_too_early, lr_too_high, missing_warmup
@@ -343,17 +344,44 @@ def test_consequences_are_folded_under_their_cause():
     spike, late_spike = _finding("loss_spike", "warning", 250), _finding("loss_spike", "warning", 330)
     best = _finding("best_epoch_not_last", "info", 20)
     cause = _finding("lr_too_high", "warning", 431)
-    other = _finding("dead_layers", "warning", None)
+    other = _finding("weight_decay_on_norm_and_bias", "warning", None)
     ordered = causes_first([other, spike, late_spike, cause, best])
+    # A cause (with its consequences) ranks before a finding on its own of the same severity.
     assert [(f.rule, f.step_start, f.explained_by) for f in ordered] == [
-        ("dead_layers", None, None), ("lr_too_high", 431, None), ("loss_spike", 250, "lr_too_high"),
-        ("loss_spike", 330, "lr_too_high"), ("best_epoch_not_last", 20, "lr_too_high")]
-    assert ordered[1].explains == ("loss_spike", "best_epoch_not_last")
+        ("lr_too_high", 431, None), ("loss_spike", 250, "lr_too_high"), ("loss_spike", 330, "lr_too_high"),
+        ("best_epoch_not_last", 20, "lr_too_high"), ("weight_decay_on_norm_and_bias", None, None)]
+    assert ordered[0].explains == ("loss_spike", "best_epoch_not_last")
 
 
 def test_an_info_cause_explains_nothing():
     ordered = causes_first([_finding("lr_too_high", "info", 10), _finding("loss_spike", "warning", 5)])
-    assert [(f.rule, f.explained_by, f.explains) for f in ordered] == [("lr_too_high", None, ()), ("loss_spike", None, ())]
+    assert [(f.rule, f.explained_by, f.explains) for f in ordered] == [("loss_spike", None, ()), ("lr_too_high", None, ())]
+
+
+def test_a_critical_symptom_ranks_under_the_warning_that_explains_it():
+    """Regression (#17): an lr 10x too high on a digits classifier listed "no better than the majority
+    class" (critical) first, and lr_too_high (warning) second; the verdict must be the cause."""
+    symptom = _finding("no_better_than_baseline", "critical", 44)
+    dead = _finding("dead_layers", "warning", 100)
+    cause = _finding("lr_too_high", "warning", 39)
+    lone = _finding("train_mode_during_eval", "warning", 10)
+    ordered = causes_first(sort_findings([symptom, dead, cause, lone]))
+    assert [(f.rule, f.explained_by) for f in ordered] == [
+        ("lr_too_high", None), ("no_better_than_baseline", "lr_too_high"), ("dead_layers", "lr_too_high"),
+        ("train_mode_during_eval", None)]
+    found = verdict(ordered)
+    assert (found.rule, found.severity, found.explains) == ("lr_too_high", "critical",
+                                                            ("no_better_than_baseline", "dead_layers"))
+
+
+def test_consequence_chains_never_loop():
+    """dead_layers explains update_ratio_out_of_band and is itself explained by lr_too_high: every
+    finding is listed once, each under the first cause in order that is not below it."""
+    findings = [_finding("update_ratio_out_of_band", "warning", 200), _finding("dead_layers", "warning", 100),
+                _finding("lr_too_high", "warning", 39)]
+    ordered = causes_first(sort_findings(findings))
+    assert sorted(f.rule for f in ordered) == sorted(f.rule for f in findings)
+    assert [(f.rule, f.explained_by) for f in ordered][0] == ("lr_too_high", None)
 
 
 def test_reports_show_causes_first_with_consequences_under_them():
