@@ -188,8 +188,10 @@ NOISY_PLATEAU_NOISE = 0.30
 
 
 def rebound_settled(finding: Finding) -> bool:
-    """For a rebound below the initial loss (a high plateau is judged at the end; above the start: divergence)."""
-    return finding.evidence.get("kind") == "rebound" and finding.evidence.get("rebound_fraction", 1.0) < 1.0
+    """For a rebound below the initial loss (a high plateau is judged at the end; above the start: divergence)
+    that no loss spike started (that may still be the spike's slow recovery, which the end of the run tells)."""
+    return (finding.evidence.get("kind") == "rebound" and finding.evidence.get("rebound_fraction", 1.0) < 1.0
+            and not finding.evidence.get("after_spike", False))
 
 
 def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: list) -> tuple[int, int, int] | None:
@@ -263,16 +265,20 @@ def lr_too_high(run: RunData) -> list[Finding]:
     # The minimum of up to 40 noisy bins sits 2-3 sigmas low: the climb must exceed 5 sigmas of the bin noise.
     profile_noise = mad_sigma(np.diff(profile.to_numpy())) / math.sqrt(2)
     evidence["profile_noise"] = profile_noise
+    spikes = loss_spikes(run)
     if (rebound >= REBOUND_FRACTION and best_position < len(profile) - 2
             and late - best > REBOUND_NOISE_SIGMAS * profile_noise):
         evidence["kind"] = "rebound"
+        # A climb that a loss spike started may still be that spike's slow
+        # recovery: only the end of the run tells (live checks wait for it).
+        evidence["after_spike"] = any(spike.start_step >= profile.index[best_position] for spike in spikes)
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "
             f"({rebound:.0%} of the way back to its initial {start:.3g}) and stayed there.{support}",
             "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], loss.index[-1], evidence)]
-    stretch = _rebound_stretch(profile, start, profile_noise, loss_spikes(run))
+    stretch = _rebound_stretch(profile, start, profile_noise, spikes)
     if stretch is not None:
         best_position, first, last = stretch
         best, climbed = float(profile.iloc[best_position]), float(profile.iloc[first:last + 1].max())
