@@ -14,6 +14,7 @@ import re
 import pytest
 
 from traindoctor.store.importers import KINDS
+from traindoctor.store.reader import Store
 from tests.diagnosis.real_logs import REAL_LOGS, RealLog, real_logs, run_case, score
 
 CASES = real_logs()
@@ -82,6 +83,10 @@ def _params():
 def test_real_log_gets_the_verdict_its_authors_reached(tmp_path, case: RealLog):
     findings = run_case(case, tmp_path)
     result = score(case, findings)
+    [meta] = [Store(tmp_path / "store").run_meta(run_id) for run_id in Store(tmp_path / "store").runs()["run_id"]]
+    if (meta.get("task") or {}).get("kind") in (None, "unknown", "regression"):
+        # #12 Must hold: without a loss scale no finding calls a loss level poor.
+        assert not [f for f in findings if "poor" in (f["title"] + f["message"]).lower()], findings
     summary = json.dumps([(f["rule"], f["severity"], f["message"][:160]) for f in findings], indent=1)
     assert not result.forbidden, f"false alarm on {case.name}: {summary}"
     if not case.healthy:
@@ -110,3 +115,34 @@ def test_every_folder_is_a_case():
     """A folder without a readable provenance.json would silently drop out of the set."""
     folders = {path.name for path in REAL_LOGS.iterdir() if path.is_dir()}
     assert folders == {case.name for case in CASES}
+
+
+# The task each source states (config.json's head, hparams.yaml, or the --task its provenance justifies).
+EXPECTED_TASKS = {
+    "hf-distilbert-sentiment-3class": {"kind": "classification", "num_classes": 3},
+    "hf-vit-irrigation-2class": {"kind": "classification", "num_classes": 2},
+    "hf-bert-mlm-canine-model": {"kind": "language_modelling", "vocab_size": 30522},
+    "hf-nllb-amharic-to-geez": {"kind": "language_modelling", "vocab_size": 256204},
+    "lightning-char-gpt-shakespeare": {"kind": "language_modelling", "vocab_size": 65},
+    "lightning-mnist-cnn": {"kind": "classification", "num_classes": 10},
+    "lightning-mlp-mof-regression": {"kind": "regression"},
+    "hf-gpt2-pseudocode-to-code": {"kind": "language_modelling"},
+    "hf-falcon-lora-imdb": {},
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_TASKS), ids=list(EXPECTED_TASKS))
+def test_import_records_the_task_the_source_states(tmp_path, name):
+    from traindoctor.cli import main
+
+    [case] = [case for case in CASES if case.name == name]
+    source = tmp_path / "input"
+    source.mkdir()
+    for path in case.folder.iterdir():
+        if path.name != "provenance.json":
+            (source / path.name).write_bytes(path.read_bytes())
+    assert main(["import", case.importer, str(source / case.input), "--store", str(tmp_path / "store"), "--no-progress",
+                 "--no-diagnose", *case.import_args]) == 0
+    store = Store(tmp_path / "store")
+    [task] = [store.run_meta(run_id)["task"] for run_id in store.runs()["run_id"]]
+    assert {key: value for key, value in task.items() if key != "class_names"} == EXPECTED_TASKS[name]
