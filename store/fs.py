@@ -650,7 +650,9 @@ class Mirror:
             for name in segment_names(entry.name for entry in os.scandir(run_dir / table)):
                 if f"{table}/{name}" not in present:
                     (run_dir / table / name).unlink(missing_ok=True)
-        _write_atomic(run_dir / _MIRROR_STATE, json.dumps(state).encode())
+        text = json.dumps(state).encode()
+        if text != _read_bytes(run_dir / _MIRROR_STATE):
+            _write_atomic(run_dir / _MIRROR_STATE, text)
         return not vanished
 
     def _write_run_json(self, run_dir: Path, listing: dict[str, ObjectInfo], state: dict[str, Any]) -> None:
@@ -761,6 +763,13 @@ def _at_exit(function: Any) -> None:
         register(function)
     except RuntimeError:  # no such hook in this Python, or the interpreter is already exiting
         atexit.register(function)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _stat(path: Path) -> list[int] | None:
