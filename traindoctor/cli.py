@@ -55,7 +55,8 @@ class _Parser(argparse.ArgumentParser):
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", metavar="DIR", default=None,
-        help="the store folder (default: $TRAINDOCTOR_STORE, else ./traindoctor_runs; an older ./runs store "
+        help="the store folder, or an object-store URL (s3://bucket/prefix, gs://..., az://...) "
+             "(default: $TRAINDOCTOR_STORE, else ./traindoctor_runs; an older ./runs store "
              "is still read while ./traindoctor_runs does not exist)",
     )
 
