@@ -182,9 +182,17 @@ def load_run_view(store: Store, run: str) -> RunView:
 RUNS_PAGE_SIZE = 50
 # Findings columns of the Runs page, most severe first.
 SEVERITY_COLUMNS = ("critical", "warning", "info")
-# Metrics the Runs page shows (header, catalog field).
-RUNS_METRICS = (("train loss", "train.loss"), ("val loss", "val.loss"), ("val accuracy", "val.accuracy"))
-MAX_HYPERPARAMETER_COLUMNS = 6
+# Metrics the Runs page shows (header, catalog field). The training loss is
+# the catalog's smoothed one (store.catalog.train_loss_tail), not the last
+# minibatch's: a run thrashing around 4 listed 5.8e-09 (issue #17).
+RUNS_METRICS = (("train loss", "train_loss_tail"), ("val loss", "val.loss"), ("val accuracy", "val.accuracy"))
+# Hyperparameter columns at most: with the health column first and three
+# metrics, four still fit a 1,400 px window without scrolling sideways.
+MAX_HYPERPARAMETER_COLUMNS = 4
+# The Runs page's health sort key; its default order is worst first (``-health``, runs_page).
+HEALTH_SORT = "health"
+# How many of the listed runs the hyperparameter columns are chosen from.
+HYPERPARAMETER_SAMPLE = 2000
 
 
 @dataclass
@@ -192,9 +200,11 @@ class RunsPage:
     """One page of the Runs page's table, filtered and sorted over the whole store.
 
     Attributes:
-        rows: one row per run of the page: run_id, name, status, steps,
-            started (Unix seconds), the hyperparameter and metric columns as
-            text to three significant digits, and the findings counts
+        rows: one row per run of the page: health (:func:`health_text`),
+            run_id, name, status, steps, started (Unix seconds), the
+            hyperparameter and metric columns as text to three significant
+            digits (``train_loss_tail``: the mean of the last logged training
+            losses, store.catalog.train_loss_tail), and the findings counts
             (None until the run is diagnosed).
         hyperparameters: the hyperparameter columns shown.
         fields: every field a filter or sort can name (run fields, metrics, hyperparameters).
@@ -221,36 +231,49 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
 
     ``filters`` and ``sort`` use ``store.listing``'s grammar (``lr<1e-3``,
     ``name~resnet``, ``has:critical``, ``-val.loss``); ``statuses`` keeps runs
-    with any of these statuses.
+    with any of these statuses. ``sort`` may also be ``-health`` (the default:
+    worst first, :func:`health_rank`) or ``health`` (healthiest first). The
+    hyperparameter columns are those that vary most across the matched runs
+    (:func:`varying_hyperparameters`), not across the page.
 
     Raises:
         FilterError: a filter or sort key cannot be read or names no field.
     """
     from traindoctor.diagnosis.cache import cached_findings_summary, engine_version
     from traindoctor.numbers import significant
-    from traindoctor.store.listing import key_hyperparameters, query, run_fields
+    from traindoctor.store.listing import query, run_fields
 
     summaries = store.catalog.listing()
     if statuses:
         summaries = [summary for summary in summaries if summary.get("status") in set(statuses)]
     engine = engine_version()
     current = {summary["run_id"]: cached_findings_summary(summary, engine) for summary in summaries}
-    selection = query(summaries, filters=filters, sort=sort, findings=lambda s: current[s["run_id"]])
-    page = selection.rows[offset:offset + limit]
+    sort = sort or f"-{HEALTH_SORT}"
+    by_health = sort.lstrip("-") == HEALTH_SORT
+    selection = query(summaries, filters=filters, sort="-started" if by_health else sort,
+                      findings=lambda s: current[s["run_id"]])
+    rows = selection.rows
+    if by_health:  # stable: the newest first among runs of equal health
+        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]]),
+                      reverse=sort.startswith("-"))
+    page = rows[offset:offset + limit]
     by_id = {summary["run_id"]: summary for summary in summaries}
-    hyperparameters = key_hyperparameters((by_id[row["run_id"]].get("hyperparameters") or {} for row in page),
-                                          limit=MAX_HYPERPARAMETER_COLUMNS)
+    hyperparameters = varying_hyperparameters(
+        [by_id[row["run_id"]].get("hyperparameters") or {} for row in rows[:HYPERPARAMETER_SAMPLE]],
+        limit=MAX_HYPERPARAMETER_COLUMNS)
     table = pd.DataFrame({
+        "health": [health_text(current[row["run_id"]]) for row in page],
         "run_id": [row["run_id"] for row in page],
         "name": [row["name"] for row in page],
         "status": [row["status"] for row in page],
         "steps": pd.array([row["steps"] for row in page], dtype="Int64"),
         "started": pd.array([row["started"] for row in page], dtype="Float64"),
         **{key: [significant(row.get(key)) for row in page] for key in hyperparameters},
-        **{field: [significant(row.get(field)) for row in page] for _, field in RUNS_METRICS},
+        "train_loss_tail": [significant(summary_train_loss(by_id[row["run_id"]])) for row in page],
+        **{field: [significant(row.get(field)) for row in page] for _, field in RUNS_METRICS[1:]},
         **{severity: pd.array([row.get(severity) for row in page], dtype="Int64") for severity in SEVERITY_COLUMNS},
     })
-    matched_ids = [row["run_id"] for row in selection.rows]
+    matched_ids = [row["run_id"] for row in rows]
     on_page = {row["run_id"] for row in page}
     undiagnosed = [run_id for run_id in matched_ids if current[run_id] is None]
     undiagnosed.sort(key=lambda run_id: run_id not in on_page)  # stable: visible rows first, then in table order
@@ -263,6 +286,88 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
                     total=selection.total, undiagnosed=undiagnosed,
                     fingerprints={run_id: by_id[run_id].get("fingerprint") for run_id in undiagnosed},
                     references=references)
+
+
+def health_rank(found: dict | None) -> tuple:
+    """The sort key of a run's health: critical findings, then warnings, then
+    notes (more is worse); an undiagnosed run (``found`` None) sorts below the
+    runs with warnings and above the healthy ones: it is not known to be fine."""
+    if found is None:
+        return (0, 0, 0, 0)
+    counts = found.get("counts") or {}
+    worst = 3 if counts.get("critical") else 2 if counts.get("warning") else 0
+    return (worst, int(counts.get("critical") or 0), int(counts.get("warning") or 0), int(counts.get("info") or 0))
+
+
+HEALTH_MARKERS = {"critical": "✖ critical", "warning": "▲ warning", "info": "● note"}
+
+
+def health_text(found: dict | None) -> str:
+    """The Runs page's health cell: the worst severity, the counts and the top
+    finding's title (the verdict's, ``diagnosis.cache.top_finding``), e.g.
+    ``✖ critical · 1 crit, 4 warn · Loss climbed back after its best: lr too high``."""
+    if found is None:
+        return "… not diagnosed yet"
+    counts = found.get("counts") or {}
+    if not any(counts.get(severity) for severity in SEVERITY_COLUMNS):
+        return "✔ no findings"
+    worst = next(severity for severity in SEVERITY_COLUMNS if counts.get(severity))
+    shown = ", ".join(f"{counts[severity]} {short}" for severity, short in
+                      (("critical", "crit"), ("warning", "warn"), ("info", "note")) if counts.get(severity))
+    top = found.get("top") or {}
+    title = f" · {top['title']}" if top.get("title") else ""
+    return f"{HEALTH_MARKERS[worst]} · {shown}{title}"
+
+
+def summary_train_loss(summary: dict) -> float | None:
+    """The smoothed training loss (store.catalog.train_loss_tail); NaN when the last logged loss is
+    not finite (a diverged run is not summed up by its last finite values)."""
+    last = ((summary.get("metrics") or {}).get("train") or {}).get("loss", {}).get("last")
+    if isinstance(last, float) and last != last:
+        return last
+    return summary.get("train_loss_tail")
+
+
+def varying_hyperparameters(hyperparameters: Sequence[dict], limit: int = MAX_HYPERPARAMETER_COLUMNS) -> list[str]:
+    """The hyperparameter keys that vary most across these runs' (flattened) hyperparameters.
+
+    Keys are ranked by the entropy (bits) of their values' distribution over
+    the runs (a missing key counts as a value of its own); a key with one
+    value everywhere (a default nobody changed, such as most of HF's
+    TrainingArguments) is never shown; nor is a text key that differs in
+    every run (an output folder or a run name: an identifier, not a
+    setting). Ties go to the known important keys (``store.listing``'s
+    KEY_HYPERPARAMETERS), then by name.
+
+    Example:
+        >>> varying_hyperparameters([{"lr": 0.1, "seed": 1, "warmup": 0}, {"lr": 0.01, "seed": 2, "warmup": 0},
+        ...                          {"lr": 0.01, "seed": 3, "warmup": 0}])
+        ['seed', 'lr']
+    """
+    import math
+
+    from traindoctor.store.listing import KEY_HYPERPARAMETERS
+
+    runs = len(hyperparameters)
+    if runs < 2:
+        return [key for key in KEY_HYPERPARAMETERS if hyperparameters and key in hyperparameters[0]][:limit]
+    values: dict[str, Counter] = {}
+    for index, run in enumerate(hyperparameters):
+        for key, value in run.items():
+            values.setdefault(key, Counter())[repr(value)] += 1
+    scored = []
+    for key, counter in values.items():
+        missing = runs - sum(counter.values())
+        counts = list(counter.values()) + ([missing] if missing else [])
+        if len(counts) < 2:
+            continue
+        texts = [run.get(key) for run in hyperparameters if isinstance(run.get(key), str)]
+        if runs > 2 and len(counts) == runs and len(texts) == runs:
+            continue
+        entropy = -sum(count / runs * math.log2(count / runs) for count in counts)
+        known = KEY_HYPERPARAMETERS.index(key) if key in KEY_HYPERPARAMETERS else len(KEY_HYPERPARAMETERS)
+        scored.append((-round(entropy, 9), known, key))
+    return [key for _, _, key in sorted(scored)[:limit]]
 
 
 def run_findings(store: Store, run_id: str) -> tuple[list, str | None]:

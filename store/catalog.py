@@ -386,6 +386,52 @@ class _Footer:
         self.series = decode_series(metadata)
 
 
+# The Runs page's training loss is the mean of the last 50 logged training
+# losses, not the last one: one minibatch's loss is noise (issue #17: a run
+# thrashing around 3-5 listed 5.8e-09, its luckiest last batch). Fewer than
+# 500 logged: the mean of the last 10 %, so a run logged every few hundred
+# steps (HF Trainer) is not averaged over half its length.
+TRAIN_LOSS_TAIL = 50
+TRAIN_LOSS_TAIL_SHARE = 0.10
+
+
+def train_loss_tail(run_dir: str, files: Sequence[str], attempt_starts: dict[str, int | None],
+                    count: int) -> float | None:
+    """Mean of the last finite training losses of rank 0 (TRAIN_LOSS_TAIL of them, or
+    TRAIN_LOSS_TAIL_SHARE of the ``count`` logged when fewer than 500), newest attempt
+    per step as the views resolve it; None without a finite one.
+
+    Reads the ``loss`` rows of split ``train`` of ``files`` (the scalars files
+    the summary counts), by pyarrow with a filter: a summary is computed once
+    per change of the run, never on a fresh listing.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    wanted = max(1, min(TRAIN_LOSS_TAIL, int(count * TRAIN_LOSS_TAIL_SHARE)))
+    starts = sorted((int(attempt), first) for attempt, first in attempt_starts.items() if first is not None)
+    rows: dict[int, tuple[int, float]] = {}  # step -> (attempt, value), newest attempt wins
+    for name in files:
+        try:
+            table = pq.read_table(os.path.join(run_dir, "scalars", name), columns=["rank", "attempt", "step", "value"],
+                                  filters=[("name", "=", "loss"), ("split", "=", "train"), ("rank", "=", 0)])
+        except Exception:  # gone (a compaction) or foreign: the tail is a nicety, never a reason to fail
+            continue
+        table = table.filter(pc.is_finite(table["value"]))
+        for attempt, step, value in zip(table["attempt"].to_pylist(), table["step"].to_pylist(),
+                                        table["value"].to_pylist()):
+            later = [first for other, first in starts if other > attempt]
+            if later and step >= min(later):
+                continue  # a later attempt replaced this step
+            known = rows.get(step)
+            if known is None or attempt >= known[0]:
+                rows[step] = (attempt, value)
+    if not rows:
+        return None
+    tail = [rows[step][1] for step in sorted(rows)[-wanted:]]
+    return math.fsum(tail) / len(tail)
+
+
 # ------------------------------------------------------------------ the catalog
 
 
@@ -613,7 +659,9 @@ class Catalog:
 
     def _read_or_refresh(self, run_id: str, run_dir: str, key: list[int], missing: list[str]) -> dict[str, Any]:
         previous, problem = _read_summary(run_dir)
-        if previous is not None and previous.get("checked") == key and previous.get("run_id") == run_id:
+        # A summary written before train_loss_tail existed is brought up to date quietly.
+        if (previous is not None and previous.get("checked") == key and previous.get("run_id") == run_id
+                and "train_loss_tail" in previous):
             return previous
         summary = self.refresh(run_id, previous=previous)
         if problem == "missing":
@@ -655,6 +703,9 @@ class Catalog:
         if stats is None:  # only a query could say, and none was allowed or possible: not kept
             return build_summary(run_id, meta, None, listing, key)
         summary = build_summary(run_id, meta, stats, listing, key)
+        train_loss = (summary.get("metrics") or {}).get("train", {}).get("loss")
+        summary["train_loss_tail"] = None if not train_loss else train_loss_tail(
+            run_dir, summary["segments"].get("scalars") or [], summary["attempt_starts"], train_loss["count"])
         if previous is not None:
             cached = previous.get("findings")
             if isinstance(cached, dict) and cached.get("fingerprint") == summary["fingerprint"]:
@@ -813,7 +864,8 @@ def build_summary(run_id: str, meta: dict[str, Any], stats: dict[str, Any] | Non
 # The summary fields a table of runs needs (store.listing's fields and the
 # findings counts): what the store-level index keeps of each summary.
 LISTING_KEYS = ("run_id", "name", "project", "status", "created_at", "heartbeat_at", "finished_at", "num_classes",
-                "last_step", "num_steps", "wall_time_s", "metrics", "hyperparameters", "fingerprint", "findings")
+                "last_step", "num_steps", "wall_time_s", "metrics", "hyperparameters", "fingerprint", "findings",
+                "train_loss_tail")
 
 
 _CLOSED = ("finished", "crashed")

@@ -19,6 +19,7 @@ import streamlit as st
 from traindoctor.dashboard import data
 from traindoctor.dashboard.app.text import plain
 from traindoctor.dashboard.app.views import common
+from traindoctor.store.catalog import TRAIN_LOSS_TAIL, TRAIN_LOSS_TAIL_SHARE
 from traindoctor.store.listing import FilterError
 
 # Seconds of diagnosis the page does itself, for its visible rows, after
@@ -34,36 +35,59 @@ FINDINGS_FILTERS = {
     "no findings": ["diagnosed=true", "critical=0", "warning=0", "info=0"],
     "not diagnosed yet": ["diagnosed=false"],
 }
-SORT_FIELDS = ("started", "name", "status", "steps", "val.loss", "val.accuracy", "train.loss", "critical", "warning")
+# "health" first: by default the worst runs come first (descending).
+SORT_FIELDS = ("health", "started", "name", "status", "steps", "val.loss", "val.accuracy", "train.loss", "critical",
+               "warning")
+TRAIN_LOSS_HEADER = f"train loss (mean of last {TRAIN_LOSS_TAIL})"
 # Streamlit's column_config objects are plain dicts: safe to build at import.
+# Widths (px) keep the health column, the name, the metrics and four
+# hyperparameters inside a 1,400 px window; the counts and ids come after.
 COLUMN_CONFIG = {
-    "open": st.column_config.LinkColumn("open", display_text="open ▸", width="small"),
-    "last_step": st.column_config.NumberColumn("steps", format="%d"),
-    "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
-    "final_train_loss": st.column_config.TextColumn("train loss"),
-    "final_val_loss": st.column_config.TextColumn("val loss"),
-    "final_val_accuracy": st.column_config.TextColumn("val accuracy"),
+    "open": st.column_config.LinkColumn("open", display_text="open ▸", width=60),
+    "health": st.column_config.TextColumn(
+        "health", width=330, help="worst severity, findings per severity and the top finding (the verdict's)"),
+    "name": st.column_config.TextColumn("name", width=170),
+    "status": st.column_config.TextColumn("status", width=90),
+    "last_step": st.column_config.NumberColumn("steps", format="%d", width=60),
+    "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm", width=130),
+    "final_train_loss": st.column_config.TextColumn(
+        TRAIN_LOSS_HEADER, width=110,
+        help=f"mean of the last {TRAIN_LOSS_TAIL} logged training losses (of the last "
+             f"{TRAIN_LOSS_TAIL_SHARE:.0%} when fewer than {round(TRAIN_LOSS_TAIL / TRAIN_LOSS_TAIL_SHARE)} were "
+             "logged), not the last minibatch's; nan when the last one is not finite"),
+    "final_val_loss": st.column_config.TextColumn("val loss", width=80),
+    "final_val_accuracy": st.column_config.TextColumn("val accuracy", width=90),
     "critical": st.column_config.NumberColumn("critical", help="critical findings (empty: not diagnosed yet)"),
     "warning": st.column_config.NumberColumn("warnings", help="warning findings (empty: not diagnosed yet)"),
     "info": st.column_config.NumberColumn("notes", help="informational findings (empty: not diagnosed yet)"),
 }
 # The page's columns for data.runs_page's metric fields.
-METRIC_COLUMNS = {"train.loss": "final_train_loss", "val.loss": "final_val_loss", "val.accuracy": "final_val_accuracy"}
+METRIC_COLUMNS = {"train_loss_tail": "final_train_loss", "val.loss": "final_val_loss",
+                  "val.accuracy": "final_val_accuracy"}
 
 
 def runs_table(page: data.RunsPage) -> pd.DataFrame:
-    """The table's rows for one page: link, identity, status, steps, start, key hyperparameters, metrics, findings."""
+    """The table's rows for one page: link, health, identity, status, metrics, the hyperparameters that vary
+    most, steps, start, findings counts, id."""
     rows = page.rows.rename(columns={"steps": "last_step", **METRIC_COLUMNS})
     table = pd.DataFrame({
         "open": "run?run=" + rows["run_id"].map(urllib.parse.quote),
+        "health": rows["health"],
         "name": rows["name"],
         "status": rows["status"].map(lambda s: common.STATUS_MARKERS.get(s, s)),
-        "last_step": rows["last_step"],
-        "started": pd.to_datetime(rows["started"].astype("float64"), unit="s", utc=True),
     })
-    for column in [*page.hyperparameters, *METRIC_COLUMNS.values(), *data.SEVERITY_COLUMNS, "run_id"]:
+    for column in [*METRIC_COLUMNS.values(), *page.hyperparameters]:
+        table[column] = rows[column]
+    table["last_step"] = rows["last_step"]
+    table["started"] = pd.to_datetime(rows["started"].astype("float64"), unit="s", utc=True)
+    for column in [*data.SEVERITY_COLUMNS, "run_id"]:
         table[column] = rows[column]
     return table
+
+
+def column_config(hyperparameters: list[str]) -> dict:
+    """COLUMN_CONFIG plus a narrow column per hyperparameter (its key as header, shown as text)."""
+    return {**COLUMN_CONFIG, **{key: st.column_config.TextColumn(key, width=90) for key in hyperparameters}}
 
 
 def query_filters() -> tuple[list[str], list[str]]:
@@ -91,7 +115,7 @@ def show_table(refreshing: bool) -> None:
     """The filtered, sorted page of runs; ``refreshing``: this fragment reruns
     itself every PENDING_REFRESH_S seconds (while diagnoses are pending)."""
     filters, statuses = query_filters()
-    sort = st.session_state.get("runs_sort") or "started"
+    sort = st.session_state.get("runs_sort") or data.HEALTH_SORT
     if st.session_state.get("runs_descending", True):
         sort = f"-{sort}"
     number = int(st.session_state.get("runs_page") or 1)
@@ -105,7 +129,8 @@ def show_table(refreshing: bool) -> None:
     visible = [run_id for run_id in page.undiagnosed if run_id in set(page.rows["run_id"])]
     if visible:
         # The table first, findings as they come: the visible rows within a budget, the rest in the background.
-        slot.dataframe(runs_table(page), hide_index=True, width="stretch", column_config=COLUMN_CONFIG)
+        slot.dataframe(runs_table(page), hide_index=True, width="stretch",
+                       column_config=column_config(page.hyperparameters))
         left = data.diagnose_first(common.store(), visible, VISIBLE_DIAGNOSIS_BUDGET_S)
         if len(left) < len(visible):
             page = data.runs_page(common.store(), filters=filters, statuses=statuses, sort=sort,
@@ -115,7 +140,7 @@ def show_table(refreshing: bool) -> None:
         background.want(page.undiagnosed, page.fingerprints)
     table = runs_table(page)
     event = slot.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
-                           key="runs_table", column_config=COLUMN_CONFIG)
+                           key="runs_table", column_config=column_config(page.hyperparameters))
     diagnosed = page.matched - len(page.undiagnosed)
     if page.undiagnosed:
         st.progress(diagnosed / max(page.matched, 1),
