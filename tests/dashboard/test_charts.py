@@ -14,7 +14,8 @@ from traindoctor.dashboard.app.charts.classes import (
     worst_classes,
 )
 from traindoctor.dashboard.app.charts.compare import differing_hyperparameters, flatten_config, parallel_coordinates_figure
-from traindoctor.dashboard.app.charts.curves import compare_figure, curve_figure, finding_spans, smoothed_band
+from traindoctor.dashboard.app.charts.curves import compare_figure, curve_figure, smoothed_band
+from traindoctor.dashboard.app.charts.findings import MIN_BAR_SHARE, finding_lanes
 from traindoctor.dashboard.app.charts.classes import class_metrics_figure, confusion_matrix_figure
 from traindoctor.dashboard.app.charts.layers import (
     UPDATE_RATIO_TARGET_LOG10,
@@ -60,13 +61,36 @@ def curve_points(n=200, split="train"):
     return pd.DataFrame({"step": steps, "value": 1.0 / steps, "split": split, "layer": None})
 
 
-def test_curve_figure_shades_each_finding_by_severity():
+def test_curve_figure_draws_each_finding_in_a_lane_coloured_by_severity():
     figure = curve_figure(curve_points(), title="loss",
                           findings=[finding(severity="critical", start=10, end=20), finding(start=50, end=50),
                                     finding(start=None, end=None)])
-    rects = [shape for shape in figure.layout.shapes if shape.type == "rect"]
-    assert [(r.x0, r.x1) for r in rects] == [(9.5, 20.5), (49.5, 50.5)]  # the run-wide finding has no span
-    assert rects[0].fillcolor == "#d62728"
+    lanes = [trace for trace in figure.data if trace.yaxis == "y2"]
+    assert len(lanes) == 2  # the run-wide finding has no span
+    assert (min(lanes[0].x), max(lanes[0].x)) == (10, 20) and lanes[0].fillcolor == "#d62728"
+    width = max(lanes[1].x) - min(lanes[1].x)  # one step: a visible bar centred on it, labelled with its step
+    assert width == pytest.approx(MIN_BAR_SHARE * 199) and (min(lanes[1].x) + max(lanes[1].x)) / 2 == 50
+    assert [a.text for a in figure.layout.annotations] == ["loss_spike · steps 10–20", "loss_spike · step 50"]
+    lines = sorted(shape.x0 for shape in figure.layout.shapes if shape.type == "line")
+    assert lines == [10, 20, 50]  # outlines at the true first and last steps, no fill over the plot
+    assert all(trace.type == "scatter" for trace in figure.data)  # SVG, never WebGL
+
+
+@pytest.mark.parametrize(("spans", "lanes"), [
+    ([(10, 90), (50, 60)], [0, 1]),               # overlapping: two lanes
+    ([(10, 20), (60, 90)], [0, 0]),               # far apart: one lane
+    ([(10, 11), (13, 14)], [0, 1]),               # apart, but the first label would overprint the second bar
+    ([(0, 100)] * 8, [0, 1, 2, 3, 4, 4, 4, 4]),   # lanes are capped; the rest share the last
+], ids=["overlap", "apart", "labels-would-overprint", "capped"])
+def test_findings_get_lanes_so_bars_and_labels_never_overlap(spans, lanes):
+    found = [finding(start=a, end=b) for a, b in spans]
+    assert [span.lane for span in finding_lanes(found, (0, 100))] == lanes
+
+
+def test_a_finding_bar_is_never_wider_than_its_steps_unless_too_narrow_to_see():
+    spans = finding_lanes([finding(start=3, end=96), finding(start=44, end=44)], (0, 100))
+    assert (spans[0].x0, spans[0].x1) == (3, 96)
+    assert spans[1].x1 - spans[1].x0 == pytest.approx(MIN_BAR_SHARE * 100) and spans[1].label.endswith("step 44")
 
 
 def test_curve_figure_draws_raw_median_and_band_and_marks_nan():
@@ -90,8 +114,9 @@ def test_curve_figure_one_trace_group_per_lr_group():
     assert [trace.name for trace in figure.data] == ["train group0", "train group1"]
 
 
-def test_finding_spans_with_one_open_end():
-    assert finding_spans([finding(start=None, end=7)]) == [(6.5, 7.5, "warning", "loss_spike")]
+def test_finding_lanes_with_one_open_end():
+    [span] = finding_lanes([finding(start=None, end=7)], (0, 100))
+    assert (span.start, span.end, span.label) == (7, 7, "loss_spike · step 7")
 
 
 def test_compare_figure_wall_time_starts_each_run_at_zero_in_label_order():
@@ -119,7 +144,8 @@ def test_update_ratio_heatmap_is_centred_on_1e_minus_3():
     heatmap = figure.data[0]
     assert heatmap.zmid == UPDATE_RATIO_TARGET_LOG10 == -3
     assert "1e-3 target" in heatmap.colorbar.ticktext
-    assert len(figure.layout.shapes) == 1
+    assert [(shape.x0, shape.layer) for shape in figure.layout.shapes] == [(1, "above"), (3, "above")]
+    assert [(min(t.x), max(t.x)) for t in figure.data if t.yaxis == "y2"] == [(1, 3)]
 
 
 # ---------------------------------------------------------------- classes

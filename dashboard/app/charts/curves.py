@@ -3,12 +3,13 @@ and the steps of findings shaded behind them."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.dashboard.app.charts.findings import draw_findings
 from traindoctor.dashboard.app.text import plotly_text
 
 # Seeds 004 ("look at learning curves") ask for the average training loss with
@@ -22,8 +23,11 @@ MIN_SMOOTHING_WINDOW = 5
 # Sparse series (an evaluation every epoch) are drawn as they are: a band over
 # a handful of points would invent a spread nobody measured.
 MIN_POINTS_TO_SMOOTH = 50
+# The smoothed line and its band are drawn with at most this many points: a
+# rolling median over 2 % of the points has no detail finer than that, and
+# three fewer 2,000-point SVG paths per split halve what a chart costs to send and draw.
+MAX_SMOOTHED_POINTS = 500
 
-SEVERITY_COLORS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -64,28 +68,6 @@ def smoothed_band(points: pd.DataFrame, window: int | None = None,
     })
 
 
-def finding_spans(findings: Iterable) -> list[tuple[float, float, str, str]]:
-    """(x0, x1, severity, rule) of each finding that concerns particular steps."""
-    spans = []
-    for finding in findings:
-        if finding.step_range is None:
-            continue
-        start, end = finding.step_range
-        # A one-step finding still gets a visible band: half a step either side.
-        spans.append((float(start) - 0.5, float(end) + 0.5, finding.severity, finding.rule))
-    return spans
-
-
-def shade_findings(figure: go.Figure, findings: Iterable) -> go.Figure:
-    """Shade each finding's steps behind the curves, coloured by severity."""
-    for x0, x1, severity, rule in finding_spans(findings):
-        figure.add_vrect(x0=x0, x1=x1, fillcolor=SEVERITY_COLORS.get(severity, "#999999"),
-                         opacity=0.15, line_width=0, layer="below",
-                         annotation_text=plotly_text(rule), annotation_position="top left",
-                         annotation_font_size=10)
-    return figure
-
-
 def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), log_y: bool = False,
                  smooth: bool = True, x_range: tuple[float, float] | None = None) -> go.Figure:
     """One chart of a metric: a trace group per split (or per layer for lr).
@@ -94,7 +76,8 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
         points: frame with ``step``, ``value`` and ``split`` (and optionally
             ``layer``), already downsampled by the store.
         title: chart title (also the y-axis label).
-        findings: findings whose steps are shaded.
+        findings: findings whose steps are drawn in lanes above the plot
+            (``charts.findings.draw_findings``).
         log_y: logarithmic y axis.
         smooth: add the rolling median and its 10–90 % band to each trace.
         x_range: zoom on these steps (a finding's evidence).
@@ -107,13 +90,16 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
         values = series["value"].astype("float64")
         finite = np.isfinite(values)
         draw_smooth = smooth and len(series) >= MIN_POINTS_TO_SMOOTH
-        figure.add_trace(go.Scattergl(
+        # SVG, not WebGL (Scattergl): lines hold at most ~2,000 points, which SVG draws at once, and a
+        # browser keeps only ~16 WebGL contexts per page: a Run page with many charts lost them all.
+        figure.add_trace(go.Scatter(
             x=series["step"], y=values.where(finite), mode="lines" if len(series) > MIN_POINTS_TO_SMOOTH else "lines+markers",
             name=f"{label} (raw)" if draw_smooth else label, line={"color": color, "width": 1},
             opacity=0.35 if draw_smooth else 1.0, legendgroup=label,
         ))
         if draw_smooth:
             band = smoothed_band(series)
+            band = band.iloc[::max(1, -(-len(band) // MAX_SMOOTHED_POINTS))]
             figure.add_trace(go.Scatter(x=band["step"], y=band["high"], mode="lines", line={"width": 0},
                                         showlegend=False, hoverinfo="skip", legendgroup=label))
             figure.add_trace(go.Scatter(x=band["step"], y=band["low"], mode="lines", line={"width": 0},
@@ -130,13 +116,22 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
                 marker={"symbol": "x", "color": "#d62728", "size": 9}, legendgroup=label,
                 text=[str(v) for v in bad["value"]], hovertemplate="step %{x}: %{text}<extra></extra>",
             ))
-    shade_findings(figure, findings)
+    extent = x_range if x_range else _extent(points)
+    draw_findings(figure, findings, extent)
     title = plotly_text(title)
     figure.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.2}, hovermode="x unified")
     figure.update_xaxes(title_text="step", range=list(x_range) if x_range else None)
     figure.update_yaxes(title_text=title, type="log" if log_y else "linear", range=_flat_range(points, log_y))
     return figure
+
+
+def _extent(points: pd.DataFrame) -> tuple[float, float] | None:
+    """(first, last) step of the points; None when there are none."""
+    if points.empty:
+        return None
+    steps = points["step"].astype("float64")
+    return float(steps.min()), float(steps.max())
 
 
 def _flat_range(points: pd.DataFrame, log_y: bool) -> list[float] | None:
@@ -171,7 +166,7 @@ def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str
         x_values = series[x].astype("float64")
         if x == "wall_time":
             x_values = x_values - x_values.min()
-        figure.add_trace(go.Scattergl(
+        figure.add_trace(go.Scatter(  # SVG: see curve_figure
             x=x_values, y=series["value"].where(np.isfinite(series["value"])), mode="lines",
             name=plotly_text(labels.get(run_id, run_id)), line={"color": SERIES_COLORS[index % len(SERIES_COLORS)]},
         ))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from traindoctor.dashboard.app.charts.findings import draw_findings
 from traindoctor.dashboard.app.text import plotly_text
 
 from traindoctor.diagnosis.engine import RECORDS
@@ -91,9 +92,9 @@ def outlined_rules(name: str) -> set[str]:
 
 
 def _mark_findings(figure: go.Figure, findings, rules: set[str]) -> None:
-    for finding in findings:
-        if finding.rule in rules and finding.step_range is not None:
-            start, end = finding.step_range
-            figure.add_vrect(x0=start, x1=end, line={"color": "black", "width": 1, "dash": "dot"},
-                             fillcolor="rgba(0,0,0,0)", annotation_text=plotly_text(finding.rule),
-                             annotation_position="top left", annotation_font_size=10)
+    """The findings of ``rules`` in lanes above the heatmap (``charts.findings.draw_findings``)."""
+    steps = [x for trace in figure.data for x in (trace.x if trace.x is not None else [])]
+    if not steps:
+        return
+    draw_findings(figure, [f for f in findings if f.rule in rules], (float(min(steps)), float(max(steps))),
+                  outline_layer="above")
