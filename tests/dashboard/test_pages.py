@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -207,10 +208,25 @@ def test_run_page_marks_live_findings_with_when_they_were_first_raised(app, stor
         writer.close()
 
 
-def test_unknown_run_in_link_falls_back_to_a_known_one(app):
-    at = app("views/run.py", run="no-such-run")
+@pytest.mark.parametrize(("page", "reference", "suggested"), [
+    ("views/run.py", "no-such-run", []),
+    ("views/run.py", "alpah", ["alpha"]),
+    ("views/classes.py", "gama", ["gamma"]),
+], ids=["run-nothing-close", "run-typo", "classes-typo"])
+def test_unknown_run_in_link_is_an_error_with_close_matches(app, page, reference, suggested):
+    """Regression (#17): /run?run=nope silently showed another run."""
+    at = app(page, run=reference)
     no_exceptions(at)
-    assert at.title[0].value in {"alpha", "beta", "gamma"}
+    assert len(at.error) == 1 and reference in at.error[0].value
+    assert [link.proto.label for link in at.get("page_link")] == [f"Open {name}" for name in suggested]
+    assert [link.proto.query_string for link in at.get("page_link")] == [f"run={name}" for name in suggested]
+    assert not at.get("plotly_chart") and not at.expander  # no other run's page
+
+
+def test_unknown_runs_in_a_compare_link_are_named(app):
+    at = app("views/compare.py", runs="alpha,betta,gamma")
+    no_exceptions(at)
+    assert len(at.error) == 1 and "betta" in at.error[0].value and "beta" in at.error[0].value
 
 
 # --------------------------------------------------------------------- Classes
@@ -278,10 +294,17 @@ def test_compare_page_axes(app, axis):
     assert chart(at, "compare_chart")
 
 
-def test_compare_page_parallel_coordinates_for_many_runs(app):
-    at = app("views/compare.py", runs="alpha")
+def test_compare_page_parallel_coordinates_of_the_chosen_runs_only(app):
+    """Regression (#17): the parallel coordinates plotted every run of the store, not the chosen ones."""
+    at = app("views/compare.py", runs="alpha,beta,gamma")
     no_exceptions(at)
-    assert '"type":"parcoords"' in chart(at, "parallel_chart")
+    spec = json.loads(chart(at, "parallel_chart"))["data"][0]
+    assert spec["type"] == "parcoords"
+    values = spec["dimensions"][0]["values"]  # plotly sends arrays as base64 of their dtype
+    assert len(np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])) == 3
+    assert [d["label"] for d in spec["dimensions"][:-1]] == ["lr(log10)", "batch_size"]  # spaces removed by chart()
+    fewer = app("views/compare.py", runs="alpha,gamma")
+    assert not [e for e in fewer.get("plotly_chart") if e.proto.id.endswith("-parallel_chart")]
 
 
 # ------------------------------------------------------------- real diagnosis
@@ -296,8 +319,9 @@ def test_real_diagnosis_shows_divergence_on_the_run_page(app):
 
 
 @pytest.mark.parametrize(("rows", "label", "page", "query"), [
-    ([0], "Open gamma", "run", "run=gamma"),  # rows are newest first: gamma, beta, alpha
-    ([0, 2], "Compare 2 runs", "compare", "runs=gamma%2Calpha"),
+    # Rows are worst first (beta's loss turns NaN: critical), then newest first: beta, gamma, alpha.
+    ([0], "Open beta", "run", "run=beta"),
+    ([0, 2], "Compare 2 runs", "compare", "runs=beta%2Calpha"),
 ], ids=["one-opens-run", "several-compare"])
 def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
     at = app("views/runs.py")
@@ -311,11 +335,16 @@ def test_selecting_rows_links_to_run_or_compare(app, rows, label, page, query):
     assert (link.label, link.page, link.query_string) == (label, page, query)
 
 
-def test_curves_are_redrawn_with_the_findings_steps_shaded(app, fake_diagnosis):
+def test_each_curve_is_sent_once_with_the_findings_steps_in_a_lane(app, fake_diagnosis):
+    """Regression (#17): each chart was built and sent twice, bare and then shaded."""
     at = app("views/run.py", run="beta")
     no_exceptions(at)
-    loss = chart(at, "chart_loss")
-    assert '"type":"rect"' in loss and '"x0":149.5' in loss and '"x1":200.5' in loss
+    ids = [element.proto.id.rsplit("-", 1)[-1] for element in at.get("plotly_chart")]
+    assert len(ids) == len(set(ids)) and not [i for i in ids if i.endswith(("_shaded", "_marked"))]
+    loss = json.loads(chart(at, "chart_loss"))
+    lanes = [trace for trace in loss["data"] if trace.get("yaxis") == "y2"]
+    assert [(min(t["x"]), max(t["x"])) for t in lanes] == [(150, 200)]  # never wider than its steps
+    assert all(trace["type"] == "scatter" for trace in loss["data"])  # SVG: no WebGL context
 
 
 @pytest.mark.parametrize("page", ["views/runs.py", "views/run.py", "views/classes.py", "views/compare.py"],

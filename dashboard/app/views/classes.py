@@ -50,7 +50,7 @@ def main() -> None:
     if runs.empty:
         common.show_empty_store()
         return
-    run_id = common.select_run(runs)
+    run_id = common.select_run(runs, page=common.CLASSES_PAGE)
     counts = common.confusion(run_id)
     meta = common.store().run_meta(run_id)
     task = meta.get("task") or {}

@@ -108,6 +108,14 @@ def findings(run_id: str) -> tuple[list[Finding], str | None]:
     return found or [], problem  # diagnose() returns them sorted
 
 
+def train_loss(run_id: str) -> float | None:
+    """The run's smoothed training loss from its catalog summary (``dashboard.data``'s, as the Runs page shows)."""
+    try:
+        return data.summary_train_loss(store().catalog.summary(run_id))
+    except Exception:  # a summary that cannot be read: the header shows a dash
+        return None
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def _run_view(path: str, run_id: str, version: tuple) -> data.RunView:
     return data.load_run_view(_store(path), run_id)
@@ -216,11 +224,19 @@ def resolve_reference(runs: pd.DataFrame, reference: str) -> str | None:
 
 
 def select_run(runs: pd.DataFrame, *, param: str = "run", label: str = "Run",
-               options: Sequence[str] | None = None) -> str:
-    """A run picker kept in sync with ``?run=`` (name or id) both ways."""
+               options: Sequence[str] | None = None, page: str = RUN_PAGE) -> str:
+    """A run picker kept in sync with ``?run=`` (name or id) both ways.
+
+    A ``?run=`` that names no run of the store stops the page with an error
+    and links to the closest names on ``page`` (issue #17: it silently showed
+    another run)."""
     options = list(options if options is not None else runs["run_id"])
     key = f"select_{param}"
-    wanted = resolve_reference(runs, st.query_params.get(param, ""))
+    reference = st.query_params.get(param, "")
+    wanted = resolve_reference(runs, reference)
+    if reference and wanted is None:
+        show_unknown_runs(runs, [reference], param=param, page=page)
+        st.stop()
     if wanted in options:
         st.session_state[key] = wanted
     elif st.session_state.get(key) not in options:
@@ -242,6 +258,9 @@ def select_runs(runs: pd.DataFrame, *, param: str = "runs", label: str = "Runs",
     key = f"select_{param}"
     raw = st.query_params.get(param)
     if raw is not None:
+        unknown = [part for part in raw.split(",") if part and resolve_reference(runs, part) is None]
+        if unknown:
+            show_unknown_runs(runs, unknown, param=param, page=None)
         wanted = [r for r in (resolve_reference(runs, part) for part in raw.split(",") if part) if r]
         st.session_state[key] = list(dict.fromkeys(w for w in wanted if w in options))
     elif key not in st.session_state:
@@ -254,6 +273,36 @@ def select_runs(runs: pd.DataFrame, *, param: str = "runs", label: str = "Runs",
                             format_func=lambda run_id: _option_label(runs, run_id))
     st.query_params[param] = ",".join(run_reference(runs, r) for r in chosen)
     return chosen
+
+
+# How close a run name must be to a mistyped one to be suggested (difflib's ratio).
+SUGGESTION_CUTOFF = 0.6
+MAX_SUGGESTIONS = 3
+
+
+def close_runs(runs: pd.DataFrame, reference: str) -> list[str]:
+    """Run names (else run ids) close to ``reference``, closest first (difflib, ratio ≥ SUGGESTION_CUTOFF)."""
+    import difflib
+
+    for candidates in (sorted(set(runs["name"].astype(str))), sorted(runs["run_id"])):
+        close = difflib.get_close_matches(reference, candidates, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
+        if close:
+            return close
+    return []
+
+
+def show_unknown_runs(runs: pd.DataFrame, references: Sequence[str], *, param: str = "run",
+                      page: str | None = RUN_PAGE) -> None:
+    """An error naming each run a link asked for that the store does not hold, with close matches as
+    links to ``page`` (None: named only)."""
+    for reference in references:
+        close = close_runs(runs, reference)
+        hint = f" Did you mean {', '.join(inline_code(name) for name in close)}?" if close else ""
+        st.error(f"No run {inline_code(reference)} in {inline_code(store_path())}.{hint}")
+        if page is not None:
+            for name in close:
+                st.page_link(page, label=f"Open {plain(name)}",
+                             query_params={param: name})
 
 
 def _option_label(runs: pd.DataFrame, run_id: str) -> str:

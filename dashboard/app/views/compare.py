@@ -9,6 +9,7 @@ import streamlit as st
 from traindoctor.dashboard.app.charts.compare import differing_hyperparameters, hyperparameter_table, parallel_coordinates_figure
 from traindoctor.dashboard.app.charts.curves import compare_figure
 from traindoctor.dashboard.app.text import plain
+from traindoctor.dashboard import data
 from traindoctor.dashboard.app.views import common
 
 X_AXES = {"step": "step", "epoch": "epoch", "wall time": "wall_time"}
@@ -77,13 +78,27 @@ def side_by_side_findings(run_ids: list[str], labels: dict[str, str]) -> None:
                         common.show_finding_text(finding)
 
 
+# Axes at most: the hyperparameters that vary most across the chosen runs
+# (an HF run records ~110 TrainingArguments; a hundred axes say nothing).
+MAX_PARALLEL_AXES = 8
+
+
 def parallel_view(runs: pd.DataFrame) -> None:
+    """Parallel coordinates of the chosen runs' hyperparameters (those that vary most) against a final metric."""
+    if len(runs) < MIN_RUNS_FOR_PARALLEL:
+        return
     stats = common.run_stats()
+    stats = stats[stats["run_id"].isin(set(runs["run_id"]))]
     metrics = [m for m in FINAL_METRICS if stats[m].notna().sum() >= MIN_RUNS_FOR_PARALLEL]
     configs = hyperparameter_table(dict(zip(runs["run_id"], runs["config"])))
-    if not metrics or configs.empty or len(runs) < MIN_RUNS_FOR_PARALLEL:
+    if not metrics or configs.empty:
         return
-    st.subheader("Hyperparameters against the final metric (all runs)")
+    keys = data.varying_hyperparameters([{key: value for key, value in row.items() if value == value}
+                                         for row in configs.to_dict("records")], limit=MAX_PARALLEL_AXES)
+    configs = configs[keys]
+    if configs.empty:
+        return
+    st.subheader("Hyperparameters against the final metric (the chosen runs)")
     metric = st.selectbox("Final metric", metrics, key="parallel_metric")
     table = configs.join(stats.set_index("run_id")[[metric]], how="inner")
     table = table[table[metric].notna()]
@@ -112,7 +127,7 @@ def main() -> None:
         else:
             st.dataframe(differing.astype(str), key="differing_table")
         side_by_side_findings(chosen, labels)
-    parallel_view(runs)
+        parallel_view(runs[runs["run_id"].isin(chosen)])
 
 
 main()

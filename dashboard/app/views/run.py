@@ -1,11 +1,15 @@
-"""Run: the findings first, then the curves with the findings' steps shaded,
-per-layer heatmaps and the events. A running run refreshes itself."""
+"""Run: the verdict first, then the findings (causes first, each consequence
+folded under its cause), the curves with the findings' steps in lanes above
+them, per-layer heatmaps and the events. A running run refreshes itself.
+
+Every chart is built and sent once per run of the script: the findings come
+before the charts (from the findings cache; a big run's first diagnosis makes
+the page wait for it), so no chart is drawn bare and then again shaded.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Callable
-
 import pandas as pd
 import streamlit as st
 
@@ -17,6 +21,9 @@ from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.live import finding_from_detail
 from traindoctor.diagnosis.records import Evidence
+from traindoctor.diagnosis.verdict import Verdict, groups, verdict
+from traindoctor.numbers import significant
+from traindoctor.store.catalog import TRAIN_LOSS_TAIL
 from traindoctor.dashboard.app.views import common
 
 # Which chart holds a finding's evidence comes from its rule's record; a
@@ -29,6 +36,8 @@ HEATMAP_FIGURES = {"update_ratio": update_ratio_heatmap_figure, "grad_norm": gra
 EVIDENCE_MARGIN_SHARE = 0.25
 MIN_EVIDENCE_MARGIN_STEPS = 5
 MAX_EVENT_ROWS = 500
+# Curves drawn without a smoothed line and band: set by the user, not measured.
+UNSMOOTHED = frozenset({"lr", "amp_scale"})
 
 
 def evidence_range(finding: Finding) -> tuple[float, float] | None:
@@ -80,19 +89,17 @@ def show_header(meta: dict, points: pd.DataFrame) -> None:
     columns[0].metric("status", plain(common.STATUS_MARKERS.get(meta["status"], meta["status"])))
     columns[1].metric("last step", f"{last_step:,}")
     columns[2].metric("started (UTC)", common.format_time(meta.get("created_at"), short=True))
-    losses = points[(points["name"] == "loss") & (points["split"] == "train")].sort_values("step")
-    columns[3].metric("last train loss", f"{losses['value'].iloc[-1]:.4g}" if len(losses) else "–")
+    # The smoothed training loss of the run catalog, as the Runs page shows it: the last minibatch's is noise.
+    columns[3].metric(f"train loss (mean of last {TRAIN_LOSS_TAIL})", significant(common.train_loss(meta["run_id"]))
+                      or "–", help="mean of the last logged training losses (store.catalog.train_loss_tail)")
     with st.expander("Hyperparameters and environment"):
         left, right = st.columns(2)
         left.json(meta.get("config") or {}, expanded=True)
         right.json({"task": meta.get("task") or {}, "env": meta.get("env") or {}}, expanded=False)
 
 
-Redraw = Callable[[list[Finding]], None]
-
-
-def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame) -> list[Redraw]:
-    """Draw the curves; returns one redraw per chart, to shade the findings once they are known."""
+def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame, found: list[Finding]) -> None:
+    """Draw the curves, each once, with the findings' steps in lanes above them."""
     st.subheader("Curves")
     smooth = st.toggle("Smoothed line and spread band", value=True, key="smooth")
     charts = [("loss", split_series(points, "loss"), True), ("accuracy", split_series(points, "accuracy"), False),
@@ -103,19 +110,16 @@ def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame) -> list[Redraw]:
     charts = [chart for chart in charts if not chart[1].empty]
     if not charts:
         st.info("No curves recorded yet.")
-        return []
-    redraws = []
+        return
     for row_start in range(0, len(charts), 2):
         for column, (name, series, log_default) in zip(st.columns(2), charts[row_start:row_start + 2]):
             with column:
                 log_y = st.toggle(f"log scale ({name})", value=log_default and _spans_decades(series),
                                   key=f"log_{name}")
-                slot = st.empty()
-                slot.plotly_chart(curve_figure(series, title=name, log_y=log_y, smooth=smooth), key=f"chart_{name}")
-                redraws.append(lambda found, slot=slot, series=series, name=name, log_y=log_y: slot.plotly_chart(
-                    curve_figure(series, title=name, findings=found, log_y=log_y, smooth=smooth),
-                    key=f"chart_{name}_shaded"))
-    return redraws
+                # The lr is a schedule, not a noisy measurement: nothing to smooth (three traces fewer to draw).
+                st.plotly_chart(curve_figure(series, title=name, findings=found, log_y=log_y,
+                                             smooth=smooth and name not in UNSMOOTHED),
+                                key=f"chart_{name}")
 
 
 LAYER_VIEWS = {"update / weight ratio": "update_ratio", "gradient norm": "grad_norm"}
@@ -125,7 +129,7 @@ def layer_frame(view: RunView, name: str) -> pd.DataFrame:
     return view.update_ratio if name == "update_ratio" else common.heatmap(view.meta["run_id"], name)
 
 
-def show_layers(view: RunView) -> list[Redraw]:
+def show_layers(view: RunView, found: list[Finding]) -> None:
     """One per-layer heatmap at a time: each costs a scan of the run's per-layer rows."""
     st.subheader("Layers")
     choice = st.radio("Per-layer statistic", list(LAYER_VIEWS), horizontal=True, key="layer_view")
@@ -133,14 +137,12 @@ def show_layers(view: RunView) -> list[Redraw]:
     frame = layer_frame(view, name)
     if frame.empty:
         st.caption(f"No per-layer {name} recorded.")
-        return []
+        return
     builder = HEATMAP_FIGURES[name]
     if name == "update_ratio":
         st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
                    "Blue layers barely learn; red ones take steps too large for their weights.")
-    slot = st.empty()
-    slot.plotly_chart(builder(frame), key=f"heatmap_{name}")
-    return [lambda found: slot.plotly_chart(builder(frame, findings=found), key=f"heatmap_{name}_marked")]
+    st.plotly_chart(builder(frame, findings=found), key=f"heatmap_{name}")
 
 
 def describe_event(kind: str, detail: str) -> str:
@@ -196,25 +198,79 @@ def show_run(run_id: str, was_running: bool) -> None:
     view = common.run_view(run_id)
     if was_running and view.meta["status"] != "running":
         st.rerun(scope="app")  # finished while watched: stop the timer
+    # The findings before any chart: each chart is then built and sent once, with
+    # the findings' steps drawn (a big run's first diagnosis takes seconds, then it is cached).
+    with st.spinner("Diagnosing…"):
+        found, problem = common.findings(run_id)
+    show_verdict(verdict(found) if not problem else None, found, problem, view.meta["status"])
     show_header(view.meta, view.curves)
     st.subheader("Findings")
     show_live_findings(view.events, view.meta["status"] == "running")
-    # The findings come first on the page but are filled in last: diagnosing a
-    # big run reads all of it (seconds the first time, then cached), and the
-    # charts need not wait for it. They are redrawn with the findings shaded.
-    findings_slot = st.container()
-    redraws = show_curves(view.curves, view.lr) + show_layers(view)
+    if found:
+        st.caption(" · ".join(common.severity_badge(s, n) for s, n in common.severity_counts(found).items() if n))
+    show_findings(view, found, problem)
+    show_curves(view.curves, view.lr, found)
+    show_layers(view, found)
     show_events(view.events)
-    with findings_slot:
-        with st.spinner("Diagnosing…"):
-            found, problem = common.findings(run_id)
-        if found:
-            st.caption(" · ".join(common.severity_badge(s, n)
-                                  for s, n in common.severity_counts(found).items() if n))
-        common.show_findings_list(found, problem, chart=lambda finding, index: show_evidence_chart(view, finding, index))
-    if any(f.step_start is not None or f.step_end is not None for f in found):
-        for redraw in redraws:
-            redraw(found)
+
+
+def show_verdict(found: Verdict | None, findings: list[Finding], problem: str | None, status: str) -> None:
+    """The verdict line: the most likely cause in one sentence, its evidence and the one thing to try first."""
+    if problem:
+        return  # show_findings says why there is no diagnosis
+    if found is None:
+        if status == "crashed":
+            st.error("**Verdict:** the run crashed, and no rule names a cause in what was recorded "
+                     "(the traceback is under Events).")
+        else:
+            hints = sum(f.severity == "info" for f in findings)
+            st.success("**Verdict:** no problem found" + (f" ({hints} hint(s) below)." if hints else "."))
+        return
+    box = st.error if found.severity == "critical" else st.warning
+    explains = f"  \nIt also explains: {plain(', '.join(found.explains))}." if found.explains else ""
+    box(f"**Verdict: {plain(found.sentence)}**  \n{plain(found.evidence)}  \n"
+        f"**Try first:** {plain(found.try_first)}{explains}")
+
+
+def show_findings(view: RunView, found: list[Finding], problem: str | None) -> None:
+    """Causes first, each an expander with the consequences it explains folded inside it; the verdict's
+    finding is the first and the only one open.
+
+    Each group is a fragment whose expander reruns only itself when opened
+    or closed, and its evidence charts are built only while it is open: a
+    run with a dozen findings sends the charts of the one being read, and
+    opening another leaves every chart already drawn alone."""
+    if problem:
+        st.warning(f"No diagnosis: {plain(problem)}")
+        return
+    if not found:
+        st.success("No findings: nothing in this run breaks the rules of thumb.")
+        return
+    first = verdict(found)
+    for positions in groups(found):
+        opened = first is not None and positions[0] == first.index
+        st.fragment(show_finding_group)(view, found, positions, opened)
+
+
+def show_finding_group(view: RunView, found: list[Finding], positions: list[int], opened: bool) -> None:
+    """One cause (or a finding on its own) and its consequences, in an expander drawing its charts while open."""
+    head = found[positions[0]]
+    expander = st.expander(common.finding_heading(head), expanded=opened, on_change="rerun",
+                           key=f"finding_{view.meta['run_id']}_{positions[0]}_{head.rule}")
+    with expander:
+        common.show_finding_text(head)
+        if expander.open:
+            show_evidence_chart(view, head, positions[0])
+        common.show_finding_evidence(head)
+        for index in positions[1:]:
+            consequence = found[index]
+            with st.container(border=True):
+                st.markdown(f"↳ {common.finding_heading(consequence)} · explained by "
+                            f"{inline_code(consequence.explained_by)}")
+                common.show_finding_text(consequence)
+                if expander.open:
+                    show_evidence_chart(view, consequence, index)
+                common.show_finding_evidence(consequence)
 
 
 # A log axis helps once a positive series spans this factor (a decade); below
@@ -237,6 +293,7 @@ def main() -> None:
         common.show_empty_store()
         return
     title = st.empty()
+    title.title("Run")
     run_id = common.select_run(runs)
     status = runs.loc[runs["run_id"] == run_id, "status"].iloc[0]
     title.title(plain(common.run_label(runs, run_id)))
