@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.fs import (
-    DEFAULT_MAX_SPOOL_BYTES, ObjectStore, Spool, parse_store, store_unavailable,
+    DEFAULT_MAX_SPOOL_BYTES, ObjectStore, Spool, drain_orphaned_spools, parse_store, store_unavailable,
 )
 from traindoctor.store.format import (
     ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, SERIES_KEY, STRING, TABLES,
@@ -1175,6 +1175,12 @@ class RunWriter:
         # due flush_every_s after that, like every later one.
         next_flush = self._started + self.flush_every_s
         last_beat = self._started
+        if self._objects is not None:
+            try:
+                # Segments an earlier process on this machine could not upload before it ended.
+                drain_orphaned_spools(self._objects)
+            except Exception as error:
+                self.record_error(error)
         while not self._stop.is_set():
             # Sleep until the next deadline (not a fixed tick), so rows are
             # published within flush_every_s of being added.

@@ -147,6 +147,7 @@ def test_a_reader_that_meets_a_deleted_piece_lists_again(s3_url):
 STALE_AFTER_S = 5.0
 
 
+@pytest.mark.slow
 def test_liveness_comes_from_the_stores_clock(s3_url):
     """run.json's heartbeat_at is written once (by the writer's clock); a reader judges a running
     run by the newest LastModified of its objects."""
@@ -173,6 +174,7 @@ def test_liveness_comes_from_the_stores_clock(s3_url):
     assert Store(s3_url, stale_after_s=STALE_AFTER_S).run_meta(writer.run_id)["status"] == "crashed"
 
 
+@pytest.mark.slow
 def test_failed_uploads_wait_in_the_spool_and_arrive_once(s3_env, s3_url, monkeypatch, tmp_path):
     proxy = TcpProxy(s3_env.port)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
@@ -198,8 +200,11 @@ def test_failed_uploads_wait_in_the_spool_and_arrive_once(s3_env, s3_url, monkey
     assert not any(spool_root(parse_store(s3_url)).rglob("*.parquet"))
 
 
-def test_a_spool_left_by_a_finished_process_is_uploaded_by_the_next_reader(s3_env, s3_url, tmp_path):
-    """The writer closes while the store is down; a reader on the same machine uploads its spool."""
+@pytest.mark.slow
+@pytest.mark.parametrize("next_process", ["reader", "writer"])
+def test_a_spool_left_by_a_finished_process_is_uploaded_by_the_next_one(s3_env, s3_url, tmp_path, next_process):
+    """The writer closes while the store is down; the next reader or writer of that store on the
+    same machine uploads its spool."""
     proxy = TcpProxy(s3_env.port)
     code = f"""
 import sys, numpy as np
@@ -223,7 +228,13 @@ writer.close()
     finally:
         proxy.close()
     assert not any("/scalars/" in key for key in _keys(s3_url))
-    rows = Store(s3_url).scalars([run_id])  # drains the orphaned spool, then reads
+    if next_process == "writer":
+        with RunWriter(s3_url, name="next", flush_every_s=0.2):  # its background thread drains the spool
+            deadline = time.monotonic() + 30
+            while not any(run_id in key and "/scalars/" in key for key in _keys(s3_url)):
+                assert time.monotonic() < deadline, "the orphaned spool was not uploaded"
+                time.sleep(0.2)
+    rows = Store(s3_url).scalars([run_id])  # a reader drains it too, then reads
     assert rows["step"].tolist() == list(range(1, 26))
 
 
@@ -263,6 +274,7 @@ def test_the_store_environment_variable_takes_a_url(s3_url, monkeypatch):
     assert [run["run_id"] for run in json.loads(out)] == [writer.run_id]
 
 
+@pytest.mark.slow
 def test_the_probe_records_into_a_bucket(s3_url):
     torch = pytest.importorskip("torch")
     from traindoctor import Probe
