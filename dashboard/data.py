@@ -291,11 +291,11 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
 def health_rank(found: dict | None) -> tuple:
     """The sort key of a run's health: critical findings, then warnings, then
     notes (more is worse); an undiagnosed run (``found`` None) sorts below the
-    runs with warnings and above the healthy ones: it is not known to be fine."""
+    runs with warnings and above those with only notes or none: it is not known to be fine."""
     if found is None:
-        return (0, 0, 0, 0)
+        return (2, 0, 0, 0)
     counts = found.get("counts") or {}
-    worst = 3 if counts.get("critical") else 2 if counts.get("warning") else 0
+    worst = 4 if counts.get("critical") else 3 if counts.get("warning") else 1 if counts.get("info") else 0
     return (worst, int(counts.get("critical") or 0), int(counts.get("warning") or 0), int(counts.get("info") or 0))
 
 

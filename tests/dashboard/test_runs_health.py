@@ -67,18 +67,20 @@ def test_runs_page_is_worst_first_with_a_health_column_and_the_smoothed_loss(tmp
     import traindoctor.diagnosis
 
     verdicts = {"clean": [], "warned": _findings("warning", "info"), "broken": _findings("critical", "warning"),
-                "noted": _findings("info")}
-    for name in verdicts:  # created in this order: "noted" is the newest
+                "noted": _findings("info"), "pending": None}
+    for name in verdicts:  # created in this order: "pending" is the newest
         write_losses(tmp_path, name, np.full(100, 2.0), config={"lr": 0.1})
     monkeypatch.setattr(traindoctor.diagnosis, "diagnose", lambda run: verdicts[run.name], raising=False)
     store = Store(tmp_path)
-    data.diagnose_first(store, store.catalog.run_ids(), budget_s=60)
+    data.diagnose_first(store, [run_id for run_id in store.catalog.run_ids()
+                                if store.catalog.summary(run_id)["name"] != "pending"], budget_s=60)
     page = data.runs_page(store)
-    assert list(page.rows["name"]) == ["broken", "warned", "noted", "clean"]
+    # An undiagnosed run is not known to be fine: below the warnings, above the notes.
+    assert list(page.rows["name"]) == ["broken", "warned", "pending", "noted", "clean"]
     health = dict(zip(page.rows["name"], page.rows["health"]))
     assert health["broken"] == "✖ critical · 1 crit, 1 warn · critical title"
     assert health["clean"] == "✔ no findings" and health["noted"].startswith("● note")
-    assert list(page.rows["train_loss_tail"]) == ["2"] * 4
+    assert list(page.rows["train_loss_tail"]) == ["2"] * 5
     assert list(data.runs_page(store, sort="health").rows["name"])[0] == "clean"
 
 

@@ -38,20 +38,20 @@ FINDINGS_FILTERS = {
 # "health" first: by default the worst runs come first (descending).
 SORT_FIELDS = ("health", "started", "name", "status", "steps", "val.loss", "val.accuracy", "train.loss", "critical",
                "warning")
-TRAIN_LOSS_HEADER = f"train loss (mean of last {TRAIN_LOSS_TAIL})"
+TRAIN_LOSS_HEADER = f"train loss (mean last {TRAIN_LOSS_TAIL})"
 # Streamlit's column_config objects are plain dicts: safe to build at import.
 # Widths (px) keep the health column, the name, the metrics and four
 # hyperparameters inside a 1,400 px window; the counts and ids come after.
 COLUMN_CONFIG = {
     "open": st.column_config.LinkColumn("open", display_text="open ▸", width=60),
     "health": st.column_config.TextColumn(
-        "health", width=330, help="worst severity, findings per severity and the top finding (the verdict's)"),
-    "name": st.column_config.TextColumn("name", width=170),
+        "health", width=300, help="worst severity, findings per severity and the top finding (the verdict's)"),
+    "name": st.column_config.TextColumn("name", width=160),
     "status": st.column_config.TextColumn("status", width=90),
     "last_step": st.column_config.NumberColumn("steps", format="%d", width=60),
     "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm", width=130),
     "final_train_loss": st.column_config.TextColumn(
-        TRAIN_LOSS_HEADER, width=110,
+        TRAIN_LOSS_HEADER, width=140,
         help=f"mean of the last {TRAIN_LOSS_TAIL} logged training losses (of the last "
              f"{TRAIN_LOSS_TAIL_SHARE:.0%} when fewer than {round(TRAIN_LOSS_TAIL / TRAIN_LOSS_TAIL_SHARE)} were "
              "logged), not the last minibatch's; nan when the last one is not finite"),
