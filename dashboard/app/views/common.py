@@ -108,6 +108,29 @@ def findings(run_id: str) -> tuple[list[Finding], str | None]:
     return found or [], problem  # diagnose() returns them sorted
 
 
+@st.cache_resource(max_entries=256, show_spinner=False)
+def _figure(key: tuple, _build: Callable[[], Any]) -> Any:
+    return _build()
+
+
+def figure(key: tuple, build: Callable[[], Any]) -> Any:
+    """The plotly figure ``build()`` makes, built once per ``key`` and shared by every session.
+
+    ``key`` must hold everything the figure depends on: the run's data
+    version (``dashboard.data.run_version``), the chart and its options, and
+    :func:`findings_key` of the findings drawn. Building a figure costs
+    ~60 ms of plotly's validation a chart (7 on a Run page): a second visit,
+    a toggle or an opened finding reuses what was built. The figure is shared:
+    never change it after it is returned.
+    """
+    return _figure(key, build)
+
+
+def findings_key(found: Sequence[Finding]) -> tuple:
+    """What a chart draws of ``found``: each finding's rule, severity and steps."""
+    return tuple((f.rule, f.severity, f.step_start, f.step_end) for f in found)
+
+
 def train_loss(run_id: str) -> float | None:
     """The run's smoothed training loss from its catalog summary (``dashboard.data``'s, as the Runs page shows)."""
     try:

@@ -16,6 +16,7 @@ import streamlit as st
 from traindoctor.dashboard.app.charts.curves import curve_figure
 from traindoctor.dashboard.app.charts.layers import grad_norm_heatmap_figure, update_ratio_heatmap_figure
 from traindoctor.dashboard.app.text import inline_code, plain
+from traindoctor.dashboard import data
 from traindoctor.dashboard.data import RunView
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
@@ -65,17 +66,20 @@ def show_evidence_chart(view: RunView, finding: Finding, index: int) -> None:
                          key=key)
         return
     x_range = evidence_range(finding)
+    cache_key = ("evidence", *_version(view), evidence.chart, evidence.name, common.findings_key([finding]))
     if evidence.chart == "heatmap":
         frame = layer_frame(view, evidence.name)
         if not frame.empty:
-            figure = HEATMAP_FIGURES[evidence.name](frame, findings=[finding])
-            if x_range:
-                figure.update_xaxes(range=list(x_range))
-            st.plotly_chart(figure, key=key)
+            def build():
+                figure = HEATMAP_FIGURES[evidence.name](frame, findings=[finding])
+                return figure.update_xaxes(range=list(x_range)) if x_range else figure
+
+            st.plotly_chart(common.figure(cache_key, build), key=key)
         return
     series = split_series(view.curves, evidence.name)
     if not series.empty:
-        st.plotly_chart(curve_figure(series, title=evidence.name, findings=[finding], x_range=x_range), key=key)
+        st.plotly_chart(common.figure(cache_key, lambda: curve_figure(
+            series, title=evidence.name, findings=[finding], x_range=x_range)), key=key)
     if finding.rule in common.CLASS_RULES:
         query = {"run": st.query_params.get("run", view.meta["run_id"])}
         if finding.step_end is not None:
@@ -98,7 +102,14 @@ def show_header(meta: dict, points: pd.DataFrame) -> None:
         right.json({"task": meta.get("task") or {}, "env": meta.get("env") or {}}, expanded=False)
 
 
-def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame, found: list[Finding]) -> None:
+def _version(view: RunView) -> tuple:
+    """(run id, data version) of the run a view shows: the first part of its figures' cache keys."""
+    run_id = view.meta["run_id"]
+    return run_id, data.run_version(common.store(), run_id)
+
+
+def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame, found: list[Finding], run_id: str,
+                version: tuple) -> None:
     """Draw the curves, each once, with the findings' steps in lanes above them."""
     st.subheader("Curves")
     smooth = st.toggle("Smoothed line and spread band", value=True, key="smooth")
@@ -117,9 +128,12 @@ def show_curves(points: pd.DataFrame, lr_points: pd.DataFrame, found: list[Findi
                 log_y = st.toggle(f"log scale ({name})", value=log_default and _spans_decades(series),
                                   key=f"log_{name}")
                 # The lr is a schedule, not a noisy measurement: nothing to smooth (three traces fewer to draw).
-                st.plotly_chart(curve_figure(series, title=name, findings=found, log_y=log_y,
-                                             smooth=smooth and name not in UNSMOOTHED),
-                                key=f"chart_{name}")
+                smoothed = smooth and name not in UNSMOOTHED
+                st.plotly_chart(common.figure(
+                    ("curve", run_id, version, name, log_y, smoothed, common.findings_key(found)),
+                    lambda series=series, name=name, log_y=log_y, smoothed=smoothed: curve_figure(
+                        series, title=name, findings=found, log_y=log_y, smooth=smoothed)),
+                    key=f"chart_{name}")
 
 
 LAYER_VIEWS = {"update / weight ratio": "update_ratio", "gradient norm": "grad_norm"}
@@ -142,7 +156,8 @@ def show_layers(view: RunView, found: list[Finding]) -> None:
     if name == "update_ratio":
         st.caption("Seed 004: a healthy update/weight ratio is about 1e-3 (white). "
                    "Blue layers barely learn; red ones take steps too large for their weights.")
-    st.plotly_chart(builder(frame, findings=found), key=f"heatmap_{name}")
+    st.plotly_chart(common.figure(("heatmap", *_version(view), name, common.findings_key(found)),
+                                  lambda: builder(frame, findings=found)), key=f"heatmap_{name}")
 
 
 def describe_event(kind: str, detail: str) -> str:
@@ -209,7 +224,7 @@ def show_run(run_id: str, was_running: bool) -> None:
     if found:
         st.caption(" · ".join(common.severity_badge(s, n) for s, n in common.severity_counts(found).items() if n))
     show_findings(view, found, problem)
-    show_curves(view.curves, view.lr, found)
+    show_curves(view.curves, view.lr, found, *_version(view))
     show_layers(view, found)
     show_events(view.events)
 
