@@ -146,7 +146,7 @@ def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 
     when this process dies by SIGKILL.
 
     Example:
-        >>> run_app("runs")                                  # doctest: +SKIP
+        >>> run_app("traindoctor_runs")  # doctest: +SKIP
     """
     command = build_command(store_path, host=host, port=port, allowed_hosts=allowed_hosts)
     url_host = "localhost" if host in ("0.0.0.0", "::", "127.0.0.1") else host

@@ -22,7 +22,7 @@ answers in a few tens of milliseconds.
 
 Example:
     >>> from traindoctor.store.catalog import Catalog              # doctest: +SKIP
-    >>> catalog = Catalog("runs")                                  # doctest: +SKIP
+    >>> catalog = Catalog("traindoctor_runs")  # doctest: +SKIP
     >>> diagnosis = diagnose_cached(catalog, catalog.summary(catalog.resolve("my-run")))  # doctest: +SKIP
     >>> diagnosis.cached, [f.rule for f in diagnosis.findings]      # doctest: +SKIP
 """

@@ -35,7 +35,7 @@ this module: a catalog is handed a Store, or a function that opens one
 (``open_store``), and never imports the reader itself.
 
 Example:
-    >>> catalog = Catalog("runs")                                 # doctest: +SKIP
+    >>> catalog = Catalog("traindoctor_runs")  # doctest: +SKIP
     >>> [(s["name"], s["status"], s["last_step"]) for s in catalog.summaries()]  # doctest: +SKIP
 """
 

@@ -11,7 +11,7 @@ The database is built under a temporary name next to the target and moved
 into place only when complete, so a reader never opens half a file.
 
 Example:
-    >>> export_duckdb(Store("runs"), "share.duckdb", ["resnet18-lr0.1"])  # doctest: +SKIP
+    >>> export_duckdb(Store("traindoctor_runs"), "share.duckdb", ["resnet18-lr0.1"])  # doctest: +SKIP
     {'path': 'share.duckdb', 'runs': 1, 'scalars': 48210, 'confusion': 300, 'events': 4}
 """
 

@@ -12,7 +12,7 @@ files hold (tables, columns, footer keys) is stated in
 :mod:`traindoctor.store.format`; the views have exactly those columns.
 
 Example:
-    >>> store = Store("runs")                                  # doctest: +SKIP
+    >>> store = Store("traindoctor_runs")  # doctest: +SKIP
     >>> store.runs()[["name", "status", "last_step"]]           # doctest: +SKIP
     >>> with store.connect() as con:                            # doctest: +SKIP
     ...     con.sql("SELECT name, max(step) FROM scalars GROUP BY name").show()
