@@ -113,7 +113,7 @@ def test_a_crashed_run_is_reported_and_fails_on_warning(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "diagnose", "crashy", "--store", tmp_path, "--json", "--fail-on", "critical")
     assert code == 1
     assert json.loads(out)["runs"][0]["status"] == "crashed"
-    # Not at --fail-on info's expense only: without --fail-on the report is still exit 0.
+    # Without --fail-on the report of a crashed run still exits 0.
     assert run_cli(capsys, "diagnose", "crashy", "--store", tmp_path)[0] == 0
 
 
