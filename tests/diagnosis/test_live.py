@@ -154,6 +154,7 @@ def test_values_the_live_rules_do_not_read_are_not_kept():
         (_finding("divergence", "critical", kind="rise", steps_above=100), True),
         (_finding("lr_too_high", kind="rebound", rebound_fraction=0.5), True),
         (_finding("lr_too_high", kind="rebound", rebound_fraction=2.2), False),
+        (_finding("lr_too_high", kind="rebound", rebound_fraction=0.5, after_spike=True), False),
         (_finding("lr_too_high", kind="plateau", rebound_fraction=0.5), False),
         (_finding("update_ratio_out_of_band", side="above", records=200, longest_stretch=19), False),
         (_finding("update_ratio_out_of_band", side="above", records=20, longest_stretch=20), True),
@@ -164,9 +165,8 @@ def test_values_the_live_rules_do_not_read_are_not_kept():
         (_finding("train_longer", "info"), False),
     ],
     ids=["spike-recovered", "spike-ongoing", "spike-info", "non-finite-2", "non-finite-3", "rise-99", "rise-100",
-         "rebound", "rebound-above-start", "plateau", "band-19-in-a-row", "band-20-in-a-row", "below-band", "exploding",
-         "amp",
-         "not-live", "info"],
+         "rebound", "rebound-above-start", "rebound-after-spike", "plateau", "band-19-in-a-row", "band-20-in-a-row",
+         "below-band", "exploding", "amp", "not-live", "info"],
 )
 def test_a_live_check_reports_settled_warnings_and_criticals_of_live_rules(finding, reported):
     assert reportable([finding]) == ([finding] if reported else [])
