@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 RUNS, RANKS = 16, 2
 FLUSH_EVERY_S = 1.0
-WRITE_S = 22.0            # each writer adds rows this long after the go signal
-KILL_AT_S = 4.0           # one writer is SIGKILLed this long after go
-OUTAGE_FROM_S, OUTAGE_S = 6.0, 10.0
+WRITE_S = 18.0            # each writer adds rows this long after the go signal
+KILL_AT_S = 3.0           # one writer is SIGKILLed this long after go
+OUTAGE_FROM_S, OUTAGE_S = 5.0, 10.0
 STEP_PAUSE_S = 0.05       # 20 steps a second per writer, two rows each: small runs, low CPU
 # A killed writer may lose the rows of its last flush interval plus what it added while that
 # flush was being built and PUT; 32 processes share two cores here, so allow a second for that.
@@ -127,21 +128,25 @@ def test_32_writer_processes_one_bucket(s3_env, s3_url, tmp_path):
         go_at = time.monotonic()
 
         killed = (run_ids[3], 1)
-        outage_done = kill_done = False
+        # On their own clock, not the reader's: a poll takes seconds on a loaded machine.
+        events: dict[str, float] = {}
+
+        def kill():
+            os.kill(pids[killed], signal.SIGKILL)
+            events["killed"] = time.time()
+
+        def outage():
+            proxy.down()
+            events["outage started"] = time.monotonic()
+            time.sleep(OUTAGE_S)
+            events["outage ended"] = time.monotonic()
+            proxy.up()
+
+        timers = [threading.Timer(KILL_AT_S, kill), threading.Timer(OUTAGE_FROM_S, outage)]
+        for timer in timers:
+            timer.start()
         polls, diagnosed, counts = 0, 0, {}
         while launcher.poll() is None:
-            elapsed = time.monotonic() - go_at
-            if not kill_done and elapsed >= KILL_AT_S:
-                os.kill(pids[killed], signal.SIGKILL)
-                kill_time = time.time()
-                kill_done = True
-            if not outage_done and elapsed >= OUTAGE_FROM_S:
-                if not proxy.refusing:
-                    proxy.down()
-                    outage_at = time.monotonic()
-                elif time.monotonic() - outage_at >= OUTAGE_S:
-                    proxy.up()
-                    outage_done = True
             # The reader polls the CLI (not through the proxy: it sees the server as it is).
             code, out = _cli("runs", "--json", "--store", s3_url)
             assert code == 0
@@ -155,7 +160,10 @@ def test_32_writer_processes_one_bucket(s3_env, s3_url, tmp_path):
                 diagnosed += 1
             polls += 1
             time.sleep(1.0)
-        assert outage_done and kill_done and diagnosed
+        for timer in timers:
+            timer.join()
+        assert events["outage ended"] - events["outage started"] >= OUTAGE_S and diagnosed
+        kill_time = events["killed"]
         stdout, stderr = launcher.communicate()
         codes = json.loads(stdout.splitlines()[-1])
     finally:
