@@ -704,8 +704,13 @@ class Catalog:
             return build_summary(run_id, meta, None, listing, key)
         summary = build_summary(run_id, meta, stats, listing, key)
         train_loss = (summary.get("metrics") or {}).get("train", {}).get("loss")
-        summary["train_loss_tail"] = None if not train_loss else train_loss_tail(
-            run_dir, summary["segments"].get("scalars") or [], summary["attempt_starts"], train_loss["count"])
+        if (previous is not None and "train_loss_tail" in previous
+                and (previous.get("segments") or {}).get("scalars") == summary["segments"].get("scalars")
+                and previous.get("attempt_starts") == summary["attempt_starts"]):
+            summary["train_loss_tail"] = previous["train_loss_tail"]  # same files (a heartbeat): no rows read
+        else:
+            summary["train_loss_tail"] = None if not train_loss else train_loss_tail(
+                run_dir, summary["segments"].get("scalars") or [], summary["attempt_starts"], train_loss["count"])
         if previous is not None:
             cached = previous.get("findings")
             if isinstance(cached, dict) and cached.get("fingerprint") == summary["fingerprint"]:
