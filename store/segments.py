@@ -879,7 +879,9 @@ class RunWriter:
         with self._publish_lock:
             self._queue_buffered()
             self._publish_queued()
-            if self._unrecorded:
+            # On an object store, drops are recorded once uploads work again: a record
+            # spooled behind the outage it describes could be dropped in its turn.
+            if self._unrecorded and (self._objects is None or not self._upload_failures):
                 self._record_drops()
                 self._queue_buffered()
                 self._publish_queued()
@@ -1270,8 +1272,12 @@ class RunWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        # One close_timeout_s for both drains of the spool.
+        deadline = time.monotonic() + self.close_timeout_s
+        if self._objects is not None:
+            self._final_drain(deadline, warn=False)  # the spool first: the final flush then records what it lost
         self._final_flush()
-        self._final_drain()
+        self._final_drain(deadline)
         if self.rank == 0:
             try:
                 with self._lock:
@@ -1292,19 +1298,20 @@ class RunWriter:
             # On an object store the first reader (or the compaction at close) summarises the run.
             self._summarise()
 
-    def _final_drain(self) -> None:
+    def _final_drain(self, deadline: float, warn: bool = True) -> None:
         """Upload the spool at close, for up to close_timeout_s; what is left
         stays on this machine's disk for the next traindoctor process that
         opens this store (one warning)."""
         if self._spool is None or not self._spool.keys():
             return
-        deadline = time.monotonic() + self.close_timeout_s
         delay = 0.1
         while True:
             left = self.drain_spool(deadline=deadline)
             if not left:
                 return
             if time.monotonic() + delay > deadline:
+                if not warn:
+                    return
                 warnings.warn(f"traindoctor: run {self.run_id}: {left} segment(s) could not be uploaded to "
                               f"{self.location.url} before closing; they are kept in {self._spool.folder} and "
                               f"uploaded by the next traindoctor process on this machine that opens this store",

@@ -200,6 +200,33 @@ def test_failed_uploads_wait_in_the_spool_and_arrive_once(s3_env, s3_url, monkey
     assert not any(spool_root(parse_store(s3_url)).rglob("*.parquet"))
 
 
+def test_a_full_spool_drops_the_oldest_segments_and_records_them(s3_env, s3_url, monkeypatch):
+    proxy = TcpProxy(s3_env.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    try:
+        writer = RunWriter(s3_url, name="full-spool", background=False, max_spool_bytes=1)
+        proxy.down()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for start in (1, 11, 21):
+                writer.add_scalars(step=np.arange(start, start + 10), name="loss", value=1.0)
+                writer.flush()
+            # A budget of one byte keeps only the newest segment.
+            assert len(writer._spool.keys()) == 1
+            assert [(d["rows"], d["table"]) for d in writer.dropped] == [(10, "scalars"), (10, "scalars")]
+            proxy.up()
+            writer.drain_spool(deadline=time.monotonic() + 30)
+            writer.close()
+    finally:
+        proxy.close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    store = Store(s3_url)
+    assert store.scalars([writer.run_id])["step"].tolist() == list(range(21, 31))
+    dropped = store.events([writer.run_id], kinds=["rows_dropped"])
+    assert len(dropped) == 2 and all("spool" in detail for detail in dropped["detail"])
+    assert [entry["rows"] for entry in store.run_meta(writer.run_id)["rows_dropped"]] == [10, 10]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("next_process", ["reader", "writer"])
 def test_a_spool_left_by_a_finished_process_is_uploaded_by_the_next_one(s3_env, s3_url, tmp_path, next_process):
