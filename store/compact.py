@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -113,6 +114,10 @@ def _compact_remote_table(store: Store, run_id: str, table: str) -> int:
         objects.delete([lock_key])
         if not objects.put_new(lock_key, owner):
             return 0
+    # Merged in a private folder of the mirror, moved into the table folder once uploaded: a
+    # sync meanwhile (another thread or process reading the same mirror) deletes the local
+    # files the bucket does not list.
+    private = store.root / f".compact-{os.getpid()}-{time.time_ns()}"
     try:
         store.mirror.sync([run_id])
         folder = store.root / run_id / table
@@ -120,14 +125,17 @@ def _compact_remote_table(store: Store, run_id: str, table: str) -> int:
         files = [path for path, _ in segments]
         if len(files) <= 1:
             return 0
-        merged = _merge(files, folder, table, present={column for _, info in segments for column in info.columns})
+        private.mkdir()
+        merged = _merge(files, private, table, present={column for _, info in segments for column in info.columns})
         objects.put_new(f"{run_id}/{table}/{merged.name}", merged.read_bytes())
+        os.replace(merged, folder / merged.name)
         objects.delete([f"{run_id}/{table}/{piece.name}" for piece in files])
         for piece in files:
             piece.unlink(missing_ok=True)
         return len(files)
     finally:
         objects.delete([lock_key])
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _merge(files: list[Path], folder: Path, table: str, present: set[str] | None = None) -> Path:
