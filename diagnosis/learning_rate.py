@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from traindoctor.diagnosis.common import finding, finite_train_loss, layer_values, loss_reference, lr_series
+from traindoctor.diagnosis.common import (eval_frame, finding, finite_train_loss, layer_values, loss_reference,
+                                          lr_series)
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.loss import (
     DIVERGED_SMOOTHING,
@@ -185,6 +186,19 @@ HIGH_PLATEAU_LEVEL = 0.30
 THRASHING_NOISE = 0.15
 HIGH_UPDATE_RATIO = 5e-3
 NOISY_PLATEAU_NOISE = 0.30
+# ...or the validation loss swings in the second half of its evaluations:
+# ≥ 2 times it jumps ≥ 50 % above its best so far, the second after coming
+# back within 25 % of it (AUTOTRAINER's oscillation, ICSE'21, on the loss
+# instead of accuracy). It needs no loss scale, so it holds for regression
+# and language models too; a run that overfits rises and stays up, a single
+# spike swings once, and the first half is left to a young run's noise (a
+# healthy SGD run's val loss jumps 1.8× early on). Corpus: the second-half
+# val loss of every healthy run stays within 1.3× its best so far; a CNN
+# with SGD lr 2.5, a regression MLP with Adam 0.2 and a fine-tuning with
+# SGD 1.5 jump ≥ 1.5× 4-12 times.
+SWING_RISE = 1.5
+SWING_RETURN = 1.25
+SWING_MIN_COUNT = 2
 
 
 def rebound_settled(finding: Finding) -> bool:
@@ -224,7 +238,8 @@ def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: lis
       explains=("loss_spike", "best_epoch_not_last", "no_better_than_baseline", "dead_layers",
                 "update_ratio_out_of_band"),
       thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
-                  "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "THRASHING_NOISE",
+                  "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "SWING_RISE", "SWING_RETURN",
+                  "SWING_MIN_COUNT", "THRASHING_NOISE",
                   "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
@@ -234,7 +249,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
     task says C), the loss climbs back ≥ 30 % of the way to it (and 5 noise
     sigmas) and stays there to the end, or does so for ≥ 3 profile bins
     anywhere (during the warm-up, say, before a new epoch or the decay
-    pulls it back down); or, for a task whose loss scale is known (ln C or
+    pulls it back down); or the validation loss swings in the second half
+    of its evaluations (≥ 50 % above its best so far, back within 25 %,
+    and up again); or, for a task whose loss scale is known (ln C or
     the expected initial loss), its late level stays ≥ 30 % of the initial
     loss with step-to-step noise ≥ 15 % of the level while the median
     update/weight ratio is ≥ 5e-3 (5× the ~1e-3 rule of thumb); without
@@ -293,6 +310,15 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"coming down again.{support}",
             "Lower the peak lr (×0.3 to ×0.1), or warm up for longer; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], profile.index[last], evidence)]
+    swings = val_loss_swings(run)
+    if len(swings) >= SWING_MIN_COUNT:
+        evidence.update(kind="swings", swing_steps=swings)
+        return [finding(
+            "lr_too_high", "warning", "Validation loss swings: lr too high",
+            f"The validation loss jumped ≥ {SWING_RISE - 1:.0%} above its best so far {len(swings)} times, coming "
+            f"back in between (at steps {', '.join(map(str, swings[:5]))}): the steps overshoot.{support}",
+            "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
+            swings[0], loss.index[-1], evidence)]
     if loss_reference(run) is None:  # a high plateau needs the loss scale: ln C or the expected initial loss
         return []
     high = late >= HIGH_PLATEAU_LEVEL * start
@@ -313,6 +339,23 @@ def lr_too_high(run: RunData) -> list[Finding]:
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
 
 
+@per_run
+def val_loss_swings(run: RunData) -> list[int]:
+    """Steps in the second half of the evaluations where the main validation loss jumped ≥ SWING_RISE ×
+    its best so far, each after it had been back within SWING_RETURN × that best (the first needs none)."""
+    values = finite(eval_frame(run, "loss")[0])
+    swings: list[int] = []
+    best, armed = math.inf, True
+    for position, (step, value) in enumerate(zip(values.index, values.to_numpy())):
+        if armed and value >= SWING_RISE * best and position >= len(values) // 2:
+            swings.append(int(step))
+            armed = False
+        elif value <= SWING_RETURN * best:
+            armed = True
+        best = min(best, value)
+    return swings
+
+
 def _lr_phase(run: RunData, step: int) -> str:
     """`` while the lr was still warming up`` when ``step`` comes before the lr's peak, else ``""``."""
     lr = finite(lr_series(run))
@@ -329,10 +372,20 @@ def _lr_phase(run: RunData, step: int) -> str:
 SLOW_TOTAL_DROP = 0.50
 LINEAR_HALVES_RATIO = 0.50
 STILL_FALLING = 0.01
+# ...or its last quarter still brings ≥ 15 % of the whole drop (a straight
+# line brings 25 %): a loss that barely moves at all (a 1,000-class or CNN
+# run with an lr 100× too small falls < 1 % a quarter) still falls.
+STILL_FALLING_SHARE = 0.15
 # Levels are medians of 10 % windows; each drop must exceed 3 standard errors of such a median,
 # and each window needs ≥ 10 records (100 in all) for that error to mean anything.
 DROP_SIGMAS = 3.0
 LR_TOO_LOW_MIN_POINTS = 100
+# A per-batch loss can be too noisy for a slow fall to stand out (a regression's or a fine-tuning
+# run's minibatches), or too short (a log of window means); then the validation loss (a mean over
+# the whole eval set) is judged the same way, given ≥ 10 evaluations (one per 10 % window), unless
+# the training loss lost half its start or clearly slows down (its second half falls < 25 % as
+# much as its first): it converged.
+LR_TOO_LOW_MIN_EVALS = 10
 
 
 @rule(severities=("warning",), inputs=("loss", "update_ratio", "grad_norm", "amp_skipped"),
@@ -340,22 +393,25 @@ LR_TOO_LOW_MIN_POINTS = 100
       heatmaps=("update_ratio",),
       # Updates far too small are its symptom, and so is accuracy stuck near the baseline.
       explains=("no_better_than_baseline", "update_ratio_out_of_band"),
-      thresholds=("LR_TOO_LOW_MIN_POINTS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO", "STILL_FALLING", "DROP_SIGMAS",
+      thresholds=("LR_TOO_LOW_MIN_POINTS", "LR_TOO_LOW_MIN_EVALS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO",
+                  "STILL_FALLING", "STILL_FALLING_SHARE", "DROP_SIGMAS",
                   "HIGH_UPDATE_RATIO", "UPDATE_RATIO_RULE_OF_THUMB"))
 def lr_too_low(run: RunData) -> list[Finding]:
     """Loss falls slowly and almost linearly, far from a plateau at the end.
 
     Symptom: the loss lost < 50 % of its start, the second half fell ≥ 50 %
     as much as the first (no deceleration) and it still falls in the last
-    quarter, each drop beyond 3 standard errors of the minibatch noise;
-    update/weight ratios are reported as support.
+    quarter (≥ 1 %, or ≥ 15 % of the whole drop), each drop beyond 3
+    standard errors of the minibatch noise; when the training loss is too
+    noisy to show it, the validation loss (≥ 10 evaluations) is judged the
+    same way; update/weight ratios are reported as support.
     Likely cause: a learning rate far below what the model tolerates.
     Try: raise the lr (×3 to ×10; try 1e-1, 1e-2, 1e-3, 1e-4 and keep the one
     whose loss drops within ~100 iterations).
     Source: seed 004 step 6 rule 1 and step 3.
     """
     curve = loss_profile(run)
-    if curve is None or len(curve[0]) < LR_TOO_LOW_MIN_POINTS or divergence_onset(run) is not None:
+    if curve is None or divergence_onset(run) is not None:
         return []
     loss, profile = curve
     start = window_median(loss, 0.0, 0.1)
@@ -374,10 +430,23 @@ def lr_too_low(run: RunData) -> list[Finding]:
     ratio = median_update_ratio(run)
     evidence = {"start_level": start, "middle_level": middle, "end_level": end, "total_drop": total_drop,
                 "halves_ratio": second_half / first_half if first_half > 0 else None}
-    if not (0 < total_drop < SLOW_TOTAL_DROP and start - end > DROP_SIGMAS * window_error
+    curve_name = "loss"
+    if not (len(loss) >= LR_TOO_LOW_MIN_POINTS and 0 < total_drop < SLOW_TOTAL_DROP
+            and start - end > DROP_SIGMAS * window_error
             and second_half > DROP_SIGMAS * window_error and second_half >= LINEAR_HALVES_RATIO * first_half
-            and still_falling >= STILL_FALLING):
-        return []
+            and (still_falling >= STILL_FALLING or third - fourth >= STILL_FALLING_SHARE * (start - end))):
+        # Only where the training curve does not contradict it: one that lost half its start or
+        # clearly slows down has converged.
+        val_loss = finite(eval_frame(run, "loss")[0])
+        contradicted = total_drop >= SLOW_TOTAL_DROP or second_half < 0.5 * LINEAR_HALVES_RATIO * first_half
+        levels = (_slow_linear_fall(val_loss) if len(val_loss) >= LR_TOO_LOW_MIN_EVALS and not contradicted
+                  else None)
+        if levels is None:
+            return []
+        start, middle, end = levels
+        total_drop, curve_name = (start - end) / start, "validation loss"
+        evidence.update(curve="val", start_level=start, middle_level=middle, end_level=end, total_drop=total_drop,
+                        halves_ratio=(middle - end) / (start - middle))
     if ratio is not None and ratio >= HIGH_UPDATE_RATIO:
         return []
     # Quoted only below the rule of thumb, where it supports "too low".
@@ -387,10 +456,33 @@ def lr_too_low(run: RunData) -> list[Finding]:
         evidence["median_update_ratio"] = ratio
     return [finding(
         "lr_too_low", "warning", "Loss falls slowly and linearly: lr too low",
-        f"The loss went {start:.3g} → {middle:.3g} → {end:.3g} ({total_drop:.0%} in all), as fast in the second half "
-        f"as in the first, and is still falling.{support}",
+        f"The {curve_name} went {start:.3g} → {middle:.3g} → {end:.3g} ({total_drop:.0%} in all), as fast in the "
+        f"second half as in the first, and is still falling.{support}",
         "Raise the lr (×3 to ×10); pick the lr that makes the loss drop clearly within ~100 iterations.",
         SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], evidence)]
+
+
+def _slow_linear_fall(curve: pd.Series) -> tuple[float, float, float] | None:
+    """(start, middle, end) levels of a step-indexed curve that falls as lr_too_low describes, else None.
+
+    Levels are medians of its first, middle and last 10 %; the tests are
+    lr_too_low's (SLOW_TOTAL_DROP, LINEAR_HALVES_RATIO, STILL_FALLING or
+    STILL_FALLING_SHARE, each drop beyond DROP_SIGMAS standard errors).
+    """
+    start, middle, end = (window_median(curve, 0.0, 0.1), window_median(curve, 0.45, 0.55),
+                          window_median(curve, 0.9, 1.0))
+    window_error = 1.25 * mad_sigma(np.diff(curve.to_numpy())) / math.sqrt(2) / math.sqrt(max(1, len(curve) // 10))
+    third, fourth = window_median(curve, 0.5, 0.75), window_median(curve, 0.75, 1.0)
+    if not start > 0:
+        return None
+    total_drop, first_half, second_half = (start - end) / start, start - middle, middle - end
+    still = (third - fourth) / max(abs(third), 1e-12) >= STILL_FALLING or third - fourth >= STILL_FALLING_SHARE * (
+        start - end)
+    if (0 < total_drop < SLOW_TOTAL_DROP and start - end > DROP_SIGMAS * window_error
+            and first_half > 0 and second_half > DROP_SIGMAS * window_error
+            and second_half >= LINEAR_HALVES_RATIO * first_half and still):
+        return start, middle, end
+    return None
 
 
 # decayed_too_early: lr down to ≤ 10 % of its peak before 50 % of the run,
