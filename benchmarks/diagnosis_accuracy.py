@@ -1,6 +1,16 @@
 """Precision and recall of every rule on the labelled corpus and the external curves.
 
-Prints one row per rule (labelled runs, found, recall, fired, precision) and
+First, held out by program family: the corpus (tests/data/corpus, runs of
+at least 12 training programs) is scored leave-one-family-out. The
+thresholds the benchmark may tune (``traindoctor.diagnosis.thresholds.TUNABLE``,
+one per rule, the default among a few values) are chosen on the other
+families and the held-out family is scored with them; the folds are pooled
+into per-rule recall and precision with 95 % Wilson intervals, and the
+warning/critical findings on healthy runs per 100 healthy runs. The same
+corpus at the default thresholds (in-sample: they were set looking at it)
+follows, for contrast.
+
+Then, in-sample over everything: prints one row per rule (labelled runs, found, recall, fired, precision) and
 the number of warning/critical findings on healthy runs (false alarms), over
 the trained corpus (tests/data/corpus), the hand-made setup runs
 (tests/diagnosis/setup_cases.py: what curves cannot show) and the external
@@ -17,6 +27,7 @@ decay also puts update ratios below the band).
 Usage::
 
     python benchmarks/diagnosis_accuracy.py [--corpus tests/data/corpus] [--external ../shared/external]
+    python benchmarks/diagnosis_accuracy.py --families lm_char_transformer regression_mlp   # held out, a subset
     python benchmarks/diagnosis_accuracy.py --retrain-seed 7    # out-of-sample: retrain the recipes
 """
 
@@ -26,6 +37,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +45,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from traindoctor.diagnosis import RULES, diagnose  # noqa: E402
-from traindoctor.diagnosis.finding import Finding  # noqa: E402
+from traindoctor.diagnosis.engine import cap_info, causes_first, drop_explained, sort_findings  # noqa: E402
+from traindoctor.diagnosis.finding import SEVERITY_RANK, Finding  # noqa: E402
+from traindoctor.diagnosis.memo import MemoisedRun  # noqa: E402
+from traindoctor.diagnosis.thresholds import TUNABLE, default_value, overridden  # noqa: E402
+from traindoctor.store.run_data import RunData  # noqa: E402
 from tests.diagnosis.external import EXTERNAL, Case, external_cases  # noqa: E402
 from tests.diagnosis.setup_cases import setup_cases  # noqa: E402
 
@@ -49,7 +65,8 @@ def overlaps(found: Finding, expected: list[int] | None) -> bool:
     return start <= expected[1] and end >= expected[0]
 
 
-def corpus_cases(corpus: Path) -> list[Case]:
+def corpus_cases(corpus: Path, only: set[str] | None = None) -> list[Case]:
+    """The corpus's labelled runs (those named in ``only``, when given), loaded from its store."""
     from traindoctor.store.reader import open_store
     from traindoctor.store.run_data import load_run
     from tests.diagnosis.make_corpus import LABELS_FILE  # trains with torch: loaded only when needed
@@ -57,7 +74,8 @@ def corpus_cases(corpus: Path) -> list[Case]:
     labels = json.loads((corpus / LABELS_FILE).read_text(encoding="utf-8"))
     store = open_store(corpus)
     return [Case(load_run(store, name), label["expect"], label["forbid"], label["healthy"],
-                 allow=label.get("allow", []), origin="corpus") for name, label in sorted(labels.items())]
+                 allow=label.get("allow", []), origin="corpus") for name, label in sorted(labels.items())
+            if only is None or name in only]
 
 
 def score(cases: list[Case]) -> tuple[dict[str, dict[str, int]], list[str], list[str]]:
@@ -122,15 +140,276 @@ def score_retrained(seed: int) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ held out by family
+
+
+# Runs per fold the thresholds are chosen on; a rule's choice weighs a false alarm on a healthy run
+# (warning or critical) twice as much as a missed label: the product's promise is quiet on healthy runs.
+HEALTHY_ALARM_WEIGHT = 2.0
+
+
+@dataclass
+class Tuned:
+    """One corpus run's findings under every threshold value the benchmark may choose (TUNABLE).
+
+    Attributes:
+        case: the labelled run (its RunData dropped once scored: the findings are all that is kept).
+        family: its program family.
+        raw: rule id → the rule's findings with every threshold at its default (before the engine's
+            post-processing).
+        candidates: (rule id, value) → that rule's findings with its TUNABLE threshold set to ``value``.
+    """
+
+    case: Case
+    family: str
+    raw: dict[str, list[Finding]]
+    candidates: dict[tuple[str, float], list[Finding]]
+
+
+def corpus_families(corpus: Path) -> dict[str, str]:
+    """Run name → program family, from the corpus's labels.
+
+    Raises:
+        ValueError: a run is labelled without a family.
+    """
+    from tests.diagnosis.make_corpus import LABELS_FILE
+
+    labels = json.loads((corpus / LABELS_FILE).read_text(encoding="utf-8"))
+    missing = sorted(name for name, label in labels.items() if not label.get("family"))
+    if missing:
+        raise ValueError(f"corpus runs without a family: {', '.join(missing)}")
+    return {name: label["family"] for name, label in labels.items()}
+
+
+def tune_run(case: Case, family: str) -> Tuned:
+    """Run every rule on ``case`` at the defaults, then each TUNABLE rule again at each of its other values."""
+    raw = {rule_id: list(function(MemoisedRun.of(case.run))) for rule_id, function in RULES.items()}
+    candidates: dict[tuple[str, float], list[Finding]] = {}
+    for rule_id, settings in TUNABLE.items():
+        for name, values in settings.items():
+            default = default_value(rule_id, name)
+            for value in values:
+                if value == default:
+                    candidates[(rule_id, value)] = raw[rule_id]
+                    continue
+                with overridden({rule_id: {name: value}}):
+                    candidates[(rule_id, value)] = list(RULES[rule_id](MemoisedRun.of(case.run)))
+    return Tuned(Case(RunData(case.run.run_id, case.run.name), case.expect, case.forbid, case.healthy, case.allow,
+                      case.origin), family, raw, candidates)
+
+
+def assembled(tuned: Tuned, choice: dict[str, float]) -> list[Finding]:
+    """The run's findings with each rule's TUNABLE threshold at ``choice[rule]`` (default where absent),
+    through the engine's own post-processing (what ``diagnose`` would return)."""
+    findings = []
+    for rule_id, found in tuned.raw.items():
+        findings += tuned.candidates[(rule_id, choice[rule_id])] if rule_id in choice else found
+    return causes_first(cap_info(sort_findings(drop_explained(findings))))
+
+
+def rule_score(runs: list[Tuned], rule_id: str, value: float) -> float:
+    """How well ``rule_id`` does on ``runs`` at ``value``: labels found − wrong firings − weighted healthy
+    alarms (rule_score of a firing on a healthy run at warning or critical: −HEALTHY_ALARM_WEIGHT)."""
+    total = 0.0
+    for tuned in runs:
+        mine = [f for f in assembled(tuned, {rule_id: value}) if f.rule == rule_id]
+        expected = tuned.case.expect.get(rule_id, "absent")
+        if expected != "absent":
+            total += any(overlaps(f, expected) for f in mine)
+        elif mine and rule_id not in tuned.case.allow:
+            total -= 1
+            if tuned.case.healthy and any(f.severity in ("warning", "critical") for f in mine):
+                total -= HEALTHY_ALARM_WEIGHT - 1
+    return total
+
+
+def choose_thresholds(runs: list[Tuned]) -> dict[str, float]:
+    """Each TUNABLE rule's value that scores best on ``runs`` (rule_score); the default on ties."""
+    choice = {}
+    for rule_id, settings in TUNABLE.items():
+        (name, values), = settings.items()
+        default = default_value(rule_id, name)
+        scores = {value: rule_score(runs, rule_id, value) for value in values}
+        best = max(scores.values())
+        choice[rule_id] = default if scores[default] == best else min(v for v in values if scores[v] == best)
+    return choice
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion (scipy's binomtest); (nan, nan) without trials."""
+    if not trials:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+@dataclass
+class HeldOut:
+    """Leave-one-family-out results, pooled over the folds.
+
+    Attributes:
+        table: rule id → counts (``labelled``, ``found``, ``fired``, ``correct``: firings on runs labelled
+            with the rule; firings on runs that allow it are left out of ``fired``).
+        healthy_runs, healthy_alarms: healthy runs, and warning/critical findings on them.
+        alarmed_healthy_runs: healthy runs with at least one such finding.
+        choices: held-out family → the thresholds chosen on the other families.
+        false_alarms, missed, wrong: one line each (wrong: a firing on a run that neither labels nor allows it).
+    """
+
+    table: dict[str, dict[str, int]]
+    healthy_runs: int
+    healthy_alarms: int
+    alarmed_healthy_runs: int
+    choices: dict[str, dict[str, float]]
+    false_alarms: list[str]
+    missed: list[str]
+    wrong: list[str]
+
+
+def score_findings(scored: list[tuple[Case, list[Finding]]]) -> HeldOut:
+    """Per-rule counts and healthy-run alarms of labelled runs and their findings."""
+    table = {rule: {"labelled": 0, "found": 0, "fired": 0, "correct": 0} for rule in RULES}
+    false_alarms, missed, wrong, alarmed = [], [], [], 0
+    for case, findings in scored:
+        fired = {f.rule for f in findings}
+        for rule, expected in case.expect.items():
+            table[rule]["labelled"] += 1
+            if any(f.rule == rule and overlaps(f, expected) for f in findings):
+                table[rule]["found"] += 1
+            else:
+                missed.append(f"{case.run.name}: {rule} {expected}")
+        for rule in fired:
+            if rule in case.expect or rule not in case.allow:
+                table[rule]["fired"] += 1
+                table[rule]["correct"] += rule in case.expect
+            if rule not in case.expect and rule not in case.allow:
+                severity = max((f.severity for f in findings if f.rule == rule), key=SEVERITY_RANK.get)
+                wrong.append(f"{case.run.name}: {rule} ({severity})")
+        missed += [f"{case.run.name}: forbidden {rule} fired" for rule in case.forbid if rule in fired]
+        if case.healthy:
+            alarms = [f"{case.run.name}: {f.rule} ({f.severity})" for f in findings
+                      if f.severity in ("warning", "critical")]
+            false_alarms += alarms
+            alarmed += bool(alarms)
+    healthy = sum(case.healthy for case, _ in scored)
+    return HeldOut(table, healthy, len(false_alarms), alarmed, {}, false_alarms, missed, wrong)
+
+
+def leave_one_family_out(runs: list[Tuned]) -> HeldOut:
+    """Each family scored with the thresholds chosen on all the others; the folds pooled."""
+    families = sorted({tuned.family for tuned in runs})
+    if len(families) < 2:
+        raise ValueError(f"leave-one-family-out needs at least two families, got {families}")
+    scored, choices = [], {}
+    for family in families:
+        choice = choose_thresholds([tuned for tuned in runs if tuned.family != family])
+        choices[family] = choice
+        scored += [(tuned.case, assembled(tuned, choice)) for tuned in runs if tuned.family == family]
+    result = score_findings(scored)
+    result.choices = choices
+    return result
+
+
+def in_sample(runs: list[Tuned]) -> HeldOut:
+    """Every run scored at the default thresholds (which were set looking at this corpus)."""
+    return score_findings([(tuned.case, assembled(tuned, {})) for tuned in runs])
+
+
+def format_held_out(result: HeldOut, curve_rules: tuple[str, ...]) -> str:
+    """The per-rule table with 95 % Wilson intervals, and the healthy-run false-alarm rate."""
+    lines = [f"{'rule':<26}{'labelled':>9}{'found':>6}{'recall':>8}{'95% CI':>14}"
+             f"{'fired':>7}{'precision':>10}{'95% CI':>14}"]
+    for rule, row in result.table.items():
+        if not row["labelled"] and not row["fired"]:
+            continue
+        low, high = wilson(row["found"], row["labelled"])
+        recall = f"{row['found'] / row['labelled']:.2f}" if row["labelled"] else "-"
+        recall_ci = f"{low:.2f}-{high:.2f}" if row["labelled"] else "-"
+        low, high = wilson(row["correct"], row["fired"])
+        precision = f"{row['correct'] / row['fired']:.2f}" if row["fired"] else "-"
+        precision_ci = f"{low:.2f}-{high:.2f}" if row["fired"] else "-"
+        mark = "" if rule in curve_rules else " (not from curves)"
+        lines.append(f"{rule:<26}{row['labelled']:>9}{row['found']:>6}{recall:>8}{recall_ci:>14}"
+                     f"{row['fired']:>7}{precision:>10}{precision_ci:>14}{mark}")
+    labelled = sum(row["labelled"] for row in result.table.values())
+    found = sum(row["found"] for row in result.table.values())
+    low, high = wilson(found, labelled)
+    interval = f"{low:.2f}-{high:.2f}"
+    lines.append(f"{'all labels':<26}{labelled:>9}{found:>6}{found / max(labelled, 1):>8.2f}{interval:>14}")
+    rate = 100 * result.healthy_alarms / max(result.healthy_runs, 1)
+    low, high = wilson(result.alarmed_healthy_runs, result.healthy_runs)
+    lines.append(f"false alarms: {result.healthy_alarms} warning/critical findings on {result.healthy_runs} healthy "
+                 f"runs = {rate:.1f} per 100 healthy runs; {result.alarmed_healthy_runs} runs with one "
+                 f"(95% CI {100 * low:.1f}-{100 * high:.1f} per 100)")
+    return "\n".join(lines)
+
+
+# The rules whose faults a run's recorded curves (scalars, per-layer statistics, confusion counts)
+# can show: the corpus labels these; the set-up rules are judged from events and config (setup_cases).
+CURVE_RULES = ("lr_too_high", "lr_too_low", "decayed_too_early", "divergence", "loss_spike", "overfitting",
+               "best_epoch_not_last", "underfitting", "train_longer", "bad_initial_loss", "no_better_than_baseline",
+               "missing_warmup", "exploding_gradients", "vanishing_gradients", "update_ratio_out_of_band",
+               "dead_layers", "class_imbalance", "underperforming_classes")
+
+
+def tune_corpus(corpus: Path, only_families: list[str] | None = None) -> list[Tuned]:
+    """Every corpus run (of ``only_families``, when given) loaded and run under every TUNABLE value."""
+    families = corpus_families(corpus)
+    return [tune_run(case, families[case.run.name]) for case in corpus_cases(corpus, only=only_families and {
+        name for name, family in families.items() if family in only_families})]
+
+
+def report_held_out(corpus: Path, only_families: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    runs = tune_corpus(corpus, only_families)
+    families = sorted({tuned.family for tuned in runs})
+    healthy = sum(tuned.case.healthy for tuned in runs)
+    print(f"corpus: {len(runs)} runs ({healthy} healthy) in {len(families)} program families: {', '.join(families)}")
+    print(f"tunable thresholds (one per rule, chosen on the other families): "
+          f"{sum(len(values) for settings in TUNABLE.values() for values in settings.values())} values for "
+          f"{len(TUNABLE)} rules ({time.perf_counter() - started:.0f} s to diagnose under each)")
+    print()
+    print("HELD OUT: leave-one-family-out (each family scored with thresholds chosen without it), pooled")
+    held_out = leave_one_family_out(runs)
+    print(format_held_out(held_out, CURVE_RULES))
+    changed = {family: {rule: value for rule, value in choice.items()
+                        if value != default_value(rule, next(iter(TUNABLE[rule])))}
+               for family, choice in held_out.choices.items()}
+    print("thresholds chosen away from the default, per held-out family:")
+    for family, choice in changed.items():
+        print(f"  {family}: {choice or 'defaults'}")
+    targets = [rule for rule in CURVE_RULES if held_out.table[rule]["labelled"]
+               and held_out.table[rule]["found"] / held_out.table[rule]["labelled"] < 0.9]
+    print(f"rules below the 0.9 held-out recall target: {', '.join(targets) or 'none'}")
+    for line in held_out.false_alarms:
+        print(f"  false alarm: {line}")
+    for line in held_out.missed:
+        print(f"  missed: {line}")
+    for line in held_out.wrong:
+        print(f"  fired unlabelled: {line}")
+    print()
+    print("IN-SAMPLE (for contrast only): every family at the default thresholds, which were set on this corpus")
+    print(format_held_out(in_sample(runs), CURVE_RULES))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--external", type=Path, default=DEFAULT_EXTERNAL)
     parser.add_argument("--retrain-seed", type=int, default=None,
                         help="score a fresh corpus trained with this seed (held out from threshold tuning; ~2 min)")
+    parser.add_argument("--families", nargs="*", help="hold out only these families' runs (leave-one-family-out)")
     args = parser.parse_args(argv)
     if args.retrain_seed is not None:
         return score_retrained(args.retrain_seed)
+    report_held_out(args.corpus, args.families)
+    if args.families:
+        return 0
+    print()
+    print("IN-SAMPLE, everything: the corpus, the hand-made setup runs and the external curves at the defaults")
     started = time.perf_counter()
     cases = corpus_cases(args.corpus)
     cases += setup_cases()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.diagnosis_accuracy import Case, corpus_cases, overlaps
-from traindoctor.diagnosis import Finding, diagnose
+from traindoctor.diagnosis import RULES, Finding, diagnose
 from tests.diagnosis.external import EXTERNAL, bigscience_cases, pythia_cases, pythia_run
 from tests.diagnosis.setup_cases import setup_cases
 
@@ -20,40 +20,136 @@ LABELS = json.loads((CORPUS / "corpus_labels.json").read_text(encoding="utf-8"))
 needs_external = pytest.mark.skipif(not (EXTERNAL / "pythia").is_dir(), reason="../shared/external not present")
 
 
-@functools.lru_cache(maxsize=1)
-def diagnosed_corpus() -> dict[str, tuple[Case, list[Finding]]]:
-    """Every corpus run loaded from the committed store (read only) and diagnosed once."""
-    return {case.run.name: (case, diagnose(case.run, strict=True)) for case in corpus_cases(CORPUS)}
+@functools.lru_cache(maxsize=None)
+def diagnosed(name: str) -> tuple[Case, list[Finding]]:
+    """One corpus run loaded from the committed store (read only) and diagnosed, once per process."""
+    case, = corpus_cases(CORPUS, only={name})
+    return case, diagnose(case.run, strict=True)
 
 
-def test_corpus_covers_every_curve_rule_twice_and_six_healthy_kinds():
-    counts: dict[str, int] = {}
-    for label in LABELS.values():
-        for rule in label["expect"]:
-            counts[rule] = counts.get(rule, 0) + 1
-    curve_rules = ["lr_too_high", "lr_too_low", "decayed_too_early", "divergence", "loss_spike", "overfitting",
-                   "best_epoch_not_last", "underfitting", "train_longer", "bad_initial_loss", "no_better_than_baseline",
-                   "missing_warmup", "exploding_gradients", "vanishing_gradients", "update_ratio_out_of_band",
-                   "dead_layers", "class_imbalance", "underperforming_classes"]
-    assert {rule: counts.get(rule, 0) for rule in curve_rules if counts.get(rule, 0) < 2} == {}
-    assert sum(label["healthy"] for label in LABELS.values()) >= 6
+# Labelled problems the rules miss on the held-out evaluation (benchmarks/diagnosis_accuracy.py lists
+# them too); each is an expected failure that must keep failing until a rule learns it (strict xfail).
+KNOWN_MISSES = {
+    "lm_char_lr_too_high": "a language model's plateau has no scale (ln V is no target) and it neither swings nor "
+                           "climbs back",
+    "lmft_lr_too_high": "the fine-tuned language model sits near ln V with little noise: no scale, no swing",
+    "res_lr_too_high_nadam": "its loss spikes above the start and recovers; the spike is found, the lr is not",
+    "lm_char_lr_too_low": "the cosine decay slows the second half: the fall does not look linear in steps",
+    "lm_char_missing_warmup_postln": "the tiny post-LN model shows no early instability without warm-up",
+    "lmft_decayed_too_early": "the decay comes at step 17 of a per-batch loss too noisy to show it was still falling",
+    "res_decayed_too_early": "after the decay the loss still creeps 6 %, above the 5 % called flat",
+    "res_train_longer": "the stopped run's last third brings 9 % of its gain, below the 10 % share",
+    "ft_train_longer_50_steps": "50 steps of per-batch loss: its last quarter's fall (-4 %) is noise",
+}
 
 
-@pytest.mark.slow  # loading the 40 corpus runs through the store takes ~20 s on a busy 2-core box
-@pytest.mark.parametrize("name", sorted(n for n, label in LABELS.items() if label["expect"]))
-def test_labelled_problems_found_at_the_right_steps(name):
-    case, findings = diagnosed_corpus()[name]
+def labelled(names) -> list:
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[name]))
+            if name in KNOWN_MISSES else name for name in sorted(names)]
+
+
+def check_labels(name: str) -> None:
+    case, findings = diagnosed(name)
     missing = {rule: expected for rule, expected in case.expect.items()
                if not any(f.rule == rule and overlaps(f, expected) for f in findings)}
     assert missing == {}, [(f.rule, f.step_start, f.step_end) for f in findings]
     assert sorted({f.rule for f in findings} & set(case.forbid)) == []
+    if case.healthy:
+        assert [(f.rule, f.severity, f.message) for f in findings if f.severity != "info"] == []
+
+
+CURVE_RULES = ["lr_too_high", "lr_too_low", "decayed_too_early", "divergence", "loss_spike", "overfitting",
+               "best_epoch_not_last", "underfitting", "train_longer", "bad_initial_loss", "no_better_than_baseline",
+               "missing_warmup", "exploding_gradients", "vanishing_gradients", "update_ratio_out_of_band",
+               "dead_layers", "class_imbalance", "underperforming_classes"]
+
+
+def run_json(name: str) -> dict:
+    return json.loads((CORPUS / name / "run.json").read_text(encoding="utf-8"))
+
+
+def test_corpus_spans_twelve_families_each_with_several_healthy_runs():
+    families: dict[str, list[str]] = {}
+    for name, label in LABELS.items():
+        families.setdefault(label["family"], []).append(name)
+    assert len(families) >= 12, sorted(families)
+    healthy = {family: [name for name in names if LABELS[name]["healthy"]] for family, names in families.items()}
+    assert {family: len(names) for family, names in healthy.items() if len(names) < 2} == {}
+    # Each family's healthy runs differ in optimizer or schedule (their descriptions say which).
+    assert {family: names for family, names in healthy.items()
+            if len({LABELS[name]["description"] for name in names}) < 2} == {}
+
+
+def test_every_curve_rule_has_positive_cases_in_several_families():
+    families_of = {rule: {label["family"] for label in LABELS.values() if rule in label["expect"]}
+                   for rule in CURVE_RULES}
+    # Class imbalance needs an imbalanced classifier with confusion counts: the tabular and image families.
+    assert {rule: sorted(families) for rule, families in families_of.items() if len(families) < 2} == {}
+    assert sum(len(families) >= 3 for families in families_of.values()) >= 12
+
+
+def test_corpus_spans_tasks_optimizers_and_task_kinds():
+    runs = {name: run_json(name) for name in LABELS}
+    optimizers = {run["env"]["optimizer"]["type"] for run in runs.values()}
+    assert {"SGD", "Adam", "AdamW"} <= optimizers and optimizers & {"Adafactor", "NAdam", "RAdam"}
+    kinds = [run["task"].get("kind", "unknown" if not run["task"].get("num_classes") else "classification")
+             for run in runs.values()]
+    assert {"classification", "language_modelling", "regression", "unknown"} <= set(kinds)
+    assert kinds.count("unknown") < len(kinds) / 4
+    classes = {run["task"].get("num_classes") for run in runs.values()} - {None}
+    assert min(classes) == 2 and max(classes) == 1000
+    assert any("fine-tune" in LABELS[name]["description"] for name in LABELS)
+    # Logging every step, every N steps (window means or not) and per epoch, and logging that starts late.
+    every = {run["source"].get("logging_every", 1) for run in runs.values()}
+    assert {1, 5, 10, 20} <= every
+    assert any("logged from step" in LABELS[name]["description"] for name in LABELS)
+
+
+def test_stored_labels_are_the_recipes_labels_and_every_run_is_stored():
+    """Labels come from how each run was built (make_corpus's recipes), never from what the diagnosis says."""
+    pytest.importorskip("torch")
+    from tests.diagnosis import make_corpus
+
+    specs = make_corpus.all_specs()
+    expected = {spec.name: {"description": spec.description, "healthy": spec.healthy, "family": spec.family,
+                            "expect": spec.expect, "forbid": spec.forbid, "allow": spec.allow} for spec in specs}
+    assert json.loads(json.dumps(expected)) == LABELS
+    assert sorted(name for name in LABELS if not (CORPUS / name / "run.json").is_file()) == []
+    # Each stored run was trained from its recipe as it stands (regenerate a run whose recipe changed).
+    trained = {spec.name: run_json(spec.name)["config"] for spec in specs}
+    assert [spec.name for spec in specs if [trained[spec.name].get(key) for key in ("description", "epochs", "batch_size",
+            "seed")] != [spec.description, spec.epochs, spec.batch_size, spec.seed]] == []
+    for name, label in LABELS.items():
+        assert not (label["healthy"] and label["expect"]), name
+        assert set(label["expect"]) | set(label["forbid"]) | set(label["allow"]) <= set(RULES), name
+    size = sum(path.stat().st_size for path in CORPUS.rglob("*") if path.is_file())
+    assert size < 15 * 2**20, f"the stored corpus is {size / 2**20:.1f} MB"
+
+
+def first_of_each_family(healthy: bool) -> list[str]:
+    """Per family, the first run (by name) that is healthy, or labelled with a problem the rules find."""
+    chosen: dict[str, str] = {}
+    for name, label in sorted(LABELS.items()):
+        if label["healthy"] == healthy and (healthy or label["expect"]) and name not in KNOWN_MISSES:
+            chosen.setdefault(label["family"], name)
+    return sorted(chosen.values())
+
+
+@pytest.mark.parametrize("name", first_of_each_family(healthy=False))
+def test_one_labelled_problem_per_family_is_found(name):
+    check_labels(name)
+
+
+@pytest.mark.slow  # ~130 corpus runs loaded through the store and diagnosed: ~40 s of CPU on a busy 2-core box
+@pytest.mark.parametrize("name", labelled(n for n, label in LABELS.items() if label["expect"]))
+def test_labelled_problems_found_at_the_right_steps(name):
+    check_labels(name)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(n for n, label in LABELS.items() if label["healthy"]))
 def test_healthy_runs_get_no_warning_or_critical(name):
-    _, findings = diagnosed_corpus()[name]
-    assert [(f.rule, f.severity, f.message) for f in findings if f.severity != "info"] == []
+    check_labels(name)
 
 
 @pytest.mark.parametrize("case", setup_cases(), ids=lambda case: case.run.name)

@@ -1,0 +1,10 @@
+"""The corpus's program families beyond the original runs, one module per family.
+
+Each module has ``FAMILY`` (its name) and ``specs()`` (its runs, healthy and
+faulty, as :class:`tests.diagnosis.make_corpus.Spec`). A family is one
+training program: data, model kind and loop style (optimizer, schedule and
+logging vary between its runs).
+"""
+
+FAMILY_MODULES = ("lm_char", "lm_finetune", "regression", "many_classes", "cnn_digits", "long_runs", "resmlp",
+                  "finetune_classifier", "sequence_transformer")
