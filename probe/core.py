@@ -182,7 +182,10 @@ class Probe:
         initial_step: optimizer steps already taken (when resuming from a
             checkpoint with ``run_id``): the next ``probe.step()`` is this + 1.
         compact_on_close: merge a finished run's segments into one sorted
-            file at close (rank 0; the compactor is imported only then).
+            file at close (rank 0; the compactor is imported only then). On an
+            object store only for a single-rank run: compacting there first
+            downloads every rank's segments, which would hold a large job's
+            rank 0 at exit (``traindoctor compact --store URL`` does it later).
         live: run the live rules at each flush (``traindoctor.diagnosis.live``:
             divergence, loss spikes, exploding and vanishing gradients, AMP
             skipped steps, an lr rebound, train/eval mode mistakes, update
@@ -1316,7 +1319,9 @@ class Probe:
             detail = self._termination_detail
         self.writer.close(status, detail=detail)
         self._sigterm.uninstall()
-        if status == "finished" and self.rank == 0 and self.compact_on_close:
+        # On an object store, compacting downloads every rank's segments first: only for one rank.
+        remote = self.writer.run_dir is None
+        if status == "finished" and self.rank == 0 and self.compact_on_close and not (remote and self.world_size > 1):
             self._compact()
 
     def _compact(self) -> None:

@@ -306,19 +306,29 @@ def test_the_probe_records_into_a_bucket(s3_url):
     torch = pytest.importorskip("torch")
     from traindoctor import Probe
 
-    model = torch.nn.Linear(4, 3)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with Probe(run="probe-s3", store=s3_url, num_classes=3) as probe:
-        probe.watch(model, optimizer)
-        for step in range(20):
-            loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,)))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            probe.step(loss=loss)
+    def train(run: str, **kwargs) -> str:
+        model = torch.nn.Linear(4, 3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with Probe(run=run, store=s3_url, num_classes=3, **kwargs) as probe:
+            probe.watch(model, optimizer)
+            for step in range(20):
+                loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,)))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                probe.step(loss=loss)
+        return probe.run_id
+
+    single = train("probe-s3")
+    # Rank 0 of a two-rank job leaves compaction for later: it would first download every rank's segments.
+    several = train("probe-s3-ranks", world_size=2, flush_every_steps=5)
     store = Store(s3_url)
-    summary = store.summaries()[0]
-    assert (summary["name"], summary["status"], summary["last_step"]) == ("probe-s3", "finished", 20)
+    summaries = {summary["run_id"]: summary for summary in store.summaries()}
+    assert (summaries[single]["name"], summaries[single]["status"], summaries[single]["last_step"]) == (
+        "probe-s3", "finished", 20)
+    assert summaries[several]["last_step"] == 20
+    keys = _keys(s3_url)
     # Compacted on close, on the bucket: one object per table.
-    assert sum("/scalars/" in key for key in _keys(s3_url)) == 1
-    assert len(store.scalars([summary["run_id"]], names=["loss"])) == 20, list((store.root / summary["run_id"]).rglob("*"))
+    assert sum(key.startswith(f"{single}/scalars/") for key in keys) == 1
+    assert sum(key.startswith(f"{several}/scalars/") for key in keys) > 1
+    assert len(store.scalars([single], names=["loss"])) == 20
