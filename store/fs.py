@@ -53,7 +53,6 @@ import shutil
 import socket
 import threading
 import time
-import warnings
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,7 +62,7 @@ from urllib.parse import unquote, urlsplit
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.format import (
-    FINDINGS_JSON, RUN_JSON, SUMMARY_JSON, TABLES, WRITERS_FOLDER, check_run_id, segment_names,
+    FINDINGS_JSON, RUN_JSON, SUMMARY_JSON, TABLES, check_run_id, segment_names,
 )
 
 # URL scheme -> (fsspec protocol, the package that implements it, the extra that installs it).
@@ -375,9 +374,6 @@ class Spool:
         """Spooled object keys, oldest first."""
         return _spooled_keys(self.folder)
 
-    def bytes(self) -> int:
-        return sum((self.folder / key).stat().st_size for key in self.keys())
-
     def add(self, key: str, data: bytes) -> None:
         """Keep ``data`` for ``key`` (written atomically).
 
@@ -513,7 +509,6 @@ class Mirror:
         (self.root / ".location").write_text(location.url + "\n")
         self._lock = threading.Lock()
         self._synced: dict[str | None, float] = {}
-        self.requests = {"list": 0, "get": 0, "put": 0}
         self._checked = False
         self._bucket_checked = False
         # Caches written here after the last sync (a CLI command's summaries
@@ -557,7 +552,6 @@ class Mirror:
 
     def _sync_scope(self, run_id: str | None) -> None:
         for attempt in range(8):
-            self.requests["list"] += 1
             if run_id is None:
                 listing = self.objects.list("")
                 if not listing and not self._bucket_checked:
@@ -623,7 +617,6 @@ class Mirror:
                     known["etag"] = info.etag  # this mirror's own upload, now listed
                 elif known.get("etag") != info.etag:
                     fetch.append(key)
-        self.requests["get"] += len(fetch)
         fetched: dict[str, bytes | BaseException] = {}
         for start in range(0, len(fetch), _DOWNLOAD_BATCH):
             fetched.update(self.objects.get_many(fetch[start:start + _DOWNLOAD_BATCH]))
@@ -702,7 +695,6 @@ class Mirror:
                 continue
             if remote is not None and remote.etag != known.get("etag") and known.get("etag") is not None:
                 continue  # another reader uploaded a newer one: fetched below instead
-            self.requests["put"] += 1
             self.objects.put(f"{run_id}/{name}", data)
             state[name] = {"etag": None, "key": key, "stat": stat}
             listing.pop(f"{run_id}/{name}", None)  # what was just uploaded needs no download
@@ -750,7 +742,6 @@ class Mirror:
             raise
         except Exception as error:
             raise store_unavailable(self.location, error) from None
-        self.requests["put"] += uploaded
         self._synced.clear()
         return uploaded
 
@@ -788,24 +779,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def local_store_root(store: str | os.PathLike) -> tuple[Path, Mirror | None]:
-    """(the local folder to read, its Mirror or None) for a store location;
-    an object store is synced into its mirror first.
-
-    Raises:
-        StoreError: an object store that cannot be reached, or a missing extra.
-    """
-    location = parse_store(store)
-    if not location.remote:
-        return Path(location.path), None
-    mirror = Mirror(location)
-    mirror.sync()
-    return mirror.root, mirror
-
-
-def warn_once(messages: set[str], message: str) -> None:
-    if message not in messages:
-        messages.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)

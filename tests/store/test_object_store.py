@@ -12,10 +12,8 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from tests.store.s3 import REPO, TcpProxy, s3_env, s3_server, s3_url  # noqa: F401 (fixtures)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -125,7 +124,6 @@ def test_32_writer_processes_one_bucket(s3_env, s3_url, tmp_path):
             time.sleep(0.1)
         ready_s = time.monotonic() - started
         (tmp_path / "go").touch()
-        go_at = time.monotonic()
 
         killed = (run_ids[3], 1)
         # On their own clock, not the reader's: a poll takes seconds on a loaded machine.
