@@ -36,8 +36,6 @@ KNOWN_MISSES = {
     "res_lr_too_high_nadam": "its loss spikes above the start and recovers; the spike is found, the lr is not",
     "lm_char_lr_too_low": "the cosine decay slows the second half: the fall does not look linear in steps",
     "lm_char_missing_warmup_postln": "the tiny post-LN model shows no early instability without warm-up",
-    "lmft_decayed_too_early": "the decay comes at step 17 of a per-batch loss too noisy to show it was still falling",
-    "res_decayed_too_early": "after the decay the loss still creeps 6 %, above the 5 % called flat",
     "res_train_longer": "the stopped run's last third brings 9 % of its gain, below the 10 % share",
     "ft_train_longer_50_steps": "50 steps of per-batch loss: its last quarter's fall (-4 %) is noise",
 }
