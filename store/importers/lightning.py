@@ -51,13 +51,18 @@ def _source(metrics: Path, name: str) -> RunSource:
     files = [metrics]
     if (metrics.parent / HPARAMS_FILE).is_file():
         files.append(metrics.parent / HPARAMS_FILE)
-    return RunSource(name=name, path=metrics.parent, files=files)
+    # A CSVLogger's metrics.csv is its version folder's run; a CSV by another name is a run of its
+    # own (two such files in one folder are two runs, never one replacing the other on re-import).
+    identity = metrics.parent if metrics.name == METRICS_FILE else metrics
+    return RunSource(name=name, path=identity, files=files)
 
 
 def discover(path: Path, run_name: str | None) -> list[RunSource]:
-    """A version folder, its ``metrics.csv``, or a folder holding several version folders."""
+    """A version folder, its ``metrics.csv`` (or a CSV of that layout by another name), or a
+    folder holding several version folders."""
     if path.is_file():
-        return [_source(path, run_name or _run_name(path.parent))]
+        default = _run_name(path.parent) if path.name == METRICS_FILE else path.stem
+        return [_source(path, run_name or default)]
     if (path / METRICS_FILE).is_file():
         return [_source(path / METRICS_FILE, run_name or _run_name(path))]
     found = sorted(p for p in path.rglob(METRICS_FILE) if p.is_file())
@@ -70,9 +75,15 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     return sources
 
 
-def _read_metrics(path: Path) -> pd.DataFrame:
+def _read_metrics(path: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The metrics as floats, and per column where a value was logged.
+
+    Only an empty cell means "not logged by this call": a ``nan``, ``NaN``
+    or ``inf`` that Lightning wrote for a diverged loss is a logged value
+    and stays one (pandas' default would read it as missing and drop it).
+    """
     try:
-        frame = pd.read_csv(path, low_memory=False)
+        frame = pd.read_csv(path, low_memory=False, keep_default_na=False, na_values=[""])
     except (OSError, UnicodeDecodeError) as error:
         raise StoreError(f"unreadable file {path}: {error}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
@@ -86,15 +97,29 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ImportInputError(f"column {repeated[0]!r} appears more than once in {path}")
+    present = {}
     for column in frame.columns:
+        present[column] = frame[column].notna().to_numpy()
         if not pd.api.types.is_numeric_dtype(frame[column]):
-            numbers = pd.to_numeric(frame[column], errors="coerce")
-            bad = numbers.isna() & frame[column].notna()
+            numbers = frame[column].map(_number, na_action="ignore")
+            bad = numbers.isna() & frame[column].notna() & ~frame[column].map(_is_nan_text, na_action="ignore").eq(True)
             if bad.any():
                 value = frame[column][bad].iloc[0]
                 raise StoreError(f"column {column!r} in {path} has a non-numeric value {quoted(value)}")
-            frame[column] = numbers
-    return frame
+            frame[column] = numbers.astype(np.float64)
+    return frame, present
+
+
+def _number(text: Any) -> float:
+    """A cell as a float (``nan``, ``inf``, ``-Infinity`` included); NaN where it is not a number."""
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        return float("nan")
+
+
+def _is_nan_text(text: Any) -> bool:
+    return str(text).strip().lower() in {"nan", "+nan", "-nan"}
 
 
 def read_hparams(path: Path) -> dict[str, Any]:
@@ -107,18 +132,18 @@ def read_hparams(path: Path) -> dict[str, Any]:
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     metrics = source.files[0]
-    frame = _read_metrics(metrics)
+    frame, logged = _read_metrics(metrics)
     # Lightning's step is the number of optimizer steps before the logged batch (see the module doc).
     steps = checked_steps(frame["step"].to_numpy(), f"column 'step' in {metrics}", offset=1)
     epoch_steps = epoch_values = None
     if "epoch" in frame.columns:
-        has_epoch = frame["epoch"].notna().to_numpy()
+        has_epoch = logged["epoch"] & frame["epoch"].notna().to_numpy()
         epoch_steps, epoch_values = steps[has_epoch], frame["epoch"].to_numpy(dtype=np.float64)[has_epoch]
     columns = {}
     for column in frame.columns:
         if column in _INDEX_COLUMNS:
             continue
-        present = frame[column].notna().to_numpy()
+        present = logged[column]
         if not present.any():
             continue
         columns[column] = (steps[present], frame[column].to_numpy(dtype=np.float64)[present], None)

@@ -8,20 +8,24 @@ Example file::
     50,val,accuracy,0.42,
 
 Values ``nan``, ``inf`` and ``-inf`` (and empty cells) are kept as NaN/±Inf.
-Steps are whole numbers; a repeated (step, split, name, layer) keeps its last
+Steps are whole numbers within int64 (``2.0`` and ``1e3``, as pandas writes a
+float column, are 2 and 1000); a repeated (step, split, name, layer) keeps its last
 row (the import rules of :mod:`traindoctor.store.importers.common`).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
 from traindoctor.store.errors import StoreError
-from traindoctor.store.importers.common import ImportInputError, ParsedRun, Progress, RunSource, Series, quoted
+from traindoctor.store.importers.common import (
+    ImportInputError, ParsedRun, Progress, RunSource, Series, quoted, whole_step,
+)
 from traindoctor.store.importers.names import MetricKey
 
 REQUIRED_COLUMNS = ("step", "split", "name", "value")
@@ -35,10 +39,10 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     return [RunSource(name=run_name or path.stem, path=path, files=[path])]
 
 
-def _column_types() -> dict:
+def _column_types(step_as_text: bool = False) -> dict:
     import pyarrow as pa
 
-    numbers = {"step": pa.int64(), "value": pa.float64(), "epoch": pa.float64(), "wall_time": pa.float64()}
+    numbers = {"step": pa.string() if step_as_text else pa.int64(), "value": pa.float64(), "epoch": pa.float64(), "wall_time": pa.float64()}
     return {**numbers, "split": pa.string(), "name": pa.string(), "layer": pa.string()}
 
 
@@ -46,14 +50,26 @@ def _read(path: Path):
     """The file as an Arrow table (pyarrow's multi-threaded CSV reader).
 
     The file is opened by Python and handed over: pyarrow takes a path as
-    UTF-8 and cannot open a name that is not.
+    UTF-8 and cannot open a name that is not. Steps that are not int64
+    literals (``2.0``, ``1e3``, a step beyond int64) are read again as text
+    and checked one by one in :func:`parse` (the common import rules).
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    try:
+    def read(step_as_text: bool):
         with open(path, "rb") as handle:
-            table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=_column_types()))
+            return pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=_column_types(step_as_text)))
+
+    try:
+        try:
+            table = read(step_as_text=False)
+        except pa.ArrowInvalid as error:
+            conversion = _CONVERSION_ERROR.search(str(error).strip().splitlines()[0])
+            if not (conversion and conversion.group(2) == "int64"
+                    and _column_name(path, int(conversion.group(1))) == "step"):
+                raise
+            table = read(step_as_text=True)
     except OSError as error:
         raise StoreError(f"unreadable file {path}: {error.strerror or error}") from None
     except pa.ArrowInvalid as error:
@@ -68,13 +84,37 @@ def _read(path: Path):
     return table
 
 
+def _column_name(path: Path, column_index: int) -> str:
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    return header[column_index].strip() if column_index < len(header) else ""
+
+
+def _steps_from_text(texts: list[str], path: Path) -> np.ndarray:
+    """Steps read as text: each an int literal, else a float that is a whole number; within int64."""
+    steps = np.empty(len(texts), dtype=np.int64)
+    for row, text in enumerate(texts, start=1):
+        try:
+            number: int | float = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+        try:
+            steps[row - 1] = whole_step(number, path)
+        except ImportInputError:
+            within = " within int64" if math.isfinite(number) and float(number).is_integer() else ""
+            raise StoreError(f"column 'step' in {path} needs whole numbers{within}, got {quoted(text)} (data row {row})") from None
+    return steps
+
+
 def _conversion_message(path: Path, column_index: int, value: str) -> str:
     """Name the column, the value and its data row (read again as text: only on this error path)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        column = next(csv.reader(handle))[column_index].strip()
+    column = _column_name(path, column_index)
     with open(path, "rb") as handle:
         text = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(
             column_types={column: pa.string()}, include_columns=[column])).column(0).to_pylist()
@@ -102,6 +142,8 @@ def _floats(table, column: str) -> np.ndarray | None:
 
 
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
+    import pyarrow as pa
+
     path = source.path
     table = _read(path)
     for column in REQUIRED_COLUMNS:
@@ -112,7 +154,11 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     if table.column("step").null_count:
         row = table.column("step").combine_chunks().is_null().to_numpy(zero_copy_only=False).argmax() + 1
         raise StoreError(f"column 'step' in {path} needs whole numbers, got '' (data row {row})")
-    steps = table.column("step").combine_chunks().to_numpy(zero_copy_only=False)
+    steps = table.column("step").combine_chunks()
+    if pa.types.is_string(steps.type):
+        steps = _steps_from_text([text.strip() for text in steps.to_pylist()], path)
+    else:
+        steps = steps.to_numpy(zero_copy_only=False)
     split_codes, splits = _codes(table.column("split"))
     name_codes, names = _codes(table.column("name"))
     for column, codes, values in (("split", split_codes, splits), ("name", name_codes, names)):
