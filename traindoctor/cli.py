@@ -276,7 +276,7 @@ def command_runs(args: argparse.Namespace) -> int:
                       findings=lambda summary: cached_findings_summary(summary, engine))
     if args.json:
         by_id = {summary["run_id"]: summary for summary in summaries}
-        print(json.dumps([runs_json_row(by_id[row["run_id"]], row) for row in selection.rows],
+        print(json.dumps(strict_json([runs_json_row(by_id[row["run_id"]], row) for row in selection.rows]),
                          default=str, allow_nan=False))
         return EXIT_OK
     if not summaries:
@@ -300,6 +300,22 @@ def command_runs(args: argparse.Namespace) -> int:
 
 def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))) else value
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or ±Inf float, however deeply nested, as null.
+
+    Strict JSON has no NaN, and a run's config or a finding's numbers may hold
+    one (``config={"clip": float("inf")}``, a diverged metric): the output of
+    ``--json`` stays parseable by any JSON reader instead of stopping.
+    """
+    if isinstance(value, float):
+        return _finite_or_none(value)
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
 
 
 def runs_json_row(summary: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
@@ -411,7 +427,7 @@ def command_diagnose(args: argparse.Namespace) -> int:
             diagnosis = diagnose_cached(catalog, summary, store=store, use_cache=False, engine=engine)
         items.append((diagnosis, diagnosis.findings))
     if args.json:
-        print(json.dumps(json_report(items), indent=2, default=str, allow_nan=False))
+        print(json.dumps(strict_json(json_report(items)), indent=2, default=str, allow_nan=False))
     else:
         say(text_report(items))
     if args.fail_on:

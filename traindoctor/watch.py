@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TextIO
 
-from traindoctor.cli import EXIT_FINDINGS, EXIT_OK, CommandError, terminal_text
+from traindoctor.cli import EXIT_FINDINGS, EXIT_OK, CommandError, strict_json, terminal_text
 
 # A notify command that has not finished after 30 s is stopped: a hung
 # mailer must not stop the watching.
@@ -104,7 +104,7 @@ class Notifier:
         self.failures = 0
 
     def notify(self, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload, default=str, allow_nan=False).encode("utf-8")
+        data = json.dumps(strict_json(payload), default=str, allow_nan=False).encode("utf-8")
         try:
             result = subprocess.run(self.argv, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     timeout=self.timeout_s, check=False)
