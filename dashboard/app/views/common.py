@@ -373,20 +373,3 @@ def show_finding_text(finding: Finding) -> None:
 def show_finding_evidence(finding: Finding) -> None:
     if finding.evidence:
         st.json(json.loads(json.dumps(finding.evidence, default=str)), expanded=False)
-
-
-def show_findings_list(found: Sequence[Finding], problem: str | None, *,
-                       chart: Callable[[Finding, int], None] | None = None) -> None:
-    """Each finding as an expander: text, evidence and (if given) a chart focused on its steps."""
-    if problem:
-        st.warning(f"No diagnosis: {plain(problem)}")
-        return
-    if not found:
-        st.success("No findings: nothing in this run breaks the rules of thumb.")
-        return
-    for index, finding in enumerate(found):
-        with st.expander(finding_heading(finding), expanded=finding.severity == "critical"):
-            show_finding_text(finding)
-            if chart is not None:
-                chart(finding, index)
-            show_finding_evidence(finding)
