@@ -11,6 +11,7 @@ needs (its guard and three callables), so the two modules import only
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -63,6 +64,11 @@ class Evaluation:
       ``[N, 1]`` binary logits (class 1 when > 0).
     - ``targets``: class indices ``[N]`` (negative ones, e.g. -100, are ignored),
       or probabilities/one-hot of the logits' shape (their argmax is used).
+      A target at or above the class count (1-based labels, a wrong
+      ``num_classes``) is ignored too: counting it would index past the
+      confusion buffer, which on a GPU is a device-side assert that ends the
+      training process. Checking for it costs a host-device sync, so only
+      CPU tensors are checked, with one warning.
     - Confusion counts are kept for up to ``MAX_CONFUSION_CLASSES`` classes;
       above that only loss and accuracy.
     - ``loss``: the batch's *mean* loss (tensor or number); weighted by the
@@ -93,6 +99,7 @@ class Evaluation:
         self._loss_host = 0.0
         self._loss_host_weight = 0.0
         self._checked_mode = False
+        self._warned_range = False
         self._active = False
 
     def __enter__(self) -> "Evaluation":
@@ -175,7 +182,13 @@ class Evaluation:
                 self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
         size = self._num_classes
         targets = targets.to(predictions.device)
-        valid = targets >= 0
+        valid = (targets >= 0) & (targets < size)
+        if targets.device.type == "cpu" and not self._warned_range and bool((targets >= size).any()):
+            self._warned_range = True
+            warnings.warn(
+                f"traindoctor probe: ev.update() got a target >= {size}, the class count "
+                f"(max {int(targets.max())}); such targets are left out of accuracy and confusion counts "
+                "(are the labels 1-based, or num_classes too small?)", RuntimeWarning, stacklevel=4)
         if self._confusion is not None:
             cells = torch.where(valid, targets * size + predictions, size * size)
             self._confusion.index_add_(0, cells, torch.ones_like(cells))

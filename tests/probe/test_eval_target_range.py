@@ -1,0 +1,56 @@
+"""A target at or above the class count in ``ev.update`` (found by trying the probe as a new user).
+
+It indexed past the confusion buffer: on the CPU an IndexError that turned the
+evaluation off for the rest of the run, on a GPU a device-side assert that
+ends the training process. Such targets are now left out, like -100.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from traindoctor.probe import Probe
+from tests.probe.conftest import make_batches, make_model, read_run, series
+
+
+def _train(probe, model, optimizer, count):
+    for x, y in make_batches(count):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        probe.step(loss=0.5)
+
+
+def test_out_of_range_targets_are_left_out_with_one_warning(tmp_path):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, strict=True, num_classes=4)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, 2)
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(12, 4, generator=generator)
+    targets = torch.tensor([0, 1, 2, 3, 4, 7, 1, -100, 2, 4, 3, 0])
+    model.eval()
+    with pytest.warns(RuntimeWarning, match=r"target >= 4.*max 7"):
+        with probe.evaluate("val") as ev:
+            ev.update(logits, targets, loss=1.0)
+            ev.update(logits, targets, loss=1.0)
+    model.train()
+    _train(probe, model, optimizer, 1)
+    model.eval()
+    with probe.evaluate("val") as ev:  # the evaluation was not turned off
+        ev.update(logits, targets.clamp(max=3), loss=1.0)
+    probe.close()
+    keep = (targets >= 0) & (targets < 4)
+    true, pred = targets[keep].numpy(), logits.argmax(-1)[keep].numpy()
+    _, scalars, _, confusion = read_run(tmp_path)
+    accuracy = series(scalars, "accuracy", split="val")
+    assert set(accuracy) == {2, 3}
+    assert accuracy[2] == pytest.approx(accuracy_score(true, pred))
+    first = confusion[confusion["step"] == 2]
+    recorded = np.zeros((4, 4), dtype=int)
+    recorded[first["true_class"], first["pred_class"]] = first["count"]
+    np.testing.assert_array_equal(recorded, 2 * confusion_matrix(true, pred, labels=range(4)))
