@@ -515,6 +515,9 @@ def command_export(args: argparse.Namespace) -> int:
     from traindoctor.store.export import export_duckdb
 
     store = _open_store(store_root(args.store))
+    if not args.overwrite and os.path.lexists(args.duckdb):
+        # The library's message names its own overwrite=True; the CLI's switch is --overwrite.
+        raise CommandError(f"{args.duckdb} already exists: pass --overwrite to replace it, or choose another file")
     summary = export_duckdb(store, args.duckdb, args.runs or None, overwrite=args.overwrite)
     counts = ", ".join(f"{table} {summary[table]:,} rows" for table in ("runs", "scalars", "confusion", "events"))
     say(f"exported to {summary.get('path', args.duckdb)}: {counts}")
