@@ -76,6 +76,23 @@ def test_curve_figure_draws_each_finding_in_a_lane_coloured_by_severity():
     assert all(trace.type == "scatter" for trace in figure.data)  # SVG, never WebGL
 
 
+@pytest.mark.parametrize("log_y", [True, False], ids=["log", "linear"])
+def test_finding_lanes_stay_on_their_linear_axis_whatever_the_curve_axis(log_y):
+    """Regression: a log loss axis turned the lane axis to log too, and the lanes vanished."""
+    figure = curve_figure(curve_points(), title="loss", log_y=log_y, findings=[finding(start=10, end=20)])
+    assert figure.layout.yaxis.type == ("log" if log_y else "linear")
+    assert figure.layout.yaxis2.type in (None, "linear", "-")
+    top, bottom = figure.layout.yaxis2.range[1], figure.layout.yaxis2.range[0]
+    lane = next(trace for trace in figure.data if trace.yaxis == "y2")
+    assert bottom <= min(lane.y) < max(lane.y) <= top
+
+
+def test_a_flat_lr_keeps_its_range_and_its_lanes():
+    flat = curve_points().assign(value=1e-3)
+    figure = curve_figure(flat, title="lr", findings=[finding(start=10, end=20)])
+    assert list(figure.layout.yaxis.range) == [5e-4, 1.5e-3] and list(figure.layout.yaxis2.range)[1] == 1.0
+
+
 @pytest.mark.parametrize(("spans", "lanes"), [
     ([(10, 90), (50, 60)], [0, 1]),               # overlapping: two lanes
     ([(10, 20), (60, 90)], [0, 0]),               # far apart: one lane

@@ -122,7 +122,9 @@ def curve_figure(points: pd.DataFrame, *, title: str, findings: Sequence = (), l
     figure.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.2}, hovermode="x unified")
     figure.update_xaxes(title_text="step", range=list(x_range) if x_range else None)
-    figure.update_yaxes(title_text=title, type="log" if log_y else "linear", range=_flat_range(points, log_y))
+    # The curve's axis only: update_yaxes would also turn the findings' lane axis (yaxis2) to log.
+    figure.update_layout(yaxis={"title": {"text": title}, "type": "log" if log_y else "linear",
+                                "range": _flat_range(points, log_y)})
     return figure
 
 
