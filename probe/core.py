@@ -977,6 +977,10 @@ class Probe:
         if self.closed:
             raise ProbeError("probe.evaluate(): this probe is closed")
         check_name(split, "probe.evaluate: split")
+        if split == "train":
+            # The pass's loss would land in the training steps' own (train, loss) series, twice at one step.
+            raise ValueError("probe.evaluate: split 'train' is the training steps' own series; name a pass "
+                             "over the training data otherwise, e.g. probe.evaluate('train_eval')")
         return Evaluation(split, num_classes=self.num_classes, guard=self.guard,
                           position=lambda: (self.step_count, self.epoch),
                           on_first_update=lambda name: self.guard.guarded("lint", self._check_eval_mode, name),

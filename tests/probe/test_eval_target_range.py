@@ -54,3 +54,23 @@ def test_out_of_range_targets_are_left_out_with_one_warning(tmp_path):
     recorded = np.zeros((4, 4), dtype=int)
     recorded[first["true_class"], first["pred_class"]] = first["count"]
     np.testing.assert_array_equal(recorded, 2 * confusion_matrix(true, pred, labels=range(4)))
+
+
+def test_an_evaluation_named_train_is_refused_at_the_call(tmp_path):
+    """``probe.evaluate("train")`` wrote its loss into the training steps' (train, loss) series: two
+    values at one step, and the runs table showed the evaluation's loss as the training loss."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, num_classes=4)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, 2)
+    with pytest.raises(ValueError, match=r"split 'train'.*train_eval"):
+        probe.evaluate("train")
+    model.eval()
+    with probe.evaluate("train_eval") as ev:
+        x, y = make_batches(1, seed=4)[0]
+        ev.update(model(x), y, loss=1.0)
+    probe.close()
+    _, scalars, _, _ = read_run(tmp_path)
+    assert series(scalars, "loss", split="train_eval") == {2: 1.0}
+    assert len(series(scalars, "loss", split="train")) == 2
