@@ -40,6 +40,8 @@ KIND_OPTIONS = {
     "mlflow": ("experiment", "run_id"),
     "log": ("pattern", "log_every"),
 }
+# The options among those that change what a source's parse produces (the rest pick sources).
+_PARSE_OPTIONS = {"log": ("pattern", "log_every")}
 
 
 def import_source(
@@ -115,5 +117,8 @@ def import_source(
             raise StoreError(f"unreadable file {root}: no such file or folder")
         with reading_input(root):
             sources = module.discover(root, run_name, **options)
+    # Options that change how a source reads (log's pattern and cadence) are part of what was imported:
+    # the same file with another --pattern is imported again, not skipped as "already imported".
+    settings = {name: value for name, value in options.items() if name in _PARSE_OPTIONS.get(kind, ())}
     return import_runs(kind, store_root, sources, module.parse, root=root, num_classes=num_classes, task=given, progress=progress,
-                       progress_unit=getattr(module, "PROGRESS_UNIT", "B"))
+                       progress_unit=getattr(module, "PROGRESS_UNIT", "B"), settings=settings)

@@ -718,11 +718,17 @@ def import_runs(
     task: dict[str, Any] | None = None,
     progress: bool | None = None,
     progress_unit: str = "B",
+    settings: dict[str, Any] | None = None,
 ) -> list[ImportResult]:
     """Skip known sources, parse the rest (all before writing any), then write them.
 
     ``task`` (``--task``, already parsed) and ``num_classes`` go on top of
     the task each source states (:func:`traindoctor.store.importers.task.merge_task`).
+    A source is skipped as already imported only when its contents and what
+    the user asked of the import (the task given, ``settings``: options that
+    change the parse) are both unchanged: ``import csv m.csv`` followed by
+    ``import csv m.csv --num-classes 10`` imports it again with the task,
+    in place of the first import.
     """
     from traindoctor.store.importers.task import merge_task
 
@@ -730,14 +736,21 @@ def import_runs(
     if num_classes is not None:
         given.setdefault("kind", "classification")
         given["num_classes"] = int(num_classes)
+    asked = {name: value for name, value in (settings or {}).items() if value is not None}
+    if given:
+        asked["task"] = given
+    asked = json.loads(json.dumps(asked, default=str))  # as run.json keeps it, to compare with it
     store_root = Path(store_root)
     known = _imported_sources(store_root)
     results: list[ImportResult | None] = []
     pending: list[tuple[int, RunSource, dict[str, Any], str | None]] = []
     for source in sources:
         print_ = fingerprint(kind, source)
+        if asked:
+            print_["asked"] = asked
         previous = known.get((kind, print_["path"]))
-        if previous is not None and previous[1]["source"].get("sha256") == print_["sha256"]:
+        if (previous is not None and previous[1]["source"].get("sha256") == print_["sha256"]
+                and (previous[1]["source"].get("asked") or {}) == asked):
             run_id, meta = previous
             rows = int(meta["source"].get("rows", 0))
             results.append(ImportResult(run_id, meta.get("name") or run_id, rows, True, print_["path"]))

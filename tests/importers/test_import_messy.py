@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -93,3 +94,32 @@ def test_a_version_folder_and_its_metrics_csv_are_one_source(tmp_path: Path, sto
     [again] = import_source("lightning", store_root, folder, progress=False)
     assert first.name == "lightning_logs/version_3"
     assert again.run_id == first.run_id and again.skipped
+
+
+def test_reimport_with_a_corrected_task_is_not_skipped(tmp_path: Path, store_root: Path) -> None:
+    """``import csv m.csv`` then ``import csv m.csv --num-classes 10`` said "already imported" and
+    kept the run without its task: the correction the user made was silently ignored."""
+    path = tmp_path / "m.csv"
+    path.write_text("step,split,name,value\n1,train,loss,2.3\n2,train,loss,2.0\n")
+    [first] = import_source("csv", store_root, path, progress=False)
+    [same] = import_source("csv", store_root, path, progress=False)
+    assert same.skipped
+    [corrected] = import_source("csv", store_root, path, num_classes=10, progress=False)
+    assert not corrected.skipped and corrected.run_id == first.run_id
+    task = json.loads((store_root / first.run_id / "run.json").read_text())["task"]
+    assert task["kind"] == "classification" and task["num_classes"] == 10
+    [again] = import_source("csv", store_root, path, task="classification:10", progress=False)
+    assert again.skipped  # the same task, said the other way
+    assert sorted(p.name for p in store_root.iterdir() if not p.name.startswith(".")) == [first.run_id]
+
+
+def test_reimport_of_a_log_with_another_cadence_is_not_skipped(tmp_path: Path, store_root: Path) -> None:
+    path = tmp_path / "train.log"
+    path.write_text("".join(f"{{'loss': {2.0 - i / 10}, 'learning_rate': 0.001, 'epoch': {i / 10}}}\n"
+                            for i in range(5)))
+    [first] = import_source("log", store_root, path, progress=False)
+    [cadence] = import_source("log", store_root, path, log_every=10, progress=False)
+    assert not cadence.skipped and cadence.run_id == first.run_id
+    assert imported_series(store_root, first.run_id, "train", "loss")["step"].tolist() == [10, 20, 30, 40, 50]
+    [again] = import_source("log", store_root, path, log_every=10, progress=False)
+    assert again.skipped
