@@ -89,6 +89,8 @@ def import_source(
     """
     if kind not in KINDS:
         raise StoreError(f"unknown import kind {kind!r}: use one of {', '.join(KINDS)}")
+    if run_name is not None and not str(run_name).strip():
+        raise StoreError(f"--run needs a name, got {run_name!r}")
     if num_classes is not None and int(num_classes) < 1:
         raise StoreError(f"--num-classes must be a positive integer, got {num_classes}")
     given = None
@@ -120,5 +122,7 @@ def import_source(
     # Options that change how a source reads (log's pattern and cadence) are part of what was imported:
     # the same file with another --pattern is imported again, not skipped as "already imported".
     settings = {name: value for name, value in options.items() if name in _PARSE_OPTIONS.get(kind, ())}
+    if run_name is not None:  # a new --run for the same source renames its run
+        settings["run"] = run_name
     return import_runs(kind, store_root, sources, module.parse, root=root, num_classes=num_classes, task=given, progress=progress,
                        progress_unit=getattr(module, "PROGRESS_UNIT", "B"), settings=settings)

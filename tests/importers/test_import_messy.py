@@ -123,3 +123,15 @@ def test_reimport_of_a_log_with_another_cadence_is_not_skipped(tmp_path: Path, s
     assert imported_series(store_root, first.run_id, "train", "loss")["step"].tolist() == [10, 20, 30, 40, 50]
     [again] = import_source("log", store_root, path, log_every=10, progress=False)
     assert again.skipped
+
+
+def test_reimport_under_another_run_name_renames_it_and_a_blank_name_is_refused(tmp_path: Path, store_root: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("step,split,name,value\n1,train,loss,2.3\n2,train,loss,2.0\n")
+    [first] = import_source("csv", store_root, path, progress=False)
+    [renamed] = import_source("csv", store_root, path, run_name="baseline", progress=False)
+    assert not renamed.skipped and renamed.run_id == first.run_id and renamed.name == "baseline"
+    assert json.loads((store_root / first.run_id / "run.json").read_text())["name"] == "baseline"
+    for blank in ("", "   "):
+        with pytest.raises(StoreError, match="--run needs a name"):
+            import_source("csv", store_root, path, run_name=blank, progress=False)
