@@ -53,6 +53,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import operator
 import threading
 import time
@@ -86,6 +87,17 @@ _LAYER_GRAD, _LAYER_WEIGHT, _LAYER_UPDATE = 0, 1, 2
 # How many parameter names a warning lists before "and N more".
 _LISTED_NAMES = 5
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
+def default_store(store: Any) -> Any:
+    """``store`` as given, or for None ``$TRAINDOCTOR_STORE``, else ``./traindoctor_runs``.
+
+    The CLI reads the same default, so a run recorded with the variable set is
+    where ``traindoctor runs`` looks (the multi-node set-up sets only it).
+    """
+    if store is not None:
+        return store
+    return os.environ.get("TRAINDOCTOR_STORE") or DEFAULT_STORE
 
 
 class ProbeError(Exception):
@@ -154,7 +166,8 @@ class Probe:
 
     Args:
         run: the run's human name (may repeat across runs).
-        store: the store folder (default ``./traindoctor_runs``, a name no other tool uses).
+        store: the store folder or URL; None (the default) is ``$TRAINDOCTOR_STORE``, else
+            ``./traindoctor_runs`` (a name no other tool uses), as for the CLI's ``--store``.
         config: hyperparameters to keep with the run.
         num_classes: classes of a classification task (enables confusion
             counts of the right size and the initial-loss check).
@@ -216,7 +229,7 @@ class Probe:
     def __init__(
         self,
         run: str | None = None,
-        store: Any = DEFAULT_STORE,
+        store: Any = None,
         *,
         config: Mapping[str, Any] | None = None,
         num_classes: int | None = None,
@@ -289,7 +302,7 @@ class Probe:
         elif num_classes:
             task_meta["expected_initial_loss"] = math.log(num_classes)
         self.writer = RunWriter(
-            store, name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
+            default_store(store), name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
             config=config, task=task_meta,
             env={"torch": torch.__version__},
             probe_settings={

@@ -36,7 +36,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 import torch
 
 from traindoctor.probe.core import Probe
-from traindoctor.store.format import DEFAULT_STORE
 from traindoctor.probe.evaluation import Evaluation
 
 
@@ -45,13 +44,13 @@ class ProbeCallback(pl.Callback):
 
     Args:
         run: the run's name; defaults to the LightningModule's class name.
-        store: the store folder (default ``./traindoctor_runs``, a name no other tool uses).
+        store: the store folder or URL (default ``$TRAINDOCTOR_STORE``, else ``./traindoctor_runs``).
         probe: an existing ``Probe`` to use instead of creating one.
         **probe_kwargs: passed to ``Probe`` (``config``, ``num_classes``, ``layer_every``,
             ``stop_on``, ``on_finding``, …; not ``raise_on_stop``: the callback stops the trainer itself).
     """
 
-    def __init__(self, run: str | None = None, store: Any = DEFAULT_STORE, *, probe: Probe | None = None, **probe_kwargs: Any) -> None:
+    def __init__(self, run: str | None = None, store: Any = None, *, probe: Probe | None = None, **probe_kwargs: Any) -> None:
         if probe_kwargs.get("raise_on_stop"):
             raise ValueError("ProbeCallback stops the trainer itself (trainer.should_stop): leave raise_on_stop out")
         super().__init__()

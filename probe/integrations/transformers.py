@@ -40,7 +40,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 import torch
 
 from traindoctor.probe.core import Probe
-from traindoctor.store.format import DEFAULT_STORE
 from traindoctor.probe.guard import check_name
 
 # TrainingArguments kept in the run's config even at their defaults: what a
@@ -100,7 +99,7 @@ class ProbeCallback(TrainerCallback):
 
     Args:
         run: the run's name; defaults to ``args.run_name`` or the model class.
-        store: the store folder (default ``./traindoctor_runs``, a name no other tool uses).
+        store: the store folder or URL (default ``$TRAINDOCTOR_STORE``, else ``./traindoctor_runs``).
         probe: an existing ``Probe`` to use instead of creating one.
         loss_reduction: how micro-batch losses combine into the step's loss:
             ``"mean"``, ``"sum"`` or ``"auto"`` (see the module docstring).
@@ -108,7 +107,7 @@ class ProbeCallback(TrainerCallback):
             ``on_finding``, …; not ``raise_on_stop``: the callback stops the Trainer itself).
     """
 
-    def __init__(self, run: str | None = None, store: Any = DEFAULT_STORE, *, probe: Probe | None = None,
+    def __init__(self, run: str | None = None, store: Any = None, *, probe: Probe | None = None,
                  loss_reduction: str = "auto", **probe_kwargs: Any) -> None:
         if loss_reduction not in ("auto", "mean", "sum"):
             raise ValueError(f"loss_reduction must be 'auto', 'mean' or 'sum', got {loss_reduction!r}")
