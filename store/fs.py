@@ -690,7 +690,8 @@ class Mirror:
                 continue  # a running run's summary is stale within seconds: not worth a PUT per read
             key = _summary_key(data)
             remote = listing.get(f"{run_id}/{name}")
-            if key == known.get("key") and remote is not None and remote.etag == known.get("etag"):
+            if key == known.get("key") and (remote is None or known.get("etag") in (None, remote.etag)):
+                # The same content as the bucket's (only this reader's stamps moved): no PUT.
                 state[name] = {**known, "stat": stat}
                 continue
             if remote is not None and remote.etag != known.get("etag") and known.get("etag") is not None:
