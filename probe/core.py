@@ -301,19 +301,25 @@ class Probe:
             task_meta["expected_initial_loss"] = float(expected_initial_loss)
         elif num_classes:
             task_meta["expected_initial_loss"] = math.log(num_classes)
-        self.writer = RunWriter(
-            default_store(store), name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
-            config=config, task=task_meta,
-            env={"torch": torch.__version__},
-            probe_settings={
-                "layer_every": self.layer_every, "flush_every_s": self.flush_every_s,
-                "flush_every_steps": self.flush_every_steps,
-                "update_ratio_exact_max_bytes": self._exact_max_bytes,
-                "update_ratio_sample_size": self._sample_size,
-            },
-            source={"kind": "probe"},
-            flush_every_s=self.flush_every_s,
-        )
+        store = default_store(store)
+        try:
+            self.writer = RunWriter(
+                store, name=run, run_id=run_id, rank=self.rank, world_size=self.world_size, project=project,
+                config=config, task=task_meta,
+                env={"torch": torch.__version__},
+                probe_settings={
+                    "layer_every": self.layer_every, "flush_every_s": self.flush_every_s,
+                    "flush_every_steps": self.flush_every_steps,
+                    "update_ratio_exact_max_bytes": self._exact_max_bytes,
+                    "update_ratio_sample_size": self._sample_size,
+                },
+                source={"kind": "probe"},
+                flush_every_s=self.flush_every_s,
+            )
+        except OSError as error:
+            # One line naming the store the user gave, not the run folder deep inside it.
+            raise type(error)(error.errno, f"Probe: cannot write into store {store}: {error.strerror or error}",
+                              error.filename) from None
         self.run_id = self.writer.run_id
         self.step_count = int(initial_step)
         self._first_step = self.step_count + 1

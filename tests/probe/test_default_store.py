@@ -50,3 +50,12 @@ def test_the_callbacks_default_to_the_same_store(module, monkeypatch):
     assert inspect.signature(integration.ProbeCallback).parameters["store"].default is None
     monkeypatch.setenv("TRAINDOCTOR_STORE", "s3://bucket/prefix")
     assert default_store(None) == "s3://bucket/prefix"
+
+
+def test_a_store_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    """It was the OS error on the run's scalars folder deep inside the store; it names the store now."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"^\[Errno \d+\] Probe: cannot write into store .*a-file/st: ") as error:
+        Probe(run="x", store=blocker / "st", handle_sigterm=False)
+    assert "\n" not in str(error.value)
