@@ -223,11 +223,12 @@ def healthy_samples(root: Path) -> None:
 def corpus_runs() -> None:
     labels = json.loads((CORPUS / "corpus_labels.json").read_text(encoding="utf-8"))
     store = Store(CORPUS)
-    print("\nCorpus runs, replayed at a flush every 20 steps:")
+    print("\nCorpus runs, replayed at a flush every 20 steps (every 2 % of a run longer than 1,000 steps):")
     loud_healthy, unconfirmed_all, raised_all = {}, [], 0
     for name, label in sorted(labels.items()):
         run = load_run(store, name)
-        raised = [f for _, f in replay(run, every_steps=20)]
+        loss = run.series("loss")
+        raised = [f for _, f in replay(run, every_steps=max(20, int(loss.index.max()) // 50) if len(loss) else 20)]
         raised_all += len(raised)
         if label["healthy"]:
             loud_healthy[name] = raised

@@ -201,11 +201,21 @@ SWING_RETURN = 1.25
 SWING_MIN_COUNT = 2
 
 
+# Live, a climb that one profile bin's jump makes most of (≥ half) is left
+# to the end of the run, as one a detected loss spike starts: until the run
+# ends it may be a jump's slow recovery (an lr bump, a bad batch), which the
+# finished run's diagnosis calls a loss spike (a spike is detected only once
+# it has recovered, so live the jump is all there is to see).
+LIVE_JUMP_SHARE = 0.5
+
+
 def rebound_settled(finding: Finding) -> bool:
     """For a rebound below the initial loss (a high plateau is judged at the end; above the start: divergence)
-    that no loss spike started (that may still be the spike's slow recovery, which the end of the run tells)."""
+    that neither a loss spike nor a one-bin jump started (either may still be recovering slowly, which the end
+    of the run tells)."""
     return (finding.evidence.get("kind") == "rebound" and finding.evidence.get("rebound_fraction", 1.0) < 1.0
-            and not finding.evidence.get("after_spike", False))
+            and not finding.evidence.get("after_spike", False)
+            and finding.evidence.get("jump_share", 0.0) < LIVE_JUMP_SHARE)
 
 
 def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: list) -> tuple[int, int, int] | None:
@@ -240,7 +250,8 @@ def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: lis
       thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
                   "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "SWING_RISE", "SWING_RETURN",
                   "SWING_MIN_COUNT", "THRASHING_NOISE",
-                  "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO"),
+                  "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO",
+                  "LIVE_JUMP_SHARE"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
@@ -289,6 +300,8 @@ def lr_too_high(run: RunData) -> list[Finding]:
         # A climb that a loss spike started may still be that spike's slow
         # recovery: only the end of the run tells (live checks wait for it).
         evidence["after_spike"] = any(spike.start_step >= profile.index[best_position] for spike in spikes)
+        rises = np.diff(profile.to_numpy()[best_position:])
+        evidence["jump_share"] = float(rises.max()) / (late - best) if rises.size else 0.0
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {late:.3g} "

@@ -313,6 +313,16 @@ def corpus_replays() -> dict[str, tuple[dict, list[Finding], list[Finding]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["res_loss_spike_lr_bump"])
+def test_a_jump_still_recovering_is_not_raised_live_as_an_lr_rebound(name):
+    """A held-out family's run (an lr bump at step ~490, logged every 10 steps): live, the climb after the
+    jump looked like a rebound that stayed; the finished run recovered, and its diagnosis says loss_spike."""
+    run = load_run(Store(CORPUS), name)
+    raised = [f for _, f in replay(run, every_steps=_flush_every(run))]
+    assert [(f.rule, f.severity, f.step_start) for f in unconfirmed(raised, diagnose(run))] == []
+
+
+@pytest.mark.slow
 def test_healthy_corpus_runs_raise_nothing_live(corpus_replays):
     raised = {name: [(f.rule, f.severity, f.step_start) for f in live]
               for name, (label, live, _) in corpus_replays.items() if label["healthy"]}
