@@ -122,7 +122,5 @@ def import_source(
     # Options that change how a source reads (log's pattern and cadence) are part of what was imported:
     # the same file with another --pattern is imported again, not skipped as "already imported".
     settings = {name: value for name, value in options.items() if name in _PARSE_OPTIONS.get(kind, ())}
-    if run_name is not None:  # a new --run for the same source renames its run
-        settings["run"] = run_name
     return import_runs(kind, store_root, sources, module.parse, root=root, num_classes=num_classes, task=given, progress=progress,
                        progress_unit=getattr(module, "PROGRESS_UNIT", "B"), settings=settings)

@@ -72,15 +72,17 @@ def _mlflow():
 def tracking_uri(path: str | os.PathLike | None) -> str:
     """The tracking URI for ``path``; a local path must exist (MLflow would create an empty store there)."""
     mlflow, _ = _mlflow()
-    if path is None:
-        return mlflow.get_tracking_uri()
-    text = os.fspath(path)
+    default = path is None
+    # MLflow's default (sqlite:///mlflow.db) is checked like a URI the user gave: opening a missing
+    # one would create an empty database in the current folder, a side effect of a read.
+    text = mlflow.get_tracking_uri() if default else os.fspath(path)
     if "://" in text:
         for scheme in ("sqlite:///", "file://"):
             if text.startswith(scheme):
                 local = Path(text[len(scheme):] if scheme == "sqlite:///" else text[len(scheme):])
                 if not local.exists():
-                    raise StoreError(f"no MLflow tracking store at {text}: {local} does not exist")
+                    hint = " (MLflow's default tracking URI: give TRACKING_URI)" if default else ""
+                    raise StoreError(f"no MLflow tracking store at {text}: {local} does not exist{hint}")
         return text
     local = Path(text).expanduser()
     if local.is_dir():

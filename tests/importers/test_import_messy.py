@@ -125,13 +125,23 @@ def test_reimport_of_a_log_with_another_cadence_is_not_skipped(tmp_path: Path, s
     assert again.skipped
 
 
-def test_reimport_under_another_run_name_renames_it_and_a_blank_name_is_refused(tmp_path: Path, store_root: Path) -> None:
+def test_a_blank_run_name_is_refused(tmp_path: Path, store_root: Path) -> None:
+    """``--run ''`` was taken silently as "no name given", and ``--run '  '`` named a run with blanks."""
     path = tmp_path / "m.csv"
     path.write_text("step,split,name,value\n1,train,loss,2.3\n2,train,loss,2.0\n")
-    [first] = import_source("csv", store_root, path, progress=False)
-    [renamed] = import_source("csv", store_root, path, run_name="baseline", progress=False)
-    assert not renamed.skipped and renamed.run_id == first.run_id and renamed.name == "baseline"
-    assert json.loads((store_root / first.run_id / "run.json").read_text())["name"] == "baseline"
     for blank in ("", "   "):
         with pytest.raises(StoreError, match="--run needs a name"):
             import_source("csv", store_root, path, run_name=blank, progress=False)
+    assert listing(store_root) == []
+
+
+def test_mlflow_without_a_uri_creates_no_database(tmp_path: Path, store_root: Path, monkeypatch) -> None:
+    """``import mlflow`` with no TRACKING_URI opened MLflow's default ``sqlite:///mlflow.db``, which
+    created a ~1 MB empty database in the current folder before saying it held no run."""
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(StoreError, match="mlflow.db does not exist"):
+        import_source("mlflow", store_root, None, run_id="abc", progress=False)
+    assert not (tmp_path / "mlflow.db").exists()
+    assert listing(store_root) == []
