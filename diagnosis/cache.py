@@ -95,6 +95,7 @@ class Diagnosis:
         status: ``running``, ``finished`` or ``crashed`` as a reader shows it
             (the summary's; a running run whose heartbeat stopped is crashed),
             None when unknown. Not cached: it is read afresh each time.
+        crash: the last line of the run's ``crash`` event (``report.crash_reason``), None without one.
     """
 
     run_id: str
@@ -104,6 +105,7 @@ class Diagnosis:
     fingerprint: str = ""
     cached: bool = False
     status: str | None = None
+    crash: str | None = None
 
 
 def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
@@ -136,7 +138,8 @@ def cached_diagnosis(catalog: Catalog, summary: dict[str, Any], engine: str | No
         return None  # written by something else: diagnosed again
     return Diagnosis(run_id=summary["run_id"], name=summary.get("name") or summary["run_id"], findings=findings,
                      recording_problems=list(kept.get("recording_problems") or []),
-                     fingerprint=summary["fingerprint"], cached=True, status=summary.get("status"))
+                     fingerprint=summary["fingerprint"], cached=True, status=summary.get("status"),
+                     crash=kept.get("crash"))
 
 
 def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store | None" = None,
@@ -162,7 +165,7 @@ def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store 
         if hit is not None:
             return hit
     from traindoctor.diagnosis import diagnose  # the package's name: a test's stand-in engine replaces it there
-    from traindoctor.diagnosis.report import recording_problems
+    from traindoctor.diagnosis.report import crash_reason, recording_problems
     from traindoctor.store.run_data import load_run
 
     if store is None:
@@ -174,7 +177,7 @@ def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store 
     findings_json = json.loads(json.dumps([f.to_dict() for f in diagnose(run)], default=str, allow_nan=True))
     diagnosis = Diagnosis(run_id=run.run_id, name=run.name, findings=[Finding(**item) for item in findings_json],
                           recording_problems=recording_problems(run), fingerprint=summary["fingerprint"],
-                          status=summary.get("status"))
+                          status=summary.get("status"), crash=crash_reason(run))
     keep(catalog, diagnosis, engine)
     return diagnosis
 
@@ -188,6 +191,7 @@ def keep(catalog: Catalog, diagnosis: Diagnosis, engine: str | None = None) -> b
     kept = write_findings(run_dir, {
         "engine": engine, "fingerprint": diagnosis.fingerprint, "name": diagnosis.name,
         "findings": [f.to_dict() for f in diagnosis.findings], "recording_problems": diagnosis.recording_problems,
+        "crash": diagnosis.crash,
     })
     if kept:
         attach_findings(run_dir, diagnosis.fingerprint, {

@@ -72,6 +72,25 @@ def _folded(findings: list[Finding]) -> list[tuple[Finding, list[tuple[Finding, 
     return groups
 
 
+def crash_reason(run: "Reported") -> str | None:
+    """Why a crashed run stopped, in one line: the last line of its ``crash`` event's traceback
+    (``ValueError: boom``, ``KeyboardInterrupt``, a signal's name), None when it recorded none.
+
+    A cached :class:`~traindoctor.diagnosis.cache.Diagnosis` carries it already.
+    """
+    if hasattr(run, "crash"):
+        return getattr(run, "crash")
+    events = getattr(run, "events", None)
+    if events is None or events.empty:
+        return None
+    details = events.loc[events["kind"] == "crash", "detail"]
+    for detail in reversed(list(details)):
+        lines = [line.strip() for line in str(detail).splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:300]
+    return None
+
+
 def recording_problems(run: "Reported") -> list[dict[str, Any]]:
     """What the store recorded as lost or mixed in this run: ``rows_dropped`` and
     ``concurrent_writer`` events, each ``{"kind", "step", "detail"}`` in step order.
@@ -124,6 +143,9 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     status = getattr(run, "status", None)
     if status in _STATUS_LINES:
         lines += textwrap.wrap(_STATUS_LINES[status], WIDTH, subsequent_indent="    ")
+    reason = crash_reason(run) if status == "crashed" else None
+    if reason:
+        lines += textwrap.wrap(f"  it stopped on: {reason}", WIDTH, subsequent_indent="    ")
     problems = recording_problems(run)
     if problems:
         lines.append(f"  RECORDING: {len(problems)} problem(s) with this run's record; findings may miss what was lost")
@@ -176,9 +198,12 @@ def _verdict_dict(findings: list[Finding]) -> dict[str, Any] | None:
 
 def json_report(items: list[tuple["Reported", list[Finding]]]) -> dict[str, Any]:
     """docs/design.md's ``diagnose --json`` object (``verdict``: :meth:`Verdict.to_dict`, null when none):
-    ``{"runs": [{"run_id", "name", "status", "findings": [...], "recording_problems": [...]}]}``;
-    ``status`` is ``running``, ``finished``, ``crashed`` or null when unknown."""
-    return {"runs": [{"run_id": run.run_id, "name": run.name, "verdict": _verdict_dict(findings), "status": getattr(run, "status", None),
+    ``{"runs": [{"run_id", "name", "status", "crash", "findings": [...], "recording_problems": [...]}]}``;
+    ``status`` is ``running``, ``finished``, ``crashed`` or null when unknown; ``crash`` is
+    :func:`crash_reason` for a crashed run, else null."""
+    return {"runs": [{"run_id": run.run_id, "name": run.name, "verdict": _verdict_dict(findings),
+                      "status": getattr(run, "status", None),
+                      "crash": crash_reason(run) if getattr(run, "status", None) == "crashed" else None,
                       "findings": [f.to_dict() for f in findings],
                       "recording_problems": recording_problems(run)}
                      for run, findings in items]}

@@ -544,6 +544,7 @@ FINDINGS_KEYS: dict[str, str] = {
     "fingerprint": "the run's summary fingerprint they were computed for",
     "findings": "Finding.to_dict() of each finding, in the engine's order",
     "recording_problems": "rows_dropped and concurrent_writer events of the run (kind, step, detail)",
+    "crash": "the last line of the run's crash event (the exception or signal), null without one",
     "name": "the run's name when diagnosed",
 }
 # Metrics where a larger value is better; every other metric is better smaller.

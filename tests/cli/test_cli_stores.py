@@ -105,6 +105,23 @@ def test_did_you_mean(run, rows, expected):
     assert did_you_mean(run, rows) == expected
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["computed", "from-the-cache"])
+def test_a_crashed_run_says_what_it_stopped_on(tmp_path, capsys, cached):
+    writer = RunWriter(tmp_path, name="boom", background=False)
+    for step in range(1, 21):
+        writer.add_scalars(step=step, name="loss", value=2.0 / step)
+    writer.close("crashed", detail='Traceback (most recent call last):\n  File "train.py", line 9\n'
+                                   "ValueError: targets out of range\n")
+    if cached:
+        assert run_cli(capsys, "diagnose", "boom", "--store", tmp_path)[0] == 0
+    code, out, _ = run_cli(capsys, "diagnose", "boom", "--store", tmp_path)
+    assert code == 0 and "it stopped on: ValueError: targets out of range" in out
+    report = json.loads(run_cli(capsys, "diagnose", "boom", "--store", tmp_path, "--json")[1])["runs"][0]
+    assert report["status"] == "crashed" and report["crash"] == "ValueError: targets out of range"
+    make_run(tmp_path, "fine")
+    assert json.loads(run_cli(capsys, "diagnose", "fine", "--store", tmp_path, "--json")[1])["runs"][0]["crash"] is None
+
+
 def test_a_crashed_run_is_reported_and_fails_on_warning(tmp_path, capsys):
     make_run(tmp_path, "crashy", status="crashed")
     code, out, _ = run_cli(capsys, "diagnose", "crashy", "--store", tmp_path, "--fail-on", "warning")
