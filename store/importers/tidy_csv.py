@@ -57,9 +57,14 @@ def _read(path: Path):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    # Header names stripped (`step ,split` from a hand-edited file): the columns are found by name.
+    names = _header(path)
+    read_options = pacsv.ReadOptions(column_names=names, skip_rows=1) if names else None
+
     def read(step_as_text: bool):
         with open(path, "rb") as handle:
-            return pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(column_types=_column_types(step_as_text)))
+            return pacsv.read_csv(handle, read_options=read_options,
+                                  convert_options=pacsv.ConvertOptions(column_types=_column_types(step_as_text)))
 
     try:
         try:
@@ -84,10 +89,18 @@ def _read(path: Path):
     return table
 
 
+def _header(path: Path) -> list[str]:
+    """The header row's column names, stripped of surrounding spaces ([] for an empty or unreadable file)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            return [name.strip() for name in next(csv.reader(handle), [])]
+    except OSError:
+        return []
+
+
 def _column_name(path: Path, column_index: int) -> str:
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
-    return header[column_index].strip() if column_index < len(header) else ""
+    header = _header(path)
+    return header[column_index] if column_index < len(header) else ""
 
 
 def _steps_from_text(texts: list[str], path: Path) -> np.ndarray:

@@ -71,6 +71,14 @@ def test_optional_columns_may_be_missing(tmp_path, store_root):
     assert stored["layer"].isna().all() and stored["epoch"].isna().all()
 
 
+def test_header_names_with_spaces_around_them_are_the_columns(tmp_path, store_root):
+    path = tmp_path / "run.csv"
+    path.write_text("step , split,name ,value\n1,train,loss,3.0\n2.0,train,loss,2.0\n3,train,loss,1.0\n")
+    [result] = import_source("csv", store_root, path)
+    stored = Store(store_root).scalars([result.run_id]).sort_values("step")
+    assert stored["step"].tolist() == [1, 2, 3] and stored["value"].tolist() == [3.0, 2.0, 1.0]
+
+
 @pytest.mark.parametrize("missing", ["step", "split", "name", "value"])
 def test_missing_required_column_is_a_one_line_error_and_store_unchanged(tmp_path, store_root, missing):
     import_source("csv", store_root, write_csv(tmp_path / "good.csv", tidy_frame(5)))
