@@ -460,8 +460,11 @@ class Catalog:
 
     def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
                  store: Any = None, open_store: Callable[[Path], Any] | None = None, write: bool = True,
-                 remember: bool = False, sync: Callable[[Sequence[str] | None], None] | None = None) -> None:
+                 remember: bool = False, sync: Callable[[Sequence[str] | None], None] | None = None,
+                 name: str | None = None) -> None:
         self.root = Path(root)
+        # What messages call the store: the folder, or the URL of the bucket this folder mirrors.
+        self.name = name if name is not None else str(self.root)
         self._sync = sync
         self.stale_after_s = float(stale_after_s)
         self.write = write
@@ -562,7 +565,7 @@ class Catalog:
         if missing and self._sync is None:
             named = ", ".join(missing[:_NAMED_IN_WARNING])
             more = f" and {len(missing) - _NAMED_IN_WARNING} more" if len(missing) > _NAMED_IN_WARNING else ""
-            self._warn(f"{len(missing)} closed run(s) in {self.root} had no {SUMMARY_JSON} (written by an older "
+            self._warn(f"{len(missing)} closed run(s) in {self.name} had no {SUMMARY_JSON} (written by an older "
                        f"traindoctor, or removed); rebuilt: {named}{more}")
 
     def summary(self, run_id: str) -> dict[str, Any]:
@@ -573,7 +576,7 @@ class Catalog:
         """
         found = self.summaries([run_id])
         if not found:
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}")
+            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}")
         return found[0]
 
     def resolve(self, run: str) -> str:
@@ -590,7 +593,7 @@ class Catalog:
         rows = self.listing()
         matches = [((row.get("created_at") or 0.0), row["run_id"]) for row in rows if row.get("name") == run]
         if not matches:
-            raise UnknownRunError(f"unknown run {run!r} in store {self.root}{did_you_mean(run, rows)}")
+            raise UnknownRunError(f"unknown run {run!r} in store {self.name}{did_you_mean(run, rows)}")
         return max(matches)[1]
 
     def run_ids(self) -> list[str]:
@@ -639,7 +642,7 @@ class Catalog:
     def _not_a_run(self, run_id: str, run_dir: str, *, named: bool) -> None:
         """A folder without run.json: an error when asked for by id, else skipped (with a word unless a writer is creating it)."""
         if named:
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}")
+            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}")
         if not any(os.path.isdir(os.path.join(run_dir, table)) for table in TABLES):
             # A folder with table folders but no run.json yet is a run a
             # writer is creating (rank 0 writes run.json): not worth a word.
@@ -694,7 +697,7 @@ class Catalog:
         try:
             meta = read_meta(run_dir)
         except FileNotFoundError:
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}") from None
+            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}") from None
         except (OSError, ValueError) as error:
             self._warn(f"skipping run folder {run_dir}: unreadable {RUN_JSON} ({error})")
             raise UnknownRunError(f"run {run_id!r} has an unreadable {RUN_JSON}") from None

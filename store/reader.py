@@ -183,6 +183,8 @@ class Store:
         self.location = parse_store(root)
         self.mirror: Mirror | None = Mirror(self.location) if self.location.remote else None
         self.root = self.mirror.root if self.mirror is not None else Path(root)
+        # What messages call the store: its URL, not the mirror's folder in the cache.
+        self.name = self.location.url if self.mirror is not None else str(self.root)
         self.stale_after_s = float(stale_after_s)
         # Files already checked (footer and schema), keyed by path, size and
         # mtime so a replaced file is checked again.
@@ -198,7 +200,7 @@ class Store:
         # A Store lives long (the dashboard keeps one per store): its catalog
         # remembers summaries between listings.
         self.catalog = Catalog(self.root, stale_after_s=self.stale_after_s, store=self, remember=True,
-                               sync=None if self.mirror is None else self.sync)
+                               sync=None if self.mirror is None else self.sync, name=self.name)
 
     def sync(self, run_ids: Sequence[str] | None = None) -> None:
         """Bring an object store's mirror up to date (all runs, or these), at
@@ -224,7 +226,7 @@ class Store:
         try:
             meta = read_meta(run_dir)
         except FileNotFoundError:
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}") from None
+            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}") from None
         except (OSError, ValueError) as error:
             self._warn(f"skipping run folder {run_dir}: unreadable run.json ({error})")
             raise UnknownRunError(f"run {run_id!r} has an unreadable run.json") from None
@@ -472,7 +474,7 @@ class Store:
 
     def _checked_id(self, run_id: str) -> str:
         if not (self.root / run_id / RUN_JSON).exists():
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.root}")
+            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}")
         return run_id
 
     @staticmethod

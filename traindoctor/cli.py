@@ -280,7 +280,7 @@ def command_runs(args: argparse.Namespace) -> int:
                          default=str, allow_nan=False))
         return EXIT_OK
     if not summaries:
-        say(f"no runs in {catalog.root}")
+        say(f"no runs in {catalog.name}")
         return EXIT_OK
     by_id = {summary["run_id"]: summary for summary in summaries}
     # Columns for what the user sorted and filtered by, when the table lacks them.
@@ -413,7 +413,7 @@ def command_diagnose(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(json_report([])))
         else:
-            say(f"no runs in {catalog.root}")
+            say(f"no runs in {catalog.name}")
         return EXIT_OK
     engine = engine_version()
     # One Store (and DuckDB) for every run that misses the cache, made on the first miss.
@@ -507,7 +507,7 @@ def command_compact(args: argparse.Namespace) -> int:
         count = sum(tables.values())
         if count:
             say(f"{run_id}: merged {count} segment files")
-    say(f"compacted {len(merged)} runs in {store.root}")
+    say(f"compacted {len(merged)} runs in {store.name}")
     return EXIT_OK
 
 

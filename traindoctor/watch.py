@@ -265,7 +265,7 @@ def watch(store: Any, runs: Sequence[str], *, fail_on: str | None = None, interv
     notifier = Notifier(notify_command, warn=warn) if notify_command is not None else None
     run_ids = [store.resolve(run) for run in runs] if runs else running_run_ids(store)
     if not run_ids:
-        say(f"no running runs in {store.root}")
+        say(f"no running runs in {store.name}")
         return EXIT_OK
     run_ids = list(dict.fromkeys(run_ids))
     table = _Table(out, terminal)

@@ -291,6 +291,19 @@ def test_import_and_runs_and_diagnose_take_a_bucket(s3_url, tmp_path):
     assert any(key.endswith("/.findings.json") for key in _keys(s3_url))
 
 
+def test_messages_name_the_bucket_not_the_local_mirror(s3_url):
+    # They named the read cache's folder (~/.cache/traindoctor/stores/<hash>), a path the user never gave.
+    code, out = _cli("runs", "--store", s3_url)
+    assert (code, out.strip()) == (0, f"no runs in {s3_url}")
+    _write(s3_url, range(1, 11), flushes=2, name="named")
+    code, out = _cli("diagnose", "nosuch", "--store", s3_url)
+    assert code == 2 and f"unknown run 'nosuch' in store {s3_url}" in out, out
+    code, out = _cli("compact", "--store", s3_url)
+    assert code == 0 and out.strip().endswith(f"compacted 1 runs in {s3_url}"), out
+    code, out = _cli("watch", "--store", s3_url)
+    assert code == 0 and out.strip() == f"no running runs in {s3_url}", out
+
+
 def test_the_store_environment_variable_takes_a_url(s3_url, monkeypatch):
     writer = _write(s3_url, range(1, 11), flushes=1, name="by-env")
     monkeypatch.setenv("TRAINDOCTOR_STORE", s3_url)
