@@ -37,7 +37,6 @@ KNOWN_MISSES = {
     "lm_char_lr_too_low": "the cosine decay slows the second half: the fall does not look linear in steps",
     "lm_char_missing_warmup_postln": "the tiny post-LN model shows no early instability without warm-up",
     "res_train_longer": "the stopped run's last third brings 9 % of its gain, below the 10 % share",
-    "ft_train_longer_50_steps": "50 steps of a per-batch loss: its last quarter falls 2 %, under the 3 % asked",
 }
 
 
