@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from traindoctor.store.errors import StoreError
+
 
 def _home() -> None:
     """The bare root URL shows the runs table, at its own address."""
@@ -28,7 +30,13 @@ def main() -> None:
         st.Page("views/classes.py", title="Classes", url_path="classes", icon=":material/category:"),
         st.Page("views/compare.py", title="Compare", url_path="compare", icon=":material/compare_arrows:"),
     ]
-    st.navigation(pages, position="top").run()
+    page = st.navigation(pages, position="top")
+    try:
+        page.run()
+    except StoreError as error:  # a bucket that stopped answering: one line, not Streamlit's error box
+        from traindoctor.dashboard.app.views.common import show_store_error
+
+        show_store_error(error)
 
 
 main()

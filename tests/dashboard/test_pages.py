@@ -153,6 +153,31 @@ def test_run_page_with_a_broken_rule_still_shows_the_run(app, monkeypatch):
     assert chart(at, "chart_loss") and chart(at, "heatmap_update_ratio")
 
 
+@pytest.mark.parametrize("page, query", [(None, {}), ("views/run.py", {"run": "beta"}),
+                                         ("views/classes.py", {"run": "beta"}),
+                                         ("views/compare.py", {"runs": "alpha,beta"})])
+def test_a_store_that_stops_answering_is_one_line_on_the_page(app, monkeypatch, page, query):
+    # A bucket gone unreachable while the dashboard runs: every page was Streamlit's "This app has
+    # encountered an error" box and a traceback in the terminal.
+    from traindoctor.store.catalog import Catalog
+    from traindoctor.store.errors import StoreError
+    from traindoctor.store.reader import Store
+
+    at = app(page, **query)
+    no_exceptions(at)
+
+    def unreachable(*args, **kwargs):
+        raise StoreError("store s3://team/runs is unreachable: Could not connect to the endpoint URL.")
+
+    monkeypatch.setattr(Store, "runs", unreachable)
+    monkeypatch.setattr(Catalog, "listing", unreachable)
+    at.run()
+    no_exceptions(at)
+    assert [shown(e.value) for e in at.error] == [
+        "store s3://team/runs is unreachable: Could not connect to the endpoint URL. "
+        "The page shows again once the store answers: reload it to retry."]
+
+
 def test_run_page_selecting_another_run_changes_page_and_link(app, fake_diagnosis, store):
     at = app("views/run.py", run="beta")
     at.selectbox(key="select_run").set_value(store[1]["gamma"]).run()

@@ -12,6 +12,7 @@ closes its own DuckDB connection, so no connection is ever shared by sessions.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from traindoctor.dashboard import data
 from traindoctor.dashboard.app.text import inline_code, plain
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
+from traindoctor.store.errors import StoreError
 from traindoctor.store.reader import Store
 
 # Findings read off confusion counts (their records say so): the Classes page shows their evidence.
@@ -74,6 +76,23 @@ def _store(path: str) -> Store:
 
 def store() -> Store:
     return _store(store_path())
+
+
+def show_store_error(error: StoreError) -> None:
+    """A store that stopped answering (a bucket gone unreachable) as one line on the page, not a crash."""
+    st.error(plain(f"{str(error).rstrip('.')}. The page shows again once the store answers: reload it to retry."))
+
+
+def store_guarded(function: Callable[..., None]) -> Callable[..., None]:
+    """``function`` showing a StoreError as one line: for the fragments that refresh themselves,
+    whose errors never reach the page script's own handler (main.py)."""
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            function(*args, **kwargs)
+        except StoreError as error:
+            show_store_error(error)
+    return guarded
 
 
 def show_empty_store() -> None:

@@ -315,7 +315,7 @@ def main() -> None:
     live = status == "running"
     if live:
         st.caption(f"● Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")
-    st.fragment(show_run, run_every=common.LIVE_REFRESH_S if live else None)(run_id, live)
+    st.fragment(common.store_guarded(show_run), run_every=common.LIVE_REFRESH_S if live else None)(run_id, live)
 
 
 main()

@@ -182,7 +182,7 @@ def main() -> None:
     order.toggle("Descending", value=True, key="runs_descending")
     number.number_input("Page", min_value=1, value=1, step=1, key="runs_page")
     refreshing = bool(_background(common.store_path()).pending())
-    st.fragment(show_table, run_every=PENDING_REFRESH_S if refreshing else None)(refreshing)
+    st.fragment(common.store_guarded(show_table), run_every=PENDING_REFRESH_S if refreshing else None)(refreshing)
 
 
 main()
