@@ -94,7 +94,15 @@ def parse_filter(text: str) -> Filter:
     match = _FILTER.match(text)
     if not match or not match["key"]:
         raise FilterError(f"cannot read filter {text!r}: use KEY=VALUE, KEY<VALUE, KEY~TEXT, ... or has:critical")
-    return Filter(ALIASES.get(match["key"], match["key"]), match["op"], _typed(_unquoted(match["value"])), text)
+    value = match["value"]
+    # A typo that would match every run: no value ('batch_size>='; quote an empty text: name=''), or an
+    # operator doubled ('lr<<3' compared "<3" as text, and every number sorts before '<').
+    if not value:
+        raise FilterError(f"filter {text!r} has no value: use KEY{match['op']}VALUE")
+    if match["op"] != "~" and value[0] in "=<>!~":
+        raise FilterError(f"cannot read filter {text!r}: one operator, then the value (quote a value "
+                          f"that starts with {value[0]!r})")
+    return Filter(ALIASES.get(match["key"], match["key"]), match["op"], _typed(_unquoted(value)), text)
 
 
 def _unquoted(value: str) -> str:

@@ -100,8 +100,12 @@ def test_the_table_says_which_runs_are_not_diagnosed(capsys, store):
 @pytest.mark.parametrize(
     "args, fragment",
     [(["--filter", "lr"], "cannot read filter"), (["--filter", "lrr<1"], "no run has a field 'lrr'"),
-     (["--sort", "nothing"], "no run has a field 'nothing'"), (["--limit", "-1"], "--limit")],
-    ids=["no-operator", "unknown-key", "unknown-sort-key", "negative-limit"],
+     (["--sort", "nothing"], "no run has a field 'nothing'"), (["--limit", "-1"], "--limit"),
+     # These matched every run: "<3" and "" compared as text, which every number passes.
+     (["--filter", "lr<<3"], "one operator, then the value"), (["--filter", "batch_size>="], "has no value"),
+     (["--filter", "lr=>0.1"], "one operator, then the value")],
+    ids=["no-operator", "unknown-key", "unknown-sort-key", "negative-limit", "doubled-operator", "no-value",
+         "swapped-operator"],
 )
 def test_bad_queries_are_one_line_errors(capsys, store, args, fragment):
     assert main(["runs", "--store", str(store), *args]) == 2
