@@ -87,6 +87,26 @@ def test_runs_filters_change_the_rows(app, name_filter, statuses, expected):
     assert sorted(at.dataframe[0].value["name"]) == expected
 
 
+def test_runs_filter_matching_nothing_and_a_page_past_the_end_show_pages_that_make_sense(app):
+    # Both were Streamlit's "This app has encountered an error" box: an empty page of rows made the
+    # link column a float column ("run?run=" + a float Series).
+    at = app("views/runs.py")
+    at.text_input(key="runs_filter").set_value("no-run-has-this-name").run()
+    no_exceptions(at)
+    assert len(at.dataframe[0].value) == 0
+    assert "0–0 of 0 matching runs (3 in the store), page 1 of 1." in texts(at)
+    at.text_input(key="runs_filter").set_value("").run()
+    at.number_input(key="runs_page").set_value(99999).run()
+    no_exceptions(at)
+    assert sorted(at.dataframe[0].value["name"]) == ["alpha", "beta", "gamma"]
+    assert "page 99,999 is past the last: 1–3 of 3 matching runs (3 in the store), page 1 of 1." in texts(at)
+    # A query that cannot be read shows every run, from page 1 (it was queried again after the
+    # visible rows' diagnoses, raising FilterError).
+    at.text_input(key="runs_query").set_value("nosuchkey>3").run()
+    no_exceptions(at)
+    assert "1–3 of 3 matching runs (3 in the store), page 1 of 1." in texts(at)
+
+
 def test_empty_store_shows_how_to_record_a_run(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

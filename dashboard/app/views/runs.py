@@ -71,7 +71,8 @@ def runs_table(page: data.RunsPage) -> pd.DataFrame:
     most, steps, start, findings counts, id."""
     rows = page.rows.rename(columns={"steps": "last_step", **METRIC_COLUMNS})
     table = pd.DataFrame({
-        "open": "run?run=" + rows["run_id"].map(urllib.parse.quote),
+        # A list: an empty page's run_id column is a float column, which "run?run=" + … cannot add to.
+        "open": ["run?run=" + urllib.parse.quote(run_id) for run_id in rows["run_id"]],
         "health": rows["health"],
         "name": rows["name"],
         "status": rows["status"].map(lambda s: common.STATUS_MARKERS.get(s, s)),
@@ -118,13 +119,19 @@ def show_table(refreshing: bool) -> None:
     sort = st.session_state.get("runs_sort") or data.HEALTH_SORT
     if st.session_state.get("runs_descending", True):
         sort = f"-{sort}"
-    number = int(st.session_state.get("runs_page") or 1)
+    number = asked = int(st.session_state.get("runs_page") or 1)
     try:
         page = data.runs_page(common.store(), filters=filters, statuses=statuses, sort=sort,
                               offset=(number - 1) * data.RUNS_PAGE_SIZE)
     except FilterError as error:
         st.warning(plain(str(error)))
+        filters, number, asked = [], 1, 1  # the rows shown: every run's, page 1
         page = data.runs_page(common.store(), statuses=statuses, sort=sort)
+    last = max(1, math.ceil(page.matched / data.RUNS_PAGE_SIZE))
+    if number > last:  # a page past the end (typed, or left from a wider filter): the last one
+        number = last
+        page = data.runs_page(common.store(), filters=filters, statuses=statuses, sort=sort,
+                              offset=(number - 1) * data.RUNS_PAGE_SIZE)
     slot = st.empty()
     visible = [run_id for run_id in page.undiagnosed if run_id in set(page.rows["run_id"])]
     if visible:
@@ -147,7 +154,8 @@ def show_table(refreshing: bool) -> None:
                     text=f"Diagnosing in the background: {diagnosed:,} of {page.matched:,} runs have findings")
     pages = max(1, math.ceil(page.matched / data.RUNS_PAGE_SIZE))
     first = (number - 1) * data.RUNS_PAGE_SIZE
-    st.caption(f"{first + 1 if len(table) else 0:,}–{first + len(table):,} of {page.matched:,} matching runs "
+    past = f"page {asked:,} is past the last: " if asked > number else ""
+    st.caption(f"{past}{first + 1 if len(table) else 0:,}–{first + len(table):,} of {page.matched:,} matching runs "
                f"({page.total:,} in the store), page {number} of {pages}. Tick rows to open or compare them.")
     selected = [table["run_id"].iloc[i] for i in event.selection.rows] if event else []
     if len(selected) == 1:
