@@ -334,6 +334,7 @@ class Probe:
         self._logged: list[tuple] = []
         self._logged_tensors: list[torch.Tensor] = []
         self._evaluations: list[EvaluationResult] = []
+        self._warned_target_range = False  # targets >= the class count: warned once, when their count lands
         # The parameters being tracked (set by watch()), in recording order, and
         # how the step path finds them.
         self._params: list[torch.Tensor] = []
@@ -1078,7 +1079,7 @@ class Probe:
         for result in self._evaluations:
             totals = None
             parts = [t for t in (result.loss_sum, result.loss_weight) if t is not None]
-            parts += [t.to(torch.float64) for t in (result.correct, result.count) if t is not None]
+            parts += [t.to(torch.float64) for t in (result.correct, result.count, result.out_of_range) if t is not None]
             if parts:
                 totals = self._copy_to_host(torch.stack([p.to(parts[0].device) for p in parts]), transfer)
             confusion = None if result.confusion is None else self._copy_to_host(result.confusion, transfer)
@@ -1207,6 +1208,14 @@ class Probe:
             correct, count = parts.pop(0), parts.pop(0)
             if count > 0:
                 add(step=result.step, name="accuracy", value=correct / count, split=result.split, epoch=epoch)
+        if result.out_of_range is not None:
+            left_out = int(parts.pop(0))
+            if left_out > 0 and not self._warned_target_range:
+                self._warned_target_range = True
+                warnings.warn(
+                    f"traindoctor probe: evaluation {result.split!r} at step {result.step} got {left_out} target(s) "
+                    "at or above the class count; such targets are left out of accuracy and confusion counts "
+                    "(are the labels 1-based, or num_classes too small?)", RuntimeWarning, stacklevel=2)
         if confusion is not None:
             size = int(math.isqrt(len(confusion) - 1))
             self.writer.add_confusion(step=result.step, counts=confusion[:-1].reshape(size, size), split=result.split,

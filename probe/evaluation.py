@@ -11,7 +11,6 @@ needs (its guard and three callables), so the two modules import only
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +37,7 @@ class EvaluationResult:
     correct: torch.Tensor | None
     count: torch.Tensor | None
     confusion: torch.Tensor | None  # [C, C] counts[true, pred]
+    out_of_range: torch.Tensor | None = None  # targets >= the class count, left out of the counts
 
 
 def _check_tensor(value: Any, what: str) -> torch.Tensor:
@@ -99,7 +99,7 @@ class Evaluation:
         self._loss_host = 0.0
         self._loss_host_weight = 0.0
         self._checked_mode = False
-        self._warned_range = False
+        self._out_of_range: torch.Tensor | None = None
         self._active = False
 
     def __enter__(self) -> "Evaluation":
@@ -118,7 +118,7 @@ class Evaluation:
             split=self.split, step=step, epoch=epoch,
             loss_sum=self._loss_sum, loss_weight=self._loss_weight,
             loss_host=self._loss_host, loss_host_weight=self._loss_host_weight,
-            correct=self._correct, count=self._count, confusion=self._confusion,
+            correct=self._correct, count=self._count, confusion=self._confusion, out_of_range=self._out_of_range,
         )
 
     def update(self, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None, *, loss: Any = None) -> None:
@@ -177,18 +177,15 @@ class Evaluation:
             device = predictions.device
             self._correct = torch.zeros((), dtype=torch.int64, device=device)
             self._count = torch.zeros((), dtype=torch.int64, device=device)
+            self._out_of_range = torch.zeros((), dtype=torch.int64, device=device)
             if size <= MAX_CONFUSION_CLASSES:
                 # One spare cell at the end collects ignored targets, so no mask-dependent shapes.
                 self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
         size = self._num_classes
         targets = targets.to(predictions.device)
         valid = (targets >= 0) & (targets < size)
-        if targets.device.type == "cpu" and not self._warned_range and bool((targets >= size).any()):
-            self._warned_range = True
-            warnings.warn(
-                f"traindoctor probe: ev.update() got a target >= {size}, the class count "
-                f"(max {int(targets.max())}); such targets are left out of accuracy and confusion counts "
-                "(are the labels 1-based, or num_classes too small?)", RuntimeWarning, stacklevel=4)
+        # Counted on the device (no read here); the probe warns when the count lands with the flush.
+        self._out_of_range.add_((targets >= size).sum())
         if self._confusion is not None:
             cells = torch.where(valid, targets * size + predictions, size * size)
             self._confusion.index_add_(0, cells, torch.ones_like(cells))
