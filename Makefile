@@ -27,7 +27,7 @@ demo: $(APP_VENV)/.ready
 
 # One torch thread per xdist worker: two workers already fill two cores.
 test: $(DEV_VENV)/.ready
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(DEV_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q -rs $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(DEV_VENV)/bin/python -m pytest -n 2 --dist loadgroup -q -rs --durations=30 $(PYTEST_ARGS)
 
 clean-venvs:
 	rm -rf $(APP_VENV) $(DEV_VENV)
