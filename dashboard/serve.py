@@ -100,6 +100,9 @@ def app_environment(store_path: str | os.PathLike) -> dict[str, str]:
     env = dict(os.environ)
     env["TRAINDOCTOR_STORE"] = display_location(store_path)
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    # ``python -m`` would put the current folder first on sys.path: a user's click.py or tornado.py there
+    # replaced Streamlit's own and the server died at start (Python 3.11+ honours this; 3.10 ignores it).
+    env["PYTHONSAFEPATH"] = "1"
     return env
 
 

@@ -119,6 +119,17 @@ def test_app_environment_names_the_store_and_turns_off_usage_statistics(tmp_path
     assert env["TRAINDOCTOR_STORE"] == str(tmp_path.resolve())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH is Python 3.11+")
+def test_a_module_in_the_current_folder_does_not_replace_the_servers_own(tmp_path):
+    # `traindoctor ui` run from a project folder holding a click.py: Streamlit imported it and died.
+    import subprocess
+
+    (tmp_path / "click.py").write_text("raise SystemExit('the user\'s click.py was imported')\n")
+    done = subprocess.run([sys.executable, "-m", "streamlit", "version"], cwd=tmp_path, capture_output=True,
+                          text=True, env=serve.app_environment(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_streamlit_serves_the_server_module_as_an_asgi_app():
     """``streamlit run server.py`` must find ``app`` (st.App with our middleware) by reading the
     file; if Streamlit's discovery changed, it would run server.py as a page script instead and
