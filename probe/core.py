@@ -1386,6 +1386,9 @@ class Probe:
         if isinstance(exc, TrainingStopped) and exc.finding is self._stop_finding:
             self.close("finished")  # stopped on purpose, as asked: the training_stopped event says why
             return
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            self.close()  # sys.exit(0): the script ended on purpose, not a crash
+            return
         detail = "".join(traceback.format_exception(exc_type, exc, tb))
         if isinstance(exc, Terminated):
             detail = self._termination_detail + detail

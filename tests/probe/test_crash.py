@@ -81,6 +81,27 @@ def test_exception_in_with_block_marks_run_crashed_with_traceback(tmp_path):
     assert sorted(series(scalars, "loss")) == list(range(1, 8))  # buffered steps were flushed
 
 
+@pytest.mark.parametrize("code, status", [(0, "finished"), (None, "finished"), (3, "crashed")])
+def test_sys_exit_in_with_block_is_a_crash_only_with_a_failing_code(tmp_path, code, status):
+    # sys.exit(0) (a script that stops early on purpose) was recorded as a crash, "SystemExit: 0".
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(SystemExit):
+        with Probe(run="exits", store=tmp_path, flush_every_s=3600) as probe:
+            probe.watch(model, optimizer)
+            for x, y in make_batches(3):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                probe.step(loss=loss)
+            sys.exit(code)
+    meta, scalars, events, _ = read_run(tmp_path)
+    assert meta["status"] == status
+    assert (events["kind"] == "crash").sum() == (status == "crashed")
+    assert sorted(series(scalars, "loss")) == [1, 2, 3]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sigterm", "sigterm_without_with"])
 def test_sigterm_flushes_marks_crashed_and_ends_the_process(tmp_path, mode):
