@@ -199,6 +199,14 @@ NOISY_PLATEAU_NOISE = 0.30
 SWING_RISE = 1.5
 SWING_RETURN = 1.25
 SWING_MIN_COUNT = 2
+# ...or, after a real drop, a profile bin (the median of ≥ 10 records, so
+# not one bad batch) climbs above the initial loss while the median
+# update/weight ratio is ≥ HIGH_UPDATE_RATIO: large steps threw the model
+# back past where it started untrained, however it recovered. It needs no
+# loss scale beyond the start (language models included). Corpus: no healthy
+# run's profile climbs above its start; the lr-bump and bad-batch spikes
+# that do have ratios ≤ 1.6e-3; the runs with an lr too high that do,
+# 1.2e-2 to 0.68.
 
 
 # Live, a climb that one profile bin's jump makes most of (≥ half) is left
@@ -262,8 +270,10 @@ def lr_too_high(run: RunData) -> list[Finding]:
     anywhere (during the warm-up, say, before a new epoch or the decay
     pulls it back down); or the validation loss swings in the second half
     of its evaluations (≥ 50 % above its best so far, back within 25 %,
-    and up again); or, for a task whose loss scale is known (ln C or
-    the expected initial loss), its late level stays ≥ 30 % of the initial
+    and up again); or a profile bin climbs above the initial loss after
+    that drop while the median update/weight ratio is ≥ 5e-3; or, for a
+    task whose loss scale is known (ln C or the expected initial loss), its
+    late level stays ≥ 30 % of the initial
     loss with step-to-step noise ≥ 15 % of the level while the median
     update/weight ratio is ≥ 5e-3 (5× the ~1e-3 rule of thumb); without
     update ratios, noise ≥ 30 % of the level is reported as info only (a hard
@@ -323,6 +333,19 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"coming down again.{support}",
             "Lower the peak lr (×0.3 to ×0.1), or warm up for longer; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], profile.index[last], evidence)]
+    above = _above_start(profile, start)
+    if above is not None and ratio is not None and ratio >= HIGH_UPDATE_RATIO:
+        best_position, first = above
+        best, peak = float(profile.iloc[best_position]), float(profile.iloc[first:].max())
+        evidence.update(kind="above_start", best_level=best, above_start_step=int(profile.index[first]),
+                        peak_level=peak, median_update_ratio=ratio)
+        return [finding(
+            "lr_too_high", "warning", "Loss climbed above its start with large updates: lr too high",
+            f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed above its initial "
+            f"{start:.3g} (to {peak:.3g}) near step {profile.index[first]}{_lr_phase(run, int(profile.index[first]))}, "
+            f"while the median update/weight ratio was {ratio:.1e}, above the ~1e-3 rule of thumb.",
+            "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
+            profile.index[best_position], loss.index[-1], evidence)]
     swings = val_loss_swings(run)
     if len(swings) >= SWING_MIN_COUNT:
         evidence.update(kind="swings", swing_steps=swings)
@@ -350,6 +373,18 @@ def lr_too_high(run: RunData) -> list[Finding]:
         f"{noise:.0%} of its level, while {why}.",
         "Lower the lr (×0.3 to ×0.1) or add a decay schedule once the loss stalls.", SOURCE_LR + "; seed 003",
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
+
+
+def _above_start(profile: pd.Series, start: float) -> tuple[int, int] | None:
+    """After a real drop (≥ MIN_DROP of ``start``), the first profile bin above ``start``:
+    (position of the best bin before it, its position), or None."""
+    values = profile.to_numpy()
+    best_so_far = np.minimum.accumulate(values)
+    above = np.flatnonzero((start - best_so_far >= MIN_DROP * start) & (values > start))
+    if not above.size:
+        return None
+    first = int(above[0])
+    return int(np.argmin(values[:first])), first
 
 
 @per_run
