@@ -144,6 +144,14 @@ def test_compare_figure_wall_time_starts_each_run_at_zero_in_label_order():
     assert list(figure.data[0].x) == [0.0, 30.0] and list(figure.data[1].x) == [0.0, 10.0]
 
 
+def test_compare_figure_marks_a_run_with_one_point():
+    # A run evaluated once (or with one finite value) was a line of one point: nothing drawn, only its legend.
+    points = pd.DataFrame({"run_id": ["a", "a", "b", "c", "c"], "step": [1, 2, 1, 1, 2], "epoch": [0] * 5,
+                           "wall_time": [0.0] * 5, "value": [1.0, 0.5, 2.0, 3.0, np.nan]})
+    figure = compare_figure(points, x="step", title="val loss", labels={"a": "a", "b": "b", "c": "c"})
+    assert [trace.mode for trace in figure.data] == ["lines", "lines+markers", "lines+markers"]
+
+
 # ---------------------------------------------------------------- layers
 
 def test_layer_grid_is_log10_in_first_seen_layer_order():

@@ -168,8 +168,9 @@ def compare_figure(points: pd.DataFrame, *, x: str, title: str, labels: dict[str
         x_values = series[x].astype("float64")
         if x == "wall_time":
             x_values = x_values - x_values.min()
-        figure.add_trace(go.Scatter(  # SVG: see curve_figure
-            x=x_values, y=series["value"].where(np.isfinite(series["value"])), mode="lines",
+        finite = np.isfinite(series["value"])
+        figure.add_trace(go.Scatter(  # SVG: see curve_figure; a lone point needs a marker to be seen
+            x=x_values, y=series["value"].where(finite), mode="lines" if finite.sum() > 1 else "lines+markers",
             name=plotly_text(labels.get(run_id, run_id)), line={"color": SERIES_COLORS[index % len(SERIES_COLORS)]},
         ))
     x_title = {"step": "step", "epoch": "epoch", "wall_time": "seconds since start"}[x]
