@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TextIO
 
 from traindoctor.cli import EXIT_FINDINGS, EXIT_OK, CommandError, strict_json, terminal_text
+from traindoctor.store.errors import StoreError, UnknownRunError
 
 # A notify command that has not finished after 30 s is stopped: a hung
 # mailer must not stop the watching.
@@ -180,7 +181,8 @@ class Watcher:
         files = (_files(self.store, state.run_id), status)
         if files == state.files:
             return
-        state.files, state.status = files, status
+        # The files are marked as seen only once read: a poll cut short (an unreachable store) is redone.
+        state.status = status
         run = load_run(self.store, state.run_id)
         self._progress(state, run)
         events = run.events
@@ -195,6 +197,7 @@ class Watcher:
         # While a run trains, only the live rules: the others judge a whole run (where it ends) and would guess.
         for finding in (diagnose(run) if ended else live_findings(run)):
             self._report(state, finding, "diagnosis" if ended else "diagnosis so far", None, None)
+        state.files = files
         state.ended = ended
 
     def _progress(self, state: RunState, run: Any) -> None:
@@ -271,8 +274,21 @@ def watch(store: Any, runs: Sequence[str], *, fail_on: str | None = None, interv
     table = _Table(out, terminal)
     watcher = Watcher(store, run_ids, fail_on=fail_on, notifier=notifier,
                       say=lambda text: table.above(terminal_text(text)))
+    outage = False
     while True:
-        watcher.poll()
+        try:
+            watcher.poll()
+        except UnknownRunError:
+            raise
+        except StoreError as error:  # a bucket that stops answering for a while: a blip must not end the watch
+            if not outage:           # (`watch --fail-on critical || scancel $JOB` would cancel a healthy job)
+                warn(f"traindoctor watch: {str(error).rstrip('.')}; still watching")
+            outage = True
+            sleep(interval_s)
+            continue
+        if outage:
+            warn(f"traindoctor watch: {store.name} answers again")
+            outage = False
         table.show([terminal_text(status_line(state)) for state in watcher.states])
         if watcher.done:
             break

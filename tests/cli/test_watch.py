@@ -126,6 +126,40 @@ def test_a_failing_notify_command_warns_once_and_watching_goes_on(tmp_path, caps
     assert err.count("--notify-command failed") == 1 and "exit status 3: pager said no" in err
 
 
+def test_a_store_that_stops_answering_for_a_while_does_not_end_the_watch(tmp_path):
+    # It exited 2 at the first failed poll: `watch RUN --fail-on critical || scancel $JOB` cancelled the job.
+    from traindoctor.store.errors import StoreError
+
+    make_run(tmp_path, "nan", nan_from=31, live=[(40, _live_finding())])
+
+    class Blinking:
+        """A store that answers at start (an unreachable one is an error there), fails the first polls, then
+        answers again."""
+
+        def __init__(self, store, failures):
+            self.store, self.failures, self.calls = store, failures, 0
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def run_meta(self, run_id):
+            self.calls += 1
+            if self.calls > 1 and self.failures:
+                self.failures -= 1
+                raise StoreError("store s3://team/runs is unreachable: Could not connect to the endpoint URL.")
+            return self.store.run_meta(run_id)
+
+    store = Store(tmp_path)
+    run_id = store.resolve("nan")
+    out, err = io.StringIO(), io.StringIO()
+    code = watch(Blinking(store, 3), [run_id], fail_on="critical", interval_s=0.0, out=out, err=err, terminal=False)
+    assert code == 1  # the critical finding, once the store answered
+    assert "divergence" in out.getvalue()
+    assert err.getvalue().splitlines() == [
+        "traindoctor watch: store s3://team/runs is unreachable: Could not connect to the endpoint URL; still watching",
+        f"traindoctor watch: {tmp_path} answers again"]
+
+
 @pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
 def test_text_from_the_run_is_escaped_and_the_table_redrawn_only_on_a_terminal(tmp_path, terminal):
     writer = RunWriter(tmp_path, name="odd", task={"num_classes": 3}, background=False)
