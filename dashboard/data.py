@@ -254,7 +254,7 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
                       findings=lambda s: current[s["run_id"]])
     rows = selection.rows
     if by_health:  # stable: the newest first among runs of equal health
-        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]]),
+        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]], row.get("status")),
                       reverse=sort.startswith("-"))
     page = rows[offset:offset + limit]
     by_id = {summary["run_id"]: summary for summary in summaries}
@@ -262,7 +262,7 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
         [by_id[row["run_id"]].get("hyperparameters") or {} for row in rows[:HYPERPARAMETER_SAMPLE]],
         limit=MAX_HYPERPARAMETER_COLUMNS)
     table = pd.DataFrame({
-        "health": [health_text(current[row["run_id"]]) for row in page],
+        "health": [health_text(current[row["run_id"]], row.get("status")) for row in page],
         "run_id": [row["run_id"] for row in page],
         "name": [row["name"] for row in page],
         "status": [row["status"] for row in page],
@@ -288,29 +288,38 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
                     references=references)
 
 
-def health_rank(found: dict | None) -> tuple:
-    """The sort key of a run's health: critical findings, then warnings, then
-    notes (more is worse); an undiagnosed run (``found`` None) sorts below the
-    runs with warnings and above those with only notes or none: it is not known to be fine."""
+def health_rank(found: dict | None, status: str | None = None) -> tuple:
+    """The sort key of a run's health: critical findings (a crashed run counts as one, as
+    ``diagnose --fail-on`` counts it), then warnings, then notes (more is worse); an undiagnosed
+    run (``found`` None) sorts below the runs with warnings and above those with only notes or
+    none: it is not known to be fine."""
+    crashed = status == "crashed"
     if found is None:
-        return (2, 0, 0, 0)
+        return (4 if crashed else 2, 0, 0, 0)
     counts = found.get("counts") or {}
-    worst = 4 if counts.get("critical") else 3 if counts.get("warning") else 1 if counts.get("info") else 0
+    worst = 4 if counts.get("critical") or crashed else 3 if counts.get("warning") else 1 if counts.get("info") else 0
     return (worst, int(counts.get("critical") or 0), int(counts.get("warning") or 0), int(counts.get("info") or 0))
 
 
 HEALTH_MARKERS = {"critical": "✖ critical", "warning": "▲ warning", "info": "● note"}
 
 
-def health_text(found: dict | None) -> str:
+def health_text(found: dict | None, status: str | None = None) -> str:
     """The Runs page's health cell: the worst severity, the counts and the top
     finding's title (the verdict's, ``diagnosis.cache.top_finding``), e.g.
-    ``✖ critical · 1 crit, 4 warn · Loss climbed back after its best: lr too high``."""
+    ``✖ critical · 1 crit, 4 warn · Loss climbed back after its best: lr too high``;
+    a crashed run reads ``✖ crashed`` first, whatever its findings."""
+    crashed = "✖ crashed · " if status == "crashed" else ""
     if found is None:
-        return "… not diagnosed yet"
+        return crashed + "… not diagnosed yet"
     counts = found.get("counts") or {}
     if not any(counts.get(severity) for severity in SEVERITY_COLUMNS):
-        return "✔ no findings"
+        return crashed + ("no findings in what was recorded" if crashed else "✔ no findings")
+    if crashed:
+        shown = ", ".join(f"{counts[severity]} {short}" for severity, short in
+                          (("critical", "crit"), ("warning", "warn"), ("info", "note")) if counts.get(severity))
+        top = found.get("top") or {}
+        return crashed + shown + (f" · {top['title']}" if top.get("title") else "")
     worst = next(severity for severity in SEVERITY_COLUMNS if counts.get(severity))
     shown = ", ".join(f"{counts[severity]} {short}" for severity, short in
                       (("critical", "crit"), ("warning", "warn"), ("info", "note")) if counts.get(severity))

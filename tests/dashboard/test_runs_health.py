@@ -84,6 +84,25 @@ def test_runs_page_is_worst_first_with_a_health_column_and_the_smoothed_loss(tmp
     assert list(data.runs_page(store, sort="health").rows["name"])[0] == "clean"
 
 
+def test_a_crashed_run_is_as_bad_as_a_critical_finding_on_the_runs_page(tmp_path, monkeypatch):
+    """As ``diagnose --fail-on`` counts a crash: it sorts with the critical runs and says so first."""
+    import traindoctor.diagnosis
+
+    verdicts = {"warned": _findings("warning"), "crashy": _findings("info")}
+    write_losses(tmp_path, "warned", np.full(100, 2.0))
+    writer = RunWriter(tmp_path, name="crashy", background=False)
+    writer.add_scalars(step=np.arange(1, 51), name="loss", value=np.full(50, 2.0))
+    writer.close("crashed", detail="Traceback ...\nValueError: boom")
+    monkeypatch.setattr(traindoctor.diagnosis, "diagnose", lambda run: verdicts[run.name], raising=False)
+    store = Store(tmp_path)
+    data.diagnose_first(store, store.catalog.run_ids(), budget_s=60)
+    page = data.runs_page(store)
+    assert list(page.rows["name"]) == ["crashy", "warned"]
+    assert page.rows["health"].iloc[0] == "✖ crashed · 1 note · info title"
+    assert data.health_text(None, "crashed") == "✖ crashed · … not diagnosed yet"
+    assert data.health_text({"counts": {}}, "crashed") == "✖ crashed · no findings in what was recorded"
+
+
 @pytest.mark.parametrize(("configs", "expected"), [
     ([{"lr": 0.1, "seed": 1, "warmup": 0}, {"lr": 0.01, "seed": 2, "warmup": 0}, {"lr": 0.01, "seed": 3, "warmup": 0}],
      ["seed", "lr"]),
