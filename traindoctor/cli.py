@@ -503,11 +503,15 @@ def command_compact(args: argparse.Namespace) -> int:
 
     store = _open_store(store_root(args.store))
     merged = compact_store(store)
+    changed = 0
     for run_id, tables in merged.items():
         count = sum(tables.values())
         if count:
+            changed += 1
             say(f"{run_id}: merged {count} segment files")
-    say(f"compacted {len(merged)} runs in {store.name}")
+    # Runs already in one file per table (or still being written) are left as they are.
+    say(f"compacted {changed} of {len(merged)} runs in {store.name}"
+        + ("" if changed == len(merged) else f" ({len(merged) - changed} had nothing to merge)"))
     return EXIT_OK
 
 

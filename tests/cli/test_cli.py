@@ -100,7 +100,9 @@ def test_compact_keeps_every_row(tmp_path, capsys):
     writer.close()
     before = Store(tmp_path).scalars([writer.run_id]).drop(columns="wall_time")
     code, out, _ = run_cli(capsys, "compact", "--store", tmp_path)
-    assert code == 0 and "merged 5 segment files" in out
+    assert code == 0 and "merged 5 segment files" in out and "compacted 1 of 1 runs" in out
+    code, out, _ = run_cli(capsys, "compact", "--store", tmp_path)  # nothing left to merge: not counted again
+    assert code == 0 and out.strip() == f"compacted 0 of 1 runs in {tmp_path} (1 had nothing to merge)"
     after = Store(tmp_path).scalars([writer.run_id]).drop(columns="wall_time")
     assert len(list((tmp_path / writer.run_id / "scalars").glob("*.parquet"))) == 1
     keys = ["step", "name", "value"]

@@ -299,7 +299,7 @@ def test_messages_name_the_bucket_not_the_local_mirror(s3_url):
     code, out = _cli("diagnose", "nosuch", "--store", s3_url)
     assert code == 2 and f"unknown run 'nosuch' in store {s3_url}" in out, out
     code, out = _cli("compact", "--store", s3_url)
-    assert code == 0 and out.strip().endswith(f"compacted 1 runs in {s3_url}"), out
+    assert code == 0 and out.strip().endswith(f"compacted 1 of 1 runs in {s3_url}"), out
     code, out = _cli("watch", "--store", s3_url)
     assert code == 0 and out.strip() == f"no running runs in {s3_url}", out
 
