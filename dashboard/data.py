@@ -7,7 +7,6 @@ it must not load this module's page helpers.)
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from traindoctor.store.reader import Store, default_store_path, open_store
-from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, RunData, load_run
+from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, RunData
 
 
 # Every curve sent to the browser holds at most this many points (the store

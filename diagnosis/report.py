@@ -6,7 +6,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any, Iterable, Union
 
 from traindoctor.diagnosis.finding import SEVERITIES, SEVERITY_RANK, Finding
-from traindoctor.diagnosis.verdict import Verdict, verdict
+from traindoctor.diagnosis.verdict import Verdict, steps_text, verdict
 
 if TYPE_CHECKING:  # at run time this module needs no pandas: cached diagnoses print without it
     from traindoctor.diagnosis.cache import Diagnosis
@@ -27,15 +27,6 @@ def worst_severity(findings: Iterable[Finding]) -> str | None:
     return SEVERITIES[max(ranks)] if ranks else None
 
 
-def _steps(finding: Finding) -> str:
-    if finding.step_range is None:
-        return "whole run"
-    if finding.step_start is None:
-        return f"up to step {finding.step_end}"
-    start, end = finding.step_range
-    return f"step {start}" if start == end else f"steps {start}–{end}"
-
-
 def _wrap(label: str, text: str, indent: int = 6) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=" " * indent + label,
                          subsequent_indent=" " * (indent + len(label))) or []
@@ -45,9 +36,9 @@ def _finding_lines(finding: Finding, depth: int = 0) -> list[str]:
     """One finding: its headline, message, advice and source, indented ``depth`` levels under its cause."""
     pad = 4 * depth
     if finding.explained_by is None:
-        head = f"    [{finding.rule}] {finding.title} ({_steps(finding)})"
+        head = f"    [{finding.rule}] {finding.title} ({steps_text(finding)})"
     else:
-        head = (f"{' ' * (4 + pad)}↳ {finding.severity}: [{finding.rule}] {finding.title} ({_steps(finding)}), "
+        head = (f"{' ' * (4 + pad)}↳ {finding.severity}: [{finding.rule}] {finding.title} ({steps_text(finding)}), "
                 f"explained by {finding.explained_by}")
     lines = [head]
     lines += _wrap("", finding.message, 6 + pad)

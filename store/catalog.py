@@ -48,11 +48,10 @@ import os
 import secrets
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from traindoctor.store.errors import StoreError, UnknownRunError
+from traindoctor.store.errors import OnceWarnings, StoreError, UnknownRunError
 from traindoctor.store.format import (
     DEFAULT_STORE, FINDINGS_JSON, INDEX_JSON, OLD_DEFAULT_STORE, RUN_JSON, SERIES_FIELDS, SUMMARY_FORMAT, SUMMARY_JSON, TABLES, TEMPORARY_PREFIX,
     check_run_id,
@@ -471,7 +470,7 @@ class Catalog:
         self.remember = remember
         self._store = store
         self._open_store = open_store
-        self._warned: set[str] = set()
+        self._warnings = OnceWarnings()
         self._lock = threading.Lock()
         # run_id -> (stamp, summary.json (mtime_ns, size), summary), when remember.
         self._memory: dict[str, tuple[list[int], tuple[int, int], dict[str, Any]]] = {}
@@ -805,11 +804,7 @@ class Catalog:
         return self._store.series_aggregates(run_id)
 
     def _warn(self, message: str) -> None:
-        with self._lock:
-            if message in self._warned:
-                return
-            self._warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        self._warnings.warn(message, stacklevel=4)
 
 
 def _resolvable(stats: dict[str, Any] | None) -> bool:

@@ -36,7 +36,7 @@ never evaluated, never put into SQL. Standard library only.
 Example:
     >>> runs = [{"run_id": "a", "name": "a", "status": "finished", "hyperparameters": {"lr": 0.1}},
     ...         {"run_id": "b", "name": "b", "status": "running", "hyperparameters": {"lr": 1e-4}}]
-    >>> [r["run_id"] for r in select(runs, filters=["lr<1e-3"])]
+    >>> [r["run_id"] for r in query(runs, filters=["lr<1e-3"]).rows]
     ['b']
 """
 
@@ -294,7 +294,7 @@ class Selection:
     undiagnosed: int
 
 
-def select(
+def query(
     summaries: Sequence[dict[str, Any]],
     *,
     filters: Sequence[str | Filter] = (),
@@ -302,8 +302,9 @@ def select(
     limit: int | None = None,
     offset: int = 0,
     findings: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
-) -> list[Mapping[str, Any]]:
-    """The summaries' flat records that pass every filter, sorted, one page of them.
+) -> Selection:
+    """The summaries' flat records that pass every filter, sorted, one page of them, with the counts a
+    page footer shows.
 
     Args:
         summaries: catalog summaries.
@@ -316,19 +317,6 @@ def select(
     Raises:
         FilterError: a filter cannot be read, or names a field no run has.
     """
-    return query(summaries, filters=filters, sort=sort, limit=limit, offset=offset, findings=findings).rows
-
-
-def query(
-    summaries: Sequence[dict[str, Any]],
-    *,
-    filters: Sequence[str | Filter] = (),
-    sort: str | None = None,
-    limit: int | None = None,
-    offset: int = 0,
-    findings: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
-) -> Selection:
-    """:func:`select`, with the counts a page footer shows."""
     conditions = [item if isinstance(item, Filter) else parse_filter(item) for item in filters]
     records = []
     undiagnosed = 0

@@ -25,7 +25,6 @@ import os
 import re
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -39,7 +38,7 @@ from traindoctor.store.catalog import (  # noqa: F401 (default_store_path: its o
     DEFAULT_STALE_AFTER_S, Catalog, default_store_path, effective_status, list_segments, note_attempt_starts,
     read_meta,
 )
-from traindoctor.store.errors import StoreError, UnknownRunError
+from traindoctor.store.errors import OnceWarnings, StoreError, UnknownRunError
 from traindoctor.store.fs import MIN_SYNC_INTERVAL_S, Mirror, parse_store
 from traindoctor.store.format import (
     COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, STRING, TABLES, column_names, decode_attempts, decode_covers,
@@ -189,7 +188,7 @@ class Store:
         # Files already checked (footer and schema), keyed by path, size and
         # mtime so a replaced file is checked again.
         self._checked: dict[_FileKey, SegmentInfo] = {}
-        self._warned: set[str] = set()
+        self._warnings = OnceWarnings()
         # Files read through end to end while hunting an unreadable one.
         self._verified: set[_FileKey] = set()
         self._lock = threading.Lock()
@@ -272,11 +271,7 @@ class Store:
     # ------------------------------------------------------------------ files
 
     def _warn(self, message: str) -> None:
-        with self._lock:
-            if message in self._warned:
-                return
-            self._warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self._warnings.warn(message, stacklevel=3)
 
     def _file_info(self, path: Path, table: str) -> SegmentInfo:
         """The footer facts of one file, checked once per (path, size, mtime).

@@ -40,7 +40,7 @@ from traindoctor.store.fs import (
 )
 from traindoctor.store.format import (
     ATTEMPTS_KEY, COLUMNS, FLOAT64, INT32, INT64, RUN_JSON, RUN_STATUSES, SERIES_KEY, STRING, TABLES,
-    TEMPORARY_PREFIX, WRITERS_FOLDER, check_run_id, clean_json, clean_text, decode_attempts, encode_attempts,
+    WRITERS_FOLDER, check_run_id, clean_json, clean_text, decode_attempts, encode_attempts,
     encode_series, new_run_id,
     new_writer_token, read_run_json, segment_name, segment_names, segment_rank_attempt, segment_writer,
     temporary_name, writer_file_name, writer_file_rank,
@@ -697,14 +697,7 @@ class RunWriter:
             if ranks[token] != self.rank or token in self._other_writers or now - modified > _LIVE_WRITER_S:
                 continue
             self._other_writers.add(token)
-            other = f"writer {token}"
-            this = f"writer {self.token} (pid {os.getpid()} on {self._host}, attempt {self.attempt})"
-            warnings.warn(
-                f"traindoctor: run {self.run_id}: {other} is also recording rank {self.rank}, beside {this}. "
-                "Both keep their rows, so steps may appear twice: give each process its own rank "
-                "(call init_process_group before creating the probe), or stop the older job.",
-                RuntimeWarning, stacklevel=4)
-            self.add_event("concurrent_writer", f"{other} was recording rank {self.rank} beside {this}")
+            self._report_other_writer(f"writer {token}", stacklevel=5)
 
     def _touch_writer_file(self) -> None:
         if self._objects is not None:
@@ -747,15 +740,18 @@ class RunWriter:
             if named[0] != self.rank or named[1] in self._other_writers:
                 continue
             self._other_writers.add(named[1])
-            other = (f"writer {named[1]} (pid {info.get('pid')} on {info.get('host')}, "
-                     f"attempt {info.get('attempt')})")
-            this = f"writer {self.token} (pid {os.getpid()} on {self._host}, attempt {self.attempt})"
-            warnings.warn(
-                f"traindoctor: run {self.run_id}: {other} is also recording rank {self.rank}, beside {this}. "
-                "Both keep their rows, so steps may appear twice: give each process its own rank "
-                "(call init_process_group before creating the probe), or stop the older job.",
-                RuntimeWarning, stacklevel=3)
-            self.add_event("concurrent_writer", f"{other} was recording rank {self.rank} beside {this}")
+            self._report_other_writer(f"writer {named[1]} (pid {info.get('pid')} on {info.get('host')}, "
+                                      f"attempt {info.get('attempt')})", stacklevel=4)
+
+    def _report_other_writer(self, other: str, *, stacklevel: int) -> None:
+        """Warn that ``other`` records this writer's rank too, and record it as a concurrent_writer event."""
+        this = f"writer {self.token} (pid {os.getpid()} on {self._host}, attempt {self.attempt})"
+        warnings.warn(
+            f"traindoctor: run {self.run_id}: {other} is also recording rank {self.rank}, beside {this}. "
+            "Both keep their rows, so steps may appear twice: give each process its own rank "
+            "(call init_process_group before creating the probe), or stop the older job.",
+            RuntimeWarning, stacklevel=stacklevel)
+        self.add_event("concurrent_writer", f"{other} was recording rank {self.rank} beside {this}")
 
     def _writer_alive(self, info: dict[str, Any], age: float) -> bool:
         if age > float(info.get("stale_after_s", _LIVE_WRITER_S)):

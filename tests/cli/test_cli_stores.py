@@ -11,10 +11,10 @@ import warnings
 
 import pytest
 
-from traindoctor.cli import main
 from traindoctor.store.catalog import default_store_path, did_you_mean
 from traindoctor.store.format import DEFAULT_STORE, OLD_DEFAULT_STORE
 from traindoctor.store.segments import RunWriter
+from tests.cli.test_cli import run_cli
 
 
 def make_run(store, name, *, status="finished", steps=20):
@@ -23,12 +23,6 @@ def make_run(store, name, *, status="finished", steps=20):
         writer.add_scalars(step=step, name="loss", value=2.0 / step)
     writer.close(status)
     return writer.run_id
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(err: str) -> str:
