@@ -327,6 +327,17 @@ class _Outage:
     failures: int = 0
 
 
+def _setup_mistake(error: BaseException) -> bool:
+    """Whether an object store's error is the user's set-up (no such bucket,
+    access denied, no credentials, a missing extra) rather than a store that
+    did not answer (refused, timed out, throttled, a server error)."""
+    if isinstance(error, (FileNotFoundError, PermissionError, StoreError)):
+        return True
+    # botocore's NoCredentialsError, PartialCredentialsError and NoRegionError, by name: botocore is optional.
+    return any(kind.__name__ in {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}
+               for kind in type(error).__mro__)
+
+
 def _failure_reason(error: BaseException) -> str:
     """A short reason that is the same for every file of one outage
     ("No space left on device"), so it is warned about once."""
@@ -389,8 +400,13 @@ class RunWriter:
         TypeError: config, env, task, probe_settings or source cannot be
             stored in run.json (a tuple key, keys that do not sort); raised
             before anything is written.
-        StoreError: an object store that cannot be reached, or whose extra
-            is not installed (one line).
+        StoreError: an object store whose bucket does not exist, that denies
+            access or finds no credentials, or whose extra is not installed
+            (one line); or one that does not answer while ``run_id`` is given
+            (a resumed or shared run needs the listing to number its attempt).
+            A new run on a store that does not answer starts anyway, with one
+            warning: its segments wait in the spool and run.json is PUT by
+            the heartbeat once the store answers.
     """
 
     def __init__(
@@ -447,16 +463,31 @@ class RunWriter:
                 _check_storable(key, value)  # before any folder exists
 
         self._listing: dict[str, Any] = {}
+        # run.json could not be PUT (the store did not answer): the heartbeat retries it.
+        self._meta_pending = False
+        offline_reason: str | None = None
         if self.location.remote:
             self._objects = ObjectStore(self.location)
             try:
                 self._listing = self._objects.list(self.run_id)
-            except Exception as error:  # unreachable, no such bucket, denied: a set-up mistake, said at once
-                raise store_unavailable(self.location, error) from None
+            except Exception as error:
+                # No such bucket, denied, no credentials: a set-up mistake, said at
+                # once. A store that does not answer (refused, timed out, 5xx) only
+                # delays a new run: its attempt is 0 whatever the bucket holds, so it
+                # starts with its segments in the spool. A resumed or shared run id
+                # needs the listing to number its attempt, so it cannot start blind.
+                if run_id is not None or _setup_mistake(error):
+                    raise store_unavailable(self.location, error) from None
+                offline_reason = str(store_unavailable(self.location, error))
         else:
             for table in TABLES:
                 (self.run_dir / table).mkdir(parents=True, exist_ok=True)
         self._spool = Spool(self.location, self.token, max_bytes=max_spool_bytes) if self.location.remote else None
+        if offline_reason is not None:
+            self._meta_pending = True  # no PUT of run.json now: it would wait for the same timeout
+            warnings.warn(f"traindoctor: {offline_reason}; training goes on: segments wait in "
+                          f"{self._spool.folder} and are uploaded, with run.json, when it answers",
+                          RuntimeWarning, stacklevel=3)
         # Upload failures of one outage (object stores): back-off and one warning.
         self._upload_failures = 0
         self._upload_retry_at = 0.0
@@ -600,6 +631,8 @@ class RunWriter:
         meta["attempts"] = attempts
         meta.pop("finished_at", None)
         self._meta = meta
+        if self._meta_pending:
+            return  # the store did not answer the listing: the heartbeat PUTs run.json later
         try:
             self._save_meta(meta)
         except OSError as error:
@@ -617,7 +650,14 @@ class RunWriter:
                     self._meta[key] = {**self._meta[key], **value}
                 else:
                     self._meta[key] = value
-            self._save_meta(self._meta)
+            if self._objects is not None and self._meta_pending:
+                return  # the heartbeat PUTs the whole of it once the store answers
+            try:
+                self._save_meta(self._meta)
+            except OSError:
+                if self._objects is None:
+                    raise
+                self._meta_pending = True
 
     # ------------------------------------------------------------ live writers
 
@@ -1233,7 +1273,13 @@ class RunWriter:
         if self.rank != 0:
             return
         if self._objects is not None:
-            return  # readers take liveness from the objects' LastModified: no run.json PUT every beat
+            # Readers take liveness from the objects' LastModified: no run.json
+            # PUT every beat, only one that failed before.
+            if self._meta_pending:
+                with self._lock:
+                    self._write_meta()
+                    self._meta_pending = False
+            return
         with self._lock:
             self._meta["heartbeat_at"] = _now()
             self._write_meta()

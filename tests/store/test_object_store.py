@@ -198,6 +198,43 @@ def test_failed_uploads_wait_in_the_spool_and_arrive_once(s3_env, s3_url, monkey
     assert not any(spool_root(parse_store(s3_url)).rglob("*.parquet"))
 
 
+@pytest.mark.slow
+def test_a_new_run_starts_while_the_store_does_not_answer(s3_env, s3_url, monkeypatch):
+    """A store that refuses at start delays nothing a new run records: one warning, segments
+    and run.json (with what watch() added) arrive once it answers. A resumed run id cannot
+    number its attempt blind, so it still fails in one line."""
+    proxy = TcpProxy(s3_env.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's retries only wait here
+    try:
+        proxy.down()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            writer = RunWriter(s3_url, name="offline-start", config={"lr": 0.1}, background=False)
+            writer.update_meta(env={"optimizer": {"type": "AdamW"}})
+            writer.add_scalars(step=np.arange(1, 11), name="loss", value=1.0)
+            writer.flush()  # never raises: the spool keeps it
+            with pytest.raises(StoreError, match="is unreachable") as resumed:
+                RunWriter(s3_url, run_id=writer.run_id)
+        started = [str(w.message) for w in caught if "training goes on" in str(w.message)]
+        assert len(started) == 1 and "is unreachable" in started[0] and "\n" not in started[0]
+        assert "\n" not in str(resumed.value)
+        proxy.up()
+        writer.heartbeat()  # PUTs the run.json it could not write at start
+        assert writer.drain_spool(deadline=time.monotonic() + 30) == 0
+        writer.add_scalars(step=np.arange(11, 21), name="loss", value=0.5)
+        writer.close()
+    finally:
+        proxy.close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    store = Store(s3_url)
+    assert store.run_ids() == [writer.run_id]
+    assert store.scalars([writer.run_id])["step"].tolist() == list(range(1, 21))
+    meta = store.run_meta(writer.run_id)
+    assert (meta["name"], meta["status"], meta["config"]) == ("offline-start", "finished", {"lr": 0.1})
+    assert meta["env"]["optimizer"] == {"type": "AdamW"}
+
+
 def test_a_full_spool_drops_the_oldest_segments_and_records_them(s3_env, s3_url, monkeypatch):
     proxy = TcpProxy(s3_env.port)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
