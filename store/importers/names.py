@@ -44,6 +44,9 @@ KNOWN_NAMES = {
     "loss": "loss",
     # Megatron-LM prints and writes to TensorBoard its language-model loss as "lm loss".
     "lm loss": "loss", "lm_loss": "loss",
+    # Detectron2, the TF Object Detection API and many YOLO ports print the summed training loss as total_loss
+    # next to its parts (loss_cls, giou_loss, ...); a log that also has a plain "loss" keeps that one (map_metrics).
+    "total_loss": "loss", "total loss": "loss",
     "acc": "accuracy", "accuracy": "accuracy",
     "lr": "lr", "learning_rate": "lr", "learning-rate": "lr", "learningrate": "lr",
     "grad_norm": "grad_norm", "gradient_norm": "grad_norm", "grad-norm": "grad_norm",

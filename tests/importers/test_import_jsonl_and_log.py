@@ -301,6 +301,16 @@ def test_line_shapes(tmp_path, store_root, line, key, value):
     assert step in (7, 10, 1)
 
 
+def test_total_loss_is_the_training_loss(tmp_path, store_root):
+    """A YOLO port's line (YunYang1994/TensorFlow2.0-Examples#8): total_loss is the loss, its parts stay user metrics."""
+    path = tmp_path / "yolo.log"
+    path.write_text("=> STEP  748   lr: 0.000598   giou_loss: 2.10   conf_loss: 6.18   prob_loss: 0.03   total_loss: 8.31\n"
+                    "=> STEP  750   lr: 0.000600   giou_loss:  nan   conf_loss: 10.89   prob_loss: 0.06   total_loss:  nan\n")
+    [result] = import_source("log", store_root, path)
+    assert same_points(points(store_root, result.run_id, "train", "loss"), [(748, 8.31), (750, NAN)])
+    assert points(store_root, result.run_id, "user", "giou_loss")[0] == (748, 2.10)
+
+
 def test_user_pattern_with_named_groups(tmp_path, store_root):
     path = tmp_path / "custom.log"
     path.write_text("it 100 | L=2.5 acc=0.1\nnoise line\nit 200 | L=nan acc=0.2\n")

@@ -34,6 +34,8 @@ CASES = [
     ("eval_accuracy", ("val", "accuracy", None)),
     ("test_acc", ("test", "accuracy", None)),
     ("train_loss_step", ("train", "loss", None)),
+    ("total_loss", ("train", "loss", None)),
+    ("val_total_loss", ("val", "loss", None)),
     ("train_loss_epoch", ("train", "loss_epoch", None)),
     ("val_loss_epoch", ("val", "loss", None)),
     ("val_loss_step", ("val", "loss_step", None)),
@@ -53,6 +55,12 @@ def test_map_metric(tag, expected):
 @pytest.mark.parametrize("tag", ["epoch", "train/epoch", "Epoch"])
 def test_epoch_tag_is_the_epoch_column(tag):
     assert map_metric(tag) is EPOCH
+
+
+def test_a_plain_loss_keeps_the_loss_next_to_total_loss():
+    """Detectron2-style logs print total_loss; when a plain loss is there too, that one is the loss."""
+    mapping = map_metrics(["loss", "total_loss"])
+    assert mapping["loss"] == MetricKey("train", "loss") and mapping["total_loss"] == MetricKey("train", "total_loss")
 
 
 def test_two_tags_for_one_key_stay_two_series():
