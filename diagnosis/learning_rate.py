@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from traindoctor.diagnosis.common import (eval_frame, finding, finite_train_loss, layer_values, loss_reference,
-                                          lr_series)
+                                          lr_series, task_of)
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.loss import (
     DIVERGED_SMOOTHING,
@@ -101,6 +101,49 @@ def high_update_ratio_support(run: RunData) -> tuple[str, dict]:
         return (f" Median update/weight ratio {moving:.1e} while the weights still moved (rule of thumb ~1e-3).",
                 {"moving_update_ratio": moving})
     return "", {}
+
+
+# A language model whose loss still sits near ln V, the cross-entropy of
+# uniform predictions over its V tokens, has kept nothing it learned, not
+# even how often each token occurs: on text a model of the token
+# frequencies alone is already well below it (English letters: 4.03 of
+# log2 27 = 4.75 bits, 0.85 of ln V; Shannon 1951, "Prediction and Entropy
+# of Printed English", F1 against F0). A late level (the median of the last
+# 20 % of the records) ≥ 90 % of ln V after ≥ 100 optimizer steps (seed 004
+# step 3: a working lr makes the loss drop clearly within ~100 iterations)
+# means the optimisation failed, and the update/weight ratio says which way:
+# ≥ HIGH_UPDATE_RATIO (5× the ~1e-3 rule of thumb) the steps are too large to
+# settle (a fine-tuning lr that wiped the pre-trained state, seed 004: "use
+# lower learning rate, you are tuning a pre-trained model"), ≤
+# LOW_UPDATE_RATIO (5× below it) too small to move. Between the two, or
+# without ratios or a vocabulary size, nothing is said: tokens drawn at
+# random sit at ln V whatever the lr. Corpus: healthy language models end at
+# 0.49-0.58 of ln V; the fine-tuning with AdamW 0.3 at 0.95 (ratio 1.2e-2),
+# the char LM with AdamW 2e-5 at 0.98 (ratio 2.9e-5).
+UNIFORM_LEVEL_SHARE = 0.90
+UNIFORM_MIN_STEPS = 100
+LOW_UPDATE_RATIO = 2e-4
+
+
+@per_run
+def stuck_at_uniform(run: RunData) -> dict | None:
+    """For a language model with a known vocabulary V, whose run lasted ≥ UNIFORM_MIN_STEPS
+    optimizer steps and whose late training loss is ≥ UNIFORM_LEVEL_SHARE × ln V: the evidence
+    (``late_level``, ``uniform_loss``, ``uniform_share``, ``median_update_ratio`` or None); else None.
+    """
+    task = task_of(run)
+    uniform = task.uniform_loss
+    curve = loss_profile(run)
+    if task.kind != "language_modelling" or uniform is None or curve is None:
+        return None
+    loss = curve[0]
+    if int(loss.index[-1]) < UNIFORM_MIN_STEPS:
+        return None
+    late = window_median(loss, 0.8, 1.0)
+    if not late >= UNIFORM_LEVEL_SHARE * uniform:
+        return None
+    return {"late_level": late, "uniform_loss": uniform, "uniform_share": late / uniform,
+            "vocab_size": task.size, "median_update_ratio": median_update_ratio(run)}
 
 
 # An lr schedule's tail. Its decay has begun where the lr drops below 90 %
@@ -259,7 +302,7 @@ def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: lis
                   "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "SWING_RISE", "SWING_RETURN",
                   "SWING_MIN_COUNT", "THRASHING_NOISE",
                   "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO",
-                  "LIVE_JUMP_SHARE"),
+                  "LIVE_JUMP_SHARE", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
@@ -277,15 +320,31 @@ def lr_too_high(run: RunData) -> list[Finding]:
     loss with step-to-step noise ≥ 15 % of the level while the median
     update/weight ratio is ≥ 5e-3 (5× the ~1e-3 rule of thumb); without
     update ratios, noise ≥ 30 % of the level is reported as info only (a hard
-    task that converged looks the same).
+    task that converged looks the same); or, for a language model with a
+    known vocabulary V, the late loss is still ≥ 90 % of ln V (uniform
+    predictions) after ≥ 100 steps while that ratio is ≥ 5e-3 (a fine-tuning
+    lr that wiped the pre-trained state).
     Likely cause: the step size overshoots the valley.
     Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
-    Source: seed 004 step 6 rule 2 and the update/weight ratio; seed 003.
+    Source: seed 004 step 6 rule 2, the update/weight ratio and fine-tuning; seed 003; Shannon 1951
+    (unigram entropy of English below ln V).
     """
     curve = loss_profile(run)
     if curve is None or divergence_onset(run) is not None:
         return []
     loss, profile = curve
+    stuck = stuck_at_uniform(run)
+    if stuck is not None and stuck["median_update_ratio"] is not None and (
+            stuck["median_update_ratio"] >= HIGH_UPDATE_RATIO):
+        return [finding(
+            "lr_too_high", "warning", "Language model stuck at the uniform-prediction loss with large updates",
+            f"The loss stays at {stuck['late_level']:.3g}, {stuck['uniform_share']:.0%} of ln({stuck['vocab_size']}) "
+            f"= {stuck['uniform_loss']:.3g}, the loss of predicting every token as equally likely: the model keeps "
+            f"nothing it learns, not even the token frequencies, while the median update/weight ratio is "
+            f"{stuck['median_update_ratio']:.1e}, above the ~1e-3 rule of thumb: the steps are too large to settle.",
+            "Lower the lr (×0.1 to ×0.01); fine-tuning a pre-trained model needs a far lower lr than training "
+            "from scratch.", SOURCE_LR + "; seed 004 (fine-tuning: use a lower learning rate)",
+            loss.index[0], loss.index[-1], dict(stuck, kind="uniform"))]
     start = _initial_loss(run)
     best_position = int(np.argmin(profile.to_numpy()))
     best = float(profile.iloc[best_position])
@@ -437,13 +496,15 @@ LR_TOO_LOW_MIN_EVALS = 10
 
 
 @rule(severities=("warning",), inputs=("loss", "update_ratio", "grad_norm", "amp_skipped"),
+      metadata=("task.kind", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       heatmaps=("update_ratio",),
       # Updates far too small are its symptom, and so is accuracy stuck near the baseline.
       explains=("no_better_than_baseline", "update_ratio_out_of_band"),
       thresholds=("LR_TOO_LOW_MIN_POINTS", "LR_TOO_LOW_MIN_EVALS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO",
                   "STILL_FALLING", "STILL_FALLING_SHARE", "DROP_SIGMAS",
-                  "HIGH_UPDATE_RATIO", "UPDATE_RATIO_RULE_OF_THUMB"))
+                  "HIGH_UPDATE_RATIO", "UPDATE_RATIO_RULE_OF_THUMB", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS",
+                  "LOW_UPDATE_RATIO"))
 def lr_too_low(run: RunData) -> list[Finding]:
     """Loss falls slowly and almost linearly, far from a plateau at the end.
 
@@ -452,16 +513,32 @@ def lr_too_low(run: RunData) -> list[Finding]:
     quarter (≥ 1 %, or ≥ 15 % of the whole drop), each drop beyond 3
     standard errors of the minibatch noise; when the training loss is too
     noisy to show it, the validation loss (≥ 10 evaluations) is judged the
-    same way; update/weight ratios are reported as support.
+    same way; update/weight ratios are reported as support. Or, for a
+    language model with a known vocabulary V, the late loss is still ≥ 90 %
+    of ln V (uniform predictions) after ≥ 100 steps while the median
+    update/weight ratio is ≤ 2e-4 (a decaying schedule can hide the linear
+    fall).
     Likely cause: a learning rate far below what the model tolerates.
     Try: raise the lr (×3 to ×10; try 1e-1, 1e-2, 1e-3, 1e-4 and keep the one
     whose loss drops within ~100 iterations).
-    Source: seed 004 step 6 rule 1 and step 3.
+    Source: seed 004 step 6 rule 1 and step 3; Shannon 1951 (unigram entropy of English below ln V).
     """
     curve = loss_profile(run)
     if curve is None or divergence_onset(run) is not None:
         return []
     loss, profile = curve
+    stuck = stuck_at_uniform(run)
+    if stuck is not None and stuck["median_update_ratio"] is not None and (
+            stuck["median_update_ratio"] <= LOW_UPDATE_RATIO):
+        return [finding(
+            "lr_too_low", "warning", "Language model still at the uniform-prediction loss with tiny updates",
+            f"The loss is still at {stuck['late_level']:.3g}, {stuck['uniform_share']:.0%} of "
+            f"ln({stuck['vocab_size']}) = {stuck['uniform_loss']:.3g}, the loss of predicting every token as "
+            f"equally likely, after {int(loss.index[-1])} steps, while the median update/weight ratio is "
+            f"{stuck['median_update_ratio']:.1e}, far below the ~1e-3 rule of thumb: the steps are too small "
+            f"to learn even the token frequencies.",
+            "Raise the lr (×10 or more); pick the lr that makes the loss drop clearly within ~100 iterations.",
+            SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], dict(stuck, kind="uniform"))]
     start = window_median(loss, 0.0, 0.1)
     middle = window_median(loss, 0.45, 0.55)
     end = window_median(loss, 0.9, 1.0)

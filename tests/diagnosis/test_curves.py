@@ -16,6 +16,7 @@ from traindoctor.diagnosis.generalisation import (
 )
 from traindoctor.diagnosis.learning_rate import decayed_too_early, lr_too_high, lr_too_low, missing_warmup
 from traindoctor.diagnosis.loss import bad_initial_loss, divergence, loss_spike
+from traindoctor.store.run_data import RunData
 from tests.diagnosis.factories import confusion_frame, make_run, noisy_decay, scalar_rows
 
 
@@ -173,6 +174,40 @@ def test_lr_too_low_on_a_slow_linear_fall():
 )
 def test_lr_too_low_quiet(loss):
     assert lr_too_low(make_run(loss=loss)) == []
+
+
+def _language_model_near_uniform(ratio: float | None, *, level: float = 0.95, steps: int = 300,
+                                 task: dict | None = None) -> RunData:
+    """A language model (V = 32) whose loss falls from ln V to ``level`` × ln V in 20 steps and stays there."""
+    uniform = math.log(32)
+    n = steps // 2
+    loss = np.concatenate([np.linspace(uniform, level * uniform, 10), np.full(n - 10, level * uniform)])
+    loss = loss * (1 + 0.01 * np.random.default_rng(3).standard_normal(n))
+    frames = [] if ratio is None else [
+        scalar_rows("update_ratio", np.full(n // 5, ratio), steps=np.arange(10, steps + 1, 10), layer="fc.weight")]
+    return make_run(loss=loss, steps=np.arange(2, steps + 1, 2), frames=frames,
+                    task={"kind": "language_modelling", "vocab_size": 32} if task is None else task)
+
+
+@pytest.mark.parametrize(
+    ("run", "fired"),
+    [(_language_model_near_uniform(1.2e-2), ["lr_too_high"]),
+     (_language_model_near_uniform(3e-5), ["lr_too_low"]),
+     (_language_model_near_uniform(1e-3), []),
+     (_language_model_near_uniform(None), []),
+     (_language_model_near_uniform(1.2e-2, level=0.8), []),
+     (_language_model_near_uniform(3e-5, steps=80), []),
+     (_language_model_near_uniform(1.2e-2, task={"kind": "unknown"}), []),
+     (_language_model_near_uniform(3e-5, task={"kind": "language_modelling"}), [])],
+    ids=["large-ratios-lr-too-high", "tiny-ratios-lr-too-low", "ratios-near-1e-3-say-nothing", "no-ratios",
+         "below-90pc-of-ln-V", "under-100-steps", "task-unknown", "vocab-size-unknown"],
+)
+def test_language_model_stuck_at_the_uniform_loss_reads_the_lr_off_the_update_ratio(run, fired):
+    found = lr_too_high(run) + lr_too_low(run)
+    assert rules_fired(found) == fired
+    for item in found:
+        assert item.evidence["kind"] == "uniform"
+        assert item.evidence["uniform_loss"] == pytest.approx(math.log(32), rel=1e-3)  # evidence is rounded
 
 
 def _decay_run(drop_fraction: float) -> object:
