@@ -84,7 +84,7 @@ class ProbeCallback(pl.Callback):
         guard.guarded("loss", self._collect_loss, outputs)
         if trainer.global_step != self._last_global_step:
             self._last_global_step = trainer.global_step
-            step_loss = guard.guarded("loss", self._step_loss)
+            step_loss = guard.guarded("loss", self._step_loss, trainer.accumulate_grad_batches)
             self._losses = []
             guard.guarded("step", lambda: self.probe.step(loss=step_loss, epoch=trainer.current_epoch))
             if self.probe.should_stop and not trainer.should_stop:
@@ -94,12 +94,20 @@ class ProbeCallback(pl.Callback):
     def _collect_loss(self, outputs: Any) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
-            # Lightning divides the loss by accumulate_grad_batches, so the sum
-            # over the accumulated micro-batches is their mean loss.
+            # Lightning has divided it by accumulate_grad_batches (undone in _step_loss).
             self._losses.append(loss.detach())
 
-    def _step_loss(self) -> torch.Tensor | None:
-        return torch.stack(self._losses).sum() if self._losses else None
+    def _step_loss(self, accumulate_grad_batches: int) -> torch.Tensor | None:
+        """The mean loss of the step's micro-batches.
+
+        Lightning divides every micro-batch loss by ``accumulate_grad_batches``,
+        also in an epoch's last, shorter group, so the sum of the collected
+        losses is the mean only for a full group; scaled by
+        ``accumulate_grad_batches / collected`` it is the mean for any group.
+        """
+        if not self._losses:
+            return None
+        return torch.stack(self._losses).sum() * (accumulate_grad_batches / len(self._losses))
 
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.sanity_checking or self.probe is None or self.probe.closed:

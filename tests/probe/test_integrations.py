@@ -68,6 +68,43 @@ def test_lightning_callback_records_a_real_fit(tmp_path):
 
 
 @pytest.mark.slow
+def test_lightning_callback_loss_of_an_epochs_last_partial_accumulation_group(tmp_path):
+    # 5 batches an epoch, accumulate_grad_batches=2: steps [b0, b1], [b2, b3] and [b4] alone. Lightning divides
+    # every micro-batch loss by 2, even b4's, so its step read half its loss (with 3, a third: a 3x drop every epoch).
+    lightning = pytest.importorskip("lightning.pytorch")
+    from traindoctor.probe.integrations.lightning import ProbeCallback
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_model()
+            self.micro_losses = []
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.micro_losses.append(loss.item())
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    module = Classifier()
+    trainer = lightning.Trainer(
+        max_epochs=2, accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ProbeCallback(run="lit", store=tmp_path, num_classes=3)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, train_dataloaders=_loader(make_batches(5)))
+    _, scalars, _, _ = read_run(tmp_path, "lit")
+    groups = [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
+    expected = {step + 1: sum(module.micro_losses[i] for i in group) / len(group) for step, group in enumerate(groups)}
+    assert series(scalars, "loss") == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
 def test_transformers_callback_records_a_real_trainer_run(tmp_path):
     transformers = pytest.importorskip("transformers")
     from traindoctor.probe.integrations.transformers import ProbeCallback
