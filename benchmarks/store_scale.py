@@ -11,6 +11,11 @@ of ``--repeats`` runs after one warm-up listing):
 - a filter: ``traindoctor runs --filter 'lr<1e-3' --filter has:critical --sort val.loss --limit 20``;
 - inside the page's process, CPU seconds of ``runs_page``'s first call
   (imports included) and of a next call (the server's steady state);
+- the run pickers' data load (the Run, Compare and Classes pages:
+  ``traindoctor.dashboard.data.run_choices``, the 50 newest runs plus the
+  one a link names), in a fresh process as the page's, and inside it the
+  first call (imports included) and a next call (a search of words and a
+  filter, worst first), as a page's rerun pays it;
 
 each also as a ratio to the 1,000-run store's figure, so the growth shows.
 A third store, 1,000 runs ten times longer, shows the cost does not grow
@@ -81,6 +86,18 @@ first = time.process_time() - start
 again = time.process_time()
 runs_page(store, filters=["status=finished"], sort="-val.accuracy")
 print(f"{first:.3f} {time.process_time() - again:.3f} {len(page.rows)} {page.total}")
+"""
+PICKER_CODE = """
+import sys, time
+start = time.process_time()
+from traindoctor.dashboard.data import run_choices
+from traindoctor.store.reader import Store
+store = Store(sys.argv[1])
+choices = run_choices(store, keep=["sweep-00005"])
+first = time.process_time() - start
+again = time.process_time()
+found = run_choices(store, "sweep-001 lr<1e-3", sort="-health", keep=[choices.options[0]])
+print(f"{first:.3f} {time.process_time() - again:.3f} {len(choices.options)} {found.matched}")
 """
 
 
@@ -153,8 +170,9 @@ def measure_store(root: Path, repeats: int) -> dict[str, tuple[float, float, flo
     command = traindoctor_command()
     time.sleep(2.5)  # the last summaries' stamps settle (store.catalog: a file clock tick)
     checked(measure([*command, "runs", "--store", str(root)]), "warm-up listing")
-    samples: dict[str, list[Usage]] = {"runs": [], "runs page data": [], "filter": []}
+    samples: dict[str, list[Usage]] = {"runs": [], "runs page data": [], "filter": [], "picker data": []}
     page_inside: list[tuple[float, float]] = []
+    picker_inside: list[tuple[float, float]] = []
     for _ in range(repeats):
         samples["runs"].append(checked(measure([*command, "runs", "--store", str(root)]), "runs"))
         page = checked(measure([sys.executable, "-c", PAGE_CODE, str(root)]), "runs page data")
@@ -162,11 +180,17 @@ def measure_store(root: Path, repeats: int) -> dict[str, tuple[float, float, flo
         first, again, _, _ = page.stdout.split()
         page_inside.append((float(first), float(again)))
         samples["filter"].append(checked(measure([*command, "runs", "--store", str(root), *FILTER]), "filter"))
+        picker = checked(measure([sys.executable, "-c", PICKER_CODE, str(root)]), "picker data")
+        samples["picker data"].append(picker)
+        first, again, _, _ = picker.stdout.split()
+        picker_inside.append((float(first), float(again)))
     result = {name: (statistics.median(u.cpu_s for u in usages), statistics.median(u.wall_s for u in usages),
                      max(u.max_rss_mb for u in usages)) for name, usages in samples.items()}
     # In the page's own process: its first call (imports included) and a next call (another filter and sort).
     result["page, 1st call"] = (statistics.median(p[0] for p in page_inside), math.nan, math.nan)
     result["page, next call"] = (statistics.median(p[1] for p in page_inside), math.nan, math.nan)
+    result["picker, 1st call"] = (statistics.median(p[0] for p in picker_inside), math.nan, math.nan)
+    result["picker, next call"] = (statistics.median(p[1] for p in picker_inside), math.nan, math.nan)
     return result
 
 
@@ -214,6 +238,9 @@ def main() -> None:
     print(f"\ntargets at {largest[0]:,} runs: runs listed in {cpu:.2f} s CPU (< {LIST_TARGET_CPU_S}) and "
           f"{rss:.0f} MB (< {LIST_TARGET_MB:.0f}): {'met' if cpu < LIST_TARGET_CPU_S and rss < LIST_TARGET_MB else 'NOT met'}; "
           f"Runs page data {page_cpu:.2f} s CPU (< {PAGE_TARGET_S}): {'met' if page_cpu < PAGE_TARGET_S else 'NOT met'}")
+    print(f"run pickers (Run, Compare, Classes pages) at {largest[0]:,} runs: "
+          f"{figures[largest]['picker, next call'][0]:.2f} s CPU a rerun, "
+          f"{figures[largest]['picker data'][0]:.2f} s in a fresh process (it offers 50 runs and the one a link names, not all of them)")
 
 
 if __name__ == "__main__":

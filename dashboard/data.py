@@ -11,12 +11,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
 from traindoctor.store.reader import Store, default_store_path, open_store
 from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, RunData
+
+if TYPE_CHECKING:
+    from traindoctor.store.listing import Selection
 
 
 # Every curve sent to the browser holds at most this many points (the store
@@ -114,6 +117,14 @@ def run_stats(store: Store) -> pd.DataFrame:
     """last_step, num_steps and final train/val loss and val accuracy of every run."""
     frame = store.runs(with_stats=True)
     return frame.reindex(columns=STAT_COLUMNS).reset_index(drop=True)
+
+
+def chosen_runs(store: Store, run_ids: Sequence[str]) -> pd.DataFrame:
+    """The runs table (``store.reader.runs_frame``: metadata, config, last_step, num_steps, final
+    train/val loss and val accuracy) of these runs only, newest first, from their catalog summaries."""
+    from traindoctor.store.reader import runs_frame
+
+    return runs_frame(store.catalog.summaries(list(run_ids)), with_stats=True)
 
 
 # Per-layer statistics: their global counterpart (if any) is what a run-level chart shows.
@@ -238,23 +249,11 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
     Raises:
         FilterError: a filter or sort key cannot be read or names no field.
     """
-    from traindoctor.diagnosis.cache import cached_findings_summary, engine_version
     from traindoctor.numbers import significant
-    from traindoctor.store.listing import query, run_fields
+    from traindoctor.store.listing import run_fields
 
-    summaries = store.catalog.listing()
-    if statuses:
-        summaries = [summary for summary in summaries if summary.get("status") in set(statuses)]
-    engine = engine_version()
-    current = {summary["run_id"]: cached_findings_summary(summary, engine) for summary in summaries}
-    sort = sort or f"-{HEALTH_SORT}"
-    by_health = sort.lstrip("-") == HEALTH_SORT
-    selection = query(summaries, filters=filters, sort="-started" if by_health else sort,
-                      findings=lambda s: current[s["run_id"]])
-    rows = selection.rows
-    if by_health:  # stable: the newest first among runs of equal health
-        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]], row.get("status")),
-                      reverse=sort.startswith("-"))
+    summaries, current, selection, rows = _matching(store, filters=filters, statuses=statuses,
+                                                    sort=sort or f"-{HEALTH_SORT}")
     page = rows[offset:offset + limit]
     by_id = {summary["run_id"]: summary for summary in summaries}
     hyperparameters = varying_hyperparameters(
@@ -285,6 +284,158 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
                     total=selection.total, undiagnosed=undiagnosed,
                     fingerprints={run_id: by_id[run_id].get("fingerprint") for run_id in undiagnosed},
                     references=references)
+
+
+def _matching(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[str] = (), sort: str,
+              words: Sequence[str] = ()) -> tuple[list[dict], dict[str, dict | None], Selection, list[dict]]:
+    """(every run's listing summary, each chosen run's current findings entry or None, the query's
+    selection, its rows in order) of the runs with one of ``statuses`` (any when empty) whose name or run id holds
+    every one of ``words`` (case ignored) and that pass ``filters``, sorted by ``sort`` (a
+    ``store.listing`` sort key, or ``[-]health``): what the Runs page and the run pickers share.
+
+    Raises:
+        FilterError: a filter or sort key cannot be read or names no field.
+    """
+    from traindoctor.diagnosis.cache import cached_findings_summary, engine_version
+    from traindoctor.store.listing import query
+
+    summaries = store.catalog.listing()
+    chosen = summaries
+    if statuses:
+        chosen = [summary for summary in chosen if summary.get("status") in set(statuses)]
+    lowered = [word.lower() for word in words if word]
+    if lowered:
+        chosen = [summary for summary in chosen
+                  if all(word in f"{summary.get('name')}\n{summary['run_id']}".lower() for word in lowered)]
+    engine = engine_version()
+    current = {summary["run_id"]: cached_findings_summary(summary, engine) for summary in chosen}
+    by_health = sort.lstrip("-") == HEALTH_SORT
+    selection = query(chosen, filters=filters, sort="-started" if by_health else sort,
+                      findings=lambda s: current[s["run_id"]])
+    rows = selection.rows
+    if by_health:  # stable: the newest first among runs of equal health
+        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]], row.get("status")),
+                      reverse=sort.startswith("-"))
+    return summaries, current, selection, rows
+
+
+# ------------------------------------------------------------------ the run pickers
+
+# Runs a picker (Run, Compare and Classes pages) offers at once: the best matches of its search.
+# Offering every run sent 10,000 names to the browser on each rerun of a page and labelled them
+# in quadratic time (13 s of CPU at 10,000 runs); 50 fill the dropdown's scroll a few times over.
+PICKER_SIZE = 50
+# The picker's orders: label -> the sort key of :func:`run_choices` (worst first: the Runs page's health order).
+PICKER_ORDERS = {"newest first": "-started", "worst first": f"-{HEALTH_SORT}"}
+# How close a run name must be to a mistyped one in a link to be suggested (difflib's ratio).
+SUGGESTION_CUTOFF = 0.6
+MAX_SUGGESTIONS = 3
+
+
+@dataclass
+class RunChoices:
+    """What a run picker offers (:func:`run_choices`).
+
+    Attributes:
+        options: run ids in the order offered: the kept runs first, then the best matches.
+        labels: run id -> its name, or ``name (run id)`` when another run of the store has that name.
+        statuses: run id -> status, as the catalog lists it (a stale running run reads crashed).
+        references: run id -> what a link names it by: its name when no other run has it (and it
+            holds no comma), else its id.
+        matched: runs that match the search; total: runs in the store.
+        resolved: each kept reference -> the run id it names (None: no run of the store).
+        suggestions: each reference that names no run -> up to MAX_SUGGESTIONS close names (else ids).
+    """
+
+    options: list[str]
+    labels: dict[str, str]
+    statuses: dict[str, str]
+    references: dict[str, str]
+    matched: int
+    total: int
+    resolved: dict[str, str | None]
+    suggestions: dict[str, list[str]]
+
+
+def split_search(search: str) -> tuple[list[str], list[str]]:
+    """(words, filters) of a run picker's search text, split as a shell would.
+
+    A part holding a filter operator (``=``, ``<``, ``>``, ``~``, ``!=``) or
+    starting with ``has:`` is a ``store.listing`` filter, as in the Runs
+    page's query box; every other part is a word the run's name or id must
+    hold (case ignored).
+
+    Example:
+        >>> split_search("resnet 'lr<1e-3' has:critical")
+        (['resnet'], ['lr<1e-3', 'has:critical'])
+
+    Raises:
+        FilterError: the text cannot be split (an unbalanced quote).
+    """
+    import shlex
+
+    from traindoctor.store.listing import OPERATORS, FilterError
+
+    try:
+        parts = shlex.split(search)
+    except ValueError as error:
+        raise FilterError(f"cannot read the search {search!r}: {error}") from None
+    is_filter = [part.startswith("has:") or any(op in part for op in OPERATORS) for part in parts]
+    return ([part for part, flag in zip(parts, is_filter) if not flag],
+            [part for part, flag in zip(parts, is_filter) if flag])
+
+
+def run_choices(store: Store, search: str = "", *, sort: str = "-started", keep: Sequence[str] = (),
+                limit: int = PICKER_SIZE) -> RunChoices:
+    """What a run picker offers: the first ``limit`` runs matching ``search`` in ``sort`` order,
+    after the runs named by ``keep``, from the run catalog (no segment is opened).
+
+    Args:
+        store: the store.
+        search: words of a run's name or id and Runs-page filters (:func:`split_search`).
+        sort: a ``store.listing`` sort key, or ``-health`` (worst first, as the Runs page).
+        keep: references (run ids or names; a name means the newest run with it) of runs
+            offered whatever the search: the picker's selection and the page's link.
+        limit: matches offered at most, besides the kept runs.
+
+    Raises:
+        FilterError: a filter of ``search`` cannot be read or names no field.
+    """
+    import difflib
+
+    words, filters = split_search(search)
+    summaries, _, selection, rows = _matching(store, filters=filters, sort=sort, words=words)
+    by_id = {summary["run_id"]: summary for summary in summaries}
+    newest: dict[str, tuple[float, str]] = {}
+    for summary in summaries:
+        order = (summary.get("created_at") or 0.0, summary["run_id"])
+        name = str(summary.get("name"))
+        if name not in newest or order > newest[name]:
+            newest[name] = order
+    resolved = {reference: reference if reference in by_id else newest[reference][1] if reference in newest
+                else None for reference in keep}
+    suggestions = {}
+    for reference, run_id in resolved.items():
+        if run_id is None:
+            for candidates in (sorted(newest), sorted(by_id)):
+                close = difflib.get_close_matches(reference, candidates, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
+                if close:
+                    break
+            suggestions[reference] = close
+    options = list(dict.fromkeys(run_id for run_id in resolved.values() if run_id is not None))
+    kept = set(options)
+    options += [row["run_id"] for row in rows[:limit + len(kept)] if row["run_id"] not in kept][:limit]
+    names = Counter(str(summary.get("name")) for summary in summaries)
+    labels, references = {}, {}
+    for run_id in options:
+        name = str(by_id[run_id].get("name"))
+        unique = names[name] == 1
+        labels[run_id] = name if unique else f"{name} ({run_id})"
+        references[run_id] = name if unique and "," not in name else run_id
+    return RunChoices(options=options, labels=labels,
+                      statuses={run_id: str(by_id[run_id].get("status")) for run_id in options},
+                      references=references, matched=selection.matched, total=len(summaries),
+                      resolved=resolved, suggestions=suggestions)
 
 
 def health_rank(found: dict | None, status: str | None = None) -> tuple:

@@ -50,6 +50,11 @@ class RealLog:
     def folder(self) -> Path:
         return REAL_LOGS / self.name
 
+    @property
+    def held_out(self) -> bool:
+        """Added after the rules were written and labelled before traindoctor ran on it (provenance ``held_out``)."""
+        return "held_out" in self.provenance
+
 
 def real_logs(root: Path = REAL_LOGS) -> list[RealLog]:
     """Every run folder under ``root`` (one with a provenance.json), sorted by name.

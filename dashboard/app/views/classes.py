@@ -46,11 +46,10 @@ def select_step(steps: list[int]) -> int:
 
 def main() -> None:
     st.title("Classes")
-    runs = common.runs_frame()
-    if runs.empty:
+    if not common.store().catalog.has_runs():
         common.show_empty_store()
         return
-    run_id = common.select_run(runs, page=common.CLASSES_PAGE)
+    run_id, _ = common.select_run(page=common.CLASSES_PAGE)
     counts = common.confusion(run_id)
     meta = common.store().run_meta(run_id)
     task = meta.get("task") or {}

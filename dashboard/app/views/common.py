@@ -26,6 +26,7 @@ from traindoctor.dashboard.app.text import inline_code, plain
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
 from traindoctor.store.errors import StoreError
+from traindoctor.store.listing import FilterError
 from traindoctor.store.reader import Store
 
 # Findings read off confusion counts (their records say so): the Classes page shows their evidence.
@@ -99,13 +100,6 @@ def show_empty_store() -> None:
     st.info(f"No runs in {inline_code(store_path())}.")
     # A Python literal keeps any character of the path inside the code block.
     st.markdown(FIRST_RUN_HELP.format(store=repr(store_path())))
-
-
-def runs_frame() -> pd.DataFrame:
-    """The store's runs (newest first), with their data fingerprints."""
-    frame = store().runs(with_stats=False)
-    frame["version"] = [data.run_version(store(), run_id) for run_id in frame["run_id"]]
-    return frame
 
 
 # ------------------------------------------------------------------ cached data
@@ -193,11 +187,6 @@ def _confusion(path: str, run_id: str, version: tuple) -> pd.DataFrame:
     return data.run_confusion(_store(path), run_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _stats(path: str, versions: tuple) -> pd.DataFrame:
-    return data.run_stats(_store(path))
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _names(path: str, run_ids: tuple[str, ...], versions: tuple) -> list[tuple[str, str]]:
     return data.series_names(_store(path), run_ids)
@@ -231,114 +220,112 @@ def confusion(run_id: str) -> pd.DataFrame:
     return _confusion(store_path(), run_id, data.run_version(store(), run_id))
 
 
-def run_stats() -> pd.DataFrame:
-    """last_step, num_steps and final losses/accuracy of every run (one query for all)."""
-    return _stats(store_path(), _versions(store().run_ids()))
+def chosen_runs(run_ids: Sequence[str]) -> pd.DataFrame:
+    """These runs' rows of the runs table (metadata, config, last step, final losses and accuracy), newest first."""
+    return data.chosen_runs(store(), run_ids)
 
 
-# ------------------------------------------------------------------ query string
+# ------------------------------------------------------------------ run pickers
 
-def run_label(runs: pd.DataFrame, run_id: str) -> str:
-    row = runs.loc[runs["run_id"] == run_id]
-    if row.empty:
-        return run_id
-    name = row["name"].iloc[0]
-    return name if (runs["name"] == name).sum() == 1 else f"{name} ({run_id})"
+def _choices(key: str, what: str, keep: Sequence[str]) -> data.RunChoices:
+    """A picker's search box and order, and the runs they match with ``keep`` (references) among them.
 
-
-def run_reference(runs: pd.DataFrame, run_id: str) -> str:
-    """What the URL holds for a run: its name when that names it unambiguously, else its id."""
-    row = runs.loc[runs["run_id"] == run_id]
-    if row.empty:
-        return run_id
-    name = str(row["name"].iloc[0])
-    unique = (runs["name"] == name).sum() == 1 and "," not in name
-    return name if unique else run_id
-
-
-def resolve_reference(runs: pd.DataFrame, reference: str) -> str | None:
-    if reference in set(runs["run_id"]):
-        return reference
-    matches = runs.loc[runs["name"] == reference]
-    if matches.empty:
-        return None
-    return matches.sort_values("created_at", ascending=False)["run_id"].iloc[0]
+    The search runs on the server over the run catalog (``data.run_choices``):
+    the browser gets the best ``data.PICKER_SIZE`` matches, never the whole store.
+    """
+    search_column, order_column = st.columns([3, 1])
+    search = search_column.text_input(
+        f"Find {what}", key=f"{key}_search", placeholder="part of a name, or a query: lr<1e-3 has:critical",
+        help="Words of a run's name or id, and filters of the Runs page's query (KEY=VALUE, KEY<VALUE, "
+             f"KEY~TEXT, has:critical, has:RULE). The picker below offers the first {data.PICKER_SIZE} "
+             "matches and keeps what is chosen.")
+    order = order_column.selectbox("Order", list(data.PICKER_ORDERS), key=f"{key}_order")
+    try:
+        return data.run_choices(store(), search, sort=data.PICKER_ORDERS[order], keep=keep)
+    except FilterError as error:
+        st.warning(plain(str(error)))
+        return data.run_choices(store(), sort=data.PICKER_ORDERS[order], keep=keep)
 
 
-def select_run(runs: pd.DataFrame, *, param: str = "run", label: str = "Run",
-               options: Sequence[str] | None = None, page: str = RUN_PAGE) -> str:
-    """A run picker kept in sync with ``?run=`` (name or id) both ways.
+def _caption(choices: data.RunChoices, searched: bool) -> None:
+    offered = min(choices.matched, data.PICKER_SIZE)
+    if searched and not choices.matched:
+        st.caption(f"No run matches the search ({choices.total:,} in the store).")
+    elif choices.matched > offered:
+        st.caption(f"Offering the first {offered} of {choices.matched:,} matching runs ({choices.total:,} in the "
+                   "store): search to find the others.")
+    elif searched:
+        st.caption(f"{choices.matched:,} of {choices.total:,} runs match.")
 
+
+def select_run(*, param: str = "run", label: str = "Run", page: str = RUN_PAGE) -> tuple[str, data.RunChoices]:
+    """A run picker searching the store on the server, kept in sync with ``?run=`` (name or id) both ways.
+
+    Returns the chosen run id and what the picker offered (its labels and statuses name the choice).
     A ``?run=`` that names no run of the store stops the page with an error
     and links to the closest names on ``page`` (issue #17: it silently showed
     another run)."""
-    options = list(options if options is not None else runs["run_id"])
     key = f"select_{param}"
     reference = st.query_params.get(param, "")
-    wanted = resolve_reference(runs, reference)
+    selected = st.session_state.get(key)
+    choices = _choices(key, "a run", [reference] if reference else [selected] if selected else [])
+    wanted = choices.resolved.get(reference) if reference else None
     if reference and wanted is None:
-        show_unknown_runs(runs, [reference], param=param, page=page)
+        show_unknown_runs([reference], choices.suggestions, param=param, page=page)
         st.stop()
-    if wanted in options:
+    if wanted is not None:
         st.session_state[key] = wanted
-    elif st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
+    elif st.session_state.get(key) not in choices.options:
+        if not choices.options:
+            st.info("No run matches the search.")
+            st.stop()
+        st.session_state[key] = choices.options[0]
 
     def write_back() -> None:
-        st.query_params[param] = run_reference(runs, st.session_state[key])
+        st.query_params[param] = choices.references[st.session_state[key]]
 
-    chosen = st.selectbox(label, options, key=key, on_change=write_back,
-                          format_func=lambda run_id: _option_label(runs, run_id))
-    st.query_params[param] = run_reference(runs, chosen)
-    return chosen
+    chosen = st.selectbox(label, choices.options, key=key, on_change=write_back,
+                          format_func=lambda run_id: option_label(choices, run_id))
+    _caption(choices, bool(st.session_state.get(f"{key}_search")))
+    st.query_params[param] = choices.references[chosen]
+    return chosen, choices
 
 
-def select_runs(runs: pd.DataFrame, *, param: str = "runs", label: str = "Runs",
-                default: Sequence[str] = ()) -> list[str]:
-    """A multi-run picker kept in sync with ``?runs=a,b``."""
-    options = list(runs["run_id"])
+def select_runs(*, param: str = "runs", label: str = "Runs",
+                default_count: int = 2) -> tuple[list[str], data.RunChoices]:
+    """A multi-run picker searching the store on the server, kept in sync with ``?runs=a,b``; without
+    either, the ``default_count`` newest runs. Returns the chosen run ids and what the picker offered."""
     key = f"select_{param}"
     raw = st.query_params.get(param)
+    references = [part for part in raw.split(",") if part] if raw is not None else []
+    choices = _choices(key, "runs", references if raw is not None else list(st.session_state.get(key) or []))
     if raw is not None:
-        unknown = [part for part in raw.split(",") if part and resolve_reference(runs, part) is None]
+        unknown = [reference for reference in references if choices.resolved[reference] is None]
         if unknown:
-            show_unknown_runs(runs, unknown, param=param, page=None)
-        wanted = [r for r in (resolve_reference(runs, part) for part in raw.split(",") if part) if r]
-        st.session_state[key] = list(dict.fromkeys(w for w in wanted if w in options))
+            show_unknown_runs(unknown, choices.suggestions, param=param, page=None)
+        st.session_state[key] = list(dict.fromkeys(choices.resolved[reference] for reference in references
+                                                   if choices.resolved[reference] is not None))
     elif key not in st.session_state:
-        st.session_state[key] = [r for r in default if r in options]
+        st.session_state[key] = choices.options[:default_count]
+    else:
+        st.session_state[key] = [run_id for run_id in st.session_state[key] if run_id in choices.options]
 
     def write_back() -> None:
-        st.query_params[param] = ",".join(run_reference(runs, r) for r in st.session_state[key])
+        st.query_params[param] = ",".join(choices.references[run_id] for run_id in st.session_state[key])
 
-    chosen = st.multiselect(label, options, key=key, on_change=write_back,
-                            format_func=lambda run_id: _option_label(runs, run_id))
-    st.query_params[param] = ",".join(run_reference(runs, r) for r in chosen)
-    return chosen
-
-
-# How close a run name must be to a mistyped one to be suggested (difflib's ratio).
-SUGGESTION_CUTOFF = 0.6
-MAX_SUGGESTIONS = 3
+    chosen = st.multiselect(label, choices.options, key=key, on_change=write_back,
+                            format_func=lambda run_id: option_label(choices, run_id))
+    _caption(choices, bool(st.session_state.get(f"{key}_search")))
+    st.query_params[param] = ",".join(choices.references[run_id] for run_id in chosen)
+    return chosen, choices
 
 
-def close_runs(runs: pd.DataFrame, reference: str) -> list[str]:
-    """Run names (else run ids) close to ``reference``, closest first (difflib, ratio ≥ SUGGESTION_CUTOFF)."""
-    import difflib
-
-    for candidates in (sorted(set(runs["name"].astype(str))), sorted(runs["run_id"])):
-        close = difflib.get_close_matches(reference, candidates, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
-        if close:
-            return close
-    return []
-
-
-def show_unknown_runs(runs: pd.DataFrame, references: Sequence[str], *, param: str = "run",
+def show_unknown_runs(references: Sequence[str], suggestions: dict[str, list[str]], *, param: str = "run",
                       page: str | None = RUN_PAGE) -> None:
-    """An error naming each run a link asked for that the store does not hold, with close matches as
-    links to ``page`` (None: named only)."""
+    """An error naming each run a link asked for that the store does not hold, with close matches
+    (``data.RunChoices.suggestions``) as links to ``page`` (None: named only)."""
     for reference in references:
-        close = close_runs(runs, reference)
+        close = suggestions.get(reference) or []
         hint = f" Did you mean {', '.join(inline_code(name) for name in close)}?" if close else ""
         st.error(f"No run {inline_code(reference)} in {inline_code(store_path())}.{hint}")
         if page is not None:
@@ -347,10 +334,10 @@ def show_unknown_runs(runs: pd.DataFrame, references: Sequence[str], *, param: s
                              query_params={param: name})
 
 
-def _option_label(runs: pd.DataFrame, run_id: str) -> str:
-    row = runs.loc[runs["run_id"] == run_id]
-    status = row["status"].iloc[0] if len(row) else ""
-    return f"{run_label(runs, run_id)} · {STATUS_MARKERS.get(status, status)}"
+def option_label(choices: data.RunChoices, run_id: str) -> str:
+    """A picker's text for a run: its label and status marker (shown as text, never Markdown)."""
+    status = choices.statuses.get(run_id, "")
+    return f"{choices.labels.get(run_id, run_id)} · {STATUS_MARKERS.get(status, status)}"
 
 
 # ------------------------------------------------------------------ display

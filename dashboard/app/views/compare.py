@@ -84,11 +84,11 @@ MAX_PARALLEL_AXES = 8
 
 
 def parallel_view(runs: pd.DataFrame) -> None:
-    """Parallel coordinates of the chosen runs' hyperparameters (those that vary most) against a final metric."""
+    """Parallel coordinates of the chosen runs' hyperparameters (those that vary most) against a final
+    metric; ``runs``: their rows of ``common.chosen_runs`` (config and final metrics)."""
     if len(runs) < MIN_RUNS_FOR_PARALLEL:
         return
-    stats = common.run_stats()
-    stats = stats[stats["run_id"].isin(set(runs["run_id"]))]
+    stats = runs[data.STAT_COLUMNS]
     metrics = [m for m in FINAL_METRICS if stats[m].notna().sum() >= MIN_RUNS_FOR_PARALLEL]
     configs = hyperparameter_table(dict(zip(runs["run_id"], runs["config"])))
     if not metrics or configs.empty:
@@ -108,26 +108,26 @@ def parallel_view(runs: pd.DataFrame) -> None:
 
 def main() -> None:
     st.title("Compare")
-    runs = common.runs_frame()
-    if runs.empty:
+    if not common.store().catalog.has_runs():
         common.show_empty_store()
         return
-    chosen = common.select_runs(runs, default=list(runs["run_id"].head(2)))
-    labels = {run_id: common.run_label(runs, run_id) for run_id in runs["run_id"]}
+    chosen, choices = common.select_runs()
+    labels = choices.labels
     if not chosen:
         st.info("Pick runs above (or tick them on the Runs page).")
     else:
         overlay(chosen, {run_id: labels[run_id] for run_id in chosen})
         st.subheader("Hyperparameters that differ")
+        runs = common.chosen_runs(chosen)
         configs = dict(zip(runs["run_id"], runs["config"]))
-        differing = differing_hyperparameters({labels[r]: configs[r] for r in chosen})
+        differing = differing_hyperparameters({labels[r]: configs.get(r) or {} for r in chosen})
         if differing.empty:
             st.caption("The chosen runs share all their hyperparameters." if len(chosen) > 1 else
                        "Pick a second run to see what differs.")
         else:
             st.dataframe(differing.astype(str), key="differing_table")
         side_by_side_findings(chosen, labels)
-        parallel_view(runs[runs["run_id"].isin(chosen)])
+        parallel_view(runs)
 
 
 main()

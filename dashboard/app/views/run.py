@@ -302,16 +302,15 @@ def _spans_decades(series: pd.DataFrame) -> bool:
 
 
 def main() -> None:
-    runs = common.runs_frame()
-    if runs.empty:
+    if not common.store().catalog.has_runs():
         st.title("Run")
         common.show_empty_store()
         return
     title = st.empty()
     title.title("Run")
-    run_id = common.select_run(runs)
-    status = runs.loc[runs["run_id"] == run_id, "status"].iloc[0]
-    title.title(plain(common.run_label(runs, run_id)))
+    run_id, choices = common.select_run()
+    status = choices.statuses[run_id]
+    title.title(plain(choices.labels[run_id]))
     live = status == "running"
     if live:
         st.caption(f"● Live: refreshing every {common.LIVE_REFRESH_S:g} s while the run writes.")
