@@ -90,9 +90,13 @@ def _read(path: Path):
 
 
 def _header(path: Path) -> list[str]:
-    """The header row's column names, stripped of surrounding spaces ([] for an empty or unreadable file)."""
+    """The header row's column names, stripped of surrounding spaces ([] for an empty or unreadable file).
+
+    ``utf-8-sig`` drops the byte-order mark Excel's "CSV UTF-8" writes first
+    (pyarrow drops it too, but these names replace pyarrow's).
+    """
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
             return [name.strip() for name in next(csv.reader(handle), [])]
     except OSError:
         return []

@@ -79,6 +79,15 @@ def test_header_names_with_spaces_around_them_are_the_columns(tmp_path, store_ro
     assert stored["step"].tolist() == [1, 2, 3] and stored["value"].tolist() == [3.0, 2.0, 1.0]
 
 
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_and_crlf_is_read(tmp_path, store_root):
+    # Excel's "CSV UTF-8" starts the file with a BOM; the header reader kept it ('\ufeffstep': "missing column 'step'").
+    path = tmp_path / "run.csv"
+    path.write_bytes(b"\xef\xbb\xbfstep,split,name,value\r\n1,train,loss,3.0\r\n2,train,loss,2.0\r\n")
+    [result] = import_source("csv", store_root, path)
+    stored = Store(store_root).scalars([result.run_id]).sort_values("step")
+    assert stored["step"].tolist() == [1, 2] and stored["value"].tolist() == [3.0, 2.0]
+
+
 @pytest.mark.parametrize("missing", ["step", "split", "name", "value"])
 def test_missing_required_column_is_a_one_line_error_and_store_unchanged(tmp_path, store_root, missing):
     import_source("csv", store_root, write_csv(tmp_path / "good.csv", tidy_frame(5)))
