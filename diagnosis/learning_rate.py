@@ -496,7 +496,7 @@ LR_TOO_LOW_MIN_EVALS = 10
 
 
 @rule(severities=("warning",), inputs=("loss", "update_ratio", "grad_norm", "amp_skipped"),
-      metadata=("task.kind", "task.vocab_size"),
+      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       heatmaps=("update_ratio",),
       # Updates far too small are its symptom, and so is accuracy stuck near the baseline.
