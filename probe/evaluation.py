@@ -46,6 +46,31 @@ def _check_tensor(value: Any, what: str) -> torch.Tensor:
     return value
 
 
+def _classes_last(logits: torch.Tensor, targets: torch.Tensor,
+                  num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's loss layout, logits ``[N, C, d1, ...]``, moved to ``[N, d1, ..., C]``.
+
+    ``cross_entropy`` (and a segmentation model) puts the classes in dim 1,
+    with class-index targets ``[N, d1, ...]``; this module reads the last dim.
+    Moved when the targets fit only that layout, when dim 1 is a binary
+    channel (``[N, 1, H, W]`` with targets of the logits' shape, as for
+    ``BCEWithLogitsLoss``), or when dim 1 alone holds ``num_classes``. Both
+    layouts fit ``[N, C, L]`` with ``L == C``; then the last dim is kept.
+    Views only: no copy, no sync.
+    """
+    if logits.dim() < 3:
+        return logits, targets
+    class_dim_first = logits.shape[:1] + logits.shape[2:]
+    if targets.shape == logits.shape:  # probabilities, one-hot or binary targets
+        move = logits.shape[1] == 1 != logits.shape[-1] or (
+            num_classes is not None and logits.shape[1] == num_classes != logits.shape[-1])
+        return (logits.movedim(1, -1), targets.movedim(1, -1)) if move else (logits, targets)
+    if targets.shape == class_dim_first and (targets.shape != logits.shape[:-1] or (
+            num_classes is not None and logits.shape[1] == num_classes != logits.shape[-1])):
+        return logits.movedim(1, -1), targets
+    return logits, targets
+
+
 class Evaluation:
     """Accumulates one evaluation pass; made by ``probe.evaluate(split)``.
 
@@ -61,7 +86,8 @@ class Evaluation:
     ``update(logits, targets, loss=None)``:
 
     - ``logits``: ``[N, C]`` (or ``[..., C]``, flattened) class scores, or ``[N]`` /
-      ``[N, 1]`` binary logits (class 1 when > 0).
+      ``[N, 1]`` binary logits (class 1 when > 0). PyTorch's loss layout
+      ``[N, C, d1, ...]`` (segmentation) is read too (``_classes_last``).
     - ``targets``: class indices ``[N]`` (negative ones, e.g. -100, are ignored),
       or probabilities/one-hot of the logits' shape (their argmax is used).
       A target at or above the class count (1-based labels, a wrong
@@ -145,8 +171,7 @@ class Evaluation:
     @torch.no_grad()
     def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(predictions, class-index targets, classes); raises on shapes that do not match."""
-        logits = logits.detach()
-        targets = targets.detach()
+        logits, targets = _classes_last(logits.detach(), targets.detach(), self._num_classes)
         binary = logits.dim() == 1 or logits.shape[-1] == 1
         if binary:
             logits = logits.reshape(-1)

@@ -41,6 +41,11 @@ BATCH_SHAPES = {
         torch.nn.functional.one_hot(torch.randint(0, 4, (6,), generator=g), 4).float(),
     ),
     "binary": lambda g: (torch.randn(9, generator=g), torch.randint(0, 2, (9,), generator=g).float()),
+    # PyTorch's loss layout [N, C, d1, ...] (segmentation), as the README's `ev.update(logits, y, loss=criterion(logits, y))`
+    # passes it: read as [..., C] it raised "24 predictions but 30 targets" and ended the training loop.
+    "classes_in_dim_1": lambda g: (torch.randn(2, 4, 3, 5, generator=g), torch.randint(0, 4, (2, 3, 5), generator=g)),
+    "binary_channel_in_dim_1": lambda g: (torch.randn(2, 1, 3, 5, generator=g),
+                                          torch.randint(0, 2, (2, 1, 3, 5), generator=g).float()),
 }
 
 
@@ -56,8 +61,10 @@ def test_evaluation_matches_sklearn(tmp_path, kind):
             logits, targets = BATCH_SHAPES[kind](generator)
             loss = torch.rand((), generator=generator)
             ev.update(logits, targets, loss=loss)
-            if kind == "binary":
+            if kind in ("binary", "binary_channel_in_dim_1"):
                 true, pred = targets.long(), (logits > 0).long()
+            elif kind == "classes_in_dim_1":
+                true, pred = targets, logits.argmax(1)
             else:
                 true = targets.argmax(-1) if targets.is_floating_point() else targets.reshape(-1)
                 pred = logits.reshape(-1, 4).argmax(-1)
@@ -71,7 +78,7 @@ def test_evaluation_matches_sklearn(tmp_path, kind):
     _, scalars, _, confusion = read_run(tmp_path)
     assert series(scalars, "accuracy", split="val") == pytest.approx({2: accuracy_score(true, pred)})
     assert series(scalars, "loss", split="val") == pytest.approx({2: np.average(losses, weights=weights)})
-    classes = 2 if kind == "binary" else 4
+    classes = 2 if kind.startswith("binary") else 4
     expected = confusion_matrix(true, pred, labels=range(classes))
     recorded = np.zeros((classes, classes), dtype=int)
     recorded[confusion["true_class"], confusion["pred_class"]] = confusion["count"]
