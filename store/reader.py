@@ -412,7 +412,7 @@ class Store:
         In ``scalars``, ``confusion`` and ``events`` a resumed run's newest
         attempt wins for overlapping steps; ``*_raw`` views keep every attempt.
         """
-        return self._connect(runs, TABLES, with_runs=True)
+        return self._connect(_one_or_many(runs), TABLES, with_runs=True)
 
     def _connect(
         self, runs: Sequence[str] | None, tables: Sequence[str], *, with_runs: bool
@@ -584,6 +584,7 @@ class Store:
     ) -> Any:
         """``work(con)`` over fresh views, again over a fresh listing when a
         file vanished (compaction) or turned out unreadable (skipped)."""
+        runs = _one_or_many(runs)
         last_error: Exception | None = None
         for _ in range(_MAX_QUERY_RETRIES):
             con = None
@@ -768,6 +769,11 @@ class Store:
             FROM scalars GROUP BY ALL ORDER BY split, name
         """
         return self._query(sql, runs=runs, tables=("scalars",), with_runs=False)
+
+
+def _one_or_many(runs: Sequence[str] | str | None) -> Sequence[str] | None:
+    """``runs`` as given, or a single run id given as a string as a list of it (not its characters)."""
+    return [runs] if isinstance(runs, str) else runs
 
 
 def _list(values: Iterable[str] | None) -> list[str] | None:

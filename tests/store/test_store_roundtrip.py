@@ -164,3 +164,15 @@ def test_empty_store_and_empty_run_query_cleanly(tmp_path):
     store = Store(tmp_path / "runs")
     assert store.scalars(["empty"]).empty and store.series(["empty"], names=["loss"]).empty
     assert store.runs()["status"].tolist() == ["finished"]
+
+
+def test_one_run_id_as_a_string_is_one_run_not_its_characters(tmp_path):
+    # store.scalars("20261130-...") iterated the id's characters: "unknown run '2' in store ...".
+    from tests.store.conftest import write_run
+
+    write_run(tmp_path, "run-a", steps=range(1, 4))
+    store = Store(tmp_path)
+    assert store.scalars("run-a")["step"].tolist() == [1, 2, 3]
+    assert store.events("run-a").empty and store.names("run-a")["name"].tolist() == ["loss"]
+    with store.connect("run-a") as con:
+        assert con.execute("SELECT count(*) FROM scalars").fetchall() == [(3,)]
