@@ -116,7 +116,7 @@ def steps_text(finding: Finding) -> str:
 
 
 def first_advice(advice: str) -> str:
-    """The one thing to try first: the advice's first sentence, cut at its first ``;``.
+    """The one thing to try first: the advice's first sentence, cut at its first ``;`` outside parentheses.
 
     Example:
         >>> first_advice("Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.")
@@ -126,8 +126,13 @@ def first_advice(advice: str) -> str:
     if not text:
         return ""
     sentence = re.split(r"(?<=[.!?])\s+(?=[A-Z(])", text, maxsplit=1)[0]
-    clause = sentence.split(";", 1)[0].rstrip(" .")
-    return clause + "."
+    depth, end = 0, len(sentence)
+    for index, character in enumerate(sentence):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if character == ";" and depth <= 0:  # a ';' in code quoted in parentheses does not end the clause
+            end = index
+            break
+    return sentence[:end].rstrip(" .") + "."
 
 
 def verdict(findings: Sequence[Finding]) -> Verdict | None:

@@ -98,6 +98,11 @@ def test_verdict_picks_the_head_of_the_worst_group(findings, expected):
     ("Check requires_grad (frozen by mistake?), that forward() uses every module",
      "Check requires_grad (frozen by mistake?), that forward() uses every module."),
     ("", ""),
-], ids=["semicolon", "two-sentences", "question-mark-inside-parentheses", "empty"])
+    # amp_skipped_steps' advice: cut at the first ';' it read "... with fp16 (scaler.scale(loss).backward()."
+    ("Use torch.amp.GradScaler with fp16 (scaler.scale(loss).backward(); scaler.step(opt); scaler.update()), "
+     "or bf16 autocast, which needs no scaler.",
+     "Use torch.amp.GradScaler with fp16 (scaler.scale(loss).backward(); scaler.step(opt); scaler.update()), "
+     "or bf16 autocast, which needs no scaler."),
+], ids=["semicolon", "two-sentences", "question-mark-inside-parentheses", "empty", "semicolons-inside-parentheses"])
 def test_the_one_thing_to_try_first_is_the_advice_first_clause(advice, first):
     assert first_advice(advice) == first
