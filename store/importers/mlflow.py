@@ -38,8 +38,11 @@ import ast
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -166,15 +169,53 @@ def _digest(run) -> str:
     return hashlib.sha256(json.dumps(state, default=str).encode("utf-8")).hexdigest()
 
 
+class _MalformedExperiments(logging.Filter):
+    """Drops MLflow's file-store warning about a folder without a meta.yaml, keeping its name.
+
+    MLflow logs it on the root logger with a full traceback, once per such
+    folder (``Malformed experiment 'logs'. Detailed error ...``): pointed at a
+    training output folder, the import printed a traceback per subfolder.
+    """
+
+    _PATTERN = re.compile(r"Malformed experiment '([^']*)'")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self._PATTERN.match(str(record.msg))
+        if found is None:
+            return True
+        self.names.append(found.group(1))
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_malformed_experiments() -> Iterator[_MalformedExperiments]:
+    malformed = _MalformedExperiments()
+    root = logging.getLogger()
+    root.addFilter(malformed)
+    try:
+        yield malformed
+    finally:
+        root.removeFilter(malformed)
+
+
 def discover(path: str | os.PathLike | None, run_name: str | None, experiment: str | None = None,
              run_id: str | None = None) -> list[RunSource]:
     uri = tracking_uri(path)
-    with _file_store_allowed(uri):
+    with _file_store_allowed(uri), _quiet_malformed_experiments() as malformed:
         client = _client(uri)
         runs = _runs(client, uri, experiment, run_id)
+    skipped = sorted(set(malformed.names))
+    not_experiments = (f"{len(skipped)} folder(s) that are not MLflow experiments (no meta.yaml): "
+                       f"{', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}") if skipped else ""
     if not runs:
         where = f"experiment {experiment!r} of {uri}" if experiment else uri
-        raise StoreError(f"no MLflow runs in {where}")
+        raise StoreError(f"no MLflow runs in {where}" + (f"; it holds {not_experiments}" if skipped else ""))
+    if skipped:
+        warnings.warn(f"{uri}: left out {not_experiments}", stacklevel=2)
     local = Path(uri[len("file://"):]) if uri.startswith("file://") else Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else Path(".")
     sources = []
     for run in runs:

@@ -186,6 +186,17 @@ def test_bad_tracking_uri_is_a_one_line_error_and_creates_nothing(tmp_path, stor
     assert listing(store_root) == []
 
 
+def test_a_folder_that_is_not_an_mlflow_store_is_one_line_without_mlflows_tracebacks(tmp_path, store_root, caplog):
+    # MLflow's file store logs a full traceback (logging.warning(..., exc_info=True)) for each
+    # subfolder without a meta.yaml: `import mlflow ./outputs` printed one per folder before the error.
+    for name in ("checkpoints", "logs", "runs"):
+        (tmp_path / "outputs" / name).mkdir(parents=True)
+    with pytest.raises(StoreError, match="no MLflow runs in .*3 folder.*not MLflow experiments") as raised:
+        import_source("mlflow", store_root, tmp_path / "outputs")
+    assert "\n" not in str(raised.value)
+    assert [record.getMessage() for record in caplog.records if record.exc_info] == []
+
+
 def test_without_the_mlflow_package_the_error_says_what_to_install(tmp_path, store_root, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(StoreError, match=r"pip install 'traindoctor\[mlflow\]'"):
