@@ -20,7 +20,11 @@ the commands with ``PYTHONDONTWRITEBYTECODE=1``.
   step, val loss and accuracy every 100 steps: 4,040 values) into an empty
   store (it diagnoses the imported run in the same process and caches the
   findings), then ``traindoctor diagnose`` of it (answered from the cache);
-  and the same with ``import --no-diagnose``, whose ``diagnose`` computes.
+  and the same with ``import --no-diagnose``, whose ``diagnose`` computes;
+- for scale, the floor under import + diagnose: a bare interpreter, and one
+  that imports numpy, pyarrow and pandas (the rules work on pandas frames;
+  pyarrow loads pandas on its first array), with one OpenBLAS thread as the
+  command sets.
 
 With ``--peer "CMD {log}"`` the same log is also given to a peer tool (a
 log linter installed in its own environment), for comparison. Target
@@ -51,6 +55,8 @@ from child_usage import Usage, checked, measure, traindoctor_command  # noqa: E4
 REPO = Path(__file__).resolve().parent.parent
 DEMO_STORE = REPO / "sample_runs" / "store"
 TARGET_IMPORT_AND_DIAGNOSE_S = 0.5
+# What the command itself does before numpy loads (traindoctor.cli._one_blas_thread), then the libraries.
+LIBRARIES_CODE = "import os; os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); import numpy, pyarrow, pandas"
 LOG_STEPS = 2000
 
 
@@ -129,6 +135,10 @@ def main() -> None:
                  "--no-diagnose"]), "import --no-diagnose"))
             results.setdefault("diagnose (computed)", []).append(
                 checked(measure([*command, "diagnose", "short", "--store", str(store)]), "diagnose"))
+            results.setdefault("python (bare interpreter)", []).append(
+                checked(measure([sys.executable, "-c", "pass"]), "python"))
+            results.setdefault("python: numpy, pyarrow, pandas", []).append(
+                checked(measure([sys.executable, "-c", LIBRARIES_CODE]), "libraries"))
             if args.peer:
                 results.setdefault(f"peer: {args.peer}", []).append(
                     measure([part.replace("{log}", str(log)) for part in shlex.split(args.peer)]))
@@ -147,6 +157,8 @@ def main() -> None:
     print(f"{'import + diagnose':34} {total:7.3f}   target <= {TARGET_IMPORT_AND_DIAGNOSE_S} s CPU: "
           f"{'met' if total <= TARGET_IMPORT_AND_DIAGNOSE_S else 'not met'}")
     print(f"{'  (import --no-diagnose + diagnose)':34} {separate:7.3f}   each process pays pandas' start-up")
+    floor = medians["python: numpy, pyarrow, pandas"][0]
+    print(f"{'  above the libraries it needs':34} {total - floor:7.3f}   (numpy, pyarrow, pandas alone: {floor:.3f} s)")
     if not args.peer:
         print("no peer log linter given (--peer 'CMD {log}' compares one on the same log)")
 
