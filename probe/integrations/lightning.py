@@ -84,7 +84,7 @@ class ProbeCallback(pl.Callback):
         guard.guarded("loss", self._collect_loss, outputs)
         if trainer.global_step != self._last_global_step:
             self._last_global_step = trainer.global_step
-            step_loss = guard.guarded("loss", self._step_loss, trainer.accumulate_grad_batches)
+            step_loss = guard.guarded("loss", self._step_loss, getattr(trainer, "accumulate_grad_batches", 1))
             self._losses = []
             guard.guarded("step", lambda: self.probe.step(loss=step_loss, epoch=trainer.current_epoch))
             if self.probe.should_stop and not trainer.should_stop:
