@@ -50,11 +50,13 @@ turns that statistic off with one warning and training goes on
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import numbers
 import os
 import operator
+import sys
 import threading
 import time
 import traceback
@@ -361,6 +363,7 @@ class Probe:
         self._sigterm = SigtermHandler(self._on_sigterm)
         if handle_sigterm:
             self._sigterm.install()
+        atexit.register(self._close_at_exit)  # unregistered by close()
         self._on_finding = on_finding
         self._stop_on = stop_on
         self._raise_on_stop = bool(raise_on_stop)
@@ -1326,6 +1329,7 @@ class Probe:
         if self.closed:
             return
         self.closed = True
+        atexit.unregister(self._close_at_exit)
         self._publish.set()
         self._publisher.join(timeout=30)
         for handle in self._handles:
@@ -1355,6 +1359,27 @@ class Probe:
         remote = self.writer.run_dir is None
         if status == "finished" and self.rank == 0 and self.compact_on_close and not (remote and self.world_size > 1):
             self._compact()
+
+    def _close_at_exit(self) -> None:
+        """Close a probe its script never closed (no ``with``, no ``close()``) when the interpreter exits.
+
+        Without it the buffered steps (up to 2 s or 256 of them: all of a
+        short run) were lost and the run stayed ``running`` until its
+        heartbeat went stale. An exception that ended the script
+        (``sys.last_value``, set by the interpreter before exit handlers
+        run) makes the run ``crashed`` with its traceback, as in a ``with``.
+        """
+        if self.closed:
+            return
+        error = getattr(sys, "last_value", None)
+        try:
+            if error is None or (isinstance(error, SystemExit) and error.code in (None, 0)):
+                self.close()
+            else:
+                self.close("crashed", detail="".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        except Exception as failure:  # the store went away first: one line, not a traceback at exit
+            warnings.warn(f"traindoctor: closing run {self.run_id} at exit failed: {type(failure).__name__}: {failure}",
+                          RuntimeWarning, stacklevel=1)
 
     def _compact(self) -> None:
         """Merge the finished run's segments into one sorted file (DESIGN.md).

@@ -176,3 +176,39 @@ def test_sigterm_chains_to_a_previous_python_handler(tmp_path):
     meta, _, events, _ = read_run(tmp_path)
     assert meta["status"] == "crashed"
     assert "SIGTERM" in events.loc[events["kind"] == "crash", "detail"].iloc[0]
+
+
+UNCLOSED_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from traindoctor.probe import Probe
+    torch.set_num_threads(1)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="unclosed", store=sys.argv[1])  # no `with`, and no probe.close()
+    probe.watch(model, optimizer)
+    for step in range(30):
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        probe.step(loss=float(step))
+    if sys.argv[2] == "raise":
+        raise ValueError("the script failed after training")
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending, status", [("return", "finished"), ("raise", "crashed")])
+def test_a_probe_the_script_never_closed_is_closed_at_exit(tmp_path, ending, status):
+    # Without `with` or close(), a short run lost every buffered step (all 30: under 2 s and 256 steps)
+    # and stayed 'running' until its heartbeat went stale, then read as crashed.
+    script = tmp_path / "train.py"
+    script.write_text(UNCLOSED_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), ending], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert result.returncode == (0 if ending == "return" else 1), result.stderr
+    meta, scalars, events, _ = read_run(tmp_path / "runs")
+    assert meta["status"] == status
+    assert sorted(series(scalars, "loss")) == list(range(1, 31))
+    crash = events.loc[events["kind"] == "crash", "detail"].tolist() if len(events) else []
+    assert len(crash) == (status == "crashed") and all("the script failed after training" in text for text in crash)
