@@ -102,6 +102,14 @@ def _header(path: Path) -> list[str]:
         return []
 
 
+def _what_the_header_holds(names: list[str]) -> str:
+    """Why a required column is missing, from the header: other separators, or a column per metric."""
+    if len(names) == 1 and any(separator in names[0] for separator in ";\t|"):
+        return f"its header reads as one column {quoted(names[0])}: import csv reads comma-separated files"
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"its columns are {shown}: import csv reads a tidy file, one value a row, with columns step,split,name,value"
+
+
 def _column_name(path: Path, column_index: int) -> str:
     header = _header(path)
     return header[column_index] if column_index < len(header) else ""
@@ -165,7 +173,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     table = _read(path)
     for column in REQUIRED_COLUMNS:
         if column not in table.column_names:
-            raise StoreError(f"missing column {column!r} in {path}")
+            raise StoreError(f"missing column {column!r} in {path}; {_what_the_header_holds(table.column_names)}")
     if table.num_rows == 0:
         raise StoreError(f"{path} has no data rows")
     if table.column("step").null_count:

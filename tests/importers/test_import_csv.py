@@ -95,8 +95,25 @@ def test_missing_required_column_is_a_one_line_error_and_store_unchanged(tmp_pat
     bad = write_csv(tmp_path / "bad.csv", tidy_frame(5).drop(columns=[missing]))
     with pytest.raises(StoreError) as error:
         import_source("csv", store_root, bad)
-    assert str(error.value) == f"missing column {missing!r} in {bad}"
+    assert str(error.value).startswith(f"missing column {missing!r} in {bad}; its columns are ")
     assert listing(store_root) == before
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("step,loss,val_loss\n1,2.3,\n2,2.2,2.25\n",
+     "its columns are step, loss, val_loss: import csv reads a tidy file, one value a row, "
+     "with columns step,split,name,value"),
+    ("step;split;name;value\n1;train;loss;2.3\n",
+     "its header reads as one column 'step;split;name;value': import csv reads comma-separated files"),
+], ids=["a-column-per-metric", "semicolon-separated"])
+def test_missing_column_says_what_the_file_holds(tmp_path, store_root, text, hint):
+    # "missing column 'split'" alone, for a file that has a column per metric or other separators.
+    path = tmp_path / "run.csv"
+    path.write_text(text)
+    with pytest.raises(StoreError) as error:
+        import_source("csv", store_root, path)
+    missing = "split" if text.startswith("step,") else "step"
+    assert str(error.value) == f"missing column {missing!r} in {path}; {hint}"
 
 
 @pytest.mark.parametrize(("text", "message"), [
