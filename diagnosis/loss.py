@@ -9,7 +9,7 @@ computed once per ``diagnose()`` call (:func:`~traindoctor.diagnosis.memo.per_ru
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,60 @@ DIVERGED_TAIL_POINTS = 3
 def _smoothed(values: np.ndarray, window: int) -> np.ndarray:
     """Centred rolling median (no lag: a stretch above a level starts where the values do)."""
     return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
+
+
+# A jump of many orders of magnitude needs no noise estimate: a record ≥ 1e4×
+# the level before it is a numerical failure (an overflowing activation, a
+# blown-up update), not minibatch noise. Per-batch losses are heavy-tailed,
+# but a converged classifier's hard batches jump 10-100×. Measured as below
+# over the 132 corpus runs, the 10 external curves and the 46 real logs: the
+# largest jump of a healthy run is 3.1×, of an lr too high 48×, of the
+# labelled glitch spike 2.0e3×; the corpus divergences jump 2e7-1e34× and
+# the loss explosions pasted into bug reports 4e16-1e22× (TF Object
+# Detection API). A float16 overflow is ~6e4× a loss of order 1.
+MAGNITUDE_FACTOR = 1e4
+# The level is the larger of the median of the (up to 50) finite records before
+# the jump and the median of the run's first ≤ 5 records (START_POINTS): a
+# converged loss near 0 has no level to be 1e4× above (0.001 → 10 is not a
+# blow-up when the run started at 2.3). At least 3 records before it, so that
+# one odd record (a log that opens on an explosion) does not set the level.
+MAGNITUDE_WINDOW = 50
+MAGNITUDE_MIN_HISTORY = 3
+
+
+@dataclass(frozen=True)
+class Jumps:
+    """Records of the finite training loss ≥ MAGNITUDE_FACTOR × the level before them.
+
+    Attributes:
+        positions: their positions in the finite training loss, ascending.
+        levels: the level each is judged against (same length).
+    """
+
+    positions: np.ndarray
+    levels: np.ndarray
+
+
+@per_run
+def magnitude_jumps(run: RunData) -> Jumps:
+    """The training loss's jumps of ≥ 4 orders of magnitude (MAGNITUDE_FACTOR) above the level before them.
+
+    Costs O(n) plus O(window) per candidate: the level is at least the start's,
+    so only records ≥ 1e4× the start are candidates (none in an ordinary run).
+    """
+    values = finite_train_loss(run).to_numpy(dtype="float64")
+    if len(values) <= MAGNITUDE_MIN_HISTORY:
+        return Jumps(np.array([], dtype="int64"), np.array([], dtype="float64"))
+    # The start level before each record: the median of the first min(START_POINTS, position) records.
+    start = np.full(len(values), median(values[:START_POINTS]))
+    for position in range(MAGNITUDE_MIN_HISTORY, min(START_POINTS, len(values))):
+        start[position] = median(values[:position])
+    candidates = np.flatnonzero((np.arange(len(values)) >= MAGNITUDE_MIN_HISTORY) & (start > 0)
+                                & (values >= MAGNITUDE_FACTOR * start))
+    recent = trailing_quantile_at(values, candidates, MAGNITUDE_WINDOW, MAGNITUDE_MIN_HISTORY, 0.5)
+    levels = np.fmax(recent, start[candidates])
+    keep = values[candidates] >= MAGNITUDE_FACTOR * levels
+    return Jumps(candidates[keep], levels[keep])
 
 
 # A NaN or ±Inf anywhere (the training loss, the global gradient norm, an
@@ -187,6 +241,11 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
                 "finite_records_after": after, "recovery_needs": records.recovery_stretch(),
                 "masked_steps": [int(step) for step in records.masked[:LISTED_STEPS]],
                 "skipped_steps": [int(step) for step in records.skipped[:LISTED_STEPS]]}
+    return _rise_onset(run) or _explosion_onset(run)
+
+
+def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
+    """The smoothed loss ≥ DIVERGED_MARGIN above its start from some record to the end (needs ≥ 10 records)."""
     loss = finite_train_loss(run)
     if len(loss) < START_POINTS + DIVERGED_MIN_POINTS:
         return None
@@ -203,6 +262,28 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
     tail = float(np.median(loss.to_numpy()[first_above:]))
     return int(loss.index[first_above]), "rise", {"start_level": start, "diverged_level": tail,
                                                   "steps_above": stretch}
+
+
+def _explosion_onset(run: RunData) -> tuple[int, str, dict] | None:
+    """The first jump of ≥ MAGNITUDE_FACTOR after which every record to the end stays that far above its level.
+
+    However few records a log has: a pasted log of 8 lines that goes 0.06 → 5e19 → 2.5e22 has diverged. The
+    explosion must cover the last DIVERGED_TAIL_POINTS records (one exploded last record may be a spike).
+    """
+    jumps = magnitude_jumps(run)
+    if not len(jumps.positions):
+        return None
+    loss = finite_train_loss(run)
+    values = loss.to_numpy(dtype="float64")
+    lowest_after = np.minimum.accumulate(values[::-1])[::-1]  # lowest_after[i]: the minimum of values[i:]
+    for position, level in zip(jumps.positions, jumps.levels):
+        records = len(values) - position
+        if records >= DIVERGED_TAIL_POINTS and lowest_after[position] >= MAGNITUDE_FACTOR * level:
+            return int(loss.index[position]), "explosion", {
+                "level_before": float(level), "jump_loss": float(values[position]), "last_loss": float(values[-1]),
+                "lowest_after": float(lowest_after[position]),
+                "orders_of_magnitude": float(np.log10(lowest_after[position] / level)), "steps_above": int(records)}
+    return None
 
 
 # Live, non-finite values are reported once there are 3 of them: a single
@@ -225,7 +306,8 @@ def divergence_settled(finding: Finding) -> bool:
 @rule(severities=("info", "critical"), inputs=("loss", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
       thresholds=("RECOVERED_MIN_RECORDS", "RECOVERED_MIN_FRACTION", "LISTED_STEPS", "START_POINTS",
                   "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
-                  "DIVERGED_TAIL_POINTS", "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS"),
+                  "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
+                  "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS"),
       live=Live(settled=divergence_settled))
 def divergence(run: RunData) -> list[Finding]:
     """A NaN/Inf in the loss, the gradient norm or an evaluation loss, or a loss that rose above its start and stayed.
@@ -238,15 +320,22 @@ def divergence(run: RunData) -> list[Finding]:
     HF Trainer's masked NaN and counts as one; a lone NaN gradient norm
     followed by a finite loss is a skipped update and does not. Or the
     smoothed loss ≥ 10 % above its starting level from some step to the end
-    (critical). Non-finite values the run recovered from are info.
+    (critical; ≥ 10 records). Or, however short the log, a jump to ≥ 1e4×
+    the level before it (the median of ≥ 3 earlier records, and at least
+    the start's) after which every record to the end, ≥ 3 of them, stays
+    ≥ 1e4× above that level (critical): four orders of magnitude is no
+    minibatch noise (hard batches jump 10-100×) but a numerical blow-up.
+    Non-finite values the run recovered from are info.
     Likely cause: lr too high, no warmup, fp16 overflow (weights or
     activations kept in fp16), bad data.
     Try: lower lr, warmup, gradient clipping (max_grad_norm = 1), Adam eps
     1e-6..1e-4 under fp16, fp32 master weights (bf16 or AMP with a
     GradScaler rather than a model cast to fp16), revert to a checkpoint
     before the divergence.
-    Source: seeds 000 and 003 ("diverged training": clipping, warmup), seed 002 (fp16);
-    transformers' TrainingArguments.logging_nan_inf_filter.
+    Source: seeds 000 and 003 ("diverged training": clipping, warmup), seed 002 (fp16,
+    "revert model checkpoints if training diverges"); transformers'
+    TrainingArguments.logging_nan_inf_filter; IEEE 754 binary16 (largest
+    finite value 65504, ~6e4× a loss of order 1).
     """
     onset = divergence_onset(run)
     records = non_finite(run)
@@ -260,6 +349,12 @@ def divergence(run: RunData) -> list[Finding]:
         step, kind, evidence = onset
         if kind == "non_finite":
             message = _non_finite_message(records, step, evidence)
+        elif kind == "explosion":
+            message = (f"At step {step} the loss jumped from a level of {evidence['level_before']:.3g} to "
+                       f"{evidence['jump_loss']:.3g} and never came back: all {evidence['steps_above']} records from "
+                       f"there to the end are ≥ {math.floor(evidence['orders_of_magnitude'])} orders of magnitude "
+                       f"above that level (the last {evidence['last_loss']:.3g}). A finite loss this large is a "
+                       "numerical blow-up, not noise.")
         else:
             message = (f"From step {step} the loss stayed above its starting level {evidence['start_level']:.3g} to the "
                        f"end (median {evidence['diverged_level']:.3g} over {evidence['steps_above']} records).")
@@ -373,6 +468,8 @@ class Spike:
         sigmas: the peak's height above that level in robust sigmas.
         recovered_at_step: first step back within SPIKE_RECOVERED_MARGIN of the level; None if never.
         persistent: several elevated records (a warning), not one bad record (info).
+        magnitude: the jump is ≥ MAGNITUDE_FACTOR × the level (a warning however short; ``sigmas`` is NaN when the
+            log is too short for a noise scale).
     """
 
     start_step: int
@@ -383,6 +480,7 @@ class Spike:
     sigmas: float
     recovered_at_step: int | None
     persistent: bool
+    magnitude: bool = False
 
 
 def _spike_window(n: int, running: bool = False) -> int:
@@ -423,9 +521,51 @@ def _hold_baseline_through_spikes(values: np.ndarray, level: np.ndarray, scale: 
 def loss_spikes(run: RunData) -> list[Spike]:
     """The spikes of the training loss, in step order, those inside a divergence left out (see :func:`loss_spike`)."""
     loss = finite_train_loss(run)
+    spikes = _noise_spikes(run, loss) if len(loss) > SPIKE_MIN_HISTORY else []
+    return _with_magnitude_jumps(run, loss, spikes)
+
+
+def _with_magnitude_jumps(run: RunData, loss: pd.Series, spikes: list[Spike]) -> list[Spike]:
+    """``spikes`` with each jump of ≥ MAGNITUDE_FACTOR marked, and those the noise test could not judge added.
+
+    A log of a handful of records has no rolling noise scale (SPIKE_MIN_HISTORY), but a loss of 3e15 between
+    losses of 0.08 needs none. A jump's spike lasts while the records stay ≥ MAGNITUDE_FACTOR × its level;
+    it is left to the divergence rule when the run diverged there or later, or never came back after.
+    """
+    jumps = magnitude_jumps(run)
+    if not len(jumps.positions):
+        return spikes
+    values, steps = loss.to_numpy(dtype="float64"), loss.index.to_numpy()
+    onset = divergence_onset(run)
+    spikes = list(spikes)
+    reach = -1
+    for position, level in zip(jumps.positions, jumps.levels):
+        step = int(steps[position])
+        covering = [i for i, spike in enumerate(spikes) if spike.start_step <= step <= spike.end_step]
+        if covering:
+            spikes[covering[0]] = replace(spikes[covering[0]], magnitude=True)
+            continue
+        if position <= reach:
+            continue
+        end = position
+        while end + 1 < len(values) and values[end + 1] >= MAGNITUDE_FACTOR * level:
+            end += 1
+        reach = end
+        peak = position + int(np.argmax(values[position:end + 1]))
+        after = np.flatnonzero(values[peak + 1:] <= level * (1 + SPIKE_RECOVERED_MARGIN))
+        recovered_at = int(steps[peak + 1 + after[0]]) if len(after) else None
+        if onset is not None and (step >= onset[0] or recovered_at is None):
+            continue  # inside a divergence: the divergence rule reports it
+        spikes.append(Spike(start_step=step, end_step=int(steps[end]), peak_step=int(steps[peak]),
+                            peak_loss=float(values[peak]), running_level=float(level), sigmas=float("nan"),
+                            recovered_at_step=recovered_at, persistent=end - position + 1 >= SPIKE_MIN_POINTS,
+                            magnitude=True))
+    return sorted(spikes, key=lambda spike: spike.start_step)
+
+
+def _noise_spikes(run: RunData, loss: pd.Series) -> list[Spike]:
+    """The spikes that stand out of the loss's rolling noise scale (:func:`loss_spike`); > SPIKE_MIN_HISTORY records."""
     n = len(loss)
-    if n <= SPIKE_MIN_HISTORY:
-        return []
     values = loss.to_numpy()
     window = _spike_window(n, running=run.status == "running")
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
@@ -500,7 +640,7 @@ def spike_settled(finding: Finding) -> bool:
                   "SPIKE_LASTING_SIGMAS", "SPIKE_PEAK_SIGMAS", "SPIKE_ELEVATED_SIGMAS", "SPIKE_MIN_RELATIVE_HEIGHT",
                   "SPIKE_MIN_POINTS", "SPIKE_MAX_GAP", "SPIKE_HOLD_WINDOWS", "SMALL_SAMPLE_RANGE_TO_SIGMA",
                   "SPIKE_SINGLE_FACTOR", "SPIKE_SINGLE_MIN_JUMP", "SPIKE_MIN_JUMP", "SPIKE_RECOVERED_MARGIN",
-                  "SPIKE_MAX_REPORTED"))
+                  "SPIKE_MAX_REPORTED", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY"))
 def loss_spike(run: RunData) -> list[Finding]:
     """A short jump far above the local loss level, robust to noise and to the downward trend.
 
@@ -513,6 +653,11 @@ def loss_spike(run: RunData) -> list[Finding]:
     The noise scale is the larger of the robust sigma and the 99th percentile
     of the recent residuals over 2.326: per-batch losses are heavy-tailed,
     and a converged classifier's hard batches are not spikes.
+    A jump to ≥ 1e4× the level before it (the median of ≥ 3 earlier
+    records, and at least the start's) is a spike and a warning even when
+    it is one record or the log is too short for a noise scale: hard
+    batches jump 10-100×, four orders of magnitude is a numerical fault,
+    and it tends to recur (the message counts them).
     Spikes inside a divergence are left to the divergence rule.
     Likely cause: a bad batch, too high an lr or too short a warmup, Adam's
     eps too small, fp16 overflow.
@@ -521,28 +666,43 @@ def loss_spike(run: RunData) -> list[Finding]:
     Source: seed 000, seed 002 ("loss spikes", higher precision), seed 003.
     """
     spikes = loss_spikes(run)
+    jumps = sum(spike.magnitude for spike in spikes)
     findings = []
     for index, spike in enumerate(spikes[:SPIKE_MAX_REPORTED]):
         peak_step, recovered_at = spike.peak_step, spike.recovered_at_step
         recovery = (f"recovered to within {SPIKE_RECOVERED_MARGIN:.0%} of the pre-spike level at step {recovered_at} "
                     f"({recovered_at - peak_step} steps later)" if recovered_at is not None
                     else "did not come back to the pre-spike level")
+        ratio = spike.peak_loss / spike.running_level
+        times = f"{ratio:.1f}" if ratio < MAGNITUDE_FACTOR else f"{ratio:.3g}"
+        height = (f"{spike.sigmas:.0f} robust sigmas" if np.isfinite(spike.sigmas)
+                  else "too few records for a noise scale")
+        if spike.magnitude:
+            note = (f" A jump of {math.floor(math.log10(ratio))} orders of magnitude is a numerical blow-up (an "
+                    "overflowing activation or update), not a hard batch"
+                    + (f"; {jumps} such jumps in this run." if jumps > 1 else "."))
+        elif not spike.persistent:
+            note = " A single record: most likely one bad batch; it matters if it repeats."
+        else:
+            note = ""
         findings.append(finding(
-            "loss_spike", "warning" if spike.persistent else "info",
-            f"Loss spike at step {peak_step}" if spike.persistent else f"One-step loss jump at step {peak_step}",
-            f"Loss jumped to {spike.peak_loss:.3g} at step {peak_step}, {spike.peak_loss / spike.running_level:.1f}× "
-            f"the running level {spike.running_level:.3g} ({spike.sigmas:.0f} robust sigmas; elevated steps "
+            "loss_spike", "warning" if spike.persistent or spike.magnitude else "info",
+            f"Loss spike at step {peak_step}" if spike.persistent or spike.magnitude
+            else f"One-step loss jump at step {peak_step}",
+            f"Loss jumped to {spike.peak_loss:.3g} at step {peak_step}, {times}× "
+            f"the running level {spike.running_level:.3g} ({height}; elevated steps "
             f"{spike.start_step}–{spike.end_step}); it {recovery}."
             + (f" {len(spikes)} spikes in all; the first {SPIKE_MAX_REPORTED} are listed."
                if len(spikes) > SPIKE_MAX_REPORTED and index == 0 else "")
-            + ("" if spike.persistent else " A single record: most likely one bad batch; it matters if it repeats."),
+            + note,
             "Clip gradients, lengthen the warmup, lower the lr or raise Adam's eps; use bf16/fp32 where fp16 "
             "overflows; check the batch at that step.",
             "seed 000, seed 002 (loss spikes), seed 003", spike.start_step, spike.end_step,
             {"peak_step": peak_step, "peak_loss": spike.peak_loss, "running_level": spike.running_level,
-             "height_ratio": spike.peak_loss / spike.running_level, "sigmas": spike.sigmas,
+             "height_ratio": spike.peak_loss / spike.running_level,
+             "sigmas": spike.sigmas if np.isfinite(spike.sigmas) else None,
              "recovered": recovered_at is not None, "recovered_at_step": recovered_at, "spike_count": len(spikes),
-             "persistent": spike.persistent}))
+             "persistent": spike.persistent, "magnitude": spike.magnitude}))
     return findings
 
 

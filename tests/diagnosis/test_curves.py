@@ -67,6 +67,29 @@ def test_divergence_ignores_a_spike_that_recovers_by_the_last_records():
     assert divergence(make_run(loss=loss)) == []
 
 
+# A pasted log of 8 records (TF Object Detection API, tensorflow/models#3868): 0.06, then 5e19 and climbing.
+EXPLODES = [0.063, 0.163, 0.058, 5.4e19, 4.3e20, 2.1e21, 7.8e21, 2.5e22]
+
+
+@pytest.mark.parametrize(
+    ("loss", "verdict"),
+    [(EXPLODES, ("critical", 438)),
+     (EXPLODES[:6], ("critical", 438)),
+     (EXPLODES[:5], None),
+     (EXPLODES[:6] + [0.07], None),
+     ([0.063, 0.163, 0.058, 600.0, 700.0, 800.0], None),
+     (list(np.geomspace(1e5, 3.0, 8)), None)],
+    ids=["explosion-that-stays-is-divergence-however-short", "three-exploded-records-suffice",
+         "two-exploded-last-records-may-be-a-spike", "back-at-the-end-is-no-divergence",
+         "10^4-times-is-the-bar", "yolo-loss-that-starts-huge-and-falls"],
+)
+def test_divergence_by_orders_of_magnitude_needs_no_minimum_length(loss, verdict):
+    found = divergence(make_run(loss=loss, steps=list(range(435, 435 + len(loss)))))
+    assert [(f.severity, f.step_start) for f in found] == ([verdict] if verdict else [])
+    if verdict:
+        assert found[0].evidence["kind"] == "explosion" and found[0].evidence["orders_of_magnitude"] > 20
+
+
 # ------------------------------------------------------------------ loss spikes
 
 
@@ -120,6 +143,31 @@ def test_loss_spike_survives_nan_in_the_middle():
 def test_loss_spike_inside_a_divergence_is_left_to_divergence():
     loss = list(noisy_decay(200, noise=0.01)) + list(np.geomspace(1, 1e6, 20)) + [math.nan] * 5
     assert loss_spike(make_run(loss=loss)) == []
+
+
+@pytest.mark.parametrize(
+    ("loss", "peaks"),
+    [([6.9e15, 0.078, 0.091, 3.4e15, 0.061, 0.084, 0.050], [3]),
+     ([0.07, 0.08, 0.09, 3e15, 0.06, 0.07, 2e16, 0.08, 0.07], [3, 6]),
+     ([6.9e15, 0.078, 0.091, 0.07, 0.061, 0.084, 0.050], []),
+     ([0.07, 0.08, 0.09, 300.0, 0.06, 0.07, 0.05], [])],
+    ids=["a-10^16-jump-in-7-records", "recurring-jumps-each-listed", "first-record-far-above-is-the-start",
+         "4000x-is-below-the-bar"],
+)
+def test_loss_spike_by_orders_of_magnitude_in_a_log_too_short_for_a_noise_scale(loss, peaks):
+    found = loss_spike(make_run(loss=loss))
+    assert [(f.severity, f.evidence["peak_step"]) for f in found] == [("warning", peak + 1) for peak in peaks]
+    assert all(f.evidence["magnitude"] and f.evidence["sigmas"] is None for f in found)
+    if len(peaks) > 1:
+        assert f"{len(peaks)} such jumps" in found[0].message
+
+
+def test_a_converged_loss_near_zero_has_no_level_to_be_orders_of_magnitude_above():
+    """0.0001 -> 5 is 5e4x the recent level, but a run that started at 2.3 only had a hard batch."""
+    loss = np.concatenate([np.linspace(2.3, 1e-4, 50), np.full(150, 1e-4)])
+    loss[120] = 5.0
+    assert [f.evidence["magnitude"] for f in loss_spike(make_run(loss=loss))] in ([], [False])
+    assert divergence(make_run(loss=loss)) == []
 
 
 def test_loss_spike_ignores_jumps_below_one_percent_of_the_start():

@@ -42,13 +42,6 @@ KNOWN_MISSES = {
         "importer: the log prints its loss as 'losses', which the name table does not read as the loss, so the run "
         "has no loss curve and its NaNs are never seen (not mapped after seeing this run: that would tune the "
         "importer to the held-out set)"),
-    "log-tf-od-faster-rcnn-explodes": (
-        "too few records for the rise test: 8 records (a finite explosion to 2.5e22 over the last 5); the "
-        "rise-and-stay divergence test needs START_POINTS + DIVERGED_MIN_POINTS (10), so the jump is reported as a "
-        "loss_spike that 'did not come back', which the label does not name"),
-    "log-tf-od-loss-explosions-recurring": (
-        "too few records: 7 records with the two 1e15 explosions at records 1 and 4, before the spike test's "
-        "SPIKE_MIN_HISTORY (5) records of history"),
 }
 
 
