@@ -58,21 +58,38 @@ def _train_level_at(loss: pd.Series, step: int, window: int) -> float:
 OVERFIT_RISE = 0.10
 OVERFIT_MIN_EVALS_AFTER = 3
 OVERFIT_NOISE_SIGMAS = 3.0
+# With only 2 evals after the best (a run of 4 epochs), Prechelt's UP_2
+# criterion ("Early Stopping - But When?", 1998: stop when the validation
+# error rose in 2 successive strips): each eval after the best above the one
+# before and > 1 noise sigma above the best, the last ≥ 3 noise sigmas and
+# ≥ 2 % above it (his generalisation-loss criterion GL_α, α = 1-5 %), the
+# training loss lower at each of those evals. Info, as 2 evals are little;
+# a warning when the rise also reaches OVERFIT_RISE or the val loss is back
+# above its first eval: all it gained is lost while training kept improving.
+OVERFIT_SHORT_EVALS_AFTER = 2
+OVERFIT_SHORT_RISE = 0.02
 
 
-@rule(severities=("warning",), inputs=("loss",), evidence=Evidence.series("loss"),
-      thresholds=("MIN_EVALS", "OVERFIT_RISE", "OVERFIT_MIN_EVALS_AFTER", "OVERFIT_NOISE_SIGMAS"))
+@rule(severities=("info", "warning"), inputs=("loss",), evidence=Evidence.series("loss"),
+      thresholds=("MIN_EVALS", "OVERFIT_RISE", "OVERFIT_MIN_EVALS_AFTER", "OVERFIT_NOISE_SIGMAS",
+                  "OVERFIT_SHORT_EVALS_AFTER", "OVERFIT_SHORT_RISE"))
 def overfitting(run: RunData) -> list[Finding]:
     """Validation loss turns worse while the training loss keeps improving.
 
     Symptom: the median of the last evals is ≥ 10 % (and 3 noise sigmas)
     above the best validation loss, ≥ 3 evals after it, while the training
-    loss at the end is no higher than at the best eval. Each evaluation
-    split (``val``, and each named eval set ``val_<name>``) is judged on its own.
+    loss at the end is no higher than at the best eval (warning). With only
+    2 evals after the best (≥ 4 in all): both rose, each above the one
+    before and > 1 noise sigma above the best, the last ≥ 3 noise sigmas and
+    ≥ 2 % above it, while the training loss fell at each; info, or a warning
+    when the rise reaches 10 % or the val loss is back above its first eval.
+    Each evaluation split (``val``, and each named eval set ``val_<name>``)
+    is judged on its own.
     Likely cause: too much capacity or too many epochs for the data.
     Try: more data or augmentation, weight decay/dropout, a smaller model,
     fewer epochs (retrain to the best epoch).
-    Source: seed 004 train/val rule 2; seed 002.
+    Source: seed 004 train/val rule 2; seed 002; Prechelt, "Early Stopping -
+    But When?" (1998), criteria UP_s and GL_α for few evaluations.
     """
     loss = finite_train_loss(run)
     if len(loss) < MIN_EVALS:
@@ -94,7 +111,7 @@ def _overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.S
     best_position = int(np.argmin(v))
     after = len(v) - best_position - 1
     if after < OVERFIT_MIN_EVALS_AFTER:
-        return None
+        return _short_overfitting_on(split, values, epochs, loss, best_position)
     late = float(np.median(v[-max(2, len(v) // 5):]))
     best = float(v[best_position])
     noise = mad_sigma(np.diff(v)) / math.sqrt(2)
@@ -117,6 +134,53 @@ def _overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.S
         "Regularise (weight decay, dropout, augmentation), get more data, use a smaller model, or train for fewer "
         "epochs (about as many as to the best epoch).",
         SOURCE_TRAIN_VAL + " rule 2; seed 002", best_step, values.index[-1], evidence)
+
+
+def _short_overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.Series,
+                          best_position: int) -> Finding | None:
+    """:func:`overfitting` with OVERFIT_SHORT_EVALS_AFTER evals after the best (Prechelt's UP_2), or None."""
+    v = values.to_numpy()
+    if len(v) - best_position - 1 != OVERFIT_SHORT_EVALS_AFTER:
+        return None
+    best, last = float(v[best_position]), float(v[-1])
+    rising = v[best_position:]
+    noise = mad_sigma(np.diff(v)) / math.sqrt(2)
+    if (np.any(np.diff(rising) <= 0) or np.any(rising[1:] - best <= noise)
+            or last - best < OVERFIT_NOISE_SIGMAS * noise or last < best * (1 + OVERFIT_SHORT_RISE)):
+        return None
+    # The training level at each of those evals: the median of its records since the eval before.
+    train_steps, train_values = loss.index.to_numpy(), loss.to_numpy()
+    eval_steps = values.index.to_numpy()
+    levels = []
+    for position in range(best_position, len(v)):
+        after_previous = eval_steps[position - 1] if position else -math.inf
+        between = train_values[(train_steps > after_previous) & (train_steps <= eval_steps[position])]
+        if not len(between):
+            return None
+        levels.append(float(np.median(between)))
+    if np.any(np.diff(levels) >= 0):
+        return None
+    rise = (last - best) / max(abs(best), 1e-12)
+    gain_lost = best_position > 0 and last >= v[0]
+    strong = rise >= OVERFIT_RISE or gain_lost
+    best_step = int(values.index[best_position])
+    evidence = {"split": split, "best_val_loss": best, "best_step": best_step, "late_val_loss": last, "rise": rise,
+                "train_loss_at_best": levels[0], "train_loss_end": levels[-1],
+                "evals_after_best": OVERFIT_SHORT_EVALS_AFTER, "first_val_loss": float(v[0])}
+    if len(epochs) and np.isfinite(epochs.iloc[best_position]):
+        evidence["best_epoch"] = int(epochs.iloc[best_position])
+    words = split_words(split)
+    lost = f", above its first eval ({v[0]:.3g})" if gain_lost else ""
+    return finding(
+        "overfitting", "warning" if strong else "info",
+        f"Overfitting: {words[0].lower()}{words[1:]} loss rising" + ("" if strong else " (2 evals)"),
+        f"{words} loss was best ({best:.3g}) at {describe_epoch(epochs, best_step)} and rose at each of the "
+        f"{len(v) - best_position - 1} evals after it to {last:.3g} (+{rise:.1%}{lost}) while the training loss kept "
+        f"falling ({levels[0]:.3g} → {levels[-1]:.3g})."
+        + ("" if strong else " Two evals are little evidence: watch the next ones."),
+        "Regularise (weight decay, dropout, augmentation), get more data, use a smaller model, or train for fewer "
+        "epochs (about as many as to the best epoch).",
+        SOURCE_TRAIN_VAL + " rule 2; seed 002; Prechelt 1998 (UP_2)", best_step, values.index[-1], evidence)
 
 
 # best_epoch_not_last: on evals smoothed by a centred median of 3, the best
@@ -242,7 +306,8 @@ def underfitting(run: RunData) -> list[Finding]:
     evaluation split (required) within 10 % of the train loss (or 0.05
     accuracy). Only classification is judged: a language model's token
     cross-entropy never nears 0, a regression loss has its targets' units,
-    and a run whose task is unknown has no scale to call a level poor.
+    and a run whose task is unknown has no scale to
+    call a level poor.
     Likely cause: too little capacity (or too strong regularisation). The
     curves cannot tell it from irreducible error (overlapping classes, label
     noise), so the advice says to check the confusions.

@@ -302,6 +302,25 @@ def test_overfitting_quiet(val, train_end):
     assert overfitting(_train_val(val, train_end)) == []
 
 
+@pytest.mark.parametrize(
+    ("val", "train", "severity"),
+    [([1.556, 1.528, 1.551, 1.586], [1.608, 1.531, 1.481, 1.451], "warning"),
+     ([1.0, 0.80, 0.82, 0.84], [1.2, 1.0, 0.9, 0.8], "info"),
+     ([1.0, 0.80, 0.88, 0.96], [1.2, 1.0, 0.9, 0.8], "warning"),
+     ([1.0, 0.80, 0.805, 0.81], [1.2, 1.0, 0.9, 0.8], None),
+     ([1.0, 0.80, 0.86, 0.84], [1.2, 1.0, 0.9, 0.8], None),
+     ([1.556, 1.528, 1.551, 1.586], [1.608, 1.531, 1.481, 1.490], None)],
+    ids=["back-above-the-first-eval-while-train-falls", "small-steady-rise-is-info", "10%-rise-is-a-warning",
+         "rise-under-2%", "not-rising-at-each-eval", "train-loss-not-falling-at-each-eval"],
+)
+def test_overfitting_with_two_evals_after_the_best(val, train, severity):
+    """Four epoch means (datlife/yolov2#6): Prechelt's UP_2, two successive rises while training improves."""
+    steps = [100, 200, 300, 400]
+    run = make_run(loss=train, steps=steps,
+                   frames=[scalar_rows("loss", val, steps=steps, split="val", epochs=np.arange(1, 5))])
+    assert [f.severity for f in overfitting(run)] == ([severity] if severity else [])
+
+
 def test_overfitting_single_eval_is_quiet():
     assert overfitting(_train_val([1.0])) == []
 

@@ -35,9 +35,6 @@ KNOWN_MISSES = {
     "log-fairseq-roberta-csqa-stuck-at-chance": (
         "too few records and no task: 3 records, accuracy printed in percent (20) with the 5 answer choices the log "
         "does not state, so neither the baseline nor the underfitting rule has a class count or enough curve"),
-    "log-keras-yolov2-overfitting": (
-        "too few records: 4 epochs, the val loss 3.7 % above its best over the 2 evals after it; overfitting needs "
-        "OVERFIT_MIN_EVALS_AFTER (3) evals after the best and a 10 % rise"),
     "log-maskrcnn-coco-nan-lr": (
         "importer: the log prints its loss as 'losses', which the name table does not read as the loss, so the run "
         "has no loss curve and its NaNs are never seen (not mapped after seeing this run: that would tune the "
