@@ -283,6 +283,16 @@ UNDERFIT_GAP_ACCURACY = 0.05
 # High plateau without accuracy: late loss ≥ 30 % of ln C (a classifier
 # that has learned nothing sits at ln C; healthy corpus runs end below 25 %).
 UNDERFIT_HIGH_LOSS = 0.30
+# A validation loss still falling is no plateau: when the median of its last
+# quarter of evals is ≥ 5 % (the training loss's UNDERFIT_FLAT) below that
+# of the quarter before, and by more than DROP_SIGMAS standard errors of
+# those medians, the model is still fitting (seed 004's train/val rule 1,
+# "both still improving at the end: too few epochs", not rule 3) and the
+# flat training loss was its minibatch noise. The val loss is a mean over
+# the whole eval set, so it shows a slow fall that a per-batch training loss
+# hides. Corpus: a stopped residual MLP whose val loss improved at all 16
+# evals falls 6.4 % between those quarters; the four underfitting runs 0-1.6 %.
+UNDERFIT_VAL_STILL_FALLING = 0.05
 
 
 @rule(severities=("warning",), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
@@ -293,7 +303,7 @@ UNDERFIT_HIGH_LOSS = 0.30
                     "decayed_too_early", "lr_too_high", "lr_too_low", "missing_warmup"),
       thresholds=("MIN_CURVE_POINTS", "MIN_DROP", "MIN_EVALS", "UNDERFIT_FLAT", "UNDERFIT_FLAT_SHARE",
                   "UNDERFIT_TRAIN_ACCURACY", "UNDERFIT_HIGH_LOSS", "UNDERFIT_GAP_LOSS", "UNDERFIT_GAP_ACCURACY",
-                  "SCHEDULE_DECAY_FRACTION"))
+                  "SCHEDULE_DECAY_FRACTION", "UNDERFIT_VAL_STILL_FALLING", "DROP_SIGMAS"))
 def underfitting(run: RunData) -> list[Finding]:
     """Training loss plateaued high, train and validation close, training accuracy far from perfect.
 
@@ -304,9 +314,12 @@ def underfitting(run: RunData) -> list[Finding]:
     once the lr decays (a plateau the decay lowers was the lr's); train accuracy
     < 0.9 (or, without accuracy, the final loss ≥ 30 % of ln C); an
     evaluation split (required) within 10 % of the train loss (or 0.05
-    accuracy). Only classification is judged: a language model's token
-    cross-entropy never nears 0, a regression loss has its targets' units,
-    and a run whose task is unknown has no scale to
+    accuracy); and the validation loss not still falling (its last quarter
+    of evals ≥ 5 % and 3 standard errors below the quarter before: the
+    model is still fitting, seed 004's rule 1 "train longer", and the flat
+    per-batch training loss was noise). Only classification is judged: a
+    language model's token cross-entropy never nears 0, a regression loss
+    has its targets' units, and a run whose task is unknown has no scale to
     call a level poor.
     Likely cause: too little capacity (or too strong regularisation). The
     curves cannot tell it from irreducible error (overlapping classes, label
@@ -346,6 +359,8 @@ def underfitting(run: RunData) -> list[Finding]:
         return []
     train_accuracy = finite(run.series("accuracy"))
     val_loss, _ = eval_losses(run)
+    if _still_falling(val_loss):
+        return []
     val_accuracy, _ = eval_frame(run, "accuracy")
     evidence = {"train_loss": final, "last_quarter_improvement": improvement}
     if schedule is not None and schedule.decay_step is not None:
@@ -387,6 +402,21 @@ def underfitting(run: RunData) -> list[Finding]:
         "Increase capacity (wider/deeper model, better features) or reduce regularisation; then train longer. "
         "If classes overlap or labels are noisy the plateau may be the data's limit: look at the confusions first.",
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
+
+
+def _still_falling(values: pd.Series) -> bool:
+    """The eval losses' last-quarter median is ≥ UNDERFIT_VAL_STILL_FALLING below the quarter before's, beyond noise.
+
+    Noise: the standard error of a median of k evals (1.25 σ/√k, σ the
+    eval-to-eval noise from the MAD of the differences), for each of the two
+    medians; needs ≥ MIN_EVALS evals.
+    """
+    if len(values) < MIN_EVALS:
+        return False
+    third, fourth = window_median(values, 0.5, 0.75), window_median(values, 0.75, 1.0)
+    fall = third - fourth
+    error = 1.25 * mad_sigma(np.diff(values.to_numpy())) / math.sqrt(2) / math.sqrt(max(1, len(values) // 4))
+    return fall >= UNDERFIT_VAL_STILL_FALLING * abs(third) and fall > DROP_SIGMAS * math.sqrt(2) * error
 
 
 # train_longer: over the last third of evals the val loss still improves

@@ -364,6 +364,19 @@ def test_underfitting(train_accuracy, val_loss, fires):
     assert bool(underfitting(_underfit(train_accuracy, val_loss))) is fires
 
 
+@pytest.mark.parametrize(
+    ("val", "fires"),
+    [(np.linspace(0.78, 0.60, 16), False), (np.linspace(0.72, 0.70, 16), True)],
+    ids=["val-loss-still-falling-at-each-eval-is-no-plateau", "val-loss-flat-too"],
+)
+def test_underfitting_stands_down_while_the_validation_loss_still_falls(val, fires):
+    """A stopped run (the corpus' res_train_longer): a per-batch train loss too noisy to show its fall."""
+    loss = np.concatenate([np.linspace(1.1, 0.7, 50), np.full(250, 0.7)])
+    frames = [scalar_rows("accuracy", np.full(300, 0.6)),
+              scalar_rows("loss", val, steps=np.linspace(20, 300, 16).astype(int), split="val")]
+    assert bool(underfitting(make_run(loss=loss, frames=frames, task={"num_classes": 3}))) is fires
+
+
 def test_train_longer_when_both_still_improve():
     found = train_longer(_train_val([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], train_end=0.3))
     assert [(f.rule, f.severity) for f in found] == [("train_longer", "info")]
