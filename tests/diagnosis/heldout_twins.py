@@ -1,0 +1,106 @@
+"""Check that each held-out corpus fault really harms its run: train it beside its healthy twin and compare.
+
+The families added after the rules were written (``HELD_OUT_FAMILIES``)
+label their fault runs from how they were built. A label is only fair if
+the fault shows in the numbers, so each fault run has a twin (the same
+program with the fault removed, the module's ``twins()``); this script
+trains both and prints, from the recorded scalars alone (no diagnosis):
+the final and best val loss of each, their ratio, the first non-finite
+training loss, the training loss's peak after its first record, and the
+gradient norm's peak over its median. The runs' descriptions quote the
+criterion each label was checked with.
+
+Usage::
+
+    python tests/diagnosis/heldout_twins.py [--family gru_waveforms ...] [--store DIR]
+
+``--store DIR`` trains into DIR and keeps the runs there (runs already in
+DIR are reused); without it a temporary folder is used. Several minutes of
+CPU for all three families.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HELD_OUT_FAMILIES = ("gru_waveforms", "denoiser_digits", "lm_word_grammar")
+
+
+def curves(store: Path, name: str) -> dict[str, pd.Series]:
+    """The run's global training loss, val loss and gradient norm, each indexed by step (optimizer steps)."""
+    frame = pd.concat([pd.read_parquet(path) for path in sorted((store / name / "scalars").glob("*.parquet"))])
+    frame = frame[frame["layer"].isna()]
+
+    def series(split: str, metric: str) -> pd.Series:
+        rows = frame[(frame["split"] == split) & (frame["name"] == metric)].sort_values("step")
+        return pd.Series(rows["value"].to_numpy(), index=rows["step"].to_numpy())
+
+    return {"train": series("train", "loss"), "val": series("val", "loss"), "grad_norm": series("train", "grad_norm")}
+
+
+def summary(store: Path, name: str) -> dict[str, float | int | None]:
+    """Numbers a fault must move: final/best val loss, first non-finite loss, loss peak, grad-norm peak/median."""
+    run = curves(store, name)
+    train, val, grad = run["train"], run["val"], run["grad_norm"]
+    finite_val = val[np.isfinite(val)]
+    bad = train.index[~np.isfinite(train.to_numpy())]
+    finite_grad = grad[np.isfinite(grad)]
+    return {
+        "val_final": float(val.iloc[-1]), "val_best": float(finite_val.min()) if len(finite_val) else math.nan,
+        "val_best_step": int(finite_val.idxmin()) if len(finite_val) else None,
+        "train_first": float(train.iloc[0]), "train_final": float(train.iloc[-1]),
+        "train_peak_after_first": float(train.iloc[1:].max()) if len(train) > 1 else math.nan,
+        "train_peak_step": int(train.iloc[1:].idxmax()) if len(train) > 1 and np.isfinite(train.iloc[1:]).any() else None,
+        "first_nonfinite_step": int(bad[0]) if len(bad) else None,
+        "grad_peak_over_median": float(finite_grad.max() / finite_grad.median()) if len(finite_grad) else math.nan,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from tests.diagnosis import make_corpus
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", nargs="*", default=list(HELD_OUT_FAMILIES))
+    parser.add_argument("--store", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as temporary:
+        store = args.store or Path(temporary)
+        store.mkdir(parents=True, exist_ok=True)
+        for family in args.family:
+            module = importlib.import_module(f"tests.diagnosis.corpus.{family}")
+            faults = {spec.name: spec for spec in module.specs()}
+            for fault, twin in module.twins().items():
+                for spec in (faults[fault], twin):
+                    if not (store / spec.name / "run.json").is_file():
+                        make_corpus.train(spec, store)
+                harmed, healthy = summary(store, fault), summary(store, twin.name)
+                ratio = harmed["val_final"] / healthy["val_final"] if healthy["val_final"] else math.nan
+                print(f"{fault}  (twin {twin.name})")
+                print(f"  final val loss {harmed['val_final']:.4g} vs twin {healthy['val_final']:.4g}: {ratio:.2f}x; "
+                      f"best val {harmed['val_best']:.4g} at step {harmed['val_best_step']} vs twin "
+                      f"{healthy['val_best']:.4g}")
+                print(f"  train loss first {harmed['train_first']:.4g}, peak after it {harmed['train_peak_after_first']:.4g}"
+                      f" at step {harmed['train_peak_step']}, final {harmed['train_final']:.4g} (twin final "
+                      f"{healthy['train_final']:.4g}); first non-finite at {harmed['first_nonfinite_step']}; grad norm "
+                      f"peak/median {harmed['grad_peak_over_median']:.3g} (twin {healthy['grad_peak_over_median']:.3g})",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
