@@ -54,7 +54,8 @@ def _classes_last(logits: torch.Tensor, targets: torch.Tensor,
     with class-index targets ``[N, d1, ...]``; this module reads the last dim.
     Moved when the targets fit only that layout, when dim 1 is a binary
     channel (``[N, 1, H, W]`` with targets of the logits' shape, as for
-    ``BCEWithLogitsLoss``), or when dim 1 alone holds ``num_classes``. Both
+    ``BCEWithLogitsLoss``; not with ``num_classes`` above 2, where
+    ``[N, 1, C]`` is one position's scores), or when dim 1 alone holds ``num_classes``. Both
     layouts fit ``[N, C, L]`` with ``L == C``; then the last dim is kept.
     Views only: no copy, no sync.
     """
@@ -62,8 +63,8 @@ def _classes_last(logits: torch.Tensor, targets: torch.Tensor,
         return logits, targets
     class_dim_first = logits.shape[:1] + logits.shape[2:]
     if targets.shape == logits.shape:  # probabilities, one-hot or binary targets
-        move = logits.shape[1] == 1 != logits.shape[-1] or (
-            num_classes is not None and logits.shape[1] == num_classes != logits.shape[-1])
+        binary_channel = logits.shape[1] == 1 != logits.shape[-1] and num_classes in (None, 2)
+        move = binary_channel or (num_classes is not None and logits.shape[1] == num_classes != logits.shape[-1])
         return (logits.movedim(1, -1), targets.movedim(1, -1)) if move else (logits, targets)
     if targets.shape == class_dim_first and (targets.shape != logits.shape[:-1] or (
             num_classes is not None and logits.shape[1] == num_classes != logits.shape[-1])):

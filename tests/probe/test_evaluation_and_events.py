@@ -87,6 +87,23 @@ def test_evaluation_matches_sklearn(tmp_path, kind):
     assert set(confusion["epoch"]) == {1.0}
 
 
+def test_one_position_of_class_scores_is_not_read_as_a_binary_channel(tmp_path):
+    # [N, 1, C] scores with one-hot targets of that shape and num_classes=C: dim 1 of size 1 is a
+    # sequence of length 1 here, not a [N, 1, H, W] binary mask's channel.
+    probe, model, optimizer = _watched(tmp_path, num_classes=4)
+    _train_steps(probe, model, optimizer, 1)
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(6, 1, 4, generator=generator)
+    targets = torch.nn.functional.one_hot(torch.randint(0, 4, (6, 1), generator=generator), 4).float()
+    model.eval()
+    with probe.evaluate("val") as ev:
+        ev.update(logits, targets)
+    probe.close()
+    _, scalars, _, _ = read_run(tmp_path)
+    expected = accuracy_score(targets.argmax(-1).reshape(-1), logits.argmax(-1).reshape(-1))
+    assert series(scalars, "accuracy", split="val") == pytest.approx({1: expected})
+
+
 def test_each_evaluation_is_recorded_at_its_step_with_its_split(tmp_path):
     probe, model, optimizer = _watched(tmp_path, num_classes=3)
     for steps in (3, 2):
