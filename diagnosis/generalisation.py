@@ -170,7 +170,7 @@ def _short_overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss
     if len(epochs) and np.isfinite(epochs.iloc[best_position]):
         evidence["best_epoch"] = int(epochs.iloc[best_position])
     words = split_words(split)
-    lost = f", above its first eval ({v[0]:.3g})" if gain_lost else ""
+    lost = f"; above its first eval, {v[0]:.3g}" if gain_lost else ""
     return finding(
         "overfitting", "warning" if strong else "info",
         f"Overfitting: {words[0].lower()}{words[1:]} loss rising" + ("" if strong else " (2 evals)"),
