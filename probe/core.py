@@ -293,6 +293,7 @@ class Probe:
         self._exact_max_bytes = int(update_ratio_exact_max_bytes)
         self._sample_size = check_positive_int(update_ratio_sample_size, "update_ratio_sample_size")
 
+        resumed_id = run_id  # the id the caller gave, before torch.distributed may broadcast one
         auto_rank, auto_world, run_id = distributed_context(run_id)
         self.rank = auto_rank if rank is None else int(rank)
         self.world_size = auto_world if world_size is None else int(world_size)
@@ -324,6 +325,11 @@ class Probe:
                               error.filename) from None
         self.run_id = self.writer.run_id
         self.step_count = int(initial_step)
+        if resumed_id is not None and self.step_count > 0 and self.writer.attempt == 0 and self.rank == 0:
+            # A mistyped id to resume made a second run, its steps starting at initial_step + 1.
+            warnings.warn(f"traindoctor probe: run_id {resumed_id!r} is not in store {store}: a new run started "
+                          f"under it at step {self.step_count + 1}, but initial_step={self.step_count} says a run "
+                          f"is being resumed (check the id: traindoctor runs)", RuntimeWarning, stacklevel=2)
         self._first_step = self.step_count + 1
         self.epoch: float | None = None
         self.closed = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -258,6 +259,22 @@ def test_resuming_a_run_continues_its_steps_in_a_new_attempt(tmp_path):
     # The reader lets the newest attempt win where steps overlap (step 3).
     assert sorted(zip(loss["attempt"], loss["step"])) == [(0, 1), (0, 2), (1, 3), (1, 4)]
     assert "resumed" in set(events["kind"])
+
+
+@pytest.mark.parametrize("given, warned", [("existing", False), ("20261130-000000-mistyped", True)],
+                         ids=["existing-id", "mistyped-id"])
+def test_resuming_an_id_the_store_does_not_hold_warns(tmp_path, given, warned):
+    # Probe(run_id=<typo>, initial_step=N) silently started a second run whose steps began at N + 1.
+    probe, model, optimizer = _watched(tmp_path)
+    _train_steps(probe, model, optimizer, 2)
+    probe.close()
+    run_id = probe.run_id if given == "existing" else given
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Probe(run_id=run_id, store=tmp_path, initial_step=2, handle_sigterm=False).close()
+    ours = [str(w.message) for w in caught if "is not in store" in str(w.message)]
+    assert len(ours) == warned
+    assert all(f"run_id {given!r} is not in store" in text and "at step 3" in text for text in ours)
 
 
 def test_vocabulary_sized_outputs_record_accuracy_without_a_confusion_matrix(tmp_path):
