@@ -197,8 +197,22 @@ class Watcher:
         # While a run trains, only the live rules: the others judge a whole run (where it ends) and would guess.
         for finding in (diagnose(run) if ended else live_findings(run)):
             self._report(state, finding, "diagnosis" if ended else "diagnosis so far", None, None)
+        if status == "crashed":
+            self._report_crash(state, run)
         state.files = files
         state.ended = ended
+
+    def _report_crash(self, state: RunState, run: Any) -> None:
+        """A crashed run counts as a critical finding for --fail-on, as in ``diagnose``."""
+        from traindoctor.diagnosis.report import crash_reason
+
+        reason = crash_reason(run)
+        label = state.name if state.name == state.run_id else f"{state.name} ({state.run_id})"
+        self.say(f"[crashed] {label}: the run crashed" + (f" ({reason})" if reason else "")
+                 + "; its findings cover what was recorded")
+        state.last_finding = "[crashed]"
+        if self.fail_on is not None and self._rank["critical"] >= self._rank[self.fail_on]:
+            self.failed = True
 
     def _progress(self, state: RunState, run: Any) -> None:
         scalars = run.scalars
@@ -224,12 +238,13 @@ class Watcher:
             self.failed = True
 
     def exit_code(self) -> int:
-        """``diagnose``'s codes: 1 when a finding met --fail-on, else 0."""
+        """``diagnose``'s codes: 1 when a finding met --fail-on (a crashed run counts as critical), else 0."""
         if self.fail_on is None:
             return EXIT_OK
         threshold = self._rank[self.fail_on]
         met = any(self._rank[f.severity] >= threshold for state in self.states for f in state.findings)
-        return EXIT_FINDINGS if met else EXIT_OK
+        crashed = threshold <= self._rank["critical"] and any(state.status == "crashed" for state in self.states)
+        return EXIT_FINDINGS if met or crashed else EXIT_OK
 
 
 def running_run_ids(store: Any) -> list[str]:
@@ -250,7 +265,7 @@ def watch(store: Any, runs: Sequence[str], *, fail_on: str | None = None, interv
     """Follow ``runs`` (ids or names; all running runs when empty) until they end or ``fail_on`` is met.
 
     Returns ``diagnose``'s exit codes: 1 when a finding at or above
-    ``fail_on`` was reported, else 0. On a terminal the table of runs is
+    ``fail_on`` was reported (a crashed run counts as critical), else 0. On a terminal the table of runs is
     redrawn in place below the findings; elsewhere each change is appended
     as plain lines. Every text from the runs has its control characters
     escaped.

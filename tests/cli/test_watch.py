@@ -68,6 +68,16 @@ def test_a_finished_run_prints_its_findings_once_and_exits_with_diagnose_codes(t
     assert code == 0  # no --fail-on: 0, as diagnose
 
 
+@pytest.mark.parametrize("fail_on, code", [("critical", 1), ("warning", 1), (None, 0)])
+def test_a_run_that_crashes_counts_as_critical_as_in_diagnose(tmp_path, capsys, fail_on, code):
+    # `watch RUN --fail-on critical` exited 0 when the run crashed with no finding: a CI gate passed a crash.
+    make_run(tmp_path, "boom", status="crashed")
+    argv = ["watch", "--store", tmp_path, "boom", "--interval", "0.01"] + (["--fail-on", fail_on] if fail_on else [])
+    got, out, err = run_cli(capsys, *argv)
+    assert got == code, err
+    assert "crashed  step 60" in out and "[crashed] boom (" in out and "): the run crashed" in out
+
+
 def test_no_running_runs_says_so(tmp_path, capsys):
     make_run(tmp_path, "done")
     code, out, _ = run_cli(capsys, "watch", "--store", tmp_path)
