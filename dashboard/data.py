@@ -101,7 +101,8 @@ def layer_heatmap(store: Store, run_id: str, name: str, max_steps: int = MAX_HEA
 
 
 def run_events(store: Store, run_id: str) -> pd.DataFrame:
-    return store.events([run_id])[EVENT_COLUMNS].reset_index(drop=True)
+    """The run's events of every rank, oldest first: EVENT_COLUMNS and ``rank``."""
+    return store.events([run_id])[[*EVENT_COLUMNS, "rank"]].reset_index(drop=True)
 
 
 def run_confusion(store: Store, run_id: str) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import pytest
 from traindoctor.dashboard.app.charts.classes import confusion_matrix
 from traindoctor.dashboard.app.text import WORD_JOINER, inline_code, plain
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.store.segments import RunWriter
 from tests.dashboard.factories import HOSTILE_FRAGMENTS, hostile, make_hostile_run, make_run, write_steps
 
 pytestmark = pytest.mark.slow  # each AppTest run imports and renders the whole app (seconds on 2 cores)
@@ -252,6 +253,27 @@ def test_run_page_marks_live_findings_with_when_they_were_first_raised(app, stor
     finally:
         writer.close()
 
+
+def test_run_page_lists_a_live_finding_every_rank_raised_once(app, store, fake_diagnosis):
+    """Each rank runs the live checks on its own records: two ranks raising one divergence is
+    one line, at the first rank's step, saying how many ranks raised it."""
+    root, _ = store
+    detail = json.dumps(Finding(rule="divergence", severity="critical", title="Training diverged", message="NaN.",
+                                advice="Lower the lr.", step_start=31, step_end=40).to_dict())
+    writer = make_run(root, "doomed-ddp", steps=60, status="running", events=(("live_finding", detail, 40),))
+    other = RunWriter(root, run_id=writer.run_id, rank=1, world_size=2, background=False)
+    try:
+        other.add_event("live_finding", detail, step=42)
+        other.flush()
+        at = app("views/run.py", run="doomed-ddp")
+        no_exceptions(at)
+        marks = [shown(m.value) for m in at.markdown if "first raised at" in m.value]
+        assert len(marks) == 1 and "first raised at step 40, " in marks[0] and marks[0].endswith("by 2 ranks")
+        events = table_with(at, "kind")
+        assert sorted(events.loc[events["kind"] == "live_finding", "rank"]) == [0, 1]
+    finally:
+        other.close()
+        writer.close()
 
 @pytest.mark.parametrize(("page", "reference", "suggested"), [
     ("views/run.py", "no-such-run", []),

@@ -182,13 +182,26 @@ def show_live_findings(events: pd.DataFrame, running: bool) -> None:
     raised = events[events["kind"] == "live_finding"]
     if raised.empty:
         return
-    st.markdown("**● Raised live while the run trains**" if running else "**Raised live during training**")
-    for step, wall, detail in zip(raised["step"], raised["wall_time"], raised["detail"]):
+    # Each rank runs the live checks on its own records: a finding every rank
+    # raised is one line, with the first time any rank raised it.
+    first: dict[tuple[str, str], tuple] = {}
+    ranks: dict[tuple[str, str], set] = {}
+    ranks_of = raised["rank"] if "rank" in raised else [0] * len(raised)
+    for step, wall, detail, rank in zip(raised["step"], raised["wall_time"], raised["detail"], ranks_of):
         finding = finding_from_detail(detail)
-        if finding is not None:
-            when = "" if step is None or step != step else f"step {int(step):,}, "
-            st.markdown(f"{common.severity_badge(finding.severity)} {plain(finding.title)} "
-                        f"({inline_code(finding.rule)}): first raised at {plain(when + common.format_time(wall))}")
+        if finding is None:
+            continue
+        key = (finding.rule, finding.severity)
+        ranks.setdefault(key, set()).add(rank)
+        first.setdefault(key, (step, wall, finding))  # events come oldest first
+    if not first:
+        return
+    st.markdown("**● Raised live while the run trains**" if running else "**Raised live during training**")
+    for key, (step, wall, finding) in first.items():
+        when = "" if step is None or step != step else f"step {int(step):,}, "
+        by = f", by {len(ranks[key])} ranks" if len(ranks[key]) > 1 else ""
+        st.markdown(f"{common.severity_badge(finding.severity)} {plain(finding.title)} "
+                    f"({inline_code(finding.rule)}): first raised at {plain(when + common.format_time(wall))}{by}")
 
 
 def show_events(frame: pd.DataFrame) -> None:
@@ -202,8 +215,11 @@ def show_events(frame: pd.DataFrame) -> None:
     counts = frame["kind"].value_counts()
     st.caption(" · ".join(f"{plain(kind)}: {count}" for kind, count in counts.items()))
     shown = frame.head(MAX_EVENT_ROWS)
+    columns = ["step", "time", "kind", "detail"]
+    if "rank" in shown and shown["rank"].nunique() > 1:
+        columns.insert(0, "rank")  # a run of several ranks: whose event it is
     shown = shown.assign(detail=[describe_event(kind, detail) for kind, detail in zip(shown["kind"], shown["detail"])],
-                         time=shown["wall_time"].map(common.format_time))[["step", "time", "kind", "detail"]]
+                         time=shown["wall_time"].map(common.format_time))[columns]
     if len(frame) > MAX_EVENT_ROWS:
         st.caption(f"The first {MAX_EVENT_ROWS} of {len(frame)} events.")
     st.dataframe(shown, hide_index=True, width="stretch", key="events_table")
