@@ -511,13 +511,16 @@ def lr_too_low(run: RunData) -> list[Finding]:
     Symptom: the loss lost < 50 % of its start, the second half fell ≥ 50 %
     as much as the first (no deceleration) and it still falls in the last
     quarter (≥ 1 %, or ≥ 15 % of the whole drop), each drop beyond 3
-    standard errors of the minibatch noise; when the training loss is too
+    standard errors of the minibatch noise (a first half that rose, as a
+    spike in the middle window makes it, is no slow fall); when the training loss is too
     noisy to show it, the validation loss (≥ 10 evaluations) is judged the
     same way; update/weight ratios are reported as support. Or, for a
     language model with a known vocabulary V, the late loss is still ≥ 90 %
     of ln V (uniform predictions) after ≥ 100 steps while the median
     update/weight ratio is ≤ 2e-4 (a decaying schedule can hide the linear
-    fall).
+    fall), or, in a log without update/weight ratios, the loss there still
+    never rises and still falls in its last quarter (≥ 1 %, beyond 3
+    standard errors; medians of 10 chunks, any logging cadence).
     Likely cause: a learning rate far below what the model tolerates.
     Try: raise the lr (×3 to ×10; try 1e-1, 1e-2, 1e-3, 1e-4 and keep the one
     whose loss drops within ~100 iterations).
@@ -539,6 +542,24 @@ def lr_too_low(run: RunData) -> list[Finding]:
             f"to learn even the token frequencies.",
             "Raise the lr (×10 or more); pick the lr that makes the loss drop clearly within ~100 iterations.",
             SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], dict(stuck, kind="uniform"))]
+    # No per-layer statistics (an HF- or Lightning-style log): a loss at the uniform level that never
+    # rose and still falls is learning, too slowly to have found even the token frequencies; a flat one
+    # (tokens drawn at random) or one that rose (an lr too high, recovering as a schedule decays it)
+    # says nothing about the lr being low. A decaying schedule slows the fall, so no linearity is asked.
+    levels = (_steady_fall(loss) if stuck is not None and stuck["median_update_ratio"] is None
+              else None)
+    if levels is not None:
+        return [finding(
+            "lr_too_low", "warning", "Language model still at the uniform-prediction loss, falling slowly",
+            f"The loss is still at {stuck['late_level']:.3g}, {stuck['uniform_share']:.0%} of "
+            f"ln({stuck['vocab_size']}) = {stuck['uniform_loss']:.3g}, the loss of predicting every token as "
+            f"equally likely, after {int(loss.index[-1])} steps, and falls slowly and steadily "
+            f"({levels[0]:.3g} → {levels[1]:.3g} → {levels[2]:.3g}): the steps are too small to have learned "
+            f"even the token frequencies. The log has no update/weight ratios to confirm it.",
+            "Raise the lr (×10 or more); pick the lr that makes the loss drop clearly within ~100 iterations.",
+            SOURCE_LR + " rule 1", loss.index[0], loss.index[-1],
+            dict(stuck, kind="uniform_falling", start_level=levels[0], middle_level=levels[1],
+                 end_level=levels[2]))]
     start = window_median(loss, 0.0, 0.1)
     middle = window_median(loss, 0.45, 0.55)
     end = window_median(loss, 0.9, 1.0)
@@ -558,6 +579,7 @@ def lr_too_low(run: RunData) -> list[Finding]:
     curve_name = "loss"
     if not (len(loss) >= LR_TOO_LOW_MIN_POINTS and 0 < total_drop < SLOW_TOTAL_DROP
             and start - end > DROP_SIGMAS * window_error
+            and first_half > 0
             and second_half > DROP_SIGMAS * window_error and second_half >= LINEAR_HALVES_RATIO * first_half
             and (still_falling >= STILL_FALLING or third - fourth >= STILL_FALLING_SHARE * (start - end))):
         # Only where the training curve does not contradict it: one that lost half its start or
@@ -585,6 +607,25 @@ def lr_too_low(run: RunData) -> list[Finding]:
         f"second half as in the first, and is still falling.{support}",
         "Raise the lr (×3 to ×10); pick the lr that makes the loss drop clearly within ~100 iterations.",
         SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], evidence)]
+
+
+def _steady_fall(curve: pd.Series) -> tuple[float, float, float] | None:
+    """(start, middle, end) levels of a step-indexed curve that never rises and still falls at its end, else None.
+
+    The medians of 10 equal-count chunks never rise by more than DROP_SIGMAS
+    standard errors of a chunk median, and the last quarter's median is
+    ≥ STILL_FALLING below the third quarter's and beyond DROP_SIGMAS errors.
+    Levels are medians of the first, middle and last 10 %.
+    """
+    if len(curve) < 2 * 10:
+        return None
+    chunks = binned_medians(curve, 10).to_numpy()
+    error = 1.25 * mad_sigma(np.diff(curve.to_numpy())) / math.sqrt(2) / math.sqrt(len(curve) // 10)
+    third, fourth = window_median(curve, 0.5, 0.75), window_median(curve, 0.75, 1.0)
+    if (np.diff(chunks).max() > DROP_SIGMAS * error or not third - fourth > DROP_SIGMAS * error
+            or not (third - fourth) / max(abs(third), 1e-12) >= STILL_FALLING):
+        return None
+    return (window_median(curve, 0.0, 0.1), window_median(curve, 0.45, 0.55), window_median(curve, 0.9, 1.0))
 
 
 def _slow_linear_fall(curve: pd.Series) -> tuple[float, float, float] | None:
@@ -623,17 +664,31 @@ DECAY_FLAT_AFTER = 0.05
 # is measured over the stretch before the decay, halved: the medians of its two
 # halves (a decay at step 17 of a noisy per-batch loss leaves 8 records each).
 DECAY_PACE_RATIO = 0.05
+# A decay within the first 6 records is judged on as few as 2 records before
+# it: logs that hold a mean every 20-25 steps (HF logging_steps, windowed
+# means) put a decay at 8 % of a 1,000-step run at record 3-5. The heading is
+# then the first record against the last before the decay, and that drop must
+# exceed DROP_SIGMAS (3) noise sigmas of a difference of two records, the
+# noise read from the records after the decay (a mean over a window is far
+# less noisy than one batch, and the flat stretch after shows how much).
+# Held-out corpus: a GRU (x0.001 at step 104 of 1,300, records every 25
+# steps) and a word LM whose linear schedule reached 0 at step 84 of 844
+# (records every 20 steps) were missed with 6 records required.
+DECAY_SPARSE_MIN_RECORDS = 2
 
 
 @rule(severities=("warning",), inputs=("loss", "lr"), evidence=Evidence.series("loss"),
       thresholds=("MIN_CURVE_POINTS", "DECAY_FACTOR", "DECAY_EARLY_FRACTION", "DECAY_HEADING_DOWN",
-                  "DECAY_FLAT_AFTER", "DECAY_PACE_RATIO"))
+                  "DECAY_FLAT_AFTER", "DECAY_PACE_RATIO", "DECAY_SPARSE_MIN_RECORDS", "DROP_SIGMAS"))
 def decayed_too_early(run: RunData) -> list[Finding]:
     """An lr drop is followed at once by a flat loss well above where the run was heading.
 
     Symptom: the lr falls to ≤ 10 % of its peak before half of the run, while
     the loss was still falling (≥ 5 % over the preceding stretch), and the
-    loss improves < 5 % afterwards, or at < 5 % of its pace before.
+    loss improves < 5 % afterwards, or at < 5 % of its pace before. A decay
+    within the first 6 records (sparse logging) needs ≥ 2 records before it
+    and a drop from the first to the last of them beyond 3 noise sigmas of
+    the records after the decay.
     Likely cause: a step/plateau schedule or decay that kicks in too early.
     Try: decay later (at the start of a plateau), as late as possible;
     a constant lr first (seed 004 "don't tune the schedule first").
@@ -652,20 +707,27 @@ def decayed_too_early(run: RunData) -> list[Finding]:
     decay_step = int(lr.index[decayed[0]])
     steps = loss.index.to_numpy()
     position = int(np.searchsorted(steps, decay_step))
-    if position >= DECAY_EARLY_FRACTION * len(loss) or position < 6:
+    if position >= DECAY_EARLY_FRACTION * len(loss) or position < DECAY_SPARSE_MIN_RECORDS:
         return []
     values_loss = loss.to_numpy()
-    width = max(3, position // 2)
-    earlier = median(values_loss[position - 2 * width:position - width])
-    at_decay = median(values_loss[position - width:position])
+    if position >= 6:
+        width = max(3, position // 2)
+        before, last = slice(position - 2 * width, position - width), slice(position - width, position)
+    else:
+        # Sparse records (a mean every 20-25 steps): the first record against the last before the decay,
+        # a drop beyond DROP_SIGMAS noise sigmas of a difference of two records after the decay.
+        before, last = slice(0, 1), slice(position - 1, position)
+        record_noise = mad_sigma(np.diff(values_loss[position:])) / math.sqrt(2)
+        if not values_loss[0] - values_loss[position - 1] > DROP_SIGMAS * math.sqrt(2) * record_noise:
+            return []
+    earlier, at_decay = median(values_loss[before]), median(values_loss[last])
     after_width = max(3, (len(loss) - position) // 10)
     just_after = median(values_loss[position:position + after_width])
     final = window_median(loss, 0.85, 1.0)
     heading = (earlier - at_decay) / max(abs(earlier), 1e-12)
     after = (just_after - final) / max(abs(just_after), 1e-12)
     # Per-step paces, between the windows' middles (steps).
-    pace_before = (earlier - at_decay) / max(1.0, float(np.median(steps[position - width:position])
-                                                        - np.median(steps[position - 2 * width:position - width])))
+    pace_before = (earlier - at_decay) / max(1.0, float(np.median(steps[last]) - np.median(steps[before])))
     final_steps = steps[int(0.85 * len(steps)):]
     pace_after = (just_after - final) / max(1.0, float(np.median(final_steps)
                                                        - np.median(steps[position:position + after_width])))

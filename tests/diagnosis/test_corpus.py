@@ -45,17 +45,13 @@ KNOWN_MISSES |= {
     "dn_train_longer": "stopped after 3 of 40 epochs, val loss 1.76x its twin's and still falling; not read",
     "dn_underfitting_one_number_code": "a one-number code plateaus 2.9x its twin's with train = val; a regression "
                                        "loss has no scale to call the plateau high",
-    "gru_decayed_too_early": "lr x0.001 at 8 %: the loss is flat at 1.05 from step ~130 (3.2x the twin's); not read",
     "gru_divergence_sgd": "the window-mean loss is 189 at its first record (ln 4 = 1.39) and 291 at its last; "
                           "not read as divergence (vanishing_gradients warns instead)",
     "gru_lr_too_high_adam": "Adam 0.1: val loss best 0.47 at step 88 then 1.0 (3.1x the twin's); read as divergence "
                             "(critical), not as the lr",
     "gru_train_longer": "stopped after 5 of 30 epochs, val loss 1.9x its twin's and falling; not read",
-    "lmw_decayed_too_early_wrong_total": "the lr reaches 0 at step 84 (a schedule built for a tenth of the run) and "
-                                         "the loss is flat at 4.16 (1.32x the twin's); not read",
     "lmw_lr_too_high": "AdamW 0.2: the loss climbs from 3.70 at step 40 to 4.6 and falls again as the lr decays; "
                        "not read as the lr (no per-layer statistics in an HF-style log)",
-    "lmw_lr_too_low": "AdamW 2e-5 ends at 5.42 (0.93 ln V, twin 3.15); not read as too low",
     "lmw_missing_warmup_postln": "without warm-up the post-LN LM collapses to 4.6 (unigram level) in 100 steps and "
                                  "stays; its warm-up twin reaches 3.5; not read",
     "lmw_train_longer": "stopped after 211 of 844 steps at 3.49 vs its twin's 3.18, still falling; not read",
