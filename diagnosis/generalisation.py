@@ -437,6 +437,15 @@ TRAIN_LONGER_TRAIN_SHARE = 0.15
 # regression stopped after 4 of 30 epochs, 13 % in the last third, a 7 %
 # share; healthy runs ≤ 7 % in the last third).
 TRAIN_LONGER_BIG_VAL_GAIN = 0.10
+# The training loss needs ≥ 8 records (2 a quarter, each quarter's median the
+# mean of two) rather than MIN_CURVE_POINTS: a log with a mean every 20-25
+# steps (HF logging_steps, windowed means) holds 8-10 records in a run
+# stopped after 200 steps, while its evaluations, each a mean over the
+# whole eval set, carry the verdict (held-out corpus: a GRU stopped after 5
+# of 30 epochs, 8 records and 20 evals, val -32 % over the last third). Its
+# start is then the first quarter's median (the first 5 records would reach
+# past the middle of the run).
+TRAIN_LONGER_MIN_TRAIN_RECORDS = 8
 # A per-batch training loss can be too noisy for its last quarter's fall to
 # be measured (50 fine-tuning steps): when that fall is within DROP_SIGMAS
 # standard errors of the two quarter-window medians (1.25 σ/√k each, σ the
@@ -448,9 +457,9 @@ TRAIN_LONGER_BIG_VAL_GAIN = 0.10
 @rule(severities=("info",), inputs=("loss", "lr", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
       # "Train longer" is wrong advice when the lr is too high or the model already overfits.
       explained_by=("lr_too_high", "divergence", "overfitting"),
-      thresholds=("MIN_CURVE_POINTS", "TRAIN_LONGER_VAL_IMPROVEMENT", "TRAIN_LONGER_TRAIN_IMPROVEMENT",
+      thresholds=("TRAIN_LONGER_VAL_IMPROVEMENT", "TRAIN_LONGER_TRAIN_IMPROVEMENT",
                   "TRAIN_LONGER_VAL_SHARE", "TRAIN_LONGER_TRAIN_SHARE", "TRAIN_LONGER_BIG_VAL_GAIN",
-                  "DROP_SIGMAS", "ANNEALED_FRACTION"))
+                  "TRAIN_LONGER_MIN_TRAIN_RECORDS", "DROP_SIGMAS", "ANNEALED_FRACTION"))
 def train_longer(run: RunData) -> list[Finding]:
     """Training and validation still improving at the last epoch.
 
@@ -459,7 +468,8 @@ def train_longer(run: RunData) -> list[Finding]:
     last quarter (or fell less, but within 3 standard errors of its
     minibatch noise: too noisy to say); these late stretches brought ≥ 10 %
     (val) and ≥ 15 % (train) of the total improvement (not converged), or
-    the val loss improved ≥ 10 % over that third whatever its share. A run
+    the val loss improved ≥ 10 % over that third whatever its share. The
+    training loss needs ≥ 8 records (a mean every 20-25 steps). A run
     whose lr ended at ≤ 10 % of its peak (cosine to zero, a cool-down,
     warm-up-stable-decay) is not judged: its tail improves because the lr
     anneals, as planned.
@@ -469,7 +479,7 @@ def train_longer(run: RunData) -> list[Finding]:
     """
     values, epochs = eval_losses(run)
     loss = finite_train_loss(run)
-    if len(values) < 3 or len(loss) < MIN_CURVE_POINTS or divergence_onset(run) is not None:
+    if len(values) < 3 or len(loss) < TRAIN_LONGER_MIN_TRAIN_RECORDS or divergence_onset(run) is not None:
         return []
     schedule = lr_schedule(run)
     if schedule is not None and schedule.annealed:
@@ -480,7 +490,8 @@ def train_longer(run: RunData) -> list[Finding]:
     val_gain = (earlier - v[-1]) / max(abs(earlier), 1e-12)
     val_share = (earlier - v[-1]) / max(v[0] - v[-1], 1e-12)
     best_recent = int(np.argmin(v)) >= len(v) - 2
-    start = start_level(run)
+    # Below MIN_CURVE_POINTS records the first 5 (start_level) reach past the first quarter: its median then.
+    start = start_level(run) if len(loss) >= MIN_CURVE_POINTS else window_median(loss, 0.0, 0.25)
     train_third, train_fourth = window_median(loss, 0.5, 0.75), window_median(loss, 0.75, 1.0)
     train_gain = (train_third - train_fourth) / max(abs(train_third), 1e-12)
     train_share = (train_third - train_fourth) / max(start - train_fourth, 1e-12)
