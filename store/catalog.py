@@ -92,7 +92,7 @@ def default_store_path() -> Path:
     """
     named = os.environ.get("TRAINDOCTOR_STORE")
     if named:
-        return Path(named)
+        return Path(named).expanduser()  # a quoted "~/runs" reaches us unexpanded
     if not os.path.exists(DEFAULT_STORE) and holds_runs(OLD_DEFAULT_STORE):
         return Path(OLD_DEFAULT_STORE)
     return Path(DEFAULT_STORE)

@@ -154,7 +154,9 @@ def parse_store(store: str | os.PathLike | StoreLocation) -> StoreLocation:
         return store
     text = os.fspath(store)
     if "://" not in str(text):
-        return StoreLocation(str(text), None, str(text))
+        # "~/runs" from Python or a quoted $TRAINDOCTOR_STORE: no shell expanded it.
+        path = os.path.expanduser(str(text))
+        return StoreLocation(str(text), None, path)
     parts = urlsplit(str(text))
     scheme = parts.scheme.lower()
     if scheme == "file":

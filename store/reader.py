@@ -181,7 +181,7 @@ class Store:
     def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.location = parse_store(root)
         self.mirror: Mirror | None = Mirror(self.location) if self.location.remote else None
-        self.root = self.mirror.root if self.mirror is not None else Path(root)
+        self.root = self.mirror.root if self.mirror is not None else Path(self.location.path)
         # What messages call the store: its URL, not the mirror's folder in the cache.
         self.name = self.location.url if self.mirror is not None else str(self.root)
         self.stale_after_s = float(stale_after_s)

@@ -213,7 +213,7 @@ def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Pa
 
     if _remote_store(path) is not None:
         return _remote_store(path)  # an object-store URL: Store(url) reads it through its mirror
-    root = Path(path) if path is not None else default_store_path()
+    root = Path(path).expanduser() if path is not None else default_store_path()
     if must_exist and not root.is_dir():
         why = "not a folder" if root.exists() else "no such folder"
         hint = ("pass --store DIR or set $TRAINDOCTOR_STORE" if path is None and not os.environ.get("TRAINDOCTOR_STORE")

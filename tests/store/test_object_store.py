@@ -380,3 +380,19 @@ def test_the_probe_records_into_a_bucket(s3_url):
     assert sum(key.startswith(f"{single}/scalars/") for key in keys) == 1
     assert sum(key.startswith(f"{several}/scalars/") for key in keys) > 1
     assert len(store.scalars([single], names=["loss"])) == 20
+
+
+def test_a_home_relative_store_path_is_expanded(tmp_path, monkeypatch):
+    """``Probe(store="~/runs")`` and a quoted ``TRAINDOCTOR_STORE="~/runs"`` reach us with no shell to
+    expand them: the store is under the home folder, not a folder named '~' here."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    writer = RunWriter("~/runs", name="home", background=False)
+    writer.add_scalars(step=np.arange(1, 4), name="loss", value=1.0)
+    writer.close()
+    assert (tmp_path / "home" / "runs" / writer.run_id).is_dir() and not (tmp_path / "~").exists()
+    assert Store("~/runs").run_ids() == [writer.run_id]
+    from traindoctor.store.catalog import default_store_path
+
+    monkeypatch.setenv("TRAINDOCTOR_STORE", "~/runs")
+    assert default_store_path() == tmp_path / "home" / "runs"
