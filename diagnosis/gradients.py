@@ -146,7 +146,8 @@ def vanishing_gradients(run: RunData) -> list[Finding]:
     """Early layers get gradients orders of magnitude smaller than late layers, and learning stalls.
 
     Symptom: median first/last layer gradient-norm ratio ≤ 1e-2 and a loss
-    whose late level is still ≥ 90 % of its early level.
+    whose late level is still ≥ 90 % of its early level, in a run that did
+    not diverge (divergence saturates gates and shrinks their gradients).
     Likely cause: saturating activations (sigmoid/tanh) in a deep network,
     too small an initialisation, no normalisation or skip connections.
     Try: ReLU/GELU activations, He/Xavier initialisation, normalisation
@@ -166,6 +167,11 @@ def vanishing_gradients(run: RunData) -> list[Finding]:
     early, late = window_median(loss, 0.0, 0.1), window_median(loss, 0.8, 1.0)
     stalled = late >= STALLED_LOSS_FRACTION * early
     if level > FIRST_LAST_VANISHING_RATIO or not stalled:
+        return []
+    # A run that diverged did not stall: blown-up weights saturate sigmoid/tanh gates, whose gradients then
+    # vanish as a consequence (a GRU with SGD lr 20: recurrent-bias gradients 1.8e-7× the head's).
+    from traindoctor.diagnosis.loss import divergence_onset  # loss.py's rules; imported late to keep modules apart
+    if divergence_onset(run) is not None:
         return []
     return [finding(
         "vanishing_gradients", "warning", "Vanishing gradients in the early layers",

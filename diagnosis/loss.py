@@ -35,6 +35,7 @@ from traindoctor.diagnosis.robust import (
     trailing_median,
     trailing_quantile_at,
     true_runs,
+    window_median,
 )
 from traindoctor.store.run_data import RunData
 
@@ -241,7 +242,7 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
                 "finite_records_after": after, "recovery_needs": records.recovery_stretch(),
                 "masked_steps": [int(step) for step in records.masked[:LISTED_STEPS]],
                 "skipped_steps": [int(step) for step in records.skipped[:LISTED_STEPS]]}
-    return _rise_onset(run) or _explosion_onset(run)
+    return _rise_onset(run) or _explosion_onset(run) or _above_reference_onset(run)
 
 
 def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
@@ -286,6 +287,44 @@ def _explosion_onset(run: RunData) -> tuple[int, str, dict] | None:
     return None
 
 
+# A loss that never came within 10× of where a fresh model starts (the
+# user's expected initial loss, ln C for a classifier, ln V for a language
+# model) and did not fall had diverged before its first record: a log that
+# begins with a mean over the first 20-25 steps, or late, has no sane start
+# for the rise test to compare with. A fresh classifier's cross-entropy is
+# ln C (Karpathy 2019, "verify loss @ init"), and bad_initial_loss already
+# calls 1.5× ln C at the first step a broken initialisation; 10× it, to the
+# end of the run, is weights blown up (logits in the hundreds). Held-out
+# corpus: a GRU with SGD lr 20 logs window means of 189 to 740 against
+# ln 4 = 1.39 (136× at its first record); the smoothed loss of every other
+# corpus run with a reference (129) comes down to ≤ 1.01× it.
+ABOVE_REFERENCE_FACTOR = 10.0
+# "Did not fall": its last quarter's median is ≥ half its first quarter's. A
+# model learning from a broken start, or a loss summed over a batch (64 ln C
+# at the start), falls by more than half; a blown-up one wanders (the GRU's
+# window means: 411 in the first quarter, 353 in the last).
+ABOVE_REFERENCE_KEPT = 0.5
+
+
+def _above_reference_onset(run: RunData) -> tuple[int, str, dict] | None:
+    """The first record, when every (smoothed) record stays ≥ ABOVE_REFERENCE_FACTOR × the task's initial loss
+    and the last quarter's median is ≥ ABOVE_REFERENCE_KEPT × the first quarter's (≥ DIVERGED_MIN_POINTS records)."""
+    reference = loss_reference(run)
+    level = reference[0] if reference is not None else task_of(run).uniform_loss
+    name = reference[1] if reference is not None else f"ln({task_of(run).size})"
+    loss = finite_train_loss(run)
+    if level is None or len(loss) < DIVERGED_MIN_POINTS:
+        return None
+    values = loss.to_numpy(dtype="float64")
+    bar = ABOVE_REFERENCE_FACTOR * level
+    if not (np.all(_smoothed(values, DIVERGED_SMOOTHING) >= bar) and np.all(values[-DIVERGED_TAIL_POINTS:] >= bar)
+            and window_median(loss, 0.75, 1.0) >= ABOVE_REFERENCE_KEPT * window_median(loss, 0.0, 0.25)):
+        return None
+    return int(loss.index[0]), "above_reference", {
+        "reference_loss": float(level), "reference": name, "lowest_loss": float(values.min()),
+        "first_loss": float(values[0]), "last_loss": float(values[-1]), "steps_above": int(len(values))}
+
+
 # Live, non-finite values are reported once there are 3 of them: a single
 # NaN batch (a GradScaler skips it, the next step is finite) is not a divergence.
 LIVE_NON_FINITE_RECORDS = 3
@@ -307,7 +346,8 @@ def divergence_settled(finding: Finding) -> bool:
       thresholds=("RECOVERED_MIN_RECORDS", "RECOVERED_MIN_FRACTION", "LISTED_STEPS", "START_POINTS",
                   "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
-                  "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS"),
+                  "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS", "ABOVE_REFERENCE_FACTOR",
+                  "ABOVE_REFERENCE_KEPT"),
       live=Live(settled=divergence_settled))
 def divergence(run: RunData) -> list[Finding]:
     """A NaN/Inf in the loss, the gradient norm or an evaluation loss, or a loss that rose above its start and stayed.
@@ -325,6 +365,10 @@ def divergence(run: RunData) -> list[Finding]:
     the start's) after which every record to the end, ≥ 3 of them, stays
     ≥ 1e4× above that level (critical): four orders of magnitude is no
     minibatch noise (hard batches jump 10-100×) but a numerical blow-up.
+    Or, when the task gives the loss a fresh model starts at (the expected
+    initial loss, ln C, ln V), every smoothed record ≥ 10× that level and the
+    last quarter's median ≥ half the first's (critical, from the first record:
+    the run blew up before logging began).
     Non-finite values the run recovered from are info.
     Likely cause: lr too high, no warmup, fp16 overflow (weights or
     activations kept in fp16), bad data.
@@ -355,6 +399,12 @@ def divergence(run: RunData) -> list[Finding]:
                        f"there to the end are ≥ {math.floor(evidence['orders_of_magnitude'])} orders of magnitude "
                        f"above that level (the last {evidence['last_loss']:.3g}). A finite loss this large is a "
                        "numerical blow-up, not noise.")
+        elif kind == "above_reference":
+            message = (f"From its first record (step {step}) to the end the loss never came within "
+                       f"{ABOVE_REFERENCE_FACTOR:.0f}× of {evidence['reference']} = {evidence['reference_loss']:.3g}, "
+                       f"where a fresh model starts (lowest {evidence['lowest_loss']:.3g}, last "
+                       f"{evidence['last_loss']:.3g}), and did not fall by half: the run had blown up before its first "
+                       "record.")
         else:
             message = (f"From step {step} the loss stayed above its starting level {evidence['start_level']:.3g} to the "
                        f"end (median {evidence['diverged_level']:.3g} over {evidence['steps_above']} records).")

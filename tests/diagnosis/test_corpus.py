@@ -48,8 +48,6 @@ KNOWN_MISSES |= {
                        "either (healthy classifiers nearing 0 gain 11-19 % in their last third)",
     "dn_underfitting_one_number_code": "a one-number code plateaus 2.9x its twin's with train = val; a regression "
                                        "loss has no scale to call the plateau high",
-    "gru_divergence_sgd": "the window-mean loss is 189 at its first record (ln 4 = 1.39) and 291 at its last; "
-                          "not read as divergence (vanishing_gradients warns instead)",
     "gru_lr_too_high_adam": "Adam 0.1: val loss best 0.47 at step 88 then 1.0 (3.1x the twin's); read as divergence "
                             "(critical), not as the lr",
     "lmw_lr_too_high": "AdamW 0.2: the loss climbs from 3.70 at step 40 to 4.6 and falls again as the lr decays; "
