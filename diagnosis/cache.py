@@ -96,6 +96,8 @@ class Diagnosis:
             (the summary's; a running run whose heartbeat stopped is crashed),
             None when unknown. Not cached: it is read afresh each time.
         crash: the last line of the run's ``crash`` event (``report.crash_reason``), None without one.
+        steps: optimizer steps the run recorded (the summary's ``num_steps``; 0: the
+            loop never reached ``probe.step``), None when unknown. Not cached.
     """
 
     run_id: str
@@ -106,6 +108,7 @@ class Diagnosis:
     cached: bool = False
     status: str | None = None
     crash: str | None = None
+    steps: int | None = None
 
 
 def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
@@ -139,7 +142,7 @@ def cached_diagnosis(catalog: Catalog, summary: dict[str, Any], engine: str | No
     return Diagnosis(run_id=summary["run_id"], name=summary.get("name") or summary["run_id"], findings=findings,
                      recording_problems=list(kept.get("recording_problems") or []),
                      fingerprint=summary["fingerprint"], cached=True, status=summary.get("status"),
-                     crash=kept.get("crash"))
+                     crash=kept.get("crash"), steps=summary.get("num_steps"))
 
 
 def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store | None" = None,
@@ -177,7 +180,7 @@ def diagnose_cached(catalog: Catalog, summary: dict[str, Any], *, store: "Store 
     findings_json = json.loads(json.dumps([f.to_dict() for f in diagnose(run)], default=str, allow_nan=True))
     diagnosis = Diagnosis(run_id=run.run_id, name=run.name, findings=[Finding(**item) for item in findings_json],
                           recording_problems=recording_problems(run), fingerprint=summary["fingerprint"],
-                          status=summary.get("status"), crash=crash_reason(run))
+                          status=summary.get("status"), crash=crash_reason(run), steps=summary.get("num_steps"))
     keep(catalog, diagnosis, engine)
     return diagnosis
 

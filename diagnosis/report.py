@@ -107,10 +107,25 @@ _STATUS_LINES = {
 }
 
 
-def verdict_headline(found: Verdict | None, findings: list[Finding], status: str | None = None) -> str:
-    """The verdict in one line: the most likely cause's sentence, or why there is none."""
+def recorded_nothing(run: "Reported") -> bool:
+    """Whether the run recorded no optimizer step: a :class:`~traindoctor.diagnosis.cache.Diagnosis`
+    whose ``steps`` (the catalog's count) is 0. The rules had nothing to judge. False when the
+    count is unknown (a RunData built by hand)."""
+    steps = getattr(run, "steps", None)
+    return isinstance(steps, int) and not isinstance(steps, bool) and steps == 0
+
+
+def verdict_headline(found: Verdict | None, findings: list[Finding], status: str | None = None,
+                     empty: bool = False) -> str:
+    """The verdict in one line: the most likely cause's sentence, or why there is none
+    (``empty``: the run recorded no step)."""
     if found is not None:
         return f"{found.severity.upper()}: {found.sentence}"
+    if empty and status == "running":
+        return "nothing recorded yet: no training step has reached the store."
+    if empty:
+        return ("NOTHING RECORDED: no training step was recorded, so nothing could be judged "
+                "(did the loop call probe.step()?).")
     if status == "crashed":
         return "CRASHED: no rule names a cause in what was recorded."
     hints = sum(f.severity == "info" for f in findings)
@@ -129,7 +144,8 @@ def _verdict_lines(found: Verdict | None) -> list[str]:
 def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     header = f"{run.name} ({run.run_id})" if run.name != run.run_id else run.run_id
     found = verdict(findings)
-    header = f"{header}: {verdict_headline(found, findings, getattr(run, 'status', None))}"
+    empty = recorded_nothing(run)
+    header = f"{header}: {verdict_headline(found, findings, getattr(run, 'status', None), empty)}"
     lines = [header, "=" * min(len(header), WIDTH), *_verdict_lines(found)]
     status = getattr(run, "status", None)
     if status in _STATUS_LINES:
@@ -144,7 +160,8 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
             where = f" (step {problem['step']})" if problem["step"] is not None else ""
             lines += _wrap(f"[{problem['kind']}]{where} ", problem["detail"])
     if not findings:
-        lines.append("  No findings: nothing in this run breaks the rules of thumb.")
+        lines.append("  No findings: no step to judge." if empty else
+                     "  No findings: nothing in this run breaks the rules of thumb.")
         return lines
     counts = ", ".join(f"{sum(f.severity == s for f in findings)} {s}" for s in reversed(SEVERITIES)
                        if any(f.severity == s for f in findings))
@@ -189,11 +206,12 @@ def _verdict_dict(findings: list[Finding]) -> dict[str, Any] | None:
 
 def json_report(items: list[tuple["Reported", list[Finding]]]) -> dict[str, Any]:
     """docs/design.md's ``diagnose --json`` object (``verdict``: :meth:`Verdict.to_dict`, null when none):
-    ``{"runs": [{"run_id", "name", "status", "crash", "findings": [...], "recording_problems": [...]}]}``;
-    ``status`` is ``running``, ``finished``, ``crashed`` or null when unknown; ``crash`` is
-    :func:`crash_reason` for a crashed run, else null."""
+    ``{"runs": [{"run_id", "name", "status", "crash", "recorded_nothing", "findings": [...],
+    "recording_problems": [...]}]}``; ``status`` is ``running``, ``finished``, ``crashed`` or null
+    when unknown; ``crash`` is :func:`crash_reason` for a crashed run, else null;
+    ``recorded_nothing`` is :func:`recorded_nothing`."""
     return {"runs": [{"run_id": run.run_id, "name": run.name, "verdict": _verdict_dict(findings),
-                      "status": getattr(run, "status", None),
+                      "status": getattr(run, "status", None), "recorded_nothing": recorded_nothing(run),
                       "crash": crash_reason(run) if getattr(run, "status", None) == "crashed" else None,
                       "findings": [f.to_dict() for f in findings],
                       "recording_problems": recording_problems(run)}

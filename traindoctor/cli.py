@@ -405,7 +405,7 @@ def _runs_to_diagnose(args: argparse.Namespace, catalog) -> list[str]:
 def command_diagnose(args: argparse.Namespace) -> int:
     from traindoctor.diagnosis.cache import cached_diagnosis, diagnose_cached, engine_version
     from traindoctor.diagnosis.finding import SEVERITY_RANK
-    from traindoctor.diagnosis.report import json_report, text_report
+    from traindoctor.diagnosis.report import json_report, recorded_nothing, text_report
 
     catalog = _catalog(args.store)
     run_ids = _runs_to_diagnose(args, catalog)
@@ -433,8 +433,11 @@ def command_diagnose(args: argparse.Namespace) -> int:
     if args.fail_on:
         threshold = SEVERITY_RANK[args.fail_on]
         # A crashed run counts as a critical finding: its findings cover only what was recorded.
+        # An ended run that recorded no step counts as a warning: nothing vouches for it.
         if any(SEVERITY_RANK[f.severity] >= threshold for _, findings in items for f in findings) or (
-                threshold <= SEVERITY_RANK["critical"] and any(d.status == "crashed" for d, _ in items)):
+                threshold <= SEVERITY_RANK["critical"] and any(d.status == "crashed" for d, _ in items)) or (
+                threshold <= SEVERITY_RANK["warning"]
+                and any(d.status != "running" and recorded_nothing(d) for d, _ in items)):
             return EXIT_FINDINGS
     return EXIT_OK
 

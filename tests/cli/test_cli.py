@@ -160,6 +160,25 @@ def test_diagnose_fail_on_exits_1_for_a_diverged_run(tmp_path, capsys):
     assert "divergence" in out
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["computed", "cached"])
+def test_a_run_that_recorded_no_step_is_not_given_a_clean_bill(tmp_path, capsys, cached):
+    """A loop that never reached probe.step(): 'NOTHING RECORDED', not 'no problem found', and a
+    warning for --fail-on once the run ended; a healthy run is still 'no problem found', exit 0."""
+    make_run(tmp_path, "empty", [])
+    make_run(tmp_path, "fine", [2.3 * 0.99 ** s for s in range(60)])
+    if cached:
+        run_cli(capsys, "diagnose", "empty", "fine", "--store", tmp_path)
+    code, out, _ = run_cli(capsys, "diagnose", "empty", "--store", tmp_path, "--fail-on", "warning")
+    assert code == 1 and "NOTHING RECORDED" in out.splitlines()[0] and "no problem found" not in out
+    assert run_cli(capsys, "diagnose", "empty", "--store", tmp_path, "--fail-on", "critical")[0] == 0
+    [run] = json.loads(run_cli(capsys, "diagnose", "empty", "--store", tmp_path, "--json")[1])["runs"]
+    assert run["recorded_nothing"] is True and run["findings"] == []
+    code, out, _ = run_cli(capsys, "diagnose", "fine", "--store", tmp_path, "--fail-on", "warning")
+    assert code == 0 and "no problem found" in out.splitlines()[0]
+    [run] = json.loads(run_cli(capsys, "diagnose", "fine", "--store", tmp_path, "--json")[1])["runs"]
+    assert run["recorded_nothing"] is False
+
+
 def test_a_pasted_log_is_diagnosed_in_two_commands(tmp_path, capsys):
     """The README's example: a nanoGPT log pasted into karpathy/nanoGPT#215 (its loss turns NaN at iter 3010)."""
     paste = Path(__file__).parents[1] / "importers" / "pasted_logs" / "nanogpt_loss_nan.txt"
