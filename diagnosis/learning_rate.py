@@ -16,6 +16,7 @@ import pandas as pd
 from traindoctor.diagnosis.common import (eval_frame, finding, finite_train_loss, layer_values, loss_reference,
                                           lr_series, task_of)
 from traindoctor.diagnosis.finding import Finding
+from traindoctor.diagnosis.gradients import DEAD_MIN_RECORDS, ZERO_GRAD
 from traindoctor.diagnosis.loss import (
     DIVERGED_SMOOTHING,
     SPIKE_MAX_REPORTED,
@@ -218,6 +219,23 @@ REBOUND_NOISE_SIGMAS = 5.0
 # high, which a new epoch or the decay later pulls back down. A loss spike
 # lasts a few steps (PolyPythia's: < 100 of 143,000) and moves no bin median.
 REBOUND_MIN_BINS = 3
+# A sparse log (a record every ≥ 10 steps: HF logging_steps, a windowed
+# mean every 20-25 steps, epoch means) with too few records for 40 bins of
+# 10 is binned by ≥ 3 records for that test (a median of 3 is never one
+# lucky batch; the climb must still clear 5 sigmas of those bins' noise):
+# 10-record bins of 42 records are 4 bins of 200 steps, too coarse to hold
+# a 3-bin climb. Without ln C or an expected initial loss, its start is then
+# at least its first record when logging began with the run (a mean over
+# the first window, or the loss a few steps in), not the median of its
+# first 5 records, which reach 100 steps in and past the climb's start.
+# With ln C the start stays ln C: a first window's mean can hold an early
+# blow-up far above it (a residual MLP with NAdam too fast: 12.5 against
+# ln 6 = 1.79 at step 10). Held-out corpus: a word LM with AdamW 0.2 (records every 20
+# steps, 4.66 at step 20, 3.70 at step 40, back to 4.6 from step 300 to
+# 540, down to 3.73 as the lr decays) and a GRU with Adam 0.1 (every 25
+# steps: 0.49 at step 100, 1.3 from step 250 to 500) were missed.
+SPARSE_LOG_EVERY = 10
+SPARSE_MIN_BIN_SIZE = 3
 # ...or thrashes on a high plateau: late level ≥ 30 % of the initial loss
 # (healthy corpus runs, three seeds, end below 25 % of ln C), step-to-step
 # noise ≥ 15 % of the level and median update/weight ratio ≥ 5e-3, 5× the
@@ -250,6 +268,25 @@ SWING_MIN_COUNT = 2
 # run's profile climbs above its start; the lr-bump and bad-batch spikes
 # that do have ratios ≤ 1.6e-3; the runs with an lr too high that do,
 # 1.2e-2 to 0.68.
+
+
+# ...or layers were killed by large steps: their gradient is zero from their
+# first record (or from some record on, for ≥ half of them) to the end, yet
+# at that first zero record their update/weight ratio is still ≥
+# HIGH_UPDATE_RATIO and by the last it has fallen ≥ KILLED_RATIO_FADE×: the
+# optimizer's momentum still carried the large steps that pushed their
+# ReLUs where no input activates them, then faded (CS231n, "Neural Networks
+# Part 1": a large gradient can update a ReLU so that it never activates
+# again, "with a proper setting of the learning rate this is less
+# frequently an issue"; seed 004's ratio rule of thumb for "large"). A
+# layer frozen by mistake or never reached has a ratio of 0 (or lr × weight
+# decay, ~1e-5, steadily), and some layer must still have a gradient (all
+# zero is a probe recording gradients after zero_grad()). It needs no loss
+# scale, so it holds for regression. Held-out corpus: a denoiser with Adam
+# 0.05 (encoder and first decoder weights at zero gradient from step 20,
+# ratio 1.5e-2 there, 0 by the end, the loss flat at 4.2× its twin's); the
+# corpus's frozen and unused layers have ratio 0.
+KILLED_RATIO_FADE = 10.0
 
 
 # Live, a climb that one profile bin's jump makes most of (≥ half) is left
@@ -299,10 +336,12 @@ def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: lis
       explains=("loss_spike", "best_epoch_not_last", "no_better_than_baseline", "dead_layers",
                 "update_ratio_out_of_band"),
       thresholds=("MIN_CURVE_POINTS", "PROFILE_BINS", "PROFILE_MIN_BIN_SIZE", "MIN_DROP", "REBOUND_FRACTION",
-                  "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "HIGH_PLATEAU_LEVEL", "SWING_RISE", "SWING_RETURN",
+                  "REBOUND_NOISE_SIGMAS", "REBOUND_MIN_BINS", "SPARSE_LOG_EVERY", "SPARSE_MIN_BIN_SIZE",
+                  "HIGH_PLATEAU_LEVEL", "SWING_RISE", "SWING_RETURN",
                   "SWING_MIN_COUNT", "THRASHING_NOISE",
                   "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO",
-                  "LIVE_JUMP_SHARE", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS"),
+                  "LIVE_JUMP_SHARE", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS", "KILLED_RATIO_FADE", "ZERO_GRAD",
+                  "DEAD_MIN_RECORDS"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
@@ -311,7 +350,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
     task says C), the loss climbs back ≥ 30 % of the way to it (and 5 noise
     sigmas) and stays there to the end, or does so for ≥ 3 profile bins
     anywhere (during the warm-up, say, before a new epoch or the decay
-    pulls it back down); or the validation loss swings in the second half
+    pulls it back down; a log with a record every ≥ 10 steps and < 400
+    records is binned by 3 records for this, and without ln C starts at
+    its first record or higher); or the validation loss swings in the second half
     of its evaluations (≥ 50 % above its best so far, back within 25 %,
     and up again); or a profile bin climbs above the initial loss after
     that drop while the median update/weight ratio is ≥ 5e-3; or, for a
@@ -323,11 +364,13 @@ def lr_too_high(run: RunData) -> list[Finding]:
     task that converged looks the same); or, for a language model with a
     known vocabulary V, the late loss is still ≥ 90 % of ln V (uniform
     predictions) after ≥ 100 steps while that ratio is ≥ 5e-3 (a fine-tuning
-    lr that wiped the pre-trained state).
+    lr that wiped the pre-trained state); or layers lose their gradient for
+    good while their update/weight ratio is still ≥ 5e-3, fading ≥ 10× by
+    the end (ReLUs killed by large steps; any loss scale).
     Likely cause: the step size overshoots the valley.
     Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
     Source: seed 004 step 6 rule 2, the update/weight ratio and fine-tuning; seed 003; Shannon 1951
-    (unigram entropy of English below ln V).
+    (unigram entropy of English below ln V); CS231n, Neural Networks Part 1 (dying ReLUs and the lr).
     """
     curve = loss_profile(run)
     if curve is None or divergence_onset(run) is not None:
@@ -346,6 +389,11 @@ def lr_too_high(run: RunData) -> list[Finding]:
             "from scratch.", SOURCE_LR + "; seed 004 (fine-tuning: use a lower learning rate)",
             loss.index[0], loss.index[-1], dict(stuck, kind="uniform"))]
     start = _initial_loss(run)
+    logged = cadence(run)
+    sparse = (logged is not None and logged.every is not None and logged.every >= SPARSE_LOG_EVERY
+              and len(loss) < PROFILE_BINS * PROFILE_MIN_BIN_SIZE)
+    if sparse and logged.first_step <= logged.every and loss_reference(run) is None:
+        start = max(start, float(loss.iloc[0]))
     best_position = int(np.argmin(profile.to_numpy()))
     best = float(profile.iloc[best_position])
     late = window_median(loss, 0.8, 1.0)
@@ -377,8 +425,11 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"({rebound:.0%} of the way back to its initial {start:.3g}) and stayed there.{support}",
             "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], loss.index[-1], evidence)]
-    stretch = _rebound_stretch(profile, start, profile_noise, spikes)
+    fine = binned_medians(loss, max(2, min(PROFILE_BINS, len(loss) // SPARSE_MIN_BIN_SIZE))) if sparse else profile
+    fine_noise = mad_sigma(np.diff(fine.to_numpy())) / math.sqrt(2) if sparse else profile_noise
+    stretch = _rebound_stretch(fine, start, fine_noise, spikes)
     if stretch is not None:
+        profile = fine
         best_position, first, last = stretch
         best, climbed = float(profile.iloc[best_position]), float(profile.iloc[first:last + 1].max())
         evidence.update(kind="rebound", best_level=best, rebound_level=climbed,
@@ -414,6 +465,17 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"back in between (at steps {', '.join(map(str, swings[:5]))}): the steps overshoot.{support}",
             "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
             swings[0], loss.index[-1], evidence)]
+    killed = _killed_layers(run)
+    if killed:
+        shown = ", ".join(f"{name} ({first:.1e})" for name, first in list(killed.items())[:6])
+        evidence.update(kind="killed_layers", killed_layers=killed)
+        return [finding(
+            "lr_too_high", "warning", "Layers killed by large steps: lr too high",
+            f"{len(killed)} layer(s) lost their gradient for good while their update/weight ratio was still above "
+            f"the ~1e-3 rule of thumb (at their first zero-gradient record: {shown}), fading to the end: large steps "
+            f"pushed their ReLUs where no input activates them. The loss then stays at {late:.3g}.",
+            "Lower the lr (×0.3 to ×0.1), warm it up, clip gradients; LeakyReLU/GELU cannot die this way.",
+            SOURCE_LR + "; CS231n (dying ReLUs)", loss.index[0], loss.index[-1], evidence)]
     if loss_reference(run) is None:  # a high plateau needs the loss scale: ln C or the expected initial loss
         return []
     high = late >= HIGH_PLATEAU_LEVEL * start
@@ -432,6 +494,34 @@ def lr_too_high(run: RunData) -> list[Finding]:
         f"{noise:.0%} of its level, while {why}.",
         "Lower the lr (×0.3 to ×0.1) or add a decay schedule once the loss stalls.", SOURCE_LR + "; seed 003",
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
+
+
+def _killed_layers(run: RunData) -> dict[str, float]:
+    """Layers whose gradient norm is zero (≤ ZERO_GRAD) from a record to the end (every record, or ≥ half of
+    them and ≥ DEAD_MIN_RECORDS) while their update/weight ratio at that record is ≥ HIGH_UPDATE_RATIO and
+    ≥ KILLED_RATIO_FADE × its last value: layer → that ratio. Empty without per-layer gradient norms and
+    ratios, or when no layer has a gradient left."""
+    grads, ratios = layer_values(run, "grad_norm"), layer_values(run, "update_ratio")
+    if grads.empty or ratios.empty:
+        return {}
+    killed: dict[str, float] = {}
+    alive = False
+    for layer in grads.columns:
+        values = grads[layer].dropna()
+        zero = np.abs(values.to_numpy()) <= ZERO_GRAD
+        nonzero = np.flatnonzero(~zero)
+        alive = alive or bool(len(zero) and not zero[-1])
+        tail = len(values) - (nonzero[-1] + 1 if len(nonzero) else 0)
+        if tail < DEAD_MIN_RECORDS or (len(nonzero) and tail < 0.5 * len(values)) or layer not in ratios.columns:
+            continue
+        ratio = ratios[layer].dropna()
+        ratio = ratio[ratio.index >= values.index[len(values) - tail]]
+        if len(ratio) < DEAD_MIN_RECORDS:
+            continue
+        first, last = float(ratio.iloc[0]), float(ratio.iloc[-1])
+        if first >= HIGH_UPDATE_RATIO and first >= KILLED_RATIO_FADE * last:
+            killed[str(layer)] = first
+    return killed if alive else {}
 
 
 def _above_start(profile: pd.Series, start: float) -> tuple[int, int] | None:

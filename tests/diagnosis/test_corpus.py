@@ -39,8 +39,6 @@ KNOWN_MISSES = {
 # gru_waveforms denoiser_digits lm_word_grammar): what the rules as of 015065d miss there, and the healthy
 # runs they warn about. Scored once, after the labels were committed; the labels stay as they were.
 KNOWN_MISSES |= {
-    "dn_lr_too_high_adam": "Adam 0.05 leaves the denoiser on a flat plateau 4.2x its twin's from epoch 2: no noise, "
-                           "no climb, and a regression loss has no scale to call the level high",
     "dn_lr_too_low_adamw_wsd": "AdamW 1e-5 ends 4.1x its twin's val loss, still falling; not read as too low",
     "dn_train_longer": "stopped after 3 of 40 epochs, val loss 1.76x its twin's and still falling, but its last "
                        "third brings 4.8 % of its val gain and its train loss's last quarter 8.4 % of its drop "
@@ -49,9 +47,9 @@ KNOWN_MISSES |= {
     "dn_underfitting_one_number_code": "a one-number code plateaus 2.9x its twin's with train = val; a regression "
                                        "loss has no scale to call the plateau high",
     "gru_lr_too_high_adam": "Adam 0.1: val loss best 0.47 at step 88 then 1.0 (3.1x the twin's); read as divergence "
-                            "(critical), not as the lr",
-    "lmw_lr_too_high": "AdamW 0.2: the loss climbs from 3.70 at step 40 to 4.6 and falls again as the lr decays; "
-                       "not read as the lr (no per-layer statistics in an HF-style log)",
+                            "(critical: above its start, the median of its first 5 records, 0.817), which stands "
+                            "lr_too_high down; lr_too_high's sparse-log climb (0.82 -> 1.41 over steps 275-500, 3-record "
+                            "bins) is there once divergence stops",
     "lmw_missing_warmup_postln": "without warm-up the post-LN LM collapses to 4.6 (unigram level) in 100 steps and "
                                  "stays; its warm-up twin reaches 3.5; not read",
     "lmw_train_longer": "stopped after 211 of 844 steps at 3.49 vs its twin's 3.18, still falling, but slowing: "
