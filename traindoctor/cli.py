@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -183,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--notify-command", metavar="CMD", default=None,
                        help="run CMD (split like a shell would, run without one) for each new finding, "
                             "with the finding as JSON on its stdin")
+    watch.add_argument("--wait", type=float, default=0.0, metavar="S",
+                       help="wait up to S seconds for the store and the named runs (or, with no RUN, a "
+                            "running run) to appear, for a watch started beside a job that has not begun "
+                            "recording (default 0: they must exist now)")
 
     compact = commands.add_parser("compact", help="merge each run's segments into one sorted file")
     _store_arg(compact)
@@ -493,11 +498,15 @@ def _diagnose_imported(catalog, run_ids: list[str]) -> dict[str, str]:
 
 
 def command_watch(args: argparse.Namespace) -> int:
-    from traindoctor.watch import watch
+    from traindoctor.watch import wait_until_watchable, watch
 
     if not args.interval > 0:
         raise CommandError(f"--interval must be a positive number of seconds, got {args.interval}")
-    return watch(_open_store(store_root(args.store)), args.runs, fail_on=args.fail_on, interval_s=args.interval,
+    if not args.wait >= 0 or math.isinf(args.wait):
+        raise CommandError(f"--wait must be a number of seconds >= 0, got {args.wait}")
+    store = wait_until_watchable(lambda: _open_store(store_root(args.store)), args.runs, wait_s=args.wait,
+                                 interval_s=args.interval)
+    return watch(store, args.runs, fail_on=args.fail_on, interval_s=args.interval,
                  notify_command=args.notify_command)
 
 

@@ -259,6 +259,44 @@ def running_run_ids(store: Any) -> list[str]:
     return found
 
 
+def wait_until_watchable(open_store: Callable[[], Any], runs: Sequence[str], *, wait_s: float, interval_s: float,
+                         warn: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> Any:
+    """The store to watch, once it exists and holds every run in ``runs`` (with none named: a
+    running run), polling every ``interval_s`` for up to ``wait_s`` seconds (0: one look).
+
+    A watch started beside a training job usually starts before the job's probe
+    has made its run: without waiting, ``watch my-run || scancel $JOB`` would
+    cancel the job for a run that was about to appear. Says once, on stderr,
+    what it waits for.
+
+    Raises:
+        CommandError: the store still does not exist at the deadline ("store not found").
+        UnknownRunError: a named run still does not exist at the deadline (with close matches).
+    """
+    warn = warn or (lambda text: print(terminal_text(text), file=sys.stderr, flush=True))
+    deadline = clock() + wait_s
+    said = False
+    while True:
+        try:
+            store = open_store()
+            if runs:
+                for run in runs:
+                    store.resolve(run)
+                return store
+            if running_run_ids(store) or clock() >= deadline:
+                return store  # watch() says "no running runs" itself
+            missing = "a running run"
+        except (CommandError, UnknownRunError) as error:
+            if clock() >= deadline:
+                raise
+            missing = str(error).split(";")[0]
+        if not said:
+            warn(f"traindoctor watch: waiting up to {wait_s:g} s ({missing})")
+            said = True
+        sleep(max(0.0, min(interval_s, deadline - clock())))
+
+
 def watch(store: Any, runs: Sequence[str], *, fail_on: str | None = None, interval_s: float = 2.0,
           notify_command: str | None = None, out: TextIO | None = None, err: TextIO | None = None,
           terminal: bool | None = None, sleep: Callable[[float], None] = time.sleep) -> int:

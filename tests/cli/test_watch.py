@@ -267,3 +267,41 @@ def test_watch_shows_the_finding_of_a_run_another_process_writes_and_exits_1_on_
     print(f"watch showed the divergence {lag:.2f} s after its third NaN loss (flush {flush_s} s + poll {interval_s} s)")
     assert 0 < lag <= flush_s + interval_s + 3.0
     assert any("running  step" in line for _, line in lines)
+
+
+def test_wait_lets_a_watch_start_before_its_run_and_store_exist(tmp_path):
+    """`watch my-run --wait S --fail-on critical` beside a job that has not begun recording: it waits
+    for the store and the run (saying so once), then watches; past the deadline it fails as before."""
+    store = tmp_path / "not-yet"
+    clock = [0.0]
+    said: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+        if clock[0] >= 6 and not store.exists():
+            make_run(store, "late")  # the job's probe makes its run while the watch waits
+
+    from traindoctor.cli import CommandError, _open_store, store_root
+    from traindoctor.store.errors import UnknownRunError
+    from traindoctor.watch import wait_until_watchable
+
+    opened = wait_until_watchable(lambda: _open_store(store_root(str(store))), ["late"], wait_s=60, interval_s=2,
+                                  warn=said.append, sleep=sleep, clock=lambda: clock[0])
+    assert opened.resolve("late") and 6 <= clock[0] <= 8
+    assert len(said) == 1 and "waiting up to 60 s" in said[0] and "store not found" in said[0]
+    with pytest.raises(UnknownRunError, match="unknown run 'other'"):
+        wait_until_watchable(lambda: _open_store(store_root(str(store))), ["other"], wait_s=5, interval_s=2,
+                             warn=said.append, sleep=sleep, clock=lambda: clock[0])
+    with pytest.raises(CommandError, match="store not found"):
+        wait_until_watchable(lambda: _open_store(store_root(str(tmp_path / "never"))), [], wait_s=0, interval_s=2,
+                             warn=said.append, sleep=sleep, clock=lambda: clock[0])
+
+
+def test_watch_wait_from_the_command_line(tmp_path, capsys):
+    make_run(tmp_path, "done")
+    code, out, err = run_cli(capsys, "watch", "done", "--store", tmp_path, "--wait", "5")
+    assert code == 0 and "waiting" not in err
+    code, _, err = run_cli(capsys, "watch", "nope", "--store", tmp_path, "--wait", "0.2", "--interval", "0.1")
+    assert code == 2 and "unknown run 'nope'" in err and "waiting up to 0.2 s" in err
+    code, _, err = run_cli(capsys, "watch", "done", "--store", tmp_path, "--wait", "-1")
+    assert code == 2 and "--wait must be" in err
