@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from traindoctor.store.errors import StoreError
 
 SEVERITIES = ("info", "warning", "critical")  # as traindoctor.diagnosis.finding (which this layer does not import)
+# The diagnosis's rule ids (../shared/RULES.md; tests/store/test_catalog.py keeps this in step with
+# traindoctor.diagnosis.engine.RULES), so that 'has:loss_spikes' is an error, not an empty listing.
+RULE_IDS = (
+    "adam_hyperparameters", "amp_skipped_steps", "bad_initial_loss", "best_epoch_not_last", "class_imbalance",
+    "dead_layers", "decayed_too_early", "divergence", "eval_mode_during_training", "exploding_gradients",
+    "loss_spike", "lr_too_high", "lr_too_low", "missing_warmup", "no_better_than_baseline", "overfitting",
+    "train_longer", "train_mode_during_eval", "underfitting", "underperforming_classes",
+    "update_ratio_out_of_band", "vanishing_gradients", "weight_decay_on_norm_and_bias",
+)
 OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "~")
 # Run fields every run has (in the order a table shows them), and aliases.
 RUN_FIELDS = ("name", "run_id", "status", "steps", "num_steps", "started", "finished", "wall_time_s", "project")
@@ -90,7 +100,13 @@ def parse_filter(text: str) -> Filter:
     """
     has = _HAS.match(text)
     if has:
-        return Filter("has", "has", has["word"], text)
+        word = has["word"]
+        if word not in SEVERITIES and word not in RULE_IDS:
+            close = difflib.get_close_matches(word, (*SEVERITIES, *RULE_IDS), n=2, cutoff=0.6)
+            hint = f"did you mean {' or '.join(f'has:{c}' for c in close)}?" if close else (
+                "use has:critical, has:warning, has:info or has:RULE with a rule id (docs/rules.md)")
+            raise FilterError(f"unknown finding {word!r} in filter {text!r}; {hint}")
+        return Filter("has", "has", word, text)
     match = _FILTER.match(text)
     if not match or not match["key"]:
         raise FilterError(f"cannot read filter {text!r}: use KEY=VALUE, KEY<VALUE, KEY~TEXT, ... or has:critical")

@@ -103,9 +103,13 @@ def test_the_table_says_which_runs_are_not_diagnosed(capsys, store):
      (["--sort", "nothing"], "no run has a field 'nothing'"), (["--limit", "-1"], "--limit"),
      # These matched every run: "<3" and "" compared as text, which every number passes.
      (["--filter", "lr<<3"], "one operator, then the value"), (["--filter", "batch_size>="], "has no value"),
-     (["--filter", "lr=>0.1"], "one operator, then the value")],
+     (["--filter", "lr=>0.1"], "one operator, then the value"),
+     # These matched no run, silently: a finding no rule can raise.
+     (["--filter", "has:loss_spikes"], "unknown finding 'loss_spikes' in filter 'has:loss_spikes'; did you mean "
+                                       "has:loss_spike?"),
+     (["--filter", "has:nonsense"], "use has:critical, has:warning, has:info or has:RULE")],
     ids=["no-operator", "unknown-key", "unknown-sort-key", "negative-limit", "doubled-operator", "no-value",
-         "swapped-operator"],
+         "swapped-operator", "misspelt-rule", "unknown-finding"],
 )
 def test_bad_queries_are_one_line_errors(capsys, store, args, fragment):
     assert main(["runs", "--store", str(store), *args]) == 2
@@ -161,3 +165,11 @@ def test_listing_and_a_cached_diagnosis_load_no_pandas_duckdb_or_rules(tmp_path)
     assert loaded_by(["runs", "--store", str(tmp_path)]) == set()
     assert loaded_by(["diagnose", "--store", str(tmp_path), "short"]) == set()
     assert loaded_by(["runs", "--store", str(tmp_path), "--filter", "lr>0.01"]) == set()
+
+
+def test_the_listing_knows_every_rule_the_diagnosis_has():
+    """store.listing keeps its own list of rule ids (the store layer does not import the diagnosis)."""
+    from traindoctor.diagnosis.engine import RULES
+    from traindoctor.store.listing import RULE_IDS
+
+    assert sorted(RULE_IDS) == sorted(RULES)
