@@ -514,7 +514,12 @@ def command_compact(args: argparse.Namespace) -> int:
     from traindoctor.store.compact import compact_store
 
     store = _open_store(store_root(args.store))
-    merged = compact_store(store)
+    try:
+        merged = compact_store(store)
+    except PermissionError as error:  # a read-only store (another user's, a mounted share)
+        raise CommandError(f"cannot compact {store.name}: no permission to write "
+                           f"{error.filename or 'its run folders'} (compaction writes merged files "
+                           f"into each run's folders)") from None
     changed = 0
     for run_id, tables in merged.items():
         count = sum(tables.values())

@@ -192,3 +192,17 @@ def test_a_pasted_log_is_diagnosed_in_two_commands(tmp_path, capsys):
     assert divergence and divergence[0]["severity"] == "critical" and divergence[0]["step_start"] == 3010
     code, out, _ = run_cli(capsys, "import", "log", paste, "--store", tmp_path / "s")
     assert code == 0 and out.startswith("already imported")
+
+
+def test_compact_on_a_store_it_cannot_write_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    """As another user, or on a read-only share (chmod means nothing to root, so the refusal is simulated)."""
+    make_run(tmp_path, "alpha", [2.0, 1.5, 1.0])
+    lock = tmp_path / "alpha" / "scalars" / ".compact.lock"
+
+    def refused(store, run_ids=None):
+        raise PermissionError(13, "Permission denied", str(lock))
+
+    monkeypatch.setattr("traindoctor.store.compact.compact_store", refused)
+    code, _, err = run_cli(capsys, "compact", "--store", tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"cannot compact {tmp_path}: no permission to write {lock}" in err and "Errno" not in err
