@@ -91,6 +91,24 @@ _LISTED_NAMES = 5
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The module a wrapper holds, for parameter names: ``torch.compile``'s
+    OptimizedModule (``_orig_mod.``) and (Distributed)DataParallel
+    (``module.``) prefix every name, so a compiled or wrapped run's layers
+    would not match the same model's eager run. The parameters are the same
+    tensors either way."""
+    inner = model
+    for _ in range(8):  # wrappers nest: DDP around a compiled model
+        held = getattr(inner, "_orig_mod", None)
+        if isinstance(held, torch.nn.Module):
+            inner = held
+        elif isinstance(inner, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+            inner = inner.module
+        else:
+            break
+    return inner
+
+
 def default_store(store: Any) -> Any:
     """``store`` as given, or for None ``$TRAINDOCTOR_STORE``, else ``./traindoctor_runs``.
 
@@ -463,7 +481,7 @@ class Probe:
 
     def _parameter_names(self, params: Sequence[torch.Tensor]) -> tuple[str, ...]:
         """``named_parameters()`` names (escaped if they hold control characters), else ``group<g>.param<i>``."""
-        names = {id(param): escaped_name(name) for name, param in self._model.named_parameters()}
+        names = {id(param): escaped_name(name) for name, param in unwrapped(self._model).named_parameters()}
         positions = {}
         for group_index, group in enumerate(self._optimizer.param_groups):
             for param_index, param in enumerate(group["params"]):
@@ -615,7 +633,7 @@ class Probe:
                                 "at once)")
         if "params_outside_optimizer" not in self._warned:
             tracked = set(self._param_ids)
-            outside = [escaped_name(name) for name, param in self._model.named_parameters()
+            outside = [escaped_name(name) for name, param in unwrapped(self._model).named_parameters()
                        if param.grad is not None and id(param) not in tracked]
             if outside:
                 self._warn_once("params_outside_optimizer",
@@ -693,7 +711,7 @@ class Probe:
             },
             "amp": {"dtype": None, "scaler": self._scaler is not None},
         })
-        names = {id(param): escaped_name(name) for name, param in model.named_parameters()}
+        names = {id(param): escaped_name(name) for name, param in unwrapped(model).named_parameters()}
         for finding in lint.check_weight_decay(model, optimizer, names):
             self.writer.add_event("config_lint", finding.detail(), step=0)
 

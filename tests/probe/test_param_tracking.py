@@ -236,3 +236,24 @@ def test_lr_turned_off_later_keeps_the_values_of_steps_already_buffered(tmp_path
     _, scalars, _, _ = read_run(tmp_path)
     assert sorted(series(scalars, "lr", layer="group0")) == list(range(1, CHANGE_AT))
     assert sorted(series(scalars, "loss")) == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("wrap", ["compiled", "data_parallel"])
+def test_a_compiled_or_wrapped_model_records_the_eager_models_layer_names(tmp_path, wrap):
+    """torch.compile prefixes every parameter name with '_orig_mod.', (Distributed)DataParallel
+    with 'module.': the layers are recorded under the model's own names, as in an eager run."""
+    model = make_model()
+    eager = {name for name, _ in model.named_parameters()}
+    watched = torch.compile(model, backend="eager") if wrap == "compiled" else torch.nn.DataParallel(model)
+    assert all(name.split(".", 1)[0] in ("_orig_mod", "module") for name, _ in watched.named_parameters())
+    optimizer = _all_params_optimizer(watched)
+    with Probe(run=wrap, store=tmp_path, layer_every=1, flush_every_steps=2) as probe:
+        probe.watch(watched, optimizer)
+        for x, y in make_batches(3):
+            torch.nn.functional.cross_entropy(watched(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            probe.step(loss=1.0)
+    _, scalars, _, _ = read_run(tmp_path)
+    layers = set(scalars.loc[scalars["name"] == "grad_norm", "layer"].dropna())
+    assert layers == eager
