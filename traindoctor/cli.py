@@ -346,6 +346,31 @@ def runs_json_row(summary: dict[str, Any], fields: dict[str, Any]) -> dict[str, 
 
 # Columns of the runs table after the hyperparameters: (header, field).
 _METRIC_COLUMNS = (("train loss", "train.loss"), ("val loss", "val.loss"), ("val acc", "val.accuracy"))
+# A longer name or value is cut (with …) in the runs table: one 300-character name widened every row.
+# The whole of it is in `runs --json`.
+MAX_CELL_WIDTH = 40
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide East Asian characters and most emoji take two,
+    combining marks none."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fit_cell(text: str, limit: int = MAX_CELL_WIDTH) -> str:
+    """``text`` cut to at most ``limit`` terminal columns, ending in … when cut."""
+    if display_width(text) <= limit:
+        return text
+    kept, used = [], 0
+    for character in text:
+        width = display_width(character)
+        if used + width > limit - 1:
+            break
+        kept.append(character)
+        used += width
+    return "".join(kept) + "…"
 
 
 def format_runs_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], *,
@@ -382,14 +407,17 @@ def format_runs_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]
             return "-"
         return " ".join(f"{row[s]}{s[0].upper()}" for s in ("critical", "warning", "info") if row[s]) or "ok"
 
-    header = [title for title, _ in columns] + ["findings"]
-    body = [[cell(row, field) for _, field in columns] + [findings(row)] for row in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    header = [fit_cell(title) for title, _ in columns] + ["findings"]
+    body = [[fit_cell(cell(row, field)) for _, field in columns] + [findings(row)] for row in rows]
+    widths = [max(display_width(line[i]) for line in [header, *body]) for i in range(len(header))]
     numeric = [i for i, (_, field) in enumerate(columns) if field not in ("name", "run_id", "status", "started")]
 
     def line(values: list[str]) -> str:
-        return "  ".join(value.rjust(widths[i]) if i in numeric else value.ljust(widths[i])
-                         for i, value in enumerate(values)).rstrip()
+        padded = []
+        for i, value in enumerate(values):
+            pad = " " * (widths[i] - display_width(value))
+            padded.append(pad + value if i in numeric else value + pad)
+        return "  ".join(padded).rstrip()
 
     return "\n".join(line(values) for values in [header, *body])
 

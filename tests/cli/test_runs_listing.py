@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,20 @@ def test_the_listing_knows_every_rule_the_diagnosis_has():
     from traindoctor.store.listing import RULE_IDS
 
     assert sorted(RULE_IDS) == sorted(RULES)
+
+
+def test_a_long_or_wide_name_does_not_break_the_table(tmp_path, capsys):
+    """A 300-character name is cut to MAX_CELL_WIDTH columns (with …), and a wide emoji counts as two
+    columns, so every row's next column starts at the same place."""
+    from traindoctor.cli import MAX_CELL_WIDTH, display_width
+    from traindoctor.store.segments import RunWriter
+
+    for name in ("x" * 300, "résumé-🚀-run", "plain"):
+        writer = RunWriter(tmp_path, name=name, config={"lr": 0.1}, background=False)
+        writer.add_scalars(step=[1, 2], name="loss", value=[1.0, 0.5])
+        writer.close()
+    assert main(["runs", "--store", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("x" * (MAX_CELL_WIDTH - 1) + "…") for line in lines)
+    run_id_columns = {display_width(re.split(r"\d{8}-\d{6}-", line)[0]) for line in lines[1:4]}
+    assert len(run_id_columns) == 1, lines
