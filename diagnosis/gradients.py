@@ -50,6 +50,25 @@ ZERO_GRAD = 1e-30
 # Fewer records than this cannot show "always zero".
 DEAD_MIN_RECORDS = 3
 
+# Weights that never move although their gradients are non-zero (an
+# optimizer.zero_grad() between backward and step, an optimizer over other
+# parameters). An update/weight ratio at or below this is no update: the
+# probe measures ||w_after - w_before|| on float32 weights, and a step that
+# changed nothing gives exactly 0 (healthy corpus runs' smallest ratios,
+# an annealed lr's last steps, are ~1e-7 and above).
+STILL_UPDATE_RATIO = 1e-12
+# Every tracked layer still at this many records (each with a non-zero
+# gradient and an lr > 0): nothing learns, critical. Two records already
+# rule out a first step at lr 0 (a warm-up from 0).
+STILL_MIN_RECORDS = 2
+# Some layers still while the others move: at this many records each.
+STILL_SOME_MIN_RECORDS = 3
+# The update plain SGD would make at the recorded lr, lr * ||g|| / ||w||,
+# must reach this for "no update" to mean anything: a smaller one can round
+# away on float32 weights (resolution 2**-23 = 1.2e-7 of each element), so
+# a tiny lr is lr_too_low's business, an lr of 0 a choice.
+STILL_EXPECTED_RATIO = 1e-6
+
 SOURCE_GRADIENTS = "seed 000 (transformer training notes), seed 003 (gradient clipping); AUTOTRAINER (ICSE'21)"
 
 
@@ -266,21 +285,155 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     return findings
 
 
-@rule(severities=("warning",), inputs=("grad_norm", "weight_norm", "update_ratio"),
-      evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm",), thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS"),
-      # Layers that stopped learning leave accuracy at the zero-rule baseline and their update ratios below the band.
-      explains=("no_better_than_baseline", "update_ratio_out_of_band"))
+def lr_by_step(run: RunData) -> pd.Series:
+    """The lowest param group's lr at each recorded step (per-group ``lr`` rows, else the global ``lr``); empty when none."""
+    groups = layer_values(run, "lr")
+    if not groups.empty:
+        return groups.min(axis=1, skipna=True).dropna()
+    series = run.series("lr")
+    return pd.to_numeric(series, errors="coerce").dropna() if not series.empty else series
+
+
+@per_run
+def still_layers(run: RunData) -> dict | None:
+    """Layers whose weights never moved although their gradients were non-zero and the lr was not 0.
+
+    A layer is still when every finite update/weight ratio it has is
+    <= STILL_UPDATE_RATIO; a record counts when its gradient norm is
+    > ZERO_GRAD and, where the run records an lr, that lr (the lowest
+    group's, carried forward to the record's step) is > 0 and
+    lr * ||g|| / ||w|| >= STILL_EXPECTED_RATIO.
+
+    Returns:
+        None when the run has no per-layer update ratios; else a dict:
+        ``still`` (layer -> counted records), ``moving`` (layers with a
+        ratio above STILL_UPDATE_RATIO), ``steps`` (first and last counted
+        step), ``grad`` (layer -> median gradient norm at those records),
+        ``lr`` (median lr there, None when the run records none),
+        ``no_gradient`` (layers still at >= STILL_MIN_RECORDS records that
+        have no gradient row at all, in a run with no gradient norm at all).
+    """
+    ratios = layer_values(run, "update_ratio")
+    if ratios.empty:
+        return None
+    grads = layer_values(run, "grad_norm")
+    weights = layer_values(run, "weight_norm")
+    lrs = lr_by_step(run)
+    steps = ratios.index
+    lr_at = (lrs.sort_index().reindex(steps, method="ffill") if not lrs.empty
+             else pd.Series(np.nan, index=steps))
+    still: dict[str, int] = {}
+    moving: list[str] = []
+    no_gradient: list[str] = []
+    any_gradient = not grads.empty or not run.series("grad_norm").dropna().empty
+    grad_level: dict[str, float] = {}
+    counted_steps: list[int] = []
+    counted_lrs: list[float] = []
+    for layer in sorted(ratios.columns, key=natural_key):
+        values = ratios[layer].to_numpy(dtype="float64")
+        known = np.isfinite(values)
+        if not known.any():
+            continue
+        if np.any(values[known] > STILL_UPDATE_RATIO):
+            moving.append(layer)
+            continue
+        if layer not in grads.columns:
+            if not any_gradient and known.sum() >= STILL_MIN_RECORDS:
+                no_gradient.append(layer)
+            continue
+        grad = grads[layer].reindex(steps).to_numpy(dtype="float64")
+        weight = (weights[layer].reindex(steps).to_numpy(dtype="float64") if layer in weights.columns
+                  else np.full(len(steps), np.nan))
+        lr = lr_at.to_numpy(dtype="float64")
+        counted = known & np.isfinite(grad) & (grad > ZERO_GRAD)
+        if not lrs.empty:
+            expected = np.divide(lr * grad, weight, out=np.full(len(steps), np.inf), where=np.isfinite(weight) & (weight > 0))
+            counted &= np.isfinite(lr) & (lr > 0) & (expected >= STILL_EXPECTED_RATIO)
+        if counted.sum() >= STILL_MIN_RECORDS:
+            still[layer] = int(counted.sum())
+            grad_level[layer] = float(np.median(grad[counted]))
+            counted_steps += [int(steps[counted][0]), int(steps[counted][-1])]
+            counted_lrs += list(lr[counted])
+    return {"still": still, "moving": moving, "no_gradient": no_gradient, "steps": (min(counted_steps), max(counted_steps)) if counted_steps else None,
+            "grad": grad_level, "lr": float(np.nanmedian(counted_lrs)) if counted_lrs and np.isfinite(counted_lrs).any() else None}
+
+
+def weights_never_moved(run: RunData) -> list[Finding]:
+    """dead_layers' findings for weights that never move although their gradients are non-zero (see dead_layers)."""
+    found = still_layers(run)
+    if found and not found["still"] and not found["moving"] and found["no_gradient"]:
+        # Torch optimizers skip a parameter whose .grad is None: the ones this optimizer holds never got one.
+        names = found["no_gradient"]
+        steps = layer_values(run, "update_ratio").index
+        return [finding(
+            "dead_layers", "critical", "The weights never moved",
+            f"Every parameter the optimizer holds ({len(names)}: {', '.join(names[:8])}" + (" …" if len(names) > 8 else "")
+            + ") has an update/weight ratio of 0 at every record, and no gradient norm was recorded at all: "
+            "no gradient reached the optimizer's parameters, so the model cannot learn.",
+            "Build the optimizer over this model's parameters (model.parameters() of the model you train, not of "
+            "a copy, and after anything that replaces them); check that backward() runs on this model's loss.",
+            "seed 001 (training manually: zero_grad, backward, step), seed 004 (update/weight ratio)",
+            int(steps[0]), int(steps[-1]), {"layers": names, "still": True, "gradient_recorded": False})]
+    if not found or not found["still"]:
+        return []
+    still, moving = found["still"], found["moving"]
+    names = list(still)
+    shown = ", ".join(f"{name} (gradient norm {found['grad'][name]:.2g})" for name in names[:8])
+    shown += " …" if len(names) > 8 else ""
+    lr_text = f" at lr {found['lr']:.3g}" if found["lr"] is not None else ""
+    first, last = found["steps"]
+    evidence = {"layers": names, "still": True, "records": min(still.values()), "grad_norm": found["grad"],
+                "lr": found["lr"], "moving_layers": len(moving)}
+    if not moving:
+        return [finding(
+            "dead_layers", "critical", "The weights never moved",
+            f"Every tracked layer's update/weight ratio is 0 at each of its records ({min(still.values())} or more, "
+            f"steps {first}–{last}) while its gradients were non-zero{lr_text}: {shown}. The optimizer steps "
+            "changed nothing, so the model cannot learn.",
+            "Call optimizer.zero_grad() before loss.backward() or after optimizer.step(), never between them; "
+            "build the optimizer over this model's parameters (not a copy's, and after anything that replaces "
+            "them); check that no hook or custom optimizer skips the update.",
+            "seed 001 (training manually: zero_grad, backward, step), seed 004 (update/weight ratio)",
+            first, last, evidence)]
+    if min(still.values()) < STILL_SOME_MIN_RECORDS:
+        return []
+    return [finding(
+        "dead_layers", "warning", f"{len(names)} parameter(s) never updated",
+        f"{len(names)} parameter(s) kept an update/weight ratio of 0 at each of their records "
+        f"({min(still.values())} or more, steps {first}–{last}) while their gradients were non-zero{lr_text} "
+        f"and {len(moving)} other(s) moved: {shown}.",
+        "Check that these parameters are in the optimizer's param groups, and that no hook or custom optimizer "
+        "skips them.",
+        "seed 001 (freezing), seed 004 (update/weight ratio)", first, last, evidence)]
+
+
+@rule(severities=("warning", "critical"), inputs=("grad_norm", "weight_norm", "update_ratio", "lr"),
+      evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm", "update_ratio"),
+      thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS", "STILL_UPDATE_RATIO", "STILL_MIN_RECORDS",
+                  "STILL_SOME_MIN_RECORDS", "STILL_EXPECTED_RATIO"),
+      # Layers that stopped learning (or weights that never move) leave accuracy at the zero-rule baseline,
+      # the training loss flat and high, and their update ratios below the band.
+      explains=("no_better_than_baseline", "update_ratio_out_of_band", "underfitting", "lr_too_low"))
 def dead_layers(run: RunData) -> list[Finding]:
-    """Parameters whose gradient is always zero or missing.
+    """Parameters whose gradient is always zero or missing, or whose weights never move.
 
     Symptom: a layer's recorded gradient norm is zero at every record (or it
-    has weights but no gradient at all), or it becomes zero and stays zero.
+    has weights but no gradient at all), or it becomes zero and stays zero;
+    or its update/weight ratio is 0 (≤ 1e-12) at every record (≥ 2, ≥ 3 when
+    other layers move) while its gradient norm is non-zero and the lr > 0
+    (critical when no layer moved at all).
     Likely cause: frozen by mistake (requires_grad=False), unused in
-    forward(), detached graph, dead ReLUs (large negative bias).
+    forward(), detached graph, dead ReLUs (large negative bias); weights
+    that never move: optimizer.zero_grad() between loss.backward() and
+    optimizer.step(), an optimizer built over other parameters (a copy's),
+    a parameter left out of the optimizer's param groups.
     Try: check requires_grad and that forward() uses the module; list
-    optimizer params; use LeakyReLU/lower lr for dying ReLUs.
-    Source: seed 001 (freezing the base model), seed 000.
+    optimizer params; use LeakyReLU/lower lr for dying ReLUs; zero the
+    gradients before backward() or after step().
+    Source: seed 001 (freezing the base model; training manually), seed 000,
+    seed 004 (update/weight ratio).
     """
+    still = weights_never_moved(run)
     grads = layer_values(run, "grad_norm")
     known_layers = set(run.layers("weight_norm")) | set(run.layers("update_ratio"))
     dead: dict[str, int | None] = {}
@@ -305,7 +458,7 @@ def dead_layers(run: RunData) -> list[Finding]:
                 span += [died, int(grads.index[known][-1])]
     missing = sorted(known_layers - set(grads.columns), key=natural_key) if not grads.empty else []
     if not dead and not missing:
-        return []
+        return still
     names = sorted(dead, key=natural_key)
     parts = []
     if names:
@@ -323,4 +476,4 @@ def dead_layers(run: RunData) -> list[Finding]:
         "Check requires_grad (frozen by mistake?), that forward() uses every module, that nothing is detached, "
         "and for dying ReLUs (large negative biases, too high an lr).",
         "seed 001 (freezing), seed 000", min(span) if span else None, max(span) if span else None,
-        {"layers": names + missing, "died_at": {n: dead[n] for n in names if dead[n] is not None}})]
+        {"layers": names + missing, "died_at": {n: dead[n] for n in names if dead[n] is not None}})] + still

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from traindoctor.diagnosis import gradients
-from tests.diagnosis.factories import make_run, scalar_rows
+from tests.diagnosis.factories import confusion_frame, make_run, scalar_rows
 
 LAYER_STEPS = np.arange(5, 501, 5)
 
@@ -127,3 +127,88 @@ def test_update_ratio_sides_report_only_their_own_steps():
     steps = list(grad_run(None, {"a.weight": low}, name="update_ratio").layer_frame("update_ratio").index)
     assert (by_side["below"].step_start, by_side["below"].step_end) == (steps[0], steps[-1])
     assert (by_side["above"].step_start, by_side["above"].step_end) == (steps[15], steps[-1])
+
+
+# Weights that never move while their gradients are non-zero (optimizer.zero_grad() between backward and step).
+STILL_STEPS = [1, 50, 100, 150]
+WEIGHTS = {"0.weight": 3.2, "0.bias": 0.38, "2.weight": 1.8, "2.bias": 0.29}
+GRADS = {"0.weight": 0.29, "0.bias": 0.06, "2.weight": 0.18, "2.bias": 0.12}
+
+
+def still_run(ratios: dict[str, list[float]] | None = None, lr: float | list[float] | None = 3e-3,
+              grads: dict[str, float] | None = GRADS, steps=STILL_STEPS):
+    """The user's run: a 64-32-10 MLP, 4 per-layer records, every update/weight ratio 0 unless given."""
+    frames = []
+    for layer, weight in WEIGHTS.items():
+        frames.append(scalar_rows("weight_norm", np.full(len(steps), weight), steps=steps, layer=layer))
+        frames.append(scalar_rows("update_ratio", (ratios or {}).get(layer, np.zeros(len(steps))), steps=steps,
+                                  layer=layer))
+        if grads is not None:
+            frames.append(scalar_rows("grad_norm", np.full(len(steps), grads[layer]), steps=steps, layer=layer))
+    if lr is not None:
+        frames.append(scalar_rows("lr", np.broadcast_to(np.asarray(lr, float), (len(steps),)), steps=steps,
+                                  layer="group0"))
+    return make_run(loss=np.full(150, 2.3), frames=frames)
+
+
+def test_weights_that_never_move_with_non_zero_gradients_are_critical():
+    found = gradients.dead_layers(still_run())
+    assert [(f.rule, f.severity, f.title) for f in found] == [("dead_layers", "critical", "The weights never moved")]
+    assert found[0].evidence["layers"] == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert found[0].evidence["records"] == 4 and found[0].evidence["lr"] == pytest.approx(3e-3)
+    assert "zero_grad()" in found[0].advice and "non-zero" in found[0].message
+    assert (found[0].step_start, found[0].step_end) == (1, 150)
+
+
+@pytest.mark.parametrize("case", ["lr-zero", "lr-too-small-to-show", "one-record", "gradients-zero",
+                                  "each-layer-moved-once", "warmup-from-zero-then-moves"])
+def test_weights_never_moved_stays_quiet(case):
+    """lr 0 is an lr choice, an lr whose update rounds away in float32 is lr_too_low's, zero gradients are
+    the older dead-layer finding's, one record is no history, and a layer that moved once is not still."""
+    run = {"lr-zero": lambda: still_run(lr=0.0),
+           "lr-too-small-to-show": lambda: still_run(lr=1e-8),
+           "one-record": lambda: still_run(steps=[1]),
+           "gradients-zero": lambda: still_run(grads=dict.fromkeys(GRADS, 0.0)),
+           "each-layer-moved-once": lambda: still_run(
+               ratios={layer: np.roll([1e-4, 0.0, 0.0, 0.0], i) for i, layer in enumerate(WEIGHTS)}),
+           "warmup-from-zero-then-moves": lambda: still_run(
+               ratios={layer: [0.0, 1e-3, 1e-3, 1e-3] for layer in WEIGHTS}, lr=[0.0, 1e-3, 2e-3, 3e-3])}[case]()
+    found = gradients.dead_layers(run)
+    assert [f for f in found if f.evidence.get("still")] == []
+    if case != "gradients-zero":
+        assert found == []
+
+
+def test_some_layers_never_updated_while_others_move_is_a_warning_naming_them():
+    moving = {layer: [1e-3] * 4 for layer in ("2.weight", "2.bias")}
+    found = gradients.dead_layers(still_run(ratios=moving))
+    assert [(f.severity, f.evidence["layers"]) for f in found] == [("warning", ["0.bias", "0.weight"])]
+    assert "param groups" in found[0].advice
+    # Three records at least when the rest move: two could be a late-added group's first steps.
+    assert gradients.dead_layers(still_run(ratios={k: v[:2] for k, v in moving.items()}, steps=[1, 50])) == []
+
+
+def test_an_optimizer_over_parameters_that_never_get_a_gradient_is_critical():
+    """An optimizer over a copy's parameters: the probe tracks those (named group0.paramN), which never get a
+    gradient, so no gradient norm is recorded at all and every update is 0."""
+    found = gradients.dead_layers(still_run(grads=None))
+    assert [(f.severity, f.evidence["gradient_recorded"]) for f in found] == [("critical", False)]
+    assert "copy" in found[0].advice
+
+
+def test_the_verdict_names_still_weights_before_the_baseline_symptom():
+    from traindoctor.diagnosis import diagnose
+    from traindoctor.diagnosis.verdict import verdict
+
+    accuracy = scalar_rows("accuracy", [0.10, 0.10, 0.10], steps=[50, 100, 150], split="val")
+    run = still_run()
+    run.scalars = pd.concat([run.scalars, accuracy], ignore_index=True)
+    matrix = np.zeros((10, 10), dtype=int)
+    matrix[:, 0] = 40  # every sample predicted as class 0: accuracy 0.1, the majority share
+    run.confusion = confusion_frame(matrix, step=150)
+    run.task = {"kind": "classification", "num_classes": 10}
+    findings = diagnose(run, strict=True)
+    found = verdict(findings)
+    assert (found.rule, found.severity) == ("dead_layers", "critical")
+    baseline = [f for f in findings if f.rule == "no_better_than_baseline"]
+    assert baseline and all(f.explained_by == "dead_layers" for f in baseline)
