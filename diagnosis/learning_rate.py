@@ -435,6 +435,11 @@ def lr_too_high(run: RunData) -> list[Finding]:
         evidence.update(kind="rebound", best_level=best, rebound_level=climbed,
                         rebound_fraction=(climbed - best) / (start - best), rebound_steps=[int(profile.index[first]),
                                                                                            int(profile.index[last])])
+        if sparse:
+            # Live, on 3-record bins a jump still recovering fills 3 bins within 9 records: a climb that one
+            # bin's jump makes most of is left to the end of the run (LIVE_JUMP_SHARE), as the climb that stays.
+            rises = np.diff(profile.to_numpy()[best_position:last + 1])
+            evidence["jump_share"] = float(rises.max()) / (climbed - best) if rises.size and climbed > best else 0.0
         return [finding(
             "lr_too_high", "warning", "Loss climbed back after its best: lr too high",
             f"The loss reached {best:.3g} near step {profile.index[best_position]}, then climbed back to {climbed:.3g} "
