@@ -329,7 +329,7 @@ def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: lis
 
 
 @rule(severities=("info", "warning"), inputs=("loss", "update_ratio", "lr", "grad_norm", "amp_skipped"),
-      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
+      metadata=("env.logger", "task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"), heatmaps=("update_ratio",),
       # Its consequences: the spikes and the early best epoch of the overshoot, accuracy stuck at the
       # majority class, ReLUs killed by a huge step (dead layers) and the update ratios out of band.
