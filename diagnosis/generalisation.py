@@ -455,6 +455,8 @@ TRAIN_LONGER_MIN_TRAIN_RECORDS = 8
 
 
 @rule(severities=("info",), inputs=("loss", "lr", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
+      # The task: divergence_onset judges a loss that never came near where a fresh model starts.
+      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       # "Train longer" is wrong advice when the lr is too high or the model already overfits.
       explained_by=("lr_too_high", "divergence", "overfitting"),
       thresholds=("TRAIN_LONGER_VAL_IMPROVEMENT", "TRAIN_LONGER_TRAIN_IMPROVEMENT",
