@@ -860,7 +860,7 @@ EARLY_LOSS_RISE = 0.50
 
 
 @rule(severities=("warning",), inputs=("loss", "lr", "grad_norm", "amp_skipped"),
-      metadata=("env.logger", "env.model", "env.optimizer"),
+      metadata=("env.logger", "env.model", "env.optimizer", "task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
                   "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "DIVERGED_SMOOTHING",

@@ -343,6 +343,8 @@ def divergence_settled(finding: Finding) -> bool:
 
 
 @rule(severities=("info", "critical"), inputs=("loss", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
+      # The task's reference loss: a log that starts far above where a fresh model starts (1b317a7).
+      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       thresholds=("RECOVERED_MIN_RECORDS", "RECOVERED_MIN_FRACTION", "LISTED_STEPS", "START_POINTS",
                   "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
@@ -696,6 +698,7 @@ def spike_settled(finding: Finding) -> bool:
 
 
 @rule(severities=("info", "warning"), inputs=("loss", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
+      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),  # through divergence's onset, which spikes defer to
       live=Live(settled=spike_settled, quiet_after=("divergence",)),
       thresholds=("START_POINTS", "SPIKE_WINDOW_MAX", "SPIKE_WINDOW_MIN", "SPIKE_MIN_HISTORY", "SPIKE_SCALE_WINDOWS",
                   "SPIKE_SCALE_FLOOR", "SPIKE_TAIL_QUANTILE", "SPIKE_TAIL_Z", "SPIKE_AFTER_POINTS",

@@ -143,7 +143,8 @@ HAND_KEPT = {
     "vanishing_gradients": (Evidence.series("grad_norm"), ("grad_norm",), False),
     "amp_skipped_steps": (Evidence.series("amp_scale"), (), False),
     "update_ratio_out_of_band": (Evidence.heatmap("update_ratio"), ("update_ratio",), False),
-    "dead_layers": (Evidence.heatmap("grad_norm"), ("grad_norm",), False),
+    # Since e970cc8 it also outlines still weights (update/weight ratio exactly 0) on the ratio heatmap.
+    "dead_layers": (Evidence.heatmap("grad_norm"), ("grad_norm", "update_ratio"), False),
     "lr_too_high": (Evidence.series("loss"), ("update_ratio",), False),
     "lr_too_low": (Evidence.series("loss"), ("update_ratio",), False),
     "eval_mode_during_training": (Evidence.events(), (), False),
