@@ -312,7 +312,9 @@ def underfitting(run: RunData) -> list[Finding]:
     its peak (a decaying schedule's flat tail is the lr running out, not the
     model), that quarter adding < 10 % of the total drop, and < 5 % more
     once the lr decays (a plateau the decay lowers was the lr's); train accuracy
-    < 0.9 (or, without accuracy, the final loss ≥ 30 % of ln C); an
+    < 0.9 (or, without it, the final loss ≥ 30 % of ln C and validation
+    accuracy, where recorded, < 0.9: label smoothing raises the loss floor of
+    a classifier that fits); an
     evaluation split (required) within 10 % of the train loss (or 0.05
     accuracy); and the validation loss not still falling (its last quarter
     of evals ≥ 5 % and 3 standard errors below the quarter before: the
@@ -372,6 +374,12 @@ def underfitting(run: RunData) -> list[Finding]:
         if accuracy >= UNDERFIT_TRAIN_ACCURACY:
             return []
     elif reference is None or final < UNDERFIT_HIGH_LOSS * reference[0]:
+        return []
+    elif len(val_accuracy) and float(np.median(val_accuracy.to_numpy()[-max(1, len(val_accuracy) // 5):])) >= (
+            UNDERFIT_TRAIN_ACCURACY):
+        # No training accuracy, but the model classifies held-out data at >= 0.9: it fits. Its loss
+        # floor is raised by something else (label smoothing: at 0.2 over 10 classes the loss
+        # cannot go below 0.87, 38 % of ln 10; dropout; mixup), not by too little capacity.
         return []
     else:
         evidence["reference_loss"] = reference[0]

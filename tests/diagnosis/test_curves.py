@@ -377,6 +377,20 @@ def test_underfitting_stands_down_while_the_validation_loss_still_falls(val, fir
     assert bool(underfitting(make_run(loss=loss, frames=frames, task={"num_classes": 3}))) is fires
 
 
+@pytest.mark.parametrize(("val_accuracy", "fires"), [(0.96, False), (0.6, True), (None, True)],
+                         ids=["label-smoothed-classifier-that-fits", "poor-val-accuracy", "no-accuracy-at-all"])
+def test_underfitting_without_train_accuracy_asks_the_validation_accuracy(val_accuracy, fires):
+    """Label smoothing 0.2 on 10 classes: the loss cannot fall below 0.87 (38 % of ln 10), so a
+    classifier at 96 % validation accuracy plateaus at 0.95, above the 30 %-of-ln-C bar. With no
+    training accuracy recorded, a validation accuracy >= 0.9 says the model fits."""
+    loss = np.concatenate([np.linspace(2.3, 0.95, 60), np.full(240, 0.95)])
+    steps = [75, 150, 225, 300]
+    frames = [scalar_rows("loss", [1.2, 1.0, 0.96, 0.96], steps=steps, split="val")]
+    if val_accuracy is not None:
+        frames.append(scalar_rows("accuracy", [0.9, 0.94, val_accuracy, val_accuracy], steps=steps, split="val"))
+    run = make_run(loss=loss, frames=frames, task={"num_classes": 10})
+    assert bool(underfitting(run)) is fires
+
 def test_train_longer_when_both_still_improve():
     found = train_longer(_train_val([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], train_end=0.3))
     assert [(f.rule, f.severity) for f in found] == [("train_longer", "info")]
