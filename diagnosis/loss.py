@@ -868,7 +868,8 @@ def first_steps_record(run: RunData, series: pd.Series, name: str = "loss") -> s
       metadata=("env.logger", "task.expected_initial_loss", "task.kind",
                 "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
-      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION"))
+      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION",
+                  "SUMMED_LOSS_TOLERANCE"))
 def bad_initial_loss(run: RunData) -> list[Finding]:
     """The first loss is far from ln(C) for C-class cross-entropy (or from the user's expected value).
 
@@ -883,7 +884,9 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     normalised, a wrong loss (e.g. softmax applied twice, wrong reduction) or
     labels that do not match the outputs.
     Try: zero or small init for the last layer, check the loss and the label
-    encoding; the first loss should be about −log(1/C).
+    encoding; the first loss should be about −log(1/C). A first loss about
+    the config's batch size × the expected one (within 15 %) is named as a
+    loss summed over the batch (``reduction="sum"``).
     Source: seed 004 step 1 ("check initial loss").
     """
     loss = finite_train_loss(run)
@@ -907,10 +910,34 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
         return []
     where = (f"at step {step}" if shows == "initial"
              else f"at step {step}, where logging starts (training has only lowered it since step 1)")
+    advice = ("Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
+              "check the loss function and the label encoding.")
+    evidence = {"first_loss": first, "expected": expected, "relative_deviation": deviation, "first_record": shows}
+    summed = _summed_over_batch(run, first / expected)
+    if summed is not None:
+        # A loss summed over the batch (reduction="sum") starts at batch_size × ln C: the
+        # initialisation is fine, the loss scale is not, and the lr then acts batch_size× larger.
+        evidence["batch_size"] = summed
+        advice = (f"The first loss is {first / expected:.3g}× {basis}, about the batch size ({summed}): the loss is "
+                  f"probably summed over the batch (reduction='sum') rather than averaged; use the mean, or "
+                  f"divide the lr by the batch size. Otherwise: " + advice[0].lower() + advice[1:])
     return [finding(
         "bad_initial_loss", "warning", "Initial loss far from the expected value",
         f"The first loss is {first:.3g} {where}; {basis} is {expected:.3g} ({deviation:+.0%}).",
-        "Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
-        "check the loss function and the label encoding.",
-        "seed 004 step 1 (check the initial loss)", step, step,
-        {"first_loss": first, "expected": expected, "relative_deviation": deviation, "first_record": shows})]
+        advice, "seed 004 step 1 (check the initial loss)", step, step, evidence)]
+
+
+# A first loss within 15 % of batch_size × the expected loss reads as a loss summed over the batch.
+SUMMED_LOSS_TOLERANCE = 0.15
+
+
+def _summed_over_batch(run: RunData, ratio: float) -> int | None:
+    """The run's batch size (config ``batch_size``, ``per_device_train_batch_size``,
+    ``train_batch_size``) when ``ratio`` (first loss / expected) is within
+    SUMMED_LOSS_TOLERANCE of it and it is ≥ 4; else None."""
+    for key in ("batch_size", "per_device_train_batch_size", "train_batch_size"):
+        value = (run.config or {}).get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 4 and math.isfinite(value):
+            if abs(ratio / value - 1) <= SUMMED_LOSS_TOLERANCE:
+                return int(value)
+    return None

@@ -478,3 +478,17 @@ ODD_LOSSES = {
 def test_curve_rules_stay_quiet_on_odd_series(rule, loss):
     frames = [scalar_rows("lr", np.full(len(loss), 1e-3), layer="group0")] if len(loss) else []
     assert rule(make_run(loss=loss, frames=frames, task={"num_classes": 10})) == []
+
+
+@pytest.mark.parametrize(("batch_size", "named"), [(64, True), (32, False), (None, False)],
+                         ids=["sum-over-64", "other-batch-size", "no-batch-size"])
+def test_bad_initial_loss_names_a_loss_summed_over_the_batch(batch_size, named):
+    """reduction='sum' on a batch of 64: the first loss is 149 against ln 10 = 2.3, 64.7x: not the
+    initialisation, the loss's scale (the lr then acts 64x larger)."""
+    from traindoctor.diagnosis.loss import bad_initial_loss
+
+    config = {} if batch_size is None else {"batch_size": batch_size}
+    run = make_run(loss=149.0 * np.exp(-np.arange(100) / 50), task={"num_classes": 10}, config=config)
+    [found] = bad_initial_loss(run)
+    assert ("reduction='sum'" in found.advice) is named
+    assert (found.evidence.get("batch_size") == 64) is named
