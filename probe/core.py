@@ -1377,7 +1377,8 @@ class Probe:
             status = "crashed" if self._terminated else "finished"
         if status == "crashed" and detail is None and self._terminated:
             detail = self._termination_detail
-        self.writer.close(status, detail=detail)
+        # The crash is placed at the last optimizer step done (None before the first).
+        self.writer.close(status, detail=detail, step=self.step_count if self.step_count >= self._first_step else None)
         self._sigterm.uninstall()
         # On an object store, compacting downloads every rank's segments first: only for one rank.
         remote = self.writer.run_dir is None

@@ -1297,8 +1297,12 @@ class RunWriter:
         except OSError as error:
             raise StoreError(f"{RUN_JSON} cannot be written ({_failure_reason(error)})") from error
 
-    def close(self, status: str = "finished", *, detail: str | None = None) -> None:
+    def close(self, status: str = "finished", *, detail: str | None = None, step: int | None = None) -> None:
         """Flush, stop the thread, and record the final status (idempotent).
+
+        A ``crashed`` status with a ``detail`` (the traceback) records a
+        ``crash`` event at ``step`` (the last optimizer step done, when the
+        caller knows it).
 
         A store that cannot be written is retried for ``close_timeout_s``;
         what is still unpublished then is dropped, with a warning, and listed
@@ -1309,7 +1313,7 @@ class RunWriter:
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
         if status == "crashed" and detail:
-            self.add_event("crash", detail)
+            self.add_event("crash", detail, step=step)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

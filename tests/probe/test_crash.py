@@ -78,6 +78,8 @@ def test_exception_in_with_block_marks_run_crashed_with_traceback(tmp_path):
     assert meta["status"] == "crashed"
     crash = events.loc[events["kind"] == "crash", "detail"].tolist()
     assert len(crash) == 1 and "ZeroDivisionError" in crash[0] and "Traceback" in crash[0]
+    # At the last optimizer step done: the dashboard and `diagnose` place it on the curves.
+    assert events.loc[events["kind"] == "crash", "step"].tolist() == [7]
     assert sorted(series(scalars, "loss")) == list(range(1, 8))  # buffered steps were flushed
 
 
