@@ -246,7 +246,8 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
 
 
 def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
-    """The smoothed loss ≥ DIVERGED_MARGIN above its start from some record to the end (needs ≥ 10 records)."""
+    """The smoothed loss ≥ DIVERGED_MARGIN above its start from some record to the end (needs ≥ 10 records),
+    and, where the task gives a reference loss, settled at or above it."""
     loss = finite_train_loss(run)
     if len(loss) < START_POINTS + DIVERGED_MIN_POINTS:
         return None
@@ -261,6 +262,15 @@ def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
     if not np.all(loss.to_numpy()[-DIVERGED_TAIL_POINTS:] > threshold):
         return None
     tail = float(np.median(loss.to_numpy()[first_above:]))
+    reference = loss_reference(run)
+    if reference is not None and 0 <= start and tail < reference[0]:  # a negative loss is no cross-entropy
+        # Still below the loss of uniform predictions (ln C, or the expected initial loss): the
+        # model predicts better than one that learned nothing, so training has not blown up; a
+        # climb that settles there is an lr too high (its rebound test), not a divergence. A
+        # window-mean log's start can already be past the first fall (a GRU logged every 25
+        # steps: start 0.82, settled at 1.0 against ln 4 = 1.39); every labelled rise-divergence
+        # in the corpus ends 3-6x above its reference.
+        return None
     return int(loss.index[first_above]), "rise", {"start_level": start, "diverged_level": tail,
                                                   "steps_above": stretch}
 

@@ -50,10 +50,6 @@ KNOWN_MISSES |= {
                        "either (healthy classifiers nearing 0 gain 11-19 % in their last third)",
     "dn_underfitting_one_number_code": "a one-number code plateaus 2.9x its twin's with train = val; a regression "
                                        "loss has no scale to call the plateau high",
-    "gru_lr_too_high_adam": "Adam 0.1: val loss best 0.47 at step 88 then 1.0 (3.1x the twin's); read as divergence "
-                            "(critical: above its start, the median of its first 5 records, 0.817), which stands "
-                            "lr_too_high down; lr_too_high's sparse-log climb (0.82 -> 1.41 over steps 275-500, 3-record "
-                            "bins) is there once divergence stops",
     "lmw_missing_warmup_postln": "without warm-up the post-LN LM collapses to 4.6 (unigram level) in 100 steps and "
                                  "stays; its warm-up twin reaches 3.5; not read",
     "lmw_train_longer": "stopped after 211 of 844 steps at 3.49 vs its twin's 3.18, still falling, but slowing: "

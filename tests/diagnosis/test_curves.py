@@ -492,3 +492,17 @@ def test_bad_initial_loss_names_a_loss_summed_over_the_batch(batch_size, named):
     [found] = bad_initial_loss(run)
     assert ("reduction='sum'" in found.advice) is named
     assert (found.evidence.get("batch_size") == 64) is named
+
+
+@pytest.mark.parametrize(("settles_at", "diverged"), [(1.0, False), (2.0, True)],
+                         ids=["climb-that-stays-below-ln-C", "climb-above-ln-C"])
+def test_a_rise_divergence_must_settle_at_or_above_the_uniform_loss(settles_at, diverged):
+    """A window-mean log whose first records are already past the first fall (start 0.8): a climb
+    that settles at 1.0, below ln 4 = 1.39, still predicts better than uniform: not a divergence
+    (an lr too high); settling at 2.0, above it, is."""
+    from traindoctor.diagnosis.loss import divergence_onset
+
+    loss = np.concatenate([np.linspace(0.8, 0.5, 10), np.linspace(0.5, settles_at, 6), np.full(24, settles_at)])
+    steps = np.arange(25, 25 * (len(loss) + 1), 25)
+    run = make_run(loss=loss, steps=steps, task={"num_classes": 4})
+    assert (divergence_onset(run) is not None) is diverged
