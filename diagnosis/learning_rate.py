@@ -588,9 +588,25 @@ LR_TOO_LOW_MIN_POINTS = 100
 # the training loss lost half its start or clearly slows down (its second half falls < 25 % as
 # much as its first): it converged.
 LR_TOO_LOW_MIN_EVALS = 10
+# An lr of exactly 0 at every one of >= 5 records: the optimizer never moves the weights
+# (lr=0 passed, a scheduler whose factor is 0 and never rises). A warm-up from 0 has a
+# later record above 0.
+ZERO_LR_MIN_RECORDS = 5
 
 
-@rule(severities=("warning",), inputs=("loss", "update_ratio", "grad_norm", "amp_skipped"),
+def zero_lr(run: RunData) -> tuple[int, int, int] | None:
+    """(first step, last step, records) when every recorded lr (every param group) is exactly 0
+    at ≥ ZERO_LR_MIN_RECORDS records; else None."""
+    groups = [run.series("lr", "train", layer=layer) for layer in (None, *run.layers("lr"))]
+    groups = [series[np.isfinite(series.to_numpy())] for series in groups if len(series)]
+    records = max((len(series) for series in groups), default=0)
+    if records < ZERO_LR_MIN_RECORDS or any(np.any(series.to_numpy() != 0) for series in groups):
+        return None
+    steps = np.concatenate([series.index.to_numpy() for series in groups])
+    return int(steps.min()), int(steps.max()), records
+
+
+@rule(severities=("warning",), inputs=("loss", "lr", "update_ratio", "grad_norm", "amp_skipped"),
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       heatmaps=("update_ratio",),
@@ -599,7 +615,7 @@ LR_TOO_LOW_MIN_EVALS = 10
       thresholds=("LR_TOO_LOW_MIN_POINTS", "LR_TOO_LOW_MIN_EVALS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO",
                   "STILL_FALLING", "STILL_FALLING_SHARE", "DROP_SIGMAS",
                   "HIGH_UPDATE_RATIO", "UPDATE_RATIO_RULE_OF_THUMB", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS",
-                  "LOW_UPDATE_RATIO"))
+                  "LOW_UPDATE_RATIO", "ZERO_LR_MIN_RECORDS"))
 def lr_too_low(run: RunData) -> list[Finding]:
     """Loss falls slowly and almost linearly, far from a plateau at the end.
 
@@ -616,11 +632,22 @@ def lr_too_low(run: RunData) -> list[Finding]:
     fall), or, in a log without update/weight ratios, the loss there still
     never rises and still falls in its last quarter (≥ 1 %, beyond 3
     standard errors; medians of 10 chunks, any logging cadence).
+    Or the recorded lr is exactly 0 at every record (≥ 5, every param group).
     Likely cause: a learning rate far below what the model tolerates.
     Try: raise the lr (×3 to ×10; try 1e-1, 1e-2, 1e-3, 1e-4 and keep the one
     whose loss drops within ~100 iterations).
     Source: seed 004 step 6 rule 1 and step 3; Shannon 1951 (unigram entropy of English below ln V).
     """
+    zero = zero_lr(run)
+    if zero is not None:
+        first, last, records = zero
+        return [finding(
+            "lr_too_low", "warning", "The lr is 0: the weights never change",
+            f"The recorded lr is exactly 0 at all {records} records (steps {first}–{last}), in every param "
+            f"group: the optimizer steps but never moves the weights, whatever the loss does.",
+            "Set a non-zero lr; check the scheduler (a LambdaLR factor or a warm-up that stays at 0) and the "
+            "lr passed to the optimizer.", SOURCE_LR + " rule 1", first, last,
+            {"kind": "zero_lr", "records": records})]
     curve = loss_profile(run)
     if curve is None or divergence_onset(run) is not None:
         return []

@@ -506,3 +506,16 @@ def test_a_rise_divergence_must_settle_at_or_above_the_uniform_loss(settles_at, 
     steps = np.arange(25, 25 * (len(loss) + 1), 25)
     run = make_run(loss=loss, steps=steps, task={"num_classes": 4})
     assert (divergence_onset(run) is not None) is diverged
+
+
+@pytest.mark.parametrize(("lr", "named"), [
+    (np.zeros(100), True),
+    (np.concatenate([np.zeros(10), np.linspace(1e-4, 1e-3, 90)]), False),  # a warm-up from 0
+    (np.full(100, 1e-3), False),
+], ids=["lr-zero-throughout", "warm-up-from-zero", "constant-lr"])
+def test_lr_too_low_names_an_lr_of_zero(lr, named):
+    """lr=0 (or a scheduler stuck at 0): the loss stays flat, and no other rule says why."""
+    loss = 2.3 + 0.01 * np.random.default_rng(0).standard_normal(100)
+    run = make_run(loss=loss, frames=[scalar_rows("lr", lr, layer="group0")], task={"num_classes": 10})
+    found = [f for f in lr_too_low(run) if f.evidence.get("kind") == "zero_lr"]
+    assert bool(found) is named
