@@ -112,6 +112,10 @@ def _check_verdict(page) -> None:
 def _check_every_chart_after_opening_every_finding(runs: _Runs) -> int:
     """Open every finding, wait, and check that every chart has drawn its lines; returns the chart count."""
     page, messages = runs.page, runs.messages
+    # A Run page always draws its curves; Streamlit mounts a chart's element only once the browser has
+    # loaded the Plotly component, which can come after the script's run is reported finished (CI once
+    # counted 0 charts here): wait for the first chart before counting.
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=PAGE_TIMEOUT_MS)
     before = page.locator("[data-testid=stPlotlyChart]").count()
     expanders = _findings(page)
     closed = [index for index in range(expanders.count()) if expanders.nth(index).get_attribute("open") is None]
@@ -124,12 +128,12 @@ def _check_every_chart_after_opening_every_finding(runs: _Runs) -> int:
         if not runs.wait(finished, timeout_s=15, required=False):
             assert expanders.nth(index).get_attribute("open") is not None, f"finding {index} did not open"
             _wait_idle(page, settle_s=0.3)
-    boxes = page.locator("[data-testid=stPlotlyChart]").count()
     deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
-    charts = page.evaluate(CHART_STATE_JS)
+    boxes, charts = page.locator("[data-testid=stPlotlyChart]").count(), page.evaluate(CHART_STATE_JS)
     while time.monotonic() < deadline and not (len(charts) == boxes and all(c["lines"] or c["images"] for c in charts)):
         page.wait_for_timeout(200)
-        charts = page.evaluate(CHART_STATE_JS)
+        # Counted again each time: a chart whose element mounts late joins the count.
+        boxes, charts = page.locator("[data-testid=stPlotlyChart]").count(), page.evaluate(CHART_STATE_JS)
     assert len(charts) == boxes and all(c["lines"] or c["images"] for c in charts), charts
     assert boxes >= before + len(closed) > 0 or not closed  # an opened finding draws its evidence charts
     assert page.locator("canvas.gl-canvas").count() == 0  # no WebGL trace anywhere
