@@ -39,6 +39,7 @@ the import rules of :mod:`traindoctor.store.importers.common`.
 from __future__ import annotations
 
 import ast
+import codecs
 import math
 import re
 from dataclasses import dataclass
@@ -408,13 +409,34 @@ def _assign_steps(records: list[LogRecord], log_every: int) -> str:
     return f"record number × {log_every} (logging cadence)"
 
 
+# Bytes of a log's start searched for a NUL: text never holds one, binary files almost always do.
+_BINARY_SNIFF_BYTES = 65536
+
+
+def log_text(path: Path, data: bytes) -> str:
+    """The text of a terminal log's bytes: UTF-8 (bytes that are not become U+FFFD), or UTF-16
+    when a byte-order mark says so (PowerShell's ``python train.py > train.log`` writes UTF-16LE).
+
+    Raises:
+        ImportInputError: the file holds a NUL byte in its first 64 KiB and no UTF-16 mark: a
+            binary file (a database, a checkpoint, a gzipped log), whose stray ``key: value``
+            bytes would otherwise import as metrics, and on a re-import replace a good run.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        hint = " (gzip: decompress it first)" if data.startswith(b"\x1f\x8b") else ""
+        raise ImportInputError(f"{path} is a binary file, not a text log{hint}")
+    return data.decode("utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8", errors="replace")
+
+
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     path = source.path
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ImportInputError(f"unreadable file {path}: {error.strerror or error}") from None
-    text = data.decode("utf-8", errors="replace")
+    text = log_text(path, data)
     options = source.handle or {}
     lines = text.split("\n")
     config: dict[str, Any] = {}

@@ -350,3 +350,28 @@ def test_log_50000_lines_arrive_whole(tmp_path, store_root):
     loss = imported_series(store_root, result.run_id, "train", "loss")
     assert loss["step"].tolist() == list(range(1, steps + 1))
     assert loss["value"].tolist() == [float(f"{1.0 / s:.6f}") for s in range(1, steps + 1)]
+
+
+def test_a_binary_file_is_refused_and_leaves_the_earlier_import_whole(tmp_path, store_root):
+    # A DuckDB file, a checkpoint or a gzipped log holds stray 'key: value' bytes that read as
+    # metrics; imported over a good log of the same path, it replaced that run with noise.
+    path = tmp_path / "train.log"
+    path.write_text("".join(f"iter {s}: loss {3.0 / s:.4f}, time 10.00ms\n" for s in range(1, 11)))
+    [first] = import_source("log", store_root, path)
+    before = listing(store_root)
+    path.write_bytes(b"DUCK\x00\x00\x01\x00" + b"\nbatch_size: 64\nlr: 0.1\nloss: 2.5\n" * 5 + b"\x00" * 64)
+    with pytest.raises(StoreError, match=r"train\.log is a binary file, not a text log$"):
+        import_source("log", store_root, path)
+    path.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 32)
+    with pytest.raises(StoreError, match=r"binary file, not a text log \(gzip: decompress it first\)$"):
+        import_source("log", store_root, path)
+    assert listing(store_root) == before
+    assert points(store_root, first.run_id, "train", "loss")[-1] == (10, 0.3)
+
+
+def test_a_utf16_log_is_read_as_text(tmp_path, store_root):
+    # PowerShell's `python train.py > train.log` writes UTF-16LE with a byte-order mark.
+    path = tmp_path / "train.log"
+    path.write_bytes("".join(f"iter {s}: loss {3.0 / s:.4f}\r\n" for s in range(1, 6)).encode("utf-16"))
+    [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "loss") == [(s, round(3.0 / s, 4)) for s in range(1, 6)]
