@@ -143,6 +143,20 @@ def test_run_page_without_findings_says_so(app, fake_diagnosis):
     assert any("No findings" in s.value for s in at.success)
 
 
+def test_run_page_of_a_run_without_a_training_step_says_nothing_was_recorded(app, store):
+    # TensorBoard's add_hparams folder, an eval-only log: `traindoctor diagnose` says NOTHING
+    # RECORDED, and the Run page said "no problem found".
+    root, _ = store
+    writer = RunWriter(root, name="evals-only", background=False)
+    writer.add_scalars(step=np.array([100, 200]), value=np.array([2.0, 1.5]), split="val", name="loss")
+    writer.close("finished")
+    at = app("views/run.py", run="evals-only")
+    no_exceptions(at)
+    assert not any("no problem found" in str(s.value) for s in at.success), [s.value for s in at.success]
+    assert any("NOTHING RECORDED" in shown(w.value) for w in at.warning), [w.value for w in at.warning]
+    assert any("no training step to judge" in c.value for c in at.caption)
+
+
 def test_run_page_has_curves_heatmaps_toggles_and_events(app):
     at = app("views/run.py", run="beta")
     no_exceptions(at)

@@ -152,6 +152,16 @@ def train_loss(run_id: str) -> float | None:
         return None
 
 
+def recorded_steps(run_id: str) -> int | None:
+    """Optimizer steps the run recorded (its catalog summary's ``num_steps``: training-loss records),
+    as ``traindoctor diagnose`` counts them; None when the summary cannot be read."""
+    try:
+        steps = store().catalog.summary(run_id).get("num_steps")
+    except Exception:  # a summary that cannot be read: the page judges the run as it is
+        return None
+    return steps if isinstance(steps, int) else None
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def _run_view(path: str, run_id: str, version: tuple) -> data.RunView:
     return data.load_run_view(_store(path), run_id)

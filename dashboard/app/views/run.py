@@ -21,6 +21,7 @@ from traindoctor.dashboard.data import RunView
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.live import finding_from_detail
+from traindoctor.diagnosis.report import verdict_headline
 from traindoctor.diagnosis.records import Evidence
 from traindoctor.diagnosis.verdict import Verdict, groups, verdict
 from traindoctor.numbers import significant
@@ -233,22 +234,30 @@ def show_run(run_id: str, was_running: bool) -> None:
     # the findings' steps drawn (a big run's first diagnosis takes seconds, then it is cached).
     with st.spinner("Diagnosing…"):
         found, problem = common.findings(run_id)
-    show_verdict(verdict(found) if not problem else None, found, problem, view.meta["status"])
+    empty = common.recorded_steps(run_id) == 0
+    show_verdict(verdict(found) if not problem else None, found, problem, view.meta["status"], empty=empty)
     show_header(view.meta, view.curves)
     st.subheader("Findings")
     show_live_findings(view.events, view.meta["status"] == "running")
     if found:
         st.caption(" · ".join(common.severity_badge(s, n) for s, n in common.severity_counts(found).items() if n))
-    show_findings(view, found, problem)
+    show_findings(view, found, problem, empty=empty)
     show_curves(view.curves, view.lr, found, *_version(view))
     show_layers(view, found)
     show_events(view.events)
 
 
-def show_verdict(found: Verdict | None, findings: list[Finding], problem: str | None, status: str) -> None:
-    """The verdict line: the most likely cause in one sentence, its evidence and the one thing to try first."""
+def show_verdict(found: Verdict | None, findings: list[Finding], problem: str | None, status: str,
+                 empty: bool = False) -> None:
+    """The verdict line: the most likely cause in one sentence, its evidence and the one thing to try first.
+    A run that recorded no training step (``empty``) gets no "no problem found", as in ``traindoctor
+    diagnose``: nothing vouches for it."""
     if problem:
         return  # show_findings says why there is no diagnosis
+    if found is None and empty:
+        headline = verdict_headline(None, findings, status, empty=True)
+        (st.info if status == "running" else st.warning)(f"**Verdict:** {plain(headline)}")
+        return
     if found is None:
         if status == "crashed":
             st.error("**Verdict:** the run crashed, and no rule names a cause in what was recorded "
@@ -263,7 +272,7 @@ def show_verdict(found: Verdict | None, findings: list[Finding], problem: str | 
         f"**Try first:** {plain(found.try_first)}{explains}")
 
 
-def show_findings(view: RunView, found: list[Finding], problem: str | None) -> None:
+def show_findings(view: RunView, found: list[Finding], problem: str | None, empty: bool = False) -> None:
     """Causes first, each an expander with the consequences it explains folded inside it; the verdict's
     finding is the first and the only one open.
 
@@ -273,6 +282,9 @@ def show_findings(view: RunView, found: list[Finding], problem: str | None) -> N
     opening another leaves every chart already drawn alone."""
     if problem:
         st.warning(f"No diagnosis: {plain(problem)}")
+        return
+    if not found and empty:
+        st.caption("No findings: no training step to judge.")
         return
     if not found:
         st.success("No findings: nothing in this run breaks the rules of thumb.")
