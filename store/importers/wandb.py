@@ -47,6 +47,7 @@ claim, as side files of every importer: a broken one stops the import.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -113,10 +114,12 @@ def _run_log(folder: Path) -> Path | None:
     return logs[-1] if logs else None
 
 
-def _source(log: Path, name: str) -> RunSource:
+def _source(log: Path, name: str, named: bool) -> RunSource:
+    """``named``: the name came from ``--run``; otherwise the run's own W&B name replaces the
+    folder's (``offline-run-20261130_084106-b9gtil7b``) once the log is read."""
     folder = log.parent
     files = [log] + [folder / "files" / extra for extra in (CONFIG_FILE, SUMMARY_FILE) if (folder / "files" / extra).is_file()]
-    return RunSource(name=name, path=folder, files=files)
+    return RunSource(name=name, path=folder, files=files, handle={"named": named})
 
 
 def discover(path: Path, run_name: str | None) -> list[RunSource]:
@@ -124,10 +127,10 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     if path.is_file():
         if path.suffix != LOG_SUFFIX:
             raise StoreError(f"{path} is not a W&B transaction log (a run-<id>.wandb file)")
-        return [_source(path, run_name or path.resolve().parent.name)]
+        return [_source(path, run_name or path.resolve().parent.name, run_name is not None)]
     log = _run_log(path)
     if log is not None:
-        return [_source(log, run_name or path.resolve().name)]
+        return [_source(log, run_name or path.resolve().name, run_name is not None)]
     folders = []
     for parent in (path, path / "wandb"):
         if parent.is_dir():
@@ -138,7 +141,8 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
                         folders.append(child)
     if not folders:
         raise StoreError(f"no W&B run folders (run-*/ or offline-run-*/ with a .wandb file) in {path}")
-    return [_source(_run_log(folder), f"{run_name}/{folder.name}" if run_name else folder.name) for folder in folders]
+    return [_source(_run_log(folder), f"{run_name}/{folder.name}" if run_name else folder.name, run_name is not None)
+            for folder in folders]
 
 
 def read_records(path: Path, progress: Progress | None = None) -> Iterator[bytes]:
@@ -481,6 +485,9 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     notes = [f"per-layer norms from W&B histograms: {len(history.histograms)} values "
              f"(bin midpoints, within {NORM_BOUND_FACTOR}x)"] if len(history.histograms) else []
     notes += [f"skipped {count} {what}" for what, count in sorted(history.skipped.items())]
+    if run_meta.get("display_name") and not (source.handle or {}).get("named"):
+        # The name given to wandb.init(name=...) (or W&B's own), as the W&B UI and MLflow's importer show it.
+        source = dataclasses.replace(source, name=run_meta["display_name"])
     return ParsedRun(
         source=source, series=series_from_columns(columns), config=config, env=env, task=task, left_out=history.left_out,
         extra_source={"wandb": {k: v for k, v in run_meta.items() if v}, "step_metric": history.step_metric or _STEP_KEY,

@@ -34,9 +34,9 @@ def stop_wandb_service():
     wandb.teardown()
 
 
-def offline_run(folder: Path, log: Callable, config: dict | None = None) -> Path:
+def offline_run(folder: Path, log: Callable, config: dict | None = None, name: str | None = None) -> Path:
     """Run ``log(run)`` in a fresh offline W&B run under ``folder``; the run folder it wrote."""
-    run = wandb.init(project="traindoctor-test", dir=str(folder), mode="offline", config=config or {},
+    run = wandb.init(project="traindoctor-test", dir=str(folder), mode="offline", config=config or {}, name=name,
                      settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True,
                                              disable_code=True))
     log(run)
@@ -226,6 +226,16 @@ def test_config_yaml_and_summary_json_of_an_online_run_are_read(tmp_path, store_
     meta = Store(store_root).run_meta(result.run_id)
     assert meta["config"] == {"lr": 0.2, "batch_size": 64}
     assert series_points(store_root, result.run_id, "user", "best_f1") == [(1, 0.5)]
+
+
+def test_a_run_is_named_as_wandb_init_named_it_unless_run_is_given(tmp_path, store_root):
+    # It was named after its folder (offline-run-20261130_084106-b9gtil7b), while the W&B UI and
+    # `import mlflow` show the run's own name.
+    run_folder = offline_run(tmp_path, lambda run: run.log({"loss": 1.0}, step=1), name="résumé lr=0.1 ✓")
+    [result] = import_source("wandb", store_root, run_folder)
+    assert result.name == "résumé lr=0.1 ✓" == Store(store_root).run_meta(result.run_id)["name"]
+    [given] = import_source("wandb", tmp_path / "store2", run_folder, run_name="mine")
+    assert given.name == "mine" == Store(tmp_path / "store2").run_meta(given.run_id)["name"]
 
 
 @pytest.mark.parametrize("file, content, message", [
