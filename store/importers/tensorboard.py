@@ -29,13 +29,14 @@ import struct
 import warnings
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, checked_steps, series_from_columns
 from traindoctor.store.importers.lightning import HPARAMS_FILE, read_hparams
-from traindoctor.store.importers.names import optimizer_from_tags
+from traindoctor.store.importers.names import MetricKey, optimizer_from_tags
 from traindoctor.store.importers.tfrecord import HEADER_BYTES, data_crc_ok, decode_simple_values, frame_records
 
 # A first record longer than this is not a file_version event (~30 bytes).
@@ -221,8 +222,74 @@ def _merge_files(per_file: list[dict[str, tuple[list, list, list]]]) -> dict[str
     return merged
 
 
+# The tag of the record SummaryWriter.add_hparams (and Lightning's log_hyperparams) write the
+# hyperparameters in (tensorboard.plugins.hparams.metadata.SESSION_START_INFO_TAG).
+_HPARAMS_TAG = b"_hparams_/session_start_info"
+# An add_hparams folder is this small: one experiment, one session and a few metric values.
+_HPARAMS_FOLDER_MAX_BYTES = 1 << 20
+
+
+def read_hparams_session(path: Path) -> dict[str, Any]:
+    """The hyperparameters an event file's hparams session records (``SummaryWriter.add_hparams``,
+    Lightning's ``log_hyperparams``): name → number, text or bool; {} when it has none. Unreadable
+    records are left to :func:`read_scalars` to report."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    if _HPARAMS_TAG not in data:  # one bytes search: most event files hold no session
+        return {}
+    from google.protobuf.message import DecodeError
+
+    try:
+        from tensorboard.plugins.hparams import plugin_data_pb2
+        starts, lengths = frame_records(path, data)
+    except (ImportError, StoreError):
+        return {}
+    parse_event, hparams = _event_class().FromString, {}
+    for start, length in zip(starts.tolist(), lengths.tolist()):
+        record = data[start:start + length]
+        if _HPARAMS_TAG not in record:
+            continue
+        try:
+            event = parse_event(record)
+            for value in event.summary.value:
+                if value.tag == _HPARAMS_TAG.decode():
+                    session = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    for name, item in session.session_start_info.hparams.items():
+                        kind = item.WhichOneof("kind")
+                        if kind in ("number_value", "string_value", "bool_value"):
+                            hparams[name] = getattr(item, kind)
+        except DecodeError:
+            continue
+    return hparams
+
+
+def _is_hparams_folder(folder: Path, files: list[Path]) -> bool:
+    """Whether ``folder`` is what ``SummaryWriter.add_hparams`` makes beside a run's events: an
+    hparams session and at most one value per metric (``log_dir/<time.time()>``)."""
+    try:
+        if sum(file.stat().st_size for file in files) > _HPARAMS_FOLDER_MAX_BYTES:
+            return False
+    except OSError:
+        return False
+    if not any(read_hparams_session(file) for file in files):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return all(len(steps) <= 1 for file in files for steps, _, _ in read_scalars(file).values())
+    except StoreError:
+        return False
+
+
 def discover(path: Path, run_name: str | None) -> list[RunSource]:
-    """One run per folder holding event files (named by its path relative to ``path``)."""
+    """One run per folder holding event files (named by its path relative to ``path``).
+
+    A folder ``SummaryWriter.add_hparams`` wrote inside a run's folder (its hyperparameters and
+    the metric values given with them) is part of that run, not a run of its own: its
+    hyperparameters become the run's config (``handle["hparams_files"]``).
+    """
     if path.is_file():
         return [RunSource(name=run_name or path.resolve().parent.name, path=path, files=[path, *_hparams(path.parent)])]
     if not path.is_dir():
@@ -233,6 +300,10 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
             folders[file.parent].append(file)
     if not folders:
         raise StoreError(f"no TensorBoard event files under {path}")
+    hparams_of: dict[Path, list[Path]] = defaultdict(list)
+    for folder in sorted(folders):
+        if folder.parent in folders and _is_hparams_folder(folder, folders[folder]):
+            hparams_of[folder.parent] += sorted(folders.pop(folder), key=_file_order)
     sources = []
     for folder in sorted(folders):
         relative = folder.relative_to(path).as_posix()
@@ -241,7 +312,8 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
         else:
             name = f"{run_name}/{relative}" if run_name else relative
         files = sorted(folders[folder], key=_file_order) + _hparams(folder)
-        sources.append(RunSource(name=name, path=folder, files=files))
+        sources.append(RunSource(name=name, path=folder, files=files + hparams_of[folder],
+                                 handle={"hparams_files": hparams_of[folder]}))
     return sources
 
 
@@ -283,20 +355,33 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     Lightning logs ``step`` as the optimizer steps taken before the logged
     batch, with TensorBoardLogger as with CSVLogger; its steps get the same
     +1 as in :mod:`traindoctor.store.importers.lightning`, and hparams.yaml
-    becomes the config. A step repeated within the merged files keeps its
-    last value, as for every importer.
+    becomes the config. Otherwise the config is the hparams session of the
+    run's event files and of its add_hparams folder (see :func:`discover`),
+    whose metric values are kept at the run's last step as user metrics. A
+    step repeated within the merged files keeps its last value, as for every
+    importer.
     """
-    event_files = [f for f in source.files if f.name != HPARAMS_FILE]
+    session_files = list((source.handle or {}).get("hparams_files") or [])
+    event_files = [f for f in source.files if f.name != HPARAMS_FILE and f not in session_files]
     hparams = [f for f in source.files if f.name == HPARAMS_FILE]
     columns = _merge_files([read_scalars(file, progress) for file in event_files])
     env: dict = {"logger": "tensorboard"}
     config: dict = {}
+    for file in event_files + session_files:
+        config.update(read_hparams_session(file))
     if hparams:
         columns = {tag: (checked_steps(steps, source.path, offset=1), values, walls)
                    for tag, (steps, values, walls) in columns.items()}
-        config = read_hparams(hparams[0])
+        config = read_hparams(hparams[0])  # Lightning's own record of them, nested as given
         env["logger"] = "lightning.TensorBoardLogger"
-    optimizer = optimizer_from_tags(columns)
+    last_step = max((int(steps.max()) for steps, _, _ in columns.values() if len(steps)), default=None)
+    for file in session_files:
+        # The metric values given to add_hparams describe the finished run: kept at its last
+        # step as user metrics (as a W&B summary is), out of the training curves.
+        for tag, (steps, values, walls) in read_scalars(file, progress).items():
+            if last_step is not None and len(values) and tag not in columns:
+                columns[MetricKey("user", tag)] = (np.array([last_step]), values[-1:], walls[-1:])
+    optimizer = optimizer_from_tags([tag for tag in columns if isinstance(tag, str)])
     if optimizer:
         env["optimizer"] = {"type": optimizer}
     return ParsedRun(source=source, series=series_from_columns(columns), config=config, env=env)

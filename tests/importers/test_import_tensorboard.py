@@ -135,6 +135,24 @@ def test_every_folder_with_event_files_becomes_a_run(tmp_path, store_root):
     assert sorted(r.name for r in named) == ["sweep/exp1", "sweep/exp2/version_0"]
 
 
+def test_add_hparams_folder_is_the_config_of_its_run_not_a_run_of_its_own(tmp_path, store_root):
+    # SummaryWriter.add_hparams writes log_dir/<time.time()>/: it became a second run of 0 steps
+    # ('NOTHING RECORDED') and the run itself had no config, so `runs --filter lr<...` missed it.
+    folder = tmp_path / "logs" / "lr0.1"
+    write_log(folder, steps=5)
+    with SummaryWriter(str(folder)) as writer:
+        writer.add_hparams({"lr": 0.1, "batch_size": 64, "optimizer": "adam", "nesterov": True}, {"hparam/acc": 0.9})
+    write_log(folder / "trial2", steps=5)  # a run of its own nested in the folder: still one
+    results = import_source("tensorboard", store_root, tmp_path / "logs")
+    assert sorted((r.name, r.rows) for r in results) == [("lr0.1", 3 * 5 + 1), ("lr0.1/trial2", 3 * 5)]
+    [run] = [r for r in results if r.name == "lr0.1"]
+    meta = Store(store_root).run_meta(run.run_id)
+    assert meta["config"] == {"lr": 0.1, "batch_size": 64, "optimizer": "adam", "nesterov": True}
+    acc = imported_series(store_root, run.run_id, "user", "hparam/acc")
+    assert acc["step"].tolist() == [5] and acc["value"].tolist() == pytest.approx([0.9])
+    assert imported_series(store_root, run.run_id, "train", "loss")["step"].tolist() == [1, 2, 3, 4, 5]
+
+
 def test_a_restart_file_wins_where_steps_overlap(tmp_path, store_root):
     folder = tmp_path / "logs"
     # Writers number their files per process (….9, ….10): as text the restart would sort first.
