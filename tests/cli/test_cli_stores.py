@@ -94,7 +94,12 @@ def test_an_unknown_run_suggests_close_names(tmp_path, capsys, argv):
     ("20261130-023843-293ed", [{"name": "x", "run_id": "20261130-023843-293edf"}],
      "; did you mean '20261130-023843-293edf'?"),
     ("a", [], ""),
-], ids=["name", "nothing-close", "run-id", "empty-store"])
+    # An imported Lightning or TensorBoard run is named by its path: the ratio alone (0.55) found nothing.
+    ("version_0", [{"name": "lightning_logs/version_0", "run_id": "r1"}, {"name": "version_10x", "run_id": "r2"}],
+     "; did you mean 'version_10x' or 'lightning_logs/version_0'?"),
+    ("v_0", [{"name": "lightning_logs/v_0", "run_id": "r1"}], "; did you mean 'lightning_logs/v_0'?"),
+    ("v0", [{"name": "lightning_logs/v0x", "run_id": "r1"}], ""),
+], ids=["name", "nothing-close", "run-id", "empty-store", "part-of-a-path", "short-part", "too-short"])
 def test_did_you_mean(run, rows, expected):
     assert did_you_mean(run, rows) == expected
 
