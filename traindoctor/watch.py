@@ -44,7 +44,8 @@ class RunState:
     Attributes:
         run_id, name: the run.
         status: ``running``, ``finished`` or ``crashed`` (a stale heartbeat reads as crashed).
-        step: the last step recorded (None before the first), ``loss`` the last finite training loss.
+        step: the last step recorded (None before the first), ``loss`` the last training loss
+            (NaN or ±Inf as recorded; None before the first).
         last_finding: the most recent finding printed, as a short text.
         ended: the run has ended and its whole diagnosis was reported.
         findings: every finding reported for it, in order (for the exit code).
@@ -219,8 +220,9 @@ class Watcher:
         if len(scalars):
             state.step = int(scalars["step"].max())
         values = run.series("loss", "train").to_numpy(dtype="float64")
-        finite = [value for value in values[-64:] if math.isfinite(value)]
-        state.loss = finite[-1] if finite else None
+        # The newest loss, NaN or ±Inf included: a diverged run showed its last finite loss
+        # (or "–", as if nothing was recorded, once 64 values in a row were NaN).
+        state.loss = float(values[-1]) if len(values) else None
 
     def _report(self, state: RunState, finding: Any, source: str, raised_step: int | None,
                 raised_at: float | None) -> None:

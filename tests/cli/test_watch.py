@@ -63,7 +63,7 @@ def test_a_finished_run_prints_its_findings_once_and_exits_with_diagnose_codes(t
     assert [line for line in lines if "divergence" in line and line.startswith("[critical]")] == [
         next(line for line in lines if line.startswith("[critical]"))]
     assert "(live, raised at step 40)" in out
-    assert "finished  step 60" in out
+    assert "finished  step 60  loss nan" in out  # not step 30's loss, the last finite one
     code, out, _ = run_cli(capsys, "watch", "--store", tmp_path, "nan", "--interval", "0.01")
     assert code == 0  # no --fail-on: 0, as diagnose
 
