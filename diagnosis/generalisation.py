@@ -531,23 +531,71 @@ def train_longer(run: RunData) -> list[Finding]:
 # rate by more than 2 binomial standard errors (and at least 1 point).
 BASELINE_SE = 2.0
 BASELINE_MIN_MARGIN = 0.01
+# ... or a classifier's cross-entropy still at >= 95 % of the class-prior
+# loss H (the entropy of the class shares: what predicting each class at its
+# frequency scores; ln C for balanced classes) at the end of training and,
+# when evaluated, of validation: it has kept under 5 % of the label entropy
+# from its inputs. The corpus's healthy classifiers end at 21-30 % of H
+# (tests/diagnosis/test_prior_loss.py); a loss stuck at the prior is the
+# "verify loss @ init, then make it fall" check of seed 004 step 1.
+PRIOR_LOSS_SHARE = 0.95
+# The training loss's last quarter judged, with at least this many finite
+# records over at least this many optimizer steps: a run that has barely
+# begun is not judged.
+PRIOR_MIN_RECORDS = 10
+PRIOR_MIN_STEPS = 50
 
 
-@rule(severities=("warning", "critical"), inputs=("accuracy", "confusion"), metadata=("task.num_classes",),
+def class_prior_loss(run: RunData) -> tuple[float, str] | None:
+    """The class-prior loss H in nats and how it was found, for a classifier; None otherwise.
+
+    H = -sum p_c ln p_c over the class shares p_c of the last evaluation's
+    confusion counts (its rows' totals), else ln C from the task's C
+    classes (balanced classes: an upper bound of H). None for other tasks,
+    and when the user's expected initial loss says the loss is not a plain
+    cross-entropy (it differs from ln C by more than 5 %).
+    """
+    task = task_of(run)
+    if task.kind != "classification" or task.uniform_loss is None:
+        return None
+    expected = task.expected_initial_loss
+    if expected is not None and abs(expected / task.uniform_loss - 1) > 0.05:
+        return None
+    latest = last_confusion(run)
+    if latest is not None and latest[0].sum() > 0:
+        shares = latest[0].sum(axis=1) / latest[0].sum()
+        shares = shares[shares > 0]
+        if len(shares) >= 2:
+            return float(-(shares * np.log(shares)).sum()), f"the entropy of the {latest[2]} class shares"
+    return task.uniform_loss, f"ln({task.size}), balanced classes"
+
+
+@rule(severities=("warning", "critical"), inputs=("accuracy", "confusion", "loss"),
+      metadata=("task.num_classes", "task.kind", "task.vocab_size", "task.expected_initial_loss"),
       evidence=Evidence.series("accuracy"), classes_page=True, explained_by=("divergence",),
-      thresholds=("BASELINE_SE", "BASELINE_MIN_MARGIN"))
+      thresholds=("BASELINE_SE", "BASELINE_MIN_MARGIN", "PRIOR_LOSS_SHARE", "PRIOR_MIN_RECORDS", "PRIOR_MIN_STEPS"))
 def no_better_than_baseline(run: RunData) -> list[Finding]:
-    """Accuracy not clearly above the majority-class (zero-rule) baseline.
+    """Accuracy, or the loss, not clearly better than the majority-class (zero-rule) baseline.
 
     Symptom: the final evaluation accuracy (median of the last evals) is not
     above the majority-class rate of the evaluation set by more than two
-    binomial standard errors (at least one point).
+    binomial standard errors (at least one point); or, for a classifier, the
+    training loss (median of its last quarter) and the validation loss
+    (median of the last 3 evals, when evaluated) are still at >= 95 % of the
+    class-prior loss H, the entropy of the class shares (ln C when they are
+    not known), in nats: what predicting every class at its frequency scores.
     Likely cause: nothing learned beyond the class prior: labels unrelated to
-    inputs, a bug in the data pipeline, collapsed model, heavy imbalance.
+    inputs (shuffled or misaligned), a bug in the data pipeline, collapsed
+    model, heavy imbalance.
     Try: overfit a small batch first; check inputs/labels alignment; compare
     with a simple model; handle imbalance.
-    Source: seed 002 ("compare accuracy to a zero-rule baseline").
+    Source: seed 002 ("compare accuracy to a zero-rule baseline"); seed 004
+    step 1 (verify the loss at init, then see it fall).
     """
+    return _accuracy_at_baseline(run) or _loss_at_prior(run)
+
+
+def _accuracy_at_baseline(run: RunData) -> list[Finding]:
     accuracy, _ = eval_frame(run, "accuracy")
     accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
     latest = last_confusion(run)
@@ -571,3 +619,35 @@ def no_better_than_baseline(run: RunData) -> list[Finding]:
         "compare with a simple model; for imbalanced data judge per-class metrics.",
         "seed 002 (zero-rule baseline)", accuracy.index[0], accuracy.index[-1],
         {"accuracy": final, "baseline": baseline, "margin": margin, "samples": int(total)})]
+
+
+def _loss_at_prior(run: RunData) -> list[Finding]:
+    prior = class_prior_loss(run)
+    loss = finite_train_loss(run)
+    if prior is None or len(loss) < PRIOR_MIN_RECORDS or loss.index[-1] - loss.index[0] < PRIOR_MIN_STEPS:
+        return []
+    entropy, how = prior
+    train_level = float(np.median(loss.to_numpy()[-max(3, len(loss) // 4):]))
+    if not train_level >= PRIOR_LOSS_SHARE * entropy:
+        return []
+    values, _ = eval_losses(run)
+    val_level = float(np.median(values.to_numpy()[-min(3, len(values)):])) if len(values) else None
+    if val_level is not None and not val_level >= PRIOR_LOSS_SHARE * entropy:
+        return []
+    val_words = (f", and the validation loss at {val_level:.3g} ({val_level / entropy:.0%})"
+                 if val_level is not None else "")
+    accuracy, _ = eval_frame(run, "accuracy")
+    accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
+    accuracy_words = (f"; its final accuracy is {float(np.median(accuracy.to_numpy()[-min(3, len(accuracy)):])):.3f}"
+                      if len(accuracy) else "")
+    return [finding(
+        "no_better_than_baseline", "warning", "Loss still at the class-prior level: nothing learned from the inputs",
+        f"The training loss ends at {train_level:.3g}, {train_level / entropy:.0%} of the class-prior loss "
+        f"{entropy:.3g} ({how}; the loss of predicting every class at its frequency){val_words}. The model has "
+        f"kept under {1 - PRIOR_LOSS_SHARE:.0%} of the labels' information{accuracy_words}.",
+        "Check that inputs and labels line up (a shuffle applied to one and not the other, a wrong label column, "
+        "constant inputs), overfit one small batch to prove the model can learn, and check that the lr is not 0 "
+        "or tiny.",
+        "seed 002 (zero-rule baseline); seed 004 step 1 (verify loss at init)", loss.index[0], loss.index[-1],
+        {"train_loss": train_level, "val_loss": val_level, "prior_loss": entropy,
+         "prior_share": train_level / entropy})]

@@ -3,8 +3,9 @@
 Findings come causes first (``engine.causes_first``): each consequence is
 folded right after the finding that explains it (``Finding.explained_by``),
 and the groups so formed are ranked by the worst severity among their
-members, then causes that explain something before findings on their own,
-then the engine's order (severity, then step). The verdict is the head of
+members, then findings seen in the data before configuration hints, then
+causes that explain something before findings on their own, then the
+engine's order (severity, then step). The verdict is the head of
 the first group that holds a warning or a critical finding.
 
 Why by group and not by the finding's own severity: a symptom is often
@@ -92,12 +93,21 @@ def groups(findings: Sequence[Finding]) -> list[list[int]]:
     return grouped
 
 
-def group_rank(members: Sequence[Finding]) -> tuple[int, int]:
+# Rules that judge how the optimizer was set up (weight decay on biases and
+# norm weights, Adam's betas and eps against the seeds' advice), not what the
+# run's curves show: at equal severity a problem seen in the data comes first.
+# A run whose model learned nothing got "Weight decay on biases" as its
+# verdict because that finding concerns the whole run and sorted first.
+CONFIGURATION_HINTS = frozenset({"weight_decay_on_norm_and_bias", "adam_hyperparameters"})
+
+
+def group_rank(members: Sequence[Finding]) -> tuple[int, int, int]:
     """The sort key of a group (its head first, then its consequences): the
-    worst severity among its members, then whether the head explains any
-    (a cause before a finding on its own); smaller sorts first."""
+    worst severity among its members, then a finding seen in the data before
+    a configuration hint (``CONFIGURATION_HINTS``), then whether the head
+    explains any (a cause before a finding on its own); smaller sorts first."""
     worst = max(SEVERITY_RANK[f.severity] for f in members)
-    return -worst, 0 if len(members) > 1 else 1
+    return -worst, 1 if members[0].rule in CONFIGURATION_HINTS else 0, 0 if len(members) > 1 else 1
 
 
 def ranked_groups(findings: Sequence[Finding]) -> list[list[int]]:

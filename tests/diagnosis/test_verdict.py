@@ -86,10 +86,24 @@ def _finding(rule: str, severity: str, **fields) -> Finding:
     # a warning cause whose consequence is critical ranks first, and carries the group's severity
     ([_finding("overfitting", "warning"), _finding("lr_too_high", "warning", explains=("no_better_than_baseline",)),
       _finding("no_better_than_baseline", "critical", explained_by="lr_too_high")], ("lr_too_high", "critical")),
-], ids=["none", "info-only", "one-warning", "critical-first", "cause-of-a-critical-symptom"])
+    # a configuration hint over the whole run (sorted first by the engine) yields to what the data shows
+    ([_finding("weight_decay_on_norm_and_bias", "warning"), _finding("adam_hyperparameters", "warning"),
+      _finding("no_better_than_baseline", "warning", step_start=1, step_end=200)], ("no_better_than_baseline", "warning")),
+    ([_finding("weight_decay_on_norm_and_bias", "warning")], ("weight_decay_on_norm_and_bias", "warning")),
+    ([_finding("adam_hyperparameters", "critical"), _finding("overfitting", "warning")], ("adam_hyperparameters", "critical")),
+], ids=["none", "info-only", "one-warning", "critical-first", "cause-of-a-critical-symptom", "data-before-hints",
+        "a-hint-alone", "severity-before-hint"])
 def test_verdict_picks_the_head_of_the_worst_group(findings, expected):
     found = verdict(findings)
     assert (None if found is None else (found.rule, found.severity)) == expected
+
+
+def test_the_configuration_hints_are_rules_that_read_the_optimizer_settings():
+    from traindoctor.diagnosis.engine import RECORDS
+    from traindoctor.diagnosis.verdict import CONFIGURATION_HINTS
+
+    assert CONFIGURATION_HINTS <= set(RECORDS)
+    assert all("env.optimizer" in RECORDS[rule].metadata for rule in CONFIGURATION_HINTS)
 
 
 @pytest.mark.parametrize(("advice", "first"), [
