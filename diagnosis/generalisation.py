@@ -535,9 +535,10 @@ BASELINE_MIN_MARGIN = 0.01
 # loss H (the entropy of the class shares: what predicting each class at its
 # frequency scores; ln C for balanced classes) at the end of training and,
 # when evaluated, of validation: it has kept under 5 % of the label entropy
-# from its inputs. The corpus's healthy classifiers end at 21-30 % of H
-# (tests/diagnosis/test_prior_loss.py); a loss stuck at the prior is the
-# "verify loss @ init, then make it fall" check of seed 004 step 1.
+# from its inputs. The corpus's 29 healthy classifiers (tests/data/corpus)
+# end at 21-30 % of H, its faults that learn nothing at 92-105 %; a loss
+# stuck at the prior is the "verify loss @ init, then make it fall" check
+# of seed 004 step 1.
 PRIOR_LOSS_SHARE = 0.95
 # The training loss's last quarter judged, with at least this many finite
 # records over at least this many optimizer steps: a run that has barely
