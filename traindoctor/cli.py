@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="import runs logged by other tools",
         description="Import runs logged by other tools. Importing the same source again is skipped; "
                     "a changed source replaces its earlier import. csv: a tidy file with columns "
-                    "step,split,name,value and optional epoch,layer,wall_time. tensorboard: a log folder "
+                    "step,split,name,value and optional epoch,layer,wall_time, or a column per metric "
+                    "(step or epoch,train_loss,val_loss,...). tensorboard: a log folder "
                     "(every folder holding event files becomes a run) or one event file. lightning: a "
                     "CSVLogger version folder (metrics.csv + hparams.yaml) or its metrics.csv. hf: an HF "
                     "Trainer output folder, a checkpoint folder or a trainer_state.json. wandb: a local W&B run "

@@ -34,7 +34,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import (
@@ -98,35 +98,18 @@ def add_record(columns: Columns, record: dict[str, Any], step: int, where: str, 
             columns.add(key, step, number, wall_time)
 
 
-def parse(source: RunSource, progress: Progress) -> ParsedRun:
-    path = source.path
+def columns_from_records(records: Iterable[tuple[dict[str, Any], str]]) -> tuple[Columns, list[str], bool]:
+    """Metrics of flat records (each with ``where``, for errors), by the steps rule of the module doc.
+
+    Returns the columns, the entries left out (not numbers) and whether the
+    records held no step, so that they were numbered 1, 2, 3 …. Shared with
+    ``import csv`` of a file with a column per metric.
+    """
     columns = Columns()
     left_out: list[str] = []
     waiting: list[tuple[dict[str, Any], str]] = []  # records seen before the first step, and where
     last_step: int | None = None
-    position = 0
-    lines = read_lines(path)
-    for number, raw in enumerate(lines, start=1):
-        position += len(raw)
-        if number % _PROGRESS_EVERY == 0:
-            progress.advance(path, position)
-        text = raw.strip()
-        if not text:
-            continue
-        where = f"{path} line {number}"
-        try:
-            record = json.loads(text)
-        except RecursionError:
-            raise ImportInputError(f"{where} is not JSON (nested too deeply)") from None
-        except ValueError as error:  # UnicodeDecodeError too
-            if number == len(lines) and not raw.endswith(b"\n"):
-                # The last line of a log still being written: everything before it is whole.
-                warnings.warn(f"{path}: last line is incomplete, skipped", RuntimeWarning, stacklevel=3)
-                break
-            raise ImportInputError(f"{where} is not JSON ({one_line(error)})") from None
-        if not isinstance(record, dict):
-            raise ImportInputError(f"{where} is not a JSON object")
-        flat = dict(flatten(record))
+    for flat, where in records:
         step = record_step(flat, where)
         if step is None and last_step is None:
             waiting.append((flat, where))
@@ -140,7 +123,39 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     numbered = last_step is None and bool(waiting)
     for index, (flat, early_where) in enumerate(waiting, start=1):
         add_record(columns, flat, index, early_where, left_out)
-    progress.advance(path, position)
+    return columns, left_out, numbered
+
+
+def parse(source: RunSource, progress: Progress) -> ParsedRun:
+    path = source.path
+    lines = read_lines(path)
+
+    def records() -> Iterator[tuple[dict[str, Any], str]]:
+        position = 0
+        for number, raw in enumerate(lines, start=1):
+            position += len(raw)
+            if number % _PROGRESS_EVERY == 0:
+                progress.advance(path, position)
+            text = raw.strip()
+            if not text:
+                continue
+            where = f"{path} line {number}"
+            try:
+                record = json.loads(text)
+            except RecursionError:
+                raise ImportInputError(f"{where} is not JSON (nested too deeply)") from None
+            except ValueError as error:  # UnicodeDecodeError too
+                if number == len(lines) and not raw.endswith(b"\n"):
+                    # The last line of a log still being written: everything before it is whole.
+                    warnings.warn(f"{path}: last line is incomplete, skipped", RuntimeWarning, stacklevel=5)
+                    return
+                raise ImportInputError(f"{where} is not JSON ({one_line(error)})") from None
+            if not isinstance(record, dict):
+                raise ImportInputError(f"{where} is not a JSON object")
+            yield dict(flatten(record)), where
+
+    columns, left_out, numbered = columns_from_records(records())
+    progress.advance(path, sum(len(raw) for raw in lines))
     return ParsedRun(
         source=source, series=series_from_columns(columns.arrays()), env={"logger": "jsonl"}, left_out=left_out,
         extra_source={"steps": "record numbers: no record holds a step" if numbered else "logged"},

@@ -7,6 +7,14 @@ Example file::
     1,train,lr,0.1,group0
     50,val,accuracy,0.42,
 
+A file with none of the columns split, name and value has a column per
+metric (``epoch,train_loss,val_loss``, as ``DataFrame.to_csv`` writes a
+history): each row is a record read as ``import jsonl`` reads one (its step
+from a step column, ``step``, ``global_step``, ``iter`` …, else the row's
+number; ``epoch`` the epoch column; names mapped through
+:mod:`store.importers.names`); an empty cell is nothing logged, and a cell
+that is not a number is left out and counted in one warning.
+
 Values ``nan``, ``inf`` and ``-inf`` (and empty cells) are kept as NaN/±Inf.
 Steps are whole numbers within int64 (``2.0`` and ``1e3``, as pandas writes a
 float column, are 2 and 1000); a repeated (step, split, name, layer) keeps its last
@@ -24,7 +32,7 @@ import numpy as np
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import (
-    ImportInputError, ParsedRun, Progress, RunSource, Series, quoted, whole_step,
+    ImportInputError, ParsedRun, Progress, RunSource, Series, quoted, series_from_columns, whole_step,
 )
 from traindoctor.store.importers.names import MetricKey
 
@@ -166,10 +174,54 @@ def _floats(table, column: str) -> np.ndarray | None:
     return table.column(column).combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64)
 
 
+def _cell(text: str) -> int | float | str:
+    """A wide file's cell as a JSONL value would be: an int or float literal as that number, else the text."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _parse_wide(source: RunSource, progress: Progress, header: list[str]) -> ParsedRun:
+    """A file with a column per metric, row by row (see the module doc)."""
+    from traindoctor.store.importers.jsonl import columns_from_records
+
+    path = source.path
+    if len(set(header)) < len(header):
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        raise ImportInputError(f"column {repeated[0]!r} appears more than once in {path}")
+
+    def records():
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+            rows = csv.reader(handle)
+            next(rows, None)
+            for number, row in enumerate(rows, start=1):
+                if len(row) > len(header):
+                    raise ImportInputError(f"{path} data row {number} has {len(row)} cells, the header {len(header)}")
+                yield ({name: _cell(text.strip()) for name, text in zip(header, row) if text.strip()},
+                       f"{path} data row {number}")
+
+    try:
+        columns, left_out, numbered = columns_from_records(records())
+    except csv.Error as error:
+        raise ImportInputError(f"unreadable CSV {path}: {error}") from None
+    progress.update(path.stat().st_size)
+    return ParsedRun(source=source, series=series_from_columns(columns.arrays()), env={"logger": "csv"},
+                     left_out=left_out,
+                     extra_source={"steps": "row numbers: no column holds a step" if numbered else "logged",
+                                   "layout": "a column per metric"})
+
+
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     import pyarrow as pa
 
     path = source.path
+    header = _header(path)
+    if len(header) > 1 and not set(header) & set(REQUIRED_COLUMNS[1:]):
+        return _parse_wide(source, progress, header)
     table = _read(path)
     for column in REQUIRED_COLUMNS:
         if column not in table.column_names:

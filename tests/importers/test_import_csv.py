@@ -12,7 +12,7 @@ import pytest
 from traindoctor.store.errors import StoreError
 from traindoctor.store.importers import import_source
 from traindoctor.store.reader import Store
-from tests.importers.conftest import listing
+from tests.importers.conftest import imported_series, listing
 
 
 def tidy_frame(steps: int = 30) -> pd.DataFrame:
@@ -100,12 +100,12 @@ def test_missing_required_column_is_a_one_line_error_and_store_unchanged(tmp_pat
 
 
 @pytest.mark.parametrize(("text", "hint"), [
-    ("step,loss,val_loss\n1,2.3,\n2,2.2,2.25\n",
-     "its columns are step, loss, val_loss: import csv reads a tidy file, one value a row, "
+    ("step,name,loss\n1,loss,2.3\n",
+     "its columns are step, name, loss: import csv reads a tidy file, one value a row, "
      "with columns step,split,name,value"),
     ("step;split;name;value\n1;train;loss;2.3\n",
      "its header reads as one column 'step;split;name;value': import csv reads comma-separated files"),
-], ids=["a-column-per-metric", "semicolon-separated"])
+], ids=["half-tidy", "semicolon-separated"])
 def test_missing_column_says_what_the_file_holds(tmp_path, store_root, text, hint):
     # "missing column 'split'" alone, for a file that has a column per metric or other separators.
     path = tmp_path / "run.csv"
@@ -165,3 +165,40 @@ def test_changed_file_replaces_the_earlier_import_under_the_same_run_id(tmp_path
 def test_unknown_kind_is_rejected(tmp_path, store_root):
     with pytest.raises(StoreError, match="unknown import kind 'aim'"):
         import_source("aim", store_root, tmp_path)
+
+
+@pytest.mark.parametrize(("text", "expected", "steps"), [
+    # DataFrame.to_csv of a training history: a column per metric, a step column, empty cells.
+    ("global_step,train/loss,val_loss,lr,loss_epoch\n10,2.3,,0.1,\n20,2.1,2.2,0.1,\n20,,,,2.2\n",
+     {("train", "loss", None): [(10, 2.3), (20, 2.1)], ("val", "loss", None): [(20, 2.2)],
+      ("train", "lr", "group0"): [(10, 0.1), (20, 0.1)], ("train", "loss_epoch", None): [(20, 2.2)]},
+     "logged"),
+    # Only epochs: the rows are numbered, the epoch is the epoch column.
+    ("epoch,train_loss,val_loss\n0,2.3,2.4\n1,1.9,2.0\n2,1.5,1.9\n",
+     {("train", "loss", None): [(1, 2.3), (2, 1.9), (3, 1.5)], ("val", "loss", None): [(1, 2.4), (2, 2.0), (3, 1.9)]},
+     "row numbers: no column holds a step"),
+], ids=["steps", "epochs-only"])
+def test_a_column_per_metric_is_read_row_by_row(tmp_path, store_root, text, expected, steps):
+    # It was refused ("missing column 'split'"): the commonest CSV a training script writes.
+    path = tmp_path / "history.csv"
+    path.write_text(text)
+    [result] = import_source("csv", store_root, path)
+    for (split, name, layer), points in expected.items():
+        frame = imported_series(store_root, result.run_id, split, name, layer)
+        assert list(zip(frame["step"].tolist(), frame["value"].tolist())) == points, (split, name)
+    assert Store(store_root).run_meta(result.run_id)["source"]["steps"] == steps
+    if text.startswith("epoch"):
+        assert imported_series(store_root, result.run_id, "train", "loss")["epoch"].tolist() == [0, 1, 2]
+
+
+def test_a_column_per_metric_leaves_text_out_with_one_warning_and_refuses_a_ragged_row(tmp_path, store_root):
+    path = tmp_path / "history.csv"
+    path.write_text("step,loss,note\n1,2.3,warm-up\n2,2.1,\n3,1.9,decay\n")
+    with pytest.warns(RuntimeWarning, match="left out 2 entries that are not numbers: 'note' at step 1"):
+        [result] = import_source("csv", store_root, path)
+    assert imported_series(store_root, result.run_id, "train", "loss")["value"].tolist() == [2.3, 2.1, 1.9]
+    before = listing(store_root)
+    path.write_text("step,loss\n1,2.3\n2,2.1,7\n")
+    with pytest.raises(StoreError, match=r"history\.csv data row 2 has 3 cells, the header 2$"):
+        import_source("csv", store_root, path)
+    assert listing(store_root) == before
