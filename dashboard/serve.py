@@ -166,7 +166,10 @@ def run_app(store_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 
                 threading.Thread(target=_open_when_ready, args=(url_host, port, url), daemon=True).start()
             return process.wait()
         except KeyboardInterrupt:
-            return stop_process(process)
+            # The shell's code for Ctrl-C; the server's own (-15: terminated by us) made the
+            # command exit 241.
+            stop_process(process)
+            return 128 + signal.SIGINT
         except _Stopped as stopped:
             stop_process(process)
             return 128 + stopped.signum

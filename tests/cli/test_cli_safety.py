@@ -78,7 +78,8 @@ def _gone_within(port: int, deadline_s: float) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=["term", "hup", "kill"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL],
+                         ids=["term", "hup", "int", "kill"])
 def test_ui_stopped_by_a_signal_leaves_no_server_behind(tmp_path, signum):
     """Regression: SIGTERM ended `traindoctor ui` and left its Streamlit child serving the store."""
     port = _free_port()
