@@ -33,6 +33,10 @@ Where each statistic is measured (this is the contract the tests check):
   ``optimizer.step`` was never called). A skipped step records loss, lr and
   AMP values and an ``amp_step_skipped`` event, but no gradient or update
   statistics: its gradients were not finite and no update happened.
+- ``grads_not_zeroed`` event: gradients kept from one optimizer step into the
+  next (no ``zero_grad()``), seen on one witness parameter at the first
+  backward after each step and judged at the flush (``probe.zeroing``);
+  recorded once, at the first step of the stretch.
 
 Per-step values go into a preallocated device tensor with in-place copies;
 they reach the host in one non-blocking copy per flush (every
@@ -74,6 +78,7 @@ from traindoctor.probe.guard import (
 )
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
 from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
+from traindoctor.probe.zeroing import EVENT as GRADS_NOT_ZEROED_EVENT, STATISTIC as ZERO_GRAD_CHECK, ZeroGradCheck
 from traindoctor.store.format import DEFAULT_STORE, TASK_KINDS, lr_layer
 from traindoctor.store.segments import RunWriter
 
@@ -152,6 +157,9 @@ class _Transfer:
     logged: torch.Tensor | None = None
     logged_rows: list[tuple] = field(default_factory=list)
     evaluations: list[tuple[EvaluationResult, torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)
+    # The zero_grad check's per-step flags and, when a step was measured, its [rows, 2] norms.
+    zeroing_flags: np.ndarray | None = None
+    zeroing_values: torch.Tensor | None = None
 
     def ready(self) -> bool:
         return self.event is None or self.event.query()
@@ -352,6 +360,7 @@ class Probe:
         self.epoch: float | None = None
         self.closed = False
         self._watched = False
+        self._zero_check: ZeroGradCheck | None = None
         # The guard's own set, read directly by the step path (a call per check costs more).
         self._disabled = self.guard.disabled
         self._warned: set[str] = set()  # one-time usage warnings (failing statistics warn through the guard)
@@ -454,6 +463,9 @@ class Probe:
         self._device = params[0].device
         self._allocate_step_buffers(device=self._device)
         self._use_params(params, in_backward=False, initial=True)
+        # Gradients never zeroed between optimizer steps (probe.zeroing); None when it could not be set up.
+        self._zero_check = self.guard.guarded(ZERO_GRAD_CHECK, ZeroGradCheck, self._params, self._names,
+                                              self._device, self.flush_every_steps, self.guard)
 
         self._handles.append(optimizer.register_step_pre_hook(self._before_optimizer_step))
         self._handles.append(optimizer.register_step_post_hook(self._after_optimizer_step))
@@ -810,6 +822,8 @@ class Probe:
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._stepped = True
+        if self._zero_check is not None:
+            self._zero_check.arm()
         if self._cadence and "layer_stats" not in self._disabled:
             self.guard.guarded("layer_stats", self._record_update)
 
@@ -899,6 +913,8 @@ class Probe:
                 self.guard.fail("amp", error)
         if self._cadence:
             self.guard.guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
+        if self._zero_check is not None:
+            self.guard.guarded(ZERO_GRAD_CHECK, self._zero_check.close_step, row, self._any_fired)
         if grads:
             self._grad_slots.zero_()
             self._fired = [False] * len(self._fired)
@@ -1091,6 +1107,10 @@ class Probe:
                 "grads": self._host_grads[:rows].copy(), "skipped": self._host_skipped[:rows].copy(),
                 "amp_recorded": self._host_amp_recorded[:rows].copy(),
             }
+            if self._zero_check is not None:
+                transfer.zeroing_flags, values = self._zero_check.snapshot(rows)
+                if values is not None:
+                    transfer.zeroing_values = self._copy_to_host(values, transfer)
         if records:
             transfer.layer_values = self._copy_to_host(self._layer_values[:records], transfer)
             transfer.layer_host = {
@@ -1116,6 +1136,8 @@ class Probe:
             transfer.event.record()  # after every copy above, on the current stream
         if rows:
             self._values[:rows].fill_(float("nan"))
+            if transfer.zeroing_values is not None:
+                self._zero_check.reset(rows)
         if records:
             self._layer_values[:records].fill_(float("nan"))
         self._row = 0
@@ -1147,6 +1169,8 @@ class Probe:
     def _write(self, transfer: _Transfer) -> None:
         if transfer.values is not None:
             self._write_steps(transfer.values.numpy().astype(np.float64), transfer.host, transfer.group_names)
+        if transfer.zeroing_flags is not None and self._zero_check is not None:
+            self.guard.guarded(ZERO_GRAD_CHECK, self._judge_zeroing, transfer)
         if transfer.layer_values is not None:
             self._write_layers(transfer.layer_values.numpy().astype(np.float64), transfer.layer_host,
                                transfer.layer_names)
@@ -1194,6 +1218,14 @@ class Probe:
             if with_scale.any():
                 add(step=steps[with_scale], name="amp_scale", value=values[with_scale, _AMP_SCALE],
                     epoch=epochs[with_scale], wall_time=walls[with_scale])
+
+    def _judge_zeroing(self, transfer: _Transfer) -> None:
+        """Record a ``grads_not_zeroed`` event (once) when the flushed steps show gradients kept across steps."""
+        values = None if transfer.zeroing_values is None else transfer.zeroing_values.numpy()
+        found = self._zero_check.judge(transfer.host["step"], transfer.zeroing_flags, values)
+        if found is not None:
+            step, detail = found
+            self._add_event(GRADS_NOT_ZEROED_EVENT, detail, step)
 
     def _nan_loss_events(self, steps: np.ndarray, loss: np.ndarray) -> None:
         bad = ~np.isfinite(loss)
@@ -1363,6 +1395,8 @@ class Probe:
             for _, handle, _ in self._hooked.values():
                 handle.remove()
             self._hooked = {}
+            if self._zero_check is not None:
+                self._zero_check.remove()
             self._remove_autocast_hooks()
         try:
             transfer = self._snapshot()

@@ -211,6 +211,9 @@ EVENT_KINDS: dict[str, str] = {
     "train_mode_restored": "probe.step() ran with model.training True again after a stretch of "
                            "eval_mode_during_training: the stretch ended at the step before",
     "train_mode_during_eval": "an evaluation pass ran while model.training was True",
+    "grads_not_zeroed": "the gradients were kept from one optimizer step into the next (no zero_grad()): seen at "
+                        "the first backward after each step, once, at the first step of the stretch; detail is "
+                        "JSON: the parameter watched, first and last step, and ||grad - new gradient|| / ||grad||",
     "config_lint": "a set-up problem the probe found when watching the model and optimizer",
     "crash": "the run ended with an exception or a signal; detail holds the traceback",
     "resumed": "a new attempt of the run started",

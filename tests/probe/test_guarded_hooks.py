@@ -21,6 +21,7 @@ import torch
 
 import traindoctor.probe.statistics
 from traindoctor.probe import Probe
+from traindoctor.probe.zeroing import ZeroGradCheck
 from traindoctor.store.segments import RunWriter
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
@@ -41,6 +42,8 @@ HOOKS = {
     "step_pre_hook_weights": (traindoctor.probe.statistics.UpdateTracker, "before_step", False, "layer_stats",
                               {"loss", "grad_norm", "lr"}),
     "step_post_hook": (Probe, "_record_update", False, "layer_stats", {"loss", "grad_norm", "lr"}),
+    # The zero_grad check's tensor hook on its witness, at the first backward after each step.
+    "witness_tensor_hook": (ZeroGradCheck, "_look", False, "zero_grad_check", {"loss", "grad_norm", "lr", "update_ratio"}),
     "grad_scaler_scale": (Probe, "_record_scale", True, "amp", {"loss", "grad_norm", "lr", "amp_skipped"}),
     "evaluation_first_update": (Probe, "_check_eval_mode", False, "lint", {"loss", "grad_norm", "accuracy"}),
     # The loop's NaN loss makes a nan_loss event at the flush: refused, it must not cost the flush its values.

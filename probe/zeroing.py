@@ -1,0 +1,247 @@
+"""Gradients never zeroed between optimizer steps: the probe's check, run at the first backward after each step.
+
+A loop without ``optimizer.zero_grad()`` (or ``model.zero_grad()``, or
+``p.grad = None``) adds every backward into the gradients of all earlier
+steps, so each optimizer step applies their sum: the gradient norm climbs
+and the loss thrashes as if the lr were too high. The check tells it from
+a healthy loop by one parameter's values, not by which call cleared them:
+
+- a *witness* parameter (the smallest of the optimizer's dense floating
+  tensors, replaced by the next smallest if it gets no gradient for
+  ``WITNESS_MISSES`` steps in a row) gets a tensor hook, which sees the
+  gradient a backward brings before autograd adds it into ``.grad``, and a
+  post-accumulate-grad hook, which sees ``.grad`` after;
+- at the first backward after an optimizer step, ``.grad`` still None means
+  it was cleared (``zero_grad()``'s default ``set_to_none=True``,
+  ``model.zero_grad()``, ``p.grad = None``): nothing is measured. Otherwise
+  two norms go into a device slot: ``||grad - incoming||`` and
+  ``||grad||``. Zeroing in place (``zero_grad(set_to_none=False)``,
+  ``p.grad.zero_()``, ``p.grad.data.zero_()``) makes them 0 and
+  ``||incoming||`` exactly (0 + g = g); a ``.grad`` that kept the earlier
+  steps' sum does not;
+- later backwards of the same step (gradient accumulation) are not looked
+  at, so accumulating over micro-batches and zeroing after the step is
+  healthy, as it is.
+
+No host-device sync: the hooks read only ``.grad is None`` and launch three
+small kernels on the witness (only when ``.grad`` was kept between steps);
+the two norms reach the host with the flush's copy (8 bytes per measured
+step) and are judged there: ``GRADS_NOT_ZEROED_STEPS`` measured steps in a
+row whose ratio ``||grad - incoming|| / ||grad||`` exceeds
+``GRADS_NOT_ZEROED_RATIO`` make one ``grads_not_zeroed`` event, at the first
+of them, and the check then stops. Every hook runs under the probe's guard:
+an error turns the check off with one warning.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from traindoctor.probe.guard import StatisticGuard
+from traindoctor.probe.statistics import norm32
+
+# The guard's name for this check (what a failure turns off and warns about).
+STATISTIC = "zero_grad_check"
+# The event the check records (DESIGN.md's events table), read by the exploding_gradients rule.
+EVENT = "grads_not_zeroed"
+# ||grad - incoming|| / ||grad|| above this at a step's first backward: .grad
+# held earlier gradients. Zeroed gradients give exactly 0 (0 + g = g, and a
+# gradient set to None is the incoming one or its copy); kept ones give
+# ||old|| / ||old + g||, about 0.5-1 in runs without zero_grad (a sum of many
+# steps against one more), so any margin far above float rounding works.
+GRADS_NOT_ZEROED_RATIO = 1e-3
+# Measured steps in a row that must show kept gradients before the event is
+# recorded (persistence, RULES.md's lessons): a run without zero_grad shows
+# it at every step from its second on.
+GRADS_NOT_ZEROED_STEPS = 3
+# A witness that got no gradient at this many steps in a row, while other
+# parameters did (unused in forward(), frozen later), is replaced.
+WITNESS_MISSES = 3
+# Candidate witnesses kept, smallest first.
+MAX_WITNESSES = 8
+
+# Per-step flags on the host: what the step's first backward showed.
+_UNKNOWN, _CLEARED, _MEASURED = 0, 1, 2
+
+
+def witness_candidates(params: Sequence[torch.Tensor], device: torch.device) -> list[int]:
+    """Indices into ``params`` of up to MAX_WITNESSES dense floating tensors on ``device``, smallest first."""
+    usable = [index for index, param in enumerate(params)
+              if param.requires_grad and param.is_floating_point() and param.layout == torch.strided
+              and param.device == device and param.numel() > 0]
+    return sorted(usable, key=lambda index: params[index].numel())[:MAX_WITNESSES]
+
+
+class ZeroGradCheck:
+    """The check for one probe (module docstring): hooks on a witness, a device buffer, a judgement at flush.
+
+    Args:
+        params: the optimizer's parameters at ``watch()``, in the probe's order.
+        names: their ``named_parameters()`` names, same order.
+        device: the probe's device (the buffers live there).
+        capacity: rows of the per-step buffer (the probe's ``flush_every_steps``).
+        guard: the probe's guard; a failure turns ``STATISTIC`` off.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], names: Sequence[str], device: torch.device,
+                 capacity: int, guard: StatisticGuard) -> None:
+        self._guard = guard
+        self._candidates = [(params[index], names[index]) for index in witness_candidates(params, device)]
+        self._position = -1
+        self._handles: list[Any] = []
+        # [||grad - incoming||, ||grad||] of the current step, float32 on the device.
+        self._slot = torch.full((2,), float("nan"), dtype=torch.float32, device=device)
+        self._slot_views = self._slot.unbind(0)
+        self._values = torch.full((capacity, 2), float("nan"), dtype=torch.float32, device=device)  # [steps, 2]
+        self._flags = np.zeros(capacity, dtype=np.int8)
+        self._armed = False  # an optimizer step ran since the witness last saw a backward
+        self._was_armed = False  # ... as it stood when the current step's backward started
+        self._seen = False
+        self._cleared = False
+        self._measured = False
+        self._incoming: torch.Tensor | None = None
+        self._misses = 0
+        self._carried = 0  # measured steps in a row with kept gradients (across flushes)
+        self._carried_from: int | None = None
+        self._carried_ratios: list[float] = []
+        self.done = not self._candidates
+        if not self.done:
+            self._next_witness()
+
+    @property
+    def witness(self) -> str | None:
+        """The name of the parameter being watched, None when there is none."""
+        return None if self.done or self._position < 0 else self._candidates[self._position][1]
+
+    def _next_witness(self) -> None:
+        self._remove_hooks()
+        self._position += 1
+        self._incoming = None
+        self._misses = 0
+        if self._position >= len(self._candidates):
+            self.done = True
+            return
+        param = self._candidates[self._position][0]
+        self._handles = [param.register_hook(self._before_accumulation),
+                         param.register_post_accumulate_grad_hook(self._after_accumulation)]
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _off(self) -> bool:
+        return self.done or STATISTIC in self._guard.disabled
+
+    def arm(self) -> None:
+        """After an optimizer step: look at the witness's next backward."""
+        if not self._off():
+            self._armed = True
+
+    def _before_accumulation(self, incoming: torch.Tensor) -> None:
+        # A tensor hook: returning None leaves the gradient as autograd computed it.
+        if self._armed and not self._off():
+            self._guard.guarded(STATISTIC, self._look, incoming)
+
+    def _look(self, incoming: torch.Tensor) -> None:
+        self._armed = False
+        self._seen = True
+        held = self._candidates[self._position][0].grad
+        if held is None:
+            self._cleared = True
+        elif not (held.is_sparse or incoming.is_sparse):
+            self._incoming = incoming
+
+    def _after_accumulation(self, param: torch.Tensor) -> None:
+        if self._incoming is not None and not self._off():
+            self._guard.guarded(STATISTIC, self._measure, param)
+
+    def _measure(self, param: torch.Tensor) -> None:
+        incoming, self._incoming = self._incoming, None
+        grad = param.grad
+        # Three small kernels on the witness; non_blocking: the slot may sit on another device.
+        self._slot_views[0].copy_(norm32(grad - incoming), non_blocking=True)
+        self._slot_views[1].copy_(norm32(grad), non_blocking=True)
+        self._measured = True
+
+    def close_step(self, row: int, any_fired: bool) -> None:
+        """At ``probe.step()``: keep what this step's first backward showed in ``row``; replace a silent witness."""
+        if self._measured:
+            self._values[row].copy_(self._slot)
+            self._flags[row] = _MEASURED
+        else:
+            self._flags[row] = _CLEARED if self._cleared else _UNKNOWN
+        if self._seen:
+            self._misses = 0
+        elif self._was_armed and any_fired and not self._off():
+            self._misses += 1
+            if self._misses >= WITNESS_MISSES:
+                self._next_witness()
+        self._seen = self._cleared = self._measured = False
+        self._was_armed = self._armed
+
+    def snapshot(self, rows: int) -> tuple[np.ndarray, torch.Tensor | None]:
+        """The flags of the first ``rows`` steps and, when any step was measured, their device values (``[rows, 2]``).
+
+        The caller copies the values to the host before the buffer is reset
+        (the reset is queued after that copy on the same stream).
+        """
+        flags = self._flags[:rows].copy()
+        self._flags[:rows] = _UNKNOWN
+        return flags, (self._values[:rows] if (flags == _MEASURED).any() else None)
+
+    def reset(self, rows: int) -> None:
+        """Clear the device rows a snapshot handed out (after their copy was queued)."""
+        self._values[:rows].fill_(float("nan"))
+
+    def judge(self, steps: np.ndarray, flags: np.ndarray, values: np.ndarray | None) -> tuple[int, str] | None:
+        """At a flush, on the host: the event's step and detail (JSON) once kept gradients persist; else None.
+
+        Args:
+            steps: the optimizer steps of the flushed rows.
+            flags: their flags from :meth:`snapshot`.
+            values: their ``[rows, 2]`` norms on the host, None when no row was measured.
+        """
+        if self.done:
+            return None
+        for index, step in enumerate(steps):
+            if flags[index] == _UNKNOWN:
+                continue
+            carried = False
+            if flags[index] == _MEASURED and values is not None:
+                difference, norm = float(values[index, 0]), float(values[index, 1])
+                carried = (np.isfinite(difference) and np.isfinite(norm) and norm > 0
+                           and difference > GRADS_NOT_ZEROED_RATIO * norm)
+            if not carried:
+                self._carried, self._carried_from, self._carried_ratios = 0, None, []
+                continue
+            if self._carried == 0:
+                self._carried_from = int(step)
+            self._carried += 1
+            self._carried_ratios.append(difference / norm)
+            if self._carried >= GRADS_NOT_ZEROED_STEPS:
+                return self._found(int(step))
+        return None
+
+    def _found(self, step: int) -> tuple[int, str]:
+        name = self._candidates[self._position][1]
+        first = self._carried_from if self._carried_from is not None else step
+        ratio = float(np.median(self._carried_ratios))
+        self.done = True
+        self._remove_hooks()
+        detail = {
+            "message": (f"the gradients were not zeroed between optimizer steps: at steps {first}-{step}, "
+                        f"{name!r} still held the earlier steps' gradient when the next backward added to it "
+                        f"(||grad - new gradient|| / ||grad|| = {ratio:.2f}, 0 when zeroed)"),
+            "parameter": name, "first_step": first, "last_step": step, "steps": self._carried, "ratio": ratio,
+        }
+        return first, json.dumps(detail)
+
+    def remove(self) -> None:
+        """Remove the hooks (the probe's close)."""
+        self._remove_hooks()
+        self._incoming = None
