@@ -71,7 +71,13 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     sources = []
     for metrics in found:
         relative = metrics.parent.relative_to(path).as_posix()
-        sources.append(_source(metrics, f"{run_name}/{relative}" if run_name else relative))
+        if run_name:
+            name = f"{run_name}/{relative}"
+        else:
+            # lightning_logs/ itself: its version_<n> folders keep the CSVLogger name, as when
+            # each is imported alone (every experiment has a version_0).
+            name = _run_name(metrics.parent) if "/" not in relative else relative
+        sources.append(_source(metrics, name))
     return sources
 
 

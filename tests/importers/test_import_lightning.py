@@ -102,6 +102,18 @@ def test_version_folder_metrics_file_or_save_dir_name_one_source(tmp_path, store
     assert (again.run_id, again.skipped) == (result.run_id, True)
 
 
+def test_a_csvlogger_name_folder_names_its_versions_as_each_alone(tmp_path, store_root):
+    # `import lightning lightning_logs/` named its runs 'version_0', 'version_1': every experiment's
+    # first run is a version_0, and the version folder imported alone is 'lightning_logs/version_0'.
+    for version in ("version_0", "version_1"):
+        (tmp_path / "lightning_logs" / version).mkdir(parents=True)
+        (tmp_path / "lightning_logs" / version / "metrics.csv").write_text("epoch,step,train_loss\n0,0,2.3\n0,1,2.1\n")
+    results = import_source("lightning", store_root, tmp_path / "lightning_logs")
+    assert sorted(r.name for r in results) == ["lightning_logs/version_0", "lightning_logs/version_1"]
+    named = import_source("lightning", tmp_path / "store2", tmp_path / "lightning_logs", run_name="sweep")
+    assert sorted(r.name for r in named) == ["sweep/version_0", "sweep/version_1"]
+
+
 def test_csv_without_step_column_is_a_one_line_error_and_store_unchanged(tmp_path, store_root):
     version = train(tmp_path / "logs")
     import_source("lightning", store_root, version)
