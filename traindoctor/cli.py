@@ -527,12 +527,14 @@ def _diagnose_imported(catalog, run_ids: list[str]) -> dict[str, str]:
 
 
 def command_watch(args: argparse.Namespace) -> int:
-    from traindoctor.watch import wait_until_watchable, watch
+    from traindoctor.watch import notify_argv, wait_until_watchable, watch
 
     if not args.interval > 0:
         raise CommandError(f"--interval must be a positive number of seconds, got {args.interval}")
     if not args.wait >= 0 or math.isinf(args.wait):
         raise CommandError(f"--wait must be a number of seconds >= 0, got {args.wait}")
+    if args.notify_command is not None:
+        notify_argv(args.notify_command)  # before --wait: a mistyped pager command fails now
     store = wait_until_watchable(lambda: _open_store(store_root(args.store)), args.runs, wait_s=args.wait,
                                  interval_s=args.interval)
     return watch(store, args.runs, fail_on=args.fail_on, interval_s=args.interval,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -82,6 +83,31 @@ def finding_line(state: RunState, finding: Any, source: str, raised_step: int | 
     return f"[{finding.severity}] {label}: {finding.rule}{where} ({source}{raised}): {finding.title}. {finding.message}"
 
 
+def notify_argv(command: str) -> list[str]:
+    """``--notify-command`` split into words (:func:`shlex.split`), its program checked now.
+
+    A program that is not on $PATH (or a path that is not an executable
+    file) is an error at the start, not one warning at the first finding,
+    maybe hours later, while the pager never fires.
+
+    Raises:
+        CommandError: the command line is empty, cannot be split (unbalanced quotes), or names
+            no program that can run.
+    """
+    import shutil
+
+    try:
+        argv = shlex.split(command)
+    except ValueError as error:
+        raise CommandError(f"--notify-command cannot be split into words: {error}") from None
+    if not argv:
+        raise CommandError("--notify-command is empty")
+    if shutil.which(argv[0]) is None:
+        raise CommandError(f"--notify-command: no program {argv[0]!r} "
+                           + ("(not an executable file)" if os.sep in argv[0] else "on $PATH"))
+    return argv
+
+
 class Notifier:
     """Runs the user's ``--notify-command`` once per new finding, the finding as JSON on its stdin.
 
@@ -91,16 +117,12 @@ class Notifier:
     later findings are still handed to it.
 
     Raises:
-        CommandError: the command line is empty or cannot be split (unbalanced quotes).
+        CommandError: the command line is empty or cannot be split (unbalanced quotes), or its
+            program is not found (:func:`notify_argv`).
     """
 
     def __init__(self, command: str, *, warn: Callable[[str], None], timeout_s: float = NOTIFY_TIMEOUT_S) -> None:
-        try:
-            self.argv = shlex.split(command)
-        except ValueError as error:
-            raise CommandError(f"--notify-command cannot be split into words: {error}") from None
-        if not self.argv:
-            raise CommandError("--notify-command is empty")
+        self.argv = notify_argv(command)
         self.warn = warn
         self.timeout_s = timeout_s
         self.failures = 0

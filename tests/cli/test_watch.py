@@ -87,14 +87,27 @@ def test_no_running_runs_says_so(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--notify-command", "'unbalanced"], "cannot be split"),
     (["--notify-command", ""], "is empty"),
+    # A typo in the pager command was one warning at the first finding, maybe hours later.
+    (["--notify-command", "no-such-pager --to oncall"], "--notify-command: no program 'no-such-pager' on $PATH"),
+    (["--notify-command", "/tmp/no/such/notify.sh"], "no program '/tmp/no/such/notify.sh' (not an executable file)"),
     (["--interval", "0"], "--interval must be a positive"),
     (["no-such-run"], "unknown run"),
-], ids=["unbalanced-quotes", "empty-command", "zero-interval", "unknown-run"])
+], ids=["unbalanced-quotes", "empty-command", "no-such-program", "no-such-file", "zero-interval",
+        "unknown-run"])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
     make_run(tmp_path, "done")
     code, out, err = run_cli(capsys, "watch", "--store", tmp_path, *([] if argv[0] == "no-such-run" else ["done"]),
                              *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_notify_command_is_checked_before_waiting_for_the_run(tmp_path, capsys):
+    # `watch RUN --wait 900 --notify-command CMD` beside a job: a mistyped CMD is known at once.
+    started = time.monotonic()
+    code, out, err = run_cli(capsys, "watch", "--store", tmp_path / "not-yet", "run", "--wait", "3",
+                             "--interval", "0.5", "--notify-command", "no-such-pager")
+    assert code == 2 and "no program 'no-such-pager'" in err, err
+    assert time.monotonic() - started < 2.5
 
 
 def _notify_script(tmp_path: Path, exit_code: int = 0) -> tuple[str, Path]:
