@@ -142,7 +142,7 @@ def _rule_section(record: RuleRecord, constants: dict[str, Constant]) -> list[st
     if record.classes_page:
         evidence += "; listed on the Classes page"
     explained = ", ".join(f"`{cause}`" for cause in record.explained_by) or "–"
-    explains = ", ".join(f"`{consequence}`" for consequence in record.explains) or "–"
+    explains = record.describe_explains()
     inputs = ", ".join(f"`{name}`" for name in record.inputs + record.metadata)
     lines = [f"### `{record.id}`", "", record.summary, "",
              f"- **Symptom:** {sections['Symptom']}",

@@ -111,15 +111,16 @@ def causes_first(findings: list[Finding]) -> list[Finding]:
     the groups so formed ranked most likely cause first (``verdict.ranked_groups``).
 
     A cause is a warning or critical finding whose record ``explains`` the
-    other's rule; a consequence is folded under the first such cause in the
-    given order (never under one of its own consequences, however far down).
+    other's rule, through that finding (``RuleRecord.explaining``); a
+    consequence is folded under the first such cause in the given order
+    (never under one of its own consequences, however far down).
     A group (a finding no other explains, with its consequences) ranks by the
     worst severity among its members, then a cause before a finding on its
     own, then the given order: a symptom judged critical (accuracy no better
     than the majority class) no longer comes before the warning that
     explains it (the lr too high).
     """
-    causes = [f for f in findings if f.severity in ("warning", "critical") and f.rule in EXPLAINS]
+    causes = [f for f in findings if f.rule in EXPLAINS and RECORDS[f.rule].explains_through(f)]
     cause_of: dict[int, Finding] = {}
 
     def above(f: Finding) -> set[int]:

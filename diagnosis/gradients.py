@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
-from traindoctor.diagnosis.common import finding, finite_train_loss, is_norm_or_bias, layer_values, natural_key
+from traindoctor.diagnosis.common import (
+    events_of, finding, finite_train_loss, is_norm_or_bias, layer_values, natural_key,
+)
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, Live, rule
@@ -70,6 +74,9 @@ STILL_SOME_MIN_RECORDS = 3
 STILL_EXPECTED_RATIO = 1e-6
 
 SOURCE_GRADIENTS = "seed 000 (transformer training notes), seed 003 (gradient clipping); AUTOTRAINER (ICSE'21)"
+# The probe's event for gradients kept from one optimizer step into the next (probe/zeroing.py).
+GRADS_NOT_ZEROED_EVENT = "grads_not_zeroed"
+SOURCE_NOT_ZEROED = "seed 001 (training manually: zero_grad, backward, step); the probe's grads_not_zeroed event"
 
 
 @per_run
@@ -89,7 +96,60 @@ def first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
     return pair[first] / pair[last], first, last
 
 
-@rule(severities=("warning",), inputs=("grad_norm",), evidence=Evidence.series("grad_norm"), heatmaps=("grad_norm",),
+def grads_not_zeroed(found: Finding) -> bool:
+    """Its finding that the gradients were never zeroed: the probe's grads_not_zeroed event."""
+    return found.evidence.get("kind") == GRADS_NOT_ZEROED_EVENT
+
+
+def never_zeroed(run: RunData) -> list[Finding]:
+    """exploding_gradients' critical finding when the probe saw gradients kept across optimizer steps; else []."""
+    events = events_of(run, GRADS_NOT_ZEROED_EVENT)
+    if events.empty:
+        return []
+    steps = pd.to_numeric(events["step"], errors="coerce").dropna()
+    first = int(steps.min()) if len(steps) else None
+    try:
+        detail = json.loads(events["detail"].iloc[0])
+    except (TypeError, ValueError):
+        detail = {}
+    detail = detail if isinstance(detail, dict) else {}
+    norm = finite(run.series("grad_norm"))
+    norm = norm[norm > 0]
+    after = norm[norm.index >= first] if first is not None else norm
+    evidence = {"kind": GRADS_NOT_ZEROED_EVENT, "first_step": first, "parameter": detail.get("parameter"),
+                "steps": detail.get("steps"), "ratio": detail.get("ratio")}
+    seen = ""
+    if len(after) >= 2:
+        start_step, start = int(after.index[0]), float(after.iloc[0])
+        end_step, end = int(after.index[-1]), float(after.iloc[-1])
+        seen = (f" The global gradient norm went from {start:.3g} at step {start_step} to {end:.3g} at step "
+                f"{end_step} ({end / start:.3g}×).")
+        evidence.update(grad_norm_start=start, grad_norm_start_step=start_step, grad_norm_end=end,
+                        grad_norm_end_step=end_step)
+    parameter = repr(detail["parameter"]) if detail.get("parameter") else "a parameter"
+    seen_at = (f"steps {first}–{detail['last_step']}" if isinstance(detail.get("last_step"), int)
+               and first is not None and detail["last_step"] > first else f"step {first}")
+    last = max(([int(norm.index.max())] if len(norm) else []) + ([first] if first is not None else []), default=None)
+    return [finding(
+        "exploding_gradients", "critical", "Gradients never zeroed: they pile up across optimizer steps",
+        f"The probe saw the gradients carried over from one optimizer step into the next at {seen_at} "
+        f"({parameter} still held the earlier steps' gradient when the next backward added to it): no "
+        f"zero_grad() between optimizer steps.{seen} Each step applies the sum of all earlier gradients, so the "
+        "loss thrashes as if the lr were too high.",
+        "Call optimizer.zero_grad() once per optimizer step (for gradient accumulation: after optimizer.step()); "
+        "do not lower the lr for this, the steps grow because the gradients pile up.",
+        SOURCE_NOT_ZEROED, first, last, evidence)]
+
+
+@rule(severities=("warning", "critical"), inputs=("grad_norm", "events"), evidence=Evidence.series("grad_norm"),
+      heatmaps=("grad_norm",),
+      # Gradients that pile up make ever larger steps: the loss thrashes (lr too high), spikes or diverges, the
+      # early steps are unstable (as without warm-up), updates leave the band, ReLUs die, accuracy stays at the
+      # majority class. Only through the finding that says so (grads_not_zeroed): a gradient explosion of
+      # another cause is itself a symptom.
+      explains=("lr_too_high", "loss_spike", "divergence", "missing_warmup", "update_ratio_out_of_band",
+                "dead_layers", "no_better_than_baseline", "best_epoch_not_last", "underfitting"),
+      explaining=grads_not_zeroed,
       live=Live(), thresholds=("GRAD_WINDOW", "GRAD_MIN_HISTORY", "EXPLODE_PEAK_FACTOR", "EXPLODE_SUSTAINED_FACTOR",
                   "EXPLODE_SUSTAINED_POINTS", "EXPLODE_GROWTH_FACTOR", "FIRST_LAST_EXPLODING_RATIO", "ZERO_GRAD",
                   "DEAD_MIN_RECORDS"))
@@ -98,14 +158,25 @@ def exploding_gradients(run: RunData) -> list[Finding]:
 
     Symptom: the global gradient norm jumps ≥ 100× its running median (or
     10× for several records), grows 100× over the run, or the first layer's
-    gradient is ≥ 70× the last layer's.
+    gradient is ≥ 70× the last layer's; or (critical) the probe saw the
+    gradients kept from one optimizer step into the next (its
+    ``grads_not_zeroed`` event: the gradient norm grows because every
+    backward adds to all earlier ones).
     Likely cause: too high a learning rate, a bad batch, poor initialisation,
-    fp16 overflow; often precedes loss spikes and divergence.
+    fp16 overflow; often precedes loss spikes and divergence. Kept
+    gradients: no optimizer.zero_grad() (or model.zero_grad()) in the loop.
     Try: gradient clipping (max_grad_norm = 1), more warmup, a lower lr,
-    normalisation layers or a smaller init.
+    normalisation layers or a smaller init. Kept gradients: call
+    optimizer.zero_grad() once per optimizer step (after optimizer.step()
+    under gradient accumulation), not a lower lr.
     Source: seeds 000 and 003 ("in case of diverged training, use gradient
-    clipping"); AUTOTRAINER (ICSE'21) first/last ratio > 70.
+    clipping"); AUTOTRAINER (ICSE'21) first/last ratio > 70; seed 001
+    (training manually: zero_grad, backward, step).
     """
+    not_zeroed = never_zeroed(run)
+    if not_zeroed:
+        # One cause: the explosion's own findings would advise clipping and a lower lr.
+        return not_zeroed
     findings: list[Finding] = []
     norm = finite(run.series("grad_norm"))
     norm = norm[norm > 0]

@@ -142,6 +142,12 @@ class RuleRecord:
         explains: rules whose findings are consequences of this rule's
             warning or critical finding: they are kept, listed under it
             (``Finding.explains``), causes first.
+        explaining: which of its warning or critical findings explain
+            ``explains`` (a predicate; its docstring's first line is what
+            the catalogue says); None: every one. A rule whose findings
+            name different causes (gradients that explode under too high an
+            lr, or because they are never zeroed) explains only through the
+            finding that names a cause.
         thresholds: the names of the module constants that set its
             thresholds; the catalogue prints their values and comments.
         live: how it runs during training (:class:`Live`); None when it is
@@ -160,6 +166,7 @@ class RuleRecord:
     thresholds: tuple[str, ...]
     live: Live | None = None
     explains: tuple[str, ...] = ()
+    explaining: Callable[[Finding], bool] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.severities) - set(SEVERITIES)
@@ -169,10 +176,26 @@ class RuleRecord:
             raise ValueError(f"{self.id}: heatmaps are drawn for {HEATMAP_NAMES}, not {self.heatmaps}")
         if self.evidence.chart == "heatmap" and self.evidence.name not in self.heatmaps:
             raise ValueError(f"{self.id}: its evidence heatmap {self.evidence.name!r} must outline it (heatmaps)")
+        if self.explaining is not None and not self.explains:
+            raise ValueError(f"{self.id}: explaining says which findings explain, but it explains no rule")
         sections = docstring_sections(self.function)
         missing = [name for name in DOCSTRING_SECTIONS if not sections.get(name)]
         if missing:
             raise ValueError(f"{self.id}: the docstring lacks {', '.join(missing)}")
+
+    def explains_through(self, finding: Finding) -> bool:
+        """Whether ``finding`` (one of this rule's) explains the rules of ``explains``: a warning or
+        critical finding that ``explaining`` accepts."""
+        return (finding.severity in ("warning", "critical") and bool(self.explains)
+                and (self.explaining is None or self.explaining(finding)))
+
+    def describe_explains(self) -> str:
+        """The catalogue's phrase for what it explains: the rules, and with ``explaining`` through which finding."""
+        text = ", ".join(f"`{consequence}`" for consequence in self.explains) or "–"
+        if self.explains and self.explaining is not None:
+            condition = (inspect.getdoc(self.explaining) or "").splitlines()[0].rstrip(".")
+            text += f" (only {condition[0].lower()}{condition[1:]})"
+        return text
 
     @property
     def family(self) -> str:
@@ -220,7 +243,8 @@ def docstring_sections(function: Callable) -> dict[str, str]:
 def rule(*, severities: tuple[str, ...], inputs: tuple[str, ...], evidence: Evidence,
          metadata: tuple[str, ...] = (), classes_page: bool = False, heatmaps: tuple[str, ...] = (),
          explained_by: tuple[str, ...] = (), thresholds: tuple[str, ...] = (),
-         live: Live | None = None, explains: tuple[str, ...] = ()) -> Callable[[RuleFunction], RuleFunction]:
+         live: Live | None = None, explains: tuple[str, ...] = (),
+         explaining: Callable[[Finding], bool] | None = None) -> Callable[[RuleFunction], RuleFunction]:
     """Declare a rule: attach its :class:`RuleRecord` to the function (which is returned unchanged).
 
     The rule id is the function's name. The engine collects every decorated
@@ -242,7 +266,8 @@ def rule(*, severities: tuple[str, ...], inputs: tuple[str, ...], evidence: Evid
         function.record = RuleRecord(  # type: ignore[attr-defined]
             id=function.__name__, function=function, severities=tuple(severities), inputs=tuple(inputs),
             metadata=tuple(metadata), evidence=evidence, classes_page=classes_page, heatmaps=tuple(heatmaps),
-            explained_by=tuple(explained_by), thresholds=tuple(thresholds), live=live, explains=tuple(explains))
+            explained_by=tuple(explained_by), thresholds=tuple(thresholds), live=live, explains=tuple(explains),
+            explaining=explaining)
         return function
 
     return declare
