@@ -44,10 +44,12 @@ def export_duckdb(
     """Write ``run_ids`` (run ids or names; all runs when None) to the DuckDB file ``path``.
 
     Returns ``{"path": str, "runs": n, "scalars": n, "confusion": n, "events": n}``.
-    Raises ``StoreError`` when ``path`` exists and ``overwrite`` is False, or
-    its folder does not exist; ``UnknownRunError`` for an unknown run.
+    Raises ``StoreError`` when ``path`` exists and ``overwrite`` is False, is a
+    folder, or its folder does not exist; ``UnknownRunError`` for an unknown run.
     """
     target = Path(path)
+    if target.is_dir():  # overwrite=True or not: a folder (the store itself, say) is never replaced
+        raise StoreError(f"{target} is a folder: give the database a file name")
     if target.exists() and not overwrite:
         raise StoreError(f"{target} already exists: pass overwrite=True (CLI: choose another file) to replace it")
     if not target.parent.is_dir():

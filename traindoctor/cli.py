@@ -567,7 +567,7 @@ def command_export(args: argparse.Namespace) -> int:
     from traindoctor.store.export import export_duckdb
 
     store = _open_store(store_root(args.store))
-    if not args.overwrite and os.path.lexists(args.duckdb):
+    if not args.overwrite and os.path.lexists(args.duckdb) and not os.path.isdir(args.duckdb):
         # The library's message names its own overwrite=True; the CLI's switch is --overwrite.
         raise CommandError(f"{args.duckdb} already exists: pass --overwrite to replace it, or choose another file")
     summary = export_duckdb(store, args.duckdb, args.runs or None, overwrite=args.overwrite)
