@@ -52,6 +52,13 @@ def start_level(run: RunData) -> float:
 # "Rises above its starting level and stays there": the smoothed loss stays
 # 10 % above the starting level (median of the first points) to the end...
 DIVERGED_MARGIN = 0.10
+# ...or, when no reference loss gives the task's scale (regression, a
+# language model, an unknown loss), twice the starting level: a loss with no
+# floor to compare with can rise by design (a GAN's generator loss climbing
+# from 0.60 to 0.79 as its discriminator learns, a regulariser whose weight
+# is annealed up), and a diverged run's loss does more than that (the
+# corpus's rise-divergences settle 3.4-5.9x above their start).
+DIVERGED_MARGIN_UNSCALED = 1.0
 # ...for at least 5 records and 2 % of the run, so a noisy last point is not divergence.
 DIVERGED_MIN_POINTS = 5
 DIVERGED_MIN_FRACTION = 0.02
@@ -247,13 +254,15 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
 
 def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
     """The smoothed loss ≥ DIVERGED_MARGIN above its start from some record to the end (needs ≥ 10 records),
-    and, where the task gives a reference loss, settled at or above it."""
+    and, where the task gives a reference loss, settled at or above it; without one, ≥ DIVERGED_MARGIN_UNSCALED
+    above its start."""
     loss = finite_train_loss(run)
     if len(loss) < START_POINTS + DIVERGED_MIN_POINTS:
         return None
     start = start_level(run)
     smooth = _smoothed(loss.to_numpy(), DIVERGED_SMOOTHING)
-    threshold = start + DIVERGED_MARGIN * abs(start)
+    reference = loss_reference(run)
+    threshold = start + (DIVERGED_MARGIN if reference is not None else DIVERGED_MARGIN_UNSCALED) * abs(start)
     below = np.flatnonzero(smooth <= threshold)
     first_above = below[-1] + 1 if len(below) else 0
     stretch = len(loss) - first_above
@@ -262,7 +271,6 @@ def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
     if not np.all(loss.to_numpy()[-DIVERGED_TAIL_POINTS:] > threshold):
         return None
     tail = float(np.median(loss.to_numpy()[first_above:]))
-    reference = loss_reference(run)
     if reference is not None and 0 <= start and tail < reference[0]:  # a negative loss is no cross-entropy
         # Still below the loss of uniform predictions (ln C, or the expected initial loss): the
         # model predicts better than one that learned nothing, so training has not blown up; a
@@ -356,7 +364,7 @@ def divergence_settled(finding: Finding) -> bool:
       # The task's reference loss: a log that starts far above where a fresh model starts (1b317a7).
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       thresholds=("RECOVERED_MIN_RECORDS", "RECOVERED_MIN_FRACTION", "LISTED_STEPS", "START_POINTS",
-                  "DIVERGED_MARGIN", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
+                  "DIVERGED_MARGIN", "DIVERGED_MARGIN_UNSCALED", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
                   "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS", "ABOVE_REFERENCE_FACTOR",
                   "ABOVE_REFERENCE_KEPT"),
@@ -372,6 +380,8 @@ def divergence(run: RunData) -> list[Finding]:
     HF Trainer's masked NaN and counts as one; a lone NaN gradient norm
     followed by a finite loss is a skipped update and does not. Or the
     smoothed loss ≥ 10 % above its starting level from some step to the end
+    and settled at or above the task's reference loss (ln C, the expected
+    initial loss), or ≥ 2× its starting level when the task gives none
     (critical; ≥ 10 records). Or, however short the log, a jump to ≥ 1e4×
     the level before it (the median of ≥ 3 earlier records, and at least
     the start's) after which every record to the end, ≥ 3 of them, stays

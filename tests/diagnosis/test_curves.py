@@ -51,8 +51,23 @@ def test_divergence_nan_in_the_middle_that_recovers_is_only_info():
     ids=["exactly-10%-above-start-stays-quiet", "just-above-threshold-fires"],
 )
 def test_divergence_rise_threshold_is_ten_percent_above_the_start(tail_level, fires):
+    """With a reference loss (here the expected initial loss, 1.0, where the curve starts)."""
+    loss = [1.0] * 20 + [0.5] * 40 + [tail_level] * 40
+    assert bool(divergence(make_run(loss=loss, task={"expected_initial_loss": 1.0}))) is fires
+
+
+@pytest.mark.parametrize(
+    ("tail_level", "fires"),
+    [(1.11, False), (1.9, False), (2.0, False), (2.01, True), (5.0, True)],
+    ids=["10%-above", "90%-above", "exactly-twice", "just-over-twice", "five-times"],
+)
+def test_a_loss_without_a_reference_must_double_to_diverge_by_rising(tail_level, fires):
+    """Regression: a GAN's generator loss (task unknown) that climbed from 0.60 to 0.79 as its
+    discriminator learned was a critical divergence. Without a reference loss a rise must reach twice
+    the start; a NaN still diverges at once."""
     loss = [1.0] * 20 + [0.5] * 40 + [tail_level] * 40
     assert bool(divergence(make_run(loss=loss))) is fires
+    assert divergence(make_run(loss=[1.0] * 20 + [0.5] * 40 + [math.nan] * 40))[0].severity == "critical"
 
 
 def test_divergence_needs_five_records_above_the_start():
