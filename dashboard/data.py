@@ -402,7 +402,7 @@ def run_choices(store: Store, search: str = "", *, sort: str = "-started", keep:
     Raises:
         FilterError: a filter of ``search`` cannot be read or names no field.
     """
-    import difflib
+    from traindoctor.store.catalog import close_names
 
     words, filters = split_search(search)
     summaries, _, selection, rows = _matching(store, filters=filters, sort=sort, words=words)
@@ -419,7 +419,7 @@ def run_choices(store: Store, search: str = "", *, sort: str = "-started", keep:
     for reference, run_id in resolved.items():
         if run_id is None:
             for candidates in (sorted(newest), sorted(by_id)):
-                close = difflib.get_close_matches(reference, candidates, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
+                close = close_names(reference, candidates, n=MAX_SUGGESTIONS, cutoff=SUGGESTION_CUTOFF)
                 if close:
                     break
             suggestions[reference] = close

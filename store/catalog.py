@@ -98,19 +98,27 @@ def default_store_path() -> Path:
     return Path(DEFAULT_STORE)
 
 
+def close_names(reference: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """Up to ``n`` of ``candidates`` close to ``reference``: those :func:`difflib.get_close_matches`
+    finds (ratio ≥ ``cutoff``), then those holding it (3 characters or more, any case:
+    ``version_0`` for an imported ``lightning_logs/version_0``, a ratio of 0.55)."""
+    import difflib
+
+    ordered = sorted(candidates)
+    close = difflib.get_close_matches(reference, ordered, n=n, cutoff=cutoff)
+    if len(reference) >= 3:
+        close += [name for name in ordered if reference.casefold() in name.casefold()]
+    return list(dict.fromkeys(close))[:n]
+
+
 def did_you_mean(run: str, rows: Iterable[dict[str, Any]]) -> str:
     """``"; did you mean 'a' or 'b'?"``: up to three run names (else run ids) close
     to ``run`` by :func:`difflib.get_close_matches` (ratio ≥ 0.6), then names holding
     ``run`` (3 characters or more, any case: ``version_0`` for an imported
     ``lightning_logs/version_0``); ``""`` when none is."""
-    import difflib
-
     rows = list(rows)
     for candidates in ({str(row.get("name")) for row in rows if row.get("name")}, {row["run_id"] for row in rows}):
-        close = difflib.get_close_matches(run, sorted(candidates), n=3, cutoff=0.6)
-        if len(run) >= 3:
-            holding = sorted(name for name in candidates if run.casefold() in name.casefold())
-            close = list(dict.fromkeys(close + holding))[:3]
+        close = close_names(run, candidates)
         if close:
             quoted = [repr(name) for name in close]
             return "; did you mean " + (quoted[0] if len(quoted) == 1 else

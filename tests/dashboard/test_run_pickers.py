@@ -85,6 +85,14 @@ def test_a_reference_that_names_no_run_is_unresolved_with_close_names(small_stor
     assert reference not in choices.options
 
 
+def test_a_reference_that_is_part_of_a_longer_name_suggests_it(tmp_path):
+    # /run?run=version_0 for an imported lightning_logs/version_0 (ratio 0.55): no suggestion at all.
+    write_losses(tmp_path, "lightning_logs/version_0", np.full(50, 2.0))
+    write_losses(tmp_path, "other", np.full(50, 2.0))
+    choices = data.run_choices(Store(tmp_path), keep=["version_0"])
+    assert choices.suggestions["version_0"] == ["lightning_logs/version_0"]
+
+
 @pytest.mark.parametrize("search", ["name~'open", "learning_rate<1", "lr<<3"], ids=["quote", "no-field", "operator"])
 def test_a_search_that_cannot_be_read_is_a_filter_error(small_store, search):
     store, _ = small_store
