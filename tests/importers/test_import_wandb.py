@@ -216,7 +216,8 @@ def test_a_wandb_folder_of_runs_imports_each_once_and_a_corrupt_block_is_skipped
 
 
 def test_config_yaml_and_summary_json_of_an_online_run_are_read(tmp_path, store_root):
-    run_folder = offline_run(tmp_path, lambda run: run.log({"loss": 1.0}, step=1), config={"lr": 0.1})
+    run_folder = offline_run(tmp_path, lambda run: run.log({"loss": 1.0}, step=1), config={"lr": 0.1},
+                             name="résumé lr=0.1 ✓")
     # An online run keeps these next to its log (written by W&B's uploader; written here in its format).
     (run_folder / "files").mkdir(exist_ok=True)
     (run_folder / "files" / "config.yaml").write_text(
@@ -226,14 +227,9 @@ def test_config_yaml_and_summary_json_of_an_online_run_are_read(tmp_path, store_
     meta = Store(store_root).run_meta(result.run_id)
     assert meta["config"] == {"lr": 0.2, "batch_size": 64}
     assert series_points(store_root, result.run_id, "user", "best_f1") == [(1, 0.5)]
-
-
-def test_a_run_is_named_as_wandb_init_named_it_unless_run_is_given(tmp_path, store_root):
-    # It was named after its folder (offline-run-20261130_084106-b9gtil7b), while the W&B UI and
-    # `import mlflow` show the run's own name.
-    run_folder = offline_run(tmp_path, lambda run: run.log({"loss": 1.0}, step=1), name="résumé lr=0.1 ✓")
-    [result] = import_source("wandb", store_root, run_folder)
-    assert result.name == "résumé lr=0.1 ✓" == Store(store_root).run_meta(result.run_id)["name"]
+    # Named as wandb.init(name=...) named it, unless --run is given; it was named after its folder
+    # (offline-run-20261130_084106-b9gtil7b), while the W&B UI and `import mlflow` show the run's own name.
+    assert result.name == "résumé lr=0.1 ✓" == meta["name"]
     [given] = import_source("wandb", tmp_path / "store2", run_folder, run_name="mine")
     assert given.name == "mine" == Store(tmp_path / "store2").run_meta(given.run_id)["name"]
 
