@@ -913,7 +913,7 @@ class Probe:
                 self.guard.fail("amp", error)
         if self._cadence:
             self.guard.guarded("layer_stats", self._close_layer_record, step, grads and not skipped)
-        if self._zero_check is not None:
+        if self._zero_check is not None and self._zero_check.measuring:
             self.guard.guarded(ZERO_GRAD_CHECK, self._zero_check.close_step, row, self._any_fired)
         if grads:
             self._grad_slots.zero_()

@@ -29,8 +29,12 @@ the two norms reach the host with the flush's copy (8 bytes per measured
 step) and are judged there: ``GRADS_NOT_ZEROED_STEPS`` measured steps in a
 row whose ratio ``||grad - incoming|| / ||grad||`` exceeds
 ``GRADS_NOT_ZEROED_RATIO`` make one ``grads_not_zeroed`` event, at the first
-of them, and the check then stops. Every hook runs under the probe's guard:
-an error turns the check off with one warning.
+of them, and the check then stops. It also stops, its hooks removed, once
+``GRADS_ZEROED_STEPS`` steps in a row showed the gradients cleared (at once,
+on the host) or zeroed in place (at the flush that brings their norms): a
+loop's code does not change as it runs, so a healthy run pays for the check
+only over its first steps (``benchmarks/zero_grad_check.py``). Every hook
+runs under the probe's guard: an error turns the check off with one warning.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ GRADS_NOT_ZEROED_RATIO = 1e-3
 # recorded (persistence, RULES.md's lessons): a run without zero_grad shows
 # it at every step from its second on.
 GRADS_NOT_ZEROED_STEPS = 3
+# Steps in a row whose first backward found the gradients cleared (None) or
+# zeroed in place before the check stops looking: the loop zeroes them, and
+# a loop's code does not change as it runs. Until then it costs a few
+# microseconds of Python a step, and three small kernels where .grad is kept.
+GRADS_ZEROED_STEPS = 8
 # A witness that got no gradient at this many steps in a row, while other
 # parameters did (unused in forward(), frozen later), is replaced.
 WITNESS_MISSES = 3
@@ -85,6 +94,12 @@ class ZeroGradCheck:
         device: the probe's device (the buffers live there).
         capacity: rows of the per-step buffer (the probe's ``flush_every_steps``).
         guard: the probe's guard; a failure turns ``STATISTIC`` off.
+
+    Attributes:
+        measuring: whether the hooks still look at backwards (False once the
+            loop was seen to zero its gradients, or the event was recorded,
+            or no witness is left).
+        done: whether the event was recorded (nothing more is judged).
     """
 
     def __init__(self, params: Sequence[torch.Tensor], names: Sequence[str], device: torch.device,
@@ -97,25 +112,31 @@ class ZeroGradCheck:
         self._slot = torch.full((2,), float("nan"), dtype=torch.float32, device=device)
         self._slot_views = self._slot.unbind(0)
         self._values = torch.full((capacity, 2), float("nan"), dtype=torch.float32, device=device)  # [steps, 2]
+        self._rows = self._values.unbind(0)  # views made once: indexing costs microseconds a step
         self._flags = np.zeros(capacity, dtype=np.int8)
+        self._difference: torch.Tensor | None = None  # grad - incoming, the witness's shape (out= buffer)
         self._armed = False  # an optimizer step ran since the witness last saw a backward
         self._was_armed = False  # ... as it stood when the current step's backward started
         self._seen = False
         self._cleared = False
         self._measured = False
         self._incoming: torch.Tensor | None = None
+        self._measured_by: str | None = None  # the witness of the latest measured step
         self._misses = 0
+        self._cleared_in_a_row = 0  # steps whose .grad was None, in a row (known on the host at once)
         self._carried = 0  # measured steps in a row with kept gradients (across flushes)
         self._carried_from: int | None = None
         self._carried_ratios: list[float] = []
-        self.done = not self._candidates
-        if not self.done:
+        self._zeroed = 0  # judged steps in a row with cleared or zeroed gradients (across flushes)
+        self.done = False
+        self.measuring = bool(self._candidates)
+        if self.measuring:
             self._next_witness()
 
     @property
     def witness(self) -> str | None:
         """The name of the parameter being watched, None when there is none."""
-        return None if self.done or self._position < 0 else self._candidates[self._position][1]
+        return self._candidates[self._position][1] if self.measuring else None
 
     def _next_witness(self) -> None:
         self._remove_hooks()
@@ -123,9 +144,10 @@ class ZeroGradCheck:
         self._incoming = None
         self._misses = 0
         if self._position >= len(self._candidates):
-            self.done = True
+            self.stop()
             return
         param = self._candidates[self._position][0]
+        self._difference = torch.empty_like(param) if param.dtype != torch.float64 else None
         self._handles = [param.register_hook(self._before_accumulation),
                          param.register_post_accumulate_grad_hook(self._after_accumulation)]
 
@@ -134,12 +156,20 @@ class ZeroGradCheck:
             handle.remove()
         self._handles = []
 
+    def stop(self) -> None:
+        """Stop looking at backwards (hooks removed); steps already flushed are still judged."""
+        self.measuring = False
+        self._armed = False
+        self._incoming = None
+        self._difference = None
+        self._remove_hooks()
+
     def _off(self) -> bool:
-        return self.done or STATISTIC in self._guard.disabled
+        return not self.measuring or STATISTIC in self._guard.disabled
 
     def arm(self) -> None:
         """After an optimizer step: look at the witness's next backward."""
-        if not self._off():
+        if self.measuring:
             self._armed = True
 
     def _before_accumulation(self, incoming: torch.Tensor) -> None:
@@ -163,18 +193,29 @@ class ZeroGradCheck:
     def _measure(self, param: torch.Tensor) -> None:
         incoming, self._incoming = self._incoming, None
         grad = param.grad
-        # Three small kernels on the witness; non_blocking: the slot may sit on another device.
-        self._slot_views[0].copy_(norm32(grad - incoming), non_blocking=True)
-        self._slot_views[1].copy_(norm32(grad), non_blocking=True)
+        difference, (gap, size) = self._difference, self._slot_views
+        if difference is not None and difference.shape == grad.shape and difference.dtype == grad.dtype:
+            # Three small kernels into buffers made once: no allocation.
+            torch.sub(grad, incoming, out=difference)
+            torch.linalg.vector_norm(difference, dtype=torch.float32, out=gap)
+            torch.linalg.vector_norm(grad, dtype=torch.float32, out=size)
+        else:  # float64 (norm32 casts after), or a gradient of another shape than its parameter
+            gap.copy_(norm32(grad - incoming))
+            size.copy_(norm32(grad))
         self._measured = True
 
     def close_step(self, row: int, any_fired: bool) -> None:
         """At ``probe.step()``: keep what this step's first backward showed in ``row``; replace a silent witness."""
+        if not self.measuring:
+            return
         if self._measured:
-            self._values[row].copy_(self._slot)
+            self._rows[row].copy_(self._slot)
             self._flags[row] = _MEASURED
-        else:
-            self._flags[row] = _CLEARED if self._cleared else _UNKNOWN
+            self._measured_by = self._candidates[self._position][1]
+            self._cleared_in_a_row = 0
+        elif self._cleared:
+            self._flags[row] = _CLEARED
+            self._cleared_in_a_row += 1
         if self._seen:
             self._misses = 0
         elif self._was_armed and any_fired and not self._off():
@@ -183,11 +224,13 @@ class ZeroGradCheck:
                 self._next_witness()
         self._seen = self._cleared = self._measured = False
         self._was_armed = self._armed
+        if self._cleared_in_a_row >= GRADS_ZEROED_STEPS:
+            self.stop()  # zero_grad() as by default: seen on the host at once, nothing was measured
 
     def snapshot(self, rows: int) -> tuple[np.ndarray, torch.Tensor | None]:
         """The flags of the first ``rows`` steps and, when any step was measured, their device values (``[rows, 2]``).
 
-        The caller copies the values to the host before the buffer is reset
+        The caller copies the values to the host, then calls :meth:`reset`
         (the reset is queued after that copy on the same stream).
         """
         flags = self._flags[:rows].copy()
@@ -201,6 +244,9 @@ class ZeroGradCheck:
     def judge(self, steps: np.ndarray, flags: np.ndarray, values: np.ndarray | None) -> tuple[int, str] | None:
         """At a flush, on the host: the event's step and detail (JSON) once kept gradients persist; else None.
 
+        Steps that show the gradients cleared or zeroed, GRADS_ZEROED_STEPS of
+        them in a row, stop the measuring (:meth:`stop`).
+
         Args:
             steps: the optimizer steps of the flushed rows.
             flags: their flags from :meth:`snapshot`.
@@ -211,14 +257,19 @@ class ZeroGradCheck:
         for index, step in enumerate(steps):
             if flags[index] == _UNKNOWN:
                 continue
-            carried = False
+            difference = norm = float("nan")
             if flags[index] == _MEASURED and values is not None:
                 difference, norm = float(values[index, 0]), float(values[index, 1])
-                carried = (np.isfinite(difference) and np.isfinite(norm) and norm > 0
-                           and difference > GRADS_NOT_ZEROED_RATIO * norm)
+            known = np.isfinite(difference) and np.isfinite(norm) and norm > 0
+            carried = known and difference > GRADS_NOT_ZEROED_RATIO * norm
             if not carried:
                 self._carried, self._carried_from, self._carried_ratios = 0, None, []
+                zeroed = flags[index] == _CLEARED or known
+                self._zeroed = self._zeroed + 1 if zeroed else self._zeroed
+                if self._zeroed >= GRADS_ZEROED_STEPS and self.measuring:
+                    self.stop()
                 continue
+            self._zeroed = 0
             if self._carried == 0:
                 self._carried_from = int(step)
             self._carried += 1
@@ -228,11 +279,11 @@ class ZeroGradCheck:
         return None
 
     def _found(self, step: int) -> tuple[int, str]:
-        name = self._candidates[self._position][1]
+        name = self._measured_by or self.witness or "?"
         first = self._carried_from if self._carried_from is not None else step
         ratio = float(np.median(self._carried_ratios))
         self.done = True
-        self._remove_hooks()
+        self.stop()
         detail = {
             "message": (f"the gradients were not zeroed between optimizer steps: at steps {first}-{step}, "
                         f"{name!r} still held the earlier steps' gradient when the next backward added to it "
@@ -243,5 +294,4 @@ class ZeroGradCheck:
 
     def remove(self) -> None:
         """Remove the hooks (the probe's close)."""
-        self._remove_hooks()
-        self._incoming = None
+        self.stop()

@@ -17,7 +17,8 @@ import torch
 from traindoctor.probe import Probe
 from traindoctor.probe.guard import StatisticGuard
 from traindoctor.probe.zeroing import (
-    EVENT, GRADS_NOT_ZEROED_RATIO, GRADS_NOT_ZEROED_STEPS, WITNESS_MISSES, ZeroGradCheck, witness_candidates,
+    EVENT, GRADS_NOT_ZEROED_RATIO, GRADS_NOT_ZEROED_STEPS, GRADS_ZEROED_STEPS, WITNESS_MISSES, ZeroGradCheck,
+    witness_candidates,
 )
 from traindoctor.store.format import EVENT_KINDS
 from tests.probe.conftest import make_batches, make_model, read_run
@@ -64,6 +65,18 @@ def test_judge_carries_a_stretch_across_flushes():
     assert check.judge(*_rows([ZEROED, KEPT, KEPT])) is None
     steps, flags, values = _rows([KEPT, KEPT])
     assert check.judge(steps + 3, flags, values)[0] == 2
+
+
+@pytest.mark.parametrize("kinds, stops", [
+    ([ZEROED] * GRADS_ZEROED_STEPS, True),
+    ([NONE, ZEROED] * (GRADS_ZEROED_STEPS // 2), True),
+    ([ZEROED] * (GRADS_ZEROED_STEPS - 1) + [KEPT] + [ZEROED] * (GRADS_ZEROED_STEPS - 1), False),
+    ([ZEROED, UNKNOWN] * (GRADS_ZEROED_STEPS - 1), False),
+], ids=["zeroed", "cleared-or-zeroed", "broken-by-a-kept-step", "too-few"])
+def test_judge_stops_measuring_once_the_loop_is_seen_to_zero(kinds, stops):
+    check = _check()
+    assert check.judge(*_rows(kinds)) is None
+    assert check.measuring is not stops and not check.done
 
 
 def test_a_ratio_below_the_threshold_is_not_kept():
@@ -128,6 +141,25 @@ def test_a_witness_that_gets_no_gradient_is_replaced(tmp_path):
     assert detail["parameter"] != "group0.param0"
     # Steps 2-4 went to the silent witness; its successor sees the kept gradients from the step after.
     assert int(found["step"].iloc[0]) == WITNESS_MISSES + 2
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_a_loop_that_zeroes_stops_the_check(tmp_path, set_to_none):
+    # Cleared (None) is seen on the host at once; zeroed in place at the flush that brings the norms.
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    steps = GRADS_ZEROED_STEPS + 2
+    with Probe(run="zeroes", store=tmp_path, flush_every_steps=steps, strict=True, handle_sigterm=False) as probe:
+        probe.watch(model, optimizer)
+        witness = probe._zero_check._candidates[0][0]
+        for x, y in make_batches(steps):
+            optimizer.zero_grad(set_to_none=set_to_none)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            probe.step(loss=1.0)
+        assert probe._zero_check.measuring is False and not probe._zero_check.done
+        # Only the probe's own gradient-norm hook is left on the witness.
+        assert not witness._backward_hooks and len(witness._post_accumulate_grad_hooks) == 1
 
 
 def test_hooks_are_removed_at_close(tmp_path):
