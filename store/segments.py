@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import socket
@@ -375,6 +376,9 @@ class RunWriter:
         rank: this process's rank; rank 0 owns ``run.json``.
         world_size: number of ranks writing this run.
         project, config, env, task, probe_settings, source: stored in run.json.
+        created_at: when the run started (Unix seconds), for a run written after
+            the fact (an import: its source's own start); default now, or the
+            resumed run's.
         flush_every_s: publish buffered rows at least this often.
         heartbeat_every_s: refresh ``heartbeat_at`` (rank 0) and this
             writer's heartbeat file this often.
@@ -423,6 +427,7 @@ class RunWriter:
         task: Mapping[str, Any] | None = None,
         probe_settings: Mapping[str, Any] | None = None,
         source: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
         flush_every_s: float = DEFAULT_FLUSH_EVERY_S,
         heartbeat_every_s: float = DEFAULT_HEARTBEAT_EVERY_S,
         max_buffered_rows: int = DEFAULT_MAX_BUFFERED_ROWS,
@@ -461,6 +466,10 @@ class RunWriter:
         for key, value in meta_fields.items():
             if value is not None:
                 _check_storable(key, value)  # before any folder exists
+        if created_at is not None:
+            if not (isinstance(created_at, (int, float)) and math.isfinite(created_at)):
+                raise ValueError(f"created_at must be a finite number of Unix seconds, got {created_at!r}")
+            meta_fields["created_at"] = float(created_at)
 
         self._listing: dict[str, Any] = {}
         # run.json could not be PUT (the store did not answer): the heartbeat retries it.

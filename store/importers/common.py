@@ -828,6 +828,34 @@ def _remove_stale_staging(store_root: Path) -> None:
                 continue
 
 
+# Wall times a source may give for when a run started: from 2001 (1e9 Unix seconds) to a day from now.
+_EARLIEST_START = 1e9
+_FUTURE_SLACK_S = 86_400.0
+
+
+def source_start(run: ParsedRun) -> float | None:
+    """When an imported run started (Unix seconds), so that it lists as started then, not at the import:
+    its source's own start time (W&B's, MLflow's), else its earliest recorded wall time (TensorBoard
+    events, MLflow metrics, a JSONL or CSV ``wall_time``); None when the source records none (an HF
+    trainer_state.json, a Lightning metrics.csv, a pasted log), and the import's time stands. A time
+    before 2001 or more than a day ahead is not a start (a relative clock, a wrong unit).
+    """
+    latest = time.time() + _FUTURE_SLACK_S
+    for tool in ("wandb", "mlflow"):
+        started = (run.extra_source.get(tool) or {}).get("start_time")
+        if isinstance(started, (int, float)) and math.isfinite(started) and _EARLIEST_START <= started <= latest:
+            return float(started)
+    earliest = None
+    for series in run.series:
+        if series.wall_time is None or not len(series.wall_time):
+            continue
+        walls = np.asarray(series.wall_time, dtype=np.float64)
+        walls = walls[np.isfinite(walls) & (walls >= _EARLIEST_START) & (walls <= latest)]
+        if len(walls):
+            earliest = float(walls.min()) if earliest is None else min(earliest, float(walls.min()))
+    return earliest
+
+
 def write_run(
     store_root: Path, run: ParsedRun, source_meta: dict[str, Any], *, replaces: str | None, publication: _Publication,
 ) -> str:
@@ -843,7 +871,7 @@ def write_run(
     try:
         writer = RunWriter(
             staging, run_id=run_id, name=run.source.name, config=run.config, env=run.env,
-            task=run.task, source=source_meta, background=False,
+            task=run.task, source=source_meta, created_at=source_start(run), background=False,
         )
         for series in run.series:
             writer.add_scalars(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -477,3 +478,24 @@ def test_an_error_while_writing_is_not_taken_for_bad_input(tmp_path, monkeypatch
     with pytest.raises(TypeError, match="a bug in the writer"):
         import_source("csv", tmp_path / "store", tidy_csv(tmp_path / "x.csv", GOOD_CSV))
     assert [p for p in (tmp_path / "store").iterdir()] == []
+
+
+@pytest.mark.parametrize(("walls", "started"), [
+    ([1.7e9 + 60, 1.7e9, 1.7e9 + 120], 1.7e9),  # the earliest wall time the log records
+    ([1000.0, 1001.0, 1002.0], None),           # a clock relative to the job's start: not a date
+    (None, None),                               # no wall time at all (a trainer_state.json, a pasted log)
+], ids=["recorded", "relative-clock", "none"])
+def test_an_imported_run_starts_when_its_source_says(tmp_path, walls, started):
+    # Every imported run was 'started' at the import: a sweep trained last year listed as started
+    # today, in import order, and `diagnose --latest N` took the last imported for the newest trained.
+    records = [{"step": step, "loss": 1.0 / step, **({"wall_time": walls[step - 1]} if walls else {})}
+               for step in (1, 2, 3)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    before = time.time()
+    [result] = import_source("jsonl", tmp_path / "store", path)
+    created = Store(tmp_path / "store").run_meta(result.run_id)["created_at"]
+    if started is None:
+        assert before <= created <= time.time()
+    else:
+        assert created == started
