@@ -496,8 +496,9 @@ def command_import(args: argparse.Namespace) -> int:
         if result.skipped:
             say(f"already imported: {result.name} ({result.run_id}) from {result.source}")
         else:
+            again = "; it changed since its earlier import, which this replaces" if result.replaced else ""
             say(f"imported {result.name} ({result.run_id}): {result.rows:,} values from {result.source}"
-                f"{verdicts.get(result.run_id, '')}")
+                f"{again}{verdicts.get(result.run_id, '')}")
     return EXIT_OK
 
 

@@ -118,13 +118,15 @@ class ImportInputError(StoreError):
 
 @dataclass(frozen=True)
 class ImportResult:
-    """One run an import produced or found already there."""
+    """One run an import produced or found already there; ``replaced``: it took the place of an
+    earlier import of the same source, which had changed since (same run id)."""
 
     run_id: str
     name: str
     rows: int
     skipped: bool
     source: str
+    replaced: bool = False
 
 
 @dataclass
@@ -785,7 +787,8 @@ def import_runs(
             if every is not None:
                 source_meta.setdefault("logging_every", every)
             run_id = write_run(store_root, run, source_meta, replaces=replaces, publication=publication)
-            results[index] = ImportResult(run_id, run.source.name, run.rows, False, print_["path"])
+            results[index] = ImportResult(run_id, run.source.name, run.rows, False, print_["path"],
+                                          replaced=replaces is not None)
     except OSError as error:
         publication.rollback()
         raise StoreError(f"cannot write into store {store_root}: {error.strerror or error}") from None

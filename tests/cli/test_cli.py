@@ -194,6 +194,19 @@ def test_a_pasted_log_is_diagnosed_in_two_commands(tmp_path, capsys):
     assert code == 0 and out.startswith("already imported")
 
 
+def test_a_reimport_of_a_changed_source_says_it_replaces_the_earlier_one(tmp_path, capsys):
+    # train.log reused by the next training run replaced the imported run under the same id, and the
+    # line read as a first import.
+    log = tmp_path / "train.log"
+    log.write_text("".join(f"iter {s}: loss {3.0 / s:.3f}\n" for s in range(1, 6)))
+    code, first, _ = run_cli(capsys, "import", "log", log, "--store", tmp_path / "s", "--no-diagnose")
+    assert code == 0 and "replaces" not in first
+    log.write_text("".join(f"iter {s}: loss {2.0 / s:.3f}\n" for s in range(1, 8)))
+    code, again, _ = run_cli(capsys, "import", "log", log, "--store", tmp_path / "s", "--no-diagnose")
+    assert code == 0 and again.split(":")[0] == first.split(":")[0]  # the same run id
+    assert again.rstrip().endswith("; it changed since its earlier import, which this replaces"), again
+
+
 def test_compact_on_a_store_it_cannot_write_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     """As another user, or on a read-only share (chmod means nothing to root, so the refusal is simulated)."""
     make_run(tmp_path, "alpha", [2.0, 1.5, 1.0])
