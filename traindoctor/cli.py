@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(compact)
 
     export = commands.add_parser("export", help="export runs to one DuckDB database file")
-    export.add_argument("--duckdb", metavar="FILE", required=True)
+    export.add_argument("--duckdb", metavar="FILE", required=True,
+                        help="the DuckDB database file to write (refused if it exists, unless --overwrite)")
     export.add_argument("runs", nargs="*", metavar="RUN", help="runs to export (default: all)")
     _store_arg(export)
     export.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
@@ -688,7 +689,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = _one_line_warning
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not (sys.argv[1:] if argv is None else list(argv)):
+            # `traindoctor` alone: the commands, not only "arguments are required: COMMAND".
+            parser.print_help(sys.stderr)
+            raise CommandError("give a COMMAND (listed above)")
+        args = parser.parse_args(argv)
         if argv is None and args.command not in SERVER_COMMANDS:
             _one_blas_thread()
         return COMMANDS[args.command](args)

@@ -219,3 +219,11 @@ def test_compact_on_a_store_it_cannot_write_is_one_line_naming_the_file(tmp_path
     code, _, err = run_cli(capsys, "compact", "--store", tmp_path)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"cannot compact {tmp_path}: no permission to write {lock}" in err and "Errno" not in err
+
+
+def test_no_command_lists_the_commands_and_ends_in_one_error_line(capsys):
+    # `traindoctor` alone said only "the following arguments are required: COMMAND".
+    assert main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "traindoctor: error: give a COMMAND (listed above)"
+    assert all(any(line.strip().startswith(command) for line in err) for command in ("ui", "runs", "diagnose", "import"))
