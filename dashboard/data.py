@@ -11,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
@@ -261,7 +261,8 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
         [by_id[row["run_id"]].get("hyperparameters") or {} for row in rows[:HYPERPARAMETER_SAMPLE]],
         limit=MAX_HYPERPARAMETER_COLUMNS)
     table = pd.DataFrame({
-        "health": [health_text(current[row["run_id"]], row.get("status")) for row in page],
+        "health": [health_text(current[row["run_id"]], row.get("status"), by_id[row["run_id"]].get("num_steps"))
+                   for row in page],
         "run_id": [row["run_id"] for row in page],
         "name": [row["name"] for row in page],
         "status": [row["status"] for row in page],
@@ -315,7 +316,9 @@ def _matching(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
                       findings=lambda s: current[s["run_id"]])
     rows = selection.rows
     if by_health:  # stable: the newest first among runs of equal health
-        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]], row.get("status")),
+        steps = {summary["run_id"]: summary.get("num_steps") for summary in chosen}
+        rows = sorted(rows, key=lambda row: health_rank(current[row["run_id"]], row.get("status"),
+                                                        steps[row["run_id"]]),
                       reverse=sort.startswith("-"))
     return summaries, current, selection, rows
 
@@ -439,32 +442,45 @@ def run_choices(store: Store, search: str = "", *, sort: str = "-started", keep:
                       resolved=resolved, suggestions=suggestions)
 
 
-def health_rank(found: dict | None, status: str | None = None) -> tuple:
+def recorded_nothing(status: str | None, steps: Any) -> bool:
+    """An ended run that recorded no training step (its summary's ``num_steps`` is 0): ``diagnose``
+    says NOTHING RECORDED and ``--fail-on`` counts it as a warning, since nothing vouches for it."""
+    return status != "running" and isinstance(steps, int) and not isinstance(steps, bool) and steps == 0
+
+
+def health_rank(found: dict | None, status: str | None = None, steps: Any = None) -> tuple:
     """The sort key of a run's health: critical findings (a crashed run counts as one, as
-    ``diagnose --fail-on`` counts it), then warnings, then notes (more is worse); an undiagnosed
-    run (``found`` None) sorts below the runs with warnings and above those with only notes or
-    none: it is not known to be fine."""
+    ``diagnose --fail-on`` counts it), then warnings (an ended run that recorded no training
+    step, ``steps`` 0, counts as one), then notes (more is worse); an undiagnosed run (``found``
+    None) sorts below the runs with warnings and above those with only notes or none: it is not
+    known to be fine."""
     crashed = status == "crashed"
     if found is None:
         return (4 if crashed else 2, 0, 0, 0)
     counts = found.get("counts") or {}
     worst = 4 if counts.get("critical") or crashed else 3 if counts.get("warning") else 1 if counts.get("info") else 0
+    if worst < 3 and recorded_nothing(status, steps):
+        worst = 3
     return (worst, int(counts.get("critical") or 0), int(counts.get("warning") or 0), int(counts.get("info") or 0))
 
 
 HEALTH_MARKERS = {"critical": "✖ critical", "warning": "▲ warning", "info": "● note"}
 
 
-def health_text(found: dict | None, status: str | None = None) -> str:
+def health_text(found: dict | None, status: str | None = None, steps: Any = None) -> str:
     """The Runs page's health cell: the worst severity, the counts and the top
     finding's title (the verdict's, ``diagnosis.cache.top_finding``), e.g.
     ``✖ critical · 1 crit, 4 warn · Loss climbed back after its best: lr too high``;
-    a crashed run reads ``✖ crashed`` first, whatever its findings."""
+    a crashed run reads ``✖ crashed`` first, whatever its findings, and an ended run
+    that recorded no training step (``steps`` 0) reads ``▲ nothing recorded``, not
+    ``✔ no findings``."""
     crashed = "✖ crashed · " if status == "crashed" else ""
     if found is None:
         return crashed + "… not diagnosed yet"
     counts = found.get("counts") or {}
     if not any(counts.get(severity) for severity in SEVERITY_COLUMNS):
+        if recorded_nothing(status, steps):
+            return crashed + "▲ nothing recorded · no training step to judge"
         return crashed + ("no findings in what was recorded" if crashed else "✔ no findings")
     if crashed:
         shown = ", ".join(f"{counts[severity]} {short}" for severity, short in

@@ -404,13 +404,18 @@ def format_runs_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]
             return f"{value:,}"
         return significant(value)
 
-    def findings(row: dict[str, Any]) -> str:
+    def findings(row: dict[str, Any], summary: dict[str, Any]) -> str:
         if not row.get("diagnosed"):
             return "-"
-        return " ".join(f"{row[s]}{s[0].upper()}" for s in ("critical", "warning", "info") if row[s]) or "ok"
+        counted = " ".join(f"{row[s]}{s[0].upper()}" for s in ("critical", "warning", "info") if row[s])
+        steps = summary.get("num_steps")
+        if not counted and row.get("status") != "running" and isinstance(steps, int) and steps == 0:
+            return "nothing recorded"  # as diagnose says; --fail-on warning counts it
+        return counted or "ok"
 
     header = [fit_cell(title) for title, _ in columns] + ["findings"]
-    body = [[fit_cell(cell(row, field)) for _, field in columns] + [findings(row)] for row in rows]
+    body = [[fit_cell(cell(row, field)) for _, field in columns] + [findings(row, summary)]
+            for row, summary in zip(rows, summaries)]
     widths = [max(display_width(line[i]) for line in [header, *body]) for i in range(len(header))]
     numeric = [i for i, (_, field) in enumerate(columns) if field not in ("name", "run_id", "status", "started")]
 

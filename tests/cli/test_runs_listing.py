@@ -190,3 +190,15 @@ def test_a_long_or_wide_name_does_not_break_the_table(tmp_path, capsys):
     assert any(line.startswith("x" * (MAX_CELL_WIDTH - 1) + "…") for line in lines)
     run_id_columns = {display_width(re.split(r"\d{8}-\d{6}-", line)[0]) for line in lines[1:4]}
     assert len(run_id_columns) == 1, lines
+
+
+def test_a_run_that_recorded_no_training_step_reads_nothing_recorded_not_ok(tmp_path, capsys):
+    # The findings column said 'ok' for a run `diagnose` calls NOTHING RECORDED (an eval-only log).
+    writer = RunWriter(tmp_path, name="evals-only", background=False)
+    writer.add_scalars(step=np.array([100, 200]), value=np.array([2.0, 1.5]), split="val", name="loss")
+    writer.close("finished")
+    assert main(["diagnose", "--all", "--store", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--store", str(tmp_path)]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evals-only")]
+    assert row.endswith("nothing recorded")

@@ -103,6 +103,26 @@ def test_a_crashed_run_is_as_bad_as_a_critical_finding_on_the_runs_page(tmp_path
     assert data.health_text({"counts": {}}, "crashed") == "✖ crashed · no findings in what was recorded"
 
 
+def test_a_run_that_recorded_no_training_step_is_not_a_healthy_one_on_the_runs_page(tmp_path, monkeypatch):
+    """An eval-only log or an add_hparams folder: `diagnose` says NOTHING RECORDED and --fail-on warning
+    counts it, while the Runs page said '✔ no findings' and sorted it with the healthy runs."""
+    import traindoctor.diagnosis
+
+    write_losses(tmp_path, "clean", np.full(100, 2.0))
+    write_losses(tmp_path, "noted", np.full(100, 2.0))
+    writer = RunWriter(tmp_path, name="evals-only", background=False)
+    writer.add_scalars(step=np.array([100, 200]), value=np.array([2.0, 1.5]), split="val", name="loss")
+    writer.close("finished")
+    verdicts = {"clean": [], "noted": _findings("info"), "evals-only": []}
+    monkeypatch.setattr(traindoctor.diagnosis, "diagnose", lambda run: verdicts[run.name], raising=False)
+    store = Store(tmp_path)
+    data.diagnose_first(store, store.catalog.run_ids(), budget_s=60)
+    page = data.runs_page(store)
+    assert list(page.rows["name"]) == ["evals-only", "noted", "clean"]
+    assert page.rows["health"].iloc[0] == "▲ nothing recorded · no training step to judge"
+    assert data.health_text({"counts": {}}, "running", 0) == "✔ no findings"  # a run that has not begun yet
+
+
 @pytest.mark.parametrize(("configs", "expected"), [
     ([{"lr": 0.1, "seed": 1, "warmup": 0}, {"lr": 0.01, "seed": 2, "warmup": 0}, {"lr": 0.01, "seed": 3, "warmup": 0}],
      ["seed", "lr"]),

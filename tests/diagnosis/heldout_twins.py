@@ -7,8 +7,11 @@ program with the fault removed, the module's ``twins()``); this script
 trains both and prints, from the recorded scalars alone (no diagnosis):
 the final and best val loss of each, their ratio, the first non-finite
 training loss, the training loss's peak after its first record, and the
-gradient norm's peak over its median. The runs' descriptions quote the
-criterion each label was checked with.
+gradient norm's peak over its median; for a classifier also the final val
+accuracy against the majority class's share and the lowest per-class
+recall (from the last confusion counts). The runs' descriptions quote the
+criterion each label was checked with. ``SECOND_HOLD_OUT`` are the families
+of the second hold-out, added after the rules of e5debb8.
 
 Usage::
 
@@ -36,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 HELD_OUT_FAMILIES = ("gru_waveforms", "denoiser_digits", "lm_word_grammar")
+SECOND_HOLD_OUT = ("bn_mlp_tabular", "vit_digits", "conv_tagger_tokens")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
@@ -50,6 +54,20 @@ def curves(store: Path, name: str) -> dict[str, pd.Series]:
     return {"train": series("train", "loss"), "val": series("val", "loss"), "grad_norm": series("train", "grad_norm")}
 
 
+def classes(store: Path, name: str) -> tuple[float, float, float]:
+    """The last val confusion counts' accuracy, majority-class share and lowest per-class recall (NaN: none)."""
+    paths = sorted((store / name / "confusion").glob("*.parquet"))
+    if not paths:
+        return math.nan, math.nan, math.nan
+    frame = pd.concat([pd.read_parquet(path) for path in paths])
+    frame = frame[(frame["split"] == "val") & (frame["step"] == frame["step"].max())]
+    support = frame.groupby("true_class")["count"].sum()
+    hits = frame[frame["true_class"] == frame["pred_class"]].groupby("true_class")["count"].sum()
+    hits = hits.reindex(support.index, fill_value=0)
+    return (float(hits.sum() / support.sum()), float(support.max() / support.sum()),
+            float((hits / support).min()))
+
+
 def summary(store: Path, name: str) -> dict[str, float | int | None]:
     """Numbers a fault must move: final/best val loss, first non-finite loss, loss peak, grad-norm peak/median."""
     run = curves(store, name)
@@ -57,7 +75,9 @@ def summary(store: Path, name: str) -> dict[str, float | int | None]:
     finite_val = val[np.isfinite(val)]
     bad = train.index[~np.isfinite(train.to_numpy())]
     finite_grad = grad[np.isfinite(grad)]
+    accuracy, majority, worst_recall = classes(store, name)
     return {
+        "val_accuracy_final": accuracy, "majority_share": majority, "worst_class_recall": worst_recall,
         "val_final": float(val.iloc[-1]), "val_best": float(finite_val.min()) if len(finite_val) else math.nan,
         "val_best_step": int(finite_val.idxmin()) if len(finite_val) else None,
         "train_first": float(train.iloc[0]), "train_final": float(train.iloc[-1]),
@@ -74,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     from tests.diagnosis import make_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", nargs="*", default=list(HELD_OUT_FAMILIES))
+    parser.add_argument("--family", nargs="*", default=list(HELD_OUT_FAMILIES + SECOND_HOLD_OUT))
     parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="only these fault runs (and their twins)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as temporary:
@@ -85,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(f"tests.diagnosis.corpus.{family}")
             faults = {spec.name: spec for spec in module.specs()}
             for fault, twin in module.twins().items():
+                if args.only and fault not in args.only:
+                    continue
                 for spec in (faults[fault], twin):
                     if not (store / spec.name / "run.json").is_file():
                         make_corpus.train(spec, store)
@@ -99,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{healthy['train_final']:.4g}); first non-finite at {harmed['first_nonfinite_step']}; grad norm "
                       f"peak/median {harmed['grad_peak_over_median']:.3g} (twin {healthy['grad_peak_over_median']:.3g})",
                       flush=True)
+                if not math.isnan(harmed["val_accuracy_final"]):
+                    print(f"  val accuracy {harmed['val_accuracy_final']:.3f} (majority class {harmed['majority_share']:.3f}; "
+                          f"twin {healthy['val_accuracy_final']:.3f}); worst class recall "
+                          f"{harmed['worst_class_recall']:.3f} (twin {healthy['worst_class_recall']:.3f})", flush=True)
     return 0
 
 
