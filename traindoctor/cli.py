@@ -515,6 +515,7 @@ def _diagnose_imported(catalog, run_ids: list[str]) -> dict[str, str]:
     start-up. Returns run id -> a clause for the import line; an import never
     fails for its diagnosis."""
     from traindoctor.diagnosis.cache import diagnose_cached, engine_version
+    from traindoctor.diagnosis.report import recorded_nothing
 
     if not run_ids:
         return {}
@@ -529,7 +530,9 @@ def _diagnose_imported(catalog, run_ids: list[str]) -> dict[str, str]:
             continue
         counts = [f"{sum(f.severity == s for f in diagnosis.findings)} {s}" for s in ("critical", "warning", "info")
                   if any(f.severity == s for f in diagnosis.findings)]
-        verdicts[run_id] = f"; findings: {', '.join(counts)}" if counts else "; no findings"
+        # As diagnose says it: an import without a training loss (eval metrics only) vouches for nothing.
+        empty = "; nothing recorded: no training loss to judge" if recorded_nothing(diagnosis) else "; no findings"
+        verdicts[run_id] = f"; findings: {', '.join(counts)}" if counts else empty
     return verdicts
 
 

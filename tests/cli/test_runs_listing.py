@@ -202,3 +202,8 @@ def test_a_run_that_recorded_no_training_step_reads_nothing_recorded_not_ok(tmp_
     assert main(["runs", "--store", str(tmp_path)]) == 0
     [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evals-only")]
     assert row.endswith("nothing recorded")
+    # ... and import's line said '; no findings' for a log of eval metrics only.
+    log = tmp_path / "evals.csv"
+    log.write_text("step,split,name,value\n100,val,loss,2.0\n200,val,loss,1.5\n")
+    assert main(["import", "csv", str(log), "--store", str(tmp_path / "imported")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; nothing recorded: no training loss to judge")
