@@ -118,7 +118,36 @@ def parse_filter(text: str) -> Filter:
     if match["op"] != "~" and value[0] in "=<>!~":
         raise FilterError(f"cannot read filter {text!r}: one operator, then the value (quote a value "
                           f"that starts with {value[0]!r})")
-    return Filter(ALIASES.get(match["key"], match["key"]), match["op"], _typed(_unquoted(value)), text)
+    key, typed = ALIASES.get(match["key"], match["key"]), _typed(_unquoted(value))
+    if key in TIME_FIELDS and isinstance(typed, str):
+        typed = _time_value(key, match["op"], typed, text)
+    return Filter(key, match["op"], typed, text)
+
+
+# Fields that hold a time (Unix seconds): a filter may give them a date or time as the tables show it.
+TIME_FIELDS = ("started", "finished")
+
+
+def _time_value(key: str, op: str, value: str, text: str) -> float:
+    """A date or time (ISO 8601: ``2026-11-30``, ``2026-11-30 08:41``, ``2026-11-30T08:41:05``;
+    UTC unless it names its offset) as Unix seconds, for a ``started``/``finished`` filter.
+
+    Raises:
+        FilterError: ``value`` is not such a date, or the operator cannot compare times (``=``
+            with a date would need the exact second; ``~`` reads text).
+    """
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise FilterError(f"cannot read {value!r} in filter {text!r}: {key} takes a date or time in UTC "
+                          f"(2026-11-30, '2026-11-30 08:41') or Unix seconds") from None
+    if op not in ("<", "<=", ">", ">="):
+        raise FilterError(f"filter {text!r}: compare {key} with <, <=, > or >= (it is a time to the second)")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _unquoted(value: str) -> str:

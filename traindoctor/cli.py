@@ -83,7 +83,8 @@ Keys: name, run_id, status, project, steps, num_steps, started, finished, wall_t
   best.SPLIT.NAME; any hyperparameter by its config key (lr, batch_size, optimizer.betas; also
   config.KEY); critical, warning, info (cached findings per severity) and diagnosed.
 A VALUE that reads as a number compares as a number (lr<1e-3); text compares exactly with = and
-!=. A run without the KEY never matches. Findings come from the cache: 'traindoctor diagnose
+!=; started and finished also take a date or time in UTC ('started>=2026-11-30 08:00'). A run
+without the KEY never matches. Findings come from the cache: 'traindoctor diagnose
 --all' diagnoses the rest.
 Sort (--sort KEY, or --sort=-KEY for descending; default newest first): any key above.
 Examples:

@@ -107,9 +107,12 @@ def test_the_table_says_which_runs_are_not_diagnosed(capsys, store):
      # These matched no run, silently: a finding no rule can raise.
      (["--filter", "has:loss_spikes"], "unknown finding 'loss_spikes' in filter 'has:loss_spikes'; did you mean "
                                        "has:loss_spike?"),
-     (["--filter", "has:nonsense"], "use has:critical, has:warning, has:info or has:RULE")],
+     (["--filter", "has:nonsense"], "use has:critical, has:warning, has:info or has:RULE"),
+     # A time compared with a date: it matched nothing, silently, or needed the exact second.
+     (["--filter", "started>yesterday"], "started takes a date or time in UTC"),
+     (["--filter", "started=2026-11-30"], "compare started with <, <=, > or >=")],
     ids=["no-operator", "unknown-key", "unknown-sort-key", "negative-limit", "doubled-operator", "no-value",
-         "swapped-operator", "misspelt-rule", "unknown-finding"],
+         "swapped-operator", "misspelt-rule", "unknown-finding", "not-a-date", "date-equality"],
 )
 def test_bad_queries_are_one_line_errors(capsys, store, args, fragment):
     assert main(["runs", "--store", str(store), *args]) == 2
@@ -207,3 +210,18 @@ def test_a_run_that_recorded_no_training_step_reads_nothing_recorded_not_ok(tmp_
     log.write_text("step,split,name,value\n100,val,loss,2.0\n200,val,loss,1.5\n")
     assert main(["import", "csv", str(log), "--store", str(tmp_path / "imported")]) == 0
     assert capsys.readouterr().out.rstrip().endswith("; nothing recorded: no training loss to judge")
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("started>=2026-11-30", ["late"]),
+    ("started<2026-11-30 00:00", ["early"]),
+    ("started>2026-11-29T09:59:59+00:00", ["late", "early"]),
+    ("started<=1796032800", ["late", "early"]),  # Unix seconds, as before
+], ids=["date", "date-and-time", "with-offset", "unix-seconds"])
+def test_started_filters_take_a_date_as_the_table_shows_it(tmp_path, capsys, query, expected):
+    # `--filter 'started>2026-11-30'` matched no run, silently: started is Unix seconds, shown as a UTC date.
+    for name, started in (("early", 1796032800 - 86400), ("late", 1796032800)):  # 2026-11-29/30 10:00 UTC
+        writer = RunWriter(tmp_path, name=name, created_at=started, background=False)
+        writer.add_scalars(step=[1, 2], name="loss", value=[1.0, 0.5])
+        writer.close()
+    assert listed(capsys, tmp_path, "--filter", query) == expected
