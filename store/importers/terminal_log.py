@@ -12,6 +12,9 @@ Each line is read for ``key value`` pairs in the shapes training code prints:
   ``validation loss at iteration 1000 | lm loss value: ... |``;
 - fairseq: ``| epoch 001:  450 / 1891 loss=11.521, ..., num_updates=445, lr=8.9e-05, gnorm=1.543``;
 - MMCV/MMEngine: ``Epoch(train) [1][200/735]  lr: 1.9870e-04  ...  loss: 2.7522  grad_norm: 3.0608``;
+- PyTorch's ImageNet example: ``Epoch: [0][ 10/5005]  Time ...  Loss 6.9e+00 (6.9e+00)  Acc@1 0.00 (0.10)``,
+  its ``Test: [ 10/196]`` lines and their `` * Acc@1 76.1 Acc@5 92.9`` summary (the test split), and the
+  tutorials' ``Epoch [1/5], Step [100/600], Loss: 2.2871``;
 - HF Trainer's ``log_metrics`` blocks (``***** eval metrics *****`` then ``  eval_loss = nan`` lines): one
   record, the train block a summary of the run (not a curve point), an eval or test block an evaluation at the
   last step;
@@ -24,7 +27,8 @@ the gradient norm, ``val loss`` the validation loss).
 
 Steps: a line's step is the first step key it holds (``num_updates`` before
 ``step`` before ``iteration``/``iter``, see :data:`names.STEP_KEYS`); MMCV's
-``Epoch [e][i/n]`` is step ``(e - 1) * n + i``. A line of evaluation metrics
+``Epoch [e][i/n]`` (and ``Epoch [e/E], Step [i/n]``) is step ``(e - 1) * n + i``,
+or ``e * n + i`` when the first epoch printed is 0. A line of evaluation metrics
 without a step belongs to the step before it. HF Trainer prints no step:
 there the count of an unlabelled tqdm bar on or before the line is the step
 when the paste has one, else records are numbered and multiplied by the
@@ -57,11 +61,11 @@ _PROGRESS_EVERY = 20_000
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|Infinity)"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# key (up to six words, each starting with a letter), an optional "(unit)",
+# key (up to six words, each starting with a letter; "Acc@1" is one), an optional "(unit)",
 # then ":", "=" or a space, then a number, perhaps with a unit ("1099.34ms",
 # "15.34%"), not followed by more of a word.
 _PAIR = re.compile(
-    rf"(?<![\w.\-/])(?P<key>[A-Za-z][\w./\-]*(?: [A-Za-z][\w./\-]*){{0,5}})(?:\s*\((?P<unit>[^()]{{1,20}})\))?"
+    rf"(?<![\w.\-/@])(?P<key>[A-Za-z][\w./\-@]*(?: [A-Za-z][\w./\-@]*){{0,5}})(?:\s*\((?P<unit>[^()]{{1,20}})\))?"
     rf"\s*(?:[:=]\s*|\s+)(?P<value>{_NUMBER})(?:%|[A-Za-z]{{1,3}}(?:/[A-Za-z]{{1,3}})?)?(?![\w.])"
 )
 # One entry of a printed dict: 'key': 1.5, "key": "1.5", 'key': np.float64(1.5), 'key': tensor(1.5).
@@ -75,7 +79,17 @@ _TQDM = re.compile(r"(?P<label>[^|\r\n]*?)\s*(?P<percent>\d{1,3})%\|[^|]*\|\s*(?
                    r"(?:\[(?P<meta>[^\]]*)\])?")
 _TQDM_STEP_LABEL = re.compile(r"^(?:|steps?|iters?|iterations?|train(?:ing)?)$", re.IGNORECASE)
 # MMCV/MMEngine: "Epoch [1][100/62598]", "Epoch(train) [1][200/735]", "Iter(train) [  200/80000]", "Epoch(val) [1][5/5]".
-_MM_EPOCH = re.compile(r"\bEpoch(?:\((?P<mode>\w+)\))?\s*\[\s*(?P<epoch>\d+)\s*\]\s*\[\s*(?P<inner>\d+)\s*/\s*(?P<total>\d+)\s*\]")
+# PyTorch's ImageNet example (pytorch/examples) prints "Epoch: [0][ 10/5005]", its epochs from 0.
+_MM_EPOCH = re.compile(r"\bEpoch(?:\((?P<mode>\w+)\))?:?\s*\[\s*(?P<epoch>\d+)\s*\]\s*\[\s*(?P<inner>\d+)\s*/\s*(?P<total>\d+)\s*\]")
+# The tutorials' "Epoch [1/5], Step [100/600], Loss: 2.2871" (also "Epoch 1/5 Batch 100/600").
+_EPOCH_OF_STEP = re.compile(r"\bEpoch\s*:?\s*\[?\s*(?P<epoch>\d+)\s*/\s*(?P<epochs>\d+)\s*\]?\s*[,|]?\s*"
+                            r"(?:Step|Batch|Iter(?:ation)?)\s*:?\s*\[?\s*(?P<inner>\d+)\s*/\s*(?P<total>\d+)\s*\]?",
+                            re.IGNORECASE)
+# An evaluation's progress line in the same style: "Test: [ 10/196]" (the ImageNet example), "Val: [3/50]".
+_EVAL_PROGRESS = re.compile(r"^\s*(?P<mode>Test|Val|Valid|Validation|Eval)\s*:?\s*\[\s*\d+\s*/\s*\d+\s*\]",
+                            re.IGNORECASE)
+# ... and the line that sums it up there: " * Acc@1 76.130 Acc@5 92.862".
+_EVAL_SUMMARY = re.compile(r"^\s*\*\s+[A-Za-z]")
 _MM_ITER = re.compile(r"\bIter(?:\((?P<mode>\w+)\))?\s*\[\s*(?P<step>\d+)\s*/\s*(?P<total>\d+)\s*\]")
 # Megatron-LM's evaluation line: " validation loss at iteration 1000 | lm loss value: 2.3E+00 | lm loss PPL: 10.4 |"
 _MEGATRON_VALIDATION = re.compile(r"\bvalidation loss at (?:iteration\s+)?(?P<step>\d+)")
@@ -186,6 +200,8 @@ class _Reader:
         self._in_arguments = False
         self._roles: dict[str, Any] = {}  # key → what it is (see _role), worked out once per key
         self._block: LogRecord | None = None  # an open HF log_metrics() block
+        self._epoch_base: int | None = None  # 0 when the first "Epoch [e]…" printed is epoch 0, else 1
+        self._evaluating: str | None = None  # the split of the evaluation progress lines being read
 
     def read(self, number: int, line: str) -> list[LogRecord]:
         records = []
@@ -283,15 +299,24 @@ class _Reader:
             record.pairs += entries
             record.summary = any(key == _HF_SUMMARY_MARK for key, _ in entries)
             text = text[:dict_start.start()]
-        mm = _MM_EPOCH.search(text) if "Epoch" in text else None
+        mm = _MM_EPOCH.search(text) if "poch" in text else None
+        mm = mm or (_EPOCH_OF_STEP.search(text) if "poch" in text else None)
         if mm:
-            mode = (mm.group("mode") or "train").lower()
+            mode = ((mm.groupdict().get("mode")) or "train").lower()
             record.epoch = float(mm.group("epoch"))
             if mode == "train":
-                record.step = (int(mm.group("epoch")) - 1) * int(mm.group("total")) + int(mm.group("inner"))
+                record.step = self._epoch_step(int(mm.group("epoch")), int(mm.group("inner")), int(mm.group("total")))
             else:
                 record.split = _EVAL_MODES.get(mode, mode)
             text = text[:mm.start()] + " | " + text[mm.end():]
+        evaluation = _EVAL_PROGRESS.match(text) if "[" in text else None
+        if evaluation:
+            record.split = self._evaluating = _EVAL_MODES.get(evaluation.group("mode").lower(), "val")
+            text = " | " + text[evaluation.end():]
+        elif self._evaluating and _EVAL_SUMMARY.match(text):
+            record.split = self._evaluating  # " * Acc@1 76.130 Acc@5 92.862" closes the evaluation
+        elif mm:
+            self._evaluating = None
         mm_iter = _MM_ITER.search(text) if "Iter" in text else None
         if mm_iter:
             mode = (mm_iter.group("mode") or "train").lower()
@@ -310,6 +335,13 @@ class _Reader:
         else:
             record.pairs += _pairs(text)
         return self._settle(record)
+
+    def _epoch_step(self, epoch: int, inner: int, total: int) -> int:
+        """The optimizer step of batch ``inner`` of ``total`` in ``epoch``: epochs count from 1 (MMCV,
+        "Epoch [1/5]") unless the first one printed is epoch 0 (the ImageNet example)."""
+        if self._epoch_base is None:
+            self._epoch_base = 0 if epoch == 0 else 1
+        return (epoch - self._epoch_base) * total + inner
 
     def _settle(self, record: LogRecord) -> LogRecord | None:
         """Move step and epoch keys out of the pairs; None when no metric is left."""

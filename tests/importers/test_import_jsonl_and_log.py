@@ -375,3 +375,36 @@ def test_a_utf16_log_is_read_as_text(tmp_path, store_root):
     path.write_bytes("".join(f"iter {s}: loss {3.0 / s:.4f}\r\n" for s in range(1, 6)).encode("utf-16"))
     [result] = import_source("log", store_root, path)
     assert points(store_root, result.run_id, "train", "loss") == [(s, round(3.0 / s, 4)) for s in range(1, 6)]
+
+
+# pytorch/examples' ImageNet script (epochs from 0, "Test:" progress lines, a " * Acc@1" summary) and the
+# tutorials' "Epoch [e/E], Step [s/S]": both were numbered line by line (steps 1, 2, 3 ... for 0, 10, 20,
+# 5005 ...), the Test line's loss read as a training loss and "Acc@1" was lost.
+IMAGENET_LOG = """\
+Epoch: [0][   0/5005]\tTime 12.345 (12.345)\tData 10.123 (10.123)\tLoss 6.9101e+00 (6.9101e+00)\tAcc@1   0.00 (  0.00)
+Epoch: [0][  10/5005]\tTime  0.345 ( 1.456)\tData  0.001 ( 0.923)\tLoss 6.9077e+00 (6.9088e+00)\tAcc@1   0.00 (  0.10)
+Test: [  0/196]\tTime  3.123 ( 3.123)\tLoss 6.5e+00 (6.5e+00)\tAcc@1   1.17 (  1.17)
+ * Acc@1 1.234 Acc@5 5.678
+Epoch: [1][   0/5005]\tTime  0.345 ( 0.345)\tData  0.001 ( 0.001)\tLoss 6.5077e+00 (6.5077e+00)\tAcc@1   1.00 (  1.00)
+"""
+TUTORIAL_LOG = """\
+Epoch [1/5], Step [100/600], Loss: 2.2871
+Epoch [1/5], Step [200/600], Loss: 2.1021
+Epoch [2/5], Step [100/600], Loss: 1.5123
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (IMAGENET_LOG, {("train", "loss"): [(0, 6.9101), (10, 6.9077), (5005, 6.5077)], ("test", "loss"): [(10, 6.5)],
+                    ("test", "Acc@1"): [(10, 1.234)], ("user", "Acc@1"): [(0, 0.0), (10, 0.0), (5005, 1.0)]}),
+    (TUTORIAL_LOG, {("train", "loss"): [(100, 2.2871), (200, 2.1021), (700, 1.5123)]}),
+], ids=["imagenet-example", "epoch-of-steps"])
+def test_epoch_and_batch_counters_give_the_steps(tmp_path, store_root, text, expected):
+    path = tmp_path / "train.log"
+    path.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the summary line replaces the last Test batch's Acc@1, as it should
+        [result] = import_source("log", store_root, path)
+    for (split, name), wanted in expected.items():
+        assert points(store_root, result.run_id, split, name) == wanted, (split, name)
+    assert Store(store_root).run_meta(result.run_id)["source"]["steps"] == "logged"
