@@ -299,8 +299,8 @@ class _Reader:
             record.pairs += entries
             record.summary = any(key == _HF_SUMMARY_MARK for key, _ in entries)
             text = text[:dict_start.start()]
-        mm = _MM_EPOCH.search(text) if "poch" in text else None
-        mm = mm or (_EPOCH_OF_STEP.search(text) if "poch" in text else None)
+        mm = _MM_EPOCH.search(text) if "Epoch" in text and "[" in text else None
+        mm = mm or (_EPOCH_OF_STEP.search(text) if "poch" in text and "/" in text else None)
         if mm:
             mode = ((mm.groupdict().get("mode")) or "train").lower()
             record.epoch = float(mm.group("epoch"))
