@@ -64,6 +64,68 @@ KNOWN_MISSES |= {
     "gru_healthy_radam_onecycle_unknown_task": "underperforming_classes warns: sine waves are confused with triangles",
     "gru_healthy_sgd_step": "underperforming_classes warns: sine waves are confused with triangles",
 }
+# The second hold-out (benchmarks/diagnosis_accuracy.py --families bn_mlp_tabular vit_digits conv_tagger_tokens):
+# labels committed in 9d514f5/353f6f9 before any of these runs was diagnosed, scored once with the rules as of
+# 67750ce (docs/accuracy.md, "Second hold-out"). What the rules miss there at their defaults, with what they said
+# instead, and the healthy runs they warn about. The labels stay as they were set.
+KNOWN_MISSES |= {
+    # lr too high
+    "bn_lr_too_high_sgd": "SGD lr 8 on the BN MLP: the epoch-mean loss climbs to 1e4-3e6 and stays; read as a "
+                          "critical divergence (from step 660 above its first record) with exploding_gradients, "
+                          "and divergence stands lr_too_high down",
+    "vit_lr_too_high_adamax": "Adamax 0.1 with warm-up + cosine: val loss down to 0.29 by step 950 and flat "
+                              "there (1.81x its twin's 0.165), train loss bumpy mid-run (0.17 -> 0.52 -> 0.24) "
+                              "then near 0 as the cosine decays: no finding at all (an info adam_hyperparameters)",
+    # lr too low
+    "bn_lr_too_low_sgd": "SGD lr 1e-4 (1.83x its twin's val loss) is read as update_ratio_out_of_band (3 layers "
+                         "below 1e-5) with class_imbalance and underperforming_classes (class 4 recall 0.18); "
+                         "update_ratio_out_of_band does not name the lr",
+    "tag_lr_too_low_adagrad": "Adagrad 5e-4 (4.4x its twin's val loss, 82 % token accuracy against 98 %): only "
+                              "class_imbalance and underperforming_classes (the preposition tag at recall 0.01), "
+                              "the symptom; nothing names the lr",
+    "vit_lr_too_low_rmsprop": "RMSprop 1e-5 (13x its twin's val loss, accuracy 0.18): no_better_than_baseline "
+                              "(loss 98 % of the class-prior loss), the symptom; nothing names the lr",
+    # a schedule that ends training early
+    "bn_decayed_too_early_poly_per_step": "PolynomialLR(total_iters=20) stepped per batch: the lr is 0 from step "
+                                          "20, so every per-epoch record shows lr 0; read as lr_too_low 'The lr "
+                                          "is 0: the weights never change' (steps 165-3300), not as a decay",
+    "bn_train_longer": "stopped after 2 of 20 epochs (2 per-epoch train records, 8 evals, val 1.14x its twin's, "
+                       "still falling): only class_imbalance and weight_decay_on_norm_and_bias",
+    # divergence hidden by the logging cadence
+    "bn_divergence_sgd": "SGD lr 200: the first epoch's mean loss is 5e15 and the loss then sits at ~180 (ln 5 = "
+                         "1.6); with the blow-up inside the first per-epoch record the loss never rises above its "
+                         "first record: read as dead_layers, update_ratio_out_of_band and no_better_than_baseline",
+    "vit_divergence_rmsprop": "RMSprop lr 3: the first record (step 10) is already 1.2e4 and the loss falls to "
+                              "136 by the end; read only as a critical no_better_than_baseline (accuracy 0.09)",
+    # capacity
+    "bn_underfitting_bottleneck": "a 2-unit first layer (train 1.01, val 1.06 against the twin's 0.55): read as "
+                                  "overfitting (val best 0.892 at step 1155, +19 % by the end, which the curve "
+                                  "does show) and best_epoch_not_last, with the class findings; no underfitting",
+    "tag_underfitting_no_context": "kernel width 1 (each word tagged alone) plateaus at val 0.240 against the "
+                                   "twin's 0.127 (93 % token accuracy against 98 %): no finding at all",
+    # per-class
+    "bn_class_imbalance_heavy": "class_imbalance is found (support 219:1, small classes' recall 0.51 vs 0.98); "
+                                "underperforming_classes is not raised beside it, and lr_too_low warns on a val "
+                                "loss that falls 10 % over the run",
+    # Healthy runs: warnings. class_imbalance on the BN family is true of its data (class shares 35/25/20/12/8 %,
+    # the two smallest classes' recall 0.69-0.70 against 0.80-0.81), and weight_decay_on_norm_and_bias is true of
+    # its config (SGD weight_decay 5e-4 over every parameter): labelled healthy for the training, before this was seen.
+    "bn_healthy_adamw_plateau": "class_imbalance and weight_decay_on_norm_and_bias warn",
+    "bn_healthy_sgd_cosine_seed2_unknown_task": "class_imbalance and weight_decay_on_norm_and_bias warn",
+    "bn_healthy_sgd_multistep_wide": "lr_too_low warns (val loss 0.573 -> 0.551, 4 % over the run, 'still "
+                                     "falling'; it is flat at the data's noise floor like its siblings), with "
+                                     "class_imbalance and weight_decay_on_norm_and_bias",
+    "bn_healthy_sgd_onecycle": "class_imbalance and weight_decay_on_norm_and_bias warn",
+    "bn_healthy_sgd_poly": "class_imbalance and weight_decay_on_norm_and_bias warn",
+    "vit_healthy_nadam_step_wide": "missing_warmup warns (no warm-up, gradient norm x7 in 24 steps; it trains to "
+                                   "val 0.150, the best of the family) with weight_decay_on_norm_and_bias (NAdam's "
+                                   "decoupled decay over every parameter)",
+    "vit_healthy_rmsprop_warmup_constant": "lr_too_high warns: the val loss jumps >= 50 % above its best twice "
+                                           "(steps 800, 1000) and comes back; RMSprop without momentum is bumpy "
+                                           "here, and the run ends at val 0.185, accuracy 0.95",
+    "vit_healthy_sgd_cosine_unknown_task": "missing_warmup warns (no warm-up, gradient norm x5 in 24 steps; it "
+                                           "trains to val 0.145, accuracy 0.965)",
+}
 
 
 def labelled(names) -> list:
