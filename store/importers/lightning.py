@@ -41,9 +41,11 @@ HPARAMS_FILE = "hparams.yaml"
 _INDEX_COLUMNS = ("step", "epoch")
 
 
-def _run_name(folder: Path) -> str:
+def logger_run_name(folder: Path) -> str:
+    """A run folder's name; a Lightning logger's ``<save_dir>/<name>/version_<n>`` (CSVLogger's and
+    TensorBoardLogger's layout) is ``name/version_<n>``, which says which run (every experiment has
+    a version_0)."""
     folder = folder.resolve()
-    # CSVLogger's layout is <save_dir>/<name>/version_<n>: "name/version_<n>" says which run.
     return f"{folder.parent.name}/{folder.name}" if folder.name.startswith("version_") else folder.name
 
 
@@ -61,10 +63,10 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     """A version folder, its ``metrics.csv`` (or a CSV of that layout by another name), or a
     folder holding several version folders."""
     if path.is_file():
-        default = _run_name(path.parent) if path.name == METRICS_FILE else path.stem
+        default = logger_run_name(path.parent) if path.name == METRICS_FILE else path.stem
         return [_source(path, run_name or default)]
     if (path / METRICS_FILE).is_file():
-        return [_source(path / METRICS_FILE, run_name or _run_name(path))]
+        return [_source(path / METRICS_FILE, run_name or logger_run_name(path))]
     found = sorted(p for p in path.rglob(METRICS_FILE) if p.is_file())
     if not found:
         raise StoreError(f"no {METRICS_FILE} under {path}: give a CSVLogger version folder or its metrics.csv")
@@ -76,7 +78,7 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
         else:
             # lightning_logs/ itself: its version_<n> folders keep the CSVLogger name, as when
             # each is imported alone (every experiment has a version_0).
-            name = _run_name(metrics.parent) if "/" not in relative else relative
+            name = logger_run_name(metrics.parent) if "/" not in relative else relative
         sources.append(_source(metrics, name))
     return sources
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import ParsedRun, Progress, RunSource, checked_steps, series_from_columns
-from traindoctor.store.importers.lightning import HPARAMS_FILE, read_hparams
+from traindoctor.store.importers.lightning import HPARAMS_FILE, logger_run_name, read_hparams
 from traindoctor.store.importers.names import MetricKey, optimizer_from_tags
 from traindoctor.store.importers.tfrecord import HEADER_BYTES, data_crc_ok, decode_simple_values, frame_records
 
@@ -291,7 +291,7 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     hyperparameters become the run's config (``handle["hparams_files"]``).
     """
     if path.is_file():
-        return [RunSource(name=run_name or path.resolve().parent.name, path=path, files=[path, *_hparams(path.parent)])]
+        return [RunSource(name=run_name or logger_run_name(path.parent), path=path, files=[path, *_hparams(path.parent)])]
     if not path.is_dir():
         raise StoreError(f"unreadable file {path}: not a file or folder")
     folders: dict[Path, list[Path]] = defaultdict(list)
@@ -308,9 +308,12 @@ def discover(path: Path, run_name: str | None) -> list[RunSource]:
     for folder in sorted(folders):
         relative = folder.relative_to(path).as_posix()
         if relative == ".":
-            name = run_name or path.resolve().name
+            name = run_name or logger_run_name(path)
+        elif run_name:
+            name = f"{run_name}/{relative}"
         else:
-            name = f"{run_name}/{relative}" if run_name else relative
+            # Lightning's TensorBoardLogger writes <name>/version_<n>: named as `import lightning` names it.
+            name = logger_run_name(folder) if "/" not in relative else relative
         files = sorted(folders[folder], key=_file_order) + _hparams(folder)
         sources.append(RunSource(name=name, path=folder, files=files + hparams_of[folder],
                                  handle={"hparams_files": hparams_of[folder]}))

@@ -135,6 +135,17 @@ def test_every_folder_with_event_files_becomes_a_run(tmp_path, store_root):
     assert sorted(r.name for r in named) == ["sweep/exp1", "sweep/exp2/version_0"]
 
 
+def test_a_lightning_logger_version_folder_is_named_as_import_lightning_names_it(tmp_path, store_root):
+    # tb_logs/my_model/version_0 imported as 'version_0' (from tb_logs/my_model or itself): every
+    # experiment has a version_0, and `import lightning` names the same layout 'my_model/version_0'.
+    for version in ("version_0", "version_1"):
+        write_log(tmp_path / "tb_logs" / "my_model" / version, steps=3)
+    results = import_source("tensorboard", store_root, tmp_path / "tb_logs" / "my_model")
+    assert sorted(r.name for r in results) == ["my_model/version_0", "my_model/version_1"]
+    [alone] = import_source("tensorboard", tmp_path / "store2", tmp_path / "tb_logs" / "my_model" / "version_0")
+    assert alone.name == "my_model/version_0"
+
+
 def test_add_hparams_folder_is_the_config_of_its_run_not_a_run_of_its_own(tmp_path, store_root):
     # SummaryWriter.add_hparams writes log_dir/<time.time()>/: it became a second run of 0 steps
     # ('NOTHING RECORDED') and the run itself had no config, so `runs --filter lr<...` missed it.
