@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -49,6 +50,27 @@ def _grouped(decays: list[float]):
 )
 def test_weight_decay_from_param_groups(decays, fires):
     assert bool(setup.weight_decay_on_norm_and_bias(_grouped(decays))) is fires
+
+
+@pytest.mark.parametrize(
+    ("norm_weight", "severity"),
+    [(None, "info"), ([1.0, 0.98, 0.95, 0.9], "info"), ([1.0, 0.8, 0.6, 0.5], "warning"),
+     ([1.0, 0.7, 0.45, 0.3], "warning")],
+    ids=["no-weight-norms", "gains-barely-moved", "gains-halved", "gains-at-30%"],
+)
+def test_weight_decay_warns_only_when_the_norm_weights_shrink(norm_weight, severity):
+    """Regression: AdamW(model.parameters()) at its default weight_decay=0.01 was a warning on every
+    healthy run that wrote it; it is a hint unless the decayed gains' norm fell to half its first value.
+    The bias's norm (starting near 0) does not count."""
+    run = _grouped([0.01])
+    if norm_weight is not None:
+        steps = [10, 20, 30, 40]
+        run.scalars = pd.concat([run.scalars, scalar_rows("weight_norm", norm_weight, steps=steps, layer="norm.weight"),
+                                 scalar_rows("weight_norm", [0.01, 0.5, 0.9, 1.0], steps=steps, layer="fc.bias")],
+                                ignore_index=True)
+    found, = setup.weight_decay_on_norm_and_bias(run)
+    assert found.severity == severity
+    assert ("norm_weight_ratio" in found.evidence) is (norm_weight is not None)
 
 
 @pytest.mark.parametrize(
