@@ -932,6 +932,12 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
              else f"at step {step}, where logging starts (training has only lowered it since step 1)")
     advice = ("Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
               "check the loss function and the label encoding.")
+    task = task_of(run)
+    if task.kind == "classification" and task.uniform_loss is not None and math.isclose(expected, task.uniform_loss):
+        # ln C assumes the training loss is the head's plain cross-entropy; a composite objective
+        # (distillation's T²-scaled KL, auxiliary terms, a regulariser) starts elsewhere by design.
+        advice += (" If the training loss is not the plain cross-entropy over these classes (distillation, "
+                   "auxiliary terms), give Probe(expected_initial_loss=...) its value at init instead.")
     evidence = {"first_loss": first, "expected": expected, "relative_deviation": deviation, "first_record": shows}
     summed = _summed_over_batch(run, first / expected)
     if summed is not None:

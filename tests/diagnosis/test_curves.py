@@ -451,15 +451,28 @@ def test_no_better_than_baseline(accuracy, severity):
     assert (found[0].severity if found else None) == severity
 
 
-def _transformer(lr_values, loss_values, attention=True):
+def _transformer(lr_values, loss_values, attention=True, task=None):
+    """A 4-class classifier (its loss starts at ln 4 = 1.39) unless ``task`` says otherwise."""
     return make_run(loss=loss_values, frames=[scalar_rows("lr", lr_values, layer="group0")],
-                    env={"model": {"has_attention": attention}, "optimizer": {"type": "Adam"}})
+                    env={"model": {"has_attention": attention}, "optimizer": {"type": "Adam"}},
+                    task={"num_classes": 4} if task is None else task)
 
 
 def test_missing_warmup_fires_on_an_early_blow_up_without_ramp():
     loss = np.concatenate([[1.38, 1.6, 3.0, 2.0, 1.5], np.linspace(1.4, 0.8, 195)])
     found = missing_warmup(_transformer(np.full(200, 1e-2), loss))
     assert rules_fired(found) == ["missing_warmup"] and found[0].step_start == 1
+
+
+def test_missing_warmup_reads_no_loss_rise_of_an_unknown_task():
+    """Regression: an actor-critic's and a GAN generator's losses (task unknown) climb early by design
+    (moving targets) and did so as much under a warm-up; with no other sign there is no finding. A
+    spike still counts."""
+    loss = np.concatenate([[1.38, 1.6, 3.0, 2.0, 1.5], np.linspace(1.4, 0.8, 195)])
+    assert missing_warmup(_transformer(np.full(200, 1e-2), loss, task={})) == []
+    assert rules_fired(missing_warmup(_transformer(np.full(200, 1e-2), loss, task={"task": "regression",
+                                                                                    "kind": "regression"}))) == [
+        "missing_warmup"]
 
 
 def test_missing_warmup_quiet_with_a_ramp_or_without_attention_and_small_adam_lr():
@@ -534,3 +547,15 @@ def test_lr_too_low_names_an_lr_of_zero(lr, named):
     run = make_run(loss=loss, frames=[scalar_rows("lr", lr, layer="group0")], task={"num_classes": 10})
     found = [f for f in lr_too_low(run) if f.evidence.get("kind") == "zero_lr"]
     assert bool(found) is named
+
+
+@pytest.mark.parametrize(("expected", "hinted"), [(math.log(10), True), (1.0, False)], ids=["ln-C", "user-given"])
+def test_bad_initial_loss_against_ln_c_says_how_to_declare_a_composite_loss(expected, hinted):
+    """A distillation loss (0.7·T²·KL + 0.3·CE) starts at 3× ln C by design: when the reference is ln C
+    (the probe's default for num_classes), the advice says to pass the loss's own initial value."""
+    from traindoctor.diagnosis.loss import bad_initial_loss
+
+    run = make_run(loss=[7.0] * 5 + [3.0] * 50,
+                   task={"kind": "classification", "num_classes": 10, "expected_initial_loss": expected})
+    found, = bad_initial_loss(run)
+    assert ("expected_initial_loss=" in found.advice) is hinted

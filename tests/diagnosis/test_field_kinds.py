@@ -82,7 +82,7 @@ def test_missing_warmup_needs_the_lr_from_the_first_steps():
     def run(first_lr_step: int):
         lr_steps = np.arange(first_lr_step, n + 1)
         return make_run(loss=loss, frames=[scalar_rows("lr", np.full(len(lr_steps), 1e-3), steps=lr_steps,
-                                                       layer="group0")], env=env)
+                                                       layer="group0")], env=env, task={"num_classes": 10})
 
     assert rules(missing_warmup(run(1))) == [("missing_warmup", "warning")]
     assert missing_warmup(run(200)) == []
