@@ -370,6 +370,7 @@ class Probe:
         self._logged_tensors: list[torch.Tensor] = []
         self._evaluations: list[EvaluationResult] = []
         self._warned_target_range = False  # targets >= the class count: warned once, when their count lands
+        self._warned_multi_label = False  # multi-hot targets: warned once, when their count lands
         # The parameters being tracked (set by watch()), in recording order, and
         # how the step path finds them.
         self._params: list[torch.Tensor] = []
@@ -1126,7 +1127,8 @@ class Probe:
         for result in self._evaluations:
             totals = None
             parts = [t for t in (result.loss_sum, result.loss_weight) if t is not None]
-            parts += [t.to(torch.float64) for t in (result.correct, result.count, result.out_of_range) if t is not None]
+            parts += [t.to(torch.float64) for t in (result.correct, result.count, result.out_of_range, result.multi_label)
+                      if t is not None]
             if parts:
                 totals = self._copy_to_host(torch.stack([p.to(parts[0].device) for p in parts]), transfer)
             confusion = None if result.confusion is None else self._copy_to_host(result.confusion, transfer)
@@ -1263,12 +1265,21 @@ class Probe:
         loss_weight += result.loss_host_weight
         if loss_weight > 0:
             add(step=result.step, name="loss", value=loss_sum / loss_weight, split=result.split, epoch=epoch)
-        if result.correct is not None:
-            correct, count = parts.pop(0), parts.pop(0)
-            if count > 0:
-                add(step=result.step, name="accuracy", value=correct / count, split=result.split, epoch=epoch)
+        correct, count = (parts.pop(0), parts.pop(0)) if result.correct is not None else (0, 0)
+        left_out = int(parts.pop(0)) if result.out_of_range is not None else 0
+        multi_label = int(parts.pop(0)) if result.multi_label is not None else 0
+        if multi_label > 0:
+            confusion = None  # no one class per example: accuracy and counts would describe another problem
+            if not self._warned_multi_label:
+                self._warned_multi_label = True
+                warnings.warn(
+                    f"traindoctor probe: evaluation {result.split!r} at step {result.step} got {multi_label} target "
+                    "row(s) that do not sum to 1 (multi-hot: a multi-label problem); accuracy and confusion counts "
+                    "assume one class per example and are not recorded, the loss is (pass ev.update(loss=...) alone "
+                    "to silence this)", RuntimeWarning, stacklevel=2)
+        elif result.correct is not None and count > 0:
+            add(step=result.step, name="accuracy", value=correct / count, split=result.split, epoch=epoch)
         if result.out_of_range is not None:
-            left_out = int(parts.pop(0))
             if left_out > 0 and not self._warned_target_range:
                 self._warned_target_range = True
                 warnings.warn(

@@ -38,6 +38,9 @@ class EvaluationResult:
     count: torch.Tensor | None
     confusion: torch.Tensor | None  # [C, C] counts[true, pred]
     out_of_range: torch.Tensor | None = None  # targets >= the class count, left out of the counts
+    # Float target rows of the logits' shape that do not sum to 1 (multi-hot: a multi-label problem);
+    # any makes the pass's accuracy and confusion counts meaningless, and they are not written.
+    multi_label: torch.Tensor | None = None
 
 
 def _check_tensor(value: Any, what: str) -> torch.Tensor:
@@ -91,6 +94,9 @@ class Evaluation:
       ``[N, C, d1, ...]`` (segmentation) is read too (``_classes_last``).
     - ``targets``: class indices ``[N]`` (negative ones, e.g. -100, are ignored),
       or probabilities/one-hot of the logits' shape (their argmax is used).
+      Float rows that do not sum to 1 (multi-hot targets of a multi-label
+      problem, ``BCEWithLogitsLoss``) have no one class: a pass with any
+      records its loss but no accuracy or confusion counts, with one warning.
       A target at or above the class count (1-based labels, a wrong
       ``num_classes``) is ignored too: counting it would index past the
       confusion buffer, which on a GPU is a device-side assert that ends the
@@ -127,6 +133,7 @@ class Evaluation:
         self._loss_host_weight = 0.0
         self._checked_mode = False
         self._out_of_range: torch.Tensor | None = None
+        self._multi_label: torch.Tensor | None = None
         self._active = False
 
     def __enter__(self) -> "Evaluation":
@@ -146,6 +153,7 @@ class Evaluation:
             loss_sum=self._loss_sum, loss_weight=self._loss_weight,
             loss_host=self._loss_host, loss_host_weight=self._loss_host_weight,
             correct=self._correct, count=self._count, confusion=self._confusion, out_of_range=self._out_of_range,
+            multi_label=self._multi_label,
         )
 
     def update(self, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None, *, loss: Any = None) -> None:
@@ -170,10 +178,13 @@ class Evaluation:
             self._on_first_update(self.split)
 
     @torch.no_grad()
-    def _prepare(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(predictions, class-index targets, classes); raises on shapes that do not match."""
+    def _prepare(self, logits: torch.Tensor, targets: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
+        """(predictions, class-index targets, classes, the count of float target rows that do not sum to 1
+        or None); raises on shapes that do not match."""
         logits, targets = _classes_last(logits.detach(), targets.detach(), self._num_classes)
         binary = logits.dim() == 1 or logits.shape[-1] == 1
+        spread = None
         if binary:
             logits = logits.reshape(-1)
             predictions = (logits > 0).long()
@@ -186,16 +197,20 @@ class Evaluation:
             logits = logits.reshape(-1, classes)
             predictions = logits.argmax(dim=-1)
             if targets.is_floating_point() and targets.dim() > 1 and targets.shape[-1] == classes:
-                targets = targets.reshape(-1, classes).argmax(dim=-1)
+                rows = targets.reshape(-1, classes)
+                # On the device, read with the flush: a distribution (one-hot, smoothed, mixed) sums to 1.
+                spread = ((rows.sum(dim=-1, dtype=torch.float32) - 1).abs() > 1e-2).sum()
+                targets = rows.argmax(dim=-1)
             targets = targets.reshape(-1).long()
         if targets.shape[0] != predictions.shape[0]:
             raise ValueError(f"ev.update: {predictions.shape[0]} predictions but {targets.shape[0]} targets")
         if self._num_classes is not None and classes > self._num_classes:
             raise ValueError(f"ev.update: logits have {classes} classes but num_classes={self._num_classes}")
-        return predictions, targets, classes
+        return predictions, targets, classes, spread
 
     @torch.no_grad()
-    def _update_counts(self, predictions: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
+    def _update_counts(self, predictions: torch.Tensor, targets: torch.Tensor, classes: int,
+                       spread: torch.Tensor | None = None) -> torch.Tensor:
         if self._correct is None:
             if self._num_classes is None:
                 self._num_classes = classes
@@ -207,6 +222,10 @@ class Evaluation:
             if size <= MAX_CONFUSION_CLASSES:
                 # One spare cell at the end collects ignored targets, so no mask-dependent shapes.
                 self._confusion = torch.zeros(size * size + 1, dtype=torch.int64, device=device)
+        if spread is not None:
+            if self._multi_label is None:
+                self._multi_label = torch.zeros((), dtype=torch.int64, device=predictions.device)
+            self._multi_label.add_(spread.to(predictions.device))
         size = self._num_classes
         targets = targets.to(predictions.device)
         valid = (targets >= 0) & (targets < size)

@@ -291,6 +291,41 @@ def test_vocabulary_sized_outputs_record_accuracy_without_a_confusion_matrix(tmp
     assert confusion.empty
 
 
+@pytest.mark.parametrize("kind", ["multi-hot", "soft"])
+def test_multi_hot_targets_record_the_loss_but_no_accuracy_or_confusion(tmp_path, kind):
+    """Regression: a multi-label model's logits and multi-hot targets (BCEWithLogitsLoss) handed to
+    ev.update were read by the argmax of each target row, and a run at micro-F1 0.93 recorded a val
+    accuracy of 0.42 against a 'majority class' of 0.78: a critical no_better_than_baseline. Rows that
+    do not sum to 1 have no one class: the loss is recorded, accuracy and counts are not, with one
+    warning. Soft targets (mixup, label smoothing) sum to 1 and are counted by their argmax."""
+    probe, model, optimizer = _watched(tmp_path, num_classes=4)
+    _train_steps(probe, model, optimizer, 2)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(12, 4, generator=generator)
+    if kind == "multi-hot":
+        targets = (torch.rand(12, 4, generator=generator) > 0.5).float()
+        targets[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # some rows have one label: still a multi-label pass
+    else:
+        targets = torch.softmax(torch.randn(12, 4, generator=generator) * 3, dim=-1)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with probe.evaluate("val") as ev:
+                ev.update(logits, targets, loss=loss)
+        probe.close()
+    _, scalars, _, confusion = read_run(tmp_path)
+    assert series(scalars, "loss", split="val") == pytest.approx({2: float(loss)})
+    said = [str(w.message) for w in caught if "multi-label" in str(w.message)]
+    if kind == "multi-hot":
+        assert series(scalars, "accuracy", split="val") == {} and confusion.empty
+        assert len(said) == 1 and "do not sum to 1" in said[0], said
+    else:
+        expected = float((logits.argmax(-1) == targets.argmax(-1)).float().mean())
+        assert series(scalars, "accuracy", split="val") == pytest.approx({2: expected})
+        assert int(confusion["count"].sum()) == 2 * 12 and said == []  # both passes counted
+
+
 def test_finished_run_is_compacted_on_close_and_crashed_run_is_not(tmp_path):
     import torch
 
