@@ -18,8 +18,8 @@ Usage::
     python tests/diagnosis/heldout_twins.py [--family gru_waveforms ...] [--store DIR]
 
 ``--store DIR`` trains into DIR and keeps the runs there (runs already in
-DIR are reused); without it a temporary folder is used. Several minutes of
-CPU for all three families.
+DIR are reused); without it a temporary folder is used. A few minutes of
+CPU per family (HELD_OUT_FAMILIES and SECOND_HOLD_OUT by default).
 """
 
 from __future__ import annotations
