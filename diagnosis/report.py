@@ -82,6 +82,13 @@ def crash_reason(run: "Reported") -> str | None:
     return None
 
 
+def interrupted_by_user(run: "Reported") -> bool:
+    """Whether a crashed run was stopped by its user: its crash event ends in ``KeyboardInterrupt``
+    (Ctrl-C, SIGINT). run.json says ``crashed`` (DESIGN.md's statuses); the reports say interrupted,
+    and ``--fail-on`` does not count it as critical."""
+    return getattr(run, "status", None) == "crashed" and crash_reason(run) == "KeyboardInterrupt"
+
+
 def recording_problems(run: "Reported") -> list[dict[str, Any]]:
     """What the store recorded as lost or mixed in this run: ``rows_dropped`` and
     ``concurrent_writer`` events, each ``{"kind", "step", "detail"}`` in step order.
@@ -104,6 +111,8 @@ _STATUS_LINES = {
     "crashed": "  CRASHED: the run stopped without finishing (an exception, a signal, or a heartbeat that stopped); "
                "the findings cover what was recorded",
     "running": "  RUNNING: the run is still training; the findings cover the run so far",
+    "interrupted": "  INTERRUPTED: the run was stopped by its user (Ctrl-C: KeyboardInterrupt) before it finished; "
+                   "the findings cover what was recorded",
 }
 
 
@@ -126,6 +135,8 @@ def verdict_headline(found: Verdict | None, findings: list[Finding], status: str
     if empty:
         return ("NOTHING RECORDED: no training step was recorded, so nothing could be judged "
                 "(did the loop call probe.step()?).")
+    if status == "interrupted":
+        return "INTERRUPTED by its user (KeyboardInterrupt): no rule names a cause in what was recorded."
     if status == "crashed":
         return "CRASHED: no rule names a cause in what was recorded."
     hints = sum(f.severity == "info" for f in findings)
@@ -145,9 +156,9 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
     header = f"{run.name} ({run.run_id})" if run.name != run.run_id else run.run_id
     found = verdict(findings)
     empty = recorded_nothing(run)
-    header = f"{header}: {verdict_headline(found, findings, getattr(run, 'status', None), empty)}"
+    status = "interrupted" if interrupted_by_user(run) else getattr(run, "status", None)
+    header = f"{header}: {verdict_headline(found, findings, status, empty)}"
     lines = [header, "=" * min(len(header), WIDTH), *_verdict_lines(found)]
-    status = getattr(run, "status", None)
     if status in _STATUS_LINES:
         lines += textwrap.wrap(_STATUS_LINES[status], WIDTH, subsequent_indent="    ")
     reason = crash_reason(run) if status == "crashed" else None

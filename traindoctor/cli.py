@@ -446,7 +446,7 @@ def _runs_to_diagnose(args: argparse.Namespace, catalog) -> list[str]:
 def command_diagnose(args: argparse.Namespace) -> int:
     from traindoctor.diagnosis.cache import cached_diagnosis, diagnose_cached, engine_version
     from traindoctor.diagnosis.finding import SEVERITY_RANK
-    from traindoctor.diagnosis.report import json_report, recorded_nothing, text_report
+    from traindoctor.diagnosis.report import interrupted_by_user, json_report, recorded_nothing, text_report
 
     catalog = _catalog(args.store)
     run_ids = _runs_to_diagnose(args, catalog)
@@ -473,10 +473,12 @@ def command_diagnose(args: argparse.Namespace) -> int:
         say(text_report(items))
     if args.fail_on:
         threshold = SEVERITY_RANK[args.fail_on]
-        # A crashed run counts as a critical finding: its findings cover only what was recorded.
-        # An ended run that recorded no step counts as a warning: nothing vouches for it.
+        # A crashed run counts as a critical finding: its findings cover only what was recorded
+        # (one its user stopped with Ctrl-C does not). An ended run that recorded no step counts as a
+        # warning: nothing vouches for it.
         if any(SEVERITY_RANK[f.severity] >= threshold for _, findings in items for f in findings) or (
-                threshold <= SEVERITY_RANK["critical"] and any(d.status == "crashed" for d, _ in items)) or (
+                threshold <= SEVERITY_RANK["critical"]
+                and any(d.status == "crashed" and not interrupted_by_user(d) for d, _ in items)) or (
                 threshold <= SEVERITY_RANK["warning"]
                 and any(d.status != "running" and recorded_nothing(d) for d, _ in items)):
             return EXIT_FINDINGS

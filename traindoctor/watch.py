@@ -50,6 +50,8 @@ class RunState:
         last_finding: the most recent finding printed, as a short text.
         ended: the run has ended and its whole diagnosis was reported.
         findings: every finding reported for it, in order (for the exit code).
+        interrupted: a crashed run its user stopped (Ctrl-C: KeyboardInterrupt), which
+            ``--fail-on`` does not count as critical.
     """
 
     run_id: str
@@ -62,6 +64,7 @@ class RunState:
     findings: list[Any] = field(default_factory=list)
     seen: Any = None  # SeenFindings, made on first use
     files: tuple = ()  # (file names and sizes, status) when last read: unchanged means nothing new
+    interrupted: bool = False
 
 
 def status_line(state: RunState) -> str:
@@ -226,11 +229,18 @@ class Watcher:
         state.ended = ended
 
     def _report_crash(self, state: RunState, run: Any) -> None:
-        """A crashed run counts as a critical finding for --fail-on, as in ``diagnose``."""
-        from traindoctor.diagnosis.report import crash_reason
+        """A crashed run counts as a critical finding for --fail-on, as in ``diagnose``; one its user
+        stopped with Ctrl-C (KeyboardInterrupt) does not."""
+        from traindoctor.diagnosis.report import crash_reason, interrupted_by_user
 
         reason = crash_reason(run)
         label = state.name if state.name == state.run_id else f"{state.name} ({state.run_id})"
+        if interrupted_by_user(run):
+            state.interrupted = True
+            self.say(f"[interrupted] {label}: stopped by its user (KeyboardInterrupt); its findings cover what "
+                     "was recorded")
+            state.last_finding = "[interrupted]"
+            return
         self.say(f"[crashed] {label}: the run crashed" + (f" ({reason})" if reason else "")
                  + "; its findings cover what was recorded")
         state.last_finding = "[crashed]"
@@ -267,7 +277,8 @@ class Watcher:
             return EXIT_OK
         threshold = self._rank[self.fail_on]
         met = any(self._rank[f.severity] >= threshold for state in self.states for f in state.findings)
-        crashed = threshold <= self._rank["critical"] and any(state.status == "crashed" for state in self.states)
+        crashed = threshold <= self._rank["critical"] and any(state.status == "crashed" and not state.interrupted
+                                                               for state in self.states)
         return EXIT_FINDINGS if met or crashed else EXIT_OK
 
 

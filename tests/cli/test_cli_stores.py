@@ -133,6 +133,23 @@ def test_a_crashed_run_is_reported_and_fails_on_warning(tmp_path, capsys):
     assert run_cli(capsys, "diagnose", "crashy", "--store", tmp_path)[0] == 0
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["computed", "from-the-cache"])
+def test_a_run_its_user_stopped_with_ctrl_c_is_interrupted_not_a_critical_crash(tmp_path, capsys, cached):
+    """Regression: Ctrl-C in the training loop (KeyboardInterrupt) read 'CRASHED' and made
+    `diagnose --fail-on critical` exit 1, so a job script cancelled on that code acted on a run its
+    user stopped on purpose. run.json still says crashed (DESIGN.md's statuses)."""
+    writer = RunWriter(tmp_path, name="stopped", background=False)
+    for step in range(1, 21):
+        writer.add_scalars(step=step, name="loss", value=2.0 / step)
+    writer.close("crashed", detail='Traceback (most recent call last):\n  File "train.py", line 9\nKeyboardInterrupt\n')
+    if cached:
+        assert run_cli(capsys, "diagnose", "stopped", "--store", tmp_path)[0] == 0
+    code, out, _ = run_cli(capsys, "diagnose", "stopped", "--store", tmp_path, "--fail-on", "critical")
+    assert code == 0 and "INTERRUPTED by its user" in out and "CRASHED" not in out, out
+    report = json.loads(run_cli(capsys, "diagnose", "stopped", "--store", tmp_path, "--json")[1])["runs"][0]
+    assert report["status"] == "crashed" and report["crash"] == "KeyboardInterrupt"
+
+
 def test_finished_and_running_runs_carry_their_status(tmp_path, capsys):
     make_run(tmp_path, "done")
     running = RunWriter(tmp_path, name="live", background=False)

@@ -78,6 +78,18 @@ def test_a_run_that_crashes_counts_as_critical_as_in_diagnose(tmp_path, capsys, 
     assert "crashed  step 60" in out and "[crashed] boom (" in out and "): the run crashed" in out
 
 
+def test_a_run_stopped_with_ctrl_c_is_interrupted_and_passes_fail_on(tmp_path, capsys):
+    from traindoctor.store.segments import RunWriter
+
+    writer = RunWriter(tmp_path, name="stopped", background=False)
+    for step in range(1, 21):
+        writer.add_scalars(step=step, name="loss", value=2.0 / step)
+    writer.close("crashed", detail="Traceback (most recent call last):\nKeyboardInterrupt\n")
+    got, out, err = run_cli(capsys, "watch", "--store", tmp_path, "stopped", "--interval", "0.01", "--fail-on", "critical")
+    assert got == 0, err
+    assert "[interrupted] stopped (" in out and "stopped by its user" in out and "[crashed]" not in out
+
+
 def test_no_running_runs_says_so(tmp_path, capsys):
     make_run(tmp_path, "done")
     code, out, _ = run_cli(capsys, "watch", "--store", tmp_path)
