@@ -733,7 +733,7 @@ class Probe:
         for group in self._optimizer.param_groups:
             summary = {
                 key: (list(group[key]) if isinstance(group.get(key), tuple) else group.get(key))
-                for key in ("lr", "weight_decay", "betas", "eps", "momentum")
+                for key in ("lr", "initial_lr", "weight_decay", "betas", "eps", "momentum")
                 if key in group
             }
             summary = {k: (float(v) if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu" else v)

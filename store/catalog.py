@@ -292,6 +292,30 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def hyperparameters(meta: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``config`` flattened (:func:`flatten_config`), with ``lr`` taken from the optimizer
+    the probe saw when the config has none: param group 0's ``initial_lr`` (a scheduler's base lr;
+    its ``lr`` at ``watch()`` can be a warm-up's 0), else its ``lr``. ``Probe(run=...)`` without a
+    config still lists, sorts and filters by its lr.
+
+    Example:
+        >>> hyperparameters({"config": {}, "env": {"optimizer": {"param_groups": [{"lr": 0.0, "initial_lr": 0.05}]}}})
+        {'lr': 0.05}
+    """
+    flat = flatten_config(meta.get("config") or {})
+    if "lr" not in flat and len(flat) < MAX_HYPERPARAMETERS:
+        env = meta.get("env") if isinstance(meta.get("env"), dict) else {}
+        optimizer = env.get("optimizer") if isinstance(env.get("optimizer"), dict) else {}
+        groups = optimizer.get("param_groups") if isinstance(optimizer.get("param_groups"), list) else []
+        first = groups[0] if groups and isinstance(groups[0], dict) else {}
+        for key in ("initial_lr", "lr"):
+            value = first.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                flat["lr"] = float(value)
+                break
+    return flat
+
+
 # ------------------------------------------------------------------ series aggregates
 
 
@@ -879,7 +903,7 @@ def build_summary(run_id: str, meta: dict[str, Any], stats: dict[str, Any] | Non
         "finished_at": meta.get("finished_at"), "num_classes": num_classes,
         "config": meta.get("config") or {}, "env": meta.get("env") or {}, "task": task,
         "source": meta.get("source"), "attempts": meta.get("attempts") or {},
-        "hyperparameters": flatten_config(meta.get("config") or {}),
+        "hyperparameters": hyperparameters(meta),
         "last_step": None, "num_steps": 0, "first_wall_time": None, "last_wall_time": None, "wall_time_s": None,
         "metrics": {}, "series": [], "attempt_starts": {}, "covered": [],
         "segments": segments, "fingerprint": run_fingerprint(segments, meta), "checked": _settled(key),

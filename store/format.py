@@ -513,8 +513,9 @@ def decode_series(metadata: Mapping[bytes, bytes]) -> list[tuple[Any, ...]] | No
 
 SUMMARY_JSON = "summary.json"
 # Bumped when the summary's keys or their meaning change: a summary of
-# another format is rebuilt on read.
-SUMMARY_FORMAT = 1
+# another format is rebuilt on read. 2: ``hyperparameters`` takes ``lr``
+# from the optimizer the probe saw when the config has none.
+SUMMARY_FORMAT = 2
 SUMMARY_KEYS: dict[str, str] = {
     "summary_format": "SUMMARY_FORMAT of the writer of this file",
     "traindoctor_version": "the version of traindoctor that wrote it",

@@ -225,3 +225,32 @@ def test_started_filters_take_a_date_as_the_table_shows_it(tmp_path, capsys, que
         writer.add_scalars(step=[1, 2], name="loss", value=[1.0, 0.5])
         writer.close()
     assert listed(capsys, tmp_path, "--filter", query) == expected
+
+
+def test_a_probe_run_without_config_lists_and_filters_by_the_optimizer_lr(tmp_path, capsys):
+    """Regression: `Probe(run=...)` without config= had no lr in the runs table, and `--filter 'lr<1'`
+    said no run has a field 'lr'. The lr comes from the optimizer the probe saw: a scheduler's base lr
+    (initial_lr), not the warm-up's 0 it held at watch()."""
+    import torch
+
+    from traindoctor import Probe
+
+    for name, warm_up in (("plain", False), ("warmed", True)):
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, step / 10)) if warm_up else None
+        with Probe(run=name, store=tmp_path, handle_sigterm=False) as probe:
+            probe.watch(model, optimizer)
+            for _ in range(3):
+                optimizer.zero_grad()
+                loss = model(torch.randn(8, 4)).pow(2).mean()
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                probe.step(loss=loss)
+    capsys.readouterr()
+    assert main(["runs", "--store", str(tmp_path), "--filter", "lr<1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rows = rows["runs"] if isinstance(rows, dict) else rows
+    assert sorted((row["name"], row["hyperparameters"]["lr"]) for row in rows) == [("plain", 0.05), ("warmed", 0.05)]
