@@ -12,8 +12,10 @@ passes) both import this module; neither imports the other's internals.
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers
+import os
 import re
 import warnings
 from typing import Any, Callable, Mapping
@@ -71,6 +73,8 @@ def checked_config(config: Mapping[Any, Any], what: str = "config") -> dict[str,
     integers beyond int64 become floats (±inf past float64); mappings, lists, tuples and sets are copied recursively (sets sorted by
     their text); bools, ints, floats and None are kept; numpy scalars and
     arrays and one-element real tensors become Python numbers and lists;
+    paths, ``torch.device``, ``torch.dtype`` and enum members become their
+    text (``/data/x``, ``cuda:0``, ``torch.bfloat16``, the member's name);
     anything else becomes its ``repr``, cut to ``MAX_CONFIG_REPR``
     characters. A key of another type, two keys that become the same text, a
     cycle, or nesting deeper than ``MAX_CONFIG_DEPTH`` raises ``TypeError`` or
@@ -140,6 +144,11 @@ def _config_value(value: Any, where: str, depth: int, open_ids: set[int]) -> Any
         return value.item()  # once, at Probe(): a read from a GPU is fine here
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
         return _config_value(value.tolist(), where, depth, open_ids)  # numpy scalars and arrays
+    if isinstance(value, (os.PathLike, torch.device, torch.dtype, enum.Enum)):
+        # What the user wrote, not its repr: "/data/x", not "PosixPath('/data/x')"; "cuda:0", "torch.bfloat16".
+        text = os.fspath(value) if isinstance(value, os.PathLike) else (
+            value.name if isinstance(value, enum.Enum) else str(value))
+        return escaped_name(str(text))
     text = repr(value)
     if len(text) > MAX_CONFIG_REPR:
         text = text[:MAX_CONFIG_REPR] + f"… ({len(text)} characters)"

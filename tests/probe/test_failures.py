@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import math
+import pathlib
 import warnings
 
 import numpy as np
@@ -135,7 +137,10 @@ def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
               2: "two", None: "none", "weights": np.array([1, 2]), "scale": torch.tensor(2.0),
               "loss": print, "path": "data/\udcff", "nested": {"deep": [{"x": float("nan")}]},
               "model": torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)]),
-              "huge": 10**5000, "big": -10**20}
+              "huge": 10**5000, "big": -10**20,
+              # What the user wrote, not a repr: "PosixPath('/data/x')" and "device(type='cpu')" were stored.
+              "root": pathlib.PurePosixPath("/data/x"), "device": torch.device("cpu"), "dtype": torch.bfloat16,
+              "mode": enum.Enum("Mode", "FAST SLOW").FAST}
     with Probe(run="config", store=tmp_path, config=config) as run_probe:
         pass
     with pytest.raises(ValueError, match="cycle"):
@@ -148,7 +153,8 @@ def test_config_values_json_cannot_hold_are_converted_by_one_rule(tmp_path):
     assert model.startswith("Sequential(") and model.endswith("characters)") and len(model) < 1100
     assert stored == {"lr": 0.5, "steps": 3, "betas": [0.9, 0.99], "tags": ["a", "b"], "2": "two", "null": "none",
                       "weights": [1, 2], "scale": 2.0, "loss": "<built-in function print>", "path": "data/\\udcff",
-                      "huge": math.inf, "big": -1e20}
+                      "huge": math.inf, "big": -1e20, "root": "/data/x", "device": "cpu", "dtype": "torch.bfloat16",
+                      "mode": "FAST"}
 
 
 BAD_CALLS = [
