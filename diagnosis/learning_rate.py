@@ -623,7 +623,9 @@ def lr_too_low(run: RunData) -> list[Finding]:
     as much as the first (no deceleration) and it still falls in the last
     quarter (≥ 1 %, or ≥ 15 % of the whole drop), each drop beyond 3
     standard errors of the minibatch noise (a first half that rose, as a
-    spike in the middle window makes it, is no slow fall); for a loss other
+    spike in the middle window makes it, is no slow fall; nor is a curve whose
+    first level is already ≤ 50 % of the task's reference loss, ln C or the
+    expected initial loss: it lost more before logging began); for a loss other
     than a classifier's (whose floor is near 0), a recorded median
     update/weight ratio must be below ~1e-3; when the training loss is too
     noisy to show it, the validation loss (≥ 10 evaluations) is judged the
@@ -719,6 +721,13 @@ def lr_too_low(run: RunData) -> list[Finding]:
         evidence.update(curve="val", start_level=start, middle_level=middle, end_level=end, total_drop=total_drop,
                         halves_ratio=(middle - end) / (start - middle))
     if ratio is not None and ratio >= HIGH_UPDATE_RATIO:
+        return []
+    # "Lost under half its start" is measured from where training started, not where logging did: a log
+    # of epoch means (or one that starts late) whose first record is already at or below half the loss a
+    # fresh model starts at (ln C, the expected initial loss) had lost more than half before it. A BN MLP
+    # logged per epoch started its log at 0.67 of ln 5 = 1.61 and sat at its noise floor (0.57 -> 0.55).
+    reference = loss_reference(run)
+    if reference is not None and start <= (1 - SLOW_TOTAL_DROP) * reference[0]:
         return []
     # Only a classifier's cross-entropy has a floor known to be near 0. For any other loss (contrastive,
     # adversarial, regression, language modelling, unknown) "lost under half its start" says nothing about

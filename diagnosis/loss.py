@@ -29,6 +29,7 @@ from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import (
+    finite,
     mad_sigma,
     median,
     trailing_mad_sigma,
@@ -322,25 +323,44 @@ ABOVE_REFERENCE_FACTOR = 10.0
 # at the start), falls by more than half; a blown-up one wanders (the GRU's
 # window means: 411 in the first quarter, 353 in the last).
 ABOVE_REFERENCE_KEPT = 0.5
+# Or every evaluation (at least 3) has a loss ≥ 10× the reference: an
+# evaluation loss is a per-example mean (no batch sum can inflate it), and a
+# model whose every evaluation scores ten times worse than uniform guessing
+# has blown up, however its training loss falls after (second hold-out: a
+# ViT with RMSprop logged 12,467 at step 10 and fell to 136, its evals 2,702
+# to 173 against ln 10 = 2.3; a BN MLP's epoch means 5e15, 182, 179, evals
+# 142, 76, 146 against ln 5).
+ABOVE_REFERENCE_MIN_EVALS = 3
 
 
 def _above_reference_onset(run: RunData) -> tuple[int, str, dict] | None:
     """The first record, when every (smoothed) record stays ≥ ABOVE_REFERENCE_FACTOR × the task's initial loss
-    and the last quarter's median is ≥ ABOVE_REFERENCE_KEPT × the first quarter's (≥ DIVERGED_MIN_POINTS records)."""
+    and either the last quarter's median is ≥ ABOVE_REFERENCE_KEPT × the first quarter's (≥ DIVERGED_MIN_POINTS
+    records) or every evaluation loss (≥ ABOVE_REFERENCE_MIN_EVALS) is that far above it too."""
     reference = loss_reference(run)
     level = reference[0] if reference is not None else task_of(run).uniform_loss
     name = reference[1] if reference is not None else f"ln({task_of(run).size})"
-    loss = finite_train_loss(run)
-    if level is None or len(loss) < DIVERGED_MIN_POINTS:
+    if level is None:
         return None
-    values = loss.to_numpy(dtype="float64")
     bar = ABOVE_REFERENCE_FACTOR * level
-    if not (np.all(_smoothed(values, DIVERGED_SMOOTHING) >= bar) and np.all(values[-DIVERGED_TAIL_POINTS:] >= bar)
-            and window_median(loss, 0.75, 1.0) >= ABOVE_REFERENCE_KEPT * window_median(loss, 0.0, 0.25)):
-        return None
-    return int(loss.index[0]), "above_reference", {
-        "reference_loss": float(level), "reference": name, "lowest_loss": float(values.min()),
-        "first_loss": float(values[0]), "last_loss": float(values[-1]), "steps_above": int(len(values))}
+    loss = finite_train_loss(run)
+    values = loss.to_numpy(dtype="float64")
+    above = bool(len(values)) and bool(np.all(_smoothed(values, DIVERGED_SMOOTHING) >= bar)
+                                       and np.all(values[-DIVERGED_TAIL_POINTS:] >= bar))
+    evidence = {"reference_loss": float(level), "reference": name,
+                "lowest_loss": float(values.min()) if len(values) else None,
+                "first_loss": float(values[0]) if len(values) else None,
+                "last_loss": float(values[-1]) if len(values) else None, "steps_above": int(len(values))}
+    if above and len(values) >= DIVERGED_MIN_POINTS and (
+            window_median(loss, 0.75, 1.0) >= ABOVE_REFERENCE_KEPT * window_median(loss, 0.0, 0.25)):
+        return int(loss.index[0]), "above_reference", evidence
+    evals = finite(eval_frame(run, "loss")[0])
+    if (above or not len(values)) and len(evals) >= ABOVE_REFERENCE_MIN_EVALS and bool(
+            np.all(evals.to_numpy(dtype="float64") >= bar)):
+        first = int(loss.index[0]) if len(values) else int(evals.index[0])
+        return first, "above_reference", {**evidence, "eval_losses": int(len(evals)),
+                                          "lowest_eval_loss": float(evals.min())}
+    return None
 
 
 # Live, non-finite values are reported once there are 3 of them: a single
@@ -367,7 +387,7 @@ def divergence_settled(finding: Finding) -> bool:
                   "DIVERGED_MARGIN", "DIVERGED_MARGIN_UNSCALED", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
                   "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS", "ABOVE_REFERENCE_FACTOR",
-                  "ABOVE_REFERENCE_KEPT"),
+                  "ABOVE_REFERENCE_KEPT", "ABOVE_REFERENCE_MIN_EVALS"),
       live=Live(settled=divergence_settled))
 def divergence(run: RunData) -> list[Finding]:
     """A NaN/Inf in the loss, the gradient norm or an evaluation loss, or a loss that rose above its start and stayed.
@@ -388,8 +408,9 @@ def divergence(run: RunData) -> list[Finding]:
     ≥ 1e4× above that level (critical): four orders of magnitude is no
     minibatch noise (hard batches jump 10-100×) but a numerical blow-up.
     Or, when the task gives the loss a fresh model starts at (the expected
-    initial loss, ln C, ln V), every smoothed record ≥ 10× that level and the
-    last quarter's median ≥ half the first's (critical, from the first record:
+    initial loss, ln C, ln V), every smoothed record ≥ 10× that level and
+    either the last quarter's median ≥ half the first's or every evaluation
+    loss (≥ 3 of them) ≥ 10× that level too (critical, from the first record:
     the run blew up before logging began).
     Non-finite values the run recovered from are info.
     Likely cause: lr too high, no warmup, fp16 overflow (weights or
@@ -421,6 +442,13 @@ def divergence(run: RunData) -> list[Finding]:
                        f"there to the end are ≥ {math.floor(evidence['orders_of_magnitude'])} orders of magnitude "
                        f"above that level (the last {evidence['last_loss']:.3g}). A finite loss this large is a "
                        "numerical blow-up, not noise.")
+        elif kind == "above_reference" and evidence.get("eval_losses"):
+            train = (f", and so did the training loss (lowest {evidence['lowest_loss']:.3g})"
+                     if evidence.get("lowest_loss") is not None else "")
+            message = (f"From its first record (step {step}) to the end, every one of its {evidence['eval_losses']} "
+                       f"evaluations scored at least {ABOVE_REFERENCE_FACTOR:.0f}× {evidence['reference']} = "
+                       f"{evidence['reference_loss']:.3g}, where a fresh model starts (lowest eval loss "
+                       f"{evidence['lowest_eval_loss']:.3g}){train}: the run had blown up before its first record.")
         elif kind == "above_reference":
             message = (f"From its first record (step {step}) to the end the loss never came within "
                        f"{ABOVE_REFERENCE_FACTOR:.0f}× of {evidence['reference']} = {evidence['reference_loss']:.3g}, "
