@@ -559,3 +559,38 @@ def test_bad_initial_loss_against_ln_c_says_how_to_declare_a_composite_loss(expe
                    task={"kind": "classification", "num_classes": 10, "expected_initial_loss": expected})
     found, = bad_initial_loss(run)
     assert ("expected_initial_loss=" in found.advice) is hinted
+
+
+@pytest.mark.parametrize(("train", "val", "fires"), [
+    ([12467, 7948, 4602, 1451, 3005, 1679, 900, 600, 400, 300, 268, 193, 271, 136], [2702, 358, 526, 173], True),
+    ([5.5e15, 182, 179], [142, 76, 146], True),
+    # A loss summed over batches of 64 (64 ln C at the start) falls from 147 and stays above 10x ln C while
+    # the model learns: its per-example evaluation loss is near ln C and below, so no divergence.
+    (list(np.linspace(147, 30, 40)), [2.0, 1.2, 0.8, 0.6], False),
+    ([12467, 7948, 4602, 1451, 3005, 1679, 900, 600, 400, 300], [2702, 358], False),  # two evals are too few
+], ids=["vit-blown-up-at-step-10", "epoch-means-of-a-blow-up", "summed-loss-learning", "two-evals"])
+def test_a_run_blown_up_before_logging_began_is_read_from_its_evaluations(train, val, fires):
+    """Second hold-out: a loss far above ln C from its first record that still falls by more than half
+    was not a divergence; every evaluation at >= 10x ln C says the model blew up."""
+    steps = list(range(10, 10 * len(train) + 1, 10))
+    val_steps = list(np.linspace(steps[0], steps[-1], len(val)).astype(int))
+    run = make_run(loss=train, steps=steps, frames=[scalar_rows("loss", val, steps=val_steps, split="val")],
+                   task={"num_classes": 10})
+    found = divergence(run)
+    assert bool(found) is fires
+    if fires:
+        assert found[0].severity == "critical" and found[0].step_start == 10 and "evaluations" in found[0].message
+
+
+@pytest.mark.parametrize(("levels", "fires"), [((0.67, 0.61, 0.55), False), ((2.2, 2.05, 1.92), True)],
+                         ids=["log-starts-at-a-third-of-ln-C", "log-starts-near-ln-C"])
+def test_a_slow_fall_is_measured_from_where_training_started(levels, fires):
+    """Second hold-out: a per-epoch log whose first record (0.67) is already under half of ln 5 had lost most
+    of its loss before logging began; its flat tail at the noise floor is no lr too low."""
+    start, middle, end = levels
+    loss = np.concatenate([np.linspace(start, middle, 100), np.linspace(middle, end, 100)])
+    loss = loss + np.random.default_rng(0).normal(0, 0.002, len(loss))
+    reference = math.log(5) if start < 1 else math.log(10)
+    run = make_run(loss=list(loss), task={"kind": "classification", "num_classes": 5 if start < 1 else 10,
+                                          "expected_initial_loss": reference})
+    assert bool(lr_too_low(run)) is fires
