@@ -134,7 +134,7 @@ def verdict_headline(found: Verdict | None, findings: list[Finding], status: str
         return "nothing recorded yet: no training step has reached the store."
     if empty:
         return ("NOTHING RECORDED: no training step was recorded, so nothing could be judged "
-                "(did the loop call probe.step()?).")
+                "(did the loop call probe.step()? an imported log may hold evaluation values only).")
     if status == "interrupted":
         return "INTERRUPTED by its user (KeyboardInterrupt): no rule names a cause in what was recorded."
     if status == "crashed":
