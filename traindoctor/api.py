@@ -15,8 +15,9 @@ def diagnose(run: RunData | str, *, store: str | os.PathLike | None = None, stri
     Args:
         run: a :class:`RunData`, or a run_id or name (the newest run with that
             name) in ``store``.
-        store: the store folder when ``run`` is a name; default
-            ``$TRAINDOCTOR_STORE``, else ``./runs``.
+        store: the store (a folder or an object-store URL) when ``run`` is a
+            name; default ``$TRAINDOCTOR_STORE``, else ``./traindoctor_runs``
+            (``./runs``, the old default, when only it holds runs).
         strict: re-raise a rule's own error instead of logging and skipping it.
 
     Raises:
