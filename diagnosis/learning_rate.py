@@ -16,7 +16,7 @@ import pandas as pd
 from traindoctor.diagnosis.common import (eval_frame, finding, finite_train_loss, layer_values, loss_reference,
                                           lr_series, task_of)
 from traindoctor.diagnosis.finding import Finding
-from traindoctor.diagnosis.gradients import DEAD_MIN_RECORDS, ZERO_GRAD
+from traindoctor.diagnosis.gradients import DEAD_MIN_RECORDS, ZERO_GRAD, dead_layers, vanishing_gradients
 from traindoctor.diagnosis.loss import (
     DIVERGED_SMOOTHING,
     SPIKE_MAX_REPORTED,
@@ -677,9 +677,12 @@ def lr_too_low(run: RunData) -> list[Finding]:
         late, ratio = window_median(loss, 0.8, 1.0), median_update_ratio(run)
         # The steps that moved the weights were small too: an lr too high that killed the layers leaves
         # still weights late (the digits MLP at 10x its lr), after large steps while they still moved.
+        # Nor gradients that vanish or layers that died: their steps are small whatever the lr (the
+        # vanishing-gradients sample, ten sigmoid layers, sits at ln 10 with ratios of 1e-6).
         moving = moving_update_ratio(run)
         if (late >= UNIFORM_LEVEL_SHARE * task.uniform_loss and ratio is not None and ratio <= LOW_UPDATE_RATIO
-                and (moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)):
+                and (moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)
+                and not any(f.severity != "info" for f in vanishing_gradients(run) + dead_layers(run))):
             return [finding(
                 "lr_too_low", "warning", "Classifier still at the uniform-prediction loss with tiny updates",
                 f"The loss is still at {late:.3g}, {late / task.uniform_loss:.0%} of ln({task.size}) = "
