@@ -28,7 +28,8 @@ from traindoctor.cli import main
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Quick start: recording a run"
 
-pytestmark = pytest.mark.slow
+# One worker runs the README blocks once for every test that reads them (each worker ran them: ~12 s twice).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]
 
 
 def quick_start_blocks() -> dict[str, str]:

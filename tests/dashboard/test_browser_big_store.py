@@ -18,7 +18,8 @@ from traindoctor.store.format import RUN_JSON, SUMMARY_JSON, TABLES
 from traindoctor.store.segments import RunWriter
 from tests.dashboard.test_browser import CHROMIUM, PAGE_TIMEOUT_MS, _require_browser
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One worker builds the 2,000-run store and its server for both tests (each worker built one: ~12 s twice).
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("big_store")]
 
 RUNS = 2000
 # The target is 3 s for the first table on a 2-core machine. Measured

@@ -287,9 +287,10 @@ def test_healthy_sample_runs_raise_nothing_live(samples, name):
 
 
 def _flush_every(run: RunData) -> int:
-    """A flush every 20 steps, or every 2 % of a longer run (at most ~50 checks a run: the test's cost stays bounded)."""
+    """A flush every 20 steps, or every 3 % of a longer run (at most ~32 checks a run: the test's cost stays
+    bounded; a real probe checks every 256 steps or 2 s, ~8 times in a 2,000-step run)."""
     loss = run.series("loss")
-    return max(20, int(loss.index.max()) // 50) if len(loss) else 20
+    return max(20, int(loss.index.max()) // 32) if len(loss) else 20
 
 
 # The corpus families these replays were written on (make_corpus.ORIGINAL_FAMILIES, ~50 runs): issue
@@ -322,7 +323,9 @@ def test_a_jump_still_recovering_is_not_raised_live_as_an_lr_rebound(name):
     assert [(f.rule, f.severity, f.step_start) for f in unconfirmed(raised, diagnose(run))] == []
 
 
+# Both tests share the module's replays: one xdist worker builds them once (each worker built them: ~45 s twice).
 @pytest.mark.slow
+@pytest.mark.xdist_group("corpus_replays")
 def test_healthy_corpus_runs_raise_nothing_live(corpus_replays):
     raised = {name: [(f.rule, f.severity, f.step_start) for f in live]
               for name, (label, live, _) in corpus_replays.items() if label["healthy"]}
@@ -330,6 +333,7 @@ def test_healthy_corpus_runs_raise_nothing_live(corpus_replays):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("corpus_replays")
 def test_every_live_finding_on_the_corpus_is_confirmed_by_the_finished_run(corpus_replays):
     """What a live check raises, on any corpus run (healthy or not), the diagnosis of the whole run confirms."""
     unconfirmed_by_run = {name: [(f.rule, f.severity, f.step_start) for f in unconfirmed(live, offline)]
