@@ -278,6 +278,9 @@ def matches(fields: dict[str, Any], condition: Filter, rules: Iterable[str] = ()
         if number is None:
             return False
         return _compare(number, op, wanted_number)
+    if number is not None and not isinstance(actual, str) and op in ("<", "<=", ">", ">="):
+        # 'val.loss>abc' compared the text 'nan' with 'abc' and matched a diverged run.
+        raise FilterError(f"filter {condition.text!r}: {condition.key} holds numbers; compare it with a number")
     return _compare(_text(actual), op, str(wanted))
 
 

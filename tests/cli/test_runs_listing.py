@@ -254,3 +254,12 @@ def test_a_probe_run_without_config_lists_and_filters_by_the_optimizer_lr(tmp_pa
     rows = json.loads(capsys.readouterr().out)
     rows = rows["runs"] if isinstance(rows, dict) else rows
     assert sorted((row["name"], row["hyperparameters"]["lr"]) for row in rows) == [("plain", 0.05), ("warmed", 0.05)]
+
+
+@pytest.mark.parametrize("text", ["val.loss>abc", "steps<=many"])
+def test_ordering_a_number_field_by_text_is_an_error(capsys, store, text):
+    """Regression: 'val.loss>abc' compared the text 'nan' with 'abc' and listed a diverged run; an
+    ordering filter on a field that holds numbers needs a number."""
+    capsys.readouterr()
+    assert main(["runs", "--store", str(store), "--filter", text]) == 2
+    assert "holds numbers; compare it with a number" in capsys.readouterr().err
