@@ -40,16 +40,7 @@ from torch import nn
 from traindoctor import Probe
 from traindoctor.cli import main
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as CI runs (make test): a reduction's order, and so the curves, do not vary."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 class FalseAlarm(AssertionError):

@@ -10,11 +10,9 @@ from traindoctor.store.reader import Store
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every probe test with one intra-op thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
 
 
 def make_model(seed: int = 0, inputs: int = 6, hidden: int = 16, classes: int = 3) -> torch.nn.Module:
