@@ -79,6 +79,7 @@ from traindoctor.probe.guard import (
 from traindoctor.probe.runtime import SigtermHandler, Terminated, distributed_context
 from traindoctor.probe.statistics import DEFAULT_EXACT_MAX_BYTES, DEFAULT_SAMPLE_SIZE, UpdateTracker, norm32
 from traindoctor.probe.zeroing import EVENT as GRADS_NOT_ZEROED_EVENT, STATISTIC as ZERO_GRAD_CHECK, ZeroGradCheck
+from traindoctor.store.errors import StoreError
 from traindoctor.store.format import DEFAULT_STORE, TASK_KINDS, lr_layer
 from traindoctor.store.segments import RunWriter
 
@@ -1071,6 +1072,8 @@ class Probe:
         the CPU it completes here.
         """
         if "flush" in self._disabled:
+            self._discard_buffered()
+            self._last_flush = time.monotonic()
             return
         try:
             transfer = self._snapshot()
@@ -1082,7 +1085,20 @@ class Probe:
                 self._publish.set()
         except Exception as error:
             self.guard.fail("flush", error)
+            self._discard_buffered()
         self._last_flush = time.monotonic()
+
+    def _discard_buffered(self) -> None:
+        """Forget the buffered rows once flushing is off, so the buffers are filled from their first row again.
+
+        Kept, the full step buffer made the next ``step()`` raise IndexError in
+        the user's loop (a model on the meta device, whose values cannot be
+        copied out): flushing is off with one warning, training goes on.
+        """
+        self._row = 0
+        self._layer_row = 0
+        self._logged, self._logged_tensors = [], []
+        self._evaluations = []
 
     def _copy_to_host(self, tensor: torch.Tensor, transfer: _Transfer) -> torch.Tensor:
         if tensor.device.type == "cpu":
@@ -1389,7 +1405,13 @@ class Probe:
     def _publish_now(self) -> None:
         self.flush()
         self._drain(wait=True)
-        self.writer.flush()
+        try:
+            self.writer.flush()
+        except StoreError as error:
+            # The store cannot be written now: the writer keeps the rows and retries them, as
+            # _publish_loop lets it. Raised into the guard, it turned the probe's flushing off
+            # and every later step was lost (a SIGTERM during a full disk).
+            self.writer.record_error(error)
 
     def close(self, status: str | None = None, *, detail: str | None = None) -> None:
         """Remove the hooks, publish everything buffered, and record the final status (idempotent)."""
