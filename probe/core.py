@@ -384,6 +384,12 @@ class Probe:
         self._hooked: dict[int, tuple[torch.Tensor, Any, list]] = {}
         self._frozen: list[torch.Tensor] = []  # tracked, but no hook yet: requires_grad was False
         self._fresh: list[torch.Tensor] = []  # hooked since the last optimizer step, perhaps after their backward
+        # Gradient norms taken together at the end of each backward pass (one _foreach_norm, a
+        # handful of kernels) rather than one kernel per hooked tensor: (slot index, param) pairs
+        # whose gradient was accumulated in the running backward, and whether the engine
+        # callback that measures them is queued. Single-process runs only (see _make_grad_hook).
+        self._norms_due: list[tuple[int, torch.Tensor]] = []
+        self._norms_queued = False
         self._group_signature: tuple[tuple[int, int], ...] = ()
         self._summary_stale = False
         self._terminated = False
@@ -548,6 +554,8 @@ class Probe:
         param_ids = [id(param) for param in params]
         groups = len(self._optimizer.param_groups)
         if param_ids != self._param_ids or groups != len(self._group_names):
+            if not initial and self._norms_due:  # into the old slots, carried below
+                self._measure_due_norms()
             measured = None if initial else (self._param_ids, self._grad_slots, self._fired)
             if not initial:
                 self._set_aside()
@@ -791,7 +799,11 @@ class Probe:
                 if index is None:  # no longer in the optimizer
                     return
                 grad = tensor.grad
-                if direct and not grad.is_sparse:
+                if direct and not grad.is_sparse and self.world_size == 1:
+                    self._norms_due.append((index, tensor))
+                    if not self._norms_queued:
+                        self._queue_norms()
+                elif direct and not grad.is_sparse:
                     torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
                 else:  # another device, float64 or sparse
                     slot.copy_(norm32(grad), non_blocking=True)
@@ -802,12 +814,69 @@ class Probe:
 
         return hook
 
+    def _queue_norms(self) -> None:
+        """Have the autograd engine measure the due gradient norms once this backward pass ends.
+
+        One hook per tensor launching its own norm kernel cost ~6 µs of host
+        time per tensor and step (L = 148 for GPT-2 small: ~1 ms a step on an
+        H200, 2.5 % of the step). The hooks now only note the tensor; the
+        engine's end-of-backward callback (the one DDP and FSDP finish their
+        reductions with) takes every noted gradient's norm in one
+        ``_foreach_norm``. Under DDP the gradient would already be averaged
+        by then, so a multi-rank run keeps one kernel per tensor, taken at
+        accumulation (each rank's local norm, before the all-reduce).
+        Where no callback can be queued (not inside the engine), the norms
+        are taken at once.
+        """
+        try:
+            torch.autograd.Variable._execution_engine.queue_callback(self._norms_at_backward_end)
+            self._norms_queued = True
+        except Exception:
+            self._measure_due_norms()
+
+    def _norms_at_backward_end(self) -> None:
+        # Runs inside the user's loss.backward(): nothing may escape.
+        self._norms_queued = False
+        self.guard.guarded("grad_norm", self._measure_due_norms)
+
+    def _measure_due_norms(self) -> None:
+        """Write the norms of the gradients noted since the last call into their slots (no sync)."""
+        due, self._norms_due = self._norms_due, []
+        if not due:
+            return
+        latest = dict(due)  # a tensor noted twice (reentrant checkpointing): once
+        indices = sorted(latest)
+        params = [latest[index] for index in indices]
+        grads = [param.grad for param in params]
+        if any(grad is None for grad in grads):  # set to None since: nothing to measure for those
+            kept = [(index, grad) for index, grad in zip(indices, grads) if grad is not None]
+            indices, grads = [index for index, _ in kept], [grad for _, grad in kept]
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+        start = 0
+        for end in range(1, len(indices) + 1):  # one stack per run of consecutive slots
+            if end == len(indices) or indices[end] != indices[end - 1] + 1:
+                first, last = indices[start], indices[end - 1]
+                if first == last:
+                    self._slot_views[first].copy_(norms[start])
+                else:
+                    torch.stack(norms[start:end], out=self._grad_slots[first:last + 1])
+                start = end
+
+    def _settle_due_norms(self) -> None:
+        """Norms still due (a backward that raised before its end, say): taken now; nothing stays queued."""
+        self._norms_queued = False
+        if self._norms_due:
+            self.guard.guarded("grad_norm", self._measure_due_norms)
+
     def _capture_scale(self) -> None:
         self._scale_captured = True
         if self._scaler is not None and self._scaler._scale is not None:
             self._scale_slot.copy_(self._scaler._scale)
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._settle_due_norms()
         self._track_params(in_backward=False)
         if self._fresh:
             self.guard.guarded("grad_norm", self._measure_fresh)
@@ -880,6 +949,7 @@ class Probe:
                 RuntimeWarning, stacklevel=2,
             )
         self._host_skipped[row] = skipped
+        self._settle_due_norms()
         grads = self._any_fired and "grad_norm" not in self._disabled
         self._host_grads[row] = grads
 
