@@ -197,7 +197,10 @@ class Probe:
         run: the run's human name (may repeat across runs).
         store: the store folder or URL; None (the default) is ``$TRAINDOCTOR_STORE``, else
             ``./traindoctor_runs`` (a name no other tool uses), as for the CLI's ``--store``.
-        config: hyperparameters to keep with the run.
+        config: hyperparameters to keep with the run, copied by
+            ``guard.checked_config`` (numbers, strings and nested mappings
+            kept; other objects as their text; a sequence of more than 1,000
+            items as its text; more than 50,000 values raise ``ValueError``).
         num_classes: classes of a classification task (enables confusion
             counts of the right size and the initial-loss check).
         class_names: names of the classes, ``num_classes`` of them.

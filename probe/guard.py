@@ -13,6 +13,7 @@ passes) both import this module; neither imports the other's internals.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import numbers
 import os
@@ -33,6 +34,13 @@ MAX_CONFIG_DEPTH = 64
 # characters: the repr of a module or a dataset can run to megabytes, and
 # every listing of the store reads run.json again.
 MAX_CONFIG_REPR = 1000
+# A list, tuple, set or array longer than this is data, not a hyperparameter (a
+# vocabulary, class weights per token): kept as its text, cut as a repr is.
+MAX_CONFIG_ITEMS = 1000
+# Values a config may hold in all, as for imported configs
+# (store/importers/common.py): run.json is read by every listing of the store,
+# and 3M values made a 59 MB run.json and a 39 s start.
+MAX_CONFIG_VALUES = 50_000
 _INT64_LIMIT = 2**63
 _FLOAT_LIMIT = 2**1024  # the first integer a float64 cannot hold
 
@@ -76,8 +84,10 @@ def checked_config(config: Mapping[Any, Any], what: str = "config") -> dict[str,
     paths, ``torch.device``, ``torch.dtype`` and enum members become their
     text (``/data/x``, ``cuda:0``, ``torch.bfloat16``, the member's name);
     anything else becomes its ``repr``, cut to ``MAX_CONFIG_REPR``
-    characters. A key of another type, two keys that become the same text, a
-    cycle, or nesting deeper than ``MAX_CONFIG_DEPTH`` raises ``TypeError`` or
+    characters, and so does a sequence or array of more than
+    ``MAX_CONFIG_ITEMS`` items. A key of another type, two keys that become
+    the same text, a cycle, nesting deeper than ``MAX_CONFIG_DEPTH`` or more
+    than ``MAX_CONFIG_VALUES`` values in all raises ``TypeError`` or
     ``ValueError`` naming where.
 
     Example:
@@ -86,7 +96,23 @@ def checked_config(config: Mapping[Any, Any], what: str = "config") -> dict[str,
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"{what} must be a mapping of hyperparameters, got {type(config).__name__}")
-    return _config_mapping(config, what, 0, set())
+    walk = _Walk(what)
+    return _config_mapping(config, what, 0, walk)
+
+
+class _Walk:
+    """What a config copy has seen so far: the containers being copied (cycles) and the values counted."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.open_ids: set[int] = set()
+        self.values = 0
+
+    def count(self, where: str) -> None:
+        self.values += 1
+        if self.values > MAX_CONFIG_VALUES:
+            raise ValueError(f"{self.what} holds more than {MAX_CONFIG_VALUES:,} values (at {where}); pass the "
+                             "run's hyperparameters, not data such as a vocabulary or a dataset")
 
 
 def _config_key(key: Any, where: str) -> str:
@@ -102,23 +128,33 @@ def _config_key(key: Any, where: str) -> str:
                     "(or ints, floats, bools, None)")
 
 
-def _config_mapping(config: Mapping[Any, Any], where: str, depth: int, open_ids: set[int]) -> dict[str, Any]:
-    if id(config) in open_ids:
+def _config_mapping(config: Mapping[Any, Any], where: str, depth: int, walk: _Walk) -> dict[str, Any]:
+    if id(config) in walk.open_ids:
         raise ValueError(f"{where} contains itself (a cycle); pass a config without cycles")
-    open_ids.add(id(config))
+    walk.open_ids.add(id(config))
     result: dict[str, Any] = {}
     for key, value in config.items():
         text = _config_key(key, where)
         if text in result:
             raise ValueError(f"{where}: keys {key!r} and another both become {text!r}; rename one")
-        result[text] = _config_value(value, f"{where}[{text!r}]", depth + 1, open_ids)
-    open_ids.discard(id(config))
+        result[text] = _config_value(value, f"{where}[{text!r}]", depth + 1, walk)
+    walk.open_ids.discard(id(config))
     return result
 
 
-def _config_value(value: Any, where: str, depth: int, open_ids: set[int]) -> Any:
+def _cut_repr(value: Any, items: int | None = None) -> str:
+    text = re.sub(r"\s+", " ", repr(value))  # an array's repr spans lines
+    if len(text) > MAX_CONFIG_REPR:
+        text = text[:MAX_CONFIG_REPR] + "…" + (f" ({items:,} items)" if items is not None else f" ({len(text)} characters)")
+    elif items is not None:
+        text += f" ({items:,} items)"
+    return escaped_name(text)
+
+
+def _config_value(value: Any, where: str, depth: int, walk: _Walk) -> Any:
     if depth > MAX_CONFIG_DEPTH:
         raise ValueError(f"{where}: config nests deeper than {MAX_CONFIG_DEPTH} levels")
+    walk.count(where)
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, str):
@@ -131,28 +167,31 @@ def _config_value(value: Any, where: str, depth: int, open_ids: set[int]) -> Any
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, Mapping):
-        return _config_mapping(value, where, depth, open_ids)
+        return _config_mapping(value, where, depth, walk)
     if isinstance(value, (list, tuple, set, frozenset)):
-        if id(value) in open_ids:
+        if len(value) > MAX_CONFIG_ITEMS:  # the text of its first items (the repr of all could take seconds)
+            head = list(itertools.islice(iter(value), 200))
+            return _cut_repr(type(value)(head) if isinstance(value, (list, tuple)) else head, len(value))
+        if id(value) in walk.open_ids:
             raise ValueError(f"{where} contains itself (a cycle); pass a config without cycles")
-        open_ids.add(id(value))
+        walk.open_ids.add(id(value))
         items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        result = [_config_value(item, f"{where}[{index}]", depth + 1, open_ids) for index, item in enumerate(items)]
-        open_ids.discard(id(value))
+        result = [_config_value(item, f"{where}[{index}]", depth + 1, walk) for index, item in enumerate(items)]
+        walk.open_ids.discard(id(value))
         return result
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
         return value.item()  # once, at Probe(): a read from a GPU is fine here
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
-        return _config_value(value.tolist(), where, depth, open_ids)  # numpy scalars and arrays
+        if getattr(value, "size", 1) > MAX_CONFIG_ITEMS:
+            return _cut_repr(value, int(value.size))
+        walk.values -= 1  # counted again as what tolist() gives
+        return _config_value(value.tolist(), where, depth, walk)  # numpy scalars and arrays
     if isinstance(value, (os.PathLike, torch.device, torch.dtype, enum.Enum)):
         # What the user wrote, not its repr: "/data/x", not "PosixPath('/data/x')"; "cuda:0", "torch.bfloat16".
         text = os.fspath(value) if isinstance(value, os.PathLike) else (
             value.name if isinstance(value, enum.Enum) else str(value))
         return escaped_name(str(text))
-    text = repr(value)
-    if len(text) > MAX_CONFIG_REPR:
-        text = text[:MAX_CONFIG_REPR] + f"… ({len(text)} characters)"
-    return escaped_name(text)
+    return _cut_repr(value)
 
 
 def check_positive_int(value: Any, what: str) -> int:
