@@ -454,7 +454,7 @@ def health_rank(found: dict | None, status: str | None = None, steps: Any = None
     step, ``steps`` 0, counts as one), then notes (more is worse); an undiagnosed run (``found``
     None) sorts below the runs with warnings and above those with only notes or none: it is not
     known to be fine."""
-    crashed = status == "crashed"
+    crashed = status == "crashed" and not interrupted(found)
     if found is None:
         return (4 if crashed else 2, 0, 0, 0)
     counts = found.get("counts") or {}
@@ -467,6 +467,13 @@ def health_rank(found: dict | None, status: str | None = None, steps: Any = None
 HEALTH_MARKERS = {"critical": "✖ critical", "warning": "▲ warning", "info": "● note"}
 
 
+def interrupted(found: dict | None) -> bool:
+    """Whether the run's cached findings say it was stopped by its user (its crash event ends in
+    ``KeyboardInterrupt``): run.json says crashed, ``diagnose`` says INTERRUPTED and ``--fail-on``
+    does not count it as critical; the Runs page follows."""
+    return isinstance(found, dict) and found.get("crash") == "KeyboardInterrupt"
+
+
 def health_text(found: dict | None, status: str | None = None, steps: Any = None) -> str:
     """The Runs page's health cell: the worst severity, the counts and the top
     finding's title (the verdict's, ``diagnosis.cache.top_finding``), e.g.
@@ -475,6 +482,8 @@ def health_text(found: dict | None, status: str | None = None, steps: Any = None
     that recorded no training step (``steps`` 0) reads ``▲ nothing recorded``, not
     ``✔ no findings``."""
     crashed = "✖ crashed · " if status == "crashed" else ""
+    if crashed and interrupted(found):
+        crashed = "■ interrupted · "
     if found is None:
         return crashed + "… not diagnosed yet"
     counts = found.get("counts") or {}

@@ -200,6 +200,7 @@ def keep(catalog: Catalog, diagnosis: Diagnosis, engine: str | None = None) -> b
         attach_findings(run_dir, diagnosis.fingerprint, {
             "engine": engine, "fingerprint": diagnosis.fingerprint, "counts": severity_counts(diagnosis.findings),
             "rules": sorted({f.rule for f in diagnosis.findings}), "top": top_finding(diagnosis.findings),
+            "crash": diagnosis.crash,  # "KeyboardInterrupt": the Runs page says interrupted, not crashed
         })
 
 

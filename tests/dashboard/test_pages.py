@@ -157,6 +157,18 @@ def test_run_page_of_a_run_without_a_training_step_says_nothing_was_recorded(app
     assert any("no training step to judge" in c.value for c in at.caption)
 
 
+def test_run_page_of_a_run_stopped_with_ctrl_c_says_interrupted_not_crashed(app, store):
+    root, _ = store
+    writer = RunWriter(root, name="stopped", background=False)
+    writer.add_scalars(step=np.arange(1, 41), value=np.full(40, 2.0), name="loss")
+    writer.close("crashed", detail="Traceback (most recent call last):\n  File \"train.py\", line 9\nKeyboardInterrupt")
+    at = app("views/run.py", run="stopped")
+    no_exceptions(at)
+    assert any("interrupted by its user" in str(i.value) for i in at.info), [i.value for i in at.info]
+    assert any("stopped by its user" in str(i.value) for i in at.info)
+    assert not any("crashed" in str(e.value) for e in at.error), [e.value for e in at.error]
+
+
 def test_run_page_has_curves_heatmaps_toggles_and_events(app):
     at = app("views/run.py", run="beta")
     no_exceptions(at)

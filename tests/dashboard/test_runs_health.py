@@ -103,6 +103,27 @@ def test_a_crashed_run_is_as_bad_as_a_critical_finding_on_the_runs_page(tmp_path
     assert data.health_text({"counts": {}}, "crashed") == "✖ crashed · no findings in what was recorded"
 
 
+def test_a_run_stopped_with_ctrl_c_reads_interrupted_and_sorts_below_a_warning(tmp_path, monkeypatch):
+    """As ``diagnose`` says INTERRUPTED and ``--fail-on`` does not count a KeyboardInterrupt as critical;
+    run.json keeps DESIGN.md's ``crashed`` status."""
+    import traindoctor.diagnosis
+
+    verdicts = {"warned": _findings("warning"), "stopped": _findings("info"), "crashy": []}
+    write_losses(tmp_path, "warned", np.full(100, 2.0))
+    for name, last_line in (("stopped", "KeyboardInterrupt"), ("crashy", "ValueError: boom")):
+        writer = RunWriter(tmp_path, name=name, background=False)
+        writer.add_scalars(step=np.arange(1, 51), name="loss", value=np.full(50, 2.0))
+        writer.close("crashed", detail=f"Traceback (most recent call last):\n  ...\n{last_line}")
+    monkeypatch.setattr(traindoctor.diagnosis, "diagnose", lambda run: verdicts[run.name], raising=False)
+    store = Store(tmp_path)
+    data.diagnose_first(store, store.catalog.run_ids(), budget_s=60)
+    page = data.runs_page(store)
+    assert list(page.rows["name"]) == ["crashy", "warned", "stopped"]
+    health = dict(zip(page.rows["name"], page.rows["health"]))
+    assert health["stopped"] == "■ interrupted · 1 note · info title"
+    assert health["crashy"] == "✖ crashed · no findings in what was recorded"
+
+
 def test_a_run_that_recorded_no_training_step_is_not_a_healthy_one_on_the_runs_page(tmp_path, monkeypatch):
     """An eval-only log or an add_hparams folder: `diagnose` says NOTHING RECORDED and --fail-on warning
     counts it, while the Runs page said '✔ no findings' and sorted it with the healthy runs."""

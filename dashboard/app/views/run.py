@@ -10,6 +10,8 @@ the page wait for it), so no chart is drawn bare and then again shaded.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+
 import pandas as pd
 import streamlit as st
 
@@ -21,7 +23,7 @@ from traindoctor.dashboard.data import RunView
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.live import finding_from_detail
-from traindoctor.diagnosis.report import verdict_headline
+from traindoctor.diagnosis.report import interrupted_by_user, verdict_headline
 from traindoctor.diagnosis.records import Evidence
 from traindoctor.diagnosis.verdict import Verdict, groups, verdict
 from traindoctor.numbers import significant
@@ -211,7 +213,11 @@ def show_events(frame: pd.DataFrame) -> None:
         st.caption("No events: no AMP skips, no train/eval mode mistakes, no config warnings, no crash.")
         return
     for crash in frame.loc[frame["kind"] == "crash", "detail"]:
-        st.error("The run crashed.")
+        lines = [line.strip() for line in str(crash).splitlines() if line.strip()]
+        if lines and lines[-1] == "KeyboardInterrupt":
+            st.info("The run was stopped by its user (Ctrl-C: KeyboardInterrupt).")
+        else:
+            st.error("The run crashed.")
         st.code(crash, language="python")
     counts = frame["kind"].value_counts()
     st.caption(" · ".join(f"{plain(kind)}: {count}" for kind, count in counts.items()))
@@ -235,7 +241,10 @@ def show_run(run_id: str, was_running: bool) -> None:
     with st.spinner("Diagnosing…"):
         found, problem = common.findings(run_id)
     empty = common.recorded_steps(run_id) == 0
-    show_verdict(verdict(found) if not problem else None, found, problem, view.meta["status"], empty=empty)
+    status = view.meta["status"]
+    if status == "crashed" and interrupted_by_user(SimpleNamespace(status=status, events=view.events)):
+        status = "interrupted"  # Ctrl-C: run.json says crashed; the verdict says what diagnose says
+    show_verdict(verdict(found) if not problem else None, found, problem, status, empty=empty)
     show_header(view.meta, view.curves)
     st.subheader("Findings")
     show_live_findings(view.events, view.meta["status"] == "running")
@@ -262,6 +271,9 @@ def show_verdict(found: Verdict | None, findings: list[Finding], problem: str | 
         if status == "crashed":
             st.error("**Verdict:** the run crashed, and no rule names a cause in what was recorded "
                      "(the traceback is under Events).")
+        elif status == "interrupted":
+            st.info("**Verdict:** interrupted by its user (Ctrl-C: KeyboardInterrupt) before it finished; "
+                    "no rule names a cause in what was recorded.")
         else:
             hints = sum(f.severity == "info" for f in findings)
             st.success("**Verdict:** no problem found" + (f" ({hints} hint(s) below)." if hints else "."))
