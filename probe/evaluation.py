@@ -201,6 +201,11 @@ class Evaluation:
                 # On the device, read with the flush: a distribution (one-hot, smoothed, mixed) sums to 1.
                 spread = ((rows.sum(dim=-1, dtype=torch.float32) - 1).abs() > 1e-2).sum()
                 targets = rows.argmax(dim=-1)
+            elif targets.is_floating_point():
+                # .long() would truncate them (torch.rand(5) -> all class 0) and count nonsense.
+                raise ValueError(
+                    f"ev.update: float targets of shape {tuple(targets.shape)} for {classes}-class logits: give class "
+                    f"indices as an integer tensor (targets.long()) or one row of {classes} probabilities per example")
             targets = targets.reshape(-1).long()
         if targets.shape[0] != predictions.shape[0]:
             raise ValueError(f"ev.update: {predictions.shape[0]} predictions but {targets.shape[0]} targets")

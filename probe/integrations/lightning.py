@@ -127,8 +127,15 @@ class ProbeCallback(pl.Callback):
                 targets = batch[1]
             if logits is None or targets is None:
                 logits = targets = None
-            if logits is not None or loss is not None:
-                self._evaluation.update(logits, targets, loss=loss)
+            if logits is not None:
+                try:
+                    self._evaluation.update(logits, targets, loss=loss)
+                    return
+                except ValueError as error:  # not class scores and labels (a regression's outputs, say)
+                    self.probe._warn_once("lightning_eval_logits", f"traindoctor: validation outputs' logits and "
+                                          f"targets not recorded ({error}); the validation loss still is")
+            if loss is not None:
+                self._evaluation.update(loss=loss)
         elif isinstance(outputs, torch.Tensor):
             self._evaluation.update(loss=outputs)
 

@@ -75,3 +75,23 @@ def test_an_evaluation_named_train_is_refused_at_the_call(tmp_path):
     _, scalars, _, _ = read_run(tmp_path)
     assert series(scalars, "loss", split="train_eval") == {2: 1.0}
     assert len(series(scalars, "loss", split="train")) == 2
+
+
+@pytest.mark.parametrize("targets", [torch.rand(12), torch.rand(12, 3), torch.tensor([0.0, 1.0, 2.0] * 4)],
+                         ids=["uniform-floats", "rows-of-the-wrong-width", "float-class-indices"])
+def test_float_targets_that_are_not_one_row_of_probabilities_per_example_are_refused_at_the_call(tmp_path, targets):
+    """``.long()`` truncated them (torch.rand -> every target class 0) and counted a confusion matrix of nonsense."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, num_classes=4)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, 2)
+    logits = torch.randn(12, 4)
+    with probe.evaluate("val") as ev:
+        with pytest.raises(ValueError, match=r"float targets of shape .* for 4-class logits: give class indices"):
+            ev.update(logits, targets)
+        ev.update(logits, torch.softmax(torch.randn(12, 4), dim=-1), loss=1.0)  # probabilities per row: kept
+        ev.update(logits, targets.long() % 4 if targets.dim() == 1 else targets.argmax(-1), loss=1.0)
+    probe.close()
+    _, scalars, _, _ = read_run(tmp_path)
+    assert set(series(scalars, "accuracy", split="val")) == {2}

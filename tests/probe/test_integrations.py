@@ -67,6 +67,43 @@ def test_lightning_callback_records_a_real_fit(tmp_path):
     assert "crash" not in set(events["kind"])
 
 
+def test_lightning_callback_keeps_the_val_loss_of_outputs_that_are_not_class_scores(tmp_path):
+    """A regression module returning {"loss", "logits", "targets"} with float targets: the logits are not
+    recorded (one warning) and the validation loss still is, at every validation."""
+    lightning = pytest.importorskip("lightning.pytorch")
+    from traindoctor.probe.integrations.lightning import ProbeCallback
+
+    class Regressor(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(6, 3)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum(dim=-1).sub(batch[1].float()).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            outputs = self.net(batch[0])
+            targets = batch[1].float() + 0.5
+            return {"loss": (outputs.sum(dim=-1) - targets).pow(2).mean(), "logits": outputs, "targets": targets}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    trainer = lightning.Trainer(
+        max_steps=4, limit_val_batches=2, val_check_interval=2, num_sanity_val_steps=0, accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ProbeCallback(run="reg", store=tmp_path, task="regression")],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Regressor(), train_dataloaders=_loader(make_batches(4)), val_dataloaders=_loader(make_batches(2, seed=5)))
+    ours = [w for w in caught if "validation outputs' logits and targets not recorded" in str(w.message)]
+    assert len(ours) == 1
+    _, scalars, _, _ = read_run(tmp_path, "reg")
+    assert set(series(scalars, "loss", split="val")) == {2, 4}
+    assert not set(series(scalars, "accuracy", split="val"))
+
+
 @pytest.mark.slow
 def test_lightning_callback_loss_of_an_epochs_last_partial_accumulation_group(tmp_path):
     # 5 batches an epoch, accumulate_grad_batches=2: steps [b0, b1], [b2, b3] and [b4] alone. Lightning divides
