@@ -1306,12 +1306,14 @@ class RunWriter:
         except OSError as error:
             raise StoreError(f"{RUN_JSON} cannot be written ({_failure_reason(error)})") from error
 
-    def close(self, status: str = "finished", *, detail: str | None = None, step: int | None = None) -> None:
+    def close(self, status: str = "finished", *, detail: str | None = None, step: int | None = None,
+              finished_at: float | None = None) -> None:
         """Flush, stop the thread, and record the final status (idempotent).
 
         A ``crashed`` status with a ``detail`` (the traceback) records a
         ``crash`` event at ``step`` (the last optimizer step done, when the
-        caller knows it).
+        caller knows it). ``finished_at`` (Unix seconds) is when the run ended,
+        for a run written after the fact (an import); default now.
 
         A store that cannot be written is retried for ``close_timeout_s``;
         what is still unpublished then is dropped, with a warning, and listed
@@ -1321,6 +1323,8 @@ class RunWriter:
             return
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        if finished_at is not None and not (isinstance(finished_at, (int, float)) and math.isfinite(finished_at)):
+            raise ValueError(f"finished_at must be a finite number of Unix seconds, got {finished_at!r}")
         if status == "crashed" and detail:
             self.add_event("crash", detail, step=step)
         self._stop.set()
@@ -1337,7 +1341,8 @@ class RunWriter:
             try:
                 with self._lock:
                     self._meta["status"] = status
-                    self._meta["heartbeat_at"] = self._meta["finished_at"] = _now()
+                    self._meta["heartbeat_at"] = now = _now()
+                    self._meta["finished_at"] = now if finished_at is None else float(finished_at)
                     self._write_meta()
             except Exception as error:  # closing never takes the training script down
                 self.record_error(error)

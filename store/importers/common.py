@@ -859,6 +859,24 @@ def source_start(run: ParsedRun) -> float | None:
     return earliest
 
 
+def source_end(run: ParsedRun) -> float | None:
+    """When an imported run ended (Unix seconds): MLflow's own end time, else its latest recorded wall
+    time; None when the source records none (the import's time stands, as for :func:`source_start`)."""
+    latest = time.time() + _FUTURE_SLACK_S
+    ended = (run.extra_source.get("mlflow") or {}).get("end_time")
+    if isinstance(ended, (int, float)) and math.isfinite(ended) and _EARLIEST_START <= ended <= latest:
+        return float(ended)
+    last = None
+    for series in run.series:
+        if series.wall_time is None or not len(series.wall_time):
+            continue
+        walls = np.asarray(series.wall_time, dtype=np.float64)
+        walls = walls[np.isfinite(walls) & (walls >= _EARLIEST_START) & (walls <= latest)]
+        if len(walls):
+            last = float(walls.max()) if last is None else max(last, float(walls.max()))
+    return last
+
+
 def write_run(
     store_root: Path, run: ParsedRun, source_meta: dict[str, Any], *, replaces: str | None, publication: _Publication,
 ) -> str:
@@ -887,7 +905,7 @@ def write_run(
         # flush() raises on a full disk; close() would only record the error
         # (the probe's rule: never take training down), and the import must fail.
         writer.flush()
-        writer.close("finished")
+        writer.close("finished", finished_at=source_end(run))
         if writer.errors:
             raise OSError(writer.errors[0])
         final = store_root / run_id

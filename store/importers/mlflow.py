@@ -315,6 +315,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     return ParsedRun(
         source=source, series=series_from_columns(columns), config=config, env=env, task=task,
         extra_source={"mlflow": {"run_id": run.info.run_id, "experiment_id": experiment, "status": run.info.status,
-                                 "start_time": None if run.info.start_time is None else run.info.start_time / 1000.0},
+                                 "start_time": None if run.info.start_time is None else run.info.start_time / 1000.0,
+                                 "end_time": None if run.info.end_time is None else run.info.end_time / 1000.0},
                       "tags": tags},
     )

@@ -110,6 +110,8 @@ def test_every_point_params_and_tags_of_a_run(tracking, store_root, monkeypatch)
     assert meta["source"]["path"] == f"{mlflow_importer.tracking_uri(path)}#{run_id}"
     wall = imported_series(store_root, result.run_id, "train", "loss")["wall_time"]
     assert wall.between(time.time() - 600, time.time() + 600).all()
+    info = client.get_run(run_id).info  # started and ended when MLflow says, not at the import
+    assert meta["created_at"] == info.start_time / 1000 and meta["finished_at"] == info.end_time / 1000
 
 
 @pytest.mark.parametrize("tracking", ["sqlite"], indirect=True)

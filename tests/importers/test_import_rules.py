@@ -480,12 +480,12 @@ def test_an_error_while_writing_is_not_taken_for_bad_input(tmp_path, monkeypatch
     assert [p for p in (tmp_path / "store").iterdir()] == []
 
 
-@pytest.mark.parametrize(("walls", "started"), [
-    ([1.7e9 + 60, 1.7e9, 1.7e9 + 120], 1.7e9),  # the earliest wall time the log records
-    ([1000.0, 1001.0, 1002.0], None),           # a clock relative to the job's start: not a date
-    (None, None),                               # no wall time at all (a trainer_state.json, a pasted log)
+@pytest.mark.parametrize(("walls", "started", "ended"), [
+    ([1.7e9 + 60, 1.7e9, 1.7e9 + 120], 1.7e9, 1.7e9 + 120),  # the earliest and latest wall times the log records
+    ([1000.0, 1001.0, 1002.0], None, None),                  # a clock relative to the job's start: not a date
+    (None, None, None),                                      # no wall time at all (a trainer_state.json, a pasted log)
 ], ids=["recorded", "relative-clock", "none"])
-def test_an_imported_run_starts_when_its_source_says(tmp_path, walls, started):
+def test_an_imported_run_starts_and_ends_when_its_source_says(tmp_path, walls, started, ended):
     # Every imported run was 'started' at the import: a sweep trained last year listed as started
     # today, in import order, and `diagnose --latest N` took the last imported for the newest trained.
     records = [{"step": step, "loss": 1.0 / step, **({"wall_time": walls[step - 1]} if walls else {})}
@@ -494,8 +494,14 @@ def test_an_imported_run_starts_when_its_source_says(tmp_path, walls, started):
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
     before = time.time()
     [result] = import_source("jsonl", tmp_path / "store", path)
-    created = Store(tmp_path / "store").run_meta(result.run_id)["created_at"]
+    meta = Store(tmp_path / "store").run_meta(result.run_id)
+    created, finished = meta["created_at"], meta["finished_at"]
     if started is None:
         assert before <= created <= time.time()
     else:
         assert created == started
+    # It ended at its last record, not at the import (a year-old run had lasted a year in the Runs table).
+    if ended is None:
+        assert before <= finished <= time.time()
+    else:
+        assert finished == ended
