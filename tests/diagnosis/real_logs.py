@@ -55,6 +55,13 @@ class RealLog:
         """Added after the rules were written and labelled before traindoctor ran on it (provenance ``held_out``)."""
         return "held_out" in self.provenance
 
+    @property
+    def third(self) -> bool:
+        """In the third hold-out (provenance ``third_hold_out``): added after the second hold-out was scored and
+        labelled, and committed, before traindoctor ran on it. Not ``held_out``: ``--set held-out`` keeps meaning
+        the second hold-out's 15 runs."""
+        return "third_hold_out" in self.provenance
+
 
 def real_logs(root: Path = REAL_LOGS) -> list[RealLog]:
     """Every run folder under ``root`` (one with a provenance.json), sorted by name.

@@ -58,6 +58,16 @@ def test_the_held_out_set_is_a_mix():
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", case.provenance["held_out"]["added"]) for case in held_out)
 
 
+def test_the_third_hold_out_is_a_mix():
+    """The third hold-out (provenance third_hold_out): at least 15 runs, six or more of each verdict, each dated, and
+    apart from the second hold-out (a run is in one set only)."""
+    third = [case for case in CASES if case.third]
+    assert len(third) >= 15, len(third)
+    assert sum(case.healthy for case in third) >= 6 and sum(not case.healthy for case in third) >= 6
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", case.provenance["third_hold_out"]["added"]) for case in third)
+    assert not [case.name for case in third if case.held_out]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_provenance_names_the_source_the_conclusion_and_the_input(case: RealLog):
     meta = case.provenance
