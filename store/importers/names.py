@@ -38,6 +38,8 @@ EPOCH = MetricKey("", "epoch")
 SPLIT_WORDS = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val", "eval": "val", "evaluation": "val", "dev": "val",
+    # Informer, Autoformer and the Time-Series-Library print "Train Loss: ... Vali Loss: ... Test Loss: ...".
+    "vali": "val",
     "test": "test", "testing": "test",
 }
 KNOWN_NAMES = {

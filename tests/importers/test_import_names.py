@@ -30,6 +30,8 @@ CASES = [
     ("grad_1.0_norm_total", ("train", "grad_1.0_norm_total", None)),
     ("accuracy", ("train", "accuracy", None)),
     ("val_acc", ("val", "accuracy", None)),
+    ("Vali_Loss", ("val", "loss", None)),  # Time-Series-Library's "Vali Loss:" as the log importer keys it
+    ("vali_loss", ("val", "loss", None)),
     ("val/accuracy", ("val", "accuracy", None)),
     ("eval_accuracy", ("val", "accuracy", None)),
     ("test_acc", ("test", "accuracy", None)),
