@@ -624,6 +624,7 @@ class Probe:
                 self._fresh.append(param)
         self._frozen = frozen
 
+    @torch.no_grad()
     def _measure_fresh(self) -> None:
         """Read the gradients of parameters hooked after their backward had run (in the step pre-hook)."""
         fresh, self._fresh = self._fresh, []
@@ -812,9 +813,11 @@ class Probe:
                     if _graph_task_id() != self._norms_task:
                         self._queue_norms()
                 elif direct and not grad.is_sparse:
-                    torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
+                    with torch.no_grad():  # backward(create_graph=True): the gradient requires grad
+                        torch.linalg.vector_norm(grad, dtype=torch.float32, out=slot)
                 else:  # another device, float64 or sparse
-                    slot.copy_(norm32(grad), non_blocking=True)
+                    with torch.no_grad():
+                        slot.copy_(norm32(grad), non_blocking=True)
                 self._fired[index] = True
                 self._any_fired = True
             except Exception as error:
@@ -857,6 +860,7 @@ class Probe:
         self._norms_task = None
         self.guard.guarded("grad_norm", self._measure_due_norms)
 
+    @torch.no_grad()  # backward(create_graph=True) leaves gradients that require grad; out= refuses them
     def _measure_due_norms(self) -> None:
         """Write the norms of the gradients noted since the last call into their slots (no sync)."""
         due, self._norms_due = self._norms_due, []

@@ -123,6 +123,16 @@ def test_a_backward_that_raised_and_was_caught_leaves_later_norms_taken_before_c
     _check(tmp_path, reference)
 
 
+def test_backward_with_create_graph_keeps_the_gradient_norms(tmp_path):
+    # loss.backward(create_graph=True) (second-order methods, MAML) leaves gradients that
+    # require grad: the norms' out= writes raised inside backward and turned grad_norm off.
+    def create_graph(model, x, y, scaled):
+        scaled(torch.nn.functional.cross_entropy(model(x), y)).backward(create_graph=True)
+
+    reference = _train(tmp_path, create_graph)
+    _check(tmp_path, reference)
+
+
 # ------------------------------------------------------------ loop styles that hold
 
 
