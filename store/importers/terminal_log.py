@@ -46,6 +46,7 @@ import ast
 import codecs
 import math
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,12 +412,28 @@ def _is_evaluation(record: LogRecord) -> bool:
     return all(map_metric(key).split in ("val", "test") for key, _ in record.pairs)
 
 
+def _steps_per_epoch(records: list[LogRecord]) -> float | None:
+    """Optimizer steps per epoch from the training records that came right after a new tqdm bar and
+    print an epoch (HF's dicts do): the median of bar count / epoch; None without such a record."""
+    rates = []
+    seen: int | None = None
+    for record in records:
+        if record.bar_step is None or record.bar_step == seen or _is_evaluation(record):
+            continue
+        seen = record.bar_step
+        if record.epoch is not None and record.epoch > 0 and record.bar_step > 0:
+            rates.append(record.bar_step / record.epoch)
+    return float(statistics.median(rates)) if rates else None
+
+
 def _assign_steps(records: list[LogRecord], log_every: int) -> str:
     """Give every record a step (see the module doc); returns how steps were found, for run.json."""
     logged = any(r.step is not None for r in records)
     from_bar = not logged and any(r.bar_step is not None for r in records)
+    per_epoch = _steps_per_epoch(records) if from_bar else None
     counter = 0
     last: int | None = None
+    used_bar: int | None = None
     for record in records:
         if record.step is not None:
             last = record.step
@@ -425,8 +442,15 @@ def _assign_steps(records: list[LogRecord], log_every: int) -> str:
             # A line without a step between lines with one: the step before it (the first, at the start).
             record.step = last if last is not None else next(r.step for r in records if r.step is not None)
             continue
+        # A training record with no bar since the last one, or none yet (HF prints its dicts with the
+        # epoch, and a log may keep only some of tqdm's lines): the step its epoch gives, at the bar's rate.
+        by_epoch = (from_bar and per_epoch is not None and record.epoch is not None and not _is_evaluation(record)
+                    and not record.summary and (record.bar_step is None or record.bar_step == used_bar))
+        if by_epoch:
+            record.step = last = max(round(record.epoch * per_epoch), (last or 0) + 1)
+            continue
         if from_bar and record.bar_step is not None:
-            record.step = last = record.bar_step
+            record.step = last = used_bar = record.bar_step
             continue
         if not (_is_evaluation(record) or record.summary) or last is None:
             counter += 1

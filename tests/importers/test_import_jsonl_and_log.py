@@ -283,6 +283,31 @@ def test_tqdm_bar_count_on_the_dict_line_is_the_step_and_an_eval_bar_is_not(tmp_
     assert points(store_root, result.run_id, "val", "loss") == [(10, 1.9)]
 
 
+def test_hf_dicts_without_a_bar_of_their_own_take_the_step_their_epoch_gives(tmp_path, store_root):
+    """A log that kept only some of tqdm's lines: each dict after the first below a bar got that bar's
+    count, and a repeated step kept only the last value (4 of 8 losses lost); dicts before any bar were
+    numbered 1, 2. HF prints the epoch in each dict: at the bar's rate (30 steps at epoch 0.3) it gives
+    the step. A summary dict stays at the last step; an eval dict at its bar's."""
+    path = tmp_path / "hf.log"
+    path.write_text(
+        "{'loss': 2.3, 'learning_rate': 5e-05, 'epoch': 0.1}\n"
+        "{'loss': 2.1, 'learning_rate': 4.5e-05, 'epoch': 0.2}\n"
+        " 30%|███       | 30/100 [00:10<00:20,  3.0it/s]\n"
+        "{'loss': 1.9, 'learning_rate': 4e-05, 'epoch': 0.3}\n"
+        "{'eval_loss': 1.95, 'eval_runtime': 0.2, 'epoch': 0.3}\n"
+        "{'loss': 1.7, 'learning_rate': 3.5e-05, 'epoch': 0.4}\n"
+        "{'loss': 1.5, 'learning_rate': 3e-05, 'epoch': 0.5}\n"
+        " 60%|██████    | 60/100 [00:20<00:10,  3.0it/s]\n"
+        "{'loss': 1.3, 'learning_rate': 2.5e-05, 'epoch': 0.6}\n"
+        "{'train_runtime': 30.1, 'train_samples_per_second': 26.6, 'train_loss': 1.8, 'epoch': 0.6}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no value replaced at a repeated step
+        [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "loss") == [
+        (10, 2.3), (20, 2.1), (30, 1.9), (40, 1.7), (50, 1.5), (60, 1.3)]
+    assert points(store_root, result.run_id, "val", "loss") == [(30, 1.95)]
+
+
 @pytest.mark.parametrize("line, key, value", [
     ("{'loss': np.float64(0.5), 'epoch': 1.0}", ("train", "loss", None), 0.5),
     ("{'loss': tensor(0.25, device='cuda:0'), 'epoch': 1.0}", ("train", "loss", None), 0.25),
