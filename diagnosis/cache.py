@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
-from traindoctor.store.catalog import Catalog, attach_findings, read_findings, write_findings
+from traindoctor.store.catalog import Catalog, attach_findings, damaged_segments, read_findings, write_findings
 
 if TYPE_CHECKING:
     from traindoctor.store.reader import Store
@@ -135,6 +135,8 @@ def cached_diagnosis(catalog: Catalog, summary: dict[str, Any], engine: str | No
     kept = read_findings(catalog.root / summary["run_id"])
     if kept is None or kept.get("engine") != engine or kept.get("fingerprint") != summary.get("fingerprint"):
         return None
+    if damaged_segments(catalog.root / summary["run_id"], summary.get("segments") or {}):
+        return None  # read again: the reader skips the damaged file and says so, as it did not when cached
     try:
         findings = [Finding(**item) for item in kept.get("findings") or []]
     except (TypeError, ValueError):

@@ -189,6 +189,32 @@ def list_segments(run_dir: str | os.PathLike) -> dict[str, list[str]]:
     return listing
 
 
+def damaged_segments(run_dir: str | os.PathLike, segments: dict[str, list[str]]) -> list[str]:
+    """The files of ``segments`` (table -> names, as a summary lists them) that are gone or do not end
+    in Parquet's footer magic (``PAR1``): truncated or overwritten since they were published.
+
+    Published segments are immutable, so a summary's fingerprint (their names) vouches for their
+    content; this is the check that a file was not damaged under that name (a full disk's partial
+    copy, a bad sync), read as 4 bytes a file. Paths are ``table/name``.
+    """
+    damaged = []
+    for table, names in segments.items():
+        for name in names:
+            path = os.path.join(os.fspath(run_dir), table, name)
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(0, os.SEEK_END)
+                    if handle.tell() < 12:
+                        damaged.append(f"{table}/{name}")
+                        continue
+                    handle.seek(-4, os.SEEK_END)
+                    if handle.read(4) != b"PAR1":
+                        damaged.append(f"{table}/{name}")
+            except OSError:
+                damaged.append(f"{table}/{name}")
+    return damaged
+
+
 # The run.json fields the rules read (RunData's): editing one changes the findings.
 _DIAGNOSED_META = ("config", "task", "env", "source")
 

@@ -76,6 +76,26 @@ def test_a_changed_run_or_engine_misses_the_cache(tmp_path, change, engine):
     assert diagnose_cached(catalog, catalog.summary("r"), engine=engine).cached  # kept for the new key
 
 
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "removed"])
+def test_a_segment_damaged_after_the_cache_was_written_is_read_again_with_a_warning(tmp_path, damage):
+    """Segments are immutable, so the fingerprint is their names: a file cut short under its name (a
+    partial copy, a full disk) kept answering from the cache, with no word of the damage."""
+    spiky_run(tmp_path)
+    assert not diagnosed(tmp_path).cached and diagnosed(tmp_path).cached
+    [segment] = (tmp_path / "r" / "scalars").glob("*.parquet")
+    if damage == "removed":
+        segment.unlink()
+    else:
+        data = segment.read_bytes()
+        segment.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    if damage == "removed":  # the listing changed: a new fingerprint, read again (nothing left to warn about)
+        again = diagnosed(tmp_path)
+    else:
+        with pytest.warns(RuntimeWarning, match=f"unreadable segment .*{segment.name}"):
+            again = diagnosed(tmp_path)
+    assert not again.cached
+
+
 def test_a_cache_written_for_other_content_is_not_trusted(tmp_path):
     spiky_run(tmp_path)
     catalog = Catalog(tmp_path)
