@@ -366,3 +366,85 @@ def test_parameters_frozen_unfrozen_and_added_between_steps(tmp_path):
             optimizer.step()
             probe.step(loss=1.0)
     _check(tmp_path, reference)
+
+
+# ------------------------------------------------------------------ integrations
+
+
+def _loader(batches):
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(batches[0][1]))
+
+
+@pytest.mark.slow
+def test_lightning_callback_with_accumulation_and_gradient_clipping(tmp_path):
+    # Lightning runs the last micro-batch's forward and backward inside optimizer.step(closure),
+    # after the step pre-hook, and clips inside that closure after on_before_optimizer_step.
+    lightning = pytest.importorskip("lightning.pytorch")
+    from traindoctor.probe.integrations.lightning import ProbeCallback
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_model()
+            self.reference = {}
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def on_before_optimizer_step(self, optimizer):  # before Lightning's clipping
+            self.reference[self.trainer.global_step + 1] = _reference(self.named_parameters(), 1.0)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    module = Classifier()
+    trainer = lightning.Trainer(
+        max_steps=STEPS, accumulate_grad_batches=2, gradient_clip_val=CLIP, accelerator="cpu", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ProbeCallback(run="lit", store=tmp_path, layer_every=LAYER_EVERY)],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, train_dataloaders=_loader(make_batches(2 * STEPS)))
+    assert sorted(module.reference) == list(range(1, STEPS + 1))
+    _check(tmp_path, module.reference, run="lit")
+
+
+@pytest.mark.slow
+def test_transformers_callback_with_accumulation_and_max_grad_norm(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from traindoctor.probe.integrations.transformers import ProbeCallback
+
+    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=16, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+    generator = torch.Generator().manual_seed(0)
+    rows = [{"input_ids": torch.randint(0, 40, (8,), generator=generator), "labels": i % 3} for i in range(32)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=STEPS, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        learning_rate=1e-3, max_grad_norm=CLIP, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
+        disable_tqdm=True, dataloader_num_workers=0, seed=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
+                                   callbacks=[ProbeCallback(run="hf", store=tmp_path / "runs", layer_every=LAYER_EVERY)])
+    reference = {}
+    clip = trainer.accelerator.clip_grad_norm_
+
+    def reading_then_clipping(parameters, *args, **kwargs):  # the Trainer clips through its accelerator
+        parameters = list(parameters)
+        reference[trainer.state.global_step + 1] = _reference(model.named_parameters(), 1.0)
+        return clip(parameters, *args, **kwargs)
+
+    trainer.accelerator.clip_grad_norm_ = reading_then_clipping
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert sorted(reference) == list(range(1, STEPS + 1))
+    _check(tmp_path / "runs", reference, run="hf")
+    # The Trainer's own grad_norm (clip_grad_norm_'s total before clipping) is the same number.
+    logged = {entry["step"]: entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry}
+    _, scalars, _, _ = read_run(tmp_path / "runs", "hf")
+    assert series(scalars, "grad_norm") == pytest.approx(logged, rel=1e-5)
