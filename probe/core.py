@@ -17,8 +17,10 @@ Where each statistic is measured (this is the contract the tests check):
   (``requires_grad_(True)``), one added with ``optimizer.add_param_group`` or
   put into a group's list is hooked when the probe sees the change, at the
   next backward or optimizer step, and counted from that step on (if its
-  first gradient was accumulated before its hook existed, it is read in the
-  optimizer step pre-hook: after any clipping the user did in between). A
+  first gradient was accumulated before its hook existed, it is read at the
+  end of that backward in a single-process run; in a multi-rank run, or when
+  the change is first seen at the optimizer step, in the step pre-hook: after
+  any clipping the user did in between). A
   parameter of the model that gets a gradient but is not in the optimizer is
   not counted; the probe warns once, naming it.
 - ``weight_norm`` (per layer): ‖w‖ after the optimizer step.
@@ -625,8 +627,14 @@ class Probe:
         self._frozen = frozen
 
     @torch.no_grad()
-    def _measure_fresh(self) -> None:
-        """Read the gradients of parameters hooked after their backward had run (in the step pre-hook)."""
+    def _measure_fresh(self, unscaled: bool = True) -> None:
+        """Read the gradients of parameters hooked after their backward had run.
+
+        At the end of that backward (``unscaled=False``: the gradients are as
+        backward left them, scaled like the other slots), or in the step
+        pre-hook when the change was first seen there (after any clipping;
+        under a scaler, ``scaler.step()`` has unscaled them).
+        """
         fresh, self._fresh = self._fresh, []
         for param in fresh:
             entry = self._hooked.get(id(param))
@@ -637,7 +645,7 @@ class Probe:
                 self._capture_scale()
             slot = self._slot_views[index]
             slot.copy_(norm32(param.grad), non_blocking=True)
-            if self._scaler is not None:
+            if unscaled and self._scaler is not None:
                 # scaler.step() unscaled the gradients before this hook; the slots hold scaled norms.
                 slot.mul_(self._scale_slot)
             self._fired[index] = True
@@ -859,6 +867,8 @@ class Probe:
         # Runs inside the user's loss.backward(): nothing may escape.
         self._norms_task = None
         self.guard.guarded("grad_norm", self._measure_due_norms)
+        if self._fresh:  # hooked in this backward (a change seen at its first hook), some perhaps too late
+            self.guard.guarded("grad_norm", self._measure_fresh, False)
 
     @torch.no_grad()  # backward(create_graph=True) leaves gradients that require grad; out= refuses them
     def _measure_due_norms(self) -> None:

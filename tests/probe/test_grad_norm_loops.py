@@ -368,6 +368,50 @@ def test_parameters_frozen_unfrozen_and_added_between_steps(tmp_path):
     _check(tmp_path, reference)
 
 
+@pytest.mark.parametrize("change", ["add_param_group", "unfreeze", "unfreeze_grad_scaler"])
+def test_a_head_that_joins_before_a_backward_is_measured_before_clipping(tmp_path, change):
+    # Backward reaches the head before any hooked parameter, so its hook is made (at the first
+    # hooked parameter's hook) after its gradient was accumulated: it used to be read in the
+    # optimizer pre-hook, after clipping (and, under a scaler, after unscale_).
+    model = make_model()
+    head = list(model[3].parameters())
+    if change == "add_param_group":
+        optimizer = torch.optim.SGD([p for p in model.parameters() if all(p is not q for q in head)], lr=0.05)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        for param in head:
+            param.requires_grad_(False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0) if "scaler" in change else None
+    named = list(model.named_parameters())
+    reference = {}
+    with Probe(run="head", store=tmp_path, layer_every=LAYER_EVERY) as probe:
+        probe.watch(model, optimizer, scaler=scaler)
+        for step, (x, y) in enumerate(make_batches(STEPS), start=1):
+            if step == 2:
+                if change == "add_param_group":
+                    optimizer.add_param_group({"params": head, "lr": 0.01})
+                else:
+                    for param in head:
+                        param.requires_grad_(True)
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            (scaler.scale(loss) if scaler else loss).backward()
+            tracked = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            reference[step] = _reference([(n, p) for n, p in named if id(p) in tracked],
+                                         scaler.get_scale() if scaler else 1.0)
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            probe.step(loss=1.0)
+    assert set(reference[2]) == {name for name, _ in named}
+    _check(tmp_path, reference)
+
+
 # ------------------------------------------------------------------ integrations
 
 
