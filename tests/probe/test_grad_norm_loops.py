@@ -52,9 +52,9 @@ def _check(tmp_path, reference: dict[int, dict[str, float]], run: str | None = N
         assert dict(zip(rows["layer"], rows["value"])) == pytest.approx(reference[step], rel=rel), step
 
 
-def _train(tmp_path, backward, *, model=None, optimizer=None, scaler=None, set_to_none=True, micro=1):
+def _train(tmp_path, backward, *, model=None, optimizer=None, scaler=None, set_to_none=True, micro=1, device="cpu"):
     """A clipping loop: ``backward(model, x, y, scale)`` once per micro-batch, the reference, clip, step."""
-    model = model if model is not None else make_model()
+    model = (model if model is not None else make_model()).to(device)
     optimizer = optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=0.05)
     named = list(model.named_parameters())
     batches = make_batches(STEPS * micro)
@@ -66,6 +66,7 @@ def _train(tmp_path, backward, *, model=None, optimizer=None, scaler=None, set_t
             for step in range(1, STEPS + 1):
                 optimizer.zero_grad(set_to_none=set_to_none)
                 for x, y in batches[(step - 1) * micro: step * micro]:
+                    x, y = x.to(device), y.to(device)
                     backward(model, x, y, (lambda loss: scaler.scale(loss / micro)) if scaler else (lambda loss: loss / micro))
                 reference[step] = _reference(named, scaler.get_scale() if scaler else 1.0)
                 if scaler:
@@ -229,6 +230,20 @@ def test_checkpointed_loop_under_a_grad_scaler(tmp_path):
     reference = _train(tmp_path, _plain, model=_Checkpointed(True), scaler=scaler, micro=2)
     _check(tmp_path, reference)
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_suite.sh machines)")
+@pytest.mark.parametrize("loop", ["caught_failure_grad_scaler", "checkpoint_reentrant", "backward_in_a_thread"])
+def test_cuda_backward_on_the_device_thread(tmp_path, loop):
+    # On CUDA the engine runs backward (and the probe's hooks and callback) on its device thread,
+    # and a reentrant checkpoint's inner backward runs there too.
+    if loop == "caught_failure_grad_scaler":
+        reference = _train(tmp_path, _caught_failure_then_backward, scaler=torch.amp.GradScaler("cuda", init_scale=256.0),
+                           micro=2, device="cuda")
+    else:
+        backward, factory, micro, set_to_none = LOOPS[loop]
+        reference = _train(tmp_path, backward, model=factory(), micro=micro, set_to_none=set_to_none, device="cuda")
+    _check(tmp_path, reference)
 
 def test_compiled_model_backward_through_aot_autograd(tmp_path):
     model = make_model()
