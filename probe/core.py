@@ -67,6 +67,7 @@ import threading
 import time
 import traceback
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -97,10 +98,6 @@ _LAYER_GRAD, _LAYER_WEIGHT, _LAYER_UPDATE = 0, 1, 2
 # How many parameter names a warning lists before "and N more".
 _LISTED_NAMES = 5
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
-# The id of the backward pass (autograd graph task) running on this thread, -1 outside one; each
-# backward gets a new id (torch.autograd.graph.register_multi_grad_hook keys on it too). Without it
-# (older torch) every backward reads as the same one.
-_graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: 0)
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
@@ -395,11 +392,11 @@ class Probe:
         self._fresh: list[torch.Tensor] = []  # hooked since the last optimizer step, perhaps after their backward
         # Gradient norms taken together at the end of each backward pass (one _foreach_norm, a
         # handful of kernels) rather than one kernel per hooked tensor: (slot index, param) pairs
-        # whose gradient was accumulated in the running backward, and the backward (graph task
-        # id) whose end-of-backward callback measures them: a backward that raises drops its
-        # callbacks, so the next one queues its own. Single-process runs only (see _make_grad_hook).
+        # whose gradient was accumulated in the running backward, and a weak reference to the
+        # engine callback queued to measure them: alive while the engine holds it, not yet run
+        # (see _queue_norms). Single-process runs only (see _make_grad_hook).
         self._norms_due: list[tuple[int, torch.Tensor]] = []
-        self._norms_task: int | None = None
+        self._norms_callback: weakref.ref | None = None
         self._group_signature: tuple[tuple[int, int], ...] = ()
         self._summary_stale = False
         self._terminated = False
@@ -818,7 +815,8 @@ class Probe:
                 grad = tensor.grad
                 if direct and not grad.is_sparse and self.world_size == 1:
                     self._norms_due.append((index, tensor))
-                    if _graph_task_id() != self._norms_task:
+                    pending = self._norms_callback
+                    if pending is None or pending() is None:
                         self._queue_norms()
                 elif direct and not grad.is_sparse:
                     with torch.no_grad():  # backward(create_graph=True): the gradient requires grad
@@ -847,25 +845,28 @@ class Probe:
         Where no callback can be queued (not inside the engine), the norms
         are taken at once.
 
-        The callback is queued once per backward pass, keyed by its graph
-        task id: a backward that raises drops its queued callbacks, and a
-        plain "queued" flag it left set would keep every later backward from
-        queueing one (their norms would then be read in the optimizer
-        pre-hook, after clipping and ``unscale_``). A nested backward
-        (reentrant checkpointing) or one in another thread queues its own; a
-        callback that finds nothing due does nothing. Host cost: one
-        ``_current_graph_task_id()`` call per hook (~0.15 µs).
+        A hook queues the callback unless one queued earlier is still held
+        by the engine, not yet run: the probe keeps only a weak reference to
+        it. A backward that raises drops its queued callbacks (the engine
+        frees them with the backward), so the next backward queues its own;
+        a plain "queued" flag left set by it kept every later backward of
+        the step from queueing one, and their norms were read in the
+        optimizer pre-hook, after clipping and ``unscale_``. A backward
+        nested in a running one (reentrant checkpointing) queues none: the
+        outer backward's callback, which runs after it, measures its
+        gradients too (one ``_foreach_norm`` per outer backward, not one per
+        checkpoint).
         """
-        task = _graph_task_id()
+        callback = self._norms_at_backward_end  # a new bound method: the engine holds the only strong reference
         try:
-            torch.autograd.Variable._execution_engine.queue_callback(self._norms_at_backward_end)
-            self._norms_task = task
+            torch.autograd.Variable._execution_engine.queue_callback(callback)
+            self._norms_callback = weakref.ref(callback)
         except Exception:
             self._measure_due_norms()
 
     def _norms_at_backward_end(self) -> None:
         # Runs inside the user's loss.backward(): nothing may escape.
-        self._norms_task = None
+        self._norms_callback = None
         self.guard.guarded("grad_norm", self._measure_due_norms)
         if self._fresh:  # hooked in this backward (a change seen at its first hook), some perhaps too late
             self.guard.guarded("grad_norm", self._measure_fresh, False)
@@ -898,7 +899,7 @@ class Probe:
 
     def _settle_due_norms(self) -> None:
         """Norms still due (a backward that raised before its end, say): taken now; nothing stays queued."""
-        self._norms_task = None
+        self._norms_callback = None
         if self._norms_due:
             self.guard.guarded("grad_norm", self._measure_due_norms)
 

@@ -232,6 +232,35 @@ def test_checkpointed_loop_under_a_grad_scaler(tmp_path):
 
 
 
+def test_reentrant_checkpoints_take_the_norms_in_one_foreach_norm_per_backward(tmp_path):
+    # Each reentrant checkpoint runs a backward nested in the outer one: the outer backward's
+    # end-of-backward callback measures their gradients too, so the kernels the probe adds do
+    # not grow with the number of checkpointed blocks.
+    from tests.probe.test_grad_norm_batched import OpCounter
+
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(6)])
+    head = torch.nn.Linear(8, 1)
+    model = torch.nn.ModuleList([blocks, head])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(4, 8, requires_grad=True)
+    counter = OpCounter()
+    with Probe(run="blocks", store=tmp_path, layer_every=1000) as probe:
+        probe.watch(model, optimizer)
+        for step in range(1, 4):
+            h = x
+            for block in blocks:
+                h = checkpoint(lambda t, block=block: torch.tanh(block(t)), h, use_reentrant=True)
+            optimizer.zero_grad()
+            with counter if step == 3 else contextlib.nullcontext():
+                head(h).pow(2).mean().backward()
+            expected = _reference(model.named_parameters(), 1.0)
+            optimizer.step()
+            probe.step(loss=1.0)
+    assert counter.counts["aten._foreach_norm"] == 1
+    _, scalars, _, _ = read_run(tmp_path)
+    assert series(scalars, "grad_norm")[3] == pytest.approx(math.sqrt(sum(v ** 2 for v in expected.values())), rel=1e-5)
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_suite.sh machines)")
 @pytest.mark.parametrize("loop", ["caught_failure_grad_scaler", "checkpoint_reentrant", "backward_in_a_thread"])
 def test_cuda_backward_on_the_device_thread(tmp_path, loop):
