@@ -35,7 +35,7 @@ TUNABLE: dict[str, dict[str, tuple[float, ...]]] = {
     "vanishing_gradients": {"FIRST_LAST_VANISHING_RATIO": (0.003, 0.01, 0.03)},
     "update_ratio_out_of_band": {"OUT_OF_BAND_FRACTION": (0.3, 0.5, 0.7)},
     "underperforming_classes": {"UNDERPERFORMING_F1_GAP": (0.1, 0.15, 0.25)},
-    "class_imbalance": {"IMBALANCE_RATIO": (3.0, 4.0, 6.0)},
+    "class_imbalance": {"IMBALANCE_RATIO": (4.0, 6.0, 8.0)},
 }
 
 

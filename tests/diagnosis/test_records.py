@@ -106,9 +106,17 @@ def _named_classes_run() -> RunData:
                     task={"num_classes": 3, "class_names": ["cat", "dog", "bird"]})
 
 
+def _decayed_to_zero_run() -> RunData:
+    """lr 0 at every record although the optimizer had lr 0.1 when watched: lr_too_low reads the optimizer
+    to leave it to decayed_too_early."""
+    return make_run(loss=noisy_decay(50), frames=[scalar_rows("lr", np.zeros(50), layer="group0")],
+                    task={"num_classes": 5}, env={"optimizer": {"type": "SGD", "param_groups": [{"lr": 0.1}]}})
+
+
 RUNS = {"full": full_run(300), "full-resumed": full_run(3000, resumed=True), "underfit": _underfit_run(),
         "non-finite": _non_finite_run(), "warmup-rebound": _warmup_rebound_run(),
         "skipped-by-events": _skipped_by_events_run(), "named-classes": _named_classes_run(),
+        "decayed-to-zero": _decayed_to_zero_run(),
         **{case.run.name: case.run for case in setup_cases()}}
 
 
