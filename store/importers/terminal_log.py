@@ -60,14 +60,16 @@ from traindoctor.store.importers.names import STEP_KEYS, MetricKey, map_metric
 # Update the progress bar every this many lines (tqdm costs ~1 µs a call).
 _PROGRESS_EVERY = 20_000
 
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|Infinity)"
+# A word number is not the start of a word: "INFO" (a logger's level) is no INF with unit "O".
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?:nan|NaN|NAN|inf|Inf|INF|Infinity)(?![A-Za-z]))"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # key (up to six words, each starting with a letter; "Acc@1" is one), an optional "(unit)",
 # then ":", "=" or a space, then a number, perhaps with a unit ("1099.34ms",
 # "15.34%"), not followed by more of a word.
 _PAIR = re.compile(
     rf"(?<![\w.\-/@])(?P<key>[A-Za-z][\w./\-@]*(?: [A-Za-z][\w./\-@]*){{0,5}})(?:\s*\((?P<unit>[^()]{{1,20}})\))?"
-    rf"\s*(?:[:=]\s*|\s+)(?P<value>{_NUMBER})(?:%|[A-Za-z]{{1,3}}(?:/[A-Za-z]{{1,3}})?)?(?![\w.])"
+    rf"\s*(?:[:=]\s*|\s+)(?P<bracket>\[\s*)?(?P<value>{_NUMBER})(?(bracket)\s*\])"
+    rf"(?:%|[A-Za-z]{{1,3}}(?:/[A-Za-z]{{1,3}})?)?(?![\w.])"
 )
 # One entry of a printed dict: 'key': 1.5, "key": "1.5", 'key': np.float64(1.5), 'key': tensor(1.5).
 _DICT_ENTRY = re.compile(
@@ -91,6 +93,14 @@ _EVAL_PROGRESS = re.compile(r"^\s*(?P<mode>Test|Val|Valid|Validation|Eval)\s*:?\
                             re.IGNORECASE)
 # ... and the line that sums it up there: " * Acc@1 76.130 Acc@5 92.862".
 _EVAL_SUMMARY = re.compile(r"^\s*\*\s+[A-Za-z]")
+# glog's line prefix (Caffe, many C++ trainers): "I1010 17:36:18.471521 24907 solver.cpp:191] ".
+_GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d{2}:\d{2}:\d{2}\.\d+\s+\d+\s+[\w./-]+:\d+\]\s?")
+# Caffe's evaluation during training: "Test net output #0: accuracy = 0.00028" (the TEST phase's net).
+_CAFFE_TEST_OUTPUT = re.compile(r"\bTest net output #\d+:\s*")
+# An lr announced in prose: "Updating learning rate to 1.7e-24" (Time-Series-Library, Informer),
+# "Adjusting learning rate of group 0 to 1.0000e-03." (PyTorch's schedulers, verbose=True).
+_PROSE_LR = re.compile(r"(?i)\b(?:updating|adjusting|setting|changing|set|new|current)\s+(?:the\s+)?(?:learning rate|lr)"
+                       r"(?:\s+of\s+group\s+(?P<group>\d+))?\s+(?:to|is|now|:|=)\s*(?P<value>" + _NUMBER + r")")
 _MM_ITER = re.compile(r"\bIter(?:\((?P<mode>\w+)\))?\s*\[\s*(?P<step>\d+)\s*/\s*(?P<total>\d+)\s*\]")
 # Megatron-LM's evaluation line: " validation loss at iteration 1000 | lm loss value: 2.3E+00 | lm loss PPL: 10.4 |"
 _MEGATRON_VALIDATION = re.compile(r"\bvalidation loss at (?:iteration\s+)?(?P<step>\d+)")
@@ -168,7 +178,7 @@ def _key(raw: str, unit: str | None) -> str:
 
 
 def _pairs(text: str) -> list[tuple[str, float]]:
-    return [(_key(key, unit), float(value)) for key, unit, value in _PAIR.findall(text)]
+    return [(_key(m.group("key"), m.group("unit")), float(m.group("value"))) for m in _PAIR.finditer(text)]
 
 
 def _dict_pairs(text: str) -> list[tuple[str, float]]:
@@ -289,6 +299,8 @@ class _Reader:
         return _TQDM.sub(" | ", text), postfix
 
     def _segment(self, number: int, text: str) -> LogRecord | None:
+        if text[:1] in "IWEF" and text[1:2].isdigit():
+            text = _GLOG_PREFIX.sub("", text, count=1)
         if "%|" in text:
             text, pairs = self._tqdm(text)
         else:
@@ -326,6 +338,16 @@ class _Reader:
             else:
                 record.split = _EVAL_MODES.get(mode, mode)
             text = text[:mm_iter.start()] + " | " + text[mm_iter.end():]
+        caffe_test = _CAFFE_TEST_OUTPUT.search(text) if "Test net output" in text else None
+        if caffe_test:
+            record.split = "val"
+            text = text[caffe_test.end():]
+        prose_lr = _PROSE_LR.search(text) if ("earning rate" in text or "lr" in text) else None
+        if prose_lr:
+            group = prose_lr.group("group")
+            # Lightning's spelling of a param group's lr (pg1 is group 0): the name table reads it.
+            record.pairs.append(("lr" if group in (None, "0") else f"lr-optimizer/pg{int(group) + 1}", float(prose_lr.group("value"))))
+            text = text[:prose_lr.start()] + " | " + text[prose_lr.end():]
         validation = _MEGATRON_VALIDATION.search(text) if "validation loss at" in text else None
         if validation:
             record.step = int(validation.group("step"))
@@ -367,6 +389,11 @@ class _Reader:
         if record.epoch is not None:
             self.epoch = record.epoch
         if not metrics:
+            # A line that names its step and holds no metric ("Iteration 4000, Testing net (#0)", as
+            # Caffe announces an evaluation) is kept as a marker: the step-less lines after it are at it.
+            if record.step is not None and not record.split:
+                record.pairs = []
+                return record
             return None
         record.pairs = metrics
         record.epoch = self.epoch if record.epoch is None else record.epoch
@@ -426,15 +453,38 @@ def _steps_per_epoch(records: list[LogRecord]) -> float | None:
     return float(statistics.median(rates)) if rates else None
 
 
+def _next_bar_steps(records: list[LogRecord]) -> dict[int, int]:
+    """Index -> the bar count of the first later training record under another bar than its own."""
+    found: dict[int, int] = {}
+    later: list[tuple[int | None, int]] = []  # (bar, count) of later training records, nearest last
+    for index in range(len(records) - 1, -1, -1):
+        record = records[index]
+        for bar, count in reversed(later):
+            if bar != record.bar_step:
+                found[index] = count
+                break
+        if record.bar_step is not None and not _is_evaluation(record):
+            if later and later[-1][0] == record.bar_step:
+                later.pop()
+            later.append((record.bar_step, record.bar_step))
+            del later[:-2]  # the nearest two distinct bars are enough
+    return found
+
+
 def _assign_steps(records: list[LogRecord], log_every: int) -> str:
     """Give every record a step (see the module doc); returns how steps were found, for run.json."""
-    logged = any(r.step is not None for r in records)
+    logged = any(r.step is not None for r in records if r.pairs)
+    if not logged:
+        records = [r for r in records if r.pairs]  # step markers only matter between logged steps
     from_bar = not logged and any(r.bar_step is not None for r in records)
     per_epoch = _steps_per_epoch(records) if from_bar else None
     counter = 0
     last: int | None = None
     used_bar: int | None = None
-    for record in records:
+    group_epoch: float | None = None
+    group_names: set = set()
+    next_bar = _next_bar_steps(records) if per_epoch is not None else {}
+    for index, record in enumerate(records):
         if record.step is not None:
             last = record.step
             continue
@@ -447,12 +497,27 @@ def _assign_steps(records: list[LogRecord], log_every: int) -> str:
         by_epoch = (from_bar and per_epoch is not None and record.epoch is not None and not _is_evaluation(record)
                     and not record.summary and (record.bar_step is None or record.bar_step == used_bar))
         if by_epoch:
-            record.step = last = max(round(record.epoch * per_epoch), (last or 0) + 1)
+            # Below the step of the next bar (a printed epoch has two decimals: 0.24 of 10,687
+            # steps per epoch is any of a hundred steps), above the step before.
+            estimate = round(record.epoch * per_epoch)
+            ceiling = next_bar.get(index)
+            if ceiling is not None:
+                estimate = min(estimate, ceiling - 1)
+            record.step = last = max(estimate, (last or 0) + 1)
             continue
         if from_bar and record.bar_step is not None:
             record.step = last = used_bar = record.bar_step
             continue
         if not (_is_evaluation(record) or record.summary) or last is None:
+            names = {map_metric(key) for key, _ in record.pairs}
+            if (record.epoch is not None and record.epoch == group_epoch and float(record.epoch).is_integer()
+                    and names.isdisjoint(group_names) and last is not None):
+                # Lines of one epoch holding different metrics (a per-epoch log: "Epoch: 5 | Train Loss …",
+                # then "Updating learning rate to …") are one record, not one step each.
+                group_names |= names
+                record.step = last
+                continue
+            group_epoch, group_names = record.epoch, names
             counter += 1
             last = counter * log_every
         record.step = last
@@ -519,6 +584,7 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     if config:
         notes.append("config from the printed HF Trainer banner and TrainingArguments")
     steps = _assign_steps(records, int(log_every))
+    records = [record for record in records if record.pairs]  # the step markers have done their work
     progress.advance(path, len(data))
 
     columns = Columns()

@@ -433,3 +433,79 @@ def test_epoch_and_batch_counters_give_the_steps(tmp_path, store_root, text, exp
     for (split, name), wanted in expected.items():
         assert points(store_root, result.run_id, split, name) == wanted, (split, name)
     assert Store(store_root).run_meta(result.run_id)["source"]["steps"] == "logged"
+
+
+def series_names(store_root: Path, run_id: str) -> set[str]:
+    scalars = Store(store_root).scalars([run_id])
+    return set(scalars["split"] + "/" + scalars["name"])
+
+
+def test_a_caffe_log_glog_prefixes_and_test_net_outputs(tmp_path, store_root):
+    """Caffe (BVLC/caffe#1255): glog's "I1010 17:36:18.47 24907 solver.cpp:191]" prefix was a metric
+    named I1010, and "Test net output #0: accuracy" a training accuracy one step early (the
+    "Iteration 4000, Testing net" line that names its step holds no metric)."""
+    path = tmp_path / "caffe.log"
+    path.write_text(
+        "I1010 17:36:18.471542 24907 solver.cpp:247] Iteration 0, Testing net (#0)\n"
+        "I1010 17:36:51.366374 24907 solver.cpp:298]     Test net output #0: accuracy = 0.00028\n"
+        "I1010 17:36:51.521034 24907 solver.cpp:191] Iteration 0, loss = 87.3366\n"
+        "I1010 17:36:51.521077 24907 solver.cpp:403] Iteration 0, lr = 0.001\n"
+        "I1010 17:40:30.682349 24907 solver.cpp:191] Iteration 1000, loss = 8.26466\n"
+        "I1010 17:51:27.956398 24907 solver.cpp:247] Iteration 2000, Testing net (#0)\n"
+        "I1010 17:52:00.040813 24907 solver.cpp:298]     Test net output #0: accuracy = 0.00031\n"
+        "I1010 17:52:00.188971 24907 solver.cpp:191] Iteration 2000, loss = 8.28462\n")
+    [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "loss") == [(0, 87.3366), (1000, 8.26466), (2000, 8.28462)]
+    assert points(store_root, result.run_id, "val", "accuracy") == [(0, 0.00028), (2000, 0.00031)]
+    assert points(store_root, result.run_id, "train", "lr", "group0") == [(0, 0.001)]
+    assert series_names(store_root, result.run_id) == {"train/loss", "train/lr", "val/accuracy"}
+
+
+def test_a_per_epoch_log_with_its_lr_in_prose_is_one_step_per_epoch(tmp_path, store_root):
+    """Time-Series-Library (thuml/Time-Series-Library#294): each epoch prints its losses, then
+    "Updating learning rate to 1.68e-24" on a line of its own; the lines took a step each (the losses
+    at 1, 3, 5, the lr at 2, 4, 6) and the lr was a user metric. "LR: [0.001]" (a printed list) and a
+    logger's "INFO" (read as INF) too."""
+    path = tmp_path / "ts.log"
+    path.write_text(
+        "Epoch: 1 cost time: 3.07\n"
+        "Epoch: 1, Steps: 22 | Train Loss: 2779.9 Vali Loss: 2879.7 Test Loss: 2341.6\n"
+        "EarlyStopping counter: 1 out of 300\n"
+        "Updating learning rate to 1.683058786555822e-24\n"
+        "Epoch: 2 cost time: 2.78\n"
+        "Epoch: 2, Steps: 22 | Train Loss: 2789.4 Vali Loss: 2913.9 Test Loss: 2341.6\n"
+        "Updating learning rate to 1.5147529079002399e-24\n"
+        "2024-01-01 10:00:00 trainer INFO: Epoch: 3 | Train Loss: 2774.5, LR: [1e-24]\n")
+    [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "loss") == [(1, 2779.9), (2, 2789.4), (3, 2774.5)]
+    assert points(store_root, result.run_id, "val", "loss") == [(1, 2879.7), (2, 2913.9)]
+    assert points(store_root, result.run_id, "train", "lr", "group0") == [
+        (1, 1.683058786555822e-24), (2, 1.5147529079002399e-24), (3, 1e-24)]
+    assert not any("trainer" in name or "INF" in name for name in series_names(store_root, result.run_id))
+
+
+def test_a_pytorch_scheduler_announcing_each_groups_lr(tmp_path, store_root):
+    path = tmp_path / "sched.log"
+    path.write_text("step 1 loss 2.0\nAdjusting learning rate of group 0 to 1.0000e-03.\n"
+                    "Adjusting learning rate of group 1 to 1.0000e-04.\nstep 2 loss 1.5\n")
+    [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "lr", "group0") == [(1, 1e-3)]
+    assert points(store_root, result.run_id, "train", "lr", "group1") == [(1, 1e-4)]
+
+
+def test_an_hf_dict_printed_before_the_first_bar_is_kept_below_the_next_bars_step(tmp_path, store_root):
+    """A paste that starts mid-run (haotian-liu/LLaVA#918): the first dict, before any bar, took the step
+    its two-decimal epoch gave (2565 of 10,485 at epoch 0.24), the next dict's, and one value was lost."""
+    path = tmp_path / "llava.log"
+    path.write_text(
+        "{'loss': 0.6623, 'learning_rate': 0.000176822, 'epoch': 0.24}\n\n"
+        " 24%|██▍       | 2564/10485 [3:15:13<10:06:35,  4.59s/it]\n"
+        " 24%|██▍       | 2565/10485 [3:15:17<10:03:00,  4.57s/it]\n"
+        "{'loss': 0.8022, 'learning_rate': 0.000176802, 'epoch': 0.24}\n\n"
+        " 24%|██▍       | 2565/10485 [3:15:17<10:03:00,  4.57s/it]\n"
+        " 24%|██▍       | 2566/10485 [3:15:22<10:03:32,  4.57s/it]\n"
+        "{'loss': 4.2653, 'learning_rate': 0.000176782, 'epoch': 0.24}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "loss") == [(2564, 0.6623), (2565, 0.8022), (2566, 4.2653)]
