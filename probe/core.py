@@ -904,9 +904,11 @@ class Probe:
             self.guard.guarded("grad_norm", self._measure_due_norms)
 
     def _capture_scale(self) -> None:
-        self._scale_captured = True
-        if self._scaler is not None and self._scaler._scale is not None:
+        if self._scaler is not None:
+            if self._scaler._scale is None:  # no scaler.scale() yet (it sets the scale lazily): a later hook reads it
+                return
             self._scale_slot.copy_(self._scaler._scale)
+        self._scale_captured = True
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._settle_due_norms()

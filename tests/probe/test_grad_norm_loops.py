@@ -99,13 +99,13 @@ class _FailsInBackward(torch.autograd.Function):
         raise RuntimeError("a user's backward failed")
 
 
-def _caught_failure_then_backward(model, x, y, scaled):
+def _caught_failure_then_backward(model, x, y, scaled, scale_failing=True):
     # At a step's first micro-batch: the head's gradient accumulates (its hook queues the
     # end-of-backward callback), then backward raises before its end, which drops that
     # backward's callbacks; the user skips the batch (zero_grad) and goes on.
     if all(param.grad is None for param in model.parameters()):
         try:
-            scaled(torch.nn.functional.cross_entropy(
+            (scaled if scale_failing else (lambda loss: loss))(torch.nn.functional.cross_entropy(
                 model[3](torch.relu(model[1](_FailsInBackward.apply(model[0](x))))), y)).backward()
         except RuntimeError:
             pass
@@ -113,14 +113,20 @@ def _caught_failure_then_backward(model, x, y, scaled):
     _plain(model, x, y, scaled)
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "grad_scaler"])
+@pytest.mark.parametrize("amp", ["fp32", "grad_scaler", "grad_scaler_unscaled_failure"])
 def test_a_backward_that_raised_and_was_caught_leaves_later_norms_taken_before_clipping(tmp_path, amp):
     # The dropped callback left the probe believing one was still queued, so later
     # backwards queued none and their norms were read in the optimizer pre-hook: after
     # clipping (the clip norm, 1e-3, was recorded), and under a scaler after unscale_
-    # then divided by the scale again (256x too small).
-    scaler = torch.amp.GradScaler("cpu", init_scale=256.0) if amp else None
-    reference = _train(tmp_path, _caught_failure_then_backward, scaler=scaler, micro=2 if amp else 1)
+    # then divided by the scale again (256x too small). A failing backward of an unscaled
+    # loss at step 1, before the scaler's first scale() (it sets its scale lazily), had the
+    # step's scale read as 1: step 1 recorded 256x too large.
+    scaler = None if amp == "fp32" else torch.amp.GradScaler("cpu", init_scale=256.0)
+    backward = _caught_failure_then_backward
+    if amp == "grad_scaler_unscaled_failure":
+        def backward(model, x, y, scaled):
+            _caught_failure_then_backward(model, x, y, scaled, scale_failing=False)
+    reference = _train(tmp_path, backward, scaler=scaler, micro=1 if amp == "fp32" else 2)
     _check(tmp_path, reference)
 
 
