@@ -842,8 +842,9 @@ class Probe:
         ``_foreach_norm``. Under DDP the gradient would already be averaged
         by then, so a multi-rank run keeps one kernel per tensor, taken at
         accumulation (each rank's local norm, before the all-reduce).
-        Where no callback can be queued (not inside the engine), the norms
-        are taken at once.
+        Where no callback can be queued (not inside the engine; under
+        compiled autograd, whose dynamo trace of the hooks refuses
+        ``queue_callback``), the norms are taken at once, one per hook.
 
         A hook queues the callback unless one queued earlier is still held
         by the engine, not yet run: the probe keeps only a weak reference to
@@ -857,6 +858,9 @@ class Probe:
         gradients too (one ``_foreach_norm`` per outer backward, not one per
         checkpoint).
         """
+        if torch.compiler.is_compiling():  # compiled autograd traces the hooks, and refuses queue_callback there
+            self._measure_due_norms()
+            return
         callback = self._norms_at_backward_end  # a new bound method: the engine holds the only strong reference
         try:
             torch.autograd.Variable._execution_engine.queue_callback(callback)
