@@ -265,8 +265,8 @@ SWING_MIN_COUNT = 2
 # too high is a run that cannot settle lower, and this one did. An RMSprop
 # ViT without momentum jumped 2.4x and 4.1x above its best and came back
 # each time to a new best, ending at it (accuracy 0.95); the swinging runs
-# with an lr too high end 1.35x (a regression MLP with Adam 0.2) to 2.6x
-# above their best.
+# with an lr too high end 1.35x (a regression MLP with Adam 0.2) to 3.9x
+# (a BN MLP with SGD lr 8) above their best.
 SWING_SETTLED = 1.05
 # ...or, after a real drop, a profile bin (the median of ≥ 10 records, so
 # not one bad batch) climbs above the initial loss while the median
@@ -1010,8 +1010,8 @@ EARLY_LOSS_RISE = 0.50
 # it) is still within 20 % of its start. Healthy ViTs on the digits grew
 # their gradient norm 5-7x by steps 80-240 while their loss was 27-70 %
 # below its start (two of them without warm-up); the transformers that
-# needed warm-up grew it 6-11x with their loss 0-8 % below its start (the
-# post-LN ViT still at ln 10).
+# needed warm-up grew it 5.9-10.6x with their loss 0-8 % below its start
+# (the post-LN ViT still at ln 10).
 EARLY_LEARNING_DROP = 0.20
 EARLY_LEARNING_POINTS = 5
 
