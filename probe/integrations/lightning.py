@@ -132,7 +132,7 @@ class ProbeCallback(pl.Callback):
                     self._evaluation.update(logits, targets, loss=loss)
                     return
                 except ValueError as error:  # not class scores and labels (a regression's outputs, say)
-                    self.probe._warn_once("lightning_eval_logits", f"traindoctor: validation outputs' logits and "
+                    self.probe._warn_once("lightning_eval_logits", f"traindoctor probe: validation outputs' logits and "
                                           f"targets not recorded ({error}); the validation loss still is")
             if loss is not None:
                 self._evaluation.update(loss=loss)

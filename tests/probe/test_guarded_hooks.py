@@ -142,15 +142,18 @@ def test_lightning_callbacks_survive_outputs_they_cannot_read(tmp_path):
             trainer.global_step = step
             callback.on_train_batch_end(trainer, None, {"loss": loss}, None, 0)
         callback.on_validation_epoch_start(trainer, None)
-        # Logits for 4 examples, targets for 5: the evaluation is turned off, the callback returns.
+        # Logits for 4 examples, targets for 5: they are left out with one warning, the callback returns,
+        # and the validation loss is still recorded.
         callback.on_validation_batch_end(trainer, None, {"logits": torch.zeros(4, 3),
-                                                         "targets": torch.zeros(5, dtype=torch.long)}, None, 0)
+                                                         "targets": torch.zeros(5, dtype=torch.long),
+                                                         "loss": torch.tensor(1.5)}, None, 0)
         callback.on_validation_epoch_end(trainer, None)
     probe.close()
     ours = sorted(str(w.message) for w in caught if "traindoctor probe" in str(w.message))
-    assert len(ours) == 2 and "'evaluation'" in ours[0] and "'loss'" in ours[1], ours
+    assert len(ours) == 2 and "'loss'" in ours[0] and "4 predictions but 5 targets" in ours[1], ours
     _, scalars, _, _ = read_run(tmp_path)
     assert sorted(series(scalars, "grad_norm")) == list(range(1, STEPS + 1))
+    assert list(series(scalars, "loss", split="val").values()) == [1.5]
 
 
 def test_transformers_hook_and_callbacks_survive_what_they_cannot_read(tmp_path):
