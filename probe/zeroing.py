@@ -19,9 +19,15 @@ a healthy loop by one parameter's values, not by which call cleared them:
   ``p.grad.zero_()``, ``p.grad.data.zero_()``) makes them 0 and
   ``||incoming||`` exactly (0 + g = g); a ``.grad`` that kept the earlier
   steps' sum does not;
-- later backwards of the same step (gradient accumulation) are not looked
-  at, so accumulating over micro-batches and zeroing after the step is
-  healthy, as it is.
+- later backwards before the next optimizer step are looked at too (up to
+  ``MAX_LOOKS``), and one that finds ``.grad`` cleared, or zeroed in place
+  (the smallest ratio of the step is kept, on the device), makes the step a
+  healthy one: a GAN's generator backward runs through the discriminator
+  after the discriminator's step and before its ``zero_grad()``, so the
+  discriminator's first backward after its step finds last step's
+  gradients, legitimately (PyTorch's DCGAN example). Accumulating over
+  micro-batches and zeroing after the step is healthy, as it is: the first
+  backward finds the gradients cleared.
 
 No host-device sync: the hooks read only ``.grad is None`` and launch three
 small kernels on the witness (only when ``.grad`` was kept between steps);
@@ -72,6 +78,9 @@ GRADS_ZEROED_STEPS = 8
 WITNESS_MISSES = 3
 # Candidate witnesses kept, smallest first.
 MAX_WITNESSES = 8
+# Backwards examined between two optimizer steps (each one where .grad was kept
+# costs a few small kernels); a zero_grad() comes before the first few.
+MAX_LOOKS = 4
 
 # Per-step flags on the host: what the step's first backward showed.
 _UNKNOWN, _CLEARED, _MEASURED = 0, 1, 2
@@ -111,6 +120,9 @@ class ZeroGradCheck:
         # [||grad - incoming||, ||grad||] of the current step, float32 on the device.
         self._slot = torch.full((2,), float("nan"), dtype=torch.float32, device=device)
         self._slot_views = self._slot.unbind(0)
+        self._scratch = torch.empty((2,), dtype=torch.float32, device=device)  # a later backward's two norms
+        self._scratch_views = self._scratch.unbind(0)
+        self._looks = 0  # backwards examined since the last optimizer step
         self._values = torch.full((capacity, 2), float("nan"), dtype=torch.float32, device=device)  # [steps, 2]
         self._rows = self._values.unbind(0)  # views made once: indexing costs microseconds a step
         self._flags = np.zeros(capacity, dtype=np.int8)
@@ -171,6 +183,7 @@ class ZeroGradCheck:
         """After an optimizer step: look at the witness's next backward."""
         if self.measuring:
             self._armed = True
+            self._looks = 0
 
     def _before_accumulation(self, incoming: torch.Tensor) -> None:
         # A tensor hook: returning None leaves the gradient as autograd computed it.
@@ -178,11 +191,14 @@ class ZeroGradCheck:
             self._guard.guarded(STATISTIC, self._look, incoming)
 
     def _look(self, incoming: torch.Tensor) -> None:
-        self._armed = False
         self._seen = True
+        self._looks += 1
+        if self._looks >= MAX_LOOKS:
+            self._armed = False
         held = self._candidates[self._position][0].grad
         if held is None:
             self._cleared = True
+            self._armed = False  # cleared since the optimizer step: this step is a healthy one
         elif not (held.is_sparse or incoming.is_sparse):
             self._incoming = incoming
 
@@ -193,7 +209,9 @@ class ZeroGradCheck:
     def _measure(self, param: torch.Tensor) -> None:
         incoming, self._incoming = self._incoming, None
         grad = param.grad
-        difference, (gap, size) = self._difference, self._slot_views
+        later = self._measured  # a later backward of the step: kept only if it shows a smaller ratio
+        target = self._scratch if later else self._slot
+        difference, (gap, size) = self._difference, (self._scratch_views if later else self._slot_views)
         if difference is not None and difference.shape == grad.shape and difference.dtype == grad.dtype:
             # Three small kernels into buffers made once: no allocation.
             torch.sub(grad, incoming, out=difference)
@@ -202,20 +220,24 @@ class ZeroGradCheck:
         else:  # float64 (norm32 casts after), or a gradient of another shape than its parameter
             gap.copy_(norm32(grad - incoming))
             size.copy_(norm32(grad))
+        if later:  # gap/size < kept gap/size, compared without a division and without a sync
+            kept_gap, kept_size = self._slot_views
+            smaller = gap * kept_size < kept_gap * size
+            self._slot.copy_(torch.where(smaller, target, self._slot))
         self._measured = True
 
     def close_step(self, row: int, any_fired: bool) -> None:
         """At ``probe.step()``: keep what this step's first backward showed in ``row``; replace a silent witness."""
         if not self.measuring:
             return
-        if self._measured:
+        if self._cleared:  # any backward of the step found .grad cleared: healthy, whatever the others showed
+            self._flags[row] = _CLEARED
+            self._cleared_in_a_row += 1
+        elif self._measured:
             self._rows[row].copy_(self._slot)
             self._flags[row] = _MEASURED
             self._measured_by = self._candidates[self._position][1]
             self._cleared_in_a_row = 0
-        elif self._cleared:
-            self._flags[row] = _CLEARED
-            self._cleared_in_a_row += 1
         if self._seen:
             self._misses = 0
         elif self._was_armed and any_fired and not self._off():
