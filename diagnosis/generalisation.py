@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -53,6 +55,87 @@ def _train_level_at(loss: pd.Series, step: int, window: int) -> float:
     return median(loss.to_numpy()[max(0, position - window):position])
 
 
+# A validation loss that rises while the split's task metric still improves
+# is the known loss/metric divergence of fine-tuning: the model grows
+# over-confident on the examples it gets wrong (the cross-entropy of those
+# grows) while it gets more of them right (Guo et al., "On Calibration of
+# Modern Neural Networks", ICML 2017: NLL overfits while the error keeps
+# falling). The metric, not the loss, is then what to pick checkpoints by:
+# overfitting and best_epoch_not_last on the loss report it as info. Task
+# metrics by the names the importers store (the HF importer drops eval_):
+# error rates are better lower, the rest higher.
+_LOWER_IS_BETTER_METRICS = re.compile(r"wer|cer")
+_HIGHER_IS_BETTER_METRICS = re.compile(
+    r"accuracy|acc|top1|f1|f1_\w+|\w+_f1|bleu|sacrebleu|rouge1|rouge2|rougel|rougelsum|exact_match|em")
+
+
+def task_metrics(run: RunData, split: str) -> dict[str, bool]:
+    """The task metrics recorded on an evaluation split: name → True when higher is better (accuracy, F1, BLEU,
+    ROUGE, exact match), False when lower is (WER, CER). Losses and throughput fields are not task metrics."""
+    names = run.scalars.loc[(run.scalars["split"] == split) & run.scalars["layer"].isna(), "name"].dropna().unique()
+    found = {}
+    for name in sorted(map(str, names)):
+        if _LOWER_IS_BETTER_METRICS.fullmatch(name.lower()):
+            found[name] = False
+        elif _HIGHER_IS_BETTER_METRICS.fullmatch(name.lower()):
+            found[name] = True
+    return found
+
+
+def metrics_still_improving(run: RunData, split: str, since_step: int) -> dict[str, tuple[float, float]] | None:
+    """The split's task metrics when every one still improves at the last evaluation: name → (value at the
+    eval at or before ``since_step``, value at the last eval), both smoothed over EVAL_SMOOTHING evals. Each
+    must be at its best at the last eval (better than at every eval before it), better than at
+    ``since_step`` (the validation loss's best eval), and better than halfway from there to the end; for an
+    accuracy whose split has a confusion matrix (its example count n), better than halfway by more than
+    BEST_EPOCH_SE binomial standard errors: a creep within the noise is a stall. None when the split records no
+    task metric, or one stalls or worsens (then the rising loss is the model getting worse)."""
+    metrics = task_metrics(run, split)
+    if not metrics:
+        return None
+    latest = last_confusion(run)
+    count = float(latest[0].sum()) if latest is not None and latest[2] == split else 0.0
+    improving = {}
+    for name, higher in metrics.items():
+        values = finite(eval_frame(run, name, split)[0])
+        if len(values) < 2:
+            return None
+        smooth = _smooth_evals(values) * (1.0 if higher else -1.0)
+        steps = values.index.to_numpy()
+        before = np.flatnonzero(steps <= since_step)
+        if not before.size:
+            return None
+        at_since, last = float(smooth[before[-1]]), float(smooth[-1])
+        halfway = float(smooth[before[-1] + (len(smooth) - 1 - before[-1]) // 2])
+        margin = 0.0
+        if count and name.lower() in ("accuracy", "acc") and 0.0 <= last <= 1.0:
+            margin = BEST_EPOCH_SE * math.sqrt(max(last * (1 - last), 1e-4) / count)
+        if not (last > float(np.max(smooth[:-1])) and last > at_since and last - halfway > margin):
+            return None
+        sign = 1.0 if higher else -1.0
+        improving[name] = (sign * at_since, sign * last)
+    return improving
+
+
+def _unless_metric_improves(run: RunData, split: str, found: Finding, best_step: int) -> Finding:
+    """``found`` (a rising validation loss) as info when the split's task metrics still improve at the last
+    evaluation (:func:`metrics_still_improving`); unchanged otherwise."""
+    improving = metrics_still_improving(run, split, best_step)
+    if improving is None:
+        return found
+    shown = ", ".join(f"eval_{name} {start:.4g} → {end:.4g}" for name, (start, end) in improving.items())
+    names = " and ".join(improving)
+    return replace(
+        found, severity="info",
+        message=found.message + (f" But the task metric still improves at the last evaluation ({shown}): the "
+                                 f"model is getting more examples right while growing over-confident on the rest, "
+                                 f"the usual loss/metric divergence of fine-tuning, not harmful overfitting."),
+        advice=(f"Val loss rises but eval_{names} still improves: choose checkpoints by {names} "
+                f"(metric_for_best_model), not by the loss. If {names} stops improving too, this is overfitting: "
+                + found.advice[0].lower() + found.advice[1:]),
+        evidence={**found.evidence, "metric_still_improving": {name: list(pair) for name, pair in improving.items()}})
+
+
 # Overfitting: validation loss's late level ≥ 10 % above its best, ≥ 3 evals
 # after the best, while the training loss kept falling (late ≤ level at best).
 OVERFIT_RISE = 0.10
@@ -72,7 +155,7 @@ OVERFIT_SHORT_RISE = 0.02
 
 @rule(severities=("info", "warning"), inputs=("loss",), evidence=Evidence.series("loss"),
       thresholds=("MIN_EVALS", "OVERFIT_RISE", "OVERFIT_MIN_EVALS_AFTER", "OVERFIT_NOISE_SIGMAS",
-                  "OVERFIT_SHORT_EVALS_AFTER", "OVERFIT_SHORT_RISE"))
+                  "OVERFIT_SHORT_EVALS_AFTER", "OVERFIT_SHORT_RISE", "EVAL_SMOOTHING", "BEST_EPOCH_SE"))
 def overfitting(run: RunData) -> list[Finding]:
     """Validation loss turns worse while the training loss keeps improving.
 
@@ -84,12 +167,17 @@ def overfitting(run: RunData) -> list[Finding]:
     ≥ 2 % above it, while the training loss fell at each; info, or a warning
     when the rise reaches 10 % or the val loss is back above its first eval.
     Each evaluation split (``val``, and each named eval set ``val_<name>``)
-    is judged on its own.
+    is judged on its own. Info when the split's task metrics (WER/CER,
+    accuracy, F1, BLEU, ROUGE, exact match) still improve at the last
+    evaluation, smoothed over 3 evals: the loss/metric divergence of
+    fine-tuning (over-confidence), where the metric picks the checkpoint.
     Likely cause: too much capacity or too many epochs for the data.
     Try: more data or augmentation, weight decay/dropout, a smaller model,
     fewer epochs (retrain to the best epoch).
     Source: seed 004 train/val rule 2; seed 002; Prechelt, "Early Stopping -
-    But When?" (1998), criteria UP_s and GL_α for few evaluations.
+    But When?" (1998), criteria UP_s and GL_α for few evaluations; Guo et
+    al., "On Calibration of Modern Neural Networks" (2017: NLL rises while
+    the error keeps falling).
     """
     loss = finite_train_loss(run)
     if len(loss) < MIN_EVALS:
@@ -99,7 +187,7 @@ def overfitting(run: RunData) -> list[Finding]:
         values, epochs = eval_losses(run, split)
         found = _overfitting_on(split, values, epochs, loss)
         if found is not None:
-            findings.append(found)
+            findings.append(_unless_metric_improves(run, split, found, found.evidence["best_step"]))
     return findings
 
 
@@ -213,6 +301,8 @@ def best_epoch_not_last(run: RunData) -> list[Finding]:
     errors (and the val loss, when recorded, is worse too); or the best val
     loss is, and the end is ≥ 10 % (and 3 noise sigmas) worse. Each
     evaluation split (``val``, each named eval set) is judged on its own.
+    A loss-only finding is info when the split's task metrics still improve
+    at the last evaluation (see :func:`overfitting`).
     Likely cause: too many epochs or too high a final lr; an early-stopped
     "best" checkpoint hides it and is a noisy pick on the val set.
     Try: retrain with as many epochs as to the best one (or a lower lr) so the
@@ -262,13 +352,14 @@ def _best_epoch_on(run: RunData, split: str) -> Finding | None:
     if len(epochs) and np.isfinite(epochs.get(best_step, np.nan)):
         evidence["best_epoch"] = int(epochs.get(best_step))
     words = split_words(split)
-    return finding(
+    found = finding(
         "best_epoch_not_last", "warning" if big else "info", f"Best {words[0].lower()}{words[1:]} score well before the end",
         f"The best {words[0].lower()}{words[1:]} {metric} ({best:.3g}, smoothed over {EVAL_SMOOTHING} evals) was at "
         f"{describe_epoch(epochs, best_step)}, eval {best_position + 1} of {len(values)}; at the end it is {last:.3g}.",
         "Retrain with about that many epochs (or a lower lr) so that the last checkpoint is the best, rather than "
         "keeping an early-stopped 'best' checkpoint.",
         "seed 002 (don't use early stopping / save best model)", best_step, values.index[-1], evidence)
+    return _unless_metric_improves(run, split, found, best_step) if metric == "loss" else found
 
 
 # Underfitting: training loss flat (< 5 % better in the last quarter, and

@@ -912,8 +912,16 @@ def first_steps_record(run: RunData, series: pd.Series, name: str = "loss") -> s
     return "early" if step <= logged.early_bound() else None
 
 
-@rule(severities=("warning",), inputs=("loss",),
-      metadata=("env.logger", "task.expected_initial_loss", "task.kind",
+def loaded_checkpoint(run: RunData) -> str | None:
+    """The checkpoint (hub id or folder) the run's model was loaded from: env.model ``name_or_path``, which the
+    Hugging Face importer reads from config.json's ``_name_or_path``; None when the run names none."""
+    model = (run.env or {}).get("model") if isinstance(run.env, dict) else None
+    name = model.get("name_or_path") if isinstance(model, dict) else None
+    return name.strip() if isinstance(name, str) and name.strip() else None
+
+
+@rule(severities=("info", "warning"), inputs=("loss",),
+      metadata=("env.logger", "env.model", "task.expected_initial_loss", "task.kind",
                 "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION",
@@ -935,6 +943,11 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     encoding; the first loss should be about −log(1/C). A first loss about
     the config's batch size × the expected one (within 15 %) is named as a
     loss summed over the batch (``reduction="sum"``).
+    A model loaded from a named checkpoint (env.model ``name_or_path``, an
+    HF config.json's ``_name_or_path``) gets info, not a warning, against
+    ln C or ln V: those are where a model starts at initialisation, and a
+    pre-trained one starts wherever its pre-training left it (a user's
+    expected initial loss still warns).
     Source: seed 004 step 1 ("check initial loss").
     """
     loss = finite_train_loss(run)
@@ -975,10 +988,22 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
         advice = (f"The first loss is {first / expected:.3g}× {basis}, about the batch size ({summed}): the loss is "
                   f"probably summed over the batch (reduction='sum') rather than averaged; use the mean, or "
                   f"divide the lr by the batch size. Otherwise: " + advice[0].lower() + advice[1:])
+    severity, message = "warning", f"The first loss is {first:.3g} {where}; {basis} is {expected:.3g} ({deviation:+.0%})."
+    checkpoint = loaded_checkpoint(run)
+    if checkpoint is not None and task.expected_initial_loss is None:
+        # ln C / ln V is the loss of a model at initialisation; one loaded from a checkpoint starts where
+        # its pre-training left it (mT5-small fine-tuned: 25.5 at step 10 against ln V = 12.4).
+        evidence["loaded_from"] = checkpoint
+        severity = "info"
+        message += (f" The model was loaded from {checkpoint!r} (its config's name_or_path): {basis} is the loss of a "
+                    f"model at initialisation, and a pre-trained one starts wherever its pre-training left it, so "
+                    f"this is not an initialisation fault. If only the config came from there and the weights are "
+                    f"fresh, it is one.")
+        advice = ("Nothing to fix if the weights are pre-trained. If the model was built from scratch with that "
+                  "config: " + advice[0].lower() + advice[1:])
     return [finding(
-        "bad_initial_loss", "warning", "Initial loss far from the expected value",
-        f"The first loss is {first:.3g} {where}; {basis} is {expected:.3g} ({deviation:+.0%}).",
-        advice, "seed 004 step 1 (check the initial loss)", step, step, evidence)]
+        "bad_initial_loss", severity, "Initial loss far from the expected value",
+        message, advice, "seed 004 step 1 (check the initial loss)", step, step, evidence)]
 
 
 # A first loss within 15 % of batch_size × the expected loss reads as a loss summed over the batch.

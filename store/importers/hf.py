@@ -159,6 +159,10 @@ def _classes(labels: dict[Any, Any], path: Any) -> dict[str, Any]:
 def model_meta(model_config: dict[str, Any], path: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """env.model and task from a model's config.json (or a config that holds one: W&B's, MLflow's params).
 
+    env.model holds ``type`` (the first architecture), ``num_layers``,
+    ``has_attention`` and, when config.json names one, ``name_or_path``: the
+    checkpoint (hub id or folder) the model was loaded from.
+
     The task's kind comes from the head (:func:`traindoctor.store.importers.task.task_from_model_config`):
     a ``*ForCausalLM`` gives ``language_modelling`` with ``vocab_size``, a
     ``*ForSequenceClassification`` with ``id2label`` gives ``classification``
@@ -176,6 +180,12 @@ def model_meta(model_config: dict[str, Any], path: Any) -> tuple[dict[str, Any],
     if layers is not None:
         model["num_layers"] = layers
     model["has_attention"] = any(k in model_config for k in ("num_attention_heads", "n_head", "num_heads"))
+    # transformers writes the hub id or folder that from_pretrained() loaded as
+    # ``_name_or_path`` ("" for a model built from a config object): a named
+    # checkpoint means pre-trained weights, unless only its config was loaded.
+    origin = model_config.get("_name_or_path")
+    if isinstance(origin, str) and origin.strip():
+        model["name_or_path"] = origin.strip()
     classes: dict[str, Any] = {}
     labels = model_config.get("id2label")
     if isinstance(labels, dict) and any(str(a).endswith(("ForSequenceClassification", "ForImageClassification"))
