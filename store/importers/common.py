@@ -843,38 +843,32 @@ def source_start(run: ParsedRun) -> float | None:
     trainer_state.json, a Lightning metrics.csv, a pasted log), and the import's time stands. A time
     before 2001 or more than a day ahead is not a start (a relative clock, a wrong unit).
     """
-    latest = time.time() + _FUTURE_SLACK_S
-    for tool in ("wandb", "mlflow"):
-        started = (run.extra_source.get(tool) or {}).get("start_time")
-        if isinstance(started, (int, float)) and math.isfinite(started) and _EARLIEST_START <= started <= latest:
-            return float(started)
-    earliest = None
-    for series in run.series:
-        if series.wall_time is None or not len(series.wall_time):
-            continue
-        walls = np.asarray(series.wall_time, dtype=np.float64)
-        walls = walls[np.isfinite(walls) & (walls >= _EARLIEST_START) & (walls <= latest)]
-        if len(walls):
-            earliest = float(walls.min()) if earliest is None else min(earliest, float(walls.min()))
-    return earliest
+    return _source_time(run, ("wandb", "mlflow"), "start_time", min)
 
 
 def source_end(run: ParsedRun) -> float | None:
     """When an imported run ended (Unix seconds): MLflow's own end time, else its latest recorded wall
     time; None when the source records none (the import's time stands, as for :func:`source_start`)."""
+    return _source_time(run, ("mlflow",), "end_time", max)
+
+
+def _source_time(run: ParsedRun, tools: tuple[str, ...], field: str, pick: Callable) -> float | None:
+    """The first tool's ``field`` that is a plausible date, else ``pick`` (min or max) of the recorded wall times."""
     latest = time.time() + _FUTURE_SLACK_S
-    ended = (run.extra_source.get("mlflow") or {}).get("end_time")
-    if isinstance(ended, (int, float)) and math.isfinite(ended) and _EARLIEST_START <= ended <= latest:
-        return float(ended)
-    last = None
+    for tool in tools:
+        given = (run.extra_source.get(tool) or {}).get(field)
+        if isinstance(given, (int, float)) and math.isfinite(given) and _EARLIEST_START <= given <= latest:
+            return float(given)
+    found = None
     for series in run.series:
         if series.wall_time is None or not len(series.wall_time):
             continue
         walls = np.asarray(series.wall_time, dtype=np.float64)
         walls = walls[np.isfinite(walls) & (walls >= _EARLIEST_START) & (walls <= latest)]
         if len(walls):
-            last = float(walls.max()) if last is None else max(last, float(walls.max()))
-    return last
+            value = float(walls.min() if pick is min else walls.max())
+            found = value if found is None else pick(found, value)
+    return found
 
 
 def write_run(
