@@ -288,7 +288,11 @@ def _explosion_onset(run: RunData) -> tuple[int, str, dict] | None:
     """The first jump of ≥ MAGNITUDE_FACTOR after which every record to the end stays that far above its level.
 
     However few records a log has: a pasted log of 8 lines that goes 0.06 → 5e19 → 2.5e22 has diverged. The
-    explosion must cover the last DIVERGED_TAIL_POINTS records (one exploded last record may be a spike).
+    explosion must cover the last DIVERGED_TAIL_POINTS records (one exploded last record may be a spike), or,
+    with fewer records after it, the evaluation must have blown up with it: every evaluation loss from the
+    jump's step on (≥ 1) ≥ MAGNITUDE_FACTOR × the best one before it. Two series four orders of magnitude
+    up at once are the weights, not a bad batch (a per-epoch log ending 0.16 → 1.6e18 with its validation
+    loss 3.0 → 1.9e7, LadderNet's wrong lr).
     """
     jumps = magnitude_jumps(run)
     if not len(jumps.positions):
@@ -298,12 +302,28 @@ def _explosion_onset(run: RunData) -> tuple[int, str, dict] | None:
     lowest_after = np.minimum.accumulate(values[::-1])[::-1]  # lowest_after[i]: the minimum of values[i:]
     for position, level in zip(jumps.positions, jumps.levels):
         records = len(values) - position
-        if records >= DIVERGED_TAIL_POINTS and lowest_after[position] >= MAGNITUDE_FACTOR * level:
+        if lowest_after[position] >= MAGNITUDE_FACTOR * level and (
+                records >= DIVERGED_TAIL_POINTS or _evaluation_blew_up(run, int(loss.index[position]))):
             return int(loss.index[position]), "explosion", {
                 "level_before": float(level), "jump_loss": float(values[position]), "last_loss": float(values[-1]),
                 "lowest_after": float(lowest_after[position]),
-                "orders_of_magnitude": float(np.log10(lowest_after[position] / level)), "steps_above": int(records)}
+                "orders_of_magnitude": float(np.log10(lowest_after[position] / level)), "steps_above": int(records),
+                "evaluation_blew_up": bool(records < DIVERGED_TAIL_POINTS)}
     return None
+
+
+def _evaluation_blew_up(run: RunData, step: int) -> bool:
+    """Every finite evaluation loss of the main split from ``step`` on (≥ 1) is ≥ MAGNITUDE_FACTOR × the
+    lowest one before it (≥ 1), and no evaluation after ``step`` is missing its value (NaN counts as up)."""
+    values, _ = eval_frame(run, "loss")
+    if not len(values):
+        return False
+    steps, losses = values.index.to_numpy(), values.to_numpy(dtype="float64")
+    before, after = losses[steps < step], losses[steps >= step]
+    before = before[np.isfinite(before)]
+    if not len(before) or not len(after) or before.min() <= 0:
+        return False
+    return bool(np.all(~np.isfinite(after) | (after >= MAGNITUDE_FACTOR * before.min())))
 
 
 # A loss that never came within 10× of where a fresh model starts (the
@@ -436,6 +456,12 @@ def divergence(run: RunData) -> list[Finding]:
         step, kind, evidence = onset
         if kind == "non_finite":
             message = _non_finite_message(records, step, evidence)
+        elif kind == "explosion" and evidence.get("evaluation_blew_up"):
+            message = (f"At step {step}, {evidence['steps_above']} record(s) before the log ends, the loss jumped from a "
+                       f"level of {evidence['level_before']:.3g} to {evidence['jump_loss']:.3g} "
+                       f"({math.floor(evidence['orders_of_magnitude'])} orders of magnitude), and the validation loss "
+                       "blew up with it (every evaluation from there ≥ 1e4× its best before): the weights, not a "
+                       "bad batch.")
         elif kind == "explosion":
             message = (f"At step {step} the loss jumped from a level of {evidence['level_before']:.3g} to "
                        f"{evidence['jump_loss']:.3g} and never came back: all {evidence['steps_above']} records from "

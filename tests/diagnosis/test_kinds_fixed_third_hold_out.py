@@ -145,3 +145,25 @@ def test_an_accuracy_creeping_within_its_noise_is_a_stall(counted, severity):
         run = make_run(loss=run.series("loss"), frames=[run.scalars[run.scalars["split"] == "val"]],
                        confusion=confusion_frame(np.array([[200, 50], [47, 203]]), step=500))
     assert _severities(overfitting(run)) == [severity]
+
+
+# ------------------------------------------------------------------ divergence: a blow-up at the last record
+
+
+@pytest.mark.parametrize(("val_last", "severity"), [(1.9e7, "critical"), (2.9, None), (None, None)],
+                         ids=["validation-blew-up-too", "validation-fine", "no-validation"])
+def test_a_blow_up_at_the_last_record_is_a_divergence_when_the_evaluation_blew_up_with_it(val_last, severity):
+    """LadderNet (juntang-zhuang/LadderNet#1, a wrong lr): five epochs, the training loss 0.16 -> 1.6e18 at the
+    last, the validation loss 3.0 -> 1.9e7 with it. One exploded last record alone may be a spike (nothing
+    after it shows whether it stayed up); the evaluation four orders of magnitude up at once is the weights."""
+    from traindoctor.diagnosis.loss import divergence
+
+    train = [0.35, 0.22, 0.175, 0.16, 1.6e18]
+    frames = []
+    if val_last is not None:
+        frames.append(scalar_rows("loss", [5.1, 3.3, 3.2, 3.05, val_last], split="val"))
+    run = make_run(loss=train, frames=frames)
+    found = [f for f in divergence(run) if f.severity in ("critical", "warning")]
+    assert [f.severity for f in found] == ([severity] if severity else [])
+    if severity:
+        assert found[0].step_start == 5 and "validation loss blew up with it" in found[0].message

@@ -54,10 +54,6 @@ KNOWN_MISSES = {
     "log-keras-cnn-not-learning": (
         "too few records and no task: 9 epochs with the validation loss flat at 1.79-1.86 and validation accuracy "
         "0.16-0.24 while the training loss falls; without a class count the baseline rule has no chance level"),
-    "log-laddernet-wrong-lr-explodes": (
-        "a blow-up at the last record: 5 epochs, the training loss 0.16 -> 1.6e18 at the fifth; with nothing after "
-        "it, it is a loss_spike warning (whose message calls it a numerical blow-up), not a divergence, and the log "
-        "prints no lr for lr_too_high"),
     "log-llava-lora-abnormal-loss-rise": (
         "too few records: 5 per-step records around one 4.27 step among 0.56-0.82; the spike test needs more "
         "history (the importer also drops the first dict, printed before any tqdm bar)"),
