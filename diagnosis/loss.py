@@ -425,8 +425,10 @@ def divergence(run: RunData) -> list[Finding]:
     (critical; ≥ 10 records). Or, however short the log, a jump to ≥ 1e4×
     the level before it (the median of ≥ 3 earlier records, and at least
     the start's) after which every record to the end, ≥ 3 of them, stays
-    ≥ 1e4× above that level (critical): four orders of magnitude is no
-    minibatch noise (hard batches jump 10-100×) but a numerical blow-up.
+    ≥ 1e4× above that level, or fewer when every evaluation loss from the
+    jump on is ≥ 1e4× its best before (critical): four orders of magnitude
+    is no minibatch noise (hard batches jump 10-100×) but a numerical
+    blow-up.
     Or, when the task gives the loss a fresh model starts at (the expected
     initial loss, ln C, ln V), every smoothed record ≥ 10× that level and
     either the last quarter's median ≥ half the first's or every evaluation
