@@ -882,23 +882,16 @@ class Probe:
         if not due:
             return
         latest = dict(due)  # a tensor noted twice (reentrant checkpointing): once
-        indices = sorted(latest)
-        params = [latest[index] for index in indices]
-        grads = [param.grad for param in params]
-        if any(grad is None for grad in grads):  # set to None since: nothing to measure for those
-            kept = [(index, grad) for index, grad in zip(indices, grads) if grad is not None]
-            indices, grads = [index for index, _ in kept], [grad for _, grad in kept]
-        if not grads:
+        # A gradient set to None since it was noted has nothing to measure.
+        kept = [(index, latest[index].grad) for index in sorted(latest) if latest[index].grad is not None]
+        if not kept:
             return
-        norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+        indices = [index for index, _ in kept]
+        norms = torch._foreach_norm([grad for _, grad in kept], 2, dtype=torch.float32)
         start = 0
         for end in range(1, len(indices) + 1):  # one stack per run of consecutive slots
             if end == len(indices) or indices[end] != indices[end - 1] + 1:
-                first, last = indices[start], indices[end - 1]
-                if first == last:
-                    self._slot_views[first].copy_(norms[start])
-                else:
-                    torch.stack(norms[start:end], out=self._grad_slots[first:last + 1])
+                torch.stack(norms[start:end], out=self._grad_slots[indices[start]:indices[end - 1] + 1])
                 start = end
 
     def _settle_due_norms(self) -> None:

@@ -23,6 +23,8 @@ from torch.utils.checkpoint import checkpoint
 
 from traindoctor.probe import Probe
 from tests.probe.conftest import make_batches, make_model, read_run, series
+from tests.probe.test_grad_norm_batched import _FailsInBackward
+from tests.probe.test_integrations import _loader
 
 STEPS = 4
 LAYER_EVERY = 2  # per-layer rows at steps 1, 2 and 4
@@ -69,14 +71,7 @@ def _train(tmp_path, backward, *, model=None, optimizer=None, scaler=None, set_t
                     x, y = x.to(device), y.to(device)
                     backward(model, x, y, (lambda loss: scaler.scale(loss / micro)) if scaler else (lambda loss: loss / micro))
                 reference[step] = _reference(named, scaler.get_scale() if scaler else 1.0)
-                if scaler:
-                    scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                _clip_and_step(model, optimizer, scaler)
                 probe.step(loss=1.0)
     assert [str(w.message) for w in caught if "traindoctor" in str(w.message)] == []  # nothing turned off
     return reference
@@ -86,17 +81,21 @@ def _plain(model, x, y, scaled):
     scaled(torch.nn.functional.cross_entropy(model(x), y)).backward()
 
 
+def _clip_and_step(model, optimizer, scaler) -> None:
+    """Clip hard (so a norm read after clipping is off by orders of magnitude), then step, through the scaler if any."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 # ------------------------------------------------------------------ faults found
 
 
-class _FailsInBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise RuntimeError("a user's backward failed")
 
 
 def _caught_failure_then_backward(model, x, y, scaled, scale_failing=True):
@@ -462,25 +461,13 @@ def test_a_head_that_joins_before_a_backward_is_measured_before_clipping(tmp_pat
             tracked = {id(p) for group in optimizer.param_groups for p in group["params"]}
             reference[step] = _reference([(n, p) for n, p in named if id(p) in tracked],
                                          scaler.get_scale() if scaler else 1.0)
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            _clip_and_step(model, optimizer, scaler)
             probe.step(loss=1.0)
     assert set(reference[2]) == {name for name, _ in named}
     _check(tmp_path, reference)
 
 
 # ------------------------------------------------------------------ integrations
-
-
-def _loader(batches):
-    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(batches[0][1]))
 
 
 @pytest.mark.slow
