@@ -456,18 +456,15 @@ def _steps_per_epoch(records: list[LogRecord]) -> float | None:
 def _next_bar_steps(records: list[LogRecord]) -> dict[int, int]:
     """Index -> the bar count of the first later training record under another bar than its own."""
     found: dict[int, int] = {}
-    later: list[tuple[int | None, int]] = []  # (bar, count) of later training records, nearest last
+    nearest: int | None = None  # the bar of the nearest later training record that has one
+    beyond: int | None = None  # the nearest later bar other than ``nearest``
     for index in range(len(records) - 1, -1, -1):
         record = records[index]
-        for bar, count in reversed(later):
-            if bar != record.bar_step:
-                found[index] = count
-                break
-        if record.bar_step is not None and not _is_evaluation(record):
-            if later and later[-1][0] == record.bar_step:
-                later.pop()
-            later.append((record.bar_step, record.bar_step))
-            del later[:-2]  # the nearest two distinct bars are enough
+        after = nearest if nearest != record.bar_step else beyond
+        if after is not None:
+            found[index] = after
+        if record.bar_step is not None and not _is_evaluation(record) and record.bar_step != nearest:
+            nearest, beyond = record.bar_step, nearest
     return found
 
 
