@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from traindoctor.store.errors import StoreError
 from traindoctor.store.importers.common import (
     Columns, ImportInputError, ParsedRun, Progress, RunSource, quoted, series_from_columns, whole_step,
@@ -548,6 +550,25 @@ def log_text(path: Path, data: bytes) -> str:
     return data.decode("utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8", errors="replace")
 
 
+# A log is read as a training log when it prints its steps (a step key, a tqdm
+# bar), or gives a metric the names map (loss, accuracy, lr, grad_norm, any
+# train/val/eval/test key) or one whose name holds "loss" (kohya's avr_loss),
+# or prints one key at this many steps (a reward, a perplexity). Otherwise any
+# text of "word number" lines reads as key/value pairs: /etc/services gave 275
+# one-off "metrics" (its most repeated name, echo, 3 times) and imported as a
+# run that recorded nothing.
+_MIN_REPEATS_OF_A_METRIC = 5
+
+
+def _reads_as_training_log(series: list, steps: str) -> bool:
+    """Whether what a log gave looks like a training log's (see above); ``steps`` is
+    :func:`_assign_steps`' account of where the steps came from."""
+    if not steps.startswith("record number"):
+        return True
+    return any(one.key.split != "user" or "loss" in one.key.name.lower()
+               or len(np.unique(one.step)) >= _MIN_REPEATS_OF_A_METRIC for one in series)
+
+
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     path = source.path
     try:
@@ -603,5 +624,9 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
         epoch_steps=None if epoch_columns is None else epoch_columns[0],
         epoch_values=None if epoch_columns is None else epoch_columns[1],
     )
+    if series and options.get("pattern") is None and not _reads_as_training_log(series, steps):
+        raise ImportInputError(
+            f"{path} reads as no training log: no step, no loss, accuracy or lr, and no value printed "
+            f"{_MIN_REPEATS_OF_A_METRIC} times or more (for another format pass --pattern REGEX)")
     return ParsedRun(source=source, series=series, config=config, env={"logger": "terminal log"},
                      extra_source={"steps": steps, "notes": notes, "pattern": options.get("pattern")})

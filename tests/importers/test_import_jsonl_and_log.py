@@ -366,6 +366,32 @@ def test_a_log_without_numbers_is_an_error_and_writes_nothing(tmp_path, store_ro
     assert listing(store_root) == []
 
 
+def test_an_unrelated_text_file_is_refused_as_no_training_log(tmp_path, store_root):
+    # `traindoctor import log /etc/services` imported 324 one-off "metrics" (tcpmux 1/tcp, echo 7/tcp, …)
+    # as a finished run that recorded nothing, listed with 318 steps and no curve.
+    path = tmp_path / "services.txt"
+    names = [f"service{i}" for i in range(60)]
+    path.write_text("# Network services, Internet style\n\n"
+                    + "".join(f"{name}\t\t{port}/tcp\t\t# {name} daemon\n" for port, name in enumerate(names, start=1))
+                    + "echo\t\t7/tcp\necho\t\t7/udp\n")
+    with pytest.raises(StoreError, match=r"services\.txt reads as no training log: .* --pattern REGEX\)$"):
+        import_source("log", store_root, path)
+    assert listing(store_root) == []
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("".join(f"reward: {r}\n" for r in range(5)), id="one-unknown-key-five-times"),
+    pytest.param("".join(f"Step {s} | ppl {20 - s}\n" for s in range(1, 3)), id="printed-steps"),
+    pytest.param("avr_loss=2.5\navr_loss=2.1\n", id="a-key-holding-loss"),
+    pytest.param("acc 0.5\n", id="a-known-metric-once"),
+])
+def test_a_short_log_of_training_values_is_still_imported(tmp_path, store_root, text):
+    path = tmp_path / "train.log"
+    path.write_text(text)
+    [result] = import_source("log", store_root, path)
+    assert Store(store_root).scalars([result.run_id])["value"].notna().all()
+
+
 @pytest.mark.slow
 def test_log_50000_lines_arrive_whole(tmp_path, store_root):
     steps = 50_000
