@@ -23,6 +23,7 @@ row (the import rules of :mod:`traindoctor.store.importers.common`).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import re
@@ -215,10 +216,34 @@ def _parse_wide(source: RunSource, progress: Progress, header: list[str]) -> Par
                                    "layout": "a column per metric"})
 
 
+# Bytes of a file's start searched for a NUL: a CSV never holds one, binary files almost always do.
+_BINARY_SNIFF_BYTES = 65536
+
+
+def _refuse_binary(path: Path) -> None:
+    """Stop at a file that is no UTF-8 text before the CSV reader quotes its bytes in an error.
+
+    Raises:
+        ImportInputError: the file starts with a UTF-16 byte-order mark (Excel's "Unicode Text"),
+            or holds a NUL byte in its first 64 KiB (a checkpoint, a database, a gzipped CSV).
+    """
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(_BINARY_SNIFF_BYTES)
+    except OSError:
+        return  # the reader names the error
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ImportInputError(f"{path} is UTF-16 text: import csv reads UTF-8 (save it as CSV UTF-8)")
+    if b"\x00" in start:
+        hint = " (gzip: decompress it first)" if start.startswith(b"\x1f\x8b") else ""
+        raise ImportInputError(f"{path} is a binary file, not a CSV{hint}")
+
+
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     import pyarrow as pa
 
     path = source.path
+    _refuse_binary(path)
     header = _header(path)
     if len(header) > 1 and not set(header) & set(REQUIRED_COLUMNS[1:]):
         return _parse_wide(source, progress, header)

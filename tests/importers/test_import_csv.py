@@ -141,6 +141,23 @@ def test_unreadable_path_is_a_one_line_error(tmp_path, store_root):
     assert listing(store_root) == []
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    # pyarrow's parse error quoted the file's bytes: NULs and control characters on the terminal.
+    pytest.param(bytes(range(256)) * 12, "{path} is a binary file, not a CSV", id="binary"),
+    pytest.param(b"\x1f\x8b\x08\x00" + b"\x00" * 32, "{path} is a binary file, not a CSV (gzip: decompress it first)",
+                 id="gzip"),
+    pytest.param("step,train_loss\r\n1,2.3\r\n".encode("utf-16"),
+                 "{path} is UTF-16 text: import csv reads UTF-8 (save it as CSV UTF-8)", id="utf16"),
+])
+def test_a_binary_file_is_refused_without_quoting_its_bytes(tmp_path, store_root, data, message):
+    path = tmp_path / "history.csv"
+    path.write_bytes(data)
+    with pytest.raises(StoreError) as error:
+        import_source("csv", store_root, path)
+    assert str(error.value) == message.format(path=path)
+    assert listing(store_root) == []
+
+
 def test_reimport_of_the_same_file_is_skipped(tmp_path, store_root):
     path = write_csv(tmp_path / "run.csv", tidy_frame())
     [first] = import_source("csv", store_root, path)
