@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -277,6 +278,10 @@ def matches(fields: dict[str, Any], condition: Filter, rules: Iterable[str] = ()
     if wanted_number is not None:
         if number is None:
             return False
+        if math.isnan(wanted_number):
+            # NaN equals nothing, itself included: 'train.loss=nan' (a diverged run's last loss) and
+            # 'name=nan' matched no run at all.
+            return op in ("=", "!=") and math.isnan(number) == (op == "=")
         return _compare(number, op, wanted_number)
     if number is not None and not isinstance(actual, str) and op in ("<", "<=", ">", ">="):
         # 'val.loss>abc' compared the text 'nan' with 'abc' and matched a diverged run.

@@ -263,3 +263,21 @@ def test_ordering_a_number_field_by_text_is_an_error(capsys, store, text):
     capsys.readouterr()
     assert main(["runs", "--store", str(store), "--filter", text]) == 2
     assert "holds numbers; compare it with a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--filter", "train.loss=nan"], ["nan"]),
+    (["--filter", "name=nan"], ["nan"]),
+    (["--filter", "kind=nan"], ["nan"]),
+    (["--filter", "train.loss!=nan"], ["healthy"]),
+    (["--filter", "train.loss<nan"], []),
+], ids=["metric-is-nan", "name-is-nan", "config-text-is-nan", "metric-is-not-nan", "nan-orders-nothing"])
+def test_a_nan_filter_finds_the_runs_that_hold_nan(tmp_path, capsys, args, expected):
+    """Regression: NaN equals nothing, itself included, so 'train.loss=nan' (the diverged runs) and
+    'name=nan' listed no run at all."""
+    for index, (name, last_loss) in enumerate((("nan", float("nan")), ("healthy", 0.5))):
+        writer = RunWriter(tmp_path, run_id=f"2026010{index}-000000-{index:06x}", name=name, config={"kind": name},
+                           background=False)
+        writer.add_scalars(step=np.arange(1, 11), name="loss", value=np.r_[np.linspace(2, 1, 9), last_loss])
+        writer.close("finished")
+    assert listed(capsys, tmp_path, *args) == expected
