@@ -491,7 +491,7 @@ def weights_never_moved(run: RunData) -> list[Finding]:
         "seed 001 (freezing), seed 004 (update/weight ratio)", first, last, evidence)]
 
 
-@rule(severities=("warning", "critical"), inputs=("grad_norm", "weight_norm", "update_ratio", "lr"),
+@rule(severities=("info", "warning", "critical"), inputs=("grad_norm", "weight_norm", "update_ratio", "lr"),
       evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm", "update_ratio"),
       thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS", "STILL_UPDATE_RATIO", "STILL_MIN_RECORDS",
                   "STILL_SOME_MIN_RECORDS", "STILL_EXPECTED_RATIO"),
@@ -505,7 +505,9 @@ def dead_layers(run: RunData) -> list[Finding]:
     has weights but no gradient at all), or it becomes zero and stays zero;
     or its update/weight ratio is 0 (≤ 1e-12) at every record (≥ 2, ≥ 3 when
     other layers move) while its gradient norm is non-zero and the lr > 0
-    (critical when no layer moved at all).
+    (critical when no layer moved at all). Parameters the probe saw with
+    requires_grad=False at watch() (env.model.frozen) are frozen on purpose:
+    one info finding names them, no warning.
     Likely cause: frozen by mistake (requires_grad=False), unused in
     forward(), detached graph, dead ReLUs (large negative bias); weights
     that never move: optimizer.zero_grad() between loss.backward() and
@@ -520,6 +522,10 @@ def dead_layers(run: RunData) -> list[Finding]:
     still = weights_never_moved(run)
     grads = layer_values(run, "grad_norm")
     known_layers = set(run.layers("weight_norm")) | set(run.layers("update_ratio"))
+    # Parameters the probe saw with requires_grad=False at watch(): a backbone frozen on purpose
+    # and handed to the optimizer with the rest (as fine-tuning scripts do) is no mistake.
+    frozen = set((run.env.get("model") or {}).get("frozen") or ())
+    frozen_found: list[str] = []
     dead: dict[str, int | None] = {}
     span: list[int] = []
     if not grads.empty:
@@ -529,6 +535,9 @@ def dead_layers(run: RunData) -> list[Finding]:
             if known.sum() < DEAD_MIN_RECORDS:
                 continue
             zero = known & (np.abs(values) <= ZERO_GRAD)
+            if zero[known].all() and layer in frozen:
+                frozen_found.append(layer)
+                continue
             if zero[known].all():
                 dead[layer] = None
                 span += [int(grads.index[known][0]), int(grads.index[known][-1])]
@@ -541,6 +550,15 @@ def dead_layers(run: RunData) -> list[Finding]:
                 dead[layer] = died
                 span += [died, int(grads.index[known][-1])]
     missing = sorted(known_layers - set(grads.columns), key=natural_key) if not grads.empty else []
+    frozen_found = sorted(frozen_found + [name for name in missing if name in frozen], key=natural_key)
+    missing = [name for name in missing if name not in frozen]
+    if frozen_found:
+        still = [finding(
+            "dead_layers", "info", f"{len(frozen_found)} frozen parameter(s) never learn",
+            f"requires_grad was False at watch() for {', '.join(frozen_found[:8])}" + (" …" if len(frozen_found) > 8 else "")
+            + ": frozen on purpose, they get no gradient and the optimizer leaves them as they are.",
+            "Nothing to do for a frozen backbone; to train them, set requires_grad=True before the optimizer's first step.",
+            "seed 001 (freezing)", None, None, {"layers": frozen_found, "frozen": True})] + still
     if not dead and not missing:
         return still
     names = sorted(dead, key=natural_key)

@@ -97,6 +97,9 @@ _LOSS, _GRAD_NORM, _AMP_SCALE = 0, 1, 2
 _LAYER_GRAD, _LAYER_WEIGHT, _LAYER_UPDATE = 0, 1, 2
 # How many parameter names a warning lists before "and N more".
 _LISTED_NAMES = 5
+# Names of frozen parameters run.json keeps (env.model.frozen): a frozen 7B backbone
+# holds ~300 tensors; run.json is rewritten at every heartbeat, so it stays small.
+MAX_FROZEN_NAMES = 1024
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
@@ -744,6 +747,10 @@ class Probe:
                 "num_params": int(sum(p.numel() for p in model.parameters())),
                 "has_attention": self._has_attention,
                 "num_layers": sum(1 for m in model.modules() if not list(m.children())),
+                # Frozen on purpose (a fine-tuned model's backbone handed to the optimizer with the
+                # rest): the dead_layers rule does not warn that these never learn.
+                "frozen": [name for param, name in zip(self._params, self._names)
+                           if not param.requires_grad][:MAX_FROZEN_NAMES],
             },
             "amp": {"dtype": None, "scaler": self._scaler is not None},
         })

@@ -388,7 +388,7 @@ RUN_JSON_KEYS: dict[str, str] = {
     "heartbeat_at": "Unix seconds of rank 0's latest sign of life",
     "finished_at": "Unix seconds when rank 0 closed the run; absent while it runs",
     "config": "hyperparameters as the user gave them",
-    "env": "torch version, device, world_size, host, optimizer, model, amp",
+    "env": "torch version, device, world_size, host, optimizer, model (frozen: the optimizer's parameters with requires_grad=False at watch()), amp",
     "task": "kind (one of TASK_KINDS; absent: inferred from num_classes, else unknown), num_classes and "
             "class_names (classification), vocab_size (language modelling), expected_initial_loss",
     "probe_settings": "the probe's cadence and sampling settings",

@@ -111,6 +111,22 @@ def test_dead_layers_always_zero_and_died_later_and_missing():
     assert found[0].evidence["died_at"] == {"late.weight": 55}
 
 
+def test_dead_layers_names_parameters_frozen_at_watch_as_info_and_warns_of_the_rest():
+    """Regression: a backbone frozen with requires_grad_(False) and handed to the optimizer with the rest
+    got a dead_layers warning; the probe records it (env.model.frozen) and it is a hint."""
+    run = grad_run(None, {"backbone.weight": np.zeros(50), "head.weight": np.full(50, 0.3),
+                          "unused.weight": np.zeros(50)})
+    extra = scalar_rows("weight_norm", np.full(50, 2.0), steps=LAYER_STEPS[:50], layer="backbone.bias")
+    run.scalars = pd.concat([run.scalars, extra], ignore_index=True)
+    run.env = {"model": {"frozen": ["backbone.weight", "backbone.bias"]}}
+    found = gradients.dead_layers(run)
+    assert [(f.severity, f.evidence["layers"]) for f in found] == [
+        ("warning", ["unused.weight"]), ("info", ["backbone.bias", "backbone.weight"])]
+    run.env = {}
+    assert [(f.severity, f.evidence["layers"]) for f in gradients.dead_layers(run)] == [
+        ("warning", ["backbone.weight", "unused.weight", "backbone.bias"])]
+
+
 def test_dead_layers_needs_three_records():
     assert gradients.dead_layers(grad_run(None, {"fc.weight": np.zeros(2)})) == []
     assert gradients.dead_layers(grad_run(None, {"fc.weight": np.full(50, 0.1)})) == []

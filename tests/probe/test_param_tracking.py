@@ -257,3 +257,31 @@ def test_a_compiled_or_wrapped_model_records_the_eager_models_layer_names(tmp_pa
     _, scalars, _, _ = read_run(tmp_path)
     layers = set(scalars.loc[scalars["name"] == "grad_norm", "layer"].dropna())
     assert layers == eager
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen-on-purpose", "detached-by-mistake"])
+def test_a_frozen_backbone_in_the_optimizer_is_a_hint_not_a_dead_layer_warning(tmp_path, frozen):
+    """Regression: freezing a layer with requires_grad_(False) and handing model.parameters() to the
+    optimizer (as fine-tuning scripts do) got a '2 parameter(s) never learn' warning; a layer that gets
+    no gradient while it requires one (detached by mistake) still gets it."""
+    from traindoctor import diagnose
+
+    model = make_model()
+    if frozen:
+        _freeze(_first_layer(model))
+    optimizer = _all_params_optimizer(model)
+    with Probe(run="fine-tune", store=tmp_path, layer_every=1) as probe:
+        probe.watch(model, optimizer)
+        for x, y in make_batches(STEPS):
+            optimizer.zero_grad()
+            # Not frozen: the first layer is used detached, so it gets no gradient by mistake.
+            features = model[0](x) if frozen else torch.nn.functional.linear(x, model[0].weight.detach(),
+                                                                             model[0].bias.detach())
+            loss = torch.nn.functional.cross_entropy(model[3](model[2](model[1](features))), y)
+            loss.backward()
+            optimizer.step()
+            probe.step(loss=loss)
+    meta, _, _, _ = read_run(tmp_path)
+    assert meta["env"]["model"]["frozen"] == (["0.weight", "0.bias"] if frozen else [])
+    dead = [(f.severity, f.evidence["layers"]) for f in diagnose("fine-tune", store=tmp_path) if f.rule == "dead_layers"]
+    assert dead == [("info" if frozen else "warning", ["0.bias", "0.weight"])]
