@@ -20,7 +20,7 @@ from traindoctor.diagnosis.common import (
     task_of,
 )
 from traindoctor.diagnosis.finding import Finding
-from traindoctor.diagnosis.learning_rate import DROP_SIGMAS, MIN_CURVE_POINTS, MIN_DROP, loss_profile, lr_schedule
+from traindoctor.diagnosis.learning_rate import DROP_SIGMAS, MIN_CURVE_POINTS, MIN_DROP, lr_schedule
 from traindoctor.diagnosis.loss import divergence_onset, start_level
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, rule
@@ -384,9 +384,17 @@ UNDERFIT_HIGH_LOSS = 0.30
 # hides. Corpus: a stopped residual MLP whose val loss improved at all 16
 # evals falls 6.4 % between those quarters; the four underfitting runs 0-1.6 %.
 UNDERFIT_VAL_STILL_FALLING = 0.05
+# A regression loss has its targets' units, so no level can be called poor.
+# What the curves still show is the shape of a capacity limit: train and
+# validation flat together (within UNDERFIT_GAP_LOSS: the model cannot even
+# fit its training set more closely than unseen data) over the whole second
+# half of the stretch at the peak lr (< UNDERFIT_FLAT from its second
+# quarter's median to its fourth's), and a later lr decay not lowering it.
+# Info, not a warning: the same shape is a model at the noise floor of its
+# targets, which only a bigger model (or the targets' variance) tells apart.
 
 
-@rule(severities=("warning",), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
+@rule(severities=("info", "warning"), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       # "More capacity" is wrong advice when a more specific cause explains the plateau.
@@ -410,23 +418,27 @@ def underfitting(run: RunData) -> list[Finding]:
     accuracy); and the validation loss not still falling (its last quarter
     of evals ≥ 5 % and 3 standard errors below the quarter before: the
     model is still fitting, seed 004's rule 1 "train longer", and the flat
-    per-batch training loss was noise). Only classification is judged: a
-    language model's token cross-entropy never nears 0, a regression loss
-    has its targets' units, and a run whose task is unknown has no scale to
-    call a level poor.
+    per-batch training loss was noise). Classification is judged as above;
+    a regression run only as info, without a level (its loss has its
+    targets' units): train and validation flat together over the second
+    half of the peak-lr stretch (< 5 % from its second quarter to its
+    fourth), the decay not lowering it, validation within 10 % of train. A
+    language model's token cross-entropy never nears 0 and a run whose task
+    is unknown has no scale: neither is judged.
     Likely cause: too little capacity (or too strong regularisation). The
     curves cannot tell it from irreducible error (overlapping classes, label
     noise), so the advice says to check the confusions.
     Try: a bigger model (wider/deeper), less regularisation, better features;
     then train longer.
-    Source: seed 004 train/val rule 3.
+    Source: seed 004 train/val rule 3 ("both rising, but the gap between
+    them too small: underfitting").
     """
-    if task_of(run).kind != "classification":
+    kind = task_of(run).kind
+    if kind not in ("classification", "regression"):
         return []
-    curve = loss_profile(run)
-    if curve is None or divergence_onset(run) is not None:
+    loss = finite_train_loss(run)
+    if len(loss) < MIN_CURVE_POINTS or divergence_onset(run) is not None:
         return []
-    loss, _ = curve
     schedule = lr_schedule(run)
     judged = loss
     if schedule is not None and schedule.decay_step is not None:
@@ -434,6 +446,8 @@ def underfitting(run: RunData) -> list[Finding]:
         if len(judged) < MIN_CURVE_POINTS:
             return []
     start = start_level(run)
+    if kind == "regression":
+        return _unscaled_underfitting(run, loss, judged, start, schedule)
     third, fourth = window_median(judged, 0.5, 0.75), window_median(judged, 0.75, 1.0)
     final = window_median(loss, 0.75, 1.0)
     improvement = (third - fourth) / max(abs(third), 1e-12)
@@ -503,6 +517,42 @@ def underfitting(run: RunData) -> list[Finding]:
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
 
 
+def _unscaled_underfitting(run: RunData, loss: pd.Series, judged: pd.Series, start: float,
+                           schedule) -> list[Finding]:
+    """:func:`underfitting` for a regression run (no level can be called poor): info when train and validation
+    stay flat together over the second half of the peak-lr stretch and a later lr decay does not lower them."""
+    second, fourth = window_median(judged, 0.25, 0.5), window_median(judged, 0.75, 1.0)
+    final = window_median(loss, 0.75, 1.0)
+    if start <= 0 or start - fourth < MIN_DROP * start:
+        return []
+    improvement = (second - fourth) / max(abs(second), 1e-12)
+    annealed_gain = (fourth - final) / max(abs(fourth), 1e-12)
+    if improvement >= UNDERFIT_FLAT or annealed_gain >= UNDERFIT_FLAT:
+        return []
+    val_loss, _ = eval_losses(run)
+    if len(val_loss) < MIN_EVALS or _still_falling(val_loss):
+        return []
+    val_late = float(np.median(val_loss.to_numpy()[-max(1, len(val_loss) // 5):]))
+    if abs(val_late - final) > UNDERFIT_GAP_LOSS * max(abs(final), 1e-12):
+        return []
+    evidence = {"train_loss": final, "val_loss": val_late, "second_half_improvement": improvement,
+                "improvement_after_decay": annealed_gain}
+    decayed = schedule is not None and schedule.decay_step is not None
+    if decayed:
+        evidence["judged_before_decay_step"] = schedule.decay_step
+    after = (f"; the lr decay from step {schedule.decay_step} lowered it {annealed_gain:+.1%}" if decayed else "")
+    return [finding(
+        "underfitting", "info", "Training and validation loss flat together: capacity or the data's limit",
+        f"Training loss flat at {final:.3g} (it improved {improvement:+.1%} over the second half of the stretch at "
+        f"the peak lr{after}), validation loss {val_late:.3g}, within {UNDERFIT_GAP_LOSS:.0%}: the model fits its "
+        f"training data no better than unseen data. A regression loss has its targets' units, so whether that "
+        f"level is poor cannot be told from the curves: a model too small for the task and one at the noise "
+        f"floor of its targets look the same.",
+        "Try a bigger model (wider/deeper, a larger bottleneck) or less regularisation for a few epochs: if the loss "
+        "drops below this plateau, the model was too small; compare the loss with the targets' variance.",
+        SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
+
+
 def _still_falling(values: pd.Series) -> bool:
     """The eval losses' last-quarter median is ≥ UNDERFIT_VAL_STILL_FALLING below the quarter before's, beyond noise.
 
@@ -552,15 +602,43 @@ TRAIN_LONGER_MIN_TRAIN_RECORDS = 8
 # validation loss (a mean over the whole eval set) decides on its own, as
 # lr_too_low does; a fall that stands out of the noise must still be ≥ 3 %.
 
+# The shares above are shares of a total whose first fast drop (the first
+# epoch of any run takes most of the way from the initial loss) swamps
+# everything after it, so a run stopped in its slow phase has a small share
+# while nowhere near converged (held-out corpus: a denoiser stopped after 3
+# of 40 epochs, val -15 % over the last third, a 5 % share; a word LM
+# stopped after 1 of 4 epochs, 6 %; a residual MLP after 2 epochs, 9 %).
+# Two tests that the first drop does not swamp say "not converged" too:
+# (1) Where the loss is the task's own measure (regression error, a language
+# model's cross-entropy: log-perplexity), a val gain ≥ TRAIN_LONGER_BIG_VAL_GAIN
+# over the last third of the evals is that much better a model, with the
+# training loss still falling ≥ 3 %; no train share is needed. A classifier's
+# loss is not its measure: once it fits, its val loss keeps falling 10-30 %
+# at the end as confidence sharpens on examples already right while its
+# accuracy is flat (healthy corpus: wine, iris, digits, ViT digits, train
+# shares ≤ 10 %), which is what the train share tells apart.
+# (2) A classifier still far from fitting: its training loss (last quarter)
+# and validation loss (last eval) are both ≥ 30 % of ln C (underfitting's
+# UNDERFIT_HIGH_LOSS: healthy corpus classifiers end below 25 %). Its loss
+# still falling is then learning, not sharpening. Below
+# TRAIN_LONGER_MIN_TRAIN_RECORDS training records (per-epoch means of a
+# short run: 2 epochs, 2 records) the quarters have no shares; then the
+# training loss only needs to end at its lowest, ≥ 3 % below the record
+# before, and this test decides with the val loss.
+TRAIN_LONGER_FEW_TRAIN_RECORDS = 2
 
-@rule(severities=("info",), inputs=("loss", "lr", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
+
+@rule(severities=("info",), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
+      evidence=Evidence.series("loss"),
       # The task: divergence_onset judges a loss that never came near where a fresh model starts.
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
-      # "Train longer" is wrong advice when the lr is too high or the model already overfits.
-      explained_by=("lr_too_high", "divergence", "overfitting"),
+      # "Train longer" is wrong advice when the lr is too high or the model already overfits; a dead or
+      # frozen layer is what to fix before spending more epochs (as for underfitting).
+      explained_by=("lr_too_high", "divergence", "overfitting", "dead_layers"),
       thresholds=("TRAIN_LONGER_VAL_IMPROVEMENT", "TRAIN_LONGER_TRAIN_IMPROVEMENT",
                   "TRAIN_LONGER_VAL_SHARE", "TRAIN_LONGER_TRAIN_SHARE", "TRAIN_LONGER_BIG_VAL_GAIN",
-                  "TRAIN_LONGER_MIN_TRAIN_RECORDS", "DROP_SIGMAS", "ANNEALED_FRACTION"))
+                  "TRAIN_LONGER_MIN_TRAIN_RECORDS", "DROP_SIGMAS", "ANNEALED_FRACTION", "UNDERFIT_HIGH_LOSS",
+                  "UNDERFIT_TRAIN_ACCURACY", "TRAIN_LONGER_FEW_TRAIN_RECORDS"))
 def train_longer(run: RunData) -> list[Finding]:
     """Training and validation still improving at the last epoch.
 
@@ -570,21 +648,33 @@ def train_longer(run: RunData) -> list[Finding]:
     minibatch noise: too noisy to say); these late stretches brought ≥ 10 %
     (val) and ≥ 15 % (train) of the total improvement (not converged), or
     the val loss improved ≥ 10 % over that third whatever its share. The
-    training loss needs ≥ 8 records (a mean every 20-25 steps). A run
+    shares are swamped by the first fast drop, so two tests stand without
+    them: for regression and language models (the loss is the task's
+    measure) a val gain ≥ 10 % over the last third; for a classifier, both
+    losses still ≥ 30 % of ln C and validation accuracy, where recorded,
+    < 0.9 (far from fitting: its falling loss is learning, not a fitted
+    model's sharpening confidence).
+    The training loss needs ≥ 8 records (a mean every 20-25 steps); with 2-7
+    (per-epoch means of a short run) only the far-from-fitting test applies,
+    the training loss ending at its lowest, ≥ 3 % below the record before. A run
     whose lr ended at ≤ 10 % of its peak (cosine to zero, a cool-down,
     warm-up-stable-decay) is not judged: its tail improves because the lr
     anneals, as planned.
     Likely cause: training stopped before convergence.
     Try: train for more epochs (without decaying the lr early).
-    Source: seed 004 train/val rule 1; seed 002 ("make sure training loss converged").
+    Source: seed 004 train/val rule 1 ("both still rising at the end:
+    too few epochs"); seed 002 ("make sure training loss converged");
+    Guo et al. 2017 (a fitted classifier's NLL moves with its confidence).
     """
     values, epochs = eval_losses(run)
     loss = finite_train_loss(run)
-    if len(values) < 3 or len(loss) < TRAIN_LONGER_MIN_TRAIN_RECORDS or divergence_onset(run) is not None:
+    if len(values) < 3 or len(loss) < TRAIN_LONGER_FEW_TRAIN_RECORDS or divergence_onset(run) is not None:
         return []
     schedule = lr_schedule(run)
     if schedule is not None and schedule.annealed:
         return []
+    if len(loss) < TRAIN_LONGER_MIN_TRAIN_RECORDS:
+        return _train_longer_few_records(run, values, loss)
     v = values.to_numpy()
     third = max(2, len(v) // 3)
     earlier = float(v[-third])
@@ -602,20 +692,80 @@ def train_longer(run: RunData) -> list[Finding]:
     evidence = {"val_improvement_last_third": val_gain, "val_share_last_third": val_share,
                 "train_improvement_last_quarter": train_gain, "train_share_last_quarter": train_share,
                 "train_drop_sigmas": train_drop_sigmas, "last_val_loss": float(v[-1])}
-    val_improving = (val_gain >= TRAIN_LONGER_VAL_IMPROVEMENT and best_recent
-                     and (val_share >= TRAIN_LONGER_VAL_SHARE or val_gain >= TRAIN_LONGER_BIG_VAL_GAIN))
     train_too_noisy = 0 <= train_drop_sigmas < DROP_SIGMAS
-    if (not val_improving or (train_gain < TRAIN_LONGER_TRAIN_IMPROVEMENT and not train_too_noisy)
-            or train_share < TRAIN_LONGER_TRAIN_SHARE):
+    if (val_gain < TRAIN_LONGER_VAL_IMPROVEMENT or not best_recent
+            or (train_gain < TRAIN_LONGER_TRAIN_IMPROVEMENT and not train_too_noisy)):
+        return []
+    shares = ((val_share >= TRAIN_LONGER_VAL_SHARE or val_gain >= TRAIN_LONGER_BIG_VAL_GAIN)
+              and train_share >= TRAIN_LONGER_TRAIN_SHARE)
+    measured = (task_of(run).kind in ("regression", "language_modelling") and val_gain >= TRAIN_LONGER_BIG_VAL_GAIN
+                and train_gain >= TRAIN_LONGER_TRAIN_IMPROVEMENT)
+    far = _far_from_fitting(run, float(v[-1]), train_fourth)
+    if far is not None:
+        evidence["share_of_reference_loss"] = far[0]
+    if not (shares or measured or far is not None):
         return []
     train_words = f"training loss fell {train_gain:.0%} in the last quarter" + (
         ", within its minibatch noise" if train_gain < TRAIN_LONGER_TRAIN_IMPROVEMENT else "")
-    return [finding(
+    return [_train_longer_finding(values, third, val_gain, train_words, shares, measured, far, evidence)]
+
+
+def _far_from_fitting(run: RunData, val_last: float, train_last: float) -> tuple[float, str] | None:
+    """For a classifier, the smaller of the validation and training loss as a share of its reference loss
+    (ln C, or the expected initial loss) and that reference's name, when both are ≥ UNDERFIT_HIGH_LOSS of
+    it and the validation accuracy, where recorded, is < UNDERFIT_TRAIN_ACCURACY; None otherwise and for
+    other tasks."""
+    reference = loss_reference(run)
+    if task_of(run).kind != "classification" or reference is None:
+        return None
+    share = min(val_last, train_last) / reference[0]
+    if share < UNDERFIT_HIGH_LOSS:
+        return None
+    accuracy, _ = eval_frame(run, "accuracy")
+    accuracy = finite(accuracy) if len(accuracy) else accuracy
+    if len(accuracy) and float(np.median(accuracy.to_numpy()[-max(1, len(accuracy) // 5):])) >= UNDERFIT_TRAIN_ACCURACY:
+        return None  # it classifies held-out data at >= 0.9: it fits, whatever raises its loss (as in underfitting)
+    return share, reference[1]
+
+
+def _train_longer_few_records(run: RunData, values: pd.Series, loss: pd.Series) -> list[Finding]:
+    """:func:`train_longer` when the training loss has TRAIN_LONGER_FEW_TRAIN_RECORDS to
+    TRAIN_LONGER_MIN_TRAIN_RECORDS − 1 records (per-epoch means of a short run): the val loss still improving
+    (≥ 2 % over the last third of the evals, best among the last two), the training loss at its lowest at its
+    last record and ≥ 3 % below the one before, and the classifier far from fitting."""
+    v, t = values.to_numpy(), loss.to_numpy()
+    third = max(2, len(v) // 3)
+    earlier = float(v[-third])
+    val_gain = (earlier - v[-1]) / max(abs(earlier), 1e-12)
+    train_gain = (float(t[-2]) - float(t[-1])) / max(abs(float(t[-2])), 1e-12)
+    if (val_gain < TRAIN_LONGER_VAL_IMPROVEMENT or int(np.argmin(v)) < len(v) - 2
+            or float(t[-1]) > float(np.min(t)) or train_gain < TRAIN_LONGER_TRAIN_IMPROVEMENT):
+        return []
+    far = _far_from_fitting(run, float(v[-1]), float(t[-1]))
+    if far is None:
+        return []
+    evidence = {"val_improvement_last_third": val_gain, "train_improvement_last_record": train_gain,
+                "train_records": len(t), "last_val_loss": float(v[-1]), "share_of_reference_loss": far[0]}
+    words = f"the training loss fell {train_gain:.0%} at its last record (of {len(t)})"
+    return [_train_longer_finding(values, third, val_gain, words, False, False, far, evidence)]
+
+
+def _train_longer_finding(values: pd.Series, third: int, val_gain: float, train_words: str, shares: bool,
+                          measured: bool, far: tuple[float, str] | None, evidence: dict) -> Finding:
+    """The train_longer finding, saying which test found the run unconverged."""
+    why = []
+    if shares:
+        why.append("these late stretches still bring a real share of the total improvement")
+    if measured and not shares:
+        why.append("the loss is the task's own measure, so that is a better model, not sharper confidence")
+    if far is not None:
+        why.append(f"the loss is still {far[0]:.0%} of {far[1]}, far from a classifier that fits")
+    return finding(
         "train_longer", "info", "Still improving at the end: train longer",
         f"Validation loss improved {val_gain:.0%} over the last third of the evals and is best at the end "
-        f"({v[-1]:.3g}); {train_words}.",
+        f"({values.iloc[-1]:.3g}); {train_words}; " + "; ".join(why) + ".",
         "Train for more epochs (keep the lr schedule proportional), until training loss converges.",
-        SOURCE_TRAIN_VAL + " rule 1; seed 002", values.index[-third], values.index[-1], evidence)]
+        SOURCE_TRAIN_VAL + " rule 1; seed 002", values.index[-third], values.index[-1], evidence)
 
 
 # no_better_than_baseline: final accuracy not above the majority-class
