@@ -88,8 +88,8 @@ class Diagnosis:
     Attributes:
         run_id, name: the run.
         findings: most severe first, as :func:`~traindoctor.diagnosis.engine.diagnose` sorts them.
-        recording_problems: the run's ``rows_dropped`` and ``concurrent_writer``
-            events (``{"kind", "step", "detail"}``).
+        recording_problems: the run's ``rows_dropped``, ``concurrent_writer`` and
+            ``step_without_optimizer_step`` events (``{"kind", "step", "detail"}``).
         fingerprint: the run content they were computed for.
         cached: read from the cache rather than computed now.
         status: ``running``, ``finished`` or ``crashed`` as a reader shows it

@@ -84,6 +84,25 @@ def moving_update_ratio(run: RunData) -> float | None:
     return float(np.median(values)) if values.size else None
 
 
+@per_run
+def peak_lr_update_ratio(run: RunData) -> float | None:
+    """Median positive update/weight ratio over all layers at the records where the lr (param group 0, the last
+    record at or before the ratio's step) was ≥ SCHEDULE_DECAY_FRACTION of its peak: the step size of the lr
+    the user chose, before a schedule's decay shrank it (every record when no lr was logged). None without
+    ratios."""
+    frame = layer_values(run, "update_ratio")
+    if frame.empty:
+        return None
+    values = frame.to_numpy(dtype="float64")
+    lr = finite(lr_series(run))
+    if len(lr) and float(lr.max()) > 0:
+        lr_steps, lr_values = lr.index.to_numpy(), lr.to_numpy(dtype="float64")
+        at = np.clip(np.searchsorted(lr_steps, frame.index.to_numpy(), side="right") - 1, 0, len(lr_values) - 1)
+        values = values[lr_values[at] >= SCHEDULE_DECAY_FRACTION * float(lr_values.max())]
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.median(values)) if values.size else None
+
+
 def high_update_ratio_support(run: RunData) -> tuple[str, dict]:
     """The update/weight ratio quoted for "lr too high": the median of the
     second half when it is above UPDATE_RATIO_RULE_OF_THUMB, else the median
@@ -709,7 +728,7 @@ def zero_lr(run: RunData) -> tuple[int, int, int] | None:
       thresholds=("LR_TOO_LOW_MIN_POINTS", "LR_TOO_LOW_MIN_EVALS", "SLOW_TOTAL_DROP", "LINEAR_HALVES_RATIO",
                   "STILL_FALLING", "STILL_FALLING_SHARE", "DROP_SIGMAS",
                   "HIGH_UPDATE_RATIO", "UPDATE_RATIO_RULE_OF_THUMB", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS",
-                  "LOW_UPDATE_RATIO", "ZERO_LR_MIN_RECORDS"))
+                  "LOW_UPDATE_RATIO", "SCHEDULE_DECAY_FRACTION", "ZERO_LR_MIN_RECORDS"))
 def lr_too_low(run: RunData) -> list[Finding]:
     """Loss falls slowly and almost linearly, far from a plateau at the end.
 
@@ -732,6 +751,11 @@ def lr_too_low(run: RunData) -> list[Finding]:
     fall), or, in a log without update/weight ratios, the loss there still
     never rises and still falls in its last quarter (≥ 1 %, beyond 3
     standard errors; medians of 10 chunks, any logging cadence).
+    Or a classifier still at ≥ 50 % of ln C (it lost less than half of what
+    a fresh model starts at) after ≥ 100 steps while the median
+    update/weight ratio where the lr was at ≥ 90 % of its peak is ≤ 2e-4:
+    the steps of the lr the user chose were tiny, and a decaying schedule
+    bent the curve and shrank the late ratios.
     Or the recorded lr is exactly 0 at every record (≥ 5, every param group)
     and was 0 when the probe saw the optimizer too (a positive lr there was
     taken to 0 by its schedule: decayed_too_early).
@@ -792,6 +816,32 @@ def lr_too_low(run: RunData) -> list[Finding]:
                 SOURCE_LR + " rule 1", loss.index[0], loss.index[-1],
                 {"kind": "uniform", "late_level": late, "uniform_loss": task.uniform_loss,
                  "uniform_share": late / task.uniform_loss, "num_classes": task.size, "median_update_ratio": ratio})]
+        # A decaying schedule hides the slow fall (the loss bends because the lr shrinks, not because it
+        # nears its floor), and it shrinks the late update/weight ratios of healthy runs too (an early
+        # decay's sit at 1e-5 and below). So judge the steps where the lr was at its peak, the lr the
+        # user chose: a median ratio there ≤ LOW_UPDATE_RATIO (5× below seed 004's ~1e-3) while the
+        # classifier ended still above (1 - SLOW_TOTAL_DROP) of ln C (it has not lost half of what a fresh
+        # model starts at, the slow-fall test's measure) is an lr too low whatever the schedule did later.
+        # Corpus: every healthy run's ratio at its peak lr is >= 1.0e-3; a BN MLP with SGD 1e-4 and a
+        # polynomial decay to 0 (8.7e-5 at its peak lr, 65 % of ln 5 at the end, 1.83x its twin's val
+        # loss) was read only as update_ratio_out_of_band.
+        peak_ratio = peak_lr_update_ratio(run)
+        reference_share = late / task.uniform_loss
+        if (peak_ratio is not None and peak_ratio <= LOW_UPDATE_RATIO and reference_share >= 1 - SLOW_TOTAL_DROP
+                and (moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)
+                and not any(f.severity != "info" for f in vanishing_gradients(run) + dead_layers(run))):
+            return [finding(
+                "lr_too_low", "warning", "Tiny steps even at the peak lr, loss still far from its floor",
+                f"The loss ends at {late:.3g}, {reference_share:.0%} of ln({task.size}) = {task.uniform_loss:.3g} "
+                f"(less than half of what a fresh model starts at was lost), after {int(loss.index[-1])} steps, "
+                f"while even where the lr was at its peak the median update/weight ratio was {peak_ratio:.1e}, far "
+                f"below the ~1e-3 rule of thumb: the steps were too small to learn, and a decaying schedule only "
+                f"made them smaller.",
+                "Raise the peak lr (×10 or more); pick the lr that makes the loss drop clearly within ~100 "
+                "iterations, then decay from there.", SOURCE_LR + " rule 1; seed 004 (update/weight ratio)",
+                loss.index[0], loss.index[-1],
+                {"kind": "small_peak_steps", "late_level": late, "uniform_loss": task.uniform_loss,
+                 "uniform_share": reference_share, "num_classes": task.size, "peak_lr_update_ratio": peak_ratio})]
     # No per-layer statistics (an HF- or Lightning-style log): a loss at the uniform level that never
     # rose and still falls is learning, too slowly to have found even the token frequencies; a flat one
     # (tokens drawn at random) or one that rose (an lr too high, recovering as a schedule decays it)
@@ -1065,15 +1115,33 @@ EARLY_LOSS_RISE = 0.50
 # (the post-LN ViT still at ln 10).
 EARLY_LEARNING_DROP = 0.20
 EARLY_LEARNING_POINTS = 5
+# Steps that go nowhere: a transformer at ≥ 50 % of its peak lr through the
+# whole early stretch (no warm-up, no early decay) whose median update/weight
+# ratio there is at least seed 004's ~1e-3 rule of thumb (the weights move as
+# a working lr moves them: not an lr too low) while its loss (the median of its last 5 records there) is still within
+# EARLY_LEARNING_DROP of its start. Warm-up exists because the first steps'
+# updates are too large for attention and post-LN blocks (Adam's second-moment
+# estimate is poor at first: Liu et al. 2020, "On the Variance of the Adaptive
+# Learning Rate and Beyond"; post-LN's large early gradients near the output:
+# Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture");
+# without it training can stay stuck at its start instead of blowing up (both
+# papers show the no-warm-up loss staying high). Small steps at the start are
+# an lr too low, not this (the ratio test: first written as ≥ 5e-3, which the
+# case below missed at 4.1e-3; the rule of thumb is the line between small
+# steps and working ones); RAdam rectifies the variance that
+# warm-up works around, so it needs none (the paper's point). Found at seed 7:
+# a post-LN ViT with RMSprop 1e-2 and no warm-up sat at ln 10 for its first
+# 35 % (ratio 4.1e-3 there, 3.5e-2 later; its twin with 10 % warm-up ended at val loss 0.25
+# against 1.80), with no rise, spike or gradient growth in its first 20 %.
 
 
-@rule(severities=("warning",), inputs=("loss", "lr", "grad_norm", "amp_skipped"),
+@rule(severities=("warning",), inputs=("loss", "lr", "grad_norm", "amp_skipped", "update_ratio"),
       metadata=("env.logger", "env.model", "env.optimizer", "task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
                   "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "EARLY_LEARNING_DROP",
-                  "EARLY_LEARNING_POINTS", "DIVERGED_SMOOTHING", "INITIAL_STEP", "EARLY_STEPS_MAX",
-                  "EARLY_STEPS_FRACTION"))
+                  "EARLY_LEARNING_POINTS", "UPDATE_RATIO_RULE_OF_THUMB", "DIVERGED_SMOOTHING", "INITIAL_STEP",
+                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION"))
 def missing_warmup(run: RunData) -> list[Finding]:
     """A transformer (or Adam with a large lr) started at full lr, with early instability.
 
@@ -1083,7 +1151,11 @@ def missing_warmup(run: RunData) -> list[Finding]:
     loss may chase a moving target), or a loss spike
     appears, or (attention) the gradient norm grows ≥ 5× its first value
     while the loss has not yet fallen 20 % below its start (growth while
-    the loss falls is the model learning);
+    the loss falls is the model learning), or (attention, not RAdam, the lr
+    ≥ 50 % of its peak throughout) the loss is still within 20 % of its
+    start at the end of that stretch while the median update/weight ratio
+    there is ≥ ~1e-3 (steps of a working size that go nowhere: stuck at
+    the start; smaller ones are an lr too low);
     the loss bar is 30 % with attention, 50 % (smoothed) without. The lr must
     be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run): a
     log that starts after the warm-up shows only the peak.
@@ -1091,7 +1163,8 @@ def missing_warmup(run: RunData) -> list[Finding]:
     large early updates destabilise attention/post-LN blocks.
     Try: linear warmup (e.g. 1-10 % of steps) then cosine/linear decay;
     start small (e.g. 5e-5), OneCycleLR.
-    Source: seed 000, seed 001 (linear warmup), seed 003 ("warmup is essential").
+    Source: seed 000, seed 001 (linear warmup), seed 003 ("warmup is essential"); seed 004 (update/weight
+    ratio); Liu et al. 2020 (RAdam: warm-up and Adam's early variance), Xiong et al. 2020 (post-LN needs warm-up).
     """
     lr = finite(lr_series(run))
     loss = finite_train_loss(run)
@@ -1134,6 +1207,7 @@ def missing_warmup(run: RunData) -> list[Finding]:
             before_peak = loss[loss.index <= peak_step].to_numpy()[-EARLY_LEARNING_POINTS:]
             if len(before_peak) and start > 0 and median(before_peak) <= (1 - EARLY_LEARNING_DROP) * start:
                 growth = None
+    stuck = _stuck_with_large_steps(run, loss, early.index[-1], start, peak_lr) if attention else None
     signs = []
     # A rise above the start means the model got worse only for a loss with a fixed target (a classifier's,
     # a language model's, a regression's). An unknown task's loss may chase a moving one: a GAN generator's
@@ -1145,14 +1219,44 @@ def missing_warmup(run: RunData) -> list[Finding]:
         signs.append(f"{len(spikes)} loss spike(s)")
     if growth is not None and growth >= EARLY_GRAD_GROWTH:
         signs.append(f"the gradient norm grew {growth:.0f}×")
+    if stuck is not None and task_of(run).kind != "unknown":
+        signs.append(f"the loss was still at {stuck[0]:.0%} of its start while the median update/weight ratio "
+                     f"was {stuck[1]:.1e} (steps of a working size that went nowhere)")
     if not signs:
         return []
     what = "attention layers" if model.get("has_attention") else f"Adam with lr {peak_lr:g}"
     return [finding(
         "missing_warmup", "warning", "No lr warmup, unstable start",
         f"A model with {what} started at {float(lr.iloc[0]) / peak_lr:.0%} of its peak lr ({float(lr.iloc[0]):g}), and "
-        f"in the first {len(early)} steps {', '.join(signs)}.",
+        f"up to step {early.index[-1]} ({len(early)} records) {', '.join(signs)}.",
         "Add a linear warmup over the first 1-10 % of steps (then cosine or linear decay), or OneCycleLR.",
         "seed 000, seed 001 (warmup), seed 003 (warmup is essential)", loss.index[0], early.index[-1],
         {"start_lr": float(lr.iloc[0]), "peak_lr": peak_lr, "early_loss_rise": rise, "early_spikes": len(spikes),
-         "early_grad_growth": growth})]
+         "early_grad_growth": growth, "early_level_share": stuck[0] if stuck else None,
+         "early_update_ratio": stuck[1] if stuck else None})]
+
+
+def _stuck_with_large_steps(run: RunData, loss: pd.Series, early_end: int, start: float,
+                            peak_lr: float) -> tuple[float, float] | None:
+    """(loss level over its start, median update/weight ratio) over the early stretch (steps ≤ ``early_end``,
+    optimizer steps) when the lr stayed ≥ WARMUP_START_FRACTION of ``peak_lr`` there, the optimizer is not
+    RAdam, the median positive ratio of every layer's records there is ≥ UPDATE_RATIO_RULE_OF_THUMB and the loss (median
+    of its last EARLY_LEARNING_POINTS records there) is still above (1 - EARLY_LEARNING_DROP) × ``start``;
+    else None (also without per-layer update ratios)."""
+    if "radam" in str((run.env.get("optimizer") or {}).get("type", "")).lower() or not start > 0:
+        return None
+    lr = finite(lr_series(run))
+    early_lr = lr[lr.index <= early_end].to_numpy(dtype="float64")
+    if not early_lr.size or float(early_lr.min()) < WARMUP_START_FRACTION * peak_lr:
+        return None
+    ratios = layer_values(run, "update_ratio")
+    if ratios.empty:
+        return None
+    values = ratios[ratios.index <= early_end].to_numpy(dtype="float64")
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size or float(np.median(values)) < UPDATE_RATIO_RULE_OF_THUMB:
+        return None
+    level = median(loss[loss.index <= early_end].to_numpy()[-EARLY_LEARNING_POINTS:])
+    if level <= (1 - EARLY_LEARNING_DROP) * start:
+        return None
+    return level / start, float(np.median(values))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # at run time this module needs no pandas: cached diagnoses p
 WIDTH = 100
 # Events that say the record itself is incomplete or mixed (store/format.py's
 # EVENT_KINDS): a reader must know before trusting any finding on the run.
-RECORDING_EVENTS = ("rows_dropped", "concurrent_writer")
+RECORDING_EVENTS = ("rows_dropped", "concurrent_writer", "step_without_optimizer_step")
 _HEADINGS = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
 
@@ -90,8 +90,9 @@ def interrupted_by_user(run: "Reported") -> bool:
 
 
 def recording_problems(run: "Reported") -> list[dict[str, Any]]:
-    """What the store recorded as lost or mixed in this run: ``rows_dropped`` and
-    ``concurrent_writer`` events, each ``{"kind", "step", "detail"}`` in step order.
+    """What the store recorded as lost or mixed in this run: ``rows_dropped``,
+    ``concurrent_writer`` and ``step_without_optimizer_step`` events, each
+    ``{"kind", "step", "detail"}`` in step order.
 
     A cached :class:`~traindoctor.diagnosis.cache.Diagnosis` carries them already.
     """
@@ -166,7 +167,8 @@ def _run_section(run: "Reported", findings: list[Finding]) -> list[str]:
         lines += textwrap.wrap(f"  it stopped on: {reason}", WIDTH, subsequent_indent="    ")
     problems = recording_problems(run)
     if problems:
-        lines.append(f"  RECORDING: {len(problems)} problem(s) with this run's record; findings may miss what was lost")
+        lines.append(f"  RECORDING: {len(problems)} problem(s) with this run's record; findings may miss what was lost "
+                     "or misread what was recorded")
         for problem in problems:
             where = f" (step {problem['step']})" if problem["step"] is not None else ""
             lines += _wrap(f"[{problem['kind']}]{where} ", problem["detail"])

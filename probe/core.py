@@ -981,12 +981,14 @@ class Probe:
         skipped = self._scaler is not None and not self._stepped
         if not self._stepped and self._scaler is None and "no_optimizer_step" not in self._warned:
             self._warned.add("no_optimizer_step")
-            warnings.warn(
-                f"traindoctor probe: probe.step() at step {step} came without an optimizer.step() since the last "
-                "one; call probe.step() once per optimizer step (after it), not per micro-batch (an optimizer "
-                "made after watch() is not seen: watch the one that steps)",
-                RuntimeWarning, stacklevel=2,
-            )
+            message = (f"probe.step() at step {step} came without an optimizer.step() since the last one; call "
+                       "probe.step() once per optimizer step (after it), not per micro-batch (an optimizer made "
+                       "after watch() is not seen: watch the one that steps)")
+            warnings.warn(f"traindoctor probe: {message}", RuntimeWarning, stacklevel=2)
+            # Kept with the run: the warning scrolls away, and `diagnose` judged the micro-batch
+            # records as optimizer steps (a loop calling it 4 times a step read as an lr too low).
+            self.guard.guarded("events", lambda: self.writer.add_event(
+                "step_without_optimizer_step", message, step=step))
         self._host_skipped[row] = skipped
         self._settle_due_norms()
         grads = self._any_fired and "grad_norm" not in self._disabled

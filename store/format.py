@@ -221,6 +221,9 @@ EVENT_KINDS: dict[str, str] = {
                     "unpublished-row budget lasts); detail says how many, of which table, steps and why",
     "concurrent_writer": "another live writer was recording the same rank of this run; detail names it "
                          "(both keep their rows)",
+    "step_without_optimizer_step": "probe.step() came without an optimizer.step() since the last one (called per "
+                                   "micro-batch, or the optimizer that steps is not the watched one): the run's "
+                                   "steps are not optimizer steps; once, at the first such step",
     "live_finding": "a live check of the probe found a problem while the run trained; detail is the finding as "
                     "JSON (Finding.to_dict()); step and wall_time say when it was first raised",
     "stop_requested": "a live finding met Probe(stop_on=...) and probe.should_stop became true; detail is JSON: "
@@ -547,7 +550,8 @@ FINDINGS_KEYS: dict[str, str] = {
     "engine": "the diagnosis engine version the findings come from",
     "fingerprint": "the run's summary fingerprint they were computed for",
     "findings": "Finding.to_dict() of each finding, in the engine's order",
-    "recording_problems": "rows_dropped and concurrent_writer events of the run (kind, step, detail)",
+    "recording_problems": "rows_dropped, concurrent_writer and step_without_optimizer_step events of the run "
+                          "(kind, step, detail)",
     "crash": "the last line of the run's crash event (the exception or signal), null without one",
     "name": "the run's name when diagnosed",
 }

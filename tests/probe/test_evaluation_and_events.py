@@ -139,6 +139,33 @@ def test_mode_mistakes_raise_events_once_per_stretch(tmp_path):
     assert events.loc[events["kind"] == "train_mode_during_eval", "step"].tolist() == [6]
 
 
+@pytest.mark.parametrize("per_micro_batch", [True, False], ids=["per-micro-batch", "per-optimizer-step"])
+def test_probe_step_per_micro_batch_is_kept_with_the_run_as_a_recording_problem(tmp_path, capsys, per_micro_batch):
+    """Regression: probe.step() called per micro-batch of a 4-step accumulation only warned at run time;
+    the run recorded 4 steps per optimizer step and `diagnose` read its loss as falling slowly: lr too low."""
+    from traindoctor.cli import main
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught, Probe(run="accumulating", store=tmp_path) as probe:
+        warnings.simplefilter("always")
+        probe.watch(model, optimizer)
+        for index, (x, y) in enumerate(make_batches(12), start=1):
+            (torch.nn.functional.cross_entropy(model(x), y) / 4).backward()
+            if index % 4 == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            if per_micro_batch or index % 4 == 0:
+                probe.step(loss=torch.tensor(1.0))
+    _, _, events, _ = read_run(tmp_path)
+    recorded = events.loc[events["kind"] == "step_without_optimizer_step", "step"].tolist()
+    warned = [w for w in caught if "without an optimizer.step()" in str(w.message)]
+    assert (recorded, len(warned)) == (([1], 1) if per_micro_batch else ([], 0))
+    assert main(["diagnose", "accumulating", "--store", str(tmp_path), "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["runs"][0]["recording_problems"]
+    assert [(p["kind"], p["step"]) for p in problems] == [("step_without_optimizer_step", 1)] * per_micro_batch
+
+
 def test_non_finite_loss_gives_one_event_per_stretch_found_at_flush(tmp_path):
     probe, model, optimizer = _watched(tmp_path, flush_every_steps=4, flush_every_s=3600)
     values = [1.0, float("nan"), float("nan"), 2.0, float("inf"), 1.0, 1.0]
