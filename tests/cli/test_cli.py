@@ -227,3 +227,37 @@ def test_no_command_lists_the_commands_and_ends_in_one_error_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "traindoctor: error: give a COMMAND (listed above)"
     assert all(any(line.strip().startswith(command) for line in err) for command in ("ui", "runs", "diagnose", "import"))
+
+
+def test_demo_builds_the_bundled_runs_summaries_quietly_before_the_dashboard_reads_them(tmp_path, monkeypatch):
+    """Regression: the wheel's sample runs carry no summary.json (a cache git ignores), so every
+    `traindoctor demo` started with a RuntimeWarning that its 23 runs were written by an older
+    traindoctor."""
+    import warnings
+
+    import numpy as np
+
+    import traindoctor.cli as cli
+
+    installed = tmp_path / "site-packages" / "traindoctor" / "sample_store"
+    for name in ("healthy", "lr-too-high"):
+        writer = RunWriter(installed, name=name, background=False)
+        writer.add_scalars(step=np.arange(1, 21), name="loss", value=np.linspace(2.3, 0.5, 20))
+        writer.close("finished")
+    for summary in installed.glob("*/summary.json"):
+        summary.unlink()  # as the wheel ships them
+    (installed / ".catalog.json").unlink(missing_ok=True)
+    served = {}
+
+    def fake_ui(args, store_path):
+        served["summaries"] = sorted(path.parent.name for path in Path(store_path).glob("*/summary.json"))
+        return 0
+
+    monkeypatch.setattr(cli, "sample_store_path", lambda: installed)
+    monkeypatch.setattr(cli, "command_ui", fake_ui)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["demo", "--port", "8599"]) == 0
+    assert [str(w.message) for w in caught] == []
+    assert served["summaries"] == sorted(path.parent.name for path in installed.glob("*/run.json"))
+    assert list(installed.glob("*/summary.json")) == []  # the installed copy stays as pip wrote it
