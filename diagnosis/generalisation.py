@@ -545,9 +545,9 @@ def _unscaled_underfitting(run: RunData, loss: pd.Series, judged: pd.Series, sta
         "underfitting", "info", "Training and validation loss flat together: capacity or the data's limit",
         f"Training loss flat at {final:.3g} (it improved {improvement:+.1%} over the second half of the stretch at "
         f"the peak lr{after}), validation loss {val_late:.3g}, within {UNDERFIT_GAP_LOSS:.0%}: the model fits its "
-        f"training data no better than unseen data. A regression loss has its targets' units, so whether that "
-        f"level is poor cannot be told from the curves: a model too small for the task and one at the noise "
-        f"floor of its targets look the same.",
+        f"training data no better than unseen data. A regression loss has its targets' units, so the curves "
+        f"cannot say whether that level is high: a model too small for the task and one at the noise floor of "
+        f"its targets look the same.",
         "Try a bigger model (wider/deeper, a larger bottleneck) or less regularisation for a few epochs: if the loss "
         "drops below this plateau, the model was too small; compare the loss with the targets' variance.",
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
