@@ -506,11 +506,11 @@ def health_text(found: dict | None, status: str | None = None, steps: Any = None
 
 def summary_train_loss(summary: dict) -> float | None:
     """The smoothed training loss (store.catalog.train_loss_tail); NaN when the last logged loss is
-    not finite (a diverged run is not summed up by its last finite values)."""
-    last = ((summary.get("metrics") or {}).get("train") or {}).get("loss", {}).get("last")
-    if isinstance(last, float) and last != last:
-        return last
-    return summary.get("train_loss_tail")
+    not finite (a diverged run is not summed up by its last finite values): ``store.catalog.shown_train_loss``,
+    which ``traindoctor runs`` shows too."""
+    from traindoctor.store.catalog import shown_train_loss
+
+    return shown_train_loss(summary)
 
 
 def varying_hyperparameters(hyperparameters: Sequence[dict], limit: int = MAX_HYPERPARAMETER_COLUMNS) -> list[str]:

@@ -494,6 +494,16 @@ def train_loss_tail(run_dir: str, files: Sequence[str], attempt_starts: dict[str
     return math.fsum(tail) / len(tail)
 
 
+def shown_train_loss(summary: dict[str, Any]) -> float | None:
+    """The training loss a table of runs shows (the Runs page, ``traindoctor runs``): the
+    smoothed one, ``train_loss_tail``; NaN when the last logged loss is not finite (a
+    diverged run is not summed up by its last finite values)."""
+    last = ((summary.get("metrics") or {}).get("train") or {}).get("loss", {}).get("last")
+    if isinstance(last, float) and last != last:
+        return last
+    return summary.get("train_loss_tail")
+
+
 # ------------------------------------------------------------------ the catalog
 
 

@@ -388,6 +388,7 @@ def format_runs_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]
     import time
 
     from traindoctor.numbers import significant
+    from traindoctor.store.catalog import shown_train_loss
     from traindoctor.store.listing import key_hyperparameters
 
     hyperparameters = key_hyperparameters(summary.get("hyperparameters") or {} for summary in summaries)
@@ -402,7 +403,7 @@ def format_runs_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]
             shown.add(key)
 
     def cell(row: dict[str, Any], summary: dict[str, Any], field: str) -> str:
-        value = summary.get(field) if field == _TRAIN_LOSS_TAIL else row.get(field)
+        value = shown_train_loss(summary) if field == _TRAIN_LOSS_TAIL else row.get(field)
         if field == "started":
             return "" if value is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(value))
         if field == "steps" and isinstance(value, int):

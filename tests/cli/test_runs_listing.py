@@ -283,14 +283,18 @@ def test_a_nan_filter_finds_the_runs_that_hold_nan(tmp_path, capsys, args, expec
     assert listed(capsys, tmp_path, *args) == expected
 
 
-def test_the_table_shows_the_training_loss_as_the_runs_page_does_not_its_last_minibatch(tmp_path, capsys):
+@pytest.mark.parametrize(("last", "shown"), [(5.8e-09, "3.6"), (float("nan"), "nan")],
+                         ids=["thrashing-mean-of-the-last-10", "diverged-nan"])
+def test_the_table_shows_the_training_loss_as_the_runs_page_does_not_its_last_minibatch(tmp_path, capsys, last,
+                                                                                        shown):
     """Regression: `runs` printed the last minibatch's loss (5.8e-09 for a run thrashing around 4), the
-    Runs page the mean of the last logged losses (issue #17): one store, two training losses."""
-    losses = np.r_[np.full(99, 4.0), 5.8e-09]
+    Runs page the mean of the last logged losses (issue #17): one store, two training losses. A run
+    whose last loss is NaN reads nan, not the mean of its last finite losses."""
+    losses = np.r_[np.full(99, 4.0), last]
     writer = RunWriter(tmp_path, run_id="20260101-000000-000000", name="thrashing", background=False)
     writer.add_scalars(step=np.arange(1, 101), name="loss", value=losses)
     writer.close("finished")
     assert main(["runs", "--store", str(tmp_path)]) == 0
     header, row = capsys.readouterr().out.splitlines()[:2]
     cells = dict(zip(re.split(r"\s{2,}", header.strip()), re.split(r"\s{2,}", row.strip())))
-    assert cells["train loss"] == "3.6"  # the mean of the last 10 of 100 logged values
+    assert cells["train loss"] == shown
