@@ -11,7 +11,10 @@ gradient norm's peak over its median; for a classifier also the final val
 accuracy against the majority class's share and the lowest per-class
 recall (from the last confusion counts). The runs' descriptions quote the
 criterion each label was checked with. ``SECOND_HOLD_OUT`` are the families
-of the second hold-out, added after the rules of e5debb8.
+of the second hold-out, added after the rules of e5debb8; ``THIRD_HOLD_OUT``
+those of the third (stored in tests/data/heldout3, not in the corpus; see
+``tests/diagnosis/make_heldout3.py``), written from the rules of 31be2a9 on and
+checked with ``--family unet_signals lstm_lm_hmm set_transformer_points``.
 
 Usage::
 
@@ -40,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 HELD_OUT_FAMILIES = ("gru_waveforms", "denoiser_digits", "lm_word_grammar")
 SECOND_HOLD_OUT = ("bn_mlp_tabular", "vit_digits", "conv_tagger_tokens")
+THIRD_HOLD_OUT = ("unet_signals", "lstm_lm_hmm", "set_transformer_points")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:

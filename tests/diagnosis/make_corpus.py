@@ -218,8 +218,11 @@ class Logging:
     (the value of that step, or with ``mean`` the mean since the previous
     record: HF Trainer's logged loss), or one mean per epoch (Keras,
     Lightning's ``on_epoch``), and may start late (``start``: a callback
-    attached after step 1). Gradient norm and lr are logged with the loss,
-    as the step's value.
+    attached after step 1). With ``ema`` the loss recorded is the
+    bias-corrected exponential moving average of every step's loss so far
+    (fastai's smoothed loss, ``beta = ema``; no training accuracy is
+    logged). Gradient norm and lr are logged with the loss, as the step's
+    value.
     """
 
     every: int = 1
@@ -227,10 +230,13 @@ class Logging:
     per_epoch: bool = False
     start: int = 1
     layer_every: int | None = LAYER_EVERY
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.start < 1 or (self.layer_every is not None and self.layer_every < 1):
             raise ValueError(f"every, start and layer_every must be >= 1, got {self}")
+        if self.ema is not None and not (0.0 < self.ema < 1.0 and not (self.mean or self.per_epoch)):
+            raise ValueError(f"ema must be in (0, 1) and excludes mean and per_epoch, got {self}")
 
 
 class Recorder:
@@ -249,6 +255,7 @@ class Recorder:
         self.step = 0
         self._before: list[torch.Tensor] | None = None
         self._window: list[tuple[float, float | None]] = []
+        self._smoothed = 0.0  # the uncorrected moving average of the loss (Logging.ema)
 
     def before_step(self) -> None:
         """Call after backward(), before optimizer.step()."""
@@ -269,6 +276,9 @@ class Recorder:
         """Call after optimizer.step() (and the scheduler); ``epoch_end``: the epoch's last step."""
         self.step += 1
         step, writer, logging = self.step, self.writer, self.logging
+        if logging.ema is not None:
+            self._smoothed = logging.ema * self._smoothed + (1 - logging.ema) * loss
+            loss, accuracy = self._smoothed / (1 - logging.ema ** step), None
         self._window.append((loss, accuracy))
         due = (epoch_end if logging.per_epoch else step % logging.every == 0) and step >= logging.start
         if due:
@@ -364,6 +374,7 @@ class Spec:
     logging: Logging = Logging()
     scheduler: Callable[[torch.optim.Optimizer, int, int], tuple[Any, str]] | None = None
     eval_every: int | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # instead of the objective's own
 
 
 def objective_loss(objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -405,7 +416,7 @@ def train(spec: Spec, out: Path) -> str:
         spec.prepare(model)
     optimizer = spec.optimizer(model)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    criterion = objective_loss(spec.objective)
+    criterion = spec.loss or objective_loss(spec.objective)
     n_train = len(data.y_train)
     steps_per_epoch = math.ceil(n_train / spec.batch_size)
     total_steps = steps_per_epoch * spec.epochs
