@@ -90,6 +90,8 @@ DEFAULT_LAYER_EVERY = 50
 DEFAULT_FLUSH_EVERY_S = 2.0
 # Rows of the device step buffer: 3 float32 per step, so 1 KiB per 256 steps.
 DEFAULT_FLUSH_EVERY_STEPS = 256
+# The largest share of the training thread's wall time the live checks may take.
+DEFAULT_LIVE_BUDGET = 0.02
 
 # Columns of the per-step device buffer.
 _LOSS, _GRAD_NORM, _AMP_SCALE = 0, 1, 2
@@ -244,6 +246,14 @@ class Probe:
             on the host; each new warning or critical finding is recorded as
             a ``live_finding`` event. Loads pandas and the rules at
             construction; ``False`` records only.
+        live_budget: the largest share of the training thread's wall time
+            the live checks may take (default 0.02). A flush that comes
+            sooner after the last check than that check's cost allows (a
+            30 ms check: 1.5 s) leaves its values to the next check, made at
+            the first flush that the budget allows, and at close; a flush
+            holding a non-finite loss or gradient norm is checked at once.
+            None checks at every flush (a loop of millisecond steps then
+            spends a large share of its time in them).
         on_finding: called with each new live finding (a ``Finding``), on the
             training thread at the flush that raised it: keep it quick. An
             error in it is warned about once and never reaches training.
@@ -292,10 +302,13 @@ class Probe:
         on_finding: Callable[[Any], Any] | None = None,
         stop_on: str | None = None,
         raise_on_stop: bool = False,
+        live_budget: float | None = DEFAULT_LIVE_BUDGET,
     ) -> None:
         if run is not None:
             check_name(run, "run")
         _check_live_options(live, on_finding, stop_on, raise_on_stop)
+        if live_budget is not None and not (isinstance(live_budget, (int, float)) and 0 < live_budget <= 1):
+            raise ValueError(f"live_budget must be a fraction in (0, 1] or None, got {live_budget!r}")
         if project is not None:
             check_name(project, "project")
         # Checked and converted here, before the run folder exists: an
@@ -423,6 +436,11 @@ class Probe:
         self._stop_raised = False
         self.live_findings: list[Any] = []  # every live finding raised, in order (bounded by the live checks)
         self._live = None
+        self._live_budget = None if live_budget is None else float(live_budget)
+        self._live_due = False  # values written since the last live check
+        self._live_urgent = False  # a non-finite loss or gradient norm among them: checked at once
+        self._live_cost_s = 0.0  # wall seconds the last live check took
+        self._live_done_at = -math.inf  # time.perf_counter() when it ended
         if live:
             # The rules and pandas load here, not at import: `from traindoctor import Probe` stays light.
             from traindoctor.diagnosis.live import LiveDiagnosis
@@ -1292,8 +1310,17 @@ class Probe:
             self.guard.guarded("flush", self._write, transfer)
             written = True
         if written and self._live is not None:
+            self._live_due = True
+        if self._live_due and (wait or self._live_urgent or self._live_allowed()):
             self._live_check()
         return written
+
+    def _live_allowed(self) -> bool:
+        """Whether the live-check budget allows a check now: the time since the last one
+        is at least its cost divided by ``live_budget``."""
+        if self._live_budget is None:
+            return True
+        return time.perf_counter() - self._live_done_at >= self._live_cost_s / self._live_budget
 
     def _write(self, transfer: _Transfer) -> None:
         if transfer.values is not None:
@@ -1341,6 +1368,7 @@ class Probe:
         if measured.any():
             add(step=steps[measured], name="grad_norm", value=values[measured, _GRAD_NORM],
                 epoch=epochs[measured], wall_time=walls[measured])
+            self._live_urgent |= not bool(np.isfinite(values[measured, _GRAD_NORM]).all())
         if self._scaler is not None:
             add(step=steps, name="amp_skipped", value=host["skipped"].astype(np.float64), epoch=epochs, wall_time=walls)
             with_scale = host["amp_recorded"]
@@ -1358,6 +1386,7 @@ class Probe:
 
     def _nan_loss_events(self, steps: np.ndarray, loss: np.ndarray) -> None:
         bad = ~np.isfinite(loss)
+        self._live_urgent |= bool(bad.any())
         previous = getattr(self, "_last_loss_bad", False)
         for index in np.flatnonzero(bad):
             # One event per stretch of consecutive non-finite losses.
@@ -1422,13 +1451,18 @@ class Probe:
 
     def _live_check(self) -> None:
         """Run the live rules on what this flush wrote (host numbers: no device read) and raise what is new."""
+        self._live_due = self._live_urgent = False
         if "live" in self._disabled:
             return
+        started = time.perf_counter()
         try:
             found = self._live.check()
         except Exception as error:
             self.guard.fail("live", error)
             return
+        finally:
+            self._live_done_at = time.perf_counter()
+            self._live_cost_s = self._live_done_at - started
         for finding in found:
             self._raise_finding(finding)
 

@@ -50,9 +50,67 @@ def _train(probe: Probe, steps: int, *, broken_at: int | None = BROKEN_AT, eval_
 
 
 def _probe(tmp_path, **options) -> Probe:
+    """A probe that checks at every flush (live_budget=None), so that findings are raised at known steps."""
     settings = dict(run="live", store=tmp_path, num_classes=3, flush_every_steps=8, flush_every_s=3600,
-                    layer_every=5, handle_sigterm=False, strict=True)
+                    layer_every=5, handle_sigterm=False, strict=True, live_budget=None)
     return Probe(**{**settings, **options})
+
+
+@pytest.fixture
+def slow_checks(monkeypatch):
+    """Every live check takes at least 0.2 s: at the default 2 % budget the next may come 10 s later."""
+    import time
+
+    from traindoctor.diagnosis.live import LiveDiagnosis
+
+    check = LiveDiagnosis.check
+
+    def slow(self):
+        time.sleep(0.2)
+        return check(self)
+
+    monkeypatch.setattr(LiveDiagnosis, "check", slow)
+
+
+def _checks(probe: Probe) -> int:
+    return probe._live.checks
+
+
+def test_the_budget_spaces_the_checks_of_a_loop_that_flushes_every_step(tmp_path, slow_checks):
+    with _probe(tmp_path, flush_every_steps=1, live_budget=0.02, on_finding=None) as probe:
+        _train(probe, 60, broken_at=None)
+        during = _checks(probe)
+    # 60 flushes: the first is checked, the next within 10 s of it are not; close checks what they left.
+    assert during == 1 and _checks(probe) == 2
+    with _probe(tmp_path / "every", flush_every_steps=1) as probe:  # live_budget=None: one check a flush
+        _train(probe, 12, broken_at=None)
+        assert _checks(probe) == 12
+
+
+def test_a_non_finite_loss_is_checked_at_its_flush_whatever_the_budget(tmp_path, slow_checks):
+    handed = []
+    with _probe(tmp_path, live_budget=0.02, on_finding=handed.append, stop_on="critical") as probe:
+        taken = _train(probe, 80)
+    # As at every flush: NaN losses from step 31, the third of them in the flush of step 40.
+    assert [(f.rule, f.severity) for f in handed] == [("divergence", "critical")] and taken == 40
+    _, _, events, _ = read_run(tmp_path)
+    assert [entry["raised_step"] for entry in _live_events(events)] == [40]
+
+
+def test_a_check_the_budget_put_off_is_made_at_close(tmp_path, slow_checks):
+    with _probe(tmp_path, live_budget=0.02) as probe:
+        _train(probe, 24, broken_at=None, eval_every=4, forget_train=True)  # steps taken in eval mode
+        assert probe.live_findings == []  # checked at the flush of step 4 only, before the mistake
+    assert [f.rule for f in probe.live_findings] == ["eval_mode_during_training"]
+    _, _, events, _ = read_run(tmp_path)
+    assert [entry["raised_step"] for entry in _live_events(events)] == [24]
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, 1.5, "2%", float("nan")])
+def test_live_budget_must_be_a_fraction(tmp_path, budget):
+    with pytest.raises(ValueError, match="live_budget must be a fraction"):
+        Probe(run="bad", store=tmp_path, handle_sigterm=False, live_budget=budget)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _live_events(events):
