@@ -492,7 +492,7 @@ def weights_never_moved(run: RunData) -> list[Finding]:
 
 
 @rule(severities=("info", "warning", "critical"), inputs=("grad_norm", "weight_norm", "update_ratio", "lr"),
-      evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm", "update_ratio"),
+      metadata=("env.model",), evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm", "update_ratio"),
       thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS", "STILL_UPDATE_RATIO", "STILL_MIN_RECORDS",
                   "STILL_SOME_MIN_RECORDS", "STILL_EXPECTED_RATIO"),
       # Layers that stopped learning (or weights that never move) leave accuracy at the zero-rule baseline,
