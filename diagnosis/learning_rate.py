@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from traindoctor.diagnosis.common import (eval_frame, finding, finite_train_loss, layer_values, loss_reference,
-                                          lr_series, task_of)
+                                          lr_series, task_of, train_loss)
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.gradients import DEAD_MIN_RECORDS, ZERO_GRAD, dead_layers, vanishing_gradients
 from traindoctor.diagnosis.loss import (
@@ -435,8 +435,10 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"The run diverged from step {onset[0]} while the median update/weight ratio was {ratio:.1e}, "
             f"{ratio / UPDATE_RATIO_RULE_OF_THUMB:.0f}× the ~1e-3 rule of thumb: the steps were too large.",
             "Lower the lr (×0.1 or more), warm it up, clip gradients.", SOURCE_LR + "; seed 004 (update/weight ratio)",
-            onset[0], loss.index[-1], {"kind": "diverged_large_updates", "divergence_step": onset[0],
-                                       "divergence_kind": onset[1], "median_update_ratio": ratio})]
+            # To the run's last step: ``loss`` is finite, so after a NaN its last step precedes the onset.
+            onset[0], max(onset[0], int(train_loss(run).index[-1])),
+            {"kind": "diverged_large_updates", "divergence_step": onset[0],
+             "divergence_kind": onset[1], "median_update_ratio": ratio})]
     stuck = stuck_at_uniform(run)
     if stuck is not None and stuck["median_update_ratio"] is not None and (
             stuck["median_update_ratio"] >= HIGH_UPDATE_RATIO):

@@ -182,6 +182,16 @@ def test_a_divergence_with_large_updates_names_the_lr(ratio, named):
     assert all(f.evidence["kind"] == "diverged_large_updates" for f in found)
 
 
+def test_a_divergence_to_nan_with_large_updates_spans_onset_to_the_last_step():
+    """The loss is NaN from step 31: the finding ran from 31 to the last finite loss (30), a reversed range
+    that the text, the JSON and the chart shading all showed."""
+    loss = np.concatenate([np.linspace(1.6, 1.2, 30), np.full(20, np.nan)])
+    steps = np.arange(1, 51)
+    ratios = scalar_rows("update_ratio", np.full(50, 6e-2), steps=steps, layer="fc.weight")
+    found = lr_too_high(make_run(loss=loss, steps=steps, frames=[ratios], task={"num_classes": 5}))
+    assert [(f.evidence["kind"], f.step_start, f.step_end) for f in found] == [("diverged_large_updates", 31, 50)]
+
+
 # ------------------------------------------------------------------ underperforming_classes on imbalanced data
 
 
