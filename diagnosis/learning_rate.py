@@ -700,6 +700,14 @@ LR_TOO_LOW_MIN_EVALS = 10
 ZERO_LR_MIN_RECORDS = 5
 
 
+def _small_steps_are_the_lrs(run: RunData, moving: float | None) -> bool:
+    """Whether small update/weight ratios can be put on the lr: the layers that still move take steps no
+    larger than the ~1e-3 rule of thumb (``moving``: :func:`moving_update_ratio`), and no vanishing
+    gradients or dead layers (warning or worse) make the steps small whatever the lr."""
+    return ((moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)
+            and not any(f.severity != "info" for f in vanishing_gradients(run) + dead_layers(run)))
+
+
 def watched_lr(run: RunData) -> float | None:
     """The largest lr the optimizer's param groups had when the probe saw it (a scheduler's base lr,
     ``initial_lr``, where recorded); None when the run records no optimizer."""
@@ -806,8 +814,7 @@ def lr_too_low(run: RunData) -> list[Finding]:
         # vanishing-gradients sample, ten sigmoid layers, sits at ln 10 with ratios of 1e-6).
         moving = moving_update_ratio(run)
         if (late >= UNIFORM_LEVEL_SHARE * task.uniform_loss and ratio is not None and ratio <= LOW_UPDATE_RATIO
-                and (moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)
-                and not any(f.severity != "info" for f in vanishing_gradients(run) + dead_layers(run))):
+                and _small_steps_are_the_lrs(run, moving)):
             return [finding(
                 "lr_too_low", "warning", "Classifier still at the uniform-prediction loss with tiny updates",
                 f"The loss is still at {late:.3g}, {late / task.uniform_loss:.0%} of ln({task.size}) = "
@@ -830,8 +837,7 @@ def lr_too_low(run: RunData) -> list[Finding]:
         peak_ratio = peak_lr_update_ratio(run)
         reference_share = late / task.uniform_loss
         if (peak_ratio is not None and peak_ratio <= LOW_UPDATE_RATIO and reference_share >= 1 - SLOW_TOTAL_DROP
-                and (moving is None or moving <= UPDATE_RATIO_RULE_OF_THUMB)
-                and not any(f.severity != "info" for f in vanishing_gradients(run) + dead_layers(run))):
+                and _small_steps_are_the_lrs(run, moving)):
             return [finding(
                 "lr_too_low", "warning", "Tiny steps even at the peak lr, loss still far from its floor",
                 f"The loss ends at {late:.3g}, {reference_share:.0%} of ln({task.size}) = {task.uniform_loss:.3g} "

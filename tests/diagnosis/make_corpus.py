@@ -814,10 +814,24 @@ def all_specs() -> list[Spec]:
     Raises:
         ValueError: two runs share a name, or a run has no family.
     """
-    specs = original_specs()
-    for module_name in FAMILY_MODULES:
+    return checked_specs(original_specs() + family_specs(FAMILY_MODULES))
+
+
+def family_specs(module_names) -> list[Spec]:
+    """The runs of these family modules (``tests/diagnosis/corpus/<name>.py``), each with its family."""
+    specs = []
+    for module_name in module_names:
         module = importlib.import_module(f"tests.diagnosis.corpus.{module_name}")
         specs += [dataclasses.replace(spec, family=spec.family or module.FAMILY) for spec in module.specs()]
+    return specs
+
+
+def checked_specs(specs: list[Spec]) -> list[Spec]:
+    """``specs``, once every name is unique and every run has a family.
+
+    Raises:
+        ValueError: two runs share a name, or a run has no family.
+    """
     names = [spec.name for spec in specs]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated or any(not spec.family for spec in specs):

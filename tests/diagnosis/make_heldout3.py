@@ -25,8 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import os
 import shutil
 import sys
@@ -47,15 +45,9 @@ def heldout3_specs() -> list:
     Raises:
         ValueError: two runs share a name.
     """
-    specs = []
-    for module_name in HELD_OUT3:
-        module = importlib.import_module(f"tests.diagnosis.corpus.{module_name}")
-        specs += [dataclasses.replace(spec, family=spec.family or module.FAMILY) for spec in module.specs()]
-    names = [spec.name for spec in specs]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise ValueError(f"held-out runs need unique names; duplicated: {duplicated}")
-    return specs
+    from tests.diagnosis import make_corpus
+
+    return make_corpus.checked_specs(make_corpus.family_specs(HELD_OUT3))
 
 
 def main(argv: list[str] | None = None) -> int:
