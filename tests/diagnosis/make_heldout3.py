@@ -24,11 +24,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,28 +47,9 @@ def heldout3_specs() -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     from tests.diagnosis import make_corpus
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--only", nargs="*", help="train only these runs (others are kept)")
-    parser.add_argument("--missing", action="store_true", help="train only the runs not in --out yet")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    os.nice(10)  # a background job: the machine's other users keep their share
-    specs = heldout3_specs()
-    chosen = [spec for spec in specs if (not args.only or spec.name in args.only)
-              and not (args.missing and (args.out / spec.name / "run.json").is_file())]
-    args.out.mkdir(parents=True, exist_ok=True)
-    for spec in chosen:
-        shutil.rmtree(args.out / spec.name, ignore_errors=True)
-        started = time.process_time()
-        make_corpus.train(spec, args.out)
-        print(f"trained {spec.name} ({spec.family}) in {time.process_time() - started:.1f} s CPU", flush=True)
-    make_corpus.write_labels(specs, args.out)
-    return 0
+    return make_corpus.train_cli(argv, heldout3_specs, DEFAULT_OUT, __doc__)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tests.diagnosis.corpus.common import DIVERGED_CLASSIFIER_ALLOW
 from tests.diagnosis.corpus.common import cosine_to_zero, make, one_cycle, plateau
 from tests.diagnosis.make_corpus import Logging, Spec, Split
 
@@ -117,9 +118,7 @@ def run(name: str, description: str, optimizer, epochs: int, **kwargs) -> Spec:
                 **settings)
 
 
-DIVERGED_ALLOW = ["loss_spike", "exploding_gradients", "update_ratio_out_of_band", "lr_too_high", "dead_layers",
-                  "best_epoch_not_last", "underfitting", "no_better_than_baseline", "underperforming_classes",
-                  "overfitting", "class_imbalance"]
+DIVERGED_ALLOW = DIVERGED_CLASSIFIER_ALLOW + ["overfitting", "class_imbalance"]
 
 
 def specs() -> list[Spec]:

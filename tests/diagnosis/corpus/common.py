@@ -17,6 +17,13 @@ Scheduler = Callable[[torch.optim.Optimizer, int, int], tuple[Any, str]]
 # ------------------------------------------------------------------ schedules (torch.optim.lr_scheduler)
 
 
+# What a diverged classifier's run may also show (a blow-up leaves the loss spiking, the gradients and
+# updates large, the model no better than the prior): allowed, not expected, beside its divergence label.
+DIVERGED_CLASSIFIER_ALLOW = ["loss_spike", "exploding_gradients", "update_ratio_out_of_band", "lr_too_high",
+                             "dead_layers", "best_epoch_not_last", "underfitting", "no_better_than_baseline",
+                             "underperforming_classes"]
+
+
 def step_lr(every_epochs: int, gamma: float = 0.1) -> Scheduler:
     """StepLR: lr × ``gamma`` every ``every_epochs`` epochs."""
     return lambda optimizer, total, per_epoch: (

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tests.diagnosis.corpus.common import DIVERGED_CLASSIFIER_ALLOW
 from tests.diagnosis.corpus.common import adamw, cosine_to_zero, make, plateau, radam, warmup_linear
 from tests.diagnosis.make_corpus import Logging, Spec, Split
 
@@ -145,9 +146,7 @@ def adagrad(lr: float, **kwargs):
     return make(torch.optim.Adagrad, lr, **kwargs)
 
 
-DIVERGED_ALLOW = ["loss_spike", "exploding_gradients", "update_ratio_out_of_band", "lr_too_high", "dead_layers",
-                  "best_epoch_not_last", "underfitting", "no_better_than_baseline", "underperforming_classes",
-                  "overfitting", "class_imbalance"]
+DIVERGED_ALLOW = DIVERGED_CLASSIFIER_ALLOW + ["overfitting", "class_imbalance"]
 
 
 def specs() -> list[Spec]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.diagnosis.corpus.common import adamw as common_adamw
+from tests.diagnosis.corpus.common import DIVERGED_CLASSIFIER_ALLOW
 from tests.diagnosis.corpus.common import make, scale_head, warmup_cosine, warmup_stable_decay
 from tests.diagnosis.make_corpus import Logging, Spec, Split
 
@@ -178,9 +179,7 @@ def run(name: str, description: str, optimizer, epochs: int, **kwargs) -> Spec:
                 optimizer, epochs, **settings)
 
 
-DIVERGED_ALLOW = ["loss_spike", "exploding_gradients", "update_ratio_out_of_band", "lr_too_high", "dead_layers",
-                  "best_epoch_not_last", "underfitting", "no_better_than_baseline", "underperforming_classes",
-                  "missing_warmup", "overfitting"]
+DIVERGED_ALLOW = DIVERGED_CLASSIFIER_ALLOW + ["missing_warmup", "overfitting"]
 
 
 def specs() -> list[Spec]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tests.diagnosis.corpus.common import DIVERGED_CLASSIFIER_ALLOW
 from tests.diagnosis.corpus.common import bump_at, cosine_to_zero, make, step_lr, warmup_cosine, warmup_stable_decay
 from tests.diagnosis.make_corpus import Logging, Spec, Split, digits
 
@@ -94,9 +95,7 @@ def rmsprop(lr: float, **kwargs):
     return make(torch.optim.RMSprop, lr, **kwargs)
 
 
-DIVERGED_ALLOW = ["loss_spike", "exploding_gradients", "update_ratio_out_of_band", "lr_too_high", "dead_layers",
-                  "best_epoch_not_last", "underfitting", "no_better_than_baseline", "underperforming_classes",
-                  "missing_warmup", "overfitting"]
+DIVERGED_ALLOW = DIVERGED_CLASSIFIER_ALLOW + ["missing_warmup", "overfitting"]
 
 
 def specs() -> list[Spec]:
