@@ -77,7 +77,7 @@ def _checks(probe: Probe) -> int:
 
 
 def test_the_budget_spaces_the_checks_of_a_loop_that_flushes_every_step(tmp_path, slow_checks):
-    with _probe(tmp_path, flush_every_steps=1, live_budget=0.02, on_finding=None) as probe:
+    with _probe(tmp_path, flush_every_steps=1, live_budget=0.02) as probe:
         _train(probe, 60, broken_at=None)
         during = _checks(probe)
     # 60 flushes: the first is checked, the next within 10 s of it are not; close checks what they left.
