@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
+from traindoctor.store.catalog import shown_train_loss
 from traindoctor.store.reader import Store, default_store_path, open_store
 from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, RunData
 
@@ -269,7 +270,7 @@ def runs_page(store: Store, *, filters: Sequence[str] = (), statuses: Sequence[s
         "steps": pd.array([row["steps"] for row in page], dtype="Int64"),
         "started": pd.array([row["started"] for row in page], dtype="Float64"),
         **{key: [significant(row.get(key)) for row in page] for key in hyperparameters},
-        "train_loss_tail": [significant(summary_train_loss(by_id[row["run_id"]])) for row in page],
+        "train_loss_tail": [significant(shown_train_loss(by_id[row["run_id"]])) for row in page],
         **{field: [significant(row.get(field)) for row in page] for _, field in RUNS_METRICS[1:]},
         **{severity: pd.array([row.get(severity) for row in page], dtype="Int64") for severity in SEVERITY_COLUMNS},
     })
@@ -502,15 +503,6 @@ def health_text(found: dict | None, status: str | None = None, steps: Any = None
     top = found.get("top") or {}
     title = f" · {top['title']}" if top.get("title") else ""
     return f"{HEALTH_MARKERS[worst]} · {shown}{title}"
-
-
-def summary_train_loss(summary: dict) -> float | None:
-    """The smoothed training loss (store.catalog.train_loss_tail); NaN when the last logged loss is
-    not finite (a diverged run is not summed up by its last finite values): ``store.catalog.shown_train_loss``,
-    which ``traindoctor runs`` shows too."""
-    from traindoctor.store.catalog import shown_train_loss
-
-    return shown_train_loss(summary)
 
 
 def varying_hyperparameters(hyperparameters: Sequence[dict], limit: int = MAX_HYPERPARAMETER_COLUMNS) -> list[str]:

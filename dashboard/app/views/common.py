@@ -25,6 +25,7 @@ from traindoctor.dashboard import data
 from traindoctor.dashboard.app.text import inline_code, plain
 from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import SEVERITIES, Finding
+from traindoctor.store.catalog import shown_train_loss
 from traindoctor.store.errors import StoreError
 from traindoctor.store.listing import FilterError
 from traindoctor.store.reader import Store
@@ -145,9 +146,10 @@ def findings_key(found: Sequence[Finding]) -> tuple:
 
 
 def train_loss(run_id: str) -> float | None:
-    """The run's smoothed training loss from its catalog summary (``dashboard.data``'s, as the Runs page shows)."""
+    """The run's smoothed training loss from its catalog summary (``store.catalog.shown_train_loss``, as the
+    Runs page and ``traindoctor runs`` show)."""
     try:
-        return data.summary_train_loss(store().catalog.summary(run_id))
+        return shown_train_loss(store().catalog.summary(run_id))
     except Exception:  # a summary that cannot be read: the header shows a dash
         return None
 
