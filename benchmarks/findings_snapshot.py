@@ -18,7 +18,7 @@ advice, evidence), so any change of wording or of an evidence value shows.
 Usage::
 
     python benchmarks/findings_snapshot.py snapshot OUT.json [--only corpus,real_logs,...]
-    python benchmarks/findings_snapshot.py compare A.json B.json
+    python benchmarks/findings_snapshot.py compare A.json B.json [--rules overfitting,lr_too_high]
 """
 
 from __future__ import annotations
@@ -122,12 +122,20 @@ def snapshot(only: set[str] | None) -> dict[str, dict[str, Any]]:
     return result
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
+def _of_rules(findings: Any, rules: set[str] | None) -> Any:
+    if rules is None or not isinstance(findings, list):
+        return findings
+    return [f for f in findings if f.get("rule") in rules]
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], rules: set[str] | None = None) -> int:
+    """Print every run whose findings differ (only those of ``rules``, when given); 1 if any does."""
     differences = 0
     for source in sorted(set(a) | set(b)):
         runs_a, runs_b = a.get(source, {}), b.get(source, {})
         for run in sorted(set(runs_a) | set(runs_b)):
-            left, right = runs_a.get(run, "<absent>"), runs_b.get(run, "<absent>")
+            left = _of_rules(runs_a.get(run, "<absent>"), rules)
+            right = _of_rules(runs_b.get(run, "<absent>"), rules)
             if left != right:
                 differences += 1
                 print(f"{source}/{run}:\n  A: {json.dumps(left)[:600]}\n  B: {json.dumps(right)[:600]}")
@@ -146,12 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     both = commands.add_parser("compare")
     both.add_argument("a", type=Path)
     both.add_argument("b", type=Path)
+    both.add_argument("--rules", default="", help="comma-separated rule ids: compare only their findings")
     args = parser.parse_args(argv)
     if args.command == "snapshot":
         only = {name for name in args.only.split(",") if name}
         args.out.write_text(json.dumps(snapshot(only or None), indent=1, sort_keys=True), encoding="utf-8")
         return 0
-    return compare(json.loads(args.a.read_text(encoding="utf-8")), json.loads(args.b.read_text(encoding="utf-8")))
+    rules = {name for name in args.rules.split(",") if name} or None
+    return compare(json.loads(args.a.read_text(encoding="utf-8")), json.loads(args.b.read_text(encoding="utf-8")),
+                   rules)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""The input of every rule: one run's data as plain pandas frames, and its loading.
+"""The input of every rule: one run's data as numpy columns, and its loading.
 
-:class:`RunData` is what the rules in ``traindoctor.diagnosis`` take; it is
-pure pandas, so the diagnosis imports it without DuckDB. :func:`load_run`
-builds one from a :class:`~traindoctor.store.reader.Store` (the only place a
-run is read for diagnosis: the CLI, the dashboard and the public
-``traindoctor.diagnose`` all call it).
+:class:`RunData` is what the rules in ``traindoctor.diagnosis`` take; it holds
+numpy columns (:class:`~traindoctor.store.frames.Table`) and hands out
+step-indexed :class:`~traindoctor.store.frames.Curve` objects, so the
+diagnosis imports neither pandas nor DuckDB. :func:`load_run` builds one from a
+:class:`~traindoctor.store.reader.Store` (the only place a run is read for
+diagnosis: the CLI, the dashboard and the public ``traindoctor.diagnose`` all
+call it).
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from traindoctor.store.format import IDENTITY_COLUMNS, column_names
+from traindoctor.store.frames import Curve, Table
 
 if TYPE_CHECKING:
     from traindoctor.store.reader import Store
 
 
 def _data_columns(table: str) -> list[str]:
-    """The columns of ``table`` a rule sees: all but who wrote the row (a
-    list, so that ``frame[columns]`` selects them)."""
+    """The columns of ``table`` a rule sees: all but who wrote the row."""
     return [name for name in column_names(table) if name not in IDENTITY_COLUMNS]
 
 
@@ -31,17 +33,59 @@ CONFUSION_COLUMNS = _data_columns("confusion")  # step, epoch, split, true_class
 EVENT_COLUMNS = _data_columns("events")  # step, wall_time, kind, detail
 
 
-def _empty(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+@dataclass
+class LayerFrame:
+    """One per-layer statistic as a steps × layers grid (NaN where a layer has no value at a step).
+
+    Attributes:
+        index: the steps (int64, ascending), shape (n_steps,).
+        columns: the layer names, sorted.
+        values: float64, shape (n_steps, n_layers).
+    """
+
+    index: np.ndarray
+    columns: list[str]
+    values: np.ndarray
+
+    @property
+    def empty(self) -> bool:
+        return self.values.size == 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, layer: str) -> bool:
+        return layer in self.columns
+
+    def __getitem__(self, layer: str) -> Curve:
+        return Curve(self.values[:, self.columns.index(layer)], self.index, layer)
+
+    def to_numpy(self, dtype: Any = None) -> np.ndarray:
+        return self.values if dtype is None else self.values.astype(dtype)
+
+    def items(self):  # noqa: ANN201
+        return ((layer, self[layer]) for layer in self.columns)
+
+
+def _is_missing_column(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind == "O":
+        return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in values), bool, len(values))
+    return np.zeros(len(values), dtype=bool)
 
 
 @dataclass
 class RunData:
     """One run, as the rules see it (rank 0, newest attempt for repeated steps).
 
+    The three tables may be given as a :class:`~traindoctor.store.frames.Table`,
+    a mapping of columns, a pyarrow Table or a pandas DataFrame; they are kept
+    as Tables.
+
     Attributes:
         run_id, name: identity.
-        scalars: long frame (step, epoch, wall_time, split, name, layer, value);
+        scalars: long table (step, epoch, wall_time, split, name, layer, value);
             ``layer`` is None for global values, the ``named_parameters()``
             name for per-layer ones and ``group<i>`` for ``lr``.
         confusion: (step, epoch, split, true_class, pred_class, count).
@@ -59,47 +103,80 @@ class RunData:
 
     run_id: str
     name: str
-    scalars: pd.DataFrame = field(default_factory=lambda: _empty(SCALAR_COLUMNS))
-    confusion: pd.DataFrame = field(default_factory=lambda: _empty(CONFUSION_COLUMNS))
-    events: pd.DataFrame = field(default_factory=lambda: _empty(EVENT_COLUMNS))
+    scalars: Table = field(default_factory=lambda: Table(names=SCALAR_COLUMNS))
+    confusion: Table = field(default_factory=lambda: Table(names=CONFUSION_COLUMNS))
+    events: Table = field(default_factory=lambda: Table(names=EVENT_COLUMNS))
     config: dict[str, Any] = field(default_factory=dict)
     task: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     status: str = "finished"
     source: dict[str, Any] = field(default_factory=dict)
 
-    def series(self, name: str, split: str = "train", layer: str | None = None) -> pd.Series:
+    def __post_init__(self) -> None:
+        self.scalars = Table.of(self.scalars, SCALAR_COLUMNS)
+        self.confusion = Table.of(self.confusion, CONFUSION_COLUMNS)
+        self.events = Table.of(self.events, EVENT_COLUMNS)
+
+    def _rows(self, name: str, split: str, layer: str | None | bool) -> np.ndarray:
+        """Row mask of ``name`` on ``split``: global rows (layer None), one layer's, or (True) every layer's."""
+        table = self.scalars
+        mask = (table["name"] == name) & (table["split"] == split)
+        if not isinstance(mask, np.ndarray):  # an empty object column compares to a scalar
+            mask = np.zeros(len(table), dtype=bool)
+        missing = _is_missing_column(table["layer"])
+        if layer is None:
+            return mask & missing
+        if layer is True:
+            return mask & ~missing
+        return mask & (table["layer"] == layer)
+
+    def series(self, name: str, split: str = "train", layer: str | None = None) -> Curve:
         """Values of one global (or one layer's) series indexed by step, in step order.
 
         Repeated steps keep their last value; NaN and ±Inf are kept.
         """
-        frame = self.scalars
-        mask = (frame["name"] == name) & (frame["split"] == split)
-        mask &= frame["layer"].isna() if layer is None else (frame["layer"] == layer)
-        selected = frame.loc[mask, ["step", "value"]]
-        if selected.empty:
-            return pd.Series(dtype="float64", name=name)
-        selected = selected.drop_duplicates("step", keep="last").sort_values("step")
-        return pd.Series(selected["value"].to_numpy(dtype="float64"), index=selected["step"].to_numpy(dtype="int64"), name=name)
+        mask = self._rows(name, split, layer)
+        if not mask.any():
+            return Curve(np.empty(0, dtype="float64"), np.empty(0, dtype="int64"), name)
+        steps = np.asarray(self.scalars["step"][mask], dtype="int64")
+        values = np.asarray(self.scalars["value"][mask], dtype="float64")
+        steps, values = _last_per_step(steps, values)
+        return Curve(values, steps, name)
 
     def has(self, name: str, split: str = "train") -> bool:
-        frame = self.scalars
-        return bool(((frame["name"] == name) & (frame["split"] == split)).any())
+        table = self.scalars
+        if table.empty:
+            return False
+        return bool(((table["name"] == name) & (table["split"] == split)).any())
 
     def layers(self, name: str, split: str = "train") -> list[str]:
         """Layer names that have values of ``name``, in first-seen order."""
-        frame = self.scalars
-        mask = (frame["name"] == name) & (frame["split"] == split) & frame["layer"].notna()
-        return list(dict.fromkeys(frame.loc[mask, "layer"]))
+        mask = self._rows(name, split, True)
+        return list(dict.fromkeys(self.scalars["layer"][mask].tolist()))
 
-    def layer_frame(self, name: str, split: str = "train") -> pd.DataFrame:
-        """A steps × layers frame of one per-layer statistic."""
-        frame = self.scalars
-        mask = (frame["name"] == name) & (frame["split"] == split) & frame["layer"].notna()
-        selected = frame.loc[mask, ["step", "layer", "value"]]
-        if selected.empty:
-            return pd.DataFrame()
-        return selected.pivot_table(index="step", columns="layer", values="value", aggfunc="last", dropna=False).sort_index()
+    def layer_frame(self, name: str, split: str = "train") -> LayerFrame:
+        """A steps × layers grid of one per-layer statistic (layers sorted by name, steps ascending)."""
+        mask = self._rows(name, split, True)
+        if not mask.any():
+            return LayerFrame(np.empty(0, dtype="int64"), [], np.empty((0, 0)))
+        steps = np.asarray(self.scalars["step"][mask], dtype="int64")
+        layers = self.scalars["layer"][mask]
+        values = np.asarray(self.scalars["value"][mask], dtype="float64")
+        columns = sorted(set(layers.tolist()))
+        rows, row_of = np.unique(steps, return_inverse=True)
+        column_of = np.searchsorted(np.asarray(columns, dtype=object), layers)
+        grid = np.full((len(rows), len(columns)), np.nan)
+        grid[row_of, column_of] = values  # a repeated (step, layer): the last row wins, as aggfunc="last"
+        return LayerFrame(rows, columns, grid)
+
+
+def _last_per_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps in ascending order, each with its last value in row order."""
+    if len(steps) > 1 and not (np.all(np.diff(steps) > 0)):
+        reversed_steps = steps[::-1]
+        unique, first_from_end = np.unique(reversed_steps, return_index=True)
+        return unique, values[::-1][first_from_end]
+    return steps, values
 
 
 def load_run(store: "Store", run: str) -> RunData:
@@ -120,10 +197,10 @@ def load_run(store: "Store", run: str) -> RunData:
     return RunData(
         run_id=run_id,
         name=meta.get("name") or run_id,
-        scalars=scalars.reset_index(drop=True),
+        scalars=Table.of(scalars),
         # Rank 0 evaluates; other ranks' counts would double-count the eval split.
-        confusion=confusion[confusion["rank"] == 0][CONFUSION_COLUMNS].reset_index(drop=True),
-        events=events[EVENT_COLUMNS].reset_index(drop=True),
+        confusion=Table.of(confusion[confusion["rank"] == 0][CONFUSION_COLUMNS]),
+        events=Table.of(events[EVENT_COLUMNS]),
         config=meta.get("config") or {},
         task=meta.get("task") or {},
         env=meta.get("env") or {},

@@ -1,0 +1,656 @@
+"""The two containers the rules read, on numpy alone: a step-indexed :class:`Curve` and a column :class:`Table`.
+
+The diagnosis once read pandas objects; importing pandas alone cost a
+command-line diagnosis 0.3 s of CPU, more than all the rules together. These
+classes keep the small part of the pandas ``Series`` and ``DataFrame``
+interface the rules use, with pandas' meaning (reductions skip NaN; ``loc``
+slices by step, both ends included; ``rolling(...).median()`` ignores NaN and
+counts only finite values towards ``min_periods``; ``unique`` keeps the order of
+first appearance), so a rule reads the same on either. Anything outside that
+part raises ``AttributeError``, never a silently different answer.
+``tests/store/test_frames.py`` checks each operation against pandas itself.
+
+Rolling medians use bottleneck's ``move_median`` (O(n log w), NaN-aware), the
+routine pandas itself used for them.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+
+class StepIndex(np.ndarray):
+    """A Curve's steps (int64, ascending in every curve a store returns): an ndarray with pandas ``Index``'s
+    ``to_numpy`` and ``get_loc``."""
+
+    def __new__(cls, values: Any) -> "StepIndex":
+        return np.asarray(values).view(cls)
+
+    def to_numpy(self, dtype: Any = None, copy: bool = False) -> np.ndarray:
+        values = self.view(np.ndarray)
+        if dtype is not None:
+            values = values.astype(dtype, copy=copy)
+        return values.copy() if copy and dtype is None else values
+
+    def tolist(self) -> list:  # type: ignore[override]
+        return self.view(np.ndarray).tolist()
+
+    def get_loc(self, key: Any) -> int:
+        found = np.flatnonzero(self.view(np.ndarray) == key)
+        if found.size != 1:
+            raise KeyError(key)
+        return int(found[0])
+
+    def __iter__(self) -> Iterator:
+        return iter(self.view(np.ndarray).tolist())
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):  # noqa: ANN001
+        # Arithmetic on steps gives plain arrays (and scalars stay scalars).
+        result = np.asarray(array).view(np.ndarray)
+        return result[()] if return_scalar else result
+
+
+def _float(values: np.ndarray) -> np.ndarray:
+    return values.astype("float64") if values.dtype.kind in "biu" else values
+
+
+def _skipna(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        return values[~np.isnan(values)]
+    if values.dtype.kind == "O":
+        return np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))])
+    return values
+
+
+class Curve:
+    """Values by step, in step order: what ``RunData.series`` returns.
+
+    Attributes:
+        index: the steps, a :class:`StepIndex` (optimizer steps, int64).
+        name: the series name (``loss``, ``lr``…), or None.
+    """
+
+    __slots__ = ("_values", "index", "name")
+    __array_priority__ = 1000
+
+    def __init__(self, values: Any = (), index: Any = None, name: str | None = None, dtype: Any = None) -> None:
+        if isinstance(values, Curve):
+            index = values.index if index is None else index
+            name = values.name if name is None else name
+            values = values._values
+        array = np.asarray(values, dtype=dtype) if dtype is not None or not isinstance(values, (list, tuple)) or values \
+            else np.asarray(values, dtype="float64")
+        if array.ndim == 0:
+            count = len(index) if index is not None else 1
+            array = np.full(count, array[()], dtype=array.dtype)
+        self._values = array
+        self.index = StepIndex(np.arange(len(array), dtype="int64") if index is None else np.asarray(index))
+        if len(self.index) != len(array):
+            raise ValueError(f"a Curve needs one step per value: {len(array)} values, {len(self.index)} steps")
+        self.name = name
+
+    # ---------------------------------------------------------------- basics
+    def _new(self, values: np.ndarray, index: np.ndarray | None = None) -> "Curve":
+        return Curve(values, self.index if index is None else index, self.name)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._values.dtype
+
+    @property
+    def empty(self) -> bool:
+        return self._values.size == 0
+
+    @property
+    def size(self) -> int:
+        return int(self._values.size)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return self._values.shape
+
+    def __len__(self) -> int:
+        return int(self._values.size)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._values.tolist())
+
+    def __bool__(self) -> bool:
+        raise ValueError("The truth value of a Curve is ambiguous: use .empty, .any() or .all()")
+
+    def __repr__(self) -> str:
+        return f"Curve({self.name!r}, {len(self)} values, steps {self.index[:3].tolist()}…)"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self._values if dtype is None else self._values.astype(dtype)
+
+    def to_numpy(self, dtype: Any = None, copy: bool = False, na_value: Any = None) -> np.ndarray:
+        values = self._values if dtype is None else self._values.astype(dtype, copy=False)
+        if na_value is not None:
+            values = np.where(np.isnan(values), na_value, values)
+        return values.copy() if copy else values
+
+    def tolist(self) -> list:
+        return self._values.tolist()
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        return zip(self.index.tolist(), self._values.tolist())
+
+    def copy(self) -> "Curve":
+        return Curve(self._values.copy(), self.index.to_numpy().copy(), self.name)
+
+    def astype(self, dtype: Any) -> "Curve":
+        return self._new(self._values.astype(dtype))
+
+    def rename(self, name: str | None) -> "Curve":
+        return Curve(self._values, self.index, name)
+
+    # ---------------------------------------------------------------- selection
+    def _mask(self, key: Any) -> np.ndarray | None:
+        if isinstance(key, Curve):
+            if key.dtype.kind != "b":
+                return None
+            if len(key) != len(self) or not np.array_equal(key.index, self.index):
+                raise IndexError("a boolean Curve used as a mask needs the same steps")
+            return key._values
+        if isinstance(key, np.ndarray) and key.dtype.kind == "b":
+            if key.shape != self._values.shape:
+                raise IndexError(f"boolean mask of {key.shape[0]} values for a Curve of {len(self)}")
+            return key
+        if isinstance(key, list) and key and all(isinstance(v, (bool, np.bool_)) for v in key):
+            return self._mask(np.asarray(key, dtype=bool))
+        return None
+
+    def _positions(self, key: Any) -> Any:
+        mask = self._mask(key)
+        if mask is not None:
+            return mask
+        if isinstance(key, Curve):
+            key = key._values
+        return key
+
+    def _take(self, positions: Any) -> Any:
+        if isinstance(positions, (int, np.integer)):
+            return self._values[positions][()]
+        return Curve(self._values[positions], self.index.to_numpy()[positions], self.name)
+
+    def _label_positions(self, key: Any) -> Any:
+        steps = self.index.to_numpy()
+        if np.ndim(key) == 0:
+            found = np.flatnonzero(steps == key)
+            if found.size == 0:
+                raise KeyError(key)
+            return int(found[0]) if found.size == 1 else found
+        keys = np.asarray(key._values if isinstance(key, Curve) else key)
+        order = np.argsort(steps, kind="stable")
+        where = np.searchsorted(steps, keys, sorter=order)
+        where = np.minimum(where, len(steps) - 1) if len(steps) else where
+        if not len(steps) or not np.all(steps[order[where]] == keys):
+            missing = keys if not len(steps) else keys[steps[order[where]] != keys]
+            raise KeyError(f"steps not in the curve: {missing[:5].tolist()}")
+        return order[where]
+
+    def __getitem__(self, key: Any) -> Any:
+        mask = self._mask(key)
+        if mask is not None:
+            return self._take(mask)
+        if isinstance(key, slice):
+            return self._take(key)
+        return self._take(self._label_positions(key))
+
+    @property
+    def iloc(self) -> "_ILoc":
+        return _ILoc(self)
+
+    @property
+    def loc(self) -> "_Loc":
+        return _Loc(self)
+
+    def head(self, n: int = 5) -> "Curve":
+        return self._take(slice(None, n))
+
+    def tail(self, n: int = 5) -> "Curve":
+        return self._take(slice(-n, None) if n else slice(0, 0))
+
+    def sort_index(self) -> "Curve":
+        return self._take(np.argsort(self.index.to_numpy(), kind="stable"))
+
+    def sort_values(self, ascending: bool = True) -> "Curve":
+        order = np.argsort(self._values, kind="stable")
+        return self._take(order if ascending else order[::-1])
+
+    def reindex(self, steps: Any, method: str | None = None) -> "Curve":
+        """Values at ``steps``: NaN where the curve has none (``method="ffill"``: the last value at or before)."""
+        steps = np.asarray(steps.to_numpy() if hasattr(steps, "to_numpy") else steps)
+        own = self.index.to_numpy()
+        values = _float(self._values) if self._values.dtype.kind in "biu" else self._values
+        if method == "ffill":
+            where = np.searchsorted(own, steps, side="right") - 1
+            found = where >= 0
+        elif method is None:
+            where = np.searchsorted(own, steps)
+            where = np.minimum(where, max(len(own) - 1, 0))
+            found = (own[where] == steps) if len(own) else np.zeros(len(steps), dtype=bool)
+        else:
+            raise ValueError(f"reindex method {method!r} is not supported (None or 'ffill')")
+        result = np.full(len(steps), np.nan, dtype=values.dtype if values.dtype.kind == "f" else "float64")
+        if len(own):
+            result[found] = values[where[found]]
+        return Curve(result, steps, self.name)
+
+    # ---------------------------------------------------------------- missing values
+    def isna(self) -> "Curve":
+        return self._new(np.isnan(self._values) if self._values.dtype.kind == "f" else np.zeros(len(self), dtype=bool))
+
+    isnull = isna
+
+    def notna(self) -> "Curve":
+        return self._new(~self.isna()._values)
+
+    notnull = notna
+
+    def dropna(self) -> "Curve":
+        if self._values.dtype.kind != "f":
+            return self
+        return self._take(~np.isnan(self._values))
+
+    def fillna(self, value: Any) -> "Curve":
+        if self._values.dtype.kind != "f":
+            return self
+        return self._new(np.where(np.isnan(self._values), value, self._values))
+
+    def where(self, cond: Any, other: Any = np.nan) -> "Curve":
+        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond)
+        other = other._values if isinstance(other, Curve) else other
+        return self._new(np.where(cond, self._values, other))
+
+    def mask(self, cond: Any, other: Any = np.nan) -> "Curve":
+        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond)
+        return self.where(~cond, other)
+
+    def clip(self, lower: Any = None, upper: Any = None) -> "Curve":
+        return self._new(np.clip(self._values, lower, upper))
+
+    def isin(self, values: Iterable) -> "Curve":
+        return self._new(np.isin(self._values, np.asarray(list(values))))
+
+    # ---------------------------------------------------------------- reductions (NaN skipped, as pandas does)
+    def _reduce(self, function: Callable[[np.ndarray], Any], empty: Any = np.nan) -> Any:
+        values = _skipna(self._values)
+        if values.size == 0:
+            return empty
+        result = function(values)
+        return result.item() if isinstance(result, np.generic) and values.dtype.kind != "f" else result
+
+    def median(self) -> float:
+        return self._reduce(lambda v: np.float64(np.median(v)))
+
+    def mean(self) -> float:
+        return self._reduce(lambda v: np.float64(np.mean(v)))
+
+    def max(self) -> Any:
+        return self._reduce(np.max)
+
+    def min(self) -> Any:
+        return self._reduce(np.min)
+
+    def sum(self) -> Any:
+        return self._reduce(np.sum, empty=0 if self._values.dtype.kind in "biu" else 0.0)
+
+    def std(self, ddof: int = 1) -> float:
+        values = _skipna(self._values)
+        return float("nan") if values.size <= ddof else np.float64(np.std(values, ddof=ddof))
+
+    def quantile(self, q: float = 0.5) -> float:
+        return self._reduce(lambda v: np.float64(np.quantile(v, q)))
+
+    def count(self) -> int:
+        return int(_skipna(self._values).size)
+
+    def any(self) -> bool:
+        return bool(np.any(_skipna(self._values)))
+
+    def all(self) -> bool:
+        return bool(np.all(_skipna(self._values)))
+
+    def idxmax(self) -> Any:
+        return self._arg(np.argmax)
+
+    def idxmin(self) -> Any:
+        return self._arg(np.argmin)
+
+    def _arg(self, function: Callable[[np.ndarray], Any]) -> Any:
+        keep = ~np.isnan(self._values) if self._values.dtype.kind == "f" else np.ones(len(self), dtype=bool)
+        if not keep.any():
+            raise ValueError("attempt to get the step of the extreme of an empty or all-NaN Curve")
+        return self.index.to_numpy()[keep][function(self._values[keep])].item()
+
+    def unique(self) -> np.ndarray:
+        """The distinct values in order of first appearance."""
+        _, first = np.unique(self._values, return_index=True)
+        return self._values[np.sort(first)]
+
+    def nunique(self) -> int:
+        return int(_skipna(self.unique()).size)
+
+    # ---------------------------------------------------------------- element-wise
+    def abs(self) -> "Curve":
+        return self._new(np.abs(self._values))
+
+    def __abs__(self) -> "Curve":
+        return self.abs()
+
+    def __neg__(self) -> "Curve":
+        return self._new(-self._values)
+
+    def __invert__(self) -> "Curve":
+        return self._new(~self._values)
+
+    def diff(self, periods: int = 1) -> "Curve":
+        values = _float(self._values)
+        result = np.full(len(values), np.nan)
+        if periods >= 0 and len(values) > periods:
+            result[periods:] = values[periods:] - values[:len(values) - periods]
+        elif periods < 0 and len(values) > -periods:
+            result[:periods] = values[:periods] - values[-periods:]
+        return self._new(result)
+
+    def shift(self, periods: int = 1) -> "Curve":
+        values = _float(self._values)
+        result = np.full(len(values), np.nan)
+        if periods >= 0:
+            if len(values) > periods:
+                result[periods:] = values[:len(values) - periods]
+        elif len(values) > -periods:
+            result[:periods] = values[-periods:]
+        return self._new(result)
+
+    def _accumulate(self, function: Callable[[np.ndarray], np.ndarray], fill: float) -> "Curve":
+        values = _float(self._values)
+        missing = np.isnan(values)
+        result = function(np.where(missing, fill, values))
+        result[missing] = np.nan
+        return self._new(result)
+
+    def cumsum(self) -> "Curve":
+        return self._accumulate(np.cumsum, 0.0)
+
+    def cummax(self) -> "Curve":
+        return self._accumulate(np.maximum.accumulate, -np.inf)
+
+    def cummin(self) -> "Curve":
+        return self._accumulate(np.minimum.accumulate, np.inf)
+
+    def rolling(self, window: int, min_periods: int | None = None, center: bool = False) -> "Rolling":
+        return Rolling(self, window, window if min_periods is None else min_periods, center)
+
+    # ---------------------------------------------------------------- operators
+    def _aligned(self, other: Any, how: str) -> tuple[np.ndarray, Any, np.ndarray]:
+        """(own values, other's values, steps): two curves with different steps are matched by step, NaN where
+        one has none (arithmetic only; a comparison of such curves raises, as in pandas)."""
+        if isinstance(other, Curve):
+            if len(other) == len(self) and np.array_equal(other.index, self.index):
+                return self._values, other._values, self.index
+            if how == "compare":
+                raise ValueError("Can only compare Curves with the same steps")
+            steps = np.union1d(self.index.to_numpy(), other.index.to_numpy())
+            return self.reindex(steps)._values, other.reindex(steps)._values, steps
+        if isinstance(other, np.ndarray) and other.ndim and other.shape != self._values.shape:
+            raise ValueError(f"operands of {other.shape[0]} and {len(self)} values")
+        return self._values, other, self.index
+
+    def _binary(self, other: Any, function: Callable, how: str = "arith", reflected: bool = False) -> "Curve":
+        own, theirs, steps = self._aligned(other, how)
+        with np.errstate(all="ignore"):
+            result = function(theirs, own) if reflected else function(own, theirs)
+        return Curve(result, steps, self.name)
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if method != "__call__" or kwargs.get("out") is not None:
+            return NotImplemented
+        curves = [x for x in inputs if isinstance(x, Curve)]
+        if len(curves) == 2 and not (len(curves[0]) == len(curves[1])
+                                     and np.array_equal(curves[0].index, curves[1].index)):
+            first, second = curves
+            steps = np.union1d(first.index.to_numpy(), second.index.to_numpy())
+            inputs = tuple(x.reindex(steps)._values if isinstance(x, Curve) else x for x in inputs)
+        else:
+            steps = curves[0].index
+            inputs = tuple(x._values if isinstance(x, Curve) else x for x in inputs)
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if isinstance(result, tuple):
+            return tuple(Curve(r, steps, curves[0].name) for r in result)
+        return Curve(result, steps, curves[0].name)
+
+
+def _operator(function: Callable, how: str = "arith", reflected: bool = False) -> Callable:
+    def method(self: Curve, other: Any) -> Curve:
+        return self._binary(other, function, how, reflected)
+    return method
+
+
+for _name, _function in (("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+                         ("truediv", operator.truediv), ("floordiv", operator.floordiv), ("pow", operator.pow),
+                         ("mod", operator.mod)):
+    setattr(Curve, f"__{_name}__", _operator(_function))
+    setattr(Curve, f"__r{_name}__", _operator(_function, reflected=True))
+for _name, _function in (("and", operator.and_), ("or", operator.or_), ("xor", operator.xor)):
+    setattr(Curve, f"__{_name}__", _operator(_function, "compare"))
+    setattr(Curve, f"__r{_name}__", _operator(_function, "compare", reflected=True))
+for _name, _function in (("lt", operator.lt), ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge),
+                         ("eq", operator.eq), ("ne", operator.ne)):
+    setattr(Curve, f"__{_name}__", _operator(_function, "compare"))
+Curve.__hash__ = None  # type: ignore[assignment]  # == is element-wise
+
+
+class _ILoc:
+    __slots__ = ("_curve",)
+
+    def __init__(self, curve: Curve) -> None:
+        self._curve = curve
+
+    def __getitem__(self, key: Any) -> Any:
+        curve = self._curve
+        if isinstance(key, (int, np.integer)):
+            if not -len(curve) <= key < len(curve):
+                raise IndexError(f"position {key} out of a Curve of {len(curve)} values")
+            return curve._take(int(key))
+        return curve._take(curve._positions(key))
+
+
+class _Loc:
+    __slots__ = ("_curve",)
+
+    def __init__(self, curve: Curve) -> None:
+        self._curve = curve
+
+    def __getitem__(self, key: Any) -> Any:
+        curve = self._curve
+        if isinstance(key, slice):
+            if key.step is not None:
+                raise ValueError("a step slice of a Curve takes no stride")
+            steps = curve.index.to_numpy()
+            begin = 0 if key.start is None else int(np.searchsorted(steps, key.start, side="left"))
+            end = len(steps) if key.stop is None else int(np.searchsorted(steps, key.stop, side="right"))
+            return curve._take(slice(begin, max(begin, end)))
+        mask = curve._mask(key)
+        if mask is not None:
+            return curve._take(mask)
+        return curve._take(curve._label_positions(key))
+
+
+class Rolling:
+    """``curve.rolling(window, min_periods, center)``: a moving median, mean, max or min (NaN ignored)."""
+
+    def __init__(self, curve: Curve, window: int, min_periods: int, center: bool) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.curve, self.window, self.min_periods, self.center = curve, int(window), max(1, int(min_periods)), center
+
+    def _apply(self, moving: Callable[[np.ndarray, int, int], np.ndarray]) -> Curve:
+        values = _float(self.curve._values)
+        window = self.window
+        if self.center:
+            # pandas centres a window of w on position i over [i - w // 2 ... i + (w - 1) // 2]... measured as
+            # the trailing window ending (w - 1) // 2 ... w // 2 later: pad the end, compute, shift back.
+            offset = window // 2
+            padded = np.concatenate([values, np.full(offset, np.nan)])
+            result = moving(padded, window, self.min_periods)[offset:] if len(values) else values.copy()
+        else:
+            result = moving(values, window, self.min_periods) if len(values) else values.copy()
+        return self.curve._new(result)
+
+    def median(self) -> Curve:
+        return self._apply(_moving_median)
+
+    def mean(self) -> Curve:
+        return self._apply(lambda v, w, m: _short_window(v, w, m, np.nanmean))
+
+    def max(self) -> Curve:
+        return self._apply(lambda v, w, m: _short_window(v, w, m, np.nanmax))
+
+    def min(self) -> Curve:
+        return self._apply(lambda v, w, m: _short_window(v, w, m, np.nanmin))
+
+
+def _moving_median(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """A trailing moving median ignoring NaN, NaN below ``min_periods`` values: bottleneck's skip list, O(n log w)."""
+    if window > len(values):
+        return _short_window(values, window, min_periods, np.nanmedian)
+    import bottleneck
+
+    return bottleneck.move_median(values, window, min_count=min(min_periods, window))
+
+
+def _short_window(values: np.ndarray, window: int, min_periods: int, reduce: Callable) -> np.ndarray:
+    """A trailing moving ``reduce`` by sliding windows: O(n × window); NaN below ``min_periods`` finite-or-inf values."""
+    padded = np.concatenate([np.full(window - 1, np.nan), values])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
+    counts = (~np.isnan(windows)).sum(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = reduce(windows, axis=1)
+    return np.where(counts >= min_periods, found, np.nan)
+
+
+class Table:
+    """Rows as named numpy columns: a run's scalars, confusion counts or events (what ``RunData`` holds).
+
+    ``table[name]`` is a column as an ndarray; ``table[mask]`` (a boolean array) the matching rows;
+    ``table[[names]]`` those columns. String columns are object arrays with None where missing; numeric
+    ones float64 or int64 with NaN where missing.
+    """
+
+    __slots__ = ("_columns", "_length")
+
+    def __init__(self, columns: dict[str, Any] | None = None, *, names: Sequence[str] = ()) -> None:
+        data = {str(name): np.asarray(values) for name, values in (columns or {}).items()}
+        for name in names:
+            data.setdefault(name, np.empty(0, dtype=object))
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+        self._columns = data
+        self._length = lengths.pop() if lengths else 0
+
+    @classmethod
+    def of(cls, source: Any, names: Sequence[str] = ()) -> "Table":
+        """A Table from a Table, a mapping of columns, a pyarrow Table or a pandas DataFrame (each column kept)."""
+        if source is None:
+            return cls(names=names)
+        if isinstance(source, Table):
+            return source if all(name in source._columns for name in names) else cls(dict(source._columns),
+                                                                                      names=names)
+        if isinstance(source, dict):
+            return cls(source, names=names)
+        if hasattr(source, "column_names") and hasattr(source, "to_pydict"):  # pyarrow.Table
+            return cls({name: _arrow_column(source.column(name)) for name in source.column_names}, names=names)
+        if hasattr(source, "columns") and hasattr(source, "iloc"):  # pandas.DataFrame
+            return cls({str(name): source[name].to_numpy() for name in source.columns}, names=names)
+        raise TypeError(f"cannot make a Table of {type(source).__name__}")
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._columns)
+
+    @property
+    def empty(self) -> bool:
+        return self._length == 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._columns
+
+    def column(self, name: str) -> np.ndarray:
+        return self._columns[name]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._columns[key]
+        if isinstance(key, list):
+            return Table({name: self._columns[name] for name in key})
+        if isinstance(key, (np.ndarray, slice)):
+            return Table({name: values[key] for name, values in self._columns.items()})
+        raise TypeError(f"a Table is indexed by a column name, a list of names or a row mask, not {key!r}")
+
+    def rows(self, mask: Any) -> "Table":
+        return self[np.asarray(mask) if not isinstance(mask, slice) else mask]
+
+    def numbers(self, name: str) -> np.ndarray:
+        """A column as float64, NaN where a value is missing or not a number (``pd.to_numeric(errors="coerce")``)."""
+        return to_float(self._columns[name])
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(dict(self._columns))
+
+    def __repr__(self) -> str:
+        return f"Table({self._length} rows: {', '.join(self._columns)})"
+
+
+def to_float(values: Any) -> np.ndarray:
+    """Values as float64, NaN for None, non-numbers and unparseable strings (pandas' ``to_numeric(errors="coerce")``)."""
+    array = np.asarray(values)
+    if array.dtype.kind in "biuf":
+        return array.astype("float64")
+    result = np.full(array.shape, np.nan)
+    for position, value in enumerate(array.tolist()):
+        if value is None or isinstance(value, bool):
+            result[position] = float(value) if isinstance(value, bool) else np.nan
+            continue
+        try:
+            result[position] = float(value)
+        except (TypeError, ValueError):
+            pass
+    return result
+
+
+def is_missing(value: Any) -> bool:
+    """None or a float NaN (``pd.isna`` of one value)."""
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def _arrow_column(column: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_integer(kind):
+        return (column.to_numpy() if column.null_count == 0
+                else np.asarray(column.to_pylist(), dtype="float64"))  # NULL → NaN, like pandas
+    if pa.types.is_floating(kind):
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype="float64")
+    if pa.types.is_boolean(kind) and column.null_count == 0:
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(column.to_pylist(), dtype=object)
