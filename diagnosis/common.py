@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.robust import finite
 from traindoctor.store.format import TASK_KINDS
-from traindoctor.store.run_data import RunData
+from traindoctor.store.frames import Curve, Table, to_float
+from traindoctor.store.run_data import LayerFrame, RunData
 
 # The evaluation splits, in the order a rule prefers them. A named eval set
 # is a split of its own, "val_<name>" or "test_<name>" (HF Trainer's
@@ -67,8 +67,8 @@ def eval_splits(run: RunData, name: str) -> tuple[str, ...]:
     (``val_<name>`` sets first; ``test_<name>`` sets too when no ``val_``
     set exists).
     """
-    splits = run.scalars["split"].dropna().unique()
-    present = {split for split in splits if is_eval_split(str(split)) and run.has(name, str(split))}
+    splits = dict.fromkeys(split for split in run.scalars["split"].tolist() if isinstance(split, str))
+    present = {split for split in splits if is_eval_split(split) and run.has(name, split)}
     main = [split for split in EVAL_SPLITS if split in present][:1]
     named = {base: sorted(split for split in present if split.startswith(f"{base}_") and is_eval_split(split))
              for base in EVAL_SPLITS}
@@ -82,40 +82,41 @@ def eval_split(run: RunData, name: str) -> str | None:
 
 
 @per_run
-def eval_frame(run: RunData, name: str, split: str | None = None) -> tuple[pd.Series, pd.Series]:
+def eval_frame(run: RunData, name: str, split: str | None = None) -> tuple[Curve, Curve]:
     """An eval metric indexed by step, and the epoch of each eval (NaN where unknown).
 
     ``split``: one of :func:`eval_splits`; None for the main one (:func:`eval_split`).
     """
     split = eval_split(run, name) if split is None else split
     if split is None:
-        return pd.Series(dtype="float64"), pd.Series(dtype="float64")
-    frame = run.scalars
-    rows = frame[(frame["name"] == name) & (frame["split"] == split) & frame["layer"].isna()]
-    rows = rows.drop_duplicates("step", keep="last").sort_values("step")
-    steps = rows["step"].to_numpy(dtype="int64")
-    values = pd.Series(rows["value"].to_numpy(dtype="float64"), index=steps, name=name)
-    epochs = pd.Series(pd.to_numeric(rows["epoch"], errors="coerce").to_numpy(dtype="float64"), index=steps)
+        return Curve(np.empty(0), np.empty(0, dtype="int64")), Curve(np.empty(0), np.empty(0, dtype="int64"))
+    rows = run.scalars[run.global_rows(name, split)]
+    steps = np.asarray(rows["step"], dtype="int64")
+    # The last row of each step, in step order (a stable sort keeps the rows' order within a step).
+    order = np.argsort(steps, kind="stable")
+    keep = order[np.r_[steps[order][1:] != steps[order][:-1], True]] if len(order) else order
+    steps = steps[keep]
+    values = Curve(np.asarray(rows["value"], dtype="float64")[keep], steps, name=name)
+    epochs = Curve(to_float(rows["epoch"])[keep], steps)
     return values, epochs
 
 
 @per_run
-def layer_values(run: RunData, name: str) -> pd.DataFrame:
-    """``run.layer_frame(name)`` as float64 (a frame built from mixed sources can hold object values).
+def layer_values(run: RunData, name: str) -> LayerFrame:
+    """``run.layer_frame(name)``: steps × layers, float64 (NaN where a layer has no value at a step).
 
     A pivot of every per-layer row of ``name``: the costliest read of a big run.
     """
-    frame = run.layer_frame(name)
-    return frame.apply(pd.to_numeric, errors="coerce").astype("float64") if not frame.empty else frame
+    return run.layer_frame(name)
 
 
 @per_run
-def train_loss(run: RunData) -> pd.Series:
+def train_loss(run: RunData) -> Curve:
     """The training loss by step, NaN and ±Inf kept (a scan of every scalar row)."""
     return run.series("loss", "train")
 
 
-def non_finite_steps(series: pd.Series) -> np.ndarray:
+def non_finite_steps(series: Curve) -> np.ndarray:
     """The steps of a step-indexed series whose value is NaN or ±Inf."""
     return series.index.to_numpy()[~np.isfinite(series.to_numpy(dtype="float64"))]
 
@@ -162,7 +163,7 @@ def masked_train_losses(run: RunData) -> np.ndarray:
 
 
 @per_run
-def finite_train_loss(run: RunData) -> pd.Series:
+def finite_train_loss(run: RunData) -> Curve:
     """The finite values of the training loss by step: what most curve rules judge."""
     return finite(train_loss(run))
 
@@ -232,22 +233,23 @@ def loss_reference(run: RunData) -> tuple[float, str] | None:
 
 
 @per_run
-def lr_series(run: RunData) -> pd.Series:
+def lr_series(run: RunData) -> Curve:
     """The lr of param group 0 (or the global lr) by step; empty when not recorded."""
     series = run.series("lr", "train", layer="group0")
     return series if len(series) else run.series("lr", "train")
 
 
-def describe_epoch(epochs: pd.Series, step: int) -> str:
+def describe_epoch(epochs: Curve, step: int) -> str:
     epoch = epochs.get(step, float("nan")) if len(epochs) else float("nan")
     return f"epoch {int(epoch)} (step {step})" if np.isfinite(epoch) else f"step {step}"
 
 
-def events_of(run: RunData, kind: str) -> pd.DataFrame:
+def events_of(run: RunData, kind: str) -> Table:
+    """The run's events of one ``kind`` (a Table of step, wall_time, kind, detail; empty when none)."""
     events = run.events
     if events is None or events.empty or "kind" not in events:
-        return pd.DataFrame(columns=["step", "wall_time", "kind", "detail"])
-    return events[events["kind"] == kind]
+        return Table(names=["step", "wall_time", "kind", "detail"])
+    return events[np.asarray(events["kind"] == kind, dtype=bool)]
 
 
 def lint_events(run: RunData, rule: str) -> list[dict[str, Any]]:

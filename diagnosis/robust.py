@@ -1,6 +1,6 @@
 """Robust statistics shared by the rules: levels, noise scales, persistence, trends.
 
-Every helper takes plain numpy arrays or step-indexed pandas Series, ignores
+Every helper takes plain numpy arrays or step-indexed :class:`~traindoctor.store.frames.Curve` objects, ignores
 NaN and ±Inf where a statistic must, and is O(n) or O(n log w) so that a
 143,000-step run is judged in well under a second per rule.
 """
@@ -10,14 +10,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
+
+from traindoctor.store.frames import Curve
 
 # 1.4826 × MAD estimates the standard deviation of Gaussian noise; the
 # constant makes "k MADs" read like "k sigmas".
 MAD_TO_SIGMA = 1.4826
 
 
-def finite(series: pd.Series) -> pd.Series:
+def finite(series: Curve) -> Curve:
     """The finite values of a step-indexed series (NaN and ±Inf dropped)."""
     if series.empty:
         return series
@@ -46,13 +47,13 @@ def trailing_median(values: np.ndarray, window: int, min_periods: int) -> np.nda
     NaN where fewer than ``min_periods`` earlier values exist; non-finite
     inputs are ignored.
     """
-    series = pd.Series(np.where(np.isfinite(values), values, np.nan))
+    series = Curve(np.where(np.isfinite(values), values, np.nan))
     return series.rolling(window, min_periods=min_periods).median().shift(1).to_numpy()
 
 
 def trailing_mad_sigma(residuals: np.ndarray, window: int, min_periods: int) -> np.ndarray:
     """Robust sigma of the ``window`` residuals before each position (current excluded)."""
-    series = pd.Series(np.abs(np.where(np.isfinite(residuals), residuals, np.nan)))
+    series = Curve(np.abs(np.where(np.isfinite(residuals), residuals, np.nan)))
     # Median of |residual| around a median baseline: a MAD without a second pass.
     return MAD_TO_SIGMA * series.rolling(window, min_periods=min_periods).median().shift(1).to_numpy()
 
@@ -105,7 +106,7 @@ def true_runs(mask: np.ndarray, min_length: int = 1, max_gap: int = 0) -> list[t
     return [(start, end) for start, end in merged if end - start + 1 >= min_length]
 
 
-def binned_medians(series: pd.Series, bins: int) -> pd.Series:
+def binned_medians(series: Curve, bins: int) -> Curve:
     """The finite values in ``bins`` consecutive equal-count chunks, each reduced to its median.
 
     Indexed by the median step of each chunk. A noise-robust, fixed-size
@@ -121,10 +122,10 @@ def binned_medians(series: pd.Series, bins: int) -> pd.Series:
     steps = series.index.to_numpy()
     medians = [np.median(values[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a]
     centres = [int(steps[(a + b - 1) // 2]) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-    return pd.Series(medians, index=centres, dtype="float64")
+    return Curve(np.asarray(medians, dtype="float64"), np.asarray(centres, dtype="int64"))
 
 
-def window_median(series: pd.Series, start_fraction: float, end_fraction: float) -> float:
+def window_median(series: Curve, start_fraction: float, end_fraction: float) -> float:
     """Median of the finite values between two fractions of the series' length (at least one value)."""
     series = finite(series)
     n = len(series)

@@ -142,6 +142,13 @@ class Curve:
     def tolist(self) -> list:
         return self._values.tolist()
 
+    def get(self, step: Any, default: Any = None) -> Any:
+        """The value at ``step`` (a label, as ``pd.Series.get``), else ``default``."""
+        try:
+            return self[step]
+        except (KeyError, IndexError):
+            return default
+
     def items(self) -> Iterator[tuple[Any, Any]]:
         return zip(self.index.tolist(), self._values.tolist())
 

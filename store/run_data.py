@@ -130,6 +130,10 @@ class RunData:
             return mask & ~missing
         return mask & (table["layer"] == layer)
 
+    def global_rows(self, name: str, split: str = "train") -> np.ndarray:
+        """Boolean mask, shape (len(scalars),): the rows of the global (not per-layer) series ``name`` on ``split``."""
+        return self._rows(name, split, None)
+
     def series(self, name: str, split: str = "train", layer: str | None = None) -> Curve:
         """Values of one global (or one layer's) series indexed by step, in step order.
 
