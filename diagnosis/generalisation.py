@@ -7,7 +7,6 @@ import re
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.classes import last_confusion
 from traindoctor.diagnosis.common import (
@@ -25,6 +24,7 @@ from traindoctor.diagnosis.loss import divergence_onset, start_level
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, rule
 from traindoctor.diagnosis.robust import finite, mad_sigma, median, window_median
+from traindoctor.store.frames import Curve, is_missing
 from traindoctor.store.run_data import RunData
 
 SOURCE_TRAIN_VAL = "seed 004 (train/val accuracy rules)"
@@ -34,7 +34,7 @@ MIN_EVALS = 4
 
 
 @per_run
-def eval_losses(run: RunData, split: str | None = None) -> tuple[pd.Series, pd.Series]:
+def eval_losses(run: RunData, split: str | None = None) -> tuple[Curve, Curve]:
     """The finite losses of one evaluation split by step, and the epoch of each.
 
     ``split``: one of ``eval_splits(run, "loss")``; None for the main one (val, else test).
@@ -50,7 +50,7 @@ def split_words(split: str) -> str:
     return word if split in ("val", "test") else f"{word} set {split}"
 
 
-def _train_level_at(loss: pd.Series, step: int, window: int) -> float:
+def _train_level_at(loss: Curve, step: int, window: int) -> float:
     position = int(np.searchsorted(loss.index.to_numpy(), step, side="right"))
     return median(loss.to_numpy()[max(0, position - window):position])
 
@@ -72,7 +72,10 @@ _HIGHER_IS_BETTER_METRICS = re.compile(
 def task_metrics(run: RunData, split: str) -> dict[str, bool]:
     """The task metrics recorded on an evaluation split: name → True when higher is better (accuracy, F1, BLEU,
     ROUGE, exact match), False when lower is (WER, CER). Losses and throughput fields are not task metrics."""
-    names = run.scalars.loc[(run.scalars["split"] == split) & run.scalars["layer"].isna(), "name"].dropna().unique()
+    scalars = run.scalars
+    rows = np.flatnonzero(np.broadcast_to(scalars["split"] == split, (len(scalars),)))
+    names = {name for name, layer in zip(scalars["name"][rows].tolist(), scalars["layer"][rows].tolist())
+             if is_missing(layer) and not is_missing(name)}
     found = {}
     for name in sorted(map(str, names)):
         if _LOWER_IS_BETTER_METRICS.fullmatch(name.lower()):
@@ -191,7 +194,7 @@ def overfitting(run: RunData) -> list[Finding]:
     return findings
 
 
-def _overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.Series) -> Finding | None:
+def _overfitting_on(split: str, values: Curve, epochs: Curve, loss: Curve) -> Finding | None:
     """:func:`overfitting` on one evaluation split's losses."""
     if len(values) < MIN_EVALS:
         return None
@@ -224,7 +227,7 @@ def _overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.S
         SOURCE_TRAIN_VAL + " rule 2; seed 002", best_step, values.index[-1], evidence)
 
 
-def _short_overfitting_on(split: str, values: pd.Series, epochs: pd.Series, loss: pd.Series,
+def _short_overfitting_on(split: str, values: Curve, epochs: Curve, loss: Curve,
                           best_position: int) -> Finding | None:
     """:func:`overfitting` with OVERFIT_SHORT_EVALS_AFTER evals after the best (Prechelt's UP_2), or None."""
     v = values.to_numpy()
@@ -284,7 +287,7 @@ BEST_EPOCH_BIG_ACCURACY = 0.05
 BEST_EPOCH_BIG_LOSS = 1.30
 
 
-def _smooth_evals(values: pd.Series) -> np.ndarray:
+def _smooth_evals(values: Curve) -> np.ndarray:
     """Centred rolling median of 3 evals: one lucky or unlucky eval on a small val set is not the trend."""
     return values.rolling(EVAL_SMOOTHING, center=True, min_periods=1).median().to_numpy()
 
@@ -329,7 +332,7 @@ def _best_epoch_on(run: RunData, split: str) -> Finding | None:
         # A val loss still falling to the end says the accuracy dip is noise on a small val set.
         loss_agrees = True
         if len(losses) >= MIN_EVALS:
-            smooth_loss = pd.Series(_smooth_evals(losses), index=losses.index)
+            smooth_loss = Curve(_smooth_evals(losses), losses.index)
             at_best = smooth_loss.get(int(accuracy.index[best_position]))
             loss_agrees = at_best is None or not np.isfinite(at_best) or smooth_loss.iloc[-1] > at_best
         if best - last > margin and best_position < BEST_EPOCH_POSITION * (len(smooth) - 1) and loss_agrees:
@@ -517,7 +520,7 @@ def underfitting(run: RunData) -> list[Finding]:
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
 
 
-def _unscaled_underfitting(run: RunData, loss: pd.Series, judged: pd.Series, start: float,
+def _unscaled_underfitting(run: RunData, loss: Curve, judged: Curve, start: float,
                            schedule) -> list[Finding]:
     """:func:`underfitting` for a regression run (no level can be called poor): info when train and validation
     stay flat together over the second half of the peak-lr stretch and a later lr decay does not lower them."""
@@ -553,7 +556,7 @@ def _unscaled_underfitting(run: RunData, loss: pd.Series, judged: pd.Series, sta
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
 
 
-def _still_falling(values: pd.Series) -> bool:
+def _still_falling(values: Curve) -> bool:
     """The eval losses' last-quarter median is ≥ UNDERFIT_VAL_STILL_FALLING below the quarter before's, beyond noise.
 
     Noise: the standard error of a median of k evals (1.25 σ/√k, σ the
@@ -728,7 +731,7 @@ def _far_from_fitting(run: RunData, val_last: float, train_last: float) -> tuple
     return share, reference[1]
 
 
-def _train_longer_few_records(run: RunData, values: pd.Series, loss: pd.Series) -> list[Finding]:
+def _train_longer_few_records(run: RunData, values: Curve, loss: Curve) -> list[Finding]:
     """:func:`train_longer` when the training loss has TRAIN_LONGER_FEW_TRAIN_RECORDS to
     TRAIN_LONGER_MIN_TRAIN_RECORDS − 1 records (per-epoch means of a short run): the val loss still improving
     (≥ 2 % over the last third of the evals, best among the last two), the training loss at its lowest at its
@@ -750,7 +753,7 @@ def _train_longer_few_records(run: RunData, values: pd.Series, loss: pd.Series) 
     return [_train_longer_finding(values, third, val_gain, words, False, False, far, evidence)]
 
 
-def _train_longer_finding(values: pd.Series, third: int, val_gain: float, train_words: str, shares: bool,
+def _train_longer_finding(values: Curve, third: int, val_gain: float, train_words: str, shares: bool,
                           measured: bool, far: tuple[float, str] | None, evidence: dict) -> Finding:
     """The train_longer finding, saying which test found the run unconverged."""
     why = []

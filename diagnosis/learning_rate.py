@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.common import (eval_frame, finding, finite_train_loss, layer_values, loss_reference,
                                           lr_series, task_of, train_loss)
@@ -28,6 +27,7 @@ from traindoctor.diagnosis.loss import (
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import binned_medians, finite, mad_sigma, median, true_runs, window_median
+from traindoctor.store.frames import Curve
 from traindoctor.store.run_data import RunData
 
 SOURCE_LR = "seed 004 (step 6: look at learning curves)"
@@ -42,7 +42,7 @@ MIN_CURVE_POINTS = 20
 
 
 @per_run
-def loss_profile(run: RunData) -> tuple[pd.Series, pd.Series] | None:
+def loss_profile(run: RunData) -> tuple[Curve, Curve] | None:
     """The finite training loss and its binned-median profile; None below MIN_CURVE_POINTS records."""
     loss = finite_train_loss(run)
     if len(loss) < MIN_CURVE_POINTS:
@@ -56,8 +56,7 @@ def median_update_ratio(run: RunData) -> float | None:
     frame = layer_values(run, "update_ratio")
     if frame.empty:
         return None
-    frame = frame.iloc[int(len(frame) * 0.5):]
-    values = frame.to_numpy(dtype="float64")
+    values = frame.to_numpy(dtype="float64")[int(len(frame) * 0.5):]
     values = values[np.isfinite(values) & (values > 0)]
     return float(np.median(values)) if values.size else None
 
@@ -97,7 +96,7 @@ def peak_lr_update_ratio(run: RunData) -> float | None:
     lr = finite(lr_series(run))
     if len(lr) and float(lr.max()) > 0:
         lr_steps, lr_values = lr.index.to_numpy(), lr.to_numpy(dtype="float64")
-        at = np.clip(np.searchsorted(lr_steps, frame.index.to_numpy(), side="right") - 1, 0, len(lr_values) - 1)
+        at = np.clip(np.searchsorted(lr_steps, np.asarray(frame.index), side="right") - 1, 0, len(lr_values) - 1)
         values = values[lr_values[at] >= SCHEDULE_DECAY_FRACTION * float(lr_values.max())]
     values = values[np.isfinite(values) & (values > 0)]
     return float(np.median(values)) if values.size else None
@@ -350,7 +349,7 @@ def rebound_settled(finding: Finding) -> bool:
             and finding.evidence.get("jump_share", 0.0) < LIVE_JUMP_SHARE)
 
 
-def _rebound_stretch(profile: pd.Series, start: float, noise: float, spikes: list) -> tuple[int, int, int] | None:
+def _rebound_stretch(profile: Curve, start: float, noise: float, spikes: list) -> tuple[int, int, int] | None:
     """The first stretch of ≥ REBOUND_MIN_BINS profile bins climbed back ≥ REBOUND_FRACTION of the way
     from the best level so far to ``start`` (and REBOUND_NOISE_SIGMAS × ``noise``), after a real drop:
     (position of that best, first bin, last bin), or None.
@@ -604,7 +603,7 @@ def _killed_layers(run: RunData) -> dict[str, float]:
     return killed if alive else {}
 
 
-def _above_start(profile: pd.Series, start: float) -> tuple[int, int] | None:
+def _above_start(profile: Curve, start: float) -> tuple[int, int] | None:
     """After a real drop (≥ MIN_DROP of ``start``), the first profile bin above ``start``:
     (position of the best bin before it, its position), or None."""
     values = profile.to_numpy()
@@ -937,7 +936,7 @@ def lr_too_low(run: RunData) -> list[Finding]:
         SOURCE_LR + " rule 1", loss.index[0], loss.index[-1], evidence)]
 
 
-def _steady_fall(curve: pd.Series) -> tuple[float, float, float] | None:
+def _steady_fall(curve: Curve) -> tuple[float, float, float] | None:
     """(start, middle, end) levels of a step-indexed curve that never rises and still falls at its end, else None.
 
     The medians of 10 equal-count chunks never rise by more than DROP_SIGMAS
@@ -956,7 +955,7 @@ def _steady_fall(curve: pd.Series) -> tuple[float, float, float] | None:
     return (window_median(curve, 0.0, 0.1), window_median(curve, 0.45, 0.55), window_median(curve, 0.9, 1.0))
 
 
-def _slow_linear_fall(curve: pd.Series) -> tuple[float, float, float] | None:
+def _slow_linear_fall(curve: Curve) -> tuple[float, float, float] | None:
     """(start, middle, end) levels of a step-indexed curve that falls as lr_too_low describes, else None.
 
     Levels are medians of its first, middle and last 10 %; the tests are
@@ -1199,7 +1198,7 @@ def missing_warmup(run: RunData) -> list[Finding]:
         rise = float(early.max() / first - 1) if first > 0 else 0.0
         rise_needed = EARLY_LOSS_RISE_ATTENTION
     else:
-        smooth = pd.Series(early.to_numpy()).rolling(DIVERGED_SMOOTHING).median().to_numpy()
+        smooth = Curve(early.to_numpy()).rolling(DIVERGED_SMOOTHING).median().to_numpy()
         rise = float(np.nanmax(smooth) / start - 1) if start > 0 and np.isfinite(smooth).any() else 0.0
         rise_needed = EARLY_LOSS_RISE
     # The spikes loss_spike reports (the first SPIKE_MAX_REPORTED) that start in the early stretch.
@@ -1244,7 +1243,7 @@ def missing_warmup(run: RunData) -> list[Finding]:
          "early_update_ratio": stuck[1] if stuck else None})]
 
 
-def _stuck_with_large_steps(run: RunData, loss: pd.Series, early_end: int, start: float,
+def _stuck_with_large_steps(run: RunData, loss: Curve, early_end: int, start: float,
                             peak_lr: float) -> tuple[float, float] | None:
     """(loss level over its start, median update/weight ratio) over the early stretch (steps ≤ ``early_end``,
     optimizer steps) when the lr stayed ≥ WARMUP_START_FRACTION of ``peak_lr`` there, the optimizer is not
@@ -1260,7 +1259,7 @@ def _stuck_with_large_steps(run: RunData, loss: pd.Series, early_end: int, start
     ratios = layer_values(run, "update_ratio")
     if ratios.empty:
         return None
-    values = ratios[ratios.index <= early_end].to_numpy(dtype="float64")
+    values = ratios.to_numpy(dtype="float64")[np.asarray(ratios.index) <= early_end]
     values = values[np.isfinite(values) & (values > 0)]
     if not values.size or float(np.median(values)) < UPDATE_RATIO_RULE_OF_THUMB:
         return None

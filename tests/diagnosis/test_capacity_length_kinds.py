@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from traindoctor.diagnosis.generalisation import train_longer, underfitting
+from traindoctor.store.frames import Table
 from tests.diagnosis.factories import make_run, scalar_rows
 
 
@@ -119,7 +120,10 @@ def test_an_annealed_schedule_is_never_told_to_train_longer():
     run = _classifier(train_end=1.15, val_end=1.15)
     steps = np.arange(10, 270, 10)
     lr = 1e-3 * 0.5 * (1 + np.cos(np.pi * (steps - 10) / (steps[-1] - 10)))
-    run.scalars.loc[(run.scalars["name"] == "lr"), "value"] = lr
+    scalars = run.scalars
+    value = np.array(scalars["value"], dtype="float64")
+    value[np.asarray(scalars["name"] == "lr", dtype=bool)] = lr
+    run.scalars = Table({**{name: scalars[name] for name in scalars.columns}, "value": value})
     assert train_longer(run) == []
 
 
