@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.common import EVAL_SPLITS, finding
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, rule
+from traindoctor.store.frames import to_float
 from traindoctor.store.run_data import RunData
 
 # A class needs this many evaluation samples before its recall means much.
@@ -79,21 +79,28 @@ def class_metrics(counts: np.ndarray) -> ClassMetrics:
 
 @per_run
 def last_confusion(run: RunData) -> tuple[np.ndarray, int, str] | None:
-    """The confusion matrix of the last evaluation (val, else test), its step and split."""
+    """The confusion matrix of the last evaluation (val, else test, else train), its step and split.
+
+    Returns:
+        None without confusion counts; else (counts, step, split): counts of shape (C, C), float64, rows the
+        true class and columns the predicted one (C: the largest class index + 1, at least ``task.num_classes``);
+        step in optimizer steps.
+    """
     confusion = run.confusion
     if confusion is None or confusion.empty:
         return None
     for split in EVAL_SPLITS + ("train",):
-        rows = confusion[confusion["split"] == split]
+        rows = confusion[np.asarray(confusion["split"] == split, dtype=bool)]
         if rows.empty:
             continue
-        step = int(pd.to_numeric(rows["step"]).max())
-        rows = rows[pd.to_numeric(rows["step"]) == step]
-        size = int(max(rows["true_class"].max(), rows["pred_class"].max())) + 1
+        steps = to_float(rows["step"])
+        step = int(np.nanmax(steps))
+        rows = rows[steps == step]
+        true_class, pred_class = to_float(rows["true_class"]), to_float(rows["pred_class"])
+        size = int(max(np.nanmax(true_class), np.nanmax(pred_class))) + 1
         size = max(size, int(run.task.get("num_classes") or 0))
         matrix = np.zeros((size, size), dtype="float64")
-        np.add.at(matrix, (rows["true_class"].to_numpy(dtype=int), rows["pred_class"].to_numpy(dtype=int)),
-                  rows["count"].to_numpy(dtype="float64"))
+        np.add.at(matrix, (true_class.astype(int), pred_class.astype(int)), to_float(rows["count"]))
         return matrix, step, split
     return None
 

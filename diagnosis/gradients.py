@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.common import (
     events_of, finding, finite_train_loss, is_norm_or_bias, layer_values, natural_key,
@@ -14,6 +13,7 @@ from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
 from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import binned_medians, finite, trailing_median, true_runs, window_median
+from traindoctor.store.frames import Curve, to_float
 from traindoctor.store.run_data import RunData
 
 # "Orders of magnitude" (RULES.md): a global gradient norm 100× its trailing
@@ -80,8 +80,14 @@ SOURCE_NOT_ZEROED = "seed 001 (training manually: zero_grad, backward, step); th
 
 
 @per_run
-def first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
-    """Per-record ratio of the first to the last weight layer's gradient norm (model order by name)."""
+def first_last_ratio(run: RunData) -> tuple[Curve, str, str] | None:
+    """Per-record ratio of the first to the last weight layer's gradient norm (model order by name).
+
+    Returns:
+        None when fewer than two weight layers have a gradient norm, or no step has a finite one
+        > ZERO_GRAD for both; else (ratio, first layer, last layer): ratio a float64 Curve over the
+        optimizer steps where both do.
+    """
     frame = layer_values(run, "grad_norm")
     if frame.empty:
         return None
@@ -89,11 +95,13 @@ def first_last_ratio(run: RunData) -> tuple[pd.Series, str, str] | None:
     if len(weights) < 2:
         return None
     first, last = weights[0], weights[-1]
-    pair = frame[[first, last]].dropna()
-    pair = pair[(pair[first] > ZERO_GRAD) & (pair[last] > ZERO_GRAD) & np.isfinite(pair).all(axis=1)]
-    if pair.empty:
+    first_norm = frame[first].to_numpy(dtype="float64")
+    last_norm = frame[last].to_numpy(dtype="float64")
+    both = (np.isfinite(first_norm) & np.isfinite(last_norm)
+            & (first_norm > ZERO_GRAD) & (last_norm > ZERO_GRAD))
+    if not both.any():
         return None
-    return pair[first] / pair[last], first, last
+    return Curve(first_norm[both] / last_norm[both], frame.index[both]), first, last
 
 
 def grads_not_zeroed(found: Finding) -> bool:
@@ -119,10 +127,11 @@ def never_zeroed(run: RunData) -> list[Finding]:
     events = events_of(run, GRADS_NOT_ZEROED_EVENT)
     if events.empty:
         return []
-    steps = pd.to_numeric(events["step"], errors="coerce").dropna()
+    steps = to_float(events["step"])
+    steps = steps[~np.isnan(steps)]
     first = int(steps.min()) if len(steps) else None
     try:
-        detail = json.loads(events["detail"].iloc[0])
+        detail = json.loads(events["detail"][0])
     except (TypeError, ValueError):
         detail = {}
     detail = detail if isinstance(detail, dict) else {}
@@ -369,13 +378,19 @@ def update_ratio_out_of_band(run: RunData) -> list[Finding]:
     return findings
 
 
-def lr_by_step(run: RunData) -> pd.Series:
-    """The lowest param group's lr at each recorded step (per-group ``lr`` rows, else the global ``lr``); empty when none."""
+def lr_by_step(run: RunData) -> Curve:
+    """The lowest param group's lr at each recorded step (per-group ``lr`` rows, else the global ``lr``); empty when none.
+
+    Returns:
+        A float64 Curve by optimizer step, ascending, without NaN (±Inf kept).
+    """
     groups = layer_values(run, "lr")
     if not groups.empty:
-        return groups.min(axis=1, skipna=True).dropna()
+        lowest = np.fmin.reduce(groups.values, axis=1)  # NaN-skipping: NaN only where every group is NaN
+        keep = ~np.isnan(lowest)
+        return Curve(lowest[keep], groups.index[keep])
     series = run.series("lr")
-    return pd.to_numeric(series, errors="coerce").dropna() if not series.empty else series
+    return series.dropna() if not series.empty else series
 
 
 @per_run
@@ -405,7 +420,7 @@ def still_layers(run: RunData) -> dict | None:
     lrs = lr_by_step(run)
     steps = ratios.index
     lr_at = (lrs.sort_index().reindex(steps, method="ffill") if not lrs.empty
-             else pd.Series(np.nan, index=steps))
+             else Curve(np.full(len(steps), np.nan), steps))
     still: dict[str, int] = {}
     moving: list[str] = []
     no_gradient: list[str] = []

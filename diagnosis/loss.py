@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.common import (
     eval_frame,
@@ -38,6 +37,7 @@ from traindoctor.diagnosis.robust import (
     true_runs,
     window_median,
 )
+from traindoctor.store.frames import Curve, to_float
 from traindoctor.store.run_data import RunData
 
 # Starting level: median of the first 5 finite losses (one noisy batch does not set it).
@@ -72,7 +72,7 @@ DIVERGED_TAIL_POINTS = 3
 
 def _smoothed(values: np.ndarray, window: int) -> np.ndarray:
     """Centred rolling median (no lag: a stretch above a level starts where the values do)."""
-    return pd.Series(values).rolling(window, center=True, min_periods=1).median().to_numpy()
+    return Curve(values).rolling(window, center=True, min_periods=1).median().to_numpy()
 
 
 # A jump of many orders of magnitude needs no noise estimate: a record ≥ 1e4×
@@ -178,7 +178,7 @@ class NonFinite:
         return int(max(RECOVERED_MIN_RECORDS, math.ceil(RECOVERED_MIN_FRACTION * len(self.train_steps))))
 
 
-def _skipped_gradient_steps(run: RunData, grad: pd.Series, loss: pd.Series) -> np.ndarray:
+def _skipped_gradient_steps(run: RunData, grad: Curve, loss: Curve) -> np.ndarray:
     """Non-finite gradient norms that mark a skipped update, not a broken run (see :class:`NonFinite`)."""
     values = grad.to_numpy(dtype="float64")
     bad = ~np.isfinite(values)
@@ -203,8 +203,9 @@ def non_finite(run: RunData) -> NonFinite:
     loss = train_loss(run)
     masked = masked_train_losses(run)
     if len(masked):
-        loss = loss.copy()
-        loss.loc[masked] = np.nan
+        values = loss.to_numpy(dtype="float64").copy()
+        values[np.isin(loss.index.to_numpy(), masked)] = np.nan
+        loss = Curve(values, loss.index, loss.name)
     grad = run.series("grad_norm", "train")
     skipped = _skipped_gradient_steps(run, grad, loss)
     by_series = {"train loss": non_finite_steps(loss)}
@@ -663,7 +664,7 @@ def loss_spikes(run: RunData) -> list[Spike]:
     return _with_magnitude_jumps(run, loss, spikes)
 
 
-def _with_magnitude_jumps(run: RunData, loss: pd.Series, spikes: list[Spike]) -> list[Spike]:
+def _with_magnitude_jumps(run: RunData, loss: Curve, spikes: list[Spike]) -> list[Spike]:
     """``spikes`` with each jump of ≥ MAGNITUDE_FACTOR marked, and those the noise test could not judge added.
 
     A log of a handful of records has no rolling noise scale (SPIKE_MIN_HISTORY), but a loss of 3e15 between
@@ -701,7 +702,7 @@ def _with_magnitude_jumps(run: RunData, loss: pd.Series, spikes: list[Spike]) ->
     return sorted(spikes, key=lambda spike: spike.start_step)
 
 
-def _noise_spikes(run: RunData, loss: pd.Series) -> list[Spike]:
+def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
     """The spikes that stand out of the loss's rolling noise scale (:func:`loss_spike`); > SPIKE_MIN_HISTORY records."""
     n = len(loss)
     values = loss.to_numpy()
@@ -909,13 +910,15 @@ def _logging_every(run: RunData, steps: np.ndarray) -> int | None:
 @per_run
 def cadence(run: RunData, name: str = "loss") -> Cadence | None:
     """How the training series ``name`` was logged; None when it has no record."""
-    frame = run.scalars
-    rows = frame[(frame["name"] == name) & (frame["split"] == "train") & frame["layer"].isna()]
+    rows = run.scalars[run.global_rows(name, "train")]
     if rows.empty:
         return None
-    rows = rows.drop_duplicates("step", keep="last").sort_values("step")
-    steps = rows["step"].to_numpy(dtype="int64")
-    epochs = pd.to_numeric(rows["epoch"], errors="coerce").to_numpy(dtype="float64")
+    steps = np.asarray(rows["step"], dtype="int64")
+    # The last row of each step, in step order (a stable sort keeps the rows' order within a step).
+    order = np.argsort(steps, kind="stable")
+    keep = order[np.r_[steps[order][1:] != steps[order][:-1], True]]
+    steps = steps[keep]
+    epochs = to_float(rows["epoch"])[keep]
     per_epoch = bool(len(steps) >= 2 and np.isfinite(epochs).all() and len(np.unique(np.floor(epochs))) == len(epochs)
                      and np.allclose(epochs, np.round(epochs)) and np.all(np.diff(steps) > 1))
     by_trainer = run.env.get("logger") == "transformers.Trainer"
@@ -923,7 +926,7 @@ def cadence(run: RunData, name: str = "loss") -> Cadence | None:
                    per_epoch=per_epoch, window_means=per_epoch or by_trainer)
 
 
-def first_steps_record(run: RunData, series: pd.Series, name: str = "loss") -> str | None:
+def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str | None:
     """What the first record of a training series shows of the start of training.
 
     ``"initial"`` (a step value at step ≤ INITIAL_STEP: the start itself),

@@ -6,12 +6,12 @@ import re
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.common import events_of, finding, is_eval_split, is_norm_or_bias, layer_values, lint_events
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.records import Evidence, Live, rule
 from traindoctor.diagnosis.robust import finite
+from traindoctor.store.frames import Curve, Table, is_missing, to_float
 from traindoctor.store.run_data import RunData
 
 # GradScaler starts at 2**16 and halves on every overflow until gradients
@@ -42,18 +42,23 @@ FP16_MIN_EPS = 1e-7
 AMP_SOURCE = "seed 001 (AMP with GradScaler), seed 002 (fp16 training)"
 
 
-def _skipped_steps(run: RunData) -> pd.Series:
-    """1.0/0.0 per step from the ``amp_skipped`` scalar, else from ``amp_step_skipped`` events."""
+def _skipped_steps(run: RunData) -> Curve:
+    """1.0/0.0 per step from the ``amp_skipped`` scalar, else from ``amp_step_skipped`` events.
+
+    Returns:
+        A float64 Curve by optimizer step: the ``amp_skipped`` records, else one value per training-loss
+        step (steps 1 to the last event's without a loss) that is 1.0 where an event was seen; empty when
+        the run has neither.
+    """
     skipped = finite(run.series("amp_skipped"))
     if len(skipped):
         return (skipped >= 0.5).astype("float64")
-    events = events_of(run, "amp_step_skipped")
-    steps = pd.to_numeric(events["step"], errors="coerce").dropna().astype("int64").unique()
+    steps = _event_steps(run, "amp_step_skipped")
     if len(steps) == 0:
-        return pd.Series(dtype="float64")
+        return Curve(np.empty(0, dtype="float64"), np.empty(0, dtype="int64"))
     loss = run.series("loss")
-    total = loss.index if len(loss) else pd.Index(np.arange(1, int(steps.max()) + 1))
-    return pd.Series(np.isin(total, steps).astype("float64"), index=total)
+    total = loss.index.to_numpy() if len(loss) else np.arange(1, int(steps.max()) + 1)
+    return Curve(np.isin(total, steps).astype("float64"), total)
 
 
 @rule(severities=("warning", "critical"), inputs=("amp_skipped", "amp_scale", "loss", "events"),
@@ -105,7 +110,7 @@ def amp_skipped_steps(run: RunData) -> list[Finding]:
     return findings
 
 
-def _scale_collapse(scale: pd.Series) -> list[Finding]:
+def _scale_collapse(scale: Curve) -> list[Finding]:
     """Collapses: the scale falls ≥ 16× within 20 steps, after the calibration stretch; or below 1."""
     values = scale.to_numpy()
     steps = scale.index.to_numpy()
@@ -148,8 +153,14 @@ MODE_SOURCE = "seed 001 (model.train()/model.eval()), seed 002"
 
 
 def _event_steps(run: RunData, kind: str) -> np.ndarray:
-    events = events_of(run, kind)
-    return np.unique(pd.to_numeric(events["step"], errors="coerce").dropna().astype("int64").to_numpy())
+    """The distinct steps (int64, ascending) of the run's events of one ``kind`` (steps that are no number left out)."""
+    return _numeric_steps(events_of(run, kind))
+
+
+def _numeric_steps(rows: Table) -> np.ndarray:
+    """The distinct values of the ``step`` column, int64, ascending; missing or non-numeric ones dropped."""
+    steps = to_float(rows["step"])
+    return np.unique(steps[~np.isnan(steps)].astype("int64"))
 
 
 def _ranges(steps: np.ndarray) -> list[tuple[int, int]]:
@@ -263,9 +274,15 @@ def _evaluation_steps(run: RunData) -> np.ndarray:
     scalars = run.scalars
     if scalars is None or scalars.empty or "split" not in scalars:
         return np.array([], dtype="int64")
-    splits = [split for split in scalars["split"].dropna().unique() if is_eval_split(str(split))]
-    rows = scalars[scalars["split"].isin(splits) & scalars["name"].isin(("loss", "accuracy"))]
-    return np.unique(pd.to_numeric(rows["step"], errors="coerce").dropna().astype("int64").to_numpy())
+    split_column, name_column = scalars["split"], scalars["name"]
+    splits = [split for split in dict.fromkeys(split_column.tolist())
+              if not is_missing(split) and is_eval_split(str(split))]
+    # One comparison per value sought: np.isin would sort an object column, None and strings mixed.
+    evaluated = np.zeros(len(scalars), dtype=bool)
+    for split in splits:
+        evaluated |= np.asarray(split_column == split, dtype=bool)
+    named = np.asarray(name_column == "loss", dtype=bool) | np.asarray(name_column == "accuracy", dtype=bool)
+    return _numeric_steps(scalars[evaluated & named])
 
 
 _PARAM_GROUP = re.compile(r"^param group (\d+): (.*)$", re.DOTALL)

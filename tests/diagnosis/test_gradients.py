@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from traindoctor.diagnosis import gradients
-from tests.diagnosis.factories import confusion_frame, make_run, scalar_rows
+from tests.diagnosis.factories import confusion_frame, make_run, scalar_rows, with_rows
 
 LAYER_STEPS = np.arange(5, 501, 5)
 
@@ -105,7 +104,7 @@ def test_dead_layers_always_zero_and_died_later_and_missing():
     died = np.concatenate([np.full(10, 0.5), np.zeros(40)])
     run = grad_run(None, {"frozen.weight": np.zeros(50), "ok.weight": np.full(50, 0.3), "late.weight": died})
     extra = scalar_rows("weight_norm", np.full(50, 2.0), steps=LAYER_STEPS[:50], layer="unused.weight")
-    run.scalars = pd.concat([run.scalars, extra], ignore_index=True)
+    with_rows(run, extra)
     found = gradients.dead_layers(run)
     assert found[0].evidence["layers"] == ["frozen.weight", "late.weight", "unused.weight"]
     assert found[0].evidence["died_at"] == {"late.weight": 55}
@@ -117,7 +116,7 @@ def test_dead_layers_names_parameters_frozen_at_watch_as_info_and_warns_of_the_r
     run = grad_run(None, {"backbone.weight": np.zeros(50), "head.weight": np.full(50, 0.3),
                           "unused.weight": np.zeros(50)})
     extra = scalar_rows("weight_norm", np.full(50, 2.0), steps=LAYER_STEPS[:50], layer="backbone.bias")
-    run.scalars = pd.concat([run.scalars, extra], ignore_index=True)
+    with_rows(run, extra)
     run.env = {"model": {"frozen": ["backbone.weight", "backbone.bias"]}}
     found = gradients.dead_layers(run)
     assert [(f.severity, f.evidence["layers"]) for f in found] == [
@@ -218,7 +217,7 @@ def test_the_verdict_names_still_weights_before_the_baseline_symptom():
 
     accuracy = scalar_rows("accuracy", [0.10, 0.10, 0.10], steps=[50, 100, 150], split="val")
     run = still_run()
-    run.scalars = pd.concat([run.scalars, accuracy], ignore_index=True)
+    with_rows(run, accuracy)
     matrix = np.zeros((10, 10), dtype=int)
     matrix[:, 0] = 40  # every sample predicted as class 0: accuracy 0.1, the majority share
     run.confusion = confusion_frame(matrix, step=150)

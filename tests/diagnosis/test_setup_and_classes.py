@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
 from traindoctor.diagnosis import classes, setup
-from tests.diagnosis.factories import confusion_frame, make_run, scalar_rows
+from tests.diagnosis.factories import concat_rows, confusion_frame, make_run, scalar_rows, with_rows
+from traindoctor.store.run_data import CONFUSION_COLUMNS
 
 # ------------------------------------------------------------------ modes and lint
 
@@ -65,9 +65,8 @@ def test_weight_decay_warns_only_when_the_norm_weights_shrink(norm_weight, sever
     run = _grouped([0.01])
     if norm_weight is not None:
         steps = [10, 20, 30, 40]
-        run.scalars = pd.concat([run.scalars, scalar_rows("weight_norm", norm_weight, steps=steps, layer="norm.weight"),
-                                 scalar_rows("weight_norm", [0.01, 0.5, 0.9, 1.0], steps=steps, layer="fc.bias")],
-                                ignore_index=True)
+        with_rows(run, scalar_rows("weight_norm", norm_weight, steps=steps, layer="norm.weight"),
+                  scalar_rows("weight_norm", [0.01, 0.5, 0.9, 1.0], steps=steps, layer="fc.bias"))
     found, = setup.weight_decay_on_norm_and_bias(run)
     assert found.severity == severity
     assert ("norm_weight_ratio" in found.evidence) is (norm_weight is not None)
@@ -199,9 +198,7 @@ def test_underperforming_classes_quiet(matrix):
 def test_underperforming_uses_the_last_evaluation():
     early = confusion_frame(np.array([[90, 10], [80, 20]]), step=10)
     late = confusion_frame(np.array([[95, 5], [6, 94]]), step=20)
-    import pandas as pd
-
-    run = make_run(confusion=pd.concat([early, late], ignore_index=True))
+    run = make_run(confusion=concat_rows([early, late], CONFUSION_COLUMNS))
     assert classes.underperforming_classes(run) == []
 
 
