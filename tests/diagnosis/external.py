@@ -9,13 +9,15 @@ windows with gaps (never one row per step). Labels are the annotations of
 
 from __future__ import annotations
 
+import csv
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from traindoctor.store.run_data import SCALAR_COLUMNS, RunData
+from traindoctor.store.frames import Table, to_float
+from traindoctor.store.run_data import RunData
 
 # ``Path(__file__).parents[2]`` is the repository root; CI has ../shared beside
 # the clone, a git worktree under <project>/wt/<name> has it two levels up.
@@ -37,21 +39,31 @@ class Case:
     origin: str = "external"
 
 
-def scalar_frame(steps: np.ndarray, columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    """A long scalars frame (train split, global values) from step-aligned columns."""
-    parts = []
-    for name, values in columns.items():
-        parts.append(pd.DataFrame({"step": steps.astype("int64"), "epoch": np.nan, "wall_time": np.nan,
-                                   "split": "train", "name": name, "layer": None,
-                                   "value": np.asarray(values, dtype="float64")}))
-    return pd.concat(parts, ignore_index=True)[SCALAR_COLUMNS]
+def scalar_frame(steps: np.ndarray, columns: dict[str, np.ndarray]) -> Table:
+    """A long scalars table (train split, global values) from step-aligned columns, one series after another."""
+    count, names = len(steps), list(columns)
+    return Table({"step": np.tile(np.asarray(steps).astype("int64"), len(names)),
+                  "epoch": np.full(count * len(names), np.nan), "wall_time": np.full(count * len(names), np.nan),
+                  "split": np.full(count * len(names), "train", dtype=object),
+                  "name": np.repeat(np.asarray(names, dtype=object), count),
+                  "layer": np.full(count * len(names), None, dtype=object),
+                  "value": np.concatenate([np.asarray(values, dtype="float64") for values in columns.values()])
+                  if names else np.empty(0)})
+
+
+def read_table(path: Path, delimiter: str = ",") -> dict[str, np.ndarray]:
+    """A CSV or TSV file (gzip when its name ends in .gz) as columns of strings, by header name."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        header, *rows = list(csv.reader(handle, delimiter=delimiter))
+    return {name: np.asarray([row[position] for row in rows], dtype=object) for position, name in enumerate(header)}
 
 
 def pythia_run(path: Path) -> RunData:
-    frame = pd.read_csv(path)
+    frame = read_table(path)
     name = path.name.removesuffix(".csv.gz")
     return RunData(run_id=f"pythia-{name}", name=f"pythia-{name}",
-                   scalars=scalar_frame(frame["step"].to_numpy(), {"loss": frame["train_lm_loss"].to_numpy()}))
+                   scalars=scalar_frame(frame["step"].astype("int64"), {"loss": to_float(frame["train_lm_loss"])}))
 
 
 # Spike steps read off the data (README table); ranges are "roughly the right steps".
@@ -65,29 +77,36 @@ PYTHIA_LABELS: dict[str, tuple[dict[str, list[int] | None], list[str]]] = {
 }
 
 
-def bigscience_rows(external: Path = EXTERNAL) -> pd.DataFrame:
-    frame = pd.read_csv(external / BIGSCIENCE_FILE, sep="\t", na_values=["NA"])
-    return frame.sort_values(["file", "iteration", "md_line"])
+def bigscience_rows(external: Path = EXTERNAL) -> Table:
+    """The logbooks' iteration lines (numbers as float64, NaN for NA; ``file`` as text), by file, iteration
+    and line."""
+    columns = read_table(external / BIGSCIENCE_FILE, delimiter="\t")
+    rows = Table({name: values if name == "file" else to_float(values) for name, values in columns.items()})
+    return rows[np.lexsort((rows["md_line"], rows["iteration"], rows["file"].astype(str)))]
 
 
-def bigscience_run(rows: pd.DataFrame, name: str) -> RunData:
+def bigscience_run(rows: Table, name: str) -> RunData:
     """One logbook window as a run: iteration is the step; later log lines win for repeated iterations."""
-    rows = rows.drop_duplicates("iteration", keep="last").sort_values("iteration")
-    columns = {"loss": rows["lm_loss"].to_numpy(), "grad_norm": rows["grad_norm"].to_numpy(),
-               "lr": rows["learning_rate"].to_numpy()}
-    scale = rows["loss_scale"].to_numpy(dtype="float64")
+    iterations = rows["iteration"]
+    reversed_unique, first_from_end = np.unique(iterations[::-1], return_index=True)
+    rows = rows[np.sort(len(iterations) - 1 - first_from_end)]  # each iteration's last line, in row order
+    rows = rows[np.argsort(rows["iteration"], kind="stable")]
+    columns = {"loss": rows["lm_loss"], "grad_norm": rows["grad_norm"], "lr": rows["learning_rate"]}
+    scale = rows["loss_scale"]
     if np.isfinite(scale).any():
         columns["amp_scale"] = scale
-    scalars = scalar_frame(rows["iteration"].to_numpy(), columns)
+    scalars = scalar_frame(rows["iteration"], columns)
     # Megatron logs grad norm 0.000 when it is not computed: drop those rather than call them dead.
-    scalars = scalars[~((scalars["name"] == "grad_norm") & (scalars["value"] <= 0))]
-    scalars = scalars[~(scalars["name"].isin(["grad_norm", "amp_scale"]) & scalars["value"].isna())]
-    return RunData(run_id=name, name=name, scalars=scalars.reset_index(drop=True))
+    names, values = scalars["name"], scalars["value"]
+    with np.errstate(invalid="ignore"):
+        scalars = scalars[~(((names == "grad_norm") & (values <= 0))
+                            | (((names == "grad_norm") | (names == "amp_scale")) & np.isnan(values)))]
+    return RunData(run_id=name, name=name, scalars=scalars)
 
 
 def bigscience_cases(external: Path = EXTERNAL) -> list[Case]:
     rows = bigscience_rows(external)
-    by_file = {file: part for file, part in rows.groupby("file")}
+    by_file = {file: rows[rows["file"] == file] for file in sorted(set(rows["file"].tolist()))}
     bloom = by_file["train/tr11-176B-ml/chronicles.md"]
     bloom = bloom[(bloom["iteration"] >= 31_214) & (bloom["iteration"] <= 31_251)]
     tr8 = by_file["train/tr8-104B-wide/chronicles.md"]

@@ -7,42 +7,86 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
+from traindoctor.store.frames import Table
 from traindoctor.store.run_data import CONFUSION_COLUMNS, EVENT_COLUMNS, SCALAR_COLUMNS, RunData
 
 
 def scalar_rows(name: str, values: Sequence[float], steps: Sequence[int] | None = None, split: str = "train",
-                layer: str | None = None, epochs: Sequence[float] | None = None) -> pd.DataFrame:
+                layer: str | None = None, epochs: Sequence[float] | None = None) -> Table:
+    """Scalar rows of one series (SCALAR_COLUMNS), steps 1… unless given."""
     values = np.asarray(values, dtype="float64")
     steps = np.arange(1, len(values) + 1) if steps is None else np.asarray(steps)
-    return pd.DataFrame({"step": steps.astype("int64"), "epoch": np.nan if epochs is None else np.asarray(epochs, float),
-                         "wall_time": np.nan, "split": split, "name": name, "layer": layer, "value": values})
+    count = len(values)
+    return Table({"step": np.broadcast_to(steps.astype("int64"), (count,)).copy(),
+                  "epoch": np.full(count, np.nan) if epochs is None else np.asarray(epochs, float),
+                  "wall_time": np.full(count, np.nan), "split": np.full(count, split, dtype=object),
+                  "name": np.full(count, name, dtype=object), "layer": np.full(count, layer, dtype=object),
+                  "value": values})
+
+
+def concat_rows(tables: Sequence[Any], columns: Sequence[str] = SCALAR_COLUMNS) -> Table:
+    """The rows of several tables (Tables, or anything ``Table.of`` takes), one after another, in ``columns``
+    (``pd.concat(..., ignore_index=True)[columns]``): numeric columns stay numeric, mixed ones become objects."""
+    parts = [Table.of(table, columns) for table in tables]
+    stacked = {}
+    for column in columns:
+        arrays = [np.asarray(part[column]) for part in parts]
+        filled = [array for array in arrays if len(array)]
+        if not filled:
+            stacked[column] = np.concatenate(arrays) if arrays else np.empty(0, dtype=object)
+        elif all(array.dtype.kind in "iuf" for array in filled):
+            stacked[column] = np.concatenate(filled)
+        else:
+            stacked[column] = np.concatenate([array.astype(object) for array in filled])
+    return Table(stacked)
+
+
+def with_rows(run: RunData, *tables: Any) -> RunData:
+    """``run`` with ``tables``' scalar rows appended to its own (in place; the run is returned)."""
+    run.scalars = concat_rows([run.scalars, *tables])
+    return run
 
 
 def make_run(*, loss: Sequence[float] | None = None, steps: Sequence[int] | None = None,
-             frames: Sequence[pd.DataFrame] = (), confusion: pd.DataFrame | None = None,
+             frames: Sequence[Any] = (), confusion: Any = None,
              events: Sequence[tuple[str, Any, int | None]] = (), task: dict | None = None, env: dict | None = None,
              config: dict | None = None, name: str = "run") -> RunData:
+    """A run of ``frames``' scalar rows (Tables, or anything ``Table.of`` takes) plus a training ``loss`` at
+    ``steps``; ``events`` are (kind, detail, step) with a detail dict written as JSON."""
     parts = list(frames)
     if loss is not None:
         parts.append(scalar_rows("loss", loss, steps))
-    scalars = pd.concat(parts, ignore_index=True)[SCALAR_COLUMNS] if parts else RunData("x", "x").scalars
-    event_frame = pd.DataFrame(
-        [{"step": step, "wall_time": float(i), "kind": kind,
-          "detail": json.dumps(detail) if isinstance(detail, dict) else str(detail)}
-         for i, (kind, detail, step) in enumerate(events)], columns=EVENT_COLUMNS)
+    scalars = concat_rows(parts) if parts else RunData("x", "x").scalars
+    event_table = Table({
+        "step": _event_steps([step for _, _, step in events]),
+        "wall_time": np.arange(len(events), dtype="float64"),
+        "kind": np.asarray([kind for kind, _, _ in events], dtype=object),
+        "detail": np.asarray([json.dumps(detail) if isinstance(detail, dict) else str(detail)
+                              for _, detail, _ in events], dtype=object)})
     return RunData(run_id=name, name=name, scalars=scalars,
                    confusion=confusion if confusion is not None else RunData("x", "x").confusion,
-                   events=event_frame if len(event_frame) else RunData("x", "x").events,
+                   events=event_table if len(event_table) else RunData("x", "x").events,
                    task=task or {}, env=env or {}, config=config or {})
 
 
-def confusion_frame(matrix: np.ndarray, step: int = 100, split: str = "val") -> pd.DataFrame:
+def _event_steps(steps: Sequence[int | None]) -> np.ndarray:
+    """Events' steps as a store's column holds them: int64, float64 with NaN where some are None, or all None."""
+    if all(step is None for step in steps):
+        return np.full(len(steps), None, dtype=object)
+    if any(step is None for step in steps):
+        return np.asarray([np.nan if step is None else step for step in steps], dtype="float64")
+    return np.asarray(steps, dtype="int64")
+
+
+def confusion_frame(matrix: np.ndarray, step: int = 100, split: str = "val") -> Table:
+    """The confusion rows (CONFUSION_COLUMNS) of one matrix (true × predicted counts); zero cells left out."""
     matrix = np.asarray(matrix)
     true_class, pred_class = np.nonzero(matrix)
-    return pd.DataFrame({"step": step, "epoch": np.nan, "split": split, "true_class": true_class,
-                         "pred_class": pred_class, "count": matrix[true_class, pred_class]})[CONFUSION_COLUMNS]
+    count = len(true_class)
+    return Table({"step": np.full(count, step, dtype="int64"), "epoch": np.full(count, np.nan),
+                  "split": np.full(count, split, dtype=object), "true_class": true_class,
+                  "pred_class": pred_class, "count": matrix[true_class, pred_class]})
 
 
 def noisy_decay(n: int, start: float = 2.3, end: float = 0.3, noise: float = 0.03, seed: int = 0,

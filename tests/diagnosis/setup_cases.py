@@ -7,14 +7,13 @@ setup mistake; the benchmark scores them next to the corpus.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 import functools
 
 from tests.diagnosis.external import Case
 
 SetupCase = functools.partial(Case, origin="setup")
-from tests.diagnosis.factories import make_run, noisy_decay, scalar_rows
+from tests.diagnosis.factories import make_run, noisy_decay, scalar_rows, with_rows
 
 ADAMW_ONE_GROUP = {"type": "AdamW", "param_groups": [{"lr": 1e-3, "weight_decay": 0.01, "betas": [0.9, 0.999],
                                                      "eps": 1e-8}]}
@@ -38,7 +37,7 @@ def setup_cases() -> list[Case]:
     skipped[:4] = 1
     skipped[200:230] = 1
     amp = _base(env={"amp": {"dtype": "float16", "scaler": True}, "optimizer": ADAMW_TWO_GROUPS})
-    amp.scalars = pd.concat([amp.scalars, scalar_rows("amp_skipped", skipped)], ignore_index=True)
+    with_rows(amp, scalar_rows("amp_skipped", skipped))
     amp.name = amp.run_id = "amp-skipping-2%"
     return [
         SetupCase(_base(name="forgot-model-train", env={"optimizer": ADAMW_TWO_GROUPS},

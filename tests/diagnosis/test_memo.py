@@ -39,7 +39,7 @@ def _spiky_diverging_run() -> RunData:
     loss[-20:] = math.nan
     frame = run.scalars
     is_loss = (frame["name"] == "loss") & (frame["split"] == "train")
-    frame.loc[is_loss, "value"] = loss
+    frame["value"][is_loss] = loss  # the Table's column itself: the run sees the change
     return run
 
 
@@ -95,7 +95,7 @@ def test_memoised_results_equal_plain_ones_and_the_run_is_shared_not_copied():
 def test_per_run_keys_on_the_arguments():
     @per_run
     def column(run, name):
-        return run.scalars[name].to_numpy()
+        return run.scalars[name].copy()
 
     memoised = MemoisedRun.of(make_run(loss=[3.0, 2.0]))
     steps, values = column(memoised, "step"), column(memoised, "value")

@@ -37,7 +37,10 @@ class RecordingRun(RunData):
 
     def __getattribute__(self, name: str) -> Any:
         if name in ("confusion", "events"):
-            object.__getattribute__(self, "seen").add(name)
+            # RunData's constructor reads its tables (to make them Tables) before ``seen`` is set: not a rule's read.
+            seen = object.__getattribute__(self, "__dict__").get("seen")
+            if seen is not None:
+                seen.add(name)
         return object.__getattribute__(self, name)
 
     def series(self, name, split="train", layer=None):
