@@ -198,13 +198,18 @@ class Curve:
                 raise KeyError(key)
             return int(found[0]) if found.size == 1 else found
         keys = np.asarray(key._values if isinstance(key, Curve) else key)
-        order = np.argsort(steps, kind="stable")
-        where = np.searchsorted(steps, keys, sorter=order)
-        where = np.minimum(where, len(steps) - 1) if len(steps) else where
-        if not len(steps) or not np.all(steps[order[where]] == keys):
-            missing = keys if not len(steps) else keys[steps[order[where]] != keys]
-            raise KeyError(f"steps not in the curve: {missing[:5].tolist()}")
-        return order[where]
+        if keys.size == 0:
+            return np.empty(0, dtype="int64")
+        if len(np.unique(steps)) != len(steps):  # repeated steps: every match of each key, in key order (pandas)
+            found = [np.flatnonzero(steps == one) for one in keys.tolist()]
+            missing = [one for one, where in zip(keys.tolist(), found) if not where.size]
+            if missing:
+                raise KeyError(f"steps not in the curve: {missing[:5]}")
+            return np.concatenate(found)
+        where = _find(steps, keys)
+        if np.any(where < 0):
+            raise KeyError(f"steps not in the curve: {keys[where < 0][:5].tolist()}")
+        return where
 
     def __getitem__(self, key: Any) -> Any:
         mask = self._mask(key)
@@ -229,66 +234,105 @@ class Curve:
         return self._take(slice(-n, None) if n else slice(0, 0))
 
     def sort_index(self) -> "Curve":
-        return self._take(np.argsort(self.index.to_numpy(), kind="stable"))
+        """The curve in ascending step order (pandas' unstable quicksort order among repeated steps)."""
+        steps = self.index.to_numpy()
+        if _increasing(steps):
+            return self.copy()
+        return self._take(_nargsort(steps, ascending=True))
 
     def sort_values(self, ascending: bool = True) -> "Curve":
-        order = np.argsort(self._values, kind="stable")
-        return self._take(order if ascending else order[::-1])
+        """The curve ordered by value, NaN last in both directions; ties in pandas' (unstable quicksort) order."""
+        return self._take(_nargsort(self._values, ascending))
 
     def reindex(self, steps: Any, method: str | None = None) -> "Curve":
-        """Values at ``steps``: NaN where the curve has none (``method="ffill"``: the last value at or before)."""
+        """Values at ``steps``: NaN where the curve has none (``method="ffill"``: the value of the last step at
+        or before; ``pandas.Series.reindex``).
+
+        Integers become float64 and booleans object where a step is missing, as in pandas.
+
+        Raises:
+            ValueError: the curve repeats a step (and ``steps`` is not its own index), its steps are not
+                monotonic with ``ffill``, or ``method`` is neither None nor ``"ffill"``.
+        """
+        if method not in (None, "ffill", "pad"):
+            raise ValueError(f"reindex method {method!r} is not supported (None or 'ffill')")
         steps = np.asarray(steps.to_numpy() if hasattr(steps, "to_numpy") else steps)
         own = self.index.to_numpy()
-        values = _float(self._values) if self._values.dtype.kind in "biu" else self._values
-        if method == "ffill":
-            where = np.searchsorted(own, steps, side="right") - 1
-            found = where >= 0
-        elif method is None:
-            where = np.searchsorted(own, steps)
-            where = np.minimum(where, max(len(own) - 1, 0))
-            found = (own[where] == steps) if len(own) else np.zeros(len(steps), dtype=bool)
-        else:
-            raise ValueError(f"reindex method {method!r} is not supported (None or 'ffill')")
-        result = np.full(len(steps), np.nan, dtype=values.dtype if values.dtype.kind == "f" else "float64")
-        if len(own):
-            result[found] = values[where[found]]
+        if len(own) == len(steps) and np.array_equal(own, steps):
+            return Curve(self._values.copy(), steps.copy(), self.name)
+        if len(np.unique(own)) != len(own):
+            raise ValueError("cannot reindex on an axis with duplicate labels")
+        where = _find(own, steps)
+        if method is not None:
+            increasing, decreasing = _increasing(own), _increasing(own[::-1])
+            if not (increasing or decreasing):
+                raise ValueError("index must be monotonic increasing or decreasing")
+            inexact = where < 0
+            if increasing:
+                where[inexact] = np.searchsorted(own, steps[inexact], side="left") - 1
+            else:
+                where[inexact] = len(own) - np.searchsorted(own[::-1], steps[inexact], side="right") - 1
+        found = where >= 0
+        values = self._values
+        if found.all():
+            return Curve(values[where], steps, self.name)
+        kind = values.dtype.kind
+        result = np.full(len(steps), np.nan, dtype=values.dtype if kind == "f" else object if kind in "bO"
+                         else "float64")
+        result[found] = values[where[found]]
         return Curve(result, steps, self.name)
 
     # ---------------------------------------------------------------- missing values
     def isna(self) -> "Curve":
-        return self._new(np.isnan(self._values) if self._values.dtype.kind == "f" else np.zeros(len(self), dtype=bool))
+        return self._new(_missing(self._values))
 
     isnull = isna
 
     def notna(self) -> "Curve":
-        return self._new(~self.isna()._values)
+        return self._new(~_missing(self._values))
 
     notnull = notna
 
     def dropna(self) -> "Curve":
-        if self._values.dtype.kind != "f":
-            return self
-        return self._take(~np.isnan(self._values))
+        return self._take(~_missing(self._values))
 
     def fillna(self, value: Any) -> "Curve":
-        if self._values.dtype.kind != "f":
-            return self
-        return self._new(np.where(np.isnan(self._values), value, self._values))
+        missing = _missing(self._values)
+        return self._new(np.where(missing, value, self._values)) if missing.any() else self.copy()
 
     def where(self, cond: Any, other: Any = np.nan) -> "Curve":
-        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond)
+        """Own values where ``cond``, ``other`` elsewhere (``pandas.Series.where``): integers stay integers
+        when ``other`` is never used or is a whole number, else become float64."""
+        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
         other = other._values if isinstance(other, Curve) else other
-        return self._new(np.where(cond, self._values, other))
+        values = self._values
+        if np.all(cond):
+            return self.copy()
+        if values.dtype.kind in "iu" and _whole_numbers(other):
+            return self._new(np.where(cond, values, np.asarray(other).astype(values.dtype)))
+        return self._new(np.where(cond, values, other))
 
     def mask(self, cond: Any, other: Any = np.nan) -> "Curve":
-        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond)
+        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
         return self.where(~cond, other)
 
     def clip(self, lower: Any = None, upper: Any = None) -> "Curve":
-        return self._new(np.clip(self._values, lower, upper))
+        """Values bounded by ``lower`` and ``upper`` (None or NaN: no bound); NaN stays NaN (``pandas.Series.clip``:
+        a value equal to a bound, -0.0 against 0 included, is kept as it is)."""
+        result, missing = self, _missing(self._values)
+        if lower is not None and not is_missing(lower):
+            result = result.where(missing | (result._values >= lower), lower)
+        if upper is not None and not is_missing(upper):
+            result = result.where(missing | (result._values <= upper), upper)
+        return result.copy() if result is self else result
 
     def isin(self, values: Iterable) -> "Curve":
-        return self._new(np.isin(self._values, np.asarray(list(values))))
+        """Whether each value is one of ``values`` (NaN matches NaN, as in pandas)."""
+        wanted = list(values)
+        found = np.isin(self._values, np.asarray(wanted)) if wanted else np.zeros(len(self), dtype=bool)
+        if any(is_missing(v) for v in wanted):
+            found |= _missing(self._values)
+        return self._new(found)
 
     # ---------------------------------------------------------------- reductions (NaN skipped, as pandas does)
     def _reduce(self, function: Callable[[np.ndarray], Any], empty: Any = np.nan) -> Any:
@@ -298,24 +342,48 @@ class Curve:
         result = function(values)
         return result.item() if isinstance(result, np.generic) and values.dtype.kind != "f" else result
 
-    def median(self) -> float:
+    def median(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> float:
+        _numpy_reduction(numpy, skipna)
         return self._reduce(lambda v: np.float64(np.median(v)))
 
-    def mean(self) -> float:
-        return self._reduce(lambda v: np.float64(np.mean(v)))
+    def mean(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> float:
+        """The mean of the non-NaN values, NaN if none; summed as pandas does (NaN as 0, numpy's pairwise sum)."""
+        _numpy_reduction(numpy, skipna)
+        missing = _missing(self._values)
+        count = np.float64(len(self) - missing.sum())
+        if count == 0:
+            return np.nan
+        return np.where(missing, 0, self._values).sum(dtype="float64") / count
 
-    def max(self) -> Any:
+    def max(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> Any:
+        _numpy_reduction(numpy, skipna)
         return self._reduce(np.max)
 
-    def min(self) -> Any:
+    def min(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> Any:
+        _numpy_reduction(numpy, skipna)
         return self._reduce(np.min)
 
-    def sum(self) -> Any:
-        return self._reduce(np.sum, empty=0 if self._values.dtype.kind in "biu" else 0.0)
+    def sum(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> Any:
+        """The sum of the non-NaN values (0 if none); NaN as 0 in numpy's pairwise sum, as pandas does."""
+        _numpy_reduction(numpy, skipna)
+        if self._values.dtype.kind == "f":
+            return np.where(np.isnan(self._values), 0.0, self._values).sum()
+        return self._reduce(np.sum, empty=0)
 
-    def std(self, ddof: int = 1) -> float:
-        values = _skipna(self._values)
-        return float("nan") if values.size <= ddof else np.float64(np.std(values, ddof=ddof))
+    def std(self, axis: Any = None, skipna: bool = True, ddof: int = 1, **numpy: Any) -> float:
+        """The sample standard deviation of the non-NaN values (NaN below ``ddof + 1`` values), by pandas'
+        two-pass sum without bottleneck (the pandas the diagnosis was written against)."""
+        _numpy_reduction(numpy, skipna)
+        values = _float(self._values)
+        missing = np.isnan(values)
+        count = np.float64(len(values) - missing.sum())
+        if count <= ddof:
+            return np.nan
+        filled = np.where(missing, 0.0, values)
+        with np.errstate(invalid="ignore"):
+            squares = (filled.sum(dtype="float64") / count - filled) ** 2
+        squares[missing] = 0.0
+        return np.sqrt(squares.sum(dtype="float64") / (count - ddof))
 
     def quantile(self, q: float = 0.5) -> float:
         return self._reduce(lambda v: np.float64(np.quantile(v, q)))
@@ -372,6 +440,8 @@ class Curve:
         return self._new(result)
 
     def shift(self, periods: int = 1) -> "Curve":
+        if periods == 0:
+            return self.copy()
         values = _float(self._values)
         result = np.full(len(values), np.nan)
         if periods >= 0:
@@ -382,7 +452,9 @@ class Curve:
         return self._new(result)
 
     def _accumulate(self, function: Callable[[np.ndarray], np.ndarray], fill: float) -> "Curve":
-        values = _float(self._values)
+        if self._values.dtype.kind != "f":  # nothing missing: numpy's dtype, as pandas' (int stays int)
+            return self._new(function(self._values))
+        values = self._values
         missing = np.isnan(values)
         result = function(np.where(missing, fill, values))
         result[missing] = np.nan
@@ -402,16 +474,23 @@ class Curve:
 
     # ---------------------------------------------------------------- operators
     def _aligned(self, other: Any, how: str) -> tuple[np.ndarray, Any, np.ndarray]:
-        """(own values, other's values, steps): two curves with different steps are matched by step, NaN where
-        one has none (arithmetic only; a comparison of such curves raises, as in pandas)."""
+        """(own values, other's values, steps): two curves with different steps are matched by step on the
+        sorted union of their steps, NaN where one has none (False for ``&``, ``|``, ``^``); a comparison of
+        such curves raises, as in pandas."""
         if isinstance(other, Curve):
             if len(other) == len(self) and np.array_equal(other.index, self.index):
                 return self._values, other._values, self.index
             if how == "compare":
-                raise ValueError("Can only compare Curves with the same steps")
+                raise ValueError("Can only compare identically-labeled Curves (the same steps in the same order)")
             steps = np.union1d(self.index.to_numpy(), other.index.to_numpy())
-            return self.reindex(steps)._values, other.reindex(steps)._values, steps
-        if isinstance(other, np.ndarray) and other.ndim and other.shape != self._values.shape:
+            own, theirs = self.reindex(steps)._values, other.reindex(steps)._values
+            if how == "logical":  # a step one curve lacks is False whatever the other holds (pandas)
+                both = ~_missing(own) & ~_missing(theirs)
+                own = np.where(both, own, False).astype(bool)
+                theirs = np.where(both, theirs, False).astype(bool)
+            return own, theirs, steps
+        if isinstance(other, np.ndarray) and other.ndim and other.shape != self._values.shape and not (
+                other.size == 1 and how == "arith"):  # pandas broadcasts one value in arithmetic only
             raise ValueError(f"operands of {other.shape[0]} and {len(self)} values")
         return self._values, other, self.index
 
@@ -419,7 +498,7 @@ class Curve:
         own, theirs, steps = self._aligned(other, how)
         with np.errstate(all="ignore"):
             result = function(theirs, own) if reflected else function(own, theirs)
-        return Curve(result, steps, self.name)
+        return Curve(result, steps, _shared_name(self, other))
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         if method != "__call__" or kwargs.get("out") is not None:
@@ -434,9 +513,72 @@ class Curve:
             steps = curves[0].index
             inputs = tuple(x._values if isinstance(x, Curve) else x for x in inputs)
         result = getattr(ufunc, method)(*inputs, **kwargs)
+        name = _shared_name(*curves)
         if isinstance(result, tuple):
-            return tuple(Curve(r, steps, curves[0].name) for r in result)
-        return Curve(result, steps, curves[0].name)
+            return tuple(Curve(r, steps, name) for r in result)
+        return Curve(result, steps, name)
+
+
+def _shared_name(first: Curve, *others: Any) -> str | None:
+    """The result's name: the curves' common name, None when they differ (pandas)."""
+    names = {x.name for x in (first, *others) if isinstance(x, Curve)}
+    return first.name if len(names) == 1 else None
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """NaN (float) or None/NaN (object) positions; none in integer and boolean arrays."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind == "O":
+        return np.fromiter((is_missing(v) for v in values.tolist()), bool, len(values))
+    return np.zeros(len(values), dtype=bool)
+
+
+def _increasing(steps: np.ndarray) -> bool:
+    return bool(len(steps) < 2 or np.all(steps[1:] >= steps[:-1]))
+
+
+def _find(steps: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Position of each key in ``steps`` (unique, any order), -1 where absent; shape of ``keys``."""
+    keys = np.asarray(keys)
+    if not len(steps):
+        return np.full(keys.shape, -1, dtype="int64")
+    order = np.argsort(steps, kind="stable")
+    where = np.minimum(np.searchsorted(steps, keys, sorter=order), len(steps) - 1)
+    positions = order[where]
+    return np.where(steps[positions] == keys, positions, -1).astype("int64")
+
+
+def _nargsort(values: np.ndarray, ascending: bool) -> np.ndarray:
+    """pandas' ``nargsort`` with its default kind: numpy's (unstable) quicksort of the non-missing values,
+    reversed around the sort when descending, missing values last in their order."""
+    missing = _missing(values)
+    present, positions = values[~missing], np.flatnonzero(~missing)
+    if not ascending:
+        present, positions = present[::-1], positions[::-1]
+    order = positions[present.argsort(kind="quicksort")]
+    if not ascending:
+        order = order[::-1]
+    return np.concatenate([order, np.flatnonzero(missing)]).astype("int64")
+
+
+def _whole_numbers(other: Any) -> bool:
+    """Whether an integer array can take ``other`` without becoming float (pandas' ``np_can_hold_element``)."""
+    array = np.asarray(other)
+    if array.dtype.kind in "iu":
+        return True
+    if array.dtype.kind != "f":
+        return False
+    return bool(np.all(np.isfinite(array)) and np.all(array == np.round(array)))
+
+
+def _numpy_reduction(numpy: dict[str, Any], skipna: bool) -> None:
+    """``np.max(curve)`` and the like call ``curve.max(axis=None, out=None)``: accept numpy's defaults only."""
+    if not skipna:
+        raise NotImplementedError("a Curve's reductions always skip NaN (skipna=True)")
+    unsupported = {k: v for k, v in numpy.items() if v is not None and not (k == "keepdims" and v is False)}
+    if unsupported:
+        raise TypeError(f"unsupported reduction arguments: {sorted(unsupported)}")
 
 
 def _operator(function: Callable, how: str = "arith", reflected: bool = False) -> Callable:
@@ -451,8 +593,8 @@ for _name, _function in (("add", operator.add), ("sub", operator.sub), ("mul", o
     setattr(Curve, f"__{_name}__", _operator(_function))
     setattr(Curve, f"__r{_name}__", _operator(_function, reflected=True))
 for _name, _function in (("and", operator.and_), ("or", operator.or_), ("xor", operator.xor)):
-    setattr(Curve, f"__{_name}__", _operator(_function, "compare"))
-    setattr(Curve, f"__r{_name}__", _operator(_function, "compare", reflected=True))
+    setattr(Curve, f"__{_name}__", _operator(_function, "logical"))
+    setattr(Curve, f"__r{_name}__", _operator(_function, "logical", reflected=True))
 for _name, _function in (("lt", operator.lt), ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge),
                          ("eq", operator.eq), ("ne", operator.ne)):
     setattr(Curve, f"__{_name}__", _operator(_function, "compare"))
@@ -483,16 +625,31 @@ class _Loc:
     def __getitem__(self, key: Any) -> Any:
         curve = self._curve
         if isinstance(key, slice):
-            if key.step is not None:
-                raise ValueError("a step slice of a Curve takes no stride")
             steps = curve.index.to_numpy()
-            begin = 0 if key.start is None else int(np.searchsorted(steps, key.start, side="left"))
-            end = len(steps) if key.stop is None else int(np.searchsorted(steps, key.stop, side="right"))
-            return curve._take(slice(begin, max(begin, end)))
+            begin = 0 if key.start is None else _slice_bound(steps, key.start, "left")
+            end = len(steps) if key.stop is None else _slice_bound(steps, key.stop, "right")
+            return curve._take(slice(begin, max(begin, end), key.step))
         mask = curve._mask(key)
         if mask is not None:
             return curve._take(mask)
         return curve._take(curve._label_positions(key))
+
+
+def _slice_bound(steps: np.ndarray, label: Any, side: str) -> int:
+    """Where a ``loc`` slice starts (side "left") or ends (side "right") in ``steps``, as pandas'
+    ``Index.get_slice_bound``: monotonic steps need not hold ``label``; other steps must hold it once.
+
+    Raises:
+        KeyError: the steps are not monotonic and ``label`` is absent or repeated.
+    """
+    if _increasing(steps):
+        return int(np.searchsorted(steps, label, side=side))
+    if _increasing(steps[::-1]):
+        return len(steps) - int(np.searchsorted(steps[::-1], label, side="right" if side == "left" else "left"))
+    found = np.flatnonzero(steps == label)
+    if found.size != 1:
+        raise KeyError(f"Cannot get {side} slice bound for non-monotonic steps with a missing or repeated step {label!r}")
+    return int(found[0]) + (side == "right")
 
 
 class Rolling:
@@ -501,10 +658,14 @@ class Rolling:
     def __init__(self, curve: Curve, window: int, min_periods: int, center: bool) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
+        if min_periods > window:
+            raise ValueError(f"min_periods {min_periods} must be <= window {window}")
         self.curve, self.window, self.min_periods, self.center = curve, int(window), max(1, int(min_periods)), center
 
     def _apply(self, moving: Callable[[np.ndarray, int, int], np.ndarray]) -> Curve:
         values = _float(self.curve._values)
+        # pandas' windows read ±inf as missing (BaseWindow._prep_values): a window of [inf, 1] has the median 1.
+        values = np.where(np.isinf(values), np.nan, values)
         window = self.window
         if self.center:
             # pandas centres a window of w on position i over [i - w // 2 ... i + (w - 1) // 2]... measured as
@@ -561,8 +722,10 @@ class Table:
 
     def __init__(self, columns: dict[str, Any] | None = None, *, names: Sequence[str] = ()) -> None:
         data = {str(name): np.asarray(values) for name, values in (columns or {}).items()}
-        for name in names:
-            data.setdefault(name, np.empty(0, dtype=object))
+        given = {len(v) for v in data.values()}
+        rows = next(iter(given)) if len(given) == 1 else 0
+        for name in names:  # a column the source lacks: missing (None) in every row
+            data.setdefault(name, np.full(rows, None, dtype=object))
         lengths = {len(v) for v in data.values()}
         if len(lengths) > 1:
             raise ValueError(f"columns of different lengths: {sorted(lengths)}")
@@ -645,8 +808,14 @@ def to_float(values: Any) -> np.ndarray:
 
 
 def is_missing(value: Any) -> bool:
-    """None or a float NaN (``pd.isna`` of one value)."""
-    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+    """None, a float NaN, a NaT or pandas' NA (``pd.isna`` of one value)."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(value))
+    return type(value).__name__ in ("NAType", "NaTType") and type(value).__module__.startswith("pandas")
 
 
 def _arrow_column(column: Any) -> np.ndarray:
