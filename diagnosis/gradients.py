@@ -79,9 +79,35 @@ GRADS_NOT_ZEROED_EVENT = "grads_not_zeroed"
 SOURCE_NOT_ZEROED = "seed 001 (training manually: zero_grad, backward, step); the probe's grads_not_zeroed event"
 
 
+def weight_matrices(run: RunData, layers: list[str]) -> list[str]:
+    """The weight layers among ``layers``, in model order: what the first-to-last gradient ratio compares.
+
+    With the probe's parameter layout (run.json ``env.model.shapes``: [name, shape] pairs in registration
+    order, and ``tied``):
+    the layers with at least two dimensions larger than 1, in registration order, less tied ones (an
+    embedding shared with the output layer gets the output's gradient too, so it is neither first nor
+    last) and norms and biases. A pooling query of shape (1, 1, d) is a vector and not a layer's weights.
+    Without it (imported logs, older runs): every layer but norms and biases, ordered by name with
+    numbers in numeric order (``natural_key``).
+    """
+    model = run.env.get("model") if isinstance(run.env, dict) else None
+    shapes = model.get("shapes") if isinstance(model, dict) else None
+    if isinstance(shapes, list) and all(isinstance(pair, list) and len(pair) == 2 for pair in shapes):
+        shapes = dict((str(name), shape) for name, shape in shapes)
+    else:
+        shapes = None
+    if shapes and all(layer in shapes for layer in layers):
+        tied = set(model.get("tied") or [])
+        present = set(layers)
+        return [name for name, shape in shapes.items()
+                if name in present and name not in tied and not is_norm_or_bias(name)
+                and isinstance(shape, list) and sum(1 for size in shape if isinstance(size, int) and size > 1) >= 2]
+    return [name for name in sorted(layers, key=natural_key) if not is_norm_or_bias(name)]
+
+
 @per_run
 def first_last_ratio(run: RunData) -> tuple[Curve, str, str] | None:
-    """Per-record ratio of the first to the last weight layer's gradient norm (model order by name).
+    """Per-record ratio of the first to the last weight layer's gradient norm (model order: :func:`weight_matrices`).
 
     Returns:
         None when fewer than two weight layers have a gradient norm, or no step has a finite one
@@ -91,7 +117,7 @@ def first_last_ratio(run: RunData) -> tuple[Curve, str, str] | None:
     frame = layer_values(run, "grad_norm")
     if frame.empty:
         return None
-    weights = [name for name in sorted(frame.columns, key=natural_key) if not is_norm_or_bias(name)]
+    weights = weight_matrices(run, list(frame.columns))
     if len(weights) < 2:
         return None
     first, last = weights[0], weights[-1]
@@ -164,7 +190,7 @@ def never_zeroed(run: RunData) -> list[Finding]:
 
 
 @rule(severities=("warning", "critical"), inputs=("grad_norm", "events"), evidence=Evidence.series("grad_norm"),
-      heatmaps=("grad_norm",),
+      heatmaps=("grad_norm",), metadata=("env.model",),
       # Gradients that pile up make ever larger steps: the loss thrashes (lr too high), spikes or diverges, the
       # early steps are unstable (as without warm-up), updates leave the band, ReLUs die, accuracy stays at the
       # majority class. Only through the finding that says so (grads_not_zeroed): a gradient explosion of
@@ -250,7 +276,7 @@ def exploding_gradients(run: RunData) -> list[Finding]:
 
 
 @rule(severities=("warning",), inputs=("grad_norm", "loss"), evidence=Evidence.series("grad_norm"),
-      heatmaps=("grad_norm",), live=Live(),
+      heatmaps=("grad_norm",), metadata=("env.model",), live=Live(),
       thresholds=("FIRST_LAST_VANISHING_RATIO", "STALLED_LOSS_FRACTION", "ZERO_GRAD", "DEAD_MIN_RECORDS"),
       # Early layers that get no gradient do not learn: accuracy stays at the baseline, their updates tiny.
       explains=("no_better_than_baseline", "update_ratio_out_of_band"))

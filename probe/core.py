@@ -57,6 +57,7 @@ turns that statistic off with one warning and training goes on
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import math
 import numbers
@@ -103,6 +104,26 @@ _LISTED_NAMES = 5
 # holds ~300 tensors; run.json is rewritten at every heartbeat, so it stays small.
 MAX_FROZEN_NAMES = 1024
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
+def parameter_layout(model: torch.nn.Module) -> dict[str, Any]:
+    """The model's parameters in registration order with their shapes, and the tied ones (run.json ``env.model``).
+
+    Returns ``{"shapes": [[name, [d0, d1, ...]], ...], "tied": [name, ...]}``: ``shapes`` in
+    ``named_parameters()`` order (model order for models that register layers as forward runs them; a list,
+    as run.json's keys are written sorted; at most MAX_FROZEN_NAMES entries), ``tied`` the parameters reachable under more than one name (a language model's input embedding
+    shared with its output layer), under the name ``named_parameters()`` keeps. The gradient rules use them to
+    pick a model's first and last weight matrices; names sorted alphabetically put ``decoder`` before
+    ``encoder`` and a pooling query vector beside a weight matrix.
+    """
+    model = unwrapped(model)
+    shapes = [[escaped_name(name), [int(size) for size in param.shape]]
+              for name, param in itertools.islice(model.named_parameters(), MAX_FROZEN_NAMES)]
+    seen: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        seen[id(param)] = seen.get(id(param), 0) + 1
+    tied = [escaped_name(name) for name, param in model.named_parameters() if seen.get(id(param), 0) > 1]
+    return {"shapes": shapes, "tied": tied[:MAX_FROZEN_NAMES]}
 
 
 def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
@@ -769,6 +790,7 @@ class Probe:
                 # rest): the dead_layers rule does not warn that these never learn.
                 "frozen": [name for param, name in zip(self._params, self._names)
                            if not param.requires_grad][:MAX_FROZEN_NAMES],
+                **parameter_layout(model),
             },
             "amp": {"dtype": None, "scaler": self._scaler is not None},
         })

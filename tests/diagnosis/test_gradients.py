@@ -62,6 +62,43 @@ def test_exploding_uses_model_order_for_numbered_layers():
     assert found and found[0].evidence["first_layer"] == "2.weight"
 
 
+def _layout_run(layers: dict[str, np.ndarray], shapes: dict[str, list[int]] | None, tied: list[str] = ()):
+    run = grad_run(None, layers)
+    if shapes is not None:
+        run.env = {"model": {"shapes": [[name, shape] for name, shape in shapes.items()], "tied": list(tied)}}
+    return run
+
+
+def test_exploding_ratio_follows_the_recorded_model_order_not_names():
+    # An encoder-decoder: by name "decoder" comes first; the probe's registration order says encoder first.
+    layers = {"encoder.weight": np.full(50, 80.0), "decoder.weight": np.full(50, 1.0)}
+    shapes = {"encoder.weight": [64, 32], "decoder.weight": [32, 64]}
+    assert gradients.exploding_gradients(_layout_run(layers, None)) == []  # by name: 1 / 80, no explosion
+    found = gradients.exploding_gradients(_layout_run(layers, shapes))
+    assert found and (found[0].evidence["first_layer"], found[0].evidence["last_layer"]) == (
+        "encoder.weight", "decoder.weight")
+
+
+def test_a_pooling_query_vector_and_a_tied_embedding_are_not_the_first_or_last_layer():
+    # heldout3's false alarms: a Set Transformer's pooling query "seed" (1, 1, d) sorted before the blocks,
+    # and a word LM's embedding tied to its output layer (its gradient holds the output's).
+    layers = {"seed": np.full(50, 0.5), "emb.weight": np.full(50, 60.0), "layer.weight": np.full(50, 1.0),
+              "out.weight": np.full(50, 1.2)}
+    shapes = {"seed": [1, 1, 16], "emb.weight": [400, 16], "layer.weight": [16, 16], "out.weight": [10, 16]}
+    by_name = gradients.exploding_gradients(_layout_run(layers, None))  # emb.weight / seed = 120
+    assert by_name and (by_name[0].evidence["first_layer"], by_name[0].evidence["last_layer"]) == ("emb.weight", "seed")
+    assert gradients.exploding_gradients(_layout_run(layers, shapes, tied=["emb.weight"])) == []
+    assert gradients.weight_matrices(_layout_run(layers, shapes, tied=["emb.weight"]), list(layers)) == [
+        "layer.weight", "out.weight"]
+
+
+def test_a_layout_that_misses_a_layer_is_not_used():
+    # A run whose recorded layout does not name every layer (a model changed after watch()) falls back to names.
+    layers = {"10.weight": np.full(50, 1.0), "2.weight": np.full(50, 100.0)}
+    found = gradients.exploding_gradients(_layout_run(layers, {"10.weight": [4, 4]}))
+    assert found and found[0].evidence["first_layer"] == "2.weight"
+
+
 @pytest.mark.parametrize(
     "norm",
     [np.ones(300), np.array([1.0]), np.array([]), np.array([math.nan] * 10), np.zeros(50)],

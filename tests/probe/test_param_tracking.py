@@ -285,3 +285,37 @@ def test_a_frozen_backbone_in_the_optimizer_is_a_hint_not_a_dead_layer_warning(t
     assert meta["env"]["model"]["frozen"] == (["0.weight", "0.bias"] if frozen else [])
     dead = [(f.severity, f.evidence["layers"]) for f in diagnose("fine-tune", store=tmp_path) if f.rule == "dead_layers"]
     assert dead == [("info" if frozen else "warning", ["0.bias", "0.weight"])]
+
+
+class _TiedLM(torch.nn.Module):
+    """A word LM whose output layer shares the input embedding, with a pooling-style query vector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.zeros(1, 1, 8))
+        self.embedding = torch.nn.Embedding(20, 8)
+        self.mix = torch.nn.Linear(8, 8)
+        self.out = torch.nn.Linear(8, 20)
+        self.out.weight = self.embedding.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.mix(self.embedding(tokens) + self.query[0])))
+
+
+def test_run_json_records_the_parameters_in_model_order_with_shapes_and_the_tied_ones(tmp_path):
+    model = _TiedLM()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Probe(run="tied", store=tmp_path, layer_every=1) as probe:
+        probe.watch(model, optimizer)
+        for _ in range(3):
+            tokens = torch.randint(0, 20, (4, 5))
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(tokens).reshape(-1, 20), tokens.reshape(-1))
+            loss.backward()
+            optimizer.step()
+            probe.step(loss=loss)
+    meta, _, _, _ = read_run(tmp_path)
+    layout = meta["env"]["model"]
+    assert layout["shapes"] == [["query", [1, 1, 8]], ["embedding.weight", [20, 8]], ["mix.weight", [8, 8]],
+                                ["mix.bias", [8]], ["out.bias", [20]]]
+    assert layout["tied"] == ["embedding.weight"]
