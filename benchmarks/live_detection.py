@@ -141,7 +141,7 @@ def train(name: str, store: Path, **probe_options) -> tuple[str, list[Check], fl
 def live_events(run) -> list[tuple[int, float, object]]:
     events = run.events[run.events["kind"] == "live_finding"]
     found = []
-    for step, wall, detail in zip(events["step"], events["wall_time"], events["detail"]):
+    for step, wall, detail in zip(events["step"].tolist(), events["wall_time"].tolist(), events["detail"].tolist()):
         finding = finding_from_detail(detail)
         if finding is not None:
             found.append((int(step), float(wall), finding))
@@ -172,7 +172,8 @@ def scenario_row(name: str, rule: str, root: Path) -> dict:
         row.update(raised=step, live_severity=finding.severity)
         if row["onset"] is not None:
             loss = run.scalars[(run.scalars["name"] == "loss") & (run.scalars["split"] == "train")]
-            onset_wall = loss.loc[loss["step"] >= row["onset"], "wall_time"].min()
+            walls = loss["wall_time"][loss["step"] >= row["onset"]]
+            onset_wall = np.nanmin(walls) if len(walls) else np.nan
             row.update(lag_steps=step - row["onset"], lag_s=wall - float(onset_wall),
                        lag_flushes=sum(1 for check in checks if row["onset"] <= check.step <= step)
                        if step >= row["onset"] else 0)
@@ -184,7 +185,7 @@ def scenario_row(name: str, rule: str, root: Path) -> dict:
     row["saved_at_warning"] = None if first_loud is None else (planned - first_loud) / planned
     row.update(taken=taken, saved=(planned - taken) / planned,
                stopped_by=[json.loads(d)["finding"]["rule"] for d in
-                           stopped_run.events.loc[stopped_run.events["kind"] == "stop_requested", "detail"]])
+                           stopped_run.events["detail"][stopped_run.events["kind"] == "stop_requested"]])
     return row
 
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from traindoctor.diagnosis.common import layer_values
 from traindoctor.diagnosis.engine import RECORDS, diagnose, drop_explained, sort_findings
 from traindoctor.diagnosis.finding import SEVERITY_RANK, Finding
 from traindoctor.diagnosis.memo import MemoisedRun
 from traindoctor.diagnosis.records import RuleFunction
-from traindoctor.store.run_data import EVENT_COLUMNS, SCALAR_COLUMNS, RunData
+from traindoctor.store.frames import Curve, Table, is_missing, to_float
+from traindoctor.store.run_data import EVENT_COLUMNS, SCALAR_COLUMNS, LayerFrame, RunData
 
 # The rules that run live, by id, in the catalogue's order.
 LIVE_RULES: dict[str, RuleFunction] = {rule_id: record.function for rule_id, record in RECORDS.items()
@@ -185,10 +185,11 @@ class _LayerRecords:
     def add(self, step: int, layers: tuple[str, ...], values: np.ndarray) -> None:
         self.records.append((int(step), layers, values))
 
-    def frame(self) -> pd.DataFrame:
-        """Steps × layers, as :func:`~traindoctor.diagnosis.common.layer_values` builds it from the long rows."""
+    def frame(self) -> LayerFrame:
+        """Steps × layers, as :meth:`RunData.layer_frame` builds it from the long rows: steps ascending,
+        layers sorted, shape (n_steps, n_layers), NaN where a layer has no value at a step."""
         if not self.records:
-            return pd.DataFrame()
+            return _no_layers()
         columns = sorted({layer for _, layers, _ in self.records for layer in layers})
         position = {layer: index for index, layer in enumerate(columns)}
         steps = np.unique(np.fromiter((step for step, _, _ in self.records), dtype=np.int64))
@@ -196,7 +197,7 @@ class _LayerRecords:
         grid = np.full((len(steps), len(columns)), np.nan)  # (steps, layers)
         for step, layers, values in self.records:  # later records win, as the long rows' last value does
             grid[row[step], [position[layer] for layer in layers]] = values
-        return pd.DataFrame(grid, index=pd.Index(steps, name="step"), columns=pd.Index(columns, name="layer"))
+        return LayerFrame(steps, columns, grid)
 
     def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(step, layer, value) of every kept value, as long rows."""
@@ -237,7 +238,7 @@ class HistoryWindow:
         self._events: dict[str, deque[tuple[Any, float, str, str]]] = {}
         self._event_window = events
         self.last_step: int | None = None
-        # Empty tables, made once: a check runs often, and pandas takes milliseconds per empty frame.
+        # Empty tables, made once (a check runs often): the ones a RunData holds when given none.
         empty = RunData(run_id="", name="")
         self._no_events, self._no_confusion = empty.events, empty.confusion
 
@@ -300,8 +301,8 @@ class HistoryWindow:
 
         Its ``scalars`` hold every kept value as long rows (what a rule
         reading the frame sees), and its ``series``, ``has``, ``layers`` and
-        ``layer_frame`` answer from the kept arrays without scanning that
-        frame; the memo starts with each per-layer statistic's
+        ``layer_frame`` answer from the kept arrays without scanning those
+        rows; the memo starts with each per-layer statistic's
         ``layer_values``. A test checks both give what :class:`RunData`
         computes from the rows.
         """
@@ -323,13 +324,14 @@ class HistoryWindow:
             name_parts.append(np.full(len(steps), series_name, dtype=object))
             layer_parts.append(layers)
         steps = np.concatenate(step_parts)
-        scalars = pd.DataFrame({
+        columns = {
             "step": steps, "epoch": np.full(len(steps), np.nan), "wall_time": np.full(len(steps), np.nan),
             "split": np.concatenate(split_parts), "name": np.concatenate(name_parts),
             "layer": np.concatenate(layer_parts), "value": np.concatenate(value_parts),
-        })[SCALAR_COLUMNS]
+        }
+        scalars = Table({column: columns[column] for column in SCALAR_COLUMNS})
         kept_events = [event for queue in self._events.values() for event in queue]
-        events = pd.DataFrame(kept_events, columns=EVENT_COLUMNS) if kept_events else self._no_events
+        events = _event_table(kept_events) if kept_events else self._no_events
         frames = {layer_name: records.frame() for layer_name, records in self._layers.items() if records.records}
         run = _WindowRun(run_id=run_id, name=name, scalars=scalars, confusion=self._no_confusion, events=events,
                          task=dict(task or {}), env=dict(env or {}), status="running", kept_series=series,
@@ -352,9 +354,9 @@ class _WindowRun(MemoisedRun):
     kept_series: dict[tuple[str, str, str | None], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, repr=False)
     kept_layers: dict[str, _LayerRecords] = field(default_factory=dict, repr=False)
-    layer_frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    layer_frames: dict[str, LayerFrame] = field(default_factory=dict, repr=False)
 
-    def series(self, name: str, split: str = "train", layer: str | None = None) -> pd.Series:
+    def series(self, name: str, split: str = "train", layer: str | None = None) -> Curve:
         kept = self.kept_series.get((split, name, layer))
         if kept is None and layer is not None and split == "train" and name in self.kept_layers:
             pairs = [(step, float(values[layers.index(layer)])) for step, layers, values in
@@ -365,10 +367,10 @@ class _WindowRun(MemoisedRun):
             return super().series(name, split, layer)
         steps, values = kept
         if not len(steps):
-            return pd.Series(dtype="float64", name=name)
+            return Curve(np.empty(0, dtype="float64"), np.empty(0, dtype="int64"), name)
         if len(steps) > 1 and not bool(np.all(np.diff(steps) > 0)):
             return super().series(name, split, layer)  # steps out of order or repeated: by the rows
-        return pd.Series(values.copy(), index=steps.copy(), name=name)  # a copy: a rule may change it
+        return Curve(values.copy(), steps.copy(), name)  # a copy: a rule may change it
 
     def has(self, name: str, split: str = "train") -> bool:
         return (any(key[:2] == (split, name) and len(kept[0]) for key, kept in self.kept_series.items())
@@ -379,9 +381,36 @@ class _WindowRun(MemoisedRun):
             return list(dict.fromkeys(layer for _, layers, _ in self.kept_layers[name].records for layer in layers))
         return super().layers(name, split)
 
-    def layer_frame(self, name: str, split: str = "train") -> pd.DataFrame:
+    def layer_frame(self, name: str, split: str = "train") -> LayerFrame:
         frame = self.layer_frames.get(name) if split == "train" else None
-        return super().layer_frame(name, split) if frame is None else frame.copy()
+        if frame is None:
+            return super().layer_frame(name, split)
+        return LayerFrame(frame.index.copy(), list(frame.columns), frame.values.copy())  # a rule may change it
+
+
+def _no_layers() -> LayerFrame:
+    """The grid of a per-layer statistic with no values (what :meth:`RunData.layer_frame` returns for one)."""
+    return LayerFrame(np.empty(0, dtype="int64"), [], np.empty((0, 0)))
+
+
+def _event_table(events: Sequence[tuple[Any, float, str, str]]) -> Table:
+    """Kept events, each (step, wall_time, kind, detail), as the events Table a store's run holds.
+
+    ``step`` is int64 when every event has one; float64 with NaN for the
+    missing ones when some have none; None throughout when none has one (the
+    columns pandas made of the same rows).
+    """
+    steps = [step for step, _, _, _ in events]
+    if all(step is None for step in steps):
+        step_column = np.full(len(steps), None, dtype=object)
+    elif any(step is None for step in steps):
+        step_column = np.asarray([np.nan if step is None else step for step in steps], dtype="float64")
+    else:
+        step_column = np.asarray(steps, dtype="int64")
+    return Table({"step": step_column,
+                  "wall_time": np.asarray([wall for _, wall, _, _ in events], dtype="float64"),
+                  "kind": np.asarray([kind for _, _, kind, _ in events], dtype=object),
+                  "detail": np.asarray([detail for _, _, _, detail in events], dtype=object)})
 
 
 class LiveDiagnosis:
@@ -474,15 +503,9 @@ def replay(run: RunData, *, every_steps: int, live: LiveDiagnosis | None = None)
     if every_steps < 1:
         raise ValueError(f"every_steps must be >= 1, got {every_steps!r}")
     live = live if live is not None else LiveDiagnosis(run_id=run.run_id, name=run.name, task=run.task, env=run.env)
-    frame = run.scalars
-    frame = frame[frame["name"].isin(LIVE_SERIES)].sort_values("step", kind="stable")
-    pieces: list[tuple[str, str, bool, np.ndarray, np.ndarray, np.ndarray]] = []
-    for (split, series_name, per_layer), rows in frame.groupby(
-            [frame["split"], frame["name"], frame["layer"].notna()], sort=False):
-        pieces.append((split, series_name, bool(per_layer), rows["step"].to_numpy(dtype=np.int64),
-                       rows["layer"].to_numpy(dtype=object), rows["value"].to_numpy(dtype=np.float64)))
-    events = run.events.copy()
-    event_steps = pd.to_numeric(events["step"], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    pieces = _live_pieces(run.scalars)
+    events = run.events
+    event_steps = np.nan_to_num(to_float(events["step"]), nan=0.0).astype(np.int64)
     last = max([int(steps.max()) for *_, steps, _, _ in pieces if len(steps)] + [int(event_steps.max(initial=0))])
     raised: list[tuple[int, Finding]] = []
     for end in range(every_steps, last + every_steps, every_steps):
@@ -494,10 +517,33 @@ def replay(run: RunData, *, every_steps: int, live: LiveDiagnosis | None = None)
                                  layer=tuple(layers[first:stop]) if per_layer else None)
         low = start if start > 0 else -np.inf  # the first flush also takes the events of step 0 (set-up lint)
         for index in np.flatnonzero((event_steps > low) & (event_steps <= end)):
-            row = events.iloc[index]
-            live.add_event(row["kind"], row["detail"], step=int(event_steps[index]), wall_time=row["wall_time"])
+            live.add_event(events["kind"][index], events["detail"][index], step=int(event_steps[index]),
+                           wall_time=events["wall_time"][index])
         raised += [(min(end, last), finding) for finding in live.check()]
     return raised
+
+
+def _live_pieces(scalars: Table) -> list[tuple[str, str, bool, np.ndarray, np.ndarray, np.ndarray]]:
+    """The rows of the series the live rules read, as (split, name, per layer, steps, layers, values) per
+    series (per-layer rows of one statistic together), rows in step order (stable), series in order of their
+    first row in that order; rows without a split are left out."""
+    names = scalars["name"]
+    live_names = set(LIVE_SERIES)
+    chosen = np.flatnonzero(np.fromiter((name in live_names for name in names.tolist()), bool, len(names)))
+    chosen = chosen[np.argsort(np.asarray(scalars["step"])[chosen], kind="stable")]
+    splits = np.asarray(scalars["split"], dtype=object)[chosen]
+    names = np.asarray(names, dtype=object)[chosen]
+    layers = np.asarray(scalars["layer"], dtype=object)[chosen]
+    per_layer = np.fromiter((not is_missing(layer) for layer in layers.tolist()), bool, len(layers))
+    steps = np.asarray(scalars["step"])[chosen]
+    values = np.asarray(scalars["value"], dtype=np.float64)[chosen]
+    keys = dict.fromkeys((split, name, bool(layered)) for split, name, layered in
+                         zip(splits.tolist(), names.tolist(), per_layer.tolist()) if not is_missing(split))
+    pieces = []
+    for split, series_name, layered in keys:
+        rows = (splits == split) & (names == series_name) & (per_layer == layered)
+        pieces.append((split, series_name, layered, steps[rows].astype(np.int64), layers[rows], values[rows]))
+    return pieces
 
 
 def finding_from_detail(detail: str) -> Finding | None:

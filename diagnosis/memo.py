@@ -49,7 +49,7 @@ class MemoisedRun(RunData):
 
         For a caller that holds an intermediate result already in the shape
         the function would build (the live history window holds the loss and
-        the per-layer statistics as arrays): the rules skip the pandas work.
+        the per-layer statistics as arrays): the rules skip building them from the long rows.
         ``result`` must equal ``function(self, *args)`` (a test compares them).
 
         Raises:

@@ -74,8 +74,9 @@ def crash_reason(run: "Reported") -> str | None:
     events = getattr(run, "events", None)
     if events is None or events.empty:
         return None
-    details = events.loc[events["kind"] == "crash", "detail"]
-    for detail in reversed(list(details)):
+    # A run's events Table or the Run page's events frame (pandas): both iterate their columns' values.
+    details = [detail for kind, detail in zip(events["kind"], events["detail"]) if kind == "crash"]
+    for detail in reversed(details):
         lines = [line.strip() for line in str(detail).splitlines() if line.strip()]
         if lines:
             return lines[-1][:300]
@@ -102,9 +103,9 @@ def recording_problems(run: "Reported") -> list[dict[str, Any]]:
     events = run.events
     if events.empty:
         return []
-    selected = events[events["kind"].isin(RECORDING_EVENTS)]
     return [{"kind": str(kind), "step": None if step is None or step != step else int(step), "detail": str(detail)}
-            for kind, step, detail in zip(selected["kind"], selected["step"], selected["detail"])]
+            for kind, step, detail in zip(events["kind"], events["step"], events["detail"])
+            if kind in RECORDING_EVENTS]
 
 
 # What a status other than finished means for the findings below it.

@@ -212,11 +212,12 @@ class Watcher:
         run = load_run(self.store, state.run_id)
         self._progress(state, run)
         events = run.events
-        for _, row in events[events["kind"] == "live_finding"].iterrows():
-            finding = finding_from_detail(row["detail"])
+        for kind, detail, step, wall in zip(events["kind"], events["detail"], events["step"], events["wall_time"]):
+            if kind != "live_finding":
+                continue
+            finding = finding_from_detail(detail)
             if finding is not None:
-                step = None if row["step"] is None or row["step"] != row["step"] else int(row["step"])
-                wall = row["wall_time"]
+                step = None if step is None or step != step else int(step)
                 wall = float(wall) if wall is not None and math.isfinite(wall) else None
                 self._report(state, finding, "live", step, wall)
         ended = status in ENDED

@@ -241,7 +241,7 @@ def test_a_failing_live_check_turns_live_diagnosis_off_with_one_warning(tmp_path
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and the rules: seconds on a busy 2-core machine
-def test_the_probe_module_imports_no_rules_until_a_probe_with_live_checks_is_made():
+def test_the_probe_module_imports_no_rules_until_a_probe_with_live_checks_is_made_and_never_pandas():
     import subprocess
     import sys
 
@@ -251,7 +251,8 @@ def test_the_probe_module_imports_no_rules_until_a_probe_with_live_checks_is_mad
             "      compact_on_close=False).close()\n"
             "assert 'traindoctor.diagnosis.live' not in sys.modules\n"
             "Probe(run='y', store=tempfile.mkdtemp(), handle_sigterm=False, compact_on_close=False).close()\n"
-            "assert 'traindoctor.diagnosis.live' in sys.modules\n")
+            "assert 'traindoctor.diagnosis.live' in sys.modules\n"
+            "assert 'pandas' not in sys.modules  # the live rules run on numpy alone (issue #13)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 
