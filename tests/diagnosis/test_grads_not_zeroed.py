@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -27,6 +29,7 @@ from traindoctor.diagnosis.engine import RECORDS
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.records import Evidence, rule
 from traindoctor.diagnosis.verdict import verdict
+from traindoctor.store.frames import Table
 from traindoctor.store.reader import Store
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -77,11 +80,14 @@ def test_the_message_gives_the_gradient_norm_from_the_event_step_to_the_end(thra
 def test_an_ordinary_gradient_explosion_explains_nothing(thrashing_run):
     # A gradient spike of another cause is a symptom: the lr stays the verdict, nothing is folded under it.
     norm = thrashing_run.series("grad_norm").dropna()
-    spiked = norm.copy()
-    spiked.iloc[len(spiked) // 2] *= 1000
-    scalars = thrashing_run.scalars.copy()
-    rows = (scalars["name"] == "grad_norm") & scalars["layer"].isna() & (scalars["split"] == "train")
-    scalars.loc[rows, "value"] = scalars.loc[rows, "step"].map(spiked).to_numpy()
+    spiked_values = norm.to_numpy().copy()
+    spiked_values[len(spiked_values) // 2] *= 1000
+    spiked = dict(zip(norm.index.tolist(), spiked_values.tolist()))
+    table = thrashing_run.scalars
+    rows = thrashing_run.global_rows("grad_norm", "train")
+    values = np.asarray(table["value"], dtype="float64").copy()
+    values[rows] = [spiked.get(step, math.nan) for step in table["step"][rows].tolist()]
+    scalars = Table({**{column: table[column] for column in table.columns}, "value": values})
     findings = diagnose(dataclasses.replace(thrashing_run, scalars=scalars), strict=True)
     exploding = [f for f in findings if f.rule == "exploding_gradients"]
     assert exploding and all(f.severity == "warning" and f.explains == () for f in exploding)
