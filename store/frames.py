@@ -484,10 +484,9 @@ class Curve:
                 raise ValueError("Can only compare identically-labeled Curves (the same steps in the same order)")
             steps = np.union1d(self.index.to_numpy(), other.index.to_numpy())
             own, theirs = self.reindex(steps)._values, other.reindex(steps)._values
-            if how == "logical":  # a step one curve lacks is False whatever the other holds (pandas)
-                both = ~_missing(own) & ~_missing(theirs)
-                own = np.where(both, own, False).astype(bool)
-                theirs = np.where(both, theirs, False).astype(bool)
+            if how == "logical":  # a missing value reads as False (and see _binary)
+                own = np.where(_missing(own), False, own).astype(bool)
+                theirs = np.where(_missing(theirs), False, theirs).astype(bool)
             return own, theirs, steps
         if isinstance(other, np.ndarray) and other.ndim and other.shape != self._values.shape and not (
                 other.size == 1 and how == "arith"):  # pandas broadcasts one value in arithmetic only
@@ -498,6 +497,10 @@ class Curve:
         own, theirs, steps = self._aligned(other, how)
         with np.errstate(all="ignore"):
             result = function(theirs, own) if reflected else function(own, theirs)
+        if how == "logical" and isinstance(other, Curve) and steps is not self.index:
+            # pandas: a step the left curve lacks is False whatever the right holds, so `a | b` and `b | a`
+            # differ there (Series._logical_method aligns as objects, then fills NaN results with False).
+            result &= np.isin(steps, self.index.to_numpy())
         return Curve(result, steps, _shared_name(self, other))
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
@@ -668,9 +671,9 @@ class Rolling:
         values = np.where(np.isinf(values), np.nan, values)
         window = self.window
         if self.center:
-            # pandas centres a window of w on position i over [i - w // 2 ... i + (w - 1) // 2]... measured as
-            # the trailing window ending (w - 1) // 2 ... w // 2 later: pad the end, compute, shift back.
-            offset = window // 2
+            # pandas centres a window of w on position i over [i + o - w + 1, i + o] with o = (w - 1) // 2:
+            # the trailing window ending o later. Pad the end, compute, shift back.
+            offset = (window - 1) // 2
             padded = np.concatenate([values, np.full(offset, np.nan)])
             result = moving(padded, window, self.min_periods)[offset:] if len(values) else values.copy()
         else:
