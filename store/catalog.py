@@ -464,24 +464,30 @@ def train_loss_tail(run_dir: str, files: Sequence[str], attempt_starts: dict[str
     per step as the views resolve it; None without a finite one.
 
     Reads the ``loss`` rows of split ``train`` of ``files`` (the scalars files
-    the summary counts), by pyarrow with a filter: a summary is computed once
-    per change of the run, never on a fresh listing.
+    the summary counts) with pyarrow into numpy (``store.arrow_numpy``: no
+    pandas): a summary is computed once per change of the run, never on a
+    fresh listing.
     """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import numpy as np
+
+    from traindoctor.store.arrow_numpy import to_numpy
+    from traindoctor.store.files import read_segment
 
     wanted = max(1, min(TRAIN_LOSS_TAIL, int(count * TRAIN_LOSS_TAIL_SHARE)))
     starts = sorted((int(attempt), first) for attempt, first in attempt_starts.items() if first is not None)
     rows: dict[int, tuple[int, float]] = {}  # step -> (attempt, value), newest attempt wins
     for name in files:
         try:
-            table = pq.read_table(os.path.join(run_dir, "scalars", name), columns=["rank", "attempt", "step", "value"],
-                                  filters=[("name", "=", "loss"), ("split", "=", "train"), ("rank", "=", 0)])
+            table = read_segment(os.path.join(run_dir, "scalars", name),
+                                 ["rank", "attempt", "step", "value", "name", "split"])
+            column = {key: to_numpy(table.column(key)) for key in table.column_names}
         except Exception:  # gone (a compaction) or foreign: the tail is a nicety, never a reason to fail
             continue
-        table = table.filter(pc.is_finite(table["value"]))
-        for attempt, step, value in zip(table["attempt"].to_pylist(), table["step"].to_pylist(),
-                                        table["value"].to_pylist()):
+        chosen = ((column["name"] == "loss") & (column["split"] == "train") & (column["rank"] == 0)
+                  & np.isfinite(column["value"]) & ~np.isnan(column["attempt"]) & ~np.isnan(column["step"]))
+        for attempt, step, value in zip(column["attempt"][chosen].astype(np.int64).tolist(),
+                                        column["step"][chosen].astype(np.int64).tolist(),
+                                        column["value"][chosen].tolist()):
             later = [first for other, first in starts if other > attempt]
             if later and step >= min(later):
                 continue  # a later attempt replaced this step

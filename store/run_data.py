@@ -20,7 +20,7 @@ from traindoctor.store.format import IDENTITY_COLUMNS, column_names
 from traindoctor.store.frames import Curve, Table
 
 if TYPE_CHECKING:
-    from traindoctor.store.reader import Store
+    from traindoctor.store.files import StoreFiles
 
 
 def _data_columns(table: str) -> list[str]:
@@ -183,28 +183,37 @@ def _last_per_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     return steps, values
 
 
-def load_run(store: "Store", run: str) -> RunData:
+def load_run(store: "StoreFiles", run: str) -> RunData:
     """Everything the rules need about one run: rank 0, newest attempt per step.
 
+    The rows are those of the store's DuckDB views (``Store.scalars``,
+    ``confusion`` and ``events``), in their order, read straight from the
+    run's segment files with pyarrow (``store.run_tables``): neither DuckDB
+    nor pandas is imported. An object store is read from its local mirror,
+    brought up to date first.
+
     Args:
-        store: the store to read.
+        store: the store to read: a :class:`~traindoctor.store.files.StoreFiles`
+            or a :class:`~traindoctor.store.reader.Store`.
         run: a run_id or a name (the newest run with that name).
 
     Raises:
         UnknownRunError: no run has that id or name.
+        StoreError: the run's files kept changing or failing through every retry.
     """
+    from traindoctor.store.run_tables import run_tables  # pyarrow: only when a run is read
+
     run_id = store.resolve(run)
     meta = store.run_meta(run_id)
-    scalars = store.scalars([run_id], rank=0)[SCALAR_COLUMNS]
-    confusion = store.confusion([run_id])
-    events = store.events([run_id])
+    tables = run_tables(store, run_id)
+    confusion = tables["confusion"]
     return RunData(
         run_id=run_id,
         name=meta.get("name") or run_id,
-        scalars=Table.of(scalars),
+        scalars=tables["scalars"][SCALAR_COLUMNS],
         # Rank 0 evaluates; other ranks' counts would double-count the eval split.
-        confusion=Table.of(confusion[confusion["rank"] == 0][CONFUSION_COLUMNS]),
-        events=Table.of(events[EVENT_COLUMNS]),
+        confusion=confusion[np.asarray(confusion["rank"] == 0, dtype=bool)][CONFUSION_COLUMNS],
+        events=tables["events"][EVENT_COLUMNS],
         config=meta.get("config") or {},
         task=meta.get("task") or {},
         env=meta.get("env") or {},

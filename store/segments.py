@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from traindoctor.store.arrow_numpy import dictionary_array, numbers_array, string_array, to_numpy
 from traindoctor.store.errors import StoreError
 from traindoctor.store.fs import (
     DEFAULT_MAX_SPOOL_BYTES, ObjectStore, Spool, drain_orphaned_spools, parse_store, store_unavailable,
@@ -216,9 +217,14 @@ class _StringCodes:
         return _fill_sequences(scalar, is_sequence, sequences, chunk_of_row)
 
     def array(self, codes: np.ndarray) -> pa.Array:
-        dictionary = pa.array(self.values, type=pa.string())
-        indices = pa.array(codes, type=pa.int32(), mask=codes < 0)
-        return pa.DictionaryArray.from_arrays(indices, dictionary)
+        return dictionary_array(codes, self.values)
+
+
+def _optional_numbers(values: list, kind: pa.DataType) -> pa.Array:
+    """An Arrow array of ``kind`` from Python numbers, null where a value is None."""
+    missing = np.fromiter((value is None for value in values), dtype=bool, count=len(values))
+    filled = [0 if value is None else value for value in values]
+    return numbers_array(np.asarray(filled) if filled else np.zeros(0), kind, missing)
 
 
 def _numeric_column(items: list, chunk_of_row: np.ndarray, dtype: Any, fill: Any) -> np.ndarray:
@@ -350,12 +356,15 @@ def _failure_reason(error: BaseException) -> str:
 def _warm_up() -> None:
     """Pay pyarrow's one-time costs now, so that no flush pays them.
 
-    pyarrow imports pandas on its first array (0.6 s, seconds on a loaded
-    machine) and loads its Parquet writer and codec on the first file; a
-    no-op once paid in this process.
+    pyarrow loads its compute functions on the first cast and its Parquet
+    writer and codec on the first file; a no-op once paid in this process.
+    (The arrays are built from their buffers, ``store.arrow_numpy``:
+    ``pa.array`` would import pandas, 0.6 s, seconds on a loaded machine.)
     """
     try:
-        table = pa.table({"value": pa.array(np.zeros(1)), "name": pa.array(["loss"]).dictionary_encode()})
+        table = pa.table({"value": numbers_array(np.zeros(1), pa.float64()),
+                          "name": dictionary_array(np.zeros(1, dtype=np.int32), ["loss"])})
+        table = table.cast(pa.schema([("value", pa.float64()), ("name", pa.dictionary(pa.int32(), pa.string()))]))
         pq.write_table(table, pa.BufferOutputStream(), compression="zstd")
     except Exception:  # the real flush will report whatever this hit
         pass
@@ -1005,7 +1014,7 @@ class RunWriter:
         """Note rows lost for good; they are written down once the store can be written."""
         first = last = None
         if table is not None:
-            steps = table.column("step").drop_null().to_numpy()
+            steps = to_numpy(table.column("step").drop_null())
             steps = steps[steps >= 0]
             if len(steps):
                 first, last = int(steps.min()), int(steps.max())
@@ -1051,9 +1060,9 @@ class RunWriter:
 
     def _constant_columns(self, length: int) -> list[pa.Array]:
         return [
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(length, dtype=np.int32)), pa.array([self.run_id])),
-            pa.array(np.full(length, self.rank, dtype=np.int32)),
-            pa.array(np.full(length, self.attempt, dtype=np.int32)),
+            dictionary_array(np.zeros(length, dtype=np.int32), [self.run_id]),
+            numbers_array(np.full(length, self.rank, dtype=np.int32), pa.int32()),
+            numbers_array(np.full(length, self.attempt, dtype=np.int32), pa.int32()),
         ]
 
     def _scalars_table(self, buffer: _ScalarBuffer) -> pa.Table:
@@ -1078,13 +1087,13 @@ class RunWriter:
         value_array = numeric(7, np.float64, np.nan)
         splits, names, layers = strings(4), strings(5), strings(6)
         arrays = self._constant_columns(buffer.rows) + [
-            pa.array(step_array),
-            pa.array(epoch_array, mask=np.isnan(epoch_array)),
-            pa.array(wall_array),
+            numbers_array(step_array, pa.int64()),
+            numbers_array(epoch_array, pa.float64(), mask=np.isnan(epoch_array)),
+            numbers_array(wall_array, pa.float64()),
             splits[0].array(splits[1]),
             names[0].array(names[1]),
             layers[0].array(layers[1]),
-            pa.array(value_array),
+            numbers_array(value_array, pa.float64()),
         ]
         recorded = step_array[step_array >= 0]
         first_step = int(recorded.min()) if len(recorded) else None
@@ -1097,21 +1106,21 @@ class RunWriter:
         length = sum(len(c["step"]) for c in chunks)
         epoch = np.concatenate([c["epoch"] for c in chunks]) if chunks else np.zeros(0)
         arrays = self._constant_columns(length) + [
-            pa.array(np.concatenate([c["step"] for c in chunks]), type=pa.int64()),
-            pa.array(epoch, mask=np.isnan(epoch)),
-            pa.array([s for c in chunks for s in c["split"]], type=pa.string()),
-            pa.array(np.concatenate([c["true_class"] for c in chunks]), type=pa.int32()),
-            pa.array(np.concatenate([c["pred_class"] for c in chunks]), type=pa.int32()),
-            pa.array(np.concatenate([c["count"] for c in chunks]), type=pa.int64()),
+            numbers_array(np.concatenate([c["step"] for c in chunks]), pa.int64()),
+            numbers_array(epoch, pa.float64(), mask=np.isnan(epoch)),
+            string_array([s for c in chunks for s in c["split"]]),
+            numbers_array(np.concatenate([c["true_class"] for c in chunks]), pa.int32()),
+            numbers_array(np.concatenate([c["pred_class"] for c in chunks]), pa.int32()),
+            numbers_array(np.concatenate([c["count"] for c in chunks]), pa.int64()),
         ]
         return pa.Table.from_arrays(arrays, names=SCHEMAS["confusion"].names).cast(SCHEMAS["confusion"])
 
     def _events_table(self, events: list[dict]) -> pa.Table:
         arrays = self._constant_columns(len(events)) + [
-            pa.array([e["step"] for e in events], type=pa.int64()),
-            pa.array([e["wall_time"] for e in events], type=pa.float64()),
-            pa.array([e["kind"] for e in events], type=pa.string()),
-            pa.array([e["detail"] for e in events], type=pa.string()),
+            _optional_numbers([e["step"] for e in events], pa.int64()),
+            _optional_numbers([e["wall_time"] for e in events], pa.float64()),
+            string_array([e["kind"] for e in events]),
+            string_array([e["detail"] for e in events]),
         ]
         return pa.Table.from_arrays(arrays, names=SCHEMAS["events"].names).cast(SCHEMAS["events"])
 

@@ -163,8 +163,11 @@ def _codes(column) -> tuple[np.ndarray, list]:
     """Dictionary codes (-1 for null) and the distinct values of a string column."""
     import pyarrow.compute as pc
 
+    from traindoctor.store.arrow_numpy import to_numpy
+
     encoded = pc.dictionary_encode(column).combine_chunks()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = to_numpy(encoded.indices)  # float64 with NaN where null
+    codes = np.where(np.isnan(codes), -1, codes).astype(np.int64) if codes.dtype.kind == "f" else codes.astype(np.int64)
     return codes, encoded.dictionary.to_pylist()
 
 
@@ -172,7 +175,9 @@ def _floats(table, column: str) -> np.ndarray | None:
     """A float column with nulls (empty cells, "nan") as NaN; None when the file lacks it."""
     if column not in table.column_names:
         return None
-    return table.column(column).combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64)
+    from traindoctor.store.arrow_numpy import to_numpy
+
+    return to_numpy(table.column(column)).astype(np.float64)
 
 
 def _cell(text: str) -> int | float | str:
@@ -242,6 +247,8 @@ def _refuse_binary(path: Path) -> None:
 def parse(source: RunSource, progress: Progress) -> ParsedRun:
     import pyarrow as pa
 
+    from traindoctor.store.arrow_numpy import to_numpy
+
     path = source.path
     _refuse_binary(path)
     header = _header(path)
@@ -254,13 +261,13 @@ def parse(source: RunSource, progress: Progress) -> ParsedRun:
     if table.num_rows == 0:
         raise StoreError(f"{path} has no data rows")
     if table.column("step").null_count:
-        row = table.column("step").combine_chunks().is_null().to_numpy(zero_copy_only=False).argmax() + 1
+        row = np.flatnonzero(to_numpy(table.column("step").is_null()))[0] + 1
         raise StoreError(f"column 'step' in {path} needs whole numbers, got '' (data row {row})")
     steps = table.column("step").combine_chunks()
     if pa.types.is_string(steps.type):
         steps = _steps_from_text([text.strip() for text in steps.to_pylist()], path)
     else:
-        steps = steps.to_numpy(zero_copy_only=False)
+        steps = to_numpy(steps)
     split_codes, splits = _codes(table.column("split"))
     name_codes, names = _codes(table.column("name"))
     for column, codes, values in (("split", split_codes, splits), ("name", name_codes, names)):

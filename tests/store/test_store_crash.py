@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from tests.store.conftest import write_run
 
-import traindoctor.store.reader
+import traindoctor.store.files
 from traindoctor.store.compact import compact_run
 from traindoctor.store.reader import Store
 from traindoctor.store.segments import RunWriter
@@ -197,7 +197,7 @@ def test_run_json_heartbeat_decides_running_or_crashed(store_root):
 
 
 def test_the_footer_cache_forgets_deleted_files(store_root, monkeypatch):
-    monkeypatch.setattr(traindoctor.store.reader, "_MAX_CHECKED_FILES", 3)
+    monkeypatch.setattr(traindoctor.store.files, "_MAX_CHECKED_FILES", 3)
     write_run(store_root, "r", steps=range(1, 41), flushes=4)
     reader = Store(store_root)
     assert len(reader.scalars(["r"])) == 40

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from tests.store.conftest import write_run
 
-import traindoctor.store.reader
+import traindoctor.store.files
 import traindoctor.store.segments
 from traindoctor.store.compact import compact_run
 from traindoctor.store.errors import StoreError
@@ -134,7 +134,7 @@ def test_a_type_clash_that_reaches_duckdb_never_gets_good_files_skipped(store_ro
     rows failed the cast; the reader skipped that good file, then the next."""
     write_run(store_root, "good", steps=range(1, STEPS + 1), flushes=4)
     pq.write_table(_scalars(value=pa.array([[1.0, 2.0]])), store_root / "good" / "scalars" / "0-0-99999999.parquet")
-    monkeypatch.setattr(traindoctor.store.reader, "schema_problem", lambda schema, table: None)
+    monkeypatch.setattr(traindoctor.store.files, "schema_problem", lambda schema, table: None)
     store = Store(store_root)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -271,7 +271,7 @@ def test_rows_beyond_the_unpublished_budget_are_dropped_and_recorded_in_the_run(
     dropped = [(record["first_step"], record["last_step"], record["rows"]) for record in writer.dropped]
     assert dropped == [(6, 10, 5), (11, 15, 5)]
     events = load_run(store, "r").events
-    details = events.loc[events["kind"] == "rows_dropped", "detail"].tolist()
+    details = events["detail"][events["kind"] == "rows_dropped"].tolist()
     assert len(details) == 2 and "5 scalars rows of steps 6-10" in details[0] and "11-15" in details[1]
     meta = store.run_meta("r")
     assert [(entry["first_step"], entry["rows"]) for entry in meta["rows_dropped"]] == [(6, 5), (11, 5)]
