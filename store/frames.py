@@ -5,13 +5,31 @@ command-line diagnosis 0.3 s of CPU, more than all the rules together. These
 classes keep the small part of the pandas ``Series`` and ``DataFrame``
 interface the rules use, with pandas' meaning (reductions skip NaN; ``loc``
 slices by step, both ends included; ``rolling(...).median()`` ignores NaN and
-counts only finite values towards ``min_periods``; ``unique`` keeps the order of
+±inf alike and counts only finite values towards ``min_periods``; ``unique`` keeps the order of
 first appearance), so a rule reads the same on either. Anything outside that
 part raises ``AttributeError``, never a silently different answer.
-``tests/store/test_frames.py`` checks each operation against pandas itself.
+``tests/store/test_frames.py`` checks each operation against pandas itself
+(pandas 3 without bottleneck, the pandas the findings were computed with):
+values bit for bit, dtypes, NaN, steps, and what raises.
 
-Rolling medians use bottleneck's ``move_median`` (O(n log w), NaN-aware), the
-routine pandas itself used for them.
+Rolling medians use bottleneck's ``move_median`` (O(n log w), NaN-aware; pandas
+has its own skip list, with the same medians). Sums and means add NaN as 0 with
+numpy's pairwise sum, as pandas does, so they agree to the last bit.
+
+Where pandas is ambiguous, deprecated or not worth copying, the choice made:
+
+- Reductions of integer or boolean curves return Python ``int``/``bool``
+  (pandas: ``np.int64``/``np.bool_``): equal values that ``json`` can write.
+- ``diff``, ``shift`` and ``reindex``-with-gaps of a boolean curve: pandas gives
+  object arrays (``diff`` of booleans is deprecated); here ``diff``/``shift``
+  give float64 (1.0/0.0/NaN), ``reindex`` object as pandas. No rule asks.
+- Arithmetic between curves that repeat a step raises ``ValueError`` (pandas
+  does a many-to-many join); a store's curves never repeat a step.
+- Rolling windows: among equal values pandas' skip list and bottleneck's heaps
+  may return a different zero (0.0 or -0.0); rolling means may differ by a few
+  ulps (pandas keeps a running sum).
+- ``skipna=False`` raises ``NotImplementedError``; numpy's ``out=``/``dtype=``
+  arguments (``np.sum(curve, out=...)``) raise ``TypeError``.
 """
 
 from __future__ import annotations
@@ -166,9 +184,12 @@ class Curve:
         if isinstance(key, Curve):
             if key.dtype.kind != "b":
                 return None
-            if len(key) != len(self) or not np.array_equal(key.index, self.index):
-                raise IndexError("a boolean Curve used as a mask needs the same steps")
-            return key._values
+            if len(key) == len(self) and np.array_equal(key.index, self.index):
+                return key._values
+            aligned = key.reindex(self.index)._values  # pandas aligns a boolean Series by label
+            if aligned.dtype.kind != "b":
+                raise IndexError("Unalignable boolean Curve as a mask: it lacks some of the curve's steps")
+            return aligned
         if isinstance(key, np.ndarray) and key.dtype.kind == "b":
             if key.shape != self._values.shape:
                 raise IndexError(f"boolean mask of {key.shape[0]} values for a Curve of {len(self)}")
@@ -316,9 +337,10 @@ class Curve:
         cond = cond._values if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
         return self.where(~cond, other)
 
-    def clip(self, lower: Any = None, upper: Any = None) -> "Curve":
+    def clip(self, lower: Any = None, upper: Any = None, **numpy: Any) -> "Curve":
         """Values bounded by ``lower`` and ``upper`` (None or NaN: no bound); NaN stays NaN (``pandas.Series.clip``:
-        a value equal to a bound, -0.0 against 0 included, is kept as it is)."""
+        a value equal to a bound, -0.0 against 0 included, is kept as it is). ``np.clip(curve, ...)`` comes here."""
+        _numpy_reduction(numpy, True)
         result, missing = self, _missing(self._values)
         if lower is not None and not is_missing(lower):
             result = result.where(missing | (result._values >= lower), lower)
@@ -372,7 +394,12 @@ class Curve:
 
     def std(self, axis: Any = None, skipna: bool = True, ddof: int = 1, **numpy: Any) -> float:
         """The sample standard deviation of the non-NaN values (NaN below ``ddof + 1`` values), by pandas'
-        two-pass sum without bottleneck (the pandas the diagnosis was written against)."""
+        two-pass sum without bottleneck (the pandas the diagnosis was written against). ``np.std(curve)``
+        comes here with ddof=0, as it does to pandas."""
+        return np.sqrt(self.var(axis, skipna, ddof, **numpy))
+
+    def var(self, axis: Any = None, skipna: bool = True, ddof: int = 1, **numpy: Any) -> float:
+        """The variance of the non-NaN values, as :meth:`std`."""
         _numpy_reduction(numpy, skipna)
         values = _float(self._values)
         missing = np.isnan(values)
@@ -383,7 +410,7 @@ class Curve:
         with np.errstate(invalid="ignore"):
             squares = (filled.sum(dtype="float64") / count - filled) ** 2
         squares[missing] = 0.0
-        return np.sqrt(squares.sum(dtype="float64") / (count - ddof))
+        return squares.sum(dtype="float64") / (count - ddof)
 
     def quantile(self, q: float = 0.5) -> float:
         return self._reduce(lambda v: np.float64(np.quantile(v, q)))
@@ -391,23 +418,42 @@ class Curve:
     def count(self) -> int:
         return int(_skipna(self._values).size)
 
-    def any(self) -> bool:
+    def any(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> bool:
+        _numpy_reduction(numpy, skipna)
         return bool(np.any(_skipna(self._values)))
 
-    def all(self) -> bool:
+    def all(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> bool:
+        _numpy_reduction(numpy, skipna)
         return bool(np.all(_skipna(self._values)))
 
     def idxmax(self) -> Any:
-        return self._arg(np.argmax)
+        """The step of the largest non-NaN value (the first if tied).
+
+        Raises:
+            ValueError: the curve is empty or all NaN.
+        """
+        return self.index.to_numpy()[self._arg(np.argmax)].item()
 
     def idxmin(self) -> Any:
+        """The step of the smallest non-NaN value (the first if tied). Raises ValueError as :meth:`idxmax`."""
+        return self.index.to_numpy()[self._arg(np.argmin)].item()
+
+    def argmax(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> int:
+        """The position of the largest non-NaN value, as ``pandas.Series.argmax`` (so ``np.argmax(curve)``
+        skips NaN, where ``np.argmax(array)`` stops at the first NaN). Raises ValueError as :meth:`idxmax`."""
+        _numpy_reduction(numpy, skipna)
+        return self._arg(np.argmax)
+
+    def argmin(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> int:
+        """The position of the smallest non-NaN value (``np.argmin(curve)`` too). Raises ValueError as :meth:`idxmax`."""
+        _numpy_reduction(numpy, skipna)
         return self._arg(np.argmin)
 
-    def _arg(self, function: Callable[[np.ndarray], Any]) -> Any:
-        keep = ~np.isnan(self._values) if self._values.dtype.kind == "f" else np.ones(len(self), dtype=bool)
+    def _arg(self, function: Callable[[np.ndarray], Any]) -> int:
+        keep = ~_missing(self._values)
         if not keep.any():
-            raise ValueError("attempt to get the step of the extreme of an empty or all-NaN Curve")
-        return self.index.to_numpy()[keep][function(self._values[keep])].item()
+            raise ValueError("attempt to get the extreme of an empty or all-NaN Curve")
+        return int(np.flatnonzero(keep)[function(self._values[keep])])
 
     def unique(self) -> np.ndarray:
         """The distinct values in order of first appearance."""
@@ -460,13 +506,17 @@ class Curve:
         result[missing] = np.nan
         return self._new(result)
 
-    def cumsum(self) -> "Curve":
+    def cumsum(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> "Curve":
+        """Running sum skipping NaN (NaN stays NaN at its step), as pandas; ``np.cumsum(curve)`` comes here."""
+        _numpy_reduction(numpy, skipna)
         return self._accumulate(np.cumsum, 0.0)
 
-    def cummax(self) -> "Curve":
+    def cummax(self, axis: Any = None, skipna: bool = True) -> "Curve":
+        _numpy_reduction({}, skipna)
         return self._accumulate(np.maximum.accumulate, -np.inf)
 
-    def cummin(self) -> "Curve":
+    def cummin(self, axis: Any = None, skipna: bool = True) -> "Curve":
+        _numpy_reduction({}, skipna)
         return self._accumulate(np.minimum.accumulate, np.inf)
 
     def rolling(self, window: int, min_periods: int | None = None, center: bool = False) -> "Rolling":
@@ -495,8 +545,11 @@ class Curve:
 
     def _binary(self, other: Any, function: Callable, how: str = "arith", reflected: bool = False) -> "Curve":
         own, theirs, steps = self._aligned(other, how)
+        left, right = (theirs, own) if reflected else (own, theirs)
         with np.errstate(all="ignore"):
-            result = function(theirs, own) if reflected else function(own, theirs)
+            result = function(left, right)
+        if function in (operator.floordiv, operator.mod):
+            result = _integer_division_by_zero(function, left, right, result)
         if how == "logical" and isinstance(other, Curve) and steps is not self.index:
             # pandas: a step the left curve lacks is False whatever the right holds, so `a | b` and `b | a`
             # differ there (Series._logical_method aligns as objects, then fills NaN results with False).
@@ -504,8 +557,17 @@ class Curve:
         return Curve(result, steps, _shared_name(self, other))
 
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """``np.log(curve)`` and the like: a Curve on the same steps. As pandas does, the ufuncs of an operator
+        (``np.add``, ``np.greater``, ``np.floor_divide``…) are that operator, so ``np.greater`` of two curves
+        with different steps raises as ``>`` does; other ufuncs of two curves match them by step."""
         if method != "__call__" or kwargs.get("out") is not None:
             return NotImplemented
+        operator_name = _UFUNC_OPERATORS.get(ufunc.__name__)
+        if operator_name and not kwargs and len(inputs) == 2:
+            if inputs[0] is self:
+                return getattr(self, f"__{operator_name}__")(inputs[1])
+            reflected = _REFLECTED_COMPARISONS.get(operator_name, f"r{operator_name}")
+            return getattr(self, f"__{reflected}__")(inputs[0])
         curves = [x for x in inputs if isinstance(x, Curve)]
         if len(curves) == 2 and not (len(curves[0]) == len(curves[1])
                                      and np.array_equal(curves[0].index, curves[1].index)):
@@ -522,10 +584,34 @@ class Curve:
         return Curve(result, steps, name)
 
 
+# pandas' arraylike.UFUNC_ALIASES restricted to the operators a Curve has.
+_UFUNC_OPERATORS = {"add": "add", "subtract": "sub", "multiply": "mul", "true_divide": "truediv", "divide": "truediv",
+                    "floor_divide": "floordiv", "remainder": "mod", "power": "pow", "equal": "eq", "not_equal": "ne",
+                    "less": "lt", "less_equal": "le", "greater": "gt", "greater_equal": "ge", "bitwise_and": "and",
+                    "bitwise_or": "or", "bitwise_xor": "xor"}
+_REFLECTED_COMPARISONS = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+
+
 def _shared_name(first: Curve, *others: Any) -> str | None:
     """The result's name: the curves' common name, None when they differ (pandas)."""
     names = {x.name for x in (first, *others) if isinstance(x, Curve)}
     return first.name if len(names) == 1 else None
+
+
+def _integer_division_by_zero(function: Callable, left: Any, right: Any, result: Any) -> Any:
+    """pandas' answer where integers are floor-divided (±inf, NaN for 0 // 0) or taken modulo (NaN) by zero;
+    numpy's is 0 with a warning. Floats need nothing: numpy already gives pandas' answer."""
+    left, right = np.asarray(left), np.asarray(right)
+    if left.dtype.kind not in "iu" or right.dtype.kind not in "iu" or not np.any(right == 0):
+        return result
+    left, right = np.broadcast_arrays(left, right)
+    zero = right == 0
+    result = np.asarray(result, dtype="float64").copy()
+    if function is operator.mod:
+        result[zero] = np.nan
+    else:
+        result[zero] = np.where(left[zero] > 0, np.inf, np.where(left[zero] < 0, -np.inf, np.nan))
+    return result
 
 
 def _missing(values: np.ndarray) -> np.ndarray:

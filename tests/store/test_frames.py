@@ -107,7 +107,7 @@ def _outcome(operation: Callable[[Any], Any], subject: Any) -> tuple[str, Any]:
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
             return "value", operation(subject)
-        except (KeyError, IndexError, ValueError, TypeError, NotImplementedError) as error:
+        except (KeyError, IndexError, ValueError, TypeError, NotImplementedError, pd.errors.IndexingError) as error:
             return "raised", error
 
 
@@ -207,6 +207,17 @@ REDUCTIONS: dict[str, Callable[[Any], Any]] = {
     "np.mean": lambda s: np.mean(s),
     "np.median": lambda s: np.median(s),
     "np.nanmax": lambda s: np.nanmax(s) if len(s) else np.nan,
+    "var": lambda s: s.var(),
+    "argmax": lambda s: s.argmax(),
+    "argmin": lambda s: s.argmin(),
+    # numpy hands these to the object's own method: pandas' skip NaN, where numpy's would not.
+    "np.argmax": lambda s: np.argmax(s),
+    "np.argmin": lambda s: np.argmin(s),
+    "np.std": lambda s: np.std(s),
+    "np.var": lambda s: np.var(s),
+    "np.any": lambda s: np.any(s),
+    "np.all": lambda s: np.all(s),
+    "np.min": lambda s: np.min(s),
 }
 
 
@@ -214,7 +225,8 @@ REDUCTIONS: dict[str, Callable[[Any], Any]] = {
 def test_reductions_match_pandas(reduction: str) -> None:
     for name, values, steps in CASES:
         if values.dtype.kind == "b" and reduction in ("median", "quantile-0.1", "quantile-0.5", "quantile-0.95",
-                                                      "quantile-default", "std", "std-ddof0", "np.median"):
+                                                      "quantile-default", "std", "std-ddof0", "np.median",
+                                                      "var", "np.std", "np.var"):
             continue  # pandas refuses or converts bools inconsistently here; no rule asks it
         check(REDUCTIONS[reduction], values, steps, f"{reduction} of {name}")
 
@@ -227,6 +239,8 @@ ELEMENTWISE: dict[str, Callable[[Any], Any]] = {
     "cumsum": lambda s: s.cumsum(),
     "cummax": lambda s: s.cummax(),
     "cummin": lambda s: s.cummin(),
+    "np.cumsum": lambda s: np.cumsum(s),
+    "np.clip": lambda s: np.clip(s, -1, 2),
     "dropna": lambda s: s.dropna(),
     "fillna(0)": lambda s: s.fillna(0.0),
     "fillna(-1.5)": lambda s: s.fillna(-1.5),
@@ -322,6 +336,9 @@ def _selections(rng: np.random.Generator, values: np.ndarray, steps: np.ndarray)
         "[list mask]": lambda s: s[mask.tolist()],
         "[curve mask]": lambda s: s[s > 0] if s.dtype.kind != "b" else s[s],
         "loc[curve mask]": lambda s: s.loc[s > 0] if s.dtype.kind != "b" else s.loc[s],
+        "[reversed curve mask]": lambda s: s[(s > 0 if s.dtype.kind != "b" else s).iloc[::-1]],
+        "[partial curve mask]": lambda s: s[(s > 0 if s.dtype.kind != "b" else s).iloc[1:]],
+        "iloc[curve mask]": lambda s: s.iloc[s > 0] if s.dtype.kind != "b" else s.iloc[s],
         f"loc[{low}:{high}]": lambda s: s.loc[low:high],
         f"loc[{low}:]": lambda s: s.loc[low:],
         f"loc[:{high}]": lambda s: s.loc[:high],
@@ -370,15 +387,16 @@ BINARY = {
     "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
     "np.maximum": lambda a, b: np.maximum(a, b), "np.minimum": lambda a, b: np.minimum(a, b),
     "np.fmax": lambda a, b: np.fmax(a, b),
+    "np.add": lambda a, b: np.add(a, b), "np.greater": lambda a, b: np.greater(a, b),
+    "np.floor_divide": lambda a, b: np.floor_divide(a, b),
 }
 LOGICAL = {"&": lambda a, b: a & b, "|": lambda a, b: a | b, "^": lambda a, b: a ^ b}
 
 
 def _skip_integer_corner(operator_name: str, left: np.ndarray, right: Any) -> bool:
-    """Integer floor division or modulo by zero, and integer powers: pandas answers inf/NaN or raises where
-    numpy gives 0 with a warning. No rule divides integers; floats cover the operators."""
-    integers = left.dtype.kind in "biu" and np.asarray(right).dtype.kind in "biu"
-    return integers and operator_name in ("//", "%", "**", "/")
+    """Booleans in arithmetic: pandas refuses some (True // True) and answers others; no rule asks."""
+    return (left.dtype.kind == "b" or np.asarray(right).dtype.kind == "b") and operator_name in (
+        "//", "%", "**", "/", "np.floor_divide")
 
 
 @pytest.mark.parametrize("operator_name", list(BINARY), ids=list(BINARY))
@@ -392,7 +410,7 @@ def test_operators_with_scalars_and_arrays(operator_name: str) -> None:
             if _skip_integer_corner(operator_name, values, scalar):
                 continue
             check(lambda s: operation(s, scalar), values, steps, f"{name} {operator_name} {scalar!r}")
-            if operator_name in ("+", "-", "*", "/", "<", ">=", "=="):
+            if operator_name in ("+", "-", "*", "/", "<", ">=", "==", "np.greater", "np.floor_divide"):
                 check(lambda s: operation(scalar, s), values, steps, f"{scalar!r} {operator_name} {name}")
         other = _floats(rng, len(values))
         check(lambda s: operation(s, other), values, steps, f"{name} {operator_name} array")
