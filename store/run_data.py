@@ -170,7 +170,12 @@ class RunData:
         rows, row_of = np.unique(steps, return_inverse=True)
         column_of = np.searchsorted(np.asarray(columns, dtype=object), layers)
         grid = np.full((len(rows), len(columns)), np.nan)
-        grid[row_of, column_of] = values  # a repeated (step, layer): the last row wins, as aggfunc="last"
+        # A repeated (step, layer) keeps its last non-NaN value (NaN if it has none): pivot_table's
+        # aggfunc="last" is GroupBy.last, which skips NaN.
+        kept = ~np.isnan(values)
+        cells = (row_of * len(columns) + column_of)[kept]
+        cells, last = np.unique(cells[::-1], return_index=True)
+        grid.flat[cells] = values[kept][::-1][last]
         return LayerFrame(rows, columns, grid)
 
 
