@@ -22,8 +22,9 @@ the commands with ``PYTHONDONTWRITEBYTECODE=1``.
   findings), then ``traindoctor diagnose`` of it (answered from the cache);
   and the same with ``import --no-diagnose``, whose ``diagnose`` computes;
 - for scale, the floor under import + diagnose: a bare interpreter, and one
-  that imports numpy, pyarrow and pandas (the rules work on pandas frames;
-  pyarrow loads pandas on its first array), with one OpenBLAS thread as the
+  that imports numpy and pyarrow (what the two commands load: the rules work
+  on numpy columns and the run is read with pyarrow, ``store.run_tables``;
+  neither command loads pandas or DuckDB), with one OpenBLAS thread as the
   command sets.
 
 With ``--peer "CMD {log}"`` the same log is also given to a peer tool (a
@@ -56,7 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_STORE = REPO / "sample_runs" / "store"
 TARGET_IMPORT_AND_DIAGNOSE_S = 0.5
 # What the command itself does before numpy loads (traindoctor.cli._one_blas_thread), then the libraries.
-LIBRARIES_CODE = "import os; os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); import numpy, pyarrow, pandas"
+LIBRARIES_CODE = "import os; os.environ.setdefault('OPENBLAS_NUM_THREADS', '1'); import numpy, pyarrow"
 LOG_STEPS = 2000
 
 
@@ -137,7 +138,7 @@ def main() -> None:
                 checked(measure([*command, "diagnose", "short", "--store", str(store)]), "diagnose"))
             results.setdefault("python (bare interpreter)", []).append(
                 checked(measure([sys.executable, "-c", "pass"]), "python"))
-            results.setdefault("python: numpy, pyarrow, pandas", []).append(
+            results.setdefault("python: numpy, pyarrow", []).append(
                 checked(measure([sys.executable, "-c", LIBRARIES_CODE]), "libraries"))
             if args.peer:
                 results.setdefault(f"peer: {args.peer}", []).append(
@@ -156,9 +157,9 @@ def main() -> None:
     separate = medians["import csv --no-diagnose"][0] + medians["diagnose (computed)"][0]
     print(f"{'import + diagnose':34} {total:7.3f}   target <= {TARGET_IMPORT_AND_DIAGNOSE_S} s CPU: "
           f"{'met' if total <= TARGET_IMPORT_AND_DIAGNOSE_S else 'not met'}")
-    print(f"{'  (import --no-diagnose + diagnose)':34} {separate:7.3f}   each process pays pandas' start-up")
-    floor = medians["python: numpy, pyarrow, pandas"][0]
-    print(f"{'  above the libraries it needs':34} {total - floor:7.3f}   (numpy, pyarrow, pandas alone: {floor:.3f} s)")
+    print(f"{'  (import --no-diagnose + diagnose)':34} {separate:7.3f}   each process pays the start-up")
+    floor = medians["python: numpy, pyarrow"][0]
+    print(f"{'  above the libraries it needs':34} {total - floor:7.3f}   (numpy and pyarrow alone: {floor:.3f} s)")
     if not args.peer:
         print("no peer log linter given (--peer 'CMD {log}' compares one on the same log)")
 

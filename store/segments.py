@@ -356,15 +356,14 @@ def _failure_reason(error: BaseException) -> str:
 def _warm_up() -> None:
     """Pay pyarrow's one-time costs now, so that no flush pays them.
 
-    pyarrow loads its compute functions on the first cast and its Parquet
-    writer and codec on the first file; a no-op once paid in this process.
-    (The arrays are built from their buffers, ``store.arrow_numpy``:
-    ``pa.array`` would import pandas, 0.6 s, seconds on a loaded machine.)
+    pyarrow loads its Parquet writer and codec on the first file; a no-op
+    once paid in this process. (The arrays are built from their buffers,
+    ``store.arrow_numpy``: ``pa.array`` would import pandas, 0.6 s, seconds on
+    a loaded machine.)
     """
     try:
         table = pa.table({"value": numbers_array(np.zeros(1), pa.float64()),
                           "name": dictionary_array(np.zeros(1, dtype=np.int32), ["loss"])})
-        table = table.cast(pa.schema([("value", pa.float64()), ("name", pa.dictionary(pa.int32(), pa.string()))]))
         pq.write_table(table, pa.BufferOutputStream(), compression="zstd")
     except Exception:  # the real flush will report whatever this hit
         pass
@@ -1058,9 +1057,13 @@ class RunWriter:
                 except StoreError as error:  # the events say it; the next heartbeat rewrites run.json
                     self.record_error(error)
 
-    def _constant_columns(self, length: int) -> list[pa.Array]:
+    def _constant_columns(self, length: int, *, dictionary: bool = True) -> list[pa.Array]:
+        """run_id (dictionary-encoded for scalars; plain string as the confusion and events schemas
+        have it: built in its schema's type, no table needs a cast, whose first call imports
+        pyarrow.compute, 0.1 s of CPU), rank and attempt of ``length`` rows."""
         return [
-            dictionary_array(np.zeros(length, dtype=np.int32), [self.run_id]),
+            dictionary_array(np.zeros(length, dtype=np.int32), [self.run_id]) if dictionary
+            else string_array([self.run_id] * length),
             numbers_array(np.full(length, self.rank, dtype=np.int32), pa.int32()),
             numbers_array(np.full(length, self.attempt, dtype=np.int32), pa.int32()),
         ]
@@ -1105,7 +1108,7 @@ class RunWriter:
     def _confusion_table(self, chunks: list[dict]) -> pa.Table:
         length = sum(len(c["step"]) for c in chunks)
         epoch = np.concatenate([c["epoch"] for c in chunks]) if chunks else np.zeros(0)
-        arrays = self._constant_columns(length) + [
+        arrays = self._constant_columns(length, dictionary=False) + [
             numbers_array(np.concatenate([c["step"] for c in chunks]), pa.int64()),
             numbers_array(epoch, pa.float64(), mask=np.isnan(epoch)),
             string_array([s for c in chunks for s in c["split"]]),
@@ -1113,16 +1116,16 @@ class RunWriter:
             numbers_array(np.concatenate([c["pred_class"] for c in chunks]), pa.int32()),
             numbers_array(np.concatenate([c["count"] for c in chunks]), pa.int64()),
         ]
-        return pa.Table.from_arrays(arrays, names=SCHEMAS["confusion"].names).cast(SCHEMAS["confusion"])
+        return pa.Table.from_arrays(arrays, schema=SCHEMAS["confusion"])
 
     def _events_table(self, events: list[dict]) -> pa.Table:
-        arrays = self._constant_columns(len(events)) + [
+        arrays = self._constant_columns(len(events), dictionary=False) + [
             _optional_numbers([e["step"] for e in events], pa.int64()),
             _optional_numbers([e["wall_time"] for e in events], pa.float64()),
             string_array([e["kind"] for e in events]),
             string_array([e["detail"] for e in events]),
         ]
-        return pa.Table.from_arrays(arrays, names=SCHEMAS["events"].names).cast(SCHEMAS["events"])
+        return pa.Table.from_arrays(arrays, schema=SCHEMAS["events"])
 
     def _publish(self, table_name: str, table: pa.Table) -> None:
         """Write one segment under a temporary name, fsync it, rename it into place."""
