@@ -445,7 +445,11 @@ class Curve:
         return self._arg(np.argmax)
 
     def argmin(self, axis: Any = None, skipna: bool = True, **numpy: Any) -> int:
-        """The position of the smallest non-NaN value (``np.argmin(curve)`` too). Raises ValueError as :meth:`idxmax`."""
+        """The position of the smallest non-NaN value (``np.argmin(curve)`` too).
+
+        Raises:
+            ValueError: the curve is empty or all NaN.
+        """
         _numpy_reduction(numpy, skipna)
         return self._arg(np.argmin)
 
@@ -737,7 +741,8 @@ def _slice_bound(steps: np.ndarray, label: Any, side: str) -> int:
         return len(steps) - int(np.searchsorted(steps[::-1], label, side="right" if side == "left" else "left"))
     found = np.flatnonzero(steps == label)
     if found.size != 1:
-        raise KeyError(f"Cannot get {side} slice bound for non-monotonic steps with a missing or repeated step {label!r}")
+        raise KeyError(f"Cannot get {side} slice bound for non-monotonic steps with a missing or repeated step "
+                       f"{label!r}")
     return int(found[0]) + (side == "right")
 
 
@@ -789,7 +794,7 @@ def _moving_median(values: np.ndarray, window: int, min_periods: int) -> np.ndar
 
 
 def _short_window(values: np.ndarray, window: int, min_periods: int, reduce: Callable) -> np.ndarray:
-    """A trailing moving ``reduce`` by sliding windows: O(n × window); NaN below ``min_periods`` finite-or-inf values."""
+    """A trailing moving ``reduce`` by sliding windows: O(n × window); NaN below ``min_periods`` non-NaN values."""
     padded = np.concatenate([np.full(window - 1, np.nan), values])
     windows = np.lib.stride_tricks.sliding_window_view(padded, window)
     counts = (~np.isnan(windows)).sum(axis=1)

@@ -263,6 +263,7 @@ ELEMENTWISE: dict[str, Callable[[Any], Any]] = {
     "abs": lambda s: s.abs(),
     "abs()": lambda s: abs(s),
     "neg": lambda s: -s,
+    "invert": lambda s: ~s if s.dtype.kind == "b" else ~(s > 0),
     "astype(float)": lambda s: s.astype(float),
     "sort_index": lambda s: s.sort_index(),
     "sort_values": lambda s: s.sort_values(),
@@ -496,6 +497,21 @@ def test_rolling_matches_pandas(center: bool, statistic: str) -> None:
                     _same_array(ours[1].to_numpy(), theirs[1].to_numpy(), what, zero_signs=False)
 
 
+@pytest.mark.parametrize("window, min_periods", [(25, 1), (51, 25), (100, None), (7, 3)])
+def test_rolling_median_of_a_long_curve(window: int, min_periods: int | None) -> None:
+    """Long noisy losses with NaN/inf runs, as the rules smooth them (bottleneck's heaps against pandas' skip list)."""
+    rng = np.random.default_rng(window)
+    values = np.exp(-np.arange(2000) / 500) + rng.normal(0, 0.05, 2000)
+    values[rng.integers(0, 2000, 80)] = np.nan
+    values[300:340] = np.nan
+    values[rng.integers(0, 2000, 10)] = np.inf
+    curve, series = _pair(values, np.arange(2000) * 10)
+    for center in (False, True):
+        ours = curve.rolling(window, min_periods=min_periods, center=center).median()
+        theirs = series.rolling(window, min_periods=min_periods, center=center).median()
+        _same_array(ours.to_numpy(), theirs.to_numpy(), f"window {window}, center={center}", zero_signs=False)
+
+
 def test_rolling_min_periods_above_window_raises() -> None:
     curve, series = _pair(np.arange(6.0), np.arange(6))
     with pytest.raises(ValueError):
@@ -531,7 +547,7 @@ def test_table_numbers_and_rows() -> None:
     assert table[["step"]].columns == ["step"]
 
 
-# ---------------------------------------------------------------------------------------------- RunData against main's pandas
+# ------------------------------------------------------------------------------ RunData against main's pandas
 class PandasRunData:
     """``main:store/run_data.py``'s RunData.series / layers / layer_frame, verbatim: the reference."""
 
