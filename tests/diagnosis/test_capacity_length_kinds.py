@@ -15,6 +15,13 @@ it must still leave alone:
 - ``underfitting``: a regression run whose training and validation loss
   are flat together is info (no level can be called poor); one whose
   training loss keeps falling below the validation loss is not.
+- ``underfitting`` (false alarm): a short run stopped while its val loss
+  still sets a new best at every eval was told "more capacity" (its
+  per-batch training loss looked flat); it is train_longer's. The same run
+  with a val loss that flattened still is underfitting.
+- ``underfitting`` (false alarm): a classifier below 0.9 training accuracy
+  whose loss is under 30 % of ln C fits by the loss measure (overlapping
+  classes); one at the same accuracy with a high loss still underfits.
 """
 
 from __future__ import annotations
@@ -159,3 +166,63 @@ def test_a_regression_run_that_keeps_fitting_its_training_data_is_no_underfittin
 def test_language_models_and_unknown_tasks_are_never_underfitting():
     for kind in ("language_modelling", "unknown"):
         assert underfitting(_plateau(kind, 0.074)) == []
+
+
+def _stopped_early(val_tail: float, seed: int = 7):
+    """A 6-class classifier stopped after 200 steps (per-batch loss every 5 steps, noisy; training accuracy
+    about 0.6; 8 evaluations): the training loss falls fast from ln 6 to about 1.04, then slowly to 0.94,
+    under its minibatch noise. The val loss follows it down and ends at 0.96; ``val_tail`` is its gain over
+    the last eval (0: it flattened at its last evals)."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(5, 205, 5)
+    eval_steps = np.arange(25, 225, 25)
+    train = _two_speed(len(steps), math.log(6), 1.04, 0.94, seed=seed, noise=0.06)
+    val = _two_speed(len(eval_steps), math.log(6), 1.2, 0.96, seed=seed + 1, noise=0.0)
+    if not val_tail:
+        val[-3:] = val[-3]
+    accuracy = np.clip(0.45 + 0.2 * np.linspace(0, 1, len(steps)) + 0.08 * rng.standard_normal(len(steps)), 0, 1)
+    return make_run(frames=[scalar_rows("loss", train, steps), scalar_rows("accuracy", accuracy, steps),
+                            scalar_rows("loss", val, eval_steps, split="val"),
+                            scalar_rows("lr", np.full(len(steps), 1e-3), steps, layer="group0")],
+                    task={"num_classes": 6})
+
+
+def test_a_short_run_stopped_while_its_val_loss_still_improves_is_train_longer_not_underfitting():
+    """Its per-batch training loss looks flat (< 5 % over the last quarter, < 10 % of the total drop) and its
+    accuracy is 0.6, so underfitting warned 'more capacity'; the val loss sets a new best at every eval
+    (seed 004's rule 1: too few epochs), and train_longer says so."""
+    run = _stopped_early(val_tail=0.02)
+    assert underfitting(run) == []
+    assert _rules(train_longer(run)) == [("train_longer", "info")]
+
+
+def test_the_same_run_whose_val_loss_flattened_is_still_underfitting():
+    assert _rules(underfitting(_stopped_early(val_tail=0.0))) == [("underfitting", "warning")]
+
+
+def _data_limited(train_level: float, seed: int = 9):
+    """A 3-class classifier at a constant lr, 400 steps logged every 5: the loss falls from ln 3 to
+    ``train_level`` in the first 40 steps and stays; training accuracy about 0.88 (overlapping classes);
+    20 evaluations at 1.04 × that level, validation accuracy 0.89."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(5, 405, 5)
+    x = np.linspace(0, 1, len(steps))
+    train = (train_level + (math.log(3) - train_level) * np.exp(-x / 0.05)) * (1 + 0.03 * rng.standard_normal(len(steps)))
+    accuracy = np.clip(0.88 + 0.03 * rng.standard_normal(len(steps)), 0, 1)
+    eval_steps = np.arange(20, 420, 20)
+    return make_run(frames=[scalar_rows("loss", train, steps), scalar_rows("accuracy", accuracy, steps),
+                            scalar_rows("loss", np.full(len(eval_steps), 1.04 * train_level), eval_steps, split="val"),
+                            scalar_rows("accuracy", np.full(len(eval_steps), 0.89), eval_steps, split="val"),
+                            scalar_rows("lr", np.full(len(steps), 1e-2), steps, layer="group0")],
+                    task={"num_classes": 3})
+
+
+def test_a_classifier_below_0_9_accuracy_whose_loss_says_it_fits_is_no_underfitting():
+    """0.88 accuracy at 23 % of ln 3 (long_healthy_sgd_constant_20k retrained with seed 13): the model puts
+    most of its probability on the right class; the accuracy is the overlapping classes' limit."""
+    assert underfitting(_data_limited(0.25)) == []
+
+
+def test_a_classifier_below_0_9_accuracy_with_a_high_loss_is_underfitting():
+    """The same accuracy at 36 % of ln 3, as a linear model on two moons (underfitting_moons_linear)."""
+    assert _rules(underfitting(_data_limited(0.40))) == [("underfitting", "warning")]
