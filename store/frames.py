@@ -894,6 +894,8 @@ def to_float(values: Any) -> np.ndarray:
         if value is None or isinstance(value, bool):
             result[position] = float(value) if isinstance(value, bool) else np.nan
             continue
+        if isinstance(value, str) and (not value.isascii() or "_" in value):
+            continue  # float() reads "1_000" and non-ASCII digits ("١٢"); pandas' parser does not
         try:
             result[position] = float(value)
         except (TypeError, ValueError):

@@ -525,7 +525,9 @@ def test_rolling_min_periods_above_window_raises() -> None:
     [1, 2, 3], [1.5, None, "2.5", "x", "", " 3 ", "inf", "-inf", "nan", True, False, 1e308],
     np.array(["1", "2e-3", None], dtype=object), np.array([True, False]), [], np.array([np.nan, 1.0]),
     np.array(["7", "8"]),
-], ids=["ints", "mixed", "object", "bools", "empty", "floats", "unicode"])
+    ["1_000", "0x10", "1e5", "+5", "\u22125", "Infinity", "NaN", "1,5", "\u0661\u0662", "inF", " 7\n", "1e400", "-0",
+     ".5", "5.", "e5", "1d5", b"3", np.int64(4), "  ", "None", "1.0f"],
+], ids=["ints", "mixed", "object", "bools", "empty", "floats", "unicode", "odd-strings"])
 def test_to_float_is_to_numeric_coerce(values: Any) -> None:
     theirs = pd.to_numeric(pd.Series(values, dtype=object if isinstance(values, list) else None),
                            errors="coerce").to_numpy(dtype="float64")
