@@ -747,11 +747,17 @@ def _slice_bound(steps: np.ndarray, label: Any, side: str) -> int:
 
 
 class Rolling:
-    """``curve.rolling(window, min_periods, center)``: a moving median, mean, max or min (NaN ignored)."""
+    """``curve.rolling(window, min_periods, center)``: a moving median, mean, max or min (NaN and ±inf ignored).
+
+    Raises:
+        ValueError: ``window`` is not an integer >= 0, or ``min_periods`` is negative or above ``window`` (pandas).
+    """
 
     def __init__(self, curve: Curve, window: int, min_periods: int, center: bool) -> None:
-        if window < 1:
-            raise ValueError("window must be at least 1")
+        if isinstance(window, (bool, np.bool_)) or not isinstance(window, (int, np.integer)) or window < 0:
+            raise ValueError("window must be an integer 0 or greater")
+        if min_periods < 0:
+            raise ValueError("min_periods must be >= 0")
         if min_periods > window:
             raise ValueError(f"min_periods {min_periods} must be <= window {window}")
         self.curve, self.window, self.min_periods, self.center = curve, int(window), max(1, int(min_periods)), center
@@ -761,6 +767,8 @@ class Rolling:
         # pandas' windows read ±inf as missing (BaseWindow._prep_values): a window of [inf, 1] has the median 1.
         values = np.where(np.isinf(values), np.nan, values)
         window = self.window
+        if window == 0:  # no value in any window: NaN throughout, as pandas
+            return self.curve._new(np.full(len(values), np.nan))
         if self.center:
             # pandas centres a window of w on position i over [i + o - w + 1, i + o] with o = (w - 1) // 2:
             # the trailing window ending o later. Pad the end, compute, shift back.

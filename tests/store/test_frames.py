@@ -512,12 +512,13 @@ def test_rolling_median_of_a_long_curve(window: int, min_periods: int | None) ->
         _same_array(ours.to_numpy(), theirs.to_numpy(), f"window {window}, center={center}", zero_signs=False)
 
 
-def test_rolling_min_periods_above_window_raises() -> None:
-    curve, series = _pair(np.arange(6.0), np.arange(6))
-    with pytest.raises(ValueError):
-        series.rolling(3, min_periods=4).median()
-    with pytest.raises(ValueError):
-        curve.rolling(3, min_periods=4).median()
+@pytest.mark.parametrize("window, min_periods, center", [
+    (3, 4, False), (0, None, False), (0, 0, True), (0, 1, False), (-1, None, False), (2.0, None, False),
+    (3, -1, False), (True, None, False)])
+def test_rolling_odd_windows_as_pandas(window: Any, min_periods: Any, center: bool) -> None:
+    """min_periods above the window, a window of 0 (NaN throughout), negative or float windows (raise)."""
+    check(lambda s: s.rolling(window, min_periods=min_periods, center=center).median(), np.arange(6.0),
+          np.arange(6), f"rolling({window!r}, {min_periods!r}, center={center})")
 
 
 # ---------------------------------------------------------------------------------------------- to_float, is_missing
