@@ -596,12 +596,16 @@ def _unscaled_underfitting(run: RunData, loss: Curve, judged: Curve, start: floa
 def _val_still_improving(values: Curve) -> bool:
     """The validation loss still improving at the end (seed 004's rule 1): >= TRAIN_LONGER_VAL_IMPROVEMENT over
     the last third of the evals, its best among the last two, and that gain > DROP_SIGMAS times the noise of a
-    difference of two evals; needs MIN_EVALS evals. The eval noise sigma is the MAD sigma of the second
-    differences over sqrt(6) (a slowing fall cancels in them; the first differences carry its curvature: a
-    fast first drop then a slow fall reads as noise there)."""
+    difference of two evals. The eval noise sigma is the MAD sigma of the second differences over sqrt(6) (a
+    slowing fall cancels in them; the first differences carry its curvature: a fast first drop then a slow
+    fall reads as noise there). With 3 evals (train_longer's minimum: a short run evaluated once an epoch) no
+    noise can be measured: each eval must then improve on the one before, the last by
+    >= TRAIN_LONGER_VAL_IMPROVEMENT."""
     v = finite(values).to_numpy(dtype="float64") if len(values) else np.array([])
-    if len(v) < MIN_EVALS:
+    if len(v) < 3:
         return False
+    if len(v) < MIN_EVALS:
+        return bool(np.all(np.diff(v) < 0) and v[-2] - v[-1] >= TRAIN_LONGER_VAL_IMPROVEMENT * abs(v[-2]))
     earlier = float(v[-max(2, len(v) // 3)])
     gain = earlier - float(v[-1])
     noise = mad_sigma(np.diff(v, 2)) / math.sqrt(6)  # var(x[i+2] - 2 x[i+1] + x[i]) = 6 sigma^2 for white noise

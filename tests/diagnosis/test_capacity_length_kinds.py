@@ -18,7 +18,8 @@ it must still leave alone:
 - ``underfitting`` (false alarm): a short run stopped while its val loss
   still sets a new best at every eval was told "more capacity" (its
   per-batch training loss looked flat); it is train_longer's. The same run
-  with a val loss that flattened still is underfitting.
+  with a val loss that flattened still is underfitting. With 3 evals (one
+  an epoch) each must improve on the one before.
 - ``underfitting`` (false alarm): a classifier below 0.9 training accuracy
   whose loss is under 30 % of ln C fits by the loss measure (overlapping
   classes); one at the same accuracy with a high loss still underfits.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from traindoctor.diagnosis.generalisation import train_longer, underfitting
 from traindoctor.store.frames import Table
@@ -226,3 +228,26 @@ def test_a_classifier_below_0_9_accuracy_whose_loss_says_it_fits_is_no_underfitt
 def test_a_classifier_below_0_9_accuracy_with_a_high_loss_is_underfitting():
     """The same accuracy at 36 % of ln 3, as a linear model on two moons (underfitting_moons_linear)."""
     assert _rules(underfitting(_data_limited(0.40))) == [("underfitting", "warning")]
+
+
+def _three_epochs(val: list[float]):
+    """A 6-class classifier trained 3 epochs of 100 steps (per-batch loss every 10 steps, looking flat under
+    its noise after the first drop; training accuracy about 0.55), evaluated once an epoch."""
+    rng = np.random.default_rng(3)
+    steps = np.arange(10, 310, 10)
+    train = _two_speed(len(steps), math.log(6), 1.04, 0.94, seed=3, noise=0.06)
+    accuracy = np.clip(0.5 + 0.1 * np.linspace(0, 1, len(steps)) + 0.08 * rng.standard_normal(len(steps)), 0, 1)
+    return make_run(frames=[scalar_rows("loss", train, steps), scalar_rows("accuracy", accuracy, steps),
+                            scalar_rows("loss", val, [100, 200, 300], split="val", epochs=[1, 2, 3]),
+                            scalar_rows("lr", np.full(len(steps), 1e-3), steps, layer="group0")],
+                    task={"num_classes": 6})
+
+
+@pytest.mark.parametrize("val, expected", [
+    ([1.10, 1.02, 0.98], []),  # better at every eval, 3.9 % at the last: stopped early
+    ([1.00, 0.98, 0.985], [("underfitting", "warning")]),  # worse at the last eval: a plateau
+    ([1.10, 1.00, 0.995], [("underfitting", "warning")]),  # 0.5 % at the last: too little to call improving
+], ids=["improving-at-every-eval", "last-eval-worse", "last-gain-below-2-percent"])
+def test_three_evals_of_a_short_run_still_improving_are_no_underfitting(val, expected):
+    """With 3 evals no eval noise can be measured; each must improve on the one before, the last by >= 2 %."""
+    assert _rules(underfitting(_three_epochs(val))) == expected
