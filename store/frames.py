@@ -97,11 +97,20 @@ class Curve:
     __array_priority__ = 1000
 
     def __init__(self, values: Any = (), index: Any = None, name: str | None = None, dtype: Any = None) -> None:
+        """A Curve of ``values`` at ``index`` (default 0, 1, …). The values are copied, as pandas 3 copies
+        them, so writing into that array later does not change the curve (the steps are not, nor are an Index's). A Curve given with an ``index`` is reindexed to it
+        (NaN at steps it lacks), as ``pd.Series(series, index=...)``.
+
+        Raises:
+            ValueError: ``values`` and ``index`` differ in length.
+        """
         if isinstance(values, Curve):
+            if index is not None and not (len(index) == len(values) and np.array_equal(index, values.index)):
+                values = values.reindex(index)
             index = values.index if index is None else index
             name = values.name if name is None else name
             values = values._values
-        array = np.asarray(values, dtype=dtype) if dtype is not None or not isinstance(values, (list, tuple)) or values \
+        array = np.array(values, dtype=dtype) if dtype is not None or not isinstance(values, (list, tuple)) or values \
             else np.asarray(values, dtype="float64")
         if array.ndim == 0:
             count = len(index) if index is not None else 1

@@ -459,6 +459,19 @@ def test_operators_between_curves(operator_name: str) -> None:
             assert_like_pandas(ours, theirs, f"{name} {operator_name} {other_name}")
 
 
+def test_construction_as_pandas() -> None:
+    """Values are copied (pandas 3), steps are not (neither are an Index's), a curve given an index is reindexed
+    to it, a scalar fills the index."""
+    values, steps = np.array([1.0, 2.0, 3.0]), np.array([5, 6, 7])
+    curve, series = Curve(values, steps, "loss"), pd.Series(values, index=steps, name="loss")
+    values[0], steps[0] = 9.0, 1
+    assert_like_pandas(curve, series, "after writing into the arrays")
+    assert_like_pandas(Curve(curve, index=[6, 7, 8]), pd.Series(series, index=[6, 7, 8]), "reindexed")
+    assert_like_pandas(Curve(curve, index=[7, 6, 5]), pd.Series(series, index=[7, 6, 5]), "reordered")
+    assert_like_pandas(Curve(2.5, [1, 2], "x"), pd.Series(2.5, index=[1, 2], name="x"), "scalar")
+    assert_like_pandas(Curve([1, 2], [3, 4]).astype(float), pd.Series([1, 2], index=[3, 4]).astype(float), "list")
+
+
 def test_truth_value_is_ambiguous() -> None:
     curve, series = _pair(np.array([1.0, 2.0]), np.array([1, 2]))
     with pytest.raises(ValueError):
