@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from traindoctor.store.format import IDENTITY_COLUMNS, column_names
-from traindoctor.store.frames import Curve, Table
+from traindoctor.store.frames import Curve, StepIndex, Table
 
 if TYPE_CHECKING:
     from traindoctor.store.files import StoreFiles
@@ -46,6 +46,9 @@ class LayerFrame:
     index: np.ndarray
     columns: list[str]
     values: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.index = StepIndex(self.index)  # .to_numpy() and .get_loc() as a pandas Index, like a Curve's
 
     @property
     def empty(self) -> bool:

@@ -651,7 +651,8 @@ def test_run_data_matches_the_pandas_run_data(frame_name: str, scalars: pd.DataF
             if reference.empty and not len(reference.columns):
                 continue
             assert list(grid.columns) == [str(c) for c in reference.columns], f"layer_frame columns {what}"
-            _same_array(grid.index, reference.index.to_numpy(), f"layer_frame steps {what}")
+            assert isinstance(grid.index, StepIndex), what
+            _same_array(grid.index.to_numpy(), reference.index.to_numpy(), f"layer_frame steps {what}")
             _same_array(grid.to_numpy(), reference.to_numpy(dtype="float64"), f"layer_frame values {what}")
             for layer in reference.columns:
                 assert_like_pandas(grid[layer], reference[layer].rename(layer), f"layer_frame[{layer}] {what}")
