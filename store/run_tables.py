@@ -202,28 +202,47 @@ def _ordered(rows: _Rows, columns: Sequence[tuple[str, bool]]) -> _Rows:
     return _take(rows, np.lexsort(keys))  # np.lexsort is stable: ties keep the files' order
 
 
+def _group_codes(column: _Column) -> np.ndarray:
+    """An int64 code per row, equal exactly where GROUP BY puts rows together: NULL with NULL, NaN with NaN."""
+    values, null = column.values, column.null
+    codes = np.full(len(values), -1, dtype=np.int64)  # NULL
+    if values.dtype.kind == "O":
+        present = ~null
+        if present.any():
+            _, codes[present] = np.unique(values[present].astype(str), return_inverse=True)
+        return codes
+    nan = ~null & np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
+    present = ~null & ~nan
+    if present.any():
+        _, codes[present] = np.unique(values[present], return_inverse=True)
+    codes[nan] = -2
+    return codes
+
+
 def _summed_confusion(rows: _Rows) -> _Rows:
     """``SELECT run_id, rank, step, epoch, split, true_class, pred_class, sum(count)::BIGINT ... GROUP BY ALL``:
     one row per cell (NULLs group together, and NaN with NaN), in first-seen order; a cell whose counts are all
     null sums to null."""
     keys = ("run_id", "rank", "step", "epoch", "split", "true_class", "pred_class")
     length = len(rows["step"].values)
-    cells: dict[tuple, int] = {}
-    cell_of = np.empty(length, dtype=np.int64)
-    columns = [(rows[name].values.tolist(), rows[name].null.tolist()) for name in keys]
-    for index in range(length):
-        cell = tuple(None if null[index] else ("nan" if value[index] != value[index] else value[index])
-                     for value, null in columns)
-        cell_of[index] = cells.setdefault(cell, len(cells))
-    first = np.full(len(cells), length, dtype=np.int64)
-    np.minimum.at(first, cell_of, np.arange(length))
-    grouped = _take({name: rows[name] for name in keys}, first)
+    if length == 0:
+        return {**{name: rows[name] for name in keys}, "count": rows["count"]}
+    codes = np.stack([_group_codes(rows[name]) for name in keys], axis=1)  # (rows, keys)
+    _, first, cell_of = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+    cell_of = cell_of.reshape(-1)
+    # Cells in first-seen order: renumber so that cell k is the k-th to appear.
+    seen_order = np.argsort(first, kind="stable")
+    rank_of_cell = np.empty(len(first), dtype=np.int64)
+    rank_of_cell[seen_order] = np.arange(len(first))
+    cell_of = rank_of_cell[cell_of]
+    grouped = _take({name: rows[name] for name in keys}, first[seen_order])
     count = rows["count"]
-    total = np.zeros(len(cells), dtype=np.int64)
-    np.add.at(total, cell_of[~count.null], count.values[~count.null].astype(np.int64))
-    counted = np.zeros(len(cells), dtype=bool)
-    counted[cell_of[~count.null]] = True
-    grouped["count"] = _Column(total, ~counted)
+    counted = ~count.null
+    total = np.zeros(len(first), dtype=np.int64)
+    np.add.at(total, cell_of[counted], count.values[counted].astype(np.int64))
+    has_count = np.zeros(len(first), dtype=bool)
+    has_count[cell_of[counted]] = True
+    grouped["count"] = _Column(total, ~has_count)
     return grouped
 
 
