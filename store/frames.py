@@ -58,6 +58,18 @@ class StepIndex(np.ndarray):
     def tolist(self) -> list:  # type: ignore[override]
         return self.view(np.ndarray).tolist()
 
+    @property
+    def is_unique(self) -> bool:
+        return len(np.unique(self.view(np.ndarray))) == len(self)
+
+    @property
+    def is_monotonic_increasing(self) -> bool:
+        return _increasing(self.view(np.ndarray))
+
+    @property
+    def is_monotonic_decreasing(self) -> bool:
+        return _increasing(self.view(np.ndarray)[::-1])
+
     def get_loc(self, key: Any) -> int:
         found = np.flatnonzero(self.view(np.ndarray) == key)
         if found.size != 1:
@@ -332,9 +344,10 @@ class Curve:
 
     def where(self, cond: Any, other: Any = np.nan) -> "Curve":
         """Own values where ``cond``, ``other`` elsewhere (``pandas.Series.where``): integers stay integers
-        when ``other`` is never used or is a whole number, else become float64."""
-        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
-        other = other._values if isinstance(other, Curve) else other
+        when ``other`` is never used or is a whole number, else become float64. A ``cond`` or ``other`` curve
+        with other steps is matched by step (a step ``cond`` lacks is False, one ``other`` lacks NaN)."""
+        cond = self._by_step(cond, missing=False) if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
+        other = self._by_step(other, missing=np.nan) if isinstance(other, Curve) else other
         values = self._values
         if np.all(cond):
             return self.copy()
@@ -343,8 +356,18 @@ class Curve:
         return self._new(np.where(cond, values, other))
 
     def mask(self, cond: Any, other: Any = np.nan) -> "Curve":
-        cond = cond._values if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
-        return self.where(~cond, other)
+        """``other`` where ``cond``, own values elsewhere: ``where(~cond)``, so a step a ``cond`` curve lacks
+        takes ``other`` too (pandas)."""
+        return self.where(~cond if isinstance(cond, Curve) else ~np.asarray(cond, dtype=bool), other)
+
+    def _by_step(self, other: "Curve", missing: Any) -> np.ndarray:
+        """``other``'s values at this curve's steps, ``missing`` where it has none (pandas' alignment)."""
+        if len(other) == len(self) and np.array_equal(other.index, self.index):
+            return other._values
+        aligned = other.reindex(self.index)._values
+        if missing is False:
+            return np.where(_missing(aligned), False, aligned).astype(bool)
+        return aligned
 
     def clip(self, lower: Any = None, upper: Any = None, **numpy: Any) -> "Curve":
         """Values bounded by ``lower`` and ``upper`` (None or NaN: no bound); NaN stays NaN (``pandas.Series.clip``:

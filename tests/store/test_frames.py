@@ -251,6 +251,10 @@ ELEMENTWISE: dict[str, Callable[[Any], Any]] = {
     "where(>0)": lambda s: s.where(s > 0),
     "where(>0, -1)": lambda s: s.where(s > 0, -1.0),
     "mask(>0)": lambda s: s.mask(s > 0),
+    "where(reversed cond)": lambda s: s.where((s > 0).iloc[::-1]) if s.index.is_unique else s,
+    "where(partial cond)": lambda s: s.where((s > 0).iloc[1:]) if s.index.is_unique else s,
+    "mask(partial cond)": lambda s: s.mask((s > 0).iloc[:-1]) if s.index.is_unique else s,
+    "where(other shifted)": lambda s: s.where(s > 0, s.iloc[1:] * 2) if s.index.is_unique else s,
     "clip(-1, 2)": lambda s: s.clip(-1, 2),
     "clip(lower=0)": lambda s: s.clip(lower=0),
     "clip(upper=0)": lambda s: s.clip(upper=0),
@@ -289,6 +293,9 @@ ELEMENTWISE: dict[str, Callable[[Any], Any]] = {
     "index.tolist": lambda s: s.index.tolist(),
     "list(index)": lambda s: list(s.index),
     "index.to_numpy": lambda s: s.index.to_numpy(),
+    "index.is_unique": lambda s: s.index.is_unique,
+    "index.is_monotonic_increasing": lambda s: s.index.is_monotonic_increasing,
+    "index.is_monotonic_decreasing": lambda s: s.index.is_monotonic_decreasing,
 }
 
 
