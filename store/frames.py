@@ -339,6 +339,9 @@ class Curve:
         return self._take(~_missing(self._values))
 
     def fillna(self, value: Any) -> "Curve":
+        """NaN replaced by ``value`` (a curve's value at the same step: pandas aligns it)."""
+        if isinstance(value, Curve):
+            value = self._by_step(value, missing=np.nan)
         missing = _missing(self._values)
         return self._new(np.where(missing, value, self._values)) if missing.any() else self.copy()
 

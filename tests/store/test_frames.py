@@ -244,6 +244,7 @@ ELEMENTWISE: dict[str, Callable[[Any], Any]] = {
     "dropna": lambda s: s.dropna(),
     "fillna(0)": lambda s: s.fillna(0.0),
     "fillna(-1.5)": lambda s: s.fillna(-1.5),
+    "fillna(curve)": lambda s: s.fillna(s.iloc[::-1].shift(1)) if s.index.is_unique else s,
     "isna": lambda s: s.isna(),
     "notna": lambda s: s.notna(),
     "isnull": lambda s: s.isnull(),
