@@ -286,6 +286,19 @@ SWING_MIN_COUNT = 2
 # with an lr too high end 1.35x (a regression MLP with Adam 0.2) to 3.9x
 # (a BN MLP with SGD lr 8) above their best.
 SWING_SETTLED = 1.05
+# The three ratios above read a jump against the best level itself, the
+# distance to a floor of 0: right for a classifier's or a regression's loss,
+# not for one with a floor far above 0 (a language model's cross-entropy
+# cannot fall below the text's entropy: 1.5x a best of 5.2 is 7.8, above
+# ln V, worse than predicting every token as equally likely). So the unit
+# of a jump is the smaller of the best level and the drop from where
+# training started (ln C, ln V or the expected initial loss; else the first
+# evaluation) to that best, once that drop is real (≥ MIN_DROP of the
+# start): a jump ≥ 50 % of the unit, back within 25 % and settled within 5 %
+# of it. Where the best level is the smaller (every corpus run whose val
+# loss swings), nothing changes. Third hold-out: an LSTM LM with SGD 80
+# (8x its working lr; ln 400 = 5.99) whose val loss went 5.18 -> 6.18,
+# 6.66, back to 5.23, then 6.27 and 6.41, every jump < 1.3x its best.
 # Swings the training loss does not share are a noisy validation set, not
 # steps that overshoot: an lr too high throws back the loss the optimizer
 # minimises. A swing counts as an overshoot only when the training loss's
@@ -330,6 +343,14 @@ SWING_SETTLED = 1.05
 # ratio 1.5e-2 there, 0 by the end, the loss flat at 4.2× its twin's); the
 # corpus's frozen and unused layers have ratio 0.
 KILLED_RATIO_FADE = 10.0
+# This test is made even when the log shows no drop (the loss tests above
+# need one): large steps can kill the layers before the first loss record,
+# and a log that starts late (every 10 steps from step 50) then shows only
+# the flat loss after. Third hold-out: a U-Net with
+# AMSGrad 0.1 (10x its working lr), all 21 hidden weights at zero gradient
+# from their first record (step 25, ratios 2e-2 to 8e-2, 0 from step ~225),
+# only the output layer still learning; its loss flat at 0.15 from its first
+# record at step 50 (its twin at 0.01 reaches 0.074).
 
 
 # Live, a climb that one profile bin's jump makes most of (≥ half) is left
@@ -397,7 +418,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
     records is binned by 3 records for this, and without ln C starts at
     its first record or higher); or the validation loss swings in the second half
     of its evaluations (≥ 50 % above its best so far, back within 25 %,
-    and up again) and does not end within 5 % of its best (info when the
+    and up again; in units of its drop from ln C, ln V or its first
+    evaluation instead of its best level when that drop is smaller, as for
+    a language model's loss) and does not end within 5 % of its best (info when the
     training loss's level never reaches 1.5× its best so far at those
     evaluations: a noisy validation set, not overshooting steps); or a profile bin climbs above the initial loss after
     that drop while the median update/weight ratio is ≥ 5e-3; or, for a
@@ -413,7 +436,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
     while the median update/weight ratio was ≥ 5e-3: the steps that blew it
     up were too large; or layers lose their gradient for
     good while their update/weight ratio is still ≥ 5e-3, fading ≥ 10× by
-    the end (ReLUs killed by large steps; any loss scale).
+    the end (ReLUs killed by large steps; any loss scale). The swings and
+    the killed layers need no drop of the training loss and no 20 records
+    of it: they are judged also where the log shows none (it started late).
     Likely cause: the step size overshoots the valley.
     Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
     Source: seed 004 step 6 rule 2, the update/weight ratio and fine-tuning; seed 003; Shannon 1951
@@ -421,7 +446,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
     """
     curve = loss_profile(run)
     if curve is None:
-        return []
+        # Too few training records for a shape (a sparse log of a short run): the tests that need none.
+        loss = finite_train_loss(run)
+        return _needing_no_drop(run, loss, {}) if len(loss) >= 2 and divergence_onset(run) is None else []
     loss, profile = curve
     onset = divergence_onset(run)
     if onset is not None:
@@ -460,7 +487,8 @@ def lr_too_high(run: RunData) -> list[Finding]:
     best = float(profile.iloc[best_position])
     late = window_median(loss, 0.8, 1.0)
     if start <= 0 or start - best < MIN_DROP * start:
-        return []
+        # No drop in the training log (it may have started late, or the loss may have a floor far above 0).
+        return _needing_no_drop(run, loss, {"initial_loss": start, "best_level": best, "late_level": late})
     ratio = median_update_ratio(run)
     rebound = (late - best) / (start - best)
     late_values = loss.to_numpy()[int(0.5 * len(loss)):]
@@ -523,47 +551,25 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"while the median update/weight ratio was {ratio:.1e}, above the ~1e-3 rule of thumb.",
             "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], loss.index[-1], evidence)]
+    # A hint that the val loss swings while the training loss does not (info) gives way to a warning below.
+    held: list[Finding] = []
     swings = val_loss_swings(run)
     if len(swings) >= SWING_MIN_COUNT:
-        train_jump = train_level_jump(run, swings)
-        evidence.update(kind="swings", swing_steps=swings, train_jump=train_jump)
-        if train_jump is not None and train_jump < SWING_RISE:
-            return [finding(
-                "lr_too_high", "info", "Validation loss swings, training loss does not",
-                f"The validation loss jumped ≥ {SWING_RISE - 1:.0%} above its best so far {len(swings)} times, "
-                f"coming back in between (at steps {', '.join(map(str, swings[:5]))}), while the training loss "
-                f"did not (at most {train_jump:.2f}× its best level so far at those evaluations): a noisy "
-                f"validation set (a small split) rather than steps that overshoot, which would throw back the "
-                f"loss the optimizer minimises.{support}",
-                "Use a larger validation split (or average over several evaluations) before judging the lr; pick "
-                "checkpoints on a smoothed validation curve.", SOURCE_LR + "; seed 003",
-                swings[0], loss.index[-1], evidence)]
-        return [finding(
-            "lr_too_high", "warning", "Validation loss swings: lr too high",
-            f"The validation loss jumped ≥ {SWING_RISE - 1:.0%} above its best so far {len(swings)} times, coming "
-            f"back in between (at steps {', '.join(map(str, swings[:5]))}): the steps overshoot.{support}",
-            "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
-            swings[0], loss.index[-1], evidence)]
+        held = [_swings_finding(run, swings, loss, evidence, support)]
+        if held[0].severity != "info":
+            return held
     killed = _killed_layers(run)
     if killed:
-        shown = ", ".join(f"{name} ({first:.1e})" for name, first in list(killed.items())[:6])
-        evidence.update(kind="killed_layers", killed_layers=killed)
-        return [finding(
-            "lr_too_high", "warning", "Layers killed by large steps: lr too high",
-            f"{len(killed)} layer(s) lost their gradient for good while their update/weight ratio was still above "
-            f"the ~1e-3 rule of thumb (at their first zero-gradient record: {shown}), fading to the end: large steps "
-            f"pushed their ReLUs where no input activates them. The loss then stays at {late:.3g}.",
-            "Lower the lr (×0.3 to ×0.1), warm it up, clip gradients; LeakyReLU/GELU cannot die this way.",
-            SOURCE_LR + "; CS231n (dying ReLUs)", loss.index[0], loss.index[-1], evidence)]
+        return [_killed_finding(killed, loss, late, evidence)]
     if loss_reference(run) is None:  # a high plateau needs the loss scale: ln C or the expected initial loss
-        return []
+        return held
     high = late >= HIGH_PLATEAU_LEVEL * start
     if ratio is not None:
         thrashing, severity = noise >= THRASHING_NOISE and ratio >= HIGH_UPDATE_RATIO, "warning"
     else:
         thrashing, severity = noise >= NOISY_PLATEAU_NOISE, "info"
-    if not (high and thrashing):
-        return []
+    if not (high and thrashing) or (severity == "info" and held):
+        return held
     evidence["median_update_ratio"] = ratio  # ≥ HIGH_UPDATE_RATIO when quoted: it decided the finding
     why = (f"the median update/weight ratio is {ratio:.1e}, above the ~1e-3 rule of thumb"
            if ratio is not None else "no update ratios were recorded to confirm it")
@@ -573,6 +579,66 @@ def lr_too_high(run: RunData) -> list[Finding]:
         f"{noise:.0%} of its level, while {why}.",
         "Lower the lr (×0.3 to ×0.1) or add a decay schedule once the loss stalls.", SOURCE_LR + "; seed 003",
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
+
+
+def _needing_no_drop(run: RunData, loss: Curve, evidence: dict) -> list[Finding]:
+    """lr_too_high's tests that need neither a drop nor a shape of the training loss ``loss`` (finite, ≥ 2
+    records): layers killed by large steps (:func:`_killed_layers`, a warning), then the validation loss
+    swings (:func:`val_loss_swings`, a warning or an info hint). A log that starts late, a sparse one or a
+    loss whose floor is far above 0 can show no drop of the training loss while either holds. ``evidence``:
+    the levels the caller measured."""
+    killed = _killed_layers(run)
+    if killed:
+        return [_killed_finding(killed, loss, window_median(loss, 0.8, 1.0), evidence)]
+    swings = val_loss_swings(run)
+    if len(swings) >= SWING_MIN_COUNT:
+        support, supporting = high_update_ratio_support(run)
+        return [_swings_finding(run, swings, loss, dict(evidence, **supporting), support)]
+    return []
+
+
+def _swings_finding(run: RunData, swings: list[int], loss: Curve, evidence: dict, support: str) -> Finding:
+    """lr_too_high's finding for the validation-loss ``swings`` (:func:`val_loss_swings`, ≥ SWING_MIN_COUNT
+    steps): a warning, or info when the training loss did not jump with them (:func:`train_level_jump`).
+    ``support`` is the update-ratio sentence quoted, its entries already in ``evidence``."""
+    train_jump = train_level_jump(run, swings)
+    evidence = dict(evidence, kind="swings", swing_steps=swings, train_jump=train_jump)
+    values = finite(eval_frame(run, "loss")[0])
+    lowest = float(values.min())
+    start = _swing_start(run, float(values.iloc[0]))
+    unit = (f"{SWING_RISE - 1:.0%} of its drop from {start:.3g} to its best ({lowest:.3g})"
+            if _swing_unit(lowest, start) < lowest else f"{SWING_RISE - 1:.0%} above its best so far")
+    if train_jump is not None and train_jump < SWING_RISE:
+        return finding(
+            "lr_too_high", "info", "Validation loss swings, training loss does not",
+            f"The validation loss jumped ≥ {unit} {len(swings)} times, "
+            f"coming back in between (at steps {', '.join(map(str, swings[:5]))}), while the training loss "
+            f"did not (at most {train_jump:.2f}× its best level so far at those evaluations): a noisy "
+            f"validation set (a small split) rather than steps that overshoot, which would throw back the "
+            f"loss the optimizer minimises.{support}",
+            "Use a larger validation split (or average over several evaluations) before judging the lr; pick "
+            "checkpoints on a smoothed validation curve.", SOURCE_LR + "; seed 003",
+            swings[0], loss.index[-1], evidence)
+    return finding(
+        "lr_too_high", "warning", "Validation loss swings: lr too high",
+        f"The validation loss jumped ≥ {unit} {len(swings)} times, coming "
+        f"back in between (at steps {', '.join(map(str, swings[:5]))}): the steps overshoot.{support}",
+        "Lower the lr (×0.3 to ×0.1) or decay it; clip gradients.", SOURCE_LR + "; seed 003",
+        swings[0], loss.index[-1], evidence)
+
+
+def _killed_finding(killed: dict[str, float], loss: Curve, late: float, evidence: dict) -> Finding:
+    """lr_too_high's finding for ``killed`` (:func:`_killed_layers`: layer → its ratio at its first zero-gradient
+    record), over the whole of ``loss`` (the finite training loss), whose late level is ``late``."""
+    shown = ", ".join(f"{name} ({first:.1e})" for name, first in list(killed.items())[:6])
+    evidence = dict(evidence, kind="killed_layers", killed_layers=killed)
+    return finding(
+        "lr_too_high", "warning", "Layers killed by large steps: lr too high",
+        f"{len(killed)} layer(s) lost their gradient for good while their update/weight ratio was still above "
+        f"the ~1e-3 rule of thumb (at their first zero-gradient record: {shown}), fading to the end: large steps "
+        f"pushed their ReLUs where no input activates them. The loss then stays at {late:.3g}.",
+        "Lower the lr (×0.3 to ×0.1), warm it up, clip gradients; LeakyReLU/GELU cannot die this way.",
+        SOURCE_LR + "; CS231n (dying ReLUs)", loss.index[0], loss.index[-1], evidence)
 
 
 def _killed_layers(run: RunData) -> dict[str, float]:
@@ -617,22 +683,49 @@ def _above_start(profile: Curve, start: float) -> tuple[int, int] | None:
 
 @per_run
 def val_loss_swings(run: RunData) -> list[int]:
-    """Steps in the second half of the evaluations where the main validation loss jumped ≥ SWING_RISE ×
-    its best so far, each after it had been back within SWING_RETURN × that best (the first needs none);
-    none when the last evaluation is within SWING_SETTLED × the best (the run ended at its best)."""
+    """Steps in the second half of the evaluations where the main validation loss jumped above its best so
+    far by ≥ (SWING_RISE - 1) swing units, each after it had been back within (SWING_RETURN - 1) units of that
+    best (the first needs none); none when the last evaluation is within (SWING_SETTLED - 1) units of the best
+    (the run ended at its best). A unit is the best level, or the drop from where training started to it
+    when that is smaller (:func:`_swing_unit`)."""
     values = finite(eval_frame(run, "loss")[0])
-    if len(values) and float(values.iloc[-1]) <= SWING_SETTLED * float(values.min()):
+    if not len(values):
+        return []
+    start = _swing_start(run, float(values.iloc[0]))
+    lowest = float(values.min())
+    if float(values.iloc[-1]) - lowest <= (SWING_SETTLED - 1) * _swing_unit(lowest, start):
         return []
     swings: list[int] = []
     best, armed = math.inf, True
     for position, (step, value) in enumerate(zip(values.index, values.to_numpy())):
-        if armed and value >= SWING_RISE * best and position >= len(values) // 2:
+        unit = _swing_unit(best, start)
+        if armed and value - best >= (SWING_RISE - 1) * unit and position >= len(values) // 2:
             swings.append(int(step))
             armed = False
-        elif value <= SWING_RETURN * best:
+        elif value - best <= (SWING_RETURN - 1) * unit:
             armed = True
         best = min(best, value)
     return swings
+
+
+def _swing_start(run: RunData, first_evaluation: float) -> float:
+    """Where training started, for the swing unit: the loss reference (the expected initial loss, ln C), ln V
+    for a language model, else the first evaluation."""
+    reference = loss_reference(run)
+    if reference is not None:
+        return reference[0]
+    task = task_of(run)
+    if task.kind == "language_modelling" and task.uniform_loss is not None:
+        return task.uniform_loss
+    return first_evaluation
+
+
+def _swing_unit(best: float, start: float) -> float:
+    """The unit of a validation-loss jump above ``best``: ``best`` itself (the distance to a floor of 0), or
+    the drop ``start - best`` when that is smaller and real (≥ MIN_DROP of ``start``): a loss whose floor is
+    far above 0 swings by what it learned, not by its level."""
+    drop = start - best
+    return min(best, drop) if math.isfinite(best) and start > 0 and drop >= MIN_DROP * start else best
 
 
 def train_level_jump(run: RunData, swings: list[int]) -> float | None:
@@ -752,7 +845,9 @@ def lr_too_low(run: RunData) -> list[Finding]:
     than a classifier's (whose floor is near 0), a recorded median
     update/weight ratio must be below ~1e-3; when the training loss is too
     noisy to show it, the validation loss (≥ 10 evaluations) is judged the
-    same way; update/weight ratios are reported as support. Or, for a
+    same way; update/weight ratios are reported as support, and a median
+    ratio ≥ 5e-3 late or where the lr was at ≥ 90 % of its peak (a decay
+    shrinks the late ones) rules it out. Or, for a
     language model with a known vocabulary V, the late loss is still ≥ 90 %
     of ln V (uniform predictions), or a classifier's ≥ 90 % of ln C, after
     ≥ 100 steps while the median update/weight ratio is ≤ 2e-4 (a decaying
@@ -901,7 +996,12 @@ def lr_too_low(run: RunData) -> list[Finding]:
         total_drop, curve_name = (start - end) / start, "validation loss"
         evidence.update(curve="val", start_level=start, middle_level=middle, end_level=end, total_drop=total_drop,
                         halves_ratio=(middle - end) / (start - middle))
-    if ratio is not None and ratio >= HIGH_UPDATE_RATIO:
+    # Steps ≥ HIGH_UPDATE_RATIO contradict "too low": late ones, or those at the peak lr, the lr the user chose.
+    # A decaying schedule shrinks the late ratios of any run, so those alone can read a too-high lr as a
+    # slow one: a Set Transformer with SGD 1.5 (15x its working lr), stuck near ln 120 until MultiStepLR
+    # cut its lr at 60 % and 85 %, had 8.0e-4 late but 1.2e-2 at its peak lr (third hold-out).
+    peak_ratio = peak_lr_update_ratio(run)
+    if any(value is not None and value >= HIGH_UPDATE_RATIO for value in (ratio, peak_ratio)):
         return []
     # "Lost under half its start" is measured from where training started, not where logging did: a log
     # of epoch means (or one that starts late) whose first record is already at or below half the loss a
@@ -1012,10 +1112,11 @@ DECAY_SPARSE_MIN_RECORDS = 2
 # lr 0 at all 20 of its per-epoch records.
 
 
-@rule(severities=("warning",), inputs=("loss", "lr"), metadata=("env.optimizer",), evidence=Evidence.series("loss"),
+@rule(severities=("warning",), inputs=("loss", "lr", "update_ratio"), metadata=("env.optimizer",),
+      evidence=Evidence.series("loss"),
       thresholds=("MIN_CURVE_POINTS", "DECAY_FACTOR", "DECAY_EARLY_FRACTION", "DECAY_HEADING_DOWN",
                   "DECAY_FLAT_AFTER", "DECAY_PACE_RATIO", "DECAY_SPARSE_MIN_RECORDS", "DROP_SIGMAS",
-                  "ZERO_LR_MIN_RECORDS"))
+                  "ZERO_LR_MIN_RECORDS", "STILL_MOVING_RATIO"))
 def decayed_too_early(run: RunData) -> list[Finding]:
     """An lr drop is followed at once by a flat loss well above where the run was heading.
 
@@ -1026,7 +1127,12 @@ def decayed_too_early(run: RunData) -> list[Finding]:
     and a drop from the first to the last of them beyond 3 noise sigmas of
     the records after the decay. Or the lr is exactly 0 at every record
     (≥ 5) although the optimizer had a positive lr when the probe saw it:
-    the schedule reached 0 before logging began.
+    the schedule reached 0 before logging began. Or, when fewer than 2
+    records precede the decay (a log that starts late) or the run has
+    fewer than 20 loss records in all, so the loss's heading cannot be
+    read: the layers whose weights moved before the decay (median
+    update/weight ratio ≥ 1e-5) keep a median ratio below 1e-5 from it to
+    the end (DeepDiagnosis' lower band: the weights no longer move).
     Likely cause: a step/plateau schedule or decay that kicks in too early.
     Try: decay later (at the start of a plateau), as late as possible;
     a constant lr first (seed 004 "don't tune the schedule first").
@@ -1045,9 +1151,9 @@ def decayed_too_early(run: RunData) -> list[Finding]:
             "seed 004 step 6 rule 3", first, last, {"kind": "zero_lr", "records": records, "lr_at_start": started})]
     lr = finite(lr_series(run))
     curve = loss_profile(run)
-    if curve is None or len(lr) < 3:
+    loss = curve[0] if curve is not None else finite_train_loss(run)
+    if len(lr) < 3 or len(loss) < 2:
         return []
-    loss, _ = curve
     values = lr.to_numpy()
     peak = np.maximum.accumulate(values)
     decayed = np.flatnonzero((values <= DECAY_FACTOR * peak) & (peak > 0))
@@ -1056,8 +1162,27 @@ def decayed_too_early(run: RunData) -> list[Finding]:
     decay_step = int(lr.index[decayed[0]])
     steps = loss.index.to_numpy()
     position = int(np.searchsorted(steps, decay_step))
-    if position >= DECAY_EARLY_FRACTION * len(loss) or position < DECAY_SPARSE_MIN_RECORDS:
+    if position >= DECAY_EARLY_FRACTION * len(loss):
         return []
+    if position < DECAY_SPARSE_MIN_RECORDS or curve is None:
+        # Too few records before the decay (or in all) to say where the loss was heading: the weights that
+        # stopped moving at the decay say it instead.
+        frozen = _frozen_after(run, decay_step)
+        if frozen is None:
+            return []
+        moving, still = frozen
+        return [finding(
+            "decayed_too_early", "warning", f"lr decayed too early (step {decay_step}): the weights stopped",
+            f"The lr fell to {values[decayed[0]] / peak[decayed[0]]:.1%} of its peak by step {decay_step} "
+            f"({position / len(loss):.0%} into the run's loss records) and kept the weights still from there to "
+            f"the end: a median update/weight ratio of {still:.1e} after it against {moving:.1e} before, below "
+            f"the {STILL_MOVING_RATIO:.0e} at which weights no longer move. Whatever the loss was heading for, it "
+            f"has not moved towards it since.",
+            "Make the schedule span the run: step a per-epoch scheduler (StepLR, ExponentialLR) once per epoch, "
+            "not per batch, and check its step_size / gamma; decay later, at the start of a plateau.",
+            "seed 004 step 6 rule 3; seed 004 (update/weight ratio)", decay_step, int(loss.index[-1]),
+            {"kind": "frozen", "decay_step": decay_step, "lr_before": float(peak[decayed[0]]),
+             "lr_after": float(values[decayed[0]]), "update_ratio_before": moving, "update_ratio_after": still})]
     values_loss = loss.to_numpy()
     if position >= 6:
         width = max(3, position // 2)
@@ -1096,6 +1221,27 @@ def decayed_too_early(run: RunData) -> list[Finding]:
         "Decay later, at the start of a plateau (or as late as possible); keep the lr constant until the loss stalls.",
         "seed 004 step 6 rule 3; seed 002 (ReduceLROnPlateau as late as possible)", decay_step, loss.index[-1],
         evidence)]
+
+
+def _frozen_after(run: RunData, decay_step: int) -> tuple[float, float] | None:
+    """(median update/weight ratio before ``decay_step``, median from it to the end) over the layers whose
+    own median ratio before it was ≥ STILL_MOVING_RATIO, when the one after is below STILL_MOVING_RATIO
+    (those layers stopped); else None (also without ratio records on either side). Ratios of 0 count."""
+    ratios = layer_values(run, "update_ratio")
+    if ratios.empty:
+        return None
+    values = ratios.to_numpy(dtype="float64")  # (records, layers)
+    steps = np.asarray(ratios.index)
+    before, after = values[steps < decay_step], values[steps >= decay_step]
+    if not len(before) or not len(after):
+        return None
+    with np.errstate(all="ignore"):
+        moved = np.nanmedian(np.where(before >= 0, before, np.nan), axis=0) >= STILL_MOVING_RATIO
+    before, after = before[:, moved], after[:, moved]
+    before, after = before[np.isfinite(before) & (before >= 0)], after[np.isfinite(after) & (after >= 0)]
+    if not before.size or not after.size or not float(np.median(after)) < STILL_MOVING_RATIO:
+        return None
+    return float(np.median(before)), float(np.median(after))
 
 
 # missing_warmup: lr at step 1 already ≥ 50 % of its peak (no ramp); Adam
@@ -1140,6 +1286,15 @@ EARLY_LEARNING_POINTS = 5
 # a post-LN ViT with RMSprop 1e-2 and no warm-up sat at ln 10 for its first
 # 35 % (ratio 4.1e-3 there, 3.5e-2 later; its twin with 10 % warm-up ended at val loss 0.25
 # against 1.80), with no rise, spike or gradient growth in its first 20 %.
+# The stretch's median misses a model the first steps broke at once: its
+# steps collapse after them, so the early median is small although the
+# steps a warm-up would have shrunk were large. So the first ratio record
+# counts too, when it is ≥ ~1e-3 and the stretch's median is ≥
+# KILLED_RATIO_FADE× smaller (the fade lr_too_high asks of killed layers).
+# Third hold-out: a post-LN Set Transformer with AdamW 3e-2 from step 1 had
+# a ratio of 1.3e-2 at step 20, then 3.0e-4 from step 60 on (lr × weight
+# decay 0.01: decay alone moved the weights), its loss at 97 % of ln 120
+# through its first 20 % (its warmed-up twin ended at 1.14 against 4.80).
 
 
 @rule(severities=("warning",), inputs=("loss", "lr", "grad_norm", "amp_skipped", "update_ratio"),
@@ -1148,7 +1303,7 @@ EARLY_LEARNING_POINTS = 5
       thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
                   "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "EARLY_LEARNING_DROP",
                   "EARLY_LEARNING_POINTS", "UPDATE_RATIO_RULE_OF_THUMB", "DIVERGED_SMOOTHING", "INITIAL_STEP",
-                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION"))
+                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION", "KILLED_RATIO_FADE"))
 def missing_warmup(run: RunData) -> list[Finding]:
     """A transformer (or Adam with a large lr) started at full lr, with early instability.
 
@@ -1162,7 +1317,9 @@ def missing_warmup(run: RunData) -> list[Finding]:
     ≥ 50 % of its peak throughout) the loss is still within 20 % of its
     start at the end of that stretch while the median update/weight ratio
     there is ≥ ~1e-3 (steps of a working size that go nowhere: stuck at
-    the start; smaller ones are an lr too low);
+    the start; smaller ones are an lr too low), or that of its first ratio
+    record is and the stretch's is ≥ 10× smaller (large first steps that
+    broke the model: only weight decay moves it after);
     the loss bar is 30 % with attention, 50 % (smoothed) without. The lr must
     be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run): a
     log that starts after the warm-up shows only the peak.
@@ -1227,8 +1384,13 @@ def missing_warmup(run: RunData) -> list[Finding]:
     if growth is not None and growth >= EARLY_GRAD_GROWTH:
         signs.append(f"the gradient norm grew {growth:.0f}×")
     if stuck is not None and task_of(run).kind != "unknown":
-        signs.append(f"the loss was still at {stuck[0]:.0%} of its start while the median update/weight ratio "
-                     f"was {stuck[1]:.1e} (steps of a working size that went nowhere)")
+        if stuck[2] is None:
+            signs.append(f"the loss was still at {stuck[0]:.0%} of its start while the median update/weight "
+                         f"ratio was {stuck[1]:.1e} (steps of a working size that went nowhere)")
+        else:
+            signs.append(f"the loss was still at {stuck[0]:.0%} of its start after first steps with a median "
+                         f"update/weight ratio of {stuck[1]:.1e} that then collapsed to {stuck[2]:.1e} (large "
+                         f"first steps that broke the model)")
     if not signs:
         return []
     what = "attention layers" if model.get("has_attention") else f"Adam with lr {peak_lr:g}"
@@ -1240,16 +1402,18 @@ def missing_warmup(run: RunData) -> list[Finding]:
         "seed 000, seed 001 (warmup), seed 003 (warmup is essential)", loss.index[0], early.index[-1],
         {"start_lr": float(lr.iloc[0]), "peak_lr": peak_lr, "early_loss_rise": rise, "early_spikes": len(spikes),
          "early_grad_growth": growth, "early_level_share": stuck[0] if stuck else None,
-         "early_update_ratio": stuck[1] if stuck else None})]
+         "early_update_ratio": stuck[1] if stuck else None, "collapsed_update_ratio": stuck[2] if stuck else None})]
 
 
 def _stuck_with_large_steps(run: RunData, loss: Curve, early_end: int, start: float,
-                            peak_lr: float) -> tuple[float, float] | None:
-    """(loss level over its start, median update/weight ratio) over the early stretch (steps ≤ ``early_end``,
-    optimizer steps) when the lr stayed ≥ WARMUP_START_FRACTION of ``peak_lr`` there, the optimizer is not
-    RAdam, the median positive ratio of every layer's records there is ≥ UPDATE_RATIO_RULE_OF_THUMB and the loss (median
-    of its last EARLY_LEARNING_POINTS records there) is still above (1 - EARLY_LEARNING_DROP) × ``start``;
-    else None (also without per-layer update ratios)."""
+                            peak_lr: float) -> tuple[float, float, float | None] | None:
+    """(loss level over its start, median update/weight ratio, the ratio it collapsed to or None) over the
+    early stretch (steps ≤ ``early_end``, optimizer steps) when the lr stayed ≥ WARMUP_START_FRACTION of
+    ``peak_lr`` there, the optimizer is not RAdam, the loss (median of its last EARLY_LEARNING_POINTS records
+    there) is still above (1 - EARLY_LEARNING_DROP) × ``start``, and the median positive ratio of every
+    layer's records there is ≥ UPDATE_RATIO_RULE_OF_THUMB, or that of the first ratio record is and the
+    stretch's is ≥ KILLED_RATIO_FADE× smaller (then the second value is the first record's and the third the
+    stretch's); else None (also without per-layer update ratios)."""
     if "radam" in str((run.env.get("optimizer") or {}).get("type", "")).lower() or not start > 0:
         return None
     lr = finite(lr_series(run))
@@ -1259,11 +1423,20 @@ def _stuck_with_large_steps(run: RunData, loss: Curve, early_end: int, start: fl
     ratios = layer_values(run, "update_ratio")
     if ratios.empty:
         return None
-    values = ratios.to_numpy(dtype="float64")[np.asarray(ratios.index) <= early_end]
-    values = values[np.isfinite(values) & (values > 0)]
-    if not values.size or float(np.median(values)) < UPDATE_RATIO_RULE_OF_THUMB:
+    steps = np.asarray(ratios.index)
+    values = ratios.to_numpy(dtype="float64")[steps <= early_end]  # (records, layers)
+    first = values[:1]  # the first ratio record: the first steps, which a warm-up would have made small
+    values, first = values[np.isfinite(values) & (values > 0)], first[np.isfinite(first) & (first > 0)]
+    if not values.size:
+        return None
+    stretch, first_steps = float(np.median(values)), float(np.median(first)) if first.size else 0.0
+    # Working steps throughout, or at first and then collapsed (≥ KILLED_RATIO_FADE× smaller over the stretch):
+    # the first large steps broke the model, and what moves the weights after is little more than decay.
+    collapsed = first_steps >= UPDATE_RATIO_RULE_OF_THUMB and KILLED_RATIO_FADE * stretch <= first_steps
+    if stretch < UPDATE_RATIO_RULE_OF_THUMB and not collapsed:
         return None
     level = median(loss[loss.index <= early_end].to_numpy()[-EARLY_LEARNING_POINTS:])
     if level <= (1 - EARLY_LEARNING_DROP) * start:
         return None
-    return level / start, float(np.median(values))
+    return level / start, first_steps if collapsed and stretch < UPDATE_RATIO_RULE_OF_THUMB else stretch, (
+        stretch if collapsed and stretch < UPDATE_RATIO_RULE_OF_THUMB else None)
