@@ -195,8 +195,10 @@ class _LayerRecords:
         steps = np.unique(np.fromiter((step for step, _, _ in self.records), dtype=np.int64))
         row = {int(step): index for index, step in enumerate(steps)}
         grid = np.full((len(steps), len(columns)), np.nan)  # (steps, layers)
-        for step, layers, values in self.records:  # later records win, as the long rows' last value does
-            grid[row[step], [position[layer] for layer in layers]] = values
+        # A later record wins, NaN aside (RunData.layer_frame's grid: the last non-NaN value per step and layer).
+        for step, layers, values in self.records:
+            known = ~np.isnan(values)
+            grid[row[step], np.asarray([position[layer] for layer in layers], dtype=np.int64)[known]] = values[known]
         return LayerFrame(steps, columns, grid)
 
     def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -149,6 +149,34 @@ def test_the_window_stays_bounded_however_long_the_run():
     assert len(run.events) == 256
 
 
+def test_a_repeated_layer_record_is_gridded_as_runddata_grids_its_rows():
+    """A step recorded twice (a resumed run fed again): the later value wins, but a NaN does not hide an
+    earlier value (RunData.layer_frame keeps the last non-NaN value of a step and layer)."""
+    window = HistoryWindow()
+    window.add_scalars(step=5, name="grad_norm", layer=("a", "b"), value=[1.0, 2.0])
+    window.add_scalars(step=10, name="grad_norm", layer=("a", "b"), value=[3.0, 4.0])
+    window.add_scalars(step=5, name="grad_norm", layer=("a", "b"), value=[float("nan"), 5.0])
+    run = window.run_data()
+    plain = RunData(run_id="plain", name="plain", scalars=run.scalars)
+    assert_same_layer_frame(run.layer_frame("grad_norm"), plain.layer_frame("grad_norm"))
+    assert run.layer_frame("grad_norm").values.tolist() == [[1.0, 5.0], [3.0, 4.0]]
+    assert_same_layer_frame(layer_values(run, "grad_norm"), layer_values(plain, "grad_norm"))
+    assert_same_curve(run.series("grad_norm", layer="a"), plain.series("grad_norm", layer="a"))
+
+
+def test_the_window_run_holds_tables_with_the_store_dtypes():
+    window = HistoryWindow()
+    window.add_scalars(step=[1, 2], name="loss", value=[2.0, 1.9])
+    window.add_event("amp_step_skipped", "skipped", step=2, wall_time=5.0)
+    run = window.run_data()
+    assert {name: run.scalars[name].dtype.kind for name in run.scalars.columns} == {
+        "step": "i", "epoch": "f", "wall_time": "f", "split": "O", "name": "O", "layer": "O", "value": "f"}
+    assert {name: run.events[name].dtype.kind for name in run.events.columns} == {
+        "step": "i", "wall_time": "f", "kind": "O", "detail": "O"}
+    assert run.events["kind"].tolist() == ["amp_step_skipped"] and run.events["step"].tolist() == [2]
+    assert HistoryWindow().run_data().events.empty
+
+
 def test_values_the_live_rules_do_not_read_are_not_kept():
     window = HistoryWindow()
     window.add_scalars(step=[1, 2], name="accuracy", value=0.5, split="val")
