@@ -63,15 +63,15 @@ def _cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
         ("int-one", np.array([4]), np.array([1])),
         ("bool-one", np.array([True]), np.array([1])),
     ]
-    for number in range(14):
+    for number in range(10):
         size = int(rng.integers(2, 40))
         cases.append((f"float{number}", _floats(rng, size, special=0.3 if number % 3 == 0 else 0.1),
                       _steps(rng, size, "sorted")))
-    for number in range(4):
+    for number in range(3):
         size = int(rng.integers(2, 30))
         cases.append((f"float-unsorted{number}", _floats(rng, size), _steps(rng, size, "unsorted")))
         cases.append((f"float-repeated{number}", _floats(rng, size), _steps(rng, size, "repeated")))
-    for number in range(5):
+    for number in range(4):
         size = int(rng.integers(2, 30))
         cases.append((f"int{number}", rng.integers(-50, 50, size), _steps(rng, size, "sorted")))
         cases.append((f"bool{number}", rng.random(size) < 0.5, _steps(rng, size, "sorted")))
@@ -446,7 +446,7 @@ def test_operators_between_curves(operator_name: str) -> None:
     has none); comparisons raise, as pandas does."""
     operation = {**BINARY, **LOGICAL}[operator_name]
     rng = np.random.default_rng(7 + len(operator_name))
-    for name, values, steps in CASES:
+    for name, values, steps in CASES[:7] + CASES[7::2]:  # the corner cases, half the random ones
         if "repeated" in name:
             continue  # pandas aligns repeated steps by a many-to-many join; store curves never repeat a step
         if operator_name in LOGICAL:
@@ -626,13 +626,13 @@ def _random_scalars(rng: np.random.Generator, rows: int) -> pd.DataFrame:
 def _scalar_frames() -> list[tuple[str, pd.DataFrame, str]]:
     """(name, scalars, what RunData is given): every frame as pandas, a few as pyarrow and numpy columns."""
     rng = np.random.default_rng(13)
-    frames = [(f"random{number}", _random_scalars(rng, int(rng.integers(1, 300)))) for number in range(8)]
+    frames = [(f"random{number}", _random_scalars(rng, int(rng.integers(1, 300)))) for number in range(6)]
     frames.append(("empty", pd.DataFrame({c: pd.Series(dtype="object") for c in SCALAR_COLUMNS})))
     frames.append(("nan-layers", _random_scalars(rng, 40).assign(
         layer=lambda f: f["layer"].where(f["layer"].notna(), np.nan))))
     frames.append(("sorted", _random_scalars(rng, 60).sort_values("step", kind="stable")))
     return [(name, frame, "pandas") for name, frame in frames] + [
-        (name, frame, source) for name, frame in frames[:3] + frames[-3:] for source in ("pyarrow", "columns")]
+        (name, frame, source) for name, frame in frames[:2] + frames[-3:] for source in ("pyarrow", "columns")]
 
 
 @pytest.mark.parametrize("frame_name, scalars, source", _scalar_frames(),
