@@ -112,6 +112,14 @@ def to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def null_mask(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Which rows of ``column`` are null, shape (len(column),), from its validity bitmaps."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not any(chunk.null_count for chunk in chunks):
+        return np.zeros(len(column), dtype=bool)
+    return np.concatenate([~_valid(chunk) for chunk in chunks])
+
+
 def _validity(mask: np.ndarray | None) -> tuple[pa.Buffer | None, int]:
     if mask is None or not mask.any():
         return None, 0

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from traindoctor.store.arrow_numpy import null_column, to_numpy
+from traindoctor.store.arrow_numpy import null_column, null_mask, to_numpy
 from traindoctor.store.errors import StoreError
 from traindoctor.store.files import _MAX_QUERY_RETRIES, SegmentInfo, StoreFiles, _VanishedFile, read_segment
 from traindoctor.store.format import COLUMNS, FLOAT64, INT32, INT64, STRING, TABLES, column_names
@@ -57,15 +57,12 @@ class _Column:
         return _Column(self.values[rows], self.null[rows])
 
     def output(self) -> np.ndarray:
-        """As the DuckDB query returns it through pandas: an integer column with a null is float64 with NaN."""
+        """As the DuckDB query returns it through pandas: an integer column with a null is float64 with NaN
+        (strings are None where null already)."""
         if self.values.dtype.kind in "iu" and self.null.any():
             numbers = self.values.astype("float64")
             numbers[self.null] = np.nan
             return numbers
-        if self.values.dtype.kind == "O" and self.null.any():
-            values = self.values.copy()
-            values[self.null] = None
-            return values
         return self.values
 
 
@@ -79,16 +76,12 @@ class _UnreadableFile(Exception):
         self.reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
-def _column(values: np.ndarray, logical: str) -> _Column:
-    """A converted column in the contract's numpy type, with its nulls."""
+def _column(values: np.ndarray, null: np.ndarray, logical: str) -> _Column:
+    """A converted column in the contract's numpy type, with its nulls (``null``: Arrow's validity)."""
     dtype = _NUMPY_TYPES[logical]
-    if dtype.kind == "O":
-        null = np.fromiter((value is None for value in values), dtype=bool, count=len(values))
-        return _Column(np.asarray(values, dtype=object), null)
-    if values.dtype == dtype:
-        return _Column(values, np.zeros(len(values), dtype=bool))
+    if dtype.kind == "O" or values.dtype == dtype:
+        return _Column(values, null)
     # An integer column with nulls came back as float64 with NaN.
-    null = np.isnan(values)
     filled = np.where(null, 0, values).astype(dtype) if dtype.kind in "iu" else values.astype(dtype)
     return _Column(filled, null)
 
@@ -104,10 +97,11 @@ def _read_file(path: Path, info: SegmentInfo, table: str) -> _Rows:
     rows: _Rows = {}
     for column in COLUMNS[table]:
         if column.name in present:
-            rows[column.name] = _column(to_numpy(arrow.column(column.name)), column.type)
+            values = arrow.column(column.name)
+            rows[column.name] = _column(to_numpy(values), null_mask(values), column.type)
         else:
             nulls = null_column(_ARROW_TYPES[column.type], arrow.num_rows)
-            rows[column.name] = _column(nulls, column.type)
+            rows[column.name] = _column(nulls, np.ones(arrow.num_rows, dtype=bool), column.type)
     return rows
 
 
@@ -177,19 +171,28 @@ def _resolve(rows: _Rows, bounds: dict[tuple[int, int], int]) -> _Rows:
     return rows if keep.all() else _take(rows, np.flatnonzero(keep))
 
 
+def _string_codes(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Each present string's rank among the column's distinct strings (code point order), 0 elsewhere."""
+    codes = np.zeros(len(values), dtype=np.int64)
+    if present.any():
+        words = values[present]
+        rank = {word: index for index, word in enumerate(sorted(set(words.tolist())))}
+        codes[present] = np.fromiter(map(rank.__getitem__, words.tolist()), dtype=np.int64, count=len(words))
+    return codes
+
+
 def _sort_key(column: _Column, *, nulls_first: bool = False) -> list[np.ndarray]:
     """Keys (least significant first, as np.lexsort takes them) that order ``column`` as DuckDB does:
     strings by code point (UTF-8 bytes), NaN above every number, NULL last unless ``nulls_first``."""
     values = column.values
     if values.dtype.kind == "O":
-        present = ~column.null
-        codes = np.zeros(len(values), dtype=np.int64)
-        if present.any():
-            _, codes[present] = np.unique(values[present].astype(str), return_inverse=True)
-        keys = [codes]
+        codes = _string_codes(values, ~column.null)
+        keys = [codes] if codes.any() else []  # one string everywhere (a run's run_id) orders nothing
     else:
         keys = [values]  # numpy sorts NaN after every number, as DuckDB does
-    return keys + [~column.null if nulls_first else column.null]
+    if column.null.any():
+        keys.append(~column.null if nulls_first else column.null)
+    return keys
 
 
 def _ordered(rows: _Rows, columns: Sequence[tuple[str, bool]]) -> _Rows:
@@ -199,6 +202,8 @@ def _ordered(rows: _Rows, columns: Sequence[tuple[str, bool]]) -> _Rows:
     keys: list[np.ndarray] = []
     for name, nulls_first in reversed(columns):
         keys += _sort_key(rows[name], nulls_first=nulls_first)
+    if not keys:
+        return rows
     return _take(rows, np.lexsort(keys))  # np.lexsort is stable: ties keep the files' order
 
 
@@ -208,8 +213,7 @@ def _group_codes(column: _Column) -> np.ndarray:
     codes = np.full(len(values), -1, dtype=np.int64)  # NULL
     if values.dtype.kind == "O":
         present = ~null
-        if present.any():
-            _, codes[present] = np.unique(values[present].astype(str), return_inverse=True)
+        codes[present] = _string_codes(values, present)[present]
         return codes
     nan = ~null & np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
     present = ~null & ~nan
