@@ -905,7 +905,9 @@ class Table:
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return self._columns[key]
-        if isinstance(key, list):
+        if isinstance(key, list) and key and all(isinstance(v, (bool, np.bool_)) for v in key):
+            key = np.asarray(key, dtype=bool)  # a row mask, as DataFrame[[True, False, ...]]
+        elif isinstance(key, list):
             return Table({name: self._columns[name] for name in key})
         if isinstance(key, (np.ndarray, slice)):
             return Table({name: values[key] for name, values in self._columns.items()})

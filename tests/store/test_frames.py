@@ -569,6 +569,8 @@ def test_table_numbers_and_rows() -> None:
     train = table[table["split"] == "train"]
     assert len(train) == 2 and train["step"].tolist() == [1, 3]
     assert table[["step"]].columns == ["step"]
+    assert table[[True, False, True]]["step"].tolist() == frame[[True, False, True]]["step"].tolist()
+    assert table[table["step"] > 5].empty and len(table[table["step"] > 5].columns) == 3
 
 
 # ------------------------------------------------------------------------------ RunData against main's pandas
