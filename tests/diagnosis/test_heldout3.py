@@ -52,8 +52,7 @@ def test_every_run_loads_with_its_training_curves():
         run = load_run(store, name)
         assert run.name == name
         assert run.config.get("family") == LABELS[name]["family"], name
-        losses = run.scalars[(run.scalars["split"] == "train") & (run.scalars["name"] == "loss")
-                             & run.scalars["layer"].isna()]
+        losses = run.series("loss", "train")
         assert len(losses) >= 3, name  # the shortest run (stopped after 156 steps) logs every 50 steps
 
 
