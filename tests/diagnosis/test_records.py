@@ -116,10 +116,21 @@ def _decayed_to_zero_run() -> RunData:
                     task={"num_classes": 5}, env={"optimizer": {"type": "SGD", "param_groups": [{"lr": 0.1}]}})
 
 
+def _decayed_at_once_run() -> RunData:
+    """An lr x0.1 per record from the second of 18 records: decayed_too_early reads the update/weight ratios
+    (still from there on) because no heading of the loss can be read before the decay."""
+    steps = np.arange(50, 901, 50)
+    ratio_steps = np.arange(25, 901, 25)
+    return make_run(loss=np.full(18, 5.13), steps=steps,
+                    frames=[scalar_rows("lr", 10.0 * 0.1 ** np.arange(18), steps=steps, layer="group0"),
+                            scalar_rows("update_ratio", np.where(ratio_steps < 100, 2e-2, 1e-8), steps=ratio_steps,
+                                        layer="fc.weight")])
+
+
 RUNS = {"full": full_run(300), "full-resumed": full_run(3000, resumed=True), "underfit": _underfit_run(),
         "non-finite": _non_finite_run(), "warmup-rebound": _warmup_rebound_run(),
         "skipped-by-events": _skipped_by_events_run(), "named-classes": _named_classes_run(),
-        "decayed-to-zero": _decayed_to_zero_run(),
+        "decayed-to-zero": _decayed_to_zero_run(), "decayed-at-once": _decayed_at_once_run(),
         **{case.run.name: case.run for case in setup_cases()}}
 
 
