@@ -32,10 +32,10 @@ from traindoctor.store.errors import OnceWarnings, StoreError, UnknownRunError
 from traindoctor.store.fs import MIN_SYNC_INTERVAL_S, Mirror, parse_store
 from traindoctor.store.format import COLUMNS, RUN_JSON, STRING, decode_attempts, decode_covers, segment_names
 
-# A query that meets a file removed under it (compaction published a merged
-# file and deleted the pieces) lists the folder again; compaction finishes in
-# well under this many retries.
-_MAX_QUERY_RETRIES = 8
+# A query or read that meets a file removed under it (compaction published a
+# merged file and deleted the pieces) lists the folder again; compaction
+# finishes in well under this many retries.
+MAX_READ_RETRIES = 8
 # Footer facts of this many file versions are cached before the cache is
 # pruned of deleted files (~200 bytes each).
 _MAX_CHECKED_FILES = 50_000
@@ -74,8 +74,8 @@ _REQUIRED_COLUMNS = {
 }
 
 
-class _VanishedFile(Exception):
-    """A listed segment was removed before it could be checked."""
+class VanishedFile(Exception):
+    """A listed segment was removed before it could be read (compaction replaced it): list again."""
 
 
 class StoreFiles:
@@ -181,12 +181,12 @@ class StoreFiles:
         or copied from another run) is skipped with one warning naming it,
         never blamed on the good files it would fail the query with.
 
-        Raises _VanishedFile when the file is gone (compaction removed it).
+        Raises VanishedFile when the file is gone (compaction removed it).
         """
         try:
             stat = path.stat()
         except FileNotFoundError:
-            raise _VanishedFile(str(path)) from None
+            raise VanishedFile(str(path)) from None
         key = _FileKey(str(path), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             known = self._checked.get(key)
@@ -196,7 +196,7 @@ class StoreFiles:
             metadata = pq.read_metadata(path)
             schema = metadata.schema.to_arrow_schema()
         except FileNotFoundError:
-            raise _VanishedFile(str(path)) from None
+            raise VanishedFile(str(path)) from None
         except Exception as error:  # truncated, garbage, permissions
             self._warn(f"skipping unreadable segment {path}: {type(error).__name__}: {error}")
             info = SegmentInfo(ok=False)
@@ -209,7 +209,7 @@ class StoreFiles:
                 try:
                     problem = _run_id_problem(path, metadata, path.parent.parent.name)
                 except FileNotFoundError:
-                    raise _VanishedFile(str(path)) from None
+                    raise VanishedFile(str(path)) from None
                 except Exception as error:
                     problem = f"its run_id column cannot be read ({type(error).__name__}: {error})"
                 if problem is not None:
@@ -286,14 +286,14 @@ class StoreFiles:
         """The published files of one table of one run with their footer
         facts, minus those a compacted file already covers."""
         folder = self.root / run_id / table
-        for _ in range(_MAX_QUERY_RETRIES):
+        for _ in range(MAX_READ_RETRIES):
             try:
                 names = segment_names(e.name for e in os.scandir(folder))
             except FileNotFoundError:
                 return []
             try:
                 infos = [(folder / name, self._file_info(folder / name, table)) for name in names]
-            except _VanishedFile:
+            except VanishedFile:
                 # Compaction replaced pieces since the listing: list again, or
                 # the merged file (published before the pieces went) is missed.
                 continue
@@ -301,7 +301,12 @@ class StoreFiles:
             return [(path, info) for path, info in infos if info.ok and path.name not in covered]
         raise StoreError(f"segments of {folder} kept vanishing while listed")
 
-    def _checked_id(self, run_id: str) -> str:
+    def checked_id(self, run_id: str) -> str:
+        """``run_id``, once its folder is known to hold a run.json.
+
+        Raises:
+            UnknownRunError: no run folder has that id.
+        """
         if not (self.root / run_id / RUN_JSON).exists():
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}")
         return run_id

@@ -34,7 +34,7 @@ from traindoctor.store.catalog import (  # noqa: F401 (default_store_path: its o
 )
 from traindoctor.store.errors import StoreError, UnknownRunError  # noqa: F401 (UnknownRunError: its old home)
 from traindoctor.store.files import (  # noqa: F401 (SegmentInfo, schema_problem: their old home)
-    _MAX_QUERY_RETRIES, SegmentInfo, StoreFiles, schema_problem,
+    MAX_READ_RETRIES, SegmentInfo, StoreFiles, schema_problem,
 )
 from traindoctor.store.format import COLUMNS, FLOAT64, INT32, INT64, STRING, TABLES, column_names
 
@@ -154,7 +154,7 @@ class Store(StoreFiles):
         attempts' first steps and the files they cover, as
         :class:`~traindoctor.store.catalog.Catalog` keeps them."""
         sql = SERIES_SQL.format(source="(SELECT * FROM scalars WHERE rank = 0)")
-        for _ in range(_MAX_QUERY_RETRIES):
+        for _ in range(MAX_READ_RETRIES):
             before = self.segments(run_id, "scalars")
             rows = self.fetch(sql, runs=[run_id], tables=("scalars",))
             after = self.segments(run_id, "scalars")
@@ -188,7 +188,7 @@ class Store(StoreFiles):
         file listing, a registration and, for runs, every run.json."""
         if runs is not None:
             self.sync(runs)
-        run_ids = self.run_ids() if runs is None else [self._checked_id(r) for r in runs]
+        run_ids = self.run_ids() if runs is None else [self.checked_id(r) for r in runs]
         con = self._new_connection()
         try:
             if with_runs:
@@ -348,7 +348,7 @@ class Store(StoreFiles):
         file vanished (compaction) or turned out unreadable (skipped)."""
         runs = _one_or_many(runs)
         last_error: Exception | None = None
-        for _ in range(_MAX_QUERY_RETRIES):
+        for _ in range(MAX_READ_RETRIES):
             con = None
             try:
                 con = self._connect(runs, tables, with_runs=with_runs)

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from traindoctor.store.arrow_numpy import null_column, null_mask, to_numpy
 from traindoctor.store.errors import StoreError
-from traindoctor.store.files import _MAX_QUERY_RETRIES, SegmentInfo, StoreFiles, _VanishedFile, read_segment
+from traindoctor.store.files import MAX_READ_RETRIES, SegmentInfo, StoreFiles, VanishedFile, read_segment
 from traindoctor.store.format import COLUMNS, FLOAT64, INT32, INT64, STRING, TABLES, column_names
 from traindoctor.store.frames import Table
 
@@ -91,7 +91,7 @@ def _read_file(path: Path, info: SegmentInfo, table: str) -> _Rows:
     try:
         arrow = read_segment(path, present)
     except FileNotFoundError:
-        raise _VanishedFile(str(path)) from None
+        raise VanishedFile(str(path)) from None
     except Exception as error:  # pages that do not decode behind an intact footer
         raise _UnreadableFile(path, error) from None
     rows: _Rows = {}
@@ -293,12 +293,12 @@ def run_tables(files: StoreFiles, run_id: str) -> dict[str, Table]:
         StoreError: the run's files kept changing (compaction) or failing through every retry.
     """
     files.sync([run_id])
-    files._checked_id(run_id)
+    files.checked_id(run_id)
     last_error: Exception | None = None
-    for _ in range(_MAX_QUERY_RETRIES):
+    for _ in range(MAX_READ_RETRIES):
         try:
             return _read_tables(files, run_id)
-        except _VanishedFile as error:  # compaction removed a piece after the listing: list again
+        except VanishedFile as error:  # compaction removed a piece after the listing: list again
             last_error = error
         except _UnreadableFile as error:
             last_error = error
