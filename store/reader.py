@@ -9,7 +9,11 @@ compacted file replaces, so no query scans rows for bookkeeping. This is
 the only module (with ``store.compact``) that speaks SQL; every value is a
 bound parameter and file lists go in through DuckDB's Python API. What the
 files hold (tables, columns, footer keys) is stated in
-:mod:`traindoctor.store.format`; the views have exactly those columns.
+:mod:`traindoctor.store.format`; the views have exactly those columns. The
+listing, the footer cache and the skipping of bad files are
+:class:`~traindoctor.store.files.StoreFiles`' (this ``Store`` extends it);
+:func:`~traindoctor.store.run_data.load_run` reads a run through them with
+pyarrow alone (``store.run_tables``), giving the views' rows.
 
 Example:
     >>> store = Store("traindoctor_runs")  # doctest: +SKIP
