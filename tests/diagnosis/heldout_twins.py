@@ -14,7 +14,10 @@ criterion each label was checked with. ``SECOND_HOLD_OUT`` are the families
 of the second hold-out, added after the rules of e5debb8; ``THIRD_HOLD_OUT``
 those of the third (stored in tests/data/heldout3, not in the corpus; see
 ``tests/diagnosis/make_heldout3.py``), written from the rules of 31be2a9 on and
-checked with ``--family unet_signals lstm_lm_hmm set_transformer_points``.
+checked with ``--family unet_signals lstm_lm_hmm set_transformer_points``;
+``FOURTH_HOLD_OUT`` those of the fourth (tests/data/heldout4, see
+``tests/diagnosis/make_heldout4.py``), written from the rules of c366583 on
+and checked with ``--family gin_graph_motifs vae_glyphs seq2seq_transduction``.
 
 Usage::
 
@@ -44,6 +47,7 @@ if str(ROOT) not in sys.path:
 HELD_OUT_FAMILIES = ("gru_waveforms", "denoiser_digits", "lm_word_grammar")
 SECOND_HOLD_OUT = ("bn_mlp_tabular", "vit_digits", "conv_tagger_tokens")
 THIRD_HOLD_OUT = ("unet_signals", "lstm_lm_hmm", "set_transformer_points")
+FOURTH_HOLD_OUT = ("gin_graph_motifs", "vae_glyphs", "seq2seq_transduction")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:

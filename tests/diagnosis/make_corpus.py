@@ -375,6 +375,9 @@ class Spec:
     scheduler: Callable[[torch.optim.Optimizer, int, int], tuple[Any, str]] | None = None
     eval_every: int | None = None
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # instead of the objective's own
+    # run.json's env.model as the probe writes it since 6968efd: ``frozen`` (the optimizer's parameters
+    # without requires_grad) and ``probe.core.parameter_layout`` (``shapes`` in model order, ``tied``).
+    probe_layout: bool = False
 
 
 def objective_loss(objective: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -435,6 +438,13 @@ def train(spec: Spec, out: Path) -> str:
                   "has_attention": spec.attention, "num_layers": sum(1 for _ in model.modules()) - 1},
         "amp": {"dtype": None, "scaler": False},
     }
+    if spec.probe_layout:
+        from traindoctor.probe.core import escaped_name, parameter_layout
+
+        names = {id(p): escaped_name(name) for name, p in model.named_parameters()}
+        env["model"]["frozen"] = [names[id(p)] for group in optimizer.param_groups for p in group["params"]
+                                  if not p.requires_grad and id(p) in names]
+        env["model"].update(parameter_layout(model))
     task = task_record(spec, data)
     config = {"description": spec.description, "epochs": spec.epochs, "batch_size": spec.batch_size,
               "lr": base_lrs[0], "seed": spec.seed}
