@@ -470,8 +470,7 @@ def train_loss_tail(run_dir: str, files: Sequence[str], attempt_starts: dict[str
     """
     import numpy as np
 
-    from traindoctor.store.arrow_numpy import to_numpy
-    from traindoctor.store.files import read_segment
+    from traindoctor.store.arrow_numpy import read_segment, to_numpy
 
     wanted = max(1, min(TRAIN_LOSS_TAIL, int(count * TRAIN_LOSS_TAIL_SHARE)))
     starts = sorted((int(attempt), first) for attempt, first in attempt_starts.items() if first is not None)

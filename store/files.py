@@ -22,12 +22,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traindoctor.store.catalog import DEFAULT_STALE_AFTER_S, Catalog, effective_status, read_meta
+from traindoctor.store.arrow_numpy import read_segment
 from traindoctor.store.errors import OnceWarnings, StoreError, UnknownRunError
 from traindoctor.store.fs import MIN_SYNC_INTERVAL_S, Mirror, parse_store
 from traindoctor.store.format import COLUMNS, RUN_JSON, STRING, decode_attempts, decode_covers, segment_names
@@ -96,8 +97,10 @@ class StoreFiles:
             not installed (one line).
     """
 
-    def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
+    def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
+                 open_query_store: Callable[[Path], Any] | None = None) -> None:
         self.location = parse_store(root)
+        self._open_query_store_at = open_query_store
         self.mirror: Mirror | None = Mirror(self.location) if self.location.remote else None
         self.root = self.mirror.root if self.mirror is not None else Path(self.location.path)
         # What messages call the store: its URL, not the mirror's folder in the cache.
@@ -124,9 +127,10 @@ class StoreFiles:
         return None
 
     def _open_query_store(self, root: Path) -> Any:
-        from traindoctor.store.reader import Store  # DuckDB, only for a summary the footers cannot give
-
-        return Store(root, stale_after_s=self.stale_after_s)
+        """The SQL store for a summary the footers cannot give (a resumed run's overlapping attempts), from the
+        ``open_query_store`` this was made with (the CLI passes ``reader.Store``: DuckDB, only then); None
+        without one: such a run is listed without steps or metrics, with a warning."""
+        return None if self._open_query_store_at is None else self._open_query_store_at(root)
 
     def sync(self, run_ids: Sequence[str] | None = None) -> None:
         """Bring an object store's mirror up to date (all runs, or these), at
@@ -310,19 +314,6 @@ class StoreFiles:
         if not (self.root / run_id / RUN_JSON).exists():
             raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}")
         return run_id
-
-
-def read_segment(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
-    """The rows of one Parquet file (these columns, or all), decoded end to end.
-
-    ``pq.ParquetFile`` rather than ``pq.read_table``: the latter goes through
-    ``pyarrow.dataset``, whose import loads pandas (0.3 s of CPU).
-
-    Raises:
-        FileNotFoundError: the file is gone; any pyarrow error for a damaged one.
-    """
-    with pq.ParquetFile(path) as parquet:
-        return parquet.read(columns=None if columns is None else list(columns))
 
 
 def _arrow_type_is(arrow_type: pa.DataType, logical: str) -> bool:

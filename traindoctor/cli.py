@@ -214,7 +214,14 @@ def _open_files(path: str):
     runs, without DuckDB or pandas (0.4 s of a short command's CPU)."""
     from traindoctor.store.files import StoreFiles
 
-    return StoreFiles(path)
+    return StoreFiles(path, open_query_store=_query_store)
+
+
+def _query_store(root: Path):
+    """The DuckDB store, opened only for a run summary that the files' footers cannot give."""
+    from traindoctor.store.reader import Store
+
+    return Store(root)
 
 
 def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Path:
