@@ -1,0 +1,97 @@
+"""The program hold-outs (tests/data/heldout3, heldout4): their runs load, their labels are well formed, they
+stay apart.
+
+Each set's three families were written by an engineer who changed no rule and
+are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py and
+make_heldout4.py). These tests do not diagnose the runs: they check the stores
+and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
+tests/data/heldout3``, ``... heldout4``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from traindoctor.diagnosis import RULES
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "data" / "corpus"
+# set → (its families, how many labelled runs it has at least)
+SETS = {"heldout3": ({"unet_signals", "lstm_lm_hmm", "set_transformer_points"}, 36),
+        "heldout4": ({"gin_graph_motifs", "vae_glyphs", "seq2seq_transduction"}, 42)}
+
+
+def _labels(name: str) -> dict:
+    return json.loads((ROOT / "tests" / "data" / name / "corpus_labels.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_label_names_known_rules_and_one_of_the_three_families(name):
+    families, size = SETS[name]
+    labels = _labels(name)
+    assert len(labels) >= size
+    for run, label in labels.items():
+        assert label["family"] in families, run
+        assert set(label["expect"]) | set(label["forbid"]) | set(label["allow"]) <= set(RULES), run
+        assert label["healthy"] != bool(label["expect"]), run  # healthy runs expect nothing, faulty ones something
+        for expected in label["expect"].values():
+            assert expected is None or (len(expected) == 2 and 1 <= expected[0] <= expected[1]), run
+    for family in families:
+        runs = [label for label in labels.values() if label["family"] == family]
+        assert sum(label["healthy"] for label in runs) >= 4, family
+        assert sum(not label["healthy"] for label in runs) >= 6, family
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_the_fault_labels_cover_every_rule_curves_can_show(name):
+    from benchmarks.diagnosis_accuracy import CURVE_RULES
+
+    labelled = {rule for label in _labels(name).values() for rule in label["expect"]}
+    assert set(CURVE_RULES) - labelled == set()
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_run_loads_with_its_training_curves(name):
+    from traindoctor.store.reader import open_store
+    from traindoctor.store.run_data import load_run
+
+    labels = _labels(name)
+    store = open_store(ROOT / "tests" / "data" / name)
+    for run_name in labels:
+        run = load_run(store, run_name)
+        assert run.name == run_name
+        assert run.config.get("family") == labels[run_name]["family"], run_name
+        assert len(run.series("loss", "train")) >= 3, run_name  # heldout3's shortest run logs 3 times
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_kept_apart_from_the_tuning_corpus(name):
+    """The benchmark's leave-one-family-out over tests/data/corpus and the corpus tests never see these runs."""
+    from tests.diagnosis.corpus import FAMILY_MODULES
+
+    families, _ = SETS[name]
+    labels = _labels(name)
+    corpus = json.loads((CORPUS / "corpus_labels.json").read_text(encoding="utf-8"))
+    assert set(labels) & set(corpus) == set()
+    assert families & {label["family"] for label in corpus.values()} == set()
+    assert families & set(FAMILY_MODULES) == set()
+    assert sorted(path.name for path in CORPUS.iterdir() if path.name in labels) == []
+    folder = ROOT / "tests" / "data" / name
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert size < 5 * 2**20, f"tests/data/{name} is {size / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_stored_labels_are_the_recipes_labels(name):
+    """Labels come from how each run was built (the family modules' recipes), never from the diagnosis."""
+    pytest.importorskip("torch")
+    import importlib
+
+    maker = importlib.import_module(f"tests.diagnosis.make_{name}")
+    specs = getattr(maker, f"{name}_specs")()
+    expected = {spec.name: {"description": spec.description, "healthy": spec.healthy, "family": spec.family,
+                            "expect": spec.expect, "forbid": spec.forbid, "allow": spec.allow} for spec in specs}
+    assert json.loads(json.dumps(expected)) == _labels(name)
