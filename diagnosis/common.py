@@ -67,8 +67,7 @@ def eval_splits(run: RunData, name: str) -> tuple[str, ...]:
     (``val_<name>`` sets first; ``test_<name>`` sets too when no ``val_``
     set exists).
     """
-    splits = dict.fromkeys(split for split in run.scalars["split"].tolist() if isinstance(split, str))
-    present = {split for split in splits if is_eval_split(split) and run.has(name, split)}
+    present = {split for split in run.splits() if is_eval_split(split) and run.has(name, split)}
     main = [split for split in EVAL_SPLITS if split in present][:1]
     named = {base: sorted(split for split in present if split.startswith(f"{base}_") and is_eval_split(split))
              for base in EVAL_SPLITS}

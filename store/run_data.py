@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from traindoctor.store.format import IDENTITY_COLUMNS, column_names
-from traindoctor.store.frames import Curve, StepIndex, Table
+from traindoctor.store.frames import Curve, StepIndex, Table, is_missing
 
 if TYPE_CHECKING:
     from traindoctor.store.files import StoreFiles
@@ -71,10 +71,17 @@ class LayerFrame:
 
 
 def _is_missing_column(values: np.ndarray) -> np.ndarray:
+    """Which values are missing (None or NaN), shape (len(values),)."""
     if values.dtype.kind == "f":
         return np.isnan(values)
     if values.dtype.kind == "O":
-        return np.fromiter((v is None or (isinstance(v, float) and v != v) for v in values), bool, len(values))
+        try:  # one C loop each (a string compares unequal to None and equal to itself)
+            missing = np.asarray(values == None, dtype=bool) | np.asarray(values != values, dtype=bool)  # noqa: E711
+            if missing.shape == values.shape:
+                return missing
+        except (TypeError, ValueError):  # a value whose comparison has no truth value (pd.NA)
+            pass
+        return np.fromiter((is_missing(v) for v in values), bool, len(values))
     return np.zeros(len(values), dtype=bool)
 
 
@@ -126,12 +133,30 @@ class RunData:
         mask = (table["name"] == name) & (table["split"] == split)
         if not isinstance(mask, np.ndarray):  # an empty object column compares to a scalar
             mask = np.zeros(len(table), dtype=bool)
-        missing = _is_missing_column(table["layer"])
+        missing = self._layer_missing()
         if layer is None:
             return mask & missing
         if layer is True:
             return mask & ~missing
         return mask & (table["layer"] == layer)
+
+    def _layer_missing(self) -> np.ndarray:
+        """Which scalar rows are global (no layer), computed once per scalars Table."""
+        table = self.scalars
+        cached = self.__dict__.get("_layer_missing_of")
+        if cached is None or cached[0] is not table:
+            cached = (table, _is_missing_column(table["layer"]))
+            self.__dict__["_layer_missing_of"] = cached
+        return cached[1]
+
+    def splits(self) -> list[str]:
+        """The splits the scalars name (``train``, ``val``, ``val_<name>``…), in first-seen order."""
+        table = self.scalars
+        cached = self.__dict__.get("_splits_of")
+        if cached is None or cached[0] is not table:
+            cached = (table, [split for split in dict.fromkeys(table["split"].tolist()) if isinstance(split, str)])
+            self.__dict__["_splits_of"] = cached
+        return list(cached[1])
 
     def global_rows(self, name: str, split: str = "train") -> np.ndarray:
         """Boolean mask, shape (len(scalars),): the rows of the global (not per-layer) series ``name`` on ``split``."""
