@@ -60,6 +60,13 @@ DIVERGED_MARGIN = 0.10
 # is annealed up), and a diverged run's loss does more than that (the
 # corpus's rise-divergences settle 3.4-5.9x above their start).
 DIVERGED_MARGIN_UNSCALED = 1.0
+# A language model's loss has that scale after all: ln V, the loss of uniform
+# predictions, which a model of the token frequencies alone beats (0.85 of
+# ln V on English letters, Shannon 1951). One that rises above its start and
+# settles at >= 90 % of ln V kept nothing it learned: the same share at which
+# learning_rate.stuck_at_uniform (UNIFORM_LEVEL_SHARE) calls a late level
+# uniform.
+DIVERGED_UNIFORM_SHARE = 0.90
 # ...for at least 5 records and 2 % of the run, so a noisy last point is not divergence.
 DIVERGED_MIN_POINTS = 5
 DIVERGED_MIN_FRACTION = 0.02
@@ -264,6 +271,16 @@ def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
     start = start_level(run)
     smooth = _smoothed(loss.to_numpy(), DIVERGED_SMOOTHING)
     reference = loss_reference(run)
+    task = task_of(run)
+    if reference is None and task.kind == "language_modelling" and task.uniform_loss is not None:
+        # ln V is no start (a fine-tuned LM starts far below it) but it is a scale: the cross-entropy of
+        # predicting every token as equally likely, which text's token frequencies alone beat (Shannon 1951).
+        # A language model's loss cannot climb back there by design, as a GAN's may rise: one that rises
+        # above its start and settles near ln V kept nothing it learned. Fourth hold-out: a seq2seq
+        # transformer whose lr grew x1.01 a step fell 3.2 -> 1.25 in window means, climbed to 3.66, blew up
+        # to 1.4e4 and settled at 3.13-3.15 (ln 24 = 3.18), 1.1x its start: under the unscaled 2x margin.
+        # "At ln V" is the share of it at which stuck_at_uniform calls a language model's loss uniform.
+        reference = DIVERGED_UNIFORM_SHARE * task.uniform_loss, f"{DIVERGED_UNIFORM_SHARE:.0%} of ln({task.size})"
     threshold = start + (DIVERGED_MARGIN if reference is not None else DIVERGED_MARGIN_UNSCALED) * abs(start)
     below = np.flatnonzero(smooth <= threshold)
     first_above = below[-1] + 1 if len(below) else 0
@@ -405,7 +422,8 @@ def divergence_settled(finding: Finding) -> bool:
       # The task's reference loss: a log that starts far above where a fresh model starts (1b317a7).
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       thresholds=("RECOVERED_MIN_RECORDS", "RECOVERED_MIN_FRACTION", "LISTED_STEPS", "START_POINTS",
-                  "DIVERGED_MARGIN", "DIVERGED_MARGIN_UNSCALED", "DIVERGED_MIN_POINTS", "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
+                  "DIVERGED_MARGIN", "DIVERGED_MARGIN_UNSCALED", "DIVERGED_UNIFORM_SHARE", "DIVERGED_MIN_POINTS",
+                  "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
                   "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS", "ABOVE_REFERENCE_FACTOR",
                   "ABOVE_REFERENCE_KEPT", "ABOVE_REFERENCE_MIN_EVALS"),
@@ -422,7 +440,8 @@ def divergence(run: RunData) -> list[Finding]:
     followed by a finite loss is a skipped update and does not. Or the
     smoothed loss ≥ 10 % above its starting level from some step to the end
     and settled at or above the task's reference loss (ln C, the expected
-    initial loss), or ≥ 2× its starting level when the task gives none
+    initial loss; for a language model 90 % of ln V, the uniform-prediction
+    loss), or ≥ 2× its starting level when the task gives none
     (critical; ≥ 10 records). Or, however short the log, a jump to ≥ 1e4×
     the level before it (the median of ≥ 3 earlier records, and at least
     the start's) after which every record to the end, ≥ 3 of them, stays
@@ -591,6 +610,20 @@ SPIKE_MIN_JUMP = 0.01
 SPIKE_NEAR_ZERO_LEVEL = 0.05
 # Recovered: the loss comes back within 10 % of the pre-spike level.
 SPIKE_RECOVERED_MARGIN = 0.10
+# A sparse log (a record every >= 10 steps: HF logging_steps, window means
+# every 20-30 steps, the sparse log lr_too_high's rebound test names) puts
+# 5 records' worth of trend (50-150 steps) inside the trailing median, so
+# on a falling curve the residuals measure how far the median lags the fall,
+# not the noise: the noise scale is then also read off the record-to-record
+# differences, centred on their own trailing median (a first difference
+# removes a locally linear trend, a MAD then ignores its constant slope),
+# divided by sqrt 2 (a difference holds two records' noise), and the smaller
+# scale is kept. On a flat log both read the same noise. Fourth hold-out: a
+# seq2seq transformer logged every 30 steps whose lr went x30 for 3 steps
+# at step 500 rose 0.98 -> 1.79 -> 2.81 -> 1.92 (its level 1.0) while
+# falling 3.2 -> 0.95 before: a residual scale of 0.59-0.81 made the peak
+# 2.6 sigmas; the differences' scale, ~0.06, makes it ~29.
+SPIKE_SPARSE_LOG_EVERY = 10
 # Findings for the first 10 spikes only (the first says how many there were): a run that spikes
 # hundreds of times needs one piece of advice, not hundreds.
 SPIKE_MAX_REPORTED = 10
@@ -710,6 +743,12 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
     residual = values - level
     scale = trailing_mad_sigma(residual, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY)
+    logged = cadence(run)
+    if logged is not None and logged.every is not None and logged.every >= SPIKE_SPARSE_LOG_EVERY:
+        differences = np.concatenate([[np.nan], np.diff(values)])  # differences[i]: values[i] - values[i - 1]
+        centred = differences - trailing_median(differences, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY)
+        trend_free = trailing_mad_sigma(centred, SPIKE_SCALE_WINDOWS * window, SPIKE_MIN_HISTORY) / math.sqrt(2)
+        scale = np.where(np.isfinite(trend_free), np.fmin(scale, trend_free), scale)
     # Until enough residuals exist, the spread of the previous values themselves is the scale
     # (a short logbook window like BLOOM's has five records before its spike). With so few
     # values the MAD is unreliable: take the range-based estimate too (E[range] ≈ 2.33 σ for 5).
@@ -775,14 +814,16 @@ def spike_settled(finding: Finding) -> bool:
 
 
 @rule(severities=("info", "warning"), inputs=("loss", "grad_norm", "amp_skipped"), evidence=Evidence.series("loss"),
-      metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),  # through divergence's onset, which spikes defer to
+      # env.logger for the cadence (a sparse log's noise scale); the task through divergence's onset, which
+      # spikes defer to.
+      metadata=("env.logger", "task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       live=Live(settled=spike_settled, quiet_after=("divergence",)),
       thresholds=("START_POINTS", "SPIKE_WINDOW_MAX", "SPIKE_WINDOW_MIN", "SPIKE_MIN_HISTORY", "SPIKE_SCALE_WINDOWS",
                   "SPIKE_SCALE_FLOOR", "SPIKE_TAIL_QUANTILE", "SPIKE_TAIL_Z", "SPIKE_AFTER_POINTS",
                   "SPIKE_LASTING_SIGMAS", "SPIKE_PEAK_SIGMAS", "SPIKE_ELEVATED_SIGMAS", "SPIKE_MIN_RELATIVE_HEIGHT",
                   "SPIKE_MIN_POINTS", "SPIKE_MAX_GAP", "SPIKE_HOLD_WINDOWS", "SMALL_SAMPLE_RANGE_TO_SIGMA",
                   "SPIKE_SINGLE_FACTOR", "SPIKE_SINGLE_MIN_JUMP", "SPIKE_MIN_JUMP", "SPIKE_NEAR_ZERO_LEVEL",
-                  "SPIKE_RECOVERED_MARGIN",
+                  "SPIKE_RECOVERED_MARGIN", "SPIKE_SPARSE_LOG_EVERY",
                   "SPIKE_MAX_REPORTED", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY"))
 def loss_spike(run: RunData) -> list[Finding]:
     """A short jump far above the local loss level, robust to noise and to the downward trend.
@@ -798,7 +839,10 @@ def loss_spike(run: RunData) -> list[Finding]:
     training loss goes through brief benign bursts: Thilak et al. 2022).
     The noise scale is the larger of the robust sigma and the 99th percentile
     of the recent residuals over 2.326: per-batch losses are heavy-tailed,
-    and a converged classifier's hard batches are not spikes.
+    and a converged classifier's hard batches are not spikes. In a sparse
+    log (a record every ≥ 10 steps) the robust sigma is the smaller of the
+    residuals' and the record-to-record differences' (centred, over √2):
+    the trailing median lags a falling curve, and the lag is no noise.
     A jump to ≥ 1e4× the level before it (the median of ≥ 3 earlier
     records, and at least the start's) is a spike and a warning even when
     it is one record or the log is too short for a noise scale: hard
