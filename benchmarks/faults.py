@@ -117,8 +117,10 @@ def sigkill_case(root: Path, rng: random.Random, flush_every_s: float, index: in
     added: list[tuple[int, float]] = []
     try:
         assert child.stdout.readline().strip() == "ready", "the writer did not start"
+        # A line cut short by the kill (one field, or none) is not a row the writer reported added.
         reader = threading.Thread(target=lambda: added.extend(
-            (int(step), float(at)) for step, at in (line.split() for line in child.stdout)), daemon=True)
+            (int(fields[0]), float(fields[1])) for fields in (line.split() for line in child.stdout)
+            if len(fields) == 2), daemon=True)
         reader.start()
         started = time.monotonic()
         time.sleep(rng.uniform(0.2, 4 * flush_every_s))  # the random moment of the kill
