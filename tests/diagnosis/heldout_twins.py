@@ -17,7 +17,10 @@ those of the third (stored in tests/data/heldout3, not in the corpus; see
 checked with ``--family unet_signals lstm_lm_hmm set_transformer_points``;
 ``FOURTH_HOLD_OUT`` those of the fourth (tests/data/heldout4, see
 ``tests/diagnosis/make_heldout4.py``), written from the rules of c366583 on
-and checked with ``--family gin_graph_motifs vae_glyphs seq2seq_transduction``.
+and checked with ``--family gin_graph_motifs vae_glyphs seq2seq_transduction``;
+``FIFTH_HOLD_OUT`` those of the fifth (tests/data/heldout5, see
+``tests/diagnosis/make_heldout5.py``), written from the rules of 115ef75 on
+and checked with ``--family tcn_tones ssm_lm_brackets contrastive_views``.
 
 Usage::
 
@@ -48,6 +51,7 @@ HELD_OUT_FAMILIES = ("gru_waveforms", "denoiser_digits", "lm_word_grammar")
 SECOND_HOLD_OUT = ("bn_mlp_tabular", "vit_digits", "conv_tagger_tokens")
 THIRD_HOLD_OUT = ("unet_signals", "lstm_lm_hmm", "set_transformer_points")
 FOURTH_HOLD_OUT = ("gin_graph_motifs", "vae_glyphs", "seq2seq_transduction")
+FIFTH_HOLD_OUT = ("tcn_tones", "ssm_lm_brackets", "contrastive_views")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
