@@ -3,9 +3,10 @@
 A check for changes that must not change what the diagnosis says (a faster
 data layer, a refactor): snapshot before, snapshot after, compare. The runs:
 
-- the tuning corpus (``tests/data/corpus``), the third and fourth program
-  hold-outs (``tests/data/heldout3``, ``heldout4``), the lr×10 runs and the bundled sample runs, each
-  loaded from its store with ``load_run``;
+- the tuning corpus (``tests/data/corpus``), the third to fifth program
+  hold-outs (``tests/data/heldout3``, ``heldout4``, ``heldout5``), the lr×10
+  runs and the bundled sample runs, each loaded from its store with
+  ``load_run``;
 - the real public logs (``tests/data/real_logs``) and the field cases
   (``tests/data/cases``), each imported with ``traindoctor import`` and
   diagnosed with ``diagnose --json --no-cache``, as a user would;
@@ -39,6 +40,7 @@ STORES = {
     "corpus": ROOT / "tests" / "data" / "corpus",
     "heldout3": ROOT / "tests" / "data" / "heldout3",
     "heldout4": ROOT / "tests" / "data" / "heldout4",
+    "heldout5": ROOT / "tests" / "data" / "heldout5",
     "lr10x": ROOT / "tests" / "data" / "lr10x" / "store",
     "sample_runs": ROOT / "sample_runs" / "store",
 }

@@ -1,9 +1,9 @@
-"""The program hold-outs (tests/data/heldout3, heldout4): their runs load, their labels are well formed, they
+"""The program hold-outs (tests/data/heldout3, heldout4, heldout5): their runs load, their labels are well formed, they
 stay apart.
 
 Each set's three families were written by an engineer who changed no rule and
-are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py and
-make_heldout4.py). These tests do not diagnose the runs: they check the stores
+are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py,
+make_heldout4.py and make_heldout5.py). These tests do not diagnose the runs: they check the stores
 and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
 tests/data/heldout3``, ``... heldout4``).
 """
@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "data" / "corpus"
 # set → (its families, how many labelled runs it has at least)
 SETS = {"heldout3": ({"unet_signals", "lstm_lm_hmm", "set_transformer_points"}, 36),
-        "heldout4": ({"gin_graph_motifs", "vae_glyphs", "seq2seq_transduction"}, 42)}
+        "heldout4": ({"gin_graph_motifs", "vae_glyphs", "seq2seq_transduction"}, 42),
+        "heldout5": ({"tcn_tones", "ssm_lm_brackets", "contrastive_views"}, 42)}
+# Curve rules a set has no label for, and why: its author dropped the fault run for doing no harm.
+UNCOVERED = {"heldout5": {"missing_warmup"}}  # an RWKV-style LM at AdamW 2e-2 from step 1: 1.00x its twin
 
 
 def _labels(name: str) -> dict:
@@ -50,7 +53,7 @@ def test_the_fault_labels_cover_every_rule_curves_can_show(name):
     from benchmarks.diagnosis_accuracy import CURVE_RULES
 
     labelled = {rule for label in _labels(name).values() for rule in label["expect"]}
-    assert set(CURVE_RULES) - labelled == set()
+    assert set(CURVE_RULES) - labelled == UNCOVERED.get(name, set())
 
 
 @pytest.mark.parametrize("name", SETS)
