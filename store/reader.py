@@ -117,19 +117,9 @@ def open_store(path: str | os.PathLike | None = None) -> "Store":
 class Store(StoreFiles):
     """A folder of runs, read through DuckDB views over the files :class:`StoreFiles` lists.
 
-    Args:
-        root: the store folder (it need not exist yet: it then holds no runs),
-            or an object-store URL (``s3://bucket/prefix``, ``gs://``,
-            ``az://``): the store then reads a local mirror of the bucket
-            (``store.fs.Mirror``, a read cache of its immutable segments)
-            brought up to date before each read, at most once a second per
-            run; ``root`` is the mirror's folder and ``location`` the URL.
-        stale_after_s: seconds without a heartbeat after which a running run
-            is reported as crashed.
-
-    Raises:
-        StoreError: an object store that cannot be reached, or whose extra is
-            not installed (one line).
+    Takes the arguments of :class:`StoreFiles` (``root``: a folder or an
+    object-store URL; ``stale_after_s``) and raises what it raises; it is its
+    own SQL store for the run catalog's exact summaries.
     """
 
     def __init__(self, root: str | os.PathLike, *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
