@@ -107,6 +107,9 @@ class Curve:
 
     __slots__ = ("_values", "index", "name")
     __array_priority__ = 1000
+    # Above pandas' Series (3000) and DataFrame (4000): `series - curve` defers to the Curve, which aligns the
+    # Series by step, rather than pandas reading the Curve as a plain array by position.
+    __pandas_priority__ = 5000
 
     def __init__(self, values: Any = (), index: Any = None, name: str | None = None, dtype: Any = None) -> None:
         """A Curve of ``values`` at ``index`` (default 0, 1, …). The values are copied, as pandas 3 copies
@@ -163,6 +166,13 @@ class Curve:
     def __iter__(self) -> Iterator:
         return iter(self._values.tolist())
 
+    def __contains__(self, step: Any) -> bool:
+        """Whether ``step`` is one of the curve's steps, as ``key in series`` looks up the index (not the
+        values, which ``__iter__`` gives)."""
+        if np.ndim(step) != 0:
+            raise TypeError(f"unhashable type: '{type(step).__name__}'")
+        return bool(np.any(self.index.view(np.ndarray) == step))
+
     def __bool__(self) -> bool:
         raise ValueError("The truth value of a Curve is ambiguous: use .empty, .any() or .all()")
 
@@ -195,7 +205,25 @@ class Curve:
         return Curve(self._values.copy(), self.index.to_numpy().copy(), self.name)
 
     def astype(self, dtype: Any) -> "Curve":
+        """The values as ``dtype``.
+
+        Raises:
+            ValueError: NaN or ±inf cast to an integer dtype (pandas' ``IntCastingNaNError``; numpy would
+                write an arbitrary integer in their place).
+        """
+        if (np.dtype(dtype).kind in "iu" and self._values.dtype.kind in "fc"
+                and not np.all(np.isfinite(self._values))):
+            raise ValueError("Cannot convert non-finite values (NA or inf) to integer: dropna() or fillna() first")
         return self._new(self._values.astype(dtype))
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.Series`` of the same values indexed by step, named as the curve (a copy).
+
+        ``pd.Series(curve)`` reads a Curve as a plain array and numbers it 0, 1, 2…: the steps are lost.
+        """
+        import pandas as pd
+
+        return pd.Series(self._values.copy(), index=self.index.to_numpy().copy(), name=self.name)
 
     def rename(self, name: str | None) -> "Curve":
         return Curve(self._values, self.index, name)
@@ -583,6 +611,8 @@ class Curve:
         return self._values, other, self.index
 
     def _binary(self, other: Any, function: Callable, how: str = "arith", reflected: bool = False) -> "Curve":
+        if _is_pandas_series(other):  # a pandas Series aligns by its index, as it would with another Series
+            other = Curve(other.to_numpy(), other.index.to_numpy(), other.name)
         own, theirs, steps = self._aligned(other, how)
         left, right = (theirs, own) if reflected else (own, theirs)
         with np.errstate(all="ignore"):
@@ -629,6 +659,12 @@ _UFUNC_OPERATORS = {"add": "add", "subtract": "sub", "multiply": "mul", "true_di
                     "less": "lt", "less_equal": "le", "greater": "gt", "greater_equal": "ge", "bitwise_and": "and",
                     "bitwise_or": "or", "bitwise_xor": "xor"}
 _REFLECTED_COMPARISONS = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+
+
+def _is_pandas_series(value: Any) -> bool:
+    """Whether ``value`` is a ``pandas.Series`` (without importing pandas)."""
+    kind = type(value)
+    return kind.__name__ == "Series" and kind.__module__.startswith("pandas")
 
 
 def _shared_name(first: Curve, *others: Any) -> str | None:
@@ -878,11 +914,13 @@ class Table:
             return source if all(name in source._columns for name in names) else cls(dict(source._columns),
                                                                                       names=names)
         if isinstance(source, dict):
-            return cls(source, names=names)
+            return cls({name: _none_for_missing(np.asarray(values)) for name, values in source.items()},
+                       names=names)
         if hasattr(source, "column_names") and hasattr(source, "to_pydict"):  # pyarrow.Table
             return cls({name: _arrow_column(source.column(name)) for name in source.column_names}, names=names)
         if hasattr(source, "columns") and hasattr(source, "iloc"):  # pandas.DataFrame
-            return cls({str(name): source[name].to_numpy() for name in source.columns}, names=names)
+            return cls({str(name): _none_for_missing(source[name].to_numpy()) for name in source.columns},
+                       names=names)
         raise TypeError(f"cannot make a Table of {type(source).__name__}")
 
     @property
@@ -957,6 +995,24 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, (np.datetime64, np.timedelta64)):
         return bool(np.isnat(value))
     return type(value).__name__ in ("NAType", "NaTType") and type(value).__module__.startswith("pandas")
+
+
+def _none_for_missing(values: np.ndarray) -> np.ndarray:
+    """An object column with None where it held pandas' NA or NaT (a ``string`` column's missing value, whose
+    comparisons have no truth value, so ``column == "group0"`` would raise); other columns as they are."""
+    if values.dtype.kind != "O" or not len(values):
+        return values
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            np.asarray(values == values, dtype=bool)  # one C loop; raises on pd.NA
+        return values
+    except (TypeError, ValueError):
+        pass
+    values = values.copy()
+    values[np.fromiter((is_missing(v) and v is not None and not isinstance(v, float) for v in values.tolist()),
+                       bool, len(values))] = None
+    return values
 
 
 def _arrow_column(column: Any) -> np.ndarray:

@@ -66,6 +66,12 @@ class LayerFrame:
     def to_numpy(self, dtype: Any = None) -> np.ndarray:
         return self.values if dtype is None else self.values.astype(dtype)
 
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` (steps × layers) of a copy of the grid."""
+        import pandas as pd
+
+        return pd.DataFrame(self.values.copy(), index=self.index.to_numpy().copy(), columns=list(self.columns))
+
     def items(self):  # noqa: ANN201
         return ((layer, self[layer]) for layer in self.columns)
 

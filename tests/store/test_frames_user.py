@@ -1,0 +1,122 @@
+"""store/frames.py as a user who knows pandas uses it: ``run.series(...)`` where a ``pd.Series`` used to be.
+
+tests/store/test_frames.py checks the operations the rules use against pandas; these are the ones a user
+reaches for first that gave a silently different answer (``x in curve``, ``astype(int)`` of NaN, a Curve
+plus a pandas Series), or broke the rules on input pandas took (``pd.NA`` in a string column), and the way
+back to pandas (``to_pandas``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traindoctor.store.frames import Curve, Table
+from traindoctor.store.run_data import RunData
+
+STEPS = np.array([0, 1, 2, 5, 10], dtype="int64")
+VALUES = np.array([2.0, np.nan, 1.5, 0.5, 10.0])
+
+
+def _pair() -> tuple[Curve, pd.Series]:
+    return Curve(VALUES, STEPS, "loss"), pd.Series(VALUES, index=STEPS, name="loss")
+
+
+@pytest.mark.parametrize("key", [0, 5, 10, 3, 0.5, 1.5, 10.0, np.int64(5), -1])
+def test_in_looks_up_a_step_as_pandas_does(key):
+    curve, series = _pair()
+    assert (key in curve) == (key in series)
+
+
+def test_in_of_an_empty_curve_is_false():
+    assert 0 not in Curve(np.empty(0), np.empty(0, dtype="int64"))
+
+
+@pytest.mark.parametrize("values", [VALUES, np.array([1.0, np.inf, 2.0, 3.0, 4.0])])
+@pytest.mark.parametrize("dtype", [int, "int64", "int32", "uint8"])
+def test_astype_integer_of_non_finite_raises_as_pandas(values, dtype):
+    with pytest.raises(ValueError):
+        pd.Series(values, index=STEPS).astype(dtype)
+    with pytest.raises(ValueError, match="non-finite"):
+        Curve(values, STEPS).astype(dtype)
+
+
+def test_astype_integer_of_finite_values_still_works():
+    curve = Curve(np.array([1.0, 2.9, -3.0]), np.array([1, 2, 3]))
+    pd.testing.assert_series_equal(curve.astype(int).to_pandas(),
+                                   pd.Series([1.0, 2.9, -3.0], index=[1, 2, 3]).astype(int))
+
+
+@pytest.mark.parametrize("index", [[0, 1, 2, 5, 10], [100, 101, 102, 103, 104], [10, 5, 2, 1, 0], [5, 10]])
+def test_arithmetic_with_a_pandas_series_aligns_by_step(index):
+    curve, series = _pair()
+    other = pd.Series(np.arange(len(index), dtype="float64") + 1, index=index, name="loss")
+    for op in (lambda a, b: a + b, lambda a, b: a * b, lambda a, b: a - b, lambda a, b: b - a):
+        expected = op(series, other)
+        got = op(curve, other)
+        if isinstance(got, Curve):
+            got = got.to_pandas()
+        pd.testing.assert_series_equal(got, expected, check_index_type=False)
+
+
+def test_to_pandas_keeps_steps_name_and_values():
+    curve, series = _pair()
+    pd.testing.assert_series_equal(curve.to_pandas(), series)
+    assert curve.to_pandas().rolling(2, min_periods=1).mean().index.tolist() == STEPS.tolist()
+
+
+def test_to_pandas_is_a_copy():
+    curve, _ = _pair()
+    converted = curve.to_pandas()
+    converted.iloc[0] = 99.0
+    assert curve.iloc[0] == 2.0
+
+
+def test_layer_frame_to_pandas():
+    run = RunData("r", "r", scalars={"step": [1, 1, 2], "split": ["train"] * 3, "name": ["update_ratio"] * 3,
+                                     "layer": ["b", "a", "a"], "value": [1.0, 2.0, 3.0]})
+    frame = run.layer_frame("update_ratio").to_pandas()
+    expected = pd.DataFrame({"a": [2.0, 3.0], "b": [1.0, np.nan]}, index=[1, 2])
+    pd.testing.assert_frame_equal(frame, expected, check_index_type=False, check_column_type=False)
+
+
+def _scalars(layer_missing) -> pd.DataFrame:  # noqa: ANN001
+    steps = list(range(1, 201))
+    return pd.DataFrame({
+        "step": steps * 2,
+        "split": ["train"] * 400,
+        "name": ["loss"] * 200 + ["lr"] * 200,
+        "layer": [layer_missing] * 200 + ["group0"] * 200,
+        "value": [2.0 / s for s in steps] + [1e-3 * min(1.0, s / 50) for s in steps],
+    })
+
+
+@pytest.mark.parametrize("convert", [
+    lambda df: df.astype({"layer": "string"}),
+    lambda df: df.astype({"layer": "string", "split": "string", "name": "string"}),
+    lambda df: df,  # object column holding pd.NA
+])
+def test_pd_na_in_a_string_column_reads_as_missing(convert):
+    scalars = convert(_scalars(pd.NA))
+    run = RunData("r", "r", scalars=scalars)
+    reference = RunData("r", "r", scalars=_scalars(None))
+    assert run.series("loss").tolist() == reference.series("loss").tolist()
+    assert run.series("lr", layer="group0").tolist() == reference.series("lr", layer="group0").tolist()
+    assert run.layers("lr") == ["group0"]
+    assert run.splits() == ["train"]
+
+
+def test_pd_na_in_a_dict_of_columns_reads_as_missing():
+    table = Table.of({"layer": pd.array(["a", pd.NA], dtype="string"), "name": np.array(["x", pd.NA], dtype=object)})
+    assert table["layer"].tolist() == ["a", None]
+    assert table["name"].tolist() == ["x", None]
+
+
+def test_the_rules_run_on_pd_na_layers(caplog):
+    from traindoctor.api import diagnose
+
+    scalars = _scalars(pd.NA).astype({"layer": "string"})
+    with caplog.at_level("WARNING"):
+        findings = diagnose(RunData("r", "r", scalars=scalars), strict=True)
+    assert [f.rule for f in findings] == [f.rule for f in diagnose(RunData("r", "r", scalars=_scalars(None)))]
