@@ -854,22 +854,44 @@ class Rolling:
         return self._apply(_moving_median)
 
     def mean(self) -> Curve:
-        return self._apply(lambda v, w, m: _short_window(v, w, m, np.nanmean))
+        return self._apply(lambda v, w, m: _window(v, w, m, np.nanmean, "move_mean"))
 
     def max(self) -> Curve:
-        return self._apply(lambda v, w, m: _short_window(v, w, m, np.nanmax))
+        return self._apply(lambda v, w, m: _window(v, w, m, np.nanmax, "move_max"))
 
     def min(self) -> Curve:
-        return self._apply(lambda v, w, m: _short_window(v, w, m, np.nanmin))
+        return self._apply(lambda v, w, m: _window(v, w, m, np.nanmin, "move_min"))
+
+
+# Above this many window cells (curve length × window) a moving mean, max or min runs in bottleneck's O(n)
+# memory: the sliding-window view that numpy reduces is copied (n × window floats: 3 GB for a 200k-step curve
+# and a window of 2,000). Below it the exact window-by-window answer (no running sum) is kept.
+_WINDOW_CELLS = 1 << 20
+
+
+def _window(values: np.ndarray, window: int, min_periods: int, reduce: Callable, moving: str) -> np.ndarray:
+    if len(values) * window <= _WINDOW_CELLS:
+        return _short_window(values, window, min_periods, reduce)
+    return _bottleneck_window(values, window, min_periods, moving)
+
+
+def _bottleneck_window(values: np.ndarray, window: int, min_periods: int, moving: str) -> np.ndarray:
+    """bottleneck's O(n) trailing ``moving`` (NaN ignored, NaN below ``min_periods`` values). A window longer
+    than the curve holds what one of the curve's length holds (bottleneck refuses it)."""
+    import bottleneck
+
+    if window > len(values):
+        if min_periods > len(values):
+            return np.full(len(values), np.nan)
+        window = len(values)
+    return getattr(bottleneck, moving)(values, window, min_count=min(min_periods, window))
 
 
 def _moving_median(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:
     """A trailing moving median ignoring NaN, NaN below ``min_periods`` values: bottleneck's skip list, O(n log w)."""
-    if window > len(values):
+    if window > len(values) and len(values) * window <= _WINDOW_CELLS:
         return _short_window(values, window, min_periods, np.nanmedian)
-    import bottleneck
-
-    return bottleneck.move_median(values, window, min_count=min(min_periods, window))
+    return _bottleneck_window(values, window, min_periods, "move_median")
 
 
 def _short_window(values: np.ndarray, window: int, min_periods: int, reduce: Callable) -> np.ndarray:
