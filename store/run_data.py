@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from traindoctor.store.format import IDENTITY_COLUMNS, column_names
-from traindoctor.store.frames import Curve, StepIndex, Table, is_missing
+from traindoctor.store.frames import Curve, StepIndex, Table, is_missing, to_float
 
 if TYPE_CHECKING:
     from traindoctor.store.files import StoreFiles
@@ -129,9 +129,22 @@ class RunData:
     source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Raises:
+            ValueError: a scalars step is missing (None, NaN) or not a whole number: cast to int64 it would
+                become another step (NaN: -9223372036854775808, the run's first).
+        """
         self.scalars = Table.of(self.scalars, SCALAR_COLUMNS)
         self.confusion = Table.of(self.confusion, CONFUSION_COLUMNS)
         self.events = Table.of(self.events, EVENT_COLUMNS)
+        steps = self.scalars["step"]
+        if steps.dtype.kind not in "iu" and len(steps):  # a store's steps are int64: no cost there
+            numbers = to_float(steps)
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"scalars row {row}: step {steps[row]!r} is not a whole number "
+                                 f"({int(bad.sum())} such row(s)); a step is an optimizer step, an integer")
 
     def _rows(self, name: str, split: str, layer: str | None | bool) -> np.ndarray:
         """Row mask of ``name`` on ``split``: global rows (layer None), one layer's, or (True) every layer's."""

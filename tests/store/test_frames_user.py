@@ -157,3 +157,18 @@ def test_a_window_far_longer_than_the_curve(statistic, min_periods):
     with pd.option_context("compute.use_bottleneck", False):
         theirs = getattr(pd.Series(values).rolling(10**6, min_periods=min_periods), statistic)()
     np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("steps, bad", [([1.0, np.nan, 3.0], "nan"), ([1.0, 2.5, 3.0], "2.5"), ([1.0, np.inf, 3.0], "inf"),
+                                        (pd.array([1, None, 3], dtype="Int64"), "missing")])
+def test_a_step_that_is_missing_or_not_whole_is_a_clear_error(steps, bad):
+    """Not a step of -9223372036854775808 (NaN cast to int64), which sorted first and became the 'initial' loss."""
+    scalars = pd.DataFrame({"step": steps, "split": "train", "name": "loss", "value": [3.0, 2.0, 1.0]})
+    with pytest.raises(ValueError, match="step"):
+        RunData("r", "r", scalars=scalars)
+
+
+def test_whole_float_steps_are_fine():
+    run = RunData("r", "r", scalars={"step": [2.0, 1.0], "split": ["train"] * 2, "name": ["loss"] * 2,
+                                     "value": [2.0, 1.0]})
+    assert run.series("loss").index.tolist() == [1, 2]
