@@ -230,6 +230,7 @@ class Curve:
 
     # ---------------------------------------------------------------- selection
     def _mask(self, key: Any) -> np.ndarray | None:
+        key = _as_curve(key)
         if isinstance(key, Curve):
             if key.dtype.kind != "b":
                 return None
@@ -368,6 +369,7 @@ class Curve:
 
     def fillna(self, value: Any) -> "Curve":
         """NaN replaced by ``value`` (a curve's value at the same step: pandas aligns it)."""
+        value = _as_curve(value)
         if isinstance(value, Curve):
             value = self._by_step(value, missing=np.nan)
         missing = _missing(self._values)
@@ -377,6 +379,7 @@ class Curve:
         """Own values where ``cond``, ``other`` elsewhere (``pandas.Series.where``): integers stay integers
         when ``other`` is never used or is a whole number, else become float64. A ``cond`` or ``other`` curve
         with other steps is matched by step (a step ``cond`` lacks is False, one ``other`` lacks NaN)."""
+        cond, other = _as_curve(cond), _as_curve(other)
         cond = self._by_step(cond, missing=False) if isinstance(cond, Curve) else np.asarray(cond, dtype=bool)
         other = self._by_step(other, missing=np.nan) if isinstance(other, Curve) else other
         values = self._values
@@ -389,6 +392,7 @@ class Curve:
     def mask(self, cond: Any, other: Any = np.nan) -> "Curve":
         """``other`` where ``cond``, own values elsewhere: ``where(~cond)``, so a step a ``cond`` curve lacks
         takes ``other`` too (pandas)."""
+        cond = _as_curve(cond)
         return self.where(~cond if isinstance(cond, Curve) else ~np.asarray(cond, dtype=bool), other)
 
     def _by_step(self, other: "Curve", missing: Any) -> np.ndarray:
@@ -611,8 +615,7 @@ class Curve:
         return self._values, other, self.index
 
     def _binary(self, other: Any, function: Callable, how: str = "arith", reflected: bool = False) -> "Curve":
-        if _is_pandas_series(other):  # a pandas Series aligns by its index, as it would with another Series
-            other = Curve(other.to_numpy(), other.index.to_numpy(), other.name)
+        other = _as_curve(other)  # a pandas Series aligns by its index, as it would with another Series
         own, theirs, steps = self._aligned(other, how)
         left, right = (theirs, own) if reflected else (own, theirs)
         with np.errstate(all="ignore"):
@@ -665,6 +668,14 @@ def _is_pandas_series(value: Any) -> bool:
     """Whether ``value`` is a ``pandas.Series`` (without importing pandas)."""
     kind = type(value)
     return kind.__name__ == "Series" and kind.__module__.startswith("pandas")
+
+
+def _as_curve(value: Any) -> Any:
+    """A pandas Series as a Curve on its index (so it aligns by step, as pandas aligns two Series); anything
+    else as it is."""
+    if _is_pandas_series(value):
+        return Curve(value.to_numpy(), value.index.to_numpy(), value.name)
+    return value
 
 
 def _shared_name(first: Curve, *others: Any) -> str | None:

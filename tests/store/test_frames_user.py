@@ -172,3 +172,22 @@ def test_whole_float_steps_are_fine():
     run = RunData("r", "r", scalars={"step": [2.0, 1.0], "split": ["train"] * 2, "name": ["loss"] * 2,
                                      "value": [2.0, 1.0]})
     assert run.series("loss").index.tolist() == [1, 2]
+
+
+def _other_index_pair() -> tuple[Curve, pd.Series, pd.Series]:
+    curve, series = _pair()
+    shuffled = pd.Series(VALUES[::-1], index=STEPS[::-1], name="other")  # same steps, other order
+    return curve, series, shuffled
+
+
+@pytest.mark.parametrize("operation", [
+    lambda s, o: s[o > 1], lambda s, o: s.loc[o > 1], lambda s, o: s.where(o > 1), lambda s, o: s.where(o > 1, o),
+    lambda s, o: s.mask(o > 1), lambda s, o: s.fillna(o), lambda s, o: s[o > 100],
+], ids=["getitem", "loc", "where", "where-other", "mask", "fillna", "empty-mask"])
+def test_a_pandas_series_as_mask_or_filler_aligns_by_step(operation):
+    """``curve[series > 1]`` read the booleans as steps 1 and 0 (a silently wrong curve), and ``where``/``mask``
+    and ``fillna`` took a pandas Series by position."""
+    curve, series, other = _other_index_pair()
+    expected = operation(series, other)
+    got = operation(curve, other).to_pandas()
+    pd.testing.assert_series_equal(got, expected, check_index_type=False, check_dtype=False)
