@@ -177,7 +177,19 @@ class Curve:
         raise ValueError("The truth value of a Curve is ambiguous: use .empty, .any() or .all()")
 
     def __repr__(self) -> str:
-        return f"Curve({self.name!r}, {len(self)} values, steps {self.index[:3].tolist()}…)"
+        """The name and size, then step and value a line (the first and last five of a long curve), as pandas
+        prints a Series."""
+        count = len(self)
+        title = f"Curve({self.name!r}, {count} values, dtype {self.dtype})"
+        if not count:
+            return title
+        shown = list(range(count)) if count <= 10 else [*range(5), None, *range(count - 5, count)]
+        steps, values = self.index.view(np.ndarray), self._values
+        rows = [("…", "…") if at is None else (str(steps[at].item()), str(values[at].item() if hasattr(values[at], "item")
+                                                                         else values[at])) for at in shown]
+        width = max(len(step) for step, _ in rows)
+        lines = [f"{step:>{width}}  {value}" for step, value in rows]
+        return "\n".join([title, *lines, f"steps {steps[0].item()}…{steps[-1].item()}"])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return self._values if dtype is None else self._values.astype(dtype)

@@ -191,3 +191,16 @@ def test_a_pandas_series_as_mask_or_filler_aligns_by_step(operation):
     expected = operation(series, other)
     got = operation(curve, other).to_pandas()
     pd.testing.assert_series_equal(got, expected, check_index_type=False, check_dtype=False)
+
+
+def test_printing_a_curve_shows_its_steps_and_values():
+    """``print(run.series("loss"))`` showed ``Curve('loss', 5 values, steps [0, 1, 2]…)``: no value at all."""
+    curve, _ = _pair()
+    text = repr(curve)
+    for step, value in ((0, "2.0"), (10, "10.0"), (1, "nan")):
+        assert any(line.split()[:2] == [str(step), value] for line in text.splitlines()), text
+    assert "loss" in text and "5 values" in text
+    long = Curve(np.arange(1000.0), np.arange(1000) * 10, "lr")
+    lines = repr(long).splitlines()
+    assert len(lines) < 20 and lines[1].split() == ["0", "0.0"] and lines[-2].split() == ["9990", "999.0"]
+    assert str(Curve(np.empty(0), np.empty(0, dtype="int64"), "x")).startswith("Curve('x', 0 values")
