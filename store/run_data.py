@@ -143,7 +143,8 @@ class RunData:
                 bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"scalars row {row}: step {steps[row]!r} is not a whole number "
+                value = steps[row].item() if isinstance(steps[row], np.generic) else steps[row]
+                raise ValueError(f"scalars row {row}: step {value!r} is not a whole number "
                                  f"({int(bad.sum())} such row(s)); a step is an optimizer step, an integer")
 
     def _rows(self, name: str, split: str, layer: str | None | bool) -> np.ndarray:
