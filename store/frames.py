@@ -550,6 +550,15 @@ class Curve:
     def abs(self) -> "Curve":
         return self._new(np.abs(self._values))
 
+    def round(self, decimals: int = 0, **numpy: Any) -> "Curve":
+        """Values rounded to ``decimals`` (numpy's half-to-even, as pandas); ``np.round(curve, 1)`` and
+        ``round(curve, 1)`` come here."""
+        _numpy_reduction(numpy, True)
+        return self._new(np.round(self._values, decimals))
+
+    def __round__(self, ndigits: int | None = None) -> "Curve":
+        return self.round(0 if ndigits is None else ndigits)
+
     def __abs__(self) -> "Curve":
         return self.abs()
 

@@ -205,3 +205,13 @@ def test_printing_a_curve_shows_its_steps_and_values():
     lines = repr(long).splitlines()
     assert len(lines) < 20 and lines[1].split() == ["0", "0.0"] and lines[-2].split() == ["9990", "999.0"]
     assert str(Curve(np.empty(0), np.empty(0, dtype="int64"), "x")).startswith("Curve('x', 0 values")
+
+
+@pytest.mark.parametrize("operation", [lambda s: s.round(2), lambda s: s.round(), lambda s: np.round(s, 1),
+                                       lambda s: round(s, 1), lambda s: np.round(s)], ids=["round2", "round", "np.round",
+                                                                                           "builtin", "np.round0"])
+def test_round_keeps_the_steps(operation):
+    """``np.round(curve, 1)`` gave a bare ndarray (steps lost), ``curve.round`` and ``round(curve)`` raised."""
+    curve, series = _pair()
+    curve, series = curve * 1.23456, series * 1.23456
+    pd.testing.assert_series_equal(operation(curve).to_pandas(), operation(series), check_index_type=False)
