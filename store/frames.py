@@ -7,7 +7,10 @@ interface the rules use, with pandas' meaning (reductions skip NaN; ``loc``
 slices by step, both ends included; ``rolling(...).median()`` ignores NaN and
 ±inf alike and counts only finite values towards ``min_periods``; ``unique`` keeps the order of
 first appearance), so a rule reads the same on either. Anything outside that
-part raises ``AttributeError``, never a silently different answer.
+part raises ``AttributeError``, never a silently different answer. For the rest of pandas,
+``curve.to_pandas()`` is the same Series (``pd.Series(curve)`` reads a Curve as a plain array: its steps
+become 0, 1, 2…); a pandas Series given to a Curve's operators, masks, ``where`` or ``fillna`` aligns by
+step, as it would with another Series.
 ``tests/store/test_frames.py`` checks each operation against pandas itself
 (pandas 3 without bottleneck, the pandas the findings were computed with):
 values bit for bit, dtypes, NaN, steps, and what raises.
