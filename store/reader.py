@@ -113,7 +113,6 @@ def open_store(path: str | os.PathLike | None = None) -> "Store":
     return Store(path if path is not None else default_store_path())
 
 
-
 class Store(StoreFiles):
     """A folder of runs, read through DuckDB views over the files :class:`StoreFiles` lists.
 

@@ -53,6 +53,9 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "import tempfile; from traindoctor.cli import main; "
     "main(['import', 'csv', %r, '--store', tempfile.mkdtemp(), '--no-progress'])"
     % str(CSV_LOG): (FRAMEWORKS + UI + ("duckdb", "pandas"), ("pyarrow", "traindoctor.diagnosis.engine")),
+    # The public API's diagnosis of a stored run: the same loading as the command.
+    "from traindoctor import diagnose; diagnose('healthy-mlp-sgd', store=%r)" % str(SAMPLE_STORE):
+        (FRAMEWORKS + UI + ("duckdb", "pandas"), ()),
     "import traindoctor.dashboard": (FRAMEWORKS + UI + ("duckdb",), ()),
     "import traindoctor.dashboard.data": (FRAMEWORKS + UI, ()),
     "import traindoctor.dashboard.serve": (FRAMEWORKS + UI + ("duckdb",), ()),

@@ -212,16 +212,9 @@ def _open_store(path: str | None):
 def _open_files(path: str):
     """The store as files (``store.files``): enough to list, read and diagnose
     runs, without DuckDB or pandas (0.4 s of a short command's CPU)."""
-    from traindoctor.store.files import StoreFiles
+    from traindoctor.api import store_files
 
-    return StoreFiles(path, open_query_store=_query_store)
-
-
-def _query_store(root: Path):
-    """The DuckDB store, opened only for a run summary that the files' footers cannot give."""
-    from traindoctor.store.reader import Store
-
-    return Store(root)
+    return store_files(path)
 
 
 def store_root(path: str | os.PathLike | None, *, must_exist: bool = True) -> Path:
