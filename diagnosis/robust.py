@@ -7,7 +7,6 @@ NaN and ±Inf where a statistic must, and is O(n) or O(n log w) so that a
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -78,10 +77,14 @@ def trailing_quantile_at(values: np.ndarray, positions: np.ndarray, window: int,
     for begin in range(0, len(positions), chunk):
         rows = windows[positions[begin:begin + chunk]]
         counts = np.isfinite(rows).sum(axis=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, as documented
-            found = np.nanquantile(rows, quantile, axis=1)
-        result[begin:begin + chunk] = np.where(counts >= min_periods, found, np.nan)
+        # Only rows with enough values are reduced: an all-NaN row would warn, and silencing that with
+        # warnings.catch_warnings changes the filters of every thread (a probe's own warning, raised by its
+        # publisher thread or a SIGTERM handler during a live check, was lost).
+        kept = counts >= max(min_periods, 1)
+        found = np.full(len(rows), np.nan)
+        if kept.any():
+            found[kept] = np.nanquantile(rows[kept], quantile, axis=1)
+        result[begin:begin + chunk] = found
     return result
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import operator
-import warnings
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -934,10 +933,13 @@ def _short_window(values: np.ndarray, window: int, min_periods: int, reduce: Cal
     padded = np.concatenate([np.full(window - 1, np.nan), values])
     windows = np.lib.stride_tricks.sliding_window_view(padded, window)
     counts = (~np.isnan(windows)).sum(axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        found = reduce(windows, axis=1)
-    return np.where(counts >= min_periods, found, np.nan)
+    # Only windows with enough values are reduced: an all-NaN one would warn, and silencing that with
+    # warnings.catch_warnings changes the filters of every thread (the probe's own warnings were lost).
+    kept = counts >= max(min_periods, 1)
+    found = np.full(len(windows), np.nan)
+    if kept.any():
+        found[kept] = reduce(windows[kept], axis=1)
+    return found
 
 
 class Table:
@@ -1060,9 +1062,8 @@ def _none_for_missing(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind != "O" or not len(values):
         return values
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            np.asarray(values == values, dtype=bool)  # one C loop; raises on pd.NA
+        np.asarray(values == values, dtype=bool)  # one C loop; raises on pd.NA (no warnings.catch_warnings: it
+        # changes the filters of every thread, and the probe's own warnings were lost during live checks)
         return values
     except (TypeError, ValueError):
         pass

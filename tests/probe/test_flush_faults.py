@@ -151,4 +151,4 @@ def test_steps_recorded_while_the_store_cannot_be_written_arrive_once_it_is_back
     assert sorted(series(scalars, "loss")) == list(range(1, steps + 1)), _ours(caught)
     assert meta["status"] == ("crashed" if sigterm else "finished")  # a SIGTERM is recorded as the crash
     assert "rows_dropped" not in set(events["kind"])
-    assert [m for m in _ours(caught) if "cannot be written" in m]
+    assert [m for m in _ours(caught) if "cannot be written" in m], (_ours(caught), probe.writer.errors)
