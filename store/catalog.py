@@ -260,6 +260,23 @@ def checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def read_run_meta(run_dir: str | os.PathLike, run_id: str, store_name: str,
+                  warn: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`read_meta` for a reader: a missing run.json is an unknown run, an unreadable one a warning
+    (through ``warn``) and an unknown run.
+
+    Raises:
+        UnknownRunError: the run folder or its run.json is gone or unreadable.
+    """
+    try:
+        return read_meta(run_dir)
+    except FileNotFoundError:
+        raise UnknownRunError(f"unknown run {run_id!r} in store {store_name}") from None
+    except (OSError, ValueError) as error:
+        warn(f"skipping run folder {run_dir}: unreadable {RUN_JSON} ({error})")
+        raise UnknownRunError(f"run {run_id!r} has an unreadable {RUN_JSON}") from None
+
+
 def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     """run.json, cleaned and type-checked (:func:`checked_meta`).
 
@@ -790,13 +807,7 @@ class Catalog:
         if previous is None:
             previous, _ = _read_summary(run_dir)
         key = stamp(run_dir)  # before listing: a change after it makes the next read look again
-        try:
-            meta = read_meta(run_dir)
-        except FileNotFoundError:
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}") from None
-        except (OSError, ValueError) as error:
-            self._warn(f"skipping run folder {run_dir}: unreadable {RUN_JSON} ({error})")
-            raise UnknownRunError(f"run {run_id!r} has an unreadable {RUN_JSON}") from None
+        meta = read_run_meta(run_dir, run_id, self.name, self._warn)
         listing = list_segments(run_dir)
         stats = self._stats(run_id, run_dir, previous, listing["scalars"], exact=exact)
         if stats is None:  # only a query could say, and none was allowed or possible: not kept

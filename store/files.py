@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traindoctor.store.catalog import DEFAULT_STALE_AFTER_S, Catalog, effective_status, read_meta
+from traindoctor.store.catalog import DEFAULT_STALE_AFTER_S, Catalog, effective_status, read_run_meta
 from traindoctor.store.arrow_numpy import read_segment
 from traindoctor.store.errors import OnceWarnings, StoreError, UnknownRunError
 from traindoctor.store.fs import MIN_SYNC_INTERVAL_S, Mirror, parse_store
@@ -152,14 +152,7 @@ class StoreFiles:
         """The run's run.json, its known keys checked (a value of the wrong
         type reads as absent), with ``status`` as readers should show it."""
         self.sync([run_id])
-        run_dir = self.root / run_id
-        try:
-            meta = read_meta(run_dir)
-        except FileNotFoundError:
-            raise UnknownRunError(f"unknown run {run_id!r} in store {self.name}") from None
-        except (OSError, ValueError) as error:
-            self._warn(f"skipping run folder {run_dir}: unreadable run.json ({error})")
-            raise UnknownRunError(f"run {run_id!r} has an unreadable run.json") from None
+        meta = read_run_meta(self.root / run_id, run_id, self.name, self._warn)
         meta["run_id"] = run_id
         meta["status"] = effective_status(meta, self.stale_after_s)
         return meta
