@@ -111,8 +111,9 @@ def parameter_layout(model: torch.nn.Module) -> dict[str, Any]:
 
     Returns ``{"shapes": [[name, [d0, d1, ...]], ...], "tied": [name, ...]}``: ``shapes`` in
     ``named_parameters()`` order (model order for models that register layers as forward runs them; a list,
-    as run.json's keys are written sorted; at most MAX_FROZEN_NAMES entries), ``tied`` the parameters reachable under more than one name (a language model's input embedding
-    shared with its output layer), under the name ``named_parameters()`` keeps. The gradient rules use them to
+    as run.json's keys are written sorted; at most MAX_FROZEN_NAMES entries), ``tied`` the parameters
+    reachable under more than one name (a language model's input embedding shared with its output layer),
+    under the name ``named_parameters()`` keeps. The gradient rules use them to
     pick a model's first and last weight matrices; names sorted alphabetically put ``decoder`` before
     ``encoder`` and a pooling query vector beside a weight matrix.
     """
@@ -265,12 +266,12 @@ class Probe:
             skipped steps, an lr rebound, train/eval mode mistakes, update
             ratios out of band) on a bounded window of recent values already
             on the host; each new warning or critical finding is recorded as
-            a ``live_finding`` event. Loads pandas and the rules at
+            a ``live_finding`` event. Loads the rules (numpy, no pandas) at
             construction; ``False`` records only.
         live_budget: the largest share of the training thread's wall time
             the live checks may take (default 0.02). A flush that comes
             sooner after the last check than that check's cost allows (a
-            30 ms check: 1.5 s) leaves its values to the next check, made at
+            16 ms check: 0.8 s) leaves its values to the next check, made at
             the first flush that the budget allows, and at close; a flush
             holding a non-finite loss or gradient norm is checked at once.
             None checks at every flush (a loop of millisecond steps then
