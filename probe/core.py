@@ -464,7 +464,7 @@ class Probe:
         self._live_cost_s = 0.0  # wall seconds the last live check took
         self._live_done_at = -math.inf  # time.perf_counter() when it ended
         if live:
-            # The rules and pandas load here, not at import: `from traindoctor import Probe` stays light.
+            # The rules (numpy) load here, not at import: `from traindoctor import Probe` stays light.
             from traindoctor.diagnosis.live import LiveDiagnosis
 
             self._live = LiveDiagnosis(run_id=self.run_id, name=run or self.run_id, task=task_meta)
