@@ -1013,10 +1013,6 @@ class Table:
     def rows(self, mask: Any) -> "Table":
         return self[np.asarray(mask) if not isinstance(mask, slice) else mask]
 
-    def numbers(self, name: str) -> np.ndarray:
-        """A column as float64, NaN where a value is missing or not a number (``pd.to_numeric(errors="coerce")``)."""
-        return to_float(self._columns[name])
-
     def to_pandas(self) -> Any:
         import pandas as pd
 

@@ -562,10 +562,10 @@ def test_is_missing_is_pd_isna(value: Any) -> None:
     assert is_missing(value) == bool(pd.isna(value)), repr(value)
 
 
-def test_table_numbers_and_rows() -> None:
+def test_table_to_float_and_rows() -> None:
     frame = pd.DataFrame({"step": [1, 2, 3], "value": ["1.5", None, "x"], "split": ["train", "val", "train"]})
     table = Table.of(frame)
-    _same_array(table.numbers("value"), pd.to_numeric(frame["value"], errors="coerce").to_numpy(), "numbers")
+    _same_array(to_float(table["value"]), pd.to_numeric(frame["value"], errors="coerce").to_numpy(), "numbers")
     train = table[table["split"] == "train"]
     assert len(train) == 2 and train["step"].tolist() == [1, 3]
     assert table[["step"]].columns == ["step"]
