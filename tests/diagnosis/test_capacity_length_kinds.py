@@ -10,6 +10,10 @@ it must still leave alone:
   whose val loss keeps falling as its confidence sharpens must not be.
 - ``train_longer``: per-epoch means of a short run (2 training records)
   were never judged.
+- ``train_longer``: windowed means of a short run of another task (a
+  language model, an encoder of no known task: 4-6 training records) were
+  only judged by the classifier's level test, so never; the share test now
+  runs on the last third of each curve's records.
 - ``train_longer``: for regression (the loss is the task's measure) a
   val gain >= 10 % over the last third is that much better a model.
 - ``underfitting``: a regression run whose training and validation loss
@@ -98,6 +102,35 @@ def test_two_epoch_means_of_a_fitted_classifier_are_not_told_to_train_longer():
     assert train_longer(_per_epoch([0.35, 0.20], [0.40, 0.31, 0.27, 0.25, 0.24, 0.23, 0.225, 0.22])) == []
     # Nor one whose training loss rose at its last record.
     assert train_longer(_per_epoch([0.73, 0.76], [1.14, 0.91, 0.81, 0.73, 0.70, 0.66, 0.64, 0.63])) == []
+
+
+def _windowed_lm(train: list[float], val: list[float], kind: str = "language_modelling"):
+    """A language model (V = 24) logged as 20-step window means, evaluated every 20 steps."""
+    steps = np.arange(20, 20 * len(train) + 1, 20)
+    eval_steps = np.arange(20, 20 * len(val) + 1, 20)
+    task = {"kind": kind, "vocab_size": 24} if kind == "language_modelling" else {"kind": kind}
+    return make_run(frames=[scalar_rows("loss", train, steps), scalar_rows("loss", val, eval_steps, split="val")],
+                    task=task)
+
+
+# Stopped after 120 of 450 steps: both curves still fall a real share of their total over their last third.
+STOPPED_TRAIN = [2.89, 2.63, 2.57, 2.49, 2.46, 2.40]
+STOPPED_VAL = [2.68, 2.59, 2.53, 2.48, 2.43, 2.39]
+
+
+@pytest.mark.parametrize("kind", ["language_modelling", "unknown"])
+def test_a_short_windowed_log_of_another_task_stopped_while_improving_is_told_to_train_longer(kind):
+    found = train_longer(_windowed_lm(STOPPED_TRAIN, STOPPED_VAL, kind))
+    assert _rules(found) == [("train_longer", "info")]
+    assert found[0].evidence["train_records"] == 6
+    assert found[0].evidence["val_share_last_third"] >= 0.10
+
+
+def test_a_short_windowed_log_that_flattened_or_whose_training_loss_rose_is_not():
+    flat_val = [2.68, 2.45, 2.42, 2.41, 2.405, 2.40]  # the last third brings 2 % of the val gain
+    assert train_longer(_windowed_lm(STOPPED_TRAIN, flat_val)) == []
+    rose = STOPPED_TRAIN[:-1] + [2.47]  # the training loss not at its lowest at its last record
+    assert train_longer(_windowed_lm(rose, STOPPED_VAL)) == []
 
 
 def _regression(kind: str, val_tail: float):

@@ -64,10 +64,15 @@ def test_lr_too_high_on_layers_killed_by_large_steps(run, fired):
         assert list(found[0].evidence["killed_layers"]) == ["enc.weight"]
 
 
-@pytest.mark.parametrize(("records", "fired"), [(8, ["train_longer"]), (7, [])], ids=["8-records", "7-records"])
-def test_train_longer_reads_a_training_loss_of_eight_records(records, fired):
+@pytest.mark.parametrize(("records", "evidence"), [(8, "train_share_last_quarter"), (7, "train_share_last_third")],
+                         ids=["8-records", "7-records"])
+def test_train_longer_reads_a_training_loss_of_eight_records(records, evidence):
+    """Eight records are enough for the quarters of the training loss; with seven the share test runs on the last
+    third of its records instead (before, seven records of a run still falling were never judged)."""
     train = np.linspace(1.39, 0.78, records) ** 1.5
     val = 1.39 - 0.8 * np.linspace(0, 1, 20) ** 1.5
     frames = [scalar_rows("loss", val, steps=np.linspace(11, 25 * records, 20).astype(int), split="val")]
     run = make_run(loss=train, steps=np.arange(25, 25 * records + 1, 25), frames=frames)
-    assert [f.rule for f in train_longer(run)] == fired
+    found = train_longer(run)
+    assert [f.rule for f in found] == ["train_longer"]
+    assert evidence in found[0].evidence
