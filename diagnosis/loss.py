@@ -642,6 +642,8 @@ class Spike:
         persistent: several elevated records (a warning), not one bad record (info).
         magnitude: the jump is ≥ MAGNITUDE_FACTOR × the level (a warning however short; ``sigmas`` is NaN when the
             log is too short for a noise scale).
+        floor: the zero that heights are read from: 0, or the run's lowest training loss when it is negative
+            (a Gaussian NLL; see :func:`_noise_spikes`).
     """
 
     start_step: int
@@ -653,6 +655,12 @@ class Spike:
     recovered_at_step: int | None
     persistent: bool
     magnitude: bool = False
+    floor: float = 0.0
+
+    @property
+    def height_ratio(self) -> float:
+        """The peak over the running level, both read from :attr:`floor`."""
+        return (self.peak_loss - self.floor) / (self.running_level - self.floor)
 
 
 def _spike_window(n: int, running: bool = False) -> int:
@@ -738,7 +746,15 @@ def _with_magnitude_jumps(run: RunData, loss: Curve, spikes: list[Spike]) -> lis
 def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
     """The spikes that stand out of the loss's rolling noise scale (:func:`loss_spike`); > SPIKE_MIN_HISTORY records."""
     n = len(loss)
-    values = loss.to_numpy()
+    # A loss that goes negative (a Gaussian negative log-likelihood, the ELBO of
+    # continuous data, a log-likelihood of densities) has no zero to read the
+    # relative tests of the SPIKE_* thresholds from: a level of -1.4 is not above 0, "3× the level"
+    # and "20 % above it" have no meaning, and every spike was passed over. Its
+    # heights are read from the run's lowest training loss instead, so that the
+    # ratios measure the jump against how far the loss sits above where it got.
+    # A loss that never goes below 0 keeps 0 as its floor: nothing changes for it.
+    floor = min(0.0, float(np.min(loss.to_numpy())))
+    values = loss.to_numpy() - floor  # heights above the floor; the Spike keeps the loss's own values
     window = _spike_window(n, running=run.status == "running")
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
     residual = values - level
@@ -775,7 +791,7 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
         cutoff = int(np.searchsorted(loss.index.to_numpy(), onset[0]))
         cutoff = max(0, cutoff - window)
     episodes = true_runs(sigmas >= SPIKE_ELEVATED_SIGMAS, 1, max_gap=SPIKE_MAX_GAP)
-    start_loss = abs(start_level(run))
+    start_loss = abs(start_level(run) - floor)
     spikes = []
     for start, end in episodes:
         elevated = int((sigmas[start:end + 1] >= SPIKE_ELEVATED_SIGMAS).sum())
@@ -803,8 +819,9 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
         if len(after):  # the spike ends where the loss is back, whatever noise follows
             end = min(end, peak + after[0])
         spikes.append(Spike(start_step=int(loss.index[start]), end_step=int(loss.index[end]),
-                            peak_step=int(loss.index[peak]), peak_loss=values[peak], running_level=base,
-                            sigmas=sigmas[peak], recovered_at_step=recovered_at, persistent=persistent))
+                            peak_step=int(loss.index[peak]), peak_loss=float(values[peak] + floor),
+                            running_level=float(base + floor), sigmas=sigmas[peak], recovered_at_step=recovered_at,
+                            persistent=persistent, floor=floor))
     return spikes
 
 
@@ -863,7 +880,7 @@ def loss_spike(run: RunData) -> list[Finding]:
         recovery = (f"recovered to within {SPIKE_RECOVERED_MARGIN:.0%} of the pre-spike level at step {recovered_at} "
                     f"({recovered_at - peak_step} steps later)" if recovered_at is not None
                     else "did not come back to the pre-spike level")
-        ratio = spike.peak_loss / spike.running_level
+        ratio = spike.height_ratio
         times = f"{ratio:.1f}" if ratio < MAGNITUDE_FACTOR else f"{ratio:.3g}"
         height = (f"{spike.sigmas:.0f} robust sigmas" if np.isfinite(spike.sigmas)
                   else "too few records for a noise scale")
@@ -879,8 +896,11 @@ def loss_spike(run: RunData) -> list[Finding]:
             "loss_spike", "warning" if spike.persistent or spike.magnitude else "info",
             f"Loss spike at step {peak_step}" if spike.persistent or spike.magnitude
             else f"One-step loss jump at step {peak_step}",
-            f"Loss jumped to {spike.peak_loss:.3g} at step {peak_step}, {times}× "
-            f"the running level {spike.running_level:.3g} ({height}; elevated steps "
+            f"Loss jumped to {spike.peak_loss:.3g} at step {peak_step}, "
+            + (f"{times}× the running level {spike.running_level:.3g}" if spike.floor == 0 else
+               f"{spike.peak_loss - spike.running_level:.3g} above the running level {spike.running_level:.3g} "
+               f"({times}× its height above the run's lowest loss, {spike.floor:.3g}: the loss goes negative)")
+            + f" ({height}; elevated steps "
             f"{spike.start_step}–{spike.end_step}); it {recovery}."
             + (f" {len(spikes)} spikes in all; the first {SPIKE_MAX_REPORTED} are listed."
                if len(spikes) > SPIKE_MAX_REPORTED and index == 0 else "")
@@ -889,7 +909,7 @@ def loss_spike(run: RunData) -> list[Finding]:
             "overflows; check the batch at that step.",
             "seed 000, seed 002 (loss spikes), seed 003", spike.start_step, spike.end_step,
             {"peak_step": peak_step, "peak_loss": spike.peak_loss, "running_level": spike.running_level,
-             "height_ratio": spike.peak_loss / spike.running_level,
+             "height_ratio": ratio, **({"floor": spike.floor} if spike.floor else {}),
              "sigmas": spike.sigmas if np.isfinite(spike.sigmas) else None,
              "recovered": recovered_at is not None, "recovered_at_step": recovered_at, "spike_count": len(spikes),
              "persistent": spike.persistent, "magnitude": spike.magnitude}))

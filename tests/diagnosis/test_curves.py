@@ -122,6 +122,20 @@ def test_loss_spike_quiet_on_the_same_noise_without_a_spike():
     assert loss_spike(make_run(loss=noisy_decay(600, noise=0.05))) == []
 
 
+@pytest.mark.parametrize("shift", [-0.3, -1.5, -4.0])
+def test_loss_spike_on_a_loss_that_goes_negative(shift):
+    """A Gaussian NLL falls below 0: its spikes are read from its lowest loss, not from a zero it passes through
+    (before, a running level <= 0 ended every test, and no spike on such a loss was ever found)."""
+    loss = noisy_decay(600, noise=0.05) + shift
+    quiet = loss.copy()
+    loss[300:306] += np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    found = loss_spike(make_run(loss=loss))
+    assert [(f.severity, f.evidence["peak_step"]) for f in found] == [("warning", 301)]
+    assert found[0].evidence["floor"] < 0 and found[0].evidence["recovered"] is True
+    assert "the loss goes negative" in found[0].message
+    assert loss_spike(make_run(loss=quiet)) == []  # the same noise without the spike
+
+
 @pytest.mark.parametrize(
     ("height", "fires"),
     [(1.19, False), (1.25, True)],
