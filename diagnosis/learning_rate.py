@@ -378,17 +378,19 @@ def rebound_settled(finding: Finding) -> bool:
             and finding.evidence.get("jump_share", 0.0) < LIVE_JUMP_SHARE)
 
 
-def _rebound_stretch(profile: Curve, start: float, noise: float, spikes: list) -> tuple[int, int, int] | None:
+def _rebound_stretch(profile: Curve, start: float, noise: float, spikes: list,
+                     floor: float = 0.0) -> tuple[int, int, int] | None:
     """The first stretch of ≥ REBOUND_MIN_BINS profile bins climbed back ≥ REBOUND_FRACTION of the way
-    from the best level so far to ``start`` (and REBOUND_NOISE_SIGMAS × ``noise``), after a real drop:
-    (position of that best, first bin, last bin), or None.
+    from the best level so far to ``start`` (and REBOUND_NOISE_SIGMAS × ``noise``), after a real drop (≥ MIN_DROP
+    of ``start`` above ``floor``: 0, or a negative loss's lowest record): (position of that best, first bin, last
+    bin), or None.
 
     A stretch that a loss spike starts (between the bin before it and its
     first bin) is that spike's slow recovery, which ``loss_spike`` reports.
     """
     values, centres = profile.to_numpy(), profile.index.to_numpy()
     best_so_far = np.minimum.accumulate(values)
-    dropped = start - best_so_far >= MIN_DROP * start
+    dropped = start - best_so_far >= MIN_DROP * (start - floor)
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = (values - best_so_far) / (start - best_so_far)
     climbed = dropped & (fraction >= REBOUND_FRACTION) & (values - best_so_far > REBOUND_NOISE_SIGMAS * noise)
@@ -500,7 +502,13 @@ def lr_too_high(run: RunData) -> list[Finding]:
     best_position = int(np.argmin(profile.to_numpy()))
     best = float(profile.iloc[best_position])
     late = window_median(loss, 0.8, 1.0)
-    if start <= 0 or start - best < MIN_DROP * start:
+    # A loss that goes negative (a Gaussian NLL, a log-likelihood of densities) has no 0 to read "a real drop
+    # of 10 % of the start" from: a start at or below 0 ended the rule, and a loss falling through 0 to -2 and
+    # climbing back to -1 was never judged. Its drop is read from its lowest record instead (then any drop
+    # counts, and the climb must still stand REBOUND_NOISE_SIGMAS out of the noise); a loss that stays ≥ 0
+    # keeps 0, unchanged.
+    floor = min(0.0, float(np.min(loss.to_numpy())))
+    if start - floor <= 0 or start - best < MIN_DROP * (start - floor):
         # No drop in the training log (it may have started late, or the loss may have a floor far above 0).
         return _needing_no_drop(run, loss, {"initial_loss": start, "best_level": best, "late_level": late})
     ratio = median_update_ratio(run)
@@ -531,7 +539,7 @@ def lr_too_high(run: RunData) -> list[Finding]:
             profile.index[best_position], loss.index[-1], evidence)]
     fine = binned_medians(loss, max(2, min(PROFILE_BINS, len(loss) // SPARSE_MIN_BIN_SIZE))) if sparse else profile
     fine_noise = mad_sigma(np.diff(fine.to_numpy())) / math.sqrt(2) if sparse else profile_noise
-    stretch = _rebound_stretch(fine, start, fine_noise, spikes)
+    stretch = _rebound_stretch(fine, start, fine_noise, spikes, floor)
     if stretch is not None:
         profile = fine
         best_position, first, last = stretch
@@ -552,7 +560,7 @@ def lr_too_high(run: RunData) -> list[Finding]:
             f"coming down again.{support}",
             "Lower the peak lr (×0.3 to ×0.1), or warm up for longer; clip gradients.", SOURCE_LR + "; seed 003",
             profile.index[best_position], profile.index[last], evidence)]
-    above = _above_start(profile, start)
+    above = _above_start(profile, start, floor)
     if above is not None and ratio is not None and ratio >= HIGH_UPDATE_RATIO:
         best_position, first = above
         best, peak = float(profile.iloc[best_position]), float(profile.iloc[first:].max())
@@ -683,12 +691,12 @@ def _killed_layers(run: RunData) -> dict[str, float]:
     return killed if alive else {}
 
 
-def _above_start(profile: Curve, start: float) -> tuple[int, int] | None:
-    """After a real drop (≥ MIN_DROP of ``start``), the first profile bin above ``start``:
+def _above_start(profile: Curve, start: float, floor: float = 0.0) -> tuple[int, int] | None:
+    """After a real drop (≥ MIN_DROP of ``start`` above ``floor``), the first profile bin above ``start``:
     (position of the best bin before it, its position), or None."""
     values = profile.to_numpy()
     best_so_far = np.minimum.accumulate(values)
-    above = np.flatnonzero((start - best_so_far >= MIN_DROP * start) & (values > start))
+    above = np.flatnonzero((start - best_so_far >= MIN_DROP * (start - floor)) & (values > start))
     if not above.size:
         return None
     first = int(above[0])

@@ -105,6 +105,20 @@ def test_divergence_by_orders_of_magnitude_needs_no_minimum_length(loss, verdict
         assert found[0].evidence["kind"] == "explosion" and found[0].evidence["orders_of_magnitude"] > 20
 
 
+@pytest.mark.parametrize("shift", [0.5, -0.5, -2.0])
+def test_lr_too_high_rebound_on_a_loss_that_goes_negative(shift):
+    """A Gaussian NLL that falls through 0 and climbs back a third of the way is judged as a positive loss is
+    (before, a start at or below 0 ended the rule); the same curve without the climb is not."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 601)
+    x = steps / 600
+    falling = 1.5 * np.exp(-x / 0.05) + shift + 0.05 * rng.standard_normal(600)
+    climbing = falling + np.clip((x - 0.3) * 2.0, 0, 0.8)
+    found = lr_too_high(make_run(loss=climbing, steps=steps, task={"kind": "regression"}))
+    assert [(f.rule, f.evidence["kind"]) for f in found] == [("lr_too_high", "rebound")]
+    assert lr_too_high(make_run(loss=falling, steps=steps, task={"kind": "regression"})) == []
+
+
 # ------------------------------------------------------------------ loss spikes
 
 
