@@ -826,8 +826,11 @@ def train_longer(run: RunData) -> list[Finding]:
         return []
     shares = ((val_share >= TRAIN_LONGER_VAL_SHARE or val_gain >= TRAIN_LONGER_BIG_VAL_GAIN)
               and train_share >= TRAIN_LONGER_TRAIN_SHARE)
-    measured = (task_of(run).kind in ("regression", "language_modelling") and val_gain >= TRAIN_LONGER_BIG_VAL_GAIN
-                and train_gain >= TRAIN_LONGER_TRAIN_IMPROVEMENT)
+    # A gain relative to the level needs a loss on a ratio scale: one that goes negative (a Gaussian NLL) has
+    # no 0 to be 10 % nearer to (a healthy NLL converging at -0.03 "gains" 30 % per eval), only the shares.
+    ratio_scale = float(np.min(v)) > 0 and float(np.min(loss.to_numpy())) > 0
+    measured = (task_of(run).kind in ("regression", "language_modelling") and ratio_scale
+                and val_gain >= TRAIN_LONGER_BIG_VAL_GAIN and train_gain >= TRAIN_LONGER_TRAIN_IMPROVEMENT)
     far = _far_from_fitting(run, float(v[-1]), train_fourth)
     if far is not None:
         evidence["share_of_reference_loss"] = far[0]

@@ -745,8 +745,14 @@ def _swing_start(run: RunData, first_evaluation: float) -> float:
 def _swing_unit(best: float, start: float) -> float:
     """The unit of a validation-loss jump above ``best``: ``best`` itself (the distance to a floor of 0), or
     the drop ``start - best`` when that is smaller and real (≥ MIN_DROP of ``start``): a loss whose floor is
-    far above 0 swings by what it learned, not by its level."""
+    far above 0 swings by what it learned, not by its level. A best at or below 0 swings by the drop alone
+    (infinite, so no swing, when there is none)."""
     drop = start - best
+    if math.isfinite(best) and best <= 0:
+        # A loss at or below 0 (a Gaussian NLL, a log-likelihood of densities) has no distance to a floor of 0:
+        # its best is no unit (a negative one made every wobble a swing: a healthy NLL ending at -0.03 was
+        # called an lr too high 25 times in 30), so it swings by what it learned, or not at all.
+        return drop if drop > 0 else math.inf
     return min(best, drop) if math.isfinite(best) and start > 0 and drop >= MIN_DROP * start else best
 
 

@@ -119,6 +119,22 @@ def test_lr_too_high_rebound_on_a_loss_that_goes_negative(shift):
     assert lr_too_high(make_run(loss=falling, steps=steps, task={"kind": "regression"})) == []
 
 
+@pytest.mark.parametrize("end", [0.03, 0.0, -0.03, -0.3])
+def test_a_healthy_loss_converging_near_or_below_0_gets_no_finding(end):
+    """A Gaussian NLL converging through 0: its validation loss's wobbles are no lr too high (a negative best was
+    the unit of a swing: 25 of 30 such runs were warned), and its tiny gains near 0 no "train longer"."""
+    from traindoctor.diagnosis import diagnose
+
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        steps, eval_steps = np.arange(1, 601), np.arange(30, 601, 30)
+        train = 1.5 * np.exp(-steps / 60) + end + 0.03 * rng.standard_normal(600)
+        val = 1.5 * np.exp(-eval_steps / 60) + end + 0.02 + 0.003 * rng.standard_normal(len(eval_steps))
+        run = make_run(loss=train, steps=steps, task={"kind": "regression"},
+                       frames=[scalar_rows("loss", val, eval_steps, split="val")])
+        assert [f.rule for f in diagnose(run)] == [], seed
+
+
 # ------------------------------------------------------------------ loss spikes
 
 
