@@ -20,7 +20,10 @@ checked with ``--family unet_signals lstm_lm_hmm set_transformer_points``;
 and checked with ``--family gin_graph_motifs vae_glyphs seq2seq_transduction``;
 ``FIFTH_HOLD_OUT`` those of the fifth (tests/data/heldout5, see
 ``tests/diagnosis/make_heldout5.py``), written from the rules of 115ef75 on
-and checked with ``--family tcn_tones ssm_lm_brackets contrastive_views``.
+and checked with ``--family tcn_tones ssm_lm_brackets contrastive_views``;
+``SIXTH_HOLD_OUT`` those of the sixth (tests/data/heldout6, see
+``tests/diagnosis/make_heldout6.py``), written from the rules of 6ed0da9 on
+and checked with ``--family conv2d_textures mlm_records forecast_gnll``.
 
 Usage::
 
@@ -52,6 +55,7 @@ SECOND_HOLD_OUT = ("bn_mlp_tabular", "vit_digits", "conv_tagger_tokens")
 THIRD_HOLD_OUT = ("unet_signals", "lstm_lm_hmm", "set_transformer_points")
 FOURTH_HOLD_OUT = ("gin_graph_motifs", "vae_glyphs", "seq2seq_transduction")
 FIFTH_HOLD_OUT = ("tcn_tones", "ssm_lm_brackets", "contrastive_views")
+SIXTH_HOLD_OUT = ("conv2d_textures", "mlm_records", "forecast_gnll")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
