@@ -3,8 +3,8 @@
 A check for changes that must not change what the diagnosis says (a faster
 data layer, a refactor): snapshot before, snapshot after, compare. The runs:
 
-- the tuning corpus (``tests/data/corpus``), the third to fifth program
-  hold-outs (``tests/data/heldout3``, ``heldout4``, ``heldout5``), the lr×10
+- the tuning corpus (``tests/data/corpus``), every program hold-out
+  (``tests/data/heldout3``, ``heldout4``, … as they are added), the lr×10
   runs and the bundled sample runs, each loaded from its store with
   ``load_run``;
 - the real public logs (``tests/data/real_logs``) and the field cases
@@ -38,9 +38,9 @@ if str(ROOT) not in sys.path:
 
 STORES = {
     "corpus": ROOT / "tests" / "data" / "corpus",
-    "heldout3": ROOT / "tests" / "data" / "heldout3",
-    "heldout4": ROOT / "tests" / "data" / "heldout4",
-    "heldout5": ROOT / "tests" / "data" / "heldout5",
+    # Every program hold-out, the ones added later included (heldout3, heldout4, ...).
+    **{path.name: path for path in sorted((ROOT / "tests" / "data").glob("heldout*"), key=lambda p: int(p.name[7:]))
+       if path.name[7:].isdigit()},
     "lr10x": ROOT / "tests" / "data" / "lr10x" / "store",
     "sample_runs": ROOT / "sample_runs" / "store",
 }
