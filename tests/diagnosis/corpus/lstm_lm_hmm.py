@@ -115,7 +115,7 @@ def adam(lr: float, clip: float | None = 1.0):
 
 def run(name: str, description: str, optimizer, epochs: int, **kwargs) -> Spec:
     settings = dict(family=FAMILY, objective="language_modelling", task_kind="language_modelling", logging=LOGGING,
-                    batch_size=20)
+                    batch_size=20, probe_layout=True)
     settings.update(kwargs)
     return Spec(name, description, settings.pop("data", text), settings.pop("model", lstm()), optimizer, epochs,
                 **settings)

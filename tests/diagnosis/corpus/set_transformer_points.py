@@ -173,7 +173,7 @@ def polynomial(optimizer, remaining: int):
 
 def run(name: str, description: str, optimizer, epochs: int, **kwargs) -> Spec:
     settings = dict(family=FAMILY, task_kind="classification", logging=LOGGING, eval_every=EVAL_EVERY,
-                    attention=True, batch_size=128, loss=smoothed_cross_entropy)
+                    attention=True, batch_size=128, loss=smoothed_cross_entropy, probe_layout=True)
     settings.update(kwargs)
     return Spec(name, description, settings.pop("data", point_sets), settings.pop("model", set_transformer()),
                 optimizer, epochs, **settings)

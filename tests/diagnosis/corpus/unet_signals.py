@@ -136,7 +136,7 @@ def unet(width: int = 12, skips: bool = True, bottleneck: int | None = None):
 
 def run(name: str, description: str, optimizer, epochs: int, **kwargs) -> Spec:
     settings = dict(family=FAMILY, objective="regression", task_kind="regression", logging=LOGGING,
-                    eval_every=EVAL_EVERY, loss=l1, batch_size=64)
+                    eval_every=EVAL_EVERY, loss=l1, batch_size=64, probe_layout=True)
     settings.update(kwargs)
     return Spec(name, description, settings.pop("data", signals), settings.pop("model", unet()), optimizer, epochs,
                 **settings)
