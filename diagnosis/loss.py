@@ -642,8 +642,8 @@ class Spike:
         persistent: several elevated records (a warning), not one bad record (info).
         magnitude: the jump is ≥ MAGNITUDE_FACTOR × the level (a warning however short; ``sigmas`` is NaN when the
             log is too short for a noise scale).
-        floor: the zero that heights are read from: 0, or the run's lowest training loss when it is negative
-            (a Gaussian NLL; see :func:`_noise_spikes`).
+        floor: the zero that heights are read from: 0, or twice the run's lowest training loss when that is
+            negative (a Gaussian NLL; see :func:`_noise_spikes`).
     """
 
     start_step: int
@@ -750,10 +750,13 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
     # continuous data, a log-likelihood of densities) has no zero to read the
     # relative tests of the SPIKE_* thresholds from: a level of -1.4 is not above 0, "3× the level"
     # and "20 % above it" have no meaning, and every spike was passed over. Its
-    # heights are read from the run's lowest training loss instead, so that the
-    # ratios measure the jump against how far the loss sits above where it got.
-    # A loss that never goes below 0 keeps 0 as its floor: nothing changes for it.
-    floor = min(0.0, float(np.min(loss.to_numpy())))
+    # heights are read from a floor as far below the run's lowest training loss
+    # as that is below 0 (2 × the lowest), so that a level keeps a height about
+    # its own size: from the lowest loss itself, a flat NLL's level would sit a
+    # hair above it and a 1 % wobble read as 5× that height (a forecaster at a
+    # lr of 2e-6 shifted by -2, benchmarks/metamorphic.py). A loss that never
+    # goes below 0 keeps 0 as its floor: nothing changes for it.
+    floor = 2.0 * min(0.0, float(np.min(loss.to_numpy())))
     values = loss.to_numpy() - floor  # heights above the floor; the Spike keeps the loss's own values
     window = _spike_window(n, running=run.status == "running")
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
@@ -899,7 +902,7 @@ def loss_spike(run: RunData) -> list[Finding]:
             f"Loss jumped to {spike.peak_loss:.3g} at step {peak_step}, "
             + (f"{times}× the running level {spike.running_level:.3g}" if spike.floor == 0 else
                f"{spike.peak_loss - spike.running_level:.3g} above the running level {spike.running_level:.3g} "
-               f"({times}× its height above the run's lowest loss, {spike.floor:.3g}: the loss goes negative)")
+               f"({times}× its height above {spike.floor:.3g}, twice the run's lowest loss: the loss goes negative)")
             + f" ({height}; elevated steps "
             f"{spike.start_step}–{spike.end_step}); it {recovery}."
             + (f" {len(spikes)} spikes in all; the first {SPIKE_MAX_REPORTED} are listed."
