@@ -23,7 +23,11 @@ and checked with ``--family gin_graph_motifs vae_glyphs seq2seq_transduction``;
 and checked with ``--family tcn_tones ssm_lm_brackets contrastive_views``;
 ``SIXTH_HOLD_OUT`` those of the sixth (tests/data/heldout6, see
 ``tests/diagnosis/make_heldout6.py``), written from the rules of 6ed0da9 on
-and checked with ``--family conv2d_textures mlm_records forecast_gnll``.
+and checked with ``--family conv2d_textures mlm_records forecast_gnll``;
+``SEVENTH_HOLD_OUT`` those of the seventh (tests/data/heldout7, see
+``tests/diagnosis/make_heldout7.py``), written from the rules of 479b644 on
+and checked with ``--family moe_lm_domains mixer_finetune_shapes
+dcn_multilabel_tags``.
 
 Usage::
 
@@ -56,6 +60,7 @@ THIRD_HOLD_OUT = ("unet_signals", "lstm_lm_hmm", "set_transformer_points")
 FOURTH_HOLD_OUT = ("gin_graph_motifs", "vae_glyphs", "seq2seq_transduction")
 FIFTH_HOLD_OUT = ("tcn_tones", "ssm_lm_brackets", "contrastive_views")
 SIXTH_HOLD_OUT = ("conv2d_textures", "mlm_records", "forecast_gnll")
+SEVENTH_HOLD_OUT = ("moe_lm_domains", "mixer_finetune_shapes", "dcn_multilabel_tags")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
