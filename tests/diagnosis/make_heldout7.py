@@ -28,7 +28,7 @@ corpus's format, so that::
     python benchmarks/diagnosis_accuracy.py --corpus tests/data/heldout7 \\
         --families moe_lm_domains mixer_finetune_shapes dcn_multilabel_tags
 
-scores them held out by family.
+scores them held out by family. About 7 minutes of one CPU core for the 38 runs (410 s measured).
 
 Usage::
 
