@@ -1198,9 +1198,14 @@ def decayed_too_early(run: RunData) -> list[Finding]:
         return []
     values = lr.to_numpy()
     peak = np.maximum.accumulate(values)
-    decayed = np.flatnonzero((values <= DECAY_FACTOR * peak) & (peak > 0))
-    if len(decayed) == 0:
+    # The decay is where the lr goes below DECAY_FACTOR of its peak and stays there to the end (as a
+    # Schedule's decay_step): a cyclic schedule's troughs (CyclicLR from a base a tenth of its max, warm
+    # restarts) come back up, and were each read as a decay at the first trough.
+    low = (values <= DECAY_FACTOR * peak) & (peak > 0)
+    if not low[-1]:
         return []
+    rises = np.flatnonzero(~low)
+    decayed = np.arange(rises[-1] + 1 if len(rises) else 0, len(values))
     decay_step = int(lr.index[decayed[0]])
     steps = loss.index.to_numpy()
     position = int(np.searchsorted(steps, decay_step))

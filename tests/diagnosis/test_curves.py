@@ -335,6 +335,21 @@ def test_decayed_too_early_quiet_for_a_late_drop_or_without_lr():
     assert decayed_too_early(make_run(loss=np.linspace(2, 1, 100))) == []
 
 
+def test_a_cyclic_schedules_troughs_are_no_decay():
+    """CyclicLR from a base a twentieth of its max dips below 10 % of the peak every cycle and comes back up:
+    the first trough was read as a decay (heldout7's Deep & Cross Networks, 4 false warnings). A decay that
+    stays low to the end is still one."""
+    n = 500
+    steps = np.arange(1, n + 1)
+    loss = 0.7 + 1.6 * np.exp(-steps / 25)  # the loss flattens by step 150, a fifth of the way into the cycles
+    phase = np.abs(((steps - 1) % 100) / 50.0 - 1.0)  # 1 at each cycle's start, 0 at its middle
+    cyclic = 0.1 * (0.05 + 0.95 * phase)
+    assert decayed_too_early(make_run(loss=loss, frames=[scalar_rows("lr", cyclic, layer="group0")])) == []
+    stays = np.where(steps > 60, 0.1 * 0.05, cyclic)  # the same first cycle, then the lr stays at its trough
+    found = decayed_too_early(make_run(loss=loss, frames=[scalar_rows("lr", stays, layer="group0")]))
+    assert rules_fired(found) == ["decayed_too_early"]
+
+
 # ------------------------------------------------------------------ train / val
 
 
