@@ -27,7 +27,10 @@ and checked with ``--family conv2d_textures mlm_records forecast_gnll``;
 ``SEVENTH_HOLD_OUT`` those of the seventh (tests/data/heldout7, see
 ``tests/diagnosis/make_heldout7.py``), written from the rules of 479b644 on
 and checked with ``--family moe_lm_domains mixer_finetune_shapes
-dcn_multilabel_tags``.
+dcn_multilabel_tags``; ``EIGHTH_HOLD_OUT`` those of the eighth
+(tests/data/heldout8, see ``tests/diagnosis/make_heldout8.py``), written
+from the rules of 466706a on and checked with ``--family
+seg_convnet_regions kd_student_mlp ftt_focal_tabular``.
 
 Usage::
 
@@ -61,6 +64,7 @@ FOURTH_HOLD_OUT = ("gin_graph_motifs", "vae_glyphs", "seq2seq_transduction")
 FIFTH_HOLD_OUT = ("tcn_tones", "ssm_lm_brackets", "contrastive_views")
 SIXTH_HOLD_OUT = ("conv2d_textures", "mlm_records", "forecast_gnll")
 SEVENTH_HOLD_OUT = ("moe_lm_domains", "mixer_finetune_shapes", "dcn_multilabel_tags")
+EIGHTH_HOLD_OUT = ("seg_convnet_regions", "kd_student_mlp", "ftt_focal_tabular")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
