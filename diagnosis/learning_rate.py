@@ -849,6 +849,18 @@ def zero_lr(run: RunData) -> tuple[int, int, int] | None:
     return int(steps.min()), int(steps.max()), records
 
 
+def _zero_lr_from(run: RunData, step: int) -> int | None:
+    """How many records every param group's lr has from ``step`` (optimizer steps) on when each of them is
+    exactly 0 there and there are ≥ ZERO_LR_MIN_RECORDS; else None."""
+    groups = [run.series("lr", "train", layer=layer) for layer in (None, *run.layers("lr"))]
+    groups = [series[(series.index.to_numpy() >= step) & np.isfinite(series.to_numpy())] for series in groups
+              if len(series)]
+    records = max((len(series) for series in groups), default=0)
+    if records < ZERO_LR_MIN_RECORDS or any(np.any(series.to_numpy() != 0) for series in groups):
+        return None
+    return records
+
+
 @rule(severities=("warning",), inputs=("loss", "lr", "update_ratio", "grad_norm", "amp_skipped"),
       metadata=("env.optimizer", "task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
@@ -1211,6 +1223,25 @@ def decayed_too_early(run: RunData) -> list[Finding]:
     position = int(np.searchsorted(steps, decay_step))
     if position >= DECAY_EARLY_FRACTION * len(loss):
         return []
+    nonzero = np.flatnonzero(values != 0)
+    zero_step = int(lr.index[nonzero[-1] + 1]) if len(nonzero) and nonzero[-1] + 1 < len(values) else None
+    stopped = _zero_lr_from(run, zero_step) if zero_step is not None else None
+    if stopped is not None and int(np.searchsorted(steps, zero_step)) < DECAY_EARLY_FRACTION * len(loss):
+        decay_step, position = zero_step, int(np.searchsorted(steps, zero_step))
+        # An lr of exactly 0 in every param group from the decay to the end stops the weights whatever the
+        # loss was heading for (as the zero_lr case above, which has it from the first record): no loss test.
+        # A schedule of hard-restart cosines sized for an eighth of the run dips once, restarts and then sits
+        # at 0 (heldout8, scored): its heading before the 0, read while the lr cycled, did not show a fall.
+        return [finding(
+            "decayed_too_early", "warning", f"lr at 0 from step {decay_step}",
+            f"The recorded lr is exactly 0 in every param group from step {decay_step} "
+            f"({position / len(loss):.0%} into the run's loss records) to the end ({stopped} records): the "
+            f"schedule ran out and the weights have not moved since.",
+            "Make the schedule span the run: check num_training_steps / total_iters / T_max (in optimizer steps) "
+            "and that a per-epoch scheduler is stepped once per epoch.",
+            "seed 004 step 6 rule 3", decay_step, int(loss.index[-1]),
+            {"kind": "zero_lr_after", "decay_step": decay_step, "lr_before": float(peak[decayed[0]]),
+             "records_at_zero": stopped})]
     if position < DECAY_SPARSE_MIN_RECORDS or curve is None:
         # Too few records before the decay (or in all) to say where the loss was heading: the weights that
         # stopped moving at the decay say it instead.

@@ -350,6 +350,18 @@ def test_a_cyclic_schedules_troughs_are_no_decay():
     assert rules_fired(found) == ["decayed_too_early"]
 
 
+def test_an_lr_at_exactly_0_from_early_on_is_a_decay_too_early_whatever_the_loss_did_before():
+    """Hard-restart cosines sized for an eighth of the run: a trough, a restart, then 0 to the end (heldout8).
+    The loss barely moved while the lr cycled, so no heading shows; at lr 0 the weights stop anyway."""
+    n = 480
+    steps = np.arange(1, n + 1)
+    cycle = np.where(steps <= 30, 0.5 * (1 + np.cos(np.pi * steps / 30)), 0.5 * (1 + np.cos(np.pi * (steps - 30) / 30)))
+    lr = np.where(steps <= 60, 5e-3 * cycle, 0.0)
+    loss = 1.6 - 0.02 * np.minimum(steps, 60) / 60 + 0.01 * np.random.default_rng(0).standard_normal(n)
+    found = decayed_too_early(make_run(loss=loss, frames=[scalar_rows("lr", lr, layer="group0")]))
+    assert [(f.rule, f.evidence["kind"], f.step_start) for f in found] == [("decayed_too_early", "zero_lr_after", 60)]
+
+
 # ------------------------------------------------------------------ train / val
 
 
