@@ -30,7 +30,10 @@ and checked with ``--family moe_lm_domains mixer_finetune_shapes
 dcn_multilabel_tags``; ``EIGHTH_HOLD_OUT`` those of the eighth
 (tests/data/heldout8, see ``tests/diagnosis/make_heldout8.py``), written
 from the rules of 466706a on and checked with ``--family
-seg_convnet_regions kd_student_mlp ftt_focal_tabular``.
+seg_convnet_regions kd_student_mlp ftt_focal_tabular``; ``NINTH_HOLD_OUT``
+those of the ninth (tests/data/heldout9, see
+``tests/diagnosis/make_heldout9.py``), checked with ``--family
+gru_next_event ae_conv1d_sensors poisson_counts_transformer``.
 
 Usage::
 
@@ -65,6 +68,7 @@ FIFTH_HOLD_OUT = ("tcn_tones", "ssm_lm_brackets", "contrastive_views")
 SIXTH_HOLD_OUT = ("conv2d_textures", "mlm_records", "forecast_gnll")
 SEVENTH_HOLD_OUT = ("moe_lm_domains", "mixer_finetune_shapes", "dcn_multilabel_tags")
 EIGHTH_HOLD_OUT = ("seg_convnet_regions", "kd_student_mlp", "ftt_focal_tabular")
+NINTH_HOLD_OUT = ("gru_next_event", "ae_conv1d_sensors", "poisson_counts_transformer")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
