@@ -889,19 +889,18 @@ def _train_longer_few_records(run: RunData, values: Curve, loss: Curve) -> list[
     if val_gain >= TRAIN_LONGER_VAL_IMPROVEMENT and train_gain >= TRAIN_LONGER_TRAIN_IMPROVEMENT:
         far = _far_from_fitting(run, float(v[-1]), float(t[-1]))
     val_start, val_third_gain, val_share = _last_third(v)
-    train_start, train_third_gain, train_share = _last_third(t)
+    _, train_third_gain, train_share = _last_third(t)
     shares = (val_third_gain >= TRAIN_LONGER_VAL_IMPROVEMENT and val_share >= TRAIN_LONGER_VAL_SHARE
               and train_third_gain >= TRAIN_LONGER_TRAIN_IMPROVEMENT and train_share >= TRAIN_LONGER_TRAIN_SHARE)
     if far is None and not shares:
         return []
-    evidence = {"val_improvement_last_third": val_gain, "train_improvement_last_record": train_gain,
-                "train_records": len(t), "last_val_loss": float(v[-1])}
+    evidence = {"train_improvement_last_record": train_gain, "train_records": len(t), "last_val_loss": float(v[-1])}
     if far is not None:
-        evidence["share_of_reference_loss"] = far[0]
+        evidence.update(val_improvement_last_third=val_gain, share_of_reference_loss=far[0])
         words = f"the training loss fell {train_gain:.0%} at its last record (of {len(t)})"
         return [_train_longer_finding(values, third, val_gain, words, False, False, far, evidence)]
-    evidence.update({"val_improvement_last_third": val_third_gain, "val_share_last_third": val_share,
-                     "train_improvement_last_third": train_third_gain, "train_share_last_third": train_share})
+    evidence.update(val_improvement_last_third=val_third_gain, val_share_last_third=val_share,
+                    train_improvement_last_third=train_third_gain, train_share_last_third=train_share)
     words = (f"the training loss fell {train_third_gain:.0%} over the last third of its {len(t)} records "
              f"({train_share:.0%} of its total fall)")
     return [_train_longer_finding(values, len(v) - val_start, val_third_gain, words, True, False, None, evidence)]

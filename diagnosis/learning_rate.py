@@ -837,28 +837,17 @@ def watched_lr(run: RunData) -> float | None:
     return max(values) if values else None
 
 
-def zero_lr(run: RunData) -> tuple[int, int, int] | None:
-    """(first step, last step, records) when every recorded lr (every param group) is exactly 0
-    at ≥ ZERO_LR_MIN_RECORDS records; else None."""
+def zero_lr(run: RunData, from_step: float = -math.inf) -> tuple[int, int, int] | None:
+    """(first step, last step, records) when every recorded lr (every param group) from ``from_step``
+    (optimizer steps; default: all of them) on is exactly 0, at ≥ ZERO_LR_MIN_RECORDS records; else None."""
     groups = [run.series("lr", "train", layer=layer) for layer in (None, *run.layers("lr"))]
-    groups = [series[np.isfinite(series.to_numpy())] for series in groups if len(series)]
+    groups = [series[(series.index.to_numpy() >= from_step) & np.isfinite(series.to_numpy())] for series in groups
+              if len(series)]
     records = max((len(series) for series in groups), default=0)
     if records < ZERO_LR_MIN_RECORDS or any(np.any(series.to_numpy() != 0) for series in groups):
         return None
     steps = np.concatenate([series.index.to_numpy() for series in groups])
     return int(steps.min()), int(steps.max()), records
-
-
-def _zero_lr_from(run: RunData, step: int) -> int | None:
-    """How many records every param group's lr has from ``step`` (optimizer steps) on when each of them is
-    exactly 0 there and there are ≥ ZERO_LR_MIN_RECORDS; else None."""
-    groups = [run.series("lr", "train", layer=layer) for layer in (None, *run.layers("lr"))]
-    groups = [series[(series.index.to_numpy() >= step) & np.isfinite(series.to_numpy())] for series in groups
-              if len(series)]
-    records = max((len(series) for series in groups), default=0)
-    if records < ZERO_LR_MIN_RECORDS or any(np.any(series.to_numpy() != 0) for series in groups):
-        return None
-    return records
 
 
 @rule(severities=("warning",), inputs=("loss", "lr", "update_ratio", "grad_norm", "amp_skipped"),
@@ -1225,7 +1214,7 @@ def decayed_too_early(run: RunData) -> list[Finding]:
         return []
     nonzero = np.flatnonzero(values != 0)
     zero_step = int(lr.index[nonzero[-1] + 1]) if len(nonzero) and nonzero[-1] + 1 < len(values) else None
-    stopped = _zero_lr_from(run, zero_step) if zero_step is not None else None
+    stopped = zero_lr(run, zero_step) if zero_step is not None else None
     if stopped is not None and int(np.searchsorted(steps, zero_step)) < DECAY_EARLY_FRACTION * len(loss):
         decay_step, position = zero_step, int(np.searchsorted(steps, zero_step))
         # An lr of exactly 0 in every param group from the decay to the end stops the weights whatever the
@@ -1235,13 +1224,13 @@ def decayed_too_early(run: RunData) -> list[Finding]:
         return [finding(
             "decayed_too_early", "warning", f"lr at 0 from step {decay_step}",
             f"The recorded lr is exactly 0 in every param group from step {decay_step} "
-            f"({position / len(loss):.0%} into the run's loss records) to the end ({stopped} records): the "
+            f"({position / len(loss):.0%} into the run's loss records) to the end ({stopped[2]} records): the "
             f"schedule ran out and the weights have not moved since.",
             "Make the schedule span the run: check num_training_steps / total_iters / T_max (in optimizer steps) "
             "and that a per-epoch scheduler is stepped once per epoch.",
             "seed 004 step 6 rule 3", decay_step, int(loss.index[-1]),
             {"kind": "zero_lr_after", "decay_step": decay_step, "lr_before": float(peak[decayed[0]]),
-             "records_at_zero": stopped})]
+             "records_at_zero": stopped[2]})]
     if position < DECAY_SPARSE_MIN_RECORDS or curve is None:
         # Too few records before the decay (or in all) to say where the loss was heading: the weights that
         # stopped moving at the decay say it instead.

@@ -756,8 +756,9 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
     # hair above it and a 1 % wobble read as 5× that height (a forecaster at a
     # lr of 2e-6 shifted by -2, benchmarks/metamorphic.py). A loss that never
     # goes below 0 keeps 0 as its floor: nothing changes for it.
-    floor = 2.0 * min(0.0, float(np.min(loss.to_numpy())))
-    values = loss.to_numpy() - floor  # heights above the floor; the Spike keeps the loss's own values
+    raw = loss.to_numpy()
+    floor = 2.0 * min(0.0, float(np.min(raw)))
+    values = raw - floor  # heights above the floor; the Spike keeps the loss's own values
     window = _spike_window(n, running=run.status == "running")
     level = trailing_median(values, window, SPIKE_MIN_HISTORY)
     residual = values - level

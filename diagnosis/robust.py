@@ -7,7 +7,6 @@ NaN and ±Inf where a statistic must, and is O(n) or O(n log w) so that a
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from traindoctor.store.frames import Curve
