@@ -40,6 +40,19 @@ UNDERPERFORMING_MIN_REFERENCE = 0.5
 # ...and the gap larger than this many binomial standard errors of the
 # class's recall, so small classes are not flagged on noise.
 UNDERPERFORMING_SE = 2.0
+# A warning only when a flagged class is largely missed: its F1 below half
+# the others' (the model gets fewer than half as many of its examples
+# right as it does elsewhere, the mark of a class starved of examples or
+# mislabelled, which data work fixes). Between half and UNDERPERFORMING_F1_RELATIVE
+# a class is harder than the rest, which healthy runs show as often as
+# faulty ones: held out, 5 of the 8 warnings on healthy runs of the seven
+# program hold-outs and 5 of 7 on 216 re-seeded healthy corpus runs were
+# this rule on a healthy run's hardest class; on the hold-outs those sat at
+# 0.59-0.79 of the others' F1 (a Mixer's, an FT-Transformer's, a distilled
+# student's), while the labelled cases it warned on sat at 0-0.41 but for
+# two (0.56, 0.68; both labelled class_imbalance too). A harder class is
+# info: true, worth a look at the confusions, not the run's trouble.
+UNDERPERFORMING_F1_MISSED = 0.5
 # "Strongly unequal support": largest/smallest class support ≥ 6. It was 4
 # (a 80/20 split in the binary case; imbalanced-learn's tutorials start
 # there); the accuracy benchmark's leave-one-family-out tuning chose 6 on
@@ -150,15 +163,18 @@ def _top_confusion(metrics: ClassMetrics, index: int) -> tuple[int, float] | Non
       # A model no better than the class prior does poorly on most classes: that is the finding.
       explained_by=("no_better_than_baseline", "divergence"),
       thresholds=("MIN_CLASS_SUPPORT", "UNDERPERFORMING_F1_GAP", "UNDERPERFORMING_F1_RELATIVE",
-                  "UNDERPERFORMING_MIN_REFERENCE", "UNDERPERFORMING_SE", "MUTUAL_CONFUSION_SHARE"))
+                  "UNDERPERFORMING_MIN_REFERENCE", "UNDERPERFORMING_SE", "UNDERPERFORMING_F1_MISSED",
+                  "MUTUAL_CONFUSION_SHARE"))
 def underperforming_classes(run: RunData) -> list[Finding]:
     """Classes whose F1 is far below the rest, with what they are confused with.
 
     Symptom: in the last evaluation, a class's F1 is ≥ 0.15 below (and
     < 80 % of) the median F1 of the other classes (weighted by their
     support), by more than two binomial
-    standard errors. Info, not a warning, when the flagged classes pair up
-    as each other's main confusion (≥ half of each one's errors): classes
+    standard errors. A warning when a flagged class is largely missed (F1
+    below half the others'); info when every flagged class keeps over half
+    (a class harder than the rest, as healthy runs have), or when they pair
+    up as each other's main confusion (≥ half of each one's errors): classes
     that overlap in the data, which no training change separates.
     Likely cause: too few or mislabelled examples, classes that overlap or
     need features the model lacks.
@@ -186,6 +202,7 @@ def underperforming_classes(run: RunData) -> list[Finding]:
             flagged.append((int(index), reference))
     if not flagged:
         return []
+    missed = any(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference for index, reference in flagged)
     parts, evidence = [], {}
     for index, reference in flagged:
         name = _class_name(run, index)
@@ -201,10 +218,14 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     overlapping = _mutual_pairs(metrics, [index for index, _ in flagged])
     overlap_text = (" Each is mostly taken for the other: the classes overlap in the data (or in their labels), "
                     "which no training change separates." if overlapping else "")
+    harder_text = ("" if missed or overlapping else
+                   " Each still gets over half the others' F1: a class harder than the rest, which healthy runs "
+                   "have too, rather than one the model misses.")
     return [finding(
-        "underperforming_classes", "info" if overlapping else "warning",
-        f"{len(flagged)} class(es) far below the rest" + (", confused with each other" if overlapping else ""),
-        f"In the {split} evaluation at step {step}: " + "; ".join(parts) + "." + overlap_text,
+        "underperforming_classes", "warning" if missed and not overlapping else "info",
+        f"{len(flagged)} class(es) " + ("far below the rest" if missed else "below the rest")
+        + (", confused with each other" if overlapping else ""),
+        f"In the {split} evaluation at step {step}: " + "; ".join(parts) + "." + overlap_text + harder_text,
         "Plot the confusion matrix and inspect the misclassified examples of these classes; curate or relabel "
         "their data, collect more of them, or add features that separate them from what they are confused with.",
         "seed 002 (data curation; plot a confusion matrix)", step, step,

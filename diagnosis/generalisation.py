@@ -456,7 +456,18 @@ UNDERFIT_VAL_STILL_FALLING = 0.05
 # tasks stay unjudged, and these five stay misses rather than false alarms.
 
 
-@rule(severities=("info", "warning"), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
+# A classifier's plateau is info too, not a warning: the level test cannot
+# tell too little capacity from the data's own limit either. The ninth
+# hold-out's GRUs predicting the next event of a Markov chain (best
+# accuracy ~0.55 by construction) plateau at 59 % of ln 6, accuracy 0.55,
+# val within 1 %, the picture of the corpus's one-unit GRU (76 % of ln 4,
+# accuracy 0.46). Held out, the warnings this test gave on the seven
+# program hold-outs were right once in five (the four wrong ones on that
+# GRU family, three of them healthy runs), and it gave one of the 7 warnings
+# on 216 re-seeded healthy corpus runs; in sample it was right 6 times in 6.
+# A warning names the run's trouble in the verdict; a plateau that may be
+# the best the data allows is a hint to test with a bigger model.
+@rule(severities=("info",), inputs=("loss", "accuracy", "lr", "grad_norm", "amp_skipped"),
       metadata=("task.expected_initial_loss", "task.kind", "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       # "More capacity" is wrong advice when a more specific cause explains the plateau.
@@ -486,8 +497,10 @@ def underfitting(run: RunData) -> list[Finding]:
     per-batch training loss was noise), nor still improving at its end
     (≥ 2 % over the last third of the evals, its best among the last two,
     beyond the eval noise: train_longer's test; a short run stopped early).
-    Classification is judged as above;
-    a regression run only as info, without a level (its loss has its
+    Classification is judged as above, as info (a hint, not a warning:
+    the curves cannot tell a model too small from one at the best its
+    data allows, and held out the warning was right once in five);
+    a regression run as info too, without a level (its loss has its
     targets' units): train and validation flat together over the second
     half of the peak-lr stretch (< 5 % from its second quarter to its
     fourth), the decay not lowering it, validation within 10 % of train. A
@@ -586,10 +599,13 @@ def underfitting(run: RunData) -> list[Finding]:
     when = (f" before the lr decay at step {schedule.decay_step}"
             if schedule is not None and schedule.decay_step is not None else " in the last quarter")
     return [finding(
-        "underfitting", "warning", "Underfitting: training loss plateaued high",
-        f"Training loss flat at {final:.3g}{level} (it improved {improvement:+.1%}{when}){val_text}: {verdict}.",
-        "Increase capacity (wider/deeper model, better features) or reduce regularisation; then train longer. "
-        "If classes overlap or labels are noisy the plateau may be the data's limit: look at the confusions first.",
+        "underfitting", "info", "Training loss plateaued high: too little capacity or the data's limit",
+        f"Training loss flat at {final:.3g}{level} (it improved {improvement:+.1%}{when}){val_text}: {verdict}. "
+        f"The curves cannot tell a model too small for the task from one at the best its data allows "
+        f"(overlapping classes, noisy labels, a target that is partly random).",
+        "Train a bigger model (wider/deeper, better features) or with less regularisation for a few epochs: if the "
+        "loss drops below this plateau, the model was too small. If classes overlap or labels are noisy the plateau "
+        "may be the data's limit: look at the confusions first.",
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
 
 

@@ -232,7 +232,7 @@ def test_a_short_run_stopped_while_its_val_loss_still_improves_is_train_longer_n
 
 
 def test_the_same_run_whose_val_loss_flattened_is_still_underfitting():
-    assert _rules(underfitting(_stopped_early(val_tail=0.0))) == [("underfitting", "warning")]
+    assert _rules(underfitting(_stopped_early(val_tail=0.0))) == [("underfitting", "info")]
 
 
 def _data_limited(train_level: float, seed: int = 9):
@@ -261,7 +261,7 @@ def test_a_classifier_below_0_9_accuracy_whose_loss_says_it_fits_is_no_underfitt
 
 def test_a_classifier_below_0_9_accuracy_with_a_high_loss_is_underfitting():
     """The same accuracy at 36 % of ln 3, as a linear model on two moons (underfitting_moons_linear)."""
-    assert _rules(underfitting(_data_limited(0.40))) == [("underfitting", "warning")]
+    assert _rules(underfitting(_data_limited(0.40))) == [("underfitting", "info")]
 
 
 def _three_epochs(val: list[float]):
@@ -279,8 +279,8 @@ def _three_epochs(val: list[float]):
 
 @pytest.mark.parametrize("val, expected", [
     ([1.10, 1.02, 0.98], []),  # better at every eval, 3.9 % at the last: stopped early
-    ([1.00, 0.98, 0.985], [("underfitting", "warning")]),  # worse at the last eval: a plateau
-    ([1.10, 1.00, 0.995], [("underfitting", "warning")]),  # 0.5 % at the last: too little to call improving
+    ([1.00, 0.98, 0.985], [("underfitting", "info")]),  # worse at the last eval: a plateau
+    ([1.10, 1.00, 0.995], [("underfitting", "info")]),  # 0.5 % at the last: too little to call improving
 ], ids=["improving-at-every-eval", "last-eval-worse", "last-gain-below-2-percent"])
 def test_three_evals_of_a_short_run_still_improving_are_no_underfitting(val, expected):
     """With 3 evals no eval noise can be measured; each must improve on the one before, the last by >= 2 %."""

@@ -113,7 +113,7 @@ def _flat_high_plateau(task: dict):
 
 @pytest.mark.parametrize(
     ("task", "severities"),
-    [({"num_classes": 3}, ["warning"]), ({}, []), ({"kind": "language_modelling", "vocab_size": 32000}, []),
+    [({"num_classes": 3}, ["info"]), ({}, []), ({"kind": "language_modelling", "vocab_size": 32000}, []),
      ({"kind": "regression"}, ["info"])],
     ids=["classifier-at-64%-of-ln-3", "unknown-task", "language-model", "regression"],
 )
@@ -278,7 +278,7 @@ def test_underfitting_is_still_found_when_the_plateau_comes_before_the_decay():
     loss = loss * (1 + 0.01 * np.random.default_rng(3).standard_normal(N))
     run = _scheduled(lr, loss, np.full(10, 0.77))
     found = underfitting(run)
-    assert rules(found) == [("underfitting", "warning")] and "before the lr decay" in found[0].message
+    assert rules(found) == [("underfitting", "info")] and "before the lr decay" in found[0].message
 
 
 def test_train_longer_still_found_on_a_constant_lr():

@@ -35,17 +35,38 @@ def _classes_run(matrix):
         # Classes 0 and 3 taken for each other (noisy sine and triangle waves): the data overlaps.
         ([[173, 1, 2, 125], [4, 281, 0, 1], [0, 0, 317, 6], [51, 1, 3, 235]], "info"),
         # Class 3 taken for class 0, which is not taken for it (a rare or mislabelled class).
-        ([[290, 1, 2, 8], [4, 281, 0, 1], [0, 0, 317, 6], [125, 1, 3, 161]], "warning"),
-        # Two weak classes each taken for a third, strong one: no pair, a warning.
+        ([[290, 1, 2, 8], [4, 281, 0, 1], [0, 0, 317, 6], [125, 1, 3, 161]], "info"),
+        # Two weak classes each taken for a third, strong one: no pair.
         ([[300, 0, 0, 0, 0], [0, 290, 0, 0, 0], [150, 0, 150, 0, 0], [140, 0, 0, 160, 0], [0, 0, 0, 0, 300]],
-         "warning"),
+         "info"),
     ],
-    ids=["mutual-pair-is-info", "one-way-confusion-warns", "both-into-a-third-class-warns"],
+    ids=["mutual-pair-is-info", "one-way-confusion-is-no-pair", "both-into-a-third-class-is-no-pair"],
 )
 def test_underperforming_classes_that_overlap_each_other_are_a_data_hint(matrix, severity):
+    """Only the mutual pair is called overlapping; the other two are no pair (info here as classes harder
+    than the rest, each above half the others' F1: see the next test)."""
     found = underperforming_classes(_classes_run(matrix))
     assert _severities(found) == [severity]
-    assert found[0].evidence["mutual_confusion"] is (severity == "info")
+    assert found[0].evidence["mutual_confusion"] is (matrix[0][3] == 125)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "severity"),
+    [
+        # Class 3 at recall 0.55 (F1 0.69 against the others' 0.96, 72 %): harder than the rest, not missed.
+        ([[290, 1, 2, 8], [4, 281, 0, 1], [0, 0, 317, 6], [125, 1, 3, 161]], "info"),
+        # Class 3 at recall 0.21 (F1 0.33, a third of the others'): the model misses most of it.
+        ([[290, 1, 2, 8], [4, 281, 0, 1], [0, 0, 317, 6], [80, 75, 75, 60]], "warning"),
+    ],
+    ids=["harder-class-is-info", "missed-class-warns"],
+)
+def test_a_class_below_the_rest_warns_only_when_largely_missed(matrix, severity):
+    """Issue #12's false alarms: a healthy run's hardest class at 0.59-0.79 of the others' F1 warned on
+    five of 88 held-out healthy runs. Below half the others' F1 the class is missed (a warning); above, it is
+    harder than the rest (info), and the message says so."""
+    found = underperforming_classes(_classes_run(matrix))
+    assert _severities(found) == [severity]
+    assert ("harder than the rest" in found[0].message) is (severity == "info")
 
 
 # ------------------------------------------------------------------ class_imbalance: the cross-validated ratio
@@ -202,8 +223,10 @@ def test_small_classes_all_doing_poorly_are_measured_against_the_typical_example
     matrix = [[7988, 71, 30, 23, 8], [225, 198, 0, 1, 6], [94, 3, 148, 15, 0], [50, 4, 19, 80, 0],
               [14, 3, 1, 1, 18]]
     found = underperforming_classes(_classes_run(matrix))
-    assert _severities(found) == ["warning"]
+    # Each keeps over half the big class's F1 (0.54-0.67 of it): info here; class_imbalance gives the warning.
+    assert _severities(found) == ["info"]
     assert sorted(found[0].evidence["classes"]) == ["1", "2", "3", "4"]
+    assert _severities(class_imbalance(_classes_run(matrix))) == ["warning"]
 
 
 def test_the_support_weighted_median_is_the_plain_median_for_equal_supports():
