@@ -300,14 +300,17 @@ class HeldOut:
 
 def score_findings(scored: list[tuple[Case, list[Finding]]]) -> HeldOut:
     """Per-rule counts and healthy-run alarms of labelled runs and their findings."""
-    table = {rule: {"labelled": 0, "found": 0, "fired": 0, "correct": 0} for rule in RULES}
+    table = {rule: {"labelled": 0, "found": 0, "warned": 0, "fired": 0, "correct": 0} for rule in RULES}
     false_alarms, missed, wrong, alarmed = [], [], [], 0
     for case, findings in scored:
         fired = {f.rule for f in findings}
         for rule, expected in case.expect.items():
             table[rule]["labelled"] += 1
-            if any(f.rule == rule and overlaps(f, expected) for f in findings):
+            matching = [f for f in findings if f.rule == rule and overlaps(f, expected)]
+            if matching:
                 table[rule]["found"] += 1
+                # Found by a warning or a critical finding: what the verdict names and --fail-on counts.
+                table[rule]["warned"] += any(f.severity in ("warning", "critical") for f in matching)
             else:
                 missed.append(f"{case.run.name}: {rule} {expected}")
         for rule in fired:
@@ -350,7 +353,7 @@ def in_sample(runs: list[Tuned]) -> HeldOut:
 def format_held_out(result: HeldOut, curve_rules: tuple[str, ...]) -> str:
     """The per-rule table with 95 % Wilson intervals, and the healthy-run false-alarm rate."""
     lines = [f"{'rule':<26}{'labelled':>9}{'found':>6}{'recall':>8}{'95% CI':>14}"
-             f"{'fired':>7}{'precision':>10}{'95% CI':>14}"]
+             f"{'fired':>7}{'precision':>10}{'95% CI':>14}{'warned':>8}"]
     for rule, row in result.table.items():
         if not row["labelled"] and not row["fired"]:
             continue
@@ -361,13 +364,18 @@ def format_held_out(result: HeldOut, curve_rules: tuple[str, ...]) -> str:
         precision = f"{row['correct'] / row['fired']:.2f}" if row["fired"] else "-"
         precision_ci = f"{low:.2f}-{high:.2f}" if row["fired"] else "-"
         mark = "" if rule in curve_rules else " (not from curves)"
+        warned = f"{row['warned']}" if row["labelled"] else "-"
         lines.append(f"{rule:<26}{row['labelled']:>9}{row['found']:>6}{recall:>8}{recall_ci:>14}"
-                     f"{row['fired']:>7}{precision:>10}{precision_ci:>14}{mark}")
+                     f"{row['fired']:>7}{precision:>10}{precision_ci:>14}{warned:>8}{mark}")
     labelled = sum(row["labelled"] for row in result.table.values())
     found = sum(row["found"] for row in result.table.values())
+    warned = sum(row["warned"] for row in result.table.values())
     low, high = wilson(found, labelled)
     interval = f"{low:.2f}-{high:.2f}"
-    lines.append(f"{'all labels':<26}{labelled:>9}{found:>6}{found / max(labelled, 1):>8.2f}{interval:>14}")
+    lines.append(f"{'all labels':<26}{labelled:>9}{found:>6}{found / max(labelled, 1):>8.2f}{interval:>14}"
+                 f"{'':>7}{'':>10}{'':>14}{warned:>8}")
+    lines.append(f"(found: by a finding of any severity, info included; warned: of those, by a warning or critical "
+                 f"finding, {warned}/{labelled} = {warned / max(labelled, 1):.2f})")
     rate = 100 * result.healthy_alarms / max(result.healthy_runs, 1)
     low, high = wilson(result.alarmed_healthy_runs, result.healthy_runs)
     lines.append(f"false alarms: {result.healthy_alarms} warning/critical findings on {result.healthy_runs} healthy "

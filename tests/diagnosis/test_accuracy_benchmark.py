@@ -54,6 +54,17 @@ def test_each_family_is_scored_with_thresholds_chosen_on_the_others():
     assert (defaults.table["loss_spike"]["found"], defaults.healthy_alarms) == (0, 0)
 
 
+def test_a_label_found_only_by_an_info_finding_counts_as_found_not_warned():
+    """Recall counts a finding of any severity; the warned column counts only warnings and criticals, so a rule
+    moved to info keeps its recall and shows what the verdict no longer names."""
+    from benchmarks.diagnosis_accuracy import CURVE_RULES, format_held_out, score_findings
+
+    cases = [Case(RunData(name, name), {"loss_spike": [90, 120]}) for name in ("a", "b")]
+    result = score_findings([(cases[0], [spike("info")]), (cases[1], [spike("critical")])])
+    assert (result.table["loss_spike"]["found"], result.table["loss_spike"]["warned"]) == (2, 1)
+    assert "warned: of those, by a warning or critical finding, 1/2 = 0.50" in format_held_out(result, CURVE_RULES)
+
+
 def test_ties_keep_the_default_and_a_lone_family_is_refused():
     runs = [tuned("a-healthy", "a", (), False), tuned("b-healthy", "b", (), False)]
     assert choose_thresholds(runs) == {rule: default_value(rule, next(iter(settings)))
