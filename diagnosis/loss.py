@@ -19,6 +19,7 @@ from traindoctor.diagnosis.common import (
     finding,
     finite_train_loss,
     loss_reference,
+    lr_series,
     masked_train_losses,
     non_finite_steps,
     task_of,
@@ -933,6 +934,14 @@ INITIAL_STEP = 1
 # first step, so a low value there may be progress...
 EARLY_STEPS_MAX = 10
 EARLY_STEPS_FRACTION = 0.01
+# ...or a regular log's first record (at step N of a log every N steps: it
+# logged from the start) taken while the lr is still warming up (below half
+# its peak and rising): steps that small cannot have driven the loss up, so
+# a loss too high there is where training started. Without a warm-up a
+# first record at step 5-20 cannot tell a bad start from a loss the first
+# full-lr steps blew up (three divergence runs of the corpus and an
+# lr-too-high state-space LM of the fifth hold-out, 4-5400x ln C there).
+WARMUP_RECORD_FRACTION = 0.5
 # ...and a later one, or an epoch mean (it averages the first epoch's fall),
 # says nothing about the initial loss.
 
@@ -999,8 +1008,10 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
 
     ``"initial"`` (a step value at step ≤ INITIAL_STEP: the start itself),
     ``"early"`` (within the first EARLY_STEPS_MAX steps and EARLY_STEPS_FRACTION
-    of the run, or a mean over such a window: the start was at least this
-    high), or None (logging started later, or an epoch mean).
+    of the run, or a mean over such a window, or the first record of a log
+    every N steps taken at step N while the lr is still warming up: the
+    start was at least this high), or None (logging started later, or an
+    epoch mean).
     """
     logged = cadence(run, name)
     if logged is None or series.empty or logged.per_epoch:
@@ -1008,7 +1019,25 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
     step = int(series.index[0])
     if step <= INITIAL_STEP:
         return "initial"
-    return "early" if step <= logged.early_bound() else None
+    if step <= logged.early_bound():
+        return "early"
+    return "early" if _in_warmup(run, step, logged) else None
+
+
+def _in_warmup(run: RunData, step: int, logged: Cadence) -> bool:
+    """A regular log's first record (at step ``every``: it logged from the start) taken during the lr's warm-up:
+    the lr there (its last record at or before ``step``, optimizer steps) is below WARMUP_RECORD_FRACTION of its
+    peak and its next record is higher."""
+    if logged.every is None or step != logged.every:
+        return False
+    lr = finite(lr_series(run))
+    if len(lr) < 3 or int(lr.index[0]) > step:
+        return False
+    values, steps = lr.to_numpy(dtype="float64"), lr.index.to_numpy()
+    here = int(np.searchsorted(steps, step, side="right")) - 1
+    peak = float(values.max())
+    return bool(peak > 0 and here + 1 < len(values) and values[here] < WARMUP_RECORD_FRACTION * peak
+                and values[here + 1] > values[here])
 
 
 def loaded_checkpoint(run: RunData) -> str | None:
@@ -1019,11 +1048,12 @@ def loaded_checkpoint(run: RunData) -> str | None:
     return name.strip() if isinstance(name, str) and name.strip() else None
 
 
-@rule(severities=("info", "warning"), inputs=("loss",),
+@rule(severities=("info", "warning"), inputs=("loss", "lr"),
       metadata=("env.logger", "env.model", "task.expected_initial_loss", "task.kind",
                 "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
       thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION",
+                  "WARMUP_RECORD_FRACTION",
                   "SUMMED_LOSS_TOLERANCE"))
 def bad_initial_loss(run: RunData) -> list[Finding]:
     """The first loss is far from ln(C) for C-class cross-entropy (or from the user's expected value).
@@ -1031,7 +1061,10 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     Symptom: |first loss / expected − 1| > 0.5, expected = task
     ``expected_initial_loss`` or ln(num_classes), judged only on a record
     of the first optimizer steps: at step ≤ 1 both ways; within the first
-    10 steps and 1 % of the run (or a mean over them) only a start too high.
+    10 steps and 1 % of the run (or a mean over them), or at step N of a
+    log every N steps while the lr is still warming up (below half its peak
+    and rising: such small steps only lower the loss), only a start too
+    high.
     A language model is held to ln(vocab_size) from above only (a
     pre-trained one starts far below); a run logged from later on, in epoch
     means, or without a task that sets the loss scale is not judged.
@@ -1068,8 +1101,10 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     deviation = first / expected - 1
     if abs(deviation) <= INITIAL_LOSS_TOLERANCE or (only_too_high and deviation < 0):
         return []
+    warming = shows == "early" and step > cadence(run, "loss").early_bound()
     where = (f"at step {step}" if shows == "initial"
-             else f"at step {step}, where logging starts (training has only lowered it since step 1)")
+             else f"at step {step}, where logging starts (training has only lowered it since step 1"
+                  + (", in the lr warm-up" if warming else "") + ")")
     advice = ("Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
               "check the loss function and the label encoding.")
     task = task_of(run)

@@ -127,11 +127,23 @@ def _decayed_at_once_run() -> RunData:
                                         layer="fc.weight")])
 
 
+def _sparse_warmup_run() -> RunData:
+    """A log every 12 steps whose first record, 3.6x ln 10, falls in the lr's warm-up: bad_initial_loss reads
+    the lr to know the first steps were small."""
+    steps = 12 + 12 * np.arange(60)
+    loss = np.concatenate([[3.6 * np.log(10)], np.linspace(2.0, 0.3, 59)])
+    run = make_run(frames=[scalar_rows("loss", loss, steps=steps),
+                           scalar_rows("lr", 3e-3 * np.minimum(1.0, steps / 100), steps=steps)],
+                   task={"num_classes": 10})
+    run.source = {"kind": "csv", "logging_every": 12}
+    return run
+
+
 RUNS = {"full": full_run(300), "full-resumed": full_run(3000, resumed=True), "underfit": _underfit_run(),
         "non-finite": _non_finite_run(), "warmup-rebound": _warmup_rebound_run(),
         "skipped-by-events": _skipped_by_events_run(), "named-classes": _named_classes_run(),
         "decayed-to-zero": _decayed_to_zero_run(), "decayed-at-once": _decayed_at_once_run(),
-        **{case.run.name: case.run for case in setup_cases()}}
+        "sparse-warm-up": _sparse_warmup_run(), **{case.run.name: case.run for case in setup_cases()}}
 
 
 @pytest.mark.parametrize("record", list(RECORDS.values()), ids=list(RECORDS))
