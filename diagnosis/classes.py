@@ -149,6 +149,39 @@ def _mutual_pairs(metrics: ClassMetrics, flagged: list[int]) -> bool:
     return all(partner(index) in flagged and partner(partner(index)) == index for index in flagged)
 
 
+def _far_below(f1: float, recall: float, support: float, reference: float) -> bool:
+    """An F1 far below the others' (``reference``): ≥ UNDERPERFORMING_F1_GAP below it and under
+    UNDERPERFORMING_F1_RELATIVE of it, the others doing decently, and the gap beyond UNDERPERFORMING_SE binomial
+    standard errors of a recall measured on ``support`` examples."""
+    standard_error = np.sqrt(max(recall * (1 - recall), 0.25 / support) / support)
+    gap = reference - f1
+    return bool(reference >= UNDERPERFORMING_MIN_REFERENCE and gap >= UNDERPERFORMING_F1_GAP
+                and f1 < UNDERPERFORMING_F1_RELATIVE * reference and gap > UNDERPERFORMING_SE * standard_error)
+
+
+def _small_classes(metrics: ClassMetrics, present: np.ndarray) -> dict | None:
+    """The classes with 1 to MIN_CLASS_SUPPORT − 1 evaluation examples, judged together when they hold
+    MIN_CLASS_SUPPORT or more in all: their pooled F1 (from their summed true positives, false positives and
+    support) far below the support-weighted median F1 of the classes with enough examples each
+    (:func:`_far_below`). None when there are no such classes, too few examples among them, or they are not
+    far below. One rare class's 2 examples say little; four rare classes with 0 of 8 right say as much as one
+    class of 8."""
+    small = np.flatnonzero((metrics.support > 0) & (metrics.support < MIN_CLASS_SUPPORT))
+    support = float(metrics.support[small].sum())
+    if not len(small) or support < MIN_CLASS_SUPPORT:
+        return None
+    true_positive = float(metrics.counts[small, small].sum())
+    predicted = float(metrics.counts[:, small].sum())
+    precision = true_positive / predicted if predicted > 0 else 0.0
+    recall = true_positive / support
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    reference = _weighted_median(metrics.f1[present], metrics.support[present])
+    if not _far_below(f1, recall, support, reference):
+        return None
+    return {"classes": [int(index) for index in small], "f1": f1, "precision": precision, "recall": recall,
+            "support": int(support), "others_median_f1": reference}
+
+
 def _top_confusion(metrics: ClassMetrics, index: int) -> tuple[int, float] | None:
     row = metrics.counts[index].copy()
     row[index] = 0
@@ -171,7 +204,9 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     Symptom: in the last evaluation, a class's F1 is ≥ 0.15 below (and
     < 80 % of) the median F1 of the other classes (weighted by their
     support), by more than two binomial
-    standard errors. A warning when a flagged class is largely missed (F1
+    standard errors. Classes with fewer than 5 evaluation examples each are
+    judged together the same way (their pooled F1) when they hold ≥ 5 in
+    all. A warning when a flagged class is largely missed (F1
     below half the others'); info when every flagged class keeps over half
     (a class harder than the rest, as healthy runs have), or when they pair
     up as each other's main confusion (≥ half of each one's errors): classes
@@ -194,15 +229,14 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     for index in present:
         others = [j for j in present if j != index]
         reference = _weighted_median(metrics.f1[others], metrics.support[others])
-        recall = metrics.recall[index]
-        standard_error = np.sqrt(max(recall * (1 - recall), 0.25 / metrics.support[index]) / metrics.support[index])
-        gap = reference - metrics.f1[index]
-        if (reference >= UNDERPERFORMING_MIN_REFERENCE and gap >= UNDERPERFORMING_F1_GAP and metrics.f1[index] < UNDERPERFORMING_F1_RELATIVE * reference
-                and gap > UNDERPERFORMING_SE * standard_error):
+        if _far_below(metrics.f1[index], metrics.recall[index], metrics.support[index], reference):
             flagged.append((int(index), reference))
-    if not flagged:
+    small = _small_classes(metrics, present)
+    if not flagged and small is None:
         return []
-    missed = any(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference for index, reference in flagged)
+    missed_small = small is not None and small["f1"] < UNDERPERFORMING_F1_MISSED * small["others_median_f1"]
+    missed = missed_small or any(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference
+                                 for index, reference in flagged)
     parts, evidence = [], {}
     for index, reference in flagged:
         name = _class_name(run, index)
@@ -215,21 +249,29 @@ def underperforming_classes(run: RunData) -> list[Finding]:
                           "recall": metrics.recall[index], "support": int(metrics.support[index]),
                           "others_median_f1": reference,
                           "confused_with": _class_name(run, confused[0]) if confused else None}
-    overlapping = _mutual_pairs(metrics, [index for index, _ in flagged])
+    if small is not None:
+        names = ", ".join(_class_name(run, index) for index in small["classes"])
+        parts.append(f"the {len(small['classes'])} classes with under {MIN_CLASS_SUPPORT} examples each ({names}), "
+                     f"together: F1 {small['f1']:.2f}, recall {small['recall']:.2f} (others' support-weighted "
+                     f"median F1 {small['others_median_f1']:.2f}, support {small['support']} in all)")
+    overlapping = bool(flagged) and _mutual_pairs(metrics, [index for index, _ in flagged])
     overlap_text = (" Each is mostly taken for the other: the classes overlap in the data (or in their labels), "
                     "which no training change separates." if overlapping else "")
     harder_text = ("" if missed or overlapping else
                    " Each still gets over half the others' F1: a class harder than the rest, which healthy runs "
                    "have too, rather than one the model misses.")
     return [finding(
-        "underperforming_classes", "warning" if missed and not overlapping else "info",
-        f"{len(flagged)} class(es) " + ("far below the rest" if missed else "below the rest")
+        "underperforming_classes", "warning" if missed_small or (missed and not overlapping) else "info",
+        f"{len(flagged) + (len(small['classes']) if small else 0)} class(es) "
+        + ("far below the rest" if missed else "below the rest")
         + (", confused with each other" if overlapping else ""),
         f"In the {split} evaluation at step {step}: " + "; ".join(parts) + "." + overlap_text + harder_text,
         "Plot the confusion matrix and inspect the misclassified examples of these classes; curate or relabel "
         "their data, collect more of them, or add features that separate them from what they are confused with.",
         "seed 002 (data curation; plot a confusion matrix)", step, step,
-        {"split": split, "classes": evidence, "mutual_confusion": overlapping})]
+        {"split": split, "classes": evidence, "mutual_confusion": overlapping,
+         "small_classes": {**small, "classes": [_class_name(run, index) for index in small["classes"]]}
+         if small is not None else None})]
 
 
 @rule(severities=("warning",), inputs=("confusion",), metadata=("task.num_classes", "task.class_names"),

@@ -69,6 +69,35 @@ def test_a_class_below_the_rest_warns_only_when_largely_missed(matrix, severity)
     assert ("harder than the rest" in found[0].message) is (severity == "info")
 
 
+def _rare_classes_matrix(rare: int, rare_support: int, rare_right: int) -> np.ndarray:
+    """Six classes of 20 validation examples (19 right each) and ``rare`` classes of ``rare_support``, of which
+    ``rare_right`` are right; the rest are taken for class 0."""
+    size = 6 + rare
+    matrix = np.zeros((size, size))
+    for index in range(6):
+        matrix[index, index], matrix[index, (index + 1) % 6] = 19, 1
+    for index in range(6, size):
+        matrix[index, index], matrix[index, 0] = rare_right, rare_support - rare_right
+    return matrix
+
+
+@pytest.mark.parametrize(
+    ("rare", "rare_right", "severity"),
+    [(4, 0, "warning"), (1, 0, None), (4, 2, None)],
+    ids=["four-rare-classes-all-missed", "one-rare-class-of-2-says-little", "rare-classes-doing-as-well"],
+)
+def test_classes_too_small_to_judge_alone_are_judged_together(rare, rare_right, severity):
+    """Issue #12 (heldout6's textures with half the classes rare): classes under MIN_CLASS_SUPPORT
+    validation examples were never judged, so four classes with 0 of 8 right went unnamed. Together they hold
+    enough examples to say so; one class of 2 still does not."""
+    found = underperforming_classes(_classes_run(_rare_classes_matrix(rare, 2, rare_right)))
+    assert _severities(found) == ([severity] if severity else [])
+    if severity:
+        small = found[0].evidence["small_classes"]
+        assert small["classes"] == ["6", "7", "8", "9"] and small["support"] == 8 and small["recall"] == 0.0
+        assert "under 5 examples each (6, 7, 8, 9)" in found[0].message
+
+
 # ------------------------------------------------------------------ class_imbalance: the cross-validated ratio
 
 
