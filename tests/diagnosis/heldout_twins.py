@@ -33,7 +33,10 @@ from the rules of 466706a on and checked with ``--family
 seg_convnet_regions kd_student_mlp ftt_focal_tabular``; ``NINTH_HOLD_OUT``
 those of the ninth (tests/data/heldout9, see
 ``tests/diagnosis/make_heldout9.py``), checked with ``--family
-gru_next_event ae_conv1d_sensors poisson_counts_transformer``.
+gru_next_event ae_conv1d_sensors poisson_counts_transformer``;
+``TENTH_HOLD_OUT`` those of the tenth (tests/data/heldout10, see
+``tests/diagnosis/make_heldout10.py``), checked with ``--family
+realnvp_flow_mixture perceiver_point_sets bpr_matrix_factorisation``.
 
 Usage::
 
@@ -69,6 +72,7 @@ SIXTH_HOLD_OUT = ("conv2d_textures", "mlm_records", "forecast_gnll")
 SEVENTH_HOLD_OUT = ("moe_lm_domains", "mixer_finetune_shapes", "dcn_multilabel_tags")
 EIGHTH_HOLD_OUT = ("seg_convnet_regions", "kd_student_mlp", "ftt_focal_tabular")
 NINTH_HOLD_OUT = ("gru_next_event", "ae_conv1d_sensors", "poisson_counts_transformer")
+TENTH_HOLD_OUT = ("realnvp_flow_mixture", "perceiver_point_sets", "bpr_matrix_factorisation")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
