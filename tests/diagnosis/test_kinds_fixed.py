@@ -145,6 +145,15 @@ def test_gradient_norm_growth_while_the_loss_stays_at_its_start_is_missing_warmu
     assert _severities(found) == ["warning"] and found[0].evidence["early_grad_growth"] > 5
 
 
+def test_gradient_norm_growth_in_the_first_steps_of_a_run_that_then_learns_is_no_missing_warmup():
+    """Issue #12, a re-seeded healthy ViT (NAdam 2e-3, no warm-up): the norm grew 9x by its fourth record, while
+    the loss was still near its start, then the loss fell to 15 % of it within the early stretch. The model was
+    leaving its init; the same growth with the loss still at its start at the end of the stretch warns (above)."""
+    loss = np.concatenate([[2.3, 2.25, 2.2, 2.1, 1.9], noisy_decay(115, start=1.7, end=0.1, rate=12.0, seed=3)])
+    grad = np.concatenate([[1.2, 3.0, 8.0, 11.0, 6.0, 4.0], np.full(114, 2.0)])
+    assert missing_warmup(_no_warmup_transformer(loss, grad)) == []
+
+
 # ------------------------------------------------------------------ lr_too_high: swings the run recovers from
 
 
