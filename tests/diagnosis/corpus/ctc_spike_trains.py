@@ -1,4 +1,4 @@
-"""A convolutional + bidirectional-LSTM recogniser transcribing synthetic multi-channel spike trains into symbol strings with the CTC loss, AdamW one-cycle / Adam ReduceLROnPlateau / Nesterov SGD cosine, every 10 steps (eleventh hold-out, healthy only).
+"""A convolutional + bidirectional-LSTM recogniser transcribing synthetic multi-channel spike trains into symbol strings with the CTC loss, AdamW one-cycle / Adam multi-step / Nesterov SGD cosine, every 10 steps (eleventh hold-out, healthy only).
 
 Recordings made here: 48 frames of spike counts on 8 channels. A recording
 spells 2 to 4 symbols out of 6; each symbol is a burst lasting 5 to 9
