@@ -36,7 +36,11 @@ those of the ninth (tests/data/heldout9, see
 gru_next_event ae_conv1d_sensors poisson_counts_transformer``;
 ``TENTH_HOLD_OUT`` those of the tenth (tests/data/heldout10, see
 ``tests/diagnosis/make_heldout10.py``), checked with ``--family
-realnvp_flow_mixture perceiver_point_sets bpr_matrix_factorisation``.
+realnvp_flow_mixture perceiver_point_sets bpr_matrix_factorisation``;
+``TWELFTH_HOLD_OUT`` those of the twelfth (tests/data/heldout12, see
+``tests/diagnosis/make_heldout12.py``), checked with ``--family
+nbeats_quantile_forecast keyword_spectrogram_convformer
+film_oscillator_response``.
 
 Usage::
 
@@ -73,6 +77,7 @@ SEVENTH_HOLD_OUT = ("moe_lm_domains", "mixer_finetune_shapes", "dcn_multilabel_t
 EIGHTH_HOLD_OUT = ("seg_convnet_regions", "kd_student_mlp", "ftt_focal_tabular")
 NINTH_HOLD_OUT = ("gru_next_event", "ae_conv1d_sensors", "poisson_counts_transformer")
 TENTH_HOLD_OUT = ("realnvp_flow_mixture", "perceiver_point_sets", "bpr_matrix_factorisation")
+TWELFTH_HOLD_OUT = ("nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:

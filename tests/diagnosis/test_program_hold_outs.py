@@ -7,7 +7,7 @@ heldout11 is healthy only (``HEALTHY_ONLY``): ten families of five healthy runs 
 Each set's three families were written by an engineer who changed no rule and
 are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py,
 make_heldout4.py, make_heldout5.py, make_heldout6.py, make_heldout7.py, make_heldout8.py, make_heldout9.py and
-make_heldout10.py).
+make_heldout10.py; heldout12: make_heldout12.py).
 These tests do not diagnose the runs: they check the stores and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
 tests/data/heldout3``, ``... heldout4``).
 """
@@ -34,7 +34,8 @@ SETS = {"heldout3": ({"unet_signals", "lstm_lm_hmm", "set_transformer_points"}, 
         "heldout10": ({"realnvp_flow_mixture", "perceiver_point_sets", "bpr_matrix_factorisation"}, 35),
         "heldout11": ({"softmax_lbfgs_tabular", "pixelcnn_digits", "ctc_spike_trains", "gcn_sbm_nodes",
                        "skipgram_negative_sampling", "ordinal_cumulative_link", "multitask_two_heads",
-                       "diffusion_2d_points", "mdn_inverse_sine", "transformer_sorting"}, 50)}
+                       "diffusion_2d_points", "mdn_inverse_sine", "transformer_sorting"}, 50),
+        "heldout12": ({"nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response"}, 35)}
 # Sets of healthy runs only (false alarms per 100 healthy runs): no fault labels, five healthy runs a family.
 HEALTHY_ONLY = {"heldout11"}  # see tests/diagnosis/make_heldout11.py
 # Curve rules a set has no label for, and why: its author dropped the fault run for doing no harm.
