@@ -1,13 +1,11 @@
-"""The program hold-outs (tests/data/heldout3 to heldout11): their runs load, their labels are well formed, they stay
+"""The program hold-outs (tests/data/heldout3 to heldout12): their runs load, their labels are well formed, they stay
 apart.
 
 heldout11 is healthy only (``HEALTHY_ONLY``): ten families of five healthy runs each, for the false-alarm rate
 (see tests/diagnosis/make_heldout11.py).
 
-Each set's three families were written by an engineer who changed no rule and
-are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py,
-make_heldout4.py, make_heldout5.py, make_heldout6.py, make_heldout7.py, make_heldout8.py, make_heldout9.py and
-make_heldout10.py; heldout12: make_heldout12.py).
+Each other set's three families were written by an engineer who changed no rule and
+are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py to make_heldout12.py).
 These tests do not diagnose the runs: they check the stores and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
 tests/data/heldout3``, ``... heldout4``).
 """
