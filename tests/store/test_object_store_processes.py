@@ -125,6 +125,7 @@ def test_32_writer_processes_one_bucket(s3_env, s3_url, tmp_path):
             assert launcher.poll() is None, launcher.stderr.read()
             time.sleep(0.1)
         ready_s = time.monotonic() - started
+        go_time = time.time()  # no writer adds a row before this
         (tmp_path / "go").touch()
 
         killed = (run_ids[3], 1)
@@ -195,9 +196,16 @@ def test_32_writer_processes_one_bucket(s3_env, s3_url, tmp_path):
             assert len(mine) == 2 * len(steps)
             if (run_id, rank) == killed:
                 last_step, _ = (tmp_path / f"{run_id}-{rank}.progress").read_text().split()
-                # Everything added before the last flush interval (and the slack) was kept.
-                kept_until = mine["wall_time"].max()
-                assert kept_until >= kill_time - FLUSH_EVERY_S - PUBLISH_SLACK_S, (kept_until, kill_time)
+                # Everything added before the last flush interval (and the slack) was kept. A writer
+                # whose first flush was not yet published when it was killed (a loaded machine: 32
+                # processes on two cores) may have kept nothing, and rightly so when it had added no
+                # row before that bound: rows are added only after go.
+                owed_until = kill_time - FLUSH_EVERY_S - PUBLISH_SLACK_S
+                if mine.empty:
+                    assert go_time >= owed_until, (go_time, kill_time)
+                else:
+                    kept_until = mine["wall_time"].max()
+                    assert kept_until >= owed_until, (kept_until, kill_time)
                 assert len(steps) <= int(last_step)
             else:
                 written = int((tmp_path / f"{run_id}-{rank}.written").read_text())
