@@ -250,19 +250,25 @@ def underperforming_classes(run: RunData) -> list[Finding]:
                           "others_median_f1": reference,
                           "confused_with": _class_name(run, confused[0]) if confused else None}
     if small is not None:
-        names = ", ".join(_class_name(run, index) for index in small["classes"])
-        parts.append(f"the {len(small['classes'])} classes with under {MIN_CLASS_SUPPORT} examples each ({names}), "
-                     f"together: F1 {small['f1']:.2f}, recall {small['recall']:.2f} (others' support-weighted "
-                     f"median F1 {small['others_median_f1']:.2f}, support {small['support']} in all)")
+        each = []
+        for index in small["classes"]:
+            right, support = int(metrics.counts[index, index]), int(metrics.support[index])
+            confused = _top_confusion(metrics, index) if right < support else None
+            each.append(f"{_class_name(run, index)}: {right}/{support} right"
+                        + (f", mostly taken for {_class_name(run, confused[0])}" if confused else ""))
+        parts.append(f"the {len(small['classes'])} classes with under {MIN_CLASS_SUPPORT} examples each ("
+                     + "; ".join(each) + f"), together: F1 {small['f1']:.2f}, recall {small['recall']:.2f} "
+                     f"(others' support-weighted median F1 {small['others_median_f1']:.2f}, "
+                     f"support {small['support']} in all)")
     overlapping = bool(flagged) and _mutual_pairs(metrics, [index for index, _ in flagged])
     overlap_text = (" Each is mostly taken for the other: the classes overlap in the data (or in their labels), "
                     "which no training change separates." if overlapping else "")
     harder_text = ("" if missed or overlapping else
-                   " Each still gets over half the others' F1: a class harder than the rest, which healthy runs "
-                   "have too, rather than one the model misses.")
+                   " Each still gets at least half the others' F1: harder than the rest, which healthy runs "
+                   "have too, rather than missed by the model.")
     return [finding(
         "underperforming_classes", "warning" if missed_small or (missed and not overlapping) else "info",
-        f"{len(flagged) + (len(small['classes']) if small else 0)} class(es) "
+        (f"{count} classes " if (count := len(flagged) + (len(small["classes"]) if small else 0)) > 1 else "1 class ")
         + ("far below the rest" if missed else "below the rest")
         + (", confused with each other" if overlapping else ""),
         f"In the {split} evaluation at step {step}: " + "; ".join(parts) + "." + overlap_text + harder_text,

@@ -1439,7 +1439,7 @@ def missing_warmup(run: RunData) -> list[Finding]:
     broke the model: only weight decay moves it after);
     the loss bar is 30 % with attention, 50 % (smoothed) without; growth
     counts only while the loss has not fallen 20 % below its start, by the
-    norm's peak nor by the end of the stretch (a model that learns at once
+    norm's peak nor in the 5 records after it (a model that learns at once
     is leaving its init). The lr must
     be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run): a
     log that starts after the warm-up shows only the peak.
@@ -1491,11 +1491,14 @@ def missing_warmup(run: RunData) -> list[Finding]:
             before_peak = loss[loss.index <= peak_step].to_numpy()[-EARLY_LEARNING_POINTS:]
             if len(before_peak) and start > 0 and median(before_peak) <= (1 - EARLY_LEARNING_DROP) * start:
                 growth = None
-            # Nor when the loss fell that far by the end of the early stretch: a norm that peaked in the
+            # Nor when it fell that far in the records right after the peak: a norm that peaked in the
             # first steps of a run that then learns at once (a corpus ViT re-seeded with seed 22, NAdam 2e-3:
-            # 9x by step 40, the loss at 15 % of its start by step 240) is the model leaving its init.
-            elif start > 0 and median(early.to_numpy()[-EARLY_LEARNING_POINTS:]) <= (1 - EARLY_LEARNING_DROP) * start:
-                growth = None
+            # 9x by step 40, the loss at 43 % of its start by step 70) is the model leaving its init. Read
+            # right after the peak, not at the end of the stretch, whose length grows with the run's.
+            else:
+                after_peak = loss[loss.index > peak_step].to_numpy()[:EARLY_LEARNING_POINTS]
+                if len(after_peak) and start > 0 and median(after_peak) <= (1 - EARLY_LEARNING_DROP) * start:
+                    growth = None
     stuck = _stuck_with_large_steps(run, loss, early.index[-1], start, peak_lr) if attention else None
     signs = []
     # A rise above the start means the model got worse only for a loss with a fixed target (a classifier's,

@@ -1009,9 +1009,9 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
     ``"initial"`` (a step value at step ≤ INITIAL_STEP: the start itself),
     ``"early"`` (within the first EARLY_STEPS_MAX steps and EARLY_STEPS_FRACTION
     of the run, or a mean over such a window, or the first record of a log
-    every N steps taken at step N while the lr is still warming up: the
-    start was at least this high), or None (logging started later, or an
-    epoch mean).
+    every N steps taken at step N while the lr is still warming up and
+    the next record is lower: the start was at least this high), or None
+    (logging started later, or an epoch mean).
     """
     logged = cadence(run, name)
     if logged is None or series.empty or logged.per_epoch:
@@ -1021,7 +1021,9 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
         return "initial"
     if step <= logged.early_bound():
         return "early"
-    return "early" if _in_warmup(run, step, logged) else None
+    # The premise is that the warm-up's small steps only lower the loss: the record after must show it.
+    falls = len(series) >= 2 and float(series.iloc[1]) < float(series.iloc[0])
+    return "early" if falls and _in_warmup(run, step, logged) else None
 
 
 def _in_warmup(run: RunData, step: int, logged: Cadence) -> bool:
@@ -1063,8 +1065,8 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     of the first optimizer steps: at step ≤ 1 both ways; within the first
     10 steps and 1 % of the run (or a mean over them), or at step N of a
     log every N steps while the lr is still warming up (below half its peak
-    and rising: such small steps only lower the loss), only a start too
-    high.
+    and rising: such small steps only lower the loss, and the next record
+    must show it), only a start too high.
     A language model is held to ln(vocab_size) from above only (a
     pre-trained one starts far below); a run logged from later on, in epoch
     means, or without a task that sets the loss scale is not judged.

@@ -80,6 +80,18 @@ def test_bad_initial_loss_reads_a_sparse_logs_first_record_taken_in_the_warm_up(
         assert "in the lr warm-up" in found[0].message
 
 
+def test_a_warm_up_record_followed_by_a_rise_is_no_bad_start():
+    """The warm-up's small steps only lower the loss: when the next records climb (a warm-up to an lr that
+    blows the run up), the first one shows a loss the first steps may have raised, not where training started."""
+    steps = 12 + 12 * np.arange(99)
+    loss = 3.6 * math.log(10) * 1.3 ** np.minimum(np.arange(99), 10)
+    lr = 5.0 * np.minimum(1.0, steps / 500)
+    run = make_run(frames=[scalar_rows("loss", loss, steps=steps), scalar_rows("lr", lr, steps=steps)],
+                   task={"num_classes": 10})
+    run.source = {"kind": "csv", "logging_every": 12}
+    assert bad_initial_loss(run) == []
+
+
 def test_bad_initial_loss_quiet_on_epoch_means_even_of_tiny_epochs():
     """Iris-sized epochs of 4 steps: the first record is the mean of the first epoch's fall."""
     values = np.concatenate([[0.4], np.linspace(0.35, 0.05, 499)])
