@@ -235,8 +235,9 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     if not flagged and small is None:
         return []
     missed_small = small is not None and small["f1"] < UNDERPERFORMING_F1_MISSED * small["others_median_f1"]
-    missed = missed_small or any(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference
-                                 for index, reference in flagged)
+    missed_flagged = any(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference for index, reference in flagged)
+    missed = missed_small or missed_flagged
+    count = len(flagged) + (len(small["classes"]) if small is not None else 0)
     parts, evidence = [], {}
     for index, reference in flagged:
         name = _class_name(run, index)
@@ -267,9 +268,9 @@ def underperforming_classes(run: RunData) -> list[Finding]:
                    " Each still gets at least half the others' F1: harder than the rest, which healthy runs "
                    "have too, rather than missed by the model.")
     return [finding(
-        "underperforming_classes", "warning" if missed_small or (missed and not overlapping) else "info",
-        (f"{count} classes " if (count := len(flagged) + (len(small["classes"]) if small else 0)) > 1 else "1 class ")
-        + ("far below the rest" if missed else "below the rest")
+        # Classes that overlap each other are a hint however low; pooled small classes never pair up.
+        "underperforming_classes", "warning" if missed_small or (missed_flagged and not overlapping) else "info",
+        (f"{count} classes " if count > 1 else "1 class ") + ("far below the rest" if missed else "below the rest")
         + (", confused with each other" if overlapping else ""),
         f"In the {split} evaluation at step {step}: " + "; ".join(parts) + "." + overlap_text + harder_text,
         "Plot the confusion matrix and inspect the misclassified examples of these classes; curate or relabel "

@@ -1008,10 +1008,11 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
 
     ``"initial"`` (a step value at step ≤ INITIAL_STEP: the start itself),
     ``"early"`` (within the first EARLY_STEPS_MAX steps and EARLY_STEPS_FRACTION
-    of the run, or a mean over such a window, or the first record of a log
-    every N steps taken at step N while the lr is still warming up and
-    the next record is lower: the start was at least this high), or None
-    (logging started later, or an epoch mean).
+    of the run, or a mean over such a window: the start was at least this
+    high), ``"warm-up"`` (the first record of a log every N steps, taken at
+    step N while the lr is still warming up and with the next record lower:
+    the start was at least this high too), or None (logging started later,
+    or an epoch mean).
     """
     logged = cadence(run, name)
     if logged is None or series.empty or logged.per_epoch:
@@ -1023,7 +1024,7 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
         return "early"
     # The premise is that the warm-up's small steps only lower the loss: the record after must show it.
     falls = len(series) >= 2 and float(series.iloc[1]) < float(series.iloc[0])
-    return "early" if falls and _in_warmup(run, step, logged) else None
+    return "warm-up" if falls and _in_warmup(run, step, logged) else None
 
 
 def _in_warmup(run: RunData, step: int, logged: Cadence) -> bool:
@@ -1097,16 +1098,15 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     shows = first_steps_record(run, loss)
     if shows is None:
         return []
-    only_too_high = only_too_high or shows == "early"
+    only_too_high = only_too_high or shows != "initial"
     expected, basis = reference
     first, step = float(loss.iloc[0]), int(loss.index[0])
     deviation = first / expected - 1
     if abs(deviation) <= INITIAL_LOSS_TOLERANCE or (only_too_high and deviation < 0):
         return []
-    warming = shows == "early" and step > cadence(run, "loss").early_bound()
     where = (f"at step {step}" if shows == "initial"
              else f"at step {step}, where logging starts (training has only lowered it since step 1"
-                  + (", in the lr warm-up" if warming else "") + ")")
+                  + (", in the lr warm-up" if shows == "warm-up" else "") + ")")
     advice = ("Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
               "check the loss function and the label encoding.")
     task = task_of(run)
