@@ -388,6 +388,23 @@ def test_overfitting_quiet(val, train_end):
     assert overfitting(_train_val(val, train_end)) == []
 
 
+@pytest.mark.parametrize(("train_end", "fires"), [(0.05, True), (0.4, False)],
+                         ids=["train-under-half-of-val", "train-near-val"])
+def test_a_rise_of_5_to_10_percent_is_overfitting_only_with_a_generalisation_gap(train_end, fires):
+    """Prechelt's GL_5 where the model fits its training data far better than unseen data (heldout10's Perceiver on
+    6 examples a class: +9 % from a best of 3.13, the training loss at 0.0035)."""
+    val = [1.0, 0.8, 0.6, 0.5, 0.505, 0.51, 0.52, 0.525, 0.53, 0.535, 0.535, 0.535]
+    run = _train_val(val, train_end)
+    found, best = overfitting(run), best_epoch_not_last(run)
+    assert rules_fired(found) == (["overfitting"] if fires else [])
+    assert rules_fired(best) == (["best_epoch_not_last"] if fires else [])
+    if fires:
+        assert found[0].severity == "warning" and 0.05 <= found[0].evidence["rise"] < 0.10
+        assert "under 50% of the validation loss" in found[0].message
+        assert best[0].evidence["metric"] == "loss"
+
+
+
 @pytest.mark.parametrize(
     ("val", "train", "severity"),
     [([1.556, 1.528, 1.551, 1.586], [1.608, 1.531, 1.481, 1.451], "warning"),
