@@ -629,13 +629,21 @@ def underfitting(run: RunData) -> list[Finding]:
             if schedule is not None and schedule.decay_step is not None else " in the last quarter")
     return [finding(
         "underfitting", "info", "Training loss plateaued high: too little capacity or the data's limit",
-        f"Training loss flat at {final:.3g}{level} (it improved {improvement:+.1%}{when}){val_text}: {verdict}. "
+        f"Training loss flat at {final:.3g}{level} ({_changed(improvement)}{when}){val_text}: {verdict}. "
         f"The curves cannot tell a model too small for the task from one at the best its data allows "
         f"(overlapping classes, noisy labels, a target that is partly random).",
         "Train a bigger model (wider/deeper, better features) or with less regularisation for a few epochs: if the "
         "loss drops below this plateau, the model was too small. If classes overlap or labels are noisy the plateau "
         "may be the data's limit: look at the confusions first.",
         SOURCE_TRAIN_VAL + " rule 3", loss.index[int(len(loss) * 0.5)], loss.index[-1], evidence)]
+
+
+def _changed(improvement: float) -> str:
+    """How a loss moved, in words: "it improved 1.2 %", "it did not improve" (under 0.05 % either way, which a
+    signed percentage prints as +0.0 % or -0.0 %) or "it rose 0.4 %"."""
+    if abs(improvement) < 0.0005:
+        return "it did not improve"
+    return f"it improved {improvement:.1%}" if improvement > 0 else f"it rose {-improvement:.1%}"
 
 
 def _unscaled_underfitting(run: RunData, loss: Curve, judged: Curve, start: float,
@@ -664,7 +672,7 @@ def _unscaled_underfitting(run: RunData, loss: Curve, judged: Curve, start: floa
     after = (f"; the lr decay from step {schedule.decay_step} lowered it {annealed_gain:+.1%}" if decayed else "")
     return [finding(
         "underfitting", "info", "Training and validation loss flat together: capacity or the data's limit",
-        f"Training loss flat at {final:.3g} (it improved {improvement:+.1%} over the second half of the stretch at "
+        f"Training loss flat at {final:.3g} ({_changed(improvement)} over the second half of the stretch at "
         f"the peak lr{after}), validation loss {val_late:.3g}, within {UNDERFIT_GAP_LOSS:.0%}: the model fits its "
         f"training data no better than unseen data. A regression loss has its targets' units, so the curves "
         f"cannot say whether that level is high: a model too small for the task and one at the noise floor of "

@@ -1028,10 +1028,10 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
 
 
 def _in_warmup(run: RunData, step: int, logged: Cadence) -> bool:
-    """A regular log's first record (at step ``every``: it logged from the start) taken during the lr's warm-up:
-    the lr there (its last record at or before ``step``, optimizer steps) is below WARMUP_RECORD_FRACTION of its
-    peak and its next record is higher."""
-    if logged.every is None or step != logged.every:
+    """A regular log's first record (at step ``every``, or ``every - 1`` where a CSV counts steps from 0: it logged
+    from the start) taken during the lr's warm-up: the lr there (its last record at or before ``step``, optimizer
+    steps) is below WARMUP_RECORD_FRACTION of its peak and its next record is higher."""
+    if logged.every is None or step not in (logged.every - 1, logged.every):
         return False
     lr = finite(lr_series(run))
     if len(lr) < 3 or int(lr.index[0]) > step:
@@ -1113,8 +1113,12 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     if task.kind == "classification" and task.uniform_loss is not None and math.isclose(expected, task.uniform_loss):
         # ln C assumes the training loss is the head's plain cross-entropy; a composite objective
         # (distillation's T²-scaled KL, auxiliary terms, a regulariser) starts elsewhere by design.
+        imported = (run.source or {}).get("kind") not in (None, "probe")
         advice += (" If the training loss is not the plain cross-entropy over these classes (distillation, "
-                   "auxiliary terms), give Probe(expected_initial_loss=...) its value at init instead.")
+                   "auxiliary terms), " + (
+                       "ln C is not its reference and this finding does not apply to this imported log; a run "
+                       "recorded with the probe can give Probe(expected_initial_loss=...) its value at init."
+                       if imported else "give Probe(expected_initial_loss=...) its value at init instead."))
     evidence = {"first_loss": first, "expected": expected, "relative_deviation": deviation, "first_record": shows}
     summed = _summed_over_batch(run, first / expected)
     if summed is not None:

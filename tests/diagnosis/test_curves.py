@@ -647,6 +647,28 @@ def test_bad_initial_loss_against_ln_c_says_how_to_declare_a_composite_loss(expe
                    task={"kind": "classification", "num_classes": 10, "expected_initial_loss": expected})
     found, = bad_initial_loss(run)
     assert ("expected_initial_loss=" in found.advice) is hinted
+    if hinted:
+        assert "does not apply to this imported log" not in found.advice
+
+
+def test_bad_initial_loss_tells_an_imported_log_that_ln_c_may_not_apply():
+    """A CSV user cannot pass Probe(expected_initial_loss=...) to a log already written: the advice says the
+    ln C reference does not apply to a composite loss, and names the probe's setting only for runs it records."""
+    from traindoctor.diagnosis.loss import bad_initial_loss
+
+    run = make_run(loss=[7.0] * 5 + [3.0] * 50,
+                   task={"kind": "classification", "num_classes": 10, "expected_initial_loss": math.log(10)})
+    run.source = {"kind": "csv", "logging_every": 1}
+    found, = bad_initial_loss(run)
+    assert "does not apply to this imported log" in found.advice
+
+
+@pytest.mark.parametrize(("improvement", "words"), [(0.012, "it improved 1.2%"), (-0.0004, "it did not improve"),
+                                                    (0.0004, "it did not improve"), (-0.004, "it rose 0.4%")])
+def test_underfitting_says_how_the_loss_moved_without_a_signed_zero(improvement, words):
+    from traindoctor.diagnosis.generalisation import _changed
+
+    assert _changed(improvement) == words
 
 
 @pytest.mark.parametrize(("train", "val", "fires"), [

@@ -58,15 +58,16 @@ def test_bad_initial_loss_judges_only_a_record_of_the_first_optimizer_steps(firs
 
 @pytest.mark.parametrize(
     ("first_step", "warmup_steps", "fires"),
-    [(12, 100, True), (12, 0, False), (24, 100, False), (12, 8, False)],
-    ids=["first-record-in-the-warm-up", "no-warm-up-may-be-a-blow-up", "logging-started-late",
+    [(12, 100, True), (11, 100, True), (12, 0, False), (24, 100, False), (12, 8, False)],
+    ids=["first-record-in-the-warm-up", "steps-counted-from-0", "no-warm-up-may-be-a-blow-up", "logging-started-late",
          "warm-up-over-by-the-first-record"],
 )
 def test_bad_initial_loss_reads_a_sparse_logs_first_record_taken_in_the_warm_up(first_step, warmup_steps, fires):
     """Issue #12, cadence: a log every 12 steps of a 1,200-step run shows the start only at step 12 (past
     EARLY_STEPS_MAX). While the lr is still warming up, steps that small only lower the loss, so 3.6x ln C
     there (heldout6's encoder initialised with std 1) is where training started; at full lr from step 1 it may
-    be a loss the first steps blew up, and a log that starts at step 24 of a 12-step cadence started late."""
+    be a loss the first steps blew up, and a log that starts at step 24 of a 12-step cadence started late. A CSV
+    whose steps count from 0 logs the 12th step as step 11."""
     every = 12
     steps = first_step + every * np.arange(99)
     loss = np.concatenate([[3.6 * math.log(10)], np.linspace(2.0, 0.3, 98)])
