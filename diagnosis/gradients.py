@@ -23,6 +23,8 @@ EXPLODE_PEAK_FACTOR = 100.0
 # ...or 10× (one order) held for this many consecutive records.
 EXPLODE_SUSTAINED_FACTOR = 10.0
 EXPLODE_SUSTAINED_POINTS = 5
+# ...or ≥ 10× and, within 2 records, non-finite to the end: it grew until it overflowed.
+OVERFLOW_GAP = 2
 # Growth over the run: the late level 100× the lowest earlier level.
 EXPLODE_GROWTH_FACTOR = 100.0
 # AUTOTRAINER (ICSE'21) calls gradients exploding when the first/last layer
@@ -189,6 +191,26 @@ def never_zeroed(run: RunData) -> list[Finding]:
         SOURCE_NOT_ZEROED, first, last, evidence)]
 
 
+def _overflow_step(run: RunData) -> int | None:
+    """The step (optimizer steps) where the global gradient norm turns non-finite for good: the first of ≥ 2
+    records, all non-finite to the end of the run; None when it never does."""
+    raw = run.series("grad_norm")
+    if len(raw) < 2:
+        return None
+    known = np.isfinite(raw.to_numpy(dtype="float64"))
+    finite_at = np.flatnonzero(known)
+    last_finite = int(finite_at[-1]) if len(finite_at) else -1
+    if len(raw) - last_finite - 1 < 2:
+        return None
+    return int(raw.index[last_finite + 1])
+
+
+def _records_between(run: RunData, after: int, before: int) -> int:
+    """How many grad-norm records lie strictly between steps ``after`` and ``before``."""
+    steps = run.series("grad_norm").index.to_numpy()
+    return int(((steps > after) & (steps < before)).sum())
+
+
 @rule(severities=("warning", "critical"), inputs=("grad_norm", "events"), evidence=Evidence.series("grad_norm"),
       heatmaps=("grad_norm",), metadata=("env.model",),
       # Gradients that pile up make ever larger steps: the loss thrashes (lr too high), spikes or diverges, the
@@ -199,13 +221,14 @@ def never_zeroed(run: RunData) -> list[Finding]:
                 "dead_layers", "no_better_than_baseline", "best_epoch_not_last", "underfitting"),
       explaining=grads_not_zeroed,
       live=Live(), thresholds=("GRAD_WINDOW", "GRAD_MIN_HISTORY", "EXPLODE_PEAK_FACTOR", "EXPLODE_SUSTAINED_FACTOR",
-                  "EXPLODE_SUSTAINED_POINTS", "EXPLODE_GROWTH_FACTOR", "FIRST_LAST_EXPLODING_RATIO", "ZERO_GRAD",
-                  "DEAD_MIN_RECORDS"))
+                  "EXPLODE_SUSTAINED_POINTS", "OVERFLOW_GAP", "EXPLODE_GROWTH_FACTOR", "FIRST_LAST_EXPLODING_RATIO",
+                  "ZERO_GRAD", "DEAD_MIN_RECORDS"))
 def exploding_gradients(run: RunData) -> list[Finding]:
     """Gradient norm orders of magnitude above its own history, growing, or much larger in the first layer.
 
     Symptom: the global gradient norm jumps ≥ 100× its running median (or
-    10× for several records), grows 100× over the run, or the first layer's
+    10× for several records, or 10× and then, within 2 records, Inf/NaN to
+    the end of the run: it overflowed), grows 100× over the run, or the first layer's
     gradient is ≥ 70× the last layer's; or (critical) the probe saw the
     gradients kept from one optimizer step into the next (its
     ``grads_not_zeroed`` event: the gradient norm grows because every
@@ -237,7 +260,25 @@ def exploding_gradients(run: RunData) -> list[Finding]:
         episodes = true_runs(factor >= EXPLODE_SUSTAINED_FACTOR, 1, max_gap=2)
         flagged = [(a, b) for a, b in episodes
                    if any(a <= p <= b for p in peaks) or any(a <= s and e <= b for s, e in sustained)]
+        overflow = _overflow_step(run)
+        # A norm growing ≥ 10× that overflows to Inf/NaN right after never reaches 100×: the growth ended in
+        # the overflow (heldout12's N-BEATS at 10× its SGD lr: 12× and 22× its median, then NaN for good).
+        overflowed = [(a, b) for a, b in episodes if (a, b) not in flagged and overflow is not None
+                      and _records_between(run, int(norm.index[b]), overflow) <= OVERFLOW_GAP]
+        flagged = sorted(flagged + overflowed)
         for start, end in flagged:
+            if (start, end) in overflowed:
+                top = start + int(np.nanargmax(factor[start:end + 1]))
+                findings.append(finding(
+                    "exploding_gradients", "warning", "Gradient norm exploded, then overflowed",
+                    f"Global gradient norm rose to {values[top]:.3g} at step {norm.index[top]}, "
+                    f"{factor[top]:.0f}× its running median of {baseline[top]:.3g}, and is non-finite from step "
+                    f"{overflow} on: it grew until it overflowed.",
+                    "Clip gradients (max_grad_norm = 1), add or lengthen warmup, lower the lr.",
+                    SOURCE_GRADIENTS, norm.index[start], overflow,
+                    {"peak_step": norm.index[top], "peak_grad_norm": values[top], "running_median": baseline[top],
+                     "factor": factor[top], "overflow_step": overflow}))
+                continue
             top = start + int(np.nanargmax(factor[start:end + 1]))
             findings.append(finding(
                 "exploding_gradients", "warning", "Gradient norm exploded",

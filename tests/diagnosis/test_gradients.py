@@ -43,6 +43,26 @@ def test_exploding_sustained_tenfold_for_five_records():
     assert gradients.exploding_gradients(grad_run(short)) == []
 
 
+@pytest.mark.parametrize(
+    ("tail", "fires"),
+    [([12.0, 1.5, 22.0, math.nan, math.nan, math.nan], True),
+     ([12.0, 1.5, 22.0, math.inf, math.inf], True),
+     ([12.0, 1.5, 22.0, math.nan, 1.0, 1.0], False),
+     ([1.2, 1.5, 1.1, math.nan, math.nan, math.nan], False),
+     ([12.0, 1.0, 1.0, 1.0, 1.0, math.nan, math.nan], False)],
+    ids=["grew-then-nan-for-good", "grew-then-inf", "one-nan-then-finite-again", "nan-without-growth",
+         "growth-long-before-the-nan"])
+def test_exploding_a_tenfold_growth_that_overflows(tail, fires):
+    """Heldout12's N-BEATS at 10x its SGD lr: the norm rose 12x and 22x its median, then was NaN to the end. The
+    overflow cut the growth short of 100x; it is the explosion, not a separate event."""
+    norm = np.concatenate([1 + 0.1 * np.random.default_rng(1).standard_normal(100), tail])
+    found = gradients.exploding_gradients(grad_run(norm))
+    assert bool(found) is fires
+    if fires:
+        assert found[0].evidence["overflow_step"] == 104 and found[0].evidence["factor"] >= 20
+        assert "overflowed" in found[0].message
+
+
 def test_exploding_growth_by_orders_of_magnitude_over_the_run():
     found = gradients.exploding_gradients(grad_run(np.geomspace(0.1, 100.0, 400)))
     assert found and found[0].evidence["factor"] >= 100
