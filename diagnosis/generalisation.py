@@ -142,16 +142,16 @@ def _unless_metric_improves(run: RunData, split: str, found: Finding, best_step:
 # Overfitting: validation loss's late level ≥ 10 % above its best, ≥ 3 evals
 # after the best, while the training loss kept falling (late ≤ level at best).
 OVERFIT_RISE = 0.10
-# ...or ≥ 5 % above it (Prechelt's GL_5) when the training loss has also
-# fallen below half the validation loss: the model fits its training data far
-# better than unseen data, the generalisation gap that overfitting means. A
-# loss with a high floor (100 classes at 30 % accuracy, a pairwise ranking
-# loss near ln 2) gains little in relative terms, so what it gives back is
-# small relative to its best too (heldout10's Perceiver on 6 examples a
-# class: +9 %, train 0.0035 vs val 3.4; its BPR model without weight decay:
-# +7 %, train 0.0074 vs val 0.60).
-OVERFIT_MEMORISED_RISE = 0.05
-OVERFIT_MEMORISED_GAP = 0.5
+# ...or ≥ 5 % above it (Prechelt's GL_5) and ≥ 10 % of what the val loss
+# gained from its first eval to its best, when that gain is smaller than the
+# best level (the lr_too_high swing test's unit): a loss with a high floor
+# (100 classes at 30 % accuracy, a pairwise ranking loss near ln 2) gains
+# little, and what it gives back is small relative to its best too
+# (heldout10's Perceiver on 6 examples a class: +9 % from a best of 3.13 is
+# 18 % of its gain; its BPR model without weight decay: +7 % is 35 %). A
+# healthy ViT re-seeded with seed 26 rose 9 % from 0.161, 1 % of its gain:
+# a fitted classifier's sharpening confidence, not overfitting.
+OVERFIT_MIN_RISE = 0.05
 OVERFIT_MIN_EVALS_AFTER = 3
 OVERFIT_NOISE_SIGMAS = 3.0
 # With only 2 evals after the best (a run of 4 epochs), Prechelt's UP_2
@@ -167,7 +167,7 @@ OVERFIT_SHORT_RISE = 0.02
 
 
 @rule(severities=("info", "warning"), inputs=("loss",), evidence=Evidence.series("loss"),
-      thresholds=("MIN_EVALS", "OVERFIT_RISE", "OVERFIT_MEMORISED_RISE", "OVERFIT_MEMORISED_GAP",
+      thresholds=("MIN_EVALS", "OVERFIT_RISE", "OVERFIT_MIN_RISE",
                   "OVERFIT_MIN_EVALS_AFTER", "OVERFIT_NOISE_SIGMAS", "OVERFIT_SHORT_EVALS_AFTER", "OVERFIT_SHORT_RISE",
                   "EVAL_SMOOTHING", "BEST_EPOCH_SE"))
 def overfitting(run: RunData) -> list[Finding]:
@@ -175,10 +175,10 @@ def overfitting(run: RunData) -> list[Finding]:
 
     Symptom: the median of the last evals is ≥ 10 % (and 3 noise sigmas)
     above the best validation loss, ≥ 3 evals after it, while the training
-    loss at the end is no higher than at the best eval (warning); ≥ 5 %
-    (Prechelt's GL_5) when the training loss has also fallen below half the
-    validation loss (a generalisation gap; a loss with a high floor gives
-    back little in relative terms). With only
+    loss at the end is no higher than at the best eval (warning); or ≥ 5 %
+    (Prechelt's GL_5) and ≥ 10 % of what the validation loss gained from
+    its first eval to its best, when that gain is smaller than the best (a
+    loss with a high floor gives back little relative to its level). With only
     2 evals after the best (≥ 4 in all): both rose, each above the one
     before and > 1 noise sigma above the best, the last ≥ 3 noise sigmas and
     ≥ 2 % above it, while the training loss fell at each; info, or a warning
@@ -208,10 +208,16 @@ def overfitting(run: RunData) -> list[Finding]:
     return findings
 
 
-def _memorised(train_level: float, val_level: float) -> bool:
-    """The training loss is below OVERFIT_MEMORISED_GAP of the validation loss, both positive (a loss that can go
-    negative, as a flow's NLL, has no ratio scale to compare them on)."""
-    return 0 < train_level <= OVERFIT_MEMORISED_GAP * val_level
+def _risen(best: float, level: float, first: float, rise_bar: float) -> bool:
+    """Whether an eval loss at ``level`` has risen far enough above its ``best``: ≥ ``rise_bar`` of the best, or ≥
+    OVERFIT_MIN_RISE of it and ≥ ``rise_bar`` of the gain from the ``first`` eval to the best, when that gain is
+    smaller than the best (a loss with a high floor gains little, and gives back little relative to its level)."""
+    rise = level - best
+    scale = max(abs(best), 1e-12)
+    if rise >= rise_bar * scale:
+        return True
+    gain = first - best
+    return 0 < gain < scale and rise >= OVERFIT_MIN_RISE * scale and rise >= rise_bar * gain
 
 
 def _overfitting_on(split: str, values: Curve, epochs: Curve, loss: Curve) -> Finding | None:
@@ -230,21 +236,21 @@ def _overfitting_on(split: str, values: Curve, epochs: Curve, loss: Curve) -> Fi
     window = max(3, len(loss) // 20)
     train_at_best = _train_level_at(loss, best_step, window)
     train_end = median(loss.to_numpy()[-window:])
-    rise = (late - best) / max(abs(best), 1e-12)
+    rise, first = (late - best) / max(abs(best), 1e-12), float(v[0])
     evidence = {"split": split, "best_val_loss": best, "best_step": best_step, "late_val_loss": late, "rise": rise,
-                "train_loss_at_best": train_at_best, "train_loss_end": train_end}
+                "train_loss_at_best": train_at_best, "train_loss_end": train_end, "first_val_loss": first}
     if len(epochs) and np.isfinite(epochs.iloc[best_position]):
         evidence["best_epoch"] = int(epochs.iloc[best_position])
-    risen = rise >= OVERFIT_RISE or (rise >= OVERFIT_MEMORISED_RISE and _memorised(train_end, late))
-    if not risen or late - best < OVERFIT_NOISE_SIGMAS * noise or train_end > train_at_best:
+    if (not _risen(best, late, first, OVERFIT_RISE) or late - best < OVERFIT_NOISE_SIGMAS * noise
+            or train_end > train_at_best):
         return None
     words = split_words(split)
-    gap = (f", under {OVERFIT_MEMORISED_GAP:.0%} of the {words[0].lower()}{words[1:]} loss"
-           if rise < OVERFIT_RISE else "")
+    gave_back = (f", {(late - best) / (first - best):.0%} of what it gained since its first eval ({first:.3g})"
+                 if rise < OVERFIT_RISE else "")
     return finding(
         "overfitting", "warning", f"Overfitting: {words[0].lower()}{words[1:]} loss rising",
         f"{words} loss was best ({best:.3g}) at {describe_epoch(epochs, best_step)} and rose to {late:.3g} "
-        f"(+{rise:.0%}) while the training loss kept falling ({train_at_best:.3g} → {train_end:.3g}{gap}).",
+        f"(+{rise:.0%}{gave_back}) while the training loss kept falling ({train_at_best:.3g} → {train_end:.3g}).",
         "Regularise (weight decay, dropout, augmentation), get more data, use a smaller model, or train for fewer "
         "epochs (about as many as to the best epoch).",
         SOURCE_TRAIN_VAL + " rule 2; seed 002", best_step, values.index[-1], evidence)
@@ -318,7 +324,7 @@ def _smooth_evals(values: Curve) -> np.ndarray:
 @rule(severities=("info", "warning"), inputs=("accuracy", "loss", "confusion"), metadata=("task.num_classes",),
       evidence=Evidence.series("loss"), explained_by=("divergence",),
       thresholds=("MIN_EVALS", "EVAL_SMOOTHING", "BEST_EPOCH_POSITION", "BEST_EPOCH_SE", "BEST_EPOCH_ACCURACY_GAP",
-                  "BEST_EPOCH_LOSS_RISE", "OVERFIT_MEMORISED_RISE", "OVERFIT_MEMORISED_GAP", "OVERFIT_NOISE_SIGMAS",
+                  "BEST_EPOCH_LOSS_RISE", "OVERFIT_MIN_RISE", "OVERFIT_NOISE_SIGMAS",
                   "BEST_EPOCH_BIG_ACCURACY", "BEST_EPOCH_BIG_LOSS"))
 def best_epoch_not_last(run: RunData) -> list[Finding]:
     """The best validation score came well before the end of training.
@@ -326,8 +332,8 @@ def best_epoch_not_last(run: RunData) -> list[Finding]:
     Symptom: on evals smoothed over 3, the best val accuracy is in the first
     80 % of evals and the end is worse by more than two binomial standard
     errors (and the val loss, when recorded, is worse too); or the best val
-    loss is, and the end is ≥ 10 % (and 3 noise sigmas) worse, or ≥ 5 % when
-    the training loss ends below half of it (see :func:`overfitting`). Each
+    loss is, and the end is ≥ 10 % (and 3 noise sigmas) worse (or ≥ 5 % and
+    ≥ 10 % of the gain before the best, see :func:`overfitting`). Each
     evaluation split (``val``, each named eval set) is judged on its own.
     A loss-only finding is info when the split's task metrics still improve
     at the last evaluation (see :func:`overfitting`).
@@ -367,11 +373,7 @@ def _best_epoch_on(run: RunData, split: str) -> Finding | None:
         best_position = int(np.argmin(smooth))
         best, last = float(smooth[best_position]), float(smooth[-1])
         noise = mad_sigma(np.diff(losses.to_numpy())) / math.sqrt(2)
-        train = finite_train_loss(run)
-        train_end = median(train.to_numpy()[-max(3, len(train) // 20):]) if len(train) else math.nan
-        risen = last > best * (1 + BEST_EPOCH_LOSS_RISE) or (
-            last > best * (1 + OVERFIT_MEMORISED_RISE) and _memorised(train_end, last))
-        if (risen and last - best > OVERFIT_NOISE_SIGMAS * noise
+        if (_risen(best, last, float(smooth[0]), BEST_EPOCH_LOSS_RISE) and last - best > OVERFIT_NOISE_SIGMAS * noise
                 and best_position < BEST_EPOCH_POSITION * (len(smooth) - 1)):
             candidates.append(("loss", losses, best_position, best, last, last > BEST_EPOCH_BIG_LOSS * best))
             epochs = loss_epochs

@@ -388,21 +388,24 @@ def test_overfitting_quiet(val, train_end):
     assert overfitting(_train_val(val, train_end)) == []
 
 
-@pytest.mark.parametrize(("train_end", "fires"), [(0.05, True), (0.4, False)],
-                         ids=["train-under-half-of-val", "train-near-val"])
-def test_a_rise_of_5_to_10_percent_is_overfitting_only_with_a_generalisation_gap(train_end, fires):
-    """Prechelt's GL_5 where the model fits its training data far better than unseen data (heldout10's Perceiver on
-    6 examples a class: +9 % from a best of 3.13, the training loss at 0.0035)."""
-    val = [1.0, 0.8, 0.6, 0.5, 0.505, 0.51, 0.52, 0.525, 0.53, 0.535, 0.535, 0.535]
-    run = _train_val(val, train_end)
+@pytest.mark.parametrize(
+    ("val", "fires"),
+    [([4.7, 4.2, 3.8, 3.5, 3.3, 3.2, 3.15, 3.13, 3.2, 3.25, 3.3, 3.35, 3.38, 3.4, 3.42, 3.42], True),
+     ([1.5, 0.9, 0.6, 0.45, 0.3, 0.2, 0.17, 0.161, 0.165, 0.168, 0.17, 0.172, 0.174, 0.175, 0.176, 0.176], False)],
+    ids=["high-floor-gave-back-18%-of-its-gain", "fitted-classifier-1%-of-its-gain"])
+def test_a_rise_of_5_to_10_percent_is_overfitting_when_it_gives_back_a_tenth_of_the_gain(val, fires):
+    """Prechelt's GL_5 in units of what the val loss gained, when that is less than its level: heldout10's
+    Perceiver on 6 examples a class rose 9 % from a best of 3.13, 18 % of its gain from 4.7; a healthy ViT
+    re-seeded with seed 26 rose 9 % from 0.161, 1 % of its gain from 1.5, as a fitted classifier's confidence
+    sharpens."""
+    run = _train_val(val, 0.005)
     found, best = overfitting(run), best_epoch_not_last(run)
     assert rules_fired(found) == (["overfitting"] if fires else [])
     assert rules_fired(best) == (["best_epoch_not_last"] if fires else [])
     if fires:
         assert found[0].severity == "warning" and 0.05 <= found[0].evidence["rise"] < 0.10
-        assert "under 50% of the validation loss" in found[0].message
+        assert "of what it gained since its first eval (4.7)" in found[0].message
         assert best[0].evidence["metric"] == "loss"
-
 
 
 @pytest.mark.parametrize(
