@@ -118,6 +118,31 @@ def last_confusion(run: RunData) -> tuple[np.ndarray, int, str] | None:
     return None
 
 
+def previous_confusion(run: RunData, split: str, step: int) -> np.ndarray | None:
+    """The confusion counts of the evaluation on ``split`` before the one at ``step`` (optimizer steps), shaped as
+    :func:`last_confusion`'s; None when there is none."""
+    confusion = run.confusion
+    rows = confusion[np.asarray(confusion["split"] == split, dtype=bool)]
+    steps = to_float(rows["step"])
+    earlier = steps[steps < step]
+    if not len(earlier):
+        return None
+    rows = rows[steps == np.nanmax(earlier)]
+    true_class, pred_class = to_float(rows["true_class"]), to_float(rows["pred_class"])
+    size = max(int(max(np.nanmax(true_class), np.nanmax(pred_class))) + 1, int(run.task.get("num_classes") or 0))
+    matrix = np.zeros((size, size), dtype="float64")
+    np.add.at(matrix, (true_class.astype(int), pred_class.astype(int)), to_float(rows["count"]))
+    return matrix
+
+
+def _largely_missed(metrics: ClassMetrics, index: int, present: np.ndarray) -> bool:
+    """Class ``index``'s F1 below UNDERPERFORMING_F1_MISSED of the support-weighted median F1 of the other
+    ``present`` classes."""
+    others = [j for j in present if j != index]
+    reference = _weighted_median(metrics.f1[others], metrics.support[others])
+    return bool(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference)
+
+
 def _class_name(run: RunData, index: int) -> str:
     names = run.task.get("class_names") or []
     return str(names[index]) if index < len(names) else str(index)
@@ -210,7 +235,10 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     below half the others'); info when every flagged class keeps over half
     (a class harder than the rest, as healthy runs have), or when they pair
     up as each other's main confusion (≥ half of each one's errors): classes
-    that overlap in the data, which no training change separates.
+    that overlap in the data, which no training change separates; info too
+    when a class is largely missed at the last evaluation only (the one
+    before, on the same split, did not miss it: where an oscillating model
+    happened to be, not a class it cannot learn).
     Likely cause: too few or mislabelled examples, classes that overlap or
     need features the model lacks.
     Try: look at the confusions and the misclassified examples; curate or
@@ -235,7 +263,17 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     if not flagged and small is None:
         return []
     missed_small = small is not None and small["f1"] < UNDERPERFORMING_F1_MISSED * small["others_median_f1"]
-    missed_flagged = any(metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference for index, reference in flagged)
+    missed_now = [index for index, reference in flagged if metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference]
+    # A class missed at the last evaluation only is the model's state at that moment (a constant lr that
+    # oscillates: a healthy ViT re-seeded with seed 26 took class 6 for class 4 at its last eval only), not a
+    # class it cannot learn: the evaluation before must show it largely missed too, where there is one.
+    before = previous_confusion(run, split, step)
+    transient = []
+    if before is not None and before.shape == matrix.shape:
+        earlier = class_metrics(before)
+        shared = np.flatnonzero((earlier.support >= MIN_CLASS_SUPPORT) & (metrics.support >= MIN_CLASS_SUPPORT))
+        transient = [index for index in missed_now if index in shared and not _largely_missed(earlier, index, shared)]
+    missed_flagged = len(missed_now) > len(transient)
     missed = missed_small or missed_flagged
     count = len(flagged) + (len(small["classes"]) if small is not None else 0)
     parts, evidence = [], {}
@@ -264,9 +302,15 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     overlapping = bool(flagged) and _mutual_pairs(metrics, [index for index, _ in flagged])
     overlap_text = (" Each is mostly taken for the other: the classes overlap in the data (or in their labels), "
                     "which no training change separates." if overlapping else "")
-    harder_text = ("" if missed or overlapping else
+    harder_text = ("" if missed or overlapping or transient else
                    " Each still gets at least half the others' F1: harder than the rest, which healthy runs "
                    "have too, rather than missed by the model.")
+    if transient and not missed:
+        harder_text = (f" Largely missed at this evaluation only: the one before did better on "
+                       f"{', '.join(_class_name(run, index) for index in transient)}, so this is where the model "
+                       f"happened to be (an lr that makes it oscillate can do this), not a class it cannot learn.")
+    if transient:
+        evidence["missed_at_the_last_evaluation_only"] = [_class_name(run, index) for index in transient]
     return [finding(
         # Classes that overlap each other are a hint however low; pooled small classes never pair up.
         "underperforming_classes", "warning" if missed_small or (missed_flagged and not overlapping) else "info",
@@ -276,7 +320,10 @@ def underperforming_classes(run: RunData) -> list[Finding]:
         "Plot the confusion matrix and inspect the misclassified examples of these classes; curate or relabel "
         "their data, collect more of them, or add features that separate them from what they are confused with.",
         "seed 002 (data curation; plot a confusion matrix)", step, step,
-        {"split": split, "classes": evidence, "mutual_confusion": overlapping,
+        {"split": split, "classes": {name: value for name, value in evidence.items()
+                                      if name != "missed_at_the_last_evaluation_only"},
+         "missed_at_the_last_evaluation_only": evidence.get("missed_at_the_last_evaluation_only", []),
+         "mutual_confusion": overlapping,
          "small_classes": {**small, "classes": [_class_name(run, index) for index in small["classes"]]}
          if small is not None else None})]
 
