@@ -40,7 +40,10 @@ realnvp_flow_mixture perceiver_point_sets bpr_matrix_factorisation``;
 ``TWELFTH_HOLD_OUT`` those of the twelfth (tests/data/heldout12, see
 ``tests/diagnosis/make_heldout12.py``), checked with ``--family
 nbeats_quantile_forecast keyword_spectrogram_convformer
-film_oscillator_response``.
+film_oscillator_response``; ``THIRTEENTH_HOLD_OUT`` those of the thirteenth
+(tests/data/heldout13, see ``tests/diagnosis/make_heldout13.py``), checked
+with ``--family ecg_resnet1d_rhythms gpt_rope_sophia_chars
+sae_synthetic_activations``.
 
 Usage::
 
@@ -78,6 +81,7 @@ EIGHTH_HOLD_OUT = ("seg_convnet_regions", "kd_student_mlp", "ftt_focal_tabular")
 NINTH_HOLD_OUT = ("gru_next_event", "ae_conv1d_sensors", "poisson_counts_transformer")
 TENTH_HOLD_OUT = ("realnvp_flow_mixture", "perceiver_point_sets", "bpr_matrix_factorisation")
 TWELFTH_HOLD_OUT = ("nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response")
+THIRTEENTH_HOLD_OUT = ("ecg_resnet1d_rhythms", "gpt_rope_sophia_chars", "sae_synthetic_activations")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:

@@ -1,11 +1,11 @@
-"""The program hold-outs (tests/data/heldout3 to heldout12): their runs load, their labels are well formed, they stay
+"""The program hold-outs (tests/data/heldout3 to heldout13): their runs load, their labels are well formed, they stay
 apart.
 
 heldout11 is healthy only (``HEALTHY_ONLY``): ten families of five healthy runs each, for the false-alarm rate
 (see tests/diagnosis/make_heldout11.py).
 
 Each other set's three families were written by an engineer who changed no rule and
-are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py to make_heldout12.py).
+are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py to make_heldout13.py).
 These tests do not diagnose the runs: they check the stores and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
 tests/data/heldout3``, ``... heldout4``).
 """
@@ -33,7 +33,8 @@ SETS = {"heldout3": ({"unet_signals", "lstm_lm_hmm", "set_transformer_points"}, 
         "heldout11": ({"softmax_lbfgs_tabular", "pixelcnn_digits", "ctc_spike_trains", "gcn_sbm_nodes",
                        "skipgram_negative_sampling", "ordinal_cumulative_link", "multitask_two_heads",
                        "diffusion_2d_points", "mdn_inverse_sine", "transformer_sorting"}, 50),
-        "heldout12": ({"nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response"}, 35)}
+        "heldout12": ({"nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response"}, 35),
+        "heldout13": ({"ecg_resnet1d_rhythms", "gpt_rope_sophia_chars", "sae_synthetic_activations"}, 51)}
 # Sets of healthy runs only (false alarms per 100 healthy runs): no fault labels, five healthy runs a family.
 HEALTHY_ONLY = {"heldout11"}  # see tests/diagnosis/make_heldout11.py
 # Curve rules a set has no label for, and why: its author dropped the fault run for doing no harm.
