@@ -416,6 +416,7 @@ class Probe:
         self._evaluations: list[EvaluationResult] = []
         self._warned_target_range = False  # targets >= the class count: warned once, when their count lands
         self._warned_multi_label = False  # multi-hot targets: warned once, when their count lands
+        self._warned_narrow_logits = False  # logits with fewer classes than num_classes: warned once
         # The parameters being tracked (set by watch()), in recording order, and
         # how the step path finds them.
         self._params: list[torch.Tensor] = []
@@ -1465,6 +1466,15 @@ class Probe:
                     f"traindoctor probe: evaluation {result.split!r} at step {result.step} got {left_out} target(s) "
                     "at or above the class count; such targets are left out of accuracy and confusion counts "
                     "(are the labels 1-based, or num_classes too small?)", RuntimeWarning, stacklevel=2)
+        declared = self.num_classes
+        if (result.logit_classes is not None and declared is not None and result.logit_classes < declared
+                and not self._warned_narrow_logits):
+            self._warned_narrow_logits = True
+            warnings.warn(
+                f"traindoctor probe: evaluation {result.split!r} at step {result.step} got logits for "
+                f"{result.logit_classes} classes but num_classes={declared}; classes {result.logit_classes} and up "
+                "can never be predicted (is num_classes or the model's head size wrong?)", RuntimeWarning,
+                stacklevel=2)
         if confusion is not None:
             size = int(math.isqrt(len(confusion) - 1))
             self.writer.add_confusion(step=result.step, counts=confusion[:-1].reshape(size, size), split=result.split,

@@ -41,6 +41,8 @@ class EvaluationResult:
     # Float target rows of the logits' shape that do not sum to 1 (multi-hot: a multi-label problem);
     # any makes the pass's accuracy and confusion counts meaningless, and they are not written.
     multi_label: torch.Tensor | None = None
+    # The narrowest logits seen (classes, a host int: shapes need no sync); None without logits.
+    logit_classes: int | None = None
 
 
 def _check_tensor(value: Any, what: str) -> torch.Tensor:
@@ -92,6 +94,9 @@ class Evaluation:
     - ``logits``: ``[N, C]`` (or ``[..., C]``, flattened) class scores, or ``[N]`` /
       ``[N, 1]`` binary logits (class 1 when > 0). PyTorch's loss layout
       ``[N, C, d1, ...]`` (segmentation) is read too (``_classes_last``).
+      More classes than ``num_classes`` raise ValueError; fewer get one
+      warning (the missing classes can never be predicted: a wrong
+      ``num_classes`` or head size) and are recorded as they are.
     - ``targets``: class indices ``[N]`` (negative ones, e.g. -100, are ignored),
       or probabilities/one-hot of the logits' shape (their argmax is used).
       Float rows that do not sum to 1 (multi-hot targets of a multi-label
@@ -134,6 +139,7 @@ class Evaluation:
         self._checked_mode = False
         self._out_of_range: torch.Tensor | None = None
         self._multi_label: torch.Tensor | None = None
+        self._logit_classes: int | None = None
         self._active = False
 
     def __enter__(self) -> "Evaluation":
@@ -153,7 +159,7 @@ class Evaluation:
             loss_sum=self._loss_sum, loss_weight=self._loss_weight,
             loss_host=self._loss_host, loss_host_weight=self._loss_host_weight,
             correct=self._correct, count=self._count, confusion=self._confusion, out_of_range=self._out_of_range,
-            multi_label=self._multi_label,
+            multi_label=self._multi_label, logit_classes=self._logit_classes,
         )
 
     def update(self, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None, *, loss: Any = None) -> None:
@@ -169,6 +175,7 @@ class Evaluation:
             _check_tensor(logits, "logits")
             _check_tensor(targets, "targets")
             prepared = self._prepare(logits, targets)
+            self._logit_classes = prepared[2] if self._logit_classes is None else min(self._logit_classes, prepared[2])
             weight = self._guard.guarded("evaluation", self._update_counts, *prepared)
         if loss is not None:
             loss_tensor = validated_loss(loss, where="ev.update")

@@ -95,3 +95,43 @@ def test_float_targets_that_are_not_one_row_of_probabilities_per_example_are_ref
     probe.close()
     _, scalars, _, _ = read_run(tmp_path)
     assert set(series(scalars, "accuracy", split="val")) == {2}
+
+
+def test_logits_narrower_than_num_classes_are_warned_about_once(tmp_path):
+    """num_classes=6 with a 4-way head: classes 4 and 5 can never be predicted. The shapes are on the host, so the
+    probe says so once (no device read), and keeps recording."""
+    import warnings
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="narrow", store=tmp_path, handle_sigterm=False, strict=True, num_classes=6)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, 2)
+    logits, targets = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with probe.evaluate("val") as ev:
+                ev.update(logits, targets, loss=1.0)
+            _train(probe, model, optimizer, 1)
+        probe.close()
+    narrow = [w for w in caught if "got logits for 4 classes but num_classes=6" in str(w.message)]
+    assert len(narrow) == 1 and issubclass(narrow[0].category, RuntimeWarning)
+    _, scalars, _, _ = read_run(tmp_path)
+    assert len(series(scalars, "accuracy", split="val")) == 2
+
+
+def test_logits_as_wide_as_num_classes_raise_no_warning(tmp_path):
+    import warnings
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run="exact", store=tmp_path, handle_sigterm=False, strict=True, num_classes=4)
+    probe.watch(model, optimizer)
+    _train(probe, model, optimizer, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with probe.evaluate("val") as ev:
+            ev.update(torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), loss=1.0)
+        probe.close()
+    assert not [w for w in caught if "num_classes" in str(w.message)]
