@@ -156,6 +156,16 @@ def default_store(store: Any) -> Any:
     return os.environ.get("TRAINDOCTOR_STORE") or DEFAULT_STORE
 
 
+def _warn_from_flush(message: str) -> None:
+    """A warning about the user's inputs found while a flush writes them. A warnings filter that turns it into an
+    exception (``"error"``, pytest's ``-W error``) must not abort the flush: that would turn recording off and
+    lose the rest of the run. Then the message goes to stderr instead."""
+    try:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    except Warning:
+        print(message, file=sys.stderr)
+
+
 class ProbeError(Exception):
     """A misuse of the probe API (raised at the call, with a one-line message)."""
 
@@ -1202,7 +1212,18 @@ class Probe:
         return Evaluation(split, num_classes=self.num_classes, guard=self.guard,
                           position=lambda: (self.step_count, self.epoch),
                           on_first_update=lambda name: self.guard.guarded("lint", self._check_eval_mode, name),
-                          on_finish=self._finish_evaluation)
+                          on_finish=self._finish_evaluation, on_narrow_logits=self._narrow_logits)
+
+    def _narrow_logits(self, split: str, words: str) -> None:
+        """Warn once per run, from ``ev.update`` in the user's code (a host-side shape: no device read), that
+        the logits have fewer classes than num_classes."""
+        if self._warned_narrow_logits:
+            return
+        self._warned_narrow_logits = True
+        warnings.warn(
+            f"traindoctor probe: evaluation {split!r} got {words} but num_classes={self.num_classes}; the classes "
+            "beyond them can never be predicted (is num_classes or the model's head size wrong?)", RuntimeWarning,
+            stacklevel=3)
 
     def _check_eval_mode(self, split: str) -> None:
         model = getattr(self, "_model", None)
@@ -1452,29 +1473,20 @@ class Probe:
             confusion = None  # no one class per example: accuracy and counts would describe another problem
             if not self._warned_multi_label:
                 self._warned_multi_label = True
-                warnings.warn(
+                _warn_from_flush(
                     f"traindoctor probe: evaluation {result.split!r} at step {result.step} got {multi_label} target "
                     "row(s) that do not sum to 1 (multi-hot: a multi-label problem); accuracy and confusion counts "
                     "assume one class per example and are not recorded, the loss is (pass ev.update(loss=...) alone "
-                    "to silence this)", RuntimeWarning, stacklevel=2)
+                    "to silence this)")
         elif result.correct is not None and count > 0:
             add(step=result.step, name="accuracy", value=correct / count, split=result.split, epoch=epoch)
         if result.out_of_range is not None:
             if left_out > 0 and not self._warned_target_range:
                 self._warned_target_range = True
-                warnings.warn(
+                _warn_from_flush(
                     f"traindoctor probe: evaluation {result.split!r} at step {result.step} got {left_out} target(s) "
                     "at or above the class count; such targets are left out of accuracy and confusion counts "
-                    "(are the labels 1-based, or num_classes too small?)", RuntimeWarning, stacklevel=2)
-        declared = self.num_classes
-        if (result.logit_classes is not None and declared is not None and result.logit_classes < declared
-                and not self._warned_narrow_logits):
-            self._warned_narrow_logits = True
-            warnings.warn(
-                f"traindoctor probe: evaluation {result.split!r} at step {result.step} got logits for "
-                f"{result.logit_classes} classes but num_classes={declared}; classes {result.logit_classes} and up "
-                "can never be predicted (is num_classes or the model's head size wrong?)", RuntimeWarning,
-                stacklevel=2)
+                    "(are the labels 1-based, or num_classes too small?)")
         if confusion is not None:
             size = int(math.isqrt(len(confusion) - 1))
             self.writer.add_confusion(step=result.step, counts=confusion[:-1].reshape(size, size), split=result.split,

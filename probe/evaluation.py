@@ -41,8 +41,6 @@ class EvaluationResult:
     # Float target rows of the logits' shape that do not sum to 1 (multi-hot: a multi-label problem);
     # any makes the pass's accuracy and confusion counts meaningless, and they are not written.
     multi_label: torch.Tensor | None = None
-    # The narrowest logits seen (classes, a host int: shapes need no sync); None without logits.
-    logit_classes: int | None = None
 
 
 def _check_tensor(value: Any, what: str) -> torch.Tensor:
@@ -88,6 +86,8 @@ class Evaluation:
         on_first_update: called with ``split`` at the first ``update``
             (the probe checks the model is in eval mode).
         on_finish: receives the pass's result when the block ends without an exception.
+        on_narrow_logits: called with ``split`` and a description of the logits (``"logits for 4 classes"``)
+            at an ``update`` whose logits have fewer classes than ``num_classes`` (the probe warns once).
 
     ``update(logits, targets, loss=None)``:
 
@@ -122,6 +122,7 @@ class Evaluation:
         position: Callable[[], tuple[int, float | None]],
         on_first_update: Callable[[str], None],
         on_finish: Callable[[EvaluationResult], None],
+        on_narrow_logits: Callable[[str, str], None] | None = None,
     ) -> None:
         self.split = split
         self._num_classes = num_classes
@@ -139,7 +140,7 @@ class Evaluation:
         self._checked_mode = False
         self._out_of_range: torch.Tensor | None = None
         self._multi_label: torch.Tensor | None = None
-        self._logit_classes: int | None = None
+        self._on_narrow_logits = on_narrow_logits
         self._active = False
 
     def __enter__(self) -> "Evaluation":
@@ -159,7 +160,7 @@ class Evaluation:
             loss_sum=self._loss_sum, loss_weight=self._loss_weight,
             loss_host=self._loss_host, loss_host_weight=self._loss_host_weight,
             correct=self._correct, count=self._count, confusion=self._confusion, out_of_range=self._out_of_range,
-            multi_label=self._multi_label, logit_classes=self._logit_classes,
+            multi_label=self._multi_label,
         )
 
     def update(self, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None, *, loss: Any = None) -> None:
@@ -175,7 +176,12 @@ class Evaluation:
             _check_tensor(logits, "logits")
             _check_tensor(targets, "targets")
             prepared = self._prepare(logits, targets)
-            self._logit_classes = prepared[2] if self._logit_classes is None else min(self._logit_classes, prepared[2])
+            classes = prepared[2]
+            if (self._on_narrow_logits is not None and self._num_classes is not None
+                    and classes < self._num_classes):
+                binary = logits.dim() == 1 or logits.shape[-1] == 1 or (logits.dim() > 2 and logits.shape[1] == 1)
+                self._on_narrow_logits(self.split, "binary logits (2 classes)" if binary and classes == 2
+                                       else f"logits for {classes} classes")
             weight = self._guard.guarded("evaluation", self._update_counts, *prepared)
         if loss is not None:
             loss_tensor = validated_loss(loss, where="ev.update")

@@ -117,6 +117,7 @@ def test_logits_narrower_than_num_classes_are_warned_about_once(tmp_path):
         probe.close()
     narrow = [w for w in caught if "got logits for 4 classes but num_classes=6" in str(w.message)]
     assert len(narrow) == 1 and issubclass(narrow[0].category, RuntimeWarning)
+    assert narrow[0].filename == __file__  # raised at the user's ev.update, not inside a flush
     _, scalars, _, _ = read_run(tmp_path)
     assert len(series(scalars, "accuracy", split="val")) == 2
 
@@ -135,3 +136,30 @@ def test_logits_as_wide_as_num_classes_raise_no_warning(tmp_path):
             ev.update(torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), loss=1.0)
         probe.close()
     assert not [w for w in caught if "num_classes" in str(w.message)]
+
+
+def test_a_warnings_filter_set_to_error_does_not_stop_the_recording(tmp_path, capsys):
+    """Under ``warnings.simplefilter("error")`` (pytest's -W error) a warning raised while a flush writes (targets
+    at or above the class count, found when their count lands) became an exception inside the flush, which turned
+    recording off: the run was stored as finished with a third of its steps (a new user's break test). The
+    message now goes to stderr and every step and evaluation is kept."""
+    import warnings
+
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probe = Probe(run="werror", store=tmp_path, handle_sigterm=False, num_classes=4)
+        probe.watch(model, optimizer)
+        for _ in range(3):
+            _train(probe, model, optimizer, 5)
+            model.eval()
+            with probe.evaluate("val") as ev:
+                ev.update(torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 4, 5, 1, 2]), loss=1.0)
+            model.train()
+        probe.close()
+    _, scalars, _, confusion = read_run(tmp_path)
+    assert len(series(scalars, "loss", split="train")) == 15
+    assert len(series(scalars, "accuracy", split="val")) == 3
+    assert confusion["step"].nunique() == 3
+    assert "at or above the class count" in capsys.readouterr().err
