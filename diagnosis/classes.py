@@ -236,9 +236,10 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     (a class harder than the rest, as healthy runs have), or when they pair
     up as each other's main confusion (≥ half of each one's errors): classes
     that overlap in the data, which no training change separates; info too
-    when a class is largely missed at the last evaluation only (the one
-    before, on the same split, did not miss it: where an oscillating model
-    happened to be, not a class it cannot learn).
+    when a class is largely missed at the last evaluation only (at the one
+    before, on the same split, its F1 was ≥ 0.15 higher and not largely
+    missed: where an oscillating model happened to be, not a class it
+    cannot learn).
     Likely cause: too few or mislabelled examples, classes that overlap or
     need features the model lacks.
     Try: look at the confusions and the misclassified examples; curate or
@@ -272,7 +273,11 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     if before is not None and before.shape == matrix.shape:
         earlier = class_metrics(before)
         shared = np.flatnonzero((earlier.support >= MIN_CLASS_SUPPORT) & (metrics.support >= MIN_CLASS_SUPPORT))
-        transient = [index for index in missed_now if index in shared and not _largely_missed(earlier, index, shared)]
+        # Transient: the class did clearly better then (its F1 UNDERPERFORMING_F1_GAP higher) and was not largely
+        # missed among the others; an early evaluation where every class was weak clears no class.
+        transient = [index for index in missed_now if index in shared
+                     and earlier.f1[index] - metrics.f1[index] >= UNDERPERFORMING_F1_GAP
+                     and not _largely_missed(earlier, index, shared)]
     missed_flagged = len(missed_now) > len(transient)
     missed = missed_small or missed_flagged
     count = len(flagged) + (len(small["classes"]) if small is not None else 0)

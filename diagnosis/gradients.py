@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from traindoctor.diagnosis.common import (
-    events_of, finding, finite_train_loss, is_norm_or_bias, layer_values, natural_key,
+    events_of, finding, finite_train_loss, is_norm_or_bias, layer_values, masked_train_losses, natural_key,
 )
 from traindoctor.diagnosis.finding import Finding
 from traindoctor.diagnosis.memo import per_run
@@ -193,7 +193,9 @@ def never_zeroed(run: RunData) -> list[Finding]:
 
 def _overflow_step(run: RunData) -> int | None:
     """The step (optimizer steps) where the global gradient norm turns non-finite for good: the first of ≥ 2
-    records, all non-finite to the end of the run; None when it never does."""
+    records, all non-finite to the end of the run, with no finite training loss from there on (HF Trainer's
+    masked NaNs aside); None when it never does. A finite loss after it is a run that went on: fp16 steps a
+    GradScaler skipped (their unscaled norm is Inf), not an overflow that ended it."""
     raw = run.series("grad_norm")
     if len(raw) < 2:
         return None
@@ -202,7 +204,11 @@ def _overflow_step(run: RunData) -> int | None:
     last_finite = int(finite_at[-1]) if len(finite_at) else -1
     if len(raw) - last_finite - 1 < 2:
         return None
-    return int(raw.index[last_finite + 1])
+    overflow = int(raw.index[last_finite + 1])
+    loss = run.series("loss", "train")
+    steps, values = loss.index.to_numpy(), loss.to_numpy(dtype="float64")
+    after = (steps >= overflow) & np.isfinite(values) & ~np.isin(steps, masked_train_losses(run))
+    return None if after.any() else overflow
 
 
 def _records_between(run: RunData, after: int, before: int) -> int:
@@ -211,7 +217,7 @@ def _records_between(run: RunData, after: int, before: int) -> int:
     return int(((steps > after) & (steps < before)).sum())
 
 
-@rule(severities=("warning", "critical"), inputs=("grad_norm", "events"), evidence=Evidence.series("grad_norm"),
+@rule(severities=("warning", "critical"), inputs=("grad_norm", "events", "loss"), evidence=Evidence.series("grad_norm"),
       heatmaps=("grad_norm",), metadata=("env.model",),
       # Gradients that pile up make ever larger steps: the loss thrashes (lr too high), spikes or diverges, the
       # early steps are unstable (as without warm-up), updates leave the band, ReLUs die, accuracy stays at the
@@ -227,8 +233,9 @@ def exploding_gradients(run: RunData) -> list[Finding]:
     """Gradient norm orders of magnitude above its own history, growing, or much larger in the first layer.
 
     Symptom: the global gradient norm jumps ≥ 100× its running median (or
-    10× for several records, or 10× and then, within 2 records, Inf/NaN to
-    the end of the run: it overflowed), grows 100× over the run, or the first layer's
+    10× for several records, or 10× and then, within 2 records, Inf/NaN for
+    its last ≥ 2 records with no finite training loss after: it overflowed
+    and the run died), grows 100× over the run, or the first layer's
     gradient is ≥ 70× the last layer's; or (critical) the probe saw the
     gradients kept from one optimizer step into the next (its
     ``grads_not_zeroed`` event: the gradient norm grows because every

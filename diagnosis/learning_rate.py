@@ -8,6 +8,7 @@ profile these rules (and ``underfitting``) judge, computed once per
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -1371,6 +1372,9 @@ def _frozen_after(run: RunData, decay_step: int) -> tuple[float, float] | None:
 # value; without attention the bar is higher (small MLPs on noisy minibatches
 # wobble by 20 %): the smoothed loss ≥ 50 % above its start, or a loss spike.
 WARMUP_START_FRACTION = 0.50
+# A sparse log's first lr record (step N of a log every N) shows no warm-up only at its peak: at half of it the
+# lr may be half-way through a warm-up of two intervals.
+SPARSE_LR_AT_PEAK = 0.95
 LARGE_ADAM_LR = 1e-3
 EARLY_FRACTION = 0.20
 EARLY_LOSS_RISE_ATTENTION = 0.30
@@ -1422,7 +1426,8 @@ EARLY_LEARNING_POINTS = 5
       thresholds=("MIN_CURVE_POINTS", "START_POINTS", "WARMUP_START_FRACTION", "LARGE_ADAM_LR", "EARLY_FRACTION",
                   "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "EARLY_LEARNING_DROP",
                   "EARLY_LEARNING_POINTS", "UPDATE_RATIO_RULE_OF_THUMB", "DIVERGED_SMOOTHING", "INITIAL_STEP",
-                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION", "KILLED_RATIO_FADE", "UNIFORM_MIN_STEPS"))
+                  "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION", "KILLED_RATIO_FADE", "UNIFORM_MIN_STEPS",
+                  "SPARSE_LR_AT_PEAK"))
 def missing_warmup(run: RunData) -> list[Finding]:
     """A transformer (or Adam with a large lr) started at full lr, with early instability.
 
@@ -1445,8 +1450,9 @@ def missing_warmup(run: RunData) -> list[Finding]:
     is leaving its init); the stuck test needs that stretch to reach step
     100. The lr must
     be logged from the first optimizer steps (≤ 10 and ≤ 1 % of the run, or
-    the first record of a log every N ≤ 10 steps, at step N): a log that
-    starts after the warm-up shows only the peak.
+    the first record of a log every N ≤ 10 steps, at step N, with the lr at
+    ≥ 95 % of its peak there and no warm-up in the run's config): a log
+    that starts after the warm-up shows only the peak.
     Likely cause: Adam's second-moment estimates are poor in the first steps;
     large early updates destabilise attention/post-LN blocks.
     Try: linear warmup (e.g. 1-10 % of steps) then cosine/linear decay;
@@ -1467,7 +1473,7 @@ def missing_warmup(run: RunData) -> list[Finding]:
     if peak_lr <= 0 or float(lr.iloc[0]) < WARMUP_START_FRACTION * peak_lr:
         return []
     logged = cadence(run, "loss")
-    if logged is None or not _lr_from_the_first_steps(int(lr.index[0]), logged):
+    if logged is None or not _lr_from_the_first_steps(run, lr, logged):
         return []
     early_end = max(MIN_CURVE_POINTS // 2, int(EARLY_FRACTION * len(loss)))
     early = loss.iloc[:early_end]
@@ -1540,16 +1546,35 @@ def missing_warmup(run: RunData) -> list[Finding]:
          "early_update_ratio": stuck[1] if stuck else None, "collapsed_update_ratio": stuck[2] if stuck else None})]
 
 
-def _lr_from_the_first_steps(first_lr_step: int, logged: Cadence) -> bool:
+def _lr_from_the_first_steps(run: RunData, lr: Curve, logged: Cadence) -> bool:
     """The lr's first record (optimizer steps) shows the start of training: within the first steps
     (:meth:`Cadence.early_bound`), or, in a log every N ≤ EARLY_STEPS_MAX steps, the first record it could take
-    (step N, or N - 1 where steps count from 0): a warm-up over then lasted less than one logging interval.
-    Heldout12's keyword spotter (every 6 steps of 570) and heldout13's GPT (every 10 of 516) showed their lr at
-    its peak from their first record, past the 1 %-of-the-run bound."""
+    (step N, or N - 1 where steps count from 0) with the lr already at ≥ SPARSE_LR_AT_PEAK of its peak and the
+    run's config declaring no warm-up: a warm-up over by then lasted less than one logging interval. Heldout12's
+    keyword spotter (every 6 steps of 570) and heldout13's GPT (every 10 of 516) showed their lr at its peak from
+    their first record, past the 1 %-of-the-run bound. At half its peak there, the lr may be half-way through a
+    warm-up of two intervals (a new user's break test: an HF run with warmup_steps=20 logged every 10 steps)."""
+    first_lr_step = int(lr.index[0])
     if first_lr_step <= logged.early_bound():
         return True
     every = logged.every
-    return every is not None and every <= EARLY_STEPS_MAX and first_lr_step in (every - 1, every)
+    if every is None or every > EARLY_STEPS_MAX or first_lr_step not in (every - 1, every):
+        return False
+    return float(lr.iloc[0]) >= SPARSE_LR_AT_PEAK * float(lr.max()) and declared_warmup(run) is None
+
+
+def declared_warmup(run: RunData) -> tuple[str, float] | None:
+    """A positive warm-up length the run's config declares (a key naming a warm-up, as HF's ``warmup_steps`` and
+    ``warmup_ratio`` or a user's ``warmup``, at the top level or one level down, with a positive number), or
+    None."""
+    config = run.config if isinstance(run.config, dict) else {}
+    items = list(config.items())
+    items += [item for value in config.values() if isinstance(value, dict) for item in value.items()]
+    for key, value in items:
+        if (isinstance(key, str) and re.search(r"warm_?up", key, re.IGNORECASE)
+                and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            return key, float(value)
+    return None
 
 
 def _stuck_with_large_steps(run: RunData, loss: Curve, early_end: int, start: float,

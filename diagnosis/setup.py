@@ -386,6 +386,11 @@ def weight_decay_on_norm_and_bias(run: RunData) -> list[Finding]:
         {"params": exempt, "weight_decay": decay})]
 
 
+def _is_number(value) -> bool:
+    """A real number (not a bool, not None, not a string): what a param group's betas and eps must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @rule(severities=("info", "warning"), inputs=("events",), metadata=("env.optimizer", "env.model", "env.amp"),
       evidence=Evidence.events(), thresholds=("TRANSFORMER_BETA2", "FP16_MIN_EPS"))
 def adam_hyperparameters(run: RunData) -> list[Finding]:
@@ -409,8 +414,10 @@ def adam_hyperparameters(run: RunData) -> list[Finding]:
     if "adam" not in str(optimizer.get("type", "")).lower():
         return []
     groups = _param_groups(run)
-    betas = [g.get("betas") for g in groups if isinstance(g.get("betas"), (list, tuple)) and len(g.get("betas")) == 2]
-    eps = [float(g["eps"]) for g in groups if g.get("eps") is not None]
+    # A config that leaves a value out (an HF training_args.json without adam_beta2) gives None: not a number.
+    betas = [g.get("betas") for g in groups if isinstance(g.get("betas"), (list, tuple)) and len(g.get("betas")) == 2
+             and all(_is_number(b) for b in g.get("betas"))]
+    eps = [float(g["eps"]) for g in groups if _is_number(g.get("eps"))]
     model = run.env.get("model") or {}
     amp = run.env.get("amp") or {}
     if model.get("has_attention") and betas and max(float(b[1]) for b in betas) > TRANSFORMER_BETA2 + 1e-9:

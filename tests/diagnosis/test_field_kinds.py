@@ -125,24 +125,30 @@ def test_missing_warmup_needs_the_lr_from_the_first_steps():
     assert missing_warmup(run(200)) == []
 
 
-@pytest.mark.parametrize(("every", "fires"), [(6, True), (10, True), (25, False)],
-                         ids=["every-6", "every-10", "every-25-may-hide-a-warm-up"])
-def test_missing_warmup_reads_a_sparse_logs_first_lr_record(every, fires):
+@pytest.mark.parametrize(("every", "warmup_steps", "config", "fires"),
+                         [(6, 0, {}, True), (10, 0, {}, True), (25, 0, {}, False), (10, 20, {}, False),
+                          (10, 0, {"warmup_steps": 10}, False), (10, 0, {"optim": {"warmup_ratio": 0.02}}, False)],
+                         ids=["every-6", "every-10", "every-25-may-hide-a-warm-up", "half-way-through-a-warm-up",
+                              "config-declares-a-warm-up", "nested-config-declares-a-warm-up"])
+def test_missing_warmup_reads_a_sparse_logs_first_lr_record(every, warmup_steps, config, fires):
     """Issue #12: heldout12's post-LN keyword spotter (a record every 6 steps of 570) and heldout13's GPT (every
     10 of 516) logged their lr at its peak from their first record, past the 1 %-of-the-run bound, and sat at
     their start for 100+ steps with working-size steps. A log every N <= 10 steps whose first record is at step N
-    shows that any warm-up lasted under one interval; one every 25 steps could hide a real warm-up."""
+    shows that any warm-up lasted under one interval; one every 25 steps could hide a real warm-up. At half its
+    peak there the lr may be half-way through a warm-up of two intervals, and a warm-up the run's config
+    declares is believed (a new user's break test: an HF run with warmup_steps=20, logged every 10 steps)."""
     steps = np.arange(every, 571, every)
     rng = np.random.default_rng(0)
     loss = np.where(steps <= 150, math.log(12), math.log(12) * np.exp(-(steps - 150) / 150)) * (
         1 + 0.02 * rng.standard_normal(len(steps)))
     ratio_steps = np.arange(30, 571, 30)
-    frames = [scalar_rows("loss", loss, steps=steps), scalar_rows("lr", np.full(len(steps), 1e-2), steps=steps,
-                                                                   layer="group0")]
+    lr = 1e-2 * np.minimum(1.0, steps / warmup_steps) if warmup_steps else np.full(len(steps), 1e-2)
+    frames = [scalar_rows("loss", loss, steps=steps), scalar_rows("lr", lr, steps=steps, layer="group0")]
     frames += [scalar_rows("update_ratio", np.full(len(ratio_steps), 3e-3), steps=ratio_steps, layer=name)
                for name in ("encoder.layers.0.linear1.weight", "head.weight")]
     run = make_run(frames=frames, env={"model": {"has_attention": True}, "optimizer": {"type": "Adam"}},
                    task={"num_classes": 12})
+    run.config = config
     run.source = {"kind": "csv", "logging_every": every}
     found = missing_warmup(run)
     assert rules(found) == ([("missing_warmup", "warning")] if fires else [])

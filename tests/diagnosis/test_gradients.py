@@ -53,14 +53,23 @@ def test_exploding_sustained_tenfold_for_five_records():
     ids=["grew-then-nan-for-good", "grew-then-inf", "one-nan-then-finite-again", "nan-without-growth",
          "growth-long-before-the-nan"])
 def test_exploding_a_tenfold_growth_that_overflows(tail, fires):
-    """Heldout12's N-BEATS at 10x its SGD lr: the norm rose 12x and 22x its median, then was NaN to the end. The
-    overflow cut the growth short of 100x; it is the explosion, not a separate event."""
+    """Heldout12's N-BEATS at 10x its SGD lr: the norm rose 12x and 22x its median, then was NaN to the end, and
+    so was the loss. The overflow cut the growth short of 100x; it is the explosion, not a separate event."""
     norm = np.concatenate([1 + 0.1 * np.random.default_rng(1).standard_normal(100), tail])
-    found = gradients.exploding_gradients(grad_run(norm))
+    loss = np.where(np.isfinite(norm), 1.0, np.nan)
+    found = gradients.exploding_gradients(grad_run(norm, loss=loss))
     assert bool(found) is fires
     if fires:
         assert found[0].evidence["overflow_step"] == 104 and found[0].evidence["factor"] >= 20
         assert "overflowed" in found[0].message
+
+
+def test_an_inf_grad_norm_at_the_end_of_a_run_whose_loss_goes_on_is_no_overflow():
+    """An fp16 run's last logged steps were skipped by its GradScaler (unscaled norm Inf) after a 12x batch, while
+    its loss stayed finite and falling (a new user's break test, an HF fp16 log): the run did not die."""
+    norm = np.concatenate([1 + 0.1 * np.random.default_rng(1).standard_normal(100), [12.0, 1.0, math.inf, math.inf]])
+    loss = np.linspace(2.0, 1.0, len(norm))
+    assert gradients.exploding_gradients(grad_run(norm, loss=loss)) == []
 
 
 def test_exploding_growth_by_orders_of_magnitude_over_the_run():
