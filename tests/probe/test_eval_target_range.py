@@ -16,6 +16,15 @@ from traindoctor.probe import Probe
 from tests.probe.conftest import make_batches, make_model, read_run, series
 
 
+def _watched(tmp_path, run: str, **settings):
+    """A probe on a fresh small model and its SGD optimizer (``settings`` go to Probe)."""
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = Probe(run=run, store=tmp_path, handle_sigterm=False, **settings)
+    probe.watch(model, optimizer)
+    return probe, model, optimizer
+
+
 def _train(probe, model, optimizer, count):
     for x, y in make_batches(count):
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -25,10 +34,7 @@ def _train(probe, model, optimizer, count):
 
 
 def test_out_of_range_targets_are_left_out_with_one_warning(tmp_path):
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, strict=True, num_classes=4)
-    probe.watch(model, optimizer)
+    probe, model, optimizer = _watched(tmp_path, "eval", strict=True, num_classes=4)
     _train(probe, model, optimizer, 2)
     generator = torch.Generator().manual_seed(5)
     logits = torch.randn(12, 4, generator=generator)
@@ -60,10 +66,7 @@ def test_out_of_range_targets_are_left_out_with_one_warning(tmp_path):
 def test_an_evaluation_named_train_is_refused_at_the_call(tmp_path):
     """``probe.evaluate("train")`` wrote its loss into the training steps' (train, loss) series: two
     values at one step, and the runs table showed the evaluation's loss as the training loss."""
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, num_classes=4)
-    probe.watch(model, optimizer)
+    probe, model, optimizer = _watched(tmp_path, "eval", num_classes=4)
     _train(probe, model, optimizer, 2)
     with pytest.raises(ValueError, match=r"split 'train'.*train_eval"):
         probe.evaluate("train")
@@ -81,10 +84,7 @@ def test_an_evaluation_named_train_is_refused_at_the_call(tmp_path):
                          ids=["uniform-floats", "rows-of-the-wrong-width", "float-class-indices"])
 def test_float_targets_that_are_not_one_row_of_probabilities_per_example_are_refused_at_the_call(tmp_path, targets):
     """``.long()`` truncated them (torch.rand -> every target class 0) and counted a confusion matrix of nonsense."""
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = Probe(run="eval", store=tmp_path, handle_sigterm=False, num_classes=4)
-    probe.watch(model, optimizer)
+    probe, model, optimizer = _watched(tmp_path, "eval", num_classes=4)
     _train(probe, model, optimizer, 2)
     logits = torch.randn(12, 4)
     with probe.evaluate("val") as ev:
@@ -102,10 +102,7 @@ def test_logits_narrower_than_num_classes_are_warned_about_once(tmp_path):
     probe says so once (no device read), and keeps recording."""
     import warnings
 
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = Probe(run="narrow", store=tmp_path, handle_sigterm=False, strict=True, num_classes=6)
-    probe.watch(model, optimizer)
+    probe, model, optimizer = _watched(tmp_path, "narrow", strict=True, num_classes=6)
     _train(probe, model, optimizer, 2)
     logits, targets = torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     with warnings.catch_warnings(record=True) as caught:
@@ -125,10 +122,7 @@ def test_logits_narrower_than_num_classes_are_warned_about_once(tmp_path):
 def test_logits_as_wide_as_num_classes_raise_no_warning(tmp_path):
     import warnings
 
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = Probe(run="exact", store=tmp_path, handle_sigterm=False, strict=True, num_classes=4)
-    probe.watch(model, optimizer)
+    probe, model, optimizer = _watched(tmp_path, "exact", strict=True, num_classes=4)
     _train(probe, model, optimizer, 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -145,12 +139,9 @@ def test_a_warnings_filter_set_to_error_does_not_stop_the_recording(tmp_path, ca
     message now goes to stderr and every step and evaluation is kept."""
     import warnings
 
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        probe = Probe(run="werror", store=tmp_path, handle_sigterm=False, num_classes=4)
-        probe.watch(model, optimizer)
+        probe, model, optimizer = _watched(tmp_path, "werror", num_classes=4)
         for _ in range(3):
             _train(probe, model, optimizer, 5)
             model.eval()
