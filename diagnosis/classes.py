@@ -108,14 +108,18 @@ def last_confusion(run: RunData) -> tuple[np.ndarray, int, str] | None:
             continue
         steps = to_float(rows["step"])
         step = int(np.nanmax(steps))
-        rows = rows[steps == step]
-        true_class, pred_class = to_float(rows["true_class"]), to_float(rows["pred_class"])
-        size = int(max(np.nanmax(true_class), np.nanmax(pred_class))) + 1
-        size = max(size, int(run.task.get("num_classes") or 0))
-        matrix = np.zeros((size, size), dtype="float64")
-        np.add.at(matrix, (true_class.astype(int), pred_class.astype(int)), to_float(rows["count"]))
-        return matrix, step, split
+        return _matrix(run, rows[steps == step]), step, split
     return None
+
+
+def _matrix(run: RunData, rows) -> np.ndarray:
+    """The (C, C) float64 counts of one evaluation's confusion rows (C: the largest class index + 1, at least
+    ``task.num_classes``)."""
+    true_class, pred_class = to_float(rows["true_class"]), to_float(rows["pred_class"])
+    size = max(int(max(np.nanmax(true_class), np.nanmax(pred_class))) + 1, int(run.task.get("num_classes") or 0))
+    matrix = np.zeros((size, size), dtype="float64")
+    np.add.at(matrix, (true_class.astype(int), pred_class.astype(int)), to_float(rows["count"]))
+    return matrix
 
 
 def previous_confusion(run: RunData, split: str, step: int) -> np.ndarray | None:
@@ -125,14 +129,7 @@ def previous_confusion(run: RunData, split: str, step: int) -> np.ndarray | None
     rows = confusion[np.asarray(confusion["split"] == split, dtype=bool)]
     steps = to_float(rows["step"])
     earlier = steps[steps < step]
-    if not len(earlier):
-        return None
-    rows = rows[steps == np.nanmax(earlier)]
-    true_class, pred_class = to_float(rows["true_class"]), to_float(rows["pred_class"])
-    size = max(int(max(np.nanmax(true_class), np.nanmax(pred_class))) + 1, int(run.task.get("num_classes") or 0))
-    matrix = np.zeros((size, size), dtype="float64")
-    np.add.at(matrix, (true_class.astype(int), pred_class.astype(int)), to_float(rows["count"]))
-    return matrix
+    return _matrix(run, rows[steps == np.nanmax(earlier)]) if len(earlier) else None
 
 
 def _largely_missed(metrics: ClassMetrics, index: int, present: np.ndarray) -> bool:
@@ -264,10 +261,11 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     if not flagged and small is None:
         return []
     missed_small = small is not None and small["f1"] < UNDERPERFORMING_F1_MISSED * small["others_median_f1"]
-    missed_now = [index for index, reference in flagged if metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference]
+    missed_now = [index for index, reference in flagged
+                  if metrics.f1[index] < UNDERPERFORMING_F1_MISSED * reference]
     # A class missed at the last evaluation only is the model's state at that moment (a constant lr that
     # oscillates: a healthy ViT re-seeded with seed 26 took class 6 for class 4 at its last eval only), not a
-    # class it cannot learn: the evaluation before must show it largely missed too, where there is one.
+    # class it cannot learn: it warns unless the evaluation before, where there is one, did clearly better on it.
     before = previous_confusion(run, split, step)
     transient = []
     if before is not None and before.shape == matrix.shape:
@@ -310,12 +308,11 @@ def underperforming_classes(run: RunData) -> list[Finding]:
     harder_text = ("" if missed or overlapping or transient else
                    " Each still gets at least half the others' F1: harder than the rest, which healthy runs "
                    "have too, rather than missed by the model.")
+    transient_names = [_class_name(run, index) for index in transient]
     if transient and not missed:
         harder_text = (f" Largely missed at this evaluation only: the one before did better on "
-                       f"{', '.join(_class_name(run, index) for index in transient)}, so this is where the model "
-                       f"happened to be (an lr that makes it oscillate can do this), not a class it cannot learn.")
-    if transient:
-        evidence["missed_at_the_last_evaluation_only"] = [_class_name(run, index) for index in transient]
+                       f"{', '.join(transient_names)}, so this is where the model happened to be (an lr that makes "
+                       f"it oscillate can do this), not a class it cannot learn.")
     return [finding(
         # Classes that overlap each other are a hint however low; pooled small classes never pair up.
         "underperforming_classes", "warning" if missed_small or (missed_flagged and not overlapping) else "info",
@@ -325,9 +322,7 @@ def underperforming_classes(run: RunData) -> list[Finding]:
         "Plot the confusion matrix and inspect the misclassified examples of these classes; curate or relabel "
         "their data, collect more of them, or add features that separate them from what they are confused with.",
         "seed 002 (data curation; plot a confusion matrix)", step, step,
-        {"split": split, "classes": {name: value for name, value in evidence.items()
-                                      if name != "missed_at_the_last_evaluation_only"},
-         "missed_at_the_last_evaluation_only": evidence.get("missed_at_the_last_evaluation_only", []),
+        {"split": split, "classes": evidence, "missed_at_the_last_evaluation_only": transient_names,
          "mutual_confusion": overlapping,
          "small_classes": {**small, "classes": [_class_name(run, index) for index in small["classes"]]}
          if small is not None else None})]

@@ -217,7 +217,8 @@ def _records_between(run: RunData, after: int, before: int) -> int:
     return int(((steps > after) & (steps < before)).sum())
 
 
-@rule(severities=("warning", "critical"), inputs=("grad_norm", "events", "loss"), evidence=Evidence.series("grad_norm"),
+@rule(severities=("warning", "critical"), inputs=("grad_norm", "events", "loss"),
+      evidence=Evidence.series("grad_norm"),
       heatmaps=("grad_norm",), metadata=("env.model",),
       # Gradients that pile up make ever larger steps: the loss thrashes (lr too high), spikes or diverges, the
       # early steps are unstable (as without warm-up), updates leave the band, ReLUs die, accuracy stays at the
