@@ -375,7 +375,9 @@ LIVE_JUMP_SHARE = 0.5
 def rebound_settled(finding: Finding) -> bool:
     """For a rebound below the initial loss (a high plateau is judged at the end; above the start: divergence)
     that neither a loss spike nor a one-bin jump started (either may still be recovering slowly, which the end
-    of the run tells)."""
+    of the run tells), and for a climb above the uniform-prediction loss that has already come back down."""
+    if finding.evidence.get("kind") == "climb_above_uniform":
+        return True
     return (finding.evidence.get("kind") == "rebound" and finding.evidence.get("rebound_fraction", 1.0) < 1.0
             and not finding.evidence.get("after_spike", False)
             and finding.evidence.get("jump_share", 0.0) < LIVE_JUMP_SHARE)
@@ -418,7 +420,7 @@ def _rebound_stretch(profile: Curve, start: float, noise: float, spikes: list,
                   "SWING_MIN_COUNT", "SWING_SETTLED", "THRASHING_NOISE",
                   "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO",
                   "LIVE_JUMP_SHARE", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS", "KILLED_RATIO_FADE", "ZERO_GRAD",
-                  "DEAD_MIN_RECORDS"),
+                  "DEAD_MIN_RECORDS", "CLIMB_SANE_START", "CLIMB_FACTOR", "CLIMB_MIN_RECORDS", "DIVERGED_SMOOTHING"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
@@ -454,6 +456,11 @@ def lr_too_high(run: RunData) -> list[Finding]:
     the end (ReLUs killed by large steps; any loss scale). The swings and
     the killed layers need no drop of the training loss and no 20 records
     of it: they are judged also where the log shows none (it started late).
+    Or, from a first record within 25 % of the loss of uniform predictions
+    (ln C, ln V, the expected initial loss) and before the loss ever fell
+    10 %, the smoothed loss climbs to ≥ 1.5× that level (or the first
+    record, if higher) for ≥ 5 records and comes back down: the first steps
+    made the model worse than guessing (during a warm-up, say).
     Likely cause: the step size overshoots the valley.
     Try: lower the lr (×0.3 … ×0.1) or add a decay schedule.
     Source: seed 004 step 6 rule 2, the update/weight ratio and fine-tuning; seed 003; Shannon 1951
@@ -496,6 +503,9 @@ def lr_too_high(run: RunData) -> list[Finding]:
             "Lower the lr (×0.1 to ×0.01); fine-tuning a pre-trained model needs a far lower lr than training "
             "from scratch.", SOURCE_LR + "; seed 004 (fine-tuning: use a lower learning rate)",
             loss.index[0], loss.index[-1], dict(stuck, kind="uniform"))]
+    climb = _climb_finding(run, loss, {})
+    if climb is not None:  # before any fall: the rebound tests below measure from a drop
+        return [climb]
     start = _initial_loss(run)
     logged = cadence(run)
     sparse = (logged is not None and logged.every is not None and logged.every >= SPARSE_LOG_EVERY
@@ -606,12 +616,72 @@ def lr_too_high(run: RunData) -> list[Finding]:
         loss.index[int(0.4 * len(loss))], loss.index[-1], evidence)]
 
 
+# A fresh model starts near the loss of uniform predictions (ln C, ln V, the expected initial loss). Steps too
+# large make it worse than guessing before it learns anything: the smoothed loss climbs to ≥ 1.5× that level
+# (or its first record, if higher) for ≥ 5 records, from a first record within 25 % of it and before it ever
+# fell 10 %, then comes back (one that stays up is a divergence). Heldout9's Signum GRU at 50× its lr (2.0 to
+# 3.4-6 against ln 6) and heldout13's Sophia GPT at 30× (3.1 to 7.4 against ln 28) were missed: no drop came
+# first for the rebound tests to measure from. No healthy run of the corpus, the program hold-outs or the
+# re-seeded recipes (293 + 144 runs) does it; a head whose bias starts the loss at 4× ln C is no sane start.
+CLIMB_SANE_START = 1.25
+CLIMB_FACTOR = 1.5
+CLIMB_MIN_RECORDS = 5
+
+
+def _climb_above_uniform(run: RunData, loss: Curve) -> dict | None:
+    """The climb from a sane start to ≥ CLIMB_FACTOR × the uniform-prediction loss (see above): its levels and
+    steps (optimizer steps), or None."""
+    reference = loss_reference(run)
+    task = task_of(run)
+    if reference is None and task.kind == "language_modelling" and task.uniform_loss is not None:
+        reference = task.uniform_loss, f"ln({task.size})"
+    values = loss.to_numpy(dtype="float64")
+    if reference is None or len(values) < CLIMB_MIN_RECORDS + 2:
+        return None
+    level, name = reference
+    first = float(values[0])
+    if not 0 < first <= CLIMB_SANE_START * level:
+        return None
+    smooth = Curve(values).rolling(DIVERGED_SMOOTHING, center=True, min_periods=1).median().to_numpy()
+    bar = CLIMB_FACTOR * max(first, level)
+    stretches = true_runs(smooth >= bar, CLIMB_MIN_RECORDS)
+    if not stretches or smooth[-1] >= bar:
+        return None
+    begin, end = stretches[0]
+    if begin and float(smooth[:begin].min()) < (1 - MIN_DROP) * first:
+        return None  # it fell first: the rebound tests measure from that drop
+    return {"kind": "climb_above_uniform", "first_loss": first, "reference_loss": level, "reference": name,
+            "peak_level": float(smooth[begin:end + 1].max()), "climb_steps": [int(loss.index[begin]),
+                                                                             int(loss.index[end])]}
+
+
+def _climb_finding(run: RunData, loss: Curve, evidence: dict) -> Finding | None:
+    """lr_too_high's warning for a climb above the uniform-prediction loss before any fall
+    (:func:`_climb_above_uniform`), or None."""
+    climb = _climb_above_uniform(run, loss)
+    if climb is None:
+        return None
+    first, last = climb["climb_steps"]
+    return finding(
+        "lr_too_high", "warning", "Loss climbed above the uniform-prediction loss from the start: lr too high",
+        f"From {climb['first_loss']:.3g} at its first record, near {climb['reference']} = "
+        f"{climb['reference_loss']:.3g} (the loss of predicting every class as equally likely), the loss "
+        f"climbed to {climb['peak_level']:.3g} between steps {first} and {last}{_lr_phase(run, first)}, before "
+        f"it had fallen at all: the first steps made the model worse than guessing, then it came back down.",
+        "Lower the peak lr (×0.3 to ×0.1), or warm up for longer; clip gradients.", SOURCE_LR + "; seed 003",
+        first, last, dict(evidence, **climb))
+
+
 def _needing_no_drop(run: RunData, loss: Curve, evidence: dict) -> list[Finding]:
     """lr_too_high's tests that need neither a drop nor a shape of the training loss ``loss`` (finite, ≥ 2
     records): layers killed by large steps (:func:`_killed_layers`, a warning), then the validation loss
     swings (:func:`val_loss_swings`, a warning or an info hint). A log that starts late, a sparse one or a
     loss whose floor is far above 0 can show no drop of the training loss while either holds. ``evidence``:
-    the levels the caller measured."""
+    the levels the caller measured. First, a climb above the uniform-prediction loss before any fall
+    (:func:`_climb_above_uniform`, a warning)."""
+    climb = _climb_finding(run, loss, evidence)
+    if climb is not None:
+        return [climb]
     killed = _killed_layers(run)
     if killed:
         return [_killed_finding(killed, loss, window_median(loss, 0.8, 1.0), evidence)]

@@ -244,6 +244,27 @@ def test_lr_too_high_when_the_loss_climbs_back_after_its_best():
     assert rules_fired(found) == ["lr_too_high"] and found[0].evidence["rebound_fraction"] > 0.3
 
 
+@pytest.mark.parametrize(
+    ("head", "task", "fires"),
+    [([2.2, 2.4, 3.6, 4.0, 4.2, 4.1, 3.9, 4.0, 3.7], {"num_classes": 10}, True),
+     ([3.1, 3.3, 4.7, 5.1, 6.7, 7.4, 7.1, 6.9, 6.0], {"kind": "language_modelling", "vocab_size": 28}, True),
+     ([9.2, 9.6, 9.9, 10.2, 10.0, 9.8, 9.5, 9.4, 9.0], {"num_classes": 10}, False),
+     ([2.2, 1.6, 1.5, 3.6, 4.0, 4.2, 4.1, 3.9, 3.8], {"num_classes": 10}, False),
+     ([2.2, 2.4, 3.6, 4.0, 4.2, 4.1, 3.9, 4.0, 3.7], None, False)],
+    ids=["classifier-from-ln-C", "language-model-from-ln-V", "biased-head-no-sane-start", "fell-first",
+         "no-loss-scale"])
+def test_lr_too_high_when_the_loss_climbs_above_uniform_before_it_falls(head, task, fires):
+    """Heldout9's Signum GRU at 50x its lr (2.0 to 3.4-6 against ln 6) and heldout13's Sophia GPT at 30x (3.1 to
+    7.4 against ln 28) climbed before they ever fell, then came back: the rebound tests, which measure a climb
+    from a drop, saw nothing. A start 4x ln C is a bad initialisation's, and a run that fell first is the rebound
+    tests' case; without ln C or ln V no level is worse than guessing."""
+    loss = np.concatenate([np.repeat(head, 5), np.linspace(head[-1], 0.5 * head[0], 100), np.full(100, 0.5 * head[0])])
+    climbs = [f for f in lr_too_high(make_run(loss=loss, task=task))
+              if f.evidence.get("kind") == "climb_above_uniform"]
+    assert [f.severity for f in climbs] == (["warning"] if fires else [])
+    assert all("worse than guessing" in f.message for f in climbs)
+
+
 def _plateau(ratio: float | None, noise: float):
     loss = np.concatenate([np.linspace(1.0, 0.6, 60), np.full(340, 0.6)])
     loss = loss * (1 + noise * np.random.default_rng(2).standard_normal(400))
