@@ -1220,10 +1220,12 @@ class Probe:
         if self._warned_narrow_logits:
             return
         self._warned_narrow_logits = True
-        warnings.warn(
-            f"traindoctor probe: evaluation {split!r} got {words} but num_classes={self.num_classes}; the classes "
-            "beyond them can never be predicted (is num_classes or the model's head size wrong?)", RuntimeWarning,
-            stacklevel=3)
+        message = (f"traindoctor probe: evaluation {split!r} got {words} but num_classes={self.num_classes}; the "
+                   "classes beyond them can never be predicted (is num_classes or the model's head size wrong?)")
+        try:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        except Warning:  # a filter set to "error" must not end the training loop: the probe never does
+            print(message, file=sys.stderr)
 
     def _check_eval_mode(self, split: str) -> None:
         model = getattr(self, "_model", None)

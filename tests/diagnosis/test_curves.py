@@ -265,6 +265,43 @@ def test_lr_too_high_when_the_loss_climbs_above_uniform_before_it_falls(head, ta
     assert all("worse than guessing" in f.message for f in climbs)
 
 
+@pytest.mark.parametrize(
+    ("task", "first", "words"),
+    [({"kind": "classification", "num_classes": 10, "expected_initial_loss": math.log(10)}, 2.2,
+      "near ln(10) = 2.3 (the loss of predicting every class as equally likely)"),
+     ({"kind": "language_modelling", "vocab_size": 28}, 3.1, "every token as equally likely"),
+     ({"num_classes": 10}, 0.2, "below ln(10) = 2.3"),
+     ({"num_classes": 10, "expected_initial_loss": 2.0}, 2.1, "near the expected initial loss = 2 (where a fresh")])
+def test_the_climb_message_names_its_reference_as_it_is(task, first, words):
+    """A new user's break test: a probe-recorded classifier (expected_initial_loss = ln C) was told 'near the
+    expected initial loss', a language model 'every class', a fine-tuned model starting at 0.2 'near ln(10)'."""
+    head = [first, first] + [4.5 if first < 3 else 7.4] * 7
+    loss = np.concatenate([np.repeat(head, 5), np.linspace(head[-1], 0.5 * first, 100), np.full(100, 0.5 * first)])
+    climb, = [f for f in lr_too_high(make_run(loss=loss, task=task)) if f.evidence.get("kind") == "climb_above_uniform"]
+    assert words in climb.message
+
+
+def test_a_climb_from_the_start_and_a_later_rebound_are_both_reported():
+    """A new user's break test: climbing 2.3 -> 5, falling to 0.8, then back to 2.45 for good. The climb alone
+    said the loss came back down; the rebound that stays is reported beside it."""
+    loss = np.concatenate([np.full(10, 2.3), np.full(30, 5.0), np.linspace(5.0, 0.8, 60), np.full(60, 0.8),
+                           np.linspace(0.8, 2.45, 40), np.full(200, 2.45)])
+    kinds = [f.evidence.get("kind") for f in lr_too_high(make_run(loss=loss, task={"num_classes": 10}))]
+    assert kinds == ["climb_above_uniform", "rebound"]
+
+
+def test_no_climb_finding_while_the_evaluation_classifies_well():
+    """A new user's break test: cross-entropy plus a reconstruction loss whose weight ramps up over 50 steps
+    climbs above 1.5x ln C while the model reaches 0.74 validation accuracy inside that stretch: not worse than
+    guessing."""
+    loss = np.concatenate([np.full(10, 2.2), np.full(40, 4.0), np.linspace(4.0, 1.0, 100), np.full(100, 1.0)])
+    steps = np.array([20, 45, 100, 200])
+    run = make_run(loss=loss, task={"num_classes": 10},
+                   frames=[scalar_rows("accuracy", [0.4, 0.74, 0.88, 0.93], steps=steps, split="val"),
+                           scalar_rows("loss", [1.9, 0.9, 0.4, 0.3], steps=steps, split="val")])
+    assert [f for f in lr_too_high(run) if f.evidence.get("kind") == "climb_above_uniform"] == []
+
+
 def _plateau(ratio: float | None, noise: float):
     loss = np.concatenate([np.linspace(1.0, 0.6, 60), np.full(340, 0.6)])
     loss = loss * (1 + noise * np.random.default_rng(2).standard_normal(400))

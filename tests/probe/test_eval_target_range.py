@@ -136,7 +136,8 @@ def test_a_warnings_filter_set_to_error_does_not_stop_the_recording(tmp_path, ca
     """Under ``warnings.simplefilter("error")`` (pytest's -W error) a warning raised while a flush writes (targets
     at or above the class count, found when their count lands) became an exception inside the flush, which turned
     recording off: the run was stored as finished with a third of its steps (a new user's break test). The
-    message now goes to stderr and every step and evaluation is kept."""
+    message now goes to stderr and every step and evaluation is kept; so does the narrow-logits warning raised at
+    ev.update, which would otherwise end the training loop."""
     import warnings
 
     with warnings.catch_warnings():
@@ -147,10 +148,12 @@ def test_a_warnings_filter_set_to_error_does_not_stop_the_recording(tmp_path, ca
             model.eval()
             with probe.evaluate("val") as ev:
                 ev.update(torch.randn(8, 4), torch.tensor([0, 1, 2, 3, 4, 5, 1, 2]), loss=1.0)
+                ev.update(torch.randn(8, 3), torch.tensor([0, 1, 2, 0, 1, 2, 1, 2]), loss=1.0)  # a 3-way head
             model.train()
         probe.close()
     _, scalars, _, confusion = read_run(tmp_path)
     assert len(series(scalars, "loss", split="train")) == 15
     assert len(series(scalars, "accuracy", split="val")) == 3
     assert confusion["step"].nunique() == 3
-    assert "at or above the class count" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "at or above the class count" in err and "got logits for 3 classes but num_classes=4" in err
