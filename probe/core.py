@@ -106,6 +106,65 @@ MAX_FROZEN_NAMES = 1024
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
+class DiscardedOutputs:
+    """Which parameters' outputs forward() computes but the loss never uses (run.json ``env.model.discarded_outputs``).
+
+    Forward hooks on every module that holds parameters of its own note the
+    modules that ran with a grad-requiring output (host metadata only: no
+    kernel, no host-device sync); :meth:`names`, called once the first
+    step's backward passes are done (before ``optimizer.step()``), names the
+    given parameters that still have no gradient (``.grad is None``) although
+    their module ran so, and removes the hooks. That tells a dead end of the
+    graph (N-BEATS's last backcast, a pooler a masked-LM head ignores, or an
+    output cut off by ``.detach()``) from a module forward() never calls or
+    runs under ``torch.no_grad()``, which the dead_layers rule warns about.
+
+    Args:
+        model: the model (DDP / compiled wrappers are unwrapped).
+        on_error: called with an exception raised in a hook (never raised into forward()).
+    """
+
+    def __init__(self, model: torch.nn.Module, on_error: Callable[[BaseException], None] | None = None):
+        self._model = unwrapped(model)
+        self._on_error = on_error
+        self._ran: set[int] = set()
+        self._hooks = [module.register_forward_hook(self._note) for module in self._model.modules()
+                       if next(module.parameters(recurse=False), None) is not None]
+
+    def _note(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if id(module) in self._ran:
+            return
+        try:
+            values = (output.values() if isinstance(output, Mapping) else
+                      output if isinstance(output, (tuple, list)) else (output,))
+            if any(isinstance(value, torch.Tensor) and value.requires_grad for value in values):
+                self._ran.add(id(module))
+        except Exception as error:  # in the user's forward: never raised there
+            if self._on_error is not None:
+                self._on_error(error)
+
+    def remove(self) -> None:
+        """Remove the hooks (idempotent)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def names(self, params: Sequence[torch.Tensor]) -> list[str]:
+        """Those of ``params`` (requiring grad) with no gradient whose module ran with a grad-requiring output.
+
+        Returns ``named_parameters()`` names in model order, at most
+        MAX_FROZEN_NAMES; removes the hooks.
+        """
+        self.remove()
+        ran, self._ran = self._ran, set()
+        tracked = {id(param) for param in params}
+        names = {id(param): escaped_name(name) for name, param in self._model.named_parameters()}
+        found = [names[id(param)] for module in self._model.modules() if id(module) in ran
+                 for param in module.parameters(recurse=False)
+                 if id(param) in tracked and id(param) in names and param.requires_grad and param.grad is None]
+        return list(dict.fromkeys(found))[:MAX_FROZEN_NAMES]
+
+
 def parameter_layout(model: torch.nn.Module) -> dict[str, Any]:
     """The model's parameters in registration order with their shapes, and the tied ones (run.json ``env.model``).
 
@@ -437,6 +496,8 @@ class Probe:
         # hook reads the list, so re-indexing after a change needs no new hook. The
         # param is held so that its id cannot be reused while the entry lives.
         self._hooked: dict[int, tuple[torch.Tensor, Any, list]] = {}
+        self._model_meta: dict[str, Any] | None = None  # run.json env.model, once watch() has written it
+        self._discarded: DiscardedOutputs | None = None  # watch() to the first optimizer step
         self._frozen: list[torch.Tensor] = []  # tracked, but no hook yet: requires_grad was False
         self._fresh: list[torch.Tensor] = []  # hooked since the last optimizer step, perhaps after their backward
         # Gradient norms taken together at the end of each backward pass (one _foreach_norm, a
@@ -542,6 +603,9 @@ class Probe:
         # On every submodule, not just the root: Lightning's training_step calls
         # submodules without model.forward. Removed at the first step.
         self._autocast_hooks = [m.register_forward_pre_hook(self._detect_autocast) for m in model.modules()]
+        # Until the first optimizer step: parameters whose output forward() computes but the loss never uses.
+        self._discarded = (None if "lint" in self._disabled else
+                           self.guard.guarded("lint", DiscardedOutputs, model, lambda e: self.guard.fail("lint", e)))
         self._watched = True
 
         self.guard.guarded("lint", self._record_setup, model, optimizer)
@@ -790,20 +854,21 @@ class Probe:
 
     def _record_setup(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self._has_attention = lint.has_attention(model)
+        self._model_meta = {
+            "type": type(model).__name__,
+            "num_params": int(sum(p.numel() for p in model.parameters())),
+            "has_attention": self._has_attention,
+            "num_layers": sum(1 for m in model.modules() if not list(m.children())),
+            # Frozen on purpose (a fine-tuned model's backbone handed to the optimizer with the
+            # rest): the dead_layers rule does not warn that these never learn.
+            "frozen": [name for param, name in zip(self._params, self._names)
+                       if not param.requires_grad][:MAX_FROZEN_NAMES],
+            **parameter_layout(model),
+        }
         self.writer.update_meta(env={
             "device": str(self._device),
             "optimizer": self._optimizer_summary(),
-            "model": {
-                "type": type(model).__name__,
-                "num_params": int(sum(p.numel() for p in model.parameters())),
-                "has_attention": self._has_attention,
-                "num_layers": sum(1 for m in model.modules() if not list(m.children())),
-                # Frozen on purpose (a fine-tuned model's backbone handed to the optimizer with the
-                # rest): the dead_layers rule does not warn that these never learn.
-                "frozen": [name for param, name in zip(self._params, self._names)
-                           if not param.requires_grad][:MAX_FROZEN_NAMES],
-                **parameter_layout(model),
-            },
+            "model": self._model_meta,
             "amp": {"dtype": None, "scaler": self._scaler is not None},
         })
         names = {id(param): escaped_name(name) for name, param in unwrapped(model).named_parameters()}
@@ -844,6 +909,22 @@ class Probe:
         for hook in self._autocast_hooks:
             hook.remove()
         self._autocast_hooks = []
+        self._remove_output_hooks()
+
+    def _remove_output_hooks(self) -> None:
+        if self._discarded is not None:
+            self._discarded.remove()
+            self._discarded = None
+
+    def _record_discarded_outputs(self) -> None:
+        """At the first optimizer step: write ``env.model.discarded_outputs`` (see DiscardedOutputs)."""
+        watch, self._discarded = self._discarded, None
+        if watch is None:
+            return
+        discarded = watch.names(self._params)
+        if discarded and self._model_meta is not None:
+            self._model_meta = {**self._model_meta, "discarded_outputs": discarded}
+            self.writer.update_meta(env={"model": self._model_meta})
 
     def _lint_first_step(self) -> None:
         dtype = self._amp_dtype
@@ -967,6 +1048,8 @@ class Probe:
         self._scale_captured = True
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._discarded is not None:
+            self.guard.guarded("lint", self._record_discarded_outputs)
         self._settle_due_norms()
         self._track_params(in_backward=False)
         if self._fresh:

@@ -457,6 +457,12 @@ def train(spec: Spec, out: Path) -> str:
                    probe_settings={"layer_every": spec.logging.layer_every}, source=source,
                    background=False) as writer:
         recorder = Recorder(writer, model, optimizer, spec.logging, spec.objective)
+        # As the probe does from watch() to the first optimizer step (env.model.discarded_outputs).
+        discarded = None
+        if spec.probe_layout:
+            from traindoctor.probe.core import DiscardedOutputs
+
+            discarded = DiscardedOutputs(model)
         model.train()
         step = 0
         for epoch in range(spec.epochs):
@@ -474,6 +480,11 @@ def train(spec: Spec, out: Path) -> str:
                 loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if discarded is not None:
+                    names = discarded.names([p for group in optimizer.param_groups for p in group["params"]])
+                    discarded = None
+                    if names:
+                        writer.update_meta(env={"model": {**env["model"], "discarded_outputs": names}})
                 recorder.before_step()
                 optimizer.step()
                 if scheduler_steps == "step":
