@@ -25,6 +25,10 @@ EXPLODE_SUSTAINED_FACTOR = 10.0
 EXPLODE_SUSTAINED_POINTS = 5
 # ...or ≥ 10× and, within 2 records, non-finite to the end: it grew until it overflowed.
 OVERFLOW_GAP = 2
+# A 10×-held episode (below the 100× peak, no overflow) is no explosion when the training loss kept
+# falling through it: no record in the episode above the median of this many records before it, and the
+# median of as many after it lower still (a mixture-density NLL's gradients grow as its σ shrink).
+FALLING_LOSS_RECORDS = 10
 # Growth over the run: the late level 100× the lowest earlier level.
 EXPLODE_GROWTH_FACTOR = 100.0
 # AUTOTRAINER (ICSE'21) calls gradients exploding when the first/last layer
@@ -55,6 +59,11 @@ OUT_OF_BAND_MIN_POINTS = 5
 ZERO_GRAD = 1e-30
 # Fewer records than this cannot show "always zero".
 DEAD_MIN_RECORDS = 3
+# Parameters with no gradient whose module ran with a grad-requiring output (env.model.discarded_outputs:
+# an output the loss never uses, such as N-BEATS's last backcast or a pooler a masked-LM head ignores) are
+# named at info, not warned about, while they hold at most this share of the model's parameter elements:
+# a .detach() that cuts a trunk off the loss cuts off most of the model.
+DISCARDED_MAX_SHARE = 0.1
 
 # Weights that never move although their gradients are non-zero (an
 # optimizer.zero_grad() between backward and step, an optimizer over other
@@ -228,15 +237,16 @@ def _records_between(run: RunData, after: int, before: int) -> int:
                 "dead_layers", "no_better_than_baseline", "best_epoch_not_last", "underfitting"),
       explaining=grads_not_zeroed,
       live=Live(), thresholds=("GRAD_WINDOW", "GRAD_MIN_HISTORY", "EXPLODE_PEAK_FACTOR", "EXPLODE_SUSTAINED_FACTOR",
-                  "EXPLODE_SUSTAINED_POINTS", "OVERFLOW_GAP", "EXPLODE_GROWTH_FACTOR", "FIRST_LAST_EXPLODING_RATIO",
-                  "ZERO_GRAD", "DEAD_MIN_RECORDS"))
+                  "EXPLODE_SUSTAINED_POINTS", "OVERFLOW_GAP", "FALLING_LOSS_RECORDS", "EXPLODE_GROWTH_FACTOR",
+                  "FIRST_LAST_EXPLODING_RATIO", "ZERO_GRAD", "DEAD_MIN_RECORDS"))
 def exploding_gradients(run: RunData) -> list[Finding]:
     """Gradient norm orders of magnitude above its own history, growing, or much larger in the first layer.
 
     Symptom: the global gradient norm jumps ≥ 100× its running median (or
     10× for several records, or 10× and then, within 2 records, Inf/NaN for
     its last ≥ 2 records with no finite training loss after: it overflowed
-    and the run died), grows 100× over the run, or the first layer's
+    and the run died; a 10× episode below 100× through which the training
+    loss kept falling is only info), grows 100× over the run, or the first layer's
     gradient is ≥ 70× the last layer's; or (critical) the probe saw the
     gradients kept from one optimizer step into the next (its
     ``grads_not_zeroed`` event: the gradient norm grows because every
@@ -274,7 +284,22 @@ def exploding_gradients(run: RunData) -> list[Finding]:
         overflowed = [(a, b) for a, b in episodes if (a, b) not in flagged and overflow is not None
                       and _records_between(run, int(norm.index[b]), overflow) <= OVERFLOW_GAP]
         flagged = sorted(flagged + overflowed)
+        loss = finite(run.series("loss"))
         for start, end in flagged:
+            if ((start, end) not in overflowed and np.nanmax(factor[start:end + 1]) < EXPLODE_PEAK_FACTOR
+                    and _loss_kept_falling(loss, int(norm.index[start]), int(norm.index[end]))):
+                top = start + int(np.nanargmax(factor[start:end + 1]))
+                findings.append(finding(
+                    "exploding_gradients", "info", "Gradient norm rose while the loss kept falling",
+                    f"Global gradient norm reached {values[top]:.3g} at step {norm.index[top]}, "
+                    f"{factor[top]:.0f}× its running median of {baseline[top]:.3g} (steps {norm.index[start]}–"
+                    f"{norm.index[end]}), while the training loss kept falling: the gradients' scale changed as "
+                    "the model sharpened (a likelihood loss as its predicted spread shrinks), not an explosion.",
+                    "Nothing to do while the loss keeps falling; clip gradients (max_grad_norm = 1) if it turns.",
+                    SOURCE_GRADIENTS, norm.index[start], norm.index[end],
+                    {"peak_step": norm.index[top], "peak_grad_norm": values[top], "running_median": baseline[top],
+                     "factor": factor[top], "loss_kept_falling": True}))
+                continue
             if (start, end) in overflowed:
                 top = start + int(np.nanargmax(factor[start:end + 1]))
                 findings.append(finding(
@@ -581,10 +606,52 @@ def weights_never_moved(run: RunData) -> list[Finding]:
         "seed 001 (freezing), seed 004 (update/weight ratio)", first, last, evidence)]
 
 
+def _loss_kept_falling(loss: Curve, first: int, last: int) -> bool:
+    """Whether the training loss fell through steps ``first``..``last`` (FALLING_LOSS_RECORDS either side).
+
+    True when no loss record in the span is above the median of the
+    FALLING_LOSS_RECORDS records before it and the median of as many records
+    after it is below that median; False when either side has fewer records.
+    """
+    before = loss[loss.index < first].to_numpy()[-FALLING_LOSS_RECORDS:]
+    after = loss[loss.index > last].to_numpy()[:FALLING_LOSS_RECORDS]
+    during = loss[(loss.index >= first) & (loss.index <= last)].to_numpy()
+    if len(before) < FALLING_LOSS_RECORDS or len(after) < FALLING_LOSS_RECORDS:
+        return False
+    level = float(np.median(before))
+    return bool((during <= level).all() and np.median(after) < level)
+
+
+def _discarded_outputs(run: RunData, never: list[str]) -> list[str]:
+    """Those of ``never`` (parameters with no gradient at any record) the probe saw as discarded outputs.
+
+    Returns them sorted when every one of ``never`` that the probe named in
+    ``env.model.discarded_outputs`` together holds at most DISCARDED_MAX_SHARE
+    of the parameter elements in ``env.model.shapes``; else (or when the run
+    records neither) an empty list.
+    """
+    model = run.env.get("model") or {}
+    named = set(model.get("discarded_outputs") or ())
+    chosen = sorted((n for n in never if n in named), key=natural_key)
+    if not chosen:
+        return []
+    sizes = {}
+    for entry in model.get("shapes") or ():
+        try:
+            name, shape = entry
+            sizes[str(name)] = float(np.prod([int(d) for d in shape])) if shape else 1.0
+        except (TypeError, ValueError):
+            return []
+    total = sum(sizes.values())
+    if total <= 0 or any(n not in sizes for n in chosen):
+        return []
+    return chosen if sum(sizes[n] for n in chosen) <= DISCARDED_MAX_SHARE * total else []
+
+
 @rule(severities=("info", "warning", "critical"), inputs=("grad_norm", "weight_norm", "update_ratio", "lr"),
       metadata=("env.model",), evidence=Evidence.heatmap("grad_norm"), heatmaps=("grad_norm", "update_ratio"),
       thresholds=("ZERO_GRAD", "DEAD_MIN_RECORDS", "STILL_UPDATE_RATIO", "STILL_MIN_RECORDS",
-                  "STILL_SOME_MIN_RECORDS", "STILL_EXPECTED_RATIO"),
+                  "STILL_SOME_MIN_RECORDS", "STILL_EXPECTED_RATIO", "DISCARDED_MAX_SHARE"),
       # Layers that stopped learning (or weights that never move) leave accuracy at the zero-rule baseline,
       # the training loss flat and high, and their update ratios below the band.
       explains=("no_better_than_baseline", "update_ratio_out_of_band", "underfitting", "lr_too_low"))
@@ -597,7 +664,10 @@ def dead_layers(run: RunData) -> list[Finding]:
     other layers move) while its gradient norm is non-zero and the lr > 0
     (critical when no layer moved at all). Parameters the probe saw with
     requires_grad=False at watch() (env.model.frozen) are frozen on purpose:
-    one info finding names them, no warning.
+    one info finding names them, no warning. So are parameters with no
+    gradient whose module ran with a grad-requiring output at the first step
+    (env.model.discarded_outputs: an output the loss never uses), while they
+    hold at most DISCARDED_MAX_SHARE of the model's parameter elements.
     Likely cause: frozen by mistake (requires_grad=False), unused in
     forward(), detached graph, dead ReLUs (large negative bias); weights
     that never move: optimizer.zero_grad() between loss.backward() and
@@ -649,6 +719,19 @@ def dead_layers(run: RunData) -> list[Finding]:
             + ": frozen on purpose, they get no gradient and the optimizer leaves them as they are.",
             "Nothing to do for a frozen backbone; to train them, set requires_grad=True before the optimizer's first step.",
             "seed 001 (freezing)", None, None, {"layers": frozen_found, "frozen": True})] + still
+    discarded = _discarded_outputs(run, [n for n in dead if dead[n] is None] + missing)
+    if discarded:
+        dead = {n: v for n, v in dead.items() if n not in discarded}
+        missing = [n for n in missing if n not in discarded]
+        still = [finding(
+            "dead_layers", "info", f"{len(discarded)} parameter(s) whose output the loss never uses",
+            f"{', '.join(discarded[:8])}" + (" …" if len(discarded) > 8 else "")
+            + " got no gradient at any record although their module ran with gradients on at the first step: "
+            "its output was computed in forward() but never reached the loss (a dead end such as the last "
+            "block's backcast or an unused pooler), or was cut off by .detach().",
+            "Nothing to do for a dead end by design (remove the module to save its compute); if it should "
+            "train (an auxiliary head whose loss was forgotten), add its output to the loss and drop any .detach().",
+            "seed 001 (freezing), seed 000", None, None, {"layers": discarded, "discarded_output": True})] + still
     if not dead and not missing:
         return still
     names = sorted(dead, key=natural_key)

@@ -319,3 +319,59 @@ def test_run_json_records_the_parameters_in_model_order_with_shapes_and_the_tied
     assert layout["shapes"] == [["query", [1, 1, 8]], ["embedding.weight", [20, 8]], ["mix.weight", [8, 8]],
                                 ["mix.bias", [8]], ["out.bias", [20]]]
     assert layout["tied"] == ["embedding.weight"]
+
+
+class _DeadEndNet(torch.nn.Module):
+    """A trunk and a head, with a small module whose output is computed (or not) and thrown away."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.trunk = torch.nn.Linear(8, 64)
+        self.head = torch.nn.Linear(64, 3)
+        self.side = torch.nn.Linear(64, 1)  # 65 of 836 parameter elements
+
+    def forward(self, x):
+        hidden = torch.relu(self.trunk(x))
+        if self.mode == "discarded":
+            self.side(hidden)  # an N-BEATS last backcast: computed, never used by the loss
+        if self.mode == "no_grad":
+            with torch.no_grad():
+                self.side(hidden)
+        if self.mode == "detached":
+            hidden = hidden.detach()  # the trunk cut off from the loss by mistake
+        return self.head(hidden)
+
+
+@pytest.mark.parametrize("mode, discarded, severity, layers", [
+    ("discarded", ["side.weight", "side.bias"], "info", ["side.bias", "side.weight"]),
+    ("never_called", None, "warning", ["side.bias", "side.weight"]),
+    ("no_grad", None, "warning", ["side.bias", "side.weight"]),
+    # The trunk holds most of the model: a .detach() there is no dead end by design.
+    ("detached", ["trunk.weight", "trunk.bias"], "warning", ["side.bias", "side.weight", "trunk.bias", "trunk.weight"]),
+])
+def test_an_output_the_loss_never_uses_is_named_not_warned_about(tmp_path, mode, discarded, severity, layers):
+    """Regression: N-BEATS's last block computes a backcast nothing uses, so its weights never get a gradient;
+    five healthy N-BEATS runs got a '2 parameter(s) never learn' warning. The probe now notes, until the
+    first optimizer step, which modules ran with a grad-requiring output: a small one whose parameters still
+    have no gradient is a dead end of the graph (info); one forward() never calls, one run under no_grad and a
+    trunk cut off by .detach() are still warned about."""
+    from traindoctor import diagnose
+
+    torch.manual_seed(0)
+    model = _DeadEndNet(mode)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with Probe(run="dead-end", store=tmp_path, layer_every=1) as probe:
+        probe.watch(model, optimizer)
+        for _ in range(12):
+            x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            probe.step(loss=loss)
+    meta, _, _, _ = read_run(tmp_path)
+    assert meta["env"]["model"].get("discarded_outputs") == discarded
+    dead = [(f.severity, sorted(f.evidence["layers"])) for f in diagnose("dead-end", store=tmp_path)
+            if f.rule == "dead_layers"]
+    assert dead == [(severity, layers)]
