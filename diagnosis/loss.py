@@ -925,6 +925,10 @@ def loss_spike(run: RunData) -> list[Finding]:
 # Default PyTorch init lands within ±30 % of ln C in every healthy corpus run
 # (the largest: +26 %, healthy_cancer_logistic).
 INITIAL_LOSS_TOLERANCE = 0.50
+# ...and, against ln C or ln V, more than this many nats away: 50 % of ln 2 is only 0.35 nats, which
+# one batch's first loss under default init exceeds on some seeds (the binary logistic regression on
+# breast cancer at seed 24: 1.14 against 0.693), while every initialisation fault seen starts ≥ 3 nats off.
+INITIAL_LOSS_MIN_EXCESS = 0.5
 # Where logging starts. A record at step ≤ 1 shows the initial loss (the
 # probe and HF Trainer count optimizer steps from 1, Lightning and
 # TensorBoard from 0)...
@@ -1055,14 +1059,16 @@ def loaded_checkpoint(run: RunData) -> str | None:
       metadata=("env.logger", "env.model", "task.expected_initial_loss", "task.kind",
                 "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
-      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_STEP", "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION",
+      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_LOSS_MIN_EXCESS", "INITIAL_STEP", "EARLY_STEPS_MAX",
+                  "EARLY_STEPS_FRACTION",
                   "WARMUP_RECORD_FRACTION",
                   "SUMMED_LOSS_TOLERANCE"))
 def bad_initial_loss(run: RunData) -> list[Finding]:
     """The first loss is far from ln(C) for C-class cross-entropy (or from the user's expected value).
 
     Symptom: |first loss / expected − 1| > 0.5, expected = task
-    ``expected_initial_loss`` or ln(num_classes), judged only on a record
+    ``expected_initial_loss`` or ln(num_classes) (against ln C or ln V, also
+    more than 0.5 nats away), judged only on a record
     of the first optimizer steps: at step ≤ 1 both ways; within the first
     10 steps and 1 % of the run (or a mean over them), or at step N of a
     log every N steps while the lr is still warming up (below half its peak
@@ -1104,12 +1110,15 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     deviation = first / expected - 1
     if abs(deviation) <= INITIAL_LOSS_TOLERANCE or (only_too_high and deviation < 0):
         return []
+    task = task_of(run)
+    if (task.uniform_loss is not None and math.isclose(expected, task.uniform_loss)
+            and abs(first - expected) <= INITIAL_LOSS_MIN_EXCESS):
+        return []
     where = (f"at step {step}" if shows == "initial"
              else f"at step {step}, where logging starts (training has only lowered it since step 1"
                   + (", in the lr warm-up" if shows == "warm-up" else "") + ")")
     advice = ("Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
               "check the loss function and the label encoding.")
-    task = task_of(run)
     if task.kind == "classification" and task.uniform_loss is not None and math.isclose(expected, task.uniform_loss):
         # ln C assumes the training loss is the head's plain cross-entropy; a composite objective
         # (distillation's T²-scaled KL, auxiliary terms, a regulariser) starts elsewhere by design.

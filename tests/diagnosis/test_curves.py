@@ -592,6 +592,19 @@ def test_bad_initial_loss_threshold(first, fires):
     assert bool(bad_initial_loss(run)) is fires
 
 
+@pytest.mark.parametrize(("first", "expected_loss", "fires"),
+                         [(1.14, None, False), (1.25, None, True), (0.1, None, True), (1.14, 0.693, True)],
+                         ids=["binary-0.45-nats-over", "binary-0.56-nats-over", "binary-far-below",
+                              "a-user-value-is-not-in-nats"])
+def test_bad_initial_loss_needs_half_a_nat_against_ln_c(first, expected_loss, fires):
+    """Regression: a healthy binary logistic regression (breast cancer, seed 24) started at 1.14 against ln 2 =
+    0.693, +64 % but only 0.45 nats: 50 % of a small ln C is within one batch's spread under default init.
+    Against ln C (or ln V) the first loss must also be more than 0.5 nats off; a user's expected value keeps
+    the relative test alone (its units are the user's)."""
+    task = {"num_classes": 2} if expected_loss is None else {"expected_initial_loss": expected_loss}
+    assert bool(bad_initial_loss(make_run(loss=[first, 0.6, 0.5], task=task))) is fires
+
+
 def test_bad_initial_loss_uses_the_expected_value_and_needs_a_task():
     assert bad_initial_loss(make_run(loss=[5.0, 1.0], task={"expected_initial_loss": 5.2})) == []
     assert bad_initial_loss(make_run(loss=[5.0, 1.0])) == []
