@@ -61,8 +61,8 @@ ZERO_GRAD = 1e-30
 DEAD_MIN_RECORDS = 3
 # Parameters with no gradient whose module ran with a grad-requiring output (env.model.discarded_outputs:
 # an output the loss never uses, such as N-BEATS's last backcast or a pooler a masked-LM head ignores) are
-# named at info, not warned about, while they hold at most this share of the model's parameter elements:
-# a .detach() that cuts a trunk off the loss cuts off most of the model.
+# named at info, not warned about, while they hold at most this share of the trainable parameter elements
+# (a LoRA adapter whose output is dropped is most of what a frozen model trains).
 DISCARDED_MAX_SHARE = 0.1
 
 # Weights that never move although their gradients are non-zero (an
@@ -627,8 +627,9 @@ def _discarded_outputs(run: RunData, never: list[str]) -> list[str]:
 
     Returns them sorted when every one of ``never`` that the probe named in
     ``env.model.discarded_outputs`` together holds at most DISCARDED_MAX_SHARE
-    of the parameter elements in ``env.model.shapes``; else (or when the run
-    records neither) an empty list.
+    of the trained parameter elements (the optimizer's param groups'
+    ``num_params``, else all of ``env.model.shapes``, less ``env.model.frozen``);
+    else (or when the run records neither) an empty list.
     """
     model = run.env.get("model") or {}
     named = set(model.get("discarded_outputs") or ())
@@ -642,7 +643,12 @@ def _discarded_outputs(run: RunData, never: list[str]) -> list[str]:
             sizes[str(name)] = float(np.prod([int(d) for d in shape])) if shape else 1.0
         except (TypeError, ValueError):
             return []
-    total = sum(sizes.values())
+    frozen = set(model.get("frozen") or ())
+    # What the optimizer trains: its param groups' elements (a LoRA optimizer holds only the adapters),
+    # else every parameter; less those frozen at watch().
+    groups = ((run.env.get("optimizer") or {}).get("param_groups") or ()) if isinstance(run.env, dict) else ()
+    held = sum(float(group.get("num_params") or 0) for group in groups if isinstance(group, dict))
+    total = (held if held > 0 else sum(sizes.values())) - sum(size for name, size in sizes.items() if name in frozen)
     if total <= 0 or any(n not in sizes for n in chosen):
         return []
     return chosen if sum(sizes[n] for n in chosen) <= DISCARDED_MAX_SHARE * total else []

@@ -57,6 +57,7 @@ turns that statistic off with one warning and training goes on
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import json
 import math
@@ -106,18 +107,103 @@ MAX_FROZEN_NAMES = 1024
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 
 
-class DiscardedOutputs:
-    """Which parameters' outputs forward() computes but the loss never uses (run.json ``env.model.discarded_outputs``).
+class _InertHooks:
+    """What a pickled model's probe hooks become (``torch.save(model)`` after ``watch()``): hooks that do nothing."""
 
-    Forward hooks on every module that holds parameters of its own note the
-    modules that ran with a grad-requiring output (host metadata only: no
-    kernel, no host-device sync); :meth:`names`, called once the first
-    step's backward passes are done (before ``optimizer.step()``), names the
-    given parameters that still have no gradient (``.grad is None``) although
-    their module ran so, and removes the hooks. That tells a dead end of the
-    graph (N-BEATS's last backcast, a pooler a masked-LM head ignores, or an
-    output cut off by ``.detach()``) from a module forward() never calls or
-    runs under ``torch.no_grad()``, which the dead_layers rule warns about.
+    def __call__(self, *args: Any) -> None:
+        return None
+
+    def _note_inputs(self, *args: Any) -> None:
+        return None
+
+    def _note_output(self, *args: Any) -> None:
+        return None
+
+
+class _SharedHook:
+    """A hook callable that a deep copy of the model shares rather than copies (an EMA ``copy.deepcopy(model)``
+    after ``watch()`` would otherwise try to copy the probe, locks and all)."""
+
+    def __init__(self, function: Callable[..., Any]):
+        self.function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __deepcopy__(self, memo: dict) -> "_SharedHook":
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (_InertHooks, ())
+
+
+# Statistic name of DiscardedOutputs in the probe's guard: a failure there turns off only it.
+DISCARDED_OUTPUTS = "discarded_outputs"
+# Probe steps DiscardedOutputs waits for a first optimizer step that runs (a GradScaler skips the first
+# steps of an fp16 run while it lowers its scale) before it gives up and removes its hooks.
+DISCARDED_WAIT_STEPS = 10
+# Autograd nodes DiscardedOutputs visits from a module's output to find that module's own parameters
+# (a Linear's are 1-2 nodes away; the walk stops at this many nodes).
+_GRAPH_WALK_NODES = 64
+# Nesting DiscardedOutputs looks into for a module's output tensors (tuples, lists, mappings, dataclasses).
+_OUTPUT_DEPTH = 3
+
+
+def _output_tensors(value: Any, depth: int = _OUTPUT_DEPTH) -> list[torch.Tensor]:
+    """The tensors in a module's output: itself, or inside tuples, lists, mappings and dataclasses (to ``depth``)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth <= 0:
+        return []
+    if isinstance(value, Mapping):
+        items = list(value.values())
+    elif isinstance(value, (tuple, list)):
+        items = list(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [getattr(value, field.name, None) for field in dataclasses.fields(value)]
+    else:
+        return []
+    return [tensor for item in items for tensor in _output_tensors(item, depth - 1)]
+
+
+def _reached_parameters(outputs: Sequence[torch.Tensor]) -> set[int]:
+    """ids of the parameters found within _GRAPH_WALK_NODES autograd nodes of ``outputs`` (their AccumulateGrad nodes)."""
+    found: set[int] = set()
+    queue = [tensor.grad_fn for tensor in outputs if tensor.grad_fn is not None]
+    seen: set[int] = set()
+    while queue and len(seen) < _GRAPH_WALK_NODES:
+        node = queue.pop(0)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            found.add(id(variable))
+            continue
+        queue.extend(next_node for next_node, _ in getattr(node, "next_functions", ()))
+    return found
+
+
+class DiscardedOutputs:
+    """Parameters whose module's output forward() computes but nothing uses (run.json ``env.model.discarded_outputs``).
+
+    From ``watch()`` to the first optimizer step, a forward hook on every
+    module notes the modules whose output was computed from their own
+    parameters (their AccumulateGrad nodes a few autograd nodes away:
+    host-side graph metadata, no kernel, no host-device sync) and the
+    storage of each module's output tensors, and a forward pre-hook notes
+    the storage of every tensor a module takes in. :meth:`names`, called
+    once the first step's backward passes are done (before
+    ``optimizer.step()``), names the parameters of every outermost module
+    whose trainable parameters all still have no gradient (``.grad is
+    None``) although it computed its output from them, when no module
+    took that output in: a dead end of the graph (N-BEATS's last backcast,
+    a pooler a token-classification head ignores). Not named, so still
+    warned about by the dead_layers rule: a module forward() never calls,
+    one run under ``torch.no_grad()``, a parameter its module does not use
+    (a forgotten position embedding or layer-scale gain), and an output
+    another module takes in after a ``.detach()`` (a CNN's features fed
+    detached to its classifier).
 
     Args:
         model: the model (DDP / compiled wrappers are unwrapped).
@@ -127,21 +213,56 @@ class DiscardedOutputs:
     def __init__(self, model: torch.nn.Module, on_error: Callable[[BaseException], None] | None = None):
         self._model = unwrapped(model)
         self._on_error = on_error
-        self._ran: set[int] = set()
-        self._hooks = [module.register_forward_hook(self._note) for module in self._model.modules()
-                       if next(module.parameters(recurse=False), None) is not None]
+        self._broken = False
+        self._from_own: set[int] = set()  # modules whose output was computed from their own parameters
+        # Storage pointers as (forward pass, pointer): memory freed after one micro-batch is reused by the next.
+        self._pass = 0
+        self._outputs: dict[int, set[tuple[int, int]]] = {}  # module id -> its output tensors' storage
+        self._taken_in: set[tuple[int, int]] = set()  # storage of tensors some module took as input
+        self._hooks: list[Any] = []
+        for module in self._model.modules():
+            if isinstance(module, torch.jit.ScriptModule):
+                continue  # hooks are not supported on ScriptModules: they stay unjudged (never named)
+            try:
+                self._hooks.append(module.register_forward_pre_hook(self._note_inputs))
+                self._hooks.append(module.register_forward_hook(self._note_output))
+            except Exception:  # a module type that refuses hooks: never named
+                continue
 
-    def _note(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if id(module) in self._ran:
+    def __deepcopy__(self, memo: dict) -> "DiscardedOutputs":
+        return self  # a model copied with its hooks (an EMA copy) shares them; its modules are not named
+
+    def __reduce__(self) -> tuple:
+        return (_InertHooks, ())  # a pickled model (torch.save(model)) keeps hooks that do nothing
+
+    def _note_inputs(self, module: torch.nn.Module, args: Any) -> None:
+        if self._broken:
             return
         try:
-            values = (output.values() if isinstance(output, Mapping) else
-                      output if isinstance(output, (tuple, list)) else (output,))
-            if any(isinstance(value, torch.Tensor) and value.requires_grad for value in values):
-                self._ran.add(id(module))
+            if module is self._model:
+                self._pass += 1
+            self._taken_in.update((self._pass, tensor.data_ptr()) for tensor in _output_tensors(args))
         except Exception as error:  # in the user's forward: never raised there
-            if self._on_error is not None:
-                self._on_error(error)
+            self._failed(error)
+
+    def _note_output(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self._broken:
+            return
+        try:
+            tensors = [tensor for tensor in _output_tensors(output) if tensor.requires_grad]
+            if not tensors:
+                return
+            self._outputs.setdefault(id(module), set()).update((self._pass, tensor.data_ptr()) for tensor in tensors)
+            own = [id(param) for param in module.parameters(recurse=False) if param.requires_grad]
+            if own and id(module) not in self._from_own and set(own) <= _reached_parameters(tensors):
+                self._from_own.add(id(module))
+        except Exception as error:
+            self._failed(error)
+
+    def _failed(self, error: BaseException) -> None:
+        self._broken = True  # names() gives nothing; the hooks go at the probe's next step
+        if self._on_error is not None:
+            self._on_error(error)
 
     def remove(self) -> None:
         """Remove the hooks (idempotent)."""
@@ -150,18 +271,37 @@ class DiscardedOutputs:
         self._hooks = []
 
     def names(self, params: Sequence[torch.Tensor]) -> list[str]:
-        """Those of ``params`` (requiring grad) with no gradient whose module ran with a grad-requiring output.
+        """Those of ``params`` (the optimizer's) in a dead-end module (see the class), as ``named_parameters()`` names.
 
-        Returns ``named_parameters()`` names in model order, at most
-        MAX_FROZEN_NAMES; removes the hooks.
+        Returns them in model order, at most MAX_FROZEN_NAMES; removes the hooks.
         """
         self.remove()
-        ran, self._ran = self._ran, set()
+        if self._broken:
+            return []
         tracked = {id(param) for param in params}
         names = {id(param): escaped_name(name) for name, param in self._model.named_parameters()}
-        found = [names[id(param)] for module in self._model.modules() if id(module) in ran
-                 for param in module.parameters(recurse=False)
-                 if id(param) in tracked and id(param) in names and param.requires_grad and param.grad is None]
+        trainable = {id(module): [param for param in module.parameters() if param.requires_grad and id(param) in tracked]
+                     for module in self._model.modules()}
+
+        def dead(module: torch.nn.Module) -> bool:
+            params_here = trainable[id(module)]
+            if not params_here or any(param.grad is not None for param in params_here):
+                return False
+            # Computed from its parameters: itself (its own ones), or every descendant that holds some.
+            holders = [sub for sub in module.modules() if any(True for _ in sub.parameters(recurse=False))
+                       and any(p.requires_grad and id(p) in tracked for p in sub.parameters(recurse=False))]
+            return bool(holders) and all(id(sub) in self._from_own for sub in holders)
+
+        found: list[str] = []
+        covered: set[int] = set()
+        for name, module in self._model.named_modules():
+            if id(module) in covered or not dead(module):
+                continue
+            covered.update(id(sub) for sub in module.modules())
+            if self._outputs.get(id(module), set()) & self._taken_in:
+                continue  # another module took its output in (after a .detach()): cut off, not a dead end
+            found += [names[id(param)] for param in trainable[id(module)] if id(param) in names]
+        self._from_own, self._outputs, self._taken_in = set(), {}, set()
         return list(dict.fromkeys(found))[:MAX_FROZEN_NAMES]
 
 
@@ -602,10 +742,12 @@ class Probe:
         self._amp_dtype: torch.dtype | None = None
         # On every submodule, not just the root: Lightning's training_step calls
         # submodules without model.forward. Removed at the first step.
-        self._autocast_hooks = [m.register_forward_pre_hook(self._detect_autocast) for m in model.modules()]
+        detect = _SharedHook(self._detect_autocast)
+        self._autocast_hooks = [m.register_forward_pre_hook(detect) for m in model.modules()
+                                if not isinstance(m, torch.jit.ScriptModule)]
         # Until the first optimizer step: parameters whose output forward() computes but the loss never uses.
-        self._discarded = (None if "lint" in self._disabled else
-                           self.guard.guarded("lint", DiscardedOutputs, model, lambda e: self.guard.fail("lint", e)))
+        self._discarded = self.guard.guarded(DISCARDED_OUTPUTS, DiscardedOutputs, model,
+                                             lambda error: self.guard.fail(DISCARDED_OUTPUTS, error))
         self._watched = True
 
         self.guard.guarded("lint", self._record_setup, model, optimizer)
@@ -909,7 +1051,6 @@ class Probe:
         for hook in self._autocast_hooks:
             hook.remove()
         self._autocast_hooks = []
-        self._remove_output_hooks()
 
     def _remove_output_hooks(self) -> None:
         if self._discarded is not None:
@@ -953,6 +1094,8 @@ class Probe:
                 if index is None:  # no longer in the optimizer
                     return
                 grad = tensor.grad
+                if grad is None:  # torch.compile fires it for a parameter whose output the loss never uses
+                    return
                 if direct and not grad.is_sparse and self.world_size == 1:
                     self._norms_due.append((index, tensor))
                     pending = self._norms_callback
@@ -1049,7 +1192,7 @@ class Probe:
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._discarded is not None:
-            self.guard.guarded("lint", self._record_discarded_outputs)
+            self.guard.guarded(DISCARDED_OUTPUTS, self._record_discarded_outputs)
         self._settle_due_norms()
         self._track_params(in_backward=False)
         if self._fresh:
@@ -1106,6 +1249,8 @@ class Probe:
         if self.step_count + 1 == self._first_step:
             self._remove_autocast_hooks()  # whether or not the lint below can run
             self.guard.guarded("lint", self._lint_first_step)
+        if self._discarded is not None and self.step_count + 1 >= self._first_step + DISCARDED_WAIT_STEPS:
+            self._remove_output_hooks()  # no optimizer step ran (a scaler skipping every one): nothing named
 
         self.step_count += 1
         step = self.step_count
@@ -1706,6 +1851,7 @@ class Probe:
             if self._zero_check is not None:
                 self._zero_check.remove()
             self._remove_autocast_hooks()
+            self._remove_output_hooks()
         try:
             transfer = self._snapshot()
             if transfer is not None:

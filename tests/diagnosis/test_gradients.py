@@ -226,6 +226,10 @@ def test_dead_layers_names_a_small_discarded_output_as_info():
     run.env = {"model": {"discarded_outputs": ["back.weight"], "shapes": [["back.weight", [8, 64]], *shapes[2:]]}}
     assert [(f.severity, f.evidence["layers"]) for f in gradients.dead_layers(run)] == [
         ("warning", ["back.weight", "unused.weight"])]
+    # A LoRA-style optimizer holds only a few of the model's elements: the share is of what it trains.
+    run.env = {"model": {"discarded_outputs": ["back.weight"], "shapes": shapes},
+               "optimizer": {"param_groups": [{"num_params": 512 + 192 + 192}]}}
+    assert [f.severity for f in gradients.dead_layers(run)] == ["warning"]
     run.env = {"model": {"discarded_outputs": ["back.weight"]}}  # no layout: the share is unknown
     assert [f.severity for f in gradients.dead_layers(run)] == ["warning"]
 

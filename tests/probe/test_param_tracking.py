@@ -328,12 +328,19 @@ class _DeadEndNet(torch.nn.Module):
         super().__init__()
         self.mode = mode
         self.trunk = torch.nn.Linear(8, 64)
+        self.act = torch.nn.ReLU()
         self.head = torch.nn.Linear(64, 3)
         self.side = torch.nn.Linear(64, 1)  # 65 of 836 parameter elements
+        self.gain = torch.nn.Parameter(torch.ones(1))  # a layer-scale gain forward() may forget
 
     def forward(self, x):
-        hidden = torch.relu(self.trunk(x))
-        if self.mode == "discarded":
+        if self.mode == "detached_into_a_module":
+            # A CNN's features fed detached to its classifier: the trunk's output goes on, cut off.
+            return self.head(self.act(self.trunk(x).detach()))
+        hidden = torch.relu(self.trunk(x)) if self.mode == "detached" else self.act(self.trunk(x))
+        if self.mode != "own_parameter_unused":
+            hidden = hidden * self.gain
+        if self.mode in ("discarded", "discarded_accumulated"):
             self.side(hidden)  # an N-BEATS last backcast: computed, never used by the loss
         if self.mode == "no_grad":
             with torch.no_grad():
@@ -343,31 +350,44 @@ class _DeadEndNet(torch.nn.Module):
         return self.head(hidden)
 
 
+SIDE = ["side.bias", "side.weight"]
+
+
 @pytest.mark.parametrize("mode, discarded, severity, layers", [
-    ("discarded", ["side.weight", "side.bias"], "info", ["side.bias", "side.weight"]),
-    ("never_called", None, "warning", ["side.bias", "side.weight"]),
-    ("no_grad", None, "warning", ["side.bias", "side.weight"]),
-    # The trunk holds most of the model: a .detach() there is no dead end by design.
-    ("detached", ["trunk.weight", "trunk.bias"], "warning", ["side.bias", "side.weight", "trunk.bias", "trunk.weight"]),
+    ("discarded", ["side.weight", "side.bias"], "info", SIDE),
+    ("discarded_accumulated", ["side.weight", "side.bias"], "info", SIDE),
+    ("never_called", None, "warning", SIDE),
+    ("no_grad", None, "warning", SIDE),
+    # The module ran, but forward() never used this parameter of its own (a forgotten layer-scale gain).
+    ("own_parameter_unused", None, "warning", ["gain"] + SIDE),
+    # Another module took the trunk's output in after the .detach(): cut off, not a dead end, whatever its size.
+    ("detached_into_a_module", None, "warning", ["gain", "side.bias", "side.weight", "trunk.bias", "trunk.weight"]),
+    # Detached before a functional op: the probe cannot see it go on, but the trunk is most of what is trained.
+    ("detached", ["trunk.weight", "trunk.bias"], "warning", ["gain"] + SIDE + ["trunk.bias", "trunk.weight"]),
 ])
 def test_an_output_the_loss_never_uses_is_named_not_warned_about(tmp_path, mode, discarded, severity, layers):
     """Regression: N-BEATS's last block computes a backcast nothing uses, so its weights never get a gradient;
     five healthy N-BEATS runs got a '2 parameter(s) never learn' warning. The probe now notes, until the
-    first optimizer step, which modules ran with a grad-requiring output: a small one whose parameters still
-    have no gradient is a dead end of the graph (info); one forward() never calls, one run under no_grad and a
-    trunk cut off by .detach() are still warned about."""
+    first optimizer step, which modules computed their output from their own parameters and which module
+    outputs another module took in: a small module whose parameters still have no gradient and whose output
+    nothing took in is a dead end of the graph (info). A module forward() never calls, one run under no_grad,
+    a parameter its module never used and an output fed on after a .detach() are still warned about (a new
+    user's break test: the first version called a forgotten position embedding and a CNN's detached features
+    a dead end)."""
     from traindoctor import diagnose
 
     torch.manual_seed(0)
     model = _DeadEndNet(mode)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    micro_batches = 3 if mode == "discarded_accumulated" else 1
     with Probe(run="dead-end", store=tmp_path, layer_every=1) as probe:
         probe.watch(model, optimizer)
         for _ in range(12):
-            x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
+            for _ in range(micro_batches):
+                x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
             optimizer.step()
             probe.step(loss=loss)
     meta, _, _, _ = read_run(tmp_path)
@@ -375,3 +395,59 @@ def test_an_output_the_loss_never_uses_is_named_not_warned_about(tmp_path, mode,
     dead = [(f.severity, sorted(f.evidence["layers"])) for f in diagnose("dead-end", store=tmp_path)
             if f.rule == "dead_layers"]
     assert dead == [(severity, layers)]
+
+
+class _WithScript(torch.nn.Module):
+    """A model with a torch.jit.script submodule (ScriptModules take no forward hooks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripted = torch.jit.script(torch.nn.Linear(8, 8))
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.scripted(x)))
+
+
+class _Plain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_a_watched_model_can_be_copied_saved_and_hold_a_script_module(tmp_path):
+    """A new user's break test: copy.deepcopy(model) after watch() (an EMA copy) raised "cannot pickle
+    '_thread.lock'" (the probe's hooks pulled the probe in), torch.save(model) likewise, and a model with a
+    torch.jit.script submodule made watch() raise (ScriptModules take no forward hooks)."""
+    import copy
+    import io
+
+    scripted = _WithScript()
+    with Probe(run="scripted", store=tmp_path / "scripted") as probe:
+        probe.watch(scripted, torch.optim.SGD(scripted.parameters(), lr=0.1))
+    model = _Plain()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no probe warning either
+        with Probe(run="copies", store=tmp_path / "copies") as probe:
+            probe.watch(model, optimizer)
+            ema = copy.deepcopy(model)
+            buffer = io.BytesIO()
+            torch.save(model, buffer)
+            buffer.seek(0)
+            loaded = torch.load(buffer, weights_only=False)
+            for _ in range(3):
+                x, y = torch.randn(4, 8), torch.randint(0, 3, (4,))
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimizer.step()
+                probe.step(loss=loss)
+                ema(x), loaded(x)
+    meta, scalars, _, _ = read_run(tmp_path / "copies")
+    assert meta["status"] == "finished" and "discarded_outputs" not in meta["env"]["model"]
+    assert len(series(scalars, "loss")) == 3
