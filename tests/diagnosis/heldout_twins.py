@@ -126,7 +126,9 @@ def summary(store: Path, name: str) -> dict[str, float | int | None]:
         "train_peak_after_first": float(train.iloc[1:].max()) if len(train) > 1 else math.nan,
         "train_peak_step": int(train.iloc[1:].idxmax()) if len(train) > 1 and np.isfinite(train.iloc[1:]).any() else None,
         "first_nonfinite_step": int(bad[0]) if len(bad) else None,
-        "grad_peak_over_median": float(finite_grad.max() / finite_grad.median()) if len(finite_grad) else math.nan,
+        # A loss that reaches exactly 0 (a triplet hinge) leaves a median gradient norm of 0: no ratio.
+        "grad_peak_over_median": (float(finite_grad.max() / finite_grad.median())
+                                  if len(finite_grad) and finite_grad.median() > 0 else math.nan),
     }
 
 
