@@ -1152,7 +1152,8 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
                   "config: " + advice[0].lower() + advice[1:])
     return [finding(
         "bad_initial_loss", severity, "Initial loss far from the expected value",
-        message, advice, "seed 004 step 1 (check the initial loss)", step, step, evidence)]
+        # A later record (early, in the warm-up) speaks for the start: the finding covers the steps up to it.
+        message, advice, "seed 004 step 1 (check the initial loss)", min(step, INITIAL_STEP), step, evidence)]
 
 
 # A first loss within 15 % of batch_size × the expected loss reads as a loss summed over the batch.

@@ -79,6 +79,9 @@ def test_bad_initial_loss_reads_a_sparse_logs_first_record_taken_in_the_warm_up(
     assert [f.severity for f in found] == (["warning"] if fires else [])
     if fires:
         assert "in the lr warm-up" in found[0].message
+        # The finding is about the start: it covers step 1 to the record that shows it (heldout15's gated conv
+        # LM logged every 5 steps was found at step 5 only, outside the start it speaks for).
+        assert (found[0].step_start, found[0].step_end) == (1, first_step)
 
 
 def test_a_warm_up_record_followed_by_a_rise_is_no_bad_start():
