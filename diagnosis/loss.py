@@ -929,6 +929,13 @@ INITIAL_LOSS_TOLERANCE = 0.50
 # one batch's first loss under default init exceeds on some seeds (the binary logistic regression on
 # breast cancer at seed 24: 1.14 against 0.693), while every initialisation fault seen starts ≥ 3 nats off.
 INITIAL_LOSS_MIN_EXCESS = 0.5
+# ...and, against ln C or ln V, a warning only from this many nats away (closer: info). Default init
+# on standardised but correlated inputs gives a linear head logits with a std of 1-2: the breast-cancer
+# logistic regression's first loss, over 200 seeds of its init and first batch, is up to 1.87 nats
+# above ln 2 (99th percentile 1.32; seed 31 of the corpus recipes: 1.28 against 0.693, 0.59 nats).
+# Every initialisation fault labelled in the corpus and the hold-outs (a head scaled ×40 or biased,
+# an embedding std of 1) starts 3.1 to 36 nats off.
+INITIAL_LOSS_WARN_EXCESS = 2.0
 # Where logging starts. A record at step ≤ 1 shows the initial loss (the
 # probe and HF Trainer count optimizer steps from 1, Lightning and
 # TensorBoard from 0)...
@@ -1059,7 +1066,8 @@ def loaded_checkpoint(run: RunData) -> str | None:
       metadata=("env.logger", "env.model", "task.expected_initial_loss", "task.kind",
                 "task.num_classes", "task.vocab_size"),
       evidence=Evidence.series("loss"),
-      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_LOSS_MIN_EXCESS", "INITIAL_STEP", "EARLY_STEPS_MAX",
+      thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_LOSS_MIN_EXCESS", "INITIAL_LOSS_WARN_EXCESS", "INITIAL_STEP",
+                  "EARLY_STEPS_MAX",
                   "EARLY_STEPS_FRACTION",
                   "WARMUP_RECORD_FRACTION",
                   "SUMMED_LOSS_TOLERANCE"))
@@ -1068,7 +1076,7 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
 
     Symptom: |first loss / expected − 1| > 0.5, expected = task
     ``expected_initial_loss`` or ln(num_classes) (against ln C or ln V, also
-    more than 0.5 nats away), judged only on a record
+    more than 0.5 nats away; info under 2 nats), judged only on a record
     of the first optimizer steps: at step ≤ 1 both ways; within the first
     10 steps and 1 % of the run (or a mean over them), or at step N of a
     log every N steps while the lr is still warming up (below half its peak
@@ -1138,6 +1146,11 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
                   f"probably summed over the batch (reduction='sum') rather than averaged; use the mean, or "
                   f"divide the lr by the batch size. Otherwise: " + advice[0].lower() + advice[1:])
     severity, message = "warning", f"The first loss is {first:.3g} {where}; {basis} is {expected:.3g} ({deviation:+.0%})."
+    if (task.uniform_loss is not None and math.isclose(expected, task.uniform_loss)
+            and abs(first - expected) < INITIAL_LOSS_WARN_EXCESS and summed is None):
+        severity = "info"
+        message += (f" That is {abs(first - expected):.2g} nats off, within what default initialisation gives a "
+                    f"linear head on correlated inputs (logits with a std of 1-2): a mild start, not a broken one.")
     checkpoint = loaded_checkpoint(run)
     if checkpoint is not None and task.expected_initial_loss is None:
         # ln C / ln V is the loss of a model at initialisation; one loaded from a checkpoint starts where

@@ -592,17 +592,21 @@ def test_bad_initial_loss_threshold(first, fires):
     assert bool(bad_initial_loss(run)) is fires
 
 
-@pytest.mark.parametrize(("first", "expected_loss", "fires"),
-                         [(1.14, None, False), (1.25, None, True), (0.1, None, True), (1.14, 0.693, True)],
-                         ids=["binary-0.45-nats-over", "binary-0.56-nats-over", "binary-far-below",
-                              "a-user-value-is-not-in-nats"])
-def test_bad_initial_loss_needs_half_a_nat_against_ln_c(first, expected_loss, fires):
-    """Regression: a healthy binary logistic regression (breast cancer, seed 24) started at 1.14 against ln 2 =
-    0.693, +64 % but only 0.45 nats: 50 % of a small ln C is within one batch's spread under default init.
-    Against ln C (or ln V) the first loss must also be more than 0.5 nats off; a user's expected value keeps
-    the relative test alone (its units are the user's)."""
+@pytest.mark.parametrize(("first", "expected_loss", "severity"),
+                         [(1.14, None, None), (1.28, None, "info"), (0.1, None, "info"), (2.8, None, "warning"),
+                          (1.14, 0.693, "warning")],
+                         ids=["binary-0.45-nats-over", "binary-0.59-nats-over", "binary-far-below",
+                              "binary-2.1-nats-over", "a-user-value-is-not-in-nats"])
+def test_bad_initial_loss_in_nats_against_ln_c(first, expected_loss, severity):
+    """Regression: a healthy binary logistic regression (breast cancer) started at 1.14 (seed 24) and 1.28
+    (seed 31) against ln 2 = 0.693: +64 % and +84 %, but 0.45 and 0.59 nats, within what default init gives a
+    linear head on correlated standardised inputs (up to 1.9 nats over 200 seeds). Against ln C (or ln V) the
+    first loss must be more than 0.5 nats off to be named and 2 nats off for a warning (every labelled
+    initialisation fault starts >= 3 nats off); a user's expected value keeps the relative test alone (its
+    units are the user's)."""
     task = {"num_classes": 2} if expected_loss is None else {"expected_initial_loss": expected_loss}
-    assert bool(bad_initial_loss(make_run(loss=[first, 0.6, 0.5], task=task))) is fires
+    found = bad_initial_loss(make_run(loss=[first, 0.6, 0.5], task=task))
+    assert [f.severity for f in found] == ([] if severity is None else [severity])
 
 
 def test_bad_initial_loss_uses_the_expected_value_and_needs_a_task():
