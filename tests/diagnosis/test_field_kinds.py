@@ -495,3 +495,23 @@ def test_a_finding_read_back_from_json_equals_the_one_written():
     """Regression: the findings cache rebuilds findings with Finding(**to_dict()); ``explains`` came back a list."""
     cause = causes_first([_finding("lr_too_high", "warning", 431), _finding("loss_spike", "warning", 250)])[0]
     assert Finding(**cause.to_dict()) == cause
+
+
+@pytest.mark.parametrize(
+    ("ratios", "fires"),
+    [([5.6, 2.6, 1.5, 1.06, 0.72, 0.59, 0.5], True),
+     ([10.5, 6.0, 2.5, 1.27, 1.01, 0.96, 0.94], False),
+     ([5.6, 2.6, 3.1, 1.06, 0.72, 0.59, 0.5], False)],
+    ids=["falls-steadily-below-ln-c-a-bad-start", "comes-down-to-ln-c-and-stays-a-blow-up", "climbs-again"],
+)
+def test_bad_initial_loss_reads_a_sparse_logs_first_record_that_training_then_corrects(ratios, fires):
+    """heldout16's BiGRU tagger with its head scaled x150 (Adam, cosine from step 1, a record every 5 of 320
+    steps) showed 5.6x ln 31 at step 5, then fell at every record to 0.72x by the fifth: a bad start that
+    training corrects. A loss the first full-lr steps blew up comes down to about ln C and stays there (the
+    fifth hold-out's SSM at 10.5x, then 0.94-0.96x), or climbs again: neither is judged."""
+    every = 5
+    values = np.concatenate([np.array(ratios) * math.log(31), np.linspace(0.45, 0.05, 57) * math.log(31)])
+    steps = every + every * np.arange(len(values))
+    run = make_run(frames=[scalar_rows("loss", values, steps=steps)], task={"num_classes": 31})
+    found = bad_initial_loss(run)
+    assert [(f.severity, f.step_start, f.step_end) for f in found] == ([("warning", 1, 5)] if fires else [])
