@@ -617,6 +617,32 @@ def test_bad_initial_loss_uses_the_expected_value_and_needs_a_task():
     assert bad_initial_loss(nan_first)[0].evidence["first_loss"] == 5.0
 
 
+@pytest.mark.parametrize(("val_ratio", "correct", "fires"), [(1.02, 15, True), (0.90, 15, False), (1.02, 200, False)],
+                         ids=["memorised-labels", "val-below-the-prior", "accuracy-well-above-the-baseline"])
+def test_no_better_than_baseline_names_training_labels_memorised(val_ratio, correct, fires):
+    """heldout16's mixture of softmaxes trained on labels permuted against their records: its training loss fell
+    (it learned them by heart) while its validation loss never came below ln 200 and its accuracy stayed at
+    0.016 against a majority share of 0.005; neither test saw it (train loss not at the prior, accuracy above
+    the baseline's margin). A run that overfits a few noisy examples keeps its validation loss above the prior
+    too, but with an accuracy well above the baseline: not named."""
+    classes = 20
+    prior = math.log(classes)
+    val = scalar_rows("loss", prior * np.linspace(val_ratio, val_ratio + 0.05, 8), steps=np.arange(1, 9) * 50,
+                      split="val")
+    matrix = np.full((classes, classes), 0.0)
+    matrix[:, 0] = 50  # mostly class 0 predicted
+    matrix[np.arange(classes), np.arange(classes)] += correct / classes
+    matrix[:, 0] -= correct / classes * (np.arange(classes) > 0)
+    accuracy = float(np.trace(matrix) / matrix.sum())
+    frames = [val, scalar_rows("accuracy", [accuracy] * 8, steps=np.arange(1, 9) * 50, split="val")]
+    run = make_run(loss=np.linspace(prior, 0.05 * prior, 400), frames=frames,
+                   confusion=confusion_frame(matrix, step=400), task={"num_classes": classes})
+    found = no_better_than_baseline(run)
+    assert bool(found) is fires
+    if fires:
+        assert found[0].evidence["memorised"] and found[0].severity == "warning"
+
+
 @pytest.mark.parametrize(
     ("accuracy", "severity"),
     [(0.75, "critical"), (0.78, "warning"), (0.90, None)],
