@@ -167,3 +167,25 @@ def test_a_blow_up_at_the_last_record_is_a_divergence_when_the_evaluation_blew_u
     assert [f.severity for f in found] == ([severity] if severity else [])
     if severity:
         assert found[0].step_start == 5 and "validation loss blew up with it" in found[0].message
+
+
+def test_a_sparse_logs_single_batch_losses_are_not_read_as_the_training_loss_swinging():
+    """heldout16's blob-counting DenseNet logged one step's loss every 8 steps and evaluated every 12: one
+    single-batch value per evaluation, and a typical one stood 2.6x above the lowest of twenty, so its noisy
+    validation swings were called an lr too high (warning). The training level at an evaluation is now the
+    median of its last 5 single-step records; a real jump of the training loss still warns."""
+    rng = np.random.default_rng(3)
+    steps = np.arange(8, 408, 8)
+    train = 4.0 * np.exp(-steps / 30) + 1.0 + np.abs(rng.normal(0, 0.6, len(steps)))  # single batches, noisy
+    run = _swinging(np.zeros(1))
+    run = make_run(frames=[scalar_rows("loss", train, steps=steps)] + [
+        scalar_rows("loss", run.series("loss", "val").to_numpy(), steps=np.arange(10, 410, 10), split="val"),
+        scalar_rows("lr", np.full(400, 1e-3), layer="group0")], task={"kind": "regression"})
+    [found] = lr_too_high(run)
+    assert (found.severity, found.evidence["kind"]) == ("info", "swings")
+    jumped = train.copy()
+    jumped[steps > 215] *= 3.0  # the training loss climbs with the swings
+    run = make_run(frames=[scalar_rows("loss", jumped, steps=steps)] + [
+        scalar_rows("loss", _swinging(np.zeros(1)).series("loss", "val").to_numpy(), steps=np.arange(10, 410, 10),
+                    split="val"), scalar_rows("lr", np.full(400, 1e-3), layer="group0")], task={"kind": "regression"})
+    assert [f.severity for f in lr_too_high(run) if f.evidence["kind"] == "swings"] == ["warning"]
