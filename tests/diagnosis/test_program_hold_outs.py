@@ -1,4 +1,4 @@
-"""The program hold-outs (tests/data/heldout3 to heldout16): their runs load, their labels are well formed, they stay
+"""The program hold-outs (tests/data/heldout3 to heldout17): their runs load, their labels are well formed, they stay
 apart.
 
 heldout11 and heldout14 are healthy only (``HEALTHY_ONLY``): ten and eight families of five healthy runs each, for the
@@ -7,7 +7,8 @@ false-alarm rate (see tests/diagnosis/make_heldout11.py and make_heldout14.py).
 Each other set's three families were written by an engineer who changed no rule and
 are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py to make_heldout13.py); heldout15's four
 families likewise, with three healthy runs and five or six faults each (tests/diagnosis/make_heldout15.py), and
-heldout16's four with four healthy runs and five or six faults each (tests/diagnosis/make_heldout16.py).
+heldout16's four with four healthy runs and five or six faults each (tests/diagnosis/make_heldout16.py), and
+heldout17's three likewise (tests/diagnosis/make_heldout17.py).
 These tests do not diagnose the runs: they check the stores and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
 tests/data/heldout3``, ``... heldout4``).
 """
@@ -41,9 +42,10 @@ SETS = {"heldout3": ({"unet_signals", "lstm_lm_hmm", "set_transformer_points"}, 
                        "svm_hinge_bow", "ncf_implicit_bce", "clip_dual_encoder", "deepsurv_cox"}, 40),
         "heldout15": ({"triplet_margin_identities", "gn_resnet_noisy_shapes", "gated_conv_lm_words",
                        "masked_patch_autoencoder"}, 36),
-        "heldout16": ({"mos_tabular_200", "bigru_char_tagger", "densenet_blob_counting", "gae_link_prediction"}, 39)}
+        "heldout16": ({"mos_tabular_200", "bigru_char_tagger", "densenet_blob_counting", "gae_link_prediction"}, 39),
+        "heldout17": ({"topic_transformer_sentences", "lstm_names_lm", "shading_depth_fcn"}, 29)}
 # Healthy and faulty runs a family of a set has at least, where fewer than (4, 6).
-RUNS_PER_FAMILY = {"heldout15": (3, 5), "heldout16": (4, 5)}
+RUNS_PER_FAMILY = {"heldout15": (3, 5), "heldout16": (4, 5), "heldout17": (4, 5)}
 # Sets of healthy runs only (false alarms per 100 healthy runs): no fault labels, five healthy runs a family.
 HEALTHY_ONLY = {"heldout11", "heldout14"}  # see tests/diagnosis/make_heldout11.py and make_heldout14.py
 # Curve rules a set has no label for, and why: its author dropped the fault run for doing no harm.
@@ -53,7 +55,9 @@ UNCOVERED = {"heldout5": {"missing_warmup"},  # an RWKV-style LM at AdamW 2e-2 f
              "heldout15": {"exploding_gradients", "no_better_than_baseline", "vanishing_gradients"},
              # Its author dropped the graph autoencoder's exploding gradients (an unnormalised adjacency: gradient
              # norms 1e4-1e5 from the first step on, never growing) and built no warm-up-less attention model.
-             "heldout16": {"exploding_gradients", "missing_warmup"}}
+             "heldout16": {"exploding_gradients", "missing_warmup"},
+             # Its author kept a fault run for every curve rule (each checked against its healthy twin).
+             "heldout17": set()}
 
 
 def _labels(name: str) -> dict:
