@@ -582,7 +582,7 @@ SPIKE_LASTING_SIGMAS = 1.0
 SPIKE_PEAK_SIGMAS = 10.0
 SPIKE_ELEVATED_SIGMAS = 5.0
 SPIKE_MIN_RELATIVE_HEIGHT = 0.20
-SPIKE_MIN_POINTS = 3
+SPIKE_MIN_POINTS = 3  # optimizer steps: in a log every N ≥ 2 steps, max(2, ⌈3 / N⌉) records
 SPIKE_MAX_GAP = 2
 # During a spike the level and scale stay those from before it, for up to
 # 20 windows (1,000 records at most): long enough for PolyPythia's slow
@@ -796,7 +796,20 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
         cutoff = int(np.searchsorted(loss.index.to_numpy(), onset[0]))
         cutoff = max(0, cutoff - window)
     episodes = true_runs(sigmas >= SPIKE_ELEVATED_SIGMAS, 1, max_gap=SPIKE_MAX_GAP)
-    start_loss = abs(start_level(run) - floor)
+    # Where training started: the first records, or the task's reference loss (ln C, ln V, the expected
+    # initial loss) when above them: a log that starts late (heldout11's sorting transformer, from step 100
+    # at 0.8 against ln 16 = 2.77) would otherwise measure a memorised loss's benign bursts against a start
+    # it had already left.
+    reference = loss_reference(run)
+    task = task_of(run)
+    uniform = (reference[0] if reference is not None else
+               task.uniform_loss if task.kind == "language_modelling" and task.uniform_loss is not None else None)
+    begun = start_level(run)
+    start_loss = abs((max(begun, uniform) if uniform is not None and math.isfinite(begun) else begun) - floor)
+    # SPIKE_MIN_POINTS optimizer steps: a log every N ≥ 2 steps shows them in fewer records, but never in one
+    # (one record of a sparse step log can be one hard batch).
+    every = logged.every if logged is not None and logged.every is not None else 1
+    spike_min_records = SPIKE_MIN_POINTS if every <= 1 else max(2, math.ceil(SPIKE_MIN_POINTS / every))
     spikes = []
     for start, end in episodes:
         elevated = int((sigmas[start:end + 1] >= SPIKE_ELEVATED_SIGMAS).sum())
@@ -808,7 +821,7 @@ def _noise_spikes(run: RunData, loss: Curve) -> list[Spike]:
             continue
         if base <= SPIKE_NEAR_ZERO_LEVEL * start_loss and jump < SPIKE_SINGLE_MIN_JUMP * start_loss:
             continue  # a burst on a memorised, near-zero loss that stays tiny against the start
-        persistent = elevated >= SPIKE_MIN_POINTS
+        persistent = elevated >= spike_min_records
         extreme = values[peak] >= SPIKE_SINGLE_FACTOR * base and jump >= SPIKE_SINGLE_MIN_JUMP * start_loss
         if not (persistent or extreme):
             continue
@@ -851,12 +864,15 @@ def loss_spike(run: RunData) -> list[Finding]:
     """A short jump far above the local loss level, robust to noise and to the downward trend.
 
     Symptom: a peak ≥ 10 robust sigmas and ≥ 20 % above the median of the
-    preceding losses, with ≥ 3 records ≥ 5 sigmas above it; one finding per
+    preceding losses, with ≥ 3 records ≥ 5 sigmas above it (in a log every
+    N ≥ 2 steps, records spanning 3 steps: max(2, ⌈3 / N⌉)); one finding per
     spike with its step, height and whether (and how fast) it recovered.
     A single extreme record (≥ 3× the level, ≥ 10 sigmas) is reported as info
     when it lasts: the median of the 5 records after it stays ≥ 1 robust
     sigma above the level (a one-batch jump among ordinary batches does not).
-    On a loss near zero (running level ≤ 5 % of the start) any spike must
+    On a loss near zero (running level ≤ 5 % of the start: the first
+    records, or ln C / ln V / the expected initial loss when above them, as
+    in a log that starts late) any spike must
     jump by ≥ 25 % of the start, as a single record must (a memorised
     training loss goes through brief benign bursts: Thilak et al. 2022).
     The noise scale is the larger of the robust sigma and the 99th percentile

@@ -235,6 +235,33 @@ def test_loss_spike_ignores_jumps_below_one_percent_of_the_start():
     assert loss_spike(make_run(loss=loss)) == []
 
 
+@pytest.mark.parametrize(("every", "fires"), [(5, True), (1, False)], ids=["log-every-5-steps", "log-every-step"])
+def test_a_spike_in_two_records_of_a_sparse_log_lasted_several_steps(every, fires):
+    """heldout17's names LSTM saw three batches of a shard encoded with another alphabet: its 5-step records went
+    1.07 -> 2.81 -> 2.16 -> 1.14. Two records of a log every 5 steps span the 3 optimizer steps a spike must
+    last (one record can be one batch); two records of a log of every step do not."""
+    rng = np.random.default_rng(4)
+    loss = 1.08 + 0.012 * rng.standard_normal(60)
+    loss[30:32] = [2.81, 2.16]
+    steps = every + every * np.arange(60)
+    run = make_run(frames=[scalar_rows("loss", loss, steps=steps)])
+    run.source = {"kind": "csv", "logging_every": every}
+    assert bool(loss_spike(run)) is fires
+
+
+def test_a_burst_on_a_memorised_loss_logged_late_is_measured_against_ln_c():
+    """heldout11's healthy sorting transformer, logged from step 100 at 0.8 (ln 16 = 2.77), had a benign burst on
+    its memorised loss (0.013 -> 0.31 -> 0.18 -> 0.05): 37 % of where its log started, 11 % of ln 16. A burst
+    on a near-zero loss must jump by a quarter of where training started, which is ln C when the log began
+    below it."""
+    loss = np.concatenate([np.geomspace(0.8, 0.012, 45), np.full(35, 0.012)])
+    loss[55:58] = [0.31, 0.18, 0.05]
+    steps = 100 + 10 * np.arange(len(loss))
+    frames = [scalar_rows("loss", loss, steps=steps)]
+    assert loss_spike(make_run(frames=frames, task={"num_classes": 16})) == []
+    assert loss_spike(make_run(frames=frames))  # no task: the first records are the start
+
+
 # ------------------------------------------------------------------ learning rate
 
 
