@@ -166,6 +166,11 @@ def _output_tensors(value: Any, depth: int = _OUTPUT_DEPTH) -> list[torch.Tensor
     return [tensor for item in items for tensor in _output_tensors(item, depth - 1)]
 
 
+def _storage_pointers(tensors: Sequence[torch.Tensor]) -> set[int]:
+    """The data pointers of the strided tensors among ``tensors`` (a sparse adjacency matrix has no storage)."""
+    return {tensor.data_ptr() for tensor in tensors if tensor.layout == torch.strided and not tensor.is_nested}
+
+
 def _reached_parameters(outputs: Sequence[torch.Tensor]) -> set[int]:
     """ids of the parameters found within _GRAPH_WALK_NODES autograd nodes of ``outputs`` (their AccumulateGrad nodes)."""
     found: set[int] = set()
@@ -241,7 +246,7 @@ class DiscardedOutputs:
         try:
             if module is self._model:
                 self._pass += 1
-            self._taken_in.update((self._pass, tensor.data_ptr()) for tensor in _output_tensors(args))
+            self._taken_in.update((self._pass, pointer) for pointer in _storage_pointers(_output_tensors(args)))
         except Exception as error:  # in the user's forward: never raised there
             self._failed(error)
 
@@ -252,7 +257,8 @@ class DiscardedOutputs:
             tensors = [tensor for tensor in _output_tensors(output) if tensor.requires_grad]
             if not tensors:
                 return
-            self._outputs.setdefault(id(module), set()).update((self._pass, tensor.data_ptr()) for tensor in tensors)
+            self._outputs.setdefault(id(module), set()).update((self._pass, pointer)
+                                                               for pointer in _storage_pointers(tensors))
             own = [id(param) for param in module.parameters(recurse=False) if param.requires_grad]
             if own and id(module) not in self._from_own and set(own) <= _reached_parameters(tensors):
                 self._from_own.add(id(module))

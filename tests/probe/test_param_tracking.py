@@ -451,3 +451,41 @@ def test_a_watched_model_can_be_copied_saved_and_hold_a_script_module(tmp_path):
     meta, scalars, _, _ = read_run(tmp_path / "copies")
     assert meta["status"] == "finished" and "discarded_outputs" not in meta["env"]["model"]
     assert len(series(scalars, "loss")) == 3
+
+
+class _SparseGraphNet(torch.nn.Module):
+    """A GCN layer taking a sparse adjacency matrix as an input, with a head; ``side`` is a dead end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Linear(8, 16)
+        self.head = torch.nn.Linear(16, 3)
+        self.side = torch.nn.Linear(16, 1)
+
+    def forward(self, x, adjacency):
+        hidden = torch.relu(torch.sparse.mm(adjacency, self.conv(x)))
+        self.side(hidden)
+        return self.head(hidden)
+
+
+def test_a_sparse_input_does_not_turn_the_dead_end_check_off(tmp_path):
+    """A sparse tensor has no storage to point at (data_ptr raises): the check of outputs nothing uses must
+    skip it, not fail with a warning on every graph network."""
+    torch.manual_seed(0)
+    model = _SparseGraphNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    index = torch.randint(0, 20, (2, 60))
+    adjacency = torch.sparse_coo_tensor(index, torch.ones(60), (20, 20)).coalesce()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with Probe(run="graph", store=tmp_path, layer_every=1) as probe:
+            probe.watch(model, optimizer)
+            for _ in range(4):
+                x, y = torch.randn(20, 8), torch.randint(0, 3, (20,))
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x, adjacency), y)
+                loss.backward()
+                optimizer.step()
+                probe.step(loss=loss)
+    meta, _, _, _ = read_run(tmp_path)
+    assert meta["env"]["model"]["discarded_outputs"] == ["side.weight", "side.bias"]
