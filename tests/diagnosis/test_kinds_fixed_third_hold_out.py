@@ -189,3 +189,28 @@ def test_a_sparse_logs_single_batch_losses_are_not_read_as_the_training_loss_swi
         scalar_rows("loss", _swinging(np.zeros(1)).series("loss", "val").to_numpy(), steps=np.arange(10, 410, 10),
                     split="val"), scalar_rows("lr", np.full(400, 1e-3), layer="group0")], task={"kind": "regression"})
     assert [f.severity for f in lr_too_high(run) if f.evidence["kind"] == "swings"] == ["warning"]
+
+
+# heldout16's count_healthy_adamw_wsd_every_8: its validation loss at each of its 20 evaluations (every 12 steps).
+NOISY_DENSENET_VAL = [0.491, 0.176, 0.106, 0.088, 0.071, 0.075, 0.069, 0.068, 0.072, 0.094, 0.059, 0.065, 0.055,
+                      0.115, 0.075, 0.075, 0.055, 0.097, 0.21, 0.067]
+
+
+def test_one_outlier_at_the_last_eval_of_a_long_noisy_curve_is_not_the_end_level():
+    """heldout16's healthy blob-counting DenseNet ended 0.21, 0.067 after a best of 0.055: the centred median of
+    3, cut to the last two evals, is their mean (0.139), and the run was warned best-epoch-not-last. On a curve
+    of >= 10 evals the end level is the median of the last 3 (0.097): no warning. A short curve (the public
+    Whisper logs, 4-6 evals) keeps the cut window, whose last 3 evals would reach back to the best."""
+    from traindoctor.diagnosis.generalisation import _smooth_evals
+    from traindoctor.store.frames import Curve
+
+    steps = 12 * np.arange(1, 21)
+    run = make_run(loss=noisy_decay(240, start=0.7, end=0.05),
+                   frames=[scalar_rows("loss", NOISY_DENSENET_VAL, steps=steps, split="val")],
+                   task={"kind": "regression"})
+    assert [f.severity for f in best_epoch_not_last(run) if f.severity != "info"] == []
+    long_curve = _smooth_evals(Curve(np.array(NOISY_DENSENET_VAL), steps))
+    assert long_curve[-1] == pytest.approx(0.097) and long_curve[0] == pytest.approx(0.176)
+    short = np.array(NOISY_DENSENET_VAL[-5:])
+    short_curve = _smooth_evals(Curve(short, steps[-5:]))
+    assert short_curve[-1] == pytest.approx((0.21 + 0.067) / 2) and short_curve[0] == pytest.approx((0.075 + 0.055) / 2)
