@@ -208,7 +208,10 @@ class DiscardedOutputs:
     one run under ``torch.no_grad()``, a parameter its module does not use
     (a forgotten position embedding or layer-scale gain), and an output
     another module takes in after a ``.detach()`` (a CNN's features fed
-    detached to its classifier).
+    detached to its classifier). Outputs are matched to inputs by storage
+    pointer within one forward pass, so a freed output whose memory the
+    allocator gives to a later module's input reads as taken in: the check
+    errs toward the warning.
 
     Args:
         model: the model (DDP / compiled wrappers are unwrapped).
@@ -220,10 +223,13 @@ class DiscardedOutputs:
         self._on_error = on_error
         self._broken = False
         self._from_own: set[int] = set()  # modules whose output was computed from their own parameters
-        # Storage pointers as (forward pass, pointer): memory freed after one micro-batch is reused by the next.
+        # Storage pointers keyed by forward pass (memory freed after one micro-batch is reused by the next),
+        # each with the hook call that saw it: an output counts as taken in only by a later module input
+        # (a module's input freed once read can hand its memory to a later output).
         self._pass = 0
-        self._outputs: dict[int, set[tuple[int, int]]] = {}  # module id -> its output tensors' storage
-        self._taken_in: set[tuple[int, int]] = set()  # storage of tensors some module took as input
+        self._calls = 0
+        self._outputs: dict[int, dict[tuple[int, int], int]] = {}  # module id -> its outputs' storage -> call
+        self._taken_in: dict[tuple[int, int], int] = {}  # storage of tensors some module took in -> last call
         self._hooks: list[Any] = []
         for module in self._model.modules():
             if isinstance(module, torch.jit.ScriptModule):
@@ -246,7 +252,9 @@ class DiscardedOutputs:
         try:
             if module is self._model:
                 self._pass += 1
-            self._taken_in.update((self._pass, pointer) for pointer in _storage_pointers(_output_tensors(args)))
+            self._calls += 1
+            for pointer in _storage_pointers(_output_tensors(args)):
+                self._taken_in[(self._pass, pointer)] = self._calls
         except Exception as error:  # in the user's forward: never raised there
             self._failed(error)
 
@@ -257,8 +265,10 @@ class DiscardedOutputs:
             tensors = [tensor for tensor in _output_tensors(output) if tensor.requires_grad]
             if not tensors:
                 return
-            self._outputs.setdefault(id(module), set()).update((self._pass, pointer)
-                                                               for pointer in _storage_pointers(tensors))
+            self._calls += 1
+            produced = self._outputs.setdefault(id(module), {})
+            for pointer in _storage_pointers(tensors):
+                produced[(self._pass, pointer)] = self._calls
             own = [id(param) for param in module.parameters(recurse=False) if param.requires_grad]
             if own and id(module) not in self._from_own and set(own) <= _reached_parameters(tensors):
                 self._from_own.add(id(module))
@@ -304,10 +314,11 @@ class DiscardedOutputs:
             if id(module) in covered or not dead(module):
                 continue
             covered.update(id(sub) for sub in module.modules())
-            if self._outputs.get(id(module), set()) & self._taken_in:
+            produced = self._outputs.get(id(module), {})
+            if any(self._taken_in.get(key, 0) > call for key, call in produced.items()):
                 continue  # another module took its output in (after a .detach()): cut off, not a dead end
             found += [names[id(param)] for param in trainable[id(module)] if id(param) in names]
-        self._from_own, self._outputs, self._taken_in = set(), {}, set()
+        self._from_own, self._outputs, self._taken_in = set(), {}, {}
         return list(dict.fromkeys(found))[:MAX_FROZEN_NAMES]
 
 
