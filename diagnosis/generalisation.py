@@ -1103,18 +1103,28 @@ def no_better_than_baseline(run: RunData) -> list[Finding]:
     return _accuracy_at_baseline(run) or _loss_at_prior(run)
 
 
-def _accuracy_at_baseline(run: RunData) -> list[Finding]:
+def _final_accuracy(run: RunData) -> tuple[float, float, float, str, Curve] | None:
+    """The final evaluation accuracy (median of the last 3 evals), the zero-rule baseline (the majority class's
+    share in the last confusion matrix), that matrix's sample count, its split and the finite accuracy curve
+    (by optimizer step); None without both."""
     accuracy, _ = eval_frame(run, "accuracy")
     accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
     latest = last_confusion(run)
     if accuracy.empty or latest is None:
-        return []
-    matrix, step, split = latest
-    total = matrix.sum()
+        return None
+    matrix, _, split = latest
+    total = float(matrix.sum())
     if total <= 0:
-        return []
-    baseline = float(matrix.sum(axis=1).max() / total)
+        return None
     final = float(np.median(accuracy.to_numpy()[-min(3, len(accuracy)):]))
+    return final, float(matrix.sum(axis=1).max() / total), total, split, accuracy
+
+
+def _accuracy_at_baseline(run: RunData) -> list[Finding]:
+    measured = _final_accuracy(run)
+    if measured is None:
+        return []
+    final, baseline, total, split, accuracy = measured
     margin = max(BASELINE_MIN_MARGIN, BASELINE_SE * math.sqrt(baseline * (1 - baseline) / total))
     if final > baseline + margin:
         return []
@@ -1141,13 +1151,10 @@ def _memorised(run: RunData, entropy: float, how: str, train_level: float) -> li
     # Overfitting on a few noisy examples can keep the validation loss above the prior too, with an accuracy
     # well above the zero-rule baseline (two hold-out runs: 13-25 % of the way from it to 1); memorised labels
     # leave almost none of that headroom (heldout16's shuffled 200-class run: 0.016 against 0.005, 1 %).
-    accuracy, _ = eval_frame(run, "accuracy")
-    accuracy = accuracy[np.isfinite(accuracy.to_numpy())] if len(accuracy) else accuracy
-    latest = last_confusion(run)
-    if accuracy.empty or latest is None or latest[0].sum() <= 0:
+    measured = _final_accuracy(run)
+    if measured is None:
         return []
-    baseline = float(latest[0].sum(axis=1).max() / latest[0].sum())
-    final = float(np.median(accuracy.to_numpy()[-min(3, len(accuracy)):]))
+    final, baseline = measured[:2]
     if baseline >= 1 or (final - baseline) / (1 - baseline) > MEMORISED_HEADROOM:
         return []
     loss = finite_train_loss(run)
