@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from traindoctor.diagnosis.common import finite_train_loss
 from traindoctor.diagnosis.generalisation import (
     best_epoch_not_last,
     no_better_than_baseline,
@@ -15,7 +16,7 @@ from traindoctor.diagnosis.generalisation import (
     underfitting,
 )
 from traindoctor.diagnosis.learning_rate import decayed_too_early, lr_too_high, lr_too_low, missing_warmup
-from traindoctor.diagnosis.loss import bad_initial_loss, divergence, loss_spike
+from traindoctor.diagnosis.loss import bad_initial_loss, cadence, divergence, first_steps_record, loss_spike
 from traindoctor.store.run_data import RunData
 from tests.diagnosis.factories import confusion_frame, make_run, noisy_decay, scalar_rows
 
@@ -277,19 +278,44 @@ def test_lr_too_high_when_the_loss_climbs_back_after_its_best():
      ([3.1, 3.3, 4.7, 5.1, 6.7, 7.4, 7.1, 6.9, 6.0], {"kind": "language_modelling", "vocab_size": 28}, True),
      ([9.2, 9.6, 9.9, 10.2, 10.0, 9.8, 9.5, 9.4, 9.0], {"num_classes": 10}, False),
      ([2.2, 1.6, 1.5, 3.6, 4.0, 4.2, 4.1, 3.9, 3.8], {"num_classes": 10}, False),
-     ([2.2, 2.4, 3.6, 4.0, 4.2, 4.1, 3.9, 4.0, 3.7], None, False)],
+     ([2.2, 2.4, 3.6, 4.0, 4.2, 4.1, 3.9, 4.0, 3.7], None, True),
+     ([2.2, 2.4, 2.9, 3.1, 3.2, 3.1, 3.0, 2.9, 2.8], None, False)],
     ids=["classifier-from-ln-C", "language-model-from-ln-V", "biased-head-no-sane-start", "fell-first",
-         "no-loss-scale"])
+         "no-loss-scale-from-its-first-record", "no-loss-scale-below-1.5x"])
 def test_lr_too_high_when_the_loss_climbs_above_uniform_before_it_falls(head, task, fires):
     """Heldout9's Signum GRU at 50x its lr (2.0 to 3.4-6 against ln 6) and heldout13's Sophia GPT at 30x (3.1 to
     7.4 against ln 28) climbed before they ever fell, then came back: the rebound tests, which measure a climb
     from a drop, saw nothing. A start 4x ln C is a bad initialisation's, and a run that fell first is the rebound
-    tests' case; without ln C or ln V no level is worse than guessing."""
+    tests' case. Without ln C or ln V the climb is measured from the first record (logged from step 1 here):
+    1.9x it is worse than the untrained model, 1.45x is not enough."""
     loss = np.concatenate([np.repeat(head, 5), np.linspace(head[-1], 0.5 * head[0], 100), np.full(100, 0.5 * head[0])])
     climbs = [f for f in lr_too_high(make_run(loss=loss, task=task))
               if f.evidence.get("kind") == "climb_above_uniform"]
     assert [f.severity for f in climbs] == (["warning"] if fires else [])
-    assert all("worse than guessing" in f.message for f in climbs)
+    assert all(("worse than guessing" if task else "worse than it was untrained") in f.message for f in climbs)
+
+
+@pytest.mark.parametrize(("first_step", "per_epoch", "fires"), [(1, False, True), (400, False, False),
+                                                                  (8, True, False)],
+                         ids=["logged-from-step-1", "log-starts-late", "epoch-means"])
+def test_a_climb_without_a_loss_scale_needs_a_first_record_of_the_start(first_step, per_epoch, fires):
+    """Heldout13's SAE (1.8 at step 5 to 10.5) and heldout15's masked-patch model (1.25 to 2.3-3.3 for 200
+    steps), both regressions at 17-20x their lr, climbed from their first record before they ever fell. A log
+    that starts late, or one of epoch means, does not show where training started: no reference, no finding."""
+    head = [1.25, 1.3, 2.1, 2.4, 2.5, 2.4, 2.3, 2.2, 2.0]
+    loss = np.concatenate([np.repeat(head, 5), np.linspace(2.0, 0.9, 100), np.full(100, 0.9)])
+    # Epoch means of 8 steps each: the first at step 8, within the first steps, but a mean over an epoch.
+    every = 8 if per_epoch else 1
+    steps = first_step + every * np.arange(len(loss))
+    epochs = np.arange(1, len(loss) + 1, dtype="float64") if per_epoch else None
+    run = make_run(frames=[scalar_rows("loss", loss, steps=steps, epochs=epochs)], task={"kind": "regression"})
+    assert (cadence(run).per_epoch, first_steps_record(run, finite_train_loss(run))) == (
+        (True, None) if per_epoch else (False, "initial" if first_step == 1 else None))
+    climbs = [f for f in lr_too_high(run) if f.evidence.get("kind") == "climb_above_uniform"]
+    assert [f.severity for f in climbs] == (["warning"] if fires else [])
+    if fires:
+        assert climbs[0].evidence["reference"] == "its first record"
+        assert "from 1.25 at its first record (step 1)" in climbs[0].message.lower()
 
 
 @pytest.mark.parametrize(
