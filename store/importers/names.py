@@ -49,6 +49,9 @@ KNOWN_NAMES = {
     # Detectron2, the TF Object Detection API and many YOLO ports print the summed training loss as total_loss
     # next to its parts (loss_cls, giou_loss, ...); a log that also has a plain "loss" keeps that one (map_metrics).
     "total_loss": "loss", "total loss": "loss",
+    # A detection loop's sum of its loss dict, printed under the name the tutorials give it (``losses =
+    # sum(loss for loss in loss_dict.values())``: maskrcnn-benchmark#497's "iteration : 6, losses : 1436176.25").
+    "losses": "loss",
     "acc": "accuracy", "accuracy": "accuracy",
     "lr": "lr", "learning_rate": "lr", "learning-rate": "lr", "learningrate": "lr",
     "grad_norm": "grad_norm", "gradient_norm": "grad_norm", "grad-norm": "grad_norm",

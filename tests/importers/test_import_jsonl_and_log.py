@@ -336,6 +336,22 @@ def test_total_loss_is_the_training_loss(tmp_path, store_root):
     assert points(store_root, result.run_id, "user", "giou_loss")[0] == (748, 2.10)
 
 
+def test_losses_is_the_training_loss_unless_a_loss_is_logged_too(tmp_path, store_root):
+    """maskrcnn-benchmark#497's lines: the summed detection loss printed as "losses" (39.7 -> 1.4e6 -> nan) was a
+    user metric, so the run read as holding no training step; beside a plain "loss" it keeps its own name."""
+    path = tmp_path / "maskrcnn.log"
+    path.write_text("iteration : 1, losses : 39.65670394897461\niteration : 2, losses : 1436176.25\n"
+                    "iteration : 3, losses : nan\n")
+    [result] = import_source("log", store_root, path)
+    assert same_points(points(store_root, result.run_id, "train", "loss"), [(1, 39.65670394897461), (2, 1436176.25),
+                                                                            (3, NAN)])
+    both = tmp_path / "both.log"
+    both.write_text("step 1 loss 2.5 losses 7.5\nstep 2 loss 2.4 losses 7.1\n")
+    [result] = import_source("log", store_root, both)
+    assert points(store_root, result.run_id, "train", "loss") == [(1, 2.5), (2, 2.4)]
+    assert points(store_root, result.run_id, "train", "losses") == [(1, 7.5), (2, 7.1)]
+
+
 def test_user_pattern_with_named_groups(tmp_path, store_root):
     path = tmp_path / "custom.log"
     path.write_text("it 100 | L=2.5 acc=0.1\nnoise line\nit 200 | L=nan acc=0.2\n")

@@ -37,6 +37,7 @@ CASES = [
     ("test_acc", ("test", "accuracy", None)),
     ("train_loss_step", ("train", "loss", None)),
     ("total_loss", ("train", "loss", None)),
+    ("losses", ("train", "loss", None)),
     ("val_total_loss", ("val", "loss", None)),
     ("train_loss_epoch", ("train", "loss_epoch", None)),
     ("val_loss_epoch", ("val", "loss", None)),
