@@ -15,12 +15,13 @@ the intervals are wide.
 Sets: ``original`` is the first 31 runs, which the rules of #12 were written with in view (no threshold set on
 them, but their kinds of fault were known); ``held-out`` is the runs whose provenance.json has ``held_out``: added
 later and labelled, and committed, before traindoctor was run on them; ``third`` is the runs whose provenance.json
-has ``third_hold_out``: a third hold-out, gathered the same way after the second was scored. ``--set all`` (the
-default) prints the figures of each set and of the whole.
+has ``third_hold_out``: a third hold-out, gathered the same way after the second was scored; ``fourth`` those
+with ``fourth_hold_out`` (2026-12-01), gathered by a helper that never ran traindoctor nor read its rules.
+``--set all`` (the default) prints the figures of each set and of the whole.
 
 Usage::
 
-    python benchmarks/real_logs.py [--root tests/data/real_logs] [--set all|original|held-out|third] [--json]
+    python benchmarks/real_logs.py [--root tests/data/real_logs] [--set all|original|held-out|third|fourth] [--json]
 """
 
 from __future__ import annotations
@@ -85,16 +86,17 @@ def print_figures(name: str, figs: dict) -> None:
               f"warning/critical finding; {figs['false_alarms_per_100_healthy']:.0f} such findings per 100 healthy runs")
 
 
-SETS = {"original": lambda case: not case.held_out and not case.third, "held-out": lambda case: case.held_out,
-        "third": lambda case: case.third, "all": lambda case: True}
+SETS = {"original": lambda case: not (case.held_out or case.third or case.fourth),
+        "held-out": lambda case: case.held_out, "third": lambda case: case.third, "fourth": lambda case: case.fourth,
+        "all": lambda case: True}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=REAL_LOGS, help="folder of run folders with provenance.json")
     parser.add_argument("--set", choices=list(SETS), default="all",
-                        help="original (the first 31), held-out (added later, labelled before any run), third (a "
-                             "third hold-out, the same way) or all")
+                        help="original (the first 31), held-out (added later, labelled before any run), third and "
+                             "fourth (later hold-outs, the same way) or all")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
 
@@ -107,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((case, score(case, findings)))
     elapsed = time.perf_counter() - started
 
-    shown = ["original", "held-out", "third", "all"] if args.set == "all" else [args.set]
+    shown = ["original", "held-out", "third", "fourth", "all"] if args.set == "all" else [args.set]
     by_set = {name: figures([(c, s) for c, s in rows if SETS[name](c)]) for name in shown}
     if args.json:
         result = dict(by_set[args.set], seconds=round(elapsed, 1))
         if args.set == "all":
-            result["sets"] = {name: by_set[name] for name in ("original", "held-out", "third")}
+            result["sets"] = {name: by_set[name] for name in ("original", "held-out", "third", "fourth")}
         print(json.dumps(result))
+        return 0
+    if not rows:
+        print(f"no runs in set {args.set} under {args.root}")
         return 0
     width = max(len(c.name) for c, _ in rows)
     print(f"{'run':<{width}}  set       label    verdict   warning/critical findings")
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         label = "healthy" if case.healthy else "faulty"
         verdict = ("ok" if result.passed else "MISSED" if result.detected is False else "ALARM")
         found = ", ".join(f"{rule} ({severity})" for rule, severity in result.alarms) or "-"
-        in_set = "held-out" if case.held_out else "third" if case.third else "original"
+        in_set = ("held-out" if case.held_out else "third" if case.third else "fourth" if case.fourth
+                  else "original")
         print(f"{case.name:<{width}}  {in_set:<8}  {label:<7}  {verdict:<8}  {found}")
     for name in shown:
         if by_set[name]["runs"]:

@@ -62,6 +62,13 @@ class RealLog:
         the second hold-out's 15 runs."""
         return "third_hold_out" in self.provenance
 
+    @property
+    def fourth(self) -> bool:
+        """In the fourth hold-out (provenance ``fourth_hold_out``): gathered on 2026-12-01 by a helper that never
+        ran traindoctor nor read its rules, labelled from the authors' words, and scored once before anything was
+        changed for it."""
+        return "fourth_hold_out" in self.provenance
+
 
 def real_logs(root: Path = REAL_LOGS) -> list[RealLog]:
     """Every run folder under ``root`` (one with a provenance.json), sorted by name.
