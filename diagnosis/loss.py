@@ -262,6 +262,49 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
     return _rise_onset(run) or _explosion_onset(run) or _above_reference_onset(run)
 
 
+# A training loss that climbs while the model keeps getting better on held-out data is not the model getting
+# worse: the training batches got harder (a curriculum, an augmentation or regulariser ramped up, a shifting data
+# stream). The main evaluation split says so when, with ≥ HELD_OUT_MIN_EVALS evaluations in the stretch (and
+# the first one after it: a climb over the first steps may hold one evaluation or none), none of
+# them is worse than the best evaluation before it by more than the larger of HELD_OUT_SHARE of the improvement
+# made by then (from the first evaluation) and HELD_OUT_MARGIN of that best (eval noise), and the last is below
+# the first. A new user's break test: competence-based curriculum regressions whose training loss rose 2-7x
+# over the first 200 steps while their validation loss fell (1.92 -> 0.67, then to its best, 0.145, within
+# 0.01) read as a critical divergence, a missing warm-up and an lr too high. The corpus's word LM at 100x its
+# lr climbs back while its validation loss goes from 4.18 to 4.61 (+10 % over its best, which was its first
+# evaluation) and back to 4.14: not improving through the climb, and still found.
+HELD_OUT_MIN_EVALS = 2
+HELD_OUT_SHARE = 0.10
+HELD_OUT_MARGIN = 0.02
+
+
+def held_out_improving(run: RunData, first_step: float, last_step: float) -> bool:
+    """Whether the main evaluation split's loss kept improving through steps ``first_step``..``last_step``
+    (optimizer steps, inclusive) and at the first evaluation after them (see above for the test). False without
+    ≥ HELD_OUT_MIN_EVALS such evaluations."""
+    values, _ = eval_frame(run, "loss")
+    if not len(values):
+        return False
+    v = values.to_numpy(dtype="float64")
+    steps = np.asarray(values.index)
+    keep = np.isfinite(v)
+    v, steps = v[keep], steps[keep]
+    inside = np.flatnonzero((steps >= first_step) & (steps <= last_step))
+    after = np.flatnonzero(steps > last_step)
+    if len(after):  # and the first evaluation after it: a short stretch (the first steps) may hold one or none
+        inside = np.r_[inside, after[0]]
+    if len(inside) < HELD_OUT_MIN_EVALS or not v[inside[-1]] < v[inside[0]]:
+        return False
+    for position in inside:
+        if position == 0:
+            continue
+        best = float(v[:position].min())
+        allowance = max(HELD_OUT_SHARE * (float(v[0]) - best), HELD_OUT_MARGIN * abs(best))
+        if v[position] > best + allowance:
+            return False
+    return True
+
+
 def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
     """The smoothed loss ≥ DIVERGED_MARGIN above its start from some record to the end (needs ≥ 10 records),
     and, where the task gives a reference loss, settled at or above it; without one, ≥ DIVERGED_MARGIN_UNSCALED
@@ -291,6 +334,8 @@ def _rise_onset(run: RunData) -> tuple[int, str, dict] | None:
     if not np.all(loss.to_numpy()[-DIVERGED_TAIL_POINTS:] > threshold):
         return None
     tail = float(np.median(loss.to_numpy()[first_above:]))
+    if held_out_improving(run, int(loss.index[first_above]), math.inf):
+        return None  # harder batches (a curriculum), not a model blowing up: see held_out_improving
     if reference is not None and 0 <= start and tail < reference[0]:  # a negative loss is no cross-entropy
         # Still below the loss of uniform predictions (ln C, or the expected initial loss): the
         # model predicts better than one that learned nothing, so training has not blown up; a
@@ -427,7 +472,8 @@ def divergence_settled(finding: Finding) -> bool:
                   "DIVERGED_MIN_FRACTION", "DIVERGED_SMOOTHING",
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
                   "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS", "ABOVE_REFERENCE_FACTOR",
-                  "ABOVE_REFERENCE_KEPT", "ABOVE_REFERENCE_MIN_EVALS"),
+                  "ABOVE_REFERENCE_KEPT", "ABOVE_REFERENCE_MIN_EVALS", "HELD_OUT_MIN_EVALS",
+                  "HELD_OUT_SHARE", "HELD_OUT_MARGIN"),
       live=Live(settled=divergence_settled))
 def divergence(run: RunData) -> list[Finding]:
     """A NaN/Inf in the loss, the gradient norm or an evaluation loss, or a loss that rose above its start and stayed.
@@ -443,7 +489,10 @@ def divergence(run: RunData) -> list[Finding]:
     and settled at or above the task's reference loss (ln C, the expected
     initial loss; for a language model 90 % of ln V, the uniform-prediction
     loss), or ≥ 2× its starting level when the task gives none
-    (critical; ≥ 10 records). Or, however short the log, a jump to ≥ 1e4×
+    (critical; ≥ 10 records), unless the validation loss, evaluated ≥ 2
+    times from the rise on, kept improving through it (no evaluation worse
+    than the best before it by more than 10 % of the improvement made by
+    then or 2 %, the last below the first: harder batches, a curriculum). Or, however short the log, a jump to ≥ 1e4×
     the level before it (the median of ≥ 3 earlier records, and at least
     the start's) after which every record to the end, ≥ 3 of them, stays
     ≥ 1e4× above that level, or fewer when every evaluation loss from the
