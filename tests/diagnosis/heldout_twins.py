@@ -43,7 +43,10 @@ nbeats_quantile_forecast keyword_spectrogram_convformer
 film_oscillator_response``; ``THIRTEENTH_HOLD_OUT`` those of the thirteenth
 (tests/data/heldout13, see ``tests/diagnosis/make_heldout13.py``), checked
 with ``--family ecg_resnet1d_rhythms gpt_rope_sophia_chars
-sae_synthetic_activations``.
+sae_synthetic_activations``; ``EIGHTEENTH_HOLD_OUT`` those of the eighteenth
+(tests/data/heldout18, see ``tests/diagnosis/make_heldout18.py``), checked
+with ``--family r2plus1d_motion_clips ngram_mlp_lm_words
+logcosh_projectile_range``.
 
 Usage::
 
@@ -82,6 +85,7 @@ NINTH_HOLD_OUT = ("gru_next_event", "ae_conv1d_sensors", "poisson_counts_transfo
 TENTH_HOLD_OUT = ("realnvp_flow_mixture", "perceiver_point_sets", "bpr_matrix_factorisation")
 TWELFTH_HOLD_OUT = ("nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response")
 THIRTEENTH_HOLD_OUT = ("ecg_resnet1d_rhythms", "gpt_rope_sophia_chars", "sae_synthetic_activations")
+EIGHTEENTH_HOLD_OUT = ("r2plus1d_motion_clips", "ngram_mlp_lm_words", "logcosh_projectile_range")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:
