@@ -59,6 +59,21 @@ KNOWN_MISSES = {
         "too few records and the lr not read: 5 epochs of a plateau whose printed 'Updating learning rate to "
         "1.7e-24' the importer keeps as a user metric, so decayed_too_early has no lr, and 5 records are below the "
         "curve rules' minimum"),
+    # Fourth hold-out (provenance fourth_hold_out, added 2026-12-01): gathered by a helper that never ran traindoctor
+    # nor read its rules, labelled from the authors' words, scored once (5 of 9 faulty found, 0 of 6 healthy
+    # warned, at this session's start rules and after its changes alike); these are what it got wrong, by kind.
+    # mmskeleton#311's ST-GCN, missed because the prior-loss test asked 10 records of every log, is found since
+    # (docs/accuracy.md: in sample from then on).
+    "log-chemts-gru-loss-jumps-at-epoch-20": (
+        "too few records: 4 pasted epochs (0.39 at epoch 19, 0.88, 0.77, then 0.58 at epoch 100, numbered 1-4) hold "
+        "a jump the spike test needs history for, and the gap to epoch 100 does not show"),
+    "log-hf-grokfast-exploding-grad-norm": (
+        "the excerpt starts after the explosion: the gradient norm is 3.8e12 at its first record and grows 1.5x a "
+        "record to 1.4e14 (38x over 10 records), under the 100x growth and 10x-its-running-median tests; no rule "
+        "judges a norm's absolute size"),
+    "log-r2c-vcr-loss-stuck-at-chance": (
+        "no task and few records: the validation loss sits at 1.386 (ln 4) with accuracy 0.249 over 4 epochs, but "
+        "the issue does not state the 4 answer choices, so no class count gives the chance level"),
 }
 
 
@@ -86,6 +101,16 @@ def test_the_third_hold_out_is_a_mix():
     assert sum(case.healthy for case in third) >= 6 and sum(not case.healthy for case in third) >= 6
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", case.provenance["third_hold_out"]["added"]) for case in third)
     assert not [case.name for case in third if case.held_out]
+
+
+def test_the_fourth_hold_out_is_a_mix():
+    """The fourth hold-out (provenance fourth_hold_out): at least 15 runs, six or more of each verdict, each dated,
+    and in no other hold-out."""
+    fourth = [case for case in CASES if case.fourth]
+    assert len(fourth) >= 15, len(fourth)
+    assert sum(case.healthy for case in fourth) >= 6 and sum(not case.healthy for case in fourth) >= 6
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", case.provenance["fourth_hold_out"]["added"]) for case in fourth)
+    assert not [case.name for case in fourth if case.held_out or case.third]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
