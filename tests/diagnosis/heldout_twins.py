@@ -13,38 +13,38 @@ recall (from the last confusion counts). The runs' descriptions quote the
 criterion each label was checked with. ``SECOND_HOLD_OUT`` are the families
 of the second hold-out, added after the rules of e5debb8; ``THIRD_HOLD_OUT``
 those of the third (stored in tests/data/heldout3, not in the corpus; see
-``tests/diagnosis/make_heldout3.py``), written from the rules of 31be2a9 on and
+``tests/diagnosis/make_heldout.py heldout3``), written from the rules of 31be2a9 on and
 checked with ``--family unet_signals lstm_lm_hmm set_transformer_points``;
 ``FOURTH_HOLD_OUT`` those of the fourth (tests/data/heldout4, see
-``tests/diagnosis/make_heldout4.py``), written from the rules of c366583 on
+``tests/diagnosis/make_heldout.py heldout4``), written from the rules of c366583 on
 and checked with ``--family gin_graph_motifs vae_glyphs seq2seq_transduction``;
 ``FIFTH_HOLD_OUT`` those of the fifth (tests/data/heldout5, see
-``tests/diagnosis/make_heldout5.py``), written from the rules of 115ef75 on
+``tests/diagnosis/make_heldout.py heldout5``), written from the rules of 115ef75 on
 and checked with ``--family tcn_tones ssm_lm_brackets contrastive_views``;
 ``SIXTH_HOLD_OUT`` those of the sixth (tests/data/heldout6, see
-``tests/diagnosis/make_heldout6.py``), written from the rules of 6ed0da9 on
+``tests/diagnosis/make_heldout.py heldout6``), written from the rules of 6ed0da9 on
 and checked with ``--family conv2d_textures mlm_records forecast_gnll``;
 ``SEVENTH_HOLD_OUT`` those of the seventh (tests/data/heldout7, see
-``tests/diagnosis/make_heldout7.py``), written from the rules of 479b644 on
+``tests/diagnosis/make_heldout.py heldout7``), written from the rules of 479b644 on
 and checked with ``--family moe_lm_domains mixer_finetune_shapes
 dcn_multilabel_tags``; ``EIGHTH_HOLD_OUT`` those of the eighth
-(tests/data/heldout8, see ``tests/diagnosis/make_heldout8.py``), written
+(tests/data/heldout8, see ``tests/diagnosis/make_heldout.py heldout8``), written
 from the rules of 466706a on and checked with ``--family
 seg_convnet_regions kd_student_mlp ftt_focal_tabular``; ``NINTH_HOLD_OUT``
 those of the ninth (tests/data/heldout9, see
-``tests/diagnosis/make_heldout9.py``), checked with ``--family
+``tests/diagnosis/make_heldout.py heldout9``), checked with ``--family
 gru_next_event ae_conv1d_sensors poisson_counts_transformer``;
 ``TENTH_HOLD_OUT`` those of the tenth (tests/data/heldout10, see
-``tests/diagnosis/make_heldout10.py``), checked with ``--family
+``tests/diagnosis/make_heldout.py heldout10``), checked with ``--family
 realnvp_flow_mixture perceiver_point_sets bpr_matrix_factorisation``;
 ``TWELFTH_HOLD_OUT`` those of the twelfth (tests/data/heldout12, see
-``tests/diagnosis/make_heldout12.py``), checked with ``--family
+``tests/diagnosis/make_heldout.py heldout12``), checked with ``--family
 nbeats_quantile_forecast keyword_spectrogram_convformer
 film_oscillator_response``; ``THIRTEENTH_HOLD_OUT`` those of the thirteenth
-(tests/data/heldout13, see ``tests/diagnosis/make_heldout13.py``), checked
+(tests/data/heldout13, see ``tests/diagnosis/make_heldout.py heldout13``), checked
 with ``--family ecg_resnet1d_rhythms gpt_rope_sophia_chars
 sae_synthetic_activations``; ``EIGHTEENTH_HOLD_OUT`` those of the eighteenth
-(tests/data/heldout18, see ``tests/diagnosis/make_heldout18.py``), checked
+(tests/data/heldout18, see ``tests/diagnosis/make_heldout.py heldout18``), checked
 with ``--family r2plus1d_motion_clips ngram_mlp_lm_words
 logcosh_projectile_range``.
 

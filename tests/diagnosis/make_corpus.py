@@ -867,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
 def train_cli(argv: list[str] | None, specs_of: Callable[[], list[Spec]], default_out: Path, doc: str) -> int:
     """Train the runs ``specs_of()`` lists into ``--out`` (all, ``--only`` some, ``--family`` some families'
     or the ``--missing`` ones) and write every run's labels there: ``main`` of this module and of
-    ``make_heldout3``."""
+    ``make_heldout``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--only", nargs="*", help="regenerate only these runs (others are kept)")

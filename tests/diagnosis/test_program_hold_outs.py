@@ -2,14 +2,11 @@
 apart.
 
 heldout11 and heldout14 are healthy only (``HEALTHY_ONLY``): ten and eight families of five healthy runs each, for the
-false-alarm rate (see tests/diagnosis/make_heldout11.py and make_heldout14.py).
-
-Each other set's three families were written by an engineer who changed no rule and
-are kept out of the tuning corpus (see tests/diagnosis/make_heldout3.py to make_heldout13.py); heldout15's four
-families likewise, with three healthy runs and five or six faults each (tests/diagnosis/make_heldout15.py), and
-heldout16's four with four healthy runs and five or six faults each (tests/diagnosis/make_heldout16.py), and
-heldout17's three likewise (tests/diagnosis/make_heldout17.py), and heldout18's three with four healthy runs and six
-faults each (tests/diagnosis/make_heldout18.py).
+false-alarm rate. Each other set's families were written by an engineer who changed no rule and are kept out of the
+tuning corpus: three families a set with healthy runs and fault runs in each, four in heldout15 (three healthy runs and
+five or six faults a family) and heldout16 (four and five or six), three in heldout17 (four and five or six) and
+heldout18 (four and six). ``tests/diagnosis/make_heldout.py SET`` trains any of them (``HOLD_OUTS`` lists their
+families, which must match ``SETS`` here).
 These tests do not diagnose the runs: they check the stores and the labels the benchmark reads (``benchmarks/diagnosis_accuracy.py --corpus
 tests/data/heldout3``, ``... heldout4``).
 """
@@ -49,7 +46,7 @@ SETS = {"heldout3": ({"unet_signals", "lstm_lm_hmm", "set_transformer_points"}, 
 # Healthy and faulty runs a family of a set has at least, where fewer than (4, 6).
 RUNS_PER_FAMILY = {"heldout15": (3, 5), "heldout16": (4, 5), "heldout17": (4, 5)}
 # Sets of healthy runs only (false alarms per 100 healthy runs): no fault labels, five healthy runs a family.
-HEALTHY_ONLY = {"heldout11", "heldout14"}  # see tests/diagnosis/make_heldout11.py and make_heldout14.py
+HEALTHY_ONLY = {"heldout11", "heldout14"}
 # Curve rules a set has no label for, and why: its author dropped the fault run for doing no harm.
 UNCOVERED = {"heldout5": {"missing_warmup"},  # an RWKV-style LM at AdamW 2e-2 from step 1: 1.00x its twin
              # Its author replaced the triplet net's vanishing gradients (no early/late gap once the embeddings
@@ -136,10 +133,17 @@ def test_kept_apart_from_the_tuning_corpus(name):
 def test_stored_labels_are_the_recipes_labels(name):
     """Labels come from how each run was built (the family modules' recipes), never from the diagnosis."""
     pytest.importorskip("torch")
-    import importlib
+    from tests.diagnosis.make_heldout import specs_of
 
-    maker = importlib.import_module(f"tests.diagnosis.make_{name}")
-    specs = getattr(maker, f"{name}_specs")()
+    specs = specs_of(name)
     expected = {spec.name: {"description": spec.description, "healthy": spec.healthy, "family": spec.family,
                             "expect": spec.expect, "forbid": spec.forbid, "allow": spec.allow} for spec in specs}
     assert json.loads(json.dumps(expected)) == _labels(name)
+
+
+def test_the_make_heldout_registry_names_every_set_and_its_families():
+    """tests/diagnosis/make_heldout.py trains each set from its registry: the same sets and families as here."""
+    from tests.diagnosis.make_heldout import HOLD_OUTS
+
+    assert {name: set(hold_out.families) for name, hold_out in HOLD_OUTS.items()} == {
+        name: families for name, (families, _) in SETS.items()}

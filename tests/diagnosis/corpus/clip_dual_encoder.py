@@ -32,7 +32,7 @@ the pairs and 12 epochs.
 
 Task kind not recorded (``unknown``: a contrastive objective, no classes).
 Fourteenth hold-out (issue #12, healthy only); see
-``tests/diagnosis/make_heldout14.py``.
+``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ epoch (4.53 → 4.50 only: the lr gone before it learned).
 
 Task kind not recorded (``unknown``: survival analysis is neither a
 classification nor an MSE regression). Fourteenth hold-out (issue #12,
-healthy only); see ``tests/diagnosis/make_heldout14.py``.
+healthy only); see ``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

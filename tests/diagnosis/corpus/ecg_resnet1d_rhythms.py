@@ -25,7 +25,7 @@ classification, C = 5.
 
 Thirteenth hold-out (issue #12): written on 2026-12-01 by an engineer who
 changes no rule and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout13.py``).
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout13``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ momentum 0.9 (effectively a larger step): 0.131. The plateau scheduler
 halves the lr two or three times in 25 epochs.
 
 Task kind recorded: regression. Fourteenth hold-out (issue #12, healthy
-only); see ``tests/diagnosis/make_heldout14.py``.
+only); see ``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

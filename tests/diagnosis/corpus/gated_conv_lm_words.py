@@ -22,7 +22,7 @@ steps, val loss twice an epoch. Task: language_modelling, V = 500.
 
 Fifteenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout15.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout15``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family gated_conv_lm_words``.
 """

@@ -25,7 +25,7 @@ from how each run was built, each fault checked against its healthy twin
 runs was diagnosed. The runs are stored in ``tests/data/heldout4`` (not the
 tuning corpus), run.json carrying the probe's parameter layout
 (``env.model.shapes``, ``tied``, ``frozen``), and this module is not in
-``FAMILY_MODULES``: ``python tests/diagnosis/make_heldout4.py`` trains them.
+``FAMILY_MODULES``: ``python tests/diagnosis/make_heldout.py heldout4`` trains them.
 """
 
 from __future__ import annotations

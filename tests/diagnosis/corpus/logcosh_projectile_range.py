@@ -27,7 +27,7 @@ step 300.)
 
 Eighteenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout18.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout18``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family logcosh_projectile_range``.
 """

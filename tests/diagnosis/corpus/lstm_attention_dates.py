@@ -39,7 +39,7 @@ hidden 96 and 6,000 dates it was still far from done after 6 epochs
 Task kind recorded: language_modelling with the vocabulary of 44 (what
 ``Probe(vocab_size=44)`` writes for a character-level sequence model).
 Fourteenth hold-out (issue #12, healthy only); see
-``tests/diagnosis/make_heldout14.py``.
+``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

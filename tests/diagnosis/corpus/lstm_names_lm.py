@@ -19,7 +19,7 @@ language_modelling, V = 27.
 
 Seventeenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout17.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout17``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family lstm_names_lm``.
 """

@@ -21,7 +21,7 @@ regression.
 
 Fifteenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout15.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout15``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family masked_patch_autoencoder``.
 """

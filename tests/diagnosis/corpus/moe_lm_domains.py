@@ -31,7 +31,7 @@ Task: language modelling with V = 44.
 
 Seventh hold-out (issue #12): written on 2026-11-30 by an engineer who changes
 no rule and never reads them, kept out of ``FAMILY_MODULES`` and of the
-tuning corpus (tests/data/heldout7, ``tests/diagnosis/make_heldout7.py``).
+tuning corpus (tests/data/heldout7, ``tests/diagnosis/make_heldout.py heldout7``).
 Each fault's label comes from how the run was built; its harm was checked
 against the healthy twin in ``twins()`` with ``tests/diagnosis/heldout_twins.py``
 (scalars only). Faults tried here and dropped for doing no harm against

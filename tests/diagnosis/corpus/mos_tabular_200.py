@@ -20,7 +20,7 @@ counts after every epoch. Task: classification, C = 200.
 
 Sixteenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout16.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout16``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family mos_tabular_200``.
 """

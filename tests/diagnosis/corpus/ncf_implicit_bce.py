@@ -34,7 +34,7 @@ above.
 
 Task kind not recorded (``unknown``: a single-logit recommender, nothing
 said about the task). Fourteenth hold-out (issue #12, healthy only); see
-``tests/diagnosis/make_heldout14.py``.
+``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ run at its lr × 1/3, × 1, × 3): SGD Nesterov 0.017 0.0227, 0.05 0.0179,
 all three, after the second decay.
 
 Task kind recorded: classification, 10 classes. Fourteenth hold-out
-(issue #12, healthy only); see ``tests/diagnosis/make_heldout14.py``.
+(issue #12, healthy only); see ``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

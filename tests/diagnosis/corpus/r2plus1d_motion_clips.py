@@ -23,7 +23,7 @@ SGD at 0.8 without warm-up at 0.066 against 0.058 with it.
 
 Eighteenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout18.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout18``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family r2plus1d_motion_clips``.
 """

@@ -27,7 +27,7 @@ Eighth hold-out (issue #12): written by an engineer who changes no rule,
 labelled from how each run was built, each fault checked against its
 healthy twin (``tests/diagnosis/heldout_twins.py``) before any run was
 diagnosed; stored in ``tests/data/heldout8`` (not the tuning corpus), not in
-``FAMILY_MODULES``: ``python tests/diagnosis/make_heldout8.py`` trains them.
+``FAMILY_MODULES``: ``python tests/diagnosis/make_heldout.py heldout8`` trains them.
 """
 
 from __future__ import annotations

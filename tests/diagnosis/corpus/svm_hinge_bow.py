@@ -33,7 +33,7 @@ after epoch 2).
 Task kind recorded: classification, 8 classes (what ``Probe(num_classes=8)``
 records; the loss is a hinge, so its level is not a cross-entropy's).
 Fourteenth hold-out (issue #12, healthy only); see
-``tests/diagnosis/make_heldout14.py``.
+``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

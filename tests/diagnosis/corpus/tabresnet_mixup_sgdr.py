@@ -32,7 +32,7 @@ order of lr for BatchNorm nets at batch 128). 15 epochs end at the bottom
 of the second SGDR cycle, the best val loss within 0.002 of the last.
 
 Task kind recorded: classification, 20 classes. Fourteenth hold-out
-(issue #12, healthy only); see ``tests/diagnosis/make_heldout14.py``.
+(issue #12, healthy only); see ``tests/diagnosis/make_heldout.py heldout14``.
 """
 
 from __future__ import annotations

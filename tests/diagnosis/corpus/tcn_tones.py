@@ -25,7 +25,7 @@ from how each run was built, each fault checked against its healthy twin
 (``tests/diagnosis/heldout_twins.py``), and committed before any of these
 runs was diagnosed. The runs are stored in ``tests/data/heldout5`` (not the
 tuning corpus), run.json carrying the probe's parameter layout, and this
-module is not in ``FAMILY_MODULES``: ``python tests/diagnosis/make_heldout5.py``
+module is not in ``FAMILY_MODULES``: ``python tests/diagnosis/make_heldout.py heldout5``
 trains them.
 """
 

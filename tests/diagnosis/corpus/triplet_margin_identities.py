@@ -18,7 +18,7 @@ There is no class and no accuracy: task kind unknown (nothing said).
 
 Fifteenth hold-out: written on 2026-12-01 by an engineer who changes no rule
 and never read them; kept out of ``FAMILY_MODULES`` and of
-``tests/data/corpus`` (see ``tests/diagnosis/make_heldout15.py``). Labels
+``tests/data/corpus`` (see ``tests/diagnosis/make_heldout.py heldout15``). Labels
 come from how each run was built, checked against a healthy twin with
 ``tests/diagnosis/heldout_twins.py --family triplet_margin_identities``.
 """

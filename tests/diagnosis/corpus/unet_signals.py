@@ -25,7 +25,7 @@ healthy twin (``tests/diagnosis/heldout_twins.py``), and committed before
 any of these runs was diagnosed. The runs are stored in
 ``tests/data/heldout3`` (not the tuning corpus ``tests/data/corpus``), and
 this module is not in ``FAMILY_MODULES``: ``python
-tests/diagnosis/make_heldout3.py`` trains them.
+tests/diagnosis/make_heldout.py heldout3`` trains them.
 """
 
 from __future__ import annotations
