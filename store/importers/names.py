@@ -52,6 +52,8 @@ KNOWN_NAMES = {
     # A detection loop's sum of its loss dict, printed under the name the tutorials give it (``losses =
     # sum(loss for loss in loss_dict.values())``: maskrcnn-benchmark#497's "iteration : 6, losses : 1436176.25").
     "losses": "loss",
+    # An epoch's mean loss as the PyTorch examples print it ("Test set: Average loss: 0.0490").
+    "average_loss": "loss", "average loss": "loss", "avg_loss": "loss", "avg loss": "loss",
     "acc": "accuracy", "accuracy": "accuracy",
     "lr": "lr", "learning_rate": "lr", "learning-rate": "lr", "learningrate": "lr",
     "grad_norm": "grad_norm", "gradient_norm": "grad_norm", "grad-norm": "grad_norm",

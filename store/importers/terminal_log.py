@@ -95,6 +95,14 @@ _EVAL_PROGRESS = re.compile(r"^\s*(?P<mode>Test|Val|Valid|Validation|Eval)\s*:?\
                             re.IGNORECASE)
 # ... and the line that sums it up there: " * Acc@1 76.130 Acc@5 92.862".
 _EVAL_SUMMARY = re.compile(r"^\s*\*\s+[A-Za-z]")
+# The PyTorch examples' epoch summary: "Test set: Average loss: 0.0490, Accuracy: 9843/10000 (98%)" (mnist,
+# and the many scripts copied from it, some with a "Train set:" line too): the split from its prefix, the
+# accuracy from its counts, "Average loss" the loss.
+_SET_SUMMARY = re.compile(r"^\s*(?P<mode>Train|Training|Test|Val|Valid|Validation|Eval)\s+set\s*:", re.IGNORECASE)
+_COUNT_ACCURACY = re.compile(r"(?i)\b(?P<key>acc(?:uracy)?)\s*:?\s*(?P<correct>\d+)\s*/\s*(?P<total>\d+)"
+                             r"(?:\s*\(\s*[\d.]+\s*%\s*\))?")
+_SUMMARY_MODES = {"train": "train", "training": "train", **{"val": "val", "valid": "val", "validation": "val",
+                                                           "eval": "val", "test": "test"}}
 # glog's line prefix (Caffe, many C++ trainers): "I1010 17:36:18.471521 24907 solver.cpp:191] ".
 _GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d{2}:\d{2}:\d{2}\.\d+\s+\d+\s+[\w./-]+:\d+\]\s?")
 # Caffe's evaluation during training: "Test net output #0: accuracy = 0.00028" (the TEST phase's net).
@@ -340,6 +348,14 @@ class _Reader:
             else:
                 record.split = _EVAL_MODES.get(mode, mode)
             text = text[:mm_iter.start()] + " | " + text[mm_iter.end():]
+        summary = _SET_SUMMARY.match(text) if " set" in text else None
+        if summary:
+            record.split = _SUMMARY_MODES[summary.group("mode").lower()]
+            text = " | " + text[summary.end():]
+        counts = _COUNT_ACCURACY.search(text) if "/" in text else None
+        if counts and int(counts.group("total")) > 0:
+            record.pairs.append(("accuracy", int(counts.group("correct")) / int(counts.group("total"))))
+            text = text[:counts.start()] + " | " + text[counts.end():]
         caffe_test = _CAFFE_TEST_OUTPUT.search(text) if "Test net output" in text else None
         if caffe_test:
             record.split = "val"

@@ -352,6 +352,35 @@ def test_losses_is_the_training_loss_unless_a_loss_is_logged_too(tmp_path, store
     assert points(store_root, result.run_id, "train", "losses") == [(1, 7.5), (2, 7.1)]
 
 
+def test_the_pytorch_examples_epoch_summaries(tmp_path, store_root):
+    """pytorch/examples' mnist prints "Test set: Average loss: 0.0490, Accuracy: 9843/10000 (98%)" after each
+    epoch's "Train Epoch: 1 [640/60000 (1%)]\tLoss: 0.5" lines, and scripts copied from it add a "Train set:" line:
+    the accuracy was read as the count 9843 on the train split, the test loss as a user metric "Average_loss" and
+    the train-set line's values dropped as repeats (a new user's fourth real-log hold-out search)."""
+    path = tmp_path / "mnist.log"
+    path.write_text("Train Epoch: 1 [0/60000 (0%)]\tLoss: 2.300000\n"
+                    "Train Epoch: 1 [30720/60000 (51%)]\tLoss: 0.400000\n\n"
+                    "Train set: Average loss: 0.3000, Accuracy: 54000/60000 (90.000%)\n"
+                    "Test set: Average loss: 0.0490, Accuracy: 9843/10000 (98%)\n\n"
+                    "Train Epoch: 2 [0/60000 (0%)]\tLoss: 0.200000\n"
+                    "Train Epoch: 2 [30720/60000 (51%)]\tLoss: 0.100000\n\n"
+                    "Test set: Average loss: 0.0350, Accuracy: 9890/10000 (99%)\n")
+    [result] = import_source("log", store_root, path)
+    assert [value for _, value in points(store_root, result.run_id, "test", "accuracy")] == [0.9843, 0.989]
+    assert [value for _, value in points(store_root, result.run_id, "test", "loss")] == [0.049, 0.035]
+    assert [value for _, value in points(store_root, result.run_id, "train", "accuracy")] == [0.9]
+    # The per-batch losses are the training curve; the train-set line's mean at the same step does not replace one.
+    assert [value for _, value in points(store_root, result.run_id, "train", "loss")] == [2.3, 0.4, 0.2, 0.1]
+    assert points(store_root, result.run_id, "user", "Average_loss") == []
+    summaries = tmp_path / "summaries.log"
+    summaries.write_text("".join(f"Epoch {epoch}\nTrain set: Average loss: {0.5 / epoch:.4f}, Accuracy: {50000 + epoch}/60000 "
+                                 f"(83%)\nTest set: Average loss: {0.6 / epoch:.4f}, Accuracy: {8000 + epoch}/10000 (80%)\n"
+                                 for epoch in (1, 2, 3)))
+    [result] = import_source("log", store_root, summaries)
+    assert [value for _, value in points(store_root, result.run_id, "train", "loss")] == [0.5, 0.25, 0.1667]
+    assert [value for _, value in points(store_root, result.run_id, "test", "loss")] == [0.6, 0.3, 0.2]
+
+
 def test_user_pattern_with_named_groups(tmp_path, store_root):
     path = tmp_path / "custom.log"
     path.write_text("it 100 | L=2.5 acc=0.1\nnoise line\nit 200 | L=nan acc=0.2\n")
