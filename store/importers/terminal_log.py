@@ -499,6 +499,9 @@ def _assign_steps(records: list[LogRecord], log_every: int) -> str:
     group_epoch: float | None = None
     group_names: set = set()
     next_bar = _next_bar_steps(records) if per_epoch is not None else {}
+    # A log of evaluations only (a --pattern that takes the "Test set:" line, the validation line of each
+    # epoch) has no training record to hang them on: each is a record of its own, not all at the first step.
+    only_evaluations = not logged and all(_is_evaluation(r) or r.summary for r in records if r.pairs)
     for index, record in enumerate(records):
         if record.step is not None:
             last = record.step
@@ -523,7 +526,7 @@ def _assign_steps(records: list[LogRecord], log_every: int) -> str:
         if from_bar and record.bar_step is not None:
             record.step = last = used_bar = record.bar_step
             continue
-        if not (_is_evaluation(record) or record.summary) or last is None:
+        if only_evaluations or not (_is_evaluation(record) or record.summary) or last is None:
             names = {map_metric(key) for key, _ in record.pairs}
             if (record.epoch is not None and record.epoch == group_epoch and float(record.epoch).is_integer()
                     and names.isdisjoint(group_names) and last is not None):

@@ -381,6 +381,15 @@ def test_the_pytorch_examples_epoch_summaries(tmp_path, store_root):
     assert [value for _, value in points(store_root, result.run_id, "test", "loss")] == [0.6, 0.3, 0.2]
 
 
+def test_a_pattern_of_evaluations_only_keeps_every_match(tmp_path, store_root):
+    """A --pattern without a step group that takes only validation values (EVA5's "Test set: Average loss: ..."
+    lines) put every match at step 1 and kept 1 of 14: each match is a record of its own."""
+    path = tmp_path / "eval.log"
+    path.write_text("".join(f"EPOCH: {e}\nTest set: Average loss: {0.1 / e:.4f}, Accuracy: 98%\n" for e in (1, 2, 3)))
+    [result] = import_source("log", store_root, path, pattern=r"Test set: Average loss: (?P<val_loss>[\d.]+)")
+    assert points(store_root, result.run_id, "val", "loss") == [(1, 0.1), (2, 0.05), (3, 0.0333)]
+
+
 def test_user_pattern_with_named_groups(tmp_path, store_root):
     path = tmp_path / "custom.log"
     path.write_text("it 100 | L=2.5 acc=0.1\nnoise line\nit 200 | L=nan acc=0.2\n")
