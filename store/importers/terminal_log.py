@@ -108,8 +108,10 @@ _GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d{2}:\d{2}:\d{2}\.\d+\s+\d+\s+[\w./-]+
 # Caffe's evaluation during training: "Test net output #0: accuracy = 0.00028" (the TEST phase's net).
 _CAFFE_TEST_OUTPUT = re.compile(r"\bTest net output #\d+:\s*")
 # An lr announced in prose: "Updating learning rate to 1.7e-24" (Time-Series-Library, Informer),
-# "Adjusting learning rate of group 0 to 1.0000e-03." (PyTorch's schedulers, verbose=True).
-_PROSE_LR = re.compile(r"(?i)\b(?:updating|adjusting|setting|changing|set|new|current)\s+(?:the\s+)?(?:learning rate|lr)"
+# "Adjusting learning rate of group 0 to 1.0000e-03." (PyTorch's schedulers, verbose=True), "Epoch 00012:
+# reducing learning rate of group 0 to 1.0000e-04." (ReduceLROnPlateau, verbose=True).
+_PROSE_LR = re.compile(r"(?i)\b(?:updating|adjusting|setting|changing|reducing|set|new|current)\s+(?:the\s+)?"
+                       r"(?:learning rate|lr)"
                        r"(?:\s+of\s+group\s+(?P<group>\d+))?\s+(?:to|is|now|:|=)\s*(?P<value>" + _NUMBER + r")")
 _MM_ITER = re.compile(r"\bIter(?:\((?P<mode>\w+)\))?\s*\[\s*(?P<step>\d+)\s*/\s*(?P<total>\d+)\s*\]")
 # Megatron-LM's evaluation line: " validation loss at iteration 1000 | lm loss value: 2.3E+00 | lm loss PPL: 10.4 |"

@@ -573,6 +573,17 @@ def test_a_pytorch_scheduler_announcing_each_groups_lr(tmp_path, store_root):
     assert points(store_root, result.run_id, "train", "lr", "group1") == [(1, 1e-4)]
 
 
+def test_reduce_lr_on_plateau_announcing_a_reduced_lr(tmp_path, store_root):
+    """ReduceLROnPlateau(verbose=True) prints "Epoch 00003: reducing learning rate of group 0 to 1.0000e-04."
+    (rowanz/r2c#43): it was read as a metric "to" = 1.0."""
+    path = tmp_path / "plateau.log"
+    path.write_text("epoch 1 loss 2.0\nepoch 2 loss 1.9\nEpoch 00003: reducing learning rate of group 0 to 1.0000e-04.\n"
+                    "epoch 3 loss 1.8\n")
+    [result] = import_source("log", store_root, path)
+    assert points(store_root, result.run_id, "train", "lr", "group0") == [(3, 1e-4)]  # the epoch it names
+    assert not any(name in ("to", "reducing_learning_rate") for name in series_names(store_root, result.run_id))
+
+
 def test_an_hf_dict_printed_before_the_first_bar_is_kept_below_the_next_bars_step(tmp_path, store_root):
     """A paste that starts mid-run (haotian-liu/LLaVA#918): the first dict, before any bar, took the step
     its two-decimal epoch gave (2565 of 10,485 at epoch 0.24), the next dict's, and one value was lost."""
