@@ -71,7 +71,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PAIR = re.compile(
     rf"(?<![\w.\-/@])(?P<key>[A-Za-z][\w./\-@]*(?: [A-Za-z][\w./\-@]*){{0,5}})(?:\s*\((?P<unit>[^()]{{1,20}})\))?"
     rf"\s*(?:[:=]\s*|\s+)(?P<bracket>\[\s*)?(?P<value>{_NUMBER})(?(bracket)\s*\])"
-    rf"(?:%|[A-Za-z]{{1,3}}(?:/[A-Za-z]{{1,3}})?)?(?![\w.])"
+    rf"(?:%|[A-Za-z]{{1,3}}(?:/[A-Za-z]{{1,3}})?)?(?![\w.]|[-:/]\d)"
 )
 # One entry of a printed dict: 'key': 1.5, "key": "1.5", 'key': np.float64(1.5), 'key': tensor(1.5).
 _DICT_ENTRY = re.compile(
@@ -90,6 +90,10 @@ _MM_EPOCH = re.compile(r"\bEpoch(?:\((?P<mode>\w+)\))?:?\s*\[\s*(?P<epoch>\d+)\s
 _EPOCH_OF_STEP = re.compile(r"\bEpoch\s*:?\s*\[?\s*(?P<epoch>\d+)\s*/\s*(?P<epochs>\d+)\s*\]?\s*[,|]?\s*"
                             r"(?:Step|Batch|Iter(?:ation)?)\s*:?\s*\[?\s*(?P<inner>\d+)\s*/\s*(?P<total>\d+)\s*\]?",
                             re.IGNORECASE)
+# An epoch counter with no step after it: "Epoch [  1/50] loss: 0.9", "Epoch 3/50 - loss: 0.7" (a per-epoch log).
+_EPOCH_FRACTION = re.compile(r"\bEpoch\s*:?\s*\[?\s*(?P<epoch>\d+)\s*/\s*(?P<epochs>\d+)\s*\]?", re.IGNORECASE)
+# Keras 2's announcement "Train on 40000 samples, validate on 10000 samples": counts, not metrics.
+_KERAS_SAMPLES = re.compile(r"^\s*Train on \d+ samples(?:, validate on \d+ samples)?\s*$")
 # An evaluation's progress line in the same style: "Test: [ 10/196]" (the ImageNet example), "Val: [3/50]".
 _EVAL_PROGRESS = re.compile(r"^\s*(?P<mode>Test|Val|Valid|Validation|Eval)\s*:?\s*\[\s*\d+\s*/\s*\d+\s*\]",
                             re.IGNORECASE)
@@ -324,8 +328,14 @@ class _Reader:
             record.pairs += entries
             record.summary = any(key == _HF_SUMMARY_MARK for key, _ in entries)
             text = text[:dict_start.start()]
+        if text[:1] == "T" and _KERAS_SAMPLES.match(text):
+            return None
         mm = _MM_EPOCH.search(text) if "Epoch" in text and "[" in text else None
         mm = mm or (_EPOCH_OF_STEP.search(text) if "poch" in text and "/" in text else None)
+        epoch_only = _EPOCH_FRACTION.search(text) if not mm and "poch" in text and "/" in text else None
+        if epoch_only:
+            record.epoch = float(epoch_only.group("epoch"))
+            text = text[:epoch_only.start()] + " | " + text[epoch_only.end():]
         if mm:
             mode = ((mm.groupdict().get("mode")) or "train").lower()
             record.epoch = float(mm.group("epoch"))

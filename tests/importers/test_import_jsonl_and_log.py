@@ -381,6 +381,20 @@ def test_the_pytorch_examples_epoch_summaries(tmp_path, store_root):
     assert [value for _, value in points(store_root, result.run_id, "test", "loss")] == [0.6, 0.3, 0.2]
 
 
+def test_prose_counts_dates_and_epoch_counters_are_not_metrics(tmp_path, store_root):
+    """Keras 2's "Train on 40000 samples, validate on 10000 samples" became a train metric "on" = 40000, a header's
+    "Start Time: 2025-10-03" a metric 2025, and "Epoch [  1/50]" was no epoch (a new user's real-log search)."""
+    path = tmp_path / "keras.log"
+    path.write_text("Start Time: 2025-10-03 12:00:01\nTrain on 40000 samples, validate on 10000 samples\n"
+                    "Epoch [  1/50] loss: 0.9 val_loss: 1.0\nEpoch [  2/50] loss: 0.8 val_loss: 0.95\n"
+                    "Epoch 3/50 - loss: 0.7 - val_loss: 0.9\n")
+    [result] = import_source("log", store_root, path)
+    assert series_names(store_root, result.run_id) == {"train/loss", "val/loss"}
+    frame = imported_series(store_root, result.run_id, "train", "loss")
+    assert frame["value"].tolist() == [0.9, 0.8, 0.7] and frame["epoch"].tolist() == [1.0, 2.0, 3.0]
+    assert [value for _, value in points(store_root, result.run_id, "val", "loss")] == [1.0, 0.95, 0.9]
+
+
 def test_a_pattern_of_evaluations_only_keeps_every_match(tmp_path, store_root):
     """A --pattern without a step group that takes only validation values (EVA5's "Test set: Average loss: ..."
     lines) put every match at step 1 and kept 1 of 14: each match is a record of its own."""
