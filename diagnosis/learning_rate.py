@@ -429,7 +429,8 @@ def _rebound_stretch(profile: Curve, start: float, noise: float, spikes: list,
                   "HIGH_UPDATE_RATIO", "NOISY_PLATEAU_NOISE", "UPDATE_RATIO_RULE_OF_THUMB", "STILL_MOVING_RATIO",
                   "LIVE_JUMP_SHARE", "UNIFORM_LEVEL_SHARE", "UNIFORM_MIN_STEPS", "KILLED_RATIO_FADE", "ZERO_GRAD",
                   "DEAD_MIN_RECORDS", "CLIMB_SANE_START", "CLIMB_FACTOR", "CLIMB_MIN_RECORDS", "CLIMB_SMOOTHING",
-                  "CLIMB_CONTRADICTING_ACCURACY", "CLIMB_NOISE_SIGMAS", "HELD_OUT_MIN_EVALS", "HELD_OUT_SHARE", "HELD_OUT_MARGIN"),
+                  "CLIMB_CONTRADICTING_ACCURACY", "CLIMB_NOISE_SIGMAS", "HELD_OUT_MIN_EVALS", "HELD_OUT_MIN_GAIN",
+                  "HELD_OUT_SHARE", "HELD_OUT_MARGIN"),
       live=Live(settled=rebound_settled))
 def lr_too_high(run: RunData) -> list[Finding]:
     """Loss climbs back after its best, or thrashes on a high plateau with large updates.
@@ -1673,7 +1674,8 @@ EARLY_LEARNING_POINTS = 5
                   "EARLY_LOSS_RISE_ATTENTION", "EARLY_GRAD_GROWTH", "EARLY_LOSS_RISE", "EARLY_LEARNING_DROP",
                   "EARLY_LEARNING_POINTS", "UPDATE_RATIO_RULE_OF_THUMB", "DIVERGED_SMOOTHING", "INITIAL_STEP",
                   "EARLY_STEPS_MAX", "EARLY_STEPS_FRACTION", "KILLED_RATIO_FADE", "UNIFORM_MIN_STEPS",
-                  "SPARSE_LR_AT_PEAK", "HELD_OUT_MIN_EVALS", "HELD_OUT_SHARE", "HELD_OUT_MARGIN"))
+                  "SPARSE_LR_AT_PEAK", "HELD_OUT_MIN_EVALS", "HELD_OUT_MIN_GAIN", "HELD_OUT_SHARE",
+                  "HELD_OUT_MARGIN"))
 def missing_warmup(run: RunData) -> list[Finding]:
     """A transformer (or Adam with a large lr) started at full lr, with early instability.
 

@@ -265,15 +265,19 @@ def divergence_onset(run: RunData) -> tuple[int, str, dict] | None:
 # A training loss that climbs while the model keeps getting better on held-out data is not the model getting
 # worse: the training batches got harder (a curriculum, an augmentation or regulariser ramped up, a shifting data
 # stream). The main evaluation split says so when, with ≥ HELD_OUT_MIN_EVALS evaluations in the stretch (and
-# the first one after it: a climb over the first steps may hold one evaluation or none), none of
-# them is worse than the best evaluation before it by more than the larger of HELD_OUT_SHARE of the improvement
-# made by then (from the first evaluation) and HELD_OUT_MARGIN of that best (eval noise), and the last is below
-# the first. A new user's break test: competence-based curriculum regressions whose training loss rose 2-7x
-# over the first 200 steps while their validation loss fell (1.92 -> 0.67, then to its best, 0.145, within
-# 0.01) read as a critical divergence, a missing warm-up and an lr too high. The corpus's word LM at 100x its
-# lr climbs back while its validation loss goes from 4.18 to 4.61 (+10 % over its best, which was its first
-# evaluation) and back to 4.14: not improving through the climb, and still found.
+# the first one after it: a climb over the first steps may hold one evaluation or none), none of them is worse
+# than the best evaluation before it by more than the larger of HELD_OUT_SHARE of the improvement made by then
+# (from the first evaluation) and HELD_OUT_MARGIN of that best (eval noise), and the last is HELD_OUT_MIN_GAIN
+# below the first. A new user's break test: competence-based curriculum regressions whose training loss rose
+# 2-7x over the first 200 steps while their validation loss fell (1.92 -> 0.67, then to its best, 0.145,
+# within 0.01) read as a critical divergence, a missing warm-up and an lr too high. The corpus's word LM at
+# 100x its lr climbs back while its validation loss goes from 4.18 to 4.61 (+10 % over its best, which was its
+# first evaluation) and back to 4.14: not improving through the climb, and still found.
 HELD_OUT_MIN_EVALS = 2
+# ...and the last at least this share below the first: a validation loss flat at the uniform level while the
+# training loss blows up in the first steps (the sample post-LN transformer without warm-up: 2.80, 2.78, 2.79
+# against ln 16 = 2.77) is stuck, not improving.
+HELD_OUT_MIN_GAIN = 0.05
 HELD_OUT_SHARE = 0.10
 HELD_OUT_MARGIN = 0.02
 
@@ -293,7 +297,7 @@ def held_out_improving(run: RunData, first_step: float, last_step: float) -> boo
     after = np.flatnonzero(steps > last_step)
     if len(after):  # and the first evaluation after it: a short stretch (the first steps) may hold one or none
         inside = np.r_[inside, after[0]]
-    if len(inside) < HELD_OUT_MIN_EVALS or not v[inside[-1]] < v[inside[0]]:
+    if len(inside) < HELD_OUT_MIN_EVALS or not v[inside[0]] - v[inside[-1]] >= HELD_OUT_MIN_GAIN * abs(v[inside[0]]):
         return False
     for position in inside:
         if position == 0:
@@ -473,7 +477,7 @@ def divergence_settled(finding: Finding) -> bool:
                   "DIVERGED_TAIL_POINTS", "MAGNITUDE_FACTOR", "MAGNITUDE_WINDOW", "MAGNITUDE_MIN_HISTORY",
                   "LIVE_NON_FINITE_RECORDS", "LIVE_RISE_RECORDS", "ABOVE_REFERENCE_FACTOR",
                   "ABOVE_REFERENCE_KEPT", "ABOVE_REFERENCE_MIN_EVALS", "HELD_OUT_MIN_EVALS",
-                  "HELD_OUT_SHARE", "HELD_OUT_MARGIN"),
+                  "HELD_OUT_MIN_GAIN", "HELD_OUT_SHARE", "HELD_OUT_MARGIN"),
       live=Live(settled=divergence_settled))
 def divergence(run: RunData) -> list[Finding]:
     """A NaN/Inf in the loss, the gradient norm or an evaluation loss, or a loss that rose above its start and stayed.
@@ -492,7 +496,8 @@ def divergence(run: RunData) -> list[Finding]:
     (critical; ≥ 10 records), unless the validation loss, evaluated ≥ 2
     times from the rise on, kept improving through it (no evaluation worse
     than the best before it by more than 10 % of the improvement made by
-    then or 2 %, the last below the first: harder batches, a curriculum). Or, however short the log, a jump to ≥ 1e4×
+    then or 2 %, the last ≥ 5 % below the first: harder batches, a
+    curriculum). Or, however short the log, a jump to ≥ 1e4×
     the level before it (the median of ≥ 3 earlier records, and at least
     the start's) after which every record to the end, ≥ 3 of them, stays
     ≥ 1e4× above that level, or fewer when every evaluation loss from the
