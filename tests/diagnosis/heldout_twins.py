@@ -46,7 +46,10 @@ with ``--family ecg_resnet1d_rhythms gpt_rope_sophia_chars
 sae_synthetic_activations``; ``EIGHTEENTH_HOLD_OUT`` those of the eighteenth
 (tests/data/heldout18, see ``tests/diagnosis/make_heldout.py heldout18``), checked
 with ``--family r2plus1d_motion_clips ngram_mlp_lm_words
-logcosh_projectile_range``.
+logcosh_projectile_range``; ``NINETEENTH_HOLD_OUT`` those of the nineteenth
+(tests/data/heldout19, see ``tests/diagnosis/make_heldout.py heldout19``), checked
+with ``--family graphsage_sensor_heat charcnn_product_titles
+arith_decoder_lm``.
 
 Usage::
 
@@ -86,6 +89,7 @@ TENTH_HOLD_OUT = ("realnvp_flow_mixture", "perceiver_point_sets", "bpr_matrix_fa
 TWELFTH_HOLD_OUT = ("nbeats_quantile_forecast", "keyword_spectrogram_convformer", "film_oscillator_response")
 THIRTEENTH_HOLD_OUT = ("ecg_resnet1d_rhythms", "gpt_rope_sophia_chars", "sae_synthetic_activations")
 EIGHTEENTH_HOLD_OUT = ("r2plus1d_motion_clips", "ngram_mlp_lm_words", "logcosh_projectile_range")
+NINETEENTH_HOLD_OUT = ("graphsage_sensor_heat", "charcnn_product_titles", "arith_decoder_lm")
 
 
 def curves(store: Path, name: str) -> dict[str, pd.Series]:

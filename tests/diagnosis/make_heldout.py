@@ -1,4 +1,4 @@
-"""Train a program hold-out (tests/data/heldout3 ... heldout18) into its own store, with its labels.
+"""Train a program hold-out (tests/data/heldout3 ... heldout19) into its own store, with its labels.
 
 Each hold-out is a set of program families (``HOLD_OUTS``) written by an
 engineer who changes no rule and never read them, unlike the families of the
@@ -88,6 +88,9 @@ HOLD_OUTS = {
     "heldout18": HoldOut(("r2plus1d_motion_clips", "ngram_mlp_lm_words", "logcosh_projectile_range"), "2026-12-01",
                          "an R(2+1)D video classifier, a Bengio n-gram MLP LM (V = 568), a log-cosh residual MLP "
                          "regressing projectile range"),
+    "heldout19": HoldOut(("graphsage_sensor_heat", "charcnn_product_titles", "arith_decoder_lm"), "2026-12-01",
+                         "a GraphSAGE regressing node heat on unseen meshes, a character CNN over product titles "
+                         "(150 classes), a decoder-only transformer over arithmetic facts (V = 15)"),
 }
 
 
