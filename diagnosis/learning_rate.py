@@ -688,9 +688,7 @@ def _climb_reference(run: RunData) -> tuple[float, str, str] | None:
     if reference is not None:
         return reference[0], reference[1], "where a fresh model starts"
     loss = finite_train_loss(run)
-    logged = cadence(run)
-    if (task.kind == "regression" and len(loss) and logged is not None
-            and first_steps_record(run, loss) in ("initial", "early")):
+    if task.kind == "regression" and len(loss) and first_steps_record(run, loss) in ("initial", "early"):
         # The first record itself: a median of the first steps' records takes in the climb when it starts at
         # once (a new user's break test: full-batch SGD at 5/λ0, 1.08 at step 1, then 1.39, 8.7, 126, read as
         # a start of 5.05). One noisy record is answered by the noise test (CLIMB_NOISE_SIGMAS).
@@ -1075,8 +1073,8 @@ def lr_too_low(run: RunData) -> list[Finding]:
     unknown): a median update/weight ratio ≤ 2e-4 where the lr was at ≥ 90 %
     of its peak, the steps not made small by vanishing gradients or dead
     layers, and the late loss still ≥ 50 % of where training started (the
-    expected initial loss, or the first record when the log shows the
-    start); info because a pre-trained model fine-tuned at a small lr on
+    expected initial loss, or the median of the first optimizer steps'
+    records, up to 5, when the log shows them); info because a pre-trained model fine-tuned at a small lr on
     purpose takes such steps too.
     Or the recorded lr is exactly 0 at every record (≥ 5, every param group)
     and was 0 when the probe saw the optimizer too (a positive lr there was
@@ -1302,10 +1300,10 @@ def _tiny_peak_steps(run: RunData, loss: Curve) -> list[Finding]:
     elif first_steps_record(run, loss) in ("initial", "early"):
         # The median of the first steps' records (up to 5): one minibatch's loss is a noisy start (a new user's
         # break test: a fine-tune measured from one batch of 32 at step 1, 0.75, where its val loss began at 1.06).
-        logged = cadence(run)
+        # (first_steps_record found a cadence whose early bound the first record is within: head is not empty.)
         head = loss.iloc[:START_POINTS]
-        head = head[head.index <= logged.early_bound()] if logged is not None else head.iloc[:1]
-        start = float(np.median(head.to_numpy())) if len(head) else float(loss.iloc[0])
+        head = head[head.index <= cadence(run).early_bound()]
+        start = float(np.median(head.to_numpy()))
         where = (f"its first record (step {int(loss.index[0])})" if len(head) <= 1
                  else f"its first {len(head)} records (steps {int(head.index[0])}-{int(head.index[-1])})")
     else:

@@ -103,10 +103,8 @@ _EVAL_SUMMARY = re.compile(r"^\s*\*\s+[A-Za-z]")
 # and the many scripts copied from it, some with a "Train set:" line too): the split from its prefix, the
 # accuracy from its counts, "Average loss" the loss.
 _SET_SUMMARY = re.compile(r"^\s*(?P<mode>Train|Training|Test|Val|Valid|Validation|Eval)\s+set\s*:", re.IGNORECASE)
-_COUNT_ACCURACY = re.compile(r"(?i)\b(?P<key>acc(?:uracy)?)\s*:?\s*(?P<correct>\d+)\s*/\s*(?P<total>\d+)"
+_COUNT_ACCURACY = re.compile(r"(?i)\bacc(?:uracy)?\s*:?\s*(?P<correct>\d+)\s*/\s*(?P<total>\d+)"
                              r"(?:\s*\(\s*[\d.]+\s*%\s*\))?")
-_SUMMARY_MODES = {"train": "train", "training": "train", **{"val": "val", "valid": "val", "validation": "val",
-                                                           "eval": "val", "test": "test"}}
 # glog's line prefix (Caffe, many C++ trainers): "I1010 17:36:18.471521 24907 solver.cpp:191] ".
 _GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d{2}:\d{2}:\d{2}\.\d+\s+\d+\s+[\w./-]+:\d+\]\s?")
 # Caffe's evaluation during training: "Test net output #0: accuracy = 0.00028" (the TEST phase's net).
@@ -128,6 +126,7 @@ _HF_BANNER = re.compile(r"^\s+(?P<key>[A-Z][A-Za-z ,.()&/-]*?)\s+=\s+(?P<value>[
 _ARGUMENTS_START = re.compile(r"\b\w*TrainingArguments\($")
 _ARGUMENT = re.compile(r"^\s*(?P<key>\w+)=(?P<value>.*?),?\s*$")
 _EVAL_MODES = {"val": "val", "valid": "val", "validation": "val", "eval": "val", "test": "test"}
+_SUMMARY_MODES = {"train": "train", "training": "train", **_EVAL_MODES}  # _SET_SUMMARY's prefixes
 _STEP_WORDS = {key.lower() for key in STEP_KEYS}
 # Numbers printed as "key: value" that are no metric: an ETA ("eta: 6 days,
 # 15:22:46" reads as 6) and Lightning's logger version.
